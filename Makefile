@@ -1,0 +1,51 @@
+# ShiftAdd Studio — two commands on a fresh machine:
+#   make run    set up what is missing, build, run the default experiment
+#   make test   set up what is missing, then lint and run the whole test suite
+# Both are idempotent. Set-up installs the PyPI `torch` wheel that `tch` expects into the
+# git-ignored .venv (libtorch comes from it), and the Debian Fashion-MNIST package when apt works.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+TORCH_VERSION := 2.13.0
+VENV := .venv
+TORCH_STAMP := $(VENV)/.torch-$(TORCH_VERSION)
+FMNIST_DIR := /usr/share/datasets/fashion-mnist
+DEFAULT_EXPERIMENT := experiments/smoke.toml
+
+.PHONY: setup libtorch fashion-mnist build run test lint
+
+setup: libtorch fashion-mnist
+
+libtorch: $(TORCH_STAMP)
+
+$(TORCH_STAMP):
+	@echo "setup: installing torch==$(TORCH_VERSION) into $(VENV) (libtorch for tch; ~4.7 GB, a few minutes)"
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check torch==$(TORCH_VERSION)
+	ln -sfn "$$($(VENV)/bin/python -c 'import pathlib, torch; print(pathlib.Path(torch.__file__).parent)')" $(VENV)/torch
+	touch $@
+
+fashion-mnist:
+	@if [ -d "$(FMNIST_DIR)" ]; then exit 0; fi; \
+	if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		echo "setup: installing dataset-fashion-mnist"; \
+		(apt-get update -q && apt-get install -y -q dataset-fashion-mnist) >/dev/null \
+			|| echo "setup: warning: could not install dataset-fashion-mnist; Fashion-MNIST presets need data.dir"; \
+	else \
+		echo "setup: note: apt not usable; Fashion-MNIST presets need its idx files (set data.dir)"; \
+	fi
+
+build: setup
+	cargo build
+
+run: build
+	@if [ -n "$$DISPLAY$$WAYLAND_DISPLAY" ]; then echo "run: the desktop app is not built yet; running headless"; fi
+	cargo run --quiet -p shiftadd-app --bin shiftadd -- train $(DEFAULT_EXPERIMENT)
+	@echo "run: results are in the database named above; list them with: cargo run -q --bin shiftadd -- runs"
+
+lint: setup
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+test: lint
+	cargo test --workspace

@@ -1,0 +1,445 @@
+//! Run configuration: one TOML file per run, every key with a default, unknown keys rejected, every
+//! value range-checked with an error that names the key, the value and what is allowed.
+//!
+//! `experiments/README.md` documents every key; keep the two in step.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// A configuration problem, phrased for the user: which key, which value, what is allowed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("config key `{key}` = {value}: {allowed}")]
+    Invalid {
+        key: String,
+        value: String,
+        allowed: String,
+    },
+    #[error("--set {0}: expected section.key=value, e.g. train.epochs=3")]
+    BadOverride(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub data: DataConfig,
+    pub model: ModelConfig,
+    pub ops: OpsConfig,
+    pub train: TrainConfig,
+    pub eval: EvalConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatasetName {
+    Synthetic,
+    FashionMnist,
+    Cifar10,
+    Cifar100,
+}
+
+impl DatasetName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Synthetic => "synthetic",
+            Self::FashionMnist => "fashion-mnist",
+            Self::Cifar10 => "cifar10",
+            Self::Cifar100 => "cifar100",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    /// Which dataset.
+    pub dataset: DatasetName,
+    /// Directory of the dataset files; empty means the dataset's default (Fashion-MNIST only).
+    pub dir: String,
+    /// Seed of the procedural `synthetic` dataset (the images, not the training order).
+    pub synthetic_seed: u64,
+    /// Number of synthetic training images.
+    pub synthetic_train: usize,
+    /// Number of synthetic test images.
+    pub synthetic_test: usize,
+    /// Use only the first N training images (0 = all).
+    pub train_subset: usize,
+    /// Use only the first N test images (0 = all).
+    pub test_subset: usize,
+    /// Random crop (pad 4) and horizontal flip on training batches.
+    pub augment: bool,
+    /// Batches prepared ahead by the loader thread.
+    pub prefetch: usize,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            dataset: DatasetName::Synthetic,
+            dir: String::new(),
+            synthetic_seed: 1,
+            synthetic_train: 10_000,
+            synthetic_test: 2_000,
+            train_subset: 0,
+            test_subset: 0,
+            augment: true,
+            prefetch: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ModelName {
+    #[serde(rename = "micro")]
+    Micro,
+    #[serde(rename = "mbv2-tiny")]
+    Mbv2Tiny,
+    #[serde(rename = "mcunet")]
+    Mcunet,
+}
+
+impl ModelName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Micro => "micro",
+            Self::Mbv2Tiny => "mbv2-tiny",
+            Self::Mcunet => "mcunet",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    pub name: ModelName,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            name: ModelName::Micro,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OpKind {
+    Mult,
+    Shift,
+    Add,
+}
+
+impl OpKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mult => "mult",
+            Self::Shift => "shift",
+            Self::Add => "add",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpsConfig {
+    /// Operator of the tiny model's multiplication-free layers.
+    pub kind: OpKind,
+}
+
+impl Default for OpsConfig {
+    fn default() -> Self {
+        Self { kind: OpKind::Mult }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    Cpu,
+    Cuda,
+    Auto,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Peak learning rate per 128 images; the effective rate scales linearly with the batch size.
+    pub lr: f64,
+    pub momentum: f64,
+    pub nesterov: bool,
+    /// L2 weight decay on conv and linear weights (never on BN parameters or biases).
+    pub weight_decay: f64,
+    /// Linear warm-up length in epochs (fractions allowed), then cosine decay to zero.
+    pub warmup_epochs: f64,
+    pub label_smoothing: f64,
+    pub seed: u64,
+    /// Torch intra-op threads; 0 = one per core.
+    pub threads: usize,
+    pub device: DeviceChoice,
+    /// Checkpoints kept per run (the newest ones).
+    pub keep_checkpoints: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 10,
+            batch_size: 128,
+            lr: 0.025,
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 4e-5,
+            warmup_epochs: 5.0,
+            label_smoothing: 0.1,
+            seed: 0,
+            threads: 0,
+            device: DeviceChoice::Cpu,
+            keep_checkpoints: 2,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The learning rate actually used at the peak of the schedule (linear scaling rule).
+    pub fn peak_lr(&self) -> f64 {
+        self.lr * self.batch_size as f64 / 128.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalConfig {
+    pub batch_size: usize,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self { batch_size: 256 }
+    }
+}
+
+impl Config {
+    /// Read a TOML file, apply `section.key=value` overrides, and validate.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml_str(&text, &path.display().to_string(), overrides)
+    }
+
+    /// Parse TOML text (`origin` names it in errors), apply overrides, validate.
+    pub fn from_toml_str(
+        text: &str,
+        origin: &str,
+        overrides: &[String],
+    ) -> Result<Self, ConfigError> {
+        let parse_err = |message: String| ConfigError::Parse {
+            origin: origin.to_owned(),
+            message,
+        };
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| parse_err(clean(&e)))?;
+        for item in overrides {
+            apply_override(&mut table, item)?;
+        }
+        let config: Self = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| parse_err(clean(&e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The resolved configuration as TOML (stored with each run).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot serialise config: {e}"))
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let d = &self.data;
+        range("data.synthetic_train", d.synthetic_train, 10, 1_000_000)?;
+        range("data.synthetic_test", d.synthetic_test, 10, 1_000_000)?;
+        range("data.prefetch", d.prefetch, 1, 64)?;
+        if matches!(d.dataset, DatasetName::Cifar10 | DatasetName::Cifar100) && d.dir.is_empty() {
+            return Err(invalid(
+                "data.dir",
+                "\"\"",
+                "CIFAR cannot be downloaded here: name the directory that holds the official binary version",
+            ));
+        }
+        if self.ops.kind != OpKind::Mult {
+            return Err(invalid(
+                "ops.kind",
+                &format!("{:?}", self.ops.kind.as_str()),
+                "only \"mult\" is available in this version (shift and add come with the ShiftAddAug operators)",
+            ));
+        }
+        let t = &self.train;
+        range("train.epochs", t.epochs, 1, 100_000)?;
+        range("train.batch_size", t.batch_size, 1, 8192)?;
+        frange("train.lr", t.lr, 0.0, 1e12, false)?;
+        frange("train.momentum", t.momentum, 0.0, 1.0, true)?;
+        frange("train.weight_decay", t.weight_decay, 0.0, 1.0, true)?;
+        frange("train.warmup_epochs", t.warmup_epochs, 0.0, 1e6, true)?;
+        frange("train.label_smoothing", t.label_smoothing, 0.0, 1.0, true)?;
+        if t.label_smoothing >= 1.0 {
+            return Err(invalid(
+                "train.label_smoothing",
+                &t.label_smoothing.to_string(),
+                "must be in [0, 1)",
+            ));
+        }
+        range("train.threads", t.threads, 0, 1024)?;
+        range("train.keep_checkpoints", t.keep_checkpoints, 1, 1000)?;
+        range("eval.batch_size", self.eval.batch_size, 1, 8192)?;
+        Ok(())
+    }
+}
+
+fn invalid(key: &str, value: &str, allowed: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        value: value.to_owned(),
+        allowed: allowed.to_owned(),
+    }
+}
+
+fn range(key: &str, value: usize, lo: usize, hi: usize) -> Result<(), ConfigError> {
+    if (lo..=hi).contains(&value) {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            &value.to_string(),
+            &format!("must be an integer in [{lo}, {hi}]"),
+        ))
+    }
+}
+
+fn frange(key: &str, value: f64, lo: f64, hi: f64, lo_inclusive: bool) -> Result<(), ConfigError> {
+    let above = if lo_inclusive {
+        value >= lo
+    } else {
+        value > lo
+    };
+    if value.is_finite() && above && value <= hi {
+        Ok(())
+    } else {
+        let open = if lo_inclusive { '[' } else { '(' };
+        Err(invalid(
+            key,
+            &value.to_string(),
+            &format!("must be a number in {open}{lo}, {hi}]"),
+        ))
+    }
+}
+
+/// One-line form of a TOML error (toml's own messages span several lines with a source excerpt).
+fn clean(e: &toml::de::Error) -> String {
+    let msg = e.message().trim().to_owned();
+    match e.span() {
+        Some(span) => format!("{msg} (at byte {})", span.start),
+        None => msg,
+    }
+}
+
+fn apply_override(table: &mut toml::Table, item: &str) -> Result<(), ConfigError> {
+    let bad = || ConfigError::BadOverride(item.to_owned());
+    let (path, raw) = item.split_once('=').ok_or_else(bad)?;
+    let (section, key) = path.trim().split_once('.').ok_or_else(bad)?;
+    if section.is_empty() || key.is_empty() || key.contains('.') {
+        return Err(bad());
+    }
+    let raw = raw.trim();
+    // A TOML literal when it parses as one (3, 0.1, true, "x"), else a bare string (fashion-mnist).
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()));
+    let entry = table
+        .entry(section.to_owned())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let toml::Value::Table(section_table) = entry else {
+        return Err(ConfigError::Parse {
+            origin: "--set".into(),
+            message: format!("`{section}` is not a section"),
+        });
+    };
+    section_table.insert(key.to_owned(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str, sets: &[&str]) -> Result<Config, ConfigError> {
+        let sets: Vec<String> = sets.iter().map(|s| (*s).to_owned()).collect();
+        Config::from_toml_str(text, "test.toml", &sets)
+    }
+
+    #[test]
+    fn defaults_are_valid_and_round_trip() {
+        let c = parse("", &[]).expect("empty config is valid");
+        assert_eq!(c, Config::default());
+        let again = parse(&c.to_toml(), &[]).expect("resolved config parses");
+        assert_eq!(again, c);
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_by_name() {
+        let err = parse("[train]\nepocs = 3\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("epocs"), "{err}");
+        let err = parse("[trian]\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("trian"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_names_key_value_and_range() {
+        let err = parse("[train]\nepochs = 0\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("train.epochs") && err.contains('0') && err.contains("[1, 100000]"));
+        let err = parse("", &["train.momentum=1.5"]).unwrap_err().to_string();
+        assert!(
+            err.contains("train.momentum") && err.contains("1.5"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn overrides_apply_and_parse_types() {
+        let c = parse(
+            "[train]\nepochs = 3\n",
+            &[
+                "train.epochs=7",
+                "data.dataset=fashion-mnist",
+                "train.lr=0.5",
+            ],
+        )
+        .expect("valid");
+        assert_eq!(c.train.epochs, 7);
+        assert_eq!(c.data.dataset, DatasetName::FashionMnist);
+        assert!((c.train.lr - 0.5).abs() < 1e-12);
+        assert!(matches!(
+            parse("", &["epochs=3"]),
+            Err(ConfigError::BadOverride(_))
+        ));
+    }
+
+    #[test]
+    fn cifar_needs_a_directory() {
+        let err = parse("[data]\ndataset = \"cifar10\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("data.dir"), "{err}");
+    }
+}

@@ -1,0 +1,431 @@
+//! Datasets and the batch loader.
+//!
+//! A [`Dataset`] is plain memory: `u8` images in NCHW order and `u16` labels, with the per-channel
+//! mean and standard deviation of its training split. The [`Loader`] prepares normalised `f32`
+//! batches on a named background thread (random crop with 4-pixel zero padding and horizontal flip
+//! for training); its order and augmentation depend only on (seed, epoch), so a resumed run sees
+//! exactly the batches it would have seen.
+
+mod cifar;
+mod idx;
+mod synthetic;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, bounded};
+
+use crate::config::{DataConfig, DatasetName};
+use crate::rng::Rng;
+
+pub use cifar::write_cifar_binary;
+pub use idx::write_idx;
+
+/// Default location of the Debian `dataset-fashion-mnist` package.
+pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{what} not found at {path} ({hint})")]
+    Missing {
+        what: String,
+        path: PathBuf,
+        hint: String,
+    },
+    #[error("{path}: {message}")]
+    Format { path: PathBuf, message: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl DataError {
+    fn format(path: &Path, message: impl Into<String>) -> Self {
+        Self::Format {
+            path: path.to_path_buf(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Images and labels of one split, in memory.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub classes: usize,
+    /// `len * channels * height * width` bytes, NCHW.
+    pub images: Vec<u8>,
+    pub labels: Vec<u16>,
+}
+
+impl Dataset {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    pub fn image_size(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    fn truncate(&mut self, n: usize) {
+        if n > 0 && n < self.len() {
+            self.labels.truncate(n);
+            self.images.truncate(n * self.image_size());
+        }
+    }
+
+    /// Per-channel mean and standard deviation of the pixel values scaled to [0, 1].
+    pub fn channel_stats(&self) -> Vec<(f32, f32)> {
+        let plane = self.height * self.width;
+        (0..self.channels)
+            .map(|c| {
+                let (mut sum, mut sq, mut n) = (0f64, 0f64, 0f64);
+                for img in self.images.chunks_exact(self.image_size()) {
+                    for &p in &img[c * plane..(c + 1) * plane] {
+                        let v = f64::from(p) / 255.0;
+                        sum += v;
+                        sq += v * v;
+                    }
+                    n += plane as f64;
+                }
+                let mean = sum / n.max(1.0);
+                let std = (sq / n.max(1.0) - mean * mean).max(1e-8).sqrt();
+                (mean as f32, std as f32)
+            })
+            .collect()
+    }
+}
+
+/// Training and test splits plus the normalisation taken from the training split.
+#[derive(Debug, Clone)]
+pub struct Splits {
+    pub name: DatasetName,
+    pub train: Arc<Dataset>,
+    pub test: Arc<Dataset>,
+    pub norm: Vec<(f32, f32)>,
+}
+
+/// The directory a dataset is read from.
+pub fn data_dir(cfg: &DataConfig) -> PathBuf {
+    if cfg.dir.is_empty() && cfg.dataset == DatasetName::FashionMnist {
+        PathBuf::from(FASHION_MNIST_DIR)
+    } else {
+        PathBuf::from(&cfg.dir)
+    }
+}
+
+/// Cheap check, before a run is created, that the dataset's directory exists.
+pub fn check_available(cfg: &DataConfig) -> Result<(), DataError> {
+    if cfg.dataset == DatasetName::Synthetic {
+        return Ok(());
+    }
+    let dir = data_dir(cfg);
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(DataError::Missing {
+            what: format!("{} directory", cfg.dataset.as_str()),
+            path: dir,
+            hint: hint(cfg.dataset).into(),
+        })
+    }
+}
+
+fn hint(name: DatasetName) -> &'static str {
+    match name {
+        DatasetName::Synthetic => "built in",
+        DatasetName::FashionMnist => {
+            "expected the idx files train-images-idx3-ubyte[.gz] etc.; `apt-get install dataset-fashion-mnist` provides them"
+        }
+        DatasetName::Cifar10 => {
+            "expected the CIFAR-10 binary version: data_batch_1..5.bin and test_batch.bin (or their folder cifar-10-batches-bin)"
+        }
+        DatasetName::Cifar100 => {
+            "expected the CIFAR-100 binary version: train.bin and test.bin (or their folder cifar-100-binary)"
+        }
+    }
+}
+
+/// Load both splits as configured.
+pub fn load(cfg: &DataConfig) -> Result<Splits, DataError> {
+    check_available(cfg)?;
+    let dir = data_dir(cfg);
+    let (mut train, mut test) = match cfg.dataset {
+        DatasetName::Synthetic => (
+            synthetic::generate(cfg.synthetic_seed, 0, cfg.synthetic_train),
+            synthetic::generate(cfg.synthetic_seed, 1, cfg.synthetic_test),
+        ),
+        DatasetName::FashionMnist => idx::load_fashion_mnist(&dir)?,
+        DatasetName::Cifar10 => cifar::load(&dir, false)?,
+        DatasetName::Cifar100 => cifar::load(&dir, true)?,
+    };
+    train.truncate(cfg.train_subset);
+    test.truncate(cfg.test_subset);
+    let norm = train.channel_stats();
+    Ok(Splits {
+        name: cfg.dataset,
+        train: Arc::new(train),
+        test: Arc::new(test),
+        norm,
+    })
+}
+
+/// One batch, ready to become tensors: `images` is `n * c * h * w` normalised floats.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub images: Vec<f32>,
+    pub labels: Vec<i64>,
+    pub n: usize,
+}
+
+/// How a loader walks its dataset.
+#[derive(Debug, Clone, Copy)]
+pub struct LoaderSpec {
+    pub batch_size: usize,
+    /// Shuffle and augment (training) or walk in order without augmentation (evaluation).
+    pub train: bool,
+    pub augment: bool,
+    pub seed: u64,
+    pub epoch: u64,
+    /// Batches prepared ahead of the consumer.
+    pub prefetch: usize,
+}
+
+/// Batches produced by a background thread; dropping the loader stops the thread.
+pub struct Loader {
+    rx: Option<Receiver<Batch>>,
+    handle: Option<JoinHandle<()>>,
+    pub batches: usize,
+}
+
+impl Loader {
+    pub fn new(data: Arc<Dataset>, norm: &[(f32, f32)], spec: LoaderSpec) -> Self {
+        let n = data.len();
+        let batches = if spec.train {
+            n / spec.batch_size.max(1) // drop the last partial batch
+        } else {
+            n.div_ceil(spec.batch_size.max(1))
+        };
+        let (tx, rx) = bounded(spec.prefetch.max(1));
+        let norm = norm.to_vec();
+        let handle = std::thread::Builder::new()
+            .name(format!("loader-e{}", spec.epoch))
+            .spawn(move || {
+                let mut order: Vec<usize> = (0..n).collect();
+                if spec.train {
+                    Rng::derive(spec.seed, spec.epoch, u64::MAX).shuffle(&mut order);
+                }
+                for b in 0..batches {
+                    let idx = &order[b * spec.batch_size..((b + 1) * spec.batch_size).min(n)];
+                    let batch = make_batch(&data, &norm, idx, spec);
+                    if tx.send(batch).is_err() {
+                        return; // consumer gone
+                    }
+                }
+            })
+            .expect("spawning a loader thread");
+        Self {
+            rx: Some(rx),
+            handle: Some(handle),
+            batches,
+        }
+    }
+}
+
+impl Iterator for Loader {
+    type Item = Batch;
+    fn next(&mut self) -> Option<Batch> {
+        self.rx.as_ref()?.recv().ok()
+    }
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        self.rx = None; // unblocks the producer's send
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn make_batch(data: &Dataset, norm: &[(f32, f32)], idx: &[usize], spec: LoaderSpec) -> Batch {
+    let (c, h, w) = (data.channels, data.height, data.width);
+    let size = data.image_size();
+    let mut images = vec![0f32; idx.len() * size];
+    let mut labels = Vec::with_capacity(idx.len());
+    // Per-channel lookup table: byte -> normalised float; padding is a zero byte (black).
+    let lut: Vec<[f32; 256]> = norm
+        .iter()
+        .map(|&(m, s)| std::array::from_fn(|v| (v as f32 / 255.0 - m) / s))
+        .collect();
+    for (slot, &i) in idx.iter().enumerate() {
+        labels.push(i64::from(data.labels[i]));
+        let src = &data.images[i * size..(i + 1) * size];
+        let dst = &mut images[slot * size..(slot + 1) * size];
+        let (dx, dy, flip) = if spec.train && spec.augment {
+            let mut r = Rng::derive(spec.seed, spec.epoch, i as u64);
+            (
+                r.below(9) as isize - 4,
+                r.below(9) as isize - 4,
+                r.below(2) == 1,
+            )
+        } else {
+            (0, 0, false)
+        };
+        for ch in 0..c {
+            let table = &lut[ch];
+            let plane = &src[ch * h * w..(ch + 1) * h * w];
+            for y in 0..h {
+                let sy = y as isize + dy;
+                for x in 0..w {
+                    let xx = if flip { w - 1 - x } else { x };
+                    let sx = xx as isize + dx;
+                    let byte = if sy < 0 || sx < 0 || sy >= h as isize || sx >= w as isize {
+                        0
+                    } else {
+                        plane[sy as usize * w + sx as usize]
+                    };
+                    dst[ch * h * w + y * w + x] = table[byte as usize];
+                }
+            }
+        }
+    }
+    Batch {
+        images,
+        labels,
+        n: idx.len(),
+    }
+}
+
+/// Read a whole file, transparently gunzipping when it starts with the gzip magic.
+fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
+    use std::io::Read;
+    let io = |source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let raw = std::fs::read(path).map_err(io)?;
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::with_capacity(raw.len() * 4);
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(|e| DataError::format(path, format!("corrupt gzip stream: {e}")))?;
+        Ok(out)
+    } else {
+        Ok(raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny_dataset() -> Dataset {
+        Dataset {
+            channels: 1,
+            height: 4,
+            width: 4,
+            classes: 2,
+            images: (0..64u8).collect(),
+            labels: vec![0, 1, 0, 1],
+        }
+    }
+
+    #[test]
+    fn loader_is_deterministic_and_complete() {
+        let data = Arc::new(tiny_dataset());
+        let norm = data.channel_stats();
+        let spec = LoaderSpec {
+            batch_size: 2,
+            train: true,
+            augment: true,
+            seed: 3,
+            epoch: 1,
+            prefetch: 2,
+        };
+        let a: Vec<Batch> = Loader::new(data.clone(), &norm, spec).collect();
+        let b: Vec<Batch> = Loader::new(data.clone(), &norm, spec).collect();
+        assert_eq!(a.len(), 2);
+        assert_eq!(
+            a.iter().map(|b| b.images.clone()).collect::<Vec<_>>(),
+            b.iter().map(|b| b.images.clone()).collect::<Vec<_>>()
+        );
+        let other: Vec<Batch> =
+            Loader::new(data.clone(), &norm, LoaderSpec { epoch: 2, ..spec }).collect();
+        assert_ne!(
+            a[0].images, other[0].images,
+            "epochs differ in order or augmentation"
+        );
+        // Evaluation: in order, no augmentation, partial last batch kept.
+        let eval: Vec<Batch> = Loader::new(
+            data,
+            &norm,
+            LoaderSpec {
+                batch_size: 3,
+                train: false,
+                ..spec
+            },
+        )
+        .collect();
+        assert_eq!(eval.iter().map(|b| b.n).collect::<Vec<_>>(), vec![3, 1]);
+        assert_eq!(eval[0].labels, vec![0, 1, 0]);
+        let (m, s) = norm[0];
+        assert!((eval[0].images[5] - (5.0 / 255.0 - m) / s).abs() < 1e-6);
+    }
+
+    #[test]
+    fn normalised_training_batches_are_centred() {
+        let cfg = DataConfig {
+            synthetic_train: 256,
+            synthetic_test: 16,
+            ..DataConfig::default()
+        };
+        let splits = load(&cfg).expect("synthetic always loads");
+        let spec = LoaderSpec {
+            batch_size: 256,
+            train: false,
+            augment: false,
+            seed: 0,
+            epoch: 0,
+            prefetch: 1,
+        };
+        let batch = Loader::new(splits.train.clone(), &splits.norm, spec)
+            .next()
+            .expect("one batch");
+        let mean =
+            batch.images.iter().map(|&v| f64::from(v)).sum::<f64>() / batch.images.len() as f64;
+        let var = batch
+            .images
+            .iter()
+            .map(|&v| (f64::from(v) - mean).powi(2))
+            .sum::<f64>()
+            / batch.images.len() as f64;
+        assert!(
+            mean.abs() < 1e-3 && (var - 1.0).abs() < 1e-2,
+            "mean {mean} var {var}"
+        );
+    }
+
+    #[test]
+    fn missing_directory_names_path_and_expectation() {
+        let cfg = DataConfig {
+            dataset: DatasetName::FashionMnist,
+            dir: "/nonexistent/fmnist".into(),
+            ..DataConfig::default()
+        };
+        let err = load(&cfg).unwrap_err().to_string();
+        assert!(
+            err.contains("/nonexistent/fmnist") && err.contains("train-images-idx3-ubyte"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,439 @@
+//! The run manager: runs train on named background threads; [`Command`]s come in and [`Event`]s go
+//! out over bounded crossbeam channels, and an injected waker tells the consumer (the UI, the CLI)
+//! that something arrived. SQLite is the source of truth; events only say that something new is
+//! there. Only plain data crosses threads: configs, ids, numbers, strings.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+
+use crate::config::Config;
+use crate::data;
+use crate::store::{self, NewRun, Reader, RunId, Status, StoreError, Writer};
+use crate::train::{self, Outcome, RunContext};
+
+/// Requests to the run manager.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// Create a run from a validated config and start training it.
+    Start {
+        config: Box<Config>,
+        name: String,
+        tags: String,
+        /// Echoed in [`Event::Created`] / [`Event::Rejected`] so the sender knows its run.
+        request: u64,
+    },
+    /// Continue a run that is not active from its last checkpoint (or from scratch if it has none).
+    Resume { run: RunId, request: u64 },
+    /// Pause a running run after its current batch.
+    Pause(RunId),
+    /// Continue a paused run.
+    Unpause(RunId),
+    /// Stop a run after its current batch; it stays resumable from its last checkpoint.
+    Stop(RunId),
+    /// Stop every run, wait for them, and end the manager thread.
+    Shutdown,
+}
+
+/// Notifications from the manager and the run threads.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The run row exists (a start or a resume was accepted).
+    Created {
+        request: u64,
+        run: RunId,
+    },
+    /// A start or resume was refused before any training began.
+    Rejected {
+        request: u64,
+        reason: String,
+    },
+    /// Training (re)started at `epoch` (epochs already done) and `step`.
+    Running {
+        run: RunId,
+        epoch: i64,
+        total_epochs: i64,
+        step: i64,
+        total_steps: i64,
+    },
+    /// A few times per second while training.
+    Progress {
+        run: RunId,
+        epoch: i64,
+        step: i64,
+        total_steps: i64,
+        loss: f64,
+        images_per_sec: f64,
+    },
+    EpochEnded {
+        run: RunId,
+        epoch: i64,
+        val_top1: f64,
+        val_top5: f64,
+    },
+    CheckpointSaved {
+        run: RunId,
+        epoch: i64,
+        step: i64,
+    },
+    Paused {
+        run: RunId,
+    },
+    Resumed {
+        run: RunId,
+    },
+    Finished {
+        run: RunId,
+        val_top1: f64,
+    },
+    Stopped {
+        run: RunId,
+    },
+    Failed {
+        run: RunId,
+        reason: String,
+    },
+}
+
+impl Event {
+    /// Whether this event ends its run's thread.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            Self::Finished { .. } | Self::Stopped { .. } | Self::Failed { .. }
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlState {
+    Run,
+    Pause,
+    Stop,
+}
+
+/// A run's control flag, shared between the manager and the run thread; checked every batch.
+#[derive(Debug, Default)]
+pub struct Control(AtomicU8);
+
+impl Control {
+    pub fn set(&self, s: ControlState) {
+        // Stop wins over everything; nothing un-stops a run.
+        let v = match s {
+            ControlState::Run => 0,
+            ControlState::Pause => 1,
+            ControlState::Stop => 2,
+        };
+        let _ = self
+            .0
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |cur| {
+                (cur != 2).then_some(v)
+            });
+    }
+
+    pub fn get(&self) -> ControlState {
+        match self.0.load(Ordering::SeqCst) {
+            0 => ControlState::Run,
+            1 => ControlState::Pause,
+            _ => ControlState::Stop,
+        }
+    }
+
+    /// Block while paused (recording the pause); returns the state to act on.
+    pub fn wait_while_paused(
+        &self,
+        run: RunId,
+        writer: &Writer,
+        emit: &dyn Fn(Event),
+    ) -> ControlState {
+        if self.get() != ControlState::Pause {
+            return self.get();
+        }
+        writer.status(run, Status::Paused, None);
+        emit(Event::Paused { run });
+        while self.get() == ControlState::Pause {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if self.get() == ControlState::Run {
+            writer.status(run, Status::Running, None);
+            emit(Event::Resumed { run });
+        }
+        self.get()
+    }
+}
+
+/// Called after events are sent (e.g. `egui::Context::request_repaint`).
+pub type Waker = Arc<dyn Fn() + Send + Sync>;
+
+/// The consumer's side of a running manager.
+pub struct ManagerHandle {
+    pub commands: Sender<Command>,
+    pub events: Receiver<Event>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ManagerHandle {
+    /// Stop all runs and wait for the manager to end.
+    pub fn shutdown(mut self) {
+        let _ = self.commands.send(Command::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for ManagerHandle {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = self.commands.send(Command::Shutdown);
+            let _ = t.join();
+        }
+    }
+}
+
+/// Where the checkpoint files of `run` live for database `db`: `<db stem>-checkpoints/run-<id>`.
+pub fn checkpoint_dir(db: &Path, run: RunId) -> PathBuf {
+    let stem = db
+        .file_stem()
+        .map_or_else(|| "studio".into(), |s| s.to_string_lossy().into_owned());
+    db.with_file_name(format!("{stem}-checkpoints"))
+        .join(format!("run-{run}"))
+}
+
+/// Open the database (migrating it, marking dead runs interrupted) and start the manager thread.
+pub fn spawn_manager(db: &Path, waker: Waker) -> Result<ManagerHandle, StoreError> {
+    let writer = Writer::open(db)?;
+    let (cmd_tx, cmd_rx) = bounded::<Command>(64);
+    let (ev_tx, ev_rx) = bounded::<Event>(1024);
+    let db = db.to_path_buf();
+    let thread = std::thread::Builder::new()
+        .name("run-manager".into())
+        .spawn(move || {
+            Manager {
+                db,
+                writer,
+                events: ev_tx,
+                waker,
+                runs: HashMap::new(),
+            }
+            .serve(&cmd_rx);
+        })
+        .map_err(|source| StoreError::Dir {
+            path: PathBuf::from("run-manager thread"),
+            source,
+        })?;
+    Ok(ManagerHandle {
+        commands: cmd_tx,
+        events: ev_rx,
+        thread: Some(thread),
+    })
+}
+
+struct RunThread {
+    control: Arc<Control>,
+    handle: JoinHandle<()>,
+}
+
+struct Manager {
+    db: PathBuf,
+    writer: Writer,
+    events: Sender<Event>,
+    waker: Waker,
+    runs: HashMap<RunId, RunThread>,
+}
+
+impl Manager {
+    fn serve(mut self, commands: &Receiver<Command>) {
+        while let Ok(cmd) = commands.recv() {
+            self.runs.retain(|_, r| !r.handle.is_finished());
+            match cmd {
+                Command::Start {
+                    config,
+                    name,
+                    tags,
+                    request,
+                } => self.start(*config, name, tags, request),
+                Command::Resume { run, request } => self.resume(run, request),
+                Command::Pause(run) => self.control(run, ControlState::Pause),
+                Command::Unpause(run) => self.control(run, ControlState::Run),
+                Command::Stop(run) => self.control(run, ControlState::Stop),
+                Command::Shutdown => break,
+            }
+        }
+        for r in self.runs.values() {
+            r.control.set(ControlState::Stop);
+        }
+        for (_, r) in self.runs.drain() {
+            let _ = r.handle.join();
+        }
+    }
+
+    fn emit(&self, e: Event) {
+        let _ = self.events.send(e);
+        (self.waker)();
+    }
+
+    fn control(&self, run: RunId, s: ControlState) {
+        match self.runs.get(&run) {
+            Some(r) => r.control.set(s),
+            None => log::warn!("run {run} is not running in this process; {s:?} ignored"),
+        }
+    }
+
+    fn start(&mut self, config: Config, name: String, tags: String, request: u64) {
+        if let Err(e) = data::check_available(&config.data) {
+            self.emit(Event::Rejected {
+                request,
+                reason: e.to_string(),
+            });
+            return;
+        }
+        let new = NewRun {
+            name,
+            config_toml: config.to_toml(),
+            dataset: config.data.dataset.as_str().into(),
+            model: config.model.name.as_str().into(),
+            operator: config.ops.kind.as_str().into(),
+            seed: config.train.seed,
+            tags,
+        };
+        match self.writer.create_run(new) {
+            Ok(run) => {
+                self.emit(Event::Created { request, run });
+                self.launch(run, config, None);
+            }
+            Err(e) => self.emit(Event::Rejected {
+                request,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    fn resume(&mut self, run: RunId, request: u64) {
+        match self.prepare_resume(run) {
+            Ok((config, ckpt)) => {
+                self.emit(Event::Created { request, run });
+                self.launch(run, config, ckpt);
+            }
+            Err(reason) => self.emit(Event::Rejected { request, reason }),
+        }
+    }
+
+    fn prepare_resume(&self, run: RunId) -> Result<(Config, Option<store::CheckpointRow>), String> {
+        if self.runs.contains_key(&run) {
+            return Err(format!("run {run} is already running"));
+        }
+        self.writer.flush().map_err(|e| e.to_string())?;
+        let reader = Reader::open(&self.db).map_err(|e| e.to_string())?;
+        let summary = reader.run(run).map_err(|e| e.to_string())?;
+        let status = Status::parse(&summary.status);
+        if status.is_some_and(Status::is_active) {
+            return Err(format!(
+                "run {run} is {} in another process",
+                summary.status
+            ));
+        }
+        if status == Some(Status::Finished) {
+            return Err(format!("run {run} has already finished"));
+        }
+        let toml = reader.config_toml(run).map_err(|e| e.to_string())?;
+        let config =
+            Config::from_toml_str(&toml, &format!("run {run}"), &[]).map_err(|e| e.to_string())?;
+        let ckpt = reader.last_checkpoint(run).map_err(|e| e.to_string())?;
+        if let Some(c) = &ckpt {
+            let model = Path::new(&c.path).with_extension("model.ot");
+            if !model.is_file() {
+                return Err(format!(
+                    "run {run}: checkpoint file {} is missing",
+                    model.display()
+                ));
+            }
+        }
+        self.writer.send_or_log(store::WriteOp::Claim(run));
+        let (step, epoch) = ckpt.as_ref().map_or((0, 0), |c| (c.step, c.epoch));
+        let removed = self
+            .writer
+            .truncate_after(run, step, epoch)
+            .map_err(|e| e.to_string())?;
+        self.writer.log(
+            run,
+            log::Level::Info,
+            format!("resuming after epoch {epoch} (step {step}); {removed} metric rows recorded after it were removed"),
+        );
+        self.writer.status(run, Status::Queued, None);
+        Ok((config, ckpt))
+    }
+
+    fn launch(&mut self, run: RunId, config: Config, resume: Option<store::CheckpointRow>) {
+        let control = Arc::new(Control::default());
+        let writer = self.writer.clone();
+        let events = self.events.clone();
+        let waker = self.waker.clone();
+        let checkpoint_dir = checkpoint_dir(&self.db, run);
+        let thread_control = control.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("run-{run}"))
+            .spawn(move || {
+                let threads = match config.train.threads {
+                    0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+                    n => n,
+                };
+                tch::set_num_threads(i32::try_from(threads).unwrap_or(1));
+                let emit = |e: Event| {
+                    // Progress may be dropped when the consumer lags (SQLite has it all); the rest may not.
+                    if matches!(e, Event::Progress { .. }) {
+                        let _ = events.try_send(e);
+                    } else {
+                        let _ = events.send(e);
+                    }
+                    waker();
+                };
+                let ctx = RunContext {
+                    run,
+                    config: &config,
+                    writer: &writer,
+                    control: &thread_control,
+                    emit: &emit,
+                    checkpoint_dir,
+                    resume,
+                };
+                let result = train::train(&ctx);
+                let event = match result {
+                    Ok(Outcome::Finished { val_top1 }) => {
+                        writer.status(run, Status::Finished, None);
+                        Event::Finished { run, val_top1 }
+                    }
+                    Ok(Outcome::Stopped) => {
+                        writer.status(run, Status::Stopped, Some("stopped by user".into()));
+                        Event::Stopped { run }
+                    }
+                    Err(e) => {
+                        let reason = e.to_string(); // a divergence reads "diverged: ..."
+                        writer.log(run, log::Level::Error, reason.clone());
+                        writer.status(run, Status::Failed, Some(reason.clone()));
+                        Event::Failed { run, reason }
+                    }
+                };
+                if let Err(e) = writer.flush() {
+                    log::error!("run {run}: final records may be lost: {e}");
+                }
+                emit(event);
+            });
+        match spawned {
+            Ok(handle) => {
+                self.runs.insert(run, RunThread { control, handle });
+            }
+            Err(e) => {
+                let reason = format!("cannot start a thread: {e}");
+                self.writer
+                    .status(run, Status::Failed, Some(reason.clone()));
+                self.emit(Event::Failed { run, reason });
+            }
+        }
+    }
+}

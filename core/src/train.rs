@@ -1,0 +1,551 @@
+//! Training: SGD with Nesterov momentum (its state checkpointable), warm-up + cosine learning rate,
+//! label-smoothed cross-entropy, per-step and per-epoch metrics, a checkpoint at every epoch end,
+//! and divergence detection. One run's training loop runs on one worker thread; tensors never
+//! leave it.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Reduction, Tensor, nn};
+
+use crate::config::{Config, DeviceChoice};
+use crate::data::{self, DataError, Loader, LoaderSpec, Splits};
+use crate::model::{ArchSpec, Net, Widths};
+use crate::rng::Rng;
+use crate::run::{Control, ControlState, Event};
+use crate::store::{
+    CheckpointRow, MetricRow, RunId, Status, StoreError, WriteOp, Writer, now_secs,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("diverged: loss is {loss} at step {step}")]
+    Diverged { step: i64, loss: f64 },
+    #[error("data: {0}")]
+    Data(#[from] DataError),
+    #[error("torch: {0}")]
+    Torch(#[from] tch::TchError),
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint { path: PathBuf, message: String },
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("CUDA was requested (--device cuda) but no CUDA device is available")]
+    NoCuda,
+}
+
+/// How a training call ended (errors aside).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Outcome {
+    Finished { val_top1: f64 },
+    Stopped,
+}
+
+/// Linear warm-up from 0 to `peak` over `warmup` steps, then cosine decay to 0 at `total`.
+pub fn lr_at(step: i64, warmup: i64, total: i64, peak: f64) -> f64 {
+    if step < warmup {
+        return peak * (step + 1) as f64 / warmup as f64;
+    }
+    let span = (total - warmup).max(1) as f64;
+    let t = ((step - warmup) as f64 / span).clamp(0.0, 1.0);
+    0.5 * peak * (1.0 + (std::f64::consts::PI * t).cos())
+}
+
+pub fn resolve_device(choice: DeviceChoice) -> Result<Device, TrainError> {
+    match choice {
+        DeviceChoice::Cpu => Ok(Device::Cpu),
+        DeviceChoice::Auto => Ok(Device::cuda_if_available()),
+        DeviceChoice::Cuda if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
+        DeviceChoice::Cuda => Err(TrainError::NoCuda),
+    }
+}
+
+/// SGD with (Nesterov) momentum and decoupled-from-BN weight decay, in PyTorch's formulation:
+/// `g += wd·p` (conv/linear weights only), `buf = μ·buf + g`, `d = g + μ·buf` (Nesterov) or `buf`,
+/// `p -= lr·d`. Momentum buffers are named like their parameters, so they checkpoint by name.
+pub struct Sgd {
+    params: Vec<(String, Tensor, bool)>,
+    bufs: Vec<Tensor>,
+    momentum: f64,
+    nesterov: bool,
+    weight_decay: f64,
+}
+
+impl Sgd {
+    pub fn new(vs: &nn::VarStore, momentum: f64, nesterov: bool, weight_decay: f64) -> Self {
+        let mut params: Vec<(String, Tensor, bool)> = vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .map(|(name, t)| {
+                let decay = t.dim() > 1; // conv and linear weights; never BN parameters or biases
+                (name, t, decay)
+            })
+            .collect();
+        params.sort_by(|a, b| a.0.cmp(&b.0));
+        let bufs = params.iter().map(|(_, t, _)| t.zeros_like()).collect();
+        Self {
+            params,
+            bufs,
+            momentum,
+            nesterov,
+            weight_decay,
+        }
+    }
+
+    pub fn zero_grad(&mut self) {
+        for (_, p, _) in &mut self.params {
+            p.zero_grad();
+        }
+    }
+
+    pub fn step(&mut self, lr: f64) {
+        tch::no_grad(|| {
+            for ((_, p, decay), buf) in self.params.iter_mut().zip(self.bufs.iter_mut()) {
+                let g = p.grad();
+                if !g.defined() {
+                    continue;
+                }
+                let g = if *decay && self.weight_decay > 0.0 {
+                    g + &*p * self.weight_decay
+                } else {
+                    g
+                };
+                let d = if self.momentum > 0.0 {
+                    let _ = buf.g_mul_scalar_(self.momentum).g_add_(&g);
+                    if self.nesterov {
+                        g + &*buf * self.momentum
+                    } else {
+                        buf.shallow_clone()
+                    }
+                } else {
+                    g
+                };
+                let _ = p.g_sub_(&(d * lr));
+            }
+        });
+    }
+
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        self.params
+            .iter()
+            .zip(&self.bufs)
+            .map(|((name, _, _), b)| (name.clone(), b.shallow_clone()))
+            .collect()
+    }
+
+    pub fn load_state(&mut self, saved: &[(String, Tensor)]) -> Result<(), String> {
+        for ((name, _, _), buf) in self.params.iter().zip(self.bufs.iter_mut()) {
+            let src = saved
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| t)
+                .ok_or_else(|| format!("optimizer state lacks `{name}`"))?;
+            if src.size() != buf.size() {
+                return Err(format!(
+                    "optimizer state `{name}` has shape {:?}, expected {:?}",
+                    src.size(),
+                    buf.size()
+                ));
+            }
+            tch::no_grad(|| buf.copy_(src));
+        }
+        Ok(())
+    }
+}
+
+/// What a checkpoint stores beyond tensors (JSON in the `checkpoints.rng_state` column).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct CheckpointMeta {
+    rng: u64,
+}
+
+fn checkpoint_paths(stem: &Path) -> (PathBuf, PathBuf) {
+    (
+        stem.with_extension("model.ot"),
+        stem.with_extension("optim.ot"),
+    )
+}
+
+/// Everything a run's training thread needs from its surroundings.
+pub struct RunContext<'a> {
+    pub run: RunId,
+    pub config: &'a Config,
+    pub writer: &'a Writer,
+    pub control: &'a Control,
+    pub emit: &'a dyn Fn(Event),
+    /// Folder for this run's checkpoint files.
+    pub checkpoint_dir: PathBuf,
+    /// Continue from this checkpoint (metrics after it already deleted).
+    pub resume: Option<CheckpointRow>,
+}
+
+/// Top-1 and top-5 accuracy (fractions) and mean loss of `net` on `splits.test`.
+pub fn evaluate(
+    net: &Net,
+    widths: &Widths,
+    splits: &Splits,
+    batch_size: usize,
+    device: Device,
+) -> (f64, f64, f64) {
+    let d = &splits.test;
+    let spec = LoaderSpec {
+        batch_size,
+        train: false,
+        augment: false,
+        seed: 0,
+        epoch: 0,
+        prefetch: 2,
+    };
+    let (mut top1, mut top5, mut loss, mut n) = (0i64, 0i64, 0f64, 0usize);
+    let k = 5.min(d.classes as i64);
+    tch::no_grad(|| {
+        for b in Loader::new(d.clone(), &splits.norm, spec) {
+            let x = to_images(&b.images, b.n, d, device);
+            let y = Tensor::from_slice(&b.labels).to(device);
+            let logits = net.forward(&x, widths, false);
+            loss += logits.cross_entropy_for_logits(&y).double_value(&[]) * b.n as f64;
+            top1 += logits
+                .argmax(-1, false)
+                .eq_tensor(&y)
+                .sum(Kind::Int64)
+                .int64_value(&[]);
+            let (_, idx) = logits.topk(k, -1, true, false);
+            top5 += idx
+                .eq_tensor(&y.unsqueeze(-1))
+                .sum(Kind::Int64)
+                .int64_value(&[]);
+            n += b.n;
+        }
+    });
+    let n = n.max(1) as f64;
+    (top1 as f64 / n, top5 as f64 / n, loss / n)
+}
+
+fn to_images(images: &[f32], n: usize, d: &data::Dataset, device: Device) -> Tensor {
+    Tensor::from_slice(images)
+        .view([n as i64, d.channels as i64, d.height as i64, d.width as i64])
+        .to(device)
+}
+
+/// Collects metric rows and ships them to the writer in batches.
+struct MetricSink<'a> {
+    run: RunId,
+    writer: &'a Writer,
+    rows: Vec<MetricRow>,
+}
+
+impl MetricSink<'_> {
+    fn push(&mut self, key: &str, step: i64, epoch: i64, value: f64) {
+        self.rows.push(MetricRow {
+            run: self.run,
+            key: key.to_owned(),
+            step,
+            epoch,
+            wall_time: now_secs(),
+            value,
+        });
+    }
+
+    fn ship(&mut self) {
+        if !self.rows.is_empty() {
+            self.writer
+                .send_or_log(WriteOp::Metrics(std::mem::take(&mut self.rows)));
+        }
+    }
+}
+
+/// Train the run described by `ctx` until it finishes, is stopped, or fails.
+pub fn train(ctx: &RunContext<'_>) -> Result<Outcome, TrainError> {
+    let cfg = ctx.config;
+    let t = &cfg.train;
+    let device = resolve_device(t.device)?;
+    tch::manual_seed(t.seed as i64);
+    let splits = data::load(&cfg.data)?;
+    let d = splits.train.clone();
+    let spec = ArchSpec::named(
+        cfg.model.name,
+        d.channels as i64,
+        d.height as i64,
+        d.classes as i64,
+    );
+    let vs = nn::VarStore::new(device);
+    let net = Net::plain(&vs.root(), spec);
+    let widths = Net::base_widths(&net.spec);
+    let mut vs = vs;
+    let mut opt = Sgd::new(&vs, t.momentum, t.nesterov, t.weight_decay);
+    let mut rng = Rng::derive(t.seed, 0xC0FFEE, 0);
+
+    let steps_per_epoch = (d.len() / t.batch_size) as i64;
+    if steps_per_epoch == 0 {
+        return Err(TrainError::Data(DataError::Format {
+            path: data::data_dir(&cfg.data),
+            message: format!(
+                "{} training images, fewer than one batch of {}",
+                d.len(),
+                t.batch_size
+            ),
+        }));
+    }
+    let total_steps = steps_per_epoch * t.epochs as i64;
+    let warmup = (t.warmup_epochs * steps_per_epoch as f64).round() as i64;
+    let peak = t.peak_lr();
+
+    let (mut epoch0, mut step) = (0usize, 0i64);
+    if let Some(ck) = &ctx.resume {
+        let (model, optim) = checkpoint_paths(Path::new(&ck.path));
+        let bad = |path: &Path, message: String| TrainError::Checkpoint {
+            path: path.to_path_buf(),
+            message,
+        };
+        vs.load(&model).map_err(|e| bad(&model, e.to_string()))?;
+        let saved = Tensor::load_multi_with_device(&optim, device)
+            .map_err(|e| bad(&optim, e.to_string()))?;
+        opt.load_state(&saved).map_err(|m| bad(&optim, m))?;
+        let meta: CheckpointMeta = serde_json::from_str(&ck.rng_state)
+            .map_err(|e| bad(Path::new(&ck.path), e.to_string()))?;
+        rng = Rng::new(meta.rng);
+        epoch0 = ck.epoch as usize;
+        step = ck.step;
+        ctx.writer.log(
+            ctx.run,
+            log::Level::Info,
+            format!("resumed from epoch {} (step {step})", ck.epoch),
+        );
+    }
+
+    let mut sink = MetricSink {
+        run: ctx.run,
+        writer: ctx.writer,
+        rows: Vec::new(),
+    };
+    ctx.writer.status(ctx.run, Status::Running, None);
+    (ctx.emit)(Event::Running {
+        run: ctx.run,
+        epoch: epoch0 as i64,
+        total_epochs: t.epochs as i64,
+        step,
+        total_steps,
+    });
+    let mut val_top1 = 0.0;
+    for epoch in epoch0..t.epochs {
+        let epoch_no = epoch as i64 + 1;
+        let loader = Loader::new(
+            d.clone(),
+            &splits.norm,
+            LoaderSpec {
+                batch_size: t.batch_size,
+                train: true,
+                augment: cfg.data.augment,
+                seed: t.seed,
+                epoch: epoch as u64,
+                prefetch: cfg.data.prefetch,
+            },
+        );
+        let epoch_start = Instant::now();
+        let mut last_ship = Instant::now();
+        let (mut loss_sum, mut images) = (0f64, 0usize);
+        for batch in loader {
+            match ctx.control.wait_while_paused(ctx.run, ctx.writer, ctx.emit) {
+                ControlState::Stop => {
+                    sink.ship();
+                    return Ok(Outcome::Stopped);
+                }
+                ControlState::Run | ControlState::Pause => {}
+            }
+            let step_start = Instant::now();
+            let x = to_images(&batch.images, batch.n, &d, device);
+            let y = Tensor::from_slice(&batch.labels).to(device);
+            let lr = lr_at(step, warmup, total_steps, peak);
+            let logits = net.forward(&x, &widths, true);
+            let loss = logits.f_cross_entropy_loss::<Tensor>(
+                &y,
+                None,
+                Reduction::Mean,
+                -100,
+                t.label_smoothing,
+            )?;
+            let loss_value = loss.double_value(&[]);
+            step += 1;
+            if !loss_value.is_finite() {
+                sink.ship();
+                return Err(TrainError::Diverged {
+                    step,
+                    loss: loss_value,
+                });
+            }
+            opt.zero_grad();
+            loss.backward();
+            opt.step(lr);
+            let ips = batch.n as f64 / step_start.elapsed().as_secs_f64().max(1e-9);
+            sink.push("train/loss", step, epoch_no, loss_value);
+            sink.push("train/lr", step, epoch_no, lr);
+            sink.push("train/images_per_sec", step, epoch_no, ips);
+            loss_sum += loss_value * batch.n as f64;
+            images += batch.n;
+            if last_ship.elapsed().as_millis() >= 250 {
+                sink.ship();
+                last_ship = Instant::now();
+                (ctx.emit)(Event::Progress {
+                    run: ctx.run,
+                    epoch: epoch_no,
+                    step,
+                    total_steps,
+                    loss: loss_value,
+                    images_per_sec: images as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9),
+                });
+            }
+        }
+        let train_secs = epoch_start.elapsed().as_secs_f64();
+        let (top1, top5, val_loss) = evaluate(&net, &widths, &splits, cfg.eval.batch_size, device);
+        val_top1 = top1;
+        sink.push(
+            "train/epoch_loss",
+            step,
+            epoch_no,
+            loss_sum / images.max(1) as f64,
+        );
+        sink.push(
+            "train/epoch_images_per_sec",
+            step,
+            epoch_no,
+            images as f64 / train_secs.max(1e-9),
+        );
+        sink.push("val/top1", step, epoch_no, top1);
+        sink.push("val/top5", step, epoch_no, top5);
+        sink.push("val/loss", step, epoch_no, val_loss);
+        sink.ship();
+        ctx.writer.log(
+            ctx.run,
+            log::Level::Info,
+            format!(
+                "epoch {epoch_no}/{}: val top-1 {:.2} %, top-5 {:.2} %, {:.0} images/s",
+                t.epochs,
+                top1 * 100.0,
+                top5 * 100.0,
+                images as f64 / train_secs.max(1e-9)
+            ),
+        );
+        (ctx.emit)(Event::EpochEnded {
+            run: ctx.run,
+            epoch: epoch_no,
+            val_top1: top1,
+            val_top5: top5,
+        });
+        save_checkpoint(ctx, &vs, &opt, rng, epoch_no, step)?;
+        (ctx.emit)(Event::CheckpointSaved {
+            run: ctx.run,
+            epoch: epoch_no,
+            step,
+        });
+    }
+    Ok(Outcome::Finished { val_top1 })
+}
+
+fn save_checkpoint(
+    ctx: &RunContext<'_>,
+    vs: &nn::VarStore,
+    opt: &Sgd,
+    rng: Rng,
+    epoch: i64,
+    step: i64,
+) -> Result<(), TrainError> {
+    let dir = &ctx.checkpoint_dir;
+    let fail = |path: &Path, message: String| TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        message,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| fail(dir, e.to_string()))?;
+    let stem = dir.join(format!("epoch-{epoch:04}"));
+    let (model, optim) = checkpoint_paths(&stem);
+    // Write under temporary names, then rename: a kill mid-write never leaves a torn checkpoint.
+    let tmp_model = model.with_extension("tmp");
+    let tmp_optim = optim.with_extension("tmp");
+    vs.save(&tmp_model)
+        .map_err(|e| fail(&model, e.to_string()))?;
+    Tensor::save_multi(&opt.state(), &tmp_optim).map_err(|e| fail(&optim, e.to_string()))?;
+    std::fs::rename(&tmp_model, &model).map_err(|e| fail(&model, e.to_string()))?;
+    std::fs::rename(&tmp_optim, &optim).map_err(|e| fail(&optim, e.to_string()))?;
+    let keep = ctx.config.train.keep_checkpoints;
+    ctx.writer.send(WriteOp::Checkpoint {
+        row: CheckpointRow {
+            run: ctx.run,
+            epoch,
+            step,
+            path: stem.display().to_string(),
+            rng_state: serde_json::json!(CheckpointMeta { rng: rng.state }).to_string(),
+        },
+        keep,
+    })?;
+    // Files of checkpoints past the retention window.
+    let old = epoch - keep as i64;
+    if old >= 1 {
+        let (m, o) = checkpoint_paths(&dir.join(format!("epoch-{old:04}")));
+        let _ = std::fs::remove_file(m);
+        let _ = std::fs::remove_file(o);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_warms_up_then_decays_to_zero() {
+        let (warm, total, peak) = (10, 110, 0.5);
+        assert!((lr_at(0, warm, total, peak) - 0.05).abs() < 1e-12);
+        assert!((lr_at(9, warm, total, peak) - 0.5).abs() < 1e-12);
+        assert!((lr_at(10, warm, total, peak) - 0.5).abs() < 1e-12);
+        assert!((lr_at(60, warm, total, peak) - 0.25).abs() < 1e-12);
+        assert!(lr_at(110, warm, total, peak).abs() < 1e-12);
+        let lrs: Vec<f64> = (10..110).map(|s| lr_at(s, warm, total, peak)).collect();
+        assert!(lrs.windows(2).all(|w| w[1] <= w[0]));
+        assert!(
+            (lr_at(0, 0, 100, 1.0) - 1.0).abs() < 1e-12,
+            "no warm-up starts at the peak"
+        );
+    }
+
+    #[test]
+    fn sgd_nesterov_matches_hand_computation() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let root = vs.root();
+        let w = root.var("w", &[1, 2], nn::Init::Const(1.0)); // decayed (2-D)
+        let b = root.var("b", &[2], nn::Init::Const(1.0)); // not decayed (1-D)
+        let mut opt = Sgd::new(&vs, 0.9, true, 0.1);
+        let (mu, wd, lr) = (0.9, 0.1, 0.5);
+        let (mut pw, mut pb, mut bw, mut bb) = (1.0f64, 1.0f64, 0.0f64, 0.0f64);
+        for _ in 0..3 {
+            opt.zero_grad();
+            // loss = sum(w²) + sum(3·b): grad w = 2w, grad b = 3
+            let loss = (&w * &w).sum(Kind::Float) + (&b * 3.0).sum(Kind::Float);
+            loss.backward();
+            opt.step(lr);
+            let gw = 2.0 * pw + wd * pw;
+            bw = mu * bw + gw;
+            pw -= lr * (gw + mu * bw);
+            let gb = 3.0;
+            bb = mu * bb + gb;
+            pb -= lr * (gb + mu * bb);
+        }
+        assert!(
+            (w.double_value(&[0, 0]) - pw).abs() < 1e-5,
+            "{} vs {pw}",
+            w.double_value(&[0, 0])
+        );
+        assert!((b.double_value(&[1]) - pb).abs() < 1e-5);
+        // The state round-trips by name.
+        let state = opt.state();
+        let mut fresh = Sgd::new(&vs, 0.9, true, 0.1);
+        fresh.load_state(&state).expect("same names and shapes");
+        assert!(
+            fresh
+                .state()
+                .iter()
+                .zip(&state)
+                .all(|(a, b)| a.1.equal(&b.1))
+        );
+        assert!(fresh.load_state(&[]).is_err());
+    }
+}

@@ -1,0 +1,168 @@
+//! Bad input gets a clear message and a non-zero exit, and loses nothing already recorded.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::support::{db, run_err, run_ok, runs_json, s, tiny_config};
+
+fn metric_rows(dbp: &Path) -> i64 {
+    db(dbp)
+        .query_row("SELECT COUNT(*) FROM metrics", [], |r| r.get(0))
+        .expect("count")
+}
+
+#[test]
+fn bad_configs_data_and_divergence_are_reported_and_lose_nothing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let dbp = dir.path().join("studio.db");
+    let cfg = tiny_config(dir.path(), "good", 200, 1);
+    run_ok(&["train", s(&cfg), "--db", s(&dbp)]);
+    let recorded = metric_rows(&dbp);
+    assert!(recorded > 0);
+
+    // Unknown key.
+    let typo = dir.path().join("typo.toml");
+    std::fs::write(&typo, "[train]\nepocs = 3\n").expect("write");
+    let err = run_err(&["train", s(&typo), "--db", s(&dbp)]);
+    assert!(err.contains("epocs") && err.lines().count() == 1, "{err}");
+
+    // Out-of-range value.
+    let err = run_err(&[
+        "train",
+        s(&cfg),
+        "--db",
+        s(&dbp),
+        "--set",
+        "train.batch_size=0",
+    ]);
+    assert!(
+        err.contains("train.batch_size") && err.contains("[1, 8192]"),
+        "{err}"
+    );
+
+    // Missing dataset directory: refused before a run is created.
+    let err = run_err(&[
+        "train",
+        s(&cfg),
+        "--db",
+        s(&dbp),
+        "--set",
+        "data.dataset=fashion-mnist",
+        "--set",
+        "data.dir=/nonexistent/fm",
+    ]);
+    assert!(
+        err.contains("/nonexistent/fm") && err.contains("idx"),
+        "{err}"
+    );
+    assert_eq!(runs_json(&dbp).len(), 1);
+
+    // Truncated idx file: the run fails naming the file.
+    let fm = dir.path().join("fm");
+    std::fs::create_dir(&fm).expect("mkdir");
+    for (stem, shape) in [
+        ("train-images-idx3-ubyte", vec![100, 28, 28]),
+        ("train-labels-idx1-ubyte", vec![100]),
+        ("t10k-images-idx3-ubyte", vec![20, 28, 28]),
+        ("t10k-labels-idx1-ubyte", vec![20]),
+    ] {
+        let n: usize = shape.iter().product();
+        shiftadd_core::data::write_idx(&fm.join(stem), &shape, &vec![1u8; n]).expect("idx");
+    }
+    let bytes = std::fs::read(fm.join("train-images-idx3-ubyte")).expect("read");
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(fm.join("train-images-idx3-ubyte.gz")).expect("create"),
+        flate2::Compression::fast(),
+    );
+    gz.write_all(&bytes[..bytes.len() / 2]).expect("gz");
+    gz.finish().expect("gz");
+    std::fs::remove_file(fm.join("train-images-idx3-ubyte")).expect("rm");
+    let fm_dir = format!("data.dir={}", s(&fm));
+    let err = run_err(&[
+        "train",
+        s(&cfg),
+        "--db",
+        s(&dbp),
+        "--set",
+        "data.dataset=fashion-mnist",
+        "--set",
+        &fm_dir,
+    ]);
+    assert!(
+        err.contains("train-images-idx3-ubyte.gz") && err.contains("truncated"),
+        "{err}"
+    );
+
+    // Corrupt CIFAR file.
+    let cifar = dir.path().join("cifar");
+    std::fs::create_dir(&cifar).expect("mkdir");
+    std::fs::write(cifar.join("train.bin"), vec![0u8; 5000]).expect("write");
+    std::fs::write(cifar.join("test.bin"), vec![0u8; 3074]).expect("write");
+    let cdir = format!("data.dir={}", s(&cifar));
+    let err = run_err(&[
+        "train",
+        s(&cfg),
+        "--db",
+        s(&dbp),
+        "--set",
+        "data.dataset=cifar100",
+        "--set",
+        &cdir,
+    ]);
+    assert!(
+        err.contains("train.bin") && err.contains("corrupt"),
+        "{err}"
+    );
+
+    // Divergence.
+    let div = tiny_config(dir.path(), "div", 1000, 1);
+    let err = run_err(&[
+        "train",
+        s(&div),
+        "--db",
+        s(&dbp),
+        "--set",
+        "train.lr=1e9",
+        "--set",
+        "train.warmup_epochs=0",
+    ]);
+    assert!(err.contains("diverged"), "{err}");
+    let runs = runs_json(&dbp);
+    let last = runs.last().expect("runs");
+    assert_eq!(last["status"], "failed");
+    assert!(
+        last["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("diverged")),
+        "{last}"
+    );
+
+    // Nothing earlier was lost.
+    assert_eq!(runs[0]["status"], "finished");
+    let c = db(&dbp);
+    let first_rows: i64 = c
+        .query_row("SELECT COUNT(*) FROM metrics WHERE run_id = 1", [], |r| {
+            r.get(0)
+        })
+        .expect("n");
+    assert_eq!(first_rows, recorded);
+    drop(c);
+
+    // A database from a newer schema: refused, untouched.
+    db(&dbp)
+        .pragma_update(None, "user_version", 99)
+        .expect("bump");
+    let before = std::fs::read(&dbp).expect("read db");
+    let err = run_err(&["train", s(&cfg), "--db", s(&dbp)]);
+    assert!(
+        err.contains("schema version 99") && err.contains("newer"),
+        "{err}"
+    );
+    let err = run_err(&["runs", "--db", s(&dbp)]);
+    assert!(err.contains("newer"), "{err}");
+    assert_eq!(
+        std::fs::read(&dbp).expect("read db"),
+        before,
+        "the refused database is unchanged"
+    );
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests of the `shiftadd` binary and its database: one integration-test binary, so
+//! libtorch is linked once.
+
+mod bad_input;
+mod cli;
+mod concurrency;
+mod lifecycle;
+mod support;

@@ -1,0 +1,75 @@
+//! Helpers: run the CLI, write small configs, read the database directly.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use rusqlite::Connection;
+
+/// The CLI under test (the same `shiftadd_app::main` as the `shiftadd` binary).
+pub fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_shiftadd-under-test"));
+    c.env_remove("SHIFTADD_DB").env("SHIFTADD_LOG", "warn");
+    c
+}
+
+pub fn run_ok(args: &[&str]) -> Output {
+    let out = bin().args(args).output().expect("spawn shiftadd");
+    assert!(
+        out.status.success(),
+        "shiftadd {args:?} failed ({:?})\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Run and expect failure; returns stderr.
+pub fn run_err(args: &[&str]) -> String {
+    let out = bin().args(args).output().expect("spawn shiftadd");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "shiftadd {args:?} should fail; stderr:\n{stderr}"
+    );
+    stderr
+}
+
+/// A small synthetic config: `train` images, `epochs` epochs of batch 50, one torch thread.
+pub fn tiny_config(dir: &Path, name: &str, train: usize, epochs: usize) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[data]\ndataset = \"synthetic\"\nsynthetic_train = {train}\nsynthetic_test = 200\n\
+             [model]\nname = \"micro\"\n\
+             [train]\nepochs = {epochs}\nbatch_size = 50\nlr = 0.1\nwarmup_epochs = 0.5\nthreads = 1\n"
+        ),
+    )
+    .expect("write config");
+    path
+}
+
+pub fn db(path: &Path) -> Connection {
+    let c = Connection::open(path).expect("open db");
+    c.busy_timeout(std::time::Duration::from_secs(30))
+        .expect("timeout");
+    c
+}
+
+pub fn runs_json(db: &Path) -> Vec<serde_json::Value> {
+    let out = run_ok(&["runs", "--db", db.to_str().expect("utf8"), "--json"]);
+    serde_json::from_slice(&out.stdout).expect("runs --json is JSON")
+}
+
+pub fn run_id(out: &Output) -> i64 {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("run ").and_then(|id| id.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no run id in stdout: {stdout}"))
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf8 path")
+}
