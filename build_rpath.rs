@@ -1,8 +1,13 @@
 // Shared by the build scripts of every package that links libtorch. `torch-sys` (links = "tch")
 // exports its library folder as DEP_TCH_LIBTORCH_LIB to packages that depend on it directly.
-fn main() {
+fn libtorch_lib() -> Option<String> {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
-    if let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
+    std::env::var("DEP_TCH_LIBTORCH_LIB").ok()
+}
+
+/// Give every binary of this package (unit tests included) an rpath to the libtorch it links.
+fn emit_rpath() {
+    if let Some(lib) = libtorch_lib() {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
     }
 }

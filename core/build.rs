@@ -1,2 +1,28 @@
-//! Give every binary of this package (unit tests included) an rpath to the libtorch it links.
+//! Compile the C++ operators (`csrc/`) against the libtorch headers, and give every binary of this
+//! package (unit tests included) an rpath to libtorch.
 include!("../build_rpath.rs");
+
+fn main() {
+    emit_rpath();
+    println!("cargo:rerun-if-changed=csrc");
+    let Some(lib) = libtorch_lib() else {
+        panic!("torch-sys did not export DEP_TCH_LIBTORCH_LIB; is libtorch set up (`make setup`)?");
+    };
+    let root = std::path::Path::new(&lib)
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .std("c++17")
+        .opt_level(2)
+        .debug(false)
+        .warnings(false)
+        .include(root.join("include"))
+        .include(root.join("include/torch/csrc/api/include"))
+        .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        .define("GLOG_USE_GLOG_EXPORT", None)
+        .file("csrc/adder.cpp")
+        .compile("shiftadd_ops");
+}

@@ -1,2 +1,6 @@
-//! Give every binary of this package (unit tests included) an rpath to the libtorch it links.
+//! Give every binary of this package an rpath to the libtorch it links.
 include!("../build_rpath.rs");
+
+fn main() {
+    emit_rpath();
+}

@@ -33,6 +33,8 @@ pub struct Config {
     pub data: DataConfig,
     pub model: ModelConfig,
     pub ops: OpsConfig,
+    pub aug: AugConfig,
+    pub remap: RemapConfig,
     pub train: TrainConfig,
     pub eval: EvalConfig,
 }
@@ -148,16 +150,138 @@ impl OpKind {
     }
 }
 
+/// Which layers use the multiplication-free operator (method.md §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MfLayers {
+    /// Every conv except the stem; the classifier stays multiplicative.
+    Body,
+    /// Only 1×1 convs.
+    Pointwise,
+    /// Every conv and the classifier (the classifier uses Shift even when `kind = "add"`).
+    All,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OpsConfig {
     /// Operator of the tiny model's multiplication-free layers.
     pub kind: OpKind,
+    pub mf_layers: MfLayers,
+    /// Shift weight bits b: exponents in [−(2^(b−1)−1), 0].
+    pub weight_bits: i64,
+    /// Round Shift layers' inputs to 16.16 fixed point (straight-through).
+    pub act_fixed_point: bool,
+    /// AdderNet adaptive gradient scaling η.
+    pub add_eta: f64,
 }
 
 impl Default for OpsConfig {
     fn default() -> Self {
-        Self { kind: OpKind::Mult }
+        Self {
+            kind: OpKind::Mult,
+            mf_layers: MfLayers::Body,
+            weight_bits: 5,
+            act_fixed_point: true,
+            add_eta: 0.2,
+        }
+    }
+}
+
+/// How the augmented model computes (method.md §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Hybrid {
+    /// Direct training of the tiny model, no augmentation.
+    None,
+    /// The augmented model uses the MF operator too (NetAug on an MF net).
+    Mf,
+    /// ShiftAddAug: the augmented model is fully multiplicative on the stored weights.
+    Mult,
+    /// Inside the augmented model the tiny slice is MF and the added channels Mult.
+    Split,
+}
+
+impl Hybrid {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Mf => "mf",
+            Self::Mult => "mult",
+            Self::Split => "split",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AugConfig {
+    pub hybrid: Hybrid,
+    /// Per-block expand-factor choices for augmented sub-models.
+    pub expand: Vec<f64>,
+    /// Per-stage width-factor choices for augmented sub-models.
+    pub width: Vec<f64>,
+    /// Weight α of the augmented loss.
+    pub alpha: f64,
+    /// Fraction of the epochs after which width augmentation stops (expand continues).
+    pub stop_width_frac: f64,
+    /// Sort channels by L1 norm at every epoch start.
+    pub sort_channels: bool,
+}
+
+impl Default for AugConfig {
+    fn default() -> Self {
+        Self {
+            hybrid: Hybrid::Mult,
+            expand: vec![1.0, 1.6, 2.2, 2.8],
+            width: vec![1.0, 1.8, 2.6],
+            alpha: 1.0,
+            stop_width_frac: 0.5,
+            sort_channels: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RemapKind {
+    None,
+    Cdf,
+    CdfAffine,
+    Fc,
+}
+
+impl RemapKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Cdf => "cdf",
+            Self::CdfAffine => "cdf-affine",
+            Self::Fc => "fc",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RemapConfig {
+    pub kind: RemapKind,
+    /// K: bins of `cdf-affine`, rank groups of `fc`, bins of the KL regulariser.
+    pub bins: i64,
+    /// Weight of the KL(remapped histogram ‖ fitted Laplace) regulariser; 0 disables it.
+    pub kl_weight: f64,
+    /// Remap Shift layers' weights before power-of-two rounding.
+    pub shift: bool,
+}
+
+impl Default for RemapConfig {
+    fn default() -> Self {
+        Self {
+            kind: RemapKind::CdfAffine,
+            bins: 100,
+            kl_weight: 1e-4,
+            shift: false,
+        }
     }
 }
 
@@ -221,11 +345,16 @@ impl TrainConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct EvalConfig {
     pub batch_size: usize,
+    /// Training images used to re-estimate BN statistics before every evaluation (0 = keep the running ones).
+    pub bn_images: usize,
 }
 
 impl Default for EvalConfig {
     fn default() -> Self {
-        Self { batch_size: 256 }
+        Self {
+            batch_size: 256,
+            bn_images: 2000,
+        }
     }
 }
 
@@ -277,13 +406,16 @@ impl Config {
                 "CIFAR cannot be downloaded here: name the directory that holds the official binary version",
             ));
         }
-        if self.ops.kind != OpKind::Mult {
-            return Err(invalid(
-                "ops.kind",
-                &format!("{:?}", self.ops.kind.as_str()),
-                "only \"mult\" is available in this version (shift and add come with the ShiftAddAug operators)",
-            ));
-        }
+        let o = &self.ops;
+        irange("ops.weight_bits", o.weight_bits, 2, 8)?;
+        frange("ops.add_eta", o.add_eta, 0.0, 100.0, false)?;
+        let a = &self.aug;
+        factors("aug.expand", &a.expand)?;
+        factors("aug.width", &a.width)?;
+        frange("aug.alpha", a.alpha, 0.0, 100.0, true)?;
+        frange("aug.stop_width_frac", a.stop_width_frac, 0.0, 1.0, true)?;
+        irange("remap.bins", self.remap.bins, 2, 10_000)?;
+        frange("remap.kl_weight", self.remap.kl_weight, 0.0, 1e3, true)?;
         let t = &self.train;
         range("train.epochs", t.epochs, 1, 100_000)?;
         range("train.batch_size", t.batch_size, 1, 8192)?;
@@ -302,6 +434,7 @@ impl Config {
         range("train.threads", t.threads, 0, 1024)?;
         range("train.keep_checkpoints", t.keep_checkpoints, 1, 1000)?;
         range("eval.batch_size", self.eval.batch_size, 1, 8192)?;
+        range("eval.bn_images", self.eval.bn_images, 0, 10_000_000)?;
         Ok(())
     }
 }
@@ -322,6 +455,31 @@ fn range(key: &str, value: usize, lo: usize, hi: usize) -> Result<(), ConfigErro
             key,
             &value.to_string(),
             &format!("must be an integer in [{lo}, {hi}]"),
+        ))
+    }
+}
+
+fn irange(key: &str, value: i64, lo: i64, hi: i64) -> Result<(), ConfigError> {
+    if (lo..=hi).contains(&value) {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            &value.to_string(),
+            &format!("must be an integer in [{lo}, {hi}]"),
+        ))
+    }
+}
+
+/// A non-empty list of width/expand factors, each in [1, 8].
+fn factors(key: &str, values: &[f64]) -> Result<(), ConfigError> {
+    if !values.is_empty() && values.iter().all(|v| (1.0..=8.0).contains(v)) {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            &format!("{values:?}"),
+            "must be a non-empty list of factors in [1, 8]",
         ))
     }
 }

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod data;
 pub mod model;
+pub mod ops;
 pub mod rng;
 pub mod run;
 pub mod store;

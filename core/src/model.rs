@@ -6,13 +6,21 @@
 //! sub-models (a later issue) choose larger per-block expand and per-stage width factors up to the
 //! maxima given at construction.
 //!
+//! Each conv has a *role* (Mult, Shift or Add, from `ops.kind` and `ops.mf_layers`) and every
+//! forward pass an [`Exec`] mode that says how MF layers compute in it (tiny, augmented
+//! multiplicative, augmented MF, or split), which is how `aug.hybrid` is realised.
+//!
 //! Variable names under the `VarStore` are stable checkpoint keys:
 //! `stem.conv.weight`, `blocks.3.dw.weight`, `blocks.3.dw_bn.running_mean`, `fc.weight`, ...
 
-use tch::nn::{self, Init};
-use tch::{Kind, Tensor};
+use std::cell::Cell;
 
-use crate::config::ModelName;
+use tch::nn::{self, Init};
+use tch::{Kind, TchError, Tensor};
+
+use crate::config::{AugConfig, Config, Hybrid, MfLayers, ModelName, OpKind, RemapKind};
+use crate::ops::{self, adder, remap::Remap, shift};
+use crate::rng::Rng;
 
 /// One inverted-residual block (1×1 expand → k×k depthwise → 1×1 project).
 #[derive(Debug, Clone, PartialEq)]
@@ -151,16 +159,141 @@ pub struct Widths {
     pub head: Option<i64>,
 }
 
-/// A convolution that stores its maximum width and runs a leading slice.
+/// Channels for `base` scaled by `factor` (factor 1 is exactly `base`; never below it).
+pub fn scaled(base: i64, factor: f64) -> i64 {
+    if factor <= 1.0 {
+        base
+    } else {
+        make_divisible(base as f64 * factor, 8).max(base)
+    }
+}
+
+impl Widths {
+    /// `base` scaled: one factor for the stem, one per stage, one for the head, one per block's expansion.
+    pub fn scaled(spec: &ArchSpec, stem: f64, stage: &[f64], head: f64, expand: &[f64]) -> Self {
+        let base = Net::base_widths(spec);
+        Self {
+            stem: scaled(base.stem, stem),
+            mid: spec
+                .blocks
+                .iter()
+                .zip(&base.mid)
+                .enumerate()
+                .map(|(i, (b, &m))| if b.expand { scaled(m, expand[i]) } else { m })
+                .collect(),
+            out: spec
+                .blocks
+                .iter()
+                .zip(&base.out)
+                .map(|(b, &o)| scaled(o, stage[b.stage]))
+                .collect(),
+            head: base.head.map(|h| scaled(h, head)),
+        }
+    }
+}
+
+/// How MF layers compute in one forward pass (method.md §4, `aug.hybrid`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exec {
+    /// The tiny model: MF layers use their operator on remapped weights.
+    Tiny,
+    /// Everything multiplicative on the stored weights (ShiftAddAug's augmented model).
+    Mult,
+    /// MF layers use their operator on the whole (wider) slice.
+    Mf,
+    /// MF layers use their operator on the tiny slice and Mult on the added channels.
+    Split,
+}
+
+/// Operator settings shared by every layer of a net.
+#[derive(Debug, Clone)]
+pub struct OpSpec {
+    pub kind: OpKind,
+    pub mf_layers: MfLayers,
+    pub weight_bits: i64,
+    pub act_fixed_point: bool,
+    pub remap: RemapKind,
+    pub remap_bins: i64,
+    pub remap_shift: bool,
+}
+
+impl OpSpec {
+    /// All layers multiplicative.
+    pub fn mult() -> Self {
+        Self {
+            kind: OpKind::Mult,
+            mf_layers: MfLayers::Body,
+            weight_bits: 5,
+            act_fixed_point: false,
+            remap: RemapKind::None,
+            remap_bins: 100,
+            remap_shift: false,
+        }
+    }
+
+    pub fn from_config(c: &Config) -> Self {
+        Self {
+            kind: c.ops.kind,
+            mf_layers: c.ops.mf_layers,
+            weight_bits: c.ops.weight_bits,
+            act_fixed_point: c.ops.act_fixed_point,
+            remap: c.remap.kind,
+            remap_bins: c.remap.bins,
+            remap_shift: c.remap.shift,
+        }
+    }
+
+    /// The operator of a conv layer (`stem`: the first conv; `pointwise`: 1×1).
+    fn conv_role(&self, stem: bool, pointwise: bool) -> OpKind {
+        let mf = match self.mf_layers {
+            MfLayers::Body => !stem,
+            MfLayers::Pointwise => pointwise && !stem,
+            MfLayers::All => true,
+        };
+        if mf { self.kind } else { OpKind::Mult }
+    }
+
+    /// The classifier's operator: MF only with `mf_layers = "all"`, and then Shift.
+    fn classifier_role(&self) -> OpKind {
+        if self.mf_layers == MfLayers::All && self.kind != OpKind::Mult {
+            OpKind::Shift
+        } else {
+            OpKind::Mult
+        }
+    }
+}
+
+/// What an MF layer's weights look like to each view: the discrepancy snapshot of one layer.
+pub struct LayerWeights {
+    pub name: String,
+    pub role: OpKind,
+    /// The tiny slice of the stored weights (what the multiplicative model uses).
+    pub stored: Tensor,
+    /// What the MF operator uses before any power-of-two rounding.
+    pub remapped: Tensor,
+    /// Shift layers: the power-of-two weights.
+    pub pow2: Option<Tensor>,
+}
+
+/// A conv or linear weight that stores its maximum width and runs a leading slice, with the
+/// operator its role gives it.
 #[derive(Debug)]
 pub struct ElasticConv {
+    pub name: String,
     pub weight: Tensor,
     pub kernel: i64,
     pub stride: i64,
     pub depthwise: bool,
+    pub role: OpKind,
+    /// The tiny model's (in, out) channels of this layer.
+    pub tiny: (i64, i64),
+    remap: Option<Remap>,
+    bits: i64,
+    act_fixed_point: bool,
 }
 
 impl ElasticConv {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         p: &nn::Path<'_>,
         max_in: i64,
@@ -168,6 +301,9 @@ impl ElasticConv {
         kernel: i64,
         stride: i64,
         depthwise: bool,
+        tiny: (i64, i64),
+        role: OpKind,
+        ops: &OpSpec,
     ) -> Self {
         let in_per_group = if depthwise { 1 } else { max_in };
         let weight = p.var(
@@ -175,58 +311,156 @@ impl ElasticConv {
             &[max_out, in_per_group, kernel, kernel],
             nn::init::DEFAULT_KAIMING_UNIFORM,
         );
+        let remapped = role == OpKind::Add || (role == OpKind::Shift && ops.remap_shift);
         Self {
+            name: p.path("weight").trim_end_matches(".weight").to_owned(),
             weight,
             kernel,
             stride,
             depthwise,
+            role,
+            tiny,
+            remap: remapped.then(|| Remap::new(&(p / "remap"), ops.remap, ops.remap_bins)),
+            bits: ops.weight_bits,
+            act_fixed_point: ops.act_fixed_point,
+        }
+    }
+
+    fn slice(&self, c_in: i64, out: i64) -> Tensor {
+        if self.depthwise {
+            self.weight.narrow(0, 0, c_in)
+        } else {
+            self.weight.narrow(0, 0, out).narrow(1, 0, c_in)
+        }
+    }
+
+    /// The weights the MF operator sees for a slice: remapped, and for Shift rounded to powers of two.
+    fn mf_weight(&self, w: &Tensor) -> Tensor {
+        let r = self
+            .remap
+            .as_ref()
+            .map_or_else(|| w.shallow_clone(), |m| m.apply(w));
+        if self.role == OpKind::Shift {
+            shift::shift_weight(&r, self.bits)
+        } else {
+            r
+        }
+    }
+
+    fn mult_conv(&self, x: &Tensor, w: &Tensor, groups: i64) -> Tensor {
+        let pad = self.kernel / 2;
+        x.conv2d(
+            w,
+            None::<Tensor>,
+            [self.stride, self.stride],
+            [pad, pad],
+            [1, 1],
+            groups,
+        )
+    }
+
+    fn mf_conv(&self, x: &Tensor, w: &Tensor, groups: i64) -> Result<Tensor, TchError> {
+        let wq = self.mf_weight(w);
+        match self.role {
+            OpKind::Add => adder::adder_conv2d(x, &wq, self.stride, self.kernel / 2, groups),
+            OpKind::Shift if self.act_fixed_point => {
+                Ok(self.mult_conv(&shift::fixed_point_16_16(x), &wq, groups))
+            }
+            _ => Ok(self.mult_conv(x, &wq, groups)),
         }
     }
 
     /// Run on `x` ([N, c_in, H, W]) producing `out` channels (depthwise: `out` must equal `c_in`).
-    pub fn forward(&self, x: &Tensor, out: i64) -> Tensor {
+    pub fn forward(&self, x: &Tensor, out: i64, exec: Exec) -> Result<Tensor, TchError> {
         let c_in = x.size()[1];
-        let pad = self.kernel / 2;
-        if self.depthwise {
-            let w = self.weight.narrow(0, 0, c_in);
-            x.conv2d(
-                &w,
-                None::<Tensor>,
-                [self.stride, self.stride],
-                [pad, pad],
-                [1, 1],
-                c_in,
-            )
-        } else {
-            let w = self.weight.narrow(0, 0, out).narrow(1, 0, c_in);
-            x.conv2d(
-                &w,
-                None::<Tensor>,
-                [self.stride, self.stride],
-                [pad, pad],
-                [1, 1],
-                1,
-            )
+        let groups = if self.depthwise { c_in } else { 1 };
+        let w = self.slice(c_in, out);
+        match (self.role, exec) {
+            (OpKind::Mult, _) | (_, Exec::Mult) => Ok(self.mult_conv(x, &w, groups)),
+            (_, Exec::Tiny | Exec::Mf) => self.mf_conv(x, &w, groups),
+            (_, Exec::Split) => self.split_conv(x, &w, c_in, out),
         }
+    }
+
+    /// Tiny slice through the MF operator, the added channels multiplicative.
+    fn split_conv(&self, x: &Tensor, w: &Tensor, c_in: i64, out: i64) -> Result<Tensor, TchError> {
+        let (ti, to) = (self.tiny.0.min(c_in), self.tiny.1.min(out));
+        if self.depthwise {
+            let mf = self.mf_conv(&x.narrow(1, 0, ti), &w.narrow(0, 0, ti), ti)?;
+            if ti == c_in {
+                return Ok(mf);
+            }
+            let rest = self.mult_conv(
+                &x.narrow(1, ti, c_in - ti),
+                &w.narrow(0, ti, c_in - ti),
+                c_in - ti,
+            );
+            return Ok(Tensor::cat(&[mf, rest], 1));
+        }
+        let mask = Tensor::ones(w.size(), (w.kind(), w.device()));
+        let _ = mask.narrow(0, 0, to).narrow(1, 0, ti).fill_(0.0);
+        let mult = self.mult_conv(x, &(w * mask), 1);
+        let mf = self.mf_conv(&x.narrow(1, 0, ti), &w.narrow(0, 0, to).narrow(1, 0, ti), 1)?;
+        let mf = if to < out {
+            mf.constant_pad_nd([0, 0, 0, 0, 0, out - to])
+        } else {
+            mf
+        };
+        Ok(mult + mf)
+    }
+
+    /// The discrepancy views of this layer's tiny slice (`None` for Mult layers).
+    pub fn weights_view(&self) -> Option<LayerWeights> {
+        if self.role == OpKind::Mult {
+            return None;
+        }
+        tch::no_grad(|| {
+            let stored = self.slice(self.tiny.0, self.tiny.1).detach().copy();
+            let remapped = self
+                .remap
+                .as_ref()
+                .map_or_else(|| stored.copy(), |m| m.apply(&stored).detach());
+            let pow2 = (self.role == OpKind::Shift).then(|| shift::quantize(&remapped, self.bits));
+            Some(LayerWeights {
+                name: self.name.clone(),
+                role: self.role,
+                stored,
+                remapped,
+                pow2,
+            })
+        })
+    }
+
+    /// The KL(remapped ‖ Laplace) regulariser of the tiny slice (`None` without a remap).
+    pub fn remap_kl(&self, bins: i64) -> Option<Tensor> {
+        let remap = self.remap.as_ref().filter(|r| r.kind != RemapKind::None)?;
+        Some(ops::remap::soft_kl_to_laplace(
+            &remap.apply(&self.slice(self.tiny.0, self.tiny.1)),
+            bins,
+        ))
     }
 }
 
 /// Batch norm whose parameters and running statistics are sliced to the input's channel count.
 #[derive(Debug)]
 pub struct ElasticBn {
+    pub name: String,
     pub weight: Tensor,
     pub bias: Tensor,
     pub running_mean: Tensor,
     pub running_var: Tensor,
+    momentum: Cell<f64>,
 }
 
 impl ElasticBn {
     fn new(p: &nn::Path<'_>, max_c: i64) -> Self {
         Self {
+            name: p.path("weight").trim_end_matches(".weight").to_owned(),
             weight: p.var("weight", &[max_c], Init::Const(1.0)),
             bias: p.var("bias", &[max_c], Init::Const(0.0)),
             running_mean: p.zeros_no_train("running_mean", &[max_c]),
             running_var: p.ones_no_train("running_var", &[max_c]),
+            momentum: Cell::new(BN_MOMENTUM),
         }
     }
 
@@ -238,12 +472,23 @@ impl ElasticBn {
             Some(self.running_mean.narrow(0, 0, c)),
             Some(self.running_var.narrow(0, 0, c)),
             train,
-            0.1,
+            self.momentum.get(),
             1e-5,
             false,
         )
     }
+
+    fn tensors(&self) -> [(&Tensor, String); 4] {
+        [
+            (&self.weight, format!("{}.weight", self.name)),
+            (&self.bias, format!("{}.bias", self.name)),
+            (&self.running_mean, format!("{}.running_mean", self.name)),
+            (&self.running_var, format!("{}.running_var", self.name)),
+        ]
+    }
 }
+
+const BN_MOMENTUM: f64 = 0.1;
 
 #[derive(Debug)]
 struct Block {
@@ -255,6 +500,15 @@ struct Block {
     project_bn: ElasticBn,
 }
 
+/// A reordering of one dimension of one variable (channel sorting); the optimizer applies the same
+/// to its state.
+#[derive(Debug)]
+pub struct Permutation {
+    pub var: String,
+    pub dim: i64,
+    pub perm: Tensor,
+}
+
 /// A network of elastic layers; `forward` runs the sub-model given by a [`Widths`].
 #[derive(Debug)]
 pub struct Net {
@@ -263,15 +517,18 @@ pub struct Net {
     stem_bn: ElasticBn,
     blocks: Vec<Block>,
     head: Option<(ElasticConv, ElasticBn)>,
-    fc_weight: Tensor,
+    /// The classifier, stored as a 1×1 "conv" weight [classes, features, 1, 1].
+    fc: ElasticConv,
     fc_bias: Tensor,
     pub max: Widths,
 }
 
 impl Net {
-    /// Build `spec` with layers sized for `max` widths (use `spec`'s own widths for a plain model).
-    pub fn new(root: &nn::Path<'_>, spec: ArchSpec, max: Widths) -> Self {
+    /// Build `spec` with layers sized for `max` widths and operators from `ops`.
+    pub fn new(root: &nn::Path<'_>, spec: ArchSpec, max: Widths, ops: &OpSpec) -> Self {
+        let base = Self::base_widths(&spec);
         let stem_p = root / "stem";
+        let stem_role = ops.conv_role(true, false);
         let stem = ElasticConv::new(
             &(&stem_p / "conv"),
             spec.in_channels,
@@ -279,47 +536,103 @@ impl Net {
             3,
             spec.stem_stride,
             false,
+            (spec.in_channels, base.stem),
+            stem_role,
+            ops,
         );
         let stem_bn = ElasticBn::new(&(&stem_p / "bn"), max.stem);
         let mut blocks = Vec::new();
-        let mut prev = max.stem;
+        let (mut prev, mut prev_tiny) = (max.stem, base.stem);
         let bp = root / "blocks";
         for (i, b) in spec.blocks.iter().enumerate() {
             let p = &bp / i;
             let (mid, out) = (max.mid[i], max.out[i]);
+            let pw = ops.conv_role(false, true);
             let expand = b.expand.then(|| {
                 (
-                    ElasticConv::new(&(&p / "expand"), prev, mid, 1, 1, false),
+                    ElasticConv::new(
+                        &(&p / "expand"),
+                        prev,
+                        mid,
+                        1,
+                        1,
+                        false,
+                        (prev_tiny, b.mid_c),
+                        pw,
+                        ops,
+                    ),
                     ElasticBn::new(&(&p / "expand_bn"), mid),
                 )
             });
-            let dw_c = if b.expand { mid } else { prev };
+            let (dw_c, dw_tiny) = if b.expand {
+                (mid, b.mid_c)
+            } else {
+                (prev, prev_tiny)
+            };
+            let dw_role = ops.conv_role(false, b.kernel == 1);
             blocks.push(Block {
                 spec: b.clone(),
                 expand,
-                dw: ElasticConv::new(&(&p / "dw"), dw_c, dw_c, b.kernel, b.stride, true),
+                dw: ElasticConv::new(
+                    &(&p / "dw"),
+                    dw_c,
+                    dw_c,
+                    b.kernel,
+                    b.stride,
+                    true,
+                    (dw_tiny, dw_tiny),
+                    dw_role,
+                    ops,
+                ),
                 dw_bn: ElasticBn::new(&(&p / "dw_bn"), dw_c),
-                project: ElasticConv::new(&(&p / "project"), dw_c, out, 1, 1, false),
+                project: ElasticConv::new(
+                    &(&p / "project"),
+                    dw_c,
+                    out,
+                    1,
+                    1,
+                    false,
+                    (dw_tiny, b.out_c),
+                    pw,
+                    ops,
+                ),
                 project_bn: ElasticBn::new(&(&p / "project_bn"), out),
             });
-            prev = out;
+            (prev, prev_tiny) = (out, b.out_c);
         }
-        let head = max.head.map(|h| {
+        let head = max.head.zip(base.head).map(|(h, ht)| {
             let p = root / "head";
+            let role = ops.conv_role(false, true);
             (
-                ElasticConv::new(&(&p / "conv"), prev, h, 1, 1, false),
+                ElasticConv::new(
+                    &(&p / "conv"),
+                    prev,
+                    h,
+                    1,
+                    1,
+                    false,
+                    (prev_tiny, ht),
+                    role,
+                    ops,
+                ),
                 ElasticBn::new(&(&p / "bn"), h),
             )
         });
-        let features = max.head.unwrap_or(prev);
-        let fc = root / "fc";
-        let bound = 1.0 / (features as f64).sqrt();
-        let fc_weight = fc.var(
-            "weight",
-            &[spec.classes, features],
-            nn::init::DEFAULT_KAIMING_UNIFORM,
+        let (features, features_tiny) = (max.head.unwrap_or(prev), base.head.unwrap_or(prev_tiny));
+        let fc_p = root / "fc";
+        let fc = ElasticConv::new(
+            &fc_p,
+            features,
+            spec.classes,
+            1,
+            1,
+            false,
+            (features_tiny, spec.classes),
+            ops.classifier_role(),
+            ops,
         );
-        let fc_bias = fc.var(
+        let bound = 1.0 / (features as f64).sqrt();
+        let fc_bias = fc_p.var(
             "bias",
             &[spec.classes],
             Init::Uniform {
@@ -333,16 +646,16 @@ impl Net {
             stem_bn,
             blocks,
             head,
-            fc_weight,
+            fc,
             fc_bias,
             max,
         }
     }
 
-    /// A plain (non-augmented) model: maximum widths are the base widths.
+    /// A plain multiplicative model: maximum widths are the base widths.
     pub fn plain(root: &nn::Path<'_>, spec: ArchSpec) -> Self {
         let max = Self::base_widths(&spec);
-        Self::new(root, spec, max)
+        Self::new(root, spec, max, &OpSpec::mult())
     }
 
     /// The tiny model's widths.
@@ -355,22 +668,61 @@ impl Net {
         }
     }
 
+    /// The largest sub-model an augmentation config can sample.
+    pub fn max_widths(spec: &ArchSpec, aug: &AugConfig) -> Widths {
+        if aug.hybrid == Hybrid::None {
+            return Self::base_widths(spec);
+        }
+        let top = |v: &[f64]| v.iter().copied().fold(1.0, f64::max);
+        let (e, w) = (top(&aug.expand), top(&aug.width));
+        Widths::scaled(
+            spec,
+            w,
+            &vec![w; spec.stages()],
+            w,
+            &vec![e; spec.blocks.len()],
+        )
+    }
+
+    /// One augmented sub-model: every block draws an expand factor, and (while `width` is on) the
+    /// stem, every stage and the head draw a width factor.
+    pub fn sample_widths(&self, aug: &AugConfig, rng: &mut Rng, width: bool) -> Widths {
+        let stages = self.spec.stages();
+        let mut pick = |v: &[f64]| v[rng.below(v.len())];
+        // [stem, stage 0, …, stage S−1, head]
+        let w: Vec<f64> = (0..stages + 2)
+            .map(|_| if width { pick(&aug.width) } else { 1.0 })
+            .collect();
+        let expand: Vec<f64> = (0..self.spec.blocks.len())
+            .map(|_| pick(&aug.expand))
+            .collect();
+        Widths::scaled(&self.spec, w[0], &w[1..=stages], w[stages + 1], &expand)
+    }
+
     /// Logits of the sub-model `w` for a batch `x` [N, C, H, W].
-    pub fn forward(&self, x: &Tensor, w: &Widths, train: bool) -> Tensor {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        w: &Widths,
+        train: bool,
+        exec: Exec,
+    ) -> Result<Tensor, TchError> {
         let mut x = self
             .stem_bn
-            .forward(&self.stem.forward(x, w.stem), train)
+            .forward(&self.stem.forward(x, w.stem, exec)?, train)
             .relu6();
         for (i, b) in self.blocks.iter().enumerate() {
             let mut h = match &b.expand {
-                Some((conv, bn)) => bn.forward(&conv.forward(&x, w.mid[i]), train).relu6(),
+                Some((conv, bn)) => bn
+                    .forward(&conv.forward(&x, w.mid[i], exec)?, train)
+                    .relu6(),
                 None => x.shallow_clone(),
             };
             let c = h.size()[1];
-            h = b.dw_bn.forward(&b.dw.forward(&h, c), train).relu6();
+            h = b.dw_bn.forward(&b.dw.forward(&h, c, exec)?, train).relu6();
             h = b
                 .project_bn
-                .forward(&b.project.forward(&h, w.out[i]), train);
+                .forward(&b.project.forward(&h, w.out[i], exec)?, train);
             x = if b.spec.residual() && h.size() == x.size() {
                 h + &x
             } else {
@@ -378,12 +730,202 @@ impl Net {
             };
         }
         if let (Some((conv, bn)), Some(hc)) = (&self.head, w.head) {
-            x = bn.forward(&conv.forward(&x, hc), train).relu6();
+            x = bn.forward(&conv.forward(&x, hc, exec)?, train).relu6();
         }
-        let pooled = x.mean_dim(&[2i64, 3][..], false, Kind::Float);
-        let c = pooled.size()[1];
-        pooled.linear(&self.fc_weight.narrow(1, 0, c), Some(&self.fc_bias))
+        let pooled = x.f_mean_dim(&[2i64, 3][..], true, Kind::Float)?;
+        let logits = self.fc.forward(&pooled, self.spec.classes, exec)?;
+        Ok(logits.flatten(1, -1) + &self.fc_bias)
     }
+
+    fn convs(&self) -> Vec<&ElasticConv> {
+        let mut v = vec![&self.stem];
+        for b in &self.blocks {
+            v.extend(b.expand.as_ref().map(|(c, _)| c));
+            v.push(&b.dw);
+            v.push(&b.project);
+        }
+        v.extend(self.head.as_ref().map(|(c, _)| c));
+        v.push(&self.fc);
+        v
+    }
+
+    fn bns(&self) -> Vec<&ElasticBn> {
+        let mut v = vec![&self.stem_bn];
+        for b in &self.blocks {
+            v.extend(b.expand.as_ref().map(|(_, n)| n));
+            v.push(&b.dw_bn);
+            v.push(&b.project_bn);
+        }
+        v.extend(self.head.as_ref().map(|(_, n)| n));
+        v
+    }
+
+    /// Weights of Add layers (for AdderNet's adaptive gradient scaling).
+    pub fn add_weights(&self) -> Vec<Tensor> {
+        self.convs()
+            .into_iter()
+            .filter(|c| c.role == OpKind::Add)
+            .map(|c| c.weight.shallow_clone())
+            .collect()
+    }
+
+    /// Discrepancy views of every MF layer.
+    pub fn mf_weights(&self) -> Vec<LayerWeights> {
+        self.convs()
+            .into_iter()
+            .filter_map(ElasticConv::weights_view)
+            .collect()
+    }
+
+    /// Σ over remapped layers of KL(remapped tiny weights ‖ fitted Laplace); `None` if no layer remaps.
+    pub fn remap_kl(&self, bins: i64) -> Option<Tensor> {
+        self.convs()
+            .into_iter()
+            .filter_map(|c| c.remap_kl(bins))
+            .reduce(|a, b| a + b)
+    }
+
+    /// Reset BN running statistics and switch their momentum (`None`: back to the default).
+    pub fn reset_bn_stats(&self) {
+        tch::no_grad(|| {
+            for bn in self.bns() {
+                let _ = bn.running_mean.shallow_clone().fill_(0.0);
+                let _ = bn.running_var.shallow_clone().fill_(1.0);
+            }
+        });
+    }
+
+    pub fn set_bn_momentum(&self, momentum: Option<f64>) {
+        for bn in self.bns() {
+            bn.momentum.set(momentum.unwrap_or(BN_MOMENTUM));
+        }
+    }
+
+    /// Reorder channels by the L1 norm of the stored weights (descending), consistently through BN
+    /// and the next layer, so that leading slices hold the most important channels. The full
+    /// network computes the same function afterwards. Returns what was permuted.
+    pub fn sort_channels(&self) -> Vec<Permutation> {
+        tch::no_grad(|| {
+            let mut perms = Vec::new();
+            // Expanded channels inside each block.
+            for b in &self.blocks {
+                if let Some((expand, expand_bn)) = &b.expand {
+                    let perm = importance_order(&[&expand.weight]);
+                    permute_out(expand, Some(expand_bn), &perm, &mut perms);
+                    permute_out(&b.dw, Some(&b.dw_bn), &perm, &mut perms);
+                    permute_in(&b.project, &perm, &mut perms);
+                }
+            }
+            // Channel spaces shared across layers: the stem's output, then each stage's output.
+            let stages = self.spec.stages();
+            for space in 0..=stages {
+                let producers: Vec<(&ElasticConv, &ElasticBn)> = if space == 0 {
+                    vec![(&self.stem, &self.stem_bn)]
+                } else {
+                    self.blocks
+                        .iter()
+                        .filter(|b| b.spec.stage == space - 1)
+                        .map(|b| (&b.project, &b.project_bn))
+                        .collect()
+                };
+                let perm =
+                    importance_order(&producers.iter().map(|(c, _)| &c.weight).collect::<Vec<_>>());
+                for (conv, bn) in &producers {
+                    permute_out(conv, Some(bn), &perm, &mut perms);
+                }
+                // Consumers: blocks reading this space (first block of the next stage and the
+                // stage's own later blocks), then the head or the classifier.
+                let reads = |i: usize| -> bool {
+                    let prev_stage = if i == 0 {
+                        None
+                    } else {
+                        Some(self.blocks[i - 1].spec.stage)
+                    };
+                    match space {
+                        0 => i == 0,
+                        s => prev_stage == Some(s - 1),
+                    }
+                };
+                let mut any_reader = false;
+                for (i, b) in self.blocks.iter().enumerate() {
+                    if !reads(i) {
+                        continue;
+                    }
+                    any_reader = true;
+                    match &b.expand {
+                        Some((expand, _)) => permute_in(expand, &perm, &mut perms),
+                        None => {
+                            permute_out(&b.dw, Some(&b.dw_bn), &perm, &mut perms);
+                            permute_in(&b.project, &perm, &mut perms);
+                        }
+                    }
+                }
+                if !any_reader {
+                    match &self.head {
+                        Some((conv, _)) => permute_in(conv, &perm, &mut perms),
+                        None => permute_in(&self.fc, &perm, &mut perms),
+                    }
+                }
+            }
+            if let Some((conv, bn)) = &self.head {
+                let perm = importance_order(&[&conv.weight]);
+                permute_out(conv, Some(bn), &perm, &mut perms);
+                permute_in(&self.fc, &perm, &mut perms);
+            }
+            perms
+        })
+    }
+}
+
+/// Channel order by descending summed L1 norm of output rows of `weights`.
+fn importance_order(weights: &[&Tensor]) -> Tensor {
+    let score = weights
+        .iter()
+        .map(|w| {
+            w.abs()
+                .sum_dim_intlist(&[1i64, 2, 3][..], false, Kind::Float)
+        })
+        .reduce(|a, b| a + b)
+        .expect("at least one producer");
+    score.argsort(0, true)
+}
+
+fn reorder(t: &Tensor, var: String, dim: i64, perm: &Tensor, perms: &mut Vec<Permutation>) {
+    let sorted = t.index_select(dim, perm);
+    t.shallow_clone().copy_(&sorted);
+    perms.push(Permutation {
+        var,
+        dim,
+        perm: perm.shallow_clone(),
+    });
+}
+
+fn permute_out(
+    conv: &ElasticConv,
+    bn: Option<&ElasticBn>,
+    perm: &Tensor,
+    perms: &mut Vec<Permutation>,
+) {
+    reorder(
+        &conv.weight,
+        format!("{}.weight", conv.name),
+        0,
+        perm,
+        perms,
+    );
+    for (t, name) in bn.map(ElasticBn::tensors).into_iter().flatten() {
+        reorder(t, name, 0, perm, perms);
+    }
+}
+
+fn permute_in(conv: &ElasticConv, perm: &Tensor, perms: &mut Vec<Permutation>) {
+    reorder(
+        &conv.weight,
+        format!("{}.weight", conv.name),
+        1,
+        perm,
+        perms,
+    );
 }
 
 #[cfg(test)]
@@ -444,7 +986,7 @@ mod tests {
             let net = Net::plain(&vs.root(), ArchSpec::named(name, c, 32, 10));
             let x = Tensor::randn([2, c, 32, 32], (Kind::Float, Device::Cpu));
             let w = Net::base_widths(&net.spec);
-            let y = net.forward(&x, &w, true);
+            let y = net.forward(&x, &w, true, Exec::Tiny).expect("forward");
             assert_eq!(y.size(), vec![2, 10], "{name:?}");
             let total_stride: i64 =
                 net.spec.stem_stride * net.spec.blocks.iter().map(|b| b.stride).product::<i64>();
@@ -466,7 +1008,7 @@ mod tests {
             out: base.out.iter().map(|o| o * 2).collect(),
             head: base.head.map(|h| h * 2),
         };
-        let wide = Net::new(&vs.root(), spec.clone(), max);
+        let wide = Net::new(&vs.root(), spec.clone(), max, &OpSpec::mult());
         // A plain net whose weights are copied from the leading slices computes the same function.
         let vs2 = nn::VarStore::new(Device::Cpu);
         let tiny = Net::plain(&vs2.root(), spec);
@@ -482,8 +1024,179 @@ mod tests {
             }
         });
         let x = Tensor::randn([4, 3, 32, 32], (Kind::Float, Device::Cpu));
-        let a = wide.forward(&x, &base, false);
-        let b = tiny.forward(&x, &Net::base_widths(&tiny.spec), false);
+        let a = wide.forward(&x, &base, false, Exec::Tiny).expect("forward");
+        let b = tiny
+            .forward(&x, &Net::base_widths(&tiny.spec), false, Exec::Tiny)
+            .expect("forward");
         assert!(a.allclose(&b, 1e-5, 1e-5, false));
+    }
+
+    fn ops(kind: OpKind, mf_layers: MfLayers) -> OpSpec {
+        OpSpec {
+            kind,
+            mf_layers,
+            weight_bits: 5,
+            act_fixed_point: true,
+            remap: RemapKind::CdfAffine,
+            remap_bins: 100,
+            remap_shift: false,
+        }
+    }
+
+    fn wide_micro(vs: &nn::VarStore, ops: &OpSpec) -> Net {
+        let spec = ArchSpec::named(ModelName::Micro, 3, 32, 10);
+        let aug = AugConfig::default();
+        let max = Net::max_widths(&spec, &aug);
+        Net::new(&vs.root(), spec, max, ops)
+    }
+
+    #[test]
+    fn mf_layers_choose_the_roles() {
+        let roles = |kind, layers| {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let net = wide_micro(&vs, &ops(kind, layers));
+            net.convs()
+                .iter()
+                .map(|c| (c.name.clone(), c.role))
+                .collect::<Vec<_>>()
+        };
+        let body = roles(OpKind::Add, MfLayers::Body);
+        assert_eq!(body[0], ("stem.conv".to_owned(), OpKind::Mult));
+        assert_eq!(
+            body.last().map(|r| r.1),
+            Some(OpKind::Mult),
+            "classifier stays Mult"
+        );
+        assert!(body[1..body.len() - 1].iter().all(|r| r.1 == OpKind::Add));
+        let pw = roles(OpKind::Shift, MfLayers::Pointwise);
+        assert!(
+            pw.iter()
+                .filter(|r| r.0.ends_with(".dw"))
+                .all(|r| r.1 == OpKind::Mult)
+        );
+        assert!(
+            pw.iter()
+                .filter(|r| r.0.ends_with(".project"))
+                .all(|r| r.1 == OpKind::Shift)
+        );
+        let all = roles(OpKind::Add, MfLayers::All);
+        assert_eq!(all[0].1, OpKind::Add);
+        assert_eq!(
+            all.last().map(|r| r.1),
+            Some(OpKind::Shift),
+            "an MF classifier is Shift"
+        );
+    }
+
+    #[test]
+    fn channel_sorting_keeps_the_full_network_function() {
+        tch::manual_seed(4);
+        for kind in [OpKind::Mult, OpKind::Add] {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let net = wide_micro(&vs, &ops(kind, MfLayers::Body));
+            // Non-trivial BN statistics, so that their permutation matters.
+            tch::no_grad(|| {
+                for bn in net.bns() {
+                    let c = bn.running_mean.size()[0];
+                    bn.running_mean
+                        .shallow_clone()
+                        .copy_(&Tensor::randn([c], (Kind::Float, Device::Cpu)));
+                    bn.running_var
+                        .shallow_clone()
+                        .copy_(&Tensor::rand([c], (Kind::Float, Device::Cpu)).g_add_scalar_(0.5));
+                    bn.bias
+                        .shallow_clone()
+                        .copy_(&Tensor::randn([c], (Kind::Float, Device::Cpu)));
+                }
+            });
+            let x = Tensor::randn([3, 3, 32, 32], (Kind::Float, Device::Cpu));
+            let max = net.max.clone();
+            let before = net.forward(&x, &max, false, Exec::Mult).expect("forward");
+            let tiny_before = net
+                .forward(&x, &Net::base_widths(&net.spec), false, Exec::Mult)
+                .expect("forward");
+            let perms = net.sort_channels();
+            assert!(!perms.is_empty());
+            let after = net.forward(&x, &max, false, Exec::Mult).expect("forward");
+            assert!(
+                before.allclose(&after, 1e-4, 1e-4, false),
+                "{kind:?}: the full network changed"
+            );
+            let tiny_after = net
+                .forward(&x, &Net::base_widths(&net.spec), false, Exec::Mult)
+                .expect("forward");
+            assert!(
+                !tiny_before.allclose(&tiny_after, 1e-4, 1e-4, false),
+                "the tiny slice now holds other channels"
+            );
+            // Leading channels are the most important: L1 norms of the stem's rows descend.
+            let l1 = Vec::<f32>::try_from(net.stem.weight.abs().sum_dim_intlist(
+                &[1i64, 2, 3][..],
+                false,
+                Kind::Float,
+            ))
+            .expect("f32");
+            assert!(l1.windows(2).all(|w| w[0] >= w[1]), "{l1:?}");
+        }
+    }
+
+    #[test]
+    fn split_with_tiny_widths_is_the_tiny_mf_model() {
+        tch::manual_seed(5);
+        for kind in [OpKind::Shift, OpKind::Add] {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let net = wide_micro(&vs, &ops(kind, MfLayers::Body));
+            let x = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
+            let tiny = Net::base_widths(&net.spec);
+            let a = net.forward(&x, &tiny, true, Exec::Tiny).expect("tiny");
+            let b = net.forward(&x, &tiny, true, Exec::Split).expect("split");
+            assert!(a.allclose(&b, 1e-4, 1e-4, false), "{kind:?}");
+            // The augmented forwards run and differ from each other on wider widths.
+            let max = net.max.clone();
+            let m = net.forward(&x, &max, true, Exec::Mult).expect("mult");
+            let s = net.forward(&x, &max, true, Exec::Split).expect("split");
+            let f = net.forward(&x, &max, true, Exec::Mf).expect("mf");
+            assert!(
+                !m.allclose(&s, 1e-4, 1e-4, false) && !s.allclose(&f, 1e-4, 1e-4, false),
+                "{kind:?}"
+            );
+            // Gradients reach the stored weights through every mode.
+            (a.sum(Kind::Float) + m.sum(Kind::Float) + s.sum(Kind::Float) + f.sum(Kind::Float))
+                .backward();
+            assert!(
+                net.blocks[0]
+                    .project
+                    .weight
+                    .grad()
+                    .abs()
+                    .sum(Kind::Float)
+                    .double_value(&[])
+                    > 0.0
+            );
+        }
+    }
+
+    #[test]
+    fn sampled_widths_stay_within_the_maximum() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = wide_micro(&vs, &OpSpec::mult());
+        let aug = AugConfig::default();
+        let mut rng = Rng::new(1);
+        let base = Net::base_widths(&net.spec);
+        let mut saw_wider = false;
+        for _ in 0..50 {
+            let w = net.sample_widths(&aug, &mut rng, true);
+            assert!(w.stem >= base.stem && w.stem <= net.max.stem);
+            assert!(w.mid.iter().zip(&net.max.mid).all(|(a, b)| a <= b));
+            assert!(w.out.iter().zip(&net.max.out).all(|(a, b)| a <= b));
+            saw_wider |= w.out != base.out;
+            let no_width = net.sample_widths(&aug, &mut rng, false);
+            assert_eq!(
+                (no_width.stem, &no_width.out),
+                (base.stem, &base.out),
+                "width augmentation off"
+            );
+        }
+        assert!(saw_wider);
     }
 }

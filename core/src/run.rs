@@ -14,6 +14,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 
 use crate::config::Config;
 use crate::data;
+use crate::ops::stats::Edges;
 use crate::store::{self, NewRun, Reader, RunId, Status, StoreError, Writer};
 use crate::train::{self, Outcome, RunContext};
 
@@ -234,6 +235,13 @@ pub fn spawn_manager(db: &Path, waker: Waker) -> Result<ManagerHandle, StoreErro
     })
 }
 
+/// What a resume starts from.
+struct Resume {
+    config: Config,
+    ckpt: Option<store::CheckpointRow>,
+    edges: HashMap<String, Edges>,
+}
+
 struct RunThread {
     control: Arc<Control>,
     handle: JoinHandle<()>,
@@ -305,7 +313,7 @@ impl Manager {
         match self.writer.create_run(new) {
             Ok(run) => {
                 self.emit(Event::Created { request, run });
-                self.launch(run, config, None);
+                self.launch(run, config, None, HashMap::new());
             }
             Err(e) => self.emit(Event::Rejected {
                 request,
@@ -316,15 +324,15 @@ impl Manager {
 
     fn resume(&mut self, run: RunId, request: u64) {
         match self.prepare_resume(run) {
-            Ok((config, ckpt)) => {
+            Ok(r) => {
                 self.emit(Event::Created { request, run });
-                self.launch(run, config, ckpt);
+                self.launch(run, r.config, r.ckpt, r.edges);
             }
             Err(reason) => self.emit(Event::Rejected { request, reason }),
         }
     }
 
-    fn prepare_resume(&self, run: RunId) -> Result<(Config, Option<store::CheckpointRow>), String> {
+    fn prepare_resume(&self, run: RunId) -> Result<Resume, String> {
         if self.runs.contains_key(&run) {
             return Err(format!("run {run} is already running"));
         }
@@ -345,6 +353,12 @@ impl Manager {
         let config =
             Config::from_toml_str(&toml, &format!("run {run}"), &[]).map_err(|e| e.to_string())?;
         let ckpt = reader.last_checkpoint(run).map_err(|e| e.to_string())?;
+        let edges = reader
+            .histograms(run)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|h| (h.layer, Edges(h.edges)))
+            .collect();
         if let Some(c) = &ckpt {
             let model = Path::new(&c.path).with_extension("model.ot");
             if !model.is_file() {
@@ -366,10 +380,20 @@ impl Manager {
             format!("resuming after epoch {epoch} (step {step}); {removed} metric rows recorded after it were removed"),
         );
         self.writer.status(run, Status::Queued, None);
-        Ok((config, ckpt))
+        Ok(Resume {
+            config,
+            ckpt,
+            edges,
+        })
     }
 
-    fn launch(&mut self, run: RunId, config: Config, resume: Option<store::CheckpointRow>) {
+    fn launch(
+        &mut self,
+        run: RunId,
+        config: Config,
+        resume: Option<store::CheckpointRow>,
+        histogram_edges: HashMap<String, Edges>,
+    ) {
         let control = Arc::new(Control::default());
         let writer = self.writer.clone();
         let events = self.events.clone();
@@ -401,6 +425,7 @@ impl Manager {
                     emit: &emit,
                     checkpoint_dir,
                     resume,
+                    histogram_edges,
                 };
                 let result = train::train(&ctx);
                 let event = match result {

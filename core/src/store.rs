@@ -335,6 +335,22 @@ pub struct MetricRow {
     pub value: f64,
 }
 
+/// One weight histogram of one MF layer at one epoch (epoch 0 = before training).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HistogramRow {
+    pub run: RunId,
+    pub layer: String,
+    /// `stored`, `remapped` or `pow2`.
+    pub kind: String,
+    pub epoch: i64,
+    pub edges: Vec<f64>,
+    pub counts: Vec<u64>,
+    pub underflow: u64,
+    pub overflow: u64,
+    /// mean, std, kurtosis, kl_gaussian, kl_laplace, w1_to_stored (not for `stored`), op.
+    pub stats: serde_json::Value,
+}
+
 /// A checkpoint record: files live at `path` (a stem; see `train::checkpoint`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckpointRow {
@@ -359,6 +375,7 @@ pub enum WriteOp {
         reason: Option<String>,
     },
     Metrics(Vec<MetricRow>),
+    Histograms(Vec<HistogramRow>),
     Log {
         run: RunId,
         level: log::Level,
@@ -634,6 +651,26 @@ fn apply_one(
                 stmt.execute(params![m.run, m.key, m.step, m.epoch, m.wall_time, m.value])?;
             }
         }
+        WriteOp::Histograms(rows) => {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO histograms
+                 (run_id, layer, kind, epoch, edges, counts, underflow, overflow, stats)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?;
+            for h in rows {
+                stmt.execute(params![
+                    h.run,
+                    h.layer,
+                    h.kind,
+                    h.epoch,
+                    serde_json::to_string(&h.edges).unwrap_or_default(),
+                    serde_json::to_string(&h.counts).unwrap_or_default(),
+                    h.underflow as i64,
+                    h.overflow as i64,
+                    h.stats.to_string(),
+                ])?;
+            }
+        }
         WriteOp::Log {
             run,
             level,
@@ -815,6 +852,46 @@ impl Reader {
                 },
             )
             .optional()
+            .map_err(|e| self.sq(e))
+    }
+
+    /// Histograms of a run, ordered by layer, kind, epoch.
+    pub fn histograms(&self, id: RunId) -> Result<Vec<HistogramRow>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT run_id, layer, kind, epoch, edges, counts, underflow, overflow, stats
+                 FROM histograms WHERE run_id = ?1 ORDER BY layer, kind, epoch",
+            )
+            .map_err(|e| self.sq(e))?;
+        let rows = stmt
+            .query_map([id], |r| {
+                let json = |i: usize| -> rusqlite::Result<serde_json::Value> {
+                    let text: String = r.get(i)?;
+                    serde_json::from_str(&text).map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            i,
+                            rusqlite::types::Type::Text,
+                            Box::new(e),
+                        )
+                    })
+                };
+                let edges: Vec<f64> = serde_json::from_value(json(4)?).unwrap_or_default();
+                let counts: Vec<u64> = serde_json::from_value(json(5)?).unwrap_or_default();
+                Ok(HistogramRow {
+                    run: r.get(0)?,
+                    layer: r.get(1)?,
+                    kind: r.get(2)?,
+                    epoch: r.get(3)?,
+                    edges,
+                    counts,
+                    underflow: r.get::<_, i64>(6)? as u64,
+                    overflow: r.get::<_, i64>(7)? as u64,
+                    stats: json(8)?,
+                })
+            })
+            .map_err(|e| self.sq(e))?;
+        rows.collect::<rusqlite::Result<_>>()
             .map_err(|e| self.sq(e))
     }
 

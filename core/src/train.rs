@@ -3,19 +3,22 @@
 //! and divergence detection. One run's training loop runs on one worker thread; tensors never
 //! leave it.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind, Reduction, Tensor, nn};
+use tch::{Device, Kind, Reduction, TchError, Tensor, nn};
 
-use crate::config::{Config, DeviceChoice};
+use crate::config::{Config, DeviceChoice, Hybrid};
 use crate::data::{self, DataError, Loader, LoaderSpec, Splits};
-use crate::model::{ArchSpec, Net, Widths};
+use crate::model::{ArchSpec, Exec, Net, OpSpec, Permutation, Widths};
+use crate::ops::adder;
+use crate::ops::stats::{self, Edges, Histogram, WeightStats};
 use crate::rng::Rng;
 use crate::run::{Control, ControlState, Event};
 use crate::store::{
-    CheckpointRow, MetricRow, RunId, Status, StoreError, WriteOp, Writer, now_secs,
+    CheckpointRow, HistogramRow, MetricRow, RunId, Status, StoreError, WriteOp, Writer, now_secs,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +129,16 @@ impl Sgd {
         });
     }
 
+    /// Apply a channel permutation to the momentum buffer of the named parameter.
+    pub fn permute(&mut self, p: &Permutation) {
+        if let Some(i) = self.params.iter().position(|(name, _, _)| *name == p.var) {
+            tch::no_grad(|| {
+                let sorted = self.bufs[i].index_select(p.dim, &p.perm);
+                self.bufs[i].copy_(&sorted);
+            });
+        }
+    }
+
     pub fn state(&self) -> Vec<(String, Tensor)> {
         self.params
             .iter()
@@ -178,32 +191,27 @@ pub struct RunContext<'a> {
     pub checkpoint_dir: PathBuf,
     /// Continue from this checkpoint (metrics after it already deleted).
     pub resume: Option<CheckpointRow>,
+    /// Histogram bin edges per layer recorded before the checkpoint (resume only).
+    pub histogram_edges: HashMap<String, Edges>,
 }
 
-/// Top-1 and top-5 accuracy (fractions) and mean loss of `net` on `splits.test`.
+/// Top-1 and top-5 accuracy (fractions) and mean loss of the sub-model `widths` on `splits.test`.
 pub fn evaluate(
     net: &Net,
     widths: &Widths,
+    exec: Exec,
     splits: &Splits,
     batch_size: usize,
     device: Device,
-) -> (f64, f64, f64) {
+) -> Result<(f64, f64, f64), TchError> {
     let d = &splits.test;
-    let spec = LoaderSpec {
-        batch_size,
-        train: false,
-        augment: false,
-        seed: 0,
-        epoch: 0,
-        prefetch: 2,
-    };
     let (mut top1, mut top5, mut loss, mut n) = (0i64, 0i64, 0f64, 0usize);
     let k = 5.min(d.classes as i64);
     tch::no_grad(|| {
-        for b in Loader::new(d.clone(), &splits.norm, spec) {
+        for b in Loader::new(d.clone(), &splits.norm, in_order(batch_size)) {
             let x = to_images(&b.images, b.n, d, device);
             let y = Tensor::from_slice(&b.labels).to(device);
-            let logits = net.forward(&x, widths, false);
+            let logits = net.forward(&x, widths, false, exec)?;
             loss += logits.cross_entropy_for_logits(&y).double_value(&[]) * b.n as f64;
             top1 += logits
                 .argmax(-1, false)
@@ -217,9 +225,63 @@ pub fn evaluate(
                 .int64_value(&[]);
             n += b.n;
         }
-    });
+        Ok::<(), TchError>(())
+    })?;
     let n = n.max(1) as f64;
-    (top1 as f64 / n, top5 as f64 / n, loss / n)
+    Ok((top1 as f64 / n, top5 as f64 / n, loss / n))
+}
+
+fn in_order(batch_size: usize) -> LoaderSpec {
+    LoaderSpec {
+        batch_size,
+        train: false,
+        augment: false,
+        seed: 0,
+        epoch: 0,
+        prefetch: 2,
+    }
+}
+
+/// Re-estimate BN statistics of the sub-model `widths`: reset them, then average the batch
+/// statistics of the first `images` training images (in train mode, without gradients).
+pub fn reestimate_bn(
+    net: &Net,
+    widths: &Widths,
+    exec: Exec,
+    splits: &Splits,
+    images: usize,
+    batch_size: usize,
+    device: Device,
+) -> Result<(), TchError> {
+    if images == 0 {
+        return Ok(());
+    }
+    let mut subset = (*splits.train).clone();
+    subset.labels.truncate(images);
+    subset
+        .images
+        .truncate(images.min(subset.len()) * subset.image_size());
+    net.reset_bn_stats();
+    let result = tch::no_grad(|| {
+        for (i, b) in Loader::new(
+            std::sync::Arc::new(subset),
+            &splits.norm,
+            in_order(batch_size),
+        )
+        .enumerate()
+        {
+            net.set_bn_momentum(Some(1.0 / (i + 1) as f64)); // a cumulative average
+            let _ = net.forward(
+                &to_images(&b.images, b.n, &splits.train, device),
+                widths,
+                true,
+                exec,
+            )?;
+        }
+        Ok(())
+    });
+    net.set_bn_momentum(None);
+    result
 }
 
 fn to_images(images: &[f32], n: usize, d: &data::Dataset, device: Device) -> Tensor {
@@ -255,6 +317,144 @@ impl MetricSink<'_> {
     }
 }
 
+/// What one training step needs besides the batch.
+pub struct StepSpec<'a> {
+    pub config: &'a Config,
+    pub tiny: &'a Widths,
+    pub aug_exec: Option<Exec>,
+    pub width_on: bool,
+    pub lr: f64,
+}
+
+/// Losses of one step (before the optimizer update).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepLosses {
+    pub tiny: f64,
+    pub aug: Option<f64>,
+}
+
+/// One ShiftAddAug step: forward/backward the tiny model (MF operators on remapped weights, plus
+/// the KL regulariser), then — unless `hybrid = "none"` — one sampled augmented sub-model weighted
+/// by α; AdderNet's gradient scaling on the accumulated gradients of Add layers; one SGD update.
+pub fn train_step(
+    net: &Net,
+    opt: &mut Sgd,
+    rng: &mut Rng,
+    x: &Tensor,
+    y: &Tensor,
+    spec: &StepSpec<'_>,
+    step: i64,
+) -> Result<StepLosses, TrainError> {
+    let cfg = spec.config;
+    let ls = cfg.train.label_smoothing;
+    opt.zero_grad();
+    let logits = net.forward(x, spec.tiny, true, Exec::Tiny)?;
+    let mut loss = logits.f_cross_entropy_loss::<Tensor>(y, None, Reduction::Mean, -100, ls)?;
+    let tiny = loss.double_value(&[]);
+    if !tiny.is_finite() {
+        return Err(TrainError::Diverged { step, loss: tiny });
+    }
+    if let Some(kl) = net
+        .remap_kl(cfg.remap.bins)
+        .filter(|_| cfg.remap.kl_weight > 0.0)
+    {
+        loss += kl * cfg.remap.kl_weight;
+    }
+    loss.backward();
+    let mut aug = None;
+    if let Some(exec) = spec.aug_exec {
+        let widths = net.sample_widths(&cfg.aug, rng, spec.width_on);
+        let logits = net.forward(x, &widths, true, exec)?;
+        let loss = logits.f_cross_entropy_loss::<Tensor>(y, None, Reduction::Mean, -100, ls)?;
+        let value = loss.double_value(&[]);
+        if !value.is_finite() {
+            return Err(TrainError::Diverged { step, loss: value });
+        }
+        (loss * cfg.aug.alpha).backward();
+        aug = Some(value);
+    }
+    for w in net.add_weights() {
+        adder::scale_gradient(&w, cfg.ops.add_eta);
+    }
+    opt.step(spec.lr);
+    Ok(StepLosses { tiny, aug })
+}
+
+/// How the augmented forward computes for a hybrid mode (`None`: no augmented forward).
+pub fn aug_exec(hybrid: Hybrid) -> Option<Exec> {
+    match hybrid {
+        Hybrid::None => None,
+        Hybrid::Mult => Some(Exec::Mult),
+        Hybrid::Mf => Some(Exec::Mf),
+        Hybrid::Split => Some(Exec::Split),
+    }
+}
+
+/// Build the run's model as configured (tiny + the widest augmented sub-model it can sample).
+pub fn build_net(cfg: &Config, root: &nn::Path<'_>, d: &data::Dataset) -> Net {
+    let spec = ArchSpec::named(
+        cfg.model.name,
+        d.channels as i64,
+        d.height as i64,
+        d.classes as i64,
+    );
+    let max = Net::max_widths(&spec, &cfg.aug);
+    Net::new(root, spec, max, &OpSpec::from_config(cfg))
+}
+
+/// Histogram rows of every MF layer's weight views at `epoch`; bin edges are fixed per layer at
+/// its first snapshot (kept in `edges`).
+pub fn weight_snapshot(
+    net: &Net,
+    run: RunId,
+    epoch: i64,
+    edges: &mut HashMap<String, Edges>,
+) -> Result<Vec<HistogramRow>, TchError> {
+    let mut rows = Vec::new();
+    for lw in net.mf_weights() {
+        let stored = Vec::<f32>::try_from(lw.stored.flatten(0, -1).to_kind(Kind::Float))?;
+        let remapped = Vec::<f32>::try_from(lw.remapped.flatten(0, -1).to_kind(Kind::Float))?;
+        let e = edges
+            .entry(lw.name.clone())
+            .or_insert_with(|| Edges::around(&stored, HIST_BINS, HIST_WIDTH_SD))
+            .clone();
+        let mut views = vec![("stored", stored.clone()), ("remapped", remapped)];
+        if let Some(p) = &lw.pow2 {
+            views.push((
+                "pow2",
+                Vec::<f32>::try_from(p.flatten(0, -1).to_kind(Kind::Float))?,
+            ));
+        }
+        for (kind, values) in views {
+            let hist = Histogram::of(&values, &e);
+            let ws = WeightStats::of(&values, &e, &hist);
+            let mut stats = serde_json::to_value(ws).unwrap_or_default();
+            if kind != "stored" {
+                stats["w1_to_stored"] = serde_json::json!(stats::wasserstein1(&stored, &values));
+            }
+            stats["op"] = serde_json::json!(lw.role.as_str());
+            rows.push(HistogramRow {
+                run,
+                layer: lw.name.clone(),
+                kind: kind.to_owned(),
+                epoch,
+                edges: e.0.clone(),
+                counts: hist.counts,
+                underflow: hist.underflow,
+                overflow: hist.overflow,
+                stats,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// Bins of the discrepancy histograms.
+pub const HIST_BINS: usize = 100;
+/// Half-width of the histogram range, in standard deviations of the stored weights at the first
+/// snapshot (wide, because Add weights grow several-fold during training).
+pub const HIST_WIDTH_SD: f64 = 10.0;
+
 /// Train the run described by `ctx` until it finishes, is stopped, or fails.
 pub fn train(ctx: &RunContext<'_>) -> Result<Outcome, TrainError> {
     let cfg = ctx.config;
@@ -263,16 +463,11 @@ pub fn train(ctx: &RunContext<'_>) -> Result<Outcome, TrainError> {
     tch::manual_seed(t.seed as i64);
     let splits = data::load(&cfg.data)?;
     let d = splits.train.clone();
-    let spec = ArchSpec::named(
-        cfg.model.name,
-        d.channels as i64,
-        d.height as i64,
-        d.classes as i64,
-    );
-    let vs = nn::VarStore::new(device);
-    let net = Net::plain(&vs.root(), spec);
-    let widths = Net::base_widths(&net.spec);
-    let mut vs = vs;
+    let mut vs = nn::VarStore::new(device);
+    let net = build_net(cfg, &vs.root(), &d);
+    let tiny = Net::base_widths(&net.spec);
+    let max = net.max.clone();
+    let aug = aug_exec(cfg.aug.hybrid);
     let mut opt = Sgd::new(&vs, t.momentum, t.nesterov, t.weight_decay);
     let mut rng = Rng::derive(t.seed, 0xC0FFEE, 0);
 
@@ -290,7 +485,9 @@ pub fn train(ctx: &RunContext<'_>) -> Result<Outcome, TrainError> {
     let total_steps = steps_per_epoch * t.epochs as i64;
     let warmup = (t.warmup_epochs * steps_per_epoch as f64).round() as i64;
     let peak = t.peak_lr();
+    let width_epochs = (cfg.aug.stop_width_frac * t.epochs as f64).ceil() as usize;
 
+    let mut edges: HashMap<String, Edges> = HashMap::new();
     let (mut epoch0, mut step) = (0usize, 0i64);
     if let Some(ck) = &ctx.resume {
         let (model, optim) = checkpoint_paths(Path::new(&ck.path));
@@ -307,11 +504,15 @@ pub fn train(ctx: &RunContext<'_>) -> Result<Outcome, TrainError> {
         rng = Rng::new(meta.rng);
         epoch0 = ck.epoch as usize;
         step = ck.step;
+        edges = ctx.histogram_edges.clone();
         ctx.writer.log(
             ctx.run,
             log::Level::Info,
             format!("resumed from epoch {} (step {step})", ck.epoch),
         );
+    } else {
+        let rows = weight_snapshot(&net, ctx.run, 0, &mut edges)?;
+        ctx.writer.send(WriteOp::Histograms(rows))?;
     }
 
     let mut sink = MetricSink {
@@ -330,6 +531,11 @@ pub fn train(ctx: &RunContext<'_>) -> Result<Outcome, TrainError> {
     let mut val_top1 = 0.0;
     for epoch in epoch0..t.epochs {
         let epoch_no = epoch as i64 + 1;
+        if aug.is_some() && cfg.aug.sort_channels {
+            for p in net.sort_channels() {
+                opt.permute(&p);
+            }
+        }
         let loader = Loader::new(
             d.clone(),
             &splits.norm,
@@ -346,42 +552,37 @@ pub fn train(ctx: &RunContext<'_>) -> Result<Outcome, TrainError> {
         let mut last_ship = Instant::now();
         let (mut loss_sum, mut images) = (0f64, 0usize);
         for batch in loader {
-            match ctx.control.wait_while_paused(ctx.run, ctx.writer, ctx.emit) {
-                ControlState::Stop => {
-                    sink.ship();
-                    return Ok(Outcome::Stopped);
-                }
-                ControlState::Run | ControlState::Pause => {}
+            if ctx.control.wait_while_paused(ctx.run, ctx.writer, ctx.emit) == ControlState::Stop {
+                sink.ship();
+                return Ok(Outcome::Stopped);
             }
             let step_start = Instant::now();
             let x = to_images(&batch.images, batch.n, &d, device);
             let y = Tensor::from_slice(&batch.labels).to(device);
             let lr = lr_at(step, warmup, total_steps, peak);
-            let logits = net.forward(&x, &widths, true);
-            let loss = logits.f_cross_entropy_loss::<Tensor>(
-                &y,
-                None,
-                Reduction::Mean,
-                -100,
-                t.label_smoothing,
-            )?;
-            let loss_value = loss.double_value(&[]);
+            let spec = StepSpec {
+                config: cfg,
+                tiny: &tiny,
+                aug_exec: aug,
+                width_on: epoch < width_epochs,
+                lr,
+            };
             step += 1;
-            if !loss_value.is_finite() {
-                sink.ship();
-                return Err(TrainError::Diverged {
-                    step,
-                    loss: loss_value,
-                });
-            }
-            opt.zero_grad();
-            loss.backward();
-            opt.step(lr);
+            let losses = match train_step(&net, &mut opt, &mut rng, &x, &y, &spec, step) {
+                Ok(l) => l,
+                Err(e) => {
+                    sink.ship();
+                    return Err(e);
+                }
+            };
             let ips = batch.n as f64 / step_start.elapsed().as_secs_f64().max(1e-9);
-            sink.push("train/loss", step, epoch_no, loss_value);
+            sink.push("train/loss", step, epoch_no, losses.tiny);
+            if let Some(a) = losses.aug {
+                sink.push("train/loss_aug", step, epoch_no, a);
+            }
             sink.push("train/lr", step, epoch_no, lr);
             sink.push("train/images_per_sec", step, epoch_no, ips);
-            loss_sum += loss_value * batch.n as f64;
+            loss_sum += losses.tiny * batch.n as f64;
             images += batch.n;
             if last_ship.elapsed().as_millis() >= 250 {
                 sink.ship();
@@ -391,13 +592,21 @@ pub fn train(ctx: &RunContext<'_>) -> Result<Outcome, TrainError> {
                     epoch: epoch_no,
                     step,
                     total_steps,
-                    loss: loss_value,
+                    loss: losses.tiny,
                     images_per_sec: images as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9),
                 });
             }
         }
         let train_secs = epoch_start.elapsed().as_secs_f64();
-        let (top1, top5, val_loss) = evaluate(&net, &widths, &splits, cfg.eval.batch_size, device);
+        let (eb, bn) = (cfg.eval.batch_size, cfg.eval.bn_images);
+        if let Some(exec) = aug {
+            reestimate_bn(&net, &max, exec, &splits, bn, eb, device)?;
+            let (top1, _, _) = evaluate(&net, &max, exec, &splits, eb, device)?;
+            sink.push("val/top1_aug", step, epoch_no, top1);
+        }
+        // Last, so the running statistics saved with the checkpoint are the tiny model's.
+        reestimate_bn(&net, &tiny, Exec::Tiny, &splits, bn, eb, device)?;
+        let (top1, top5, val_loss) = evaluate(&net, &tiny, Exec::Tiny, &splits, eb, device)?;
         val_top1 = top1;
         sink.push(
             "train/epoch_loss",
@@ -415,6 +624,9 @@ pub fn train(ctx: &RunContext<'_>) -> Result<Outcome, TrainError> {
         sink.push("val/top5", step, epoch_no, top5);
         sink.push("val/loss", step, epoch_no, val_loss);
         sink.ship();
+        ctx.writer.send(WriteOp::Histograms(weight_snapshot(
+            &net, ctx.run, epoch_no, &mut edges,
+        )?))?;
         ctx.writer.log(
             ctx.run,
             log::Level::Info,
@@ -490,6 +702,7 @@ fn save_checkpoint(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::nn::OptimizerConfig;
 
     #[test]
     fn schedule_warms_up_then_decays_to_zero() {
@@ -547,5 +760,132 @@ mod tests {
                 .all(|(a, b)| a.1.equal(&b.1))
         );
         assert!(fresh.load_state(&[]).is_err());
+    }
+
+    fn step_setup(hybrid: Hybrid) -> (Config, Tensor, Tensor) {
+        let mut cfg = Config::default();
+        cfg.ops.kind = crate::config::OpKind::Shift;
+        cfg.aug.hybrid = hybrid;
+        cfg.train.weight_decay = 0.0;
+        cfg.remap.kl_weight = 0.0;
+        tch::manual_seed(9);
+        let x = Tensor::randn([8, 3, 32, 32], (Kind::Float, Device::Cpu));
+        let y = Tensor::from_slice(&[0i64, 1, 2, 3, 4, 5, 6, 7]);
+        (cfg, x, y)
+    }
+
+    fn micro_data() -> data::Dataset {
+        data::Dataset {
+            channels: 3,
+            height: 32,
+            width: 32,
+            classes: 10,
+            images: Vec::new(),
+            labels: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn hybrid_none_trains_exactly_the_tiny_model() {
+        let (mut cfg, x, y) = step_setup(Hybrid::None);
+        // Mult operators: Shift's rounding would turn float-level differences between the two
+        // optimizers' arithmetic into power-of-two jumps.
+        cfg.ops.kind = crate::config::OpKind::Mult;
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = build_net(&cfg, &vs.root(), &micro_data());
+        assert_eq!(
+            net.max,
+            Net::base_widths(&net.spec),
+            "nothing but the tiny model exists"
+        );
+        // The same model and init, trained by tch's own SGD on the tiny loss alone.
+        let mut ref_vs = nn::VarStore::new(Device::Cpu);
+        let reference = build_net(&cfg, &ref_vs.root(), &micro_data());
+        ref_vs.copy(&vs).expect("same variables");
+        let mut ref_opt = nn::Sgd {
+            momentum: 0.9,
+            dampening: 0.0,
+            wd: 0.0,
+            nesterov: true,
+        }
+        .build(&ref_vs, 0.05)
+        .expect("sgd");
+        let mut opt = Sgd::new(&vs, 0.9, true, 0.0);
+        let mut rng = Rng::new(0);
+        let tiny = Net::base_widths(&net.spec);
+        for step in 1..=3 {
+            let spec = StepSpec {
+                config: &cfg,
+                tiny: &tiny,
+                aug_exec: aug_exec(cfg.aug.hybrid),
+                width_on: true,
+                lr: 0.05,
+            };
+            let losses = train_step(&net, &mut opt, &mut rng, &x, &y, &spec, step).expect("step");
+            assert_eq!(losses.aug, None);
+            let logits = reference
+                .forward(&x, &tiny, true, Exec::Tiny)
+                .expect("forward");
+            let loss = logits.cross_entropy_loss::<Tensor>(
+                &y,
+                None,
+                Reduction::Mean,
+                -100,
+                cfg.train.label_smoothing,
+            );
+            assert!((loss.double_value(&[]) - losses.tiny).abs() < 1e-5);
+            ref_opt.backward_step(&loss);
+        }
+        let ours = vs.variables();
+        for (name, t) in ref_vs.variables() {
+            assert!(
+                t.allclose(&ours[&name], 1e-5, 1e-6, false),
+                "{name} differs from plain SGD on the tiny model"
+            );
+        }
+    }
+
+    #[test]
+    fn hybrid_mult_trains_the_augmented_channels_too() {
+        let (cfg, x, y) = step_setup(Hybrid::Mult);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = build_net(&cfg, &vs.root(), &micro_data());
+        let tiny = Net::base_widths(&net.spec);
+        assert!(net.max.out.iter().zip(&tiny.out).all(|(m, t)| m > t));
+        let before = vs.variables()["blocks.1.project.weight"].copy();
+        let mut opt = Sgd::new(&vs, 0.9, true, 0.0);
+        let mut rng = Rng::new(0);
+        let spec = StepSpec {
+            config: &cfg,
+            tiny: &tiny,
+            aug_exec: aug_exec(cfg.aug.hybrid),
+            width_on: true,
+            lr: 0.05,
+        };
+        let mut saw_aug = false;
+        for step in 1..=4 {
+            saw_aug |= train_step(&net, &mut opt, &mut rng, &x, &y, &spec, step)
+                .expect("step")
+                .aug
+                .is_some();
+        }
+        assert!(saw_aug);
+        let after = &vs.variables()["blocks.1.project.weight"];
+        let (t_out, t_in) = (tiny.out[1], tiny.mid[1]);
+        let outside = (after - &before)
+            .narrow(0, t_out, after.size()[0] - t_out)
+            .abs()
+            .sum(Kind::Float)
+            .double_value(&[]);
+        let inside = (after - &before)
+            .narrow(0, 0, t_out)
+            .narrow(1, 0, t_in)
+            .abs()
+            .sum(Kind::Float)
+            .double_value(&[]);
+        assert!(
+            outside > 0.0 && inside > 0.0,
+            "outside {outside}, inside {inside}"
+        );
     }
 }

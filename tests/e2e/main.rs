@@ -5,4 +5,5 @@ mod bad_input;
 mod cli;
 mod concurrency;
 mod lifecycle;
+mod shiftaddaug;
 mod support;

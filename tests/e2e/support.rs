@@ -42,7 +42,7 @@ pub fn tiny_config(dir: &Path, name: &str, train: usize, epochs: usize) -> PathB
         &path,
         format!(
             "[data]\ndataset = \"synthetic\"\nsynthetic_train = {train}\nsynthetic_test = 200\n\
-             [model]\nname = \"micro\"\n\
+             [model]\nname = \"micro\"\n[aug]\nhybrid = \"none\"\n\
              [train]\nepochs = {epochs}\nbatch_size = 50\nlr = 0.1\nwarmup_epochs = 0.5\nthreads = 1\n"
         ),
     )

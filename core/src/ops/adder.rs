@@ -1,0 +1,242 @@
+//! The AdderNet convolution: `Y = -Σ |X_patch - F|`, with the full-precision weight gradient
+//! `X - F` and the HardTanh input gradient `clamp(F - X, -1, 1)` (method.md §2). The work is done
+//! by a libtorch autograd function compiled from `csrc/adder.cpp`, so training code calls it like
+//! any other differentiable op. Peak memory is bounded by chunking (see the C++ file).
+#![allow(unsafe_code)] // FFI to csrc/adder.cpp; each call is checked below
+
+use std::ffi::{CStr, c_char};
+
+use tch::{TchError, Tensor};
+use torch_sys::C_tensor;
+
+/// Floats in one temporary block of the pairwise |X − F| computation (64 MiB).
+pub const DEFAULT_CHUNK_ELEMS: i64 = 1 << 24;
+
+unsafe extern "C" {
+    fn shiftadd_adder_conv2d(
+        x: *const C_tensor,
+        f: *const C_tensor,
+        stride: i64,
+        pad: i64,
+        groups: i64,
+        chunk: i64,
+        err: *mut *mut c_char,
+    ) -> *mut C_tensor;
+    fn shiftadd_adder_conv2d_backward(
+        x: *const C_tensor,
+        f: *const C_tensor,
+        gy: *const C_tensor,
+        stride: i64,
+        pad: i64,
+        groups: i64,
+        chunk: i64,
+        which: i64,
+        err: *mut *mut c_char,
+    ) -> *mut C_tensor;
+    fn shiftadd_free_error(err: *mut c_char);
+}
+
+/// Turn the C side's (tensor, error) pair into a `Result`, taking ownership of both.
+fn take(ptr: *mut C_tensor, err: *mut c_char) -> Result<Tensor, TchError> {
+    if ptr.is_null() {
+        let msg = if err.is_null() {
+            "adder_conv2d failed".to_owned()
+        } else {
+            // SAFETY: a non-null `err` is a NUL-terminated string malloc'd by the C side, freed here once.
+            let msg = unsafe { CStr::from_ptr(err) }
+                .to_string_lossy()
+                .into_owned();
+            unsafe { shiftadd_free_error(err) };
+            msg
+        };
+        Err(TchError::Torch(msg))
+    } else {
+        // SAFETY: a non-null result is a fresh heap `at::Tensor*`, the handle type tch owns and frees.
+        Ok(unsafe { Tensor::from_ptr(ptr) })
+    }
+}
+
+/// Differentiable adder convolution of `x` [N, C, H, W] with `f` [O, C/groups, k, k].
+pub fn adder_conv2d(
+    x: &Tensor,
+    f: &Tensor,
+    stride: i64,
+    pad: i64,
+    groups: i64,
+) -> Result<Tensor, TchError> {
+    adder_conv2d_chunked(x, f, stride, pad, groups, DEFAULT_CHUNK_ELEMS)
+}
+
+/// [`adder_conv2d`] with an explicit temporary-block size (tests use small ones to exercise chunking).
+pub fn adder_conv2d_chunked(
+    x: &Tensor,
+    f: &Tensor,
+    stride: i64,
+    pad: i64,
+    groups: i64,
+    chunk: i64,
+) -> Result<Tensor, TchError> {
+    let mut err = std::ptr::null_mut();
+    // SAFETY: both handles are live tch tensors for the duration of the call; `err` is a valid out-pointer.
+    let ptr = unsafe {
+        shiftadd_adder_conv2d(
+            x.as_ptr(),
+            f.as_ptr(),
+            stride,
+            pad,
+            groups,
+            chunk,
+            &raw mut err,
+        )
+    };
+    take(ptr, err)
+}
+
+/// The explicit gradients `(dX, dF)` for upstream gradient `gy` (what autograd computes).
+pub fn adder_conv2d_backward(
+    x: &Tensor,
+    f: &Tensor,
+    gy: &Tensor,
+    stride: i64,
+    pad: i64,
+    groups: i64,
+    chunk: i64,
+) -> Result<(Tensor, Tensor), TchError> {
+    let call = |which: i64| {
+        let mut err = std::ptr::null_mut();
+        // SAFETY: as in `adder_conv2d_chunked`.
+        let ptr = unsafe {
+            shiftadd_adder_conv2d_backward(
+                x.as_ptr(),
+                f.as_ptr(),
+                gy.as_ptr(),
+                stride,
+                pad,
+                groups,
+                chunk,
+                which,
+                &raw mut err,
+            )
+        };
+        take(ptr, err)
+    };
+    Ok((call(0)?, call(1)?))
+}
+
+/// AdderNet's adaptive gradient scaling, in place: `g ← η·√numel(g)·g / max(‖g‖₂, 1e-12)`.
+pub fn scale_gradient(param: &Tensor, eta: f64) {
+    let mut g = param.grad();
+    if !g.defined() {
+        return;
+    }
+    tch::no_grad(|| {
+        let norm = g.norm().double_value(&[]).max(1e-12);
+        let factor = eta * (g.numel() as f64).sqrt() / norm;
+        let _ = g.g_mul_scalar_(factor);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    const OPTS: (Kind, Device) = (Kind::Double, Device::Cpu);
+
+    /// The formulas of method.md §2, written naively with unfold (im2col) on the whole tensor.
+    fn reference(
+        x: &Tensor,
+        f: &Tensor,
+        s: i64,
+        p: i64,
+        g: i64,
+        gy: &Tensor,
+    ) -> (Tensor, Tensor, Tensor) {
+        let (n, c, h, w) = x.size4().expect("4-d");
+        let (o, cg, kh, kw) = f.size4().expect("4-d");
+        let cols = x.im2col([kh, kw], [1, 1], [p, p], [s, s]); // [N, C*k*k, L]
+        let l = cols.size()[2];
+        let k = cg * kh * kw;
+        let og = o / g;
+        let xc = cols.view([n, g, 1, k, l]);
+        let fc = f.view([1, g, og, k, 1]);
+        let y = -(&xc - &fc).abs().sum_dim_intlist(3, false, Kind::Double); // [N, G, Og, L]
+        let go = gy.view([n, g, og, 1, l]);
+        let df = (&go * (&xc - &fc)).sum_dim_intlist(&[0i64, 4][..], false, Kind::Double); // [G, Og, K]
+        let dcols = (&go * (&fc - &xc).clamp(-1.0, 1.0)).sum_dim_intlist(2, false, Kind::Double); // [N, G, K, L]
+        let dx = dcols
+            .view([n, c * kh * kw, l])
+            .col2im([h, w], [kh, kw], [1, 1], [p, p], [s, s]);
+        let ho = (h + 2 * p - kh) / s + 1;
+        (y.view([n, o, ho, l / ho]), dx, df.view([o, cg, kh, kw]))
+    }
+
+    #[test]
+    fn forward_and_both_gradients_match_the_formulas() {
+        tch::manual_seed(3);
+        // (N, C, H, W, O, k, stride, pad, groups) — odd sizes, stride 2, padding, groups, depthwise.
+        let cases = [
+            (2, 3, 7, 5, 4, 3, 1, 1, 1),
+            (3, 4, 9, 8, 6, 3, 2, 1, 2),
+            (2, 6, 8, 8, 6, 3, 1, 1, 6),
+            (2, 5, 11, 7, 5, 5, 2, 2, 5),
+            (1, 8, 5, 5, 16, 1, 1, 0, 1),
+            (2, 4, 6, 6, 8, 3, 2, 0, 4),
+        ];
+        for (n, c, h, w, o, k, s, p, g) in cases {
+            let mut x = Tensor::randn([n, c, h, w], OPTS).set_requires_grad(true);
+            let mut f = (Tensor::randn([o, c / g, k, k], OPTS) * 0.5).set_requires_grad(true);
+            for chunk in [DEFAULT_CHUNK_ELEMS, 7] {
+                let y = adder_conv2d_chunked(&x, &f, s, p, g, chunk).expect("valid shapes");
+                let gy = Tensor::randn(y.size(), OPTS);
+                let (ry, rdx, rdf) = reference(&x.detach(), &f.detach(), s, p, g, &gy);
+                assert!(
+                    y.allclose(&ry, 1e-9, 1e-9, false),
+                    "forward {:?}",
+                    (n, c, h, w, o, k, s, p, g)
+                );
+                x.zero_grad();
+                f.zero_grad();
+                (&y * &gy).sum(Kind::Double).backward();
+                assert!(
+                    x.grad().allclose(&rdx, 1e-9, 1e-9, false),
+                    "dX {:?}",
+                    (c, k, s, p, g)
+                );
+                assert!(
+                    f.grad().allclose(&rdf, 1e-9, 1e-9, false),
+                    "dF {:?}",
+                    (c, k, s, p, g)
+                );
+                let (dx, df) = adder_conv2d_backward(&x.detach(), &f.detach(), &gy, s, p, g, chunk)
+                    .expect("ok");
+                assert!(
+                    dx.allclose(&rdx, 1e-9, 1e-9, false) && df.allclose(&rdf, 1e-9, 1e-9, false)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bad_shapes_are_errors_not_crashes() {
+        let x = Tensor::zeros([1, 3, 4, 4], (Kind::Float, Device::Cpu));
+        let f = Tensor::zeros([2, 2, 3, 3], (Kind::Float, Device::Cpu));
+        let err = adder_conv2d(&x, &f, 1, 1, 1)
+            .expect_err("3 channels vs 2")
+            .to_string();
+        assert!(err.contains("channels"), "{err}");
+        assert!(
+            !err.contains("frame #"),
+            "no C++ backtrace in messages: {err}"
+        );
+    }
+
+    #[test]
+    fn adaptive_scaling_sets_the_gradient_norm() {
+        let p = Tensor::ones([4, 4], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        (&p * &p * 3.0).sum(Kind::Float).backward();
+        scale_gradient(&p, 0.2);
+        let norm = p.grad().norm().double_value(&[]);
+        assert!((norm - 0.2 * 4.0).abs() < 1e-5, "{norm}");
+    }
+}

@@ -1,0 +1,245 @@
+//! Heterogeneous weight sharing (method.md §5): the stored weights `W` stay in the multiplicative
+//! domain and the MF operator sees `R(W)`.
+//!
+//! - `none`: `R(W) = W` (the ablation that shows the tearing).
+//! - `cdf`: rank-based Gaussian→Laplacian matching. With `u = (rank(w)+½)/n`, `μ = mean(w)`,
+//!   `b = std(w)/√2`: `w_L = μ − b·sgn(u−½)·ln(1 − 2|u−½|)`, straight-through to `W`.
+//! - `cdf-affine` (default): `cdf`, then a learnable affine map per equal-width bin of `w`
+//!   (K bins, scale `a_k` from 1, shift `b_k` from 0); gradients reach `W`, `a` and `b`.
+//! - `fc`: `cdf`, then a learnable `Linear(K→K)` (from the identity) on the means of the K
+//!   equal-count rank groups, broadcast back by rank as a per-group offset.
+//!
+//! [`soft_kl_to_laplace`] is the optional regulariser (`remap.kl_weight`): KL from a differentiable
+//! (linearly interpolated) histogram of the remapped weights to their fitted Laplace.
+
+use tch::{Kind, Tensor, nn};
+
+use super::straight_through;
+use crate::config::RemapKind;
+
+/// Per-layer remap state; learnable parameters live under the layer's `remap` path.
+#[derive(Debug)]
+pub struct Remap {
+    pub kind: RemapKind,
+    bins: i64,
+    a: Option<Tensor>,
+    b: Option<Tensor>,
+    fc_weight: Option<Tensor>,
+    fc_bias: Option<Tensor>,
+}
+
+impl Remap {
+    pub fn new(p: &nn::Path<'_>, kind: RemapKind, bins: i64) -> Self {
+        let (mut a, mut b, mut fc_weight, mut fc_bias) = (None, None, None, None);
+        match kind {
+            RemapKind::None | RemapKind::Cdf => {}
+            RemapKind::CdfAffine => {
+                a = Some(p.var("a", &[bins], nn::Init::Const(1.0)));
+                b = Some(p.var("b", &[bins], nn::Init::Const(0.0)));
+            }
+            RemapKind::Fc => {
+                let eye = Tensor::eye(bins, (Kind::Float, p.device()));
+                fc_weight = Some(p.var_copy("fc_weight", &eye));
+                fc_bias = Some(p.var("fc_bias", &[bins], nn::Init::Const(0.0)));
+            }
+        }
+        Self {
+            kind,
+            bins,
+            a,
+            b,
+            fc_weight,
+            fc_bias,
+        }
+    }
+
+    /// `R(w)` for a weight tensor of any shape.
+    pub fn apply(&self, w: &Tensor) -> Tensor {
+        if self.kind == RemapKind::None {
+            return w.shallow_clone();
+        }
+        let shape = w.size();
+        let flat = w.flatten(0, -1);
+        let ranks = ranks(&flat);
+        let r = straight_through(&flat, &laplace_target(&flat, &ranks));
+        let out = match (self.kind, &self.a, &self.b, &self.fc_weight, &self.fc_bias) {
+            (RemapKind::CdfAffine, Some(a), Some(b), _, _) => {
+                let k = value_bins(&flat, self.bins);
+                a.index_select(0, &k) * &r + b.index_select(0, &k)
+            }
+            (RemapKind::Fc, _, _, Some(fw), Some(fb)) => {
+                let n = flat.size()[0];
+                let g = (&ranks * self.bins).divide_scalar_mode(n, "floor");
+                let zeros = Tensor::zeros([self.bins], (r.kind(), r.device()));
+                let sums = zeros.index_add(0, &g, &r);
+                let counts = zeros.index_add(0, &g, &r.ones_like()).clamp_min(1.0);
+                let means = sums / counts;
+                let moved = means.linear(fw, Some(fb));
+                &r + (moved - means).index_select(0, &g)
+            }
+            _ => r,
+        };
+        out.view(shape.as_slice())
+    }
+}
+
+/// Rank of every element of a 1-D tensor (0 = smallest), as int64, no gradient.
+pub fn ranks(flat: &Tensor) -> Tensor {
+    tch::no_grad(|| {
+        let n = flat.size()[0];
+        let order = flat.argsort(0, false);
+        order
+            .empty_like()
+            .scatter(0, &order, &Tensor::arange(n, (Kind::Int64, flat.device())))
+    })
+}
+
+/// The Laplace quantile of every element's rank (method.md §5), no gradient.
+pub fn laplace_target(flat: &Tensor, ranks: &Tensor) -> Tensor {
+    tch::no_grad(|| {
+        let n = flat.size()[0] as f64;
+        let mu = flat.mean(flat.kind());
+        let b = flat.std(false) / std::f64::consts::SQRT_2;
+        let c = (ranks.to_kind(flat.kind()) + 0.5) / n - 0.5;
+        let tail = (c.abs() * -2.0 + 1.0).log();
+        mu - b * c.sign() * tail
+    })
+}
+
+/// Index of the equal-width value bin (over `[min, max]`) of every element, no gradient.
+fn value_bins(flat: &Tensor, bins: i64) -> Tensor {
+    tch::no_grad(|| {
+        let lo = flat.min();
+        let span = (flat.max() - &lo).clamp_min(1e-12);
+        ((flat - lo) / span * bins as f64)
+            .floor()
+            .clamp(0.0, (bins - 1) as f64)
+            .to_kind(Kind::Int64)
+    })
+}
+
+/// KL(soft histogram of `r` ‖ its fitted Laplace) over `bins` bins spanning μ ± 8b; differentiable in `r`.
+pub fn soft_kl_to_laplace(r: &Tensor, bins: i64) -> Tensor {
+    let flat = r.flatten(0, -1);
+    let n = flat.size()[0] as f64;
+    let (mu, b) = tch::no_grad(|| {
+        let mu = flat.mean(Kind::Float).double_value(&[]);
+        let b = (flat.std(false).double_value(&[]) / std::f64::consts::SQRT_2).max(1e-12);
+        (mu, b)
+    });
+    let (lo, hi) = (mu - 8.0 * b, mu + 8.0 * b);
+    let width = (hi - lo) / bins as f64;
+    let t = ((&flat - lo) / width - 0.5).clamp(0.0, (bins - 1) as f64);
+    let k0 = tch::no_grad(|| {
+        t.floor()
+            .clamp(0.0, (bins - 2).max(0) as f64)
+            .to_kind(Kind::Int64)
+    });
+    let frac = &t - k0.to_kind(t.kind());
+    let k1 = (&k0 + 1).clamp_max(bins - 1);
+    let zeros = Tensor::zeros([bins], (t.kind(), t.device()));
+    let counts = zeros
+        .index_add(0, &k0, &(frac.ones_like() - &frac))
+        .index_add(0, &k1, &frac);
+    let p = counts / n;
+    let cdf = |x: f64| {
+        if x < mu {
+            0.5 * ((x - mu) / b).exp()
+        } else {
+            1.0 - 0.5 * (-(x - mu) / b).exp()
+        }
+    };
+    let q: Vec<f32> = (0..bins)
+        .map(|i| {
+            let (a, c) = (lo + width * i as f64, lo + width * (i + 1) as f64);
+            ((cdf(c) - cdf(a)).max(1e-12)) as f32
+        })
+        .collect();
+    let q = Tensor::from_slice(&q)
+        .to_device(t.device())
+        .to_kind(t.kind());
+    let q = &q / q.sum(q.kind());
+    (&p * ((&p + 1e-12).log() - q.log())).sum(p.kind())
+}
+
+/// Convenience for tests and tools: the remap of `w` without any learnable state.
+pub fn cdf_remap(w: &Tensor) -> Tensor {
+    let flat = w.flatten(0, -1);
+    straight_through(&flat, &laplace_target(&flat, &ranks(&flat))).view(w.size().as_slice())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::stats::Moments;
+    use tch::Device;
+
+    fn kurtosis(t: &Tensor) -> f64 {
+        let v = Vec::<f32>::try_from(t.detach().flatten(0, -1)).expect("f32");
+        Moments::of(&v).kurtosis
+    }
+
+    #[test]
+    fn every_kind_moves_gaussian_kurtosis_towards_three_and_passes_gradients() {
+        tch::manual_seed(11);
+        for kind in [RemapKind::Cdf, RemapKind::CdfAffine, RemapKind::Fc] {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let remap = Remap::new(&(vs.root() / "remap"), kind, 100);
+            let w = (Tensor::randn([64, 32, 3, 3], (Kind::Float, Device::Cpu)) * 0.05)
+                .set_requires_grad(true);
+            let before = kurtosis(&w);
+            let r = remap.apply(&w);
+            assert_eq!(r.size(), w.size());
+            let after = kurtosis(&r);
+            assert!(
+                before.abs() < 0.2 && (after - 3.0).abs() < 0.3,
+                "{kind:?}: {before} → {after}"
+            );
+            // Gradients reach the stored weights (and the remap's own parameters).
+            let target = Tensor::randn(r.size(), (Kind::Float, Device::Cpu));
+            (&r * &target).sum(Kind::Float).backward();
+            let g = w.grad();
+            assert!(
+                g.defined() && g.abs().sum(Kind::Float).double_value(&[]) > 0.0,
+                "{kind:?}"
+            );
+            for (name, t) in vs.variables() {
+                assert!(
+                    t.grad().abs().sum(Kind::Float).double_value(&[]) > 0.0,
+                    "{kind:?}: {name} has no gradient"
+                );
+            }
+            // Rank order is preserved (a monotone map at initialisation).
+            let rv = Vec::<f32>::try_from(r.detach().flatten(0, -1)).expect("f32");
+            let wv = Vec::<f32>::try_from(w.detach().flatten(0, -1)).expect("f32");
+            let mut idx: Vec<usize> = (0..wv.len()).collect();
+            idx.sort_by(|&i, &j| wv[i].total_cmp(&wv[j]));
+            let bad: Vec<(f32, f32, f32, f32)> = idx
+                .windows(2)
+                .filter(|p| wv[p[0]] < wv[p[1]] && rv[p[0]] > rv[p[1]]) // ties in w may go either way
+                .map(|p| (wv[p[0]], wv[p[1]], rv[p[0]], rv[p[1]]))
+                .take(5)
+                .collect();
+            assert!(bad.is_empty(), "{kind:?} not monotone: {bad:?}");
+        }
+        let w = Tensor::randn([100], (Kind::Float, Device::Cpu));
+        let none = Remap::new(&nn::VarStore::new(Device::Cpu).root(), RemapKind::None, 100);
+        assert!(none.apply(&w).equal(&w));
+    }
+
+    #[test]
+    fn soft_kl_prefers_laplace_and_is_differentiable() {
+        tch::manual_seed(2);
+        let g = Tensor::randn([20_000], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let l = cdf_remap(&g.detach());
+        let kl_g = soft_kl_to_laplace(&g, 100);
+        let kl_l = soft_kl_to_laplace(&l, 100).double_value(&[]);
+        assert!(
+            kl_g.double_value(&[]) > 2.0 * kl_l && kl_l >= 0.0,
+            "{} vs {kl_l}",
+            kl_g.double_value(&[])
+        );
+        kl_g.backward();
+        assert!(g.grad().abs().sum(Kind::Float).double_value(&[]) > 0.0);
+    }
+}

@@ -1,0 +1,107 @@
+//! ShiftAddAug end to end on `synthetic`: Shift and Add tiny models trained inside a
+//! multiplicative augmented model, with discrepancy histograms for every MF layer.
+
+use crate::support::{db, run_id, run_ok, runs_json, s};
+
+#[test]
+fn shift_and_add_smoke_runs_record_discrepancy_histograms() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let dbp = dir.path().join("studio.db");
+    for op in ["shift", "add"] {
+        let preset = format!(
+            "{}/../experiments/smoke-{op}-aug.toml",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let out = run_ok(&[
+            "train",
+            &preset,
+            "--db",
+            s(&dbp),
+            "--threads",
+            "1",
+            "--set",
+            "data.synthetic_train=1000",
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "train.batch_size=50",
+            "--set",
+            "eval.bn_images=200",
+        ]);
+        let id = run_id(&out);
+        let runs = runs_json(&dbp);
+        let run = runs.iter().find(|r| r["id"] == id).expect("listed");
+        assert_eq!(run["status"], "finished", "{op}");
+        assert_eq!(run["operator"], op);
+
+        let c = db(&dbp);
+        let count = |key: &str| -> i64 {
+            c.query_row(
+                "SELECT COUNT(*) FROM metrics WHERE run_id = ?1 AND key = ?2",
+                rusqlite::params![id, key],
+                |r| r.get(0),
+            )
+            .expect("count")
+        };
+        assert_eq!(count("train/loss"), 20, "{op}: one tiny loss per step");
+        assert_eq!(
+            count("train/loss_aug"),
+            20,
+            "{op}: one augmented loss per step"
+        );
+        assert_eq!(count("val/top1_aug"), 1);
+        // micro has 7 MF layers under mf_layers = "body" (2 blocks × expand/dw/project + head).
+        let views: Vec<(String, String, i64, String)> = c
+            .prepare("SELECT layer, kind, epoch, stats FROM histograms WHERE run_id = ?1")
+            .expect("prepare")
+            .query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        let layers: std::collections::BTreeSet<&str> = views.iter().map(|v| v.0.as_str()).collect();
+        assert_eq!(layers.len(), 7, "{op}: {layers:?}");
+        let kinds: &[&str] = if op == "shift" {
+            &["pow2", "remapped", "stored"]
+        } else {
+            &["remapped", "stored"]
+        };
+        for layer in &layers {
+            for kind in kinds {
+                for epoch in [0, 1] {
+                    let row = views
+                        .iter()
+                        .find(|v| v.0 == *layer && v.1 == *kind && v.2 == epoch);
+                    let stats: serde_json::Value = serde_json::from_str(
+                        &row.unwrap_or_else(|| panic!("{op} {layer} {kind} {epoch}"))
+                            .3,
+                    )
+                    .expect("json");
+                    for key in ["mean", "std", "kurtosis", "kl_gaussian", "kl_laplace"] {
+                        assert!(
+                            stats[key].as_f64().is_some_and(f64::is_finite),
+                            "{op} {layer} {kind}: {key}"
+                        );
+                    }
+                }
+            }
+        }
+        // The Add layers' remap (cdf-affine) makes the weights Laplace-like at the start.
+        if op == "add" {
+            let kurt = |kind: &str| -> f64 {
+                let row = views
+                    .iter()
+                    .find(|v| v.0 == "blocks.0.project" && v.1 == kind && v.2 == 0)
+                    .expect("row");
+                serde_json::from_str::<serde_json::Value>(&row.3).expect("json")["kurtosis"]
+                    .as_f64()
+                    .expect("f64")
+            };
+            assert!(
+                kurt("stored") < 0.0 && (kurt("remapped") - 3.0).abs() < 0.6,
+                "{} {}",
+                kurt("stored"),
+                kurt("remapped")
+            );
+        }
+    }
+}
