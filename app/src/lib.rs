@@ -10,9 +10,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use shiftadd_core::Config;
 use shiftadd_core::run::{Command, Event, ManagerHandle, spawn_manager};
 use shiftadd_core::store::{self, Reader, RunId};
+use shiftadd_core::{Config, export};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -170,17 +170,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             db,
         }) => {
             let db = db_path(&db)?;
-            if model.is_some() {
-                bail!(
-                    "--model: exporting the tiny MF model arrives with the ShiftAddAug operators; only --csv is available"
-                );
+            if csv.is_none() && model.is_none() {
+                bail!("nothing to export: pass --csv FILE and/or --model DIR");
             }
-            let Some(csv) = csv else {
-                bail!("nothing to export: pass --csv FILE");
-            };
-            let reader = Reader::open(&db)?;
-            let n = export_csv(&reader, run, &csv)?;
-            println!("wrote {n} metric rows of run {run} to {}", csv.display());
+            if let Some(csv) = csv {
+                let n = export_csv(&Reader::open(&db)?, run, &csv)?;
+                println!("wrote {n} metric rows of run {run} to {}", csv.display());
+            }
+            if let Some(dir) = model {
+                export_model(&db, run, &dir)?;
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -320,6 +319,25 @@ fn list_runs(reader: &Reader, json: bool) -> anyhow::Result<()> {
                 .unwrap_or_default()
         );
     }
+    Ok(())
+}
+
+/// Export the tiny MF model, then evaluate it from the written files alone.
+fn export_model(db: &Path, run: RunId, dir: &Path) -> anyhow::Result<()> {
+    let exported = export::export_run(db, run, dir)?;
+    let reader = Reader::open(db)?;
+    let cfg = Config::from_toml_str(&reader.config_toml(run)?, &format!("run {run}"), &[])?;
+    let top1 = export::ExportedModel::load(dir)?.evaluate(&cfg.data, cfg.eval.batch_size)?;
+    let last = reader.run(run)?.last_val_top1;
+    println!(
+        "wrote run {run}'s tiny {} model ({} steps, {} tensors) to {}: test top-1 {:.2} % from the files (run's last evaluation: {} %)",
+        exported.json.operator.as_str(),
+        exported.json.steps.len(),
+        exported.tensors,
+        dir.display(),
+        top1 * 100.0,
+        pct(last)
+    );
     Ok(())
 }
 

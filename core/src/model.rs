@@ -347,6 +347,19 @@ impl ElasticConv {
         }
     }
 
+    /// [`Self::mf_weight`]'s values without the straight-through arithmetic (exact powers of two).
+    fn mf_weight_exact(&self, w: &Tensor) -> Tensor {
+        let r = self
+            .remap
+            .as_ref()
+            .map_or_else(|| w.copy(), |m| m.apply(w).detach());
+        if self.role == OpKind::Shift {
+            shift::quantize(&r, self.bits)
+        } else {
+            r
+        }
+    }
+
     fn mult_conv(&self, x: &Tensor, w: &Tensor, groups: i64) -> Tensor {
         let pad = self.kernel / 2;
         x.conv2d(
@@ -473,7 +486,7 @@ impl ElasticBn {
             Some(self.running_var.narrow(0, 0, c)),
             train,
             self.momentum.get(),
-            1e-5,
+            BN_EPS,
             false,
         )
     }
@@ -498,6 +511,63 @@ struct Block {
     dw_bn: ElasticBn,
     project: ElasticConv,
     project_bn: ElasticBn,
+}
+
+/// One operation of an exported tiny model (see [`Net::tiny_program`]).
+#[derive(Debug)]
+pub enum Step {
+    /// A conv through its operator, then `y·scale + shift` per channel (MF convs) or a bias (Mult
+    /// convs, BN folded), then ReLU6 if `relu6`.
+    Conv {
+        name: String,
+        op: OpKind,
+        weight: Tensor,
+        bias: Option<Tensor>,
+        affine: Option<(Tensor, Tensor)>,
+        stride: i64,
+        pad: i64,
+        groups: i64,
+        relu6: bool,
+        act_fixed_point: bool,
+    },
+    /// Remember the current activation (a residual block's input).
+    Save,
+    /// Add the remembered activation.
+    AddSaved,
+    /// Global average pool to [N, C].
+    Pool,
+    Linear {
+        name: String,
+        op: OpKind,
+        weight: Tensor,
+        bias: Tensor,
+        act_fixed_point: bool,
+    },
+}
+
+const BN_EPS: f64 = 1e-5;
+
+fn conv_step(conv: &ElasticConv, bn: &ElasticBn, c_in: i64, c_out: i64, relu6: bool) -> Step {
+    let w = conv.slice(c_in, c_out);
+    let scale =
+        bn.weight.narrow(0, 0, c_out) / (bn.running_var.narrow(0, 0, c_out) + BN_EPS).sqrt();
+    let shift = bn.bias.narrow(0, 0, c_out) - bn.running_mean.narrow(0, 0, c_out) * &scale;
+    let (weight, bias, affine) = match conv.role {
+        OpKind::Mult => (&w * scale.view([-1, 1, 1, 1]), Some(shift), None),
+        _ => (conv.mf_weight_exact(&w), None, Some((scale, shift))),
+    };
+    Step::Conv {
+        name: conv.name.clone(),
+        op: conv.role,
+        weight,
+        bias,
+        affine,
+        stride: conv.stride,
+        pad: conv.kernel / 2,
+        groups: if conv.depthwise { c_in } else { 1 },
+        relu6,
+        act_fixed_point: conv.role == OpKind::Shift && conv.act_fixed_point,
+    }
 }
 
 /// A reordering of one dimension of one variable (channel sorting); the optimizer applies the same
@@ -783,6 +853,52 @@ impl Net {
             .into_iter()
             .filter_map(|c| c.remap_kl(bins))
             .reduce(|a, b| a + b)
+    }
+
+    /// The tiny MF model materialised for export, in execution order: remapped (and for Shift,
+    /// power-of-two) weights; BN folded into Mult convs and kept as a per-channel affine after MF
+    /// ones (folding would break their weights' form).
+    pub fn tiny_program(&self) -> Vec<Step> {
+        tch::no_grad(|| {
+            let base = Self::base_widths(&self.spec);
+            let mut steps = Vec::new();
+            let mut c = self.spec.in_channels;
+            steps.push(conv_step(&self.stem, &self.stem_bn, c, base.stem, true));
+            c = base.stem;
+            for (i, b) in self.blocks.iter().enumerate() {
+                if b.spec.residual() {
+                    steps.push(Step::Save);
+                }
+                if let Some((conv, bn)) = &b.expand {
+                    steps.push(conv_step(conv, bn, c, base.mid[i], true));
+                    c = base.mid[i];
+                }
+                steps.push(conv_step(&b.dw, &b.dw_bn, c, c, true));
+                steps.push(conv_step(&b.project, &b.project_bn, c, base.out[i], false));
+                c = base.out[i];
+                if b.spec.residual() {
+                    steps.push(Step::AddSaved);
+                }
+            }
+            if let (Some((conv, bn)), Some(h)) = (&self.head, base.head) {
+                steps.push(conv_step(conv, bn, c, h, true));
+                c = h;
+            }
+            steps.push(Step::Pool);
+            let w = self.fc.slice(c, self.spec.classes);
+            let weight = match self.fc.role {
+                OpKind::Mult => w.copy(),
+                _ => self.fc.mf_weight_exact(&w),
+            };
+            steps.push(Step::Linear {
+                name: "fc".into(),
+                op: self.fc.role,
+                weight: weight.flatten(1, -1),
+                bias: self.fc_bias.copy(),
+                act_fixed_point: self.fc.role == OpKind::Shift && self.fc.act_fixed_point,
+            });
+            steps
+        })
     }
 
     /// Reset BN running statistics and switch their momentum (`None`: back to the default).

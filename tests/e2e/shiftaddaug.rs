@@ -85,6 +85,57 @@ fn shift_and_add_smoke_runs_record_discrepancy_histograms() {
                 }
             }
         }
+        // Export the tiny MF model; evaluated from its files it reproduces the run's accuracy.
+        let model_dir = dir.path().join(format!("model-{op}"));
+        let out = run_ok(&[
+            "export",
+            &id.to_string(),
+            "--model",
+            s(&model_dir),
+            "--db",
+            s(&dbp),
+        ]);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("test top-1"));
+        let exported = shiftadd_core::export::ExportedModel::load(&model_dir).expect("load export");
+        let cfg = shiftadd_core::Config::from_toml_str(
+            &std::fs::read_to_string(&preset).expect("preset"),
+            "preset",
+            &["data.synthetic_train=1000".into()],
+        )
+        .expect("config");
+        let top1 = exported.evaluate(&cfg.data, 256).expect("evaluate");
+        let recorded = run["last_val_top1"].as_f64().expect("recorded");
+        assert!(
+            (top1 - recorded).abs() <= 0.001,
+            "{op}: exported {top1} vs recorded {recorded}"
+        );
+        let mf_convs: Vec<&String> = exported
+            .json
+            .steps
+            .iter()
+            .filter_map(|st| match st {
+                shiftadd_core::export::StepJson::Conv { name, op: o, .. } if o.as_str() == op => {
+                    Some(name)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            mf_convs.len(),
+            7,
+            "{op}: every MF layer exported with its operator"
+        );
+        if op == "shift" {
+            for name in mf_convs {
+                let w = exported.tensor(&format!("{name}.weight")).expect("weight");
+                let values = Vec::<f32>::try_from(w.flatten(0, -1)).expect("f32");
+                assert!(
+                    shiftadd_core::ops::shift::all_powers_of_two(&values, 5),
+                    "{name}: not all signed powers of two in [2^-15, 1]"
+                );
+            }
+        }
+
         // The Add layers' remap (cdf-affine) makes the weights Laplace-like at the start.
         if op == "add" {
             let kurt = |kind: &str| -> f64 {

@@ -1,0 +1,344 @@
+//! Export of a run's tiny MF model — `model.safetensors` + `model.json` — and its evaluation from
+//! those files alone, which must reproduce the run's last tiny evaluation.
+//!
+//! `model.json` lists the steps of [`crate::model::Step`] in execution order; each tensor is stored
+//! in the safetensors file under `<layer>.weight` / `.bias` / `.scale` / `.shift`. Shift layers'
+//! weights are exact signed powers of two; Add layers' are the remapped weights; BN is folded
+//! into Mult convs and kept as a per-channel affine after MF ones.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, TchError, Tensor, nn};
+
+use crate::config::{Config, DataConfig, OpKind};
+use crate::data::{self, DataError, Loader, LoaderSpec};
+use crate::model::Step;
+use crate::ops::{adder, shift};
+use crate::store::{Reader, RunId, StoreError};
+use crate::train;
+
+pub const FORMAT: &str = "shiftadd-tiny-v1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("run {0} has no checkpoint to export (it never finished an epoch)")]
+    NoCheckpoint(RunId),
+    #[error("run {run}: stored config: {message}")]
+    Config { run: RunId, message: String },
+    #[error("data: {0}")]
+    Data(#[from] DataError),
+    #[error("torch: {0}")]
+    Torch(#[from] TchError),
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+}
+
+/// One step of `model.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StepJson {
+    Conv {
+        name: String,
+        op: OpKind,
+        stride: i64,
+        pad: i64,
+        groups: i64,
+        relu6: bool,
+        act_fixed_point: bool,
+        /// Mult convs carry a bias (BN folded); MF convs a scale and shift.
+        folded_bn: bool,
+    },
+    Save,
+    AddSaved,
+    Pool,
+    Linear {
+        name: String,
+        op: OpKind,
+        act_fixed_point: bool,
+    },
+}
+
+/// `model.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ModelJson {
+    pub format: String,
+    pub run: RunId,
+    pub model: String,
+    pub dataset: String,
+    pub operator: OpKind,
+    pub weight_bits: i64,
+    /// Input [channels, height, width] and the per-channel (mean, std) of the training split.
+    pub input: [i64; 3],
+    pub norm: Vec<(f32, f32)>,
+    pub classes: i64,
+    pub steps: Vec<StepJson>,
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone)]
+pub struct Exported {
+    pub dir: PathBuf,
+    pub json: ModelJson,
+    pub tensors: usize,
+}
+
+/// Write the tiny MF model of `run`'s last checkpoint into `dir`.
+pub fn export_run(db: &Path, run: RunId, dir: &Path) -> Result<Exported, ExportError> {
+    let reader = Reader::open(db)?;
+    let summary = reader.run(run)?;
+    let toml = reader.config_toml(run)?;
+    let cfg = Config::from_toml_str(&toml, &format!("run {run}"), &[]).map_err(|e| {
+        ExportError::Config {
+            run,
+            message: e.to_string(),
+        }
+    })?;
+    let ckpt = reader
+        .last_checkpoint(run)?
+        .ok_or(ExportError::NoCheckpoint(run))?;
+    let splits = data::load(&cfg.data)?;
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let net = train::build_net(&cfg, &vs.root(), &splits.train);
+    let model_file = Path::new(&ckpt.path).with_extension("model.ot");
+    vs.load(&model_file).map_err(|e| ExportError::File {
+        path: model_file.clone(),
+        message: e.to_string(),
+    })?;
+    let mut tensors: Vec<(String, Tensor)> = Vec::new();
+    let mut steps = Vec::new();
+    for step in net.tiny_program() {
+        steps.push(match step {
+            Step::Conv {
+                name,
+                op,
+                weight,
+                bias,
+                affine,
+                stride,
+                pad,
+                groups,
+                relu6,
+                act_fixed_point,
+            } => {
+                tensors.push((format!("{name}.weight"), weight));
+                let folded_bn = bias.is_some();
+                if let Some(b) = bias {
+                    tensors.push((format!("{name}.bias"), b));
+                }
+                if let Some((scale, shift)) = affine {
+                    tensors.push((format!("{name}.scale"), scale));
+                    tensors.push((format!("{name}.shift"), shift));
+                }
+                StepJson::Conv {
+                    name,
+                    op,
+                    stride,
+                    pad,
+                    groups,
+                    relu6,
+                    act_fixed_point,
+                    folded_bn,
+                }
+            }
+            Step::Save => StepJson::Save,
+            Step::AddSaved => StepJson::AddSaved,
+            Step::Pool => StepJson::Pool,
+            Step::Linear {
+                name,
+                op,
+                weight,
+                bias,
+                act_fixed_point,
+            } => {
+                tensors.push((format!("{name}.weight"), weight));
+                tensors.push((format!("{name}.bias"), bias));
+                StepJson::Linear {
+                    name,
+                    op,
+                    act_fixed_point,
+                }
+            }
+        });
+    }
+    let d = &splits.train;
+    let json = ModelJson {
+        format: FORMAT.into(),
+        run,
+        model: summary.model,
+        dataset: summary.dataset,
+        operator: cfg.ops.kind,
+        weight_bits: cfg.ops.weight_bits,
+        input: [d.channels as i64, d.height as i64, d.width as i64],
+        norm: splits.norm.clone(),
+        classes: d.classes as i64,
+        steps,
+    };
+    let io = |path: &Path, e: &dyn std::fmt::Display| ExportError::File {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, &e))?;
+    let st = dir.join("model.safetensors");
+    let contiguous: Vec<(String, Tensor)> = tensors
+        .into_iter()
+        .map(|(n, t)| (n, t.contiguous()))
+        .collect();
+    Tensor::write_safetensors(&contiguous, &st).map_err(|e| io(&st, &e))?;
+    let jp = dir.join("model.json");
+    let text = serde_json::to_string_pretty(&json).map_err(|e| io(&jp, &e))?;
+    std::fs::write(&jp, text).map_err(|e| io(&jp, &e))?;
+    Ok(Exported {
+        dir: dir.to_path_buf(),
+        json,
+        tensors: contiguous.len(),
+    })
+}
+
+/// An exported tiny model, loaded from its two files.
+pub struct ExportedModel {
+    pub json: ModelJson,
+    tensors: std::collections::HashMap<String, Tensor>,
+}
+
+impl ExportedModel {
+    pub fn load(dir: &Path) -> Result<Self, ExportError> {
+        let jp = dir.join("model.json");
+        let bad = |path: &Path, message: String| ExportError::File {
+            path: path.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read_to_string(&jp).map_err(|e| bad(&jp, e.to_string()))?;
+        let json: ModelJson = serde_json::from_str(&text).map_err(|e| bad(&jp, e.to_string()))?;
+        if json.format != FORMAT {
+            return Err(bad(
+                &jp,
+                format!("format {:?}, expected {FORMAT:?}", json.format),
+            ));
+        }
+        let st = dir.join("model.safetensors");
+        let tensors = Tensor::read_safetensors(&st).map_err(|e| bad(&st, e.to_string()))?;
+        Ok(Self {
+            json,
+            tensors: tensors.into_iter().collect(),
+        })
+    }
+
+    pub fn tensor(&self, name: &str) -> Result<&Tensor, ExportError> {
+        self.tensors.get(name).ok_or_else(|| ExportError::File {
+            path: PathBuf::from("model.safetensors"),
+            message: format!("missing tensor {name}"),
+        })
+    }
+
+    /// Logits for a normalised batch `x` [N, C, H, W].
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor, ExportError> {
+        let mut x = x.shallow_clone();
+        let mut saved = Vec::new();
+        for step in &self.json.steps {
+            x = match step {
+                StepJson::Conv {
+                    name,
+                    op,
+                    stride,
+                    pad,
+                    groups,
+                    relu6,
+                    act_fixed_point,
+                    folded_bn,
+                } => {
+                    let w = self.tensor(&format!("{name}.weight"))?;
+                    let input = if *act_fixed_point {
+                        shift::fixed_point_16_16(&x)
+                    } else {
+                        x.shallow_clone()
+                    };
+                    let mut y = match op {
+                        OpKind::Add => adder::adder_conv2d(&input, w, *stride, *pad, *groups)?,
+                        OpKind::Mult | OpKind::Shift => input.f_conv2d(
+                            w,
+                            None::<Tensor>,
+                            [*stride, *stride],
+                            [*pad, *pad],
+                            [1, 1],
+                            *groups,
+                        )?,
+                    };
+                    if *folded_bn {
+                        y += self.tensor(&format!("{name}.bias"))?.view([1, -1, 1, 1]);
+                    } else {
+                        let scale = self.tensor(&format!("{name}.scale"))?.view([1, -1, 1, 1]);
+                        y = y * scale + self.tensor(&format!("{name}.shift"))?.view([1, -1, 1, 1]);
+                    }
+                    if *relu6 { y.relu6() } else { y }
+                }
+                StepJson::Save => {
+                    saved.push(x.shallow_clone());
+                    x
+                }
+                StepJson::AddSaved => {
+                    let s = saved.pop().ok_or_else(|| ExportError::File {
+                        path: PathBuf::from("model.json"),
+                        message: "add_saved without a save".into(),
+                    })?;
+                    x + s
+                }
+                StepJson::Pool => x.f_mean_dim(&[2i64, 3][..], false, Kind::Float)?,
+                StepJson::Linear {
+                    name,
+                    act_fixed_point,
+                    ..
+                } => {
+                    let input = if *act_fixed_point {
+                        shift::fixed_point_16_16(&x)
+                    } else {
+                        x.shallow_clone()
+                    };
+                    input.f_linear(
+                        self.tensor(&format!("{name}.weight"))?,
+                        Some(self.tensor(&format!("{name}.bias"))?),
+                    )?
+                }
+            };
+        }
+        Ok(x)
+    }
+
+    /// Top-1 accuracy on the test split of `data` (normalised with the exported statistics).
+    pub fn evaluate(&self, data: &DataConfig, batch_size: usize) -> Result<f64, ExportError> {
+        let splits = data::load(data)?;
+        let test: Arc<data::Dataset> = splits.test.clone();
+        let spec = LoaderSpec {
+            batch_size,
+            train: false,
+            augment: false,
+            seed: 0,
+            epoch: 0,
+            prefetch: 2,
+        };
+        let (mut correct, mut n) = (0i64, 0usize);
+        tch::no_grad(|| {
+            for b in Loader::new(test.clone(), &self.json.norm, spec) {
+                let x = Tensor::from_slice(&b.images).view([
+                    b.n as i64,
+                    self.json.input[0],
+                    self.json.input[1],
+                    self.json.input[2],
+                ]);
+                let y = Tensor::from_slice(&b.labels);
+                correct += self
+                    .forward(&x)?
+                    .argmax(-1, false)
+                    .eq_tensor(&y)
+                    .sum(Kind::Int64)
+                    .int64_value(&[]);
+                n += b.n;
+            }
+            Ok::<(), ExportError>(())
+        })?;
+        Ok(correct as f64 / n.max(1) as f64)
+    }
+}
