@@ -4,7 +4,10 @@
 //   dL/dF      =  sum_{n,l} dY[n,o,l] * (X_patch[n,k,l] - F[o,k])           (full precision)
 //   dL/dX      =  col2im( sum_o dY[n,o,l] * clamp(F[o,k] - X_patch[n,k,l], -1, 1) )   (HardTanh)
 //
-// This is the reference formulation on ATen ops: im2col, then the pairwise |X - F| in chunks over
+// Two implementations: a direct CPU kernel for contiguous float32 (below, `fast::`), and the
+// reference formulation on ATen ops for everything else (double, CUDA).
+//
+// The reference formulation on ATen ops: im2col, then the pairwise |X - F| in chunks over
 // (batch, output channel) so that the [N, C_out, C_in*k*k, L] temporary never exists whole; its
 // peak memory is bounded by `chunk` floats per block. Only x and F are saved for backward (the patches
 // are recomputed), so a network of these layers keeps activation-sized state, like a conv.
@@ -13,10 +16,16 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include <ATen/Parallel.h>
+
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <string>
+#include <thread>
+#include <vector>
 
 namespace {
 
@@ -112,6 +121,215 @@ std::pair<at::Tensor, at::Tensor> backward_impl(const at::Tensor& x, const at::T
   return {dx, df.view(f.sizes())};
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// Direct CPU kernel (float32). Per sample: im2col into a [K, L] buffer, then
+//   forward  y[o, l]   = -sum_k |cols[k, l] - F[o, k]|          (4 outputs at a time, L-tiled)
+//   backward dcols     = sum_o g[o, l] * clamp(F[o, k] - cols[k, l], -1, 1), scattered back (col2im)
+//            dF[o, k] += sum_l g[o, l] * cols[k, l]              (then dF -= F * sum g)
+// Samples are split across threads (torch's intra-op thread count); each thread owns its own
+// buffers and its samples' outputs, and dF is reduced from per-thread partial sums. No temporary
+// is larger than one sample's patches. The hot loops are compiled for AVX2 and a baseline.
+namespace fast {
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define SHIFTADD_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define SHIFTADD_CLONES
+#endif
+
+constexpr int64_t kTile = 256;  // columns of L per tile: accumulators stay in L1
+
+void run_parallel(int64_t n, const std::function<void(int64_t, int64_t, int64_t)>& body) {
+  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n));
+  if (threads == 1) {
+    body(0, 0, n);
+    return;
+  }
+  std::vector<std::thread> pool;
+  const int64_t per = (n + threads - 1) / threads;
+  for (int64_t t = 0; t < threads; ++t) {
+    const int64_t b = t * per, e = std::min(n, b + per);
+    if (b >= e) break;
+    pool.emplace_back([&body, t, b, e] { body(t, b, e); });
+  }
+  for (auto& th : pool) th.join();
+}
+
+// cols[(c*kh + i)*kw + j][oy*wo + ox] = x[c][oy*s - p + i][ox*s - p + j] (0 outside), for one group.
+void im2col(const float* x, float* cols, const Geometry& g, int64_t c0) {
+  for (int64_t c = 0; c < g.cg; ++c) {
+    const float* plane = x + (c0 + c) * g.h * g.w;
+    for (int64_t i = 0; i < g.kh; ++i) {
+      for (int64_t j = 0; j < g.kw; ++j) {
+        float* row = cols + ((c * g.kh + i) * g.kw + j) * g.l;
+        for (int64_t oy = 0; oy < g.ho; ++oy) {
+          const int64_t iy = oy * g.stride - g.pad + i;
+          float* out = row + oy * g.wo;
+          if (iy < 0 || iy >= g.h) {
+            std::fill(out, out + g.wo, 0.0f);
+            continue;
+          }
+          const float* src = plane + iy * g.w;
+          for (int64_t ox = 0; ox < g.wo; ++ox) {
+            const int64_t ix = ox * g.stride - g.pad + j;
+            out[ox] = (ix >= 0 && ix < g.w) ? src[ix] : 0.0f;
+          }
+        }
+      }
+    }
+  }
+}
+
+void col2im_add(const float* cols, float* dx, const Geometry& g, int64_t c0) {
+  for (int64_t c = 0; c < g.cg; ++c) {
+    float* plane = dx + (c0 + c) * g.h * g.w;
+    for (int64_t i = 0; i < g.kh; ++i) {
+      for (int64_t j = 0; j < g.kw; ++j) {
+        const float* row = cols + ((c * g.kh + i) * g.kw + j) * g.l;
+        for (int64_t oy = 0; oy < g.ho; ++oy) {
+          const int64_t iy = oy * g.stride - g.pad + i;
+          if (iy < 0 || iy >= g.h) continue;
+          float* dst = plane + iy * g.w;
+          for (int64_t ox = 0; ox < g.wo; ++ox) {
+            const int64_t ix = ox * g.stride - g.pad + j;
+            if (ix >= 0 && ix < g.w) dst[ix] += row[oy * g.wo + ox];
+          }
+        }
+      }
+    }
+  }
+}
+
+// y[o][l] = -sum_k |cols[k][l] - f[o][k]| for `og` outputs.
+SHIFTADD_CLONES
+void forward_group(const float* cols, const float* f, float* y, int64_t og, int64_t k_len, int64_t l_len) {
+  float acc[4][kTile];
+  for (int64_t l0 = 0; l0 < l_len; l0 += kTile) {
+    const int64_t lt = std::min(kTile, l_len - l0);
+    int64_t o = 0;
+    for (; o + 4 <= og; o += 4) {
+      std::memset(acc, 0, sizeof(acc));
+      const float *f0 = f + o * k_len, *f1 = f0 + k_len, *f2 = f1 + k_len, *f3 = f2 + k_len;
+      for (int64_t k = 0; k < k_len; ++k) {
+        const float* row = cols + k * l_len + l0;
+        const float a = f0[k], b = f1[k], c = f2[k], d = f3[k];
+        for (int64_t l = 0; l < lt; ++l) {
+          const float v = row[l];
+          acc[0][l] += std::fabs(v - a);
+          acc[1][l] += std::fabs(v - b);
+          acc[2][l] += std::fabs(v - c);
+          acc[3][l] += std::fabs(v - d);
+        }
+      }
+      for (int q = 0; q < 4; ++q) {
+        float* out = y + (o + q) * l_len + l0;
+        for (int64_t l = 0; l < lt; ++l) out[l] = -acc[q][l];
+      }
+    }
+    for (; o < og; ++o) {
+      std::memset(acc[0], 0, sizeof(acc[0]));
+      const float* fo = f + o * k_len;
+      for (int64_t k = 0; k < k_len; ++k) {
+        const float* row = cols + k * l_len + l0;
+        const float a = fo[k];
+        for (int64_t l = 0; l < lt; ++l) acc[0][l] += std::fabs(row[l] - a);
+      }
+      float* out = y + o * l_len + l0;
+      for (int64_t l = 0; l < lt; ++l) out[l] = -acc[0][l];
+    }
+  }
+}
+
+// dcols[k][l] = sum_o gy[o][l] * clamp(f[o][k] - cols[k][l], -1, 1);  df[o][k] += sum_l gy[o][l] * cols[k][l].
+SHIFTADD_CLONES
+void backward_group(const float* cols, const float* f, const float* gy, float* dcols, float* df, int64_t og,
+                    int64_t k_len, int64_t l_len) {
+  for (int64_t k = 0; k < k_len; ++k) {
+    const float* row = cols + k * l_len;
+    float* drow = dcols + k * l_len;
+    std::fill(drow, drow + l_len, 0.0f);
+    for (int64_t o = 0; o < og; ++o) {
+      const float fk = f[o * k_len + k];
+      const float* grow = gy + o * l_len;
+      float dot[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      int64_t l = 0;
+      for (; l + 8 <= l_len; l += 8) {
+        for (int q = 0; q < 8; ++q) {
+          const float v = row[l + q], gv = grow[l + q];
+          const float d = std::min(1.0f, std::max(-1.0f, fk - v));
+          drow[l + q] += gv * d;
+          dot[q] += gv * v;
+        }
+      }
+      float tail = 0.0f;
+      for (; l < l_len; ++l) {
+        const float v = row[l], gv = grow[l];
+        drow[l] += gv * std::min(1.0f, std::max(-1.0f, fk - v));
+        tail += gv * v;
+      }
+      df[o * k_len + k] += ((dot[0] + dot[1]) + (dot[2] + dot[3])) + ((dot[4] + dot[5]) + (dot[6] + dot[7])) + tail;
+    }
+  }
+}
+
+bool applies(const at::Tensor& x, const at::Tensor& f) {
+  return x.device().is_cpu() && f.device().is_cpu() && x.scalar_type() == at::kFloat &&
+         f.scalar_type() == at::kFloat;
+}
+
+at::Tensor forward(const at::Tensor& x_in, const at::Tensor& f_in, const Geometry& g) {
+  auto x = x_in.contiguous();
+  auto f = f_in.contiguous();
+  auto y = at::empty({g.n, g.o, g.ho, g.wo}, x.options());
+  const float* xp = x.data_ptr<float>();
+  const float* fp = f.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  run_parallel(g.n, [&](int64_t, int64_t b, int64_t e) {
+    std::vector<float> cols(static_cast<size_t>(g.k * g.l));
+    for (int64_t n = b; n < e; ++n) {
+      for (int64_t grp = 0; grp < g.groups; ++grp) {
+        im2col(xp + n * g.c * g.h * g.w, cols.data(), g, grp * g.cg);
+        forward_group(cols.data(), fp + grp * g.og * g.k, yp + (n * g.o + grp * g.og) * g.l, g.og, g.k, g.l);
+      }
+    }
+  });
+  return y;
+}
+
+std::pair<at::Tensor, at::Tensor> backward(const at::Tensor& x_in, const at::Tensor& f_in, const at::Tensor& gy_in,
+                                           const Geometry& g) {
+  auto x = x_in.contiguous();
+  auto f = f_in.contiguous();
+  auto gy = gy_in.contiguous().to(at::kFloat);
+  auto dx = at::zeros_like(x);
+  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), g.n));
+  auto partial = at::zeros({threads, g.o, g.k}, x.options());
+  const float* xp = x.data_ptr<float>();
+  const float* fp = f.data_ptr<float>();
+  const float* gp = gy.data_ptr<float>();
+  float* dxp = dx.data_ptr<float>();
+  float* pp = partial.data_ptr<float>();
+  run_parallel(g.n, [&](int64_t t, int64_t b, int64_t e) {
+    std::vector<float> cols(static_cast<size_t>(g.k * g.l)), dcols(static_cast<size_t>(g.k * g.l));
+    float* df = pp + t * g.o * g.k;
+    for (int64_t n = b; n < e; ++n) {
+      for (int64_t grp = 0; grp < g.groups; ++grp) {
+        im2col(xp + n * g.c * g.h * g.w, cols.data(), g, grp * g.cg);
+        backward_group(cols.data(), fp + grp * g.og * g.k, gp + (n * g.o + grp * g.og) * g.l, dcols.data(),
+                       df + grp * g.og * g.k, g.og, g.k, g.l);
+        col2im_add(dcols.data(), dxp + n * g.c * g.h * g.w, g, grp * g.cg);
+      }
+    }
+  });
+  // dF = sum_n g·colsᵀ − F · sum_{n,l} g
+  auto gsum = gy.view({g.n, g.o, g.l}).sum({0, 2}).view({g.o, 1});
+  auto df = partial.sum(0) - f.view({g.o, g.k}) * gsum;
+  return {dx, df.view(f.sizes())};
+}
+
+}  // namespace fast
+
 struct AdderConv2d : public torch::autograd::Function<AdderConv2d> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& f, int64_t stride,
                             int64_t pad, int64_t groups, int64_t chunk) {
@@ -122,6 +340,7 @@ struct AdderConv2d : public torch::autograd::Function<AdderConv2d> {
     ctx->saved_data["groups"] = groups;
     ctx->saved_data["chunk"] = chunk;
     at::NoGradGuard no_grad;
+    if (fast::applies(x, f)) return fast::forward(x, f, g);
     return forward_impl(x.contiguous(), f.contiguous(), g, chunk);
   }
 
@@ -132,7 +351,9 @@ struct AdderConv2d : public torch::autograd::Function<AdderConv2d> {
     auto g = geometry(x, f, ctx->saved_data["stride"].toInt(), ctx->saved_data["pad"].toInt(),
                       ctx->saved_data["groups"].toInt());
     at::NoGradGuard no_grad;
-    auto [dx, df] = backward_impl(x.contiguous(), f.contiguous(), grad_out[0], g, ctx->saved_data["chunk"].toInt());
+    auto [dx, df] = fast::applies(x, f)
+                        ? fast::backward(x, f, grad_out[0], g)
+                        : backward_impl(x.contiguous(), f.contiguous(), grad_out[0], g, ctx->saved_data["chunk"].toInt());
     return {dx, df, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
@@ -177,7 +398,8 @@ at::Tensor* shiftadd_adder_conv2d_backward(const at::Tensor* x, const at::Tensor
   return guarded(err, [&] {
     auto g = geometry(*x, *f, stride, pad, groups);
     at::NoGradGuard no_grad;
-    auto [dx, df] = backward_impl(x->contiguous(), f->contiguous(), *gy, g, chunk);
+    auto [dx, df] = fast::applies(*x, *f) ? fast::backward(*x, *f, *gy, g)
+                                          : backward_impl(x->contiguous(), f->contiguous(), *gy, g, chunk);
     return which == 0 ? dx : df;
   });
 }

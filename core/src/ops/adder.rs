@@ -217,6 +217,45 @@ mod tests {
         }
     }
 
+    /// The float32 CPU kernel against the double-precision formulas, multi-threaded.
+    #[test]
+    fn fast_float_kernel_matches_the_formulas() {
+        tch::manual_seed(7);
+        let cases = [
+            (3, 3, 7, 5, 5, 3, 1, 1, 1),
+            (4, 4, 9, 8, 6, 3, 2, 1, 2),
+            (3, 6, 8, 8, 6, 3, 1, 1, 6),
+            (2, 5, 11, 7, 5, 5, 2, 2, 5),
+            (5, 8, 5, 5, 16, 1, 1, 0, 1),
+            (2, 16, 12, 12, 24, 1, 1, 0, 1),
+            (2, 4, 6, 6, 8, 3, 2, 0, 4),
+            (2, 12, 17, 13, 12, 7, 2, 3, 12),
+        ];
+        let fopts = (Kind::Float, Device::Cpu);
+        for (n, c, h, w, o, k, s, p, g) in cases {
+            let mut x = Tensor::randn([n, c, h, w], fopts).set_requires_grad(true);
+            let mut f = (Tensor::randn([o, c / g, k, k], fopts) * 0.5).set_requires_grad(true);
+            let y = adder_conv2d(&x, &f, s, p, g).expect("valid shapes");
+            let gy = Tensor::randn(y.size(), fopts);
+            let (ry, rdx, rdf) = reference(
+                &x.detach().to_kind(Kind::Double),
+                &f.detach().to_kind(Kind::Double),
+                s,
+                p,
+                g,
+                &gy.to_kind(Kind::Double),
+            );
+            let close =
+                |a: &Tensor, b: &Tensor| a.to_kind(Kind::Double).allclose(b, 1e-4, 1e-4, false);
+            assert!(close(&y, &ry), "forward {:?}", (n, c, h, w, o, k, s, p, g));
+            x.zero_grad();
+            f.zero_grad();
+            (&y * &gy).sum(Kind::Float).backward();
+            assert!(close(&x.grad(), &rdx), "dX {:?}", (c, k, s, p, g));
+            assert!(close(&f.grad(), &rdf), "dF {:?}", (c, k, s, p, g));
+        }
+    }
+
     #[test]
     fn bad_shapes_are_errors_not_crashes() {
         let x = Tensor::zeros([1, 3, 4, 4], (Kind::Float, Device::Cpu));
