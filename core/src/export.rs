@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, TchError, Tensor, nn};
 
 use crate::config::{Config, DataConfig, OpKind};
-use crate::data::{self, DataError, Loader, LoaderSpec};
+use crate::data::{self, DataError, Loader};
 use crate::model::Step;
 use crate::ops::{adder, shift};
 use crate::store::{Reader, RunId, StoreError};
@@ -311,14 +311,7 @@ impl ExportedModel {
     pub fn evaluate(&self, data: &DataConfig, batch_size: usize) -> Result<f64, ExportError> {
         let splits = data::load(data)?;
         let test: Arc<data::Dataset> = splits.test.clone();
-        let spec = LoaderSpec {
-            batch_size,
-            train: false,
-            augment: false,
-            seed: 0,
-            epoch: 0,
-            prefetch: 2,
-        };
+        let spec = train::in_order(batch_size);
         let (mut correct, mut n) = (0i64, 0usize);
         tch::no_grad(|| {
             for b in Loader::new(test.clone(), &self.json.norm, spec) {

@@ -231,7 +231,8 @@ pub fn evaluate(
     Ok((top1 as f64 / n, top5 as f64 / n, loss / n))
 }
 
-fn in_order(batch_size: usize) -> LoaderSpec {
+/// Evaluation order: every image once, in order, no augmentation.
+pub fn in_order(batch_size: usize) -> LoaderSpec {
     LoaderSpec {
         batch_size,
         train: false,
