@@ -12,7 +12,7 @@ TORCH_STAMP := $(VENV)/.torch-$(TORCH_VERSION)
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 DEFAULT_EXPERIMENT := experiments/smoke.toml
 
-.PHONY: setup libtorch fashion-mnist build run test lint
+.PHONY: setup libtorch fashion-mnist build run test lint bench
 
 setup: libtorch fashion-mnist
 
@@ -49,3 +49,12 @@ lint: setup
 
 test: lint
 	cargo test --workspace
+
+# Benchmarks (issue 4/5): the PyTorch Python reference and the criterion benches on the same
+# threads, then the ratio tables. Takes ~20 minutes on 2 cores; nothing else should run meanwhile.
+BENCH_THREADS ?= 2
+bench: setup
+	mkdir -p target
+	$(VENV)/bin/python experiments/bench/torch_reference.py --threads $(BENCH_THREADS) > target/bench-torch.json
+	SHIFTADD_BENCH_THREADS=$(BENCH_THREADS) cargo bench -p shiftadd-core
+	$(VENV)/bin/python experiments/bench/summary.py target/criterion target/bench-torch.json

@@ -12,20 +12,26 @@ fn main() {
         .parent()
         .map(std::path::Path::to_path_buf)
         .unwrap_or_default();
-    cc::Build::new()
-        .cpp(true)
-        .pic(true)
-        .std("c++17")
-        .opt_level(3)
-        // The Add kernel's min/max/abs loops vectorise only without strict IEEE semantics; NaN
-        // inputs then give unspecified outputs (the training loop checks its losses anyway).
+    let base = || {
+        let mut b = cc::Build::new();
+        b.cpp(true)
+            .pic(true)
+            .std("c++17")
+            .opt_level(3)
+            .debug(false)
+            .warnings(false)
+            .include(root.join("include"))
+            .include(root.join("include/torch/csrc/api/include"))
+            .define("_GLIBCXX_USE_CXX11_ABI", "1")
+            .define("GLOG_USE_GLOG_EXPORT", None);
+        b
+    };
+    // Exact rounding: no fast-math here.
+    base().file("csrc/shift.cpp").compile("shiftadd_shift");
+    // The Add kernel's min/max/abs loops vectorise only without strict IEEE semantics; NaN
+    // inputs then give unspecified outputs (the training loop checks its losses anyway).
+    base()
         .flag("-ffast-math")
-        .debug(false)
-        .warnings(false)
-        .include(root.join("include"))
-        .include(root.join("include/torch/csrc/api/include"))
-        .define("_GLIBCXX_USE_CXX11_ABI", "1")
-        .define("GLOG_USE_GLOG_EXPORT", None)
         .file("csrc/adder.cpp")
         .compile("shiftadd_ops");
 }

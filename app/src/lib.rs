@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use shiftadd_core::run::{Command, Event, ManagerHandle, spawn_manager};
 use shiftadd_core::store::{self, Reader, RunId};
-use shiftadd_core::{Config, export};
+use shiftadd_core::{Config, export, hw};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -71,6 +71,22 @@ enum Cmd {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+    },
+    /// Hardware cost (energy, latency) of the configured tiny model, the same architecture
+    /// all-Mult, and the largest augmented model.
+    Hw {
+        /// Run configurations (TOML); several print one after another, then a summary.
+        #[arg(required = true)]
+        configs: Vec<PathBuf>,
+        /// Override a config key, e.g. --set hw.convention=full (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Machine-readable output (every model with its per-layer rows).
+        #[arg(long)]
+        json: bool,
+        /// Per-layer tables even when several configs are given.
+        #[arg(long)]
+        layers: bool,
     },
     /// Export a run's metrics as CSV.
     Export {
@@ -156,6 +172,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let manager = open_manager(&db)?;
             manager.commands.send(Command::Resume { run, request: 1 })?;
             follow(manager, &db)
+        }
+        Some(Cmd::Hw {
+            configs,
+            sets,
+            json,
+            layers,
+        }) => {
+            hw_report(&configs, &sets, json, layers || configs.len() == 1)?;
+            Ok(ExitCode::SUCCESS)
         }
         Some(Cmd::Runs { db, json }) => {
             let db = db_path(&db)?;
@@ -281,6 +306,126 @@ fn follow(manager: ManagerHandle, db: &Path) -> anyhow::Result<ExitCode> {
     };
     manager.shutdown();
     Ok(code)
+}
+
+/// `shiftadd hw`: per config, totals of its three models and (optionally) per-layer tables.
+fn hw_report(
+    configs: &[PathBuf],
+    sets: &[String],
+    json: bool,
+    per_layer: bool,
+) -> anyhow::Result<()> {
+    let mut all = Vec::new();
+    for path in configs {
+        let cfg = Config::load(path, sets)?;
+        let (c, res, classes) = cfg.data.dataset.input_shape();
+        all.push((path, cfg.clone(), hw::config_costs(&cfg, c, res, classes)));
+    }
+    if json {
+        let out: Vec<_> = all
+            .iter()
+            .map(|(p, cfg, costs)| {
+                serde_json::json!({"config": p.display().to_string(), "hw": cfg.hw, "models": costs})
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    for (path, cfg, costs) in &all {
+        println!(
+            "{}  ({} × {}, {} convention, {}-bit, {} tilings; energy in mJ per image)",
+            path.display(),
+            cfg.data.dataset.as_str(),
+            cfg.model.name.as_str(),
+            serde_json::to_value(cfg.hw.convention)?
+                .as_str()
+                .unwrap_or("?"),
+            cfg.hw.bits,
+            serde_json::to_value(cfg.hw.mode)?.as_str().unwrap_or("?"),
+        );
+        println!(
+            "  {:<26} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "model",
+            "MMACs",
+            "mult",
+            "shift",
+            "add",
+            "params",
+            "compute",
+            "other",
+            "memory",
+            "latency"
+        );
+        for m in costs {
+            let mm = |v: i64| format!("{:.2}", v as f64 / 1e6);
+            println!(
+                "  {:<26} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9.4} {:>9.4} {:>9.4} {:>7.3}ms",
+                m.label,
+                mm(m.macs_mult + m.macs_shift + m.macs_add),
+                mm(m.macs_mult),
+                mm(m.macs_shift),
+                mm(m.macs_add),
+                m.params,
+                m.compute_mj,
+                m.other_mj,
+                m.memory_mj,
+                m.latency_ms
+            );
+        }
+        if per_layer {
+            for m in costs {
+                println!("\n  {} — per layer (µJ):", m.label);
+                println!(
+                    "  {:<20} {:<6} {:<5} {:>14} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                    "layer",
+                    "kind",
+                    "op",
+                    "shape",
+                    "MACs",
+                    "compute",
+                    "DRAM",
+                    "GB",
+                    "NoC",
+                    "RF",
+                    "cycles"
+                );
+                for l in &m.layers {
+                    let uj = |pj: f64| format!("{:.2}", pj * 1e-6);
+                    println!(
+                        "  {:<20} {:<6} {:<5} {:>14} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9.0}",
+                        l.name,
+                        l.kind,
+                        l.op,
+                        format!("{}→{} k{} s{}", l.c_in, l.c_out, l.kernel, l.stride),
+                        l.macs,
+                        uj(l.compute_pj),
+                        uj(l.memory.dram),
+                        uj(l.memory.gb),
+                        uj(l.memory.noc),
+                        uj(l.memory.rf),
+                        l.cycles
+                    );
+                }
+            }
+        }
+        println!();
+    }
+    if all.len() > 1 {
+        println!("summary: tiny model compute energy, lowest first (mJ per image)");
+        let mut rows: Vec<_> = all.iter().map(|(p, _, c)| (p, &c[0])).collect();
+        rows.sort_by(|a, b| a.1.compute_mj.total_cmp(&b.1.compute_mj));
+        for (p, m) in rows {
+            println!(
+                "  {:<52} {:<14} compute {:.4}  memory {:.4}  total {:.4}",
+                p.display(),
+                m.label,
+                m.compute_mj,
+                m.memory_mj,
+                m.energy_mj
+            );
+        }
+    }
+    Ok(())
 }
 
 fn pct(v: Option<f64>) -> String {

@@ -273,6 +273,201 @@ void backward_group(const float* cols, const float* f, const float* gy, float* d
   }
 }
 
+// Depthwise layers (one input and one output channel per group) skip im2col: each (sample,
+// channel) plane is copied once into a zero-padded buffer and the k×k window is walked directly.
+// Padding positions hold 0, exactly as the im2col formulation's padded columns do.
+void pad_plane(const float* x, float* xp, const Geometry& g, int64_t wp) {
+  const int64_t hp = g.h + 2 * g.pad;
+  std::fill(xp, xp + hp * wp, 0.0f);
+  for (int64_t y = 0; y < g.h; ++y) std::memcpy(xp + (y + g.pad) * wp + g.pad, x + y * g.w, g.w * sizeof(float));
+}
+
+SHIFTADD_CLONES
+void dw_forward_plane(const float* __restrict xp, const float* __restrict f, float* __restrict y,
+                      const Geometry& g, int64_t wp) {
+  const int64_t s = g.stride;
+  for (int64_t oy = 0; oy < g.ho; ++oy) {
+    float* __restrict out = y + oy * g.wo;
+    std::fill(out, out + g.wo, 0.0f);
+    for (int64_t i = 0; i < g.kh; ++i) {
+      const float* __restrict row = xp + (oy * s + i) * wp;
+      for (int64_t j = 0; j < g.kw; ++j) {
+        const float fv = f[i * g.kw + j];
+        const float* __restrict src = row + j;
+        if (s == 1) {
+          for (int64_t ox = 0; ox < g.wo; ++ox) out[ox] += std::fabs(src[ox] - fv);
+        } else {
+          for (int64_t ox = 0; ox < g.wo; ++ox) out[ox] += std::fabs(src[ox * s] - fv);
+        }
+      }
+    }
+    for (int64_t ox = 0; ox < g.wo; ++ox) out[ox] = -out[ox];
+  }
+}
+
+// dxp (padded) += gy * clamp(f - x, -1, 1);  df += sum gy * (x - f).
+SHIFTADD_CLONES
+void dw_backward_plane(const float* __restrict xp, const float* __restrict f, const float* __restrict gy,
+                       float* __restrict dxp, float* __restrict df, const Geometry& g, int64_t wp) {
+  const int64_t s = g.stride;
+  for (int64_t oy = 0; oy < g.ho; ++oy) {
+    const float* __restrict gr = gy + oy * g.wo;
+    for (int64_t i = 0; i < g.kh; ++i) {
+      const float* __restrict row = xp + (oy * s + i) * wp;
+      float* __restrict drow = dxp + (oy * s + i) * wp;
+      for (int64_t j = 0; j < g.kw; ++j) {
+        const float fv = f[i * g.kw + j];
+        float dot = 0.0f;
+        if (s == 1) {
+          for (int64_t ox = 0; ox < g.wo; ++ox) {
+            const float v = row[ox + j], gv = gr[ox];
+            drow[ox + j] += gv * std::min(1.0f, std::max(-1.0f, fv - v));
+            dot += gv * (v - fv);
+          }
+        } else {
+          for (int64_t ox = 0; ox < g.wo; ++ox) {
+            const float v = row[ox * s + j], gv = gr[ox];
+            drow[ox * s + j] += gv * std::min(1.0f, std::max(-1.0f, fv - v));
+            dot += gv * (v - fv);
+          }
+        }
+        df[i * g.kw + j] += dot;
+      }
+    }
+  }
+}
+
+bool depthwise(const Geometry& g) { return g.cg == 1 && g.og == 1; }
+
+void dw_forward(const float* xp, const float* fp, float* yp, const Geometry& g) {
+  const int64_t wp = g.w + 2 * g.pad, hp = g.h + 2 * g.pad;
+  run_parallel(g.n * g.c, [&](int64_t, int64_t b, int64_t e) {
+    std::vector<float> pad(static_cast<size_t>(hp * wp));
+    for (int64_t nc = b; nc < e; ++nc) {
+      const int64_t c = nc % g.c;
+      pad_plane(xp + nc * g.h * g.w, pad.data(), g, wp);
+      dw_forward_plane(pad.data(), fp + c * g.k, yp + nc * g.l, g, wp);
+    }
+  });
+}
+
+// Per-thread dF partial sums go to pp[t][c][k] (already complete: no correction term).
+void dw_backward(const float* xp, const float* fp, const float* gp, float* dxp, float* pp, const Geometry& g) {
+  const int64_t wp = g.w + 2 * g.pad, hp = g.h + 2 * g.pad;
+  run_parallel(g.n * g.c, [&](int64_t t, int64_t b, int64_t e) {
+    std::vector<float> pad(static_cast<size_t>(hp * wp)), dpad(static_cast<size_t>(hp * wp));
+    float* df = pp + t * g.o * g.k;
+    for (int64_t nc = b; nc < e; ++nc) {
+      const int64_t c = nc % g.c;
+      pad_plane(xp + nc * g.h * g.w, pad.data(), g, wp);
+      std::fill(dpad.begin(), dpad.end(), 0.0f);
+      dw_backward_plane(pad.data(), fp + c * g.k, gp + nc * g.l, dpad.data(), df + c * g.k, g, wp);
+      float* dx = dxp + nc * g.h * g.w;
+      for (int64_t y = 0; y < g.h; ++y)
+        std::memcpy(dx + y * g.w, dpad.data() + (y + g.pad) * wp + g.pad, g.w * sizeof(float));
+    }
+  });
+}
+
+// Depthwise, channels-last: for small planes the per-plane loops above are too short to
+// vectorise, so the sample is transposed to [H, W, C] and every tap runs over all C channels at
+// once. Padding taps see X = 0: they add |F| forward and −gy·F to dF backward.
+SHIFTADD_CLONES
+void dwcl_forward_sample(const float* __restrict xt, const float* __restrict ft, float* __restrict yt,
+                         const Geometry& g) {
+  const int64_t C = g.c;
+  for (int64_t oy = 0; oy < g.ho; ++oy) {
+    for (int64_t ox = 0; ox < g.wo; ++ox) {
+      float* __restrict out = yt + (oy * g.wo + ox) * C;
+      std::fill(out, out + C, 0.0f);
+      for (int64_t i = 0; i < g.kh; ++i) {
+        const int64_t iy = oy * g.stride - g.pad + i;
+        for (int64_t j = 0; j < g.kw; ++j) {
+          const int64_t ix = ox * g.stride - g.pad + j;
+          const float* __restrict fr = ft + (i * g.kw + j) * C;
+          if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w) {
+            for (int64_t c = 0; c < C; ++c) out[c] += std::fabs(fr[c]);
+          } else {
+            const float* __restrict xr = xt + (iy * g.w + ix) * C;
+            for (int64_t c = 0; c < C; ++c) out[c] += std::fabs(xr[c] - fr[c]);
+          }
+        }
+      }
+      for (int64_t c = 0; c < C; ++c) out[c] = -out[c];
+    }
+  }
+}
+
+SHIFTADD_CLONES
+void dwcl_backward_sample(const float* __restrict xt, const float* __restrict ft, const float* __restrict gyt,
+                          float* __restrict dxt, float* __restrict dft, const Geometry& g) {
+  const int64_t C = g.c;
+  for (int64_t oy = 0; oy < g.ho; ++oy) {
+    for (int64_t ox = 0; ox < g.wo; ++ox) {
+      const float* __restrict gr = gyt + (oy * g.wo + ox) * C;
+      for (int64_t i = 0; i < g.kh; ++i) {
+        const int64_t iy = oy * g.stride - g.pad + i;
+        for (int64_t j = 0; j < g.kw; ++j) {
+          const int64_t ix = ox * g.stride - g.pad + j;
+          const float* __restrict fr = ft + (i * g.kw + j) * C;
+          float* __restrict dfr = dft + (i * g.kw + j) * C;
+          if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w) {
+            for (int64_t c = 0; c < C; ++c) dfr[c] -= gr[c] * fr[c];
+          } else {
+            const float* __restrict xr = xt + (iy * g.w + ix) * C;
+            float* __restrict dxr = dxt + (iy * g.w + ix) * C;
+            for (int64_t c = 0; c < C; ++c) {
+              const float v = xr[c], fv = fr[c], gv = gr[c];
+              dxr[c] += gv * std::min(1.0f, std::max(-1.0f, fv - v));
+              dfr[c] += gv * (v - fv);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// Small planes (and enough channels to fill vectors) take the channels-last path.
+bool channels_last(const Geometry& g) { return g.h * g.w < 256 && g.c >= 8; }
+
+at::Tensor dwcl_forward(const at::Tensor& x, const at::Tensor& f, const Geometry& g) {
+  auto xt = x.permute({0, 2, 3, 1}).contiguous();
+  auto ft = f.reshape({g.c, g.k}).t().contiguous();
+  auto yt = at::empty({g.n, g.ho, g.wo, g.c}, x.options());
+  const float* xp = xt.data_ptr<float>();
+  const float* fp = ft.data_ptr<float>();
+  float* yp = yt.data_ptr<float>();
+  run_parallel(g.n, [&](int64_t, int64_t b, int64_t e) {
+    for (int64_t n = b; n < e; ++n) dwcl_forward_sample(xp + n * g.h * g.w * g.c, fp, yp + n * g.l * g.c, g);
+  });
+  return yt.permute({0, 3, 1, 2}).contiguous();
+}
+
+std::pair<at::Tensor, at::Tensor> dwcl_backward(const at::Tensor& x, const at::Tensor& f, const at::Tensor& gy,
+                                                const Geometry& g) {
+  auto xt = x.permute({0, 2, 3, 1}).contiguous();
+  auto gyt = gy.permute({0, 2, 3, 1}).contiguous();
+  auto ft = f.reshape({g.c, g.k}).t().contiguous();
+  auto dxt = at::zeros({g.n, g.h, g.w, g.c}, x.options());
+  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), g.n));
+  auto partial = at::zeros({threads, g.k, g.c}, x.options());
+  const float* xp = xt.data_ptr<float>();
+  const float* gp = gyt.data_ptr<float>();
+  const float* fp = ft.data_ptr<float>();
+  float* dxp = dxt.data_ptr<float>();
+  float* pp = partial.data_ptr<float>();
+  run_parallel(g.n, [&](int64_t t, int64_t b, int64_t e) {
+    for (int64_t n = b; n < e; ++n) {
+      dwcl_backward_sample(xp + n * g.h * g.w * g.c, fp, gp + n * g.l * g.c, dxp + n * g.h * g.w * g.c,
+                           pp + t * g.k * g.c, g);
+    }
+  });
+  auto dx = dxt.permute({0, 3, 1, 2}).contiguous();
+  auto df = partial.sum(0).t().contiguous().view(f.sizes());
+  return {dx, df};
+}
+
 bool applies(const at::Tensor& x, const at::Tensor& f) {
   return x.device().is_cpu() && f.device().is_cpu() && x.scalar_type() == at::kFloat &&
          f.scalar_type() == at::kFloat;
@@ -281,10 +476,15 @@ bool applies(const at::Tensor& x, const at::Tensor& f) {
 at::Tensor forward(const at::Tensor& x_in, const at::Tensor& f_in, const Geometry& g) {
   auto x = x_in.contiguous();
   auto f = f_in.contiguous();
+  if (depthwise(g) && channels_last(g)) return dwcl_forward(x, f, g);
   auto y = at::empty({g.n, g.o, g.ho, g.wo}, x.options());
   const float* xp = x.data_ptr<float>();
   const float* fp = f.data_ptr<float>();
   float* yp = y.data_ptr<float>();
+  if (depthwise(g)) {
+    dw_forward(xp, fp, yp, g);
+    return y;
+  }
   run_parallel(g.n, [&](int64_t, int64_t b, int64_t e) {
     std::vector<float> cols(static_cast<size_t>(g.k * g.l));
     for (int64_t n = b; n < e; ++n) {
@@ -302,14 +502,20 @@ std::pair<at::Tensor, at::Tensor> backward(const at::Tensor& x_in, const at::Ten
   auto x = x_in.contiguous();
   auto f = f_in.contiguous();
   auto gy = gy_in.contiguous().to(at::kFloat);
+  if (depthwise(g) && channels_last(g)) return dwcl_backward(x, f, gy, g);
   auto dx = at::zeros_like(x);
-  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), g.n));
+  const int64_t extent = depthwise(g) ? g.n * g.c : g.n;  // what run_parallel splits
+  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), extent));
   auto partial = at::zeros({threads, g.o, g.k}, x.options());
   const float* xp = x.data_ptr<float>();
   const float* fp = f.data_ptr<float>();
   const float* gp = gy.data_ptr<float>();
   float* dxp = dx.data_ptr<float>();
   float* pp = partial.data_ptr<float>();
+  if (depthwise(g)) {
+    dw_backward(xp, fp, gp, dxp, pp, g);
+    return {dx, partial.sum(0).view(f.sizes())};
+  }
   run_parallel(g.n, [&](int64_t t, int64_t b, int64_t e) {
     std::vector<float> cols(static_cast<size_t>(g.k * g.l)), dcols(static_cast<size_t>(g.k * g.l));
     float* df = pp + t * g.o * g.k;

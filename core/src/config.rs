@@ -37,6 +37,7 @@ pub struct Config {
     pub remap: RemapConfig,
     pub train: TrainConfig,
     pub eval: EvalConfig,
+    pub hw: HwConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +56,16 @@ impl DatasetName {
             Self::FashionMnist => "fashion-mnist",
             Self::Cifar10 => "cifar10",
             Self::Cifar100 => "cifar100",
+        }
+    }
+
+    /// `(channels, resolution, classes)` of the images as the models see them (Fashion-MNIST is
+    /// padded to 32 px), known without reading any file.
+    pub fn input_shape(self) -> (i64, i64, i64) {
+        match self {
+            Self::Synthetic | Self::Cifar10 => (3, 32, 10),
+            Self::FashionMnist => (1, 32, 10),
+            Self::Cifar100 => (3, 32, 100),
         }
     }
 }
@@ -358,6 +369,45 @@ impl Default for EvalConfig {
     }
 }
 
+/// How compute operations are counted (method.md §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Convention {
+    /// One op per MAC of the layer's kind.
+    Paper,
+    /// A Mult MAC = mult + add, a Shift MAC = shift + add, an Add MAC = 2 adds.
+    Full,
+}
+
+/// How the data-movement cost is found (method.md §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HwMode {
+    /// Search the loop tilings of every layer.
+    Search,
+    /// One heuristic tiling per layer, in closed form (fast; the NAS uses it).
+    Analytic,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HwConfig {
+    pub convention: Convention,
+    /// Operand width: 32 or 8 (the unit-energy table's rows; memory energy scales by bits/16).
+    pub bits: i64,
+    pub mode: HwMode,
+}
+
+impl Default for HwConfig {
+    fn default() -> Self {
+        Self {
+            convention: Convention::Paper,
+            bits: 32,
+            mode: HwMode::Search,
+        }
+    }
+}
+
 impl Config {
     /// Read a TOML file, apply `section.key=value` overrides, and validate.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
@@ -435,6 +485,13 @@ impl Config {
         range("train.keep_checkpoints", t.keep_checkpoints, 1, 1000)?;
         range("eval.batch_size", self.eval.batch_size, 1, 8192)?;
         range("eval.bn_images", self.eval.bn_images, 0, 10_000_000)?;
+        if ![8, 32].contains(&self.hw.bits) {
+            return Err(invalid(
+                "hw.bits",
+                &self.hw.bits.to_string(),
+                "must be 8 or 32 (the rows of the unit-energy table)",
+            ));
+        }
         Ok(())
     }
 }

@@ -5,6 +5,8 @@
 pub mod config;
 pub mod data;
 pub mod export;
+pub mod hw;
+pub mod layers;
 pub mod model;
 pub mod ops;
 pub mod rng;

@@ -244,7 +244,7 @@ impl OpSpec {
     }
 
     /// The operator of a conv layer (`stem`: the first conv; `pointwise`: 1×1).
-    fn conv_role(&self, stem: bool, pointwise: bool) -> OpKind {
+    pub fn conv_role(&self, stem: bool, pointwise: bool) -> OpKind {
         let mf = match self.mf_layers {
             MfLayers::Body => !stem,
             MfLayers::Pointwise => pointwise && !stem,
@@ -254,7 +254,7 @@ impl OpSpec {
     }
 
     /// The classifier's operator: MF only with `mf_layers = "all"`, and then Shift.
-    fn classifier_role(&self) -> OpKind {
+    pub fn classifier_role(&self) -> OpKind {
         if self.mf_layers == MfLayers::All && self.kind != OpKind::Mult {
             OpKind::Shift
         } else {

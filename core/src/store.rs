@@ -351,6 +351,17 @@ pub struct HistogramRow {
     pub stats: serde_json::Value,
 }
 
+/// One layer of one model's hardware cost (`detail`: a serialised [`crate::hw::LayerCost`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HwCostRow {
+    pub run: RunId,
+    /// `tiny`, `tiny-mult` or `augmented`.
+    pub model: String,
+    pub layer_index: i64,
+    pub layer: String,
+    pub detail: serde_json::Value,
+}
+
 /// A checkpoint record: files live at `path` (a stem; see `train::checkpoint`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckpointRow {
@@ -376,6 +387,8 @@ pub enum WriteOp {
     },
     Metrics(Vec<MetricRow>),
     Histograms(Vec<HistogramRow>),
+    /// A run's hardware cost: one row per (model, layer), detail as JSON.
+    HwCost(Vec<HwCostRow>),
     Log {
         run: RunId,
         level: log::Level,
@@ -651,6 +664,21 @@ fn apply_one(
                 stmt.execute(params![m.run, m.key, m.step, m.epoch, m.wall_time, m.value])?;
             }
         }
+        WriteOp::HwCost(rows) => {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO hw_cost (run_id, model, layer_index, layer, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for h in rows {
+                stmt.execute(params![
+                    h.run,
+                    h.model,
+                    h.layer_index,
+                    h.layer,
+                    h.detail.to_string()
+                ])?;
+            }
+        }
         WriteOp::Histograms(rows) => {
             let mut stmt = tx.prepare_cached(
                 "INSERT OR REPLACE INTO histograms
@@ -853,6 +881,37 @@ impl Reader {
             )
             .optional()
             .map_err(|e| self.sq(e))
+    }
+
+    /// A run's hardware-cost rows, ordered by model and layer.
+    pub fn hw_cost(&self, id: RunId) -> Result<Vec<HwCostRow>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT run_id, model, layer_index, layer, detail FROM hw_cost
+                 WHERE run_id = ?1 ORDER BY model, layer_index",
+            )
+            .map_err(|e| self.sq(e))?;
+        let rows = stmt
+            .query_map([id], |r| {
+                let text: String = r.get(4)?;
+                Ok(HwCostRow {
+                    run: r.get(0)?,
+                    model: r.get(1)?,
+                    layer_index: r.get(2)?,
+                    layer: r.get(3)?,
+                    detail: serde_json::from_str(&text).map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            4,
+                            rusqlite::types::Type::Text,
+                            Box::new(e),
+                        )
+                    })?,
+                })
+            })
+            .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
+            .map_err(|e| self.sq(e))?;
+        Ok(rows)
     }
 
     /// Histograms of a run, ordered by layer, kind, epoch.

@@ -12,13 +12,15 @@ use tch::{Device, Kind, Reduction, TchError, Tensor, nn};
 
 use crate::config::{Config, DeviceChoice, Hybrid};
 use crate::data::{self, DataError, Loader, LoaderSpec, Splits};
+use crate::hw;
 use crate::model::{ArchSpec, Exec, Net, OpSpec, Permutation, Widths};
 use crate::ops::adder;
 use crate::ops::stats::{self, Edges, Histogram, WeightStats};
 use crate::rng::Rng;
 use crate::run::{Control, ControlState, Event};
 use crate::store::{
-    CheckpointRow, HistogramRow, MetricRow, RunId, Status, StoreError, WriteOp, Writer, now_secs,
+    CheckpointRow, HistogramRow, HwCostRow, MetricRow, RunId, Status, StoreError, WriteOp, Writer,
+    now_secs,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -403,6 +405,47 @@ pub fn build_net(cfg: &Config, root: &nn::Path<'_>, d: &data::Dataset) -> Net {
     Net::new(root, spec, max, &OpSpec::from_config(cfg))
 }
 
+/// Store the hardware cost of the run's models (per layer) and the tiny model's totals as
+/// step-0 metrics `hw/*` (energy in mJ, latency in ms).
+fn record_hw_cost(ctx: &RunContext<'_>, d: &data::Dataset) -> Result<(), TrainError> {
+    let costs = hw::config_costs(
+        ctx.config,
+        d.channels as i64,
+        d.height as i64,
+        d.classes as i64,
+    );
+    let mut rows = Vec::new();
+    for (cost, model) in costs.iter().zip(["tiny", "tiny-mult", "augmented"]) {
+        for (i, l) in cost.layers.iter().enumerate() {
+            rows.push(HwCostRow {
+                run: ctx.run,
+                model: model.to_owned(),
+                layer_index: i as i64,
+                layer: l.name.clone(),
+                detail: serde_json::to_value(l).unwrap_or_default(),
+            });
+        }
+    }
+    ctx.writer.send(WriteOp::HwCost(rows))?;
+    let tiny = &costs[0];
+    let metric = |key: &str, value: f64| MetricRow {
+        run: ctx.run,
+        key: key.to_owned(),
+        step: 0,
+        epoch: 0,
+        wall_time: now_secs(),
+        value,
+    };
+    ctx.writer.send(WriteOp::Metrics(vec![
+        metric("hw/energy_mj", tiny.energy_mj),
+        metric("hw/compute_mj", tiny.compute_mj),
+        metric("hw/memory_mj", tiny.memory_mj),
+        metric("hw/latency_ms", tiny.latency_ms),
+        metric("hw/energy_mj_all_mult", costs[1].energy_mj),
+    ]))?;
+    Ok(())
+}
+
 /// Histogram rows of every MF layer's weight views at `epoch`; bin edges are fixed per layer at
 /// its first snapshot (kept in `edges`).
 pub fn weight_snapshot(
@@ -514,6 +557,7 @@ pub fn train(ctx: &RunContext<'_>) -> Result<Outcome, TrainError> {
     } else {
         let rows = weight_snapshot(&net, ctx.run, 0, &mut edges)?;
         ctx.writer.send(WriteOp::Histograms(rows))?;
+        record_hw_cost(ctx, &d)?;
     }
 
     let mut sink = MetricSink {

@@ -37,7 +37,7 @@ unsafe extern "C" {
 }
 
 /// Turn the C side's (tensor, error) pair into a `Result`, taking ownership of both.
-fn take(ptr: *mut C_tensor, err: *mut c_char) -> Result<Tensor, TchError> {
+pub(crate) fn take(ptr: *mut C_tensor, err: *mut c_char) -> Result<Tensor, TchError> {
     if ptr.is_null() {
         let msg = if err.is_null() {
             "adder_conv2d failed".to_owned()
@@ -136,6 +136,60 @@ pub fn scale_gradient(param: &Tensor, eta: f64) {
     });
 }
 
+/// The usual AdderNet formulation, written naively with unfold (im2col) on whole tensors: the
+/// pairwise `|X − F|` block `[N, G, O/G, C/G·k², L]` exists in full, in forward and again in
+/// backward. It is the reference the fast kernel is tested and benchmarked against, never used
+/// for training.
+pub mod unfold {
+    use tch::Tensor;
+
+    /// `(cols [N, G, 1, K, L], filters [1, G, O/G, K, 1], output H×W)`.
+    fn operands(x: &Tensor, f: &Tensor, s: i64, p: i64, g: i64) -> (Tensor, Tensor, (i64, i64)) {
+        let (n, _, h, w) = x.size4().expect("input is [N, C, H, W]");
+        let (o, cg, kh, kw) = f.size4().expect("weight is [O, C/G, k, k]");
+        let cols = x.im2col([kh, kw], [1, 1], [p, p], [s, s]); // [N, C·k², L]
+        let l = cols.size()[2];
+        let k = cg * kh * kw;
+        let (ho, wo) = ((h + 2 * p - kh) / s + 1, (w + 2 * p - kw) / s + 1);
+        debug_assert_eq!(ho * wo, l);
+        (
+            cols.view([n, g, 1, k, l]),
+            f.view([1, g, o / g, k, 1]),
+            (ho, wo),
+        )
+    }
+
+    /// `Y = −Σ_k |X_patch − F|`.
+    pub fn forward(x: &Tensor, f: &Tensor, s: i64, p: i64, g: i64) -> Tensor {
+        let (xc, fc, (ho, wo)) = operands(x, f, s, p, g);
+        let y = -(&xc - &fc).abs().sum_dim_intlist(3, false, x.kind()); // [N, G, O/G, L]
+        y.view([x.size()[0], f.size()[0], ho, wo])
+    }
+
+    /// `(dX, dF)` for the upstream gradient `gy`: `dF = Σ gy·(X − F)`,
+    /// `dX = col2im(Σ_o gy·clamp(F − X, −1, 1))`.
+    pub fn backward(
+        x: &Tensor,
+        f: &Tensor,
+        gy: &Tensor,
+        s: i64,
+        p: i64,
+        g: i64,
+    ) -> (Tensor, Tensor) {
+        let (n, c, h, w) = x.size4().expect("input is [N, C, H, W]");
+        let (_, _, kh, kw) = f.size4().expect("weight is [O, C/G, k, k]");
+        let (xc, fc, _) = operands(x, f, s, p, g);
+        let (og, l) = (fc.size()[2], xc.size()[4]);
+        let go = gy.reshape([n, g, og, 1, l]);
+        let df = (&go * (&xc - &fc)).sum_dim_intlist(&[0i64, 4][..], false, x.kind()); // [G, O/G, K]
+        let dcols = (&go * (&fc - &xc).clamp(-1.0, 1.0)).sum_dim_intlist(2, false, x.kind()); // [N, G, K, L]
+        let dx = dcols
+            .view([n, c * kh * kw, l])
+            .col2im([h, w], [kh, kw], [1, 1], [p, p], [s, s]);
+        (dx, df.view(f.size().as_slice()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,7 +197,6 @@ mod tests {
 
     const OPTS: (Kind, Device) = (Kind::Double, Device::Cpu);
 
-    /// The formulas of method.md §2, written naively with unfold (im2col) on the whole tensor.
     fn reference(
         x: &Tensor,
         f: &Tensor,
@@ -152,23 +205,9 @@ mod tests {
         g: i64,
         gy: &Tensor,
     ) -> (Tensor, Tensor, Tensor) {
-        let (n, c, h, w) = x.size4().expect("4-d");
-        let (o, cg, kh, kw) = f.size4().expect("4-d");
-        let cols = x.im2col([kh, kw], [1, 1], [p, p], [s, s]); // [N, C*k*k, L]
-        let l = cols.size()[2];
-        let k = cg * kh * kw;
-        let og = o / g;
-        let xc = cols.view([n, g, 1, k, l]);
-        let fc = f.view([1, g, og, k, 1]);
-        let y = -(&xc - &fc).abs().sum_dim_intlist(3, false, Kind::Double); // [N, G, Og, L]
-        let go = gy.view([n, g, og, 1, l]);
-        let df = (&go * (&xc - &fc)).sum_dim_intlist(&[0i64, 4][..], false, Kind::Double); // [G, Og, K]
-        let dcols = (&go * (&fc - &xc).clamp(-1.0, 1.0)).sum_dim_intlist(2, false, Kind::Double); // [N, G, K, L]
-        let dx = dcols
-            .view([n, c * kh * kw, l])
-            .col2im([h, w], [kh, kw], [1, 1], [p, p], [s, s]);
-        let ho = (h + 2 * p - kh) / s + 1;
-        (y.view([n, o, ho, l / ho]), dx, df.view([o, cg, kh, kw]))
+        let y = unfold::forward(x, f, s, p, g);
+        let (dx, df) = unfold::backward(x, f, gy, s, p, g);
+        (y, dx, df)
     }
 
     #[test]
@@ -230,6 +269,8 @@ mod tests {
             (2, 16, 12, 12, 24, 1, 1, 0, 1),
             (2, 4, 6, 6, 8, 3, 2, 0, 4),
             (2, 12, 17, 13, 12, 7, 2, 3, 12),
+            (1, 9, 6, 6, 9, 3, 1, 1, 9),
+            (3, 7, 4, 9, 7, 5, 1, 2, 7),
         ];
         let fopts = (Kind::Float, Device::Cpu);
         for (n, c, h, w, o, k, s, p, g) in cases {

@@ -2,10 +2,37 @@
 //! `Wq = sign(W)·2^p`, `p = clamp(round(log2|W|), −(2^(b−1)−1), 0)`; magnitudes below the smallest
 //! power map to it and zero maps to `+2^pmin`. Gradients pass straight through. Optionally the
 //! layer input is rounded to 16.16 fixed point, also straight-through.
+//!
+//! Both maps run as one autograd function (`csrc/shift.cpp`): a single pass forward, the gradient
+//! passed through untouched backward — no `x + (q − x).detach()` temporaries.
+#![allow(unsafe_code)] // FFI to csrc/shift.cpp; the call is checked below
+
+use std::ffi::c_char;
 
 use tch::Tensor;
+use torch_sys::C_tensor;
 
-use super::straight_through;
+unsafe extern "C" {
+    fn shiftadd_straight_through(
+        x: *const C_tensor,
+        op: i64,
+        arg: i64,
+        err: *mut *mut c_char,
+    ) -> *mut C_tensor;
+}
+
+const OP_FIXED_16_16: i64 = 0;
+const OP_POW2: i64 = 1;
+
+/// `q(x)` with a straight-through gradient (see `csrc/shift.cpp` for the maps).
+fn straight_through_map(x: &Tensor, op: i64, arg: i64) -> Tensor {
+    let mut err = std::ptr::null_mut();
+    // SAFETY: `x` is a live tch tensor for the duration of the call; `err` is a valid out-pointer.
+    let ptr = unsafe { shiftadd_straight_through(x.as_ptr(), op, arg, &raw mut err) };
+    // The maps accept every tensor (other dtypes and devices take an ATen path), so an error here
+    // is a broken invariant (e.g. out of memory), not bad user input.
+    super::adder::take(ptr, err).unwrap_or_else(|e| panic!("shift map failed: {e}"))
+}
 
 /// Smallest exponent for `bits`-bit shift weights (bits = 5 gives −15).
 pub fn min_exponent(bits: i64) -> i64 {
@@ -14,28 +41,17 @@ pub fn min_exponent(bits: i64) -> i64 {
 
 /// The power-of-two values themselves (no gradient path).
 pub fn quantize(w: &Tensor, bits: i64) -> Tensor {
-    let pmin = min_exponent(bits) as f64;
-    tch::no_grad(|| {
-        let sign = w.ge(0.0).to_kind(w.kind()) * 2.0 - 1.0; // zero → +1
-        let p = w
-            .abs()
-            .clamp_min(pmin.exp2())
-            .log2()
-            .round()
-            .clamp(pmin, 0.0);
-        sign * p.exp2()
-    })
+    tch::no_grad(|| straight_through_map(w, OP_POW2, min_exponent(bits)))
 }
 
 /// Power-of-two weights with a straight-through gradient to `w`.
 pub fn shift_weight(w: &Tensor, bits: i64) -> Tensor {
-    straight_through(w, &quantize(w, bits))
+    straight_through_map(w, OP_POW2, min_exponent(bits))
 }
 
 /// Round to 16.16 fixed point (multiples of 2⁻¹⁶), straight-through.
 pub fn fixed_point_16_16(x: &Tensor) -> Tensor {
-    let q = tch::no_grad(|| (x * 65536.0).round() / 65536.0);
-    straight_through(x, &q)
+    straight_through_map(x, OP_FIXED_16_16, 0)
 }
 
 /// Whether every element is ±2^p with p in [min_exponent(bits), 0] (used by export checks).
@@ -64,6 +80,55 @@ mod tests {
         assert!(!all_powers_of_two(&[0.3], 5));
         let q3 = Vec::<f32>::try_from(quantize(&Tensor::from_slice(&[0.01f32]), 3)).expect("f32");
         assert_eq!(q3, vec![0.125], "3 bits: p ≥ −3");
+    }
+
+    /// The single-pass float kernel against the formulas written with tensor ops.
+    #[test]
+    fn the_float_kernel_matches_the_formulas() {
+        tch::manual_seed(2);
+        let w = Tensor::randn([4096], (Kind::Float, tch::Device::Cpu)) * 0.3;
+        let w = Tensor::cat(
+            &[w, Tensor::from_slice(&[0.0f32, -0.0, 1e-30, 8.0, -3.0])],
+            0,
+        );
+        for bits in [3, 5, 8] {
+            let pmin = min_exponent(bits) as f64;
+            let sign = w.ge(0.0).to_kind(Kind::Float) * 2.0 - 1.0;
+            let p = w
+                .abs()
+                .clamp_min(pmin.exp2())
+                .log2()
+                .round()
+                .clamp(pmin, 0.0);
+            let expected = Vec::<f32>::try_from(sign * p.exp2()).expect("f32");
+            let got = Vec::<f32>::try_from(quantize(&w, bits)).expect("f32");
+            let v = Vec::<f32>::try_from(&w).expect("f32");
+            for ((g, e), x) in got.iter().zip(&expected).zip(&v) {
+                // Only a value within float error of a rounding boundary may differ.
+                let frac = (x.abs().max(pmin.exp2() as f32).log2().fract()).abs();
+                assert!(
+                    g == e || (frac - 0.5).abs() < 1e-5,
+                    "{x}: {g} vs {e} ({bits} bits)"
+                );
+            }
+            // The double (ATen) path gives the same values.
+            let d = Vec::<f64>::try_from(quantize(&w.to_kind(Kind::Double), bits)).expect("f64");
+            assert!(
+                d.iter()
+                    .zip(&got)
+                    .filter(|(a, b)| **a as f32 != **b)
+                    .count()
+                    <= 2
+            );
+        }
+        let x = Tensor::randn([5000], (Kind::Float, tch::Device::Cpu)) * 100.0;
+        let expected = (&x * 65536.0).round() / 65536.0;
+        assert!(fixed_point_16_16(&x).equal(&expected));
+        assert!(
+            fixed_point_16_16(&x.to_kind(Kind::Double))
+                .to_kind(Kind::Float)
+                .allclose(&expected, 0.0, 1e-5, false)
+        );
     }
 
     #[test]

@@ -1,0 +1,69 @@
+//! Hardware-cost throughput (issue 5): architectures evaluated per second by the fast analytic
+//! mode (what the NAS uses) and by the tiling search, on random augmented widths of `mbv2-tiny`
+//! and `mcunet`. Criterion prints the throughput in architectures/s (`elem/s`).
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use shiftadd_core::config::{HwConfig, HwMode, ModelName, OpKind};
+use shiftadd_core::hw;
+use shiftadd_core::layers::{self, Layer};
+use shiftadd_core::model::{ArchSpec, OpSpec, Widths};
+use shiftadd_core::rng::Rng;
+use std::time::Duration;
+
+/// 64 random sub-models (every stage, head and block draws its own factor).
+fn architectures() -> Vec<Vec<Layer>> {
+    let mut rng = Rng::new(1);
+    let ops = OpSpec {
+        kind: OpKind::Shift,
+        ..OpSpec::mult()
+    };
+    let mut out = Vec::new();
+    for i in 0..64 {
+        let model = if i % 2 == 0 {
+            ModelName::Mbv2Tiny
+        } else {
+            ModelName::Mcunet
+        };
+        let spec = ArchSpec::named(model, 3, 32, 100);
+        let mut f = |choices: &[f64]| choices[rng.below(choices.len())];
+        let stage: Vec<f64> = (0..spec.stages()).map(|_| f(&[1.0, 1.8, 2.6])).collect();
+        let expand: Vec<f64> = (0..spec.blocks.len())
+            .map(|_| f(&[1.0, 1.6, 2.2, 2.8]))
+            .collect();
+        let w = Widths::scaled(&spec, f(&[1.0, 1.8]), &stage, f(&[1.0, 1.8]), &expand);
+        out.push(layers::layers(&spec, &w, &ops, 32));
+    }
+    out
+}
+
+fn cost_models(c: &mut Criterion) {
+    let archs = architectures();
+    let mut group = c.benchmark_group("hw");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(3))
+        .throughput(Throughput::Elements(archs.len() as u64));
+    for mode in [HwMode::Analytic, HwMode::Search] {
+        let cfg = HwConfig {
+            mode,
+            ..HwConfig::default()
+        };
+        let name = if mode == HwMode::Analytic {
+            "analytic"
+        } else {
+            "search"
+        };
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                archs
+                    .iter()
+                    .map(|a| hw::model_cost("a", a, &cfg).energy_mj)
+                    .sum::<f64>()
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, cost_models);
+criterion_main!(benches);

@@ -1,0 +1,275 @@
+//! The layer list of a sub-model, in execution order, with the shapes a cost model or a benchmark
+//! needs: every conv (stem, expand, depthwise, project, head) and the classifier, each with its
+//! operator, channels, kernel, stride, groups and input/output feature-map sizes.
+//!
+//! It mirrors [`crate::model::Net::forward`] without building tensors, so it works for any
+//! architecture and widths (tiny, augmented, NAS candidates) in microseconds.
+
+use crate::config::OpKind;
+use crate::model::{ArchSpec, OpSpec, Widths};
+
+/// What a layer is, for counting and display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerKind {
+    /// A dense k×k conv (k > 1), e.g. the stem.
+    Conv,
+    /// A k×k depthwise conv (groups = channels).
+    Depthwise,
+    /// A 1×1 conv.
+    Pointwise,
+    /// The classifier.
+    Linear,
+}
+
+impl LayerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Conv => "conv",
+            Self::Depthwise => "dw",
+            Self::Pointwise => "pw",
+            Self::Linear => "linear",
+        }
+    }
+}
+
+/// One conv or linear layer of a sub-model at a given input resolution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layer {
+    pub name: String,
+    pub kind: LayerKind,
+    pub op: OpKind,
+    pub c_in: i64,
+    pub c_out: i64,
+    pub kernel: i64,
+    pub stride: i64,
+    pub groups: i64,
+    pub h_in: i64,
+    pub w_in: i64,
+    pub h_out: i64,
+    pub w_out: i64,
+    /// Followed by batch norm (every conv; not the classifier, which has a bias).
+    pub bn: bool,
+    /// Followed by ReLU6.
+    pub relu6: bool,
+    /// Its output is added to the block input (the project conv of a residual block).
+    pub residual_add: bool,
+}
+
+impl Layer {
+    /// Input channels seen by one output channel.
+    pub fn fan_in(&self) -> i64 {
+        self.c_in / self.groups * self.kernel * self.kernel
+    }
+
+    /// Multiply-accumulates (or their Shift / Add counterparts) per image.
+    pub fn macs(&self) -> i64 {
+        self.c_out * self.h_out * self.w_out * self.fan_in()
+    }
+
+    /// Weights (no BN, no bias).
+    pub fn params(&self) -> i64 {
+        self.c_out * self.fan_in()
+    }
+
+    pub fn in_activations(&self) -> i64 {
+        self.c_in * self.h_in * self.w_in
+    }
+
+    pub fn out_activations(&self) -> i64 {
+        self.c_out * self.h_out * self.w_out
+    }
+}
+
+fn out_size(size: i64, kernel: i64, stride: i64) -> i64 {
+    (size + 2 * (kernel / 2) - kernel) / stride + 1
+}
+
+/// The layers of sub-model `w` of `spec` on `resolution`-pixel square inputs, operators from `ops`.
+pub fn layers(spec: &ArchSpec, w: &Widths, ops: &OpSpec, resolution: i64) -> Vec<Layer> {
+    let mut out = Vec::with_capacity(3 * spec.blocks.len() + 3);
+    let mut size = resolution;
+    let mut push = |name: String,
+                    kind: LayerKind,
+                    op: OpKind,
+                    (c_in, c_out): (i64, i64),
+                    (kernel, stride): (i64, i64),
+                    size: &mut i64,
+                    (relu6, residual_add): (bool, bool)| {
+        let h_out = out_size(*size, kernel, stride);
+        out.push(Layer {
+            name,
+            kind,
+            op,
+            c_in,
+            c_out,
+            kernel,
+            stride,
+            groups: if kind == LayerKind::Depthwise {
+                c_in
+            } else {
+                1
+            },
+            h_in: *size,
+            w_in: *size,
+            h_out,
+            w_out: h_out,
+            bn: kind != LayerKind::Linear,
+            relu6,
+            residual_add,
+        });
+        *size = h_out;
+    };
+    push(
+        "stem.conv".into(),
+        LayerKind::Conv,
+        ops.conv_role(true, false),
+        (spec.in_channels, w.stem),
+        (3, spec.stem_stride),
+        &mut size,
+        (true, false),
+    );
+    let mut c = w.stem;
+    for (i, b) in spec.blocks.iter().enumerate() {
+        let c_block_in = c;
+        if b.expand {
+            push(
+                format!("blocks.{i}.expand"),
+                LayerKind::Pointwise,
+                ops.conv_role(false, true),
+                (c, w.mid[i]),
+                (1, 1),
+                &mut size,
+                (true, false),
+            );
+            c = w.mid[i];
+        }
+        push(
+            format!("blocks.{i}.dw"),
+            LayerKind::Depthwise,
+            ops.conv_role(false, b.kernel == 1),
+            (c, c),
+            (b.kernel, b.stride),
+            &mut size,
+            (true, false),
+        );
+        push(
+            format!("blocks.{i}.project"),
+            LayerKind::Pointwise,
+            ops.conv_role(false, true),
+            (c, w.out[i]),
+            (1, 1),
+            &mut size,
+            (false, b.residual() && c_block_in == w.out[i]),
+        );
+        c = w.out[i];
+    }
+    if let Some(h) = w.head {
+        push(
+            "head.conv".into(),
+            LayerKind::Pointwise,
+            ops.conv_role(false, true),
+            (c, h),
+            (1, 1),
+            &mut size,
+            (true, false),
+        );
+        c = h;
+    }
+    // Global average pooling, then the classifier on a 1×1 "map".
+    let mut one = 1;
+    push(
+        "fc".into(),
+        LayerKind::Linear,
+        ops.classifier_role(),
+        (c, spec.classes),
+        (1, 1),
+        &mut one,
+        (false, false),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{MfLayers, ModelName};
+    use crate::model::Net;
+    use tch::{Device, Kind, Tensor, nn};
+
+    #[test]
+    fn shapes_follow_the_forward_pass_of_the_built_model() {
+        // Run the real tiny net with hooks-free bookkeeping: the logits' shape and every layer's
+        // parameter count must agree with the stored weight slices.
+        let spec = ArchSpec::named(ModelName::Mbv2Tiny, 1, 32, 10);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let ops = OpSpec {
+            kind: OpKind::Shift,
+            ..OpSpec::mult()
+        };
+        let net = Net::new(&vs.root(), spec.clone(), Net::base_widths(&spec), &ops);
+        let w = Net::base_widths(&spec);
+        let list = layers(&spec, &w, &ops, 32);
+        let weights = vs.variables();
+        for l in &list {
+            let t = &weights[&format!("{}.weight", l.name)];
+            assert_eq!(t.numel() as i64, l.params(), "{}", l.name);
+        }
+        assert_eq!(
+            list.len(),
+            1 + 3 * spec.blocks.len() - 1 + 1 + 1,
+            "stem, blocks (first has no expand), head, fc"
+        );
+        assert_eq!(list[0].op, OpKind::Mult, "the stem stays multiplicative");
+        assert!(
+            list[1..list.len() - 1]
+                .iter()
+                .all(|l| l.op == OpKind::Shift)
+        );
+        assert_eq!(list.last().map(|l| l.op), Some(OpKind::Mult));
+        // Spatial sizes: 32 → 32 (stem, stage 1 stride 1 at 32 px) … → 4 at the head.
+        let head = &list[list.len() - 2];
+        assert_eq!((head.h_in, head.h_out, head.c_out), (4, 4, 448));
+        let x = Tensor::zeros([2, 1, 32, 32], (Kind::Float, Device::Cpu));
+        let logits = net
+            .forward(&x, &w, false, crate::model::Exec::Tiny)
+            .expect("forward");
+        assert_eq!(logits.size(), vec![2, 10]);
+        // Roles follow `mf_layers`.
+        let pw = OpSpec {
+            mf_layers: MfLayers::Pointwise,
+            ..ops
+        };
+        let list = layers(&spec, &w, &pw, 32);
+        assert!(
+            list.iter()
+                .filter(|l| l.kind == LayerKind::Depthwise)
+                .all(|l| l.op == OpKind::Mult)
+        );
+    }
+
+    #[test]
+    fn counts_match_hand_computation() {
+        let l = Layer {
+            name: "x".into(),
+            kind: LayerKind::Depthwise,
+            op: OpKind::Add,
+            c_in: 48,
+            c_out: 48,
+            kernel: 3,
+            stride: 2,
+            groups: 48,
+            h_in: 16,
+            w_in: 16,
+            h_out: 8,
+            w_out: 8,
+            bn: true,
+            relu6: true,
+            residual_add: false,
+        };
+        assert_eq!(l.macs(), 48 * 8 * 8 * 9);
+        assert_eq!(l.params(), 48 * 9);
+        assert_eq!(out_size(16, 3, 2), 8);
+        assert_eq!(out_size(32, 7, 1), 32);
+        assert_eq!(out_size(5, 3, 2), 3);
+    }
+}
