@@ -107,12 +107,26 @@ pub fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::new().filter_or("SHIFTADD_LOG", "error"))
         .format_timestamp(None)
         .init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    if cli.command.is_some() {
+        default_sigpipe();
+    }
+    match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Command-line tables end quietly when their reader goes away (`shiftadd hw … | head`), as
+/// other tools do, instead of panicking on a broken pipe.
+#[allow(unsafe_code)]
+fn default_sigpipe() {
+    // SAFETY: restores the default disposition of one signal at start-up; no handler is installed.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
