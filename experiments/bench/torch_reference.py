@@ -15,6 +15,9 @@ The same computations as the Rust benches, written the way a researcher would in
 
 Prints one JSON object on stdout: {"threads": n, "conv": {...}, "train": {...}}.
 Usage: python torch_reference.py [--threads 2] [--only conv|train] [--quick]
+       python torch_reference.py --memory MODE [--steps N] [--batch 64]
+         (build MODE's model and run N training steps, untimed: for `/usr/bin/time -v`;
+          --steps 0 gives the baseline)
 """
 
 import argparse
@@ -375,12 +378,22 @@ def train_bench(quick):
 
 
 def main():
+    global BATCH
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", choices=["conv", "train"])
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--memory", metavar="MODE")
+    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=BATCH)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.memory:
+        BATCH = args.batch
+        step = train_step_fn(args.memory)
+        for _ in range(args.steps):
+            step()
+        return
     torch.manual_seed(0)
     result = {"threads": args.threads, "torch": torch.__version__, "batch": BATCH}
     if args.only in (None, "conv"):
