@@ -1,5 +1,7 @@
-//! `shiftadd-app`: the `shiftadd` binary — thin glue over `shiftadd-core`. This crate holds the
-//! command line (progress bars, exit codes, one-line errors); the GUI arrives in a later issue.
+//! `shiftadd-app`: the `shiftadd` binary — thin glue over `shiftadd-core`: the desktop app
+//! ([`gui`]) and the command line (progress bars, exit codes, one-line errors).
+
+pub mod gui;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -34,8 +36,11 @@ struct DbArg {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Open the app (not yet available: prints this help).
-    Gui,
+    /// Open the app (the default when no command is given).
+    Gui {
+        #[command(flatten)]
+        db: DbArg,
+    },
     /// Train a run headless, with a progress bar; prints the run id.
     Train {
         /// Run configuration (TOML).
@@ -144,12 +149,8 @@ fn db_path(arg: &DbArg) -> anyhow::Result<PathBuf> {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        None | Some(Cmd::Gui) => {
-            use clap::CommandFactory;
-            Cli::command().print_help()?;
-            println!("\n\nThe desktop app is not built yet; use the commands above.");
-            Ok(ExitCode::SUCCESS)
-        }
+        None => gui::run(&db_path(&DbArg { db: None })?),
+        Some(Cmd::Gui { db }) => gui::run(&db_path(&db)?),
         Some(Cmd::Train {
             config,
             db,

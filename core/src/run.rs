@@ -3,10 +3,10 @@
 //! that something arrived. SQLite is the source of truth; events only say that something new is
 //! there. Only plain data crosses threads: configs, ids, numbers, strings.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -29,13 +29,22 @@ pub enum Command {
         /// Echoed in [`Event::Created`] / [`Event::Rejected`] so the sender knows its run.
         request: u64,
     },
+    /// Create a run now (status `queued`) and start it once no other run of this manager is
+    /// training; queued runs start one at a time, in the order they were queued.
+    Queue {
+        config: Box<Config>,
+        name: String,
+        tags: String,
+        request: u64,
+    },
     /// Continue a run that is not active from its last checkpoint (or from scratch if it has none).
     Resume { run: RunId, request: u64 },
     /// Pause a running run after its current batch.
     Pause(RunId),
     /// Continue a paused run.
     Unpause(RunId),
-    /// Stop a run after its current batch; it stays resumable from its last checkpoint.
+    /// Stop a run after its current batch (or take it off the queue); it stays resumable from
+    /// its last checkpoint.
     Stop(RunId),
     /// Stop every run, wait for them, and end the manager thread.
     Shutdown,
@@ -175,10 +184,16 @@ pub type Waker = Arc<dyn Fn() + Send + Sync>;
 pub struct ManagerHandle {
     pub commands: Sender<Command>,
     pub events: Receiver<Event>,
+    busy: Arc<AtomicUsize>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl ManagerHandle {
+    /// Runs this manager is training or holds in its queue (updated within ~0.1 s).
+    pub fn busy(&self) -> usize {
+        self.busy.load(Ordering::SeqCst)
+    }
+
     /// Stop all runs and wait for the manager to end.
     pub fn shutdown(mut self) {
         let _ = self.commands.send(Command::Shutdown);
@@ -212,6 +227,8 @@ pub fn spawn_manager(db: &Path, waker: Waker) -> Result<ManagerHandle, StoreErro
     let (cmd_tx, cmd_rx) = bounded::<Command>(64);
     let (ev_tx, ev_rx) = bounded::<Event>(1024);
     let db = db.to_path_buf();
+    let busy = Arc::new(AtomicUsize::new(0));
+    let manager_busy = busy.clone();
     let thread = std::thread::Builder::new()
         .name("run-manager".into())
         .spawn(move || {
@@ -221,6 +238,8 @@ pub fn spawn_manager(db: &Path, waker: Waker) -> Result<ManagerHandle, StoreErro
                 events: ev_tx,
                 waker,
                 runs: HashMap::new(),
+                queue: VecDeque::new(),
+                busy: manager_busy,
             }
             .serve(&cmd_rx);
         })
@@ -231,6 +250,7 @@ pub fn spawn_manager(db: &Path, waker: Waker) -> Result<ManagerHandle, StoreErro
     Ok(ManagerHandle {
         commands: cmd_tx,
         events: ev_rx,
+        busy,
         thread: Some(thread),
     })
 }
@@ -253,25 +273,64 @@ struct Manager {
     events: Sender<Event>,
     waker: Waker,
     runs: HashMap<RunId, RunThread>,
+    /// Queued runs (rows exist, status `queued`), started one at a time when nothing trains.
+    queue: VecDeque<(RunId, Config)>,
+    busy: Arc<AtomicUsize>,
 }
 
 impl Manager {
     fn serve(mut self, commands: &Receiver<Command>) {
-        while let Ok(cmd) = commands.recv() {
+        loop {
+            // Wake up now and then even without commands: a finished run lets the queue move.
+            let cmd = match commands.recv_timeout(Duration::from_millis(100)) {
+                Ok(cmd) => Some(cmd),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            };
             self.runs.retain(|_, r| !r.handle.is_finished());
             match cmd {
-                Command::Start {
+                None => {}
+                Some(Command::Start {
                     config,
                     name,
                     tags,
                     request,
-                } => self.start(*config, name, tags, request),
-                Command::Resume { run, request } => self.resume(run, request),
-                Command::Pause(run) => self.control(run, ControlState::Pause),
-                Command::Unpause(run) => self.control(run, ControlState::Run),
-                Command::Stop(run) => self.control(run, ControlState::Stop),
-                Command::Shutdown => break,
+                }) => {
+                    if let Some((run, config)) = self.create(*config, name, tags, request) {
+                        self.launch(run, config, None, HashMap::new());
+                    }
+                }
+                Some(Command::Queue {
+                    config,
+                    name,
+                    tags,
+                    request,
+                }) => {
+                    if let Some(entry) = self.create(*config, name, tags, request) {
+                        self.writer.log(
+                            entry.0,
+                            log::Level::Info,
+                            "queued: starts when no other run of this session trains".into(),
+                        );
+                        self.queue.push_back(entry);
+                    }
+                }
+                Some(Command::Resume { run, request }) => self.resume(run, request),
+                Some(Command::Pause(run)) => self.control(run, ControlState::Pause),
+                Some(Command::Unpause(run)) => self.control(run, ControlState::Run),
+                Some(Command::Stop(run)) => self.stop(run),
+                Some(Command::Shutdown) => break,
             }
+            if self.runs.is_empty()
+                && let Some((run, config)) = self.queue.pop_front()
+            {
+                self.launch(run, config, None, HashMap::new());
+            }
+            self.busy
+                .store(self.runs.len() + self.queue.len(), Ordering::SeqCst);
+        }
+        for (run, _) in std::mem::take(&mut self.queue) {
+            self.unqueue(run, "the queue was cancelled at shutdown before it started");
         }
         for r in self.runs.values() {
             r.control.set(ControlState::Stop);
@@ -279,6 +338,26 @@ impl Manager {
         for (_, r) in self.runs.drain() {
             let _ = r.handle.join();
         }
+        self.busy.store(0, Ordering::SeqCst);
+    }
+
+    fn stop(&mut self, run: RunId) {
+        if let Some(i) = self.queue.iter().position(|(id, _)| *id == run) {
+            self.queue.remove(i);
+            self.unqueue(run, "taken off the queue before it started");
+        } else {
+            self.control(run, ControlState::Stop);
+        }
+    }
+
+    /// A queued run that never started: stopped (resumable from scratch), with the reason.
+    fn unqueue(&self, run: RunId, reason: &str) {
+        self.writer
+            .status(run, Status::Stopped, Some(reason.to_owned()));
+        if let Err(e) = self.writer.flush() {
+            log::error!("run {run}: its status may be lost: {e}");
+        }
+        self.emit(Event::Stopped { run });
     }
 
     fn emit(&self, e: Event) {
@@ -293,13 +372,20 @@ impl Manager {
         }
     }
 
-    fn start(&mut self, config: Config, name: String, tags: String, request: u64) {
+    /// Check the data and create the run row; `None` (after a `Rejected` event) if either fails.
+    fn create(
+        &mut self,
+        config: Config,
+        name: String,
+        tags: String,
+        request: u64,
+    ) -> Option<(RunId, Config)> {
         if let Err(e) = data::check_available(&config.data) {
             self.emit(Event::Rejected {
                 request,
                 reason: e.to_string(),
             });
-            return;
+            return None;
         }
         let new = NewRun {
             name,
@@ -312,13 +398,18 @@ impl Manager {
         };
         match self.writer.create_run(new) {
             Ok(run) => {
+                // Counted before anyone hears of it, so `busy` never reads 0 for a created run.
+                self.busy.fetch_add(1, Ordering::SeqCst);
                 self.emit(Event::Created { request, run });
-                self.launch(run, config, None, HashMap::new());
+                Some((run, config))
             }
-            Err(e) => self.emit(Event::Rejected {
-                request,
-                reason: e.to_string(),
-            }),
+            Err(e) => {
+                self.emit(Event::Rejected {
+                    request,
+                    reason: e.to_string(),
+                });
+                None
+            }
         }
     }
 
@@ -333,7 +424,7 @@ impl Manager {
     }
 
     fn prepare_resume(&self, run: RunId) -> Result<Resume, String> {
-        if self.runs.contains_key(&run) {
+        if self.runs.contains_key(&run) || self.queue.iter().any(|(id, _)| *id == run) {
             return Err(format!("run {run} is already running"));
         }
         self.writer.flush().map_err(|e| e.to_string())?;

@@ -767,6 +767,8 @@ pub struct RunSummary {
     pub epochs_done: Option<i64>,
     pub last_val_top1: Option<f64>,
     pub best_val_top1: Option<f64>,
+    /// Energy per inference of the tiny model (`hw/energy_mj`), if recorded.
+    pub energy_mj: Option<f64>,
 }
 
 /// Read-side queries over any connection.
@@ -796,7 +798,9 @@ impl Reader {
                    (SELECT MAX(epoch) FROM metrics m WHERE m.run_id = r.id AND m.key = 'val/top1'),
                    (SELECT value FROM metrics m WHERE m.run_id = r.id AND m.key = 'val/top1'
                         ORDER BY step DESC LIMIT 1),
-                   (SELECT MAX(value) FROM metrics m WHERE m.run_id = r.id AND m.key = 'val/top1')
+                   (SELECT MAX(value) FROM metrics m WHERE m.run_id = r.id AND m.key = 'val/top1'),
+                   (SELECT value FROM metrics m WHERE m.run_id = r.id AND m.key = 'hw/energy_mj'
+                        ORDER BY step LIMIT 1)
                    FROM runs r ORDER BY r.id";
         let mut stmt = self.conn.prepare(sql).map_err(|e| self.sq(e))?;
         let rows = stmt
@@ -816,6 +820,7 @@ impl Reader {
                     epochs_done: r.get(11)?,
                     last_val_top1: r.get(12)?,
                     best_val_top1: r.get(13)?,
+                    energy_mj: r.get(14)?,
                 })
             })
             .map_err(|e| self.sq(e))?;
@@ -840,15 +845,21 @@ impl Reader {
 
     /// All metric rows of a run, ordered by key then step.
     pub fn metrics(&self, id: RunId) -> Result<Vec<MetricRow>> {
+        self.metrics_after(id, i64::MIN)
+    }
+
+    /// A run's metric rows with step > `after`, ordered by key then step (live views fetch
+    /// only what is new).
+    pub fn metrics_after(&self, id: RunId, after: i64) -> Result<Vec<MetricRow>> {
         let mut stmt = self
             .conn
-            .prepare(
+            .prepare_cached(
                 "SELECT run_id, key, step, epoch, wall_time, value FROM metrics
-                 WHERE run_id = ?1 ORDER BY key, step",
+                 WHERE run_id = ?1 AND step > ?2 ORDER BY key, step",
             )
             .map_err(|e| self.sq(e))?;
         let rows = stmt
-            .query_map([id], |r| {
+            .query_map(rusqlite::params![id, after], |r| {
                 Ok(MetricRow {
                     run: r.get(0)?,
                     key: r.get(1)?,

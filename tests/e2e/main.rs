@@ -4,6 +4,7 @@
 mod bad_input;
 mod cli;
 mod concurrency;
+mod gui;
 mod hardware;
 mod lifecycle;
 mod shiftaddaug;

@@ -1,0 +1,243 @@
+//! The app's side of the threads: the run manager's channels, and the `ui-data` thread that runs
+//! every SQLite query and file read so the UI thread never waits on I/O. Both wake the UI through
+//! the egui context when something arrives.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+use shiftadd_core::run::{Command, Event};
+use shiftadd_core::store::{HistogramRow, HwCostRow, Reader, RunId, RunSummary};
+
+use super::plot::Series;
+
+/// Requests to the `ui-data` thread.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Query {
+    /// The runs table.
+    Runs,
+    /// A run's config, logs, histograms and hardware cost (metrics come with [`Query::Metrics`]).
+    Details(RunId),
+    /// A run's metric rows with step > `after` (`None`: all, replacing what the UI holds).
+    Metrics { run: RunId, after: Option<i64> },
+    /// The `*.toml` presets of a folder.
+    Presets(PathBuf),
+}
+
+/// One row of the runs table: the stored summary plus what the table derives from the config.
+#[derive(Debug, Clone)]
+pub struct RunRow {
+    pub summary: RunSummary,
+    pub hybrid: String,
+}
+
+/// What the `ui-data` thread hands back.
+#[derive(Debug, Clone)]
+pub enum Loaded {
+    Runs(Vec<RunRow>),
+    Details(Box<Details>),
+    Metrics {
+        run: RunId,
+        /// Whether these rows replace the held ones (a full load) or extend them.
+        replace: bool,
+        series: BTreeMap<String, Series>,
+        last_step: Option<i64>,
+    },
+    Presets(Vec<Preset>),
+    /// A query failed; the message names what and why.
+    Error(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Details {
+    pub run: RunId,
+    pub config_toml: String,
+    /// (wall time, level, message)
+    pub logs: Vec<(f64, String, String)>,
+    pub histograms: Vec<HistogramRow>,
+    pub hw: Vec<HwCostRow>,
+}
+
+/// A preset file: its name (file stem) and text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preset {
+    pub name: String,
+    pub path: PathBuf,
+    pub text: String,
+}
+
+/// Everything the app talks to. Tests build one with channels they hold the other ends of.
+pub struct Backend {
+    pub db: PathBuf,
+    pub commands: Sender<Command>,
+    pub events: Receiver<Event>,
+    pub queries: Sender<Query>,
+    pub loaded: Receiver<Loaded>,
+    pub experiments_dir: PathBuf,
+}
+
+impl Backend {
+    /// A backend over the run manager's channels, with a fresh `ui-data` thread reading `db`.
+    pub fn new(
+        db: &Path,
+        experiments_dir: PathBuf,
+        commands: Sender<Command>,
+        events: Receiver<Event>,
+        ctx: &egui::Context,
+    ) -> std::io::Result<Self> {
+        let (queries, loaded) = spawn_data_thread(db.to_path_buf(), ctx.clone())?;
+        Ok(Self {
+            db: db.to_path_buf(),
+            commands,
+            events,
+            queries,
+            loaded,
+            experiments_dir,
+        })
+    }
+}
+
+/// Start the `ui-data` thread: it drains and de-duplicates queued requests, runs them, and
+/// wakes the UI after each answer.
+pub fn spawn_data_thread(
+    db: PathBuf,
+    ctx: egui::Context,
+) -> std::io::Result<(Sender<Query>, Receiver<Loaded>)> {
+    let (q_tx, q_rx) = bounded::<Query>(256);
+    let (l_tx, l_rx) = bounded::<Loaded>(256);
+    std::thread::Builder::new()
+        .name("ui-data".into())
+        .spawn(move || {
+            let mut reader: Option<Reader> = None;
+            while let Ok(first) = q_rx.recv() {
+                let mut batch = vec![first];
+                while let Ok(q) = q_rx.try_recv() {
+                    batch.push(q);
+                }
+                batch.sort();
+                batch.dedup();
+                for q in batch {
+                    let answer = answer(&db, &mut reader, q);
+                    if l_tx.send(answer).is_err() {
+                        return;
+                    }
+                    ctx.request_repaint();
+                }
+            }
+        })?;
+    Ok((q_tx, l_rx))
+}
+
+fn answer(db: &Path, reader: &mut Option<Reader>, q: Query) -> Loaded {
+    if let Query::Presets(dir) = &q {
+        return read_presets(dir);
+    }
+    if reader.is_none() {
+        if !db.exists() {
+            // Nothing recorded yet (the manager creates the file on its first write).
+            return match q {
+                Query::Runs => Loaded::Runs(Vec::new()),
+                _ => Loaded::Error(format!("database {} does not exist yet", db.display())),
+            };
+        }
+        match Reader::open(db) {
+            Ok(r) => *reader = Some(r),
+            Err(e) => return Loaded::Error(e.to_string()),
+        }
+    }
+    let Some(r) = reader.as_ref() else {
+        return Loaded::Error("no database reader".into());
+    };
+    let result = match q {
+        Query::Runs => runs(r).map(Loaded::Runs),
+        Query::Details(run) => details(r, run).map(|d| Loaded::Details(Box::new(d))),
+        Query::Metrics { run, after } => metrics(r, run, after),
+        Query::Presets(dir) => Ok(read_presets(&dir)),
+    };
+    result.unwrap_or_else(|e| {
+        // A broken connection is reopened on the next query.
+        *reader = None;
+        Loaded::Error(e)
+    })
+}
+
+fn runs(r: &Reader) -> Result<Vec<RunRow>, String> {
+    let summaries = r.runs().map_err(|e| e.to_string())?;
+    Ok(summaries
+        .into_iter()
+        .map(|summary| {
+            let hybrid = r
+                .config_toml(summary.id)
+                .ok()
+                .and_then(|t| t.parse::<toml::Table>().ok())
+                .and_then(|t| t.get("aug")?.get("hybrid")?.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            RunRow { summary, hybrid }
+        })
+        .collect())
+}
+
+fn details(r: &Reader, run: RunId) -> Result<Details, String> {
+    let e = |e: shiftadd_core::store::StoreError| e.to_string();
+    Ok(Details {
+        run,
+        config_toml: r.config_toml(run).map_err(e)?,
+        logs: r.logs(run).map_err(e)?,
+        histograms: r.histograms(run).map_err(e)?,
+        hw: r.hw_cost(run).map_err(e)?,
+    })
+}
+
+fn metrics(r: &Reader, run: RunId, after: Option<i64>) -> Result<Loaded, String> {
+    let rows = r
+        .metrics_after(run, after.unwrap_or(i64::MIN))
+        .map_err(|e| e.to_string())?;
+    let last_step = rows.iter().map(|m| m.step).max();
+    let mut series: BTreeMap<String, Series> = BTreeMap::new();
+    for m in rows {
+        let s = series.entry(m.key).or_default();
+        s.xs.push(m.step as f64);
+        s.ys.push(m.value);
+    }
+    Ok(Loaded::Metrics {
+        run,
+        replace: after.is_none(),
+        series,
+        last_step,
+    })
+}
+
+fn read_presets(dir: &Path) -> Loaded {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            return Loaded::Error(format!("cannot list presets in {}: {e}", dir.display()));
+        }
+    };
+    let mut presets: Vec<Preset> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .filter_map(|path| {
+            let text = std::fs::read_to_string(&path).ok()?;
+            let name = path.file_stem()?.to_string_lossy().into_owned();
+            Some(Preset { name, path, text })
+        })
+        .collect();
+    presets.sort_by(|a, b| a.name.cmp(&b.name));
+    Loaded::Presets(presets)
+}
+
+/// The waker the run manager calls: repaint the UI once it exists.
+pub fn lazy_waker(slot: Arc<std::sync::OnceLock<egui::Context>>) -> shiftadd_core::run::Waker {
+    Arc::new(move || {
+        if let Some(ctx) = slot.get() {
+            ctx.request_repaint();
+        }
+    })
+}
+
+/// How long the UI thread may spend draining channels per frame.
+pub const DRAIN_BUDGET: Duration = Duration::from_millis(4);

@@ -1,0 +1,336 @@
+//! Compare: two or more runs side by side — any metric overlaid with debiased-EMA smoothing (raw
+//! curve faint beneath), log-y and linked x axes; a config diff of the keys that differ; a
+//! final-metrics table; accuracy vs energy of every run with the Pareto front.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use egui_plot::{Legend, Line, MarkerShape, Plot, Points};
+use serde::{Deserialize, Serialize};
+use shiftadd_core::store::RunId;
+
+use super::ViewCtx;
+use super::data::DataCache;
+use super::export::ExportRequest;
+use super::plot::{
+    Curve, PlotStyle, color, csv_field, hover_point, pareto_front, plot_header, series_plot,
+};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CompareSettings {
+    /// The metric of each overlay plot.
+    pub metrics: [String; 2],
+    pub smoothing: f64,
+    pub log_y: bool,
+}
+
+impl Default for CompareSettings {
+    fn default() -> Self {
+        Self {
+            metrics: ["val/top1".into(), "train/loss".into()],
+            smoothing: 0.6,
+            log_y: false,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct CompareView {}
+
+/// Config keys whose values differ between `runs` (a key missing from a run counts as
+/// different), with each run's value.
+pub fn config_diff(data: &DataCache, runs: &[RunId]) -> Vec<(String, Vec<String>)> {
+    let configs: Vec<Option<&BTreeMap<String, String>>> = runs
+        .iter()
+        .map(|r| {
+            data.data
+                .get(r)
+                .filter(|d| d.details.is_some())
+                .map(|d| &d.config)
+        })
+        .collect();
+    let keys: BTreeSet<&String> = configs.iter().flatten().flat_map(|c| c.keys()).collect();
+    keys.into_iter()
+        .filter_map(|k| {
+            let values: Vec<String> = configs
+                .iter()
+                .map(|c| {
+                    c.map_or("…".into(), |c| {
+                        c.get(k).cloned().unwrap_or_else(|| "—".into())
+                    })
+                })
+                .collect();
+            let first = &values[0];
+            values
+                .iter()
+                .any(|v| v != first)
+                .then(|| (k.clone(), values))
+        })
+        .collect()
+}
+
+/// The headline numbers of a run for the final-metrics table.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Final {
+    pub best_top1: Option<f64>,
+    pub last_top1: Option<f64>,
+    pub last_loss: Option<f64>,
+    pub energy_mj: Option<f64>,
+    pub latency_ms: Option<f64>,
+    pub images_per_sec: Option<f64>,
+}
+
+pub fn final_metrics(data: &DataCache, run: RunId) -> Final {
+    let series = data.data.get(&run).map(|d| &d.series);
+    let last = |k: &str| {
+        series
+            .and_then(|s| s.get(k))
+            .and_then(super::plot::Series::last)
+            .map(|p| p.1)
+    };
+    let best = series.and_then(|s| s.get("val/top1")).and_then(|s| {
+        s.ys.iter()
+            .copied()
+            .filter(|v| v.is_finite())
+            .reduce(f64::max)
+    });
+    let row = data.row(run).map(|r| &r.summary);
+    Final {
+        best_top1: best.or(row.and_then(|r| r.best_val_top1)),
+        last_top1: last("val/top1").or(row.and_then(|r| r.last_val_top1)),
+        last_loss: last("train/epoch_loss").or(last("train/loss")),
+        energy_mj: last("hw/energy_mj").or(row.and_then(|r| r.energy_mj)),
+        latency_ms: last("hw/latency_ms"),
+        images_per_sec: last("train/epoch_images_per_sec"),
+    }
+}
+
+fn opt(v: Option<f64>, scale: f64, digits: usize) -> String {
+    v.map_or_else(|| "–".into(), |v| format!("{:.*}", digits, v * scale))
+}
+
+impl CompareView {
+    pub fn ui(&mut self, ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, settings: &mut CompareSettings) {
+        let runs: Vec<RunId> = vcx.compare.to_vec();
+        if runs.len() < 2 {
+            ui.label("Tick two or more runs in the list to compare them.");
+            if runs.len() == 1 {
+                ui.weak(format!("(#{} is ticked)", runs[0]));
+            }
+            return;
+        }
+        let name = |r: RunId| {
+            vcx.data.row(r).map_or_else(
+                || format!("#{r}"),
+                |row| format!("#{r} {}", row.summary.name),
+            )
+        };
+        let names: Vec<String> = runs.iter().map(|&r| name(r)).collect();
+        ui.horizontal(|ui| {
+            ui.heading(format!("Comparing {} runs", runs.len()));
+            ui.separator();
+            ui.add(
+                egui::Slider::new(&mut settings.smoothing, 0.0..=0.99)
+                    .text("smoothing")
+                    .fixed_decimals(2),
+            )
+            .on_hover_text(
+                "debiased exponential moving average; the raw curve stays faint beneath",
+            );
+            ui.checkbox(&mut settings.log_y, "log y");
+        });
+        let keys: BTreeSet<String> = runs
+            .iter()
+            .filter_map(|r| vcx.data.data.get(r))
+            .flat_map(|d| d.series.keys().cloned())
+            .collect();
+        let plot_h = (ui.available_height() * 0.45).max(180.0);
+        let style = PlotStyle {
+            smoothing: settings.smoothing,
+            log_y: settings.log_y,
+            link_x: Some(egui::Id::unique("compare-x")),
+            height: plot_h,
+        };
+        ui.columns(2, |cols| {
+            for (i, col) in cols.iter_mut().enumerate() {
+                egui::ComboBox::from_id_salt(("compare-metric", i))
+                    .selected_text(settings.metrics[i].clone())
+                    .width(260.0)
+                    .show_ui(col, |ui| {
+                        for k in &keys {
+                            ui.selectable_value(&mut settings.metrics[i], k.clone(), k);
+                        }
+                    })
+                    .response
+                    .accessible_name(format!("metric of plot {}", i + 1));
+                let key = settings.metrics[i].clone();
+                let curves: Vec<Curve<'_>> = runs
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(j, r)| {
+                        let s = vcx.data.data.get(r)?.series.get(&key)?;
+                        Some(Curve {
+                            name: names[j].clone(),
+                            series: s,
+                            color: color(j),
+                        })
+                    })
+                    .collect();
+                series_plot(
+                    col,
+                    &format!("compare-{i}"),
+                    &key,
+                    &curves,
+                    style,
+                    vcx.export,
+                );
+            }
+        });
+        ui.separator();
+        ui.columns(2, |cols| {
+            egui::ScrollArea::vertical()
+                .id_salt("compare-tables")
+                .show(&mut cols[0], |ui| {
+                    final_table_ui(ui, vcx.data, &runs, &names);
+                    ui.add_space(8.0);
+                    diff_ui(ui, vcx.data, &runs, &names);
+                });
+            scatter_ui(&mut cols[1], vcx, &runs);
+        });
+    }
+}
+
+fn final_table_ui(ui: &mut egui::Ui, data: &DataCache, runs: &[RunId], names: &[String]) {
+    ui.strong("Final metrics");
+    egui::Grid::new("compare-final")
+        .striped(true)
+        .show(ui, |ui| {
+            for h in [
+                "Run",
+                "Status",
+                "Best top-1 %",
+                "Last top-1 %",
+                "Loss",
+                "Energy mJ",
+                "Latency ms",
+                "img/s",
+            ] {
+                ui.strong(h);
+            }
+            ui.end_row();
+            for (j, &r) in runs.iter().enumerate() {
+                let f = final_metrics(data, r);
+                ui.colored_label(color(j), &names[j]);
+                ui.label(data.row(r).map_or("…", |row| row.summary.status.as_str()));
+                ui.label(opt(f.best_top1, 100.0, 2));
+                ui.label(opt(f.last_top1, 100.0, 2));
+                ui.label(opt(f.last_loss, 1.0, 3));
+                ui.label(opt(f.energy_mj, 1.0, 4));
+                ui.label(opt(f.latency_ms, 1.0, 3));
+                ui.label(opt(f.images_per_sec, 1.0, 0));
+                ui.end_row();
+            }
+        });
+}
+
+fn diff_ui(ui: &mut egui::Ui, data: &DataCache, runs: &[RunId], names: &[String]) {
+    let diff = config_diff(data, runs);
+    ui.strong(format!("Config diff ({} keys differ)", diff.len()));
+    if diff.is_empty() {
+        ui.weak("identical configs (or still loading)");
+        return;
+    }
+    egui::Grid::new("compare-diff")
+        .striped(true)
+        .show(ui, |ui| {
+            ui.strong("key");
+            for (j, n) in names.iter().enumerate() {
+                ui.colored_label(color(j), n);
+            }
+            ui.end_row();
+            for (k, values) in diff {
+                ui.monospace(k);
+                for v in values {
+                    ui.monospace(v);
+                }
+                ui.end_row();
+            }
+        });
+}
+
+fn scatter_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, selected: &[RunId]) {
+    let id = "compare-pareto";
+    let csv = plot_header(
+        ui,
+        id,
+        "Accuracy vs energy (all runs; ticked runs large)",
+        vcx.export,
+    );
+    let pts: Vec<(RunId, String, f64, f64)> = vcx
+        .data
+        .runs
+        .iter()
+        .filter_map(|r| {
+            let s = &r.summary;
+            Some((s.id, s.name.clone(), s.energy_mj?, s.best_val_top1? * 100.0))
+        })
+        .collect();
+    let xy: Vec<(f64, f64)> = pts.iter().map(|p| (p.2, p.3)).collect();
+    let front = pareto_front(&xy);
+    if csv {
+        let mut text = String::from("run,name,energy_mj,best_top1_pct,on_front\n");
+        for (i, (r, n, e, a)) in pts.iter().enumerate() {
+            text.push_str(&format!(
+                "{r},{},{e},{a},{}\n",
+                csv_field(n),
+                front.contains(&i)
+            ));
+        }
+        vcx.export.request(ExportRequest::Csv {
+            name: id.into(),
+            text,
+        });
+    }
+    let labels: Vec<(f64, f64, String)> = pts
+        .iter()
+        .map(|p| (p.2, p.3, format!("#{} {}", p.0, p.1)))
+        .collect();
+    let response = Plot::new(id)
+        .legend(Legend::default())
+        .height(ui.available_height().max(200.0))
+        .x_axis_label("energy per inference, mJ")
+        .y_axis_label("best top-1 %")
+        .label_formatter(move |pos| {
+            let p = hover_point(pos);
+            labels
+                .iter()
+                .min_by(|a, b| {
+                    let d = |l: &(f64, f64, String)| {
+                        (l.0 - p.x).powi(2) + ((l.1 - p.y) / 100.0).powi(2)
+                    };
+                    d(a).total_cmp(&d(b))
+                })
+                .map(|l| format!("{}\n{:.4} mJ, {:.2} %", l.2, l.0, l.1))
+        })
+        .show(ui, |p| {
+            let (sel, other): (Vec<_>, Vec<_>) = pts.iter().partition(|q| selected.contains(&q.0));
+            p.points(
+                Points::new("runs", other.iter().map(|q| [q.2, q.3]).collect::<Vec<_>>())
+                    .radius(3.0)
+                    .color(egui::Color32::GRAY),
+            );
+            for q in sel {
+                let j = selected.iter().position(|r| *r == q.0).unwrap_or(0);
+                p.points(
+                    Points::new(format!("#{} {}", q.0, q.1), vec![[q.2, q.3]])
+                        .radius(6.0)
+                        .shape(MarkerShape::Diamond)
+                        .color(color(j)),
+                );
+            }
+            let line: Vec<[f64; 2]> = front.iter().map(|&i| [pts[i].2, pts[i].3]).collect();
+            p.line(Line::new("Pareto front", line).color(egui::Color32::WHITE));
+        });
+    vcx.export
+        .capture_if_requested(ui.ctx(), id, response.response.rect);
+}

@@ -1,0 +1,362 @@
+//! What the UI holds of the database: the runs table, each opened run's series and details, and
+//! the live progress the run manager reports. Filled from [`Loaded`] answers and [`Event`]s; the
+//! views only read it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Instant;
+
+use shiftadd_core::run::Event;
+use shiftadd_core::store::RunId;
+
+use super::backend::{Details, Loaded, Query, RunRow};
+use super::plot::Series;
+
+/// Live state of a training run, from the manager's events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Live {
+    pub epoch: i64,
+    pub total_epochs: i64,
+    pub step: i64,
+    pub total_steps: i64,
+    pub loss: f64,
+    pub images_per_sec: f64,
+    pub paused: bool,
+    /// When (and at which step) the current stretch of training began, for the ETA.
+    pub since: Instant,
+    pub since_step: i64,
+}
+
+impl Live {
+    /// Seconds left at the rate seen since training (re)started.
+    pub fn eta_secs(&self, now: Instant) -> Option<f64> {
+        let done = self.step - self.since_step;
+        let elapsed = now.duration_since(self.since).as_secs_f64();
+        (done > 0 && elapsed > 0.0)
+            .then(|| (self.total_steps - self.step).max(0) as f64 * elapsed / done as f64)
+    }
+
+    pub fn fraction(&self) -> f32 {
+        if self.total_steps > 0 {
+            (self.step as f32 / self.total_steps as f32).clamp(0.0, 1.0)
+        } else {
+            0.0
+        }
+    }
+}
+
+/// One run's loaded data.
+#[derive(Debug, Clone, Default)]
+pub struct RunData {
+    pub series: BTreeMap<String, Series>,
+    pub last_step: Option<i64>,
+    pub details: Option<Details>,
+    /// Parsed config, flattened to `section.key` → value text.
+    pub config: BTreeMap<String, String>,
+}
+
+/// Everything loaded, plus bookkeeping of what to refresh.
+#[derive(Default)]
+pub struct DataCache {
+    pub runs: Vec<RunRow>,
+    pub runs_loaded: bool,
+    pub data: HashMap<RunId, RunData>,
+    pub live: HashMap<RunId, Live>,
+    /// Runs whose metrics changed since they were last fetched.
+    stale_metrics: HashSet<RunId>,
+    /// Runs whose details (logs, histograms, hardware) changed.
+    stale_details: HashSet<RunId>,
+    runs_stale: bool,
+    /// Metrics queries in flight (one at a time per run keeps `after` consistent).
+    in_flight: HashSet<RunId>,
+    pub last_error: Option<String>,
+}
+
+impl DataCache {
+    pub fn row(&self, run: RunId) -> Option<&RunRow> {
+        self.runs.iter().find(|r| r.summary.id == run)
+    }
+
+    pub fn is_active(&self, run: RunId) -> bool {
+        self.live.contains_key(&run)
+            || self.row(run).is_some_and(|r| {
+                matches!(r.summary.status.as_str(), "running" | "paused" | "queued")
+            })
+    }
+
+    /// Runs this session trains (known from events): they need a decision at window close.
+    pub fn active_here(&self) -> Vec<RunId> {
+        let mut v: Vec<RunId> = self.live.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    pub fn apply_loaded(&mut self, l: Loaded) {
+        match l {
+            Loaded::Runs(rows) => {
+                self.runs = rows;
+                self.runs_loaded = true;
+            }
+            Loaded::Details(d) => {
+                let entry = self.data.entry(d.run).or_default();
+                entry.config = flatten_config(&d.config_toml);
+                entry.details = Some(*d);
+            }
+            Loaded::Metrics {
+                run,
+                replace,
+                series,
+                last_step,
+            } => {
+                self.in_flight.remove(&run);
+                let entry = self.data.entry(run).or_default();
+                if replace {
+                    entry.series = series;
+                    entry.last_step = last_step;
+                } else {
+                    for (k, s) in series {
+                        let held = entry.series.entry(k).or_default();
+                        held.xs.extend(s.xs);
+                        held.ys.extend(s.ys);
+                    }
+                    entry.last_step = last_step.max(entry.last_step);
+                }
+            }
+            Loaded::Presets(_) => {}
+            Loaded::Error(e) => {
+                log::warn!("{e}");
+                self.last_error = Some(e);
+            }
+        }
+    }
+
+    pub fn apply_event(&mut self, e: &Event, now: Instant) {
+        match e {
+            Event::Created { run, .. } => {
+                self.runs_stale = true;
+                self.stale_details.insert(*run);
+            }
+            Event::Rejected { .. } => {}
+            Event::Running {
+                run,
+                epoch,
+                total_epochs,
+                step,
+                total_steps,
+            } => {
+                self.live.insert(
+                    *run,
+                    Live {
+                        epoch: *epoch,
+                        total_epochs: *total_epochs,
+                        step: *step,
+                        total_steps: *total_steps,
+                        loss: f64::NAN,
+                        images_per_sec: f64::NAN,
+                        paused: false,
+                        since: now,
+                        since_step: *step,
+                    },
+                );
+                // A resume truncates metrics after its checkpoint: reload them whole.
+                if let Some(d) = self.data.get_mut(run) {
+                    d.last_step = None;
+                    d.series.clear();
+                }
+                self.stale_metrics.insert(*run);
+                self.stale_details.insert(*run);
+                self.runs_stale = true;
+            }
+            Event::Progress {
+                run,
+                epoch,
+                step,
+                total_steps,
+                loss,
+                images_per_sec,
+            } => {
+                if let Some(l) = self.live.get_mut(run) {
+                    l.epoch = *epoch;
+                    l.step = *step;
+                    l.total_steps = *total_steps;
+                    l.loss = *loss;
+                    l.images_per_sec = *images_per_sec;
+                }
+                self.stale_metrics.insert(*run);
+            }
+            Event::EpochEnded { run, .. } | Event::CheckpointSaved { run, .. } => {
+                self.stale_metrics.insert(*run);
+                self.stale_details.insert(*run);
+                self.runs_stale = true;
+            }
+            Event::Paused { run } | Event::Resumed { run } => {
+                if let Some(l) = self.live.get_mut(run) {
+                    l.paused = matches!(e, Event::Paused { .. });
+                    if !l.paused {
+                        l.since = now;
+                        l.since_step = l.step;
+                    }
+                }
+                self.runs_stale = true;
+            }
+            Event::Finished { run, .. } | Event::Stopped { run } | Event::Failed { run, .. } => {
+                self.live.remove(run);
+                self.stale_metrics.insert(*run);
+                self.stale_details.insert(*run);
+                self.runs_stale = true;
+            }
+        }
+    }
+
+    pub fn mark_runs_stale(&mut self) {
+        self.runs_stale = true;
+    }
+
+    /// Ask for a run's data if it is not loaded yet.
+    pub fn want(&mut self, run: RunId) {
+        if !self.data.contains_key(&run) && !self.in_flight.contains(&run) {
+            self.stale_metrics.insert(run);
+            self.stale_details.insert(run);
+        }
+    }
+
+    /// The queries to send now for the runs in `visible` (the runs list always).
+    pub fn queries(&mut self, visible: &[RunId]) -> Vec<Query> {
+        let mut out = Vec::new();
+        if std::mem::take(&mut self.runs_stale) {
+            out.push(Query::Runs);
+        }
+        for &run in visible {
+            if self.stale_metrics.contains(&run) && !self.in_flight.contains(&run) {
+                self.stale_metrics.remove(&run);
+                self.in_flight.insert(run);
+                let after = self.data.get(&run).and_then(|d| d.last_step);
+                out.push(Query::Metrics { run, after });
+            }
+            if self.stale_details.remove(&run) {
+                out.push(Query::Details(run));
+            }
+        }
+        out
+    }
+
+    /// A query could not be sent: forget that it is in flight so it is retried.
+    pub fn unsent(&mut self, q: &Query) {
+        match q {
+            Query::Runs => self.runs_stale = true,
+            Query::Metrics { run, .. } => {
+                self.in_flight.remove(run);
+                self.stale_metrics.insert(*run);
+            }
+            Query::Details(run) => {
+                self.stale_details.insert(*run);
+            }
+            Query::Presets(_) => {}
+        }
+    }
+}
+
+/// `section.key` → value as TOML text, for config diffs.
+pub fn flatten_config(text: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return out;
+    };
+    for (section, v) in &table {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    out.insert(format!("{section}.{k}"), v.to_string());
+                }
+            }
+            other => {
+                out.insert(section.clone(), other.to_string());
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eta_uses_rate_since_start() {
+        let t0 = Instant::now();
+        let live = Live {
+            epoch: 0,
+            total_epochs: 1,
+            step: 60,
+            total_steps: 100,
+            loss: 1.0,
+            images_per_sec: 1.0,
+            paused: false,
+            since: t0,
+            since_step: 50,
+        };
+        let eta = live
+            .eta_secs(t0 + std::time::Duration::from_secs(10))
+            .expect("eta");
+        assert!((eta - 40.0).abs() < 1e-9, "{eta}");
+        assert!((live.fraction() - 0.6).abs() < 1e-6);
+    }
+
+    #[test]
+    fn incremental_metrics_extend_and_full_loads_replace() {
+        let mut c = DataCache::default();
+        let s = |xs: Vec<f64>| {
+            let ys = xs.clone();
+            BTreeMap::from([("train/loss".to_owned(), Series { xs, ys })])
+        };
+        c.want(1);
+        assert_eq!(
+            c.queries(&[1]),
+            vec![
+                Query::Metrics {
+                    run: 1,
+                    after: None
+                },
+                Query::Details(1)
+            ]
+        );
+        c.apply_loaded(Loaded::Metrics {
+            run: 1,
+            replace: true,
+            series: s(vec![1.0, 2.0]),
+            last_step: Some(2),
+        });
+        c.apply_event(
+            &Event::Progress {
+                run: 1,
+                epoch: 0,
+                step: 3,
+                total_steps: 9,
+                loss: 1.0,
+                images_per_sec: 1.0,
+            },
+            Instant::now(),
+        );
+        assert_eq!(
+            c.queries(&[1]),
+            vec![Query::Metrics {
+                run: 1,
+                after: Some(2)
+            }]
+        );
+        c.apply_loaded(Loaded::Metrics {
+            run: 1,
+            replace: false,
+            series: s(vec![3.0]),
+            last_step: Some(3),
+        });
+        assert_eq!(c.data[&1].series["train/loss"].xs, vec![1.0, 2.0, 3.0]);
+        assert!(c.queries(&[1]).is_empty(), "nothing new");
+    }
+
+    #[test]
+    fn config_flattens_to_dotted_keys() {
+        let f = flatten_config("[train]\nepochs = 3\n[data]\ndataset = \"synthetic\"\n");
+        assert_eq!(f["train.epochs"], "3");
+        assert_eq!(f["data.dataset"], "\"synthetic\"");
+    }
+}

@@ -1,0 +1,253 @@
+//! Hardware: the current run's cost on the Eyeriss-like accelerator model (method.md §7) — per
+//! layer, energy stacked by op kind and memory level; totals of the tiny MF model, the same
+//! architecture all-Mult, and the largest augmented model; latency.
+
+use egui_plot::{Bar, BarChart, Legend, Plot};
+use shiftadd_core::hw::{CLOCK_HZ, LayerCost};
+use shiftadd_core::store::HwCostRow;
+
+use super::ViewCtx;
+use super::export::ExportRequest;
+use super::plot::{hover_point, plot_header};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Model {
+    #[default]
+    Tiny,
+    TinyMult,
+    Augmented,
+}
+
+impl Model {
+    const ALL: [Self; 3] = [Self::Tiny, Self::TinyMult, Self::Augmented];
+
+    fn key(self) -> &'static str {
+        match self {
+            Self::Tiny => "tiny",
+            Self::TinyMult => "tiny-mult",
+            Self::Augmented => "augmented",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Self::Tiny => "tiny (MF)",
+            Self::TinyMult => "tiny, all Mult",
+            Self::Augmented => "largest augmented",
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct HardwareView {
+    pub model: Model,
+}
+
+/// Totals of one model from its per-layer rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Totals {
+    pub macs: i64,
+    pub compute_mj: f64,
+    pub memory_mj: f64,
+    pub latency_ms: f64,
+}
+
+impl Totals {
+    pub fn energy_mj(&self) -> f64 {
+        self.compute_mj + self.memory_mj
+    }
+
+    pub fn of(layers: &[LayerCost]) -> Self {
+        let mut t = Self::default();
+        let mut cycles = 0.0;
+        for l in layers {
+            t.macs += l.macs;
+            t.compute_mj += (l.compute_pj + l.other_pj) * 1e-9;
+            t.memory_mj += l.memory.total() * 1e-9;
+            cycles += l.cycles;
+        }
+        t.latency_ms = cycles / CLOCK_HZ * 1e3;
+        t
+    }
+}
+
+/// The layers of `model`, in order; rows that do not parse are skipped (and counted).
+pub fn layers_of(rows: &[HwCostRow], model: &str) -> (Vec<LayerCost>, usize) {
+    let mut bad = 0;
+    let layers = rows
+        .iter()
+        .filter(|r| r.model == model)
+        .filter_map(|r| {
+            serde_json::from_value(r.detail.clone())
+                .map_err(|_| bad += 1)
+                .ok()
+        })
+        .collect();
+    (layers, bad)
+}
+
+/// Energy segments per layer (µJ), in stacking order: compute of each op kind, other ops,
+/// then the memory levels.
+pub fn segments(layers: &[LayerCost]) -> Vec<(&'static str, Vec<f64>)> {
+    let uj = 1e-6;
+    let compute = |op: &str| -> Vec<f64> {
+        layers
+            .iter()
+            .map(|l| if l.op == op { l.compute_pj * uj } else { 0.0 })
+            .collect()
+    };
+    vec![
+        ("compute: Mult", compute("mult")),
+        ("compute: Shift", compute("shift")),
+        ("compute: Add", compute("add")),
+        (
+            "BN / ReLU / residual",
+            layers.iter().map(|l| l.other_pj * uj).collect(),
+        ),
+        ("DRAM", layers.iter().map(|l| l.memory.dram * uj).collect()),
+        (
+            "global buffer",
+            layers.iter().map(|l| l.memory.gb * uj).collect(),
+        ),
+        ("NoC", layers.iter().map(|l| l.memory.noc * uj).collect()),
+        ("RF", layers.iter().map(|l| l.memory.rf * uj).collect()),
+    ]
+}
+
+const SEGMENT_COLORS: [egui::Color32; 8] = [
+    egui::Color32::from_rgb(0xe0, 0x50, 0x5a),
+    egui::Color32::from_rgb(0x4e, 0x9a, 0xf0),
+    egui::Color32::from_rgb(0x5c, 0xc0, 0x6c),
+    egui::Color32::from_rgb(0xa8, 0x7c, 0xe0),
+    egui::Color32::from_rgb(0x70, 0x60, 0x50),
+    egui::Color32::from_rgb(0xc0, 0x9a, 0x6a),
+    egui::Color32::from_rgb(0xd0, 0xc8, 0x40),
+    egui::Color32::from_rgb(0x40, 0xc8, 0xd0),
+];
+
+impl HardwareView {
+    pub fn ui(&mut self, ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>) {
+        let Some(run) = vcx.current else {
+            ui.label("Select a run in the list to see its hardware cost.");
+            return;
+        };
+        let Some(details) = vcx.data.data.get(&run).and_then(|d| d.details.as_ref()) else {
+            ui.spinner();
+            return;
+        };
+        if details.hw.is_empty() {
+            ui.label(format!("Run #{run} has no hardware-cost records yet (they are written when training starts)."));
+            return;
+        }
+        ui.heading(format!("Hardware cost · run #{run}"));
+        egui::Grid::new("hw-totals").striped(true).show(ui, |ui| {
+            for h in [
+                "Model",
+                "MACs",
+                "Compute mJ",
+                "Memory mJ",
+                "Energy mJ",
+                "Latency ms",
+                "× tiny energy",
+            ] {
+                ui.strong(h);
+            }
+            ui.end_row();
+            let tiny = Totals::of(&layers_of(&details.hw, "tiny").0).energy_mj();
+            for m in Model::ALL {
+                let (layers, bad) = layers_of(&details.hw, m.key());
+                if layers.is_empty() {
+                    continue;
+                }
+                let t = Totals::of(&layers);
+                ui.label(m.title());
+                ui.label(format!("{:.2} M", t.macs as f64 / 1e6));
+                ui.label(format!("{:.4}", t.compute_mj));
+                ui.label(format!("{:.4}", t.memory_mj));
+                ui.label(format!("{:.4}", t.energy_mj()));
+                ui.label(format!("{:.3}", t.latency_ms));
+                ui.label(if tiny > 0.0 {
+                    format!("{:.2}", t.energy_mj() / tiny)
+                } else {
+                    "–".into()
+                });
+                if bad > 0 {
+                    ui.colored_label(ui.visuals().warn_fg_color, format!("{bad} rows unreadable"));
+                }
+                ui.end_row();
+            }
+        });
+        ui.separator();
+        ui.horizontal(|ui| {
+            ui.label("Per layer:");
+            for m in Model::ALL {
+                ui.radio_value(&mut self.model, m, m.title());
+            }
+        });
+        let (layers, _) = layers_of(&details.hw, self.model.key());
+        let id = format!("run{run}-hw-{}", self.model.key());
+        let csv = plot_header(
+            ui,
+            &id,
+            "Energy per layer (µJ), stacked by op kind and memory level",
+            vcx.export,
+        );
+        let segs = segments(&layers);
+        if csv {
+            let mut text = String::from("layer,name,op");
+            for (s, _) in &segs {
+                text.push_str(&format!(",{s} uJ"));
+            }
+            text.push('\n');
+            for (i, l) in layers.iter().enumerate() {
+                text.push_str(&format!("{i},{},{}", l.name, l.op));
+                for (_, v) in &segs {
+                    text.push_str(&format!(",{}", v[i]));
+                }
+                text.push('\n');
+            }
+            vcx.export.request(ExportRequest::Csv {
+                name: id.clone(),
+                text,
+            });
+        }
+        let names: Vec<String> = layers
+            .iter()
+            .map(|l| format!("{} ({})", l.name, l.op))
+            .collect();
+        let response = Plot::new(&id)
+            .legend(Legend::default())
+            .height(ui.available_height().max(200.0))
+            .x_axis_label("layer")
+            .y_axis_label("µJ")
+            .label_formatter(move |pos| {
+                let p = hover_point(pos);
+                let i = p.x.round();
+                (i >= 0.0 && (i as usize) < names.len())
+                    .then(|| format!("{}\n{:.3} µJ", names[i as usize], p.y))
+            })
+            .show(ui, |p| {
+                let mut charts: Vec<BarChart> = Vec::new();
+                for (k, (name, values)) in segs.iter().enumerate() {
+                    if values.iter().all(|v| *v == 0.0) {
+                        continue;
+                    }
+                    let bars = values
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| Bar::new(i as f64, *v).width(0.8))
+                        .collect();
+                    let below: Vec<&BarChart> = charts.iter().collect();
+                    let chart = BarChart::new(*name, bars)
+                        .color(SEGMENT_COLORS[k])
+                        .stack_on(&below);
+                    charts.push(chart);
+                }
+                for c in charts {
+                    p.bar_chart(c);
+                }
+            });
+        vcx.export
+            .capture_if_requested(ui.ctx(), &id, response.response.rect);
+    }
+}

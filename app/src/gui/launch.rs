@@ -1,0 +1,347 @@
+//! Launch: presets from `experiments/`, a form for every config key grouped by section (defaults
+//! shown, invalid values flagged inline with the CLI's messages), Launch and Queue.
+
+use shiftadd_core::run::{Command, Event};
+use shiftadd_core::store::RunId;
+
+use super::ViewCtx;
+use super::backend::Preset;
+use super::form::{Field, FieldKind, Form};
+
+#[derive(Default)]
+pub struct LaunchView {
+    pub form: Form,
+    presets: Vec<Preset>,
+    presets_loaded: bool,
+    /// Requests sent and not yet answered: (request id, queued?).
+    pending: Vec<(u64, bool)>,
+    next_request: u64,
+    /// The last answer: Ok(message) or Err(reason).
+    pub outcome: Option<Result<String, String>>,
+    created: Option<RunId>,
+}
+
+/// Request ids of the form start here (resumes from the runs list use 0).
+const FIRST_REQUEST: u64 = 1000;
+
+impl LaunchView {
+    pub fn set_presets(&mut self, presets: Vec<Preset>) {
+        let first_time = !self.presets_loaded;
+        self.presets = presets;
+        self.presets_loaded = true;
+        // Open with the default experiment ready to launch.
+        if first_time
+            && self.form.preset.is_none()
+            && let Some(p) = self
+                .presets
+                .iter()
+                .find(|p| p.name == "smoke")
+                .or(self.presets.first())
+        {
+            self.form.load_preset(&p.name, &p.text);
+        }
+    }
+
+    pub fn presets(&self) -> &[Preset] {
+        &self.presets
+    }
+
+    pub fn on_event(&mut self, e: &Event) {
+        match e {
+            Event::Created { request, run } => {
+                if let Some(i) = self.pending.iter().position(|(r, _)| r == request) {
+                    let (_, queued) = self.pending.remove(i);
+                    self.outcome = Some(Ok(if queued {
+                        format!("run {run} queued")
+                    } else {
+                        format!("run {run} started")
+                    }));
+                    if !queued {
+                        self.created = Some(*run);
+                    }
+                }
+            }
+            Event::Rejected { request, reason } => {
+                if let Some(i) = self.pending.iter().position(|(r, _)| r == request) {
+                    self.pending.remove(i);
+                    self.outcome = Some(Err(reason.clone()));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A run this view started, once (the app then shows it in Monitor).
+    pub fn take_created(&mut self) -> Option<RunId> {
+        self.created.take()
+    }
+
+    fn submit(&mut self, queue: bool, commands: &mut Vec<Command>) {
+        let Some(config) = self.form.config.clone() else {
+            return;
+        };
+        self.next_request = self.next_request.max(FIRST_REQUEST) + 1;
+        let request = self.next_request;
+        let (name, tags) = (
+            self.form.name.trim().to_owned(),
+            self.form.tags.trim().to_owned(),
+        );
+        let config = Box::new(config);
+        commands.push(if queue {
+            Command::Queue {
+                config,
+                name,
+                tags,
+                request,
+            }
+        } else {
+            Command::Start {
+                config,
+                name,
+                tags,
+                request,
+            }
+        });
+        self.pending.push((request, queue));
+        self.outcome = Some(Ok("sent to the run manager…".into()));
+    }
+
+    pub fn ui(&mut self, ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>) {
+        egui::Panel::left("presets")
+            .resizable(true)
+            .default_size(230.0)
+            .show(ui, |ui| self.presets_ui(ui));
+        egui::CentralPanel::default().show(ui, |ui| {
+            self.actions_ui(ui, vcx);
+            ui.separator();
+            egui::ScrollArea::vertical()
+                .auto_shrink([false, false])
+                .show(ui, |ui| {
+                    if form_ui(ui, &mut self.form) {
+                        self.form.validate();
+                    }
+                });
+        });
+    }
+
+    fn presets_ui(&mut self, ui: &mut egui::Ui) {
+        ui.heading("Presets");
+        if !self.presets_loaded {
+            ui.spinner();
+        }
+        let mut chosen = None;
+        egui::ScrollArea::vertical().show(ui, |ui| {
+            for (i, p) in self.presets.iter().enumerate() {
+                let selected = self.form.preset.as_deref() == Some(p.name.as_str());
+                let first_line = p
+                    .text
+                    .lines()
+                    .find_map(|l| l.strip_prefix('#'))
+                    .unwrap_or("")
+                    .trim()
+                    .to_owned();
+                let r = ui.selectable_label(selected, &p.name);
+                let r = if first_line.is_empty() {
+                    r
+                } else {
+                    r.on_hover_text(first_line)
+                };
+                if r.clicked() {
+                    chosen = Some(i);
+                }
+            }
+        });
+        if let Some(i) = chosen {
+            let p = &self.presets[i];
+            self.form.load_preset(&p.name, &p.text);
+        }
+    }
+
+    fn actions_ui(&mut self, ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>) {
+        ui.horizontal(|ui| {
+            let label = ui.label("Name");
+            ui.add(egui::TextEdit::singleline(&mut self.form.name).desired_width(200.0))
+                .labelled_by(label.id);
+            let label = ui.label("Tags");
+            ui.add(
+                egui::TextEdit::singleline(&mut self.form.tags)
+                    .hint_text("comma-separated")
+                    .desired_width(160.0),
+            )
+            .labelled_by(label.id);
+            ui.separator();
+            threads_ui(ui, &mut self.form);
+            ui.separator();
+            let ok = self.form.launchable();
+            let hint = if ok {
+                "start training now"
+            } else {
+                "fix the flagged values first"
+            };
+            if ui
+                .add_enabled(ok, egui::Button::new("Launch run"))
+                .on_hover_text(hint)
+                .on_disabled_hover_text(hint)
+                .clicked()
+            {
+                self.submit(false, vcx.commands);
+            }
+            if ui
+                .add_enabled(ok, egui::Button::new("Queue run"))
+                .on_hover_text("start when no other run of this session trains")
+                .clicked()
+            {
+                self.submit(true, vcx.commands);
+            }
+            if ui
+                .button("Reset")
+                .on_hover_text("back to the preset's values")
+                .clicked()
+            {
+                match self
+                    .presets
+                    .iter()
+                    .find(|p| Some(&p.name) == self.form.preset.as_ref())
+                {
+                    Some(p) => self.form.load_preset(&p.name, &p.text),
+                    None => self.form = Form::default(),
+                }
+            }
+        });
+        if let Some(e) = &self.form.general_error {
+            ui.colored_label(ui.visuals().error_fg_color, e);
+        }
+        let n_errors = self.form.errors.len();
+        if n_errors > 0 {
+            ui.colored_label(
+                ui.visuals().error_fg_color,
+                format!("{n_errors} invalid value(s): Launch is disabled"),
+            );
+        }
+        match &self.outcome {
+            Some(Ok(m)) => {
+                ui.label(m);
+            }
+            Some(Err(e)) => {
+                ui.colored_label(ui.visuals().error_fg_color, format!("refused: {e}"));
+            }
+            None => {}
+        }
+    }
+}
+
+/// The thread count, bound to `train.threads`.
+fn threads_ui(ui: &mut egui::Ui, form: &mut Form) {
+    let Some(f) = form.field_mut("train.threads") else {
+        return;
+    };
+    let mut n: u32 = f.text.trim().parse().unwrap_or(0);
+    let label = ui.label("Threads");
+    let r = ui
+        .add(egui::DragValue::new(&mut n).range(0..=256))
+        .labelled_by(label.id)
+        .on_hover_text("torch intra-op threads (train.threads); 0 = one per core");
+    if r.changed() {
+        f.text = n.to_string();
+        form.validate();
+    }
+}
+
+/// The form, section by section; returns whether any value changed.
+pub fn form_ui(ui: &mut egui::Ui, form: &mut Form) -> bool {
+    let mut changed = false;
+    for (section, idx) in form.sections() {
+        egui::CollapsingHeader::new(format!("[{section}]"))
+            .default_open(true)
+            .show(ui, |ui| {
+                egui::Grid::new(("form", &section))
+                    .num_columns(3)
+                    .spacing([12.0, 4.0])
+                    .show(ui, |ui| {
+                        for i in idx {
+                            let error = form.errors.get(&form.fields[i].path()).cloned();
+                            changed |= field_ui(ui, &mut form.fields[i], error.as_deref());
+                            ui.end_row();
+                        }
+                    });
+            });
+    }
+    // A message not tied to a field.
+    if let Some(e) = form.errors.get("") {
+        ui.colored_label(ui.visuals().error_fg_color, e);
+    }
+    changed
+}
+
+fn field_ui(ui: &mut egui::Ui, f: &mut Field, error: Option<&str>) -> bool {
+    let label = ui.label(&f.key);
+    if !f.doc.meaning.is_empty() {
+        label.on_hover_text(format!("{}\nallowed: {}", f.doc.meaning, f.doc.allowed));
+    }
+    let id = f.path();
+    let changed = ui
+        .horizontal(|ui| {
+            let r = match f.kind {
+                FieldKind::Bool => {
+                    let mut b = f.text.trim() == "true";
+                    let r = ui.checkbox(&mut b, "").accessible_name(&id);
+                    if r.changed() {
+                        f.text = b.to_string();
+                    }
+                    r
+                }
+                _ if !f.doc.choices.is_empty() => {
+                    let mut changed = false;
+                    let r = egui::ComboBox::from_id_salt(&id)
+                        .selected_text(f.text.clone())
+                        .show_ui(ui, |ui| {
+                            for c in &f.doc.choices {
+                                changed |= ui.selectable_value(&mut f.text, c.clone(), c).changed();
+                            }
+                        })
+                        .response
+                        .accessible_name(&id);
+                    if changed {
+                        let mut r = r;
+                        r.mark_changed();
+                        r
+                    } else {
+                        r
+                    }
+                }
+                _ => ui
+                    .add(
+                        egui::TextEdit::singleline(&mut f.text)
+                            .id_salt(&id)
+                            .desired_width(180.0)
+                            .text_color_opt(error.map(|_| ui.visuals().error_fg_color)),
+                    )
+                    .accessible_name(&id),
+            };
+            if !f.is_default() {
+                let reset = ui
+                    .small_button("reset")
+                    .on_hover_text(format!("back to the default ({})", f.default));
+                if reset.clicked() {
+                    f.text.clone_from(&f.default);
+                    return true;
+                }
+            }
+            r.changed()
+        })
+        .inner;
+    ui.vertical(|ui| {
+        ui.weak(format!("default {}", display_default(f)));
+        if let Some(e) = error {
+            ui.colored_label(ui.visuals().error_fg_color, e);
+        }
+    });
+    changed
+}
+
+fn display_default(f: &Field) -> String {
+    match f.kind {
+        FieldKind::Text if f.default.is_empty() => "\"\"".into(),
+        _ => f.default.clone(),
+    }
+}

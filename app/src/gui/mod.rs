@@ -1,0 +1,472 @@
+//! The desktop app: a runs list always at hand and the views Launch, Monitor, Weights, Hardware
+//! and Compare. The UI thread never calls tch or blocks on I/O: commands go to the run manager,
+//! queries to the `ui-data` thread, and both answer over bounded channels that the app drains
+//! under a time budget in [`eframe::App::logic`].
+
+pub mod backend;
+pub mod compare;
+pub mod data;
+pub mod export;
+pub mod form;
+pub mod hardware;
+pub mod launch;
+pub mod monitor;
+pub mod plot;
+pub mod runs;
+pub mod weights;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use shiftadd_core::run::{Command, Event, spawn_manager};
+use shiftadd_core::store::RunId;
+
+use backend::{Backend, DRAIN_BUDGET, Loaded, Query};
+use data::DataCache;
+use export::Export;
+
+/// The app's views.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum View {
+    #[default]
+    Launch,
+    Monitor,
+    Weights,
+    Hardware,
+    Compare,
+}
+
+impl View {
+    pub const ALL: [Self; 5] = [
+        Self::Launch,
+        Self::Monitor,
+        Self::Weights,
+        Self::Hardware,
+        Self::Compare,
+    ];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::Launch => "Launch",
+            Self::Monitor => "Monitor",
+            Self::Weights => "Weights",
+            Self::Hardware => "Hardware",
+            Self::Compare => "Compare",
+        }
+    }
+}
+
+/// State kept between starts (eframe stores it with the window geometry).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct Persisted {
+    pub view: View,
+    /// The run Monitor, Weights and Hardware show.
+    pub current: Option<RunId>,
+    /// Runs selected for Compare.
+    pub compare: Vec<RunId>,
+    pub runs: runs::RunsSettings,
+    pub compare_settings: compare::CompareSettings,
+}
+
+/// What to do with runs still training when the window closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitChoice {
+    /// Stop them (each stays resumable from its last checkpoint).
+    StopRuns,
+    /// Keep training without a window; the process ends when they do.
+    LeaveRunning,
+}
+
+/// Views share this per frame: the loaded data, the selection, and the outboxes.
+pub struct ViewCtx<'a> {
+    pub data: &'a mut DataCache,
+    pub current: Option<RunId>,
+    pub compare: &'a [RunId],
+    /// Commands for the run manager, sent after the frame.
+    pub commands: &'a mut Vec<Command>,
+    pub export: &'a mut Export,
+    pub now: Instant,
+}
+
+const PERSIST_KEY: &str = "shiftadd-studio";
+
+pub struct StudioApp {
+    persisted: Persisted,
+    backend: Backend,
+    data: DataCache,
+    launch: launch::LaunchView,
+    monitor: monitor::MonitorView,
+    weights: weights::WeightsView,
+    hardware: hardware::HardwareView,
+    compare: compare::CompareView,
+    export: Export,
+    outbox: Vec<Command>,
+    status: Option<String>,
+    /// The close dialog is open.
+    asking_close: bool,
+    exit_choice: Arc<Mutex<Option<ExitChoice>>>,
+    last_metrics_poll: Instant,
+    last_runs_poll: Instant,
+}
+
+impl StudioApp {
+    pub fn new(
+        backend: Backend,
+        persisted: Persisted,
+        exit_choice: Arc<Mutex<Option<ExitChoice>>>,
+    ) -> Self {
+        let export_dir = backend
+            .db
+            .parent()
+            .map_or_else(|| PathBuf::from("exports"), |p| p.join("exports"));
+        let mut app = Self {
+            persisted,
+            data: DataCache::default(),
+            launch: launch::LaunchView::default(),
+            monitor: monitor::MonitorView::default(),
+            weights: weights::WeightsView::default(),
+            hardware: hardware::HardwareView::default(),
+            compare: compare::CompareView::default(),
+            export: Export::new(export_dir),
+            outbox: Vec::new(),
+            status: None,
+            asking_close: false,
+            exit_choice,
+            last_metrics_poll: Instant::now(),
+            last_runs_poll: Instant::now(),
+            backend,
+        };
+        app.data.mark_runs_stale();
+        app.query(Query::Presets(app.backend.experiments_dir.clone()));
+        app
+    }
+
+    /// Restore persisted state from eframe's storage, if any.
+    pub fn restore(storage: Option<&dyn eframe::Storage>) -> Persisted {
+        storage
+            .and_then(|s| eframe::get_value(s, PERSIST_KEY))
+            .unwrap_or_default()
+    }
+
+    pub fn persisted(&self) -> &Persisted {
+        &self.persisted
+    }
+
+    pub fn data(&self) -> &DataCache {
+        &self.data
+    }
+
+    pub fn launch_view(&self) -> &launch::LaunchView {
+        &self.launch
+    }
+
+    pub fn export(&self) -> &Export {
+        &self.export
+    }
+
+    fn query(&mut self, q: Query) {
+        if let Err(e) = self.backend.queries.try_send(q) {
+            self.data.unsent(&e.into_inner());
+        }
+    }
+
+    fn drain(&mut self, now: Instant) {
+        let t0 = Instant::now();
+        while t0.elapsed() < DRAIN_BUDGET {
+            let Ok(e) = self.backend.events.try_recv() else {
+                break;
+            };
+            self.data.apply_event(&e, now);
+            self.launch.on_event(&e);
+            if let Event::Failed { run, reason } = &e {
+                self.status = Some(format!("run {run} failed: {reason}"));
+            }
+        }
+        while t0.elapsed() < DRAIN_BUDGET {
+            let Ok(l) = self.backend.loaded.try_recv() else {
+                break;
+            };
+            if let Loaded::Presets(p) = &l {
+                self.launch.set_presets(p.clone());
+            }
+            self.data.apply_loaded(l);
+        }
+        self.export.poll();
+    }
+
+    fn visible_runs(&self) -> Vec<RunId> {
+        match self.persisted.view {
+            View::Compare => self.persisted.compare.clone(),
+            View::Launch => Vec::new(),
+            _ => self.persisted.current.into_iter().collect(),
+        }
+    }
+
+    fn send_commands(&mut self) {
+        for c in std::mem::take(&mut self.outbox) {
+            if let Err(e) = self.backend.commands.try_send(c) {
+                self.status = Some(format!("the run manager is not answering: {e}"));
+            }
+        }
+    }
+
+    fn refresh(&mut self, now: Instant) {
+        let visible = self.visible_runs();
+        for &r in &visible {
+            self.data.want(r);
+        }
+        if now.duration_since(self.last_runs_poll) > Duration::from_secs(3) {
+            // Runs started elsewhere (the CLI, another window) show up too.
+            self.last_runs_poll = now;
+            self.data.mark_runs_stale();
+        }
+        if now.duration_since(self.last_metrics_poll) > Duration::from_millis(300) {
+            self.last_metrics_poll = now;
+            for q in self.data.queries(&visible) {
+                self.query(q);
+            }
+        }
+    }
+
+    fn handle_close(&mut self, ctx: &egui::Context) {
+        let requested = ctx.input(|i| i.viewport().close_requested());
+        let decided = self.exit_choice.lock().map(|c| c.is_some()).unwrap_or(true);
+        if requested && !decided && !self.data.active_here().is_empty() {
+            ctx.send_viewport_cmd(egui::ViewportCommand::CancelClose);
+            self.asking_close = true;
+        }
+    }
+
+    fn close_dialog(&mut self, ctx: &egui::Context) {
+        if !self.asking_close {
+            return;
+        }
+        let active = self.data.active_here();
+        let mut choice = None;
+        let mut cancel = false;
+        egui::Modal::new(egui::Id::unique("close-dialog")).show(ctx, |ui| {
+            ui.heading("Runs are still training");
+            let list: Vec<String> = active.iter().map(|r| format!("#{r}")).collect();
+            ui.label(format!(
+                "{} run(s) of this session are active: {}.",
+                active.len(),
+                list.join(", ")
+            ));
+            ui.label("Stop them (each stays resumable from its last checkpoint), or leave them training without a window — the process ends when they do, and everything is recorded either way.");
+            ui.horizontal(|ui| {
+                if ui.button("Stop runs and quit").clicked() {
+                    choice = Some(ExitChoice::StopRuns);
+                }
+                if ui.button("Leave running headless").clicked() {
+                    choice = Some(ExitChoice::LeaveRunning);
+                }
+                if ui.button("Cancel").clicked() {
+                    cancel = true;
+                }
+            });
+        });
+        if cancel {
+            self.asking_close = false;
+        }
+        if let Some(c) = choice {
+            if c == ExitChoice::LeaveRunning {
+                // A paused run left without a window would wait forever: let it continue.
+                for (run, live) in &self.data.live {
+                    if live.paused {
+                        self.outbox.push(Command::Unpause(*run));
+                    }
+                }
+            }
+            if let Ok(mut slot) = self.exit_choice.lock() {
+                *slot = Some(c);
+            }
+            self.asking_close = false;
+            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+        }
+    }
+
+    fn top_bar(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            ui.heading("ShiftAdd Studio");
+            ui.separator();
+            for v in View::ALL {
+                ui.selectable_value(&mut self.persisted.view, v, v.title());
+            }
+            ui.separator();
+            ui.weak(format!("database {}", self.backend.db.display()));
+        });
+    }
+
+    fn status_bar(&self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            let live = self.data.live.len();
+            ui.label(match live {
+                0 => "no run training".to_owned(),
+                n => format!("{n} run(s) training"),
+            });
+            if let Some(s) = self.export.status() {
+                ui.separator();
+                ui.label(s);
+            }
+            if let Some(s) = &self.status {
+                ui.separator();
+                ui.colored_label(ui.visuals().warn_fg_color, s);
+            }
+            if let Some(e) = &self.data.last_error {
+                ui.separator();
+                ui.colored_label(ui.visuals().error_fg_color, e);
+            }
+        });
+    }
+}
+
+impl eframe::App for StudioApp {
+    fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        let now = Instant::now();
+        self.drain(now);
+        self.refresh(now);
+        self.handle_close(ctx);
+        if !self.data.live.is_empty() {
+            // The ETA and elapsed times tick even when no event arrives.
+            ctx.request_repaint_after(Duration::from_millis(500));
+        }
+    }
+
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        let now = Instant::now();
+        egui::Panel::top("top").show(ui, |ui| self.top_bar(ui));
+        egui::Panel::bottom("status").show(ui, |ui| self.status_bar(ui));
+        let Self {
+            persisted,
+            data,
+            launch,
+            monitor,
+            weights,
+            hardware,
+            compare,
+            export,
+            outbox,
+            ..
+        } = self;
+        egui::Panel::left("runs")
+            .resizable(true)
+            .default_size(600.0)
+            .min_size(420.0)
+            .show(ui, |ui| {
+                runs::runs_panel(ui, data, persisted, outbox);
+            });
+        let mut vcx = ViewCtx {
+            data,
+            current: persisted.current,
+            compare: &persisted.compare,
+            commands: outbox,
+            export,
+            now,
+        };
+        egui::CentralPanel::default().show(ui, |ui| match persisted.view {
+            View::Launch => launch.ui(ui, &mut vcx),
+            View::Monitor => monitor.ui(ui, &mut vcx),
+            View::Weights => weights.ui(ui, &mut vcx),
+            View::Hardware => hardware.ui(ui, &mut vcx),
+            View::Compare => compare.ui(ui, &mut vcx, &mut persisted.compare_settings),
+        });
+        if let Some(run) = launch.take_created() {
+            // A run just created from the form: follow it.
+            persisted.current = Some(run);
+            persisted.view = View::Monitor;
+        }
+        let ctx = ui.ctx().clone();
+        self.close_dialog(&ctx);
+        self.send_commands();
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        eframe::set_value(storage, PERSIST_KEY, &self.persisted);
+    }
+}
+
+/// Open the app on `db` (creating it if needed) and return when the window closes and any
+/// runs left training headless have ended.
+pub fn run(db: &Path) -> anyhow::Result<ExitCode> {
+    let slot: Arc<OnceLock<egui::Context>> = Arc::new(OnceLock::new());
+    let manager = spawn_manager(db, backend::lazy_waker(slot.clone()))?;
+    let exit_choice = Arc::new(Mutex::new(None));
+    let experiments = experiments_dir();
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("ShiftAdd Studio")
+            .with_inner_size([1500.0, 920.0])
+            .with_min_inner_size([900.0, 600.0]),
+        ..Default::default()
+    };
+    let commands = manager.commands.clone();
+    let events = manager.events.clone();
+    let app_exit = exit_choice.clone();
+    let db_for_app = db.to_path_buf();
+    eframe::run_native(
+        "ShiftAdd Studio",
+        options,
+        Box::new(move |cc| {
+            let _ = slot.set(cc.egui_ctx.clone());
+            let backend = Backend::new(&db_for_app, experiments, commands, events, &cc.egui_ctx)?;
+            let persisted = StudioApp::restore(cc.storage);
+            Ok(Box::new(StudioApp::new(backend, persisted, app_exit)))
+        }),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot open the window: {e}"))?;
+    let choice = exit_choice.lock().ok().and_then(|c| *c);
+    finish_headless(manager, db, choice)
+}
+
+/// After the window: stop the runs, or follow them to the end on the terminal.
+pub fn finish_headless(
+    manager: shiftadd_core::run::ManagerHandle,
+    db: &Path,
+    choice: Option<ExitChoice>,
+) -> anyhow::Result<ExitCode> {
+    if choice == Some(ExitChoice::LeaveRunning) && manager.busy() > 0 {
+        eprintln!(
+            "window closed; {} run(s) keep training headless (database {}). Ctrl-C interrupts them; `shiftadd resume ID` continues.",
+            manager.busy(),
+            db.display()
+        );
+        while manager.busy() > 0 {
+            match manager.events.recv_timeout(Duration::from_millis(500)) {
+                Ok(Event::EpochEnded {
+                    run,
+                    epoch,
+                    val_top1,
+                    ..
+                }) => {
+                    eprintln!(
+                        "run {run}: epoch {epoch}: val top-1 {:.2} %",
+                        val_top1 * 100.0
+                    );
+                }
+                Ok(Event::Finished { run, val_top1 }) => {
+                    eprintln!("run {run} finished: val top-1 {:.2} %", val_top1 * 100.0);
+                }
+                Ok(Event::Failed { run, reason }) => eprintln!("run {run} failed: {reason}"),
+                Ok(Event::Stopped { run }) => eprintln!("run {run} stopped"),
+                _ => {}
+            }
+        }
+    }
+    // Shutdown stops whatever still trains after its current batch; the writer flushes.
+    manager.shutdown();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The preset folder: `./experiments` when the app starts in a checkout, else the one it was
+/// built from.
+pub fn experiments_dir() -> PathBuf {
+    let here = PathBuf::from("experiments");
+    if here.is_dir() {
+        return here;
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../experiments")
+}

@@ -1,0 +1,232 @@
+//! Monitor: the current run's live curves (loss of the tiny and augmented models, tiny top-1,
+//! learning rate, images/s), progress with epoch, step and ETA, Pause / Resume / Stop, and the
+//! run's log with its failure reason.
+
+use shiftadd_core::run::Command;
+use shiftadd_core::store::RunId;
+
+use super::ViewCtx;
+use super::data::{DataCache, RunData};
+use super::plot::{Curve, PlotStyle, Series, color, series_plot};
+
+#[derive(Default)]
+pub struct MonitorView {
+    pub show_log: bool,
+}
+
+/// `h:mm:ss` or `m:ss`.
+pub fn format_secs(s: f64) -> String {
+    if !s.is_finite() || s < 0.0 {
+        return "–".into();
+    }
+    let s = s.round() as u64;
+    if s >= 3600 {
+        format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    } else {
+        format!("{}:{:02}", s / 60, s % 60)
+    }
+}
+
+impl MonitorView {
+    pub fn ui(&mut self, ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>) {
+        let Some(run) = vcx.current else {
+            ui.label("Select a run in the list (or launch one) to monitor it.");
+            return;
+        };
+        header_ui(ui, run, vcx);
+        ui.separator();
+        let empty = RunData::default();
+        let d = vcx.data.data.get(&run).unwrap_or(&empty);
+        let log_height = if self.show_log { 180.0 } else { 24.0 };
+        let plot_h = ((ui.available_height() - log_height - 60.0) / 2.0).max(120.0);
+        let group = egui::Id::unique(("monitor-x", run));
+        let style = PlotStyle {
+            link_x: Some(group),
+            height: plot_h,
+            ..PlotStyle::default()
+        };
+        let curves = |keys: &[(&str, &str)]| -> Vec<Curve<'_>> {
+            keys.iter()
+                .enumerate()
+                .filter_map(|(i, (k, label))| {
+                    d.series.get(*k).map(|s: &Series| Curve {
+                        name: (*label).to_owned(),
+                        series: s,
+                        color: color(i),
+                    })
+                })
+                .collect()
+        };
+        ui.columns(2, |cols| {
+            series_plot(
+                &mut cols[0],
+                &format!("run{run}-loss"),
+                "Training loss",
+                &curves(&[("train/loss", "tiny"), ("train/loss_aug", "augmented")]),
+                style,
+                vcx.export,
+            );
+            series_plot(
+                &mut cols[1],
+                &format!("run{run}-top1"),
+                "Validation top-1",
+                &curves(&[("val/top1", "tiny"), ("val/top1_aug", "widest augmented")]),
+                style,
+                vcx.export,
+            );
+            series_plot(
+                &mut cols[0],
+                &format!("run{run}-lr"),
+                "Learning rate",
+                &curves(&[("train/lr", "lr")]),
+                style,
+                vcx.export,
+            );
+            series_plot(
+                &mut cols[1],
+                &format!("run{run}-speed"),
+                "Images / s",
+                &curves(&[("train/images_per_sec", "images/s")]),
+                style,
+                vcx.export,
+            );
+        });
+        egui::CollapsingHeader::new("Log")
+            .default_open(self.show_log)
+            .show(ui, |ui| {
+                self.show_log = true;
+                log_ui(ui, d);
+            })
+            .header_response
+            .clicked()
+            .then(|| self.show_log = !self.show_log);
+    }
+}
+
+fn header_ui(ui: &mut egui::Ui, run: RunId, vcx: &mut ViewCtx<'_>) {
+    let data: &DataCache = vcx.data;
+    let row = data.row(run);
+    let status = row.map_or("…", |r| r.summary.status.as_str());
+    ui.horizontal(|ui| {
+        ui.heading(format!(
+            "#{run} {}",
+            row.map_or("", |r| r.summary.name.as_str())
+        ));
+        ui.label(format!("status: {status}"));
+        if let Some(r) = row {
+            ui.weak(format!(
+                "{} · {} · {} · hybrid {}",
+                r.summary.dataset, r.summary.model, r.summary.operator, r.hybrid
+            ));
+        }
+    });
+    if let Some(reason) = row.and_then(|r| r.summary.reason.as_ref()) {
+        let failed = status == "failed";
+        let color = if failed {
+            ui.visuals().error_fg_color
+        } else {
+            ui.visuals().warn_fg_color
+        };
+        ui.colored_label(
+            color,
+            format!("{}: {reason}", if failed { "failed" } else { "note" }),
+        );
+    }
+    let live = data.live.get(&run).cloned();
+    ui.horizontal(|ui| match &live {
+        Some(l) => {
+            let eta = l.eta_secs(vcx.now).map_or_else(|| "–".into(), format_secs);
+            let text = format!(
+                "epoch {}/{} · step {}/{} · ETA {eta}{}",
+                (l.epoch + 1).min(l.total_epochs.max(1)),
+                l.total_epochs,
+                l.step,
+                l.total_steps,
+                if l.paused { " · paused" } else { "" }
+            );
+            ui.add(
+                egui::ProgressBar::new(l.fraction())
+                    .text(text)
+                    .desired_width(460.0),
+            );
+            if l.loss.is_finite() {
+                ui.label(format!("loss {:.3}", l.loss));
+            }
+            if l.images_per_sec.is_finite() {
+                ui.label(format!("{:.0} img/s", l.images_per_sec));
+            }
+            if l.paused {
+                if ui.button("Resume").clicked() {
+                    vcx.commands.push(Command::Unpause(run));
+                }
+            } else if ui.button("Pause").clicked() {
+                vcx.commands.push(Command::Pause(run));
+            }
+            if ui
+                .button("Stop")
+                .on_hover_text("stop after the current batch; resumable from the last checkpoint")
+                .clicked()
+            {
+                vcx.commands.push(Command::Stop(run));
+            }
+        }
+        None => {
+            let resumable = matches!(status, "stopped" | "interrupted" | "failed");
+            if status == "queued" {
+                ui.label("waiting in the queue");
+                if ui
+                    .button("Stop")
+                    .on_hover_text("take it off the queue")
+                    .clicked()
+                {
+                    vcx.commands.push(Command::Stop(run));
+                }
+            } else if resumable
+                && ui
+                    .button("Resume")
+                    .on_hover_text("continue from the last checkpoint")
+                    .clicked()
+            {
+                vcx.commands.push(Command::Resume { run, request: 0 });
+            }
+        }
+    });
+}
+
+fn log_ui(ui: &mut egui::Ui, d: &RunData) {
+    let Some(details) = &d.details else {
+        ui.spinner();
+        return;
+    };
+    egui::ScrollArea::vertical()
+        .max_height(150.0)
+        .stick_to_bottom(true)
+        .auto_shrink([false, true])
+        .show(ui, |ui| {
+            let t0 = details.logs.first().map_or(0.0, |l| l.0);
+            for (t, level, msg) in &details.logs {
+                let color = match level.as_str() {
+                    "ERROR" => ui.visuals().error_fg_color,
+                    "WARN" => ui.visuals().warn_fg_color,
+                    _ => ui.visuals().text_color(),
+                };
+                ui.colored_label(
+                    color,
+                    format!("{:>8} {level:<5} {msg}", format_secs(t - t0)),
+                );
+            }
+        });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(format_secs(59.4), "0:59");
+        assert_eq!(format_secs(61.0), "1:01");
+        assert_eq!(format_secs(3725.0), "1:02:05");
+        assert_eq!(format_secs(f64::NAN), "–");
+    }
+}

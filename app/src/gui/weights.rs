@@ -1,0 +1,399 @@
+//! Weights: the weight discrepancy of the current run's MF layers. A table of every layer with
+//! its numbers (kurtosis, KL to the fitted Gaussian / Laplace, Wasserstein-1 to the stored
+//! weights); for the chosen layer the stored, remapped and power-of-two histograms overlaid on
+//! their shared bin edges with fitted Gaussian and Laplace curves, an epoch slider, and a
+//! histogram-over-epochs heat map.
+
+use std::collections::BTreeMap;
+
+use egui_plot::{Heatmap, Legend, Line, Plot, PlotPoint};
+use shiftadd_core::store::HistogramRow;
+
+use super::ViewCtx;
+use super::export::{Export, ExportRequest};
+use super::plot::{color, csv_field, plot_header};
+
+#[derive(Default)]
+pub struct WeightsView {
+    pub layer: Option<String>,
+    /// Index into the layer's epochs; `None` follows the latest.
+    pub epoch_index: Option<usize>,
+    pub heat_kind: HeatKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HeatKind {
+    #[default]
+    Stored,
+    Remapped,
+}
+
+/// One layer's histograms: kind → epoch → row.
+type LayerHists<'a> = BTreeMap<&'a str, BTreeMap<i64, &'a HistogramRow>>;
+
+fn by_layer(rows: &[HistogramRow]) -> BTreeMap<&str, LayerHists<'_>> {
+    let mut out: BTreeMap<&str, LayerHists<'_>> = BTreeMap::new();
+    for r in rows {
+        out.entry(r.layer.as_str())
+            .or_default()
+            .entry(r.kind.as_str())
+            .or_default()
+            .insert(r.epoch, r);
+    }
+    out
+}
+
+fn stat(r: Option<&&HistogramRow>, key: &str) -> Option<f64> {
+    r.and_then(|r| r.stats.get(key))
+        .and_then(serde_json::Value::as_f64)
+}
+
+fn num(v: Option<f64>) -> String {
+    v.map_or_else(|| "–".into(), |v| format!("{v:.3}"))
+}
+
+/// Expected count per bin of a fitted density: `total · pdf(center) · width`.
+pub fn fitted_counts(edges: &[f64], total: f64, pdf: impl Fn(f64) -> f64) -> Vec<[f64; 2]> {
+    edges
+        .windows(2)
+        .map(|w| {
+            let c = 0.5 * (w[0] + w[1]);
+            [c, total * pdf(c) * (w[1] - w[0])]
+        })
+        .collect()
+}
+
+pub fn gaussian_pdf(mean: f64, std: f64) -> impl Fn(f64) -> f64 {
+    move |x| {
+        let z = (x - mean) / std;
+        (-0.5 * z * z).exp() / (std * (2.0 * std::f64::consts::PI).sqrt())
+    }
+}
+
+/// Laplace with the same mean and standard deviation (scale b = std / √2).
+pub fn laplace_pdf(mean: f64, std: f64) -> impl Fn(f64) -> f64 {
+    let b = std / std::f64::consts::SQRT_2;
+    move |x| (-(x - mean).abs() / b).exp() / (2.0 * b)
+}
+
+/// A histogram as a step outline: (edge, count) corners.
+fn steps(r: &HistogramRow) -> Vec<[f64; 2]> {
+    let mut pts = Vec::with_capacity(2 * r.counts.len() + 2);
+    for (i, &c) in r.counts.iter().enumerate() {
+        let (a, b) = (r.edges[i], r.edges[i + 1]);
+        pts.push([a, c as f64]);
+        pts.push([b, c as f64]);
+    }
+    pts
+}
+
+impl WeightsView {
+    pub fn ui(&mut self, ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>) {
+        let Some(run) = vcx.current else {
+            ui.label("Select a run in the list to see its weight distributions.");
+            return;
+        };
+        let ViewCtx { data, export, .. } = vcx;
+        let Some(details) = data.data.get(&run).and_then(|d| d.details.as_ref()) else {
+            ui.spinner();
+            return;
+        };
+        let layers = by_layer(&details.histograms);
+        if layers.is_empty() {
+            ui.label(format!(
+                "Run #{run} has no MF layers (a multiplicative tiny model): nothing is remapped."
+            ));
+            return;
+        }
+        if self
+            .layer
+            .as_deref()
+            .is_none_or(|l| !layers.contains_key(l))
+        {
+            self.layer = layers.keys().next().map(|s| (*s).to_owned());
+        }
+        ui.heading(format!("Weight discrepancy · run #{run}"));
+        egui::Panel::top("weights-table")
+            .resizable(true)
+            .default_size(200.0)
+            .show(ui, |ui| {
+                egui::ScrollArea::vertical()
+                    .auto_shrink([false, false])
+                    .show(ui, |ui| self.table_ui(ui, &layers));
+            });
+        let Some(layer) = self.layer.clone() else {
+            return;
+        };
+        let Some(hists) = layers.get(layer.as_str()) else {
+            return;
+        };
+        let Some(stored) = hists.get("stored") else {
+            return;
+        };
+        let epochs: Vec<i64> = stored.keys().copied().collect();
+        let last = epochs.len().saturating_sub(1);
+        let mut idx = self.epoch_index.unwrap_or(last).min(last);
+        ui.horizontal(|ui| {
+            ui.strong(&layer);
+            let slider = egui::Slider::new(&mut idx, 0..=last)
+                .text("epoch index")
+                .custom_formatter(|v, _| {
+                    epochs
+                        .get(v as usize)
+                        .map_or_else(String::new, |e| format!("{e}"))
+                });
+            if ui.add_enabled(last > 0, slider).changed() {
+                self.epoch_index = Some(idx);
+            }
+            let epoch = epochs.get(idx).copied().unwrap_or(0);
+            ui.label(format!(
+                "showing epoch {epoch}{}",
+                if epoch == 0 { " (before training)" } else { "" }
+            ));
+            if self.epoch_index.is_some() && ui.small_button("latest").clicked() {
+                self.epoch_index = None;
+            }
+        });
+        let epoch = epochs.get(idx).copied().unwrap_or(0);
+        let avail = ui.available_height();
+        ui.columns(2, |cols| {
+            histogram_ui(
+                &mut cols[0],
+                run,
+                &layer,
+                hists,
+                epoch,
+                avail - 30.0,
+                export,
+            );
+            self.heatmap_ui(
+                &mut cols[1],
+                run,
+                &layer,
+                hists,
+                epoch,
+                avail - 60.0,
+                export,
+            );
+        });
+    }
+
+    fn table_ui(&mut self, ui: &mut egui::Ui, layers: &BTreeMap<&str, LayerHists<'_>>) {
+        egui::Grid::new("weights-layers")
+            .striped(true)
+            .num_columns(8)
+            .show(ui, |ui| {
+                for h in [
+                    "Layer",
+                    "Op",
+                    "Kurtosis stored",
+                    "Kurtosis remapped",
+                    "KL to Gauss, remapped",
+                    "KL to Laplace, remapped",
+                    "W1 remapped",
+                    "W1 pow2",
+                ] {
+                    ui.strong(h);
+                }
+                ui.end_row();
+                for (name, hists) in layers {
+                    let latest = |kind: &str| hists.get(kind).and_then(|e| e.values().next_back());
+                    let (s, r, p) = (latest("stored"), latest("remapped"), latest("pow2"));
+                    let selected = self.layer.as_deref() == Some(*name);
+                    if ui.selectable_label(selected, *name).clicked() {
+                        self.layer = Some((*name).to_owned());
+                    }
+                    ui.label(
+                        s.and_then(|r| r.stats.get("op"))
+                            .and_then(serde_json::Value::as_str)
+                            .unwrap_or(""),
+                    );
+                    ui.label(num(stat(s, "kurtosis")));
+                    ui.label(num(stat(r, "kurtosis")));
+                    ui.label(num(stat(r, "kl_gaussian")));
+                    ui.label(num(stat(r, "kl_laplace")));
+                    ui.label(num(stat(r, "w1_to_stored")));
+                    ui.label(num(stat(p, "w1_to_stored")));
+                    ui.end_row();
+                }
+            });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn heatmap_ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        run: i64,
+        layer: &str,
+        hists: &LayerHists<'_>,
+        epoch: i64,
+        height: f32,
+        export: &mut Export,
+    ) {
+        let id = format!("run{run}-{layer}-heatmap");
+        let kind = match self.heat_kind {
+            HeatKind::Stored => "stored",
+            HeatKind::Remapped => "remapped",
+        };
+        let csv = plot_header(ui, &id, "Histogram over epochs (log counts)", export);
+        ui.horizontal(|ui| {
+            ui.radio_value(&mut self.heat_kind, HeatKind::Stored, "stored");
+            ui.radio_value(&mut self.heat_kind, HeatKind::Remapped, "remapped");
+        });
+        let Some(rows) = hists.get(kind) else { return };
+        let cols = rows.values().next().map_or(0, |r| r.counts.len());
+        // Row 0 at the bottom: the first epoch; the heat map draws its first row at the top.
+        let mut values = Vec::with_capacity(rows.len() * cols);
+        for r in rows.values().rev() {
+            if r.counts.len() == cols {
+                values.extend(r.counts.iter().map(|&c| (c as f64).ln_1p()));
+            }
+        }
+        if csv {
+            let mut text = String::from("epoch,bin_low,bin_high,count\n");
+            for (e, r) in rows {
+                for (i, c) in r.counts.iter().enumerate() {
+                    text.push_str(&format!("{e},{},{},{c}\n", r.edges[i], r.edges[i + 1]));
+                }
+            }
+            export.request(ExportRequest::Csv {
+                name: id.clone(),
+                text,
+            });
+        }
+        let n_rows = values.len() / cols.max(1);
+        let response = Plot::new(&id)
+            .height(height.max(150.0))
+            .x_axis_label("bin")
+            .y_axis_label("epoch (bottom: first)")
+            .show(ui, |p| {
+                if n_rows > 0 {
+                    p.heatmap(
+                        Heatmap::new(values, cols)
+                            .show_labels(false)
+                            .at(PlotPoint::new(0.0, 0.0))
+                            .tile_size(1.0, 1.0),
+                    );
+                    let row = rows.keys().position(|e| *e == epoch).unwrap_or(0);
+                    let y = (n_rows - 1 - row) as f64 + 0.5;
+                    p.line(
+                        Line::new("shown epoch", vec![[0.0, y], [cols as f64, y]])
+                            .color(egui::Color32::WHITE),
+                    );
+                }
+            });
+        export.capture_if_requested(ui.ctx(), &id, response.response.rect);
+    }
+}
+
+fn histogram_ui(
+    ui: &mut egui::Ui,
+    run: i64,
+    layer: &str,
+    hists: &LayerHists<'_>,
+    epoch: i64,
+    height: f32,
+    export: &mut Export,
+) {
+    let id = format!("run{run}-{layer}-hist");
+    let csv = plot_header(ui, &id, "Stored vs remapped weights", export);
+    let rows: Vec<(&str, &HistogramRow)> = ["stored", "remapped", "pow2"]
+        .into_iter()
+        .filter_map(|k| Some((k, *hists.get(k)?.get(&epoch)?)))
+        .collect();
+    let Some((_, stored)) = rows.first().copied() else {
+        ui.label("no histogram at this epoch");
+        return;
+    };
+    let total = stored.counts.iter().sum::<u64>() as f64;
+    let mean = stat(Some(&stored), "mean").unwrap_or(0.0);
+    let std = stat(Some(&stored), "std").unwrap_or(0.0);
+    let fits: Vec<(&str, Vec<[f64; 2]>)> = if std > 0.0 {
+        vec![
+            (
+                "Gaussian fit",
+                fitted_counts(&stored.edges, total, gaussian_pdf(mean, std)),
+            ),
+            (
+                "Laplace fit",
+                fitted_counts(&stored.edges, total, laplace_pdf(mean, std)),
+            ),
+        ]
+    } else {
+        Vec::new()
+    };
+    ui.label(format!(
+        "epoch {epoch} · {} weights · out of range {} below, {} above",
+        stored.counts.iter().sum::<u64>() + stored.underflow + stored.overflow,
+        stored.underflow,
+        stored.overflow
+    ));
+    if csv {
+        let mut text = String::from("series,bin_low,bin_high,count\n");
+        for (k, r) in &rows {
+            for (i, c) in r.counts.iter().enumerate() {
+                text.push_str(&format!("{k},{},{},{c}\n", r.edges[i], r.edges[i + 1]));
+            }
+        }
+        for (name, pts) in &fits {
+            for (i, [_, y]) in pts.iter().enumerate() {
+                text.push_str(&format!(
+                    "{},{},{},{y}\n",
+                    csv_field(name),
+                    stored.edges[i],
+                    stored.edges[i + 1]
+                ));
+            }
+        }
+        export.request(ExportRequest::Csv {
+            name: id.clone(),
+            text,
+        });
+    }
+    let response = Plot::new(&id)
+        .height(height.max(150.0))
+        .legend(Legend::default())
+        .x_axis_label("weight")
+        .y_axis_label("count")
+        .show(ui, |p| {
+            for (i, (k, r)) in rows.iter().enumerate() {
+                p.line(
+                    Line::new(*k, steps(r))
+                        .color(color(i))
+                        .fill(0.0)
+                        .fill_alpha(0.15),
+                );
+            }
+            for (i, (name, pts)) in fits.iter().enumerate() {
+                p.line(
+                    Line::new(*name, pts.clone())
+                        .color(color(5 + i))
+                        .style(egui_plot::LineStyle::dashed_loose()),
+                );
+            }
+        });
+    export.capture_if_requested(ui.ctx(), &id, response.response.rect);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fitted_densities_integrate_to_the_total() {
+        let edges: Vec<f64> = (0..=400).map(|i| -10.0 + 0.05 * f64::from(i)).collect();
+        for pdf in [
+            Box::new(gaussian_pdf(0.5, 1.5)) as Box<dyn Fn(f64) -> f64>,
+            Box::new(laplace_pdf(0.5, 1.5)),
+        ] {
+            let sum: f64 = fitted_counts(&edges, 1000.0, pdf)
+                .iter()
+                .map(|p| p[1])
+                .sum();
+            assert!((sum - 1000.0).abs() < 5.0, "{sum}");
+        }
+        // Same std: Laplace variance 2b² = std².
+        let b = 1.5 / std::f64::consts::SQRT_2;
+        assert!((2.0 * b * b - 1.5 * 1.5).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,413 @@
+//! The desktop app driven through AccessKit (egui_kittest): a fake run manager (channels this
+//! test holds) or the real one, and databases written through the store. No GPU, no window.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+use egui_kittest::Harness;
+use egui_kittest::kittest::{NodeT, Queryable};
+use shiftadd_app::gui::backend::Backend;
+use shiftadd_app::gui::{ExitChoice, Persisted, StudioApp, View, finish_headless};
+use shiftadd_core::Config;
+use shiftadd_core::run::{Command, Event, ManagerHandle, spawn_manager};
+use shiftadd_core::store::{
+    HistogramRow, MetricRow, NewRun, Reader, RunId, Status, WriteOp, Writer,
+};
+
+use crate::support::tiny_config;
+
+fn experiments() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../experiments")
+}
+
+/// The app over channels the test holds: (harness, commands sent, events to inject, exit choice).
+struct Fake {
+    harness: Harness<'static, StudioApp>,
+    commands: Receiver<Command>,
+    events: Sender<Event>,
+    exit: Arc<Mutex<Option<ExitChoice>>>,
+}
+
+fn fake_app(db: &Path, persisted: Persisted) -> Fake {
+    let (cmd_tx, cmd_rx) = bounded(64);
+    let (ev_tx, ev_rx) = bounded(64);
+    let exit = Arc::new(Mutex::new(None));
+    let app_exit = exit.clone();
+    let db = db.to_path_buf();
+    let harness = Harness::builder()
+        .with_size([1500.0, 950.0])
+        .build_eframe(move |cc| {
+            let backend = Backend::new(&db, experiments(), cmd_tx, ev_rx, &cc.egui_ctx)
+                .expect("ui-data thread");
+            StudioApp::new(backend, persisted, app_exit)
+        });
+    Fake {
+        harness,
+        commands: cmd_rx,
+        events: ev_tx,
+        exit,
+    }
+}
+
+/// Step the app until `done` holds (the data thread answers asynchronously).
+fn wait_for(
+    h: &mut Harness<'static, StudioApp>,
+    what: &str,
+    done: impl Fn(&Harness<'static, StudioApp>) -> bool,
+) {
+    let t0 = Instant::now();
+    loop {
+        h.step();
+        if done(h) {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn has_label(h: &Harness<'static, StudioApp>, label: &str) -> bool {
+    h.query_all_by_label(label).next().is_some()
+}
+
+/// Wait for the widget labelled `label`, then click it.
+fn click(h: &mut Harness<'static, StudioApp>, label: &str) {
+    wait_for(h, label, |h| has_label(h, label));
+    h.get_by_label(label).click();
+    h.step();
+}
+
+fn has_label_containing(h: &Harness<'static, StudioApp>, part: &str) -> bool {
+    h.query_by_label_contains(part).is_some()
+}
+
+/// Two finished runs that differ in `train.lr`, with metrics and weight histograms at epochs
+/// 0, 1, 2 (underflow = 10·epoch + 1, so each epoch is recognisable).
+fn seeded_db(dir: &Path) -> PathBuf {
+    let db = dir.join("seeded.db");
+    let w = Writer::open(&db).expect("db");
+    for (name, lr) in [("alpha", 0.1), ("beta", 0.05)] {
+        let mut cfg = Config::default();
+        cfg.train.lr = lr;
+        let run = w
+            .create_run(NewRun {
+                name: name.into(),
+                config_toml: cfg.to_toml(),
+                dataset: "synthetic".into(),
+                model: "micro".into(),
+                operator: "add".into(),
+                seed: 0,
+                tags: "gui-test".into(),
+            })
+            .expect("run");
+        let metric = |key: &str, step: i64, value: f64| MetricRow {
+            run,
+            key: key.into(),
+            step,
+            epoch: step / 10,
+            wall_time: 0.0,
+            value,
+        };
+        let mut rows: Vec<MetricRow> = (0..30)
+            .map(|s| metric("train/loss", s, 2.0 / (1.0 + s as f64)))
+            .collect();
+        rows.extend((1..=3).map(|e| metric("val/top1", e * 10, 0.2 * e as f64 + lr)));
+        rows.push(metric("hw/energy_mj", 0, 1.0 + lr));
+        w.send(WriteOp::Metrics(rows)).expect("metrics");
+        let edges: Vec<f64> = (0..=10).map(|i| -1.0 + 0.2 * f64::from(i)).collect();
+        let hist = |kind: &str, epoch: i64| HistogramRow {
+            run,
+            layer: "blocks.0.pw".into(),
+            kind: kind.into(),
+            epoch,
+            edges: edges.clone(),
+            counts: vec![1, 2, 5, 9, 14, 14, 9, 5, 2, 1],
+            underflow: 10 * epoch as u64 + 1,
+            overflow: 0,
+            stats: serde_json::json!({"mean": 0.0, "std": 0.4, "kurtosis": 3.0 + epoch as f64,
+                "kl_gaussian": 0.01, "kl_laplace": 0.2, "w1_to_stored": 0.05, "op": "add"}),
+        };
+        let hists = (0..3)
+            .flat_map(|e| [hist("stored", e), hist("remapped", e)])
+            .collect();
+        w.send(WriteOp::Histograms(hists)).expect("histograms");
+        w.status(run, Status::Finished, None);
+    }
+    w.flush().expect("flush");
+    db
+}
+
+#[test]
+fn launching_a_preset_sends_its_config() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut f = fake_app(&dir.path().join("new.db"), Persisted::default());
+    let h = &mut f.harness;
+    wait_for(h, "presets", |h| has_label(h, "smoke-shift-aug"));
+    h.get_by_label("smoke-shift-aug").click();
+    h.step();
+    h.get_by_label("Launch run").click();
+    h.step();
+    let cmd = f.commands.try_recv().expect("a command was sent");
+    let Command::Start { config, name, .. } = cmd else {
+        panic!("expected Start, got {cmd:?}")
+    };
+    assert_eq!(name, "smoke-shift-aug");
+    let expected =
+        Config::load(&experiments().join("smoke-shift-aug.toml"), &[]).expect("preset parses");
+    assert_eq!(
+        *config, expected,
+        "the form sends the preset's resolved config"
+    );
+    // The manager's answer is shown, and the app follows the new run in Monitor.
+    f.events
+        .send(Event::Created {
+            request: 1001,
+            run: 42,
+        })
+        .expect("event");
+    wait_for(h, "the run to be followed", |h| {
+        h.state().persisted().view == View::Monitor && h.state().persisted().current == Some(42)
+    });
+}
+
+#[test]
+fn invalid_value_disables_launch_and_shows_the_message() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut f = fake_app(&dir.path().join("new.db"), Persisted::default());
+    let h = &mut f.harness;
+    wait_for(h, "presets", |h| has_label(h, "smoke"));
+    h.get_by_label("train.epochs").set_text_value_accesskit("0");
+    h.step();
+    h.step();
+    let cli_message = Config::from_toml_str("", "form", &["train.epochs=0".into()])
+        .expect_err("refused")
+        .to_string();
+    assert!(has_label(h, &cli_message), "inline message: {cli_message}");
+    assert!(
+        h.get_by_label("Launch run").accesskit_node().is_disabled(),
+        "Launch is disabled"
+    );
+    h.get_by_label("Launch run").click();
+    h.step();
+    assert!(f.commands.try_recv().is_err(), "nothing was sent");
+    // Fixing the value enables it again.
+    h.get_by_label("train.epochs").set_text_value_accesskit("2");
+    h.step();
+    h.step();
+    assert!(!h.get_by_label("Launch run").accesskit_node().is_disabled());
+}
+
+#[test]
+fn selecting_two_runs_shows_their_config_diff() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = seeded_db(dir.path());
+    let mut f = fake_app(&db, Persisted::default());
+    let h = &mut f.harness;
+    wait_for(h, "the runs list", |h| has_label(h, "#2"));
+    h.get_by_label("#1").click();
+    h.step();
+    h.get_by_label("#2").click();
+    h.step();
+    assert_eq!(h.state().persisted().compare, vec![1, 2]);
+    click(h, "Compare 2");
+    wait_for(h, "the config diff", |h| {
+        has_label(h, "Config diff (1 keys differ)")
+    });
+    assert!(has_label(h, "train.lr"), "the differing key is listed");
+    assert!(
+        has_label(h, "0.1") && has_label(h, "0.05"),
+        "with each run's value"
+    );
+    assert!(!has_label(h, "train.epochs"), "equal keys are not listed");
+    assert_eq!(h.state().persisted().compare, vec![1, 2]);
+}
+
+#[test]
+fn epoch_slider_changes_the_histogram_shown() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = seeded_db(dir.path());
+    let persisted = Persisted {
+        view: View::Weights,
+        current: Some(1),
+        ..Persisted::default()
+    };
+    let mut f = fake_app(&db, persisted);
+    let h = &mut f.harness;
+    // Latest epoch first: underflow 21.
+    wait_for(h, "the histogram", |h| {
+        has_label_containing(h, "out of range 21 below")
+    });
+    assert!(has_label(h, "blocks.0.pw"), "the MF layer is listed");
+    h.get_by_role(egui::accesskit::Role::Slider)
+        .decrement_accesskit();
+    wait_for(h, "epoch 1", |h| {
+        has_label_containing(h, "out of range 11 below")
+    });
+    assert!(has_label(h, "showing epoch 1"));
+    h.get_by_role(egui::accesskit::Role::Slider)
+        .decrement_accesskit();
+    wait_for(h, "epoch 0", |h| {
+        has_label_containing(h, "out of range 1 below")
+    });
+    assert!(has_label(h, "showing epoch 0 (before training)"));
+}
+
+#[test]
+fn closing_while_training_asks_and_records_the_choice() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut f = fake_app(&dir.path().join("new.db"), Persisted::default());
+    let h = &mut f.harness;
+    let close = |h: &mut Harness<'static, StudioApp>| {
+        h.input_mut()
+            .viewports
+            .entry(egui::ViewportId::ROOT)
+            .or_default()
+            .events
+            .push(egui::ViewportEvent::Close);
+        h.step();
+        // The harness keeps viewport events until told otherwise.
+        if let Some(v) = h.input_mut().viewports.get_mut(&egui::ViewportId::ROOT) {
+            v.events.clear();
+        }
+        h.step();
+    };
+    // Nothing trains: no question.
+    close(h);
+    assert!(!has_label(h, "Runs are still training"));
+    f.events
+        .send(Event::Running {
+            run: 7,
+            epoch: 0,
+            total_epochs: 3,
+            step: 0,
+            total_steps: 300,
+        })
+        .expect("event");
+    h.step();
+    close(h);
+    assert!(has_label(h, "Runs are still training"), "the dialog opens");
+    click(h, "Cancel");
+    wait_for(h, "the dialog to close", |h| {
+        !has_label(h, "Runs are still training")
+    });
+    assert_eq!(*f.exit.lock().expect("lock"), None);
+    close(h);
+    click(h, "Leave running headless");
+    assert_eq!(
+        *f.exit.lock().expect("lock"),
+        Some(ExitChoice::LeaveRunning)
+    );
+}
+
+/// The real manager behind the app: Launch trains, Stop stops, and the database agrees.
+#[test]
+fn stop_stops_a_real_run() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("live.db");
+    let slot: Arc<OnceLock<egui::Context>> = Arc::new(OnceLock::new());
+    let manager =
+        spawn_manager(&db, shiftadd_app::gui::backend::lazy_waker(slot.clone())).expect("manager");
+    let (commands, events) = (manager.commands.clone(), manager.events.clone());
+    let exit = Arc::new(Mutex::new(None));
+    let app_db = db.clone();
+    let mut h = Harness::builder()
+        .with_size([1500.0, 950.0])
+        .build_eframe(move |cc| {
+            let _ = slot.set(cc.egui_ctx.clone());
+            let backend = Backend::new(&app_db, experiments(), commands, events, &cc.egui_ctx)
+                .expect("ui-data thread");
+            StudioApp::new(backend, Persisted::default(), exit)
+        });
+    wait_for(&mut h, "presets", |h| has_label(h, "smoke"));
+    for (key, value) in [
+        ("data.synthetic_train", "2000"),
+        ("train.epochs", "50"),
+        ("train.threads", "1"),
+    ] {
+        h.get_by_label(key).set_text_value_accesskit(value);
+        h.step();
+    }
+    h.get_by_label("Launch run").click();
+    wait_for(&mut h, "training to start", |h| {
+        has_label(h, "Stop") && has_label_containing(h, "step ")
+    });
+    let run = h
+        .state()
+        .persisted()
+        .current
+        .expect("the new run is current");
+    h.get_by_label("Stop").click();
+    wait_for(&mut h, "the run to stop", |h| {
+        has_label(h, "status: stopped")
+    });
+    let reader = Reader::open(&db).expect("reader");
+    assert_eq!(reader.run(run).expect("run").status, "stopped");
+    assert!(h.state().data().live.is_empty());
+    drop(h);
+    manager.shutdown();
+}
+
+fn start(manager: &ManagerHandle, config: &Path) -> RunId {
+    let cfg = Config::load(config, &[]).expect("config");
+    manager
+        .commands
+        .send(Command::Start {
+            config: Box::new(cfg),
+            name: "headless".into(),
+            tags: String::new(),
+            request: 1,
+        })
+        .expect("send");
+    loop {
+        match manager.events.recv_timeout(Duration::from_secs(120)) {
+            Ok(Event::Created { run, .. }) => return run,
+            Ok(Event::Rejected { reason, .. }) => panic!("{reason}"),
+            Ok(_) => {}
+            Err(e) => panic!("no Created event: {e}"),
+        }
+    }
+}
+
+/// After the window closes: "leave running" trains to the end, "stop" stops; nothing is lost.
+#[test]
+fn window_close_choices_keep_every_record() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("headless.db");
+    let manager = spawn_manager(&db, Arc::new(|| {})).expect("manager");
+    let run = start(&manager, &tiny_config(dir.path(), "short", 200, 1));
+    finish_headless(manager, &db, Some(ExitChoice::LeaveRunning)).expect("headless");
+    let reader = Reader::open(&db).expect("reader");
+    assert_eq!(reader.run(run).expect("run").status, "finished");
+    assert!(
+        reader
+            .metrics(run)
+            .expect("metrics")
+            .iter()
+            .any(|m| m.key == "val/top1")
+    );
+
+    let manager = spawn_manager(&db, Arc::new(|| {})).expect("manager");
+    let run = start(&manager, &tiny_config(dir.path(), "long", 2000, 50));
+    loop {
+        if let Ok(Event::Progress { .. }) = manager.events.recv_timeout(Duration::from_secs(120)) {
+            break;
+        }
+    }
+    finish_headless(manager, &db, Some(ExitChoice::StopRuns)).expect("stop");
+    let reader = Reader::open(&db).expect("reader");
+    let summary = reader.run(run).expect("run");
+    assert_eq!(summary.status, "stopped");
+    assert!(
+        reader
+            .metrics(run)
+            .expect("metrics")
+            .iter()
+            .any(|m| m.key == "train/loss"),
+        "metrics recorded before the stop are kept"
+    );
+}
