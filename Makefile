@@ -1,5 +1,5 @@
 # ShiftAdd Studio — two commands on a fresh machine:
-#   make run    set up what is missing, build, run the default experiment
+#   make run    set up what is missing, build, open the app (headless: train the default experiment)
 #   make test   set up what is missing, then lint and run the whole test suite
 # Both are idempotent. Set-up installs the PyPI `torch` wheel that `tch` expects into the
 # git-ignored .venv (libtorch comes from it), and the Debian Fashion-MNIST package when apt works.
@@ -39,9 +39,14 @@ build: setup
 	cargo build
 
 run: build
-	@if [ -n "$$DISPLAY$$WAYLAND_DISPLAY" ]; then echo "run: the desktop app is not built yet; running headless"; fi
-	cargo run --quiet -p shiftadd-app --bin shiftadd -- train $(DEFAULT_EXPERIMENT)
-	@echo "run: results are in the database named above; list them with: cargo run -q --bin shiftadd -- runs"
+	@if [ -n "$$DISPLAY$$WAYLAND_DISPLAY" ]; then \
+		echo "run: opening ShiftAdd Studio (the default experiment is ready in Launch)"; \
+		cargo run --quiet -p shiftadd-app --bin shiftadd; \
+	else \
+		echo "run: no display; training the default experiment headless"; \
+		cargo run --quiet -p shiftadd-app --bin shiftadd -- train $(DEFAULT_EXPERIMENT) && \
+		echo "run: results are in the database named above; list them with: cargo run -q --bin shiftadd -- runs"; \
+	fi
 
 lint: setup
 	cargo fmt --all --check

@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use shiftadd_core::run::{Command, Event, ManagerHandle, spawn_manager};
 use shiftadd_core::store::{self, Reader, RunId};
-use shiftadd_core::{Config, export, hw};
+use shiftadd_core::{Config, export, hw, nas};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -62,6 +62,20 @@ enum Cmd {
         /// Comma-separated tags stored with the run.
         #[arg(long, default_value = "")]
         tags: String,
+    },
+    /// Two-stage hardware-aware NAS: a multiplicative SubNet, then the MF TargetNet inside it.
+    /// A rerun with the same config resumes the search (stored candidates are not retrained).
+    Nas {
+        /// Search configuration (TOML; the `[nas]` section and the training recipe).
+        config: PathBuf,
+        #[command(flatten)]
+        db: DbArg,
+        /// Override a config key, e.g. --set nas.budget=1.5 (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Then train the best TargetNet with the full recipe (ShiftAddAug), with a progress bar.
+        #[arg(long)]
+        train_best: bool,
     },
     /// Continue an interrupted or stopped run from its last checkpoint.
     Resume {
@@ -178,6 +192,50 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 config: Box::new(cfg),
                 name,
                 tags,
+                request: 1,
+            })?;
+            follow(manager, &db)
+        }
+        Some(Cmd::Nas {
+            config,
+            db,
+            sets,
+            train_best,
+        }) => {
+            let cfg = Config::load(&config, &sets)?;
+            let name = config
+                .file_stem()
+                .map_or_else(|| "nas".into(), |s| s.to_string_lossy().into_owned());
+            let db = db_path(&db)?;
+            let manager = open_manager(&db)?;
+            let outcome = nas::search(&cfg, &db, &name, &manager, &mut |line| eprintln!("{line}"))
+                .map_err(anyhow::Error::msg)?;
+            let unit = nas::unit(cfg.nas.budget_kind);
+            let arch = outcome.target.to_json();
+            println!("search {}", outcome.search);
+            println!(
+                "best TargetNet ({}): cost {:.4} {unit}, proxy top-1 {:.2} %",
+                cfg.ops.kind.as_str(),
+                outcome.target_cost,
+                outcome.target_proxy * 100.0
+            );
+            println!("{arch}");
+            eprintln!(
+                "{} candidates trained, {} reused from earlier; train it with:\n  shiftadd train {} --set 'model.arch={arch}'",
+                outcome.evaluated,
+                outcome.reused,
+                config.display()
+            );
+            if !train_best {
+                manager.shutdown();
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut best = cfg.clone();
+            best.model.arch = arch;
+            manager.commands.send(Command::Start {
+                config: Box::new(best),
+                name: format!("{name}-best"),
+                tags: format!("nas-best,nas{}", outcome.search),
                 request: 1,
             })?;
             follow(manager, &db)

@@ -38,6 +38,7 @@ pub struct Config {
     pub train: TrainConfig,
     pub eval: EvalConfig,
     pub hw: HwConfig,
+    pub nas: NasConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,12 +134,15 @@ impl ModelName {
 #[serde(default, deny_unknown_fields)]
 pub struct ModelConfig {
     pub name: ModelName,
+    /// A NAS architecture (JSON of [`crate::nas::NasArch`]); when set it replaces `name`.
+    pub arch: String,
 }
 
 impl Default for ModelConfig {
     fn default() -> Self {
         Self {
             name: ModelName::Micro,
+            arch: String::new(),
         }
     }
 }
@@ -408,6 +412,50 @@ impl Default for HwConfig {
     }
 }
 
+/// The two-stage NAS (method.md §6); CPU-sized defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NasConfig {
+    /// What the budget limits.
+    pub budget_kind: crate::nas::BudgetKind,
+    /// Budget of the tiny MF TargetNet: mJ (energy) or ms (latency).
+    pub budget: f64,
+    /// Stage 1 searches a multiplicative SubNet under m × budget, m drawn from these.
+    pub multiples: Vec<f64>,
+    pub population: usize,
+    pub generations: usize,
+    /// Per-choice re-draw probability of a child.
+    pub mutation: f64,
+    /// Probability that a child is a crossover of two parents (else a mutated copy of one).
+    pub crossover: f64,
+    /// Epochs of the proxy training of each candidate.
+    pub proxy_epochs: usize,
+    /// Training images of the proxy training (the first N).
+    pub proxy_train: usize,
+    /// Test images of the proxy evaluation (the first N).
+    pub proxy_test: usize,
+    /// Seed of the search (sampling, mutation, crossover).
+    pub seed: u64,
+}
+
+impl Default for NasConfig {
+    fn default() -> Self {
+        Self {
+            budget_kind: crate::nas::BudgetKind::Energy,
+            budget: 2.0,
+            multiples: vec![2.2, 2.4, 2.8, 3.2],
+            population: 4,
+            generations: 2,
+            mutation: 0.3,
+            crossover: 0.5,
+            proxy_epochs: 1,
+            proxy_train: 1000,
+            proxy_test: 500,
+            seed: 0,
+        }
+    }
+}
+
 impl Config {
     /// Read a TOML file, apply `section.key=value` overrides, and validate.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
@@ -485,6 +533,27 @@ impl Config {
         range("train.keep_checkpoints", t.keep_checkpoints, 1, 1000)?;
         range("eval.batch_size", self.eval.batch_size, 1, 8192)?;
         range("eval.bn_images", self.eval.bn_images, 0, 10_000_000)?;
+        if !self.model.arch.trim().is_empty()
+            && let Err(e) = crate::nas::NasArch::from_json(&self.model.arch)
+        {
+            return Err(invalid("model.arch", &self.model.arch, &e.to_string()));
+        }
+        let n = &self.nas;
+        frange("nas.budget", n.budget, 0.0, 1e9, false)?;
+        if n.multiples.is_empty() || n.multiples.iter().any(|m| !(1.0..=10.0).contains(m)) {
+            return Err(invalid(
+                "nas.multiples",
+                &format!("{:?}", n.multiples),
+                "must be a non-empty list of multiples in [1, 10]",
+            ));
+        }
+        range("nas.population", n.population, 2, 1000)?;
+        range("nas.generations", n.generations, 1, 1000)?;
+        frange("nas.mutation", n.mutation, 0.0, 1.0, true)?;
+        frange("nas.crossover", n.crossover, 0.0, 1.0, true)?;
+        range("nas.proxy_epochs", n.proxy_epochs, 1, 1000)?;
+        range("nas.proxy_train", n.proxy_train, 10, 10_000_000)?;
+        range("nas.proxy_test", n.proxy_test, 10, 10_000_000)?;
         if ![8, 32].contains(&self.hw.bits) {
             return Err(invalid(
                 "hw.bits",

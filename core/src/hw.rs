@@ -542,7 +542,7 @@ pub fn model_cost(label: &str, list: &[Layer], hw: &HwConfig) -> ModelCost {
 /// The three models `shiftadd hw` reports for a config: the tiny MF model, the same architecture
 /// all-Mult, and the largest augmented model (multiplicative, as ShiftAddAug trains it).
 pub fn config_costs(cfg: &Config, channels: i64, resolution: i64, classes: i64) -> Vec<ModelCost> {
-    let spec = ArchSpec::named(cfg.model.name, channels, resolution, classes);
+    let spec = ArchSpec::from_config(cfg, channels, resolution, classes);
     let tiny = Net::base_widths(&spec);
     let ops = OpSpec::from_config(cfg);
     let mut out = vec![

@@ -8,6 +8,7 @@ pub mod export;
 pub mod hw;
 pub mod layers;
 pub mod model;
+pub mod nas;
 pub mod ops;
 pub mod rng;
 pub mod run;

@@ -136,6 +136,16 @@ impl ArchSpec {
         }
     }
 
+    /// The configured architecture: `model.arch` (a NAS architecture) when set, else `model.name`.
+    pub fn from_config(cfg: &Config, in_channels: i64, resolution: i64, classes: i64) -> Self {
+        match crate::nas::NasArch::from_json(&cfg.model.arch) {
+            Ok(a) if !cfg.model.arch.trim().is_empty() => {
+                a.to_spec(in_channels, resolution, classes)
+            }
+            _ => Self::named(cfg.model.name, in_channels, resolution, classes),
+        }
+    }
+
     pub fn stages(&self) -> usize {
         self.blocks.iter().map(|b| b.stage + 1).max().unwrap_or(0)
     }

@@ -185,10 +185,16 @@ pub struct ManagerHandle {
     pub commands: Sender<Command>,
     pub events: Receiver<Event>,
     busy: Arc<AtomicUsize>,
+    writer: Writer,
     thread: Option<JoinHandle<()>>,
 }
 
 impl ManagerHandle {
+    /// The manager's database writer (shared: records of the caller go through the same thread).
+    pub fn writer(&self) -> &Writer {
+        &self.writer
+    }
+
     /// Runs this manager is training or holds in its queue (updated within ~0.1 s).
     pub fn busy(&self) -> usize {
         self.busy.load(Ordering::SeqCst)
@@ -229,6 +235,7 @@ pub fn spawn_manager(db: &Path, waker: Waker) -> Result<ManagerHandle, StoreErro
     let db = db.to_path_buf();
     let busy = Arc::new(AtomicUsize::new(0));
     let manager_busy = busy.clone();
+    let handle_writer = writer.clone();
     let thread = std::thread::Builder::new()
         .name("run-manager".into())
         .spawn(move || {
@@ -251,6 +258,7 @@ pub fn spawn_manager(db: &Path, waker: Waker) -> Result<ManagerHandle, StoreErro
         commands: cmd_tx,
         events: ev_rx,
         busy,
+        writer: handle_writer,
         thread: Some(thread),
     })
 }
@@ -391,7 +399,11 @@ impl Manager {
             name,
             config_toml: config.to_toml(),
             dataset: config.data.dataset.as_str().into(),
-            model: config.model.name.as_str().into(),
+            model: if config.model.arch.trim().is_empty() {
+                config.model.name.as_str().into()
+            } else {
+                "nas".into()
+            },
             operator: config.ops.kind.as_str().into(),
             seed: config.train.seed,
             tags,

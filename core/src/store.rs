@@ -19,7 +19,7 @@ use serde::Serialize;
 
 pub type RunId = i64;
 
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the writer beats the heartbeat of this process's active runs.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
@@ -103,6 +103,9 @@ const MIGRATIONS: &[&str] = &[
         message TEXT NOT NULL
     );
     CREATE INDEX logs_run ON logs(run_id, wall_time);",
+    // v2: a NAS candidate names the run of its proxy training; one row per (search, stage, arch).
+    "ALTER TABLE nas_candidates ADD COLUMN proxy_run INTEGER;
+    CREATE UNIQUE INDEX nas_candidates_arch ON nas_candidates(run_id, stage, arch);",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -362,6 +365,23 @@ pub struct HwCostRow {
     pub detail: serde_json::Value,
 }
 
+/// One candidate of a NAS search (`run`: the search's own run row).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NasCandidateRow {
+    pub run: RunId,
+    /// 1: the multiplicative SubNet; 2: the MF TargetNet inside it.
+    pub stage: i64,
+    pub generation: i64,
+    /// JSON of [`crate::nas::NasArch`].
+    pub arch: String,
+    /// In the budget's unit (mJ or ms); stage 1: of the Mult SubNet, stage 2: of the MF TargetNet.
+    pub cost: f64,
+    pub proxy_accuracy: Option<f64>,
+    /// `done`, `failed` or `pending`.
+    pub status: String,
+    pub proxy_run: Option<RunId>,
+}
+
 /// A checkpoint record: files live at `path` (a stem; see `train::checkpoint`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckpointRow {
@@ -389,6 +409,8 @@ pub enum WriteOp {
     Histograms(Vec<HistogramRow>),
     /// A run's hardware cost: one row per (model, layer), detail as JSON.
     HwCost(Vec<HwCostRow>),
+    /// Insert or update a NAS candidate (keyed by search run, stage and architecture).
+    NasCandidate(NasCandidateRow),
     Log {
         run: RunId,
         level: log::Level,
@@ -663,6 +685,26 @@ fn apply_one(
             for m in rows {
                 stmt.execute(params![m.run, m.key, m.step, m.epoch, m.wall_time, m.value])?;
             }
+        }
+        WriteOp::NasCandidate(c) => {
+            tx.prepare_cached(
+                "INSERT INTO nas_candidates
+                 (run_id, stage, generation, arch, cost, proxy_accuracy, status, proxy_run)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (run_id, stage, arch) DO UPDATE SET
+                 cost = excluded.cost, proxy_accuracy = excluded.proxy_accuracy,
+                 status = excluded.status, proxy_run = excluded.proxy_run",
+            )?
+            .execute(params![
+                c.run,
+                c.stage,
+                c.generation,
+                c.arch,
+                c.cost,
+                c.proxy_accuracy,
+                c.status,
+                c.proxy_run
+            ])?;
         }
         WriteOp::HwCost(rows) => {
             let mut stmt = tx.prepare_cached(
@@ -958,6 +1000,33 @@ impl Reader {
                     underflow: r.get::<_, i64>(6)? as u64,
                     overflow: r.get::<_, i64>(7)? as u64,
                     stats: json(8)?,
+                })
+            })
+            .map_err(|e| self.sq(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.sq(e))
+    }
+
+    /// The candidates of NAS search `id`, in the order they were first stored.
+    pub fn nas_candidates(&self, id: RunId) -> Result<Vec<NasCandidateRow>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT run_id, stage, generation, arch, cost, proxy_accuracy, status, proxy_run
+                 FROM nas_candidates WHERE run_id = ?1 ORDER BY id",
+            )
+            .map_err(|e| self.sq(e))?;
+        let rows = stmt
+            .query_map([id], |r| {
+                Ok(NasCandidateRow {
+                    run: r.get(0)?,
+                    stage: r.get(1)?,
+                    generation: r.get(2)?,
+                    arch: r.get(3)?,
+                    cost: r.get::<_, Option<f64>>(4)?.unwrap_or(f64::NAN),
+                    proxy_accuracy: r.get(5)?,
+                    status: r.get(6)?,
+                    proxy_run: r.get(7)?,
                 })
             })
             .map_err(|e| self.sq(e))?;

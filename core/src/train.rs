@@ -395,12 +395,7 @@ pub fn aug_exec(hybrid: Hybrid) -> Option<Exec> {
 
 /// Build the run's model as configured (tiny + the widest augmented sub-model it can sample).
 pub fn build_net(cfg: &Config, root: &nn::Path<'_>, d: &data::Dataset) -> Net {
-    let spec = ArchSpec::named(
-        cfg.model.name,
-        d.channels as i64,
-        d.height as i64,
-        d.classes as i64,
-    );
+    let spec = ArchSpec::from_config(cfg, d.channels as i64, d.height as i64, d.classes as i64);
     let max = Net::max_widths(&spec, &cfg.aug);
     Net::new(root, spec, max, &OpSpec::from_config(cfg))
 }

@@ -121,3 +121,78 @@ fn resuming_a_finished_run_is_refused() {
     let err = crate::support::run_err(&["resume", "42", "--db", s(&dbp)]);
     assert!(err.contains("42"), "{err}");
 }
+
+/// Queued runs wait for the one training, start one at a time in order, and a queued run can be
+/// taken off the queue before it starts.
+#[test]
+fn queued_runs_start_one_at_a_time() {
+    use shiftadd_core::Config;
+    use shiftadd_core::run::{Command, Event, spawn_manager};
+    use shiftadd_core::store::Reader;
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let dbp = dir.path().join("queue.db");
+    let manager = spawn_manager(&dbp, std::sync::Arc::new(|| {})).expect("manager");
+    let cfg = Config::load(&tiny_config(dir.path(), "q", 200, 1), &[]).expect("config");
+    for (i, name) in ["first", "second", "dropped"].into_iter().enumerate() {
+        manager
+            .commands
+            .send(Command::Queue {
+                config: Box::new(cfg.clone()),
+                name: name.into(),
+                tags: String::new(),
+                request: i as u64,
+            })
+            .expect("send");
+    }
+    let mut ids = Vec::new();
+    let mut order = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while order
+        .iter()
+        .filter(|e: &&(i64, &str)| e.1 != "running")
+        .count()
+        < 3
+    {
+        assert!(Instant::now() < deadline, "queue did not drain: {order:?}");
+        let Ok(e) = manager.events.recv_timeout(Duration::from_secs(60)) else {
+            continue;
+        };
+        match e {
+            Event::Created { run, .. } => {
+                ids.push(run);
+                if ids.len() == 3 {
+                    // Take the third off the queue while the first still trains.
+                    manager.commands.send(Command::Stop(run)).expect("stop");
+                }
+            }
+            Event::Running { run, .. } => order.push((run, "running")),
+            Event::Finished { run, .. } => order.push((run, "finished")),
+            Event::Stopped { run } => order.push((run, "stopped")),
+            Event::Failed { reason, .. } => panic!("{reason}"),
+            _ => {}
+        }
+    }
+    manager.shutdown();
+    let (a, b, c) = (ids[0], ids[1], ids[2]);
+    let at = |e: (i64, &str)| {
+        order
+            .iter()
+            .position(|x| *x == e)
+            .unwrap_or_else(|| panic!("{e:?} missing from {order:?}"))
+    };
+    assert!(at((a, "running")) < at((a, "finished")));
+    assert!(
+        at((a, "finished")) < at((b, "running")),
+        "the second starts after the first ends: {order:?}"
+    );
+    assert!(order.contains(&(a, "finished")) && order.contains(&(b, "finished")));
+    assert!(
+        !order.contains(&(c, "running")),
+        "the dropped run never trained"
+    );
+    let reader = Reader::open(&dbp).expect("reader");
+    let dropped = reader.run(c).expect("run");
+    assert_eq!(dropped.status, "stopped");
+    assert!(dropped.reason.is_some_and(|r| r.contains("queue")));
+}

@@ -7,5 +7,6 @@ mod concurrency;
 mod gui;
 mod hardware;
 mod lifecycle;
+mod nas;
 mod shiftaddaug;
 mod support;

@@ -260,7 +260,7 @@ fn diff_ui(ui: &mut egui::Ui, data: &DataCache, runs: &[RunId], names: &[String]
 
 fn scatter_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, selected: &[RunId]) {
     let id = "compare-pareto";
-    let csv = plot_header(
+    let header = plot_header(
         ui,
         id,
         "Accuracy vs energy (all runs; ticked runs large)",
@@ -277,7 +277,7 @@ fn scatter_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, selected: &[RunId]) {
         .collect();
     let xy: Vec<(f64, f64)> = pts.iter().map(|p| (p.2, p.3)).collect();
     let front = pareto_front(&xy);
-    if csv {
+    if header.csv {
         let mut text = String::from("run,name,energy_mj,best_top1_pct,on_front\n");
         for (i, (r, n, e, a)) in pts.iter().enumerate() {
             text.push_str(&format!(
@@ -295,7 +295,7 @@ fn scatter_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, selected: &[RunId]) {
         .iter()
         .map(|p| (p.2, p.3, format!("#{} {}", p.0, p.1)))
         .collect();
-    let response = Plot::new(id)
+    Plot::new(id)
         .legend(Legend::default())
         .height(ui.available_height().max(200.0))
         .x_axis_label("energy per inference, mJ")
@@ -332,5 +332,5 @@ fn scatter_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, selected: &[RunId]) {
             p.line(Line::new("Pareto front", line).color(egui::Color32::WHITE));
         });
     vcx.export
-        .capture_if_requested(ui.ctx(), id, response.response.rect);
+        .capture_if_requested(ui.ctx(), id, header.region(ui));
 }

@@ -14,6 +14,7 @@ use super::plot::Series;
 /// Live state of a training run, from the manager's events.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Live {
+    /// The epoch in progress, 1-based.
     pub epoch: i64,
     pub total_epochs: i64,
     pub step: i64,
@@ -29,6 +30,9 @@ pub struct Live {
 impl Live {
     /// Seconds left at the rate seen since training (re)started.
     pub fn eta_secs(&self, now: Instant) -> Option<f64> {
+        if self.paused {
+            return None;
+        }
         let done = self.step - self.since_step;
         let elapsed = now.duration_since(self.since).as_secs_f64();
         (done > 0 && elapsed > 0.0)
@@ -146,7 +150,8 @@ impl DataCache {
                 self.live.insert(
                     *run,
                     Live {
-                        epoch: *epoch,
+                        // `Running` counts epochs done; `Progress` the epoch in progress (1-based).
+                        epoch: *epoch + 1,
                         total_epochs: *total_epochs,
                         step: *step,
                         total_steps: *total_steps,
@@ -211,6 +216,12 @@ impl DataCache {
         self.runs_stale = true;
     }
 
+    /// Refetch a run's new metrics and its details.
+    pub fn mark_stale(&mut self, run: RunId) {
+        self.stale_metrics.insert(run);
+        self.stale_details.insert(run);
+    }
+
     /// Ask for a run's data if it is not loaded yet.
     pub fn want(&mut self, run: RunId) {
         if !self.data.contains_key(&run) && !self.in_flight.contains(&run) {
@@ -255,10 +266,13 @@ impl DataCache {
     }
 }
 
-/// `section.key` → value as TOML text, for config diffs.
+/// `section.key` → value as TOML text, for config diffs. The config is resolved first, so a
+/// key added after a run was recorded shows its default rather than a difference.
 pub fn flatten_config(text: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    let Ok(table) = text.parse::<toml::Table>() else {
+    let resolved = shiftadd_core::Config::from_toml_str(text, "stored config", &[])
+        .map_or_else(|_| text.to_owned(), |c| c.to_toml());
+    let Ok(table) = resolved.parse::<toml::Table>() else {
         return out;
     };
     for (section, v) in &table {
@@ -358,5 +372,9 @@ mod tests {
         let f = flatten_config("[train]\nepochs = 3\n[data]\ndataset = \"synthetic\"\n");
         assert_eq!(f["train.epochs"], "3");
         assert_eq!(f["data.dataset"], "\"synthetic\"");
+        assert_eq!(
+            f["nas.population"], "4",
+            "keys it does not name take their default"
+        );
     }
 }

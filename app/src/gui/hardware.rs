@@ -47,14 +47,17 @@ pub struct HardwareView {
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Totals {
     pub macs: i64,
+    /// Energy of the MACs.
     pub compute_mj: f64,
+    /// BN, activation and residual-add operations.
+    pub other_mj: f64,
     pub memory_mj: f64,
     pub latency_ms: f64,
 }
 
 impl Totals {
     pub fn energy_mj(&self) -> f64 {
-        self.compute_mj + self.memory_mj
+        self.compute_mj + self.other_mj + self.memory_mj
     }
 
     pub fn of(layers: &[LayerCost]) -> Self {
@@ -62,7 +65,8 @@ impl Totals {
         let mut cycles = 0.0;
         for l in layers {
             t.macs += l.macs;
-            t.compute_mj += (l.compute_pj + l.other_pj) * 1e-9;
+            t.compute_mj += l.compute_pj * 1e-9;
+            t.other_mj += l.other_pj * 1e-9;
             t.memory_mj += l.memory.total() * 1e-9;
             cycles += l.cycles;
         }
@@ -144,7 +148,8 @@ impl HardwareView {
             for h in [
                 "Model",
                 "MACs",
-                "Compute mJ",
+                "MAC energy mJ",
+                "BN/ReLU/residual mJ",
                 "Memory mJ",
                 "Energy mJ",
                 "Latency ms",
@@ -163,6 +168,7 @@ impl HardwareView {
                 ui.label(m.title());
                 ui.label(format!("{:.2} M", t.macs as f64 / 1e6));
                 ui.label(format!("{:.4}", t.compute_mj));
+                ui.label(format!("{:.4}", t.other_mj));
                 ui.label(format!("{:.4}", t.memory_mj));
                 ui.label(format!("{:.4}", t.energy_mj()));
                 ui.label(format!("{:.3}", t.latency_ms));
@@ -186,14 +192,14 @@ impl HardwareView {
         });
         let (layers, _) = layers_of(&details.hw, self.model.key());
         let id = format!("run{run}-hw-{}", self.model.key());
-        let csv = plot_header(
+        let header = plot_header(
             ui,
             &id,
             "Energy per layer (µJ), stacked by op kind and memory level",
             vcx.export,
         );
         let segs = segments(&layers);
-        if csv {
+        if header.csv {
             let mut text = String::from("layer,name,op");
             for (s, _) in &segs {
                 text.push_str(&format!(",{s} uJ"));
@@ -215,7 +221,7 @@ impl HardwareView {
             .iter()
             .map(|l| format!("{} ({})", l.name, l.op))
             .collect();
-        let response = Plot::new(&id)
+        Plot::new(&id)
             .legend(Legend::default())
             .height(ui.available_height().max(200.0))
             .x_axis_label("layer")
@@ -248,6 +254,6 @@ impl HardwareView {
                 }
             });
         vcx.export
-            .capture_if_requested(ui.ctx(), &id, response.response.rect);
+            .capture_if_requested(ui.ctx(), &id, header.region(ui));
     }
 }

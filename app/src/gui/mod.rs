@@ -223,6 +223,12 @@ impl StudioApp {
             // Runs started elsewhere (the CLI, another window) show up too.
             self.last_runs_poll = now;
             self.data.mark_runs_stale();
+            // A run trained by another process sends no events: poll what is shown of it.
+            for &r in &visible {
+                if self.data.is_active(r) && !self.data.live.contains_key(&r) {
+                    self.data.mark_stale(r);
+                }
+            }
         }
         if now.duration_since(self.last_metrics_poll) > Duration::from_millis(300) {
             self.last_metrics_poll = now;
@@ -330,8 +336,8 @@ impl eframe::App for StudioApp {
         self.drain(now);
         self.refresh(now);
         self.handle_close(ctx);
-        if !self.data.live.is_empty() {
-            // The ETA and elapsed times tick even when no event arrives.
+        if self.data.live.values().any(|l| !l.paused) {
+            // The ETA ticks even when no event arrives (not while paused: nothing moves).
             ctx.request_repaint_after(Duration::from_millis(500));
         }
     }
@@ -355,7 +361,7 @@ impl eframe::App for StudioApp {
         egui::Panel::left("runs")
             .resizable(true)
             .default_size(600.0)
-            .min_size(420.0)
+            .min_size(540.0)
             .show(ui, |ui| {
                 runs::runs_panel(ui, data, persisted, outbox);
             });

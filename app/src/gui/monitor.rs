@@ -9,9 +9,14 @@ use super::ViewCtx;
 use super::data::{DataCache, RunData};
 use super::plot::{Curve, PlotStyle, Series, color, series_plot};
 
-#[derive(Default)]
 pub struct MonitorView {
     pub show_log: bool,
+}
+
+impl Default for MonitorView {
+    fn default() -> Self {
+        Self { show_log: true }
+    }
 }
 
 /// `h:mm:ss` or `m:ss`.
@@ -91,15 +96,10 @@ impl MonitorView {
                 vcx.export,
             );
         });
-        egui::CollapsingHeader::new("Log")
-            .default_open(self.show_log)
-            .show(ui, |ui| {
-                self.show_log = true;
-                log_ui(ui, d);
-            })
-            .header_response
-            .clicked()
-            .then(|| self.show_log = !self.show_log);
+        ui.checkbox(&mut self.show_log, "Log");
+        if self.show_log {
+            log_ui(ui, d);
+        }
     }
 }
 
@@ -138,7 +138,7 @@ fn header_ui(ui: &mut egui::Ui, run: RunId, vcx: &mut ViewCtx<'_>) {
             let eta = l.eta_secs(vcx.now).map_or_else(|| "–".into(), format_secs);
             let text = format!(
                 "epoch {}/{} · step {}/{} · ETA {eta}{}",
-                (l.epoch + 1).min(l.total_epochs.max(1)),
+                l.epoch,
                 l.total_epochs,
                 l.step,
                 l.total_steps,
@@ -203,6 +203,9 @@ fn log_ui(ui: &mut egui::Ui, d: &RunData) {
         .stick_to_bottom(true)
         .auto_shrink([false, true])
         .show(ui, |ui| {
+            if details.logs.is_empty() {
+                ui.weak("no log lines yet");
+            }
             let t0 = details.logs.first().map_or(0.0, |l| l.0);
             for (t, level, msg) in &details.logs {
                 let color = match level.as_str() {

@@ -5,7 +5,9 @@
 //! covers. Smoothing a decimated series would change with the zoom level.
 
 use egui::{Color32, Ui};
-use egui_plot::{Legend, Line, Plot, PlotBounds, PlotPoints};
+use std::sync::Arc;
+
+use egui_plot::{Legend, Line, Plot, PlotBounds, Points};
 
 use super::export::{Export, ExportRequest};
 
@@ -63,56 +65,54 @@ pub fn decimate(xs: &[f64], ys: &[f64], x_min: f64, x_max: f64, buckets: usize) 
         return Vec::new();
     }
     let (xs, ys) = (&xs[lo..hi], &ys[lo..hi]);
+    // An open range (the whole series) buckets the data's own extent.
+    let (x_min, x_max) = (x_min.max(xs[0]), x_max.min(xs[xs.len() - 1]));
     if xs.len() <= 2 * buckets.max(1) || x_max <= x_min {
         return xs.iter().zip(ys).map(|(&x, &y)| [x, y]).collect();
     }
     let width = (x_max - x_min) / buckets as f64;
     let mut out = Vec::with_capacity(2 * buckets + 2);
-    let mut i = 0;
-    while i < xs.len() {
-        let bucket = ((xs[i] - x_min) / width).floor();
-        let (mut imin, mut imax) = (i, i);
-        let mut j = i + 1;
-        while j < xs.len() && ((xs[j] - x_min) / width).floor() == bucket {
-            if ys[j] < ys[imin] || ys[imin].is_nan() {
-                imin = j;
+    let mut start = 0;
+    for b in 1..=buckets {
+        // Bucket b holds x < x_min + b·width (the last one everything left); its end is found by
+        // binary search, so the inner loop is a plain min/max scan.
+        let end = if b == buckets {
+            xs.len()
+        } else {
+            let edge = x_min + width * b as f64;
+            start + xs[start..].partition_point(|&x| x < edge)
+        };
+        if end > start {
+            let (imin, imax) = min_max_index(&ys[start..end]);
+            let (a, c) = (start + imin.min(imax), start + imin.max(imax));
+            out.push([xs[a], ys[a]]);
+            if c != a {
+                out.push([xs[c], ys[c]]);
             }
-            if ys[j] > ys[imax] || ys[imax].is_nan() {
-                imax = j;
-            }
-            j += 1;
         }
-        let (a, b) = (imin.min(imax), imin.max(imax));
-        out.push([xs[a], ys[a]]);
-        if b != a {
-            out.push([xs[b], ys[b]]);
-        }
-        i = j;
+        start = end;
     }
     out
 }
 
-/// Indices of the points on the Pareto front of (cost ↓, accuracy ↑), by ascending cost.
-pub fn pareto_front(points: &[(f64, f64)]) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..points.len())
-        .filter(|&i| points[i].0.is_finite() && points[i].1.is_finite())
-        .collect();
-    order.sort_by(|&a, &b| {
-        points[a]
-            .0
-            .total_cmp(&points[b].0)
-            .then(points[b].1.total_cmp(&points[a].1))
-    });
-    let mut front = Vec::new();
-    let mut best = f64::NEG_INFINITY;
-    for i in order {
-        if points[i].1 > best {
-            best = points[i].1;
-            front.push(i);
+/// Indices of the smallest and largest value (NaNs lose to any number).
+fn min_max_index(ys: &[f64]) -> (usize, usize) {
+    let (mut imin, mut imax) = (0, 0);
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for (i, &y) in ys.iter().enumerate() {
+        if y < lo {
+            lo = y;
+            imin = i;
+        }
+        if y > hi {
+            hi = y;
+            imax = i;
         }
     }
-    front
+    (imin, imax)
 }
+
+pub use shiftadd_core::nas::pareto_front;
 
 /// A curve as the user configured it for display.
 pub struct Curve<'a> {
@@ -156,8 +156,8 @@ pub fn series_plot(
 ) {
     let bounds_id = ui.scope_id().with(id).with("bounds");
     let shown: Option<PlotBounds> = ui.data(|d| d.get_temp(bounds_id));
-    let csv_clicked = plot_header(ui, id, title, export);
-    if csv_clicked {
+    let header = plot_header(ui, id, title, export);
+    if header.csv {
         let (x_min, x_max) = shown.map_or((f64::NEG_INFINITY, f64::INFINITY), |b| {
             (b.min()[0], b.max()[0])
         });
@@ -166,7 +166,6 @@ pub fn series_plot(
             text: curves_csv(curves, style.smoothing, x_min, x_max),
         });
     }
-    let transform_y = |y: f64| if style.log_y { y.log10() } else { y };
     let mut plot = Plot::new(id)
         .height(style.height)
         .legend(Legend::default())
@@ -182,68 +181,176 @@ pub fn series_plot(
     let response = plot.show(ui, |plot_ui| {
         let bounds = plot_ui.plot_bounds();
         let px = plot_ui.transform().frame().width().max(1.0) as usize;
-        let (x_min, x_max) = if bounds.is_valid_x() {
+        // While the plot fits its data (not zoomed or panned), bucket whole series: cutting them
+        // to last frame's bounds would keep those bounds from ever growing.
+        let (x_min, x_max) = if !plot_ui.auto_bounds().x && bounds.is_valid_x() {
             (bounds.min()[0], bounds.max()[0])
         } else {
             (f64::NEG_INFINITY, f64::INFINITY)
         };
+        let ctx = plot_ui.ctx().clone();
         for c in curves {
-            let smoothed;
-            let ys: &[f64] = if style.smoothing > 0.0 {
-                // Raw curve, faint, beneath the smoothed one.
-                let raw = decimate(&c.series.xs, &c.series.ys, x_min, x_max, px);
+            let cache_id = egui::Id::unique((id, &c.name, "curve-cache"));
+            let key = CacheKey::new(c.series, style, x_min, x_max, px);
+            let mut cache: CurveCache = ctx.data(|d| d.get_temp(cache_id)).unwrap_or_default();
+            if cache.key != Some(key) {
+                cache = CurveCache::build(c.series, style, x_min, x_max, px, key);
+                ctx.data_mut(|d| d.insert_temp(cache_id, cache.clone()));
+            }
+            if let Some(raw) = &cache.raw {
+                // Raw curve, faint, beneath the smoothed one; no name: the legend lists each
+                // run once.
                 plot_ui.line(
-                    Line::new(format!("{} (raw)", c.name), points(raw, transform_y))
+                    Line::new("", raw.as_ref().clone())
                         .color(c.color.gamma_multiply(0.25))
                         .allow_hover(false)
                         .id(egui::Id::unique((id, &c.name, "raw"))),
                 );
-                smoothed = ema_debiased(&c.series.ys, style.smoothing);
-                &smoothed
-            } else {
-                &c.series.ys
-            };
-            let pts = decimate(&c.series.xs, ys, x_min, x_max, px);
+            }
             plot_ui.line(
-                Line::new(c.name.clone(), points(pts, transform_y))
+                Line::new(c.name.clone(), cache.shown.as_ref().clone())
                     .color(c.color)
                     .id(egui::Id::unique((id, &c.name))),
             );
+            if cache.shown.len() <= 30 {
+                // Sparse series (per-epoch metrics): mark the points, a single one included.
+                plot_ui.points(
+                    Points::new("", cache.shown.as_ref().clone())
+                        .color(c.color)
+                        .radius(2.5)
+                        .allow_hover(false),
+                );
+            }
         }
     });
     ui.data_mut(|d| d.insert_temp(bounds_id, *response.transform.bounds()));
-    export.capture_if_requested(ui.ctx(), id, response.response.rect);
+    export.capture_if_requested(ui.ctx(), id, header.region(ui));
 }
 
-/// The title row of a plot with its export buttons; returns whether CSV was clicked.
-pub fn plot_header(ui: &mut Ui, id: &str, title: &str, export: &mut Export) -> bool {
-    ui.horizontal(|ui| {
-        ui.strong(title);
-        ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-            if ui
-                .small_button("PNG")
-                .on_hover_text("save this plot as a PNG image")
-                .clicked()
-            {
-                export.request(ExportRequest::Png {
-                    name: id.to_owned(),
-                });
-            }
-            ui.small_button("CSV")
-                .on_hover_text("save what this plot shows as CSV")
-                .clicked()
+/// Where a plot (with its title row) starts, and whether its CSV button was clicked.
+pub struct PlotHeader {
+    pub csv: bool,
+    top_left: egui::Pos2,
+    width: f32,
+}
+
+impl PlotHeader {
+    /// The area from the title row down to where `ui` is now (after the plot): what a PNG of
+    /// the plot shows, axes and legend included.
+    pub fn region(&self, ui: &Ui) -> egui::Rect {
+        egui::Rect::from_min_max(
+            self.top_left,
+            egui::pos2(self.top_left.x + self.width, ui.cursor().min.y),
+        )
+    }
+}
+
+/// The title row of a plot with its export buttons.
+pub fn plot_header(ui: &mut Ui, id: &str, title: &str, export: &mut Export) -> PlotHeader {
+    let top_left = ui.cursor().min;
+    let width = ui.available_width();
+    let csv = ui
+        .horizontal(|ui| {
+            ui.strong(title);
+            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                if ui
+                    .small_button("PNG")
+                    .on_hover_text("save this plot as a PNG image")
+                    .clicked()
+                {
+                    export.request(ExportRequest::Png {
+                        name: id.to_owned(),
+                    });
+                }
+                ui.small_button("CSV")
+                    .on_hover_text("save what this plot shows as CSV")
+                    .clicked()
+            })
+            .inner
         })
-        .inner
-    })
-    .inner
+        .inner;
+    PlotHeader {
+        csv,
+        top_left,
+        width,
+    }
 }
 
-fn points(pts: Vec<[f64; 2]>, f: impl Fn(f64) -> f64) -> PlotPoints<'static> {
-    pts.into_iter()
-        .map(|[x, y]| [x, f(y)])
-        .filter(|p| p[1].is_finite())
-        .collect::<Vec<_>>()
-        .into()
+/// What a curve's drawn points depend on; equal keys reuse the cached points.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct CacheKey {
+    len: usize,
+    last: [u64; 2],
+    smoothing: u64,
+    log_y: bool,
+    range: [u64; 2],
+    px: usize,
+}
+
+impl CacheKey {
+    fn new(s: &Series, style: PlotStyle, x_min: f64, x_max: f64, px: usize) -> Self {
+        let last = s.last().unwrap_or((0.0, 0.0));
+        Self {
+            len: s.len(),
+            last: [last.0.to_bits(), last.1.to_bits()],
+            smoothing: style.smoothing.to_bits(),
+            log_y: style.log_y,
+            range: [x_min.to_bits(), x_max.to_bits()],
+            px,
+        }
+    }
+}
+
+/// A curve's decimated points (and its raw points when smoothed), kept between frames in egui's
+/// temporary storage: a frame where nothing moved does no smoothing or decimation at all.
+#[derive(Debug, Clone, Default)]
+struct CurveCache {
+    key: Option<CacheKey>,
+    shown: Arc<Vec<[f64; 2]>>,
+    raw: Option<Arc<Vec<[f64; 2]>>>,
+}
+
+impl CurveCache {
+    fn build(
+        s: &Series,
+        style: PlotStyle,
+        x_min: f64,
+        x_max: f64,
+        px: usize,
+        key: CacheKey,
+    ) -> Self {
+        let y = |v: f64| if style.log_y { v.log10() } else { v };
+        let finish = |pts: Vec<[f64; 2]>| -> Arc<Vec<[f64; 2]>> {
+            Arc::new(
+                pts.into_iter()
+                    .map(|[a, b]| [a, y(b)])
+                    .filter(|p| p[1].is_finite())
+                    .collect(),
+            )
+        };
+        if style.smoothing > 0.0 {
+            let smoothed = ema_debiased(&s.ys, style.smoothing);
+            Self {
+                key: Some(key),
+                shown: finish(decimate(&s.xs, &smoothed, x_min, x_max, px)),
+                // The faint raw curve only shows the spread: a quarter of the resolution
+                // (its extremes still kept per 4-pixel bucket) halves what is tessellated.
+                raw: Some(finish(decimate(
+                    &s.xs,
+                    &s.ys,
+                    x_min,
+                    x_max,
+                    (px / 4).max(1),
+                ))),
+            }
+        } else {
+            Self {
+                key: Some(key),
+                shown: finish(decimate(&s.xs, &s.ys, x_min, x_max, px)),
+                raw: None,
+            }
+        }
+    }
 }
 
 /// `series,x,y[,raw]` rows of every curve within `[x_min, x_max]`.
@@ -338,23 +445,13 @@ mod tests {
         let out = decimate(&xs, &ys, 1000.5, 2000.5, 5000);
         assert_eq!(out.first().map(|p| p[0]), Some(1000.0));
         assert_eq!(out.last().map(|p| p[0]), Some(2001.0));
+        // An open range buckets the whole series.
+        let out = decimate(&xs, &ys, f64::NEG_INFINITY, f64::INFINITY, 500);
+        assert!(out.len() <= 2 * 500 + 4 && out.len() > 500, "{}", out.len());
+        assert_eq!(out.last().map(|p| p[0]), Some(f64::from(n - 1)));
         // Short series pass unchanged.
         assert_eq!(decimate(&[1.0, 2.0], &[3.0, 4.0], 0.0, 9.0, 10).len(), 2);
         assert!(decimate(&[], &[], 0.0, 1.0, 10).is_empty());
-    }
-
-    #[test]
-    fn pareto_front_is_cheapest_for_each_accuracy_gain() {
-        let pts = [
-            (3.0, 0.9),
-            (1.0, 0.5),
-            (2.0, 0.4),
-            (2.5, 0.8),
-            (4.0, 0.85),
-            (1.0, 0.6),
-        ];
-        assert_eq!(pareto_front(&pts), vec![5, 3, 0]);
-        assert!(pareto_front(&[(f64::NAN, 1.0)]).is_empty());
     }
 
     #[test]

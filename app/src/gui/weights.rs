@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use egui_plot::{Heatmap, Legend, Line, Plot, PlotPoint};
+use egui_plot::{Bar, BarChart, Heatmap, Legend, Line, Plot, PlotPoint};
 use shiftadd_core::store::HistogramRow;
 
 use super::ViewCtx;
@@ -76,6 +76,27 @@ pub fn laplace_pdf(mean: f64, std: f64) -> impl Fn(f64) -> f64 {
     move |x| (-(x - mean).abs() / b).exp() / (2.0 * b)
 }
 
+/// The bins `lo..hi` that hold any weight in any of `rows` (two bins of margin each side), so
+/// plots zoom to where the weights are rather than the full ±10 SD range.
+fn occupied_bins<'a>(rows: impl Iterator<Item = &'a HistogramRow>) -> (usize, usize) {
+    let mut lo = usize::MAX;
+    let mut hi = 0;
+    let mut n = 0;
+    for r in rows {
+        n = n.max(r.counts.len());
+        if let Some(first) = r.counts.iter().position(|&c| c > 0) {
+            lo = lo.min(first);
+        }
+        if let Some(last) = r.counts.iter().rposition(|&c| c > 0) {
+            hi = hi.max(last + 1);
+        }
+    }
+    if lo >= hi {
+        return (0, n);
+    }
+    (lo.saturating_sub(2), (hi + 2).min(n))
+}
+
 /// A histogram as a step outline: (edge, count) corners.
 fn steps(r: &HistogramRow) -> Vec<[f64; 2]> {
     let mut pts = Vec::with_capacity(2 * r.counts.len() + 2);
@@ -136,7 +157,7 @@ impl WeightsView {
         ui.horizontal(|ui| {
             ui.strong(&layer);
             let slider = egui::Slider::new(&mut idx, 0..=last)
-                .text("epoch index")
+                .text("epoch")
                 .custom_formatter(|v, _| {
                     epochs
                         .get(v as usize)
@@ -235,21 +256,22 @@ impl WeightsView {
             HeatKind::Stored => "stored",
             HeatKind::Remapped => "remapped",
         };
-        let csv = plot_header(ui, &id, "Histogram over epochs (log counts)", export);
+        let header = plot_header(ui, &id, "Histogram over epochs (log counts)", export);
         ui.horizontal(|ui| {
             ui.radio_value(&mut self.heat_kind, HeatKind::Stored, "stored");
             ui.radio_value(&mut self.heat_kind, HeatKind::Remapped, "remapped");
         });
         let Some(rows) = hists.get(kind) else { return };
-        let cols = rows.values().next().map_or(0, |r| r.counts.len());
-        // Row 0 at the bottom: the first epoch; the heat map draws its first row at the top.
+        let (lo, hi) = occupied_bins(rows.values().copied());
+        let cols = hi - lo;
+        // Row 0 (the first epoch) is drawn at the bottom.
         let mut values = Vec::with_capacity(rows.len() * cols);
-        for r in rows.values().rev() {
-            if r.counts.len() == cols {
-                values.extend(r.counts.iter().map(|&c| (c as f64).ln_1p()));
+        for r in rows.values() {
+            if r.counts.len() >= hi {
+                values.extend(r.counts[lo..hi].iter().map(|&c| (c as f64).ln_1p()));
             }
         }
-        if csv {
+        if header.csv {
             let mut text = String::from("epoch,bin_low,bin_high,count\n");
             for (e, r) in rows {
                 for (i, c) in r.counts.iter().enumerate() {
@@ -262,27 +284,45 @@ impl WeightsView {
             });
         }
         let n_rows = values.len() / cols.max(1);
-        let response = Plot::new(&id)
+        let epochs: Vec<i64> = rows.keys().copied().collect();
+        let first_edge = rows.values().next().map_or(0.0, |r| r.edges[lo]);
+        let bin_width = rows
+            .values()
+            .next()
+            .map_or(1.0, |r| r.edges[lo + 1] - r.edges[lo]);
+        Plot::new(&id)
             .height(height.max(150.0))
-            .x_axis_label("bin")
-            .y_axis_label("epoch (bottom: first)")
+            .x_axis_label("weight")
+            .y_axis_label("epoch")
+            .y_axis_formatter(move |mark, _| {
+                // Row k is centred on y = k.
+                let row = mark.value;
+                if row.fract().abs() < 1e-9 && row >= 0.0 {
+                    epochs
+                        .get(row as usize)
+                        .map_or_else(String::new, ToString::to_string)
+                } else {
+                    String::new()
+                }
+            })
             .show(ui, |p| {
                 if n_rows > 0 {
                     p.heatmap(
                         Heatmap::new(values, cols)
                             .show_labels(false)
-                            .at(PlotPoint::new(0.0, 0.0))
-                            .tile_size(1.0, 1.0),
+                            .at(PlotPoint::new(first_edge, -0.5))
+                            .tile_size(bin_width as f32, 1.0),
                     );
                     let row = rows.keys().position(|e| *e == epoch).unwrap_or(0);
-                    let y = (n_rows - 1 - row) as f64 + 0.5;
+                    let y = row as f64;
+                    let x1 = first_edge + bin_width * cols as f64;
                     p.line(
-                        Line::new("shown epoch", vec![[0.0, y], [cols as f64, y]])
+                        Line::new("shown epoch", vec![[first_edge, y], [x1, y]])
                             .color(egui::Color32::WHITE),
                     );
                 }
             });
-        export.capture_if_requested(ui.ctx(), &id, response.response.rect);
+        export.capture_if_requested(ui.ctx(), &id, header.region(ui));
     }
 }
 
@@ -296,7 +336,7 @@ fn histogram_ui(
     export: &mut Export,
 ) {
     let id = format!("run{run}-{layer}-hist");
-    let csv = plot_header(ui, &id, "Stored vs remapped weights", export);
+    let header = plot_header(ui, &id, "Stored vs remapped weights", export);
     let rows: Vec<(&str, &HistogramRow)> = ["stored", "remapped", "pow2"]
         .into_iter()
         .filter_map(|k| Some((k, *hists.get(k)?.get(&epoch)?)))
@@ -328,7 +368,7 @@ fn histogram_ui(
         stored.underflow,
         stored.overflow
     ));
-    if csv {
+    if header.csv {
         let mut text = String::from("series,bin_low,bin_high,count\n");
         for (k, r) in &rows {
             for (i, c) in r.counts.iter().enumerate() {
@@ -350,19 +390,36 @@ fn histogram_ui(
             text,
         });
     }
-    let response = Plot::new(&id)
+    let all_epochs = hists.values().flat_map(|e| e.values().copied());
+    let (lo, hi) = occupied_bins(all_epochs);
+    let (x_min, x_max) = (stored.edges[lo], stored.edges[hi]);
+    Plot::new(&id)
         .height(height.max(150.0))
         .legend(Legend::default())
         .x_axis_label("weight")
         .y_axis_label("count")
+        .default_x_bounds(x_min, x_max)
         .show(ui, |p| {
             for (i, (k, r)) in rows.iter().enumerate() {
-                p.line(
-                    Line::new(*k, steps(r))
-                        .color(color(i))
-                        .fill(0.0)
-                        .fill_alpha(0.15),
-                );
+                if i == 0 {
+                    let bars = r
+                        .counts
+                        .iter()
+                        .enumerate()
+                        .map(|(b, &c)| {
+                            let (a, e) = (r.edges[b], r.edges[b + 1]);
+                            Bar::new(0.5 * (a + e), c as f64).width(e - a)
+                        })
+                        .collect();
+                    p.bar_chart(BarChart::new(*k, bars).color(color(i).gamma_multiply(0.6)));
+                } else {
+                    p.line(
+                        Line::new(*k, steps(r))
+                            .color(color(i))
+                            .width(1.5)
+                            .allow_band(false),
+                    );
+                }
             }
             for (i, (name, pts)) in fits.iter().enumerate() {
                 p.line(
@@ -372,12 +429,35 @@ fn histogram_ui(
                 );
             }
         });
-    export.capture_if_requested(ui.ctx(), &id, response.response.rect);
+    export.capture_if_requested(ui.ctx(), &id, header.region(ui));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plots_zoom_to_the_occupied_bins() {
+        let row = |counts: Vec<u64>| HistogramRow {
+            run: 1,
+            layer: "l".into(),
+            kind: "stored".into(),
+            epoch: 0,
+            edges: (0..=counts.len()).map(|i| i as f64).collect(),
+            counts,
+            underflow: 0,
+            overflow: 0,
+            stats: serde_json::Value::Null,
+        };
+        let a = row(vec![0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 0, 0]);
+        let b = row(vec![0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0]);
+        assert_eq!(occupied_bins([&a, &b].into_iter()), (2, 10));
+        assert_eq!(
+            occupied_bins([&row(vec![0; 5])].into_iter()),
+            (0, 5),
+            "empty: everything"
+        );
+    }
 
     #[test]
     fn fitted_densities_integrate_to_the_total() {

@@ -1,0 +1,192 @@
+//! CPU time of one UI frame of Compare with 20 runs × 50,000 points per curve (two overlay
+//! plots, smoothing on, so each run draws a raw and a smoothed curve per plot: 80 curves,
+//! 4 million points) beside the runs list, in a 1600 × 1000 window, measured as layout +
+//! painting + tessellation on the calling thread, with the pointer moving over a plot.
+//!
+//! Reference in the same run: the same two plots drawn the naive way, every point handed to
+//! egui_plot. `cargo bench -p shiftadd-app --bench ui_frame` prints both and their ratio.
+
+use std::time::{Duration, Instant};
+
+use egui::{Color32, Pos2, RawInput, Rect, Vec2};
+use egui_plot::{Line, Plot, PlotPoints};
+use shiftadd_app::gui::ViewCtx;
+use shiftadd_app::gui::backend::RunRow;
+use shiftadd_app::gui::compare::{CompareSettings, CompareView};
+use shiftadd_app::gui::data::{DataCache, RunData};
+use shiftadd_app::gui::export::Export;
+use shiftadd_app::gui::plot::{Series, ema_debiased};
+use shiftadd_core::store::RunSummary;
+
+const RUNS: i64 = 20;
+const POINTS: usize = 50_000;
+const FRAMES: usize = 60;
+
+fn series(seed: u64, rising: bool) -> Series {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut noise = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+    };
+    let xs: Vec<f64> = (0..POINTS).map(|i| i as f64).collect();
+    let ys = xs
+        .iter()
+        .map(|x| {
+            let t = x / POINTS as f64;
+            let base = if rising {
+                0.9 - 0.8 * (-5.0 * t).exp()
+            } else {
+                2.3 * (-3.0 * t).exp() + 0.2
+            };
+            base + 0.05 * noise()
+        })
+        .collect();
+    Series { xs, ys }
+}
+
+fn data() -> DataCache {
+    let mut d = DataCache::default();
+    for run in 1..=RUNS {
+        let mut rd = RunData::default();
+        rd.series
+            .insert("val/top1".into(), series(run as u64, true));
+        rd.series
+            .insert("train/loss".into(), series(1000 + run as u64, false));
+        d.data.insert(run, rd);
+        d.runs.push(RunRow {
+            summary: RunSummary {
+                id: run,
+                name: format!("run-{run}"),
+                status: "finished".into(),
+                reason: None,
+                dataset: "synthetic".into(),
+                model: "micro".into(),
+                operator: "add".into(),
+                seed: 0,
+                tags: String::new(),
+                created_at: 0.0,
+                finished_at: None,
+                epochs_done: Some(10),
+                last_val_top1: Some(0.8),
+                best_val_top1: Some(0.5 + 0.02 * run as f64),
+                energy_mj: Some(1.0 + 0.1 * run as f64),
+            },
+            hybrid: "mult".into(),
+        });
+    }
+    d
+}
+
+fn input(frame: usize) -> RawInput {
+    // The pointer sweeps over the first plot, as a user reading values would.
+    let x = 450.0 + (frame % 40) as f32 * 10.0;
+    RawInput {
+        screen_rect: Some(Rect::from_min_size(Pos2::ZERO, Vec2::new(1600.0, 1000.0))),
+        events: vec![egui::Event::PointerMoved(Pos2::new(x, 300.0))],
+        time: Some(frame as f64 / 60.0),
+        ..RawInput::default()
+    }
+}
+
+/// Per-frame CPU times of `draw` (run + tessellate).
+fn measure(ctx: &egui::Context, mut draw: impl FnMut(&mut egui::Ui)) -> Vec<Duration> {
+    let mut times = Vec::with_capacity(FRAMES);
+    for frame in 0..FRAMES + 5 {
+        let t0 = Instant::now();
+        let out = ctx.run_ui(input(frame), |ui| draw(ui));
+        let prims = ctx.tessellate(out.shapes, out.pixels_per_point);
+        std::hint::black_box(prims);
+        if frame >= 5 {
+            times.push(t0.elapsed());
+        }
+    }
+    times
+}
+
+fn report(label: &str, times: &mut [Duration]) -> f64 {
+    times.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let mean = times.iter().map(|d| ms(*d)).sum::<f64>() / times.len() as f64;
+    let p95 = ms(times[(times.len() * 95 / 100).min(times.len() - 1)]);
+    println!(
+        "{label:<44} mean {mean:8.2} ms  median {:8.2} ms  p95 {p95:8.2} ms  max {:8.2} ms",
+        ms(times[times.len() / 2]),
+        ms(times[times.len() - 1])
+    );
+    mean
+}
+
+fn main() {
+    let mut d = data();
+    let runs: Vec<i64> = (1..=RUNS).collect();
+    let mut settings = CompareSettings::default();
+    let mut export = Export::new(std::env::temp_dir().join("shiftadd-bench-exports"));
+    let mut commands = Vec::new();
+    let mut view = CompareView::default();
+    println!(
+        "Compare frame: {RUNS} runs × {POINTS} points × 2 metrics, smoothing {} (raw + smoothed curves)",
+        settings.smoothing
+    );
+
+    let mut persisted = shiftadd_app::gui::Persisted {
+        compare: runs.clone(),
+        ..Default::default()
+    };
+    let ctx = egui::Context::default();
+    let mut app_times = measure(&ctx, |ui| {
+        let mut vcx = ViewCtx {
+            data: &mut d,
+            current: None,
+            compare: &runs,
+            commands: &mut commands,
+            export: &mut export,
+            now: Instant::now(),
+        };
+        // The app's layout: the runs list on the left, Compare in the centre.
+        egui::Panel::left("runs").exact_size(540.0).show(ui, |ui| {
+            shiftadd_app::gui::runs::runs_panel(ui, vcx.data, &mut persisted, vcx.commands);
+        });
+        egui::CentralPanel::default().show(ui, |ui| view.ui(ui, &mut vcx, &mut settings));
+    });
+    let app = report(
+        "app (smooth full series, decimate per pixel)",
+        &mut app_times,
+    );
+
+    // Reference: the same curves, every point handed to egui_plot each frame (no runs list).
+    let d = data();
+    let ctx = egui::Context::default();
+    let mut ref_times = measure(&ctx, |ui| {
+        egui::Panel::left("runs").exact_size(540.0).show(ui, |_| {});
+        egui::CentralPanel::default().show(ui, |ui| {
+            ui.columns(2, |cols| {
+                for (i, key) in ["val/top1", "train/loss"].into_iter().enumerate() {
+                    Plot::new(("naive", i))
+                        .height(420.0)
+                        .show(&mut cols[i], |p| {
+                            for r in &runs {
+                                let s = &d.data[r].series[key];
+                                let raw: Vec<[f64; 2]> =
+                                    s.xs.iter().zip(&s.ys).map(|(x, y)| [*x, *y]).collect();
+                                let sm = ema_debiased(&s.ys, 0.6);
+                                let smooth: Vec<[f64; 2]> =
+                                    s.xs.iter().zip(&sm).map(|(x, y)| [*x, *y]).collect();
+                                p.line(
+                                    Line::new(format!("{r} raw"), PlotPoints::from(raw))
+                                        .color(Color32::GRAY),
+                                );
+                                p.line(Line::new(format!("{r}"), PlotPoints::from(smooth)));
+                            }
+                        });
+                }
+            });
+        });
+    });
+    let naive = report("reference (all points to egui_plot)", &mut ref_times);
+    println!(
+        "ratio reference / app: {:.1}×  (budget: 16 ms per frame)",
+        naive / app
+    );
+}

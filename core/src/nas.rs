@@ -1,0 +1,781 @@
+//! The two-stage NAS search space (method.md §6) as data: an architecture is, per searchable
+//! stage of the MobileNetV2-style body, a depth, a kernel and an expand factor per block, and a
+//! width multiplier. Sampling, mutation and crossover stay inside the space; costs come from the
+//! analytic hardware model; [`is_sub_model`] says whether a TargetNet fits inside a SubNet.
+//!
+//! The skeleton around the searched stages is `mbv2-tiny`'s: stem, a first block (expand 1, k3),
+//! the searched stages (base widths 24, 32, 64, 96, 160 × 0.35), the head MBConv and 1×1 conv.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, HwConfig, OpKind};
+use crate::hw::{self, ModelCost};
+use crate::layers;
+use crate::model::{ArchSpec, BlockSpec, Net, OpSpec, make_divisible};
+use crate::rng::Rng;
+
+pub const DEPTHS: [usize; 3] = [2, 3, 4];
+pub const KERNELS: [i64; 3] = [3, 5, 7];
+pub const EXPANDS: [i64; 3] = [3, 4, 6];
+pub const WIDTHS: [f64; 5] = [0.5, 0.75, 1.0, 1.25, 1.5];
+/// Base output channels of the searched stages (× 0.35, as `mbv2-tiny`) and their strides
+/// (the first one is 1 at 32 px and below).
+const STAGE_BASE: [(f64, i64); 5] = [(24.0, 2), (32.0, 2), (64.0, 2), (96.0, 1), (160.0, 2)];
+
+/// One searched stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageArch {
+    /// Kernel size of each block (its length is the stage depth).
+    pub kernels: Vec<i64>,
+    /// Expand factor of each block.
+    pub expands: Vec<i64>,
+    /// Width multiplier of the stage's output channels.
+    pub width: f64,
+}
+
+/// A searched architecture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NasArch {
+    pub stages: Vec<StageArch>,
+}
+
+/// Why an architecture is outside the space.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("architecture outside the NAS space: {0}")]
+pub struct SpaceError(pub String);
+
+impl NasArch {
+    /// `mbv2-tiny`'s own body in this space (depths 2, 3, 4, 3, 3; k3; expand 6; width 1).
+    pub fn mbv2_tiny() -> Self {
+        let stage = |n: usize| StageArch {
+            kernels: vec![3; n],
+            expands: vec![6; n],
+            width: 1.0,
+        };
+        Self {
+            stages: vec![stage(2), stage(3), stage(4), stage(3), stage(3)],
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), SpaceError> {
+        if self.stages.len() != STAGE_BASE.len() {
+            return Err(SpaceError(format!(
+                "{} stages, expected {}",
+                self.stages.len(),
+                STAGE_BASE.len()
+            )));
+        }
+        for (i, s) in self.stages.iter().enumerate() {
+            if !DEPTHS.contains(&s.kernels.len()) || s.kernels.len() != s.expands.len() {
+                return Err(SpaceError(format!(
+                    "stage {i}: depth {} (kernels) / {} (expands), allowed {DEPTHS:?}",
+                    s.kernels.len(),
+                    s.expands.len()
+                )));
+            }
+            if let Some(k) = s.kernels.iter().find(|k| !KERNELS.contains(k)) {
+                return Err(SpaceError(format!(
+                    "stage {i}: kernel {k}, allowed {KERNELS:?}"
+                )));
+            }
+            if let Some(e) = s.expands.iter().find(|e| !EXPANDS.contains(e)) {
+                return Err(SpaceError(format!(
+                    "stage {i}: expand {e}, allowed {EXPANDS:?}"
+                )));
+            }
+            if !WIDTHS.iter().any(|w| (w - s.width).abs() < 1e-9) {
+                return Err(SpaceError(format!(
+                    "stage {i}: width {}, allowed {WIDTHS:?}",
+                    s.width
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Parse and validate the JSON form (`model.arch`).
+    pub fn from_json(text: &str) -> Result<Self, SpaceError> {
+        let a: Self = serde_json::from_str(text).map_err(|e| SpaceError(e.to_string()))?;
+        a.validate()?;
+        Ok(a)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The architecture as the project's model spec.
+    pub fn to_spec(&self, in_channels: i64, resolution: i64, classes: i64) -> ArchSpec {
+        let small = resolution <= 32;
+        let w = |c: f64| make_divisible(c * 0.35, 8);
+        let stem_c = w(32.0);
+        let mut blocks = vec![BlockSpec {
+            stage: 0,
+            in_c: stem_c,
+            out_c: w(16.0),
+            mid_c: stem_c,
+            kernel: 3,
+            stride: 1,
+            expand: false,
+        }];
+        let mut in_c = w(16.0);
+        for (i, (s, (base, stride))) in self.stages.iter().zip(STAGE_BASE).enumerate() {
+            let out_c = make_divisible(base * 0.35 * s.width, 8);
+            let stride = if i == 0 && small { 1 } else { stride };
+            for (j, (&k, &e)) in s.kernels.iter().zip(&s.expands).enumerate() {
+                blocks.push(BlockSpec {
+                    stage: i + 1,
+                    in_c,
+                    out_c,
+                    mid_c: in_c * e,
+                    kernel: k,
+                    stride: if j == 0 { stride } else { 1 },
+                    expand: true,
+                });
+                in_c = out_c;
+            }
+        }
+        blocks.push(BlockSpec {
+            stage: self.stages.len() + 1,
+            in_c,
+            out_c: 112,
+            mid_c: in_c * 6,
+            kernel: 3,
+            stride: 1,
+            expand: true,
+        });
+        ArchSpec {
+            in_channels,
+            stem_c,
+            stem_stride: if small { 1 } else { 2 },
+            blocks,
+            head_c: Some(448),
+            classes,
+        }
+    }
+
+    /// A uniformly random architecture of the space.
+    pub fn sample(rng: &mut Rng) -> Self {
+        let pick = |rng: &mut Rng, n: usize| rng.below(n);
+        let stages = (0..STAGE_BASE.len())
+            .map(|_| {
+                let depth = DEPTHS[pick(rng, DEPTHS.len())];
+                StageArch {
+                    kernels: (0..depth)
+                        .map(|_| KERNELS[pick(rng, KERNELS.len())])
+                        .collect(),
+                    expands: (0..depth)
+                        .map(|_| EXPANDS[pick(rng, EXPANDS.len())])
+                        .collect(),
+                    width: WIDTHS[pick(rng, WIDTHS.len())],
+                }
+            })
+            .collect();
+        Self { stages }
+    }
+
+    /// Re-draw each choice with probability `rate` (depth changes add or drop trailing blocks).
+    pub fn mutate(&self, rng: &mut Rng, rate: f64) -> Self {
+        let mut a = self.clone();
+        let hit = |rng: &mut Rng| rng.uniform() < rate;
+        let pick = |rng: &mut Rng, n: usize| rng.below(n);
+        for s in &mut a.stages {
+            if hit(rng) {
+                let depth = DEPTHS[pick(rng, DEPTHS.len())];
+                while s.kernels.len() < depth {
+                    s.kernels.push(KERNELS[pick(rng, KERNELS.len())]);
+                    s.expands.push(EXPANDS[pick(rng, EXPANDS.len())]);
+                }
+                s.kernels.truncate(depth);
+                s.expands.truncate(depth);
+            }
+            for k in &mut s.kernels {
+                if hit(rng) {
+                    *k = KERNELS[pick(rng, KERNELS.len())];
+                }
+            }
+            for e in &mut s.expands {
+                if hit(rng) {
+                    *e = EXPANDS[pick(rng, EXPANDS.len())];
+                }
+            }
+            if hit(rng) {
+                s.width = WIDTHS[pick(rng, WIDTHS.len())];
+            }
+        }
+        a
+    }
+
+    /// Each stage taken whole from one parent or the other.
+    pub fn crossover(&self, other: &Self, rng: &mut Rng) -> Self {
+        Self {
+            stages: self
+                .stages
+                .iter()
+                .zip(&other.stages)
+                .map(|(a, b)| {
+                    if rng.uniform() < 0.5 {
+                        a.clone()
+                    } else {
+                        b.clone()
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// Shrink `self` into a sub-model of `sub`: depth, kernel, expand and width each at most the
+    /// SubNet's (a TargetNet inside the SubNet).
+    pub fn clamp_into(&self, sub: &Self) -> Self {
+        Self {
+            stages: self
+                .stages
+                .iter()
+                .zip(&sub.stages)
+                .map(|(t, s)| {
+                    let depth = t.kernels.len().min(s.kernels.len());
+                    StageArch {
+                        kernels: (0..depth).map(|j| t.kernels[j].min(s.kernels[j])).collect(),
+                        expands: (0..depth).map(|j| t.expands[j].min(s.expands[j])).collect(),
+                        width: t.width.min(s.width),
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Whether `target` is a sub-model of `sub`: per stage no deeper, and per block no larger kernel
+/// or expand, and no wider.
+pub fn is_sub_model(target: &NasArch, sub: &NasArch) -> bool {
+    target.stages.len() == sub.stages.len()
+        && target.stages.iter().zip(&sub.stages).all(|(t, s)| {
+            t.kernels.len() <= s.kernels.len()
+                && t.width <= s.width + 1e-9
+                && t.kernels.iter().zip(&s.kernels).all(|(a, b)| a <= b)
+                && t.expands.iter().zip(&s.expands).all(|(a, b)| a <= b)
+        })
+}
+
+/// What a budget constrains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BudgetKind {
+    /// Energy per inference, mJ.
+    Energy,
+    /// Latency per inference, ms.
+    Latency,
+}
+
+/// The cost of `arch` with operator `op` for the budget's quantity (analytic hardware mode).
+pub fn cost(
+    arch: &NasArch,
+    op: OpKind,
+    cfg: &Config,
+    kind: BudgetKind,
+    (channels, resolution, classes): (i64, i64, i64),
+) -> f64 {
+    let spec = arch.to_spec(channels, resolution, classes);
+    let widths = Net::base_widths(&spec);
+    let mut c = cfg.clone();
+    c.ops.kind = op;
+    let ops = if op == OpKind::Mult {
+        OpSpec::mult()
+    } else {
+        OpSpec::from_config(&c)
+    };
+    let hw_cfg = HwConfig {
+        mode: crate::config::HwMode::Analytic,
+        ..cfg.hw.clone()
+    };
+    let m: ModelCost = hw::model_cost(
+        "nas",
+        &layers::layers(&spec, &widths, &ops, resolution),
+        &hw_cfg,
+    );
+    match kind {
+        BudgetKind::Energy => m.energy_mj,
+        BudgetKind::Latency => m.latency_ms,
+    }
+}
+
+/// Indices of the points on the Pareto front of (cost ↓, accuracy ↑), by ascending cost.
+pub fn pareto_front(points: &[(f64, f64)]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..points.len())
+        .filter(|&i| points[i].0.is_finite() && points[i].1.is_finite())
+        .collect();
+    order.sort_by(|&a, &b| {
+        points[a]
+            .0
+            .total_cmp(&points[b].0)
+            .then(points[b].1.total_cmp(&points[a].1))
+    });
+    let mut front = Vec::new();
+    let mut best = f64::NEG_INFINITY;
+    for i in order {
+        if points[i].1 > best {
+            best = points[i].1;
+            front.push(i);
+        }
+    }
+    front
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampled_mutated_and_crossed_archs_stay_in_the_space() {
+        let mut rng = Rng::new(7);
+        let mut pop: Vec<NasArch> = (0..20).map(|_| NasArch::sample(&mut rng)).collect();
+        for _ in 0..50 {
+            let a = pop[rng.below(20)].clone();
+            let b = pop[rng.below(20)].clone();
+            let child = a.crossover(&b, &mut rng).mutate(&mut rng, 0.4);
+            child.validate().expect("in the space");
+            pop.push(child);
+        }
+        for a in &pop {
+            let back = NasArch::from_json(&a.to_json()).expect("JSON round trip");
+            assert_eq!(&back, a);
+        }
+        NasArch::mbv2_tiny()
+            .validate()
+            .expect("mbv2-tiny is in the space");
+        let mut bad = NasArch::mbv2_tiny();
+        bad.stages[1].kernels[0] = 4;
+        assert!(bad.validate().unwrap_err().to_string().contains("kernel 4"));
+    }
+
+    #[test]
+    fn mbv2_tiny_in_the_space_matches_the_named_model() {
+        let named = ArchSpec::named(crate::config::ModelName::Mbv2Tiny, 3, 32, 10);
+        assert_eq!(NasArch::mbv2_tiny().to_spec(3, 32, 10), named);
+    }
+
+    #[test]
+    fn clamped_targets_are_sub_models() {
+        let mut rng = Rng::new(3);
+        for _ in 0..100 {
+            let sub = NasArch::sample(&mut rng);
+            let t = NasArch::sample(&mut rng).clamp_into(&sub);
+            // Depths come from the space only when the clamp keeps them there.
+            assert!(is_sub_model(&t, &sub), "{t:?} not inside {sub:?}");
+        }
+        let sub = NasArch::mbv2_tiny();
+        let mut wider = sub.clone();
+        wider.stages[0].width = 1.5;
+        assert!(!is_sub_model(&wider, &sub));
+    }
+
+    #[test]
+    fn pareto_front_on_hand_made_points() {
+        let pts = [
+            (3.0, 0.9),
+            (1.0, 0.5),
+            (2.0, 0.4),
+            (2.5, 0.8),
+            (4.0, 0.85),
+            (1.0, 0.6),
+        ];
+        assert_eq!(pareto_front(&pts), vec![5, 3, 0]);
+        assert!(pareto_front(&[(f64::NAN, 1.0)]).is_empty());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The search driver
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::config::Hybrid;
+use crate::run::{Command, Event, ManagerHandle};
+use crate::store::{NasCandidateRow, NewRun, Reader, RunId, Status, WriteOp};
+
+/// The result of a search.
+#[derive(Debug, Clone)]
+pub struct NasOutcome {
+    /// The search's run row (its candidates hang off it).
+    pub search: RunId,
+    pub subnet: NasArch,
+    pub subnet_proxy: f64,
+    pub target: NasArch,
+    pub target_cost: f64,
+    pub target_proxy: f64,
+    /// Candidates whose proxy training was skipped because a stored result existed.
+    pub reused: usize,
+    pub evaluated: usize,
+}
+
+/// An evaluated candidate.
+#[derive(Debug, Clone)]
+struct Scored {
+    arch: NasArch,
+    cost: f64,
+    proxy: f64,
+}
+
+/// The config of a candidate's proxy training.
+fn proxy_config(cfg: &Config, arch: &NasArch, stage: i64, subnet: Option<&NasArch>) -> Config {
+    let n = &cfg.nas;
+    let mut c = cfg.clone();
+    c.model.arch = arch.to_json();
+    c.data.train_subset = n.proxy_train;
+    c.data.test_subset = n.proxy_test;
+    c.train.epochs = n.proxy_epochs;
+    c.train.warmup_epochs = c.train.warmup_epochs.min(0.3 * n.proxy_epochs as f64);
+    c.eval.bn_images = c.eval.bn_images.min(n.proxy_train / 2);
+    c.train.keep_checkpoints = 1;
+    if stage == 1 {
+        // The SubNet is multiplicative and trained directly.
+        c.ops.kind = OpKind::Mult;
+        c.aug.hybrid = Hybrid::None;
+    } else {
+        c.aug.hybrid = Hybrid::Mult;
+        if let Some(sub) = subnet {
+            let (w, e) = augment_factors(arch, sub);
+            c.aug.width = if w > 1.0 { vec![1.0, w] } else { vec![1.0] };
+            c.aug.expand = if e > 1.0 { vec![1.0, e] } else { vec![1.0] };
+        }
+    }
+    c
+}
+
+/// Width and expand factors that widen `target` to about `sub` (the largest ratios over stages
+/// and blocks): the augmented models of the TargetNet's proxy training reach the SubNet's size.
+pub fn augment_factors(target: &NasArch, sub: &NasArch) -> (f64, f64) {
+    let mut w: f64 = 1.0;
+    let mut e: f64 = 1.0;
+    for (t, s) in target.stages.iter().zip(&sub.stages) {
+        w = w.max(s.width / t.width);
+        for (a, b) in t.expands.iter().zip(&s.expands) {
+            e = e.max(*b as f64 / *a as f64);
+        }
+    }
+    ((w * 100.0).round() / 100.0, (e * 100.0).round() / 100.0)
+}
+
+struct Search<'a> {
+    cfg: &'a Config,
+    manager: &'a ManagerHandle,
+    search: RunId,
+    stored: HashMap<(i64, String), NasCandidateRow>,
+    report: &'a mut dyn FnMut(String),
+    shape: (i64, i64, i64),
+    reused: usize,
+    evaluated: usize,
+    next_request: u64,
+}
+
+impl Search<'_> {
+    /// Proxy accuracy of `arch` (stored, or trained now through the run manager).
+    fn evaluate(
+        &mut self,
+        stage: i64,
+        generation: i64,
+        arch: &NasArch,
+        cost: f64,
+        subnet: Option<&NasArch>,
+    ) -> Result<f64, String> {
+        let key = (stage, arch.to_json());
+        if let Some(row) = self.stored.get(&key)
+            && row.status == "done"
+            && let Some(acc) = row.proxy_accuracy
+        {
+            self.reused += 1;
+            (self.report)(format!(
+                "stage {stage} gen {generation}: cost {cost:.4}, proxy top-1 {:.2} % (stored)",
+                acc * 100.0
+            ));
+            return Ok(acc);
+        }
+        let config = proxy_config(self.cfg, arch, stage, subnet);
+        self.next_request += 1;
+        let request = self.next_request;
+        let name = format!(
+            "nas{}-s{stage}-g{generation}-{}",
+            self.search, self.evaluated
+        );
+        self.manager
+            .commands
+            .send(Command::Start {
+                config: Box::new(config),
+                name,
+                tags: format!("nas-proxy,nas{}", self.search),
+                request,
+            })
+            .map_err(|e| e.to_string())?;
+        let mut row = NasCandidateRow {
+            run: self.search,
+            stage,
+            generation,
+            arch: key.1.clone(),
+            cost,
+            proxy_accuracy: None,
+            status: "pending".into(),
+            proxy_run: None,
+        };
+        let mut proxy_run = None;
+        let accuracy = loop {
+            let event = self
+                .manager
+                .events
+                .recv_timeout(Duration::from_secs(24 * 3600))
+                .map_err(|e| format!("the run manager stopped answering: {e}"))?;
+            match event {
+                Event::Created { request: r, run } if r == request => {
+                    proxy_run = Some(run);
+                    row.proxy_run = Some(run);
+                    self.record(row.clone())?;
+                }
+                Event::Rejected { request: r, reason } if r == request => {
+                    return Err(format!("proxy training refused: {reason}"));
+                }
+                Event::Finished { run, val_top1 } if Some(run) == proxy_run => {
+                    break Some(val_top1);
+                }
+                Event::Failed { run, reason } if Some(run) == proxy_run => {
+                    (self.report)(format!(
+                        "stage {stage} gen {generation}: proxy run {run} failed: {reason}"
+                    ));
+                    break None;
+                }
+                Event::Stopped { run } if Some(run) == proxy_run => {
+                    return Err(format!(
+                        "proxy run {run} was stopped; rerun the search to resume it"
+                    ));
+                }
+                _ => {}
+            }
+        };
+        self.evaluated += 1;
+        row.proxy_accuracy = accuracy;
+        row.status = if accuracy.is_some() { "done" } else { "failed" }.into();
+        self.record(row.clone())?;
+        self.stored.insert(key, row);
+        let acc = accuracy.unwrap_or(0.0);
+        (self.report)(format!(
+            "stage {stage} gen {generation}: cost {cost:.4}, proxy top-1 {:.2} % (run {})",
+            acc * 100.0,
+            proxy_run.unwrap_or_default()
+        ));
+        Ok(acc)
+    }
+
+    fn record(&self, row: NasCandidateRow) -> Result<(), String> {
+        let w = self.manager.writer();
+        w.send(WriteOp::NasCandidate(row))
+            .map_err(|e| e.to_string())?;
+        w.flush().map_err(|e| e.to_string())
+    }
+
+    /// One stage of evolution: a random feasible population, then children of the better half.
+    /// `cost_of` returns the cost and the limit it must respect; `repair` keeps a child valid
+    /// for the stage (stage 2: inside the SubNet).
+    fn evolve(
+        &mut self,
+        stage: i64,
+        rng: &mut Rng,
+        cost_of: &dyn Fn(&NasArch, &mut Rng) -> (f64, f64),
+        repair: &dyn Fn(NasArch) -> NasArch,
+        subnet: Option<&NasArch>,
+    ) -> Result<Vec<Scored>, String> {
+        let n = self.cfg.nas.clone();
+        let mut seen: Vec<NasArch> = Vec::new();
+        let mut scored: Vec<Scored> = Vec::new();
+        let mut cheapest: Option<(NasArch, f64)> = None;
+        for generation in 0..n.generations as i64 {
+            let parents: Vec<Scored> = {
+                let mut s = scored.clone();
+                s.sort_by(|a, b| b.proxy.total_cmp(&a.proxy));
+                s.truncate((n.population / 2).max(1));
+                s
+            };
+            let mut batch = Vec::new();
+            let mut tries = 0;
+            while batch.len() < n.population && tries < 200 * n.population {
+                tries += 1;
+                let child = if generation == 0 || parents.is_empty() {
+                    repair(NasArch::sample(rng))
+                } else {
+                    let a = &parents[rng.below(parents.len())].arch;
+                    let base = if parents.len() > 1 && rng.uniform() < n.crossover {
+                        a.crossover(&parents[rng.below(parents.len())].arch, rng)
+                    } else {
+                        a.clone()
+                    };
+                    repair(base.mutate(rng, n.mutation))
+                };
+                if child.validate().is_err() || seen.contains(&child) {
+                    continue;
+                }
+                let (cost, limit) = cost_of(&child, rng);
+                if cheapest.as_ref().is_none_or(|c| cost < c.1) {
+                    cheapest = Some((child.clone(), cost));
+                }
+                if cost <= limit {
+                    seen.push(child.clone());
+                    batch.push((child, cost));
+                }
+            }
+            if batch.is_empty() && scored.is_empty() {
+                let (arch, cost) = cheapest.clone().ok_or("no architecture sampled")?;
+                (self.report)(format!(
+                    "stage {stage}: nothing in the space meets the budget; the cheapest found costs {cost:.4}"
+                ));
+                batch.push((arch, cost));
+            }
+            for (arch, cost) in batch {
+                let proxy = self.evaluate(stage, generation, &arch, cost, subnet)?;
+                scored.push(Scored { arch, cost, proxy });
+            }
+        }
+        Ok(scored)
+    }
+}
+
+fn best(scored: &[Scored]) -> Option<&Scored> {
+    scored
+        .iter()
+        .max_by(|a, b| a.proxy.total_cmp(&b.proxy).then(b.cost.total_cmp(&a.cost)))
+}
+
+/// Run (or resume) the two-stage search of `cfg` (method.md §6) on `manager`'s threads.
+/// A rerun with the same config continues the latest search of that config and reuses every
+/// candidate it stored (the sampling is seeded, so the same candidates come up again); a
+/// finished search is thereby replayed without training anything.
+pub fn search(
+    cfg: &Config,
+    db: &Path,
+    name: &str,
+    manager: &ManagerHandle,
+    report: &mut dyn FnMut(String),
+) -> Result<NasOutcome, String> {
+    let writer = manager.writer();
+    writer.flush().map_err(|e| e.to_string())?;
+    let toml = cfg.to_toml();
+    let reader = Reader::open(db).map_err(|e| e.to_string())?;
+    let previous = reader
+        .runs()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|r| r.model == "nas-search")
+        .filter(|r| reader.config_toml(r.id).is_ok_and(|t| t == toml))
+        .map(|r| r.id)
+        .max();
+    let search = match previous {
+        Some(id) => {
+            writer.send_or_log(WriteOp::Claim(id));
+            report(format!("resuming NAS search {id}"));
+            id
+        }
+        None => writer
+            .create_run(NewRun {
+                name: name.to_owned(),
+                config_toml: toml,
+                dataset: cfg.data.dataset.as_str().into(),
+                model: "nas-search".into(),
+                operator: cfg.ops.kind.as_str().into(),
+                seed: cfg.nas.seed,
+                tags: "nas".into(),
+            })
+            .map_err(|e| e.to_string())?,
+    };
+    writer.status(search, Status::Running, None);
+    let stored = reader
+        .nas_candidates(search)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|r| ((r.stage, r.arch.clone()), r))
+        .collect();
+    let mut s = Search {
+        cfg,
+        manager,
+        search,
+        stored,
+        report,
+        shape: cfg.data.dataset.input_shape(),
+        reused: 0,
+        evaluated: 0,
+        next_request: 1 << 40,
+    };
+    let result = run_stages(&mut s);
+    match &result {
+        Ok(o) => {
+            writer.log(
+                search,
+                log::Level::Info,
+                format!(
+                    "best TargetNet {} (cost {:.4}, proxy top-1 {:.2} %)",
+                    o.target.to_json(),
+                    o.target_cost,
+                    o.target_proxy * 100.0
+                ),
+            );
+            writer.status(search, Status::Finished, None);
+        }
+        Err(e) => writer.status(search, Status::Failed, Some(e.clone())),
+    }
+    writer.flush().map_err(|e| e.to_string())?;
+    result
+}
+
+fn run_stages(s: &mut Search<'_>) -> Result<NasOutcome, String> {
+    let cfg = s.cfg;
+    let n = &cfg.nas;
+    let shape = s.shape;
+    let mut rng = Rng::new(n.seed);
+    let multiples = n.multiples.clone();
+    let stage1_cost = |a: &NasArch, rng: &mut Rng| {
+        let m = multiples[rng.below(multiples.len())];
+        (
+            cost(a, OpKind::Mult, cfg, n.budget_kind, shape),
+            m * n.budget,
+        )
+    };
+    (s.report)(format!(
+        "stage 1: multiplicative SubNets under m × {} {}",
+        n.budget,
+        unit(n.budget_kind)
+    ));
+    let stage1 = s.evolve(1, &mut rng, &stage1_cost, &|a| a, None)?;
+    let sub = best(&stage1).ok_or("stage 1 evaluated nothing")?.clone();
+    (s.report)(format!(
+        "stage 1 best SubNet: proxy top-1 {:.2} %, Mult cost {:.4} {}",
+        sub.proxy * 100.0,
+        sub.cost,
+        unit(n.budget_kind)
+    ));
+    let op = cfg.ops.kind;
+    let stage2_cost = |a: &NasArch, _: &mut Rng| (cost(a, op, cfg, n.budget_kind, shape), n.budget);
+    let subnet = sub.arch.clone();
+    let repair = |a: NasArch| a.clamp_into(&subnet);
+    (s.report)(format!(
+        "stage 2: {} TargetNets inside the SubNet under {} {}",
+        op.as_str(),
+        n.budget,
+        unit(n.budget_kind)
+    ));
+    let stage2 = s.evolve(2, &mut rng, &stage2_cost, &repair, Some(&sub.arch))?;
+    let target = best(&stage2).ok_or("stage 2 evaluated nothing")?.clone();
+    Ok(NasOutcome {
+        search: s.search,
+        subnet: sub.arch,
+        subnet_proxy: sub.proxy,
+        target: target.arch,
+        target_cost: target.cost,
+        target_proxy: target.proxy,
+        reused: s.reused,
+        evaluated: s.evaluated,
+    })
+}
+
+pub fn unit(kind: BudgetKind) -> &'static str {
+    match kind {
+        BudgetKind::Energy => "mJ",
+        BudgetKind::Latency => "ms",
+    }
+}

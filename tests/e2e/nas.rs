@@ -1,0 +1,92 @@
+//! `shiftadd nas` on the smoke preset: both stages within budget, the TargetNets inside the
+//! chosen SubNet, every candidate stored, and a rerun that trains nothing.
+
+use shiftadd_core::Config;
+use shiftadd_core::nas::{NasArch, cost, is_sub_model};
+use shiftadd_core::store::Reader;
+
+use crate::support::{run_ok, s};
+
+#[test]
+fn nas_smoke_searches_within_budget_and_resumes_without_retraining() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("nas.db");
+    let preset = concat!(env!("CARGO_MANIFEST_DIR"), "/../experiments/nas-smoke.toml");
+    let t0 = std::time::Instant::now();
+    let out = run_ok(&["nas", preset, "--db", s(&db)]);
+    let minutes = t0.elapsed().as_secs_f64() / 60.0;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let best_json = stdout.lines().last().expect("arch line").to_owned();
+    let best = NasArch::from_json(&best_json).expect("the printed TargetNet is in the space");
+    eprintln!("nas-smoke took {minutes:.1} min");
+
+    let cfg = Config::load(std::path::Path::new(preset), &[]).expect("preset");
+    let shape = cfg.data.dataset.input_shape();
+    let reader = Reader::open(&db).expect("db");
+    let search = reader
+        .runs()
+        .expect("runs")
+        .into_iter()
+        .find(|r| r.model == "nas-search")
+        .expect("the search has a run row");
+    assert_eq!(search.status, "finished");
+    let rows = reader.nas_candidates(search.id).expect("candidates");
+    let n = &cfg.nas;
+    assert_eq!(
+        rows.len(),
+        2 * n.population * n.generations,
+        "every candidate stored"
+    );
+    assert!(
+        rows.iter()
+            .all(|r| r.status == "done" && r.proxy_run.is_some())
+    );
+    let max_multiple = n.multiples.iter().copied().fold(0.0, f64::max);
+    let stage1: Vec<_> = rows.iter().filter(|r| r.stage == 1).collect();
+    for r in &stage1 {
+        let a = NasArch::from_json(&r.arch).expect("stored arch valid");
+        let c = cost(
+            &a,
+            shiftadd_core::config::OpKind::Mult,
+            &cfg,
+            n.budget_kind,
+            shape,
+        );
+        assert!((c - r.cost).abs() < 1e-9 && c <= max_multiple * n.budget + 1e-9);
+    }
+    let subnet = stage1
+        .iter()
+        .max_by(|a, b| {
+            a.proxy_accuracy
+                .unwrap_or(0.0)
+                .total_cmp(&b.proxy_accuracy.unwrap_or(0.0))
+                .then(b.cost.total_cmp(&a.cost))
+        })
+        .map(|r| NasArch::from_json(&r.arch).expect("valid"))
+        .expect("stage 1 rows");
+    for r in rows.iter().filter(|r| r.stage == 2) {
+        let a = NasArch::from_json(&r.arch).expect("valid");
+        assert!(
+            is_sub_model(&a, &subnet),
+            "stage-2 {a:?} is inside the SubNet"
+        );
+        assert!(
+            r.cost <= n.budget + 1e-9,
+            "stage-2 cost {} within budget",
+            r.cost
+        );
+    }
+    assert!(is_sub_model(&best, &subnet));
+
+    // A rerun with the same config replays the search from the stored candidates.
+    let again = run_ok(&["nas", preset, "--db", s(&db)]);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        stderr.contains(&format!("0 candidates trained, {} reused", rows.len())),
+        "rerun retrained something:\n{stderr}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout).lines().last(),
+        Some(best_json.as_str())
+    );
+}
