@@ -63,3 +63,4 @@ bench: setup
 	$(VENV)/bin/python experiments/bench/torch_reference.py --threads $(BENCH_THREADS) > target/bench-torch.json
 	SHIFTADD_BENCH_THREADS=$(BENCH_THREADS) cargo bench -p shiftadd-core
 	$(VENV)/bin/python experiments/bench/summary.py target/criterion target/bench-torch.json
+	cargo bench -p shiftadd-app --bench ui_frame

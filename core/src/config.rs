@@ -430,6 +430,9 @@ pub struct NasConfig {
     pub crossover: f64,
     /// Epochs of the proxy training of each candidate.
     pub proxy_epochs: usize,
+    /// Batch size of the proxy training (small, so a short proxy still takes enough steps;
+    /// the learning rate scales with it as in `train.lr`).
+    pub proxy_batch_size: usize,
     /// Training images of the proxy training (the first N).
     pub proxy_train: usize,
     /// Test images of the proxy evaluation (the first N).
@@ -449,6 +452,7 @@ impl Default for NasConfig {
             mutation: 0.3,
             crossover: 0.5,
             proxy_epochs: 1,
+            proxy_batch_size: 32,
             proxy_train: 1000,
             proxy_test: 500,
             seed: 0,
@@ -552,6 +556,7 @@ impl Config {
         frange("nas.mutation", n.mutation, 0.0, 1.0, true)?;
         frange("nas.crossover", n.crossover, 0.0, 1.0, true)?;
         range("nas.proxy_epochs", n.proxy_epochs, 1, 1000)?;
+        range("nas.proxy_batch_size", n.proxy_batch_size, 1, 8192)?;
         range("nas.proxy_train", n.proxy_train, 10, 10_000_000)?;
         range("nas.proxy_test", n.proxy_test, 10, 10_000_000)?;
         if ![8, 32].contains(&self.hw.bits) {

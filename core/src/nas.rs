@@ -426,6 +426,7 @@ fn proxy_config(cfg: &Config, arch: &NasArch, stage: i64, subnet: Option<&NasArc
     c.data.train_subset = n.proxy_train;
     c.data.test_subset = n.proxy_test;
     c.train.epochs = n.proxy_epochs;
+    c.train.batch_size = n.proxy_batch_size;
     c.train.warmup_epochs = c.train.warmup_epochs.min(0.3 * n.proxy_epochs as f64);
     c.eval.bn_images = c.eval.bn_images.min(n.proxy_train / 2);
     c.train.keep_checkpoints = 1;

@@ -411,3 +411,65 @@ fn window_close_choices_keep_every_record() {
         "metrics recorded before the stop are kept"
     );
 }
+
+/// The NAS view lists a search's candidates and trains a chosen TargetNet with its recipe.
+#[test]
+fn nas_view_trains_a_chosen_target_net() {
+    use shiftadd_core::nas::NasArch;
+    use shiftadd_core::store::NasCandidateRow;
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("nas.db");
+    let w = Writer::open(&db).expect("db");
+    let mut cfg = Config::default();
+    cfg.nas.budget = 1.25;
+    let search = w
+        .create_run(NewRun {
+            name: "search".into(),
+            config_toml: cfg.to_toml(),
+            dataset: "synthetic".into(),
+            model: "nas-search".into(),
+            operator: "mult".into(),
+            seed: 0,
+            tags: "nas".into(),
+        })
+        .expect("run");
+    let target = NasArch::mbv2_tiny();
+    for (stage, acc) in [(1, 0.4), (2, 0.3)] {
+        w.send(WriteOp::NasCandidate(NasCandidateRow {
+            run: search,
+            stage,
+            generation: 0,
+            arch: target.to_json(),
+            cost: 1.0,
+            proxy_accuracy: Some(acc),
+            status: "done".into(),
+            proxy_run: None,
+        }))
+        .expect("candidate");
+    }
+    w.status(search, Status::Finished, None);
+    w.flush().expect("flush");
+    drop(w);
+    let persisted = Persisted {
+        view: View::Nas,
+        current: Some(search),
+        ..Persisted::default()
+    };
+    let mut f = fake_app(&db, persisted);
+    let h = &mut f.harness;
+    wait_for(h, "the candidates", |h| {
+        has_label(h, "Best architectures") && has_label(h, "Train")
+    });
+    assert!(has_label(h, "2 TargetNet") && has_label(h, "1 SubNet"));
+    click(h, "Train");
+    let cmd = f.commands.try_recv().expect("a command was sent");
+    let Command::Start { config, .. } = cmd else {
+        panic!("expected Start, got {cmd:?}")
+    };
+    assert_eq!(config.model.arch, target.to_json());
+    assert!(
+        (config.nas.budget - 1.25).abs() < 1e-12,
+        "the search's recipe"
+    );
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 use shiftadd_core::run::{Command, Event};
-use shiftadd_core::store::{HistogramRow, HwCostRow, Reader, RunId, RunSummary};
+use shiftadd_core::store::{HistogramRow, HwCostRow, NasCandidateRow, Reader, RunId, RunSummary};
 
 use super::plot::Series;
 
@@ -22,6 +22,8 @@ pub enum Query {
     Details(RunId),
     /// A run's metric rows with step > `after` (`None`: all, replacing what the UI holds).
     Metrics { run: RunId, after: Option<i64> },
+    /// The candidates of a NAS search.
+    Nas(RunId),
     /// The `*.toml` presets of a folder.
     Presets(PathBuf),
 }
@@ -46,6 +48,10 @@ pub enum Loaded {
         last_step: Option<i64>,
     },
     Presets(Vec<Preset>),
+    Nas {
+        run: RunId,
+        rows: Vec<NasCandidateRow>,
+    },
     /// A query failed; the message names what and why.
     Error(String),
 }
@@ -155,6 +161,10 @@ fn answer(db: &Path, reader: &mut Option<Reader>, q: Query) -> Loaded {
         Query::Details(run) => details(r, run).map(|d| Loaded::Details(Box::new(d))),
         Query::Metrics { run, after } => metrics(r, run, after),
         Query::Presets(dir) => Ok(read_presets(&dir)),
+        Query::Nas(run) => r
+            .nas_candidates(run)
+            .map(|rows| Loaded::Nas { run, rows })
+            .map_err(|e| e.to_string()),
     };
     result.unwrap_or_else(|e| {
         // A broken connection is reopened on the next query.

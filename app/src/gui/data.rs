@@ -8,6 +8,8 @@ use std::time::Instant;
 use shiftadd_core::run::Event;
 use shiftadd_core::store::RunId;
 
+use shiftadd_core::store::NasCandidateRow;
+
 use super::backend::{Details, Loaded, Query, RunRow};
 use super::plot::Series;
 
@@ -65,6 +67,10 @@ pub struct DataCache {
     pub runs_loaded: bool,
     pub data: HashMap<RunId, RunData>,
     pub live: HashMap<RunId, Live>,
+    /// Candidates of NAS searches.
+    pub nas: HashMap<RunId, Vec<NasCandidateRow>>,
+    /// Searches whose candidates to (re)fetch.
+    stale_nas: HashSet<RunId>,
     /// Runs whose metrics changed since they were last fetched.
     stale_metrics: HashSet<RunId>,
     /// Runs whose details (logs, histograms, hardware) changed.
@@ -126,6 +132,9 @@ impl DataCache {
                 }
             }
             Loaded::Presets(_) => {}
+            Loaded::Nas { run, rows } => {
+                self.nas.insert(run, rows);
+            }
             Loaded::Error(e) => {
                 log::warn!("{e}");
                 self.last_error = Some(e);
@@ -216,6 +225,19 @@ impl DataCache {
         self.runs_stale = true;
     }
 
+    /// Ask for a search's candidates (again: searches run in other processes too).
+    pub fn want_nas(&mut self, run: RunId) {
+        if !self.nas.contains_key(&run) {
+            self.stale_nas.insert(run);
+            self.stale_details.insert(run);
+        }
+    }
+
+    /// Refetch a search's candidates.
+    pub fn mark_nas_stale(&mut self, run: RunId) {
+        self.stale_nas.insert(run);
+    }
+
     /// Refetch a run's new metrics and its details.
     pub fn mark_stale(&mut self, run: RunId) {
         self.stale_metrics.insert(run);
@@ -235,6 +257,9 @@ impl DataCache {
         let mut out = Vec::new();
         if std::mem::take(&mut self.runs_stale) {
             out.push(Query::Runs);
+        }
+        for run in std::mem::take(&mut self.stale_nas) {
+            out.push(Query::Nas(run));
         }
         for &run in visible {
             if self.stale_metrics.contains(&run) && !self.in_flight.contains(&run) {
@@ -260,6 +285,9 @@ impl DataCache {
             }
             Query::Details(run) => {
                 self.stale_details.insert(*run);
+            }
+            Query::Nas(run) => {
+                self.stale_nas.insert(*run);
             }
             Query::Presets(_) => {}
         }

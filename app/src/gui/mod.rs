@@ -11,6 +11,7 @@ pub mod form;
 pub mod hardware;
 pub mod launch;
 pub mod monitor;
+pub mod nas;
 pub mod plot;
 pub mod runs;
 pub mod weights;
@@ -37,15 +38,17 @@ pub enum View {
     Weights,
     Hardware,
     Compare,
+    Nas,
 }
 
 impl View {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Launch,
         Self::Monitor,
         Self::Weights,
         Self::Hardware,
         Self::Compare,
+        Self::Nas,
     ];
 
     pub fn title(self) -> &'static str {
@@ -55,6 +58,7 @@ impl View {
             Self::Weights => "Weights",
             Self::Hardware => "Hardware",
             Self::Compare => "Compare",
+            Self::Nas => "NAS",
         }
     }
 }
@@ -103,6 +107,7 @@ pub struct StudioApp {
     weights: weights::WeightsView,
     hardware: hardware::HardwareView,
     compare: compare::CompareView,
+    nas: nas::NasView,
     export: Export,
     outbox: Vec<Command>,
     status: Option<String>,
@@ -131,6 +136,7 @@ impl StudioApp {
             weights: weights::WeightsView::default(),
             hardware: hardware::HardwareView::default(),
             compare: compare::CompareView::default(),
+            nas: nas::NasView::default(),
             export: Export::new(export_dir),
             outbox: Vec::new(),
             status: None,
@@ -202,6 +208,7 @@ impl StudioApp {
         match self.persisted.view {
             View::Compare => self.persisted.compare.clone(),
             View::Launch => Vec::new(),
+            View::Nas => self.persisted.current.into_iter().collect(),
             _ => self.persisted.current.into_iter().collect(),
         }
     }
@@ -223,6 +230,11 @@ impl StudioApp {
             // Runs started elsewhere (the CLI, another window) show up too.
             self.last_runs_poll = now;
             self.data.mark_runs_stale();
+            if self.persisted.view == View::Nas
+                && let Some(r) = self.persisted.current
+            {
+                self.data.mark_nas_stale(r);
+            }
             // A run trained by another process sends no events: poll what is shown of it.
             for &r in &visible {
                 if self.data.is_active(r) && !self.data.live.contains_key(&r) {
@@ -354,6 +366,7 @@ impl eframe::App for StudioApp {
             weights,
             hardware,
             compare,
+            nas,
             export,
             outbox,
             ..
@@ -379,6 +392,7 @@ impl eframe::App for StudioApp {
             View::Weights => weights.ui(ui, &mut vcx),
             View::Hardware => hardware.ui(ui, &mut vcx),
             View::Compare => compare.ui(ui, &mut vcx, &mut persisted.compare_settings),
+            View::Nas => nas.ui(ui, &mut vcx, &mut persisted.current),
         });
         if let Some(run) = launch.take_created() {
             // A run just created from the form: follow it.

@@ -1,0 +1,254 @@
+//! NAS: the candidates of a two-stage search (`shiftadd nas`) — proxy accuracy vs cost by stage
+//! and generation, the Pareto front of the TargetNets, the budget, and the best architectures
+//! with a button that trains one with the search's recipe. Updates live while the search runs
+//! (in this or another process: it polls the database).
+
+use egui_plot::{Legend, Line, MarkerShape, Plot, Points, VLine};
+use shiftadd_core::Config;
+use shiftadd_core::nas::{NasArch, pareto_front, unit};
+use shiftadd_core::run::Command;
+use shiftadd_core::store::{NasCandidateRow, RunId};
+
+use super::ViewCtx;
+use super::export::ExportRequest;
+use super::plot::{color, csv_field, hover_point, plot_header};
+
+#[derive(Default)]
+pub struct NasView {
+    next_request: u64,
+}
+
+/// One line summary of an architecture: per stage depth × kernels / expands @ width.
+pub fn arch_summary(a: &NasArch) -> String {
+    a.stages
+        .iter()
+        .map(|s| {
+            let k: Vec<String> = s.kernels.iter().map(ToString::to_string).collect();
+            let e: Vec<String> = s.expands.iter().map(ToString::to_string).collect();
+            format!("k{} e{} w{}", k.join(""), e.join(""), s.width)
+        })
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+impl NasView {
+    pub fn ui(&mut self, ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, current: &mut Option<RunId>) {
+        let searches: Vec<(RunId, String, String)> = vcx
+            .data
+            .runs
+            .iter()
+            .filter(|r| r.summary.model == "nas-search")
+            .map(|r| {
+                (
+                    r.summary.id,
+                    r.summary.name.clone(),
+                    r.summary.status.clone(),
+                )
+            })
+            .collect();
+        ui.horizontal(|ui| {
+            ui.heading("NAS");
+            ui.label("search:");
+            for (id, name, status) in &searches {
+                if ui
+                    .selectable_label(*current == Some(*id), format!("#{id} {name} ({status})"))
+                    .clicked()
+                {
+                    *current = Some(*id);
+                }
+            }
+        });
+        let Some(search) = current.filter(|c| searches.iter().any(|s| s.0 == *c)) else {
+            ui.label(if searches.is_empty() {
+                "No NAS search in this database yet: run `shiftadd nas experiments/nas-smoke.toml` (same database) and it appears here, live."
+            } else {
+                "Pick a search above."
+            });
+            return;
+        };
+        vcx.data.want_nas(search);
+        let config = vcx
+            .data
+            .data
+            .get(&search)
+            .and_then(|d| d.details.as_ref())
+            .and_then(|d| Config::from_toml_str(&d.config_toml, "search", &[]).ok());
+        let Some(rows) = vcx.data.nas.get(&search).cloned() else {
+            ui.spinner();
+            return;
+        };
+        let (budget, u) = config.as_ref().map_or((f64::NAN, "mJ"), |c| {
+            (c.nas.budget, unit(c.nas.budget_kind))
+        });
+        let done = rows.iter().filter(|r| r.status == "done").count();
+        ui.label(format!(
+            "{} candidates ({done} evaluated) · TargetNet budget {budget} {u} · stage 1 costs are of the multiplicative SubNet, stage 2 of the MF TargetNet",
+            rows.len()
+        ));
+        let avail = ui.available_height();
+        ui.columns(2, |cols| {
+            scatter_ui(&mut cols[0], vcx, search, &rows, budget, u, avail);
+            self.table_ui(&mut cols[1], vcx, &rows, config.as_ref(), u);
+        });
+    }
+
+    fn table_ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        vcx: &mut ViewCtx<'_>,
+        rows: &[NasCandidateRow],
+        config: Option<&Config>,
+        u: &str,
+    ) {
+        ui.strong("Best architectures");
+        let mut best: Vec<&NasCandidateRow> =
+            rows.iter().filter(|r| r.proxy_accuracy.is_some()).collect();
+        best.sort_by(|a, b| {
+            b.stage.cmp(&a.stage).then(
+                b.proxy_accuracy
+                    .unwrap_or(0.0)
+                    .total_cmp(&a.proxy_accuracy.unwrap_or(0.0)),
+            )
+        });
+        egui::ScrollArea::both().id_salt("nas-table").show(ui, |ui| {
+            egui::Grid::new("nas-best").striped(true).show(ui, |ui| {
+                for h in ["", "Stage", "Gen", &format!("Cost {u}"), "Proxy top-1 %", "Architecture"] {
+                    ui.strong(h);
+                }
+                ui.end_row();
+                for r in best.iter().take(20) {
+                    let arch = NasArch::from_json(&r.arch).ok();
+                    // The action first: architecture strings are long.
+                    match (r.stage, config, &arch) {
+                        (2, Some(cfg), Some(_)) => {
+                            if ui
+                                .button("Train")
+                                .on_hover_text("train this TargetNet with the search's full recipe (ShiftAddAug)")
+                                .clicked()
+                            {
+                                let mut c = cfg.clone();
+                                c.model.arch = r.arch.clone();
+                                self.next_request += 1;
+                                vcx.commands.push(Command::Start {
+                                    config: Box::new(c),
+                                    name: format!("nas{}-target", r.run),
+                                    tags: format!("nas-best,nas{}", r.run),
+                                    request: 5000 + self.next_request,
+                                });
+                            }
+                        }
+                        _ => {
+                            ui.label("");
+                        }
+                    }
+                    ui.label(if r.stage == 1 { "1 SubNet" } else { "2 TargetNet" });
+                    ui.label(r.generation.to_string());
+                    ui.label(format!("{:.4}", r.cost));
+                    ui.label(format!("{:.2}", r.proxy_accuracy.unwrap_or(0.0) * 100.0));
+                    ui.monospace(arch.as_ref().map_or_else(|| r.arch.clone(), arch_summary))
+                        .on_hover_text(&r.arch);
+                    ui.end_row();
+                }
+            });
+        });
+    }
+}
+
+fn scatter_ui(
+    ui: &mut egui::Ui,
+    vcx: &mut ViewCtx<'_>,
+    search: RunId,
+    rows: &[NasCandidateRow],
+    budget: f64,
+    u: &str,
+    height: f32,
+) {
+    let id = format!("nas{search}-candidates");
+    let header = plot_header(ui, &id, "Candidates: proxy accuracy vs cost", vcx.export);
+    if header.csv {
+        let mut text = String::from("stage,generation,cost,proxy_top1,status,proxy_run,arch\n");
+        for r in rows {
+            text.push_str(&format!(
+                "{},{},{},{},{},{},{}\n",
+                r.stage,
+                r.generation,
+                r.cost,
+                r.proxy_accuracy.map_or(String::new(), |a| a.to_string()),
+                r.status,
+                r.proxy_run.map_or(String::new(), |p| p.to_string()),
+                csv_field(&r.arch)
+            ));
+        }
+        vcx.export.request(ExportRequest::Csv {
+            name: id.clone(),
+            text,
+        });
+    }
+    let stage2: Vec<(f64, f64)> = rows
+        .iter()
+        .filter(|r| r.stage == 2)
+        .map(|r| (r.cost, r.proxy_accuracy.map_or(f64::NAN, |a| a * 100.0)))
+        .collect();
+    let front: Vec<[f64; 2]> = pareto_front(&stage2)
+        .into_iter()
+        .map(|i| [stage2[i].0, stage2[i].1])
+        .collect();
+    let u_owned = u.to_owned();
+    Plot::new(&id)
+        .legend(Legend::default())
+        .height((height - 60.0).max(200.0))
+        .x_axis_label(format!("cost, {u}"))
+        .y_axis_label("proxy top-1 %")
+        .label_formatter(move |pos| {
+            let p = hover_point(pos);
+            Some(format!("{:.4} {u_owned}\n{:.2} %", p.x, p.y))
+        })
+        .show(ui, |p| {
+            let generations = rows.iter().map(|r| r.generation).max().unwrap_or(0);
+            for stage in [1, 2] {
+                for g in 0..=generations {
+                    let pts: Vec<[f64; 2]> = rows
+                        .iter()
+                        .filter(|r| r.stage == stage && r.generation == g)
+                        .filter_map(|r| Some([r.cost, r.proxy_accuracy? * 100.0]))
+                        .collect();
+                    if pts.is_empty() {
+                        continue;
+                    }
+                    let (shape, name) = if stage == 1 {
+                        (MarkerShape::Circle, format!("stage 1 SubNets, gen {g}"))
+                    } else {
+                        (MarkerShape::Diamond, format!("stage 2 TargetNets, gen {g}"))
+                    };
+                    p.points(
+                        Points::new(name, pts)
+                            .shape(shape)
+                            .radius(5.0)
+                            .color(color(g as usize + if stage == 2 { 4 } else { 0 })),
+                    );
+                }
+            }
+            if front.len() > 1 {
+                p.line(Line::new("Pareto front (TargetNets)", front).color(egui::Color32::WHITE));
+            }
+            if budget.is_finite() {
+                p.vline(
+                    VLine::new("budget", budget).color(egui::Color32::from_rgb(0xe0, 0x50, 0x5a)),
+                );
+            }
+        });
+    vcx.export
+        .capture_if_requested(ui.ctx(), &id, header.region(ui));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_reads_per_stage() {
+        let s = arch_summary(&NasArch::mbv2_tiny());
+        assert!(s.starts_with("k33 e66 w1 | k333 e666 w1"), "{s}");
+        assert_eq!(s.matches('|').count(), 4);
+    }
+}
