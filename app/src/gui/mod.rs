@@ -208,7 +208,7 @@ impl StudioApp {
         match self.persisted.view {
             View::Compare => self.persisted.compare.clone(),
             View::Launch => Vec::new(),
-            View::Nas => self.persisted.current.into_iter().collect(),
+            View::Nas => self.nas.search.into_iter().collect(),
             _ => self.persisted.current.into_iter().collect(),
         }
     }
@@ -231,7 +231,7 @@ impl StudioApp {
             self.last_runs_poll = now;
             self.data.mark_runs_stale();
             if self.persisted.view == View::Nas
-                && let Some(r) = self.persisted.current
+                && let Some(r) = self.nas.search
             {
                 self.data.mark_nas_stale(r);
             }
@@ -392,7 +392,7 @@ impl eframe::App for StudioApp {
             View::Weights => weights.ui(ui, &mut vcx),
             View::Hardware => hardware.ui(ui, &mut vcx),
             View::Compare => compare.ui(ui, &mut vcx, &mut persisted.compare_settings),
-            View::Nas => nas.ui(ui, &mut vcx, &mut persisted.current),
+            View::Nas => nas.ui(ui, &mut vcx),
         });
         if let Some(run) = launch.take_created() {
             // A run just created from the form: follow it.

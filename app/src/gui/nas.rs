@@ -3,7 +3,7 @@
 //! with a button that trains one with the search's recipe. Updates live while the search runs
 //! (in this or another process: it polls the database).
 
-use egui_plot::{Legend, Line, MarkerShape, Plot, Points, VLine};
+use egui_plot::{Corner, Legend, Line, MarkerShape, Plot, Points, VLine};
 use shiftadd_core::Config;
 use shiftadd_core::nas::{NasArch, pareto_front, unit};
 use shiftadd_core::run::Command;
@@ -15,6 +15,8 @@ use super::plot::{color, csv_field, hover_point, plot_header};
 
 #[derive(Default)]
 pub struct NasView {
+    /// The search shown (the latest one until another is picked).
+    pub search: Option<RunId>,
     next_request: u64,
 }
 
@@ -32,7 +34,8 @@ pub fn arch_summary(a: &NasArch) -> String {
 }
 
 impl NasView {
-    pub fn ui(&mut self, ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, current: &mut Option<RunId>) {
+    pub fn ui(&mut self, ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>) {
+        let current = &mut self.search;
         let searches: Vec<(RunId, String, String)> = vcx
             .data
             .runs
@@ -58,6 +61,12 @@ impl NasView {
                 }
             }
         });
+        if current.is_none_or(|c| !searches.iter().any(|s| s.0 == c)) {
+            // Show the latest search rather than an empty view.
+            if let Some(latest) = searches.iter().map(|s| s.0).max() {
+                *current = Some(latest);
+            }
+        }
         let Some(search) = current.filter(|c| searches.iter().any(|s| s.0 == *c)) else {
             ui.label(if searches.is_empty() {
                 "No NAS search in this database yet: run `shiftadd nas experiments/nas-smoke.toml` (same database) and it appears here, live."
@@ -195,7 +204,7 @@ fn scatter_ui(
         .collect();
     let u_owned = u.to_owned();
     Plot::new(&id)
-        .legend(Legend::default())
+        .legend(Legend::default().position(Corner::LeftBottom))
         .height((height - 60.0).max(200.0))
         .x_axis_label(format!("cost, {u}"))
         .y_axis_label("proxy top-1 %")
