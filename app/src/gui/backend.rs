@@ -2,12 +2,14 @@
 //! every SQLite query and file read so the UI thread never waits on I/O. Both wake the UI through
 //! the egui context when something arrives.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
+use shiftadd_core::Config;
+use shiftadd_core::hw::LayerCost;
 use shiftadd_core::run::{Command, Event};
 use shiftadd_core::store::{HistogramRow, HwCostRow, NasCandidateRow, Reader, RunId, RunSummary};
 
@@ -50,7 +52,7 @@ pub enum Loaded {
     Presets(Vec<Preset>),
     Nas {
         run: RunId,
-        rows: Vec<NasCandidateRow>,
+        rows: Arc<Vec<NasCandidateRow>>,
     },
     /// A query failed; the message names what and why.
     Error(String),
@@ -60,10 +62,49 @@ pub enum Loaded {
 pub struct Details {
     pub run: RunId,
     pub config_toml: String,
+    /// The stored config resolved (`None` if it no longer parses, e.g. written by a newer version).
+    pub config: Option<Arc<Config>>,
     /// (wall time, level, message)
     pub logs: Vec<(f64, String, String)>,
     pub histograms: Vec<HistogramRow>,
-    pub hw: Vec<HwCostRow>,
+    /// The hardware-cost records per model, parsed (in the order `tiny`, `tiny-mult`, `augmented`
+    /// as stored).
+    pub hw: Vec<HwModel>,
+}
+
+/// The per-layer hardware cost of one of a run's models.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HwModel {
+    /// `tiny`, `tiny-mult` or `augmented`.
+    pub key: String,
+    pub layers: Vec<LayerCost>,
+    /// Rows whose detail JSON did not parse (skipped, and reported by the view).
+    pub unreadable: usize,
+}
+
+impl HwModel {
+    /// Group stored rows by model, parsing each row's detail once.
+    pub fn from_rows(rows: &[HwCostRow]) -> Vec<Self> {
+        let mut out: Vec<Self> = Vec::new();
+        for r in rows {
+            let i = match out.iter().position(|m| m.key == r.model) {
+                Some(i) => i,
+                None => {
+                    out.push(Self {
+                        key: r.model.clone(),
+                        layers: Vec::new(),
+                        unreadable: 0,
+                    });
+                    out.len() - 1
+                }
+            };
+            match serde_json::from_value(r.detail.clone()) {
+                Ok(l) => out[i].layers.push(l),
+                Err(_) => out[i].unreadable += 1,
+            }
+        }
+        out
+    }
 }
 
 /// A preset file: its name (file stem) and text.
@@ -116,7 +157,7 @@ pub fn spawn_data_thread(
     std::thread::Builder::new()
         .name("ui-data".into())
         .spawn(move || {
-            let mut reader: Option<Reader> = None;
+            let mut state = DataState::default();
             while let Ok(first) = q_rx.recv() {
                 let mut batch = vec![first];
                 while let Ok(q) = q_rx.try_recv() {
@@ -125,7 +166,7 @@ pub fn spawn_data_thread(
                 batch.sort();
                 batch.dedup();
                 for q in batch {
-                    let answer = answer(&db, &mut reader, q);
+                    let answer = answer(&db, &mut state, q);
                     if l_tx.send(answer).is_err() {
                         return;
                     }
@@ -136,10 +177,19 @@ pub fn spawn_data_thread(
     Ok((q_tx, l_rx))
 }
 
-fn answer(db: &Path, reader: &mut Option<Reader>, q: Query) -> Loaded {
+/// What the `ui-data` thread keeps between queries.
+#[derive(Default)]
+struct DataState {
+    reader: Option<Reader>,
+    /// `aug.hybrid` per run: stored configs never change, so each is parsed once.
+    hybrid: HashMap<RunId, String>,
+}
+
+fn answer(db: &Path, state: &mut DataState, q: Query) -> Loaded {
     if let Query::Presets(dir) = &q {
         return read_presets(dir);
     }
+    let reader = &mut state.reader;
     if reader.is_none() {
         if !db.exists() {
             // Nothing recorded yet (the manager creates the file on its first write).
@@ -157,33 +207,40 @@ fn answer(db: &Path, reader: &mut Option<Reader>, q: Query) -> Loaded {
         return Loaded::Error("no database reader".into());
     };
     let result = match q {
-        Query::Runs => runs(r).map(Loaded::Runs),
+        Query::Runs => runs(r, &mut state.hybrid).map(Loaded::Runs),
         Query::Details(run) => details(r, run).map(|d| Loaded::Details(Box::new(d))),
         Query::Metrics { run, after } => metrics(r, run, after),
         Query::Presets(dir) => Ok(read_presets(&dir)),
         Query::Nas(run) => r
             .nas_candidates(run)
-            .map(|rows| Loaded::Nas { run, rows })
+            .map(|rows| Loaded::Nas {
+                run,
+                rows: Arc::new(rows),
+            })
             .map_err(|e| e.to_string()),
     };
     result.unwrap_or_else(|e| {
         // A broken connection is reopened on the next query.
-        *reader = None;
+        state.reader = None;
         Loaded::Error(e)
     })
 }
 
-fn runs(r: &Reader) -> Result<Vec<RunRow>, String> {
+fn runs(r: &Reader, hybrid: &mut HashMap<RunId, String>) -> Result<Vec<RunRow>, String> {
     let summaries = r.runs().map_err(|e| e.to_string())?;
     Ok(summaries
         .into_iter()
         .map(|summary| {
-            let hybrid = r
-                .config_toml(summary.id)
-                .ok()
-                .and_then(|t| t.parse::<toml::Table>().ok())
-                .and_then(|t| t.get("aug")?.get("hybrid")?.as_str().map(str::to_owned))
-                .unwrap_or_default();
+            let hybrid = hybrid
+                .entry(summary.id)
+                .or_insert_with(|| {
+                    r.config_toml(summary.id)
+                        .ok()
+                        .and_then(|t| t.parse::<toml::Table>().ok())
+                        .and_then(|t| t.get("aug")?.get("hybrid")?.as_str().map(str::to_owned))
+                        .unwrap_or_default()
+                })
+                .clone();
             RunRow { summary, hybrid }
         })
         .collect())
@@ -191,12 +248,16 @@ fn runs(r: &Reader) -> Result<Vec<RunRow>, String> {
 
 fn details(r: &Reader, run: RunId) -> Result<Details, String> {
     let e = |e: shiftadd_core::store::StoreError| e.to_string();
+    let config_toml = r.config_toml(run).map_err(e)?;
     Ok(Details {
         run,
-        config_toml: r.config_toml(run).map_err(e)?,
+        config: Config::from_toml_str(&config_toml, &format!("run {run}"), &[])
+            .ok()
+            .map(Arc::new),
+        config_toml,
         logs: r.logs(run).map_err(e)?,
         histograms: r.histograms(run).map_err(e)?,
-        hw: r.hw_cost(run).map_err(e)?,
+        hw: HwModel::from_rows(&r.hw_cost(run).map_err(e)?),
     })
 }
 
@@ -251,3 +312,39 @@ pub fn lazy_waker(slot: Arc<std::sync::OnceLock<egui::Context>>) -> shiftadd_cor
 
 /// How long the UI thread may spend draining channels per frame.
 pub const DRAIN_BUDGET: Duration = Duration::from_millis(4);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hw_rows_are_grouped_by_model_and_parsed_once() {
+        let costs = shiftadd_core::hw::config_costs(&Config::default(), 3, 32, 10);
+        let mut rows = Vec::new();
+        for (key, cost) in ["tiny", "tiny-mult", "augmented"].iter().zip(&costs) {
+            for (i, l) in cost.layers.iter().enumerate() {
+                rows.push(HwCostRow {
+                    run: 1,
+                    model: (*key).into(),
+                    layer_index: i as i64,
+                    layer: l.name.clone(),
+                    detail: serde_json::to_value(l).expect("json"),
+                });
+            }
+        }
+        rows.push(HwCostRow {
+            run: 1,
+            model: "tiny".into(),
+            layer_index: 99,
+            layer: "broken".into(),
+            detail: serde_json::json!({"name": "broken"}),
+        });
+        let models = HwModel::from_rows(&rows);
+        let keys: Vec<&str> = models.iter().map(|m| m.key.as_str()).collect();
+        assert_eq!(keys, ["tiny", "tiny-mult", "augmented"]);
+        assert_eq!(models[0].layers, costs[0].layers);
+        assert_eq!(models[2].layers, costs[2].layers);
+        assert_eq!(models[0].unreadable, 1);
+        assert_eq!(models[1].unreadable, 0);
+    }
+}

@@ -3,6 +3,7 @@
 //! views only read it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Instant;
 
 use shiftadd_core::run::Event;
@@ -68,7 +69,7 @@ pub struct DataCache {
     pub data: HashMap<RunId, RunData>,
     pub live: HashMap<RunId, Live>,
     /// Candidates of NAS searches.
-    pub nas: HashMap<RunId, Vec<NasCandidateRow>>,
+    pub nas: HashMap<RunId, Arc<Vec<NasCandidateRow>>>,
     /// Searches whose candidates to (re)fetch.
     stale_nas: HashSet<RunId>,
     /// Runs whose metrics changed since they were last fetched.

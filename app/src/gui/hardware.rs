@@ -4,9 +4,9 @@
 
 use egui_plot::{Bar, BarChart, Legend, Plot};
 use shiftadd_core::hw::{CLOCK_HZ, LayerCost};
-use shiftadd_core::store::HwCostRow;
 
 use super::ViewCtx;
+use super::backend::HwModel;
 use super::export::ExportRequest;
 use super::plot::{hover_point, plot_header};
 
@@ -75,19 +75,9 @@ impl Totals {
     }
 }
 
-/// The layers of `model`, in order; rows that do not parse are skipped (and counted).
-pub fn layers_of(rows: &[HwCostRow], model: &str) -> (Vec<LayerCost>, usize) {
-    let mut bad = 0;
-    let layers = rows
-        .iter()
-        .filter(|r| r.model == model)
-        .filter_map(|r| {
-            serde_json::from_value(r.detail.clone())
-                .map_err(|_| bad += 1)
-                .ok()
-        })
-        .collect();
-    (layers, bad)
+/// The parsed records of `model` (`None` when the run has none).
+fn model_of(models: &[HwModel], model: Model) -> Option<&HwModel> {
+    models.iter().find(|m| m.key == model.key())
 }
 
 /// Energy segments per layer (µJ), in stacking order: compute of each op kind, other ops,
@@ -158,13 +148,14 @@ impl HardwareView {
                 ui.strong(h);
             }
             ui.end_row();
-            let tiny = Totals::of(&layers_of(&details.hw, "tiny").0).energy_mj();
+            let tiny = model_of(&details.hw, Model::Tiny)
+                .map_or(0.0, |m| Totals::of(&m.layers).energy_mj());
             for m in Model::ALL {
-                let (layers, bad) = layers_of(&details.hw, m.key());
-                if layers.is_empty() {
+                let Some(hw) = model_of(&details.hw, m) else {
                     continue;
-                }
-                let t = Totals::of(&layers);
+                };
+                let bad = hw.unreadable;
+                let t = Totals::of(&hw.layers);
                 ui.label(m.title());
                 ui.label(format!("{:.2} M", t.macs as f64 / 1e6));
                 ui.label(format!("{:.4}", t.compute_mj));
@@ -190,7 +181,7 @@ impl HardwareView {
                 ui.radio_value(&mut self.model, m, m.title());
             }
         });
-        let (layers, _) = layers_of(&details.hw, self.model.key());
+        let layers: &[LayerCost] = model_of(&details.hw, self.model).map_or(&[], |m| &m.layers);
         let id = format!("run{run}-hw-{}", self.model.key());
         let header = plot_header(
             ui,
@@ -198,7 +189,7 @@ impl HardwareView {
             "Energy per layer (µJ), stacked by op kind and memory level",
             vcx.export,
         );
-        let segs = segments(&layers);
+        let segs = segments(layers);
         if header.csv {
             let mut text = String::from("layer,name,op");
             for (s, _) in &segs {

@@ -3,6 +3,8 @@
 //! with a button that trains one with the search's recipe. Updates live while the search runs
 //! (in this or another process: it polls the database).
 
+use std::sync::Arc;
+
 use egui_plot::{Corner, Legend, Line, MarkerShape, Plot, Points, VLine};
 use shiftadd_core::Config;
 use shiftadd_core::nas::{NasArch, pareto_front, unit};
@@ -76,13 +78,14 @@ impl NasView {
             return;
         };
         vcx.data.want_nas(search);
+        // Cheap handles: the config and the rows are shared with the cache, not copied per frame.
         let config = vcx
             .data
             .data
             .get(&search)
             .and_then(|d| d.details.as_ref())
-            .and_then(|d| Config::from_toml_str(&d.config_toml, "search", &[]).ok());
-        let Some(rows) = vcx.data.nas.get(&search).cloned() else {
+            .and_then(|d| d.config.clone());
+        let Some(rows) = vcx.data.nas.get(&search).map(Arc::clone) else {
             ui.spinner();
             return;
         };
@@ -97,7 +100,7 @@ impl NasView {
         let avail = ui.available_height();
         ui.columns(2, |cols| {
             scatter_ui(&mut cols[0], vcx, search, &rows, budget, u, avail);
-            self.table_ui(&mut cols[1], vcx, &rows, config.as_ref(), u);
+            self.table_ui(&mut cols[1], vcx, &rows, config.as_deref(), u);
         });
     }
 
