@@ -140,6 +140,10 @@ fn main() {
     let mut settings = CompareSettings::default();
     let mut export = Export::new(std::env::temp_dir().join("shiftadd-bench-exports"));
     let mut commands = Vec::new();
+    let mut searches = shiftadd_app::gui::searches::Searches::new(
+        &std::env::temp_dir().join("shiftadd-bench.db"),
+        std::sync::Arc::new(|| {}),
+    );
     let mut view = CompareView::default();
     println!(
         "Compare frame: {RUNS} runs × {POINTS} points × 2 metrics, smoothing {} (raw + smoothed curves)",
@@ -158,6 +162,7 @@ fn main() {
             compare: &runs,
             commands: &mut commands,
             export: &mut export,
+            searches: &mut searches,
             now: Instant::now(),
         };
         // The app's layout: the runs list on the left, Compare in the centre.

@@ -208,8 +208,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .map_or_else(|| "nas".into(), |s| s.to_string_lossy().into_owned());
             let db = db_path(&db)?;
             let manager = open_manager(&db)?;
-            let outcome = nas::search(&cfg, &db, &name, &manager, &mut |line| eprintln!("{line}"))
-                .map_err(anyhow::Error::msg)?;
+            let never = std::sync::atomic::AtomicBool::new(false);
+            let outcome = nas::search(&cfg, &db, &name, &manager, &never, &mut |line| {
+                eprintln!("{line}");
+            })
+            .map_err(anyhow::Error::msg)?;
             let unit = nas::unit(cfg.nas.budget_kind);
             let arch = outcome.target.to_json();
             println!("search {}", outcome.search);
@@ -220,8 +223,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 outcome.target_proxy * 100.0
             );
             println!("{arch}");
+            let sub = outcome.subnet.to_json();
             eprintln!(
-                "{} candidates trained, {} reused from earlier; train it with:\n  shiftadd train {} --set 'model.arch={arch}'",
+                "{} candidates trained, {} reused from earlier; train it inside its SubNet with:\n  shiftadd train {} --set 'model.arch={arch}' --set 'aug.arch={sub}'",
                 outcome.evaluated,
                 outcome.reused,
                 config.display()
@@ -230,8 +234,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 manager.shutdown();
                 return Ok(ExitCode::SUCCESS);
             }
-            let mut best = cfg.clone();
-            best.model.arch = arch;
+            let best = nas::target_config(&cfg, &outcome.target, &outcome.subnet);
             manager.commands.send(Command::Start {
                 config: Box::new(best),
                 name: format!("{name}-best"),

@@ -242,6 +242,10 @@ pub struct AugConfig {
     pub stop_width_frac: f64,
     /// Sort channels by L1 norm at every epoch start.
     pub sort_channels: bool,
+    /// The augmented SubNet (JSON of [`crate::nas::NasArch`]) that `model.arch` sits inside;
+    /// empty: none. When set, augmented sub-models may also run the SubNet's deeper blocks, and
+    /// their widths are capped at the SubNet's (method.md §6).
+    pub arch: String,
 }
 
 impl Default for AugConfig {
@@ -253,6 +257,7 @@ impl Default for AugConfig {
             alpha: 1.0,
             stop_width_frac: 0.5,
             sort_channels: true,
+            arch: String::new(),
         }
     }
 }
@@ -437,6 +442,8 @@ pub struct NasConfig {
     pub proxy_train: usize,
     /// Test images of the proxy evaluation (the first N).
     pub proxy_test: usize,
+    /// Candidates proxy-trained at once; they split the `train.threads` budget between them.
+    pub parallel: usize,
     /// Seed of the search (sampling, mutation, crossover).
     pub seed: u64,
 }
@@ -455,6 +462,7 @@ impl Default for NasConfig {
             proxy_batch_size: 32,
             proxy_train: 1000,
             proxy_test: 500,
+            parallel: 2,
             seed: 0,
         }
     }
@@ -542,6 +550,24 @@ impl Config {
         {
             return Err(invalid("model.arch", &self.model.arch, &e.to_string()));
         }
+        if !self.aug.arch.trim().is_empty() {
+            let sub = crate::nas::NasArch::from_json(&self.aug.arch)
+                .map_err(|e| invalid("aug.arch", &self.aug.arch, &e.to_string()))?;
+            let target = crate::nas::NasArch::from_json(&self.model.arch).map_err(|_| {
+                invalid(
+                    "aug.arch",
+                    &self.aug.arch,
+                    "needs `model.arch`: the TargetNet that sits inside this SubNet",
+                )
+            })?;
+            if !crate::nas::is_sub_model(&target, &sub) {
+                return Err(invalid(
+                    "aug.arch",
+                    &self.aug.arch,
+                    "`model.arch` must be a sub-model of it: per stage no deeper, no wider, and per block no larger kernel or expand",
+                ));
+            }
+        }
         let n = &self.nas;
         frange("nas.budget", n.budget, 0.0, 1e9, false)?;
         if n.multiples.is_empty() || n.multiples.iter().any(|m| !(1.0..=10.0).contains(m)) {
@@ -559,6 +585,7 @@ impl Config {
         range("nas.proxy_batch_size", n.proxy_batch_size, 1, 8192)?;
         range("nas.proxy_train", n.proxy_train, 10, 10_000_000)?;
         range("nas.proxy_test", n.proxy_test, 10, 10_000_000)?;
+        range("nas.parallel", n.parallel, 1, 64)?;
         if ![8, 32].contains(&self.hw.bits) {
             return Err(invalid(
                 "hw.bits",

@@ -130,12 +130,15 @@ pub fn layers(spec: &ArchSpec, w: &Widths, ops: &OpSpec, resolution: i64) -> Vec
     );
     let mut c = w.stem;
     for (i, b) in spec.blocks.iter().enumerate() {
+        if !w.active[i] {
+            continue;
+        }
         let c_block_in = c;
         if b.expand {
             push(
                 format!("blocks.{i}.expand"),
                 LayerKind::Pointwise,
-                ops.conv_role(false, true),
+                ops.block_role(b, true),
                 (c, w.mid[i]),
                 (1, 1),
                 &mut size,
@@ -146,7 +149,7 @@ pub fn layers(spec: &ArchSpec, w: &Widths, ops: &OpSpec, resolution: i64) -> Vec
         push(
             format!("blocks.{i}.dw"),
             LayerKind::Depthwise,
-            ops.conv_role(false, b.kernel == 1),
+            ops.block_role(b, b.kernel == 1),
             (c, c),
             (b.kernel, b.stride),
             &mut size,
@@ -155,7 +158,7 @@ pub fn layers(spec: &ArchSpec, w: &Widths, ops: &OpSpec, resolution: i64) -> Vec
         push(
             format!("blocks.{i}.project"),
             LayerKind::Pointwise,
-            ops.conv_role(false, true),
+            ops.block_role(b, true),
             (c, w.out[i]),
             (1, 1),
             &mut size,

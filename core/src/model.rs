@@ -33,6 +33,9 @@ pub struct BlockSpec {
     pub kernel: i64,
     pub stride: i64,
     pub expand: bool,
+    /// The tiny model runs this block. `false`: a block of the augmented SubNet only (depth
+    /// augmentation, method.md §6); such a block is always residual, so skipping it is the identity.
+    pub tiny: bool,
 }
 
 impl BlockSpec {
@@ -51,6 +54,9 @@ pub struct ArchSpec {
     /// 1×1 conv after the blocks (`mbv2-tiny`); `None` feeds the pooled features to the classifier.
     pub head_c: Option<i64>,
     pub classes: i64,
+    /// With an augmented SubNet (`aug.arch`): its channel counts per block, the most any augmented
+    /// sub-model may use. `None`: augmentation widths are bounded by the `aug` factors only.
+    pub aug_cap: Option<Widths>,
 }
 
 /// MobileNet channel rounding: to a multiple of 8, never below 90 % of the request.
@@ -122,6 +128,7 @@ impl ArchSpec {
                     kernel: k,
                     stride: if i == 0 { p.stride } else { 1 },
                     expand: e != 1,
+                    tiny: true,
                 });
                 in_c = p.out_c;
             }
@@ -133,15 +140,21 @@ impl ArchSpec {
             blocks,
             head_c,
             classes,
+            aug_cap: None,
         }
     }
 
-    /// The configured architecture: `model.arch` (a NAS architecture) when set, else `model.name`.
+    /// The configured architecture: `model.arch` (a NAS architecture) when set, else `model.name`;
+    /// with `aug.arch` too, the TargetNet inside that SubNet (see [`crate::nas::NasArch::to_spec_within`]).
     pub fn from_config(cfg: &Config, in_channels: i64, resolution: i64, classes: i64) -> Self {
-        match crate::nas::NasArch::from_json(&cfg.model.arch) {
-            Ok(a) if !cfg.model.arch.trim().is_empty() => {
-                a.to_spec(in_channels, resolution, classes)
-            }
+        use crate::nas::NasArch;
+        let shape = (in_channels, resolution, classes);
+        match (
+            NasArch::from_json(&cfg.model.arch),
+            NasArch::from_json(&cfg.aug.arch),
+        ) {
+            (Ok(target), Ok(sub)) => target.to_spec_within(&sub, shape),
+            (Ok(target), _) => target.to_spec(in_channels, resolution, classes),
             _ => Self::named(cfg.model.name, in_channels, resolution, classes),
         }
     }
@@ -160,13 +173,16 @@ fn plan(out_c: i64, expands: &[i64], kernels: &[i64], stride: i64) -> StagePlan 
     }
 }
 
-/// The channel counts of one sub-model: per block (mid, out), plus stem and head.
+/// The channel counts of one sub-model: per block (mid, out), plus stem and head, and which
+/// blocks it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Widths {
     pub stem: i64,
     pub mid: Vec<i64>,
     pub out: Vec<i64>,
     pub head: Option<i64>,
+    /// Per block: whether this sub-model runs it (the tiny model skips the SubNet-only blocks).
+    pub active: Vec<bool>,
 }
 
 /// Channels for `base` scaled by `factor` (factor 1 is exactly `base`; never below it).
@@ -198,7 +214,22 @@ impl Widths {
                 .map(|(b, &o)| scaled(o, stage[b.stage]))
                 .collect(),
             head: base.head.map(|h| scaled(h, head)),
+            active: base.active,
         }
+    }
+
+    /// Every count between the tiny model's (`base`) and `cap`'s.
+    fn clamped(mut self, base: &Self, cap: &Self) -> Self {
+        let clamp = |v: i64, lo: i64, hi: i64| v.min(hi).max(lo);
+        self.stem = clamp(self.stem, base.stem, cap.stem);
+        for i in 0..self.mid.len() {
+            self.mid[i] = clamp(self.mid[i], base.mid[i], cap.mid[i]);
+            self.out[i] = clamp(self.out[i], base.out[i], cap.out[i]);
+        }
+        if let (Some(h), Some(lo), Some(hi)) = (self.head, base.head, cap.head) {
+            self.head = Some(clamp(h, lo, hi));
+        }
+        self
     }
 }
 
@@ -250,6 +281,16 @@ impl OpSpec {
             remap: c.remap.kind,
             remap_bins: c.remap.bins,
             remap_shift: c.remap.shift,
+        }
+    }
+
+    /// The operator of a conv of `block` (`pointwise`: 1×1): SubNet-only blocks are Mult, since
+    /// only the multiplicative augmented model runs them.
+    pub fn block_role(&self, block: &BlockSpec, pointwise: bool) -> OpKind {
+        if block.tiny {
+            self.conv_role(false, pointwise)
+        } else {
+            OpKind::Mult
         }
     }
 
@@ -627,7 +668,7 @@ impl Net {
         for (i, b) in spec.blocks.iter().enumerate() {
             let p = &bp / i;
             let (mid, out) = (max.mid[i], max.out[i]);
-            let pw = ops.conv_role(false, true);
+            let pw = ops.block_role(b, true);
             let expand = b.expand.then(|| {
                 (
                     ElasticConv::new(
@@ -649,7 +690,7 @@ impl Net {
             } else {
                 (prev, prev_tiny)
             };
-            let dw_role = ops.conv_role(false, b.kernel == 1);
+            let dw_role = ops.block_role(b, b.kernel == 1);
             blocks.push(Block {
                 spec: b.clone(),
                 expand,
@@ -745,6 +786,7 @@ impl Net {
             mid: spec.blocks.iter().map(|b| b.mid_c).collect(),
             out: spec.blocks.iter().map(|b| b.out_c).collect(),
             head: spec.head_c,
+            active: spec.blocks.iter().map(|b| b.tiny).collect(),
         }
     }
 
@@ -755,17 +797,26 @@ impl Net {
         }
         let top = |v: &[f64]| v.iter().copied().fold(1.0, f64::max);
         let (e, w) = (top(&aug.expand), top(&aug.width));
-        Widths::scaled(
+        let widest = Widths::scaled(
             spec,
             w,
             &vec![w; spec.stages()],
             w,
             &vec![e; spec.blocks.len()],
-        )
+        );
+        match &spec.aug_cap {
+            Some(cap) => Widths {
+                active: vec![true; spec.blocks.len()],
+                ..widest.clamped(&Self::base_widths(spec), cap)
+            },
+            None => widest,
+        }
     }
 
     /// One augmented sub-model: every block draws an expand factor, and (while `width` is on) the
-    /// stem, every stage and the head draw a width factor.
+    /// stem, every stage and the head draw a width factor. Inside a SubNet (`aug.arch`) the widths
+    /// are capped at the SubNet's, and every stage with SubNet-only blocks draws how many of them
+    /// run (0 to all, leading ones first: elastic depth).
     pub fn sample_widths(&self, aug: &AugConfig, rng: &mut Rng, width: bool) -> Widths {
         let stages = self.spec.stages();
         let mut pick = |v: &[f64]| v[rng.below(v.len())];
@@ -776,7 +827,23 @@ impl Net {
         let expand: Vec<f64> = (0..self.spec.blocks.len())
             .map(|_| pick(&aug.expand))
             .collect();
-        Widths::scaled(&self.spec, w[0], &w[1..=stages], w[stages + 1], &expand)
+        let widths = Widths::scaled(&self.spec, w[0], &w[1..=stages], w[stages + 1], &expand);
+        let Some(cap) = &self.spec.aug_cap else {
+            return widths;
+        };
+        let mut widths = widths.clamped(&Self::base_widths(&self.spec), cap);
+        for stage in 0..stages {
+            let extra: Vec<usize> = (0..self.spec.blocks.len())
+                .filter(|&i| self.spec.blocks[i].stage == stage && !self.spec.blocks[i].tiny)
+                .collect();
+            if !extra.is_empty() {
+                let depth = rng.below(extra.len() + 1);
+                for &i in &extra[..depth] {
+                    widths.active[i] = true;
+                }
+            }
+        }
+        widths
     }
 
     /// Logits of the sub-model `w` for a batch `x` [N, C, H, W].
@@ -792,6 +859,9 @@ impl Net {
             .forward(&self.stem.forward(x, w.stem, exec)?, train)
             .relu6();
         for (i, b) in self.blocks.iter().enumerate() {
+            if !w.active[i] {
+                continue;
+            }
             let mut h = match &b.expand {
                 Some((conv, bn)) => bn
                     .forward(&conv.forward(&x, w.mid[i], exec)?, train)
@@ -876,6 +946,9 @@ impl Net {
             steps.push(conv_step(&self.stem, &self.stem_bn, c, base.stem, true));
             c = base.stem;
             for (i, b) in self.blocks.iter().enumerate() {
+                if !b.spec.tiny {
+                    continue;
+                }
                 if b.spec.residual() {
                     steps.push(Step::Save);
                 }
@@ -1133,6 +1206,7 @@ mod tests {
             mid: base.mid.iter().map(|m| m * 2).collect(),
             out: base.out.iter().map(|o| o * 2).collect(),
             head: base.head.map(|h| h * 2),
+            active: base.active.clone(),
         };
         let wide = Net::new(&vs.root(), spec.clone(), max, &OpSpec::mult());
         // A plain net whose weights are copied from the leading slices computes the same function.

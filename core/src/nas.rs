@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, HwConfig, OpKind};
 use crate::hw::{self, ModelCost};
 use crate::layers;
-use crate::model::{ArchSpec, BlockSpec, Net, OpSpec, make_divisible};
+use crate::model::{ArchSpec, BlockSpec, Net, OpSpec, Widths, make_divisible};
 use crate::rng::Rng;
 
 pub const DEPTHS: [usize; 3] = [2, 3, 4];
@@ -117,6 +117,7 @@ impl NasArch {
             kernel: 3,
             stride: 1,
             expand: false,
+            tiny: true,
         }];
         let mut in_c = w(16.0);
         for (i, (s, (base, stride))) in self.stages.iter().zip(STAGE_BASE).enumerate() {
@@ -131,6 +132,7 @@ impl NasArch {
                     kernel: k,
                     stride: if j == 0 { stride } else { 1 },
                     expand: true,
+                    tiny: true,
                 });
                 in_c = out_c;
             }
@@ -143,6 +145,7 @@ impl NasArch {
             kernel: 3,
             stride: 1,
             expand: true,
+            tiny: true,
         });
         ArchSpec {
             in_channels,
@@ -151,6 +154,67 @@ impl NasArch {
             blocks,
             head_c: Some(448),
             classes,
+            aug_cap: None,
+        }
+    }
+
+    /// `self` (a TargetNet) inside the SubNet `sub` (`is_sub_model(self, sub)`), as one elastic
+    /// model: per stage the TargetNet's blocks, then the SubNet's deeper blocks, which only
+    /// augmented sub-models run (`tiny: false`; residual, at the TargetNet's stage width, with the
+    /// SubNet's kernel and expand); and the SubNet's channel counts as the cap of augmented
+    /// widths ([`ArchSpec::aug_cap`]). Shared blocks keep the TargetNet's kernel (no kernel
+    /// nesting). `Net::base_widths` of the result is exactly the TargetNet.
+    pub fn to_spec_within(
+        &self,
+        sub: &Self,
+        (channels, resolution, classes): (i64, i64, i64),
+    ) -> ArchSpec {
+        let tiny = self.to_spec(channels, resolution, classes);
+        let big = sub.to_spec(channels, resolution, classes);
+        let in_stage = |spec: &ArchSpec, stage: usize| -> Vec<BlockSpec> {
+            spec.blocks
+                .iter()
+                .filter(|b| b.stage == stage)
+                .cloned()
+                .collect()
+        };
+        let mut blocks = Vec::new();
+        let mut cap = Widths {
+            stem: big.stem_c,
+            mid: Vec::new(),
+            out: Vec::new(),
+            head: big.head_c,
+            active: Vec::new(),
+        };
+        for stage in 0..tiny.stages() {
+            let (t, b) = (in_stage(&tiny, stage), in_stage(&big, stage));
+            for (j, sb) in b.iter().enumerate() {
+                let block = match t.get(j) {
+                    Some(tb) => tb.clone(),
+                    None => {
+                        let c = t.last().map_or(sb.out_c, |l| l.out_c);
+                        BlockSpec {
+                            stage,
+                            in_c: c,
+                            out_c: c,
+                            mid_c: c * (sb.mid_c / sb.in_c),
+                            kernel: sb.kernel,
+                            stride: 1,
+                            expand: sb.expand,
+                            tiny: false,
+                        }
+                    }
+                };
+                cap.mid.push(sb.mid_c.max(block.mid_c));
+                cap.out.push(sb.out_c.max(block.out_c));
+                cap.active.push(true);
+                blocks.push(block);
+            }
+        }
+        ArchSpec {
+            blocks,
+            aug_cap: Some(cap),
+            ..tiny
         }
     }
 
@@ -369,6 +433,186 @@ mod tests {
         assert!(!is_sub_model(&wider, &sub));
     }
 
+    /// A TargetNet two blocks shallower and narrower than its SubNet.
+    fn target_and_sub() -> (NasArch, NasArch) {
+        let mut sub = NasArch::mbv2_tiny();
+        sub.stages[1].kernels.push(5);
+        sub.stages[1].expands.push(6);
+        sub.stages[3].width = 1.5;
+        let mut target = sub.clone();
+        target.stages[1].kernels.truncate(2);
+        target.stages[1].expands.truncate(2);
+        target.stages[2].kernels.truncate(2);
+        target.stages[2].expands = vec![3, 4];
+        target.stages[3].width = 1.0;
+        assert!(is_sub_model(&target, &sub));
+        (target, sub)
+    }
+
+    #[test]
+    fn a_target_inside_its_subnet_is_exactly_the_target_when_tiny() {
+        let (target, sub) = target_and_sub();
+        let shape = (3, 32, 10);
+        let within = target.to_spec_within(&sub, shape);
+        let plain = target.to_spec(3, 32, 10);
+        assert_eq!(within.blocks.len(), sub.to_spec(3, 32, 10).blocks.len());
+        assert_eq!(
+            within.blocks.iter().filter(|b| b.tiny).count(),
+            plain.blocks.len()
+        );
+        // The tiny model runs the same layers as the plain TargetNet (names aside: block
+        // indices count the SubNet-only blocks too).
+        let shape_of = |l: &crate::layers::Layer| {
+            (
+                l.op,
+                l.c_in,
+                l.c_out,
+                l.kernel,
+                l.stride,
+                l.h_out,
+                l.residual_add,
+            )
+        };
+        let ops = OpSpec::from_config(&Config::default());
+        let a: Vec<_> = layers::layers(&within, &Net::base_widths(&within), &ops, 32)
+            .iter()
+            .map(shape_of)
+            .collect();
+        let b: Vec<_> = layers::layers(&plain, &Net::base_widths(&plain), &ops, 32)
+            .iter()
+            .map(shape_of)
+            .collect();
+        assert_eq!(a, b);
+        // SubNet-only blocks are residual (skipping them is the identity) and multiplicative.
+        for blk in within.blocks.iter().filter(|b| !b.tiny) {
+            assert!(blk.residual(), "{blk:?}");
+            assert_eq!(ops.block_role(blk, true), OpKind::Mult);
+        }
+        // The widest augmented model is the SubNet's size: its depth, its channels.
+        let mut aug = crate::config::AugConfig::default();
+        aug.width.push(3.0);
+        let max = Net::max_widths(&within, &aug);
+        let big = sub.to_spec(3, 32, 10);
+        assert_eq!(max.out, Net::base_widths(&big).out);
+        assert!(max.active.iter().all(|&a| a));
+    }
+
+    #[test]
+    fn augmented_samples_stay_between_the_target_and_the_subnet() {
+        let (target, sub) = target_and_sub();
+        let within = target.to_spec_within(&sub, (1, 32, 10));
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let mut cfg = Config::default();
+        cfg.model.arch = target.to_json();
+        cfg.aug.arch = sub.to_json();
+        let max = Net::max_widths(&within, &cfg.aug);
+        let net = Net::new(
+            &vs.root(),
+            within.clone(),
+            max.clone(),
+            &OpSpec::from_config(&cfg),
+        );
+        let base = Net::base_widths(&within);
+        let mut rng = Rng::new(5);
+        let mut depths = std::collections::BTreeSet::new();
+        for _ in 0..60 {
+            let w = net.sample_widths(&cfg.aug, &mut rng, true);
+            for i in 0..w.mid.len() {
+                assert!(base.mid[i] <= w.mid[i] && w.mid[i] <= max.mid[i]);
+                assert!(base.out[i] <= w.out[i] && w.out[i] <= max.out[i]);
+                // Every tiny block always runs; SubNet-only ones are a leading run of the rest.
+                assert!(!within.blocks[i].tiny || w.active[i]);
+            }
+            depths.insert(w.active.iter().filter(|&&a| a).count());
+        }
+        let tiny_depth = within.blocks.iter().filter(|b| b.tiny).count();
+        // Two searched stages of the SubNet have two blocks more each: 0 to 4 extra blocks run.
+        assert_eq!(depths, (tiny_depth..=tiny_depth + 4).collect());
+    }
+
+    #[test]
+    fn only_the_augmented_model_trains_the_subnet_only_blocks() {
+        use crate::model::Exec;
+        let (target, sub) = target_and_sub();
+        let mut cfg = Config::default();
+        cfg.ops.kind = OpKind::Shift;
+        cfg.model.arch = target.to_json();
+        cfg.aug.arch = sub.to_json();
+        cfg.validate().expect("a valid config");
+        let spec = ArchSpec::from_config(&cfg, 1, 32, 10);
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let max = Net::max_widths(&spec, &cfg.aug);
+        let net = Net::new(
+            &vs.root(),
+            spec.clone(),
+            max.clone(),
+            &OpSpec::from_config(&cfg),
+        );
+        let extra = spec
+            .blocks
+            .iter()
+            .position(|b| !b.tiny)
+            .expect("a SubNet-only block");
+        let var = format!("blocks.{extra}.dw.weight");
+        let grad_norm = |w: &Widths, exec: Exec| -> f64 {
+            for v in vs.trainable_variables() {
+                let mut g = v.grad();
+                if g.defined() {
+                    let _ = g.zero_();
+                }
+            }
+            let x = tch::Tensor::randn([2, 1, 32, 32], (tch::Kind::Float, tch::Device::Cpu));
+            let y = net.forward(&x, w, true, exec).expect("forward");
+            y.sum(tch::Kind::Float).backward();
+            let g = vs.variables()[&var].grad();
+            if g.defined() {
+                g.abs().sum(tch::Kind::Float).double_value(&[])
+            } else {
+                0.0
+            }
+        };
+        let tiny = Net::base_widths(&spec);
+        assert_eq!(
+            grad_norm(&tiny, Exec::Tiny),
+            0.0,
+            "the tiny model skips {var}"
+        );
+        assert!(
+            grad_norm(&max, Exec::Mult) > 0.0,
+            "the augmented model trains {var}"
+        );
+        // The tiny program (export) has the TargetNet's layers only.
+        let convs = net
+            .tiny_program()
+            .iter()
+            .filter(|s| matches!(s, crate::model::Step::Conv { .. }))
+            .count();
+        let plain = layers::layers(
+            &target.to_spec(1, 32, 10),
+            &Net::base_widths(&target.to_spec(1, 32, 10)),
+            &OpSpec::from_config(&cfg),
+            32,
+        );
+        assert_eq!(convs + 1, plain.len(), "convs + the classifier");
+    }
+
+    #[test]
+    fn aug_arch_must_contain_model_arch() {
+        let (target, sub) = target_and_sub();
+        let mut cfg = Config::default();
+        cfg.aug.arch = sub.to_json();
+        let e = cfg.validate().expect_err("needs model.arch").to_string();
+        assert!(e.contains("aug.arch") && e.contains("model.arch"), "{e}");
+        cfg.model.arch = sub.to_json();
+        cfg.aug.arch = target.to_json();
+        let e = cfg.validate().expect_err("not a sub-model").to_string();
+        assert!(e.contains("sub-model"), "{e}");
+        let c = target_config(&Config::default(), &target, &sub);
+        c.validate().expect("the search's recipe config is valid");
+        let (w, _) = augment_factors(&target, &sub);
+        assert!(c.aug.width.iter().any(|f| *f >= w));
+    }
+
     #[test]
     fn pareto_front_on_hand_made_points() {
         let pts = [
@@ -389,7 +633,10 @@ mod tests {
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use crossbeam_channel::RecvTimeoutError;
 
 use crate::config::Hybrid;
 use crate::run::{Command, Event, ManagerHandle};
@@ -435,14 +682,41 @@ fn proxy_config(cfg: &Config, arch: &NasArch, stage: i64, subnet: Option<&NasArc
         c.ops.kind = OpKind::Mult;
         c.aug.hybrid = Hybrid::None;
     } else {
-        c.aug.hybrid = Hybrid::Mult;
         if let Some(sub) = subnet {
-            let (w, e) = augment_factors(arch, sub);
-            c.aug.width = if w > 1.0 { vec![1.0, w] } else { vec![1.0] };
-            c.aug.expand = if e > 1.0 { vec![1.0, e] } else { vec![1.0] };
+            let t = target_config(&c, arch, sub);
+            c.aug = t.aug;
         }
+        c.aug.hybrid = Hybrid::Mult;
     }
     c
+}
+
+/// The config that trains the TargetNet `target` inside the SubNet `sub` with the recipe of
+/// `cfg` (the search's config): `model.arch` and `aug.arch` set, and the augmentation factors
+/// extended where they fall short of the SubNet's size (augmented widths are capped at it).
+pub fn target_config(cfg: &Config, target: &NasArch, sub: &NasArch) -> Config {
+    let mut c = cfg.clone();
+    c.model.arch = target.to_json();
+    c.aug.arch = sub.to_json();
+    let (w, e) = augment_factors(target, sub);
+    let reach = |factors: &mut Vec<f64>, r: f64| {
+        if factors.iter().all(|f| *f < r) {
+            factors.push(r);
+        }
+    };
+    reach(&mut c.aug.width, w);
+    reach(&mut c.aug.expand, e);
+    c
+}
+
+/// The SubNet a search's TargetNets sit in: its best evaluated stage-1 candidate (highest proxy
+/// accuracy, then lowest cost), as the driver chooses it.
+pub fn best_subnet(rows: &[NasCandidateRow]) -> Option<NasArch> {
+    rows.iter()
+        .filter(|r| r.stage == 1 && r.status == "done")
+        .filter_map(|r| Some((NasArch::from_json(&r.arch).ok()?, r.cost, r.proxy_accuracy?)))
+        .max_by(|a, b| a.2.total_cmp(&b.2).then(b.1.total_cmp(&a.1)))
+        .map(|(a, _, _)| a)
 }
 
 /// Width and expand factors that widen `target` to about `sub` (the largest ratios over stages
@@ -459,111 +733,182 @@ pub fn augment_factors(target: &NasArch, sub: &NasArch) -> (f64, f64) {
     ((w * 100.0).round() / 100.0, (e * 100.0).round() / 100.0)
 }
 
+/// The error of a search stopped through its flag.
+pub const STOPPED: &str = "search stopped by user";
+
 struct Search<'a> {
     cfg: &'a Config,
     manager: &'a ManagerHandle,
+    /// Set by whoever runs the search to stop it (proxy runs in flight stop; stored ones stay).
+    stop: &'a AtomicBool,
     search: RunId,
     stored: HashMap<(i64, String), NasCandidateRow>,
     report: &'a mut dyn FnMut(String),
     shape: (i64, i64, i64),
     reused: usize,
     evaluated: usize,
+    /// Proxy runs started (names them).
+    launched: usize,
     next_request: u64,
 }
 
 impl Search<'_> {
-    /// Proxy accuracy of `arch` (stored, or trained now through the run manager).
-    fn evaluate(
+    /// The stored proxy accuracy of `arch` at `stage`, if it was evaluated before.
+    fn stored_accuracy(&self, stage: i64, arch: &NasArch) -> Option<f64> {
+        self.stored
+            .get(&(stage, arch.to_json()))
+            .filter(|row| row.status == "done")
+            .and_then(|row| row.proxy_accuracy)
+    }
+
+    /// Torch threads of one proxy training: the `train.threads` budget (0: the cores) split
+    /// between the candidates trained at once.
+    fn threads_per_candidate(&self) -> usize {
+        let budget = match self.cfg.train.threads {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            n => n,
+        };
+        (budget / self.cfg.nas.parallel.max(1)).max(1)
+    }
+
+    /// Proxy accuracies of `batch` (stored ones reused; the rest trained through the run
+    /// manager, `nas.parallel` at a time), in the batch's order.
+    fn evaluate_all(
         &mut self,
         stage: i64,
         generation: i64,
-        arch: &NasArch,
-        cost: f64,
+        batch: &[(NasArch, f64)],
         subnet: Option<&NasArch>,
-    ) -> Result<f64, String> {
-        let key = (stage, arch.to_json());
-        if let Some(row) = self.stored.get(&key)
-            && row.status == "done"
-            && let Some(acc) = row.proxy_accuracy
-        {
-            self.reused += 1;
-            (self.report)(format!(
-                "stage {stage} gen {generation}: cost {cost:.4}, proxy top-1 {:.2} % (stored)",
-                acc * 100.0
-            ));
-            return Ok(acc);
-        }
-        let config = proxy_config(self.cfg, arch, stage, subnet);
-        self.next_request += 1;
-        let request = self.next_request;
-        let name = format!(
-            "nas{}-s{stage}-g{generation}-{}",
-            self.search, self.evaluated
-        );
-        self.manager
-            .commands
-            .send(Command::Start {
-                config: Box::new(config),
-                name,
-                tags: format!("nas-proxy,nas{}", self.search),
-                request,
-            })
-            .map_err(|e| e.to_string())?;
-        let mut row = NasCandidateRow {
-            run: self.search,
-            stage,
-            generation,
-            arch: key.1.clone(),
-            cost,
-            proxy_accuracy: None,
-            status: "pending".into(),
-            proxy_run: None,
-        };
-        let mut proxy_run = None;
-        let accuracy = loop {
-            let event = self
-                .manager
-                .events
-                .recv_timeout(Duration::from_secs(24 * 3600))
-                .map_err(|e| format!("the run manager stopped answering: {e}"))?;
-            match event {
-                Event::Created { request: r, run } if r == request => {
-                    proxy_run = Some(run);
-                    row.proxy_run = Some(run);
-                    self.record(row.clone())?;
-                }
-                Event::Rejected { request: r, reason } if r == request => {
-                    return Err(format!("proxy training refused: {reason}"));
-                }
-                Event::Finished { run, val_top1 } if Some(run) == proxy_run => {
-                    break Some(val_top1);
-                }
-                Event::Failed { run, reason } if Some(run) == proxy_run => {
+    ) -> Result<Vec<f64>, String> {
+        let mut out = vec![0.0; batch.len()];
+        let mut todo = std::collections::VecDeque::new();
+        for (i, (arch, cost)) in batch.iter().enumerate() {
+            match self.stored_accuracy(stage, arch) {
+                Some(acc) => {
+                    self.reused += 1;
+                    out[i] = acc;
                     (self.report)(format!(
-                        "stage {stage} gen {generation}: proxy run {run} failed: {reason}"
+                        "stage {stage} gen {generation}: cost {cost:.4}, proxy top-1 {:.2} % (stored)",
+                        acc * 100.0
                     ));
-                    break None;
                 }
-                Event::Stopped { run } if Some(run) == proxy_run => {
-                    return Err(format!(
+                None => todo.push_back(i),
+            }
+        }
+        let parallel = self.cfg.nas.parallel.max(1);
+        let threads = self.threads_per_candidate();
+        // In flight, by request id: (batch index, the candidate's row).
+        let mut pending: HashMap<u64, (usize, NasCandidateRow)> = HashMap::new();
+        let result = loop {
+            while pending.len() < parallel
+                && let Some(i) = todo.pop_front()
+            {
+                let (arch, cost) = &batch[i];
+                let mut config = proxy_config(self.cfg, arch, stage, subnet);
+                config.train.threads = threads;
+                self.next_request += 1;
+                let request = self.next_request;
+                let name = format!(
+                    "nas{}-s{stage}-g{generation}-{}",
+                    self.search, self.launched
+                );
+                self.launched += 1;
+                self.manager
+                    .commands
+                    .send(Command::Start {
+                        config: Box::new(config),
+                        name,
+                        tags: format!("nas-proxy,nas{}", self.search),
+                        request,
+                    })
+                    .map_err(|e| e.to_string())?;
+                let row = NasCandidateRow {
+                    run: self.search,
+                    stage,
+                    generation,
+                    arch: arch.to_json(),
+                    cost: *cost,
+                    proxy_accuracy: None,
+                    status: "pending".into(),
+                    proxy_run: None,
+                };
+                pending.insert(request, (i, row));
+            }
+            if pending.is_empty() {
+                break Ok(());
+            }
+            if self.stop.load(Ordering::Relaxed) {
+                break Err(STOPPED.into());
+            }
+            let event = match self.manager.events.recv_timeout(Duration::from_millis(250)) {
+                Ok(e) => e,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(e) => break Err(format!("the run manager stopped answering: {e}")),
+            };
+            let of_run = |pending: &HashMap<u64, (usize, NasCandidateRow)>, run: RunId| {
+                pending
+                    .iter()
+                    .find(|(_, (_, row))| row.proxy_run == Some(run))
+                    .map(|(r, _)| *r)
+            };
+            let (request, accuracy) = match event {
+                Event::Created { request, run } if pending.contains_key(&request) => {
+                    if let Some((_, row)) = pending.get_mut(&request) {
+                        row.proxy_run = Some(run);
+                        let row = row.clone();
+                        self.record(row)?;
+                    }
+                    continue;
+                }
+                Event::Rejected { request, reason } if pending.contains_key(&request) => {
+                    break Err(format!("proxy training refused: {reason}"));
+                }
+                Event::Finished { run, val_top1 } => match of_run(&pending, run) {
+                    Some(r) => (r, Some(val_top1)),
+                    None => continue,
+                },
+                Event::Failed { run, reason } => match of_run(&pending, run) {
+                    Some(r) => {
+                        (self.report)(format!(
+                            "stage {stage} gen {generation}: proxy run {run} failed: {reason}"
+                        ));
+                        (r, None)
+                    }
+                    None => continue,
+                },
+                Event::Stopped { run } if of_run(&pending, run).is_some() => {
+                    break Err(format!(
                         "proxy run {run} was stopped; rerun the search to resume it"
                     ));
                 }
-                _ => {}
-            }
+                _ => continue,
+            };
+            let Some((i, mut row)) = pending.remove(&request) else {
+                continue;
+            };
+            self.evaluated += 1;
+            row.proxy_accuracy = accuracy;
+            row.status = if accuracy.is_some() { "done" } else { "failed" }.into();
+            self.record(row.clone())?;
+            let proxy_run = row.proxy_run.unwrap_or_default();
+            self.stored.insert((stage, row.arch.clone()), row);
+            out[i] = accuracy.unwrap_or(0.0);
+            (self.report)(format!(
+                "stage {stage} gen {generation}: cost {:.4}, proxy top-1 {:.2} % (run {proxy_run})",
+                batch[i].1,
+                out[i] * 100.0
+            ));
         };
-        self.evaluated += 1;
-        row.proxy_accuracy = accuracy;
-        row.status = if accuracy.is_some() { "done" } else { "failed" }.into();
-        self.record(row.clone())?;
-        self.stored.insert(key, row);
-        let acc = accuracy.unwrap_or(0.0);
-        (self.report)(format!(
-            "stage {stage} gen {generation}: cost {cost:.4}, proxy top-1 {:.2} % (run {})",
-            acc * 100.0,
-            proxy_run.unwrap_or_default()
-        ));
-        Ok(acc)
+        if let Err(e) = result {
+            // Leave nothing of this search training behind; stored candidates stay.
+            for (_, row) in pending.values() {
+                if let Some(run) = row.proxy_run {
+                    let _ = self.manager.commands.send(Command::Stop(run));
+                }
+            }
+            return Err(e);
+        }
+        Ok(out)
     }
 
     fn record(&self, row: NasCandidateRow) -> Result<(), String> {
@@ -629,8 +974,8 @@ impl Search<'_> {
                 ));
                 batch.push((arch, cost));
             }
-            for (arch, cost) in batch {
-                let proxy = self.evaluate(stage, generation, &arch, cost, subnet)?;
+            let proxies = self.evaluate_all(stage, generation, &batch, subnet)?;
+            for ((arch, cost), proxy) in batch.into_iter().zip(proxies) {
                 scored.push(Scored { arch, cost, proxy });
             }
         }
@@ -648,23 +993,30 @@ fn best(scored: &[Scored]) -> Option<&Scored> {
 /// A rerun with the same config continues the latest search of that config and reuses every
 /// candidate it stored (the sampling is seeded, so the same candidates come up again); a
 /// finished search is thereby replayed without training anything.
+/// Setting `stop` ends it early with the error [`STOPPED`] (the search row is marked stopped; a
+/// rerun resumes it).
 pub fn search(
     cfg: &Config,
     db: &Path,
     name: &str,
     manager: &ManagerHandle,
+    stop: &AtomicBool,
     report: &mut dyn FnMut(String),
 ) -> Result<NasOutcome, String> {
     let writer = manager.writer();
     writer.flush().map_err(|e| e.to_string())?;
     let toml = cfg.to_toml();
     let reader = Reader::open(db).map_err(|e| e.to_string())?;
+    let same_search = |text: &str| {
+        Config::from_toml_str(text, "stored search", &[])
+            .is_ok_and(|stored| search_identity(&stored) == search_identity(cfg))
+    };
     let previous = reader
         .runs()
         .map_err(|e| e.to_string())?
         .into_iter()
         .filter(|r| r.model == "nas-search")
-        .filter(|r| reader.config_toml(r.id).is_ok_and(|t| t == toml))
+        .filter(|r| reader.config_toml(r.id).is_ok_and(|t| same_search(&t)))
         .map(|r| r.id)
         .max();
     let search = match previous {
@@ -695,12 +1047,14 @@ pub fn search(
     let mut s = Search {
         cfg,
         manager,
+        stop,
         search,
         stored,
         report,
         shape: cfg.data.dataset.input_shape(),
         reused: 0,
         evaluated: 0,
+        launched: 0,
         next_request: 1 << 40,
     };
     let result = run_stages(&mut s);
@@ -718,10 +1072,21 @@ pub fn search(
             );
             writer.status(search, Status::Finished, None);
         }
+        Err(e) if e == STOPPED => writer.status(search, Status::Stopped, Some(e.clone())),
         Err(e) => writer.status(search, Status::Failed, Some(e.clone())),
     }
     writer.flush().map_err(|e| e.to_string())?;
     result
+}
+
+/// What makes two search configs the same search: everything but how it is executed (thread
+/// counts, candidates at once). Stored configs are resolved first, so keys added in later
+/// versions take their defaults and an old search still resumes.
+fn search_identity(cfg: &Config) -> Config {
+    let mut c = cfg.clone();
+    c.train.threads = 0;
+    c.nas.parallel = 1;
+    c
 }
 
 fn run_stages(s: &mut Search<'_>) -> Result<NasOutcome, String> {

@@ -365,6 +365,26 @@ pub struct HwCostRow {
     pub detail: serde_json::Value,
 }
 
+impl HwCostRow {
+    /// The per-layer rows of a config's three costed models, as [`crate::hw::config_costs`]
+    /// returns them: `tiny`, `tiny-mult`, `augmented`.
+    pub fn of_costs(run: RunId, costs: &[crate::hw::ModelCost]) -> Vec<Self> {
+        let mut rows = Vec::new();
+        for (cost, model) in costs.iter().zip(["tiny", "tiny-mult", "augmented"]) {
+            for (i, l) in cost.layers.iter().enumerate() {
+                rows.push(Self {
+                    run,
+                    model: model.to_owned(),
+                    layer_index: i as i64,
+                    layer: l.name.clone(),
+                    detail: serde_json::to_value(l).unwrap_or_default(),
+                });
+            }
+        }
+        rows
+    }
+}
+
 /// One candidate of a NAS search (`run`: the search's own run row).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NasCandidateRow {

@@ -409,19 +409,8 @@ fn record_hw_cost(ctx: &RunContext<'_>, d: &data::Dataset) -> Result<(), TrainEr
         d.height as i64,
         d.classes as i64,
     );
-    let mut rows = Vec::new();
-    for (cost, model) in costs.iter().zip(["tiny", "tiny-mult", "augmented"]) {
-        for (i, l) in cost.layers.iter().enumerate() {
-            rows.push(HwCostRow {
-                run: ctx.run,
-                model: model.to_owned(),
-                layer_index: i as i64,
-                layer: l.name.clone(),
-                detail: serde_json::to_value(l).unwrap_or_default(),
-            });
-        }
-    }
-    ctx.writer.send(WriteOp::HwCost(rows))?;
+    ctx.writer
+        .send(WriteOp::HwCost(HwCostRow::of_costs(ctx.run, &costs)))?;
     let tiny = &costs[0];
     let metric = |key: &str, value: f64| MetricRow {
         run: ctx.run,
@@ -494,16 +483,26 @@ pub const HIST_BINS: usize = 100;
 /// snapshot (wide, because Add weights grow several-fold during training).
 pub const HIST_WIDTH_SD: f64 = 10.0;
 
+/// Held while a run seeds torch's global generator and initialises its weights.
+static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Train the run described by `ctx` until it finishes, is stopped, or fails.
 pub fn train(ctx: &RunContext<'_>) -> Result<Outcome, TrainError> {
     let cfg = ctx.config;
     let t = &cfg.train;
     let device = resolve_device(t.device)?;
-    tch::manual_seed(t.seed as i64);
     let splits = data::load(&cfg.data)?;
     let d = splits.train.clone();
     let mut vs = nn::VarStore::new(device);
-    let net = build_net(cfg, &vs.root(), &d);
+    // Weight init draws from torch's process-wide generator: seed it and build under one lock, so
+    // runs training at once in this process (the app, a NAS search) each get their seed's weights.
+    let net = {
+        let _init = INIT_LOCK
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        tch::manual_seed(t.seed as i64);
+        build_net(cfg, &vs.root(), &d)
+    };
     let tiny = Net::base_widths(&net.spec);
     let max = net.max.clone();
     let aug = aug_exec(cfg.aug.hybrid);

@@ -468,8 +468,130 @@ fn nas_view_trains_a_chosen_target_net() {
         panic!("expected Start, got {cmd:?}")
     };
     assert_eq!(config.model.arch, target.to_json());
+    assert_eq!(config.aug.arch, target.to_json(), "inside the best SubNet");
     assert!(
         (config.nas.budget - 1.25).abs() < 1e-12,
         "the search's recipe"
+    );
+}
+
+/// Candidates of `db`'s first search that finished proxy training, and the search's status.
+fn search_state(db: &Path) -> (usize, String) {
+    let Ok(r) = Reader::open(db) else {
+        return (0, String::new());
+    };
+    let Some(search) = r
+        .runs()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|s| s.model == "nas-search")
+    else {
+        return (0, String::new());
+    };
+    let done = r
+        .nas_candidates(search.id)
+        .unwrap_or_default()
+        .iter()
+        .filter(|c| c.status == "done")
+        .count();
+    (done, search.status)
+}
+
+#[test]
+fn a_nas_search_starts_stops_and_resumes_from_the_app() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("search.db");
+    let mut f = fake_app(&db, Persisted::default());
+    let h = &mut f.harness;
+    click(h, "nas-smoke");
+    for (key, value) in [
+        ("nas.population", "2"),
+        ("nas.generations", "1"),
+        ("nas.parallel", "1"),
+        ("nas.proxy_train", "100"),
+        ("nas.proxy_test", "50"),
+    ] {
+        h.get_by_label(key).set_text_value_accesskit(value);
+        h.step();
+    }
+    h.step();
+    click(h, "Start NAS search");
+    wait_for(h, "the app to follow the search", |h| {
+        h.state().persisted().view == View::Nas
+    });
+    wait_for(h, "a stored candidate", |_| search_state(&db).0 >= 1);
+    click(h, "Stop search");
+    wait_for(h, "the search to stop", |h| {
+        has_label_containing(h, "search stopped by user")
+    });
+    let (stored, status) = search_state(&db);
+    assert_eq!(status, "stopped");
+    assert!((1..4).contains(&stored), "{stored} candidates stored");
+    let runs = Reader::open(&db).expect("db").runs().expect("runs");
+    assert!(
+        runs.iter().all(|r| r.status != "running"),
+        "no proxy run is left training: {runs:?}"
+    );
+    // Starting the same config again resumes that search and trains only what is missing.
+    h.get_by_label("Launch").click();
+    h.step();
+    click(h, "Start NAS search");
+    wait_for(h, "the resumed search to finish", |h| {
+        has_label_containing(h, "finished (search #1;")
+    });
+    let label = h
+        .query_by_label_contains("finished (search #1;")
+        .and_then(|n| n.accesskit_node().value()) // a Label's text is its AccessKit value
+        .expect("label");
+    let reused: usize = label
+        .split(", ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("reused count in {label:?}"));
+    assert_eq!(reused, stored, "{label}");
+    assert_eq!(search_state(&db), (4, "finished".to_owned()));
+}
+
+#[test]
+fn hardware_view_shows_each_models_totals_and_unreadable_rows() {
+    use shiftadd_core::store::HwCostRow;
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = seeded_db(dir.path());
+    let costs = shiftadd_core::hw::config_costs(&Config::default(), 3, 32, 10);
+    let mut rows = HwCostRow::of_costs(1, &costs);
+    rows.push(HwCostRow {
+        run: 1,
+        model: "augmented".into(),
+        layer_index: 999,
+        layer: "broken".into(),
+        detail: serde_json::json!({"name": "broken"}),
+    });
+    let w = Writer::open(&db).expect("db");
+    w.send(WriteOp::HwCost(rows)).expect("hw rows");
+    w.flush().expect("flush");
+    drop(w);
+    let persisted = Persisted {
+        view: View::Hardware,
+        current: Some(1),
+        ..Persisted::default()
+    };
+    let mut f = fake_app(&db, persisted);
+    let h = &mut f.harness;
+    wait_for(h, "the totals", |h| has_label(h, "largest augmented"));
+    for c in &costs {
+        // MAC counts as the cost model computed them, one row per model.
+        let macs = c.layers.iter().map(|l| l.macs).sum::<i64>() as f64 / 1e6;
+        assert!(has_label(h, &format!("{macs:.2} M")), "{} MACs", c.label);
+    }
+    assert!(
+        has_label(h, "1 rows unreadable"),
+        "the broken row is reported"
+    );
+    let ratio = costs[2].energy_mj / costs[0].energy_mj;
+    assert!(
+        has_label(h, &format!("{ratio:.2}")),
+        "× tiny energy {ratio:.2}"
     );
 }

@@ -77,6 +77,20 @@ fn nas_smoke_searches_within_budget_and_resumes_without_retraining() {
         );
     }
     assert!(is_sub_model(&best, &subnet));
+    // Stage-2 proxies train each TargetNet inside that SubNet (depth and width augmentation up to
+    // it), and every proxy gets its share of the thread budget.
+    let share = (cfg.train.threads / n.parallel).max(1);
+    for r in &rows {
+        let proxy = reader
+            .config_toml(r.proxy_run.expect("proxy run"))
+            .expect("proxy config");
+        let proxy = Config::from_toml_str(&proxy, "proxy", &[]).expect("valid");
+        assert_eq!(proxy.train.threads, share);
+        if r.stage == 2 {
+            assert_eq!(proxy.model.arch, r.arch);
+            assert_eq!(proxy.aug.arch, subnet.to_json());
+        }
+    }
 
     // A rerun with the same config replays the search from the stored candidates.
     let again = run_ok(&["nas", preset, "--db", s(&db)]);

@@ -4,16 +4,18 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 use shiftadd_core::Config;
 use shiftadd_core::hw::LayerCost;
+use shiftadd_core::nas::{NasArch, best_subnet};
 use shiftadd_core::run::{Command, Event};
 use shiftadd_core::store::{HistogramRow, HwCostRow, NasCandidateRow, Reader, RunId, RunSummary};
 
 use super::plot::Series;
+use super::searches::Searches;
 
 /// Requests to the `ui-data` thread.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -52,7 +54,7 @@ pub enum Loaded {
     Presets(Vec<Preset>),
     Nas {
         run: RunId,
-        rows: Arc<Vec<NasCandidateRow>>,
+        nas: Arc<NasData>,
     },
     /// A query failed; the message names what and why.
     Error(String),
@@ -107,6 +109,40 @@ impl HwModel {
     }
 }
 
+/// A search's candidates, with what the NAS view derives from them worked out once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NasData {
+    pub rows: Vec<NasCandidateRow>,
+    /// The best-architectures table: indices into `rows` of evaluated candidates, TargetNets
+    /// first, best proxy accuracy first, each with its parsed architecture.
+    pub best: Vec<(usize, Option<NasArch>)>,
+    /// The SubNet the TargetNets sit in (the best stage-1 candidate).
+    pub subnet: Option<NasArch>,
+}
+
+impl NasData {
+    pub fn new(rows: Vec<NasCandidateRow>) -> Self {
+        let mut best: Vec<usize> = (0..rows.len())
+            .filter(|&i| rows[i].proxy_accuracy.is_some())
+            .collect();
+        let acc = |i: usize| rows[i].proxy_accuracy.unwrap_or(0.0);
+        best.sort_by(|&a, &b| {
+            rows[b]
+                .stage
+                .cmp(&rows[a].stage)
+                .then(acc(b).total_cmp(&acc(a)))
+        });
+        Self {
+            best: best
+                .into_iter()
+                .map(|i| (i, NasArch::from_json(&rows[i].arch).ok()))
+                .collect(),
+            subnet: best_subnet(&rows),
+            rows,
+        }
+    }
+}
+
 /// A preset file: its name (file stem) and text.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Preset {
@@ -123,6 +159,8 @@ pub struct Backend {
     pub queries: Sender<Query>,
     pub loaded: Receiver<Loaded>,
     pub experiments_dir: PathBuf,
+    /// NAS searches started from the app (shared with `gui::run`, which waits for them).
+    pub searches: Arc<Mutex<Searches>>,
 }
 
 impl Backend {
@@ -135,6 +173,8 @@ impl Backend {
         ctx: &egui::Context,
     ) -> std::io::Result<Self> {
         let (queries, loaded) = spawn_data_thread(db.to_path_buf(), ctx.clone())?;
+        let repaint = ctx.clone();
+        let waker: shiftadd_core::run::Waker = Arc::new(move || repaint.request_repaint());
         Ok(Self {
             db: db.to_path_buf(),
             commands,
@@ -142,6 +182,7 @@ impl Backend {
             queries,
             loaded,
             experiments_dir,
+            searches: Arc::new(Mutex::new(Searches::new(db, waker))),
         })
     }
 }
@@ -215,7 +256,7 @@ fn answer(db: &Path, state: &mut DataState, q: Query) -> Loaded {
             .nas_candidates(run)
             .map(|rows| Loaded::Nas {
                 run,
-                rows: Arc::new(rows),
+                nas: Arc::new(NasData::new(rows)),
             })
             .map_err(|e| e.to_string()),
     };
@@ -320,18 +361,7 @@ mod tests {
     #[test]
     fn hw_rows_are_grouped_by_model_and_parsed_once() {
         let costs = shiftadd_core::hw::config_costs(&Config::default(), 3, 32, 10);
-        let mut rows = Vec::new();
-        for (key, cost) in ["tiny", "tiny-mult", "augmented"].iter().zip(&costs) {
-            for (i, l) in cost.layers.iter().enumerate() {
-                rows.push(HwCostRow {
-                    run: 1,
-                    model: (*key).into(),
-                    layer_index: i as i64,
-                    layer: l.name.clone(),
-                    detail: serde_json::to_value(l).expect("json"),
-                });
-            }
-        }
+        let mut rows = HwCostRow::of_costs(1, &costs);
         rows.push(HwCostRow {
             run: 1,
             model: "tiny".into(),

@@ -9,9 +9,7 @@ use std::time::Instant;
 use shiftadd_core::run::Event;
 use shiftadd_core::store::RunId;
 
-use shiftadd_core::store::NasCandidateRow;
-
-use super::backend::{Details, Loaded, Query, RunRow};
+use super::backend::{Details, Loaded, NasData, Query, RunRow};
 use super::plot::Series;
 
 /// Live state of a training run, from the manager's events.
@@ -69,7 +67,7 @@ pub struct DataCache {
     pub data: HashMap<RunId, RunData>,
     pub live: HashMap<RunId, Live>,
     /// Candidates of NAS searches.
-    pub nas: HashMap<RunId, Arc<Vec<NasCandidateRow>>>,
+    pub nas: HashMap<RunId, Arc<NasData>>,
     /// Searches whose candidates to (re)fetch.
     stale_nas: HashSet<RunId>,
     /// Runs whose metrics changed since they were last fetched.
@@ -133,8 +131,8 @@ impl DataCache {
                 }
             }
             Loaded::Presets(_) => {}
-            Loaded::Nas { run, rows } => {
-                self.nas.insert(run, rows);
+            Loaded::Nas { run, nas } => {
+                self.nas.insert(run, nas);
             }
             Loaded::Error(e) => {
                 log::warn!("{e}");

@@ -1,5 +1,5 @@
 //! Launch: presets from `experiments/`, a form for every config key grouped by section (defaults
-//! shown, invalid values flagged inline with the CLI's messages), Launch and Queue.
+//! shown, invalid values flagged inline with the CLI's messages), Launch, Queue and Start NAS search.
 
 use shiftadd_core::run::{Command, Event};
 use shiftadd_core::store::RunId;
@@ -19,6 +19,7 @@ pub struct LaunchView {
     /// The last answer: Ok(message) or Err(reason).
     pub outcome: Option<Result<String, String>>,
     created: Option<RunId>,
+    search_started: bool,
 }
 
 /// Request ids of the form start here (resumes from the runs list use 0).
@@ -157,6 +158,31 @@ impl LaunchView {
         }
     }
 
+    /// Start a NAS search of the form's config on its own thread; the app then shows the NAS view.
+    fn start_search(&mut self, vcx: &mut ViewCtx<'_>) {
+        let Some(config) = self.form.config.clone() else {
+            return;
+        };
+        let name = match self.form.name.trim() {
+            "" => "nas".to_owned(),
+            n => n.to_owned(),
+        };
+        self.outcome = Some(
+            vcx.searches
+                .start(config, name.clone())
+                .map(|()| {
+                    self.search_started = true;
+                    format!("NAS search {name} started")
+                })
+                .map_err(|e| format!("cannot start the search thread: {e}")),
+        );
+    }
+
+    /// Whether a search was just started here, once (the app then shows the NAS view).
+    pub fn take_search_started(&mut self) -> bool {
+        std::mem::take(&mut self.search_started)
+    }
+
     fn actions_ui(&mut self, ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>) {
         ui.horizontal(|ui| {
             let label = ui.label("Name");
@@ -171,7 +197,9 @@ impl LaunchView {
             .labelled_by(label.id);
             ui.separator();
             threads_ui(ui, &mut self.form);
-            ui.separator();
+        });
+        // The actions on a row of their own: beside the fields they would be clipped on narrow windows.
+        ui.horizontal(|ui| {
             let ok = self.form.launchable();
             let hint = if ok {
                 "start training now"
@@ -192,6 +220,14 @@ impl LaunchView {
                 .clicked()
             {
                 self.submit(true, vcx.commands);
+            }
+            let hint = "search this config's [nas] section: stage 1 SubNets, stage 2 TargetNets, each a short proxy run (a config searched before resumes)";
+            if ui
+                .add_enabled(ok, egui::Button::new("Start NAS search"))
+                .on_hover_text(hint)
+                .clicked()
+            {
+                self.start_search(vcx);
             }
             if ui
                 .button("Reset")

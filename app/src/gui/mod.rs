@@ -14,6 +14,7 @@ pub mod monitor;
 pub mod nas;
 pub mod plot;
 pub mod runs;
+pub mod searches;
 pub mod weights;
 
 use std::path::{Path, PathBuf};
@@ -93,6 +94,8 @@ pub struct ViewCtx<'a> {
     /// Commands for the run manager, sent after the frame.
     pub commands: &'a mut Vec<Command>,
     pub export: &'a mut Export,
+    /// NAS searches of this session.
+    pub searches: &'a mut searches::Searches,
     pub now: Instant,
 }
 
@@ -253,9 +256,33 @@ impl StudioApp {
     fn handle_close(&mut self, ctx: &egui::Context) {
         let requested = ctx.input(|i| i.viewport().close_requested());
         let decided = self.exit_choice.lock().map(|c| c.is_some()).unwrap_or(true);
-        if requested && !decided && !self.data.active_here().is_empty() {
+        if requested
+            && !decided
+            && (!self.data.active_here().is_empty() || self.searches_running() > 0)
+        {
             ctx.send_viewport_cmd(egui::ViewportCommand::CancelClose);
             self.asking_close = true;
+        }
+    }
+
+    fn searches_running(&self) -> usize {
+        self.backend.searches.lock().map_or(0, |s| s.running())
+    }
+
+    /// Take the progress of this session's searches: new lines refresh the runs table and the
+    /// candidates (a search's rows appear before the 3 s poll would see them).
+    fn poll_searches(&mut self) {
+        let lines = self
+            .backend
+            .searches
+            .lock()
+            .map(|mut s| s.poll())
+            .unwrap_or_default();
+        if !lines.is_empty() {
+            self.data.mark_runs_stale();
+            if let Some(r) = self.nas.search {
+                self.data.mark_nas_stale(r);
+            }
         }
     }
 
@@ -264,16 +291,22 @@ impl StudioApp {
             return;
         }
         let active = self.data.active_here();
+        let searching = self.searches_running();
         let mut choice = None;
         let mut cancel = false;
         egui::Modal::new(egui::Id::unique("close-dialog")).show(ctx, |ui| {
             ui.heading("Runs are still training");
             let list: Vec<String> = active.iter().map(|r| format!("#{r}")).collect();
-            ui.label(format!(
-                "{} run(s) of this session are active: {}.",
-                active.len(),
-                list.join(", ")
-            ));
+            if !active.is_empty() {
+                ui.label(format!(
+                    "{} run(s) of this session are active: {}.",
+                    active.len(),
+                    list.join(", ")
+                ));
+            }
+            if searching > 0 {
+                ui.label(format!("{searching} NAS search(es) of this session are running (a stopped search resumes when started again)."));
+            }
             ui.label("Stop them (each stays resumable from its last checkpoint), or leave them training without a window — the process ends when they do, and everything is recorded either way.");
             ui.horizontal(|ui| {
                 if ui.button("Stop runs and quit").clicked() {
@@ -326,6 +359,11 @@ impl StudioApp {
                 0 => "no run training".to_owned(),
                 n => format!("{n} run(s) training"),
             });
+            let searching = self.searches_running();
+            if searching > 0 {
+                ui.separator();
+                ui.label(format!("{searching} NAS search(es) running"));
+            }
             if let Some(s) = self.export.status() {
                 ui.separator();
                 ui.label(s);
@@ -346,6 +384,7 @@ impl eframe::App for StudioApp {
     fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
         let now = Instant::now();
         self.drain(now);
+        self.poll_searches();
         self.refresh(now);
         self.handle_close(ctx);
         if self.data.live.values().any(|l| !l.paused) {
@@ -369,6 +408,7 @@ impl eframe::App for StudioApp {
             nas,
             export,
             outbox,
+            backend,
             ..
         } = self;
         egui::Panel::left("runs")
@@ -378,12 +418,17 @@ impl eframe::App for StudioApp {
             .show(ui, |ui| {
                 runs::runs_panel(ui, data, persisted, outbox);
             });
+        let shared = backend.searches.clone();
+        let Ok(mut searches) = shared.lock() else {
+            return;
+        };
         let mut vcx = ViewCtx {
             data,
             current: persisted.current,
             compare: &persisted.compare,
             commands: outbox,
             export,
+            searches: &mut searches,
             now,
         };
         egui::CentralPanel::default().show(ui, |ui| match persisted.view {
@@ -394,6 +439,12 @@ impl eframe::App for StudioApp {
             View::Compare => compare.ui(ui, &mut vcx, &mut persisted.compare_settings),
             View::Nas => nas.ui(ui, &mut vcx),
         });
+        drop(searches);
+        if launch.take_search_started() {
+            // Follow the new search (the NAS view shows the latest one).
+            nas.search = None;
+            persisted.view = View::Nas;
+        }
         if let Some(run) = launch.take_created() {
             // A run just created from the form: follow it.
             persisted.current = Some(run);
@@ -427,18 +478,35 @@ pub fn run(db: &Path) -> anyhow::Result<ExitCode> {
     let events = manager.events.clone();
     let app_exit = exit_choice.clone();
     let db_for_app = db.to_path_buf();
+    let searches_slot: Arc<OnceLock<Arc<Mutex<searches::Searches>>>> = Arc::new(OnceLock::new());
+    let app_searches = searches_slot.clone();
     eframe::run_native(
         "ShiftAdd Studio",
         options,
         Box::new(move |cc| {
             let _ = slot.set(cc.egui_ctx.clone());
             let backend = Backend::new(&db_for_app, experiments, commands, events, &cc.egui_ctx)?;
+            let _ = app_searches.set(backend.searches.clone());
             let persisted = StudioApp::restore(cc.storage);
             Ok(Box::new(StudioApp::new(backend, persisted, app_exit)))
         }),
     )
     .map_err(|e| anyhow::anyhow!("cannot open the window: {e}"))?;
     let choice = exit_choice.lock().ok().and_then(|c| *c);
+    if let Some(s) = searches_slot.get()
+        && let Ok(mut s) = s.lock()
+        && s.running() > 0
+    {
+        if choice == Some(ExitChoice::LeaveRunning) {
+            eprintln!(
+                "window closed; {} NAS search(es) keep running headless",
+                s.running()
+            );
+        } else {
+            s.stop_all();
+        }
+        s.wait_all();
+    }
     finish_headless(manager, db, choice)
 }
 

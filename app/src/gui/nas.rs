@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use egui_plot::{Corner, Legend, Line, MarkerShape, Plot, Points, VLine};
 use shiftadd_core::Config;
-use shiftadd_core::nas::{NasArch, pareto_front, unit};
+use shiftadd_core::nas::{NasArch, pareto_front, target_config, unit};
 use shiftadd_core::run::Command;
 use shiftadd_core::store::{NasCandidateRow, RunId};
 
 use super::ViewCtx;
+use super::backend::NasData;
 use super::export::ExportRequest;
 use super::plot::{color, csv_field, hover_point, plot_header};
 
@@ -63,6 +64,7 @@ impl NasView {
                 }
             }
         });
+        jobs_ui(ui, vcx);
         if current.is_none_or(|c| !searches.iter().any(|s| s.0 == c)) {
             // Show the latest search rather than an empty view.
             if let Some(latest) = searches.iter().map(|s| s.0).max() {
@@ -71,7 +73,7 @@ impl NasView {
         }
         let Some(search) = current.filter(|c| searches.iter().any(|s| s.0 == *c)) else {
             ui.label(if searches.is_empty() {
-                "No NAS search in this database yet: run `shiftadd nas experiments/nas-smoke.toml` (same database) and it appears here, live."
+                "No NAS search in this database yet: load a preset such as nas-smoke in Launch and press Start NAS search (or run `shiftadd nas experiments/nas-smoke.toml` on the same database); it appears here, live."
             } else {
                 "Pick a search above."
             });
@@ -85,13 +87,14 @@ impl NasView {
             .get(&search)
             .and_then(|d| d.details.as_ref())
             .and_then(|d| d.config.clone());
-        let Some(rows) = vcx.data.nas.get(&search).map(Arc::clone) else {
+        let Some(nas) = vcx.data.nas.get(&search).map(Arc::clone) else {
             ui.spinner();
             return;
         };
         let (budget, u) = config.as_ref().map_or((f64::NAN, "mJ"), |c| {
             (c.nas.budget, unit(c.nas.budget_kind))
         });
+        let rows = &nas.rows;
         let done = rows.iter().filter(|r| r.status == "done").count();
         ui.label(format!(
             "{} candidates ({done} evaluated) · TargetNet budget {budget} {u} · stage 1 costs are of the multiplicative SubNet, stage 2 of the MF TargetNet",
@@ -99,8 +102,8 @@ impl NasView {
         ));
         let avail = ui.available_height();
         ui.columns(2, |cols| {
-            scatter_ui(&mut cols[0], vcx, search, &rows, budget, u, avail);
-            self.table_ui(&mut cols[1], vcx, &rows, config.as_deref(), u);
+            scatter_ui(&mut cols[0], vcx, search, rows, budget, u, avail);
+            self.table_ui(&mut cols[1], vcx, &nas, config.as_deref(), u);
         });
     }
 
@@ -108,38 +111,28 @@ impl NasView {
         &mut self,
         ui: &mut egui::Ui,
         vcx: &mut ViewCtx<'_>,
-        rows: &[NasCandidateRow],
+        nas: &NasData,
         config: Option<&Config>,
         u: &str,
     ) {
         ui.strong("Best architectures");
-        let mut best: Vec<&NasCandidateRow> =
-            rows.iter().filter(|r| r.proxy_accuracy.is_some()).collect();
-        best.sort_by(|a, b| {
-            b.stage.cmp(&a.stage).then(
-                b.proxy_accuracy
-                    .unwrap_or(0.0)
-                    .total_cmp(&a.proxy_accuracy.unwrap_or(0.0)),
-            )
-        });
         egui::ScrollArea::both().id_salt("nas-table").show(ui, |ui| {
             egui::Grid::new("nas-best").striped(true).show(ui, |ui| {
                 for h in ["", "Stage", "Gen", &format!("Cost {u}"), "Proxy top-1 %", "Architecture"] {
                     ui.strong(h);
                 }
                 ui.end_row();
-                for r in best.iter().take(20) {
-                    let arch = NasArch::from_json(&r.arch).ok();
+                for (i, arch) in nas.best.iter().take(20) {
+                    let r = &nas.rows[*i];
                     // The action first: architecture strings are long.
-                    match (r.stage, config, &arch) {
-                        (2, Some(cfg), Some(_)) => {
+                    match (r.stage, config, arch, &nas.subnet) {
+                        (2, Some(cfg), Some(target), Some(sub)) => {
                             if ui
                                 .button("Train")
-                                .on_hover_text("train this TargetNet with the search's full recipe (ShiftAddAug)")
+                                .on_hover_text("train this TargetNet inside the search's SubNet with its full recipe (ShiftAddAug)")
                                 .clicked()
                             {
-                                let mut c = cfg.clone();
-                                c.model.arch = r.arch.clone();
+                                let c = target_config(cfg, target, sub);
                                 self.next_request += 1;
                                 vcx.commands.push(Command::Start {
                                     config: Box::new(c),
@@ -162,6 +155,34 @@ impl NasView {
                     ui.end_row();
                 }
             });
+        });
+    }
+}
+
+/// This session's searches: progress, Stop, and how each ended.
+fn jobs_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>) {
+    for job in &vcx.searches.jobs {
+        ui.horizontal(|ui| match &job.outcome {
+            None => {
+                ui.spinner();
+                ui.label(format!("{}: {}", job.name, job.last));
+                if ui
+                    .button("Stop search")
+                    .on_hover_text("stop its proxy runs; starting the same config again resumes it, reusing every stored candidate")
+                    .clicked()
+                {
+                    job.stop();
+                }
+            }
+            Some(Ok(o)) => {
+                ui.label(format!(
+                    "{}: finished (search #{}; {} candidates trained, {} reused)",
+                    job.name, o.search, o.evaluated, o.reused
+                ));
+            }
+            Some(Err(e)) => {
+                ui.colored_label(ui.visuals().warn_fg_color, format!("{}: {e}", job.name));
+            }
         });
     }
 }
