@@ -900,10 +900,15 @@ impl Search<'_> {
             ));
         };
         if let Err(e) = result {
-            // Leave nothing of this search training behind; stored candidates stay.
+            // Leave nothing of this search training behind; finished candidates stay stored, and
+            // the interrupted ones say so (a resumed search trains them again).
             for (_, row) in pending.values() {
                 if let Some(run) = row.proxy_run {
                     let _ = self.manager.commands.send(Command::Stop(run));
+                    let _ = self.record(NasCandidateRow {
+                        status: "stopped".into(),
+                        ..row.clone()
+                    });
                 }
             }
             return Err(e);

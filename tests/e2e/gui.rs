@@ -532,6 +532,17 @@ fn a_nas_search_starts_stops_and_resumes_from_the_app() {
         runs.iter().all(|r| r.status != "running"),
         "no proxy run is left training: {runs:?}"
     );
+    let reader = Reader::open(&db).expect("db");
+    let search = runs
+        .iter()
+        .find(|r| r.model == "nas-search")
+        .expect("search");
+    let rows = reader.nas_candidates(search.id).expect("rows");
+    assert!(
+        rows.iter()
+            .all(|c| c.status == "done" || c.status == "stopped"),
+        "interrupted candidates say so: {rows:?}"
+    );
     // Starting the same config again resumes that search and trains only what is missing.
     h.get_by_label("Launch").click();
     h.step();

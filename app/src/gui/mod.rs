@@ -354,8 +354,15 @@ impl StudioApp {
 
     fn status_bar(&self, ui: &mut egui::Ui) {
         ui.horizontal(|ui| {
-            let live = self.data.live.len();
-            ui.label(match live {
+            // From the database too: runs of a NAS search or another process train without events here.
+            let training = self
+                .data
+                .runs
+                .iter()
+                .filter(|r| r.summary.status == "running")
+                .count()
+                .max(self.data.live.values().filter(|l| !l.paused).count());
+            ui.label(match training {
                 0 => "no run training".to_owned(),
                 n => format!("{n} run(s) training"),
             });
