@@ -412,7 +412,7 @@ fn hw_report(
             "{}  ({} × {}, {} convention, {}-bit, {} tilings; energy in mJ per image)",
             path.display(),
             cfg.data.dataset.as_str(),
-            cfg.model.name.as_str(),
+            cfg.model.label(),
             serde_json::to_value(cfg.hw.convention)?
                 .as_str()
                 .unwrap_or("?"),

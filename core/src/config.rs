@@ -138,6 +138,18 @@ pub struct ModelConfig {
     pub arch: String,
 }
 
+impl ModelConfig {
+    /// What the runs table and reports call the architecture: its name, or `nas` for a NAS
+    /// architecture (`arch`).
+    pub fn label(&self) -> &'static str {
+        if self.arch.trim().is_empty() {
+            self.name.as_str()
+        } else {
+            "nas"
+        }
+    }
+}
+
 impl Default for ModelConfig {
     fn default() -> Self {
         Self {

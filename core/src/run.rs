@@ -399,11 +399,7 @@ impl Manager {
             name,
             config_toml: config.to_toml(),
             dataset: config.data.dataset.as_str().into(),
-            model: if config.model.arch.trim().is_empty() {
-                config.model.name.as_str().into()
-            } else {
-                "nas".into()
-            },
+            model: config.model.label().into(),
             operator: config.ops.kind.as_str().into(),
             seed: config.train.seed,
             tags,
