@@ -151,7 +151,7 @@ pub fn layers(spec: &ArchSpec, w: &Widths, ops: &OpSpec, resolution: i64) -> Vec
             LayerKind::Depthwise,
             ops.block_role(b, b.kernel == 1),
             (c, c),
-            (b.kernel, b.stride),
+            (w.kernel[i], b.stride),
             &mut size,
             (true, false),
         );

@@ -183,6 +183,9 @@ pub struct Widths {
     pub head: Option<i64>,
     /// Per block: whether this sub-model runs it (the tiny model skips the SubNet-only blocks).
     pub active: Vec<bool>,
+    /// Per block: the depthwise kernel it runs (inside a SubNet, the tiny model runs the centre
+    /// of a larger stored kernel: kernel nesting).
+    pub kernel: Vec<i64>,
 }
 
 /// Channels for `base` scaled by `factor` (factor 1 is exactly `base`; never below it).
@@ -215,6 +218,7 @@ impl Widths {
                 .collect(),
             head: base.head.map(|h| scaled(h, head)),
             active: base.active,
+            kernel: base.kernel,
         }
     }
 
@@ -332,7 +336,11 @@ pub struct LayerWeights {
 pub struct ElasticConv {
     pub name: String,
     pub weight: Tensor,
+    /// The stored kernel size.
     pub kernel: i64,
+    /// The tiny model's kernel: the centre of the stored one (smaller only for a TargetNet's
+    /// depthwise conv inside a SubNet with a larger kernel there).
+    pub tiny_kernel: i64,
     pub stride: i64,
     pub depthwise: bool,
     pub role: OpKind,
@@ -367,6 +375,7 @@ impl ElasticConv {
             name: p.path("weight").trim_end_matches(".weight").to_owned(),
             weight,
             kernel,
+            tiny_kernel: kernel,
             stride,
             depthwise,
             role,
@@ -377,12 +386,24 @@ impl ElasticConv {
         }
     }
 
-    fn slice(&self, c_in: i64, out: i64) -> Tensor {
-        if self.depthwise {
+    /// The leading `out` × `c_in` slice, at the centre `kernel` × `kernel` of the stored kernel.
+    fn slice_k(&self, c_in: i64, out: i64, kernel: i64) -> Tensor {
+        let w = if self.depthwise {
             self.weight.narrow(0, 0, c_in)
         } else {
             self.weight.narrow(0, 0, out).narrow(1, 0, c_in)
+        };
+        if kernel >= self.kernel {
+            w
+        } else {
+            let off = (self.kernel - kernel) / 2;
+            w.narrow(2, off, kernel).narrow(3, off, kernel)
         }
+    }
+
+    /// The tiny model's slice of the stored weights.
+    fn tiny_slice(&self, c_in: i64, out: i64) -> Tensor {
+        self.slice_k(c_in, out, self.tiny_kernel)
     }
 
     /// The weights the MF operator sees for a slice: remapped, and for Shift rounded to powers of two.
@@ -412,7 +433,7 @@ impl ElasticConv {
     }
 
     fn mult_conv(&self, x: &Tensor, w: &Tensor, groups: i64) -> Tensor {
-        let pad = self.kernel / 2;
+        let pad = w.size()[3] / 2;
         x.conv2d(
             w,
             None::<Tensor>,
@@ -426,7 +447,7 @@ impl ElasticConv {
     fn mf_conv(&self, x: &Tensor, w: &Tensor, groups: i64) -> Result<Tensor, TchError> {
         let wq = self.mf_weight(w);
         match self.role {
-            OpKind::Add => adder::adder_conv2d(x, &wq, self.stride, self.kernel / 2, groups),
+            OpKind::Add => adder::adder_conv2d(x, &wq, self.stride, w.size()[3] / 2, groups),
             OpKind::Shift if self.act_fixed_point => {
                 Ok(self.mult_conv(&shift::fixed_point_16_16(x), &wq, groups))
             }
@@ -436,9 +457,20 @@ impl ElasticConv {
 
     /// Run on `x` ([N, c_in, H, W]) producing `out` channels (depthwise: `out` must equal `c_in`).
     pub fn forward(&self, x: &Tensor, out: i64, exec: Exec) -> Result<Tensor, TchError> {
+        self.forward_kernel(x, out, self.kernel, exec)
+    }
+
+    /// [`Self::forward`] with the centre `kernel` × `kernel` of the stored kernel.
+    pub fn forward_kernel(
+        &self,
+        x: &Tensor,
+        out: i64,
+        kernel: i64,
+        exec: Exec,
+    ) -> Result<Tensor, TchError> {
         let c_in = x.size()[1];
         let groups = if self.depthwise { c_in } else { 1 };
-        let w = self.slice(c_in, out);
+        let w = self.slice_k(c_in, out, kernel);
         match (self.role, exec) {
             (OpKind::Mult, _) | (_, Exec::Mult) => Ok(self.mult_conv(x, &w, groups)),
             (_, Exec::Tiny | Exec::Mf) => self.mf_conv(x, &w, groups),
@@ -479,7 +511,7 @@ impl ElasticConv {
             return None;
         }
         tch::no_grad(|| {
-            let stored = self.slice(self.tiny.0, self.tiny.1).detach().copy();
+            let stored = self.tiny_slice(self.tiny.0, self.tiny.1).detach().copy();
             let remapped = self
                 .remap
                 .as_ref()
@@ -499,7 +531,7 @@ impl ElasticConv {
     pub fn remap_kl(&self, bins: i64) -> Option<Tensor> {
         let remap = self.remap.as_ref().filter(|r| r.kind != RemapKind::None)?;
         Some(ops::remap::soft_kl_to_laplace(
-            &remap.apply(&self.slice(self.tiny.0, self.tiny.1)),
+            &remap.apply(&self.tiny_slice(self.tiny.0, self.tiny.1)),
             bins,
         ))
     }
@@ -599,7 +631,7 @@ pub enum Step {
 const BN_EPS: f64 = 1e-5;
 
 fn conv_step(conv: &ElasticConv, bn: &ElasticBn, c_in: i64, c_out: i64, relu6: bool) -> Step {
-    let w = conv.slice(c_in, c_out);
+    let w = conv.tiny_slice(c_in, c_out);
     let scale =
         bn.weight.narrow(0, 0, c_out) / (bn.running_var.narrow(0, 0, c_out) + BN_EPS).sqrt();
     let shift = bn.bias.narrow(0, 0, c_out) - bn.running_mean.narrow(0, 0, c_out) * &scale;
@@ -614,7 +646,7 @@ fn conv_step(conv: &ElasticConv, bn: &ElasticBn, c_in: i64, c_out: i64, relu6: b
         bias,
         affine,
         stride: conv.stride,
-        pad: conv.kernel / 2,
+        pad: conv.tiny_kernel / 2,
         groups: if conv.depthwise { c_in } else { 1 },
         relu6,
         act_fixed_point: conv.role == OpKind::Shift && conv.act_fixed_point,
@@ -691,20 +723,23 @@ impl Net {
                 (prev, prev_tiny)
             };
             let dw_role = ops.block_role(b, b.kernel == 1);
+            // The stored kernel is the largest any sub-model runs; the tiny model runs its centre.
+            let mut dw = ElasticConv::new(
+                &(&p / "dw"),
+                dw_c,
+                dw_c,
+                max.kernel[i].max(b.kernel),
+                b.stride,
+                true,
+                (dw_tiny, dw_tiny),
+                dw_role,
+                ops,
+            );
+            dw.tiny_kernel = b.kernel;
             blocks.push(Block {
                 spec: b.clone(),
                 expand,
-                dw: ElasticConv::new(
-                    &(&p / "dw"),
-                    dw_c,
-                    dw_c,
-                    b.kernel,
-                    b.stride,
-                    true,
-                    (dw_tiny, dw_tiny),
-                    dw_role,
-                    ops,
-                ),
+                dw,
                 dw_bn: ElasticBn::new(&(&p / "dw_bn"), dw_c),
                 project: ElasticConv::new(
                     &(&p / "project"),
@@ -787,6 +822,7 @@ impl Net {
             out: spec.blocks.iter().map(|b| b.out_c).collect(),
             head: spec.head_c,
             active: spec.blocks.iter().map(|b| b.tiny).collect(),
+            kernel: spec.blocks.iter().map(|b| b.kernel).collect(),
         }
     }
 
@@ -807,6 +843,7 @@ impl Net {
         match &spec.aug_cap {
             Some(cap) => Widths {
                 active: vec![true; spec.blocks.len()],
+                kernel: cap.kernel.clone(),
                 ..widest.clamped(&Self::base_widths(spec), cap)
             },
             None => widest,
@@ -831,7 +868,15 @@ impl Net {
         let Some(cap) = &self.spec.aug_cap else {
             return widths;
         };
-        let mut widths = widths.clamped(&Self::base_widths(&self.spec), cap);
+        let base = Self::base_widths(&self.spec);
+        let mut widths = widths.clamped(&base, cap);
+        for (i, k) in widths.kernel.iter_mut().enumerate() {
+            // Any odd kernel from the tiny model's to the SubNet's.
+            let choices = (cap.kernel[i] - base.kernel[i]) / 2 + 1;
+            if choices > 1 {
+                *k = base.kernel[i] + 2 * rng.below(choices as usize) as i64;
+            }
+        }
         for stage in 0..stages {
             let extra: Vec<usize> = (0..self.spec.blocks.len())
                 .filter(|&i| self.spec.blocks[i].stage == stage && !self.spec.blocks[i].tiny)
@@ -869,7 +914,10 @@ impl Net {
                 None => x.shallow_clone(),
             };
             let c = h.size()[1];
-            h = b.dw_bn.forward(&b.dw.forward(&h, c, exec)?, train).relu6();
+            h = b
+                .dw_bn
+                .forward(&b.dw.forward_kernel(&h, c, w.kernel[i], exec)?, train)
+                .relu6();
             h = b
                 .project_bn
                 .forward(&b.project.forward(&h, w.out[i], exec)?, train);
@@ -968,7 +1016,7 @@ impl Net {
                 c = h;
             }
             steps.push(Step::Pool);
-            let w = self.fc.slice(c, self.spec.classes);
+            let w = self.fc.tiny_slice(c, self.spec.classes);
             let weight = match self.fc.role {
                 OpKind::Mult => w.copy(),
                 _ => self.fc.mf_weight_exact(&w),
@@ -1207,6 +1255,7 @@ mod tests {
             out: base.out.iter().map(|o| o * 2).collect(),
             head: base.head.map(|h| h * 2),
             active: base.active.clone(),
+            kernel: base.kernel.clone(),
         };
         let wide = Net::new(&vs.root(), spec.clone(), max, &OpSpec::mult());
         // A plain net whose weights are copied from the leading slices computes the same function.

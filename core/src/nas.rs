@@ -162,8 +162,9 @@ impl NasArch {
     /// model: per stage the TargetNet's blocks, then the SubNet's deeper blocks, which only
     /// augmented sub-models run (`tiny: false`; residual, at the TargetNet's stage width, with the
     /// SubNet's kernel and expand); and the SubNet's channel counts as the cap of augmented
-    /// widths ([`ArchSpec::aug_cap`]). Shared blocks keep the TargetNet's kernel (no kernel
-    /// nesting). `Net::base_widths` of the result is exactly the TargetNet.
+    /// widths and kernels ([`ArchSpec::aug_cap`]): a shared block stores the SubNet's kernel and
+    /// the TargetNet runs its centre (kernel nesting). `Net::base_widths` of the result is exactly
+    /// the TargetNet.
     pub fn to_spec_within(
         &self,
         sub: &Self,
@@ -185,6 +186,7 @@ impl NasArch {
             out: Vec::new(),
             head: big.head_c,
             active: Vec::new(),
+            kernel: Vec::new(),
         };
         for stage in 0..tiny.stages() {
             let (t, b) = (in_stage(&tiny, stage), in_stage(&big, stage));
@@ -208,6 +210,7 @@ impl NasArch {
                 cap.mid.push(sb.mid_c.max(block.mid_c));
                 cap.out.push(sb.out_c.max(block.out_c));
                 cap.active.push(true);
+                cap.kernel.push(sb.kernel.max(block.kernel));
                 blocks.push(block);
             }
         }
@@ -433,9 +436,10 @@ mod tests {
         assert!(!is_sub_model(&wider, &sub));
     }
 
-    /// A TargetNet two blocks shallower and narrower than its SubNet.
+    /// A TargetNet shallower, narrower and with a smaller kernel than its SubNet.
     fn target_and_sub() -> (NasArch, NasArch) {
         let mut sub = NasArch::mbv2_tiny();
+        sub.stages[0].kernels[0] = 7;
         sub.stages[1].kernels.push(5);
         sub.stages[1].expands.push(6);
         sub.stages[3].width = 1.5;
@@ -445,6 +449,7 @@ mod tests {
         target.stages[2].kernels.truncate(2);
         target.stages[2].expands = vec![3, 4];
         target.stages[3].width = 1.0;
+        target.stages[0].kernels[0] = 3;
         assert!(is_sub_model(&target, &sub));
         (target, sub)
     }
@@ -495,6 +500,25 @@ mod tests {
         let big = sub.to_spec(3, 32, 10);
         assert_eq!(max.out, Net::base_widths(&big).out);
         assert!(max.active.iter().all(|&a| a));
+        // Kernels nest: the first searched block is 3×3 in the TargetNet, 7×7 when augmented.
+        let first = within
+            .blocks
+            .iter()
+            .position(|b| b.stage == 1)
+            .expect("stage 1");
+        assert_eq!(
+            (Net::base_widths(&within).kernel[first], max.kernel[first]),
+            (3, 7)
+        );
+        let dw = format!("blocks.{first}.dw");
+        let kernel_of = |w: &crate::model::Widths| {
+            layers::layers(&within, w, &ops, 32)
+                .into_iter()
+                .find(|l| l.name == dw)
+                .map(|l| l.kernel)
+        };
+        assert_eq!(kernel_of(&Net::base_widths(&within)), Some(3));
+        assert_eq!(kernel_of(&max), Some(7));
     }
 
     #[test]
@@ -515,8 +539,15 @@ mod tests {
         let base = Net::base_widths(&within);
         let mut rng = Rng::new(5);
         let mut depths = std::collections::BTreeSet::new();
+        let mut kernels = std::collections::BTreeSet::new();
+        let first = within
+            .blocks
+            .iter()
+            .position(|b| b.stage == 1)
+            .expect("stage 1");
         for _ in 0..60 {
             let w = net.sample_widths(&cfg.aug, &mut rng, true);
+            kernels.insert(w.kernel[first]);
             for i in 0..w.mid.len() {
                 assert!(base.mid[i] <= w.mid[i] && w.mid[i] <= max.mid[i]);
                 assert!(base.out[i] <= w.out[i] && w.out[i] <= max.out[i]);
@@ -528,6 +559,11 @@ mod tests {
         let tiny_depth = within.blocks.iter().filter(|b| b.tiny).count();
         // Two searched stages of the SubNet have two blocks more each: 0 to 4 extra blocks run.
         assert_eq!(depths, (tiny_depth..=tiny_depth + 4).collect());
+        assert_eq!(
+            kernels,
+            [3, 5, 7].into_iter().collect(),
+            "every nested kernel is sampled"
+        );
     }
 
     #[test]
@@ -581,6 +617,42 @@ mod tests {
             grad_norm(&max, Exec::Mult) > 0.0,
             "the augmented model trains {var}"
         );
+        // Kernel nesting: the tiny model trains the centre 3×3 of the stored 7×7 only.
+        let first = spec
+            .blocks
+            .iter()
+            .position(|b| b.stage == 1)
+            .expect("stage 1");
+        let dw = format!("blocks.{first}.dw.weight");
+        let ring_and_centre = |w: &Widths, exec: Exec| -> (f64, f64) {
+            for v in vs.trainable_variables() {
+                let mut g = v.grad();
+                if g.defined() {
+                    let _ = g.zero_();
+                }
+            }
+            let x = tch::Tensor::randn([2, 1, 32, 32], (tch::Kind::Float, tch::Device::Cpu));
+            net.forward(&x, w, true, exec)
+                .expect("forward")
+                .sum(tch::Kind::Float)
+                .backward();
+            let g = vs.variables()[&dw].grad().abs();
+            let centre = g
+                .narrow(2, 2, 3)
+                .narrow(3, 2, 3)
+                .sum(tch::Kind::Float)
+                .double_value(&[]);
+            let ring = g.copy();
+            let _ = ring.narrow(2, 2, 3).narrow(3, 2, 3).fill_(0.0);
+            (ring.sum(tch::Kind::Float).double_value(&[]), centre)
+        };
+        let (ring, centre) = ring_and_centre(&tiny, Exec::Tiny);
+        assert!(
+            ring == 0.0 && centre > 0.0,
+            "tiny: ring {ring}, centre {centre}"
+        );
+        let (ring, _) = ring_and_centre(&max, Exec::Mult);
+        assert!(ring > 0.0, "the augmented model trains the whole 7×7");
         // The tiny program (export) has the TargetNet's layers only.
         let convs = net
             .tiny_program()
