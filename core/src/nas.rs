@@ -590,7 +590,8 @@ mod tests {
             .position(|b| !b.tiny)
             .expect("a SubNet-only block");
         let var = format!("blocks.{extra}.dw.weight");
-        let grad_norm = |w: &Widths, exec: Exec| -> f64 {
+        // |∂ sum(logits) / ∂ var| after one forward/backward of sub-model `w` (None: no gradient).
+        let grad_of = |w: &Widths, exec: Exec, var: &str| -> Option<tch::Tensor> {
             for v in vs.trainable_variables() {
                 let mut g = v.grad();
                 if g.defined() {
@@ -598,14 +599,15 @@ mod tests {
                 }
             }
             let x = tch::Tensor::randn([2, 1, 32, 32], (tch::Kind::Float, tch::Device::Cpu));
-            let y = net.forward(&x, w, true, exec).expect("forward");
-            y.sum(tch::Kind::Float).backward();
-            let g = vs.variables()[&var].grad();
-            if g.defined() {
-                g.abs().sum(tch::Kind::Float).double_value(&[])
-            } else {
-                0.0
-            }
+            net.forward(&x, w, true, exec)
+                .expect("forward")
+                .sum(tch::Kind::Float)
+                .backward();
+            let g = vs.variables()[var].grad();
+            g.defined().then(|| g.abs())
+        };
+        let grad_norm = |w: &Widths, exec: Exec| -> f64 {
+            grad_of(w, exec, &var).map_or(0.0, |g| g.sum(tch::Kind::Float).double_value(&[]))
         };
         let tiny = Net::base_widths(&spec);
         assert_eq!(
@@ -625,18 +627,7 @@ mod tests {
             .expect("stage 1");
         let dw = format!("blocks.{first}.dw.weight");
         let ring_and_centre = |w: &Widths, exec: Exec| -> (f64, f64) {
-            for v in vs.trainable_variables() {
-                let mut g = v.grad();
-                if g.defined() {
-                    let _ = g.zero_();
-                }
-            }
-            let x = tch::Tensor::randn([2, 1, 32, 32], (tch::Kind::Float, tch::Device::Cpu));
-            net.forward(&x, w, true, exec)
-                .expect("forward")
-                .sum(tch::Kind::Float)
-                .backward();
-            let g = vs.variables()[&dw].grad().abs();
+            let g = grad_of(w, exec, &dw).expect("a gradient");
             let centre = g
                 .narrow(2, 2, 3)
                 .narrow(3, 2, 3)
@@ -786,9 +777,14 @@ pub fn target_config(cfg: &Config, target: &NasArch, sub: &NasArch) -> Config {
 pub fn best_subnet(rows: &[NasCandidateRow]) -> Option<NasArch> {
     rows.iter()
         .filter(|r| r.stage == 1 && r.status == "done")
-        .filter_map(|r| Some((NasArch::from_json(&r.arch).ok()?, r.cost, r.proxy_accuracy?)))
-        .max_by(|a, b| a.2.total_cmp(&b.2).then(b.1.total_cmp(&a.1)))
-        .map(|(a, _, _)| a)
+        .filter_map(|r| {
+            Some((
+                NasArch::from_json(&r.arch).ok()?,
+                (r.proxy_accuracy?, r.cost),
+            ))
+        })
+        .max_by(|a, b| rank(a.1, b.1))
+        .map(|(a, _)| a)
 }
 
 /// Width and expand factors that widen `target` to about `sub` (the largest ratios over stages
@@ -1063,7 +1059,12 @@ impl Search<'_> {
 fn best(scored: &[Scored]) -> Option<&Scored> {
     scored
         .iter()
-        .max_by(|a, b| a.proxy.total_cmp(&b.proxy).then(b.cost.total_cmp(&a.cost)))
+        .max_by(|a, b| rank((a.proxy, a.cost), (b.proxy, b.cost)))
+}
+
+/// Which of two (proxy accuracy, cost) candidates is better: higher accuracy, then lower cost.
+fn rank(a: (f64, f64), b: (f64, f64)) -> std::cmp::Ordering {
+    a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1))
 }
 
 /// Run (or resume) the two-stage search of `cfg` (method.md §6) on `manager`'s threads.
