@@ -358,11 +358,19 @@ fn follow(manager: ManagerHandle, db: &Path) -> anyhow::Result<ExitCode> {
                 val_top1 * 100.0,
                 val_top5 * 100.0
             )),
-            Event::Finished { run, val_top1 } => {
+            Event::Finished {
+                run,
+                val_top1,
+                test_top1,
+            } => {
                 bar.finish_and_clear();
                 eprintln!(
-                    "run {run} finished: val top-1 {:.2} % (database {})",
+                    "run {run} finished: val top-1 {:.2} %{} (database {})",
                     val_top1 * 100.0,
+                    test_top1.map_or(String::new(), |t| format!(
+                        ", test top-1 {:.2} %",
+                        t * 100.0
+                    )),
                     db.display()
                 );
                 break ExitCode::SUCCESS;
@@ -519,12 +527,21 @@ fn list_runs(reader: &Reader, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:>4}  {:<24} {:<12} {:<14} {:<10} {:<5} {:>6} {:>8} {:>8}",
-        "id", "name", "status", "dataset", "model", "op", "epochs", "last%", "best%"
+        "{:>4}  {:<24} {:<12} {:<14} {:<10} {:<5} {:>6} {:>9} {:>9} {:>8}",
+        "id",
+        "name",
+        "status",
+        "dataset",
+        "model",
+        "op",
+        "epochs",
+        "val-last%",
+        "val-best%",
+        "test%"
     );
     for r in &runs {
         println!(
-            "{:>4}  {:<24} {:<12} {:<14} {:<10} {:<5} {:>6} {:>8} {:>8}{}",
+            "{:>4}  {:<24} {:<12} {:<14} {:<10} {:<5} {:>6} {:>9} {:>9} {:>8}{}",
             r.id,
             r.name,
             r.status,
@@ -534,6 +551,7 @@ fn list_runs(reader: &Reader, json: bool) -> anyhow::Result<()> {
             r.epochs_done.map_or_else(|| "-".into(), |e| e.to_string()),
             pct(r.last_val_top1),
             pct(r.best_val_top1),
+            pct(r.test_top1),
             r.reason
                 .as_ref()
                 .map(|x| format!("  ({x})"))

@@ -536,15 +536,27 @@ std::pair<at::Tensor, at::Tensor> backward(const at::Tensor& x_in, const at::Ten
 
 }  // namespace fast
 
+// AdderNet's adaptive gradient scaling of one call (method.md §2), applied to dF of the weight that
+// call used: dF <- eta * sqrt(numel(F)) * dF / max(||dF||_2, 1e-12). With `relative`, also times the RMS
+// of F, so that the per-step update relative to the weights is what AdderNet has with its N(0,1)
+// weights (fidelity.md, item 2). Stays on the device: no host synchronisation.
+at::Tensor adaptive_scale(const at::Tensor& df, const at::Tensor& f, double eta, bool relative) {
+  auto factor = (eta * std::sqrt(static_cast<double>(df.numel()))) / df.norm().clamp_min(1e-12);
+  if (relative) factor = factor * f.square().mean().sqrt();
+  return df * factor;
+}
+
 struct AdderConv2d : public torch::autograd::Function<AdderConv2d> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& f, int64_t stride,
-                            int64_t pad, int64_t groups, int64_t chunk) {
+                            int64_t pad, int64_t groups, int64_t chunk, double eta, bool relative) {
     auto g = geometry(x, f, stride, pad, groups);
     ctx->save_for_backward({x, f});
     ctx->saved_data["stride"] = stride;
     ctx->saved_data["pad"] = pad;
     ctx->saved_data["groups"] = groups;
     ctx->saved_data["chunk"] = chunk;
+    ctx->saved_data["eta"] = eta;
+    ctx->saved_data["relative"] = relative;
     at::NoGradGuard no_grad;
     if (fast::applies(x, f)) return fast::forward(x, f, g);
     return forward_impl(x.contiguous(), f.contiguous(), g, chunk);
@@ -560,7 +572,9 @@ struct AdderConv2d : public torch::autograd::Function<AdderConv2d> {
     auto [dx, df] = fast::applies(x, f)
                         ? fast::backward(x, f, grad_out[0], g)
                         : backward_impl(x.contiguous(), f.contiguous(), grad_out[0], g, ctx->saved_data["chunk"].toInt());
-    return {dx, df, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    const double eta = ctx->saved_data["eta"].toDouble();
+    if (eta > 0.0) df = adaptive_scale(df, f, eta, ctx->saved_data["relative"].toBool());
+    return {dx, df, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -592,9 +606,10 @@ extern "C" {
 
 // Differentiable adder convolution. Returns a new tensor, or nullptr with *err set.
 // `chunk` bounds the floats of one temporary block of the pairwise computation.
+// `eta` > 0 applies AdderNet's adaptive scaling to dF in backward (`relative`: times the RMS of F).
 at::Tensor* shiftadd_adder_conv2d(const at::Tensor* x, const at::Tensor* f, int64_t stride, int64_t pad,
-                                  int64_t groups, int64_t chunk, char** err) {
-  return guarded(err, [&] { return AdderConv2d::apply(*x, *f, stride, pad, groups, chunk); });
+                                  int64_t groups, int64_t chunk, double eta, int32_t relative, char** err) {
+  return guarded(err, [&] { return AdderConv2d::apply(*x, *f, stride, pad, groups, chunk, eta, relative != 0); });
 }
 
 // The explicit backward, for tests: which = 0 gives dX, 1 gives dF.

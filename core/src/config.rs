@@ -84,7 +84,9 @@ pub struct DataConfig {
     pub synthetic_train: usize,
     /// Number of synthetic test images.
     pub synthetic_test: usize,
-    /// Use only the first N training images (0 = all).
+    /// Validation images held out of the training file (its last N), disjoint from training.
+    pub val_images: ValImages,
+    /// Use only the first N training images (0 = all), after the validation images are held out.
     pub train_subset: usize,
     /// Use only the first N test images (0 = all).
     pub test_subset: usize,
@@ -102,11 +104,75 @@ impl Default for DataConfig {
             synthetic_seed: 1,
             synthetic_train: 10_000,
             synthetic_test: 2_000,
+            val_images: ValImages::Auto,
             train_subset: 0,
             test_subset: 0,
             augment: true,
             prefetch: 4,
         }
+    }
+}
+
+/// How many training images are held out for validation: `"auto"` (5,000 for Fashion-MNIST and
+/// CIFAR, at most a tenth of the training file; a tenth for synthetic) or a count. In TOML a
+/// number or the string `"auto"`; a string of digits is read as the number (the app's form).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ValImages {
+    #[default]
+    Auto,
+    Count(usize),
+}
+
+impl ValImages {
+    /// The number of validation images for a training file of `train_len` images.
+    pub fn resolve(self, dataset: DatasetName, train_len: usize) -> usize {
+        match self {
+            Self::Count(n) => n,
+            Self::Auto => match dataset {
+                DatasetName::Synthetic => train_len / 10,
+                _ => 5_000.min(train_len / 10),
+            },
+        }
+    }
+}
+
+impl Serialize for ValImages {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Auto => s.serialize_str("auto"),
+            Self::Count(n) => s.serialize_u64(*n as u64),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ValImages {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ValImages;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("\"auto\" or a number of images")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ValImages, E> {
+                Ok(ValImages::Count(v as usize))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ValImages, E> {
+                usize::try_from(v).map(ValImages::Count).map_err(|_| {
+                    E::custom(format!("data.val_images = {v}: must be ≥ 1 or \"auto\""))
+                })
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ValImages, E> {
+                match v.trim() {
+                    "auto" => Ok(ValImages::Auto),
+                    t => t.parse().map(ValImages::Count).map_err(|_| {
+                        E::custom(format!(
+                            "data.val_images = \"{v}\": expected \"auto\" or a number of images"
+                        ))
+                    }),
+                }
+            }
+        }
+        d.deserialize_any(Visitor)
     }
 }
 
@@ -199,8 +265,11 @@ pub struct OpsConfig {
     pub weight_bits: i64,
     /// Round Shift layers' inputs to 16.16 fixed point (straight-through).
     pub act_fixed_point: bool,
-    /// AdderNet adaptive gradient scaling η.
+    /// AdderNet adaptive gradient scaling η, applied per Add call to dF of the weight it used.
     pub add_eta: f64,
+    /// Scale η by the RMS of the weights each Add call sees, so the relative update per step is
+    /// AdderNet's (whose weights are N(0,1)) whatever the shared weights' scale.
+    pub add_eta_relative: bool,
 }
 
 impl Default for OpsConfig {
@@ -211,6 +280,7 @@ impl Default for OpsConfig {
             weight_bits: 5,
             act_fixed_point: true,
             add_eta: 0.2,
+            add_eta_relative: true,
         }
     }
 }
@@ -252,8 +322,11 @@ pub struct AugConfig {
     pub alpha: f64,
     /// Fraction of the epochs after which width augmentation stops (expand continues).
     pub stop_width_frac: f64,
-    /// Sort channels by L1 norm at every epoch start.
+    /// NetAug's channel sorting at every epoch start while width augmentation is on: each
+    /// block's mid channels by the L1 norm of the consuming pointwise conv's input columns.
     pub sort_channels: bool,
+    /// Extension (not NetAug): also sort the stem's and stage outputs' channels.
+    pub sort_stage_channels: bool,
     /// The augmented SubNet (JSON of [`crate::nas::NasArch`]) that `model.arch` sits inside;
     /// empty: none. When set, augmented sub-models may also run the SubNet's deeper blocks, and
     /// their widths are capped at the SubNet's (method.md §6).
@@ -269,6 +342,7 @@ impl Default for AugConfig {
             alpha: 1.0,
             stop_width_frac: 0.5,
             sort_channels: true,
+            sort_stage_channels: false,
             arch: String::new(),
         }
     }
@@ -379,6 +453,11 @@ pub struct EvalConfig {
     pub batch_size: usize,
     /// Training images used to re-estimate BN statistics before every evaluation (0 = keep the running ones).
     pub bn_images: usize,
+    /// Also evaluate, every epoch on validation, the exact widest augmented configuration
+    /// (`val/top1_widest`): a diagnostic of the augmented model, which training rarely samples.
+    pub aug_top1: bool,
+    /// Evaluate the tiny model on the test set once, at the end of the run (`test/*`).
+    pub test: bool,
 }
 
 impl Default for EvalConfig {
@@ -386,6 +465,8 @@ impl Default for EvalConfig {
         Self {
             batch_size: 256,
             bn_images: 2000,
+            aug_top1: false,
+            test: true,
         }
     }
 }
@@ -452,8 +533,10 @@ pub struct NasConfig {
     pub proxy_batch_size: usize,
     /// Training images of the proxy training (the first N).
     pub proxy_train: usize,
-    /// Test images of the proxy evaluation (the first N).
-    pub proxy_test: usize,
+    /// Validation images of the proxy evaluation (held out of the training file; candidates are
+    /// ranked on them, never on the test set). `proxy_test` is read as an old name of this key.
+    #[serde(alias = "proxy_test")]
+    pub proxy_val: usize,
     /// Candidates proxy-trained at once; they split the `train.threads` budget between them.
     pub parallel: usize,
     /// Seed of the search (sampling, mutation, crossover).
@@ -473,7 +556,7 @@ impl Default for NasConfig {
             proxy_epochs: 1,
             proxy_batch_size: 32,
             proxy_train: 1000,
-            proxy_test: 500,
+            proxy_val: 500,
             parallel: 2,
             seed: 0,
         }
@@ -521,6 +604,19 @@ impl Config {
         range("data.synthetic_train", d.synthetic_train, 10, 1_000_000)?;
         range("data.synthetic_test", d.synthetic_test, 10, 1_000_000)?;
         range("data.prefetch", d.prefetch, 1, 64)?;
+        if let ValImages::Count(n) = d.val_images {
+            range("data.val_images", n, 1, 10_000_000)?;
+            if d.dataset == DatasetName::Synthetic && n >= d.synthetic_train {
+                return Err(invalid(
+                    "data.val_images",
+                    &n.to_string(),
+                    &format!(
+                        "must be below data.synthetic_train ({}): validation images are held out of the training images",
+                        d.synthetic_train
+                    ),
+                ));
+            }
+        }
         if matches!(d.dataset, DatasetName::Cifar10 | DatasetName::Cifar100) && d.dir.is_empty() {
             return Err(invalid(
                 "data.dir",
@@ -596,7 +692,7 @@ impl Config {
         range("nas.proxy_epochs", n.proxy_epochs, 1, 1000)?;
         range("nas.proxy_batch_size", n.proxy_batch_size, 1, 8192)?;
         range("nas.proxy_train", n.proxy_train, 10, 10_000_000)?;
-        range("nas.proxy_test", n.proxy_test, 10, 10_000_000)?;
+        range("nas.proxy_val", n.proxy_val, 10, 10_000_000)?;
         range("nas.parallel", n.parallel, 1, 64)?;
         if ![8, 32].contains(&self.hw.bits) {
             return Err(invalid(

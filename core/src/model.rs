@@ -198,24 +198,35 @@ pub fn scaled(base: i64, factor: f64) -> i64 {
 }
 
 impl Widths {
-    /// `base` scaled: one factor for the stem, one per stage, one for the head, one per block's expansion.
+    /// `base` scaled: one factor for the stem, one per stage, one for the head, one per block's
+    /// expansion. As in NetAug, a block's mid width grows with its width-augmented input:
+    /// `make_divisible(aug_e · e · in_width)`, `e` the block's own expand ratio.
     pub fn scaled(spec: &ArchSpec, stem: f64, stage: &[f64], head: f64, expand: &[f64]) -> Self {
         let base = Net::base_widths(spec);
+        let stem_w = scaled(base.stem, stem);
+        let out: Vec<i64> = spec
+            .blocks
+            .iter()
+            .zip(&base.out)
+            .map(|(b, &o)| scaled(o, stage[b.stage]))
+            .collect();
+        let mid = spec
+            .blocks
+            .iter()
+            .zip(&base.mid)
+            .enumerate()
+            .map(|(i, (b, &m))| {
+                if !b.expand {
+                    return m;
+                }
+                let in_w = if i == 0 { stem_w } else { out[i - 1] };
+                scaled(m, expand[i] * in_w as f64 / b.in_c as f64)
+            })
+            .collect();
         Self {
-            stem: scaled(base.stem, stem),
-            mid: spec
-                .blocks
-                .iter()
-                .zip(&base.mid)
-                .enumerate()
-                .map(|(i, (b, &m))| if b.expand { scaled(m, expand[i]) } else { m })
-                .collect(),
-            out: spec
-                .blocks
-                .iter()
-                .zip(&base.out)
-                .map(|(b, &o)| scaled(o, stage[b.stage]))
-                .collect(),
+            stem: stem_w,
+            mid,
+            out,
             head: base.head.map(|h| scaled(h, head)),
             active: base.active,
             kernel: base.kernel,
@@ -260,6 +271,8 @@ pub struct OpSpec {
     pub remap: RemapKind,
     pub remap_bins: i64,
     pub remap_shift: bool,
+    /// AdderNet's adaptive gradient scaling of Add calls.
+    pub add_scale: adder::GradScale,
 }
 
 impl OpSpec {
@@ -273,6 +286,7 @@ impl OpSpec {
             remap: RemapKind::None,
             remap_bins: 100,
             remap_shift: false,
+            add_scale: adder::GradScale::NONE,
         }
     }
 
@@ -285,6 +299,10 @@ impl OpSpec {
             remap: c.remap.kind,
             remap_bins: c.remap.bins,
             remap_shift: c.remap.shift,
+            add_scale: adder::GradScale {
+                eta: c.ops.add_eta,
+                relative: c.ops.add_eta_relative,
+            },
         }
     }
 
@@ -349,6 +367,7 @@ pub struct ElasticConv {
     remap: Option<Remap>,
     bits: i64,
     act_fixed_point: bool,
+    add_scale: adder::GradScale,
 }
 
 impl ElasticConv {
@@ -383,6 +402,7 @@ impl ElasticConv {
             remap: remapped.then(|| Remap::new(&(p / "remap"), ops.remap, ops.remap_bins)),
             bits: ops.weight_bits,
             act_fixed_point: ops.act_fixed_point,
+            add_scale: ops.add_scale,
         }
     }
 
@@ -411,12 +431,33 @@ impl ElasticConv {
         let r = self
             .remap
             .as_ref()
-            .map_or_else(|| w.shallow_clone(), |m| m.apply(w));
+            .map_or_else(|| w.shallow_clone(), |m| self.remap_nested(m, w));
         if self.role == OpKind::Shift {
             shift::shift_weight(&r, self.bits)
         } else {
             r
         }
+    }
+
+    /// `R(w)` of a slice; a slice wider than the tiny model's (an MF augmented forward,
+    /// `hybrid = "mf"`) gets `R` of the tiny block in its leading block, so that the tiny
+    /// channels see the same weights in the tiny and the augmented forward. (A nested kernel
+    /// larger than the tiny model's is remapped as a whole.)
+    fn remap_nested(&self, m: &Remap, w: &Tensor) -> Tensor {
+        let r = m.apply(w);
+        let size = w.size();
+        let rows = self.tiny.1.min(size[0]);
+        let cols = if self.depthwise {
+            size[1]
+        } else {
+            self.tiny.0.min(size[1])
+        };
+        if (rows, cols) == (size[0], size[1]) || size[3] != self.tiny_kernel {
+            return r;
+        }
+        let tiny = m.apply(&w.narrow(0, 0, rows).narrow(1, 0, cols));
+        let top = r.narrow(0, 0, rows).slice_scatter(&tiny, 1, 0, cols, 1);
+        r.slice_scatter(&top, 0, 0, rows, 1)
     }
 
     /// [`Self::mf_weight`]'s values without the straight-through arithmetic (exact powers of two).
@@ -447,7 +488,14 @@ impl ElasticConv {
     fn mf_conv(&self, x: &Tensor, w: &Tensor, groups: i64) -> Result<Tensor, TchError> {
         let wq = self.mf_weight(w);
         match self.role {
-            OpKind::Add => adder::adder_conv2d(x, &wq, self.stride, w.size()[3] / 2, groups),
+            OpKind::Add => adder::adder_conv2d_scaled(
+                x,
+                &wq,
+                self.stride,
+                w.size()[3] / 2,
+                groups,
+                self.add_scale,
+            ),
             OpKind::Shift if self.act_fixed_point => {
                 Ok(self.mult_conv(&shift::fixed_point_16_16(x), &wq, groups))
             }
@@ -958,12 +1006,17 @@ impl Net {
         v
     }
 
-    /// Weights of Add layers (for AdderNet's adaptive gradient scaling).
-    pub fn add_weights(&self) -> Vec<Tensor> {
+    /// Add layers: (name, stored weight, numel of the tiny model's slice), for tests of
+    /// AdderNet's gradient scaling.
+    #[cfg(test)]
+    pub(crate) fn add_layers(&self) -> Vec<(String, Tensor, i64)> {
         self.convs()
             .into_iter()
             .filter(|c| c.role == OpKind::Add)
-            .map(|c| c.weight.shallow_clone())
+            .map(|c| {
+                let tiny = c.tiny_slice(c.tiny.0, c.tiny.1).numel() as i64;
+                (c.name.clone(), c.weight.shallow_clone(), tiny)
+            })
             .collect()
     }
 
@@ -1048,80 +1101,99 @@ impl Net {
         }
     }
 
-    /// Reorder channels by the L1 norm of the stored weights (descending), consistently through BN
-    /// and the next layer, so that leading slices hold the most important channels. The full
-    /// network computes the same function afterwards. Returns what was permuted.
-    pub fn sort_channels(&self) -> Vec<Permutation> {
+    /// NetAug's channel sorting (method.md §4): each block's expanded (mid) channels reordered by
+    /// the L1 norm of the consuming pointwise conv's input columns (`Σ |W_project[:, c, :, :]|`),
+    /// descending, consistently through the expand conv and its BN, the depthwise conv and its BN
+    /// and the pointwise conv's input, so that leading slices hold the most important channels and
+    /// the full network computes the same function. With `stage_channels` (an extension, off by
+    /// default: `aug.sort_stage_channels`) the stem's and every stage's output channels are sorted
+    /// too, by their producers' output rows. Returns what was permuted.
+    pub fn sort_channels(&self, stage_channels: bool) -> Vec<Permutation> {
         tch::no_grad(|| {
             let mut perms = Vec::new();
-            // Expanded channels inside each block.
             for b in &self.blocks {
                 if let Some((expand, expand_bn)) = &b.expand {
-                    let perm = importance_order(&[&expand.weight]);
+                    let perm = consumer_order(&b.project.weight);
                     permute_out(expand, Some(expand_bn), &perm, &mut perms);
                     permute_out(&b.dw, Some(&b.dw_bn), &perm, &mut perms);
                     permute_in(&b.project, &perm, &mut perms);
                 }
             }
-            // Channel spaces shared across layers: the stem's output, then each stage's output.
-            let stages = self.spec.stages();
-            for space in 0..=stages {
-                let producers: Vec<(&ElasticConv, &ElasticBn)> = if space == 0 {
-                    vec![(&self.stem, &self.stem_bn)]
-                } else {
-                    self.blocks
-                        .iter()
-                        .filter(|b| b.spec.stage == space - 1)
-                        .map(|b| (&b.project, &b.project_bn))
-                        .collect()
-                };
-                let perm =
-                    importance_order(&producers.iter().map(|(c, _)| &c.weight).collect::<Vec<_>>());
-                for (conv, bn) in &producers {
-                    permute_out(conv, Some(bn), &perm, &mut perms);
-                }
-                // Consumers: blocks reading this space (first block of the next stage and the
-                // stage's own later blocks), then the head or the classifier.
-                let reads = |i: usize| -> bool {
-                    let prev_stage = if i == 0 {
-                        None
-                    } else {
-                        Some(self.blocks[i - 1].spec.stage)
-                    };
-                    match space {
-                        0 => i == 0,
-                        s => prev_stage == Some(s - 1),
-                    }
-                };
-                let mut any_reader = false;
-                for (i, b) in self.blocks.iter().enumerate() {
-                    if !reads(i) {
-                        continue;
-                    }
-                    any_reader = true;
-                    match &b.expand {
-                        Some((expand, _)) => permute_in(expand, &perm, &mut perms),
-                        None => {
-                            permute_out(&b.dw, Some(&b.dw_bn), &perm, &mut perms);
-                            permute_in(&b.project, &perm, &mut perms);
-                        }
-                    }
-                }
-                if !any_reader {
-                    match &self.head {
-                        Some((conv, _)) => permute_in(conv, &perm, &mut perms),
-                        None => permute_in(&self.fc, &perm, &mut perms),
-                    }
-                }
-            }
-            if let Some((conv, bn)) = &self.head {
-                let perm = importance_order(&[&conv.weight]);
-                permute_out(conv, Some(bn), &perm, &mut perms);
-                permute_in(&self.fc, &perm, &mut perms);
+            if stage_channels {
+                self.sort_stage_channels(&mut perms);
             }
             perms
         })
     }
+
+    /// The extension of [`Self::sort_channels`]: the stem's, each stage's and the head's output
+    /// channels, ranked by the L1 norm of their producers' output rows.
+    fn sort_stage_channels(&self, perms: &mut Vec<Permutation>) {
+        // Channel spaces shared across layers: the stem's output, then each stage's output.
+        let stages = self.spec.stages();
+        for space in 0..=stages {
+            let producers: Vec<(&ElasticConv, &ElasticBn)> = if space == 0 {
+                vec![(&self.stem, &self.stem_bn)]
+            } else {
+                self.blocks
+                    .iter()
+                    .filter(|b| b.spec.stage == space - 1)
+                    .map(|b| (&b.project, &b.project_bn))
+                    .collect()
+            };
+            let perm =
+                importance_order(&producers.iter().map(|(c, _)| &c.weight).collect::<Vec<_>>());
+            for (conv, bn) in &producers {
+                permute_out(conv, Some(bn), &perm, perms);
+            }
+            // Consumers: blocks reading this space (first block of the next stage and the
+            // stage's own later blocks), then the head or the classifier.
+            let reads = |i: usize| -> bool {
+                let prev_stage = if i == 0 {
+                    None
+                } else {
+                    Some(self.blocks[i - 1].spec.stage)
+                };
+                match space {
+                    0 => i == 0,
+                    s => prev_stage == Some(s - 1),
+                }
+            };
+            let mut any_reader = false;
+            for (i, b) in self.blocks.iter().enumerate() {
+                if !reads(i) {
+                    continue;
+                }
+                any_reader = true;
+                match &b.expand {
+                    Some((expand, _)) => permute_in(expand, &perm, perms),
+                    None => {
+                        permute_out(&b.dw, Some(&b.dw_bn), &perm, perms);
+                        permute_in(&b.project, &perm, perms);
+                    }
+                }
+            }
+            if !any_reader {
+                match &self.head {
+                    Some((conv, _)) => permute_in(conv, &perm, perms),
+                    None => permute_in(&self.fc, &perm, perms),
+                }
+            }
+        }
+        if let Some((conv, bn)) = &self.head {
+            let perm = importance_order(&[&conv.weight]);
+            permute_out(conv, Some(bn), &perm, perms);
+            permute_in(&self.fc, &perm, perms);
+        }
+    }
+}
+
+/// Channel order by descending L1 norm of the input columns of the consumer `weight` [O, C, k, k].
+fn consumer_order(weight: &Tensor) -> Tensor {
+    weight
+        .abs()
+        .sum_dim_intlist(&[0i64, 2, 3][..], false, Kind::Float)
+        .argsort(0, true)
 }
 
 /// Channel order by descending summed L1 norm of output rows of `weights`.
@@ -1289,6 +1361,7 @@ mod tests {
             remap: RemapKind::CdfAffine,
             remap_bins: 100,
             remap_shift: false,
+            add_scale: adder::GradScale::NONE,
         }
     }
 
@@ -1337,56 +1410,156 @@ mod tests {
         );
     }
 
+    /// Non-trivial BN statistics, so that their permutation matters.
+    fn randomise_bn(net: &Net) {
+        tch::no_grad(|| {
+            for bn in net.bns() {
+                let c = bn.running_mean.size()[0];
+                let opts = (Kind::Float, Device::Cpu);
+                bn.running_mean
+                    .shallow_clone()
+                    .copy_(&Tensor::randn([c], opts));
+                bn.running_var
+                    .shallow_clone()
+                    .copy_(&Tensor::rand([c], opts).g_add_scalar_(0.5));
+                bn.bias.shallow_clone().copy_(&Tensor::randn([c], opts));
+            }
+        });
+    }
+
+    fn l1_rows(w: &Tensor, dims: &[i64]) -> Vec<f32> {
+        Vec::<f32>::try_from(w.abs().sum_dim_intlist(dims, false, Kind::Float)).expect("f32")
+    }
+
+    fn descending(v: &[f32]) -> bool {
+        v.windows(2).all(|w| w[0] >= w[1])
+    }
+
+    /// NetAug's expand augmentation: an augmented block's mid width is `aug_e · e · in_width`
+    /// with `in_width` the block's width-augmented input, not its base input.
+    #[test]
+    fn mid_width_grows_with_the_augmented_input() {
+        let spec = ArchSpec::named(ModelName::Micro, 3, 32, 10);
+        let n = spec.blocks.len();
+        let stages = spec.stages();
+        let w = Widths::scaled(&spec, 2.6, &vec![2.6; stages], 2.6, &vec![2.8; n]);
+        for (i, b) in spec.blocks.iter().enumerate().filter(|(_, b)| b.expand) {
+            let e = b.mid_c as f64 / b.in_c as f64;
+            let in_w = if i == 0 { w.stem } else { w.out[i - 1] };
+            assert!(in_w > b.in_c, "the input is width-augmented");
+            assert_eq!(
+                w.mid[i],
+                make_divisible(2.8 * e * in_w as f64, 8),
+                "block {i}"
+            );
+        }
+        // Only the expand factor: mid grows with it alone, inputs stay at the base.
+        let e_only = Widths::scaled(&spec, 1.0, &vec![1.0; stages], 1.0, &vec![2.8; n]);
+        let base = Net::base_widths(&spec);
+        assert_eq!(e_only.out, base.out);
+        for (i, b) in spec.blocks.iter().enumerate().filter(|(_, b)| b.expand) {
+            assert_eq!(e_only.mid[i], scaled(b.mid_c, 2.8));
+        }
+        // Factor 1 everywhere is exactly the tiny model.
+        assert_eq!(
+            Widths::scaled(&spec, 1.0, &vec![1.0; stages], 1.0, &vec![1.0; n]),
+            base
+        );
+        // The widest sub-model's mid reaches 2.8 × 2.6 × the base mid (NetAug: 7.3×).
+        let max = Net::max_widths(&spec, &AugConfig::default());
+        assert!(
+            max.mid[0] as f64 >= 0.9 * 2.8 * 2.6 * base.mid[0] as f64,
+            "{max:?}"
+        );
+    }
+
     #[test]
     fn channel_sorting_keeps_the_full_network_function() {
         tch::manual_seed(4);
-        for kind in [OpKind::Mult, OpKind::Add] {
+        for (kind, stage_channels) in [
+            (OpKind::Mult, false),
+            (OpKind::Add, false),
+            (OpKind::Mult, true),
+        ] {
             let vs = nn::VarStore::new(Device::Cpu);
             let net = wide_micro(&vs, &ops(kind, MfLayers::Body));
-            // Non-trivial BN statistics, so that their permutation matters.
-            tch::no_grad(|| {
-                for bn in net.bns() {
-                    let c = bn.running_mean.size()[0];
-                    bn.running_mean
-                        .shallow_clone()
-                        .copy_(&Tensor::randn([c], (Kind::Float, Device::Cpu)));
-                    bn.running_var
-                        .shallow_clone()
-                        .copy_(&Tensor::rand([c], (Kind::Float, Device::Cpu)).g_add_scalar_(0.5));
-                    bn.bias
-                        .shallow_clone()
-                        .copy_(&Tensor::randn([c], (Kind::Float, Device::Cpu)));
-                }
-            });
+            randomise_bn(&net);
             let x = Tensor::randn([3, 3, 32, 32], (Kind::Float, Device::Cpu));
             let max = net.max.clone();
+            let base = Net::base_widths(&net.spec);
             let before = net.forward(&x, &max, false, Exec::Mult).expect("forward");
-            let tiny_before = net
-                .forward(&x, &Net::base_widths(&net.spec), false, Exec::Mult)
-                .expect("forward");
-            let perms = net.sort_channels();
+            let tiny_before = net.forward(&x, &base, false, Exec::Mult).expect("forward");
+            let stem_before = net.stem.weight.copy();
+            let perms = net.sort_channels(stage_channels);
             assert!(!perms.is_empty());
             let after = net.forward(&x, &max, false, Exec::Mult).expect("forward");
             assert!(
                 before.allclose(&after, 1e-4, 1e-4, false),
                 "{kind:?}: the full network changed"
             );
-            let tiny_after = net
-                .forward(&x, &Net::base_widths(&net.spec), false, Exec::Mult)
-                .expect("forward");
+            let tiny_after = net.forward(&x, &base, false, Exec::Mult).expect("forward");
             assert!(
                 !tiny_before.allclose(&tiny_after, 1e-4, 1e-4, false),
                 "the tiny slice now holds other channels"
             );
-            // Leading channels are the most important: L1 norms of the stem's rows descend.
-            let l1 = Vec::<f32>::try_from(net.stem.weight.abs().sum_dim_intlist(
-                &[1i64, 2, 3][..],
-                false,
-                Kind::Float,
-            ))
-            .expect("f32");
-            assert!(l1.windows(2).all(|w| w[0] >= w[1]), "{l1:?}");
+            // NetAug's criterion: the mid channels' L1 norms in the consuming pointwise conv's
+            // input columns descend (not the producing expand conv's rows).
+            for b in &net.blocks {
+                if b.expand.is_some() {
+                    let cols = l1_rows(&b.project.weight, &[0, 2, 3]);
+                    assert!(descending(&cols), "{}: {cols:?}", b.project.name);
+                }
+            }
+            let stem = l1_rows(&net.stem.weight, &[1, 2, 3]);
+            if stage_channels {
+                assert!(
+                    descending(&stem),
+                    "the extension sorts the stem too: {stem:?}"
+                );
+            } else {
+                assert!(
+                    net.stem.weight.equal(&stem_before),
+                    "NetAug never sorts the stem"
+                );
+                assert!(perms.iter().all(|p| !p.var.starts_with("stem")));
+            }
         }
+    }
+
+    /// `hybrid = "mf"`: the tiny channels of a wide MF slice see exactly the tiny model's
+    /// remapped weights (the remap of the wide slice alone would rank them among the added ones).
+    #[test]
+    fn mf_augmented_forward_remaps_the_tiny_block_as_the_tiny_model_does() {
+        tch::manual_seed(6);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = wide_micro(&vs, &ops(OpKind::Add, MfLayers::Body));
+        let mut checked = 0;
+        for b in &net.blocks {
+            for conv in [
+                b.expand.as_ref().map(|(c, _)| c),
+                Some(&b.dw),
+                Some(&b.project),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let (ti, to) = conv.tiny;
+                let tiny = conv.mf_weight(&conv.tiny_slice(ti, to));
+                // The whole stored tensor: the widest slice any augmented forward runs.
+                let wide = conv.mf_weight(&conv.weight);
+                let cols = if conv.depthwise { 1 } else { ti };
+                let lead = wide.narrow(0, 0, to).narrow(1, 0, cols);
+                assert!(lead.equal(&tiny), "{}: tiny block differs", conv.name);
+                let plain = conv.remap.as_ref().expect("Add remaps").apply(&conv.weight);
+                assert!(
+                    !plain.narrow(0, 0, to).narrow(1, 0, cols).equal(&tiny),
+                    "{}: the wide slice's own remap would differ",
+                    conv.name
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked >= 4);
     }
 
     #[test]

@@ -734,7 +734,9 @@ fn proxy_config(cfg: &Config, arch: &NasArch, stage: i64, subnet: Option<&NasArc
     let mut c = cfg.clone();
     c.model.arch = arch.to_json();
     c.data.train_subset = n.proxy_train;
-    c.data.test_subset = n.proxy_test;
+    // Ranked on validation images held out of the training file; the test set is never touched.
+    c.data.val_images = crate::config::ValImages::Count(n.proxy_val);
+    c.eval.test = false;
     c.train.epochs = n.proxy_epochs;
     c.train.batch_size = n.proxy_batch_size;
     c.train.warmup_epochs = c.train.warmup_epochs.min(0.3 * n.proxy_epochs as f64);
@@ -931,7 +933,7 @@ impl Search<'_> {
                 Event::Rejected { request, reason } if pending.contains_key(&request) => {
                     break Err(format!("proxy training refused: {reason}"));
                 }
-                Event::Finished { run, val_top1 } => match of_run(&pending, run) {
+                Event::Finished { run, val_top1, .. } => match of_run(&pending, run) {
                     Some(r) => (r, Some(val_top1)),
                     None => continue,
                 },

@@ -97,9 +97,12 @@ pub enum Event {
     Resumed {
         run: RunId,
     },
+    /// `val_top1`: the last validation top-1; `test_top1`: the test set's, evaluated once at
+    /// the end (`None` when the config turns it off).
     Finished {
         run: RunId,
         val_top1: f64,
+        test_top1: Option<f64>,
     },
     Stopped {
         run: RunId,
@@ -528,9 +531,16 @@ impl Manager {
                 };
                 let result = train::train(&ctx);
                 let event = match result {
-                    Ok(Outcome::Finished { val_top1 }) => {
+                    Ok(Outcome::Finished {
+                        val_top1,
+                        test_top1,
+                    }) => {
                         writer.status(run, Status::Finished, None);
-                        Event::Finished { run, val_top1 }
+                        Event::Finished {
+                            run,
+                            val_top1,
+                            test_top1,
+                        }
                     }
                     Ok(Outcome::Stopped) => {
                         writer.status(run, Status::Stopped, Some("stopped by user".into()));

@@ -829,6 +829,9 @@ pub struct RunSummary {
     pub epochs_done: Option<i64>,
     pub last_val_top1: Option<f64>,
     pub best_val_top1: Option<f64>,
+    /// Top-1 on the test set, evaluated once at the end of the run (`test/top1`); `None` for runs
+    /// recorded before the validation split existed, or still training.
+    pub test_top1: Option<f64>,
     /// Energy per inference of the tiny model (`hw/energy_mj`), if recorded.
     pub energy_mj: Option<f64>,
 }
@@ -862,7 +865,9 @@ impl Reader {
                         ORDER BY step DESC LIMIT 1),
                    (SELECT MAX(value) FROM metrics m WHERE m.run_id = r.id AND m.key = 'val/top1'),
                    (SELECT value FROM metrics m WHERE m.run_id = r.id AND m.key = 'hw/energy_mj'
-                        ORDER BY step LIMIT 1)
+                        ORDER BY step LIMIT 1),
+                   (SELECT value FROM metrics m WHERE m.run_id = r.id AND m.key = 'test/top1'
+                        ORDER BY step DESC LIMIT 1)
                    FROM runs r ORDER BY r.id";
         let mut stmt = self.conn.prepare(sql).map_err(|e| self.sq(e))?;
         let rows = stmt
@@ -883,6 +888,7 @@ impl Reader {
                     last_val_top1: r.get(12)?,
                     best_val_top1: r.get(13)?,
                     energy_mj: r.get(14)?,
+                    test_top1: r.get(15)?,
                 })
             })
             .map_err(|e| self.sq(e))?;

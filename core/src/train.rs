@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -14,7 +15,6 @@ use crate::config::{Config, DeviceChoice, Hybrid};
 use crate::data::{self, DataError, Loader, LoaderSpec, Splits};
 use crate::hw;
 use crate::model::{ArchSpec, Exec, Net, OpSpec, Permutation, Widths};
-use crate::ops::adder;
 use crate::ops::stats::{self, Edges, Histogram, WeightStats};
 use crate::rng::Rng;
 use crate::run::{Control, ControlState, Event};
@@ -42,7 +42,12 @@ pub enum TrainError {
 /// How a training call ended (errors aside).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Outcome {
-    Finished { val_top1: f64 },
+    /// `val_top1`: the last epoch's validation top-1; `test_top1`: the test set's, evaluated once
+    /// at the end (`None` with `eval.test = false`).
+    Finished {
+        val_top1: f64,
+        test_top1: Option<f64>,
+    },
     Stopped,
 }
 
@@ -65,6 +70,13 @@ pub fn resolve_device(choice: DeviceChoice) -> Result<Device, TrainError> {
     }
 }
 
+/// Whether weight decay applies to a parameter: conv and linear weights only — never BN
+/// parameters, biases, or a remap's parameters (decay would pull `fc`'s matrix towards 0 instead
+/// of the identity it starts at, and `cdf-affine`'s scales away from 1).
+fn decays(name: &str, t: &Tensor) -> bool {
+    t.dim() > 1 && !name.split('.').any(|part| part == "remap")
+}
+
 /// SGD with (Nesterov) momentum and decoupled-from-BN weight decay, in PyTorch's formulation:
 /// `g += wd·p` (conv/linear weights only), `buf = μ·buf + g`, `d = g + μ·buf` (Nesterov) or `buf`,
 /// `p -= lr·d`. Momentum buffers are named like their parameters, so they checkpoint by name.
@@ -83,7 +95,7 @@ impl Sgd {
             .into_iter()
             .filter(|(_, t)| t.requires_grad())
             .map(|(name, t)| {
-                let decay = t.dim() > 1; // conv and linear weights; never BN parameters or biases
+                let decay = decays(&name, &t);
                 (name, t, decay)
             })
             .collect();
@@ -197,21 +209,30 @@ pub struct RunContext<'a> {
     pub histogram_edges: HashMap<String, Edges>,
 }
 
-/// Top-1 and top-5 accuracy (fractions) and mean loss of the sub-model `widths` on `splits.test`.
+/// Top-1, top-5 (fractions) and mean loss of one evaluation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scores {
+    pub top1: f64,
+    pub top5: f64,
+    pub loss: f64,
+}
+
+/// [`Scores`] of the sub-model `widths` on `data` (normalised with `norm`): `splits.val` every
+/// epoch, `splits.test` once at the end of a run.
 pub fn evaluate(
     net: &Net,
     widths: &Widths,
     exec: Exec,
-    splits: &Splits,
+    data: &Arc<data::Dataset>,
+    norm: &[(f32, f32)],
     batch_size: usize,
     device: Device,
-) -> Result<(f64, f64, f64), TchError> {
-    let d = &splits.test;
+) -> Result<Scores, TchError> {
     let (mut top1, mut top5, mut loss, mut n) = (0i64, 0i64, 0f64, 0usize);
-    let k = 5.min(d.classes as i64);
+    let k = 5.min(data.classes as i64);
     tch::no_grad(|| {
-        for b in Loader::new(d.clone(), &splits.norm, in_order(batch_size)) {
-            let x = to_images(&b.images, b.n, d, device);
+        for b in Loader::new(data.clone(), norm, in_order(batch_size)) {
+            let x = to_images(&b.images, b.n, data, device);
             let y = Tensor::from_slice(&b.labels).to(device);
             let logits = net.forward(&x, widths, false, exec)?;
             loss += logits.cross_entropy_for_logits(&y).double_value(&[]) * b.n as f64;
@@ -230,7 +251,11 @@ pub fn evaluate(
         Ok::<(), TchError>(())
     })?;
     let n = n.max(1) as f64;
-    Ok((top1 as f64 / n, top5 as f64 / n, loss / n))
+    Ok(Scores {
+        top1: top1 as f64 / n,
+        top5: top5 as f64 / n,
+        loss: loss / n,
+    })
 }
 
 /// Evaluation order: every image once, in order, no augmentation.
@@ -338,7 +363,8 @@ pub struct StepLosses {
 
 /// One ShiftAddAug step: forward/backward the tiny model (MF operators on remapped weights, plus
 /// the KL regulariser), then — unless `hybrid = "none"` — one sampled augmented sub-model weighted
-/// by α; AdderNet's gradient scaling on the accumulated gradients of Add layers; one SGD update.
+/// by α; one SGD update. AdderNet's gradient scaling happens inside each Add call's backward (on dF
+/// of the weight that call used), so the multiplicative model's gradient and the KL term's stay raw.
 pub fn train_step(
     net: &Net,
     opt: &mut Sgd,
@@ -375,9 +401,6 @@ pub fn train_step(
         }
         (loss * cfg.aug.alpha).backward();
         aug = Some(value);
-    }
-    for w in net.add_weights() {
-        adder::scale_gradient(&w, cfg.ops.add_eta);
     }
     opt.step(spec.lr);
     Ok(StepLosses { tiny, aug })
@@ -477,6 +500,12 @@ pub fn weight_snapshot(
     Ok(rows)
 }
 
+/// Whether channels are sorted at the start of `epoch` (0-based): NetAug sorts only while width
+/// augmentation is on (the first `width_epochs`), and only when there is an augmented model.
+pub fn sorts_channels(cfg: &Config, epoch: usize, width_epochs: usize) -> bool {
+    cfg.aug.hybrid != Hybrid::None && cfg.aug.sort_channels && epoch < width_epochs
+}
+
 /// Bins of the discrepancy histograms.
 pub const HIST_BINS: usize = 100;
 /// Half-width of the histogram range, in standard deviations of the stored weights at the first
@@ -570,8 +599,8 @@ pub fn train(ctx: &RunContext<'_>) -> Result<Outcome, TrainError> {
     let mut val_top1 = 0.0;
     for epoch in epoch0..t.epochs {
         let epoch_no = epoch as i64 + 1;
-        if aug.is_some() && cfg.aug.sort_channels {
-            for p in net.sort_channels() {
+        if sorts_channels(cfg, epoch, width_epochs) {
+            for p in net.sort_channels(cfg.aug.sort_stage_channels) {
                 opt.permute(&p);
             }
         }
@@ -638,14 +667,23 @@ pub fn train(ctx: &RunContext<'_>) -> Result<Outcome, TrainError> {
         }
         let train_secs = epoch_start.elapsed().as_secs_f64();
         let (eb, bn) = (cfg.eval.batch_size, cfg.eval.bn_images);
-        if let Some(exec) = aug {
+        if let Some(exec) = aug.filter(|_| cfg.eval.aug_top1) {
             reestimate_bn(&net, &max, exec, &splits, bn, eb, device)?;
-            let (top1, _, _) = evaluate(&net, &max, exec, &splits, eb, device)?;
-            sink.push("val/top1_aug", step, epoch_no, top1);
+            let widest = evaluate(&net, &max, exec, &splits.val, &splits.norm, eb, device)?;
+            sink.push(keys::VAL_TOP1_WIDEST, step, epoch_no, widest.top1);
         }
         // Last, so the running statistics saved with the checkpoint are the tiny model's.
         reestimate_bn(&net, &tiny, Exec::Tiny, &splits, bn, eb, device)?;
-        let (top1, top5, val_loss) = evaluate(&net, &tiny, Exec::Tiny, &splits, eb, device)?;
+        let val = evaluate(
+            &net,
+            &tiny,
+            Exec::Tiny,
+            &splits.val,
+            &splits.norm,
+            eb,
+            device,
+        )?;
+        let (top1, top5, val_loss) = (val.top1, val.top5, val.loss);
         val_top1 = top1;
         sink.push(
             "train/epoch_loss",
@@ -659,9 +697,9 @@ pub fn train(ctx: &RunContext<'_>) -> Result<Outcome, TrainError> {
             epoch_no,
             images as f64 / train_secs.max(1e-9),
         );
-        sink.push("val/top1", step, epoch_no, top1);
-        sink.push("val/top5", step, epoch_no, top5);
-        sink.push("val/loss", step, epoch_no, val_loss);
+        sink.push(keys::VAL_TOP1, step, epoch_no, top1);
+        sink.push(keys::VAL_TOP5, step, epoch_no, top5);
+        sink.push(keys::VAL_LOSS, step, epoch_no, val_loss);
         sink.ship();
         ctx.writer.send(WriteOp::Histograms(weight_snapshot(
             &net, ctx.run, epoch_no, &mut edges,
@@ -690,7 +728,71 @@ pub fn train(ctx: &RunContext<'_>) -> Result<Outcome, TrainError> {
             step,
         });
     }
-    Ok(Outcome::Finished { val_top1 })
+    if epoch0 == t.epochs {
+        // Resumed after its last epoch (stopped before the test evaluation): the checkpoint holds
+        // the tiny model's BN statistics, so this repeats that epoch's validation figure.
+        let eb = cfg.eval.batch_size;
+        val_top1 = evaluate(
+            &net,
+            &tiny,
+            Exec::Tiny,
+            &splits.val,
+            &splits.norm,
+            eb,
+            device,
+        )?
+        .top1;
+    }
+    let test_top1 = if cfg.eval.test {
+        // The tiny model's BN statistics are those of the last epoch's re-estimation (saved with
+        // its checkpoint, so a resumed run that had already trained every epoch has them too).
+        let test = evaluate(
+            &net,
+            &tiny,
+            Exec::Tiny,
+            &splits.test,
+            &splits.norm,
+            cfg.eval.batch_size,
+            device,
+        )?;
+        let epoch = t.epochs as i64;
+        sink.push(keys::TEST_TOP1, step, epoch, test.top1);
+        sink.push(keys::TEST_TOP5, step, epoch, test.top5);
+        sink.push(keys::TEST_LOSS, step, epoch, test.loss);
+        sink.ship();
+        ctx.writer.log(
+            ctx.run,
+            log::Level::Info,
+            format!(
+                "test: top-1 {:.2} %, top-5 {:.2} % ({} images, evaluated once at the end)",
+                test.top1 * 100.0,
+                test.top5 * 100.0,
+                splits.test.len()
+            ),
+        );
+        Some(test.top1)
+    } else {
+        None
+    };
+    Ok(Outcome::Finished {
+        val_top1,
+        test_top1,
+    })
+}
+
+/// The metric keys the training loop records (the app and the store read them by these names).
+pub mod keys {
+    /// Tiny model, every epoch, on the validation split.
+    pub const VAL_TOP1: &str = "val/top1";
+    pub const VAL_TOP5: &str = "val/top5";
+    pub const VAL_LOSS: &str = "val/loss";
+    /// The exact widest augmented configuration on validation (`eval.aug_top1`): a diagnostic of
+    /// the augmented model, not a model training samples often.
+    pub const VAL_TOP1_WIDEST: &str = "val/top1_widest";
+    /// Tiny model, once at the end of the run, on the test split.
+    pub const TEST_TOP1: &str = "test/top1";
+    pub const TEST_TOP5: &str = "test/top5";
+    pub const TEST_LOSS: &str = "test/loss";
 }
 
 fn save_checkpoint(
@@ -741,7 +843,28 @@ fn save_checkpoint(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::adder;
     use tch::nn::OptimizerConfig;
+
+    #[test]
+    fn channels_are_sorted_only_while_width_augmentation_is_on() {
+        let mut cfg = Config::default();
+        cfg.train.epochs = 4;
+        cfg.aug.stop_width_frac = 0.5;
+        let width_epochs = (cfg.aug.stop_width_frac * cfg.train.epochs as f64).ceil() as usize;
+        let sorted: Vec<bool> = (0..4)
+            .map(|e| sorts_channels(&cfg, e, width_epochs))
+            .collect();
+        assert_eq!(sorted, [true, true, false, false]);
+        cfg.aug.hybrid = Hybrid::None;
+        assert!(
+            (0..4).all(|e| !sorts_channels(&cfg, e, width_epochs)),
+            "no augmented model"
+        );
+        cfg.aug.hybrid = Hybrid::Mult;
+        cfg.aug.sort_channels = false;
+        assert!((0..4).all(|e| !sorts_channels(&cfg, e, width_epochs)));
+    }
 
     #[test]
     fn schedule_warms_up_then_decays_to_zero() {
@@ -757,6 +880,39 @@ mod tests {
             (lr_at(0, 0, 100, 1.0) - 1.0).abs() < 1e-12,
             "no warm-up starts at the peak"
         );
+    }
+
+    /// Weight decay pulls conv weights towards 0 but leaves the `fc` remap's matrix at the
+    /// identity it starts at.
+    #[test]
+    fn remap_parameters_are_not_decayed() {
+        let mut cfg = Config::default();
+        cfg.ops.kind = crate::config::OpKind::Add;
+        cfg.remap.kind = crate::config::RemapKind::Fc;
+        cfg.aug.hybrid = Hybrid::None;
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _net = build_net(&cfg, &vs.root(), &micro_data());
+        let vars = vs.variables();
+        let fc_remap: Vec<&String> = vars
+            .keys()
+            .filter(|k| k.ends_with("remap.fc_weight"))
+            .collect();
+        assert!(!fc_remap.is_empty());
+        let before: HashMap<String, Tensor> =
+            vars.iter().map(|(k, t)| (k.clone(), t.copy())).collect();
+        let mut opt = Sgd::new(&vs, 0.9, true, 0.1);
+        opt.zero_grad();
+        // A defined but zero gradient everywhere: only weight decay moves anything.
+        vars.values()
+            .map(|t| (t * 0.0).sum(Kind::Float))
+            .fold(Tensor::zeros([], (Kind::Float, Device::Cpu)), |a, b| a + b)
+            .backward();
+        opt.step(0.5);
+        for name in fc_remap {
+            assert!(vars[name].equal(&before[name]), "{name} was decayed");
+        }
+        let w = "blocks.0.expand.weight";
+        assert!(!vars[w].equal(&before[w]), "conv weights are decayed");
     }
 
     #[test]
@@ -881,6 +1037,199 @@ mod tests {
                 t.allclose(&ours[&name], 1e-5, 1e-6, false),
                 "{name} differs from plain SGD on the tiny model"
             );
+        }
+    }
+
+    /// Everything trainable's gradient, by name (copies).
+    fn grads(vs: &nn::VarStore) -> HashMap<String, Tensor> {
+        vs.variables()
+            .into_iter()
+            .filter(|(_, t)| t.grad().defined())
+            .map(|(n, t)| (n, t.grad().copy()))
+            .collect()
+    }
+
+    fn add_config(hybrid: Hybrid) -> Config {
+        let mut cfg = Config::default();
+        cfg.ops.kind = crate::config::OpKind::Add;
+        cfg.ops.add_eta_relative = false;
+        cfg.aug.hybrid = hybrid;
+        cfg.remap.kind = crate::config::RemapKind::None;
+        cfg.remap.kl_weight = 0.0;
+        cfg.train.weight_decay = 0.0;
+        cfg
+    }
+
+    /// The same net (same variables) whose Add calls return the raw gradient `X − F`.
+    fn raw_twin(cfg: &Config, vs: &nn::VarStore) -> (nn::VarStore, Net) {
+        let mut raw_vs = nn::VarStore::new(Device::Cpu);
+        let d = micro_data();
+        let spec = ArchSpec::from_config(cfg, d.channels as i64, d.height as i64, d.classes as i64);
+        let max = Net::max_widths(&spec, &cfg.aug);
+        let ops = OpSpec {
+            add_scale: adder::GradScale::NONE,
+            ..OpSpec::from_config(cfg)
+        };
+        let net = Net::new(&raw_vs.root(), spec, max, &ops);
+        raw_vs.copy(vs).expect("same variables");
+        (raw_vs, net)
+    }
+
+    /// An Add `micro` net, its raw-gradient twin on the same variables, and a batch.
+    struct AddFixture {
+        cfg: Config,
+        x: Tensor,
+        y: Tensor,
+        vs: nn::VarStore,
+        net: Net,
+        raw_vs: nn::VarStore,
+        raw: Net,
+        tiny: Widths,
+    }
+
+    impl AddFixture {
+        fn new(hybrid: Hybrid) -> Self {
+            let (_, x, y) = step_setup(hybrid);
+            let cfg = add_config(hybrid);
+            let vs = nn::VarStore::new(Device::Cpu);
+            let net = build_net(&cfg, &vs.root(), &micro_data());
+            let (raw_vs, raw) = raw_twin(&cfg, &vs);
+            let tiny = Net::base_widths(&net.spec);
+            Self {
+                cfg,
+                x,
+                y,
+                vs,
+                net,
+                raw_vs,
+                raw,
+                tiny,
+            }
+        }
+    }
+
+    /// `g · η·√n / ‖g‖`: AdderNet's scaling of a gradient whose weight slice has `n` elements.
+    fn adder_scaled(g: &Tensor, n: i64, eta: f64) -> Tensor {
+        g * (eta * (n as f64).sqrt() / g.norm().double_value(&[]).max(1e-12))
+    }
+
+    /// `hybrid = "none"` steps exactly as before the scaling moved into the op: there the whole
+    /// stored tensor is the tiny slice, so scaling it after backward is the same arithmetic.
+    #[test]
+    fn hybrid_none_add_steps_as_with_whole_tensor_scaling() {
+        let AddFixture {
+            cfg,
+            x,
+            y,
+            vs,
+            net,
+            raw_vs,
+            raw,
+            tiny,
+        } = AddFixture::new(Hybrid::None);
+        let (mut opt, mut raw_opt) = (
+            Sgd::new(&vs, 0.9, true, 0.0),
+            Sgd::new(&raw_vs, 0.9, true, 0.0),
+        );
+        let mut rng = Rng::new(0);
+        for step in 1..=3 {
+            let spec = StepSpec {
+                config: &cfg,
+                tiny: &tiny,
+                aug_exec: None,
+                width_on: true,
+                lr: 0.05,
+            };
+            train_step(&net, &mut opt, &mut rng, &x, &y, &spec, step).expect("step");
+            // The previous rule: raw backward, then η-scaling of each Add weight's whole gradient.
+            raw_opt.zero_grad();
+            let logits = raw.forward(&x, &tiny, true, Exec::Tiny).expect("forward");
+            logits
+                .cross_entropy_loss::<Tensor>(
+                    &y,
+                    None,
+                    Reduction::Mean,
+                    -100,
+                    cfg.train.label_smoothing,
+                )
+                .backward();
+            for (_, w, n) in raw.add_layers() {
+                assert_eq!(
+                    n,
+                    w.numel() as i64,
+                    "direct training: the tiny slice is the whole tensor"
+                );
+                let mut g = w.grad();
+                let scaled = adder_scaled(&g, n, cfg.ops.add_eta);
+                tch::no_grad(|| g.copy_(&scaled));
+            }
+            raw_opt.step(0.05);
+        }
+        let ours = vs.variables();
+        for (name, t) in raw_vs.variables() {
+            assert!(
+                t.allclose(&ours[&name], 1e-5, 1e-6, false),
+                "{name} differs from the whole-tensor rule"
+            );
+        }
+    }
+
+    /// With `hybrid = "mult"`, an Add layer's shared tensor receives the η-scaled Add gradient of
+    /// the tiny slice plus the raw gradient of the multiplicative augmented model.
+    #[test]
+    fn hybrid_mult_scales_only_the_tiny_add_gradient() {
+        let AddFixture {
+            cfg,
+            x,
+            y,
+            vs,
+            net,
+            raw_vs,
+            raw,
+            tiny,
+        } = AddFixture::new(Hybrid::Mult);
+        let mut opt = Sgd::new(&vs, 0.0, false, 0.0);
+        let mut rng = Rng::new(3);
+        let mut replay = rng;
+        let spec = StepSpec {
+            config: &cfg,
+            tiny: &tiny,
+            aug_exec: aug_exec(cfg.aug.hybrid),
+            width_on: true,
+            lr: 0.0, // leaves the weights as they are: the accumulated gradient stays readable
+        };
+        train_step(&net, &mut opt, &mut rng, &x, &y, &spec, 1).expect("step");
+        let total = grads(&vs);
+        let ls = cfg.train.label_smoothing;
+        let loss = |logits: Tensor| {
+            logits.cross_entropy_loss::<Tensor>(&y, None, Reduction::Mean, -100, ls)
+        };
+        let mut raw_opt = Sgd::new(&raw_vs, 0.0, false, 0.0);
+        raw_opt.zero_grad();
+        loss(raw.forward(&x, &tiny, true, Exec::Tiny).expect("tiny")).backward();
+        let tiny_grads = grads(&raw_vs);
+        raw_opt.zero_grad();
+        let widths = raw.sample_widths(&cfg.aug, &mut replay, true);
+        assert_ne!(widths, tiny, "the step sampled a wider model");
+        (loss(raw.forward(&x, &widths, true, Exec::Mult).expect("aug")) * cfg.aug.alpha).backward();
+        let mult_grads = grads(&raw_vs);
+        let layers = raw.add_layers();
+        assert!(layers.len() >= 4);
+        for (name, w, n) in layers {
+            assert!(
+                n < w.numel() as i64,
+                "{name}: the shared tensor is wider than the tiny slice"
+            );
+            let key = format!("{name}.weight");
+            let expected = adder_scaled(&tiny_grads[&key], n, cfg.ops.add_eta) + &mult_grads[&key];
+            assert!(
+                total[&key].allclose(&expected, 1e-4, 1e-6, false),
+                "{name}: scaled tiny + raw Mult gradient expected"
+            );
+            // And it is not what scaling the accumulated gradient would give.
+            let accumulated = &tiny_grads[&key] + &mult_grads[&key];
+            let old = adder_scaled(&accumulated, w.numel() as i64, cfg.ops.add_eta);
+            assert!(!total[&key].allclose(&old, 1e-3, 1e-5, false), "{name}");
         }
     }
 

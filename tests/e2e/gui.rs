@@ -509,7 +509,7 @@ fn a_nas_search_starts_stops_and_resumes_from_the_app() {
         ("nas.generations", "1"),
         ("nas.parallel", "1"),
         ("nas.proxy_train", "100"),
-        ("nas.proxy_test", "50"),
+        ("nas.proxy_val", "50"),
     ] {
         h.get_by_label(key).set_text_value_accesskit(value);
         h.step();

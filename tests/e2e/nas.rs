@@ -86,6 +86,17 @@ fn nas_smoke_searches_within_budget_and_resumes_without_retraining() {
             .expect("proxy config");
         let proxy = Config::from_toml_str(&proxy, "proxy", &[]).expect("valid");
         assert_eq!(proxy.train.threads, share);
+        // Ranked on validation, never on the test set: the proxy's score is its last validation
+        // top-1 and it has no test metrics at all.
+        let run = r.proxy_run.expect("proxy run");
+        assert!(!proxy.eval.test);
+        assert_eq!(
+            proxy.data.val_images,
+            shiftadd_core::config::ValImages::Count(n.proxy_val)
+        );
+        let summary = reader.run(run).expect("proxy run row");
+        assert_eq!(summary.test_top1, None, "proxy {run} was evaluated on test");
+        assert_eq!(r.proxy_accuracy, summary.last_val_top1, "proxy {run}");
         if r.stage == 2 {
             assert_eq!(proxy.model.arch, r.arch);
             assert_eq!(proxy.aug.arch, subnet.to_json());

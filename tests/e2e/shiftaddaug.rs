@@ -43,13 +43,20 @@ fn shift_and_add_smoke_runs_record_discrepancy_histograms() {
             )
             .expect("count")
         };
-        assert_eq!(count("train/loss"), 20, "{op}: one tiny loss per step");
+        // 1,000 synthetic images less the default validation tenth: 900, 18 batches of 50.
+        assert_eq!(count("train/loss"), 18, "{op}: one tiny loss per step");
         assert_eq!(
             count("train/loss_aug"),
-            20,
+            18,
             "{op}: one augmented loss per step"
         );
-        assert_eq!(count("val/top1_aug"), 1);
+        assert_eq!(count("val/top1"), 1, "{op}: validation every epoch");
+        assert_eq!(count("test/top1"), 1, "{op}: the test set once, at the end");
+        assert_eq!(
+            count("val/top1_widest"),
+            0,
+            "eval.aug_top1 is off by default"
+        );
         // micro has 7 MF layers under mf_layers = "body" (2 blocks × expand/dw/project + head).
         let views: Vec<(String, String, i64, String)> = c
             .prepare("SELECT layer, kind, epoch, stats FROM histograms WHERE run_id = ?1")
@@ -104,7 +111,7 @@ fn shift_and_add_smoke_runs_record_discrepancy_histograms() {
         )
         .expect("config");
         let top1 = exported.evaluate(&cfg.data, 256).expect("evaluate");
-        let recorded = run["last_val_top1"].as_f64().expect("recorded");
+        let recorded = run["test_top1"].as_f64().expect("recorded");
         assert!(
             (top1 - recorded).abs() <= 0.001,
             "{op}: exported {top1} vs recorded {recorded}"

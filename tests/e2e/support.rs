@@ -36,12 +36,15 @@ pub fn run_err(args: &[&str]) -> String {
 }
 
 /// A small synthetic config: `train` images, `epochs` epochs of batch 50, one torch thread.
+/// A synthetic `micro` config training on exactly `train` images (100 more are generated and held
+/// out for validation).
 pub fn tiny_config(dir: &Path, name: &str, train: usize, epochs: usize) -> PathBuf {
     let path = dir.join(format!("{name}.toml"));
+    let generated = train + 100;
     std::fs::write(
         &path,
         format!(
-            "[data]\ndataset = \"synthetic\"\nsynthetic_train = {train}\nsynthetic_test = 200\n\
+            "[data]\ndataset = \"synthetic\"\nsynthetic_train = {generated}\nval_images = 100\nsynthetic_test = 200\n\
              [model]\nname = \"micro\"\n[aug]\nhybrid = \"none\"\n\
              [train]\nepochs = {epochs}\nbatch_size = 50\nlr = 0.1\nwarmup_epochs = 0.5\nthreads = 1\n"
         ),

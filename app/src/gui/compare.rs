@@ -74,6 +74,8 @@ pub fn config_diff(data: &DataCache, runs: &[RunId]) -> Vec<(String, Vec<String>
 pub struct Final {
     pub best_top1: Option<f64>,
     pub last_top1: Option<f64>,
+    /// Test top-1, evaluated once at the end of the run.
+    pub test_top1: Option<f64>,
     pub last_loss: Option<f64>,
     pub energy_mj: Option<f64>,
     pub latency_ms: Option<f64>,
@@ -98,6 +100,7 @@ pub fn final_metrics(data: &DataCache, run: RunId) -> Final {
     Final {
         best_top1: best.or(row.and_then(|r| r.best_val_top1)),
         last_top1: last("val/top1").or(row.and_then(|r| r.last_val_top1)),
+        test_top1: last("test/top1").or(row.and_then(|r| r.test_top1)),
         last_loss: last("train/epoch_loss").or(last("train/loss")),
         energy_mj: last("hw/energy_mj").or(row.and_then(|r| r.energy_mj)),
         latency_ms: last("hw/latency_ms"),
@@ -208,8 +211,9 @@ fn final_table_ui(ui: &mut egui::Ui, data: &DataCache, runs: &[RunId], names: &[
             for h in [
                 "Run",
                 "Status",
-                "Best top-1 %",
-                "Last top-1 %",
+                "Val best top-1 %",
+                "Val last top-1 %",
+                "Test top-1 %",
                 "Loss",
                 "Energy mJ",
                 "Latency ms",
@@ -224,6 +228,7 @@ fn final_table_ui(ui: &mut egui::Ui, data: &DataCache, runs: &[RunId], names: &[
                 ui.label(data.row(r).map_or("…", |row| row.summary.status.as_str()));
                 ui.label(opt(f.best_top1, 100.0, 2));
                 ui.label(opt(f.last_top1, 100.0, 2));
+                ui.label(opt(f.test_top1, 100.0, 2));
                 ui.label(opt(f.last_loss, 1.0, 3));
                 ui.label(opt(f.energy_mj, 1.0, 4));
                 ui.label(opt(f.latency_ms, 1.0, 3));

@@ -542,8 +542,18 @@ pub fn finish_headless(
                         val_top1 * 100.0
                     );
                 }
-                Ok(Event::Finished { run, val_top1 }) => {
-                    eprintln!("run {run} finished: val top-1 {:.2} %", val_top1 * 100.0);
+                Ok(Event::Finished {
+                    run,
+                    val_top1,
+                    test_top1,
+                }) => {
+                    let test = test_top1.map_or(String::new(), |t| {
+                        format!(", test top-1 {:.2} %", t * 100.0)
+                    });
+                    eprintln!(
+                        "run {run} finished: val top-1 {:.2} %{test}",
+                        val_top1 * 100.0
+                    );
                 }
                 Ok(Event::Failed { run, reason }) => eprintln!("run {run} failed: {reason}"),
                 Ok(Event::Stopped { run }) => eprintln!("run {run} stopped"),

@@ -4,6 +4,7 @@
 
 use shiftadd_core::run::Command;
 use shiftadd_core::store::RunId;
+use shiftadd_core::train::keys;
 
 use super::ViewCtx;
 use super::data::{DataCache, RunData};
@@ -75,7 +76,15 @@ impl MonitorView {
                 &mut cols[1],
                 &format!("run{run}-top1"),
                 "Validation top-1",
-                &curves(&[("val/top1", "tiny"), ("val/top1_aug", "widest augmented")]),
+                &curves(&[
+                    (keys::VAL_TOP1, "tiny (validation)"),
+                    (keys::TEST_TOP1, "tiny (test, end of run)"),
+                    (keys::VAL_TOP1_WIDEST, "exact widest augmented config"),
+                    (
+                        "val/top1_aug",
+                        "widest augmented (runs before the validation split: on test)",
+                    ),
+                ]),
                 style,
                 vcx.export,
             );

@@ -17,6 +17,7 @@ pub enum SortKey {
     Status,
     Best,
     Last,
+    Test,
     Energy,
 }
 
@@ -66,6 +67,7 @@ pub fn sorted<'a>(rows: &'a [RunRow], settings: &RunsSettings) -> Vec<&'a RunRow
             SortKey::Status => a.status.cmp(&b.status),
             SortKey::Best => num(a.best_val_top1).total_cmp(&num(b.best_val_top1)),
             SortKey::Last => num(a.last_val_top1).total_cmp(&num(b.last_val_top1)),
+            SortKey::Test => num(a.test_top1).total_cmp(&num(b.test_top1)),
             SortKey::Energy => num(a.energy_mj).total_cmp(&num(b.energy_mj)),
         }
         .then(a.id.cmp(&b.id))
@@ -101,7 +103,10 @@ fn header(ui: &mut egui::Ui, settings: &mut RunsSettings, key: SortKey, title: &
             settings.descending = !settings.descending;
         } else {
             settings.sort = key;
-            settings.descending = matches!(key, SortKey::Best | SortKey::Last | SortKey::Id);
+            settings.descending = matches!(
+                key,
+                SortKey::Best | SortKey::Last | SortKey::Test | SortKey::Id
+            );
         }
     }
 }
@@ -165,7 +170,7 @@ pub fn runs_panel(
         .show(ui, |ui| {
             egui::Grid::new("runs-table")
                 .striped(true)
-                .num_columns(11)
+                .num_columns(12)
                 .spacing([10.0, 4.0])
                 .show(ui, |ui| {
                     header(ui, settings, SortKey::Id, "Id");
@@ -176,8 +181,9 @@ pub fn runs_panel(
                     ui.strong("Model");
                     ui.strong("Op");
                     ui.strong("Hybrid");
-                    header(ui, settings, SortKey::Best, "Best %");
-                    header(ui, settings, SortKey::Last, "Last %");
+                    header(ui, settings, SortKey::Best, "Val best %");
+                    header(ui, settings, SortKey::Last, "Val last %");
+                    header(ui, settings, SortKey::Test, "Test %");
                     header(ui, settings, SortKey::Energy, "mJ");
                     ui.end_row();
                     for row in rows {
@@ -243,6 +249,7 @@ fn row_ui(
     ui.label(&row.hybrid);
     ui.label(pct(s.best_val_top1));
     ui.label(pct(s.last_val_top1));
+    ui.label(pct(s.test_top1));
     ui.label(
         s.energy_mj
             .map_or_else(|| "–".into(), |e| format!("{e:.3}")),
@@ -271,6 +278,7 @@ mod tests {
                 epochs_done: None,
                 last_val_top1: best,
                 best_val_top1: best,
+                test_top1: best,
                 energy_mj: None,
             },
             hybrid: "mult".into(),

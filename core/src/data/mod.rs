@@ -76,6 +76,19 @@ impl Dataset {
         self.channels * self.height * self.width
     }
 
+    /// Remove the last `n` images and return them as a dataset of their own.
+    fn split_off_last(&mut self, n: usize) -> Self {
+        let keep = self.len() - n.min(self.len());
+        Self {
+            channels: self.channels,
+            height: self.height,
+            width: self.width,
+            classes: self.classes,
+            images: self.images.split_off(keep * self.image_size()),
+            labels: self.labels.split_off(keep),
+        }
+    }
+
     fn truncate(&mut self, n: usize) {
         if n > 0 && n < self.len() {
             self.labels.truncate(n);
@@ -105,11 +118,15 @@ impl Dataset {
     }
 }
 
-/// Training and test splits plus the normalisation taken from the training split.
+/// Training, validation and test splits plus the normalisation taken from the training split.
+/// Validation images are the last `data.val_images` of the training file (deterministic and
+/// disjoint from the training images); every per-epoch number and every selection uses them,
+/// the test split is evaluated once at the end of a run.
 #[derive(Debug, Clone)]
 pub struct Splits {
     pub name: DatasetName,
     pub train: Arc<Dataset>,
+    pub val: Arc<Dataset>,
     pub test: Arc<Dataset>,
     pub norm: Vec<(f32, f32)>,
 }
@@ -168,12 +185,24 @@ pub fn load(cfg: &DataConfig) -> Result<Splits, DataError> {
         DatasetName::Cifar10 => cifar::load(&dir, false)?,
         DatasetName::Cifar100 => cifar::load(&dir, true)?,
     };
+    let n_val = cfg.val_images.resolve(cfg.dataset, train.len());
+    if n_val == 0 || n_val >= train.len() {
+        return Err(DataError::format(
+            &dir,
+            format!(
+                "data.val_images = {n_val}: the training file has {} images; validation needs at least one and must leave training images",
+                train.len()
+            ),
+        ));
+    }
+    let val = train.split_off_last(n_val);
     train.truncate(cfg.train_subset);
     test.truncate(cfg.test_subset);
     let norm = train.channel_stats();
     Ok(Splits {
         name: cfg.dataset,
         train: Arc::new(train),
+        val: Arc::new(val),
         test: Arc::new(test),
         norm,
     })
@@ -413,6 +442,64 @@ mod tests {
             mean.abs() < 1e-3 && (var - 1.0).abs() < 1e-2,
             "mean {mean} var {var}"
         );
+    }
+
+    /// The validation images are the training file's last N: deterministic, disjoint from the
+    /// training images (with or without `train_subset`), and never the test images.
+    #[test]
+    fn validation_is_held_out_of_the_training_file() {
+        let whole = load(&DataConfig {
+            synthetic_train: 500,
+            val_images: crate::config::ValImages::Count(1),
+            ..DataConfig::default()
+        })
+        .expect("synthetic");
+        let file: Vec<&[u8]> = whole
+            .train
+            .images
+            .chunks(whole.train.image_size())
+            .collect();
+        let last = whole.val.images.as_slice();
+        assert_eq!(file.len(), 499);
+        let cfg = DataConfig {
+            synthetic_train: 500,
+            val_images: crate::config::ValImages::Count(100),
+            train_subset: 300,
+            ..DataConfig::default()
+        };
+        let a = load(&cfg).expect("synthetic");
+        let b = load(&cfg).expect("synthetic");
+        assert_eq!((a.train.len(), a.val.len()), (300, 100));
+        assert_eq!(a.val.images, b.val.images, "deterministic");
+        let size = a.train.image_size();
+        let train: std::collections::HashSet<&[u8]> = a.train.images.chunks(size).collect();
+        assert!(
+            a.val.images.chunks(size).all(|v| !train.contains(v)),
+            "disjoint"
+        );
+        // Held out of the end of the file: the training images are the file's first ones.
+        assert_eq!(&a.train.images[..], &whole.train.images[..300 * size]);
+        assert_eq!(
+            &a.val.images[99 * size..],
+            last,
+            "the file's last image is validation"
+        );
+        assert_eq!(a.test.len(), whole.test.len());
+        // Defaults: a tenth of synthetic; too many is an error that names the key.
+        let auto = load(&DataConfig {
+            synthetic_train: 500,
+            ..DataConfig::default()
+        })
+        .expect("synthetic");
+        assert_eq!((auto.train.len(), auto.val.len()), (450, 50));
+        let err = load(&DataConfig {
+            synthetic_train: 500,
+            val_images: crate::config::ValImages::Count(500),
+            ..DataConfig::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("data.val_images"), "{err}");
     }
 
     #[test]

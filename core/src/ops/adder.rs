@@ -20,6 +20,8 @@ unsafe extern "C" {
         pad: i64,
         groups: i64,
         chunk: i64,
+        eta: f64,
+        relative: i32,
         err: *mut *mut c_char,
     ) -> *mut C_tensor;
     fn shiftadd_adder_conv2d_backward(
@@ -56,7 +58,26 @@ pub(crate) fn take(ptr: *mut C_tensor, err: *mut c_char) -> Result<Tensor, TchEr
     }
 }
 
-/// Differentiable adder convolution of `x` [N, C, H, W] with `f` [O, C/groups, k, k].
+/// AdderNet's adaptive gradient scaling (method.md §2), applied by the op's backward to dF of the
+/// weight that call used, per call: `dF ← η·√numel(F)·dF / max(‖dF‖₂, 1e-12)`, and with `relative`
+/// also `× rms(F)`, so that an update's size relative to the weights is AdderNet's with its N(0,1)
+/// weights whatever their scale. A multiplicative forward of the same shared tensor is untouched.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GradScale {
+    /// η; 0 leaves dF as the formula gives it.
+    pub eta: f64,
+    pub relative: bool,
+}
+
+impl GradScale {
+    /// The raw gradients `X − F` (no scaling).
+    pub const NONE: Self = Self {
+        eta: 0.0,
+        relative: false,
+    };
+}
+
+/// Differentiable adder convolution of `x` [N, C, H, W] with `f` [O, C/groups, k, k], raw gradients.
 pub fn adder_conv2d(
     x: &Tensor,
     f: &Tensor,
@@ -64,10 +85,30 @@ pub fn adder_conv2d(
     pad: i64,
     groups: i64,
 ) -> Result<Tensor, TchError> {
-    adder_conv2d_chunked(x, f, stride, pad, groups, DEFAULT_CHUNK_ELEMS)
+    adder_conv2d_chunked(
+        x,
+        f,
+        stride,
+        pad,
+        groups,
+        DEFAULT_CHUNK_ELEMS,
+        GradScale::NONE,
+    )
 }
 
-/// [`adder_conv2d`] with an explicit temporary-block size (tests use small ones to exercise chunking).
+/// [`adder_conv2d`] whose backward applies AdderNet's adaptive scaling `scale` to dF.
+pub fn adder_conv2d_scaled(
+    x: &Tensor,
+    f: &Tensor,
+    stride: i64,
+    pad: i64,
+    groups: i64,
+    scale: GradScale,
+) -> Result<Tensor, TchError> {
+    adder_conv2d_chunked(x, f, stride, pad, groups, DEFAULT_CHUNK_ELEMS, scale)
+}
+
+/// [`adder_conv2d_scaled`] with an explicit temporary-block size (tests use small ones to exercise chunking).
 pub fn adder_conv2d_chunked(
     x: &Tensor,
     f: &Tensor,
@@ -75,6 +116,7 @@ pub fn adder_conv2d_chunked(
     pad: i64,
     groups: i64,
     chunk: i64,
+    scale: GradScale,
 ) -> Result<Tensor, TchError> {
     let mut err = std::ptr::null_mut();
     // SAFETY: both handles are live tch tensors for the duration of the call; `err` is a valid out-pointer.
@@ -86,6 +128,8 @@ pub fn adder_conv2d_chunked(
             pad,
             groups,
             chunk,
+            scale.eta,
+            i32::from(scale.relative),
             &raw mut err,
         )
     };
@@ -121,19 +165,6 @@ pub fn adder_conv2d_backward(
         take(ptr, err)
     };
     Ok((call(0)?, call(1)?))
-}
-
-/// AdderNet's adaptive gradient scaling, in place: `g ← η·√numel(g)·g / max(‖g‖₂, 1e-12)`.
-pub fn scale_gradient(param: &Tensor, eta: f64) {
-    let mut g = param.grad();
-    if !g.defined() {
-        return;
-    }
-    tch::no_grad(|| {
-        let norm = g.norm().double_value(&[]).max(1e-12);
-        let factor = eta * (g.numel() as f64).sqrt() / norm;
-        let _ = g.g_mul_scalar_(factor);
-    });
 }
 
 /// The usual AdderNet formulation, written naively with unfold (im2col) on whole tensors: the
@@ -226,7 +257,8 @@ mod tests {
             let mut x = Tensor::randn([n, c, h, w], OPTS).set_requires_grad(true);
             let mut f = (Tensor::randn([o, c / g, k, k], OPTS) * 0.5).set_requires_grad(true);
             for chunk in [DEFAULT_CHUNK_ELEMS, 7] {
-                let y = adder_conv2d_chunked(&x, &f, s, p, g, chunk).expect("valid shapes");
+                let y = adder_conv2d_chunked(&x, &f, s, p, g, chunk, GradScale::NONE)
+                    .expect("valid shapes");
                 let gy = Tensor::randn(y.size(), OPTS);
                 let (ry, rdx, rdf) = reference(&x.detach(), &f.detach(), s, p, g, &gy);
                 assert!(
@@ -311,12 +343,42 @@ mod tests {
         );
     }
 
+    /// AdderNet's scaling of one call: the raw dF rescaled to norm η·√numel (times rms(F) when
+    /// relative), the direction kept, dX untouched.
     #[test]
-    fn adaptive_scaling_sets_the_gradient_norm() {
-        let p = Tensor::ones([4, 4], (Kind::Float, Device::Cpu)).set_requires_grad(true);
-        (&p * &p * 3.0).sum(Kind::Float).backward();
-        scale_gradient(&p, 0.2);
-        let norm = p.grad().norm().double_value(&[]);
-        assert!((norm - 0.2 * 4.0).abs() < 1e-5, "{norm}");
+    fn adaptive_scaling_rescales_this_calls_weight_gradient() {
+        tch::manual_seed(5);
+        let fopts = (Kind::Float, Device::Cpu);
+        let x = Tensor::randn([2, 4, 6, 6], fopts);
+        let f0 = Tensor::randn([5, 4, 3, 3], fopts) * 0.1;
+        let gy = Tensor::randn([2, 5, 6, 6], fopts);
+        let (rdx, rdf) = adder_conv2d_backward(&x, &f0, &gy, 1, 1, 1, DEFAULT_CHUNK_ELEMS)
+            .expect("valid shapes");
+        let rms = f0.square().mean(Kind::Float).sqrt().double_value(&[]);
+        for (relative, expect_norm) in [
+            (false, 0.2 * 180f64.sqrt()),
+            (true, 0.2 * 180f64.sqrt() * rms),
+        ] {
+            let mut x = x.copy().set_requires_grad(true);
+            let mut f = f0.copy().set_requires_grad(true);
+            x.zero_grad();
+            f.zero_grad();
+            let scale = GradScale { eta: 0.2, relative };
+            let y = adder_conv2d_scaled(&x, &f, 1, 1, 1, scale).expect("valid shapes");
+            (&y * &gy).sum(Kind::Float).backward();
+            let g = f.grad();
+            let norm = g.norm().double_value(&[]);
+            assert!(
+                (norm - expect_norm).abs() < 1e-4 * expect_norm,
+                "{norm} vs {expect_norm}"
+            );
+            let cos = (&g * &rdf).sum(Kind::Float).double_value(&[])
+                / (norm * rdf.norm().double_value(&[]));
+            assert!(cos > 0.9999, "direction kept: cos {cos}");
+            assert!(
+                x.grad().allclose(&rdx, 1e-5, 1e-5, false),
+                "dX is not scaled"
+            );
+        }
     }
 }

@@ -5,9 +5,13 @@
 //! - `cdf`: rank-based Gaussian→Laplacian matching. With `u = (rank(w)+½)/n`, `μ = mean(w)`,
 //!   `b = std(w)/√2`: `w_L = μ − b·sgn(u−½)·ln(1 − 2|u−½|)`, straight-through to `W`.
 //! - `cdf-affine` (default): `cdf`, then a learnable affine map per equal-width bin of `w`
-//!   (K bins, scale `a_k` from 1, shift `b_k` from 0); gradients reach `W`, `a` and `b`.
+//!   (K bins, scale `a_k = exp(log_a_k)` from 1, so it stays positive; shift `b_k` from 0);
+//!   gradients reach `W`, `log_a` and `b`.
 //! - `fc`: `cdf`, then a learnable `Linear(K→K)` (from the identity) on the means of the K
 //!   equal-count rank groups, broadcast back by rank as a per-group offset.
+//!
+//! Remap parameters are never weight-decayed (the optimizer exempts everything under a `remap`
+//! path): decay would pull `fc`'s matrix towards 0 instead of the identity it starts at.
 //!
 //! [`soft_kl_to_laplace`] is the optional regulariser (`remap.kl_weight`): KL from a differentiable
 //! (linearly interpolated) histogram of the remapped weights to their fitted Laplace.
@@ -34,7 +38,7 @@ impl Remap {
         match kind {
             RemapKind::None | RemapKind::Cdf => {}
             RemapKind::CdfAffine => {
-                a = Some(p.var("a", &[bins], nn::Init::Const(1.0)));
+                a = Some(p.var("log_a", &[bins], nn::Init::Const(0.0)));
                 b = Some(p.var("b", &[bins], nn::Init::Const(0.0)));
             }
             RemapKind::Fc => {
@@ -53,6 +57,11 @@ impl Remap {
         }
     }
 
+    /// `cdf-affine`'s per-bin scales `a_k` (positive by construction).
+    pub fn scales(&self) -> Option<Tensor> {
+        self.a.as_ref().map(Tensor::exp)
+    }
+
     /// `R(w)` for a weight tensor of any shape.
     pub fn apply(&self, w: &Tensor) -> Tensor {
         if self.kind == RemapKind::None {
@@ -65,7 +74,7 @@ impl Remap {
         let out = match (self.kind, &self.a, &self.b, &self.fc_weight, &self.fc_bias) {
             (RemapKind::CdfAffine, Some(a), Some(b), _, _) => {
                 let k = value_bins(&flat, self.bins);
-                a.index_select(0, &k) * &r + b.index_select(0, &k)
+                a.index_select(0, &k).exp() * &r + b.index_select(0, &k)
             }
             (RemapKind::Fc, _, _, Some(fw), Some(fb)) => {
                 let n = flat.size()[0];
@@ -225,6 +234,29 @@ mod tests {
         let w = Tensor::randn([100], (Kind::Float, Device::Cpu));
         let none = Remap::new(&nn::VarStore::new(Device::Cpu).root(), RemapKind::None, 100);
         assert!(none.apply(&w).equal(&w));
+    }
+
+    /// Whatever the optimizer does to its parameters, `cdf-affine`'s scales stay positive, so each
+    /// bin's map stays increasing.
+    #[test]
+    fn cdf_affine_scales_stay_positive() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let remap = Remap::new(&(vs.root() / "remap"), RemapKind::CdfAffine, 10);
+        tch::no_grad(|| {
+            for (_, mut t) in vs.variables() {
+                let _ = t.fill_(-5.0); // e.g. after large steps against the gradient
+            }
+        });
+        let a = remap.scales().expect("cdf-affine has scales");
+        assert!(a.min().double_value(&[]) > 0.0);
+        let w = Tensor::linspace(-1.0, 1.0, 1000, (Kind::Float, Device::Cpu));
+        let r = Vec::<f32>::try_from(remap.apply(&w)).expect("f32");
+        let bins = Vec::<i64>::try_from(value_bins(&w, 10)).expect("i64");
+        for i in 1..r.len() {
+            if bins[i] == bins[i - 1] {
+                assert!(r[i] >= r[i - 1], "not increasing inside bin {}", bins[i]);
+            }
+        }
     }
 
     #[test]
