@@ -547,8 +547,12 @@ at::Tensor adaptive_scale(const at::Tensor& df, const at::Tensor& f, double eta,
 }
 
 struct AdderConv2d : public torch::autograd::Function<AdderConv2d> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& f, int64_t stride,
-                            int64_t pad, int64_t groups, int64_t chunk, double eta, bool relative) {
+  // `sink`: a tensor whose values are not read (an empty one that needs no gradient for none). It
+  // receives the *raw* dF, so that what produced it (a remap's own parameters, which map F but are
+  // not Add weights) learns from the unscaled gradient while `f` gets AdderNet's scaled one.
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& f, const at::Tensor& sink,
+                            int64_t stride, int64_t pad, int64_t groups, int64_t chunk, double eta, bool relative) {
+    (void)sink;
     auto g = geometry(x, f, stride, pad, groups);
     ctx->save_for_backward({x, f});
     ctx->saved_data["stride"] = stride;
@@ -573,8 +577,9 @@ struct AdderConv2d : public torch::autograd::Function<AdderConv2d> {
                         ? fast::backward(x, f, grad_out[0], g)
                         : backward_impl(x.contiguous(), f.contiguous(), grad_out[0], g, ctx->saved_data["chunk"].toInt());
     const double eta = ctx->saved_data["eta"].toDouble();
+    at::Tensor raw = ctx->needs_input_grad(2) ? df : at::Tensor();
     if (eta > 0.0) df = adaptive_scale(df, f, eta, ctx->saved_data["relative"].toBool());
-    return {dx, df, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {dx, df, raw, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -606,10 +611,16 @@ extern "C" {
 
 // Differentiable adder convolution. Returns a new tensor, or nullptr with *err set.
 // `chunk` bounds the floats of one temporary block of the pairwise computation.
-// `eta` > 0 applies AdderNet's adaptive scaling to dF in backward (`relative`: times the RMS of F).
-at::Tensor* shiftadd_adder_conv2d(const at::Tensor* x, const at::Tensor* f, int64_t stride, int64_t pad,
-                                  int64_t groups, int64_t chunk, double eta, int32_t relative, char** err) {
-  return guarded(err, [&] { return AdderConv2d::apply(*x, *f, stride, pad, groups, chunk, eta, relative != 0); });
+// `eta` > 0 applies AdderNet's adaptive scaling to dF in backward (`relative`: times the RMS of F);
+// `sink` (nullable) receives the raw dF (see AdderConv2d::forward).
+at::Tensor* shiftadd_adder_conv2d(const at::Tensor* x, const at::Tensor* f, const at::Tensor* sink, int64_t stride,
+                                  int64_t pad, int64_t groups, int64_t chunk, double eta, int32_t relative,
+                                  char** err) {
+  return guarded(err, [&] {
+    // No sink: an empty tensor that needs no gradient (autograd functions take no undefined inputs).
+    const at::Tensor none = sink != nullptr ? at::Tensor() : at::empty({0}, f->options());
+    return AdderConv2d::apply(*x, *f, sink != nullptr ? *sink : none, stride, pad, groups, chunk, eta, relative != 0);
+  });
 }
 
 // The explicit backward, for tests: which = 0 gives dX, 1 gives dF.

@@ -428,10 +428,10 @@ impl ElasticConv {
 
     /// The weights the MF operator sees for a slice: remapped, and for Shift rounded to powers of two.
     fn mf_weight(&self, w: &Tensor) -> Tensor {
-        let r = self
-            .remap
-            .as_ref()
-            .map_or_else(|| w.shallow_clone(), |m| self.remap_nested(m, w));
+        let r = self.remap.as_ref().map_or_else(
+            || w.shallow_clone(),
+            |m| self.remap_nested(w, |t| m.apply(t)),
+        );
         if self.role == OpKind::Shift {
             shift::shift_weight(&r, self.bits)
         } else {
@@ -443,8 +443,8 @@ impl ElasticConv {
     /// `hybrid = "mf"`) gets `R` of the tiny block in its leading block, so that the tiny
     /// channels see the same weights in the tiny and the augmented forward. (A nested kernel
     /// larger than the tiny model's is remapped as a whole.)
-    fn remap_nested(&self, m: &Remap, w: &Tensor) -> Tensor {
-        let r = m.apply(w);
+    fn remap_nested(&self, w: &Tensor, remap: impl Fn(&Tensor) -> Tensor) -> Tensor {
+        let r = remap(w);
         let size = w.size();
         let rows = self.tiny.1.min(size[0]);
         let cols = if self.depthwise {
@@ -455,9 +455,23 @@ impl ElasticConv {
         if (rows, cols) == (size[0], size[1]) || size[3] != self.tiny_kernel {
             return r;
         }
-        let tiny = m.apply(&w.narrow(0, 0, rows).narrow(1, 0, cols));
+        let tiny = remap(&w.narrow(0, 0, rows).narrow(1, 0, cols));
         let top = r.narrow(0, 0, rows).slice_scatter(&tiny, 1, 0, cols, 1);
         r.slice_scatter(&top, 0, 0, rows, 1)
+    }
+
+    /// An Add layer's weight for a slice, as [`Self::mf_weight`], split for the op (see
+    /// [`Remap::apply_split`]): the weight, whose gradient AdderNet's scaling applies to, and the
+    /// raw-gradient sink of the remap's parameters (`None` without any).
+    fn add_weight(&self, w: &Tensor) -> (Tensor, Option<Tensor>) {
+        let Some(m) = &self.remap else {
+            return (w.shallow_clone(), None);
+        };
+        let weights = self.remap_nested(w, |t| m.apply_to_weights(t));
+        let params = m
+            .has_params()
+            .then(|| self.remap_nested(w, |t| m.map_params(t)));
+        (weights, params)
     }
 
     /// [`Self::mf_weight`]'s values without the straight-through arithmetic (exact powers of two).
@@ -486,16 +500,21 @@ impl ElasticConv {
     }
 
     fn mf_conv(&self, x: &Tensor, w: &Tensor, groups: i64) -> Result<Tensor, TchError> {
-        let wq = self.mf_weight(w);
-        match self.role {
-            OpKind::Add => adder::adder_conv2d_scaled(
+        if self.role == OpKind::Add {
+            let (f, sink) = self.add_weight(w);
+            let pad = w.size()[3] / 2;
+            return adder::adder_conv2d_scaled(
                 x,
-                &wq,
+                &f,
+                sink.as_ref(),
                 self.stride,
-                w.size()[3] / 2,
+                pad,
                 groups,
                 self.add_scale,
-            ),
+            );
+        }
+        let wq = self.mf_weight(w);
+        match self.role {
             OpKind::Shift if self.act_fixed_point => {
                 Ok(self.mult_conv(&shift::fixed_point_16_16(x), &wq, groups))
             }

@@ -16,6 +16,7 @@ unsafe extern "C" {
     fn shiftadd_adder_conv2d(
         x: *const C_tensor,
         f: *const C_tensor,
+        sink: *const C_tensor,
         stride: i64,
         pad: i64,
         groups: i64,
@@ -96,16 +97,27 @@ pub fn adder_conv2d(
     )
 }
 
-/// [`adder_conv2d`] whose backward applies AdderNet's adaptive scaling `scale` to dF.
+/// [`adder_conv2d`] whose backward applies AdderNet's adaptive scaling `scale` to dF. `sink`, when
+/// given, must have `f`'s shape; its values are not read, and it receives the *raw* dF: a weight
+/// remap passes its own parameters' path there, so that they learn from the unscaled gradient
+/// while the shared weights get AdderNet's scaled one.
 pub fn adder_conv2d_scaled(
     x: &Tensor,
     f: &Tensor,
+    sink: Option<&Tensor>,
     stride: i64,
     pad: i64,
     groups: i64,
     scale: GradScale,
 ) -> Result<Tensor, TchError> {
-    adder_conv2d_chunked(x, f, stride, pad, groups, DEFAULT_CHUNK_ELEMS, scale)
+    if let Some(t) = sink.filter(|t| t.size() != f.size()) {
+        return Err(TchError::Shape(format!(
+            "adder_conv2d: gradient sink {:?} differs from the weight {:?}",
+            t.size(),
+            f.size()
+        )));
+    }
+    call_forward(x, f, sink, stride, pad, groups, DEFAULT_CHUNK_ELEMS, scale)
 }
 
 /// [`adder_conv2d_scaled`] with an explicit temporary-block size (tests use small ones to exercise chunking).
@@ -118,12 +130,29 @@ pub fn adder_conv2d_chunked(
     chunk: i64,
     scale: GradScale,
 ) -> Result<Tensor, TchError> {
+    call_forward(x, f, None, stride, pad, groups, chunk, scale)
+}
+
+#[allow(clippy::too_many_arguments)] // the C signature, in one place
+fn call_forward(
+    x: &Tensor,
+    f: &Tensor,
+    sink: Option<&Tensor>,
+    stride: i64,
+    pad: i64,
+    groups: i64,
+    chunk: i64,
+    scale: GradScale,
+) -> Result<Tensor, TchError> {
     let mut err = std::ptr::null_mut();
-    // SAFETY: both handles are live tch tensors for the duration of the call; `err` is a valid out-pointer.
+    let sink = sink.map_or(std::ptr::null(), Tensor::as_ptr);
+    // SAFETY: the handles are live tch tensors (or null for `sink`) for the duration of the call;
+    // `err` is a valid out-pointer.
     let ptr = unsafe {
         shiftadd_adder_conv2d(
             x.as_ptr(),
             f.as_ptr(),
+            sink,
             stride,
             pad,
             groups,
@@ -364,7 +393,7 @@ mod tests {
             x.zero_grad();
             f.zero_grad();
             let scale = GradScale { eta: 0.2, relative };
-            let y = adder_conv2d_scaled(&x, &f, 1, 1, 1, scale).expect("valid shapes");
+            let y = adder_conv2d_scaled(&x, &f, None, 1, 1, 1, scale).expect("valid shapes");
             (&y * &gy).sum(Kind::Float).backward();
             let g = f.grad();
             let norm = g.norm().double_value(&[]);
@@ -380,5 +409,23 @@ mod tests {
                 "dX is not scaled"
             );
         }
+        // A sink (a remap's parameter path) gets the raw dF while the weight gets the scaled one.
+        let f = f0.copy().set_requires_grad(true);
+        let sink = f0.copy().set_requires_grad(true);
+        let scale = GradScale {
+            eta: 0.2,
+            relative: true,
+        };
+        let y = adder_conv2d_scaled(&x, &f, Some(&sink), 1, 1, 1, scale).expect("valid shapes");
+        (&y * &gy).sum(Kind::Float).backward();
+        assert!(
+            sink.grad().allclose(&rdf, 1e-5, 1e-5, false),
+            "the sink's gradient is raw"
+        );
+        let norm = f.grad().norm().double_value(&[]);
+        let expect = 0.2 * 180f64.sqrt() * rms;
+        assert!((norm - expect).abs() < 1e-4 * expect, "{norm} vs {expect}");
+        let wrong = Tensor::zeros([5, 4, 1, 1], fopts);
+        assert!(adder_conv2d_scaled(&x, &f, Some(&wrong), 1, 1, 1, scale).is_err());
     }
 }

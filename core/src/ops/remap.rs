@@ -5,12 +5,13 @@
 //! - `cdf`: rank-based Gaussian→Laplacian matching. With `u = (rank(w)+½)/n`, `μ = mean(w)`,
 //!   `b = std(w)/√2`: `w_L = μ − b·sgn(u−½)·ln(1 − 2|u−½|)`, straight-through to `W`.
 //! - `cdf-affine` (default): `cdf`, then a learnable affine map per equal-width bin of `w`
-//!   (K bins, scale `a_k = exp(log_a_k)` from 1, so it stays positive; shift `b_k` from 0);
-//!   gradients reach `W`, `log_a` and `b`.
+//!   (K bins, scale `a_k = softplus(â_k)` from 1, so it stays positive and grows at most
+//!   linearly in `â`; shift `b_k` from 0); gradients reach `W`, `â` and `b`.
 //! - `fc`: `cdf`, then a learnable `Linear(K→K)` (from the identity) on the means of the K
 //!   equal-count rank groups, broadcast back by rank as a per-group offset.
 //!
-//! Remap parameters are never weight-decayed (the optimizer exempts everything under a `remap`
+//! In an Add layer the remap's parameters learn from the raw gradient and the weights from
+//! AdderNet's scaled one ([`Remap::apply_split`]); remap parameters are never weight-decayed (the optimizer exempts everything under a `remap`
 //! path): decay would pull `fc`'s matrix towards 0 instead of the identity it starts at.
 //!
 //! [`soft_kl_to_laplace`] is the optional regulariser (`remap.kl_weight`): KL from a differentiable
@@ -20,6 +21,9 @@ use tch::{Kind, Tensor, nn};
 
 use super::straight_through;
 use crate::config::RemapKind;
+
+/// `softplus⁻¹(1) = ln(e − 1)`: the stored value of a scale of 1.
+const SOFTPLUS_ONE: f64 = 0.541_324_854_612_918_1;
 
 /// Per-layer remap state; learnable parameters live under the layer's `remap` path.
 #[derive(Debug)]
@@ -38,7 +42,7 @@ impl Remap {
         match kind {
             RemapKind::None | RemapKind::Cdf => {}
             RemapKind::CdfAffine => {
-                a = Some(p.var("log_a", &[bins], nn::Init::Const(0.0)));
+                a = Some(p.var("softplus_a", &[bins], nn::Init::Const(SOFTPLUS_ONE)));
                 b = Some(p.var("b", &[bins], nn::Init::Const(0.0)));
             }
             RemapKind::Fc => {
@@ -59,37 +63,96 @@ impl Remap {
 
     /// `cdf-affine`'s per-bin scales `a_k` (positive by construction).
     pub fn scales(&self) -> Option<Tensor> {
-        self.a.as_ref().map(Tensor::exp)
+        self.a.as_ref().map(Tensor::softplus)
     }
 
-    /// `R(w)` for a weight tensor of any shape.
+    /// `R(w)` for a weight tensor of any shape; gradients reach `w` and the remap's parameters.
     pub fn apply(&self, w: &Tensor) -> Tensor {
+        self.map(w, Grads::Both)
+    }
+
+    /// `R(w)` twice, by where gradients go: the first reaches `w` only (straight-through, times the
+    /// detached `cdf-affine` scale), the second — the same values, `None` for kinds without
+    /// parameters — reaches the remap's parameters only. An Add layer feeds the first to the op as
+    /// its weight (AdderNet's scaling applies) and the second as the op's raw-gradient sink, so the
+    /// remap's parameters learn from the unscaled gradient: η-scaled, they and the weights would
+    /// drive each other's steps up (each step's size grows with the other) until they diverge.
+    pub fn apply_split(&self, w: &Tensor) -> (Tensor, Option<Tensor>) {
+        (self.apply_to_weights(w), self.apply_to_params(w))
+    }
+
+    /// The first half of [`Self::apply_split`].
+    pub fn apply_to_weights(&self, w: &Tensor) -> Tensor {
+        self.map(w, Grads::Weights)
+    }
+
+    /// The second half of [`Self::apply_split`].
+    pub fn apply_to_params(&self, w: &Tensor) -> Option<Tensor> {
+        self.has_params().then(|| self.map_params(w))
+    }
+
+    /// `R(w)` with gradients to the remap's parameters only (for a remap with parameters).
+    pub fn map_params(&self, w: &Tensor) -> Tensor {
+        self.map(w, Grads::Params)
+    }
+
+    /// Whether this remap learns parameters of its own (`cdf-affine`, `fc`).
+    pub fn has_params(&self) -> bool {
+        matches!(self.kind, RemapKind::CdfAffine | RemapKind::Fc)
+    }
+
+    fn map(&self, w: &Tensor, grads: Grads) -> Tensor {
         if self.kind == RemapKind::None {
             return w.shallow_clone();
         }
         let shape = w.size();
         let flat = w.flatten(0, -1);
         let ranks = ranks(&flat);
-        let r = straight_through(&flat, &laplace_target(&flat, &ranks));
+        let mut r = straight_through(&flat, &laplace_target(&flat, &ranks));
+        if grads == Grads::Params {
+            r = r.detach();
+        }
+        let param = |t: &Tensor| {
+            if grads == Grads::Weights {
+                t.detach()
+            } else {
+                t.shallow_clone()
+            }
+        };
         let out = match (self.kind, &self.a, &self.b, &self.fc_weight, &self.fc_bias) {
             (RemapKind::CdfAffine, Some(a), Some(b), _, _) => {
                 let k = value_bins(&flat, self.bins);
-                a.index_select(0, &k).exp() * &r + b.index_select(0, &k)
+                param(&a.softplus()).index_select(0, &k) * &r + param(b).index_select(0, &k)
             }
             (RemapKind::Fc, _, _, Some(fw), Some(fb)) => {
                 let n = flat.size()[0];
                 let g = (&ranks * self.bins).divide_scalar_mode(n, "floor");
                 let zeros = Tensor::zeros([self.bins], (r.kind(), r.device()));
-                let sums = zeros.index_add(0, &g, &r);
                 let counts = zeros.index_add(0, &g, &r.ones_like()).clamp_min(1.0);
-                let means = sums / counts;
-                let moved = means.linear(fw, Some(fb));
-                &r + (moved - means).index_select(0, &g)
+                let means = zeros.index_add(0, &g, &r) / counts;
+                let moved = means.linear(&param(fw), Some(param(fb)));
+                let delta = moved - means;
+                let delta = if grads == Grads::Weights {
+                    delta.detach()
+                } else {
+                    delta
+                };
+                &r + delta.index_select(0, &g)
             }
             _ => r,
         };
         out.view(shape.as_slice())
     }
+}
+
+/// Where the gradients of a remap's output go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Grads {
+    Both,
+    /// The stored weights only (straight-through).
+    Weights,
+    /// The remap's own parameters only.
+    Params,
 }
 
 /// Rank of every element of a 1-D tensor (0 = smallest), as int64, no gradient.
@@ -120,7 +183,9 @@ fn value_bins(flat: &Tensor, bins: i64) -> Tensor {
     tch::no_grad(|| {
         let lo = flat.min();
         let span = (flat.max() - &lo).clamp_min(1e-12);
+        // NaN weights (a diverged step) fall in bin 0; the loss then reports the divergence.
         ((flat - lo) / span * bins as f64)
+            .nan_to_num(0.0, None, None)
             .floor()
             .clamp(0.0, (bins - 1) as f64)
             .to_kind(Kind::Int64)
@@ -257,6 +322,69 @@ mod tests {
                 assert!(r[i] >= r[i - 1], "not increasing inside bin {}", bins[i]);
             }
         }
+    }
+
+    /// `apply_split`: both halves have `apply`'s values; the first sends gradients to the weights
+    /// only, the second to the remap's parameters only.
+    #[test]
+    fn split_remap_routes_gradients_apart() {
+        tch::manual_seed(12);
+        for kind in [RemapKind::CdfAffine, RemapKind::Fc] {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let remap = Remap::new(&(vs.root() / "remap"), kind, 10);
+            let w = (Tensor::randn([8, 4, 3, 3], (Kind::Float, Device::Cpu)) * 0.1)
+                .set_requires_grad(true);
+            let (weights, params) = remap.apply_split(&w);
+            let params = params.expect("a remap with parameters");
+            let whole = remap.apply(&w);
+            assert!(
+                weights.allclose(&whole, 1e-6, 1e-7, false)
+                    && params.allclose(&whole, 1e-6, 1e-7, false)
+            );
+            let target = Tensor::randn(whole.size(), (Kind::Float, Device::Cpu));
+            let param_grads = || -> f64 {
+                vs.variables()
+                    .values()
+                    .map(|t| {
+                        let g = t.grad();
+                        if g.defined() {
+                            g.abs().sum(Kind::Float).double_value(&[])
+                        } else {
+                            0.0
+                        }
+                    })
+                    .sum()
+            };
+            (&weights * &target).sum(Kind::Float).backward();
+            assert!(
+                w.grad().abs().sum(Kind::Float).double_value(&[]) > 0.0,
+                "{kind:?}"
+            );
+            assert_eq!(
+                param_grads(),
+                0.0,
+                "{kind:?}: the weight half reached the parameters"
+            );
+            let mut w = w;
+            w.zero_grad();
+            (&params * &target).sum(Kind::Float).backward();
+            assert_eq!(
+                w.grad().abs().sum(Kind::Float).double_value(&[]),
+                0.0,
+                "{kind:?}"
+            );
+            assert!(
+                param_grads() > 0.0,
+                "{kind:?}: the parameter half has no gradient"
+            );
+        }
+        let vs = nn::VarStore::new(Device::Cpu);
+        let cdf = Remap::new(&vs.root(), RemapKind::Cdf, 10);
+        assert!(
+            cdf.apply_split(&Tensor::randn([10], (Kind::Float, Device::Cpu)))
+                .1
+                .is_none()
+        );
     }
 
     #[test]
