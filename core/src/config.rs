@@ -270,6 +270,18 @@ pub struct OpsConfig {
     /// Scale η by the RMS of the weights each Add call sees, so the relative update per step is
     /// AdderNet's (whose weights are N(0,1)) whatever the shared weights' scale.
     pub add_eta_relative: bool,
+    /// How Add layers' stored weights are initialised.
+    pub add_init: AddInit,
+}
+
+/// The initial scale of Add layers' stored weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AddInit {
+    /// Kaiming-uniform, like every other conv.
+    Kaiming,
+    /// The kaiming draw rescaled to unit RMS: AdderNet's N(0,1) scale.
+    Unit,
 }
 
 impl Default for OpsConfig {
@@ -281,6 +293,7 @@ impl Default for OpsConfig {
             act_fixed_point: true,
             add_eta: 0.2,
             add_eta_relative: true,
+            add_init: AddInit::Unit,
         }
     }
 }

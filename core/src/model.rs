@@ -273,6 +273,9 @@ pub struct OpSpec {
     pub remap_shift: bool,
     /// AdderNet's adaptive gradient scaling of Add calls.
     pub add_scale: adder::GradScale,
+    /// Initialise Add layers' stored weights at unit RMS (AdderNet's N(0,1) scale) instead of
+    /// kaiming's.
+    pub add_unit_init: bool,
 }
 
 impl OpSpec {
@@ -287,6 +290,7 @@ impl OpSpec {
             remap_bins: 100,
             remap_shift: false,
             add_scale: adder::GradScale::NONE,
+            add_unit_init: false,
         }
     }
 
@@ -303,6 +307,7 @@ impl OpSpec {
                 eta: c.ops.add_eta,
                 relative: c.ops.add_eta_relative,
             },
+            add_unit_init: c.ops.add_init == crate::config::AddInit::Unit,
         }
     }
 
@@ -389,6 +394,14 @@ impl ElasticConv {
             &[max_out, in_per_group, kernel, kernel],
             nn::init::DEFAULT_KAIMING_UNIFORM,
         );
+        if role == OpKind::Add && ops.add_unit_init {
+            // The same draw, rescaled: every conv is followed by BN, so the multiplicative view
+            // computes the same function; the Add view sees weights at its inputs' scale.
+            tch::no_grad(|| {
+                let rms = weight.square().mean(Kind::Float).sqrt().clamp_min(1e-12);
+                let _ = weight.shallow_clone().g_div_(&rms);
+            });
+        }
         let remapped = role == OpKind::Add || (role == OpKind::Shift && ops.remap_shift);
         Self {
             name: p.path("weight").trim_end_matches(".weight").to_owned(),
@@ -1381,6 +1394,7 @@ mod tests {
             remap_bins: 100,
             remap_shift: false,
             add_scale: adder::GradScale::NONE,
+            add_unit_init: false,
         }
     }
 
@@ -1389,6 +1403,42 @@ mod tests {
         let aug = AugConfig::default();
         let max = Net::max_widths(&spec, &aug);
         Net::new(&vs.root(), spec, max, ops)
+    }
+
+    /// `add_init = "unit"`: Add layers start at unit RMS (AdderNet's scale), the others at
+    /// kaiming's; the multiplicative view computes the same function either way (BN follows).
+    #[test]
+    fn add_layers_start_at_unit_rms() {
+        let rms = |t: &Tensor| t.square().mean(Kind::Float).sqrt().double_value(&[]);
+        let x = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
+        let mut logits = Vec::new();
+        for unit in [false, true] {
+            tch::manual_seed(8);
+            let vs = nn::VarStore::new(Device::Cpu);
+            let net = wide_micro(
+                &vs,
+                &OpSpec {
+                    add_unit_init: unit,
+                    ..ops(OpKind::Add, MfLayers::Body)
+                },
+            );
+            for c in net.convs() {
+                let r = rms(&c.weight);
+                if unit && c.role == OpKind::Add {
+                    assert!((r - 1.0).abs() < 1e-4, "{}: rms {r}", c.name);
+                } else {
+                    assert!(r < 0.9, "{}: kaiming scale, rms {r}", c.name);
+                }
+            }
+            logits.push(
+                net.forward(&x, &net.max.clone(), true, Exec::Mult)
+                    .expect("forward"),
+            );
+        }
+        assert!(
+            logits[0].allclose(&logits[1], 1e-3, 1e-3, false),
+            "BN makes the scale invisible to Mult"
+        );
     }
 
     #[test]
