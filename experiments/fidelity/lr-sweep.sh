@@ -4,17 +4,22 @@
 # every variant of the main table at lr (per 128 images) 0.025, 0.05, 0.1, 0.2; one remap
 # (cdf-affine) for all, so that a direct/augmented pair differs in aug.hybrid alone.
 #   BIN=path/to/shiftadd DB=sweep.db bash experiments/fidelity/lr-sweep.sh
+# MODEL=mbv2-tiny sweeps that model instead; TEST=true also evaluates the test set at the end (it is
+# never used to choose: sweep.py reads validation only).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${BIN:-target/debug/shiftadd}
 DB=${DB:-lr-sweep.db}
 THREADS=${THREADS:-2}
+MODEL=${MODEL:-micro}
+TEST=${TEST:-false}
+SEED=${SEED:-0}
 for lr in ${LRS:-0.025 0.05 0.1 0.2}; do
   for p in ${PRESETS:-mult shift shift-aug add add-aug}; do
     "$BIN" train "experiments/fmnist-mbv2tiny-$p.toml" --db "$DB" --threads "$THREADS" \
-      --set model.name=micro --set data.train_subset=6000 --set data.val_images=1000 \
-      --set train.epochs=3 --set train.seed=0 --set eval.test=false --set train.lr="$lr" \
+      --set model.name="$MODEL" --set data.train_subset=6000 --set data.val_images=1000 \
+      --set train.epochs=3 --set train.seed="$SEED" --set eval.test="$TEST" --set train.lr="$lr" \
       --set remap.kind=cdf-affine \
-      --name "sweep-$p-lr$lr" || echo "sweep $p lr $lr failed"
+      --name "sweep-$p-lr$lr$([ "$SEED" = 0 ] || echo "-seed$SEED")" || echo "sweep $p lr $lr failed"
   done
 done

@@ -314,6 +314,10 @@ mod tests {
             form.field("remap.kind").map(|f| f.doc.choices.len()),
             Some(4)
         );
+        assert_eq!(
+            form.field("ops.add_init").map(|f| f.doc.choices.clone()),
+            Some(vec!["kaiming".to_owned(), "unit".to_owned()])
+        );
     }
 
     #[test]
