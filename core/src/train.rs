@@ -597,6 +597,18 @@ pub fn train(ctx: &RunContext<'_>) -> Result<Outcome, TrainError> {
         total_steps,
     });
     let mut val_top1 = 0.0;
+    // The tiny model on one split, with whatever BN statistics it holds.
+    let eval_tiny = |data: &Arc<data::Dataset>| {
+        evaluate(
+            &net,
+            &tiny,
+            Exec::Tiny,
+            data,
+            &splits.norm,
+            cfg.eval.batch_size,
+            device,
+        )
+    };
     for epoch in epoch0..t.epochs {
         let epoch_no = epoch as i64 + 1;
         if sorts_channels(cfg, epoch, width_epochs) {
@@ -674,15 +686,7 @@ pub fn train(ctx: &RunContext<'_>) -> Result<Outcome, TrainError> {
         }
         // Last, so the running statistics saved with the checkpoint are the tiny model's.
         reestimate_bn(&net, &tiny, Exec::Tiny, &splits, bn, eb, device)?;
-        let val = evaluate(
-            &net,
-            &tiny,
-            Exec::Tiny,
-            &splits.val,
-            &splits.norm,
-            eb,
-            device,
-        )?;
+        let val = eval_tiny(&splits.val)?;
         let (top1, top5, val_loss) = (val.top1, val.top5, val.loss);
         val_top1 = top1;
         sink.push(
@@ -731,30 +735,12 @@ pub fn train(ctx: &RunContext<'_>) -> Result<Outcome, TrainError> {
     if epoch0 == t.epochs {
         // Resumed after its last epoch (stopped before the test evaluation): the checkpoint holds
         // the tiny model's BN statistics, so this repeats that epoch's validation figure.
-        let eb = cfg.eval.batch_size;
-        val_top1 = evaluate(
-            &net,
-            &tiny,
-            Exec::Tiny,
-            &splits.val,
-            &splits.norm,
-            eb,
-            device,
-        )?
-        .top1;
+        val_top1 = eval_tiny(&splits.val)?.top1;
     }
     let test_top1 = if cfg.eval.test {
         // The tiny model's BN statistics are those of the last epoch's re-estimation (saved with
         // its checkpoint, so a resumed run that had already trained every epoch has them too).
-        let test = evaluate(
-            &net,
-            &tiny,
-            Exec::Tiny,
-            &splits.test,
-            &splits.norm,
-            cfg.eval.batch_size,
-            device,
-        )?;
+        let test = eval_tiny(&splits.test)?;
         let epoch = t.epochs as i64;
         sink.push(keys::TEST_TOP1, step, epoch, test.top1);
         sink.push(keys::TEST_TOP5, step, epoch, test.top5);
