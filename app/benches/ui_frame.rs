@@ -73,6 +73,8 @@ fn data() -> DataCache {
                 best_val_top1: Some(0.5 + 0.02 * run as f64),
                 test_top1: Some(0.79),
                 energy_mj: Some(1.0 + 0.1 * run as f64),
+                energy_shiftaddnas_mj: Some(1.0 + 0.1 * run as f64),
+                energy_project_mj: Some(1.5 + 0.1 * run as f64),
             },
             hybrid: "mult".into(),
         });
@@ -156,6 +158,7 @@ fn main() {
         ..Default::default()
     };
     let ctx = egui::Context::default();
+    let mut hw_model = shiftadd_core::config::HwModel::default();
     let mut app_times = measure(&ctx, |ui| {
         let mut vcx = ViewCtx {
             data: &mut d,
@@ -165,6 +168,7 @@ fn main() {
             export: &mut export,
             searches: &mut searches,
             now: Instant::now(),
+            hw_model: &mut hw_model,
         };
         // The app's layout: the runs list on the left, Compare in the centre.
         egui::Panel::left("runs").exact_size(540.0).show(ui, |ui| {

@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use shiftadd_core::config::HwModel;
 use shiftadd_core::run::{Command, Event, ManagerHandle, spawn_manager};
 use shiftadd_core::store::{self, Reader, RunId};
 use shiftadd_core::{Config, export, hw, nas};
@@ -416,16 +417,24 @@ fn hw_report(
         return Ok(());
     }
     for (path, cfg, costs) in &all {
+        let how = match cfg.hw.model {
+            HwModel::Shiftaddnas => "its own tiling search".to_owned(),
+            HwModel::Project => format!(
+                "{} convention, {} tilings",
+                serde_json::to_value(cfg.hw.convention)?
+                    .as_str()
+                    .unwrap_or("?"),
+                serde_json::to_value(cfg.hw.mode)?.as_str().unwrap_or("?")
+            ),
+        };
         println!(
-            "{}  ({} × {}, {} convention, {}-bit, {} tilings; energy in mJ per image)",
+            "{}  ({} × {}; {} (hw.model = {}), {}-bit, {how}; energy in mJ per image)",
             path.display(),
             cfg.data.dataset.as_str(),
             cfg.model.label(),
-            serde_json::to_value(cfg.hw.convention)?
-                .as_str()
-                .unwrap_or("?"),
+            cfg.hw.model.title(),
+            cfg.hw.model.as_str(),
             cfg.hw.bits,
-            serde_json::to_value(cfg.hw.mode)?.as_str().unwrap_or("?"),
         );
         println!(
             "  {:<26} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
@@ -454,6 +463,20 @@ fn hw_report(
                 m.other_mj,
                 m.memory_mj,
                 m.latency_ms
+            );
+        }
+        if let [tiny, all_mult, ..] = costs.as_slice()
+            && tiny.macs_mult < all_mult.macs_mult
+        {
+            let saving = 1.0 - tiny.energy_mj / all_mult.energy_mj;
+            let (pct, way) = if saving >= 0.0 {
+                (saving, "less")
+            } else {
+                (-saving, "more")
+            };
+            println!(
+                "  MF saving: the tiny model costs {:.1} % {way} energy than the same architecture all-Mult",
+                100.0 * pct
             );
         }
         if per_layer {
@@ -495,7 +518,9 @@ fn hw_report(
         println!();
     }
     if all.len() > 1 {
-        println!("summary: tiny model compute energy, lowest first (mJ per image)");
+        println!(
+            "summary: tiny model compute energy, lowest first (mJ per image, each config's hw.model)"
+        );
         let mut rows: Vec<_> = all.iter().map(|(p, _, c)| (p, &c[0])).collect();
         rows.sort_by(|a, b| a.1.compute_mj.total_cmp(&b.1.compute_mj));
         for (p, m) in rows {

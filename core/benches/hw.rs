@@ -1,10 +1,12 @@
-//! Hardware-cost throughput (issue 5): architectures evaluated per second by the fast analytic
-//! mode (what the NAS uses) and by the tiling search, on random augmented widths of `mbv2-tiny`
-//! and `mcunet`. Criterion prints the throughput in architectures/s (`elem/s`).
+//! Hardware-cost throughput (issues 5, 14): architectures evaluated per second, on random augmented
+//! widths of `mbv2-tiny` and `mcunet`, by the project's model in its fast analytic mode (what the
+//! NAS uses) and its tiling search, and by the ShiftAddNAS simulator as the NAS uses it (exact,
+//! memoised per layer shape: after the first pass every layer is a lookup) and with every layer
+//! searched afresh (a cold memo). Criterion prints the throughput in architectures/s (`elem/s`).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use shiftadd_core::config::{HwConfig, HwMode, ModelName, OpKind};
-use shiftadd_core::hw;
+use shiftadd_core::config::{HwConfig, HwMode, HwModel, ModelName, OpKind};
+use shiftadd_core::hw::{self, shiftaddnas};
 use shiftadd_core::layers::{self, Layer};
 use shiftadd_core::model::{ArchSpec, OpSpec, Widths};
 use shiftadd_core::rng::Rng;
@@ -43,15 +45,19 @@ fn cost_models(c: &mut Criterion) {
         .sample_size(10)
         .measurement_time(Duration::from_secs(3))
         .throughput(Throughput::Elements(archs.len() as u64));
-    for mode in [HwMode::Analytic, HwMode::Search] {
+    for (name, model, mode) in [
+        ("project-analytic", HwModel::Project, HwMode::Analytic),
+        ("project-search", HwModel::Project, HwMode::Search),
+        (
+            "shiftaddnas-memoised",
+            HwModel::Shiftaddnas,
+            HwMode::Analytic,
+        ),
+    ] {
         let cfg = HwConfig {
+            model,
             mode,
             ..HwConfig::default()
-        };
-        let name = if mode == HwMode::Analytic {
-            "analytic"
-        } else {
-            "search"
         };
         group.bench_function(name, |b| {
             b.iter(|| {
@@ -62,6 +68,15 @@ fn cost_models(c: &mut Criterion) {
             });
         });
     }
+    group.bench_function("shiftaddnas-unmemoised", |b| {
+        b.iter(|| {
+            archs
+                .iter()
+                .flat_map(|a| a.iter())
+                .map(|l| shiftaddnas::search(&shiftaddnas::SimLayer::of(l), 32).energy_mj)
+                .sum::<f64>()
+        });
+    });
     group.finish();
 }
 

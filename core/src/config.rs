@@ -484,6 +484,36 @@ impl Default for EvalConfig {
     }
 }
 
+/// Which hardware cost model prices a layer (method.md §7).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HwModel {
+    /// ShiftAddNAS's simulator, as the paper's figures use it (`hw::shiftaddnas`).
+    #[default]
+    Shiftaddnas,
+    /// The project's own Eyeriss-like model (`hw::project`).
+    Project,
+}
+
+impl HwModel {
+    pub const ALL: [Self; 2] = [Self::Shiftaddnas, Self::Project];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Shiftaddnas => "shiftaddnas",
+            Self::Project => "project",
+        }
+    }
+
+    /// How a figure names it.
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::Shiftaddnas => "ShiftAddNAS simulator",
+            Self::Project => "project model",
+        }
+    }
+}
+
 /// How compute operations are counted (method.md §7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -507,6 +537,8 @@ pub enum HwMode {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HwConfig {
+    /// The cost model: the paper's simulator (default) or the project's own.
+    pub model: HwModel,
     pub convention: Convention,
     /// Operand width: 32 or 8 (the unit-energy table's rows; memory energy scales by bits/16).
     pub bits: i64,
@@ -516,6 +548,7 @@ pub struct HwConfig {
 impl Default for HwConfig {
     fn default() -> Self {
         Self {
+            model: HwModel::Shiftaddnas,
             convention: Convention::Paper,
             bits: 32,
             mode: HwMode::Search,
@@ -560,7 +593,7 @@ impl Default for NasConfig {
     fn default() -> Self {
         Self {
             budget_kind: crate::nas::BudgetKind::Energy,
-            budget: 2.0,
+            budget: 0.3,
             multiples: vec![2.2, 2.4, 2.8, 3.2],
             population: 4,
             generations: 2,
@@ -712,6 +745,14 @@ impl Config {
                 "hw.bits",
                 &self.hw.bits.to_string(),
                 "must be 8 or 32 (the rows of the unit-energy table)",
+            ));
+        }
+        if self.hw.model == HwModel::Shiftaddnas && self.hw.convention == Convention::Full {
+            return Err(invalid(
+                "hw.convention",
+                "full",
+                "must be \"paper\" with hw.model = \"shiftaddnas\" (the simulator charges one op per MAC); \
+                 set hw.model = \"project\" to count a MAC as two ops",
             ));
         }
         Ok(())

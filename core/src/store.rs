@@ -19,7 +19,7 @@ use serde::Serialize;
 
 pub type RunId = i64;
 
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the writer beats the heartbeat of this process's active runs.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
@@ -106,6 +106,24 @@ const MIGRATIONS: &[&str] = &[
     // v2: a NAS candidate names the run of its proxy training; one row per (search, stage, arch).
     "ALTER TABLE nas_candidates ADD COLUMN proxy_run INTEGER;
     CREATE UNIQUE INDEX nas_candidates_arch ON nas_candidates(run_id, stage, arch);",
+    // v3: hardware costs name the cost model that priced them; older rows are the project's, and
+    // so are the older runs' configs (`[hw] model`, which they lack, now defaults to the simulator).
+    "CREATE TABLE hw_cost_v3 (
+        run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        hw_model TEXT NOT NULL,
+        model TEXT NOT NULL,
+        layer_index INTEGER NOT NULL,
+        layer TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        PRIMARY KEY (run_id, hw_model, model, layer_index)
+    );
+    INSERT INTO hw_cost_v3 (run_id, hw_model, model, layer_index, layer, detail)
+        SELECT run_id, 'project', model, layer_index, layer, detail FROM hw_cost;
+    DROP TABLE hw_cost;
+    ALTER TABLE hw_cost_v3 RENAME TO hw_cost;
+    UPDATE runs SET config = replace(config, '[hw]' || char(10),
+            '[hw]' || char(10) || 'model = \"project\"' || char(10))
+        WHERE instr(config, '[hw]' || char(10)) > 0;",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -358,6 +376,8 @@ pub struct HistogramRow {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HwCostRow {
     pub run: RunId,
+    /// The cost model that priced it: `shiftaddnas` or `project` (`crate::config::HwModel`).
+    pub hw_model: String,
     /// `tiny`, `tiny-mult` or `augmented`.
     pub model: String,
     pub layer_index: i64,
@@ -366,15 +386,17 @@ pub struct HwCostRow {
 }
 
 impl HwCostRow {
-    /// The per-layer rows of a config's three costed models, as [`crate::hw::config_costs`]
-    /// returns them: `tiny`, `tiny-mult`, `augmented`.
+    /// The per-layer rows of a config's costed models, as [`crate::hw::config_costs`] returns
+    /// them (`tiny`, `tiny-mult`, `augmented`; repeated per cost model).
     pub fn of_costs(run: RunId, costs: &[crate::hw::ModelCost]) -> Vec<Self> {
         let mut rows = Vec::new();
-        for (cost, model) in costs.iter().zip(["tiny", "tiny-mult", "augmented"]) {
+        let names = ["tiny", "tiny-mult", "augmented"];
+        for (cost, model) in costs.iter().zip(names.iter().cycle()) {
             for (i, l) in cost.layers.iter().enumerate() {
                 rows.push(Self {
                     run,
-                    model: model.to_owned(),
+                    hw_model: cost.model.as_str().to_owned(),
+                    model: (*model).to_owned(),
                     layer_index: i as i64,
                     layer: l.name.clone(),
                     detail: serde_json::to_value(l).unwrap_or_default(),
@@ -728,12 +750,13 @@ fn apply_one(
         }
         WriteOp::HwCost(rows) => {
             let mut stmt = tx.prepare_cached(
-                "INSERT OR REPLACE INTO hw_cost (run_id, model, layer_index, layer, detail)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR REPLACE INTO hw_cost (run_id, hw_model, model, layer_index, layer, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             for h in rows {
                 stmt.execute(params![
                     h.run,
+                    h.hw_model,
                     h.model,
                     h.layer_index,
                     h.layer,
@@ -832,8 +855,23 @@ pub struct RunSummary {
     /// Top-1 on the test set, evaluated once at the end of the run (`test/top1`); `None` for runs
     /// recorded before the validation split existed, or still training.
     pub test_top1: Option<f64>,
-    /// Energy per inference of the tiny model (`hw/energy_mj`), if recorded.
+    /// Energy per inference of the tiny model under the run's own `hw.model` (`hw/energy_mj`).
     pub energy_mj: Option<f64>,
+    /// The same under each cost model (`hw/<model>/energy_mj`); runs recorded before the
+    /// simulator existed have only the project's (their `hw/energy_mj`).
+    pub energy_shiftaddnas_mj: Option<f64>,
+    pub energy_project_mj: Option<f64>,
+}
+
+impl RunSummary {
+    /// The tiny model's energy under cost model `hw_model` (`shiftaddnas` or `project`).
+    pub fn energy_under(&self, hw_model: &str) -> Option<f64> {
+        match hw_model {
+            "shiftaddnas" => self.energy_shiftaddnas_mj,
+            "project" => self.energy_project_mj,
+            _ => None,
+        }
+    }
 }
 
 /// Read-side queries over any connection.
@@ -867,7 +905,14 @@ impl Reader {
                    (SELECT value FROM metrics m WHERE m.run_id = r.id AND m.key = 'hw/energy_mj'
                         ORDER BY step LIMIT 1),
                    (SELECT value FROM metrics m WHERE m.run_id = r.id AND m.key = 'test/top1'
-                        ORDER BY step DESC LIMIT 1)
+                        ORDER BY step DESC LIMIT 1),
+                   (SELECT value FROM metrics m WHERE m.run_id = r.id
+                        AND m.key = 'hw/shiftaddnas/energy_mj' ORDER BY step LIMIT 1),
+                   COALESCE(
+                       (SELECT value FROM metrics m WHERE m.run_id = r.id
+                            AND m.key = 'hw/project/energy_mj' ORDER BY step LIMIT 1),
+                       (SELECT value FROM metrics m WHERE m.run_id = r.id
+                            AND m.key = 'hw/energy_mj' ORDER BY step LIMIT 1))
                    FROM runs r ORDER BY r.id";
         let mut stmt = self.conn.prepare(sql).map_err(|e| self.sq(e))?;
         let rows = stmt
@@ -889,6 +934,8 @@ impl Reader {
                     best_val_top1: r.get(13)?,
                     energy_mj: r.get(14)?,
                     test_top1: r.get(15)?,
+                    energy_shiftaddnas_mj: r.get(16)?,
+                    energy_project_mj: r.get(17)?,
                 })
             })
             .map_err(|e| self.sq(e))?;
@@ -967,21 +1014,22 @@ impl Reader {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT run_id, model, layer_index, layer, detail FROM hw_cost
-                 WHERE run_id = ?1 ORDER BY model, layer_index",
+                "SELECT run_id, hw_model, model, layer_index, layer, detail FROM hw_cost
+                 WHERE run_id = ?1 ORDER BY hw_model, model, layer_index",
             )
             .map_err(|e| self.sq(e))?;
         let rows = stmt
             .query_map([id], |r| {
-                let text: String = r.get(4)?;
+                let text: String = r.get(5)?;
                 Ok(HwCostRow {
                     run: r.get(0)?,
-                    model: r.get(1)?,
-                    layer_index: r.get(2)?,
-                    layer: r.get(3)?,
+                    hw_model: r.get(1)?,
+                    model: r.get(2)?,
+                    layer_index: r.get(3)?,
+                    layer: r.get(4)?,
                     detail: serde_json::from_str(&text).map_err(|e| {
                         rusqlite::Error::FromSqlConversionFailure(
-                            4,
+                            5,
                             rusqlite::types::Type::Text,
                             Box::new(e),
                         )
@@ -1134,6 +1182,50 @@ mod tests {
             .expect("count");
         assert_eq!(n, 2);
         assert_eq!(r.run(id).expect("run").status, "running");
+    }
+
+    #[test]
+    fn v2_hardware_costs_and_configs_become_the_project_models() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let db = dir.path().join("old.db");
+        let c = Connection::open(&db).expect("raw");
+        c.execute_batch(MIGRATIONS[0]).expect("v1");
+        c.execute_batch(MIGRATIONS[1]).expect("v2");
+        c.pragma_update(None, "user_version", 2).expect("v2");
+        let config = "[train]\nepochs = 1\n\n[hw]\nconvention = \"full\"\nbits = 32\n";
+        c.execute(
+            "INSERT INTO runs (id, name, status, config, dataset, model, operator, seed,
+                               app_version, created_at)
+             VALUES (1, 'old', 'finished', ?1, 'synthetic', 'micro', 'shift', 0, '0', 0)",
+            [config],
+        )
+        .expect("run");
+        c.execute(
+            "INSERT INTO hw_cost VALUES (1, 'tiny', 0, 'stem', '{\"name\": \"stem\"}')",
+            [],
+        )
+        .expect("cost");
+        drop(c);
+        drop(Writer::open(&db).expect("migrates"));
+        let r = Reader::open(&db).expect("reader");
+        let rows = r.hw_cost(1).expect("rows");
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (rows[0].hw_model.as_str(), rows[0].model.as_str()),
+            ("project", "tiny")
+        );
+        let text: String = r
+            .conn
+            .query_row("SELECT config FROM runs WHERE id = 1", [], |x| x.get(0))
+            .expect("config");
+        assert!(
+            text.contains("[hw]\nmodel = \"project\"\nconvention = \"full\""),
+            "{text}"
+        );
+        assert!(
+            text.starts_with("[train]\nepochs = 1\n"),
+            "nothing else changed: {text}"
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Reduction, TchError, Tensor, nn};
 
-use crate::config::{Config, DeviceChoice, Hybrid};
+use crate::config::{Config, DeviceChoice, HwModel, Hybrid};
 use crate::data::{self, DataError, Loader, LoaderSpec, Splits};
 use crate::hw;
 use crate::model::{ArchSpec, Exec, Net, OpSpec, Permutation, Widths};
@@ -423,18 +423,11 @@ pub fn build_net(cfg: &Config, root: &nn::Path<'_>, d: &data::Dataset) -> Net {
     Net::new(root, spec, max, &OpSpec::from_config(cfg))
 }
 
-/// Store the hardware cost of the run's models (per layer) and the tiny model's totals as
-/// step-0 metrics `hw/*` (energy in mJ, latency in ms).
+/// Store the hardware cost of the run's models (per layer, under both cost models) and the tiny
+/// model's totals as step-0 metrics: `hw/*` under the run's `hw.model`, `hw/<model>/*` under each
+/// (energy in mJ, latency in ms).
 fn record_hw_cost(ctx: &RunContext<'_>, d: &data::Dataset) -> Result<(), TrainError> {
-    let costs = hw::config_costs(
-        ctx.config,
-        d.channels as i64,
-        d.height as i64,
-        d.classes as i64,
-    );
-    ctx.writer
-        .send(WriteOp::HwCost(HwCostRow::of_costs(ctx.run, &costs)))?;
-    let tiny = &costs[0];
+    let shape = (d.channels as i64, d.height as i64, d.classes as i64);
     let metric = |key: &str, value: f64| MetricRow {
         run: ctx.run,
         key: key.to_owned(),
@@ -443,13 +436,31 @@ fn record_hw_cost(ctx: &RunContext<'_>, d: &data::Dataset) -> Result<(), TrainEr
         wall_time: now_secs(),
         value,
     };
-    ctx.writer.send(WriteOp::Metrics(vec![
-        metric("hw/energy_mj", tiny.energy_mj),
-        metric("hw/compute_mj", tiny.compute_mj),
-        metric("hw/memory_mj", tiny.memory_mj),
-        metric("hw/latency_ms", tiny.latency_ms),
-        metric("hw/energy_mj_all_mult", costs[1].energy_mj),
-    ]))?;
+    let mut metrics = Vec::new();
+    for model in HwModel::ALL {
+        let mut cfg = ctx.config.clone();
+        cfg.hw = hw::under(&cfg.hw, model);
+        let costs = hw::config_costs(&cfg, shape.0, shape.1, shape.2);
+        ctx.writer
+            .send(WriteOp::HwCost(HwCostRow::of_costs(ctx.run, &costs)))?;
+        let (tiny, all_mult) = (&costs[0], &costs[1]);
+        if model == ctx.config.hw.model {
+            metrics.extend([
+                metric("hw/energy_mj", tiny.energy_mj),
+                metric("hw/compute_mj", tiny.compute_mj),
+                metric("hw/memory_mj", tiny.memory_mj),
+                metric("hw/latency_ms", tiny.latency_ms),
+                metric("hw/energy_mj_all_mult", all_mult.energy_mj),
+            ]);
+        }
+        let key = |name: &str| format!("hw/{}/{name}", model.as_str());
+        metrics.extend([
+            metric(&key("energy_mj"), tiny.energy_mj),
+            metric(&key("latency_ms"), tiny.latency_ms),
+            metric(&key("energy_mj_all_mult"), all_mult.energy_mj),
+        ]);
+    }
+    ctx.writer.send(WriteOp::Metrics(metrics))?;
     Ok(())
 }
 

@@ -118,6 +118,7 @@ fn seeded_db(dir: &Path) -> PathBuf {
             .collect();
         rows.extend((1..=3).map(|e| metric("val/top1", e * 10, 0.2 * e as f64 + lr)));
         rows.push(metric("hw/energy_mj", 0, 1.0 + lr));
+        rows.push(metric("hw/shiftaddnas/energy_mj", 0, 1.0 + lr));
         w.send(WriteOp::Metrics(rows)).expect("metrics");
         let edges: Vec<f64> = (0..=10).map(|i| -1.0 + 0.2 * f64::from(i)).collect();
         let hist = |kind: &str, epoch: i64| HistogramRow {
@@ -565,15 +566,21 @@ fn a_nas_search_starts_stops_and_resumes_from_the_app() {
 }
 
 #[test]
-fn hardware_view_shows_each_models_totals_and_unreadable_rows() {
+fn hardware_view_shows_each_models_totals_under_either_cost_model() {
+    use shiftadd_core::config::HwModel;
     use shiftadd_core::store::HwCostRow;
 
     let dir = tempfile::tempdir().expect("tmp");
     let db = seeded_db(dir.path());
-    let costs = shiftadd_core::hw::config_costs(&Config::default(), 3, 32, 10);
+    let mut cfg = Config::default();
+    let costs = shiftadd_core::hw::config_costs(&cfg, 3, 32, 10);
+    cfg.hw.model = HwModel::Project;
+    let project = shiftadd_core::hw::config_costs(&cfg, 3, 32, 10);
     let mut rows = HwCostRow::of_costs(1, &costs);
+    rows.extend(HwCostRow::of_costs(1, &project));
     rows.push(HwCostRow {
         run: 1,
+        hw_model: "shiftaddnas".into(),
         model: "augmented".into(),
         layer_index: 999,
         layer: "broken".into(),
@@ -604,5 +611,27 @@ fn hardware_view_shows_each_models_totals_and_unreadable_rows() {
     assert!(
         has_label(h, &format!("{ratio:.2}")),
         "× tiny energy {ratio:.2}"
+    );
+    // The figures name their model; the toggle switches every total to the other.
+    assert!(has_label(
+        h,
+        "Hardware cost · run #1 · ShiftAddNAS simulator"
+    ));
+    let energy = |c: &shiftadd_core::hw::ModelCost| format!("{:.4}", c.energy_mj);
+    assert!(
+        has_label(h, &energy(&costs[1])),
+        "simulator: tiny all-Mult total"
+    );
+    click(h, "project model");
+    wait_for(h, "the project totals", |h| {
+        has_label(h, &energy(&project[1]))
+    });
+    assert!(has_label_containing(
+        h,
+        "Energy per layer (µJ), project model"
+    ));
+    assert!(
+        !has_label(h, "1 rows unreadable"),
+        "the broken row is the simulator's"
     );
 }

@@ -71,12 +71,14 @@ pub struct Details {
     pub histograms: Vec<HistogramRow>,
     /// The hardware-cost records per model, parsed (in the order `tiny`, `tiny-mult`, `augmented`
     /// as stored).
-    pub hw: Vec<HwModel>,
+    pub hw: Vec<HwRecords>,
 }
 
-/// The per-layer hardware cost of one of a run's models.
+/// The per-layer hardware cost of one of a run's models under one cost model.
 #[derive(Debug, Clone, PartialEq)]
-pub struct HwModel {
+pub struct HwRecords {
+    /// The cost model: `shiftaddnas` or `project`.
+    pub hw_model: String,
     /// `tiny`, `tiny-mult` or `augmented`.
     pub key: String,
     pub layers: Vec<LayerCost>,
@@ -84,15 +86,19 @@ pub struct HwModel {
     pub unreadable: usize,
 }
 
-impl HwModel {
-    /// Group stored rows by model, parsing each row's detail once.
+impl HwRecords {
+    /// Group stored rows by cost model and model, parsing each row's detail once.
     pub fn from_rows(rows: &[HwCostRow]) -> Vec<Self> {
         let mut out: Vec<Self> = Vec::new();
         for r in rows {
-            let i = match out.iter().position(|m| m.key == r.model) {
+            let i = match out
+                .iter()
+                .position(|m| m.key == r.model && m.hw_model == r.hw_model)
+            {
                 Some(i) => i,
                 None => {
                     out.push(Self {
+                        hw_model: r.hw_model.clone(),
                         key: r.model.clone(),
                         layers: Vec::new(),
                         unreadable: 0,
@@ -298,7 +304,7 @@ fn details(r: &Reader, run: RunId) -> Result<Details, String> {
         config_toml,
         logs: r.logs(run).map_err(e)?,
         histograms: r.histograms(run).map_err(e)?,
-        hw: HwModel::from_rows(&r.hw_cost(run).map_err(e)?),
+        hw: HwRecords::from_rows(&r.hw_cost(run).map_err(e)?),
     })
 }
 
@@ -360,21 +366,42 @@ mod tests {
 
     #[test]
     fn hw_rows_are_grouped_by_model_and_parsed_once() {
-        let costs = shiftadd_core::hw::config_costs(&Config::default(), 3, 32, 10);
+        let mut cfg = Config::default();
+        let mut costs = shiftadd_core::hw::config_costs(&cfg, 3, 32, 10);
+        cfg.hw.model = shiftadd_core::config::HwModel::Project;
+        costs.extend(shiftadd_core::hw::config_costs(&cfg, 3, 32, 10));
         let mut rows = HwCostRow::of_costs(1, &costs);
         rows.push(HwCostRow {
             run: 1,
+            hw_model: "shiftaddnas".into(),
             model: "tiny".into(),
             layer_index: 99,
             layer: "broken".into(),
             detail: serde_json::json!({"name": "broken"}),
         });
-        let models = HwModel::from_rows(&rows);
-        let keys: Vec<&str> = models.iter().map(|m| m.key.as_str()).collect();
-        assert_eq!(keys, ["tiny", "tiny-mult", "augmented"]);
+        let models = HwRecords::from_rows(&rows);
+        let keys: Vec<String> = models
+            .iter()
+            .map(|m| format!("{}/{}", m.hw_model, m.key))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "shiftaddnas/tiny",
+                "shiftaddnas/tiny-mult",
+                "shiftaddnas/augmented",
+                "project/tiny",
+                "project/tiny-mult",
+                "project/augmented"
+            ]
+        );
         assert_eq!(models[0].layers, costs[0].layers);
-        assert_eq!(models[2].layers, costs[2].layers);
+        assert_eq!(models[5].layers, costs[5].layers);
+        assert_ne!(
+            models[0].layers, models[3].layers,
+            "the two cost models differ"
+        );
         assert_eq!(models[0].unreadable, 1);
-        assert_eq!(models[1].unreadable, 0);
+        assert_eq!(models[3].unreadable, 0);
     }
 }

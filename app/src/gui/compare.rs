@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use egui_plot::{Legend, Line, MarkerShape, Plot, Points};
 use serde::{Deserialize, Serialize};
+use shiftadd_core::config::HwModel;
 use shiftadd_core::store::RunId;
 
 use super::ViewCtx;
@@ -82,7 +83,8 @@ pub struct Final {
     pub images_per_sec: Option<f64>,
 }
 
-pub fn final_metrics(data: &DataCache, run: RunId) -> Final {
+/// `run`'s headline numbers; energy and latency under cost model `hw`.
+pub fn final_metrics(data: &DataCache, run: RunId, hw: HwModel) -> Final {
     let series = data.data.get(&run).map(|d| &d.series);
     let last = |k: &str| {
         series
@@ -102,8 +104,15 @@ pub fn final_metrics(data: &DataCache, run: RunId) -> Final {
         last_top1: last("val/top1").or(row.and_then(|r| r.last_val_top1)),
         test_top1: last("test/top1").or(row.and_then(|r| r.test_top1)),
         last_loss: last("train/epoch_loss").or(last("train/loss")),
-        energy_mj: last("hw/energy_mj").or(row.and_then(|r| r.energy_mj)),
-        latency_ms: last("hw/latency_ms"),
+        energy_mj: last(&format!("hw/{}/energy_mj", hw.as_str()))
+            .or(row.and_then(|r| r.energy_under(hw.as_str()))),
+        latency_ms: last(&format!("hw/{}/latency_ms", hw.as_str())).or_else(|| {
+            // Runs recorded before the simulator existed: their `hw/*` are the project's.
+            let legacy = last("hw/shiftaddnas/latency_ms").is_none();
+            (hw == HwModel::Project && legacy)
+                .then(|| last("hw/latency_ms"))
+                .flatten()
+        }),
         images_per_sec: last("train/epoch_images_per_sec"),
     }
 }
@@ -191,10 +200,10 @@ impl CompareView {
         });
         ui.separator();
         ui.columns(2, |cols| {
-            egui::ScrollArea::vertical()
+            egui::ScrollArea::both()
                 .id_salt("compare-tables")
                 .show(&mut cols[0], |ui| {
-                    final_table_ui(ui, vcx.data, &runs, &names);
+                    final_table_ui(ui, vcx.data, &runs, &names, *vcx.hw_model);
                     ui.add_space(8.0);
                     diff_ui(ui, vcx.data, &runs, &names);
                 });
@@ -203,8 +212,17 @@ impl CompareView {
     }
 }
 
-fn final_table_ui(ui: &mut egui::Ui, data: &DataCache, runs: &[RunId], names: &[String]) {
-    ui.strong("Final metrics");
+fn final_table_ui(
+    ui: &mut egui::Ui,
+    data: &DataCache,
+    runs: &[RunId],
+    names: &[String],
+    hw: HwModel,
+) {
+    ui.strong(format!(
+        "Final metrics (energy and latency: {})",
+        hw.title()
+    ));
     egui::Grid::new("compare-final")
         .striped(true)
         .show(ui, |ui| {
@@ -223,7 +241,7 @@ fn final_table_ui(ui: &mut egui::Ui, data: &DataCache, runs: &[RunId], names: &[
             }
             ui.end_row();
             for (j, &r) in runs.iter().enumerate() {
-                let f = final_metrics(data, r);
+                let f = final_metrics(data, r, hw);
                 ui.colored_label(color(j), &names[j]);
                 ui.label(data.row(r).map_or("…", |row| row.summary.status.as_str()));
                 ui.label(opt(f.best_top1, 100.0, 2));
@@ -264,11 +282,17 @@ fn diff_ui(ui: &mut egui::Ui, data: &DataCache, runs: &[RunId], names: &[String]
 }
 
 fn scatter_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, selected: &[RunId]) {
-    let id = "compare-pareto";
+    super::hardware::hw_model_toggle(ui, vcx.hw_model);
+    let hw = *vcx.hw_model;
+    let id = format!("compare-pareto-{}", hw.as_str());
+    let id = id.as_str();
     let header = plot_header(
         ui,
         id,
-        "Accuracy vs energy (all runs; ticked runs large)",
+        &format!(
+            "Accuracy vs energy, {} (all runs; ticked runs large)",
+            hw.title()
+        ),
         vcx.export,
     );
     let pts: Vec<(RunId, String, f64, f64)> = vcx
@@ -277,13 +301,17 @@ fn scatter_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, selected: &[RunId]) {
         .iter()
         .filter_map(|r| {
             let s = &r.summary;
-            Some((s.id, s.name.clone(), s.energy_mj?, s.best_val_top1? * 100.0))
+            let energy = s.energy_under(hw.as_str())?;
+            Some((s.id, s.name.clone(), energy, s.best_val_top1? * 100.0))
         })
         .collect();
     let xy: Vec<(f64, f64)> = pts.iter().map(|p| (p.2, p.3)).collect();
     let front = pareto_front(&xy);
     if header.csv {
-        let mut text = String::from("run,name,energy_mj,best_top1_pct,on_front\n");
+        let mut text = format!(
+            "run,name,energy_mj_{},best_top1_pct,on_front\n",
+            hw.as_str()
+        );
         for (i, (r, n, e, a)) in pts.iter().enumerate() {
             text.push_str(&format!(
                 "{r},{},{e},{a},{}\n",
@@ -303,7 +331,7 @@ fn scatter_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, selected: &[RunId]) {
     Plot::new(id)
         .legend(Legend::default())
         .height(ui.available_height().max(200.0))
-        .x_axis_label("energy per inference, mJ")
+        .x_axis_label(format!("energy per inference, mJ ({})", hw.title()))
         .y_axis_label("best top-1 %")
         .label_formatter(move |pos| {
             let p = hover_point(pos);

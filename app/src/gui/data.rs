@@ -251,6 +251,16 @@ impl DataCache {
         }
     }
 
+    /// Whether [`Self::queries`] would send anything for `visible`.
+    pub fn has_pending(&self, visible: &[RunId]) -> bool {
+        self.runs_stale
+            || !self.stale_nas.is_empty()
+            || visible.iter().any(|r| {
+                self.stale_details.contains(r)
+                    || (self.stale_metrics.contains(r) && !self.in_flight.contains(r))
+            })
+    }
+
     /// The queries to send now for the runs in `visible` (the runs list always).
     pub fn queries(&mut self, visible: &[RunId]) -> Vec<Query> {
         let mut out = Vec::new();
@@ -350,6 +360,8 @@ mod tests {
             BTreeMap::from([("train/loss".to_owned(), Series { xs, ys })])
         };
         c.want(1);
+        c.runs_stale = false;
+        assert!(c.has_pending(&[1]) && !c.has_pending(&[2]));
         assert_eq!(
             c.queries(&[1]),
             vec![
@@ -360,6 +372,7 @@ mod tests {
                 Query::Details(1)
             ]
         );
+        assert!(!c.has_pending(&[1]), "sent: nothing waits any more");
         c.apply_loaded(Loaded::Metrics {
             run: 1,
             replace: true,

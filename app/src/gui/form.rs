@@ -303,6 +303,9 @@ mod tests {
                 if f.path() == "data.dataset" && c.starts_with("cifar") {
                     sets.push("data.dir=\"/x\"".into());
                 }
+                if f.path() == "hw.convention" && c == "full" {
+                    sets.push("hw.model=\"project\"".into());
+                }
                 assert!(
                     Config::from_toml_str("", "t", &sets).is_ok(),
                     "{} = {c}",

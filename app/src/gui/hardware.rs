@@ -1,12 +1,15 @@
-//! Hardware: the current run's cost on the Eyeriss-like accelerator model (method.md §7) — per
-//! layer, energy stacked by op kind and memory level; totals of the tiny MF model, the same
-//! architecture all-Mult, and the largest augmented model; latency.
+//! Hardware: the current run's cost on the Eyeriss-like accelerator (method.md §7) under either
+//! cost model — ShiftAddNAS's simulator (the paper's figures) or the project's own — chosen by a
+//! toggle that every energy figure of the app follows; per layer, energy stacked by op kind and
+//! memory level; totals of the tiny MF model, the same architecture all-Mult, and the largest
+//! augmented model; latency.
 
 use egui_plot::{Bar, BarChart, Legend, Plot};
+use shiftadd_core::config::HwModel;
 use shiftadd_core::hw::{CLOCK_HZ, LayerCost};
 
 use super::ViewCtx;
-use super::backend::HwModel;
+use super::backend::HwRecords;
 use super::export::ExportRequest;
 use super::plot::{hover_point, plot_header};
 
@@ -75,9 +78,27 @@ impl Totals {
     }
 }
 
-/// The parsed records of `model` (`None` when the run has none).
-fn model_of(models: &[HwModel], model: Model) -> Option<&HwModel> {
-    models.iter().find(|m| m.key == model.key())
+/// The parsed records of `model` under cost model `hw` (`None` when the run has none).
+fn model_of(models: &[HwRecords], hw: HwModel, model: Model) -> Option<&HwRecords> {
+    models
+        .iter()
+        .find(|m| m.key == model.key() && m.hw_model == hw.as_str())
+}
+
+/// The toggle between the two cost models (shared by every energy figure of the app).
+pub fn hw_model_toggle(ui: &mut egui::Ui, hw: &mut HwModel) {
+    ui.horizontal(|ui| {
+        ui.label("Cost model:");
+        ui.selectable_value(hw, HwModel::Shiftaddnas, HwModel::Shiftaddnas.title())
+            .on_hover_text(
+                "ShiftAddNAS's simulator (hw_utils.py), as the paper's energy figures use it: \
+                 Add layers' DRAM/buffer/NoC traffic is free, Shift layers move 10-bit words",
+            );
+        ui.selectable_value(hw, HwModel::Project, HwModel::Project.title())
+            .on_hover_text(
+                "the project's own Eyeriss-like model: the same data movement for every operator",
+            );
+    });
 }
 
 /// Energy segments per layer (µJ), in stacking order: compute of each op kind, other ops,
@@ -133,7 +154,17 @@ impl HardwareView {
             ui.label(format!("Run #{run} has no hardware-cost records yet (they are written when training starts)."));
             return;
         }
-        ui.heading(format!("Hardware cost · run #{run}"));
+        let hw = *vcx.hw_model;
+        ui.heading(format!("Hardware cost · run #{run} · {}", hw.title()));
+        hw_model_toggle(ui, vcx.hw_model);
+        if !details.hw.iter().any(|m| m.hw_model == hw.as_str()) {
+            ui.label(format!(
+                "Run #{run} was recorded before the {} existed: its costs are under the other \
+                 model only. `shiftadd hw` on its config prices it under both.",
+                hw.title()
+            ));
+            return;
+        }
         egui::Grid::new("hw-totals").striped(true).show(ui, |ui| {
             for h in [
                 "Model",
@@ -148,18 +179,23 @@ impl HardwareView {
                 ui.strong(h);
             }
             ui.end_row();
-            let tiny = model_of(&details.hw, Model::Tiny)
+            let tiny = model_of(&details.hw, hw, Model::Tiny)
                 .map_or(0.0, |m| Totals::of(&m.layers).energy_mj());
             for m in Model::ALL {
-                let Some(hw) = model_of(&details.hw, m) else {
+                let Some(rec) = model_of(&details.hw, hw, m) else {
                     continue;
                 };
-                let bad = hw.unreadable;
-                let t = Totals::of(&hw.layers);
+                let bad = rec.unreadable;
+                let t = Totals::of(&rec.layers);
                 ui.label(m.title());
                 ui.label(format!("{:.2} M", t.macs as f64 / 1e6));
                 ui.label(format!("{:.4}", t.compute_mj));
-                ui.label(format!("{:.4}", t.other_mj));
+                if hw == HwModel::Shiftaddnas {
+                    ui.weak("not charged")
+                        .on_hover_text("the simulator prices convolutions and FC layers only");
+                } else {
+                    ui.label(format!("{:.4}", t.other_mj));
+                }
                 ui.label(format!("{:.4}", t.memory_mj));
                 ui.label(format!("{:.4}", t.energy_mj()));
                 ui.label(format!("{:.3}", t.latency_ms));
@@ -181,12 +217,15 @@ impl HardwareView {
                 ui.radio_value(&mut self.model, m, m.title());
             }
         });
-        let layers: &[LayerCost] = model_of(&details.hw, self.model).map_or(&[], |m| &m.layers);
-        let id = format!("run{run}-hw-{}", self.model.key());
+        let layers: &[LayerCost] = model_of(&details.hw, hw, self.model).map_or(&[], |m| &m.layers);
+        let id = format!("run{run}-hw-{}-{}", hw.as_str(), self.model.key());
         let header = plot_header(
             ui,
             &id,
-            "Energy per layer (µJ), stacked by op kind and memory level",
+            &format!(
+                "Energy per layer (µJ), {}, stacked by op kind and memory level",
+                hw.title()
+            ),
             vcx.export,
         );
         let segs = segments(layers);

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use shiftadd_core::config::HwModel;
 use shiftadd_core::run::{Command, Event, spawn_manager};
 use shiftadd_core::store::RunId;
 
@@ -75,6 +76,8 @@ pub struct Persisted {
     pub compare: Vec<RunId>,
     pub runs: runs::RunsSettings,
     pub compare_settings: compare::CompareSettings,
+    /// The cost model every energy figure is shown under (Hardware view's toggle).
+    pub hw_model: HwModel,
 }
 
 /// What to do with runs still training when the window closes.
@@ -97,6 +100,8 @@ pub struct ViewCtx<'a> {
     /// NAS searches of this session.
     pub searches: &'a mut searches::Searches,
     pub now: Instant,
+    /// The cost model energy figures are shown under (shared, persisted).
+    pub hw_model: &'a mut HwModel,
 }
 
 const PERSIST_KEY: &str = "shiftadd-studio";
@@ -224,7 +229,9 @@ impl StudioApp {
         }
     }
 
-    fn refresh(&mut self, now: Instant) {
+    /// Queue the data the visible runs need; returns when to look again if queries are waiting
+    /// on the poll interval (so a view change with no further input still loads).
+    fn refresh(&mut self, now: Instant) -> Option<Duration> {
         let visible = self.visible_runs();
         for &r in &visible {
             self.data.want(r);
@@ -245,11 +252,18 @@ impl StudioApp {
                 }
             }
         }
-        if now.duration_since(self.last_metrics_poll) > Duration::from_millis(300) {
+        let interval = Duration::from_millis(300);
+        let since = now.duration_since(self.last_metrics_poll);
+        if since > interval {
             self.last_metrics_poll = now;
             for q in self.data.queries(&visible) {
                 self.query(q);
             }
+            None
+        } else {
+            self.data
+                .has_pending(&visible)
+                .then(|| interval - since + Duration::from_millis(1))
         }
     }
 
@@ -392,7 +406,9 @@ impl eframe::App for StudioApp {
         let now = Instant::now();
         self.drain(now);
         self.poll_searches();
-        self.refresh(now);
+        if let Some(wait) = self.refresh(now) {
+            ctx.request_repaint_after(wait);
+        }
         self.handle_close(ctx);
         if self.data.live.values().any(|l| !l.paused) {
             // The ETA ticks even when no event arrives (not while paused: nothing moves).
@@ -402,6 +418,7 @@ impl eframe::App for StudioApp {
 
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         let now = Instant::now();
+        let visible_before = self.visible_runs();
         egui::Panel::top("top").show(ui, |ui| self.top_bar(ui));
         egui::Panel::bottom("status").show(ui, |ui| self.status_bar(ui));
         let Self {
@@ -437,6 +454,7 @@ impl eframe::App for StudioApp {
             export,
             searches: &mut searches,
             now,
+            hw_model: &mut persisted.hw_model,
         };
         egui::CentralPanel::default().show(ui, |ui| match persisted.view {
             View::Launch => launch.ui(ui, &mut vcx),
@@ -460,6 +478,11 @@ impl eframe::App for StudioApp {
         let ctx = ui.ctx().clone();
         self.close_dialog(&ctx);
         self.send_commands();
+        if self.visible_runs() != visible_before {
+            // A click changed what is on screen: the next frame's `logic` asks for its data (no
+            // input may arrive to trigger that frame otherwise).
+            ctx.request_repaint();
+        }
     }
 
     fn save(&mut self, storage: &mut dyn eframe::Storage) {

@@ -91,8 +91,9 @@ impl NasView {
             ui.spinner();
             return;
         };
-        let (budget, u) = config.as_ref().map_or((f64::NAN, "mJ"), |c| {
-            (c.nas.budget, unit(c.nas.budget_kind))
+        let (budget, u) = config.as_ref().map_or((f64::NAN, "mJ".to_owned()), |c| {
+            let unit = unit(c.nas.budget_kind);
+            (c.nas.budget, format!("{unit} ({})", c.hw.model.title()))
         });
         let rows = &nas.rows;
         let done = rows.iter().filter(|r| r.status == "done").count();
@@ -102,8 +103,8 @@ impl NasView {
         ));
         let avail = ui.available_height();
         ui.columns(2, |cols| {
-            scatter_ui(&mut cols[0], vcx, search, rows, budget, u, avail);
-            self.table_ui(&mut cols[1], vcx, &nas, config.as_deref(), u);
+            scatter_ui(&mut cols[0], vcx, search, rows, budget, &u, avail);
+            self.table_ui(&mut cols[1], vcx, &nas, config.as_deref(), &u);
         });
     }
 

@@ -2,6 +2,7 @@
 //! make it the current run (Monitor, Weights, Hardware); tick runs to compare them.
 
 use serde::{Deserialize, Serialize};
+use shiftadd_core::config::HwModel;
 use shiftadd_core::run::Command;
 use shiftadd_core::store::RunId;
 
@@ -53,7 +54,8 @@ pub fn matches(row: &RunRow, filter: &str) -> bool {
         .all(|w| hay.contains(&w.to_lowercase()))
 }
 
-pub fn sorted<'a>(rows: &'a [RunRow], settings: &RunsSettings) -> Vec<&'a RunRow> {
+/// The runs that pass the filter, in the chosen order (energy: under cost model `hw`).
+pub fn sorted<'a>(rows: &'a [RunRow], settings: &RunsSettings, hw: HwModel) -> Vec<&'a RunRow> {
     let mut v: Vec<&RunRow> = rows
         .iter()
         .filter(|r| matches(r, &settings.filter))
@@ -68,7 +70,9 @@ pub fn sorted<'a>(rows: &'a [RunRow], settings: &RunsSettings) -> Vec<&'a RunRow
             SortKey::Best => num(a.best_val_top1).total_cmp(&num(b.best_val_top1)),
             SortKey::Last => num(a.last_val_top1).total_cmp(&num(b.last_val_top1)),
             SortKey::Test => num(a.test_top1).total_cmp(&num(b.test_top1)),
-            SortKey::Energy => num(a.energy_mj).total_cmp(&num(b.energy_mj)),
+            SortKey::Energy => {
+                num(a.energy_under(hw.as_str())).total_cmp(&num(b.energy_under(hw.as_str())))
+            }
         }
         .then(a.id.cmp(&b.id))
     });
@@ -133,8 +137,10 @@ pub fn runs_panel(
         current,
         compare,
         runs: settings,
+        hw_model,
         ..
     } = persisted;
+    let hw = *hw_model;
     ui.horizontal(|ui| {
         ui.heading("Runs");
         ui.add(
@@ -164,7 +170,7 @@ pub fn runs_panel(
         ui.label("No runs yet: pick a preset in Launch and press Launch.");
         return;
     }
-    let rows = sorted(&data.runs, settings);
+    let rows = sorted(&data.runs, settings, hw);
     egui::ScrollArea::both()
         .auto_shrink([false, false])
         .show(ui, |ui| {
@@ -184,10 +190,20 @@ pub fn runs_panel(
                     header(ui, settings, SortKey::Best, "Val best %");
                     header(ui, settings, SortKey::Last, "Val last %");
                     header(ui, settings, SortKey::Test, "Test %");
-                    header(ui, settings, SortKey::Energy, "mJ");
+                    let unit = match hw {
+                        HwModel::Shiftaddnas => "mJ (ShiftAddNAS)",
+                        HwModel::Project => "mJ (project)",
+                    };
+                    header(ui, settings, SortKey::Energy, unit);
                     ui.end_row();
                     for row in rows {
                         row_ui(ui, row, data, current, compare, view, commands);
+                        ui.label(
+                            row.summary
+                                .energy_under(hw.as_str())
+                                .map_or_else(|| "–".into(), |e| format!("{e:.3}")),
+                        )
+                        .on_hover_text(format!("tiny model, per inference, {}", hw.title()));
                         ui.end_row();
                     }
                 });
@@ -250,10 +266,6 @@ fn row_ui(
     ui.label(pct(s.best_val_top1));
     ui.label(pct(s.last_val_top1));
     ui.label(pct(s.test_top1));
-    ui.label(
-        s.energy_mj
-            .map_or_else(|| "–".into(), |e| format!("{e:.3}")),
-    );
 }
 
 #[cfg(test)]
@@ -280,6 +292,8 @@ mod tests {
                 best_val_top1: best,
                 test_top1: best,
                 energy_mj: None,
+                energy_shiftaddnas_mj: None,
+                energy_project_mj: None,
             },
             hybrid: "mult".into(),
         }
@@ -297,14 +311,20 @@ mod tests {
             descending: true,
             ..RunsSettings::default()
         };
-        let ids: Vec<RunId> = sorted(&rows, &s).iter().map(|r| r.summary.id).collect();
+        let ids: Vec<RunId> = sorted(&rows, &s, HwModel::Shiftaddnas)
+            .iter()
+            .map(|r| r.summary.id)
+            .collect();
         assert_eq!(
             ids,
             vec![3, 1, 2],
             "missing values sort last when descending"
         );
         s.filter = "ABLATION #2".into();
-        let ids: Vec<RunId> = sorted(&rows, &s).iter().map(|r| r.summary.id).collect();
+        let ids: Vec<RunId> = sorted(&rows, &s, HwModel::Shiftaddnas)
+            .iter()
+            .map(|r| r.summary.id)
+            .collect();
         assert_eq!(ids, vec![2]);
     }
 }

@@ -1,18 +1,4 @@
-//! Hardware cost model (method.md §7): compute energy by operator kind, and the data movement of
-//! an Eyeriss-like accelerator, per layer, for one image (batch 1 inference).
-//!
-//! # Compute
-//! Every MAC of a layer is charged at its operator's unit energy (pJ, 45 nm; 32- or 8-bit row):
-//!
-//! | bits | mult | add  | shift |
-//! |------|------|------|-------|
-//! | 32   | 3.7  | 0.9  | 0.13  |
-//! | 8    | 0.2  | 0.03 | 0.024 |
-//!
-//! `paper` convention: one op of the layer's kind per MAC. `full`: Mult MAC = mult + add, Shift MAC
-//! = shift + add, Add MAC = 2 adds. Besides the MACs, every conv output element costs one BN
-//! (one mult + one add: BN folds into a per-channel affine), ReLU6 two comparisons (charged as adds)
-//! and a residual one add; these are reported as `other` so the operator comparison stays visible.
+//! The project's own data-movement model (method.md §7).
 //!
 //! # Data movement
 //! Hardware: a 16×12 PE array at 250 MHz; each PE has a register file (RF) holding at most 224
@@ -65,9 +51,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, Convention, HwConfig, HwMode, OpKind};
-use crate::layers::{self, Layer, LayerKind};
-use crate::model::{ArchSpec, Net, OpSpec, Widths};
+use super::MemEnergy;
+use crate::config::HwMode;
+use crate::layers::{Layer, LayerKind};
 
 pub const PE_ROWS: i64 = 16;
 pub const PE_COLS: i64 = 12;
@@ -75,7 +61,6 @@ pub const RF_WEIGHTS: i64 = 224;
 pub const RF_INPUTS: i64 = 12;
 pub const RF_PSUMS: i64 = 24;
 pub const GB_WORDS: i64 = 65_536;
-pub const CLOCK_HZ: f64 = 250e6;
 pub const DRAM_WORDS_PER_CYCLE: f64 = 4.0;
 
 /// Energy per 16-bit word access, pJ.
@@ -85,32 +70,19 @@ pub const E_NOC: f64 = 7.4;
 pub const E_RF: f64 = 3.7;
 pub const E_RF_WEIGHT: f64 = 7.4;
 
-/// Unit compute energy (pJ) of one `op` at `bits` (32 or 8).
-pub fn unit_energy(op: OpKind, bits: i64) -> f64 {
-    match (bits <= 8, op) {
-        (false, OpKind::Mult) => 3.7,
-        (false, OpKind::Add) => 0.9,
-        (false, OpKind::Shift) => 0.13,
-        (true, OpKind::Mult) => 0.2,
-        (true, OpKind::Add) => 0.03,
-        (true, OpKind::Shift) => 0.024,
+/// Energy (pJ) per memory level of `a` word accesses at `bits`.
+fn energy_of(a: &Accesses, bits: i64) -> MemEnergy {
+    let scale = bits as f64 / 16.0;
+    MemEnergy {
+        dram: a.dram * E_DRAM * scale,
+        gb: a.gb * E_GB * scale,
+        noc: a.noc * E_NOC * scale,
+        rf: ((a.rf - a.rf_weight) * E_RF + a.rf_weight * E_RF_WEIGHT) * scale,
     }
 }
 
-/// Compute energy (pJ) of `macs` MACs of kind `op`.
-pub fn mac_energy(op: OpKind, macs: i64, bits: i64, convention: Convention) -> f64 {
-    let per = match convention {
-        Convention::Paper => unit_energy(op, bits),
-        Convention::Full => match op {
-            OpKind::Add => 2.0 * unit_energy(OpKind::Add, bits),
-            _ => unit_energy(op, bits) + unit_energy(OpKind::Add, bits),
-        },
-    };
-    per * macs as f64
-}
-
 /// One loop tiling of a layer (see the module doc).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tiling {
     pub m_g: i64,
     pub c_g: i64,
@@ -130,38 +102,6 @@ pub struct Accesses {
     pub rf: f64,
     /// RF accesses charged at the weight cost (part of `rf`).
     pub rf_weight: f64,
-}
-
-/// Energy (pJ) by memory level.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct MemEnergy {
-    pub dram: f64,
-    pub gb: f64,
-    pub noc: f64,
-    pub rf: f64,
-}
-
-impl MemEnergy {
-    pub fn total(&self) -> f64 {
-        self.dram + self.gb + self.noc + self.rf
-    }
-
-    fn of(a: &Accesses, bits: i64) -> Self {
-        let scale = bits as f64 / 16.0;
-        Self {
-            dram: a.dram * E_DRAM * scale,
-            gb: a.gb * E_GB * scale,
-            noc: a.noc * E_NOC * scale,
-            rf: ((a.rf - a.rf_weight) * E_RF + a.rf_weight * E_RF_WEIGHT) * scale,
-        }
-    }
-
-    fn add(&mut self, o: &Self) {
-        self.dram += o.dram;
-        self.gb += o.gb;
-        self.noc += o.noc;
-        self.rf += o.rf;
-    }
 }
 
 /// The layer as the dataflow sees it.
@@ -387,7 +327,7 @@ pub fn movement(l: &Layer, bits: i64, mode: HwMode) -> Movement {
         Movement {
             tiling: t,
             accesses,
-            energy: MemEnergy::of(&accesses, bits),
+            energy: energy_of(&accesses, bits),
             cycles,
         }
     };
@@ -429,238 +369,12 @@ pub fn movement(l: &Layer, bits: i64, mode: HwMode) -> Movement {
     best
 }
 
-/// Everything the cost model says about one layer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LayerCost {
-    pub name: String,
-    pub kind: String,
-    pub op: String,
-    pub c_in: i64,
-    pub c_out: i64,
-    pub kernel: i64,
-    pub stride: i64,
-    pub groups: i64,
-    pub h_out: i64,
-    pub macs: i64,
-    pub params: i64,
-    pub in_activations: i64,
-    pub out_activations: i64,
-    /// BN, ReLU6 and residual-add operations (not MACs).
-    pub other_ops: i64,
-    /// Compute energy of the MACs (pJ).
-    pub compute_pj: f64,
-    /// Compute energy of the BN / activation / residual ops (pJ).
-    pub other_pj: f64,
-    pub memory: MemEnergy,
-    pub tiling: Tiling,
-    pub cycles: f64,
-}
-
-impl LayerCost {
-    pub fn energy_pj(&self) -> f64 {
-        self.compute_pj + self.other_pj + self.memory.total()
-    }
-}
-
-/// One model's cost: per-layer rows and totals.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModelCost {
-    pub label: String,
-    pub layers: Vec<LayerCost>,
-    pub macs_mult: i64,
-    pub macs_shift: i64,
-    pub macs_add: i64,
-    pub params: i64,
-    pub compute_mj: f64,
-    pub other_mj: f64,
-    pub memory: MemEnergy,
-    pub memory_mj: f64,
-    pub energy_mj: f64,
-    pub latency_ms: f64,
-}
-
-/// Cost of a list of layers (one model).
-pub fn model_cost(label: &str, list: &[Layer], hw: &HwConfig) -> ModelCost {
-    let mut layers = Vec::with_capacity(list.len());
-    let (mut macs, mut memory) = ([0i64; 3], MemEnergy::default());
-    for l in list {
-        let mv = movement(l, hw.bits, hw.mode);
-        let out = l.out_activations();
-        let (bn, relu, res) = (
-            i64::from(l.bn) * out,
-            i64::from(l.relu6) * out,
-            i64::from(l.residual_add) * out,
-        );
-        let other_pj = bn as f64
-            * (unit_energy(OpKind::Mult, hw.bits) + unit_energy(OpKind::Add, hw.bits))
-            + (2 * relu + res) as f64 * unit_energy(OpKind::Add, hw.bits);
-        macs[l.op as usize] += l.macs();
-        memory.add(&mv.energy);
-        layers.push(LayerCost {
-            name: l.name.clone(),
-            kind: l.kind.as_str().to_owned(),
-            op: l.op.as_str().to_owned(),
-            c_in: l.c_in,
-            c_out: l.c_out,
-            kernel: l.kernel,
-            stride: l.stride,
-            groups: l.groups,
-            h_out: l.h_out,
-            macs: l.macs(),
-            params: l.params(),
-            in_activations: l.in_activations(),
-            out_activations: out,
-            other_ops: 2 * bn + 2 * relu + res,
-            compute_pj: mac_energy(l.op, l.macs(), hw.bits, hw.convention),
-            other_pj,
-            memory: mv.energy,
-            tiling: mv.tiling,
-            cycles: mv.cycles,
-        });
-    }
-    let pj_to_mj = 1e-9;
-    let compute_mj = layers.iter().map(|l| l.compute_pj).sum::<f64>() * pj_to_mj;
-    let other_mj = layers.iter().map(|l| l.other_pj).sum::<f64>() * pj_to_mj;
-    let memory_mj = memory.total() * pj_to_mj;
-    let cycles: f64 = layers.iter().map(|l| l.cycles).sum();
-    ModelCost {
-        label: label.to_owned(),
-        params: layers.iter().map(|l| l.params).sum(),
-        layers,
-        macs_mult: macs[OpKind::Mult as usize],
-        macs_shift: macs[OpKind::Shift as usize],
-        macs_add: macs[OpKind::Add as usize],
-        compute_mj,
-        other_mj,
-        memory,
-        memory_mj,
-        energy_mj: compute_mj + other_mj + memory_mj,
-        latency_ms: cycles / CLOCK_HZ * 1e3,
-    }
-}
-
-/// The three models `shiftadd hw` reports for a config: the tiny MF model, the same architecture
-/// all-Mult, and the largest augmented model (multiplicative, as ShiftAddAug trains it).
-pub fn config_costs(cfg: &Config, channels: i64, resolution: i64, classes: i64) -> Vec<ModelCost> {
-    let spec = ArchSpec::from_config(cfg, channels, resolution, classes);
-    let tiny = Net::base_widths(&spec);
-    let ops = OpSpec::from_config(cfg);
-    let mut out = vec![
-        model_cost(
-            &format!("tiny ({})", cfg.ops.kind.as_str()),
-            &layers::layers(&spec, &tiny, &ops, resolution),
-            &cfg.hw,
-        ),
-        model_cost(
-            "tiny (all mult)",
-            &layers::layers(&spec, &tiny, &OpSpec::mult(), resolution),
-            &cfg.hw,
-        ),
-    ];
-    let mut aug = cfg.aug.clone();
-    aug.hybrid = crate::config::Hybrid::Mult;
-    let max: Widths = Net::max_widths(&spec, &aug);
-    out.push(model_cost(
-        "largest augmented (mult)",
-        &layers::layers(&spec, &max, &OpSpec::mult(), resolution),
-        &cfg.hw,
-    ));
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ModelName;
+    use crate::config::OpKind;
+    use crate::hw::tests::layer;
     use crate::rng::Rng;
-
-    fn layer(
-        kind: LayerKind,
-        c_in: i64,
-        c_out: i64,
-        k: i64,
-        s: i64,
-        size: i64,
-        op: OpKind,
-    ) -> Layer {
-        let h_out = (size + 2 * (k / 2) - k) / s + 1;
-        Layer {
-            name: "l".into(),
-            kind,
-            op,
-            c_in,
-            c_out,
-            kernel: k,
-            stride: s,
-            groups: if kind == LayerKind::Depthwise {
-                c_in
-            } else {
-                1
-            },
-            h_in: size,
-            w_in: size,
-            h_out,
-            w_out: h_out,
-            bn: kind != LayerKind::Linear,
-            relu6: true,
-            residual_add: false,
-        }
-    }
-
-    #[test]
-    fn op_counts_match_hand_computation() {
-        // 3×3 conv 3→16 on 32×32, stride 1: 16·32·32·3·9 MACs.
-        let c = layer(LayerKind::Conv, 3, 16, 3, 1, 32, OpKind::Mult);
-        assert_eq!(c.macs(), 16 * 32 * 32 * 27);
-        assert_eq!(c.params(), 16 * 27);
-        // depthwise 3×3, 48 channels, 16×16 → 8×8 (stride 2): 48·8·8·9.
-        let d = layer(LayerKind::Depthwise, 48, 48, 3, 2, 16, OpKind::Add);
-        assert_eq!(
-            (d.macs(), d.params(), d.out_activations()),
-            (48 * 64 * 9, 48 * 9, 48 * 64)
-        );
-        // pointwise 48→16 on 8×8: 16·64·48.
-        let p = layer(LayerKind::Pointwise, 48, 16, 1, 1, 8, OpKind::Shift);
-        assert_eq!(p.macs(), 16 * 64 * 48);
-        // linear 448→10.
-        let f = layer(LayerKind::Linear, 448, 10, 1, 1, 1, OpKind::Mult);
-        assert_eq!((f.macs(), f.params()), (4480, 4480));
-    }
-
-    #[test]
-    fn energy_totals_match_the_table() {
-        let hw = HwConfig::default();
-        let p = layer(LayerKind::Pointwise, 48, 16, 1, 1, 8, OpKind::Shift);
-        let macs = (16 * 64 * 48) as f64;
-        assert!(
-            (mac_energy(OpKind::Shift, p.macs(), 32, Convention::Paper) - macs * 0.13).abs() < 1e-6
-        );
-        assert!(
-            (mac_energy(OpKind::Shift, p.macs(), 32, Convention::Full) - macs * 1.03).abs() < 1e-6
-        );
-        assert!(
-            (mac_energy(OpKind::Add, p.macs(), 8, Convention::Full) - macs * 0.06).abs() < 1e-6
-        );
-        assert!(
-            (mac_energy(OpKind::Mult, p.macs(), 8, Convention::Paper) - macs * 0.2).abs() < 1e-6
-        );
-        let cost = model_cost("x", std::slice::from_ref(&p), &hw);
-        let out = (16 * 64) as f64;
-        let other = out * (3.7 + 0.9) + 2.0 * out * 0.9; // BN + ReLU6
-        let l = &cost.layers[0];
-        assert!((l.compute_pj - macs * 0.13).abs() < 1e-6);
-        assert!(
-            (l.other_pj - other).abs() < 1e-6,
-            "{} vs {other}",
-            l.other_pj
-        );
-        let total_pj = macs * 0.13 + other + l.memory.total();
-        assert!((cost.energy_mj - total_pj * 1e-9).abs() < 1e-15);
-        assert_eq!(
-            (cost.macs_shift, cost.macs_mult, cost.macs_add),
-            (p.macs(), 0, 0)
-        );
-    }
 
     #[test]
     fn searched_tilings_respect_the_limits_and_the_upper_bound() {
@@ -707,24 +421,5 @@ mod tests {
                 "the search starts from the heuristic"
             );
         }
-    }
-
-    #[test]
-    fn shift_below_add_below_mult_in_the_paper_convention() {
-        let spec = ArchSpec::named(ModelName::Mbv2Tiny, 1, 32, 10);
-        let w = Net::base_widths(&spec);
-        let hw = HwConfig::default();
-        let cost = |kind| {
-            let ops = OpSpec {
-                kind,
-                ..OpSpec::mult()
-            };
-            model_cost("m", &layers::layers(&spec, &w, &ops, 32), &hw)
-        };
-        let (s, a, m) = (cost(OpKind::Shift), cost(OpKind::Add), cost(OpKind::Mult));
-        assert!(s.compute_mj < a.compute_mj && a.compute_mj < m.compute_mj);
-        // The data movement does not depend on the operator.
-        assert!((s.memory_mj - m.memory_mj).abs() < 1e-12);
-        assert_eq!(s.macs_shift + s.macs_mult, m.macs_mult);
     }
 }
