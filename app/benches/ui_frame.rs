@@ -16,7 +16,7 @@ use shiftadd_app::gui::compare::{CompareSettings, CompareView};
 use shiftadd_app::gui::data::{DataCache, RunData};
 use shiftadd_app::gui::export::Export;
 use shiftadd_app::gui::plot::{Series, ema_debiased};
-use shiftadd_core::store::RunSummary;
+use shiftadd_core::store::{RunSummary, keys};
 
 const RUNS: i64 = 20;
 const POINTS: usize = 50_000;
@@ -51,15 +51,15 @@ fn data() -> DataCache {
     for run in 1..=RUNS {
         let mut rd = RunData::default();
         rd.series
-            .insert("val/top1".into(), series(run as u64, true));
+            .insert(keys::VAL_TOP1.into(), series(run as u64, true));
         rd.series
-            .insert("train/loss".into(), series(1000 + run as u64, false));
+            .insert(keys::TRAIN_LOSS.into(), series(1000 + run as u64, false));
         d.data.insert(run, rd);
         d.runs.push(RunRow {
             summary: RunSummary {
                 id: run,
                 name: format!("run-{run}"),
-                status: "finished".into(),
+                status: shiftadd_core::store::Status::Finished,
                 reason: None,
                 dataset: "synthetic".into(),
                 model: "micro".into(),
@@ -158,7 +158,7 @@ fn main() {
         ..Default::default()
     };
     let ctx = egui::Context::default();
-    let mut hw_model = shiftadd_core::config::HwModel::default();
+    let mut hw_model = shiftadd_core::spec::config::HwModel::default();
     let mut app_times = measure(&ctx, |ui| {
         let mut vcx = ViewCtx {
             data: &mut d,
@@ -188,7 +188,7 @@ fn main() {
         egui::Panel::left("runs").exact_size(540.0).show(ui, |_| {});
         egui::CentralPanel::default().show(ui, |ui| {
             ui.columns(2, |cols| {
-                for (i, key) in ["val/top1", "train/loss"].into_iter().enumerate() {
+                for (i, key) in [keys::VAL_TOP1, keys::TRAIN_LOSS].into_iter().enumerate() {
                     Plot::new(("naive", i))
                         .height(420.0)
                         .show(&mut cols[i], |p| {

@@ -12,8 +12,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use shiftadd_core::config::HwModel;
 use shiftadd_core::run::{Command, Event, ManagerHandle, spawn_manager};
+use shiftadd_core::spec::config::HwModel;
 use shiftadd_core::store::{self, Reader, RunId};
 use shiftadd_core::{Config, export, hw, nas};
 

@@ -5,11 +5,11 @@
 //! searched afresh (a cold memo). Criterion prints the throughput in architectures/s (`elem/s`).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use shiftadd_core::config::{HwConfig, HwMode, HwModel, ModelName, OpKind};
 use shiftadd_core::hw::{self, shiftaddnas};
-use shiftadd_core::layers::{self, Layer};
-use shiftadd_core::model::{ArchSpec, OpSpec, Widths};
 use shiftadd_core::rng::Rng;
+use shiftadd_core::spec::arch::{ArchSpec, OpSpec, Widths};
+use shiftadd_core::spec::config::{HwConfig, HwMode, HwModel, ModelName, OpKind};
+use shiftadd_core::spec::layers::{self, Layer};
 use std::time::Duration;
 
 /// 64 random sub-models (every stage, head and block draws its own factor).

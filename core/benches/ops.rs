@@ -7,10 +7,10 @@
 //! `experiments/bench/summary.py` turns the results into ratios.
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use shiftadd_core::config::{ModelName, OpKind};
-use shiftadd_core::layers::{self, LayerKind};
-use shiftadd_core::model::{ArchSpec, Net, OpSpec};
 use shiftadd_core::ops::adder;
+use shiftadd_core::spec::arch::{ArchSpec, OpSpec};
+use shiftadd_core::spec::config::{ModelName, OpKind};
+use shiftadd_core::spec::layers::{self, LayerKind};
 use std::time::Duration;
 use tch::{Device, Kind, Tensor};
 
@@ -28,7 +28,7 @@ fn shapes() -> Vec<(String, layers::Layer)> {
         (ModelName::Mcunet, "mcunet"),
     ] {
         let spec = ArchSpec::named(model, 1, common::RES, 10);
-        for l in layers::layers(&spec, &Net::base_widths(&spec), &ops, common::RES) {
+        for l in layers::layers(&spec, &spec.base_widths(), &ops, common::RES) {
             if l.kind == LayerKind::Linear {
                 continue;
             }

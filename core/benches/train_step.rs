@@ -5,9 +5,10 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use shiftadd_core::Config;
-use shiftadd_core::config::{Hybrid, ModelName, OpKind};
-use shiftadd_core::model::{ArchSpec, Net, OpSpec};
+use shiftadd_core::model::Net;
 use shiftadd_core::rng::Rng;
+use shiftadd_core::spec::arch::{ArchSpec, OpSpec};
+use shiftadd_core::spec::config::{Hybrid, ModelName, OpKind};
 use shiftadd_core::train::{Sgd, StepSpec, aug_exec, train_step};
 use std::time::Duration;
 use tch::{Device, Kind, Tensor, nn};
@@ -38,12 +39,12 @@ fn train_steps(c: &mut Criterion) {
         cfg.aug.width = vec![1.8];
         let spec = ArchSpec::named(ModelName::Mbv2Tiny, 1, common::RES, 10);
         let vs = nn::VarStore::new(Device::Cpu);
-        let max = Net::max_widths(&spec, &cfg.aug);
+        let max = spec.max_widths(&cfg.aug);
         let net = Net::new(&vs.root(), spec, max, &OpSpec::from_config(&cfg));
         let t = &cfg.train;
         let mut opt = Sgd::new(&vs, t.momentum, t.nesterov, t.weight_decay);
         let mut rng = Rng::new(0);
-        let tiny = Net::base_widths(&net.spec);
+        let tiny = net.spec.base_widths();
         let x = Tensor::randn(
             [common::BATCH, 1, common::RES, common::RES],
             (Kind::Float, Device::Cpu),

@@ -12,10 +12,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, TchError, Tensor, nn};
 
-use crate::config::{Config, DataConfig, OpKind};
 use crate::data::{self, DataError, Loader};
 use crate::model::Step;
 use crate::ops::{adder, shift};
+use crate::spec::config::{Config, DataConfig, OpKind};
 use crate::store::{Reader, RunId, StoreError};
 use crate::train;
 

@@ -18,235 +18,10 @@ use std::cell::Cell;
 use tch::nn::{self, Init};
 use tch::{Kind, TchError, Tensor};
 
-use crate::config::{AugConfig, Config, Hybrid, MfLayers, ModelName, OpKind, RemapKind};
 use crate::ops::{self, adder, remap::Remap, shift};
 use crate::rng::Rng;
-
-/// One inverted-residual block (1×1 expand → k×k depthwise → 1×1 project).
-#[derive(Debug, Clone, PartialEq)]
-pub struct BlockSpec {
-    pub stage: usize,
-    pub in_c: i64,
-    pub out_c: i64,
-    /// Channels after expansion; equal to `in_c` when the block has no expand conv.
-    pub mid_c: i64,
-    pub kernel: i64,
-    pub stride: i64,
-    pub expand: bool,
-    /// The tiny model runs this block. `false`: a block of the augmented SubNet only (depth
-    /// augmentation, method.md §6); such a block is always residual, so skipping it is the identity.
-    pub tiny: bool,
-}
-
-impl BlockSpec {
-    pub fn residual(&self) -> bool {
-        self.stride == 1 && self.in_c == self.out_c
-    }
-}
-
-/// A whole architecture at its base (tiny) width.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ArchSpec {
-    pub in_channels: i64,
-    pub stem_c: i64,
-    pub stem_stride: i64,
-    pub blocks: Vec<BlockSpec>,
-    /// 1×1 conv after the blocks (`mbv2-tiny`); `None` feeds the pooled features to the classifier.
-    pub head_c: Option<i64>,
-    pub classes: i64,
-    /// With an augmented SubNet (`aug.arch`): its channel counts per block, the most any augmented
-    /// sub-model may use. `None`: augmentation widths are bounded by the `aug` factors only.
-    pub aug_cap: Option<Widths>,
-}
-
-/// MobileNet channel rounding: to a multiple of 8, never below 90 % of the request.
-pub fn make_divisible(v: f64, divisor: i64) -> i64 {
-    let d = divisor as f64;
-    let mut r = ((v + d / 2.0) / d).floor() * d;
-    r = r.max(d);
-    if r < 0.9 * v {
-        r += d;
-    }
-    r as i64
-}
-
-struct StagePlan {
-    out_c: i64,
-    expands: Vec<i64>,
-    kernels: Vec<i64>,
-    stride: i64,
-}
-
-impl ArchSpec {
-    /// The named architecture for `in_channels`-channel `resolution`-pixel inputs and `classes` classes.
-    pub fn named(name: ModelName, in_channels: i64, resolution: i64, classes: i64) -> Self {
-        // For inputs of 32 px or less, the stem and the first downsampling stage use stride 1.
-        let small = resolution <= 32;
-        let first_down = if small { 1 } else { 2 };
-        let stem_stride = if small { 1 } else { 2 };
-        let (stem_c, plans, head_c) = match name {
-            ModelName::Micro => (
-                16,
-                vec![plan(24, &[3], &[3], 2), plan(32, &[3], &[3], 2)],
-                Some(64),
-            ),
-            ModelName::Mbv2Tiny => {
-                let w = |c: f64| make_divisible(c * 0.35, 8);
-                let mut plans = vec![
-                    plan(w(16.0), &[1], &[3], 1),
-                    plan(w(24.0), &[6; 2], &[3; 2], first_down),
-                ];
-                for (c, n, s) in [(32.0, 3, 2), (64.0, 4, 2), (96.0, 3, 1), (160.0, 3, 2)] {
-                    plans.push(plan(w(c), &vec![6; n], &vec![3; n], s));
-                }
-                plans.push(plan(112, &[6], &[3], 1)); // head MBConv(56→112, k3, e6)
-                (w(32.0), plans, Some(448))
-            }
-            ModelName::Mcunet => (
-                16,
-                vec![
-                    plan(8, &[1], &[3], 1),
-                    plan(16, &[3, 5, 5, 4], &[7, 3, 7, 5], first_down),
-                    plan(24, &[5, 5, 5], &[5, 5, 5], 2),
-                    plan(40, &[5, 6, 4], &[3, 7, 5], 2),
-                    plan(48, &[5, 5, 5], &[5, 7, 3], 1),
-                    plan(96, &[6, 5, 4], &[3, 7, 3], 2),
-                    plan(160, &[5], &[7], 1), // head MBConv(96→160, k7, mid 480)
-                ],
-                None,
-            ),
-        };
-        let mut blocks = Vec::new();
-        let mut in_c = stem_c;
-        for (stage, p) in plans.iter().enumerate() {
-            for (i, (&e, &k)) in p.expands.iter().zip(&p.kernels).enumerate() {
-                blocks.push(BlockSpec {
-                    stage,
-                    in_c,
-                    out_c: p.out_c,
-                    mid_c: in_c * e,
-                    kernel: k,
-                    stride: if i == 0 { p.stride } else { 1 },
-                    expand: e != 1,
-                    tiny: true,
-                });
-                in_c = p.out_c;
-            }
-        }
-        Self {
-            in_channels,
-            stem_c,
-            stem_stride,
-            blocks,
-            head_c,
-            classes,
-            aug_cap: None,
-        }
-    }
-
-    /// The configured architecture: `model.arch` (a NAS architecture) when set, else `model.name`;
-    /// with `aug.arch` too, the TargetNet inside that SubNet (see [`crate::nas::NasArch::to_spec_within`]).
-    pub fn from_config(cfg: &Config, in_channels: i64, resolution: i64, classes: i64) -> Self {
-        use crate::nas::NasArch;
-        let shape = (in_channels, resolution, classes);
-        match (
-            NasArch::from_json(&cfg.model.arch),
-            NasArch::from_json(&cfg.aug.arch),
-        ) {
-            (Ok(target), Ok(sub)) => target.to_spec_within(&sub, shape),
-            (Ok(target), _) => target.to_spec(in_channels, resolution, classes),
-            _ => Self::named(cfg.model.name, in_channels, resolution, classes),
-        }
-    }
-
-    pub fn stages(&self) -> usize {
-        self.blocks.iter().map(|b| b.stage + 1).max().unwrap_or(0)
-    }
-}
-
-fn plan(out_c: i64, expands: &[i64], kernels: &[i64], stride: i64) -> StagePlan {
-    StagePlan {
-        out_c,
-        expands: expands.to_vec(),
-        kernels: kernels.to_vec(),
-        stride,
-    }
-}
-
-/// The channel counts of one sub-model: per block (mid, out), plus stem and head, and which
-/// blocks it runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Widths {
-    pub stem: i64,
-    pub mid: Vec<i64>,
-    pub out: Vec<i64>,
-    pub head: Option<i64>,
-    /// Per block: whether this sub-model runs it (the tiny model skips the SubNet-only blocks).
-    pub active: Vec<bool>,
-    /// Per block: the depthwise kernel it runs (inside a SubNet, the tiny model runs the centre
-    /// of a larger stored kernel: kernel nesting).
-    pub kernel: Vec<i64>,
-}
-
-/// Channels for `base` scaled by `factor` (factor 1 is exactly `base`; never below it).
-pub fn scaled(base: i64, factor: f64) -> i64 {
-    if factor <= 1.0 {
-        base
-    } else {
-        make_divisible(base as f64 * factor, 8).max(base)
-    }
-}
-
-impl Widths {
-    /// `base` scaled: one factor for the stem, one per stage, one for the head, one per block's
-    /// expansion. As in NetAug, a block's mid width grows with its width-augmented input:
-    /// `make_divisible(aug_e · e · in_width)`, `e` the block's own expand ratio.
-    pub fn scaled(spec: &ArchSpec, stem: f64, stage: &[f64], head: f64, expand: &[f64]) -> Self {
-        let base = Net::base_widths(spec);
-        let stem_w = scaled(base.stem, stem);
-        let out: Vec<i64> = spec
-            .blocks
-            .iter()
-            .zip(&base.out)
-            .map(|(b, &o)| scaled(o, stage[b.stage]))
-            .collect();
-        let mid = spec
-            .blocks
-            .iter()
-            .zip(&base.mid)
-            .enumerate()
-            .map(|(i, (b, &m))| {
-                if !b.expand {
-                    return m;
-                }
-                let in_w = if i == 0 { stem_w } else { out[i - 1] };
-                scaled(m, expand[i] * in_w as f64 / b.in_c as f64)
-            })
-            .collect();
-        Self {
-            stem: stem_w,
-            mid,
-            out,
-            head: base.head.map(|h| scaled(h, head)),
-            active: base.active,
-            kernel: base.kernel,
-        }
-    }
-
-    /// Every count between the tiny model's (`base`) and `cap`'s.
-    fn clamped(mut self, base: &Self, cap: &Self) -> Self {
-        let clamp = |v: i64, lo: i64, hi: i64| v.min(hi).max(lo);
-        self.stem = clamp(self.stem, base.stem, cap.stem);
-        for i in 0..self.mid.len() {
-            self.mid[i] = clamp(self.mid[i], base.mid[i], cap.mid[i]);
-            self.out[i] = clamp(self.out[i], base.out[i], cap.out[i]);
-        }
-        if let (Some(h), Some(lo), Some(hi)) = (self.head, base.head, cap.head) {
-            self.head = Some(clamp(h, lo, hi));
-        }
-        self
-    }
-}
+use crate::spec::arch::{ArchSpec, BlockSpec, OpSpec, Widths};
+use crate::spec::config::{AugConfig, OpKind, RemapKind};
 
 /// How MF layers compute in one forward pass (method.md §4, `aug.hybrid`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -259,86 +34,6 @@ pub enum Exec {
     Mf,
     /// MF layers use their operator on the tiny slice and Mult on the added channels.
     Split,
-}
-
-/// Operator settings shared by every layer of a net.
-#[derive(Debug, Clone)]
-pub struct OpSpec {
-    pub kind: OpKind,
-    pub mf_layers: MfLayers,
-    pub weight_bits: i64,
-    pub act_fixed_point: bool,
-    pub remap: RemapKind,
-    pub remap_bins: i64,
-    pub remap_shift: bool,
-    /// AdderNet's adaptive gradient scaling of Add calls.
-    pub add_scale: adder::GradScale,
-    /// Initialise Add layers' stored weights at unit RMS (AdderNet's N(0,1) scale) instead of
-    /// kaiming's.
-    pub add_unit_init: bool,
-}
-
-impl OpSpec {
-    /// All layers multiplicative.
-    pub fn mult() -> Self {
-        Self {
-            kind: OpKind::Mult,
-            mf_layers: MfLayers::Body,
-            weight_bits: 5,
-            act_fixed_point: false,
-            remap: RemapKind::None,
-            remap_bins: 100,
-            remap_shift: false,
-            add_scale: adder::GradScale::NONE,
-            add_unit_init: false,
-        }
-    }
-
-    pub fn from_config(c: &Config) -> Self {
-        Self {
-            kind: c.ops.kind,
-            mf_layers: c.ops.mf_layers,
-            weight_bits: c.ops.weight_bits,
-            act_fixed_point: c.ops.act_fixed_point,
-            remap: c.remap.kind,
-            remap_bins: c.remap.bins,
-            remap_shift: c.remap.shift,
-            add_scale: adder::GradScale {
-                eta: c.ops.add_eta,
-                relative: c.ops.add_eta_relative,
-            },
-            add_unit_init: c.ops.add_init == crate::config::AddInit::Unit,
-        }
-    }
-
-    /// The operator of a conv of `block` (`pointwise`: 1×1): SubNet-only blocks are Mult, since
-    /// only the multiplicative augmented model runs them.
-    pub fn block_role(&self, block: &BlockSpec, pointwise: bool) -> OpKind {
-        if block.tiny {
-            self.conv_role(false, pointwise)
-        } else {
-            OpKind::Mult
-        }
-    }
-
-    /// The operator of a conv layer (`stem`: the first conv; `pointwise`: 1×1).
-    pub fn conv_role(&self, stem: bool, pointwise: bool) -> OpKind {
-        let mf = match self.mf_layers {
-            MfLayers::Body => !stem,
-            MfLayers::Pointwise => pointwise && !stem,
-            MfLayers::All => true,
-        };
-        if mf { self.kind } else { OpKind::Mult }
-    }
-
-    /// The classifier's operator: MF only with `mf_layers = "all"`, and then Shift.
-    pub fn classifier_role(&self) -> OpKind {
-        if self.mf_layers == MfLayers::All && self.kind != OpKind::Mult {
-            OpKind::Shift
-        } else {
-            OpKind::Mult
-        }
-    }
 }
 
 /// What an MF layer's weights look like to each view: the discrepancy snapshot of one layer.
@@ -759,7 +454,7 @@ pub struct Net {
 impl Net {
     /// Build `spec` with layers sized for `max` widths and operators from `ops`.
     pub fn new(root: &nn::Path<'_>, spec: ArchSpec, max: Widths, ops: &OpSpec) -> Self {
-        let base = Self::base_widths(&spec);
+        let base = spec.base_widths();
         let stem_p = root / "stem";
         let stem_role = ops.conv_role(true, false);
         let stem = ElasticConv::new(
@@ -890,44 +585,8 @@ impl Net {
 
     /// A plain multiplicative model: maximum widths are the base widths.
     pub fn plain(root: &nn::Path<'_>, spec: ArchSpec) -> Self {
-        let max = Self::base_widths(&spec);
+        let max = spec.base_widths();
         Self::new(root, spec, max, &OpSpec::mult())
-    }
-
-    /// The tiny model's widths.
-    pub fn base_widths(spec: &ArchSpec) -> Widths {
-        Widths {
-            stem: spec.stem_c,
-            mid: spec.blocks.iter().map(|b| b.mid_c).collect(),
-            out: spec.blocks.iter().map(|b| b.out_c).collect(),
-            head: spec.head_c,
-            active: spec.blocks.iter().map(|b| b.tiny).collect(),
-            kernel: spec.blocks.iter().map(|b| b.kernel).collect(),
-        }
-    }
-
-    /// The largest sub-model an augmentation config can sample.
-    pub fn max_widths(spec: &ArchSpec, aug: &AugConfig) -> Widths {
-        if aug.hybrid == Hybrid::None {
-            return Self::base_widths(spec);
-        }
-        let top = |v: &[f64]| v.iter().copied().fold(1.0, f64::max);
-        let (e, w) = (top(&aug.expand), top(&aug.width));
-        let widest = Widths::scaled(
-            spec,
-            w,
-            &vec![w; spec.stages()],
-            w,
-            &vec![e; spec.blocks.len()],
-        );
-        match &spec.aug_cap {
-            Some(cap) => Widths {
-                active: vec![true; spec.blocks.len()],
-                kernel: cap.kernel.clone(),
-                ..widest.clamped(&Self::base_widths(spec), cap)
-            },
-            None => widest,
-        }
     }
 
     /// One augmented sub-model: every block draws an expand factor, and (while `width` is on) the
@@ -948,7 +607,7 @@ impl Net {
         let Some(cap) = &self.spec.aug_cap else {
             return widths;
         };
-        let base = Self::base_widths(&self.spec);
+        let base = self.spec.base_widths();
         let mut widths = widths.clamped(&base, cap);
         for (i, k) in widths.kernel.iter_mut().enumerate() {
             // Any odd kernel from the tiny model's to the SubNet's.
@@ -1073,7 +732,7 @@ impl Net {
     /// ones (folding would break their weights' form).
     pub fn tiny_program(&self) -> Vec<Step> {
         tch::no_grad(|| {
-            let base = Self::base_widths(&self.spec);
+            let base = self.spec.base_widths();
             let mut steps = Vec::new();
             let mut c = self.spec.in_channels;
             steps.push(conv_step(&self.stem, &self.stem_bn, c, base.stem, true));
@@ -1282,6 +941,8 @@ fn permute_in(conv: &ElasticConv, perm: &Tensor, perms: &mut Vec<Permutation>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::arch::{make_divisible, scaled};
+    use crate::spec::config::{MfLayers, ModelName};
     use tch::Device;
 
     #[test]
@@ -1336,7 +997,7 @@ mod tests {
             let vs = nn::VarStore::new(Device::Cpu);
             let net = Net::plain(&vs.root(), ArchSpec::named(name, c, 32, 10));
             let x = Tensor::randn([2, c, 32, 32], (Kind::Float, Device::Cpu));
-            let w = Net::base_widths(&net.spec);
+            let w = net.spec.base_widths();
             let y = net.forward(&x, &w, true, Exec::Tiny).expect("forward");
             assert_eq!(y.size(), vec![2, 10], "{name:?}");
             let total_stride: i64 =
@@ -1352,7 +1013,7 @@ mod tests {
     fn sub_model_uses_the_leading_slice() {
         let vs = nn::VarStore::new(Device::Cpu);
         let spec = ArchSpec::named(ModelName::Micro, 3, 32, 10);
-        let base = Net::base_widths(&spec);
+        let base = spec.base_widths();
         let max = Widths {
             stem: base.stem * 2,
             mid: base.mid.iter().map(|m| m * 2).collect(),
@@ -1379,7 +1040,7 @@ mod tests {
         let x = Tensor::randn([4, 3, 32, 32], (Kind::Float, Device::Cpu));
         let a = wide.forward(&x, &base, false, Exec::Tiny).expect("forward");
         let b = tiny
-            .forward(&x, &Net::base_widths(&tiny.spec), false, Exec::Tiny)
+            .forward(&x, &tiny.spec.base_widths(), false, Exec::Tiny)
             .expect("forward");
         assert!(a.allclose(&b, 1e-5, 1e-5, false));
     }
@@ -1401,7 +1062,7 @@ mod tests {
     fn wide_micro(vs: &nn::VarStore, ops: &OpSpec) -> Net {
         let spec = ArchSpec::named(ModelName::Micro, 3, 32, 10);
         let aug = AugConfig::default();
-        let max = Net::max_widths(&spec, &aug);
+        let max = spec.max_widths(&aug);
         Net::new(&vs.root(), spec, max, ops)
     }
 
@@ -1524,7 +1185,7 @@ mod tests {
         }
         // Only the expand factor: mid grows with it alone, inputs stay at the base.
         let e_only = Widths::scaled(&spec, 1.0, &vec![1.0; stages], 1.0, &vec![2.8; n]);
-        let base = Net::base_widths(&spec);
+        let base = spec.base_widths();
         assert_eq!(e_only.out, base.out);
         for (i, b) in spec.blocks.iter().enumerate().filter(|(_, b)| b.expand) {
             assert_eq!(e_only.mid[i], scaled(b.mid_c, 2.8));
@@ -1535,7 +1196,7 @@ mod tests {
             base
         );
         // The widest sub-model's mid reaches 2.8 × 2.6 × the base mid (NetAug: 7.3×).
-        let max = Net::max_widths(&spec, &AugConfig::default());
+        let max = spec.max_widths(&AugConfig::default());
         assert!(
             max.mid[0] as f64 >= 0.9 * 2.8 * 2.6 * base.mid[0] as f64,
             "{max:?}"
@@ -1555,7 +1216,7 @@ mod tests {
             randomise_bn(&net);
             let x = Tensor::randn([3, 3, 32, 32], (Kind::Float, Device::Cpu));
             let max = net.max.clone();
-            let base = Net::base_widths(&net.spec);
+            let base = net.spec.base_widths();
             let before = net.forward(&x, &max, false, Exec::Mult).expect("forward");
             let tiny_before = net.forward(&x, &base, false, Exec::Mult).expect("forward");
             let stem_before = net.stem.weight.copy();
@@ -1638,7 +1299,7 @@ mod tests {
             let vs = nn::VarStore::new(Device::Cpu);
             let net = wide_micro(&vs, &ops(kind, MfLayers::Body));
             let x = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
-            let tiny = Net::base_widths(&net.spec);
+            let tiny = net.spec.base_widths();
             let a = net.forward(&x, &tiny, true, Exec::Tiny).expect("tiny");
             let b = net.forward(&x, &tiny, true, Exec::Split).expect("split");
             assert!(a.allclose(&b, 1e-4, 1e-4, false), "{kind:?}");
@@ -1673,7 +1334,7 @@ mod tests {
         let net = wide_micro(&vs, &OpSpec::mult());
         let aug = AugConfig::default();
         let mut rng = Rng::new(1);
-        let base = Net::base_widths(&net.spec);
+        let base = net.spec.base_widths();
         let mut saw_wider = false;
         for _ in 0..50 {
             let w = net.sample_widths(&aug, &mut rng, true);
@@ -1689,5 +1350,54 @@ mod tests {
             );
         }
         assert!(saw_wider);
+    }
+
+    #[test]
+    fn layer_list_shapes_follow_the_forward_pass_of_the_built_model() {
+        // Run the real tiny net with hooks-free bookkeeping: the logits' shape and every layer's
+        // parameter count must agree with the stored weight slices.
+        let spec = ArchSpec::named(ModelName::Mbv2Tiny, 1, 32, 10);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let ops = OpSpec {
+            kind: OpKind::Shift,
+            ..OpSpec::mult()
+        };
+        let net = Net::new(&vs.root(), spec.clone(), spec.base_widths(), &ops);
+        let w = spec.base_widths();
+        let list = crate::spec::layers::layers(&spec, &w, &ops, 32);
+        let weights = vs.variables();
+        for l in &list {
+            let t = &weights[&format!("{}.weight", l.name)];
+            assert_eq!(t.numel() as i64, l.params(), "{}", l.name);
+        }
+        assert_eq!(
+            list.len(),
+            1 + 3 * spec.blocks.len() - 1 + 1 + 1,
+            "stem, blocks (first has no expand), head, fc"
+        );
+        assert_eq!(list[0].op, OpKind::Mult, "the stem stays multiplicative");
+        assert!(
+            list[1..list.len() - 1]
+                .iter()
+                .all(|l| l.op == OpKind::Shift)
+        );
+        assert_eq!(list.last().map(|l| l.op), Some(OpKind::Mult));
+        // Spatial sizes: 32 → 32 (stem, stage 1 stride 1 at 32 px) … → 4 at the head.
+        let head = &list[list.len() - 2];
+        assert_eq!((head.h_in, head.h_out, head.c_out), (4, 4, 448));
+        let x = Tensor::zeros([2, 1, 32, 32], (Kind::Float, Device::Cpu));
+        let logits = net.forward(&x, &w, false, Exec::Tiny).expect("forward");
+        assert_eq!(logits.size(), vec![2, 10]);
+        // Roles follow `mf_layers`.
+        let pw = OpSpec {
+            mf_layers: MfLayers::Pointwise,
+            ..ops
+        };
+        let list = crate::spec::layers::layers(&spec, &w, &pw, 32);
+        assert!(
+            list.iter()
+                .filter(|l| l.kind == crate::spec::layers::LayerKind::Depthwise)
+                .all(|l| l.op == OpKind::Mult)
+        );
     }
 }

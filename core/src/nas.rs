@@ -1,338 +1,15 @@
-//! The two-stage NAS search space (method.md §6) as data: an architecture is, per searchable
-//! stage of the MobileNetV2-style body, a depth, a kernel and an expand factor per block, and a
-//! width multiplier. Sampling, mutation and crossover stay inside the space; costs come from the
-//! analytic hardware model; [`is_sub_model`] says whether a TargetNet fits inside a SubNet.
-//!
-//! The skeleton around the searched stages is `mbv2-tiny`'s: stem, a first block (expand 1, k3),
-//! the searched stages (base widths 24, 32, 64, 96, 160 × 0.35), the head MBConv and 1×1 conv.
+//! The two-stage NAS search driver (method.md §6): stage 1 evolves multiplicative SubNets under
+//! m × the budget, stage 2 MF TargetNets inside the best SubNet under the budget; every candidate
+//! is proxy-trained as an ordinary run through the run manager (`nas.parallel` at a time), stored
+//! in `nas_candidates`, and replayed from there when the same search runs again. The space itself
+//! is plain data in [`crate::spec::space`].
 
-use serde::{Deserialize, Serialize};
-
-use crate::config::{Config, HwConfig, OpKind};
 use crate::hw::{self, ModelCost};
-use crate::layers;
-use crate::model::{ArchSpec, BlockSpec, Net, OpSpec, Widths, make_divisible};
 use crate::rng::Rng;
-
-pub const DEPTHS: [usize; 3] = [2, 3, 4];
-pub const KERNELS: [i64; 3] = [3, 5, 7];
-pub const EXPANDS: [i64; 3] = [3, 4, 6];
-pub const WIDTHS: [f64; 5] = [0.5, 0.75, 1.0, 1.25, 1.5];
-/// Base output channels of the searched stages (× 0.35, as `mbv2-tiny`) and their strides
-/// (the first one is 1 at 32 px and below).
-const STAGE_BASE: [(f64, i64); 5] = [(24.0, 2), (32.0, 2), (64.0, 2), (96.0, 1), (160.0, 2)];
-
-/// One searched stage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StageArch {
-    /// Kernel size of each block (its length is the stage depth).
-    pub kernels: Vec<i64>,
-    /// Expand factor of each block.
-    pub expands: Vec<i64>,
-    /// Width multiplier of the stage's output channels.
-    pub width: f64,
-}
-
-/// A searched architecture.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NasArch {
-    pub stages: Vec<StageArch>,
-}
-
-/// Why an architecture is outside the space.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("architecture outside the NAS space: {0}")]
-pub struct SpaceError(pub String);
-
-impl NasArch {
-    /// `mbv2-tiny`'s own body in this space (depths 2, 3, 4, 3, 3; k3; expand 6; width 1).
-    pub fn mbv2_tiny() -> Self {
-        let stage = |n: usize| StageArch {
-            kernels: vec![3; n],
-            expands: vec![6; n],
-            width: 1.0,
-        };
-        Self {
-            stages: vec![stage(2), stage(3), stage(4), stage(3), stage(3)],
-        }
-    }
-
-    pub fn validate(&self) -> Result<(), SpaceError> {
-        if self.stages.len() != STAGE_BASE.len() {
-            return Err(SpaceError(format!(
-                "{} stages, expected {}",
-                self.stages.len(),
-                STAGE_BASE.len()
-            )));
-        }
-        for (i, s) in self.stages.iter().enumerate() {
-            if !DEPTHS.contains(&s.kernels.len()) || s.kernels.len() != s.expands.len() {
-                return Err(SpaceError(format!(
-                    "stage {i}: depth {} (kernels) / {} (expands), allowed {DEPTHS:?}",
-                    s.kernels.len(),
-                    s.expands.len()
-                )));
-            }
-            if let Some(k) = s.kernels.iter().find(|k| !KERNELS.contains(k)) {
-                return Err(SpaceError(format!(
-                    "stage {i}: kernel {k}, allowed {KERNELS:?}"
-                )));
-            }
-            if let Some(e) = s.expands.iter().find(|e| !EXPANDS.contains(e)) {
-                return Err(SpaceError(format!(
-                    "stage {i}: expand {e}, allowed {EXPANDS:?}"
-                )));
-            }
-            if !WIDTHS.iter().any(|w| (w - s.width).abs() < 1e-9) {
-                return Err(SpaceError(format!(
-                    "stage {i}: width {}, allowed {WIDTHS:?}",
-                    s.width
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    /// Parse and validate the JSON form (`model.arch`).
-    pub fn from_json(text: &str) -> Result<Self, SpaceError> {
-        let a: Self = serde_json::from_str(text).map_err(|e| SpaceError(e.to_string()))?;
-        a.validate()?;
-        Ok(a)
-    }
-
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
-    }
-
-    /// The architecture as the project's model spec.
-    pub fn to_spec(&self, in_channels: i64, resolution: i64, classes: i64) -> ArchSpec {
-        let small = resolution <= 32;
-        let w = |c: f64| make_divisible(c * 0.35, 8);
-        let stem_c = w(32.0);
-        let mut blocks = vec![BlockSpec {
-            stage: 0,
-            in_c: stem_c,
-            out_c: w(16.0),
-            mid_c: stem_c,
-            kernel: 3,
-            stride: 1,
-            expand: false,
-            tiny: true,
-        }];
-        let mut in_c = w(16.0);
-        for (i, (s, (base, stride))) in self.stages.iter().zip(STAGE_BASE).enumerate() {
-            let out_c = make_divisible(base * 0.35 * s.width, 8);
-            let stride = if i == 0 && small { 1 } else { stride };
-            for (j, (&k, &e)) in s.kernels.iter().zip(&s.expands).enumerate() {
-                blocks.push(BlockSpec {
-                    stage: i + 1,
-                    in_c,
-                    out_c,
-                    mid_c: in_c * e,
-                    kernel: k,
-                    stride: if j == 0 { stride } else { 1 },
-                    expand: true,
-                    tiny: true,
-                });
-                in_c = out_c;
-            }
-        }
-        blocks.push(BlockSpec {
-            stage: self.stages.len() + 1,
-            in_c,
-            out_c: 112,
-            mid_c: in_c * 6,
-            kernel: 3,
-            stride: 1,
-            expand: true,
-            tiny: true,
-        });
-        ArchSpec {
-            in_channels,
-            stem_c,
-            stem_stride: if small { 1 } else { 2 },
-            blocks,
-            head_c: Some(448),
-            classes,
-            aug_cap: None,
-        }
-    }
-
-    /// `self` (a TargetNet) inside the SubNet `sub` (`is_sub_model(self, sub)`), as one elastic
-    /// model: per stage the TargetNet's blocks, then the SubNet's deeper blocks, which only
-    /// augmented sub-models run (`tiny: false`; residual, at the TargetNet's stage width, with the
-    /// SubNet's kernel and expand); and the SubNet's channel counts as the cap of augmented
-    /// widths and kernels ([`ArchSpec::aug_cap`]): a shared block stores the SubNet's kernel and
-    /// the TargetNet runs its centre (kernel nesting). `Net::base_widths` of the result is exactly
-    /// the TargetNet.
-    pub fn to_spec_within(
-        &self,
-        sub: &Self,
-        (channels, resolution, classes): (i64, i64, i64),
-    ) -> ArchSpec {
-        let tiny = self.to_spec(channels, resolution, classes);
-        let big = sub.to_spec(channels, resolution, classes);
-        let in_stage = |spec: &ArchSpec, stage: usize| -> Vec<BlockSpec> {
-            spec.blocks
-                .iter()
-                .filter(|b| b.stage == stage)
-                .cloned()
-                .collect()
-        };
-        let mut blocks = Vec::new();
-        let mut cap = Widths {
-            stem: big.stem_c,
-            mid: Vec::new(),
-            out: Vec::new(),
-            head: big.head_c,
-            active: Vec::new(),
-            kernel: Vec::new(),
-        };
-        for stage in 0..tiny.stages() {
-            let (t, b) = (in_stage(&tiny, stage), in_stage(&big, stage));
-            for (j, sb) in b.iter().enumerate() {
-                let block = match t.get(j) {
-                    Some(tb) => tb.clone(),
-                    None => {
-                        let c = t.last().map_or(sb.out_c, |l| l.out_c);
-                        BlockSpec {
-                            stage,
-                            in_c: c,
-                            out_c: c,
-                            mid_c: c * (sb.mid_c / sb.in_c),
-                            kernel: sb.kernel,
-                            stride: 1,
-                            expand: sb.expand,
-                            tiny: false,
-                        }
-                    }
-                };
-                cap.mid.push(sb.mid_c.max(block.mid_c));
-                cap.out.push(sb.out_c.max(block.out_c));
-                cap.active.push(true);
-                cap.kernel.push(sb.kernel.max(block.kernel));
-                blocks.push(block);
-            }
-        }
-        ArchSpec {
-            blocks,
-            aug_cap: Some(cap),
-            ..tiny
-        }
-    }
-
-    /// A uniformly random architecture of the space.
-    pub fn sample(rng: &mut Rng) -> Self {
-        let pick = |rng: &mut Rng, n: usize| rng.below(n);
-        let stages = (0..STAGE_BASE.len())
-            .map(|_| {
-                let depth = DEPTHS[pick(rng, DEPTHS.len())];
-                StageArch {
-                    kernels: (0..depth)
-                        .map(|_| KERNELS[pick(rng, KERNELS.len())])
-                        .collect(),
-                    expands: (0..depth)
-                        .map(|_| EXPANDS[pick(rng, EXPANDS.len())])
-                        .collect(),
-                    width: WIDTHS[pick(rng, WIDTHS.len())],
-                }
-            })
-            .collect();
-        Self { stages }
-    }
-
-    /// Re-draw each choice with probability `rate` (depth changes add or drop trailing blocks).
-    pub fn mutate(&self, rng: &mut Rng, rate: f64) -> Self {
-        let mut a = self.clone();
-        let hit = |rng: &mut Rng| rng.uniform() < rate;
-        let pick = |rng: &mut Rng, n: usize| rng.below(n);
-        for s in &mut a.stages {
-            if hit(rng) {
-                let depth = DEPTHS[pick(rng, DEPTHS.len())];
-                while s.kernels.len() < depth {
-                    s.kernels.push(KERNELS[pick(rng, KERNELS.len())]);
-                    s.expands.push(EXPANDS[pick(rng, EXPANDS.len())]);
-                }
-                s.kernels.truncate(depth);
-                s.expands.truncate(depth);
-            }
-            for k in &mut s.kernels {
-                if hit(rng) {
-                    *k = KERNELS[pick(rng, KERNELS.len())];
-                }
-            }
-            for e in &mut s.expands {
-                if hit(rng) {
-                    *e = EXPANDS[pick(rng, EXPANDS.len())];
-                }
-            }
-            if hit(rng) {
-                s.width = WIDTHS[pick(rng, WIDTHS.len())];
-            }
-        }
-        a
-    }
-
-    /// Each stage taken whole from one parent or the other.
-    pub fn crossover(&self, other: &Self, rng: &mut Rng) -> Self {
-        Self {
-            stages: self
-                .stages
-                .iter()
-                .zip(&other.stages)
-                .map(|(a, b)| {
-                    if rng.uniform() < 0.5 {
-                        a.clone()
-                    } else {
-                        b.clone()
-                    }
-                })
-                .collect(),
-        }
-    }
-
-    /// Shrink `self` into a sub-model of `sub`: depth, kernel, expand and width each at most the
-    /// SubNet's (a TargetNet inside the SubNet).
-    pub fn clamp_into(&self, sub: &Self) -> Self {
-        Self {
-            stages: self
-                .stages
-                .iter()
-                .zip(&sub.stages)
-                .map(|(t, s)| {
-                    let depth = t.kernels.len().min(s.kernels.len());
-                    StageArch {
-                        kernels: (0..depth).map(|j| t.kernels[j].min(s.kernels[j])).collect(),
-                        expands: (0..depth).map(|j| t.expands[j].min(s.expands[j])).collect(),
-                        width: t.width.min(s.width),
-                    }
-                })
-                .collect(),
-        }
-    }
-}
-
-/// Whether `target` is a sub-model of `sub`: per stage no deeper, and per block no larger kernel
-/// or expand, and no wider.
-pub fn is_sub_model(target: &NasArch, sub: &NasArch) -> bool {
-    target.stages.len() == sub.stages.len()
-        && target.stages.iter().zip(&sub.stages).all(|(t, s)| {
-            t.kernels.len() <= s.kernels.len()
-                && t.width <= s.width + 1e-9
-                && t.kernels.iter().zip(&s.kernels).all(|(a, b)| a <= b)
-                && t.expands.iter().zip(&s.expands).all(|(a, b)| a <= b)
-        })
-}
-
-/// What a budget constrains.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BudgetKind {
-    /// Energy per inference, mJ.
-    Energy,
-    /// Latency per inference, ms.
-    Latency,
-}
+use crate::spec::arch::OpSpec;
+use crate::spec::config::{BudgetKind, Config, HwConfig, OpKind};
+use crate::spec::layers;
+use crate::spec::space::NasArch;
 
 /// The cost of `arch` with operator `op` for the budget's quantity (analytic hardware mode).
 pub fn cost(
@@ -343,7 +20,7 @@ pub fn cost(
     (channels, resolution, classes): (i64, i64, i64),
 ) -> f64 {
     let spec = arch.to_spec(channels, resolution, classes);
-    let widths = Net::base_widths(&spec);
+    let widths = spec.base_widths();
     let mut c = cfg.clone();
     c.ops.kind = op;
     let ops = if op == OpKind::Mult {
@@ -352,7 +29,7 @@ pub fn cost(
         OpSpec::from_config(&c)
     };
     let hw_cfg = HwConfig {
-        mode: crate::config::HwMode::Analytic,
+        mode: crate::spec::config::HwMode::Analytic,
         ..cfg.hw.clone()
     };
     let m: ModelCost = hw::model_cost(
@@ -391,6 +68,9 @@ pub fn pareto_front(points: &[(f64, f64)]) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Net;
+    use crate::spec::arch::{ArchSpec, Widths};
+    use crate::spec::space::is_sub_model;
 
     #[test]
     fn sampled_mutated_and_crossed_archs_stay_in_the_space() {
@@ -417,7 +97,7 @@ mod tests {
 
     #[test]
     fn mbv2_tiny_in_the_space_matches_the_named_model() {
-        let named = ArchSpec::named(crate::config::ModelName::Mbv2Tiny, 3, 32, 10);
+        let named = ArchSpec::named(crate::spec::config::ModelName::Mbv2Tiny, 3, 32, 10);
         assert_eq!(NasArch::mbv2_tiny().to_spec(3, 32, 10), named);
     }
 
@@ -467,7 +147,7 @@ mod tests {
         );
         // The tiny model runs the same layers as the plain TargetNet (names aside: block
         // indices count the SubNet-only blocks too).
-        let shape_of = |l: &crate::layers::Layer| {
+        let shape_of = |l: &crate::spec::layers::Layer| {
             (
                 l.op,
                 l.c_in,
@@ -479,11 +159,11 @@ mod tests {
             )
         };
         let ops = OpSpec::from_config(&Config::default());
-        let a: Vec<_> = layers::layers(&within, &Net::base_widths(&within), &ops, 32)
+        let a: Vec<_> = layers::layers(&within, &within.base_widths(), &ops, 32)
             .iter()
             .map(shape_of)
             .collect();
-        let b: Vec<_> = layers::layers(&plain, &Net::base_widths(&plain), &ops, 32)
+        let b: Vec<_> = layers::layers(&plain, &plain.base_widths(), &ops, 32)
             .iter()
             .map(shape_of)
             .collect();
@@ -494,11 +174,11 @@ mod tests {
             assert_eq!(ops.block_role(blk, true), OpKind::Mult);
         }
         // The widest augmented model is the SubNet's size: its depth, its channels.
-        let mut aug = crate::config::AugConfig::default();
+        let mut aug = crate::spec::config::AugConfig::default();
         aug.width.push(3.0);
-        let max = Net::max_widths(&within, &aug);
+        let max = within.max_widths(&aug);
         let big = sub.to_spec(3, 32, 10);
-        assert_eq!(max.out, Net::base_widths(&big).out);
+        assert_eq!(max.out, big.base_widths().out);
         assert!(max.active.iter().all(|&a| a));
         // Kernels nest: the first searched block is 3×3 in the TargetNet, 7×7 when augmented.
         let first = within
@@ -507,17 +187,17 @@ mod tests {
             .position(|b| b.stage == 1)
             .expect("stage 1");
         assert_eq!(
-            (Net::base_widths(&within).kernel[first], max.kernel[first]),
+            (within.base_widths().kernel[first], max.kernel[first]),
             (3, 7)
         );
         let dw = format!("blocks.{first}.dw");
-        let kernel_of = |w: &crate::model::Widths| {
+        let kernel_of = |w: &Widths| {
             layers::layers(&within, w, &ops, 32)
                 .into_iter()
                 .find(|l| l.name == dw)
                 .map(|l| l.kernel)
         };
-        assert_eq!(kernel_of(&Net::base_widths(&within)), Some(3));
+        assert_eq!(kernel_of(&within.base_widths()), Some(3));
         assert_eq!(kernel_of(&max), Some(7));
     }
 
@@ -529,14 +209,14 @@ mod tests {
         let mut cfg = Config::default();
         cfg.model.arch = target.to_json();
         cfg.aug.arch = sub.to_json();
-        let max = Net::max_widths(&within, &cfg.aug);
+        let max = within.max_widths(&cfg.aug);
         let net = Net::new(
             &vs.root(),
             within.clone(),
             max.clone(),
             &OpSpec::from_config(&cfg),
         );
-        let base = Net::base_widths(&within);
+        let base = within.base_widths();
         let mut rng = Rng::new(5);
         let mut depths = std::collections::BTreeSet::new();
         let mut kernels = std::collections::BTreeSet::new();
@@ -577,7 +257,7 @@ mod tests {
         cfg.validate().expect("a valid config");
         let spec = ArchSpec::from_config(&cfg, 1, 32, 10);
         let vs = tch::nn::VarStore::new(tch::Device::Cpu);
-        let max = Net::max_widths(&spec, &cfg.aug);
+        let max = spec.max_widths(&cfg.aug);
         let net = Net::new(
             &vs.root(),
             spec.clone(),
@@ -609,7 +289,7 @@ mod tests {
         let grad_norm = |w: &Widths, exec: Exec| -> f64 {
             grad_of(w, exec, &var).map_or(0.0, |g| g.sum(tch::Kind::Float).double_value(&[]))
         };
-        let tiny = Net::base_widths(&spec);
+        let tiny = spec.base_widths();
         assert_eq!(
             grad_norm(&tiny, Exec::Tiny),
             0.0,
@@ -652,7 +332,7 @@ mod tests {
             .count();
         let plain = layers::layers(
             &target.to_spec(1, 32, 10),
-            &Net::base_widths(&target.to_spec(1, 32, 10)),
+            &target.to_spec(1, 32, 10).base_widths(),
             &OpSpec::from_config(&cfg),
             32,
         );
@@ -701,9 +381,9 @@ use std::time::Duration;
 
 use crossbeam_channel::RecvTimeoutError;
 
-use crate::config::Hybrid;
 use crate::run::{Command, Event, ManagerHandle};
-use crate::store::{NasCandidateRow, NewRun, Reader, RunId, Status, WriteOp};
+use crate::spec::config::Hybrid;
+use crate::store::{CandidateStatus, NasCandidateRow, NewRun, Reader, RunId, Status, WriteOp};
 
 /// The result of a search.
 #[derive(Debug, Clone)]
@@ -735,7 +415,7 @@ fn proxy_config(cfg: &Config, arch: &NasArch, stage: i64, subnet: Option<&NasArc
     c.model.arch = arch.to_json();
     c.data.train_subset = n.proxy_train;
     // Ranked on validation images held out of the training file; the test set is never touched.
-    c.data.val_images = crate::config::ValImages::Count(n.proxy_val);
+    c.data.val_images = crate::spec::config::ValImages::Count(n.proxy_val);
     c.eval.test = false;
     c.train.epochs = n.proxy_epochs;
     c.train.batch_size = n.proxy_batch_size;
@@ -778,7 +458,7 @@ pub fn target_config(cfg: &Config, target: &NasArch, sub: &NasArch) -> Config {
 /// accuracy, then lowest cost), as the driver chooses it.
 pub fn best_subnet(rows: &[NasCandidateRow]) -> Option<NasArch> {
     rows.iter()
-        .filter(|r| r.stage == 1 && r.status == "done")
+        .filter(|r| r.stage == 1 && r.status == CandidateStatus::Done)
         .filter_map(|r| {
             Some((
                 NasArch::from_json(&r.arch).ok()?,
@@ -827,7 +507,7 @@ impl Search<'_> {
     fn stored_accuracy(&self, stage: i64, arch: &NasArch) -> Option<f64> {
         self.stored
             .get(&(stage, arch.to_json()))
-            .filter(|row| row.status == "done")
+            .filter(|row| row.status == CandidateStatus::Done)
             .and_then(|row| row.proxy_accuracy)
     }
 
@@ -899,7 +579,7 @@ impl Search<'_> {
                     arch: arch.to_json(),
                     cost: *cost,
                     proxy_accuracy: None,
-                    status: "pending".into(),
+                    status: CandidateStatus::Pending,
                     proxy_run: None,
                 };
                 pending.insert(request, (i, row));
@@ -958,7 +638,11 @@ impl Search<'_> {
             };
             self.evaluated += 1;
             row.proxy_accuracy = accuracy;
-            row.status = if accuracy.is_some() { "done" } else { "failed" }.into();
+            row.status = if accuracy.is_some() {
+                CandidateStatus::Done
+            } else {
+                CandidateStatus::Failed
+            };
             self.record(row.clone())?;
             let proxy_run = row.proxy_run.unwrap_or_default();
             self.stored.insert((stage, row.arch.clone()), row);
@@ -976,7 +660,7 @@ impl Search<'_> {
                 if let Some(run) = row.proxy_run {
                     let _ = self.manager.commands.send(Command::Stop(run));
                     let _ = self.record(NasCandidateRow {
-                        status: "stopped".into(),
+                        status: CandidateStatus::Stopped,
                         ..row.clone()
                     });
                 }

@@ -6,182 +6,18 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
-use crate::config::Config;
 use crate::data;
 use crate::ops::stats::Edges;
+pub use crate::protocol::{Command, Control, ControlState, Event, Waker};
+use crate::spec::config::Config;
 use crate::store::{self, NewRun, Reader, RunId, Status, StoreError, Writer};
 use crate::train::{self, Outcome, RunContext};
-
-/// Requests to the run manager.
-#[derive(Debug, Clone)]
-pub enum Command {
-    /// Create a run from a validated config and start training it.
-    Start {
-        config: Box<Config>,
-        name: String,
-        tags: String,
-        /// Echoed in [`Event::Created`] / [`Event::Rejected`] so the sender knows its run.
-        request: u64,
-    },
-    /// Create a run now (status `queued`) and start it once no other run of this manager is
-    /// training; queued runs start one at a time, in the order they were queued.
-    Queue {
-        config: Box<Config>,
-        name: String,
-        tags: String,
-        request: u64,
-    },
-    /// Continue a run that is not active from its last checkpoint (or from scratch if it has none).
-    Resume { run: RunId, request: u64 },
-    /// Pause a running run after its current batch.
-    Pause(RunId),
-    /// Continue a paused run.
-    Unpause(RunId),
-    /// Stop a run after its current batch (or take it off the queue); it stays resumable from
-    /// its last checkpoint.
-    Stop(RunId),
-    /// Stop every run, wait for them, and end the manager thread.
-    Shutdown,
-}
-
-/// Notifications from the manager and the run threads.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Event {
-    /// The run row exists (a start or a resume was accepted).
-    Created {
-        request: u64,
-        run: RunId,
-    },
-    /// A start or resume was refused before any training began.
-    Rejected {
-        request: u64,
-        reason: String,
-    },
-    /// Training (re)started at `epoch` (epochs already done) and `step`.
-    Running {
-        run: RunId,
-        epoch: i64,
-        total_epochs: i64,
-        step: i64,
-        total_steps: i64,
-    },
-    /// A few times per second while training.
-    Progress {
-        run: RunId,
-        epoch: i64,
-        step: i64,
-        total_steps: i64,
-        loss: f64,
-        images_per_sec: f64,
-    },
-    EpochEnded {
-        run: RunId,
-        epoch: i64,
-        val_top1: f64,
-        val_top5: f64,
-    },
-    CheckpointSaved {
-        run: RunId,
-        epoch: i64,
-        step: i64,
-    },
-    Paused {
-        run: RunId,
-    },
-    Resumed {
-        run: RunId,
-    },
-    /// `val_top1`: the last validation top-1; `test_top1`: the test set's, evaluated once at
-    /// the end (`None` when the config turns it off).
-    Finished {
-        run: RunId,
-        val_top1: f64,
-        test_top1: Option<f64>,
-    },
-    Stopped {
-        run: RunId,
-    },
-    Failed {
-        run: RunId,
-        reason: String,
-    },
-}
-
-impl Event {
-    /// Whether this event ends its run's thread.
-    pub fn is_terminal(&self) -> bool {
-        matches!(
-            self,
-            Self::Finished { .. } | Self::Stopped { .. } | Self::Failed { .. }
-        )
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ControlState {
-    Run,
-    Pause,
-    Stop,
-}
-
-/// A run's control flag, shared between the manager and the run thread; checked every batch.
-#[derive(Debug, Default)]
-pub struct Control(AtomicU8);
-
-impl Control {
-    pub fn set(&self, s: ControlState) {
-        // Stop wins over everything; nothing un-stops a run.
-        let v = match s {
-            ControlState::Run => 0,
-            ControlState::Pause => 1,
-            ControlState::Stop => 2,
-        };
-        let _ = self
-            .0
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |cur| {
-                (cur != 2).then_some(v)
-            });
-    }
-
-    pub fn get(&self) -> ControlState {
-        match self.0.load(Ordering::SeqCst) {
-            0 => ControlState::Run,
-            1 => ControlState::Pause,
-            _ => ControlState::Stop,
-        }
-    }
-
-    /// Block while paused (recording the pause); returns the state to act on.
-    pub fn wait_while_paused(
-        &self,
-        run: RunId,
-        writer: &Writer,
-        emit: &dyn Fn(Event),
-    ) -> ControlState {
-        if self.get() != ControlState::Pause {
-            return self.get();
-        }
-        writer.status(run, Status::Paused, None);
-        emit(Event::Paused { run });
-        while self.get() == ControlState::Pause {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if self.get() == ControlState::Run {
-            writer.status(run, Status::Running, None);
-            emit(Event::Resumed { run });
-        }
-        self.get()
-    }
-}
-
-/// Called after events are sent (e.g. `egui::Context::request_repaint`).
-pub type Waker = Arc<dyn Fn() + Send + Sync>;
 
 /// The consumer's side of a running manager.
 pub struct ManagerHandle {
@@ -441,14 +277,11 @@ impl Manager {
         self.writer.flush().map_err(|e| e.to_string())?;
         let reader = Reader::open(&self.db).map_err(|e| e.to_string())?;
         let summary = reader.run(run).map_err(|e| e.to_string())?;
-        let status = Status::parse(&summary.status);
-        if status.is_some_and(Status::is_active) {
-            return Err(format!(
-                "run {run} is {} in another process",
-                summary.status
-            ));
+        let status = summary.status;
+        if status.is_active() {
+            return Err(format!("run {run} is {status} in another process"));
         }
-        if status == Some(Status::Finished) {
+        if status == Status::Finished {
             return Err(format!("run {run} has already finished"));
         }
         let toml = reader.config_toml(run).map_err(|e| e.to_string())?;

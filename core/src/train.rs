@@ -11,15 +11,16 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Reduction, TchError, Tensor, nn};
 
-use crate::config::{Config, DeviceChoice, HwModel, Hybrid};
 use crate::data::{self, DataError, Loader, LoaderSpec, Splits};
 use crate::hw;
-use crate::model::{ArchSpec, Exec, Net, OpSpec, Permutation, Widths};
+use crate::model::{Exec, Net, Permutation};
 use crate::ops::stats::{self, Edges, Histogram, WeightStats};
+use crate::protocol::{Control, ControlState, Event};
 use crate::rng::Rng;
-use crate::run::{Control, ControlState, Event};
+use crate::spec::arch::{ArchSpec, OpSpec, Widths};
+use crate::spec::config::{Config, DeviceChoice, HwModel, Hybrid};
 use crate::store::{
-    CheckpointRow, HistogramRow, HwCostRow, MetricRow, RunId, Status, StoreError, WriteOp, Writer,
+    CheckpointRow, HistogramRow, MetricRow, RunId, Status, StoreError, WriteOp, Writer, keys,
     now_secs,
 };
 
@@ -419,7 +420,7 @@ pub fn aug_exec(hybrid: Hybrid) -> Option<Exec> {
 /// Build the run's model as configured (tiny + the widest augmented sub-model it can sample).
 pub fn build_net(cfg: &Config, root: &nn::Path<'_>, d: &data::Dataset) -> Net {
     let spec = ArchSpec::from_config(cfg, d.channels as i64, d.height as i64, d.classes as i64);
-    let max = Net::max_widths(&spec, &cfg.aug);
+    let max = spec.max_widths(&cfg.aug);
     Net::new(root, spec, max, &OpSpec::from_config(cfg))
 }
 
@@ -442,18 +443,18 @@ fn record_hw_cost(ctx: &RunContext<'_>, d: &data::Dataset) -> Result<(), TrainEr
         cfg.hw = hw::under(&cfg.hw, model);
         let costs = hw::config_costs(&cfg, shape.0, shape.1, shape.2);
         ctx.writer
-            .send(WriteOp::HwCost(HwCostRow::of_costs(ctx.run, &costs)))?;
+            .send(WriteOp::HwCost(hw::cost_rows(ctx.run, &costs)))?;
         let (tiny, all_mult) = (&costs[0], &costs[1]);
         if model == ctx.config.hw.model {
             metrics.extend([
-                metric("hw/energy_mj", tiny.energy_mj),
-                metric("hw/compute_mj", tiny.compute_mj),
-                metric("hw/memory_mj", tiny.memory_mj),
-                metric("hw/latency_ms", tiny.latency_ms),
-                metric("hw/energy_mj_all_mult", all_mult.energy_mj),
+                metric(keys::HW_ENERGY_MJ, tiny.energy_mj),
+                metric(keys::HW_COMPUTE_MJ, tiny.compute_mj),
+                metric(keys::HW_MEMORY_MJ, tiny.memory_mj),
+                metric(keys::HW_LATENCY_MS, tiny.latency_ms),
+                metric(keys::HW_ENERGY_MJ_ALL_MULT, all_mult.energy_mj),
             ]);
         }
-        let key = |name: &str| format!("hw/{}/{name}", model.as_str());
+        let key = |name: &str| keys::hw_under(model.as_str(), name);
         metrics.extend([
             metric(&key("energy_mj"), tiny.energy_mj),
             metric(&key("latency_ms"), tiny.latency_ms),
@@ -543,7 +544,7 @@ pub fn train(ctx: &RunContext<'_>) -> Result<Outcome, TrainError> {
         tch::manual_seed(t.seed as i64);
         build_net(cfg, &vs.root(), &d)
     };
-    let tiny = Net::base_widths(&net.spec);
+    let tiny = net.spec.base_widths();
     let max = net.max.clone();
     let aug = aug_exec(cfg.aug.hybrid);
     let mut opt = Sgd::new(&vs, t.momentum, t.nesterov, t.weight_decay);
@@ -667,12 +668,12 @@ pub fn train(ctx: &RunContext<'_>) -> Result<Outcome, TrainError> {
                 }
             };
             let ips = batch.n as f64 / step_start.elapsed().as_secs_f64().max(1e-9);
-            sink.push("train/loss", step, epoch_no, losses.tiny);
+            sink.push(keys::TRAIN_LOSS, step, epoch_no, losses.tiny);
             if let Some(a) = losses.aug {
-                sink.push("train/loss_aug", step, epoch_no, a);
+                sink.push(keys::TRAIN_LOSS_AUG, step, epoch_no, a);
             }
-            sink.push("train/lr", step, epoch_no, lr);
-            sink.push("train/images_per_sec", step, epoch_no, ips);
+            sink.push(keys::TRAIN_LR, step, epoch_no, lr);
+            sink.push(keys::TRAIN_IMAGES_PER_SEC, step, epoch_no, ips);
             loss_sum += losses.tiny * batch.n as f64;
             images += batch.n;
             if last_ship.elapsed().as_millis() >= 250 {
@@ -701,13 +702,13 @@ pub fn train(ctx: &RunContext<'_>) -> Result<Outcome, TrainError> {
         let (top1, top5, val_loss) = (val.top1, val.top5, val.loss);
         val_top1 = top1;
         sink.push(
-            "train/epoch_loss",
+            keys::TRAIN_EPOCH_LOSS,
             step,
             epoch_no,
             loss_sum / images.max(1) as f64,
         );
         sink.push(
-            "train/epoch_images_per_sec",
+            keys::TRAIN_EPOCH_IMAGES_PER_SEC,
             step,
             epoch_no,
             images as f64 / train_secs.max(1e-9),
@@ -775,21 +776,6 @@ pub fn train(ctx: &RunContext<'_>) -> Result<Outcome, TrainError> {
         val_top1,
         test_top1,
     })
-}
-
-/// The metric keys the training loop records (the app and the store read them by these names).
-pub mod keys {
-    /// Tiny model, every epoch, on the validation split.
-    pub const VAL_TOP1: &str = "val/top1";
-    pub const VAL_TOP5: &str = "val/top5";
-    pub const VAL_LOSS: &str = "val/loss";
-    /// The exact widest augmented configuration on validation (`eval.aug_top1`): a diagnostic of
-    /// the augmented model, not a model training samples often.
-    pub const VAL_TOP1_WIDEST: &str = "val/top1_widest";
-    /// Tiny model, once at the end of the run, on the test split.
-    pub const TEST_TOP1: &str = "test/top1";
-    pub const TEST_TOP5: &str = "test/top5";
-    pub const TEST_LOSS: &str = "test/loss";
 }
 
 fn save_checkpoint(
@@ -884,8 +870,8 @@ mod tests {
     #[test]
     fn remap_parameters_are_not_decayed() {
         let mut cfg = Config::default();
-        cfg.ops.kind = crate::config::OpKind::Add;
-        cfg.remap.kind = crate::config::RemapKind::Fc;
+        cfg.ops.kind = crate::spec::config::OpKind::Add;
+        cfg.remap.kind = crate::spec::config::RemapKind::Fc;
         cfg.aug.hybrid = Hybrid::None;
         let vs = nn::VarStore::new(Device::Cpu);
         let _net = build_net(&cfg, &vs.root(), &micro_data());
@@ -956,7 +942,7 @@ mod tests {
 
     fn step_setup(hybrid: Hybrid) -> (Config, Tensor, Tensor) {
         let mut cfg = Config::default();
-        cfg.ops.kind = crate::config::OpKind::Shift;
+        cfg.ops.kind = crate::spec::config::OpKind::Shift;
         cfg.aug.hybrid = hybrid;
         cfg.train.weight_decay = 0.0;
         cfg.remap.kl_weight = 0.0;
@@ -982,12 +968,12 @@ mod tests {
         let (mut cfg, x, y) = step_setup(Hybrid::None);
         // Mult operators: Shift's rounding would turn float-level differences between the two
         // optimizers' arithmetic into power-of-two jumps.
-        cfg.ops.kind = crate::config::OpKind::Mult;
+        cfg.ops.kind = crate::spec::config::OpKind::Mult;
         let vs = nn::VarStore::new(Device::Cpu);
         let net = build_net(&cfg, &vs.root(), &micro_data());
         assert_eq!(
             net.max,
-            Net::base_widths(&net.spec),
+            net.spec.base_widths(),
             "nothing but the tiny model exists"
         );
         // The same model and init, trained by tch's own SGD on the tiny loss alone.
@@ -1004,7 +990,7 @@ mod tests {
         .expect("sgd");
         let mut opt = Sgd::new(&vs, 0.9, true, 0.0);
         let mut rng = Rng::new(0);
-        let tiny = Net::base_widths(&net.spec);
+        let tiny = net.spec.base_widths();
         for step in 1..=3 {
             let spec = StepSpec {
                 config: &cfg,
@@ -1048,10 +1034,10 @@ mod tests {
 
     fn add_config(hybrid: Hybrid) -> Config {
         let mut cfg = Config::default();
-        cfg.ops.kind = crate::config::OpKind::Add;
+        cfg.ops.kind = crate::spec::config::OpKind::Add;
         cfg.ops.add_eta_relative = false;
         cfg.aug.hybrid = hybrid;
-        cfg.remap.kind = crate::config::RemapKind::None;
+        cfg.remap.kind = crate::spec::config::RemapKind::None;
         cfg.remap.kl_weight = 0.0;
         cfg.train.weight_decay = 0.0;
         cfg
@@ -1062,7 +1048,7 @@ mod tests {
         let mut raw_vs = nn::VarStore::new(Device::Cpu);
         let d = micro_data();
         let spec = ArchSpec::from_config(cfg, d.channels as i64, d.height as i64, d.classes as i64);
-        let max = Net::max_widths(&spec, &cfg.aug);
+        let max = spec.max_widths(&cfg.aug);
         let ops = OpSpec {
             add_scale: adder::GradScale::NONE,
             ..OpSpec::from_config(cfg)
@@ -1091,7 +1077,7 @@ mod tests {
             let vs = nn::VarStore::new(Device::Cpu);
             let net = build_net(&cfg, &vs.root(), &micro_data());
             let (raw_vs, raw) = raw_twin(&cfg, &vs);
-            let tiny = Net::base_widths(&net.spec);
+            let tiny = net.spec.base_widths();
             Self {
                 cfg,
                 x,
@@ -1237,7 +1223,7 @@ mod tests {
         let (cfg, x, y) = step_setup(Hybrid::Mult);
         let vs = nn::VarStore::new(Device::Cpu);
         let net = build_net(&cfg, &vs.root(), &micro_data());
-        let tiny = Net::base_widths(&net.spec);
+        let tiny = net.spec.base_widths();
         assert!(net.max.out.iter().zip(&tiny.out).all(|(m, t)| m > t));
         let before = vs.variables()["blocks.1.project.weight"].copy();
         let mut opt = Sgd::new(&vs, 0.9, true, 0.0);

@@ -13,7 +13,7 @@ use shiftadd_app::gui::{ExitChoice, Persisted, StudioApp, View, finish_headless}
 use shiftadd_core::Config;
 use shiftadd_core::run::{Command, Event, ManagerHandle, spawn_manager};
 use shiftadd_core::store::{
-    HistogramRow, MetricRow, NewRun, Reader, RunId, Status, WriteOp, Writer,
+    HistogramRow, MetricRow, NewRun, Reader, RunId, Status, WriteOp, Writer, keys,
 };
 
 use crate::support::tiny_config;
@@ -114,11 +114,15 @@ fn seeded_db(dir: &Path) -> PathBuf {
             value,
         };
         let mut rows: Vec<MetricRow> = (0..30)
-            .map(|s| metric("train/loss", s, 2.0 / (1.0 + s as f64)))
+            .map(|s| metric(keys::TRAIN_LOSS, s, 2.0 / (1.0 + s as f64)))
             .collect();
-        rows.extend((1..=3).map(|e| metric("val/top1", e * 10, 0.2 * e as f64 + lr)));
-        rows.push(metric("hw/energy_mj", 0, 1.0 + lr));
-        rows.push(metric("hw/shiftaddnas/energy_mj", 0, 1.0 + lr));
+        rows.extend((1..=3).map(|e| metric(keys::VAL_TOP1, e * 10, 0.2 * e as f64 + lr)));
+        rows.push(metric(keys::HW_ENERGY_MJ, 0, 1.0 + lr));
+        rows.push(metric(
+            &keys::hw_under("shiftaddnas", "energy_mj"),
+            0,
+            1.0 + lr,
+        ));
         w.send(WriteOp::Metrics(rows)).expect("metrics");
         let edges: Vec<f64> = (0..=10).map(|i| -1.0 + 0.2 * f64::from(i)).collect();
         let hist = |kind: &str, epoch: i64| HistogramRow {
@@ -347,7 +351,10 @@ fn stop_stops_a_real_run() {
         has_label(h, "status: stopped")
     });
     let reader = Reader::open(&db).expect("reader");
-    assert_eq!(reader.run(run).expect("run").status, "stopped");
+    assert_eq!(
+        reader.run(run).expect("run").status,
+        shiftadd_core::store::Status::Stopped
+    );
     assert!(h.state().data().live.is_empty());
     drop(h);
     manager.shutdown();
@@ -383,13 +390,16 @@ fn window_close_choices_keep_every_record() {
     let run = start(&manager, &tiny_config(dir.path(), "short", 200, 1));
     finish_headless(manager, &db, Some(ExitChoice::LeaveRunning)).expect("headless");
     let reader = Reader::open(&db).expect("reader");
-    assert_eq!(reader.run(run).expect("run").status, "finished");
+    assert_eq!(
+        reader.run(run).expect("run").status,
+        shiftadd_core::store::Status::Finished
+    );
     assert!(
         reader
             .metrics(run)
             .expect("metrics")
             .iter()
-            .any(|m| m.key == "val/top1")
+            .any(|m| m.key == keys::VAL_TOP1)
     );
 
     let manager = spawn_manager(&db, Arc::new(|| {})).expect("manager");
@@ -402,13 +412,13 @@ fn window_close_choices_keep_every_record() {
     finish_headless(manager, &db, Some(ExitChoice::StopRuns)).expect("stop");
     let reader = Reader::open(&db).expect("reader");
     let summary = reader.run(run).expect("run");
-    assert_eq!(summary.status, "stopped");
+    assert_eq!(summary.status, shiftadd_core::store::Status::Stopped);
     assert!(
         reader
             .metrics(run)
             .expect("metrics")
             .iter()
-            .any(|m| m.key == "train/loss"),
+            .any(|m| m.key == keys::TRAIN_LOSS),
         "metrics recorded before the stop are kept"
     );
 }
@@ -416,7 +426,7 @@ fn window_close_choices_keep_every_record() {
 /// The NAS view lists a search's candidates and trains a chosen TargetNet with its recipe.
 #[test]
 fn nas_view_trains_a_chosen_target_net() {
-    use shiftadd_core::nas::NasArch;
+    use shiftadd_core::spec::space::NasArch;
     use shiftadd_core::store::NasCandidateRow;
 
     let dir = tempfile::tempdir().expect("tmp");
@@ -444,7 +454,7 @@ fn nas_view_trains_a_chosen_target_net() {
             arch: target.to_json(),
             cost: 1.0,
             proxy_accuracy: Some(acc),
-            status: "done".into(),
+            status: shiftadd_core::store::CandidateStatus::Done,
             proxy_run: None,
         }))
         .expect("candidate");
@@ -477,9 +487,9 @@ fn nas_view_trains_a_chosen_target_net() {
 }
 
 /// Candidates of `db`'s first search that finished proxy training, and the search's status.
-fn search_state(db: &Path) -> (usize, String) {
+fn search_state(db: &Path) -> (usize, Option<shiftadd_core::store::Status>) {
     let Ok(r) = Reader::open(db) else {
-        return (0, String::new());
+        return (0, None);
     };
     let Some(search) = r
         .runs()
@@ -487,15 +497,15 @@ fn search_state(db: &Path) -> (usize, String) {
         .into_iter()
         .find(|s| s.model == "nas-search")
     else {
-        return (0, String::new());
+        return (0, None);
     };
     let done = r
         .nas_candidates(search.id)
         .unwrap_or_default()
         .iter()
-        .filter(|c| c.status == "done")
+        .filter(|c| c.status == shiftadd_core::store::CandidateStatus::Done)
         .count();
-    (done, search.status)
+    (done, Some(search.status))
 }
 
 #[test]
@@ -526,11 +536,12 @@ fn a_nas_search_starts_stops_and_resumes_from_the_app() {
         has_label_containing(h, "search stopped by user")
     });
     let (stored, status) = search_state(&db);
-    assert_eq!(status, "stopped");
+    assert_eq!(status, Some(shiftadd_core::store::Status::Stopped));
     assert!((1..4).contains(&stored), "{stored} candidates stored");
     let runs = Reader::open(&db).expect("db").runs().expect("runs");
     assert!(
-        runs.iter().all(|r| r.status != "running"),
+        runs.iter()
+            .all(|r| r.status != shiftadd_core::store::Status::Running),
         "no proxy run is left training: {runs:?}"
     );
     let reader = Reader::open(&db).expect("db");
@@ -541,7 +552,8 @@ fn a_nas_search_starts_stops_and_resumes_from_the_app() {
     let rows = reader.nas_candidates(search.id).expect("rows");
     assert!(
         rows.iter()
-            .all(|c| c.status == "done" || c.status == "stopped"),
+            .all(|c| c.status == shiftadd_core::store::CandidateStatus::Done
+                || c.status == shiftadd_core::store::CandidateStatus::Stopped),
         "interrupted candidates say so: {rows:?}"
     );
     // Starting the same config again resumes that search and trains only what is missing.
@@ -562,12 +574,15 @@ fn a_nas_search_starts_stops_and_resumes_from_the_app() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("reused count in {label:?}"));
     assert_eq!(reused, stored, "{label}");
-    assert_eq!(search_state(&db), (4, "finished".to_owned()));
+    assert_eq!(
+        search_state(&db),
+        (4, Some(shiftadd_core::store::Status::Finished))
+    );
 }
 
 #[test]
 fn hardware_view_shows_each_models_totals_under_either_cost_model() {
-    use shiftadd_core::config::HwModel;
+    use shiftadd_core::spec::config::HwModel;
     use shiftadd_core::store::HwCostRow;
 
     let dir = tempfile::tempdir().expect("tmp");
@@ -576,8 +591,8 @@ fn hardware_view_shows_each_models_totals_under_either_cost_model() {
     let costs = shiftadd_core::hw::config_costs(&cfg, 3, 32, 10);
     cfg.hw.model = HwModel::Project;
     let project = shiftadd_core::hw::config_costs(&cfg, 3, 32, 10);
-    let mut rows = HwCostRow::of_costs(1, &costs);
-    rows.extend(HwCostRow::of_costs(1, &project));
+    let mut rows = shiftadd_core::hw::cost_rows(1, &costs);
+    rows.extend(shiftadd_core::hw::cost_rows(1, &project));
     rows.push(HwCostRow {
         run: 1,
         hw_model: "shiftaddnas".into(),

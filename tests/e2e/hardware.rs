@@ -1,6 +1,8 @@
 //! `shiftadd hw` on the Fashion-MNIST presets under both cost models, and the hardware cost every
 //! run stores.
 
+use shiftadd_core::store::keys;
+
 use crate::support::{db, run_err, run_id, run_ok, s, tiny_config};
 
 fn preset(name: &str) -> String {
@@ -135,10 +137,10 @@ fn a_run_stores_its_hardware_cost_under_both_models_when_it_starts() {
         )
         .unwrap_or_else(|e| panic!("{key}: {e}"))
     };
-    let energy = metric("hw/energy_mj");
+    let energy = metric(keys::HW_ENERGY_MJ);
     // The headline figure is the config's model (the default: the simulator).
-    assert_eq!(energy, metric("hw/shiftaddnas/energy_mj"));
-    assert!(metric("hw/project/energy_mj") > 0.0);
+    assert_eq!(energy, metric(&keys::hw_under("shiftaddnas", "energy_mj")));
+    assert!(metric(&keys::hw_under("project", "energy_mj")) > 0.0);
     let runs = run_ok(&["runs", "--json", "--db", s(&dbp)]);
     let runs: serde_json::Value = serde_json::from_slice(&runs.stdout).expect("JSON");
     assert_eq!(runs[0]["energy_shiftaddnas_mj"].as_f64(), Some(energy));

@@ -193,6 +193,6 @@ fn queued_runs_start_one_at_a_time() {
     );
     let reader = Reader::open(&dbp).expect("reader");
     let dropped = reader.run(c).expect("run");
-    assert_eq!(dropped.status, "stopped");
+    assert_eq!(dropped.status, shiftadd_core::store::Status::Stopped);
     assert!(dropped.reason.is_some_and(|r| r.contains("queue")));
 }

@@ -2,7 +2,8 @@
 //! chosen SubNet, every candidate stored, and a rerun that trains nothing.
 
 use shiftadd_core::Config;
-use shiftadd_core::nas::{NasArch, cost, is_sub_model};
+use shiftadd_core::nas::cost;
+use shiftadd_core::spec::space::{NasArch, is_sub_model};
 use shiftadd_core::store::Reader;
 
 use crate::support::{run_ok, s};
@@ -29,7 +30,7 @@ fn nas_smoke_searches_within_budget_and_resumes_without_retraining() {
         .into_iter()
         .find(|r| r.model == "nas-search")
         .expect("the search has a run row");
-    assert_eq!(search.status, "finished");
+    assert_eq!(search.status, shiftadd_core::store::Status::Finished);
     let rows = reader.nas_candidates(search.id).expect("candidates");
     let n = &cfg.nas;
     assert_eq!(
@@ -39,7 +40,8 @@ fn nas_smoke_searches_within_budget_and_resumes_without_retraining() {
     );
     assert!(
         rows.iter()
-            .all(|r| r.status == "done" && r.proxy_run.is_some())
+            .all(|r| r.status == shiftadd_core::store::CandidateStatus::Done
+                && r.proxy_run.is_some())
     );
     let max_multiple = n.multiples.iter().copied().fold(0.0, f64::max);
     let stage1: Vec<_> = rows.iter().filter(|r| r.stage == 1).collect();
@@ -47,7 +49,7 @@ fn nas_smoke_searches_within_budget_and_resumes_without_retraining() {
         let a = NasArch::from_json(&r.arch).expect("stored arch valid");
         let c = cost(
             &a,
-            shiftadd_core::config::OpKind::Mult,
+            shiftadd_core::spec::config::OpKind::Mult,
             &cfg,
             n.budget_kind,
             shape,
@@ -92,7 +94,7 @@ fn nas_smoke_searches_within_budget_and_resumes_without_retraining() {
         assert!(!proxy.eval.test);
         assert_eq!(
             proxy.data.val_images,
-            shiftadd_core::config::ValImages::Count(n.proxy_val)
+            shiftadd_core::spec::config::ValImages::Count(n.proxy_val)
         );
         let summary = reader.run(run).expect("proxy run row");
         assert_eq!(summary.test_top1, None, "proxy {run} was evaluated on test");

@@ -1,6 +1,8 @@
 //! ShiftAddAug end to end on `synthetic`: Shift and Add tiny models trained inside a
 //! multiplicative augmented model, with discrepancy histograms for every MF layer.
 
+use shiftadd_core::store::keys;
+
 use crate::support::{db, run_id, run_ok, runs_json, s};
 
 #[test]
@@ -44,16 +46,20 @@ fn shift_and_add_smoke_runs_record_discrepancy_histograms() {
             .expect("count")
         };
         // 1,000 synthetic images less the default validation tenth: 900, 18 batches of 50.
-        assert_eq!(count("train/loss"), 18, "{op}: one tiny loss per step");
+        assert_eq!(count(keys::TRAIN_LOSS), 18, "{op}: one tiny loss per step");
         assert_eq!(
-            count("train/loss_aug"),
+            count(keys::TRAIN_LOSS_AUG),
             18,
             "{op}: one augmented loss per step"
         );
-        assert_eq!(count("val/top1"), 1, "{op}: validation every epoch");
-        assert_eq!(count("test/top1"), 1, "{op}: the test set once, at the end");
+        assert_eq!(count(keys::VAL_TOP1), 1, "{op}: validation every epoch");
         assert_eq!(
-            count("val/top1_widest"),
+            count(keys::TEST_TOP1),
+            1,
+            "{op}: the test set once, at the end"
+        );
+        assert_eq!(
+            count(keys::VAL_TOP1_WIDEST),
             0,
             "eval.aug_top1 is off by default"
         );

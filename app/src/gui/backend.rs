@@ -10,8 +10,9 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use shiftadd_core::Config;
 use shiftadd_core::hw::LayerCost;
-use shiftadd_core::nas::{NasArch, best_subnet};
+use shiftadd_core::nas::best_subnet;
 use shiftadd_core::run::{Command, Event};
+use shiftadd_core::spec::space::NasArch;
 use shiftadd_core::store::{HistogramRow, HwCostRow, NasCandidateRow, Reader, RunId, RunSummary};
 
 use super::plot::Series;
@@ -368,9 +369,9 @@ mod tests {
     fn hw_rows_are_grouped_by_model_and_parsed_once() {
         let mut cfg = Config::default();
         let mut costs = shiftadd_core::hw::config_costs(&cfg, 3, 32, 10);
-        cfg.hw.model = shiftadd_core::config::HwModel::Project;
+        cfg.hw.model = shiftadd_core::spec::config::HwModel::Project;
         costs.extend(shiftadd_core::hw::config_costs(&cfg, 3, 32, 10));
-        let mut rows = HwCostRow::of_costs(1, &costs);
+        let mut rows = shiftadd_core::hw::cost_rows(1, &costs);
         rows.push(HwCostRow {
             run: 1,
             hw_model: "shiftaddnas".into(),

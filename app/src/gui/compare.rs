@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use egui_plot::{Legend, Line, MarkerShape, Plot, Points};
 use serde::{Deserialize, Serialize};
-use shiftadd_core::config::HwModel;
-use shiftadd_core::store::RunId;
+use shiftadd_core::spec::config::HwModel;
+use shiftadd_core::store::{RunId, keys};
 
 use super::ViewCtx;
 use super::data::DataCache;
@@ -28,7 +28,7 @@ pub struct CompareSettings {
 impl Default for CompareSettings {
     fn default() -> Self {
         Self {
-            metrics: ["val/top1".into(), "train/loss".into()],
+            metrics: [keys::VAL_TOP1.into(), keys::TRAIN_LOSS.into()],
             smoothing: 0.6,
             log_y: false,
         }
@@ -92,7 +92,7 @@ pub fn final_metrics(data: &DataCache, run: RunId, hw: HwModel) -> Final {
             .and_then(super::plot::Series::last)
             .map(|p| p.1)
     };
-    let best = series.and_then(|s| s.get("val/top1")).and_then(|s| {
+    let best = series.and_then(|s| s.get(keys::VAL_TOP1)).and_then(|s| {
         s.ys.iter()
             .copied()
             .filter(|v| v.is_finite())
@@ -101,19 +101,19 @@ pub fn final_metrics(data: &DataCache, run: RunId, hw: HwModel) -> Final {
     let row = data.row(run).map(|r| &r.summary);
     Final {
         best_top1: best.or(row.and_then(|r| r.best_val_top1)),
-        last_top1: last("val/top1").or(row.and_then(|r| r.last_val_top1)),
-        test_top1: last("test/top1").or(row.and_then(|r| r.test_top1)),
-        last_loss: last("train/epoch_loss").or(last("train/loss")),
-        energy_mj: last(&format!("hw/{}/energy_mj", hw.as_str()))
+        last_top1: last(keys::VAL_TOP1).or(row.and_then(|r| r.last_val_top1)),
+        test_top1: last(keys::TEST_TOP1).or(row.and_then(|r| r.test_top1)),
+        last_loss: last(keys::TRAIN_EPOCH_LOSS).or(last(keys::TRAIN_LOSS)),
+        energy_mj: last(&keys::hw_under(hw.as_str(), "energy_mj"))
             .or(row.and_then(|r| r.energy_under(hw.as_str()))),
-        latency_ms: last(&format!("hw/{}/latency_ms", hw.as_str())).or_else(|| {
+        latency_ms: last(&keys::hw_under(hw.as_str(), "latency_ms")).or_else(|| {
             // Runs recorded before the simulator existed: their `hw/*` are the project's.
-            let legacy = last("hw/shiftaddnas/latency_ms").is_none();
+            let legacy = last(&keys::hw_under("shiftaddnas", "latency_ms")).is_none();
             (hw == HwModel::Project && legacy)
-                .then(|| last("hw/latency_ms"))
+                .then(|| last(keys::HW_LATENCY_MS))
                 .flatten()
         }),
-        images_per_sec: last("train/epoch_images_per_sec"),
+        images_per_sec: last(keys::TRAIN_EPOCH_IMAGES_PER_SEC),
     }
 }
 

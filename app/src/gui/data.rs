@@ -86,10 +86,7 @@ impl DataCache {
     }
 
     pub fn is_active(&self, run: RunId) -> bool {
-        self.live.contains_key(&run)
-            || self.row(run).is_some_and(|r| {
-                matches!(r.summary.status.as_str(), "running" | "paused" | "queued")
-            })
+        self.live.contains_key(&run) || self.row(run).is_some_and(|r| r.summary.status.is_active())
     }
 
     /// Runs this session trains (known from events): they need a decision at window close.
@@ -330,6 +327,7 @@ pub fn flatten_config(text: &str) -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shiftadd_core::store::keys;
 
     #[test]
     fn eta_uses_rate_since_start() {
@@ -357,7 +355,7 @@ mod tests {
         let mut c = DataCache::default();
         let s = |xs: Vec<f64>| {
             let ys = xs.clone();
-            BTreeMap::from([("train/loss".to_owned(), Series { xs, ys })])
+            BTreeMap::from([(keys::TRAIN_LOSS.to_owned(), Series { xs, ys })])
         };
         c.want(1);
         c.runs_stale = false;
@@ -403,7 +401,7 @@ mod tests {
             series: s(vec![3.0]),
             last_step: Some(3),
         });
-        assert_eq!(c.data[&1].series["train/loss"].xs, vec![1.0, 2.0, 3.0]);
+        assert_eq!(c.data[&1].series[keys::TRAIN_LOSS].xs, vec![1.0, 2.0, 3.0]);
         assert!(c.queries(&[1]).is_empty(), "nothing new");
     }
 

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use shiftadd_core::Config;
-use shiftadd_core::config::ConfigError;
+use shiftadd_core::spec::config::ConfigError;
 
 /// The config reference, compiled in: it supplies order, help and choices.
 const REFERENCE: &str = include_str!("../../../experiments/README.md");

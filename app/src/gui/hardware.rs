@@ -5,8 +5,8 @@
 //! augmented model; latency.
 
 use egui_plot::{Bar, BarChart, Legend, Plot};
-use shiftadd_core::config::HwModel;
 use shiftadd_core::hw::{CLOCK_HZ, LayerCost};
+use shiftadd_core::spec::config::HwModel;
 
 use super::ViewCtx;
 use super::backend::HwRecords;

@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use shiftadd_core::config::HwModel;
 use shiftadd_core::run::{Command, Event, spawn_manager};
+use shiftadd_core::spec::config::HwModel;
 use shiftadd_core::store::RunId;
 
 use backend::{Backend, DRAIN_BUDGET, Loaded, Query};
@@ -373,7 +373,7 @@ impl StudioApp {
                 .data
                 .runs
                 .iter()
-                .filter(|r| r.summary.status == "running")
+                .filter(|r| r.summary.status == shiftadd_core::store::Status::Running)
                 .count()
                 .max(self.data.live.values().filter(|l| !l.paused).count());
             ui.label(match training {

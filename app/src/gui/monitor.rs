@@ -3,8 +3,7 @@
 //! run's log with its failure reason.
 
 use shiftadd_core::run::Command;
-use shiftadd_core::store::RunId;
-use shiftadd_core::train::keys;
+use shiftadd_core::store::{RunId, keys};
 
 use super::ViewCtx;
 use super::data::{DataCache, RunData};
@@ -68,7 +67,10 @@ impl MonitorView {
                 &mut cols[0],
                 &format!("run{run}-loss"),
                 "Training loss",
-                &curves(&[("train/loss", "tiny"), ("train/loss_aug", "augmented")]),
+                &curves(&[
+                    (keys::TRAIN_LOSS, "tiny"),
+                    (keys::TRAIN_LOSS_AUG, "augmented"),
+                ]),
                 style,
                 vcx.export,
             );
@@ -81,7 +83,7 @@ impl MonitorView {
                     (keys::TEST_TOP1, "tiny (test, end of run)"),
                     (keys::VAL_TOP1_WIDEST, "exact widest augmented config"),
                     (
-                        "val/top1_aug",
+                        keys::VAL_TOP1_AUG_LEGACY,
                         "widest augmented (runs before the validation split: on test)",
                     ),
                 ]),
@@ -92,7 +94,7 @@ impl MonitorView {
                 &mut cols[0],
                 &format!("run{run}-lr"),
                 "Learning rate",
-                &curves(&[("train/lr", "lr")]),
+                &curves(&[(keys::TRAIN_LR, "lr")]),
                 style,
                 vcx.export,
             );
@@ -100,7 +102,7 @@ impl MonitorView {
                 &mut cols[1],
                 &format!("run{run}-speed"),
                 "Images / s",
-                &curves(&[("train/images_per_sec", "images/s")]),
+                &curves(&[(keys::TRAIN_IMAGES_PER_SEC, "images/s")]),
                 style,
                 vcx.export,
             );

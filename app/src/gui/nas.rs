@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use egui_plot::{Corner, Legend, Line, MarkerShape, Plot, Points, VLine};
 use shiftadd_core::Config;
-use shiftadd_core::nas::{NasArch, pareto_front, target_config, unit};
+use shiftadd_core::nas::{pareto_front, target_config, unit};
 use shiftadd_core::run::Command;
-use shiftadd_core::store::{NasCandidateRow, RunId};
+use shiftadd_core::spec::space::NasArch;
+use shiftadd_core::store::{CandidateStatus, NasCandidateRow, RunId};
 
 use super::ViewCtx;
 use super::backend::NasData;
@@ -48,7 +49,7 @@ impl NasView {
                 (
                     r.summary.id,
                     r.summary.name.clone(),
-                    r.summary.status.clone(),
+                    r.summary.status.to_string(),
                 )
             })
             .collect();
@@ -96,7 +97,10 @@ impl NasView {
             (c.nas.budget, format!("{unit} ({})", c.hw.model.title()))
         });
         let rows = &nas.rows;
-        let done = rows.iter().filter(|r| r.status == "done").count();
+        let done = rows
+            .iter()
+            .filter(|r| r.status == CandidateStatus::Done)
+            .count();
         ui.label(format!(
             "{} candidates ({done} evaluated) · TargetNet budget {budget} {u} · stage 1 costs are of the multiplicative SubNet, stage 2 of the MF TargetNet",
             rows.len()

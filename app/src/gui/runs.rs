@@ -2,9 +2,9 @@
 //! make it the current run (Monitor, Weights, Hardware); tick runs to compare them.
 
 use serde::{Deserialize, Serialize};
-use shiftadd_core::config::HwModel;
 use shiftadd_core::run::Command;
-use shiftadd_core::store::RunId;
+use shiftadd_core::spec::config::HwModel;
+use shiftadd_core::store::{RunId, Status};
 
 use super::backend::RunRow;
 use super::data::DataCache;
@@ -66,7 +66,7 @@ pub fn sorted<'a>(rows: &'a [RunRow], settings: &RunsSettings, hw: HwModel) -> V
         match settings.sort {
             SortKey::Id => a.id.cmp(&b.id),
             SortKey::Name => a.name.cmp(&b.name),
-            SortKey::Status => a.status.cmp(&b.status),
+            SortKey::Status => a.status.as_str().cmp(b.status.as_str()),
             SortKey::Best => num(a.best_val_top1).total_cmp(&num(b.best_val_top1)),
             SortKey::Last => num(a.last_val_top1).total_cmp(&num(b.last_val_top1)),
             SortKey::Test => num(a.test_top1).total_cmp(&num(b.test_top1)),
@@ -115,13 +115,13 @@ fn header(ui: &mut egui::Ui, settings: &mut RunsSettings, key: SortKey, title: &
     }
 }
 
-fn status_color(ui: &egui::Ui, status: &str) -> egui::Color32 {
+fn status_color(ui: &egui::Ui, status: Status) -> egui::Color32 {
     match status {
-        "running" => egui::Color32::from_rgb(0x5c, 0xc0, 0x6c),
-        "paused" | "queued" => egui::Color32::from_rgb(0xd0, 0xc8, 0x40),
-        "failed" => ui.visuals().error_fg_color,
-        "interrupted" | "stopped" => ui.visuals().warn_fg_color,
-        _ => ui.visuals().text_color(),
+        Status::Running => egui::Color32::from_rgb(0x5c, 0xc0, 0x6c),
+        Status::Paused | Status::Queued => egui::Color32::from_rgb(0xd0, 0xc8, 0x40),
+        Status::Failed => ui.visuals().error_fg_color,
+        Status::Interrupted | Status::Stopped => ui.visuals().warn_fg_color,
+        Status::Finished => ui.visuals().text_color(),
     }
 }
 
@@ -241,12 +241,12 @@ fn row_ui(
         }
     }
     name.context_menu(|ui| {
-        if data.live.contains_key(&s.id) || s.status == "queued" {
+        if data.live.contains_key(&s.id) || s.status == Status::Queued {
             if ui.button("Stop").clicked() {
                 commands.push(Command::Stop(s.id));
                 ui.close();
             }
-        } else if s.status != "finished" && ui.button("Resume").clicked() {
+        } else if s.status != Status::Finished && ui.button("Resume").clicked() {
             commands.push(Command::Resume {
                 run: s.id,
                 request: 0,
@@ -254,7 +254,7 @@ fn row_ui(
             ui.close();
         }
     });
-    let status = ui.colored_label(status_color(ui, &s.status), &s.status);
+    let status = ui.colored_label(status_color(ui, s.status), s.status.as_str());
     if let Some(reason) = &s.reason {
         status.on_hover_text(reason);
     }
@@ -278,7 +278,7 @@ mod tests {
             summary: RunSummary {
                 id,
                 name: name.into(),
-                status: "finished".into(),
+                status: Status::Finished,
                 reason: None,
                 dataset: "synthetic".into(),
                 model: "micro".into(),

@@ -42,9 +42,9 @@ fn read_records(paths: &[PathBuf], hundred: bool) -> Result<Dataset, DataError> 
                 what: format!("{name} file"),
                 path: path.clone(),
                 hint: super::hint(if hundred {
-                    crate::config::DatasetName::Cifar100
+                    crate::spec::config::DatasetName::Cifar100
                 } else {
-                    crate::config::DatasetName::Cifar10
+                    crate::spec::config::DatasetName::Cifar10
                 })
                 .into(),
             });

@@ -16,8 +16,8 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, bounded};
 
-use crate::config::{DataConfig, DatasetName};
 use crate::rng::Rng;
+use crate::spec::config::{DataConfig, DatasetName};
 
 pub use cifar::write_cifar_binary;
 pub use idx::write_idx;
@@ -450,7 +450,7 @@ mod tests {
     fn validation_is_held_out_of_the_training_file() {
         let whole = load(&DataConfig {
             synthetic_train: 500,
-            val_images: crate::config::ValImages::Count(1),
+            val_images: crate::spec::config::ValImages::Count(1),
             ..DataConfig::default()
         })
         .expect("synthetic");
@@ -463,7 +463,7 @@ mod tests {
         assert_eq!(file.len(), 499);
         let cfg = DataConfig {
             synthetic_train: 500,
-            val_images: crate::config::ValImages::Count(100),
+            val_images: crate::spec::config::ValImages::Count(100),
             train_subset: 300,
             ..DataConfig::default()
         };
@@ -494,7 +494,7 @@ mod tests {
         assert_eq!((auto.train.len(), auto.val.len()), (450, 50));
         let err = load(&DataConfig {
             synthetic_train: 500,
-            val_images: crate::config::ValImages::Count(500),
+            val_images: crate::spec::config::ValImages::Count(500),
             ..DataConfig::default()
         })
         .unwrap_err()

@@ -22,9 +22,10 @@ pub const CLOCK_HZ: f64 = 250e6;
 pub mod project;
 pub mod shiftaddnas;
 
-use crate::config::{Config, Convention, HwConfig, HwModel, OpKind};
-use crate::layers::{self, Layer};
-use crate::model::{ArchSpec, Net, OpSpec, Widths};
+use crate::spec::arch::{ArchSpec, OpSpec, Widths};
+use crate::spec::config::{Config, Convention, HwConfig, HwModel, OpKind};
+use crate::spec::layers::{self, Layer};
+use crate::store::{HwCostRow, RunId};
 
 /// Unit compute energy (pJ) of one `op` at `bits` (32 or 8).
 pub fn unit_energy(op: OpKind, bits: i64) -> f64 {
@@ -242,7 +243,7 @@ pub fn under(hw: &HwConfig, model: HwModel) -> HwConfig {
 /// all-Mult, and the largest augmented model (multiplicative, as ShiftAddAug trains it).
 pub fn config_costs(cfg: &Config, channels: i64, resolution: i64, classes: i64) -> Vec<ModelCost> {
     let spec = ArchSpec::from_config(cfg, channels, resolution, classes);
-    let tiny = Net::base_widths(&spec);
+    let tiny = spec.base_widths();
     let ops = OpSpec::from_config(cfg);
     let mut out = vec![
         model_cost(
@@ -257,8 +258,8 @@ pub fn config_costs(cfg: &Config, channels: i64, resolution: i64, classes: i64) 
         ),
     ];
     let mut aug = cfg.aug.clone();
-    aug.hybrid = crate::config::Hybrid::Mult;
-    let max: Widths = Net::max_widths(&spec, &aug);
+    aug.hybrid = crate::spec::config::Hybrid::Mult;
+    let max: Widths = spec.max_widths(&aug);
     out.push(model_cost(
         "largest augmented (mult)",
         &layers::layers(&spec, &max, &OpSpec::mult(), resolution),
@@ -267,11 +268,31 @@ pub fn config_costs(cfg: &Config, channels: i64, resolution: i64, classes: i64) 
     out
 }
 
+/// The store rows of a config's costed models, as [`config_costs`] returns them (`tiny`,
+/// `tiny-mult`, `augmented`; repeated per cost model), for run `run`.
+pub fn cost_rows(run: RunId, costs: &[ModelCost]) -> Vec<HwCostRow> {
+    let mut rows = Vec::new();
+    let names = ["tiny", "tiny-mult", "augmented"];
+    for (cost, model) in costs.iter().zip(names.iter().cycle()) {
+        for (i, l) in cost.layers.iter().enumerate() {
+            rows.push(HwCostRow {
+                run,
+                hw_model: cost.model.as_str().to_owned(),
+                model: (*model).to_owned(),
+                layer_index: i as i64,
+                layer: l.name.clone(),
+                detail: serde_json::to_value(l).unwrap_or_default(),
+            });
+        }
+    }
+    rows
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::config::ModelName;
-    use crate::layers::LayerKind;
+    use crate::spec::config::ModelName;
+    use crate::spec::layers::LayerKind;
 
     pub(crate) fn layer(
         kind: LayerKind,
@@ -367,7 +388,7 @@ pub(crate) mod tests {
     #[test]
     fn shift_below_add_below_mult_in_the_paper_convention() {
         let spec = ArchSpec::named(ModelName::Mbv2Tiny, 1, 32, 10);
-        let w = Net::base_widths(&spec);
+        let w = spec.base_widths();
         let hw = HwConfig {
             model: HwModel::Project,
             ..HwConfig::default()
@@ -388,7 +409,7 @@ pub(crate) mod tests {
 
     fn mbv2_tiny(kind: OpKind, hw: &HwConfig) -> ModelCost {
         let spec = ArchSpec::named(ModelName::Mbv2Tiny, 1, 32, 10);
-        let w = Net::base_widths(&spec);
+        let w = spec.base_widths();
         let ops = OpSpec {
             kind,
             ..OpSpec::mult()

@@ -52,8 +52,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::MemEnergy;
-use crate::config::HwMode;
-use crate::layers::{Layer, LayerKind};
+use crate::spec::config::HwMode;
+use crate::spec::layers::{Layer, LayerKind};
 
 pub const PE_ROWS: i64 = 16;
 pub const PE_COLS: i64 = 12;
@@ -372,9 +372,9 @@ pub fn movement(l: &Layer, bits: i64, mode: HwMode) -> Movement {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::OpKind;
     use crate::hw::tests::layer;
     use crate::rng::Rng;
+    use crate::spec::config::OpKind;
 
     #[test]
     fn searched_tilings_respect_the_limits_and_the_upper_bound() {

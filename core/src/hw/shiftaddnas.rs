@@ -65,8 +65,8 @@ use std::sync::{Mutex, OnceLock};
 use serde::{Deserialize, Serialize};
 
 use super::CLOCK_HZ;
-use crate::config::OpKind;
-use crate::layers::{Layer, LayerKind};
+use crate::spec::config::OpKind;
+use crate::spec::layers::{Layer, LayerKind};
 
 /// The simulator's layer `type`: it decides the unit energies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -9,6 +9,8 @@ use std::ffi::{CStr, c_char};
 use tch::{TchError, Tensor};
 use torch_sys::C_tensor;
 
+pub use crate::spec::arch::GradScale;
+
 /// Floats in one temporary block of the pairwise |X − F| computation (64 MiB).
 pub const DEFAULT_CHUNK_ELEMS: i64 = 1 << 24;
 
@@ -57,25 +59,6 @@ pub(crate) fn take(ptr: *mut C_tensor, err: *mut c_char) -> Result<Tensor, TchEr
         // SAFETY: a non-null result is a fresh heap `at::Tensor*`, the handle type tch owns and frees.
         Ok(unsafe { Tensor::from_ptr(ptr) })
     }
-}
-
-/// AdderNet's adaptive gradient scaling (method.md §2), applied by the op's backward to dF of the
-/// weight that call used, per call: `dF ← η·√numel(F)·dF / max(‖dF‖₂, 1e-12)`, and with `relative`
-/// also `× rms(F)`, so that an update's size relative to the weights is AdderNet's with its N(0,1)
-/// weights whatever their scale. A multiplicative forward of the same shared tensor is untouched.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct GradScale {
-    /// η; 0 leaves dF as the formula gives it.
-    pub eta: f64,
-    pub relative: bool,
-}
-
-impl GradScale {
-    /// The raw gradients `X − F` (no scaling).
-    pub const NONE: Self = Self {
-        eta: 0.0,
-        relative: false,
-    };
 }
 
 /// Differentiable adder convolution of `x` [N, C, H, W] with `f` [O, C/groups, k, k], raw gradients.

@@ -20,7 +20,7 @@
 use tch::{Kind, Tensor, nn};
 
 use super::straight_through;
-use crate::config::RemapKind;
+use crate::spec::config::RemapKind;
 
 /// `softplus⁻¹(1) = ln(e − 1)`: the stored value of a scale of 1.
 const SOFTPLUS_ONE: f64 = 0.541_324_854_612_918_1;

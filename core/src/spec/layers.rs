@@ -2,11 +2,11 @@
 //! needs: every conv (stem, expand, depthwise, project, head) and the classifier, each with its
 //! operator, channels, kernel, stride, groups and input/output feature-map sizes.
 //!
-//! It mirrors [`crate::model::Net::forward`] without building tensors, so it works for any
+//! It mirrors `model::Net::forward` without building tensors, so it works for any
 //! architecture and widths (tiny, augmented, NAS candidates) in microseconds.
 
-use crate::config::OpKind;
-use crate::model::{ArchSpec, OpSpec, Widths};
+use crate::spec::arch::{ArchSpec, OpSpec, Widths};
+use crate::spec::config::OpKind;
 
 /// What a layer is, for counting and display.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,60 +195,6 @@ pub fn layers(spec: &ArchSpec, w: &Widths, ops: &OpSpec, resolution: i64) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{MfLayers, ModelName};
-    use crate::model::Net;
-    use tch::{Device, Kind, Tensor, nn};
-
-    #[test]
-    fn shapes_follow_the_forward_pass_of_the_built_model() {
-        // Run the real tiny net with hooks-free bookkeeping: the logits' shape and every layer's
-        // parameter count must agree with the stored weight slices.
-        let spec = ArchSpec::named(ModelName::Mbv2Tiny, 1, 32, 10);
-        let vs = nn::VarStore::new(Device::Cpu);
-        let ops = OpSpec {
-            kind: OpKind::Shift,
-            ..OpSpec::mult()
-        };
-        let net = Net::new(&vs.root(), spec.clone(), Net::base_widths(&spec), &ops);
-        let w = Net::base_widths(&spec);
-        let list = layers(&spec, &w, &ops, 32);
-        let weights = vs.variables();
-        for l in &list {
-            let t = &weights[&format!("{}.weight", l.name)];
-            assert_eq!(t.numel() as i64, l.params(), "{}", l.name);
-        }
-        assert_eq!(
-            list.len(),
-            1 + 3 * spec.blocks.len() - 1 + 1 + 1,
-            "stem, blocks (first has no expand), head, fc"
-        );
-        assert_eq!(list[0].op, OpKind::Mult, "the stem stays multiplicative");
-        assert!(
-            list[1..list.len() - 1]
-                .iter()
-                .all(|l| l.op == OpKind::Shift)
-        );
-        assert_eq!(list.last().map(|l| l.op), Some(OpKind::Mult));
-        // Spatial sizes: 32 → 32 (stem, stage 1 stride 1 at 32 px) … → 4 at the head.
-        let head = &list[list.len() - 2];
-        assert_eq!((head.h_in, head.h_out, head.c_out), (4, 4, 448));
-        let x = Tensor::zeros([2, 1, 32, 32], (Kind::Float, Device::Cpu));
-        let logits = net
-            .forward(&x, &w, false, crate::model::Exec::Tiny)
-            .expect("forward");
-        assert_eq!(logits.size(), vec![2, 10]);
-        // Roles follow `mf_layers`.
-        let pw = OpSpec {
-            mf_layers: MfLayers::Pointwise,
-            ..ops
-        };
-        let list = layers(&spec, &w, &pw, 32);
-        assert!(
-            list.iter()
-                .filter(|l| l.kind == LayerKind::Depthwise)
-                .all(|l| l.op == OpKind::Mult)
-        );
-    }
 
     #[test]
     fn counts_match_hand_computation() {

@@ -200,7 +200,7 @@ impl ModelName {
 #[serde(default, deny_unknown_fields)]
 pub struct ModelConfig {
     pub name: ModelName,
-    /// A NAS architecture (JSON of [`crate::nas::NasArch`]); when set it replaces `name`.
+    /// A NAS architecture (JSON of [`crate::spec::space::NasArch`]); when set it replaces `name`.
     pub arch: String,
 }
 
@@ -340,7 +340,7 @@ pub struct AugConfig {
     pub sort_channels: bool,
     /// Extension (not NetAug): also sort the stem's and stage outputs' channels.
     pub sort_stage_channels: bool,
-    /// The augmented SubNet (JSON of [`crate::nas::NasArch`]) that `model.arch` sits inside;
+    /// The augmented SubNet (JSON of [`crate::spec::space::NasArch`]) that `model.arch` sits inside;
     /// empty: none. When set, augmented sub-models may also run the SubNet's deeper blocks, and
     /// their widths are capped at the SubNet's (method.md §6).
     pub arch: String,
@@ -561,7 +561,7 @@ impl Default for HwConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct NasConfig {
     /// What the budget limits.
-    pub budget_kind: crate::nas::BudgetKind,
+    pub budget_kind: crate::spec::config::BudgetKind,
     /// Budget of the tiny MF TargetNet: mJ (energy) or ms (latency).
     pub budget: f64,
     /// Stage 1 searches a multiplicative SubNet under m × budget, m drawn from these.
@@ -592,7 +592,7 @@ pub struct NasConfig {
 impl Default for NasConfig {
     fn default() -> Self {
         Self {
-            budget_kind: crate::nas::BudgetKind::Energy,
+            budget_kind: crate::spec::config::BudgetKind::Energy,
             budget: 0.3,
             multiples: vec![2.2, 2.4, 2.8, 3.2],
             population: 4,
@@ -700,21 +700,22 @@ impl Config {
         range("eval.batch_size", self.eval.batch_size, 1, 8192)?;
         range("eval.bn_images", self.eval.bn_images, 0, 10_000_000)?;
         if !self.model.arch.trim().is_empty()
-            && let Err(e) = crate::nas::NasArch::from_json(&self.model.arch)
+            && let Err(e) = crate::spec::space::NasArch::from_json(&self.model.arch)
         {
             return Err(invalid("model.arch", &self.model.arch, &e.to_string()));
         }
         if !self.aug.arch.trim().is_empty() {
-            let sub = crate::nas::NasArch::from_json(&self.aug.arch)
+            let sub = crate::spec::space::NasArch::from_json(&self.aug.arch)
                 .map_err(|e| invalid("aug.arch", &self.aug.arch, &e.to_string()))?;
-            let target = crate::nas::NasArch::from_json(&self.model.arch).map_err(|_| {
-                invalid(
-                    "aug.arch",
-                    &self.aug.arch,
-                    "needs `model.arch`: the TargetNet that sits inside this SubNet",
-                )
-            })?;
-            if !crate::nas::is_sub_model(&target, &sub) {
+            let target =
+                crate::spec::space::NasArch::from_json(&self.model.arch).map_err(|_| {
+                    invalid(
+                        "aug.arch",
+                        &self.aug.arch,
+                        "needs `model.arch`: the TargetNet that sits inside this SubNet",
+                    )
+                })?;
+            if !crate::spec::space::is_sub_model(&target, &sub) {
                 return Err(invalid(
                     "aug.arch",
                     &self.aug.arch,
@@ -920,4 +921,14 @@ mod tests {
             .to_string();
         assert!(err.contains("data.dir"), "{err}");
     }
+}
+
+/// What a budget constrains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BudgetKind {
+    /// Energy per inference, mJ.
+    Energy,
+    /// Latency per inference, ms.
+    Latency,
 }

@@ -1,0 +1,491 @@
+//! Architecture specs: what a model *is*, as plain data — its blocks and channel counts
+//! ([`ArchSpec`]), every way to get one (a named model, the config, a NAS architecture, a
+//! TargetNet inside its SubNet), the widths of its sub-models ([`Widths`]: the tiny one, the
+//! largest augmented one), and the operator of every layer ([`OpSpec`]). No tensors.
+
+use super::config::{AugConfig, Config, Hybrid, MfLayers, ModelName, OpKind, RemapKind};
+use super::space::{NasArch, STAGE_BASE};
+
+/// One inverted-residual block (1×1 expand → k×k depthwise → 1×1 project).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockSpec {
+    pub stage: usize,
+    pub in_c: i64,
+    pub out_c: i64,
+    /// Channels after expansion; equal to `in_c` when the block has no expand conv.
+    pub mid_c: i64,
+    pub kernel: i64,
+    pub stride: i64,
+    pub expand: bool,
+    /// The tiny model runs this block. `false`: a block of the augmented SubNet only (depth
+    /// augmentation, method.md §6); such a block is always residual, so skipping it is the identity.
+    pub tiny: bool,
+}
+
+impl BlockSpec {
+    pub fn residual(&self) -> bool {
+        self.stride == 1 && self.in_c == self.out_c
+    }
+}
+
+/// A whole architecture at its base (tiny) width.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArchSpec {
+    pub in_channels: i64,
+    pub stem_c: i64,
+    pub stem_stride: i64,
+    pub blocks: Vec<BlockSpec>,
+    /// 1×1 conv after the blocks (`mbv2-tiny`); `None` feeds the pooled features to the classifier.
+    pub head_c: Option<i64>,
+    pub classes: i64,
+    /// With an augmented SubNet (`aug.arch`): its channel counts per block, the most any augmented
+    /// sub-model may use. `None`: augmentation widths are bounded by the `aug` factors only.
+    pub aug_cap: Option<Widths>,
+}
+
+/// MobileNet channel rounding: to a multiple of 8, never below 90 % of the request.
+pub fn make_divisible(v: f64, divisor: i64) -> i64 {
+    let d = divisor as f64;
+    let mut r = ((v + d / 2.0) / d).floor() * d;
+    r = r.max(d);
+    if r < 0.9 * v {
+        r += d;
+    }
+    r as i64
+}
+
+struct StagePlan {
+    out_c: i64,
+    expands: Vec<i64>,
+    kernels: Vec<i64>,
+    stride: i64,
+}
+
+impl ArchSpec {
+    /// The named architecture for `in_channels`-channel `resolution`-pixel inputs and `classes` classes.
+    pub fn named(name: ModelName, in_channels: i64, resolution: i64, classes: i64) -> Self {
+        // For inputs of 32 px or less, the stem and the first downsampling stage use stride 1.
+        let small = resolution <= 32;
+        let first_down = if small { 1 } else { 2 };
+        let stem_stride = if small { 1 } else { 2 };
+        let (stem_c, plans, head_c) = match name {
+            ModelName::Micro => (
+                16,
+                vec![plan(24, &[3], &[3], 2), plan(32, &[3], &[3], 2)],
+                Some(64),
+            ),
+            ModelName::Mbv2Tiny => {
+                let w = |c: f64| make_divisible(c * 0.35, 8);
+                let mut plans = vec![
+                    plan(w(16.0), &[1], &[3], 1),
+                    plan(w(24.0), &[6; 2], &[3; 2], first_down),
+                ];
+                for (c, n, s) in [(32.0, 3, 2), (64.0, 4, 2), (96.0, 3, 1), (160.0, 3, 2)] {
+                    plans.push(plan(w(c), &vec![6; n], &vec![3; n], s));
+                }
+                plans.push(plan(112, &[6], &[3], 1)); // head MBConv(56→112, k3, e6)
+                (w(32.0), plans, Some(448))
+            }
+            ModelName::Mcunet => (
+                16,
+                vec![
+                    plan(8, &[1], &[3], 1),
+                    plan(16, &[3, 5, 5, 4], &[7, 3, 7, 5], first_down),
+                    plan(24, &[5, 5, 5], &[5, 5, 5], 2),
+                    plan(40, &[5, 6, 4], &[3, 7, 5], 2),
+                    plan(48, &[5, 5, 5], &[5, 7, 3], 1),
+                    plan(96, &[6, 5, 4], &[3, 7, 3], 2),
+                    plan(160, &[5], &[7], 1), // head MBConv(96→160, k7, mid 480)
+                ],
+                None,
+            ),
+        };
+        let mut blocks = Vec::new();
+        let mut in_c = stem_c;
+        for (stage, p) in plans.iter().enumerate() {
+            for (i, (&e, &k)) in p.expands.iter().zip(&p.kernels).enumerate() {
+                blocks.push(BlockSpec {
+                    stage,
+                    in_c,
+                    out_c: p.out_c,
+                    mid_c: in_c * e,
+                    kernel: k,
+                    stride: if i == 0 { p.stride } else { 1 },
+                    expand: e != 1,
+                    tiny: true,
+                });
+                in_c = p.out_c;
+            }
+        }
+        Self {
+            in_channels,
+            stem_c,
+            stem_stride,
+            blocks,
+            head_c,
+            classes,
+            aug_cap: None,
+        }
+    }
+
+    /// The configured architecture: `model.arch` (a NAS architecture) when set, else `model.name`;
+    /// with `aug.arch` too, the TargetNet inside that SubNet (see [`crate::spec::space::NasArch::to_spec_within`]).
+    pub fn from_config(cfg: &Config, in_channels: i64, resolution: i64, classes: i64) -> Self {
+        use crate::spec::space::NasArch;
+        let shape = (in_channels, resolution, classes);
+        match (
+            NasArch::from_json(&cfg.model.arch),
+            NasArch::from_json(&cfg.aug.arch),
+        ) {
+            (Ok(target), Ok(sub)) => target.to_spec_within(&sub, shape),
+            (Ok(target), _) => target.to_spec(in_channels, resolution, classes),
+            _ => Self::named(cfg.model.name, in_channels, resolution, classes),
+        }
+    }
+
+    pub fn stages(&self) -> usize {
+        self.blocks.iter().map(|b| b.stage + 1).max().unwrap_or(0)
+    }
+}
+
+fn plan(out_c: i64, expands: &[i64], kernels: &[i64], stride: i64) -> StagePlan {
+    StagePlan {
+        out_c,
+        expands: expands.to_vec(),
+        kernels: kernels.to_vec(),
+        stride,
+    }
+}
+
+/// The channel counts of one sub-model: per block (mid, out), plus stem and head, and which
+/// blocks it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Widths {
+    pub stem: i64,
+    pub mid: Vec<i64>,
+    pub out: Vec<i64>,
+    pub head: Option<i64>,
+    /// Per block: whether this sub-model runs it (the tiny model skips the SubNet-only blocks).
+    pub active: Vec<bool>,
+    /// Per block: the depthwise kernel it runs (inside a SubNet, the tiny model runs the centre
+    /// of a larger stored kernel: kernel nesting).
+    pub kernel: Vec<i64>,
+}
+
+/// Channels for `base` scaled by `factor` (factor 1 is exactly `base`; never below it).
+pub fn scaled(base: i64, factor: f64) -> i64 {
+    if factor <= 1.0 {
+        base
+    } else {
+        make_divisible(base as f64 * factor, 8).max(base)
+    }
+}
+
+impl Widths {
+    /// `base` scaled: one factor for the stem, one per stage, one for the head, one per block's
+    /// expansion. As in NetAug, a block's mid width grows with its width-augmented input:
+    /// `make_divisible(aug_e · e · in_width)`, `e` the block's own expand ratio.
+    pub fn scaled(spec: &ArchSpec, stem: f64, stage: &[f64], head: f64, expand: &[f64]) -> Self {
+        let base = spec.base_widths();
+        let stem_w = scaled(base.stem, stem);
+        let out: Vec<i64> = spec
+            .blocks
+            .iter()
+            .zip(&base.out)
+            .map(|(b, &o)| scaled(o, stage[b.stage]))
+            .collect();
+        let mid = spec
+            .blocks
+            .iter()
+            .zip(&base.mid)
+            .enumerate()
+            .map(|(i, (b, &m))| {
+                if !b.expand {
+                    return m;
+                }
+                let in_w = if i == 0 { stem_w } else { out[i - 1] };
+                scaled(m, expand[i] * in_w as f64 / b.in_c as f64)
+            })
+            .collect();
+        Self {
+            stem: stem_w,
+            mid,
+            out,
+            head: base.head.map(|h| scaled(h, head)),
+            active: base.active,
+            kernel: base.kernel,
+        }
+    }
+
+    /// Every count between the tiny model's (`base`) and `cap`'s.
+    pub fn clamped(mut self, base: &Self, cap: &Self) -> Self {
+        let clamp = |v: i64, lo: i64, hi: i64| v.min(hi).max(lo);
+        self.stem = clamp(self.stem, base.stem, cap.stem);
+        for i in 0..self.mid.len() {
+            self.mid[i] = clamp(self.mid[i], base.mid[i], cap.mid[i]);
+            self.out[i] = clamp(self.out[i], base.out[i], cap.out[i]);
+        }
+        if let (Some(h), Some(lo), Some(hi)) = (self.head, base.head, cap.head) {
+            self.head = Some(clamp(h, lo, hi));
+        }
+        self
+    }
+}
+
+impl ArchSpec {
+    /// The tiny model's widths.
+    pub fn base_widths(&self) -> Widths {
+        let spec = self;
+        Widths {
+            stem: spec.stem_c,
+            mid: spec.blocks.iter().map(|b| b.mid_c).collect(),
+            out: spec.blocks.iter().map(|b| b.out_c).collect(),
+            head: spec.head_c,
+            active: spec.blocks.iter().map(|b| b.tiny).collect(),
+            kernel: spec.blocks.iter().map(|b| b.kernel).collect(),
+        }
+    }
+
+    /// The largest sub-model an augmentation config can sample.
+    pub fn max_widths(&self, aug: &AugConfig) -> Widths {
+        let spec = self;
+        if aug.hybrid == Hybrid::None {
+            return spec.base_widths();
+        }
+        let top = |v: &[f64]| v.iter().copied().fold(1.0, f64::max);
+        let (e, w) = (top(&aug.expand), top(&aug.width));
+        let widest = Widths::scaled(
+            spec,
+            w,
+            &vec![w; spec.stages()],
+            w,
+            &vec![e; spec.blocks.len()],
+        );
+        match &spec.aug_cap {
+            Some(cap) => Widths {
+                active: vec![true; spec.blocks.len()],
+                kernel: cap.kernel.clone(),
+                ..widest.clamped(&spec.base_widths(), cap)
+            },
+            None => widest,
+        }
+    }
+}
+
+/// Operator settings shared by every layer of a net.
+#[derive(Debug, Clone)]
+pub struct OpSpec {
+    pub kind: OpKind,
+    pub mf_layers: MfLayers,
+    pub weight_bits: i64,
+    pub act_fixed_point: bool,
+    pub remap: RemapKind,
+    pub remap_bins: i64,
+    pub remap_shift: bool,
+    /// AdderNet's adaptive gradient scaling of Add calls.
+    pub add_scale: GradScale,
+    /// Initialise Add layers' stored weights at unit RMS (AdderNet's N(0,1) scale) instead of
+    /// kaiming's.
+    pub add_unit_init: bool,
+}
+
+impl OpSpec {
+    /// All layers multiplicative.
+    pub fn mult() -> Self {
+        Self {
+            kind: OpKind::Mult,
+            mf_layers: MfLayers::Body,
+            weight_bits: 5,
+            act_fixed_point: false,
+            remap: RemapKind::None,
+            remap_bins: 100,
+            remap_shift: false,
+            add_scale: GradScale::NONE,
+            add_unit_init: false,
+        }
+    }
+
+    pub fn from_config(c: &Config) -> Self {
+        Self {
+            kind: c.ops.kind,
+            mf_layers: c.ops.mf_layers,
+            weight_bits: c.ops.weight_bits,
+            act_fixed_point: c.ops.act_fixed_point,
+            remap: c.remap.kind,
+            remap_bins: c.remap.bins,
+            remap_shift: c.remap.shift,
+            add_scale: GradScale {
+                eta: c.ops.add_eta,
+                relative: c.ops.add_eta_relative,
+            },
+            add_unit_init: c.ops.add_init == crate::spec::config::AddInit::Unit,
+        }
+    }
+
+    /// The operator of a conv of `block` (`pointwise`: 1×1): SubNet-only blocks are Mult, since
+    /// only the multiplicative augmented model runs them.
+    pub fn block_role(&self, block: &BlockSpec, pointwise: bool) -> OpKind {
+        if block.tiny {
+            self.conv_role(false, pointwise)
+        } else {
+            OpKind::Mult
+        }
+    }
+
+    /// The operator of a conv layer (`stem`: the first conv; `pointwise`: 1×1).
+    pub fn conv_role(&self, stem: bool, pointwise: bool) -> OpKind {
+        let mf = match self.mf_layers {
+            MfLayers::Body => !stem,
+            MfLayers::Pointwise => pointwise && !stem,
+            MfLayers::All => true,
+        };
+        if mf { self.kind } else { OpKind::Mult }
+    }
+
+    /// The classifier's operator: MF only with `mf_layers = "all"`, and then Shift.
+    pub fn classifier_role(&self) -> OpKind {
+        if self.mf_layers == MfLayers::All && self.kind != OpKind::Mult {
+            OpKind::Shift
+        } else {
+            OpKind::Mult
+        }
+    }
+}
+
+impl NasArch {
+    /// The architecture as the project's model spec.
+    pub fn to_spec(&self, in_channels: i64, resolution: i64, classes: i64) -> ArchSpec {
+        let small = resolution <= 32;
+        let w = |c: f64| make_divisible(c * 0.35, 8);
+        let stem_c = w(32.0);
+        let mut blocks = vec![BlockSpec {
+            stage: 0,
+            in_c: stem_c,
+            out_c: w(16.0),
+            mid_c: stem_c,
+            kernel: 3,
+            stride: 1,
+            expand: false,
+            tiny: true,
+        }];
+        let mut in_c = w(16.0);
+        for (i, (s, (base, stride))) in self.stages.iter().zip(STAGE_BASE).enumerate() {
+            let out_c = make_divisible(base * 0.35 * s.width, 8);
+            let stride = if i == 0 && small { 1 } else { stride };
+            for (j, (&k, &e)) in s.kernels.iter().zip(&s.expands).enumerate() {
+                blocks.push(BlockSpec {
+                    stage: i + 1,
+                    in_c,
+                    out_c,
+                    mid_c: in_c * e,
+                    kernel: k,
+                    stride: if j == 0 { stride } else { 1 },
+                    expand: true,
+                    tiny: true,
+                });
+                in_c = out_c;
+            }
+        }
+        blocks.push(BlockSpec {
+            stage: self.stages.len() + 1,
+            in_c,
+            out_c: 112,
+            mid_c: in_c * 6,
+            kernel: 3,
+            stride: 1,
+            expand: true,
+            tiny: true,
+        });
+        ArchSpec {
+            in_channels,
+            stem_c,
+            stem_stride: if small { 1 } else { 2 },
+            blocks,
+            head_c: Some(448),
+            classes,
+            aug_cap: None,
+        }
+    }
+
+    /// `self` (a TargetNet) inside the SubNet `sub` (`is_sub_model(self, sub)`), as one elastic
+    /// model: per stage the TargetNet's blocks, then the SubNet's deeper blocks, which only
+    /// augmented sub-models run (`tiny: false`; residual, at the TargetNet's stage width, with the
+    /// SubNet's kernel and expand); and the SubNet's channel counts as the cap of augmented
+    /// widths and kernels ([`ArchSpec::aug_cap`]): a shared block stores the SubNet's kernel and
+    /// the TargetNet runs its centre (kernel nesting). `Net::base_widths` of the result is exactly
+    /// the TargetNet.
+    pub fn to_spec_within(
+        &self,
+        sub: &Self,
+        (channels, resolution, classes): (i64, i64, i64),
+    ) -> ArchSpec {
+        let tiny = self.to_spec(channels, resolution, classes);
+        let big = sub.to_spec(channels, resolution, classes);
+        let in_stage = |spec: &ArchSpec, stage: usize| -> Vec<BlockSpec> {
+            spec.blocks
+                .iter()
+                .filter(|b| b.stage == stage)
+                .cloned()
+                .collect()
+        };
+        let mut blocks = Vec::new();
+        let mut cap = Widths {
+            stem: big.stem_c,
+            mid: Vec::new(),
+            out: Vec::new(),
+            head: big.head_c,
+            active: Vec::new(),
+            kernel: Vec::new(),
+        };
+        for stage in 0..tiny.stages() {
+            let (t, b) = (in_stage(&tiny, stage), in_stage(&big, stage));
+            for (j, sb) in b.iter().enumerate() {
+                let block = match t.get(j) {
+                    Some(tb) => tb.clone(),
+                    None => {
+                        let c = t.last().map_or(sb.out_c, |l| l.out_c);
+                        BlockSpec {
+                            stage,
+                            in_c: c,
+                            out_c: c,
+                            mid_c: c * (sb.mid_c / sb.in_c),
+                            kernel: sb.kernel,
+                            stride: 1,
+                            expand: sb.expand,
+                            tiny: false,
+                        }
+                    }
+                };
+                cap.mid.push(sb.mid_c.max(block.mid_c));
+                cap.out.push(sb.out_c.max(block.out_c));
+                cap.active.push(true);
+                cap.kernel.push(sb.kernel.max(block.kernel));
+                blocks.push(block);
+            }
+        }
+        ArchSpec {
+            blocks,
+            aug_cap: Some(cap),
+            ..tiny
+        }
+    }
+}
+
+/// AdderNet's adaptive gradient scaling (method.md §2), applied by the op's backward to dF of the
+/// weight that call used, per call: `dF ← η·√numel(F)·dF / max(‖dF‖₂, 1e-12)`, and with `relative`
+/// also `× rms(F)`, so that an update's size relative to the weights is AdderNet's with its N(0,1)
+/// weights whatever their scale. A multiplicative forward of the same shared tensor is untouched.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GradScale {
+    /// η; 0 leaves dF as the formula gives it.
+    pub eta: f64,
+    pub relative: bool,
+}
+
+impl GradScale {
+    /// The raw gradients `X − F` (no scaling).
+    pub const NONE: Self = Self {
+        eta: 0.0,
+        relative: false,
+    };
+}

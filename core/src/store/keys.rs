@@ -1,0 +1,38 @@
+//! Metric keys: the names runs record their numbers under, in one place for the trainer, the
+//! reader's summaries, the app and the tests.
+
+/// Per step: the tiny model's training loss.
+pub const TRAIN_LOSS: &str = "train/loss";
+/// Per step: the sampled augmented model's loss (when augmenting).
+pub const TRAIN_LOSS_AUG: &str = "train/loss_aug";
+pub const TRAIN_LR: &str = "train/lr";
+pub const TRAIN_IMAGES_PER_SEC: &str = "train/images_per_sec";
+/// Per epoch.
+pub const TRAIN_EPOCH_LOSS: &str = "train/epoch_loss";
+pub const TRAIN_EPOCH_IMAGES_PER_SEC: &str = "train/epoch_images_per_sec";
+/// Tiny model, every epoch, on the validation split.
+pub const VAL_TOP1: &str = "val/top1";
+pub const VAL_TOP5: &str = "val/top5";
+pub const VAL_LOSS: &str = "val/loss";
+/// The exact widest augmented configuration on validation (`eval.aug_top1`): a diagnostic of
+/// the augmented model, not a model training samples often.
+pub const VAL_TOP1_WIDEST: &str = "val/top1_widest";
+/// Runs recorded before the validation split existed: the widest augmented model's top-1 (then
+/// on the test split).
+pub const VAL_TOP1_AUG_LEGACY: &str = "val/top1_aug";
+/// Tiny model, once at the end of the run, on the test split.
+pub const TEST_TOP1: &str = "test/top1";
+pub const TEST_TOP5: &str = "test/top5";
+pub const TEST_LOSS: &str = "test/loss";
+/// Hardware cost of the tiny model under the run's own `hw.model` (step 0).
+pub const HW_ENERGY_MJ: &str = "hw/energy_mj";
+pub const HW_COMPUTE_MJ: &str = "hw/compute_mj";
+pub const HW_MEMORY_MJ: &str = "hw/memory_mj";
+pub const HW_LATENCY_MS: &str = "hw/latency_ms";
+pub const HW_ENERGY_MJ_ALL_MULT: &str = "hw/energy_mj_all_mult";
+
+/// `hw/<cost model>/<name>`: a hardware figure under one cost model (`shiftaddnas`, `project`),
+/// `name` one of `energy_mj`, `latency_ms`, `energy_mj_all_mult`.
+pub fn hw_under(cost_model: &str, name: &str) -> String {
+    format!("hw/{cost_model}/{name}")
+}

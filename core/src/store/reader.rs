@@ -1,0 +1,269 @@
+//! Read-only queries (the CLI's listings, the UI's `ui-data` thread).
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension};
+
+use super::keys;
+use super::rows::{CheckpointRow, HistogramRow, HwCostRow, MetricRow, NasCandidateRow, RunSummary};
+use super::schema::{Result, RunId, StoreError, open_ro};
+
+/// Read-side queries over any connection.
+pub struct Reader {
+    pub(super) conn: Connection,
+    path: PathBuf,
+}
+
+impl Reader {
+    pub fn open(path: &Path) -> Result<Self> {
+        Ok(Self {
+            conn: open_ro(path)?,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn sq(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    pub fn runs(&self) -> Result<Vec<RunSummary>> {
+        let sql = "SELECT r.id, r.name, r.status, r.reason, r.dataset, r.model, r.operator, r.seed, r.tags,
+                   r.created_at, r.finished_at,
+                   (SELECT MAX(epoch) FROM metrics m WHERE m.run_id = r.id AND m.key = :val_top1),
+                   (SELECT value FROM metrics m WHERE m.run_id = r.id AND m.key = :val_top1
+                        ORDER BY step DESC LIMIT 1),
+                   (SELECT MAX(value) FROM metrics m WHERE m.run_id = r.id AND m.key = :val_top1),
+                   (SELECT value FROM metrics m WHERE m.run_id = r.id AND m.key = :hw_energy
+                        ORDER BY step LIMIT 1),
+                   (SELECT value FROM metrics m WHERE m.run_id = r.id AND m.key = :test_top1
+                        ORDER BY step DESC LIMIT 1),
+                   (SELECT value FROM metrics m WHERE m.run_id = r.id
+                        AND m.key = :hw_sim ORDER BY step LIMIT 1),
+                   COALESCE(
+                       (SELECT value FROM metrics m WHERE m.run_id = r.id
+                            AND m.key = :hw_project ORDER BY step LIMIT 1),
+                       (SELECT value FROM metrics m WHERE m.run_id = r.id
+                            AND m.key = :hw_energy ORDER BY step LIMIT 1))
+                   FROM runs r ORDER BY r.id";
+        let mut stmt = self.conn.prepare(sql).map_err(|e| self.sq(e))?;
+        let (sim, project) = (
+            keys::hw_under("shiftaddnas", "energy_mj"),
+            keys::hw_under("project", "energy_mj"),
+        );
+        let params = rusqlite::named_params! {
+            ":val_top1": keys::VAL_TOP1,
+            ":hw_energy": keys::HW_ENERGY_MJ,
+            ":test_top1": keys::TEST_TOP1,
+            ":hw_sim": sim,
+            ":hw_project": project,
+        };
+        let rows = stmt
+            .query_map(params, |r| {
+                Ok(RunSummary {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    status: r.get(2)?,
+                    reason: r.get(3)?,
+                    dataset: r.get(4)?,
+                    model: r.get(5)?,
+                    operator: r.get(6)?,
+                    seed: r.get(7)?,
+                    tags: r.get(8)?,
+                    created_at: r.get(9)?,
+                    finished_at: r.get(10)?,
+                    epochs_done: r.get(11)?,
+                    last_val_top1: r.get(12)?,
+                    best_val_top1: r.get(13)?,
+                    energy_mj: r.get(14)?,
+                    test_top1: r.get(15)?,
+                    energy_shiftaddnas_mj: r.get(16)?,
+                    energy_project_mj: r.get(17)?,
+                })
+            })
+            .map_err(|e| self.sq(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.sq(e))
+    }
+
+    pub fn run(&self, id: RunId) -> Result<RunSummary> {
+        self.runs()?
+            .into_iter()
+            .find(|r| r.id == id)
+            .ok_or(StoreError::NoRun(id))
+    }
+
+    pub fn config_toml(&self, id: RunId) -> Result<String> {
+        self.conn
+            .query_row("SELECT config FROM runs WHERE id = ?1", [id], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.sq(e))?
+            .ok_or(StoreError::NoRun(id))
+    }
+
+    /// All metric rows of a run, ordered by key then step.
+    pub fn metrics(&self, id: RunId) -> Result<Vec<MetricRow>> {
+        self.metrics_after(id, i64::MIN)
+    }
+
+    /// A run's metric rows with step > `after`, ordered by key then step (live views fetch
+    /// only what is new).
+    pub fn metrics_after(&self, id: RunId, after: i64) -> Result<Vec<MetricRow>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT run_id, key, step, epoch, wall_time, value FROM metrics
+                 WHERE run_id = ?1 AND step > ?2 ORDER BY key, step",
+            )
+            .map_err(|e| self.sq(e))?;
+        let rows = stmt
+            .query_map(rusqlite::params![id, after], |r| {
+                Ok(MetricRow {
+                    run: r.get(0)?,
+                    key: r.get(1)?,
+                    step: r.get(2)?,
+                    epoch: r.get(3)?,
+                    wall_time: r.get(4)?,
+                    value: r.get(5)?,
+                })
+            })
+            .map_err(|e| self.sq(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.sq(e))
+    }
+
+    pub fn last_checkpoint(&self, id: RunId) -> Result<Option<CheckpointRow>> {
+        self.conn
+            .query_row(
+                "SELECT run_id, epoch, step, path, rng_state FROM checkpoints
+                 WHERE run_id = ?1 ORDER BY step DESC LIMIT 1",
+                [id],
+                |r| {
+                    Ok(CheckpointRow {
+                        run: r.get(0)?,
+                        epoch: r.get(1)?,
+                        step: r.get(2)?,
+                        path: r.get(3)?,
+                        rng_state: r.get(4)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.sq(e))
+    }
+
+    /// A run's hardware-cost rows, ordered by model and layer.
+    pub fn hw_cost(&self, id: RunId) -> Result<Vec<HwCostRow>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT run_id, hw_model, model, layer_index, layer, detail FROM hw_cost
+                 WHERE run_id = ?1 ORDER BY hw_model, model, layer_index",
+            )
+            .map_err(|e| self.sq(e))?;
+        let rows = stmt
+            .query_map([id], |r| {
+                let text: String = r.get(5)?;
+                Ok(HwCostRow {
+                    run: r.get(0)?,
+                    hw_model: r.get(1)?,
+                    model: r.get(2)?,
+                    layer_index: r.get(3)?,
+                    layer: r.get(4)?,
+                    detail: serde_json::from_str(&text).map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            5,
+                            rusqlite::types::Type::Text,
+                            Box::new(e),
+                        )
+                    })?,
+                })
+            })
+            .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
+            .map_err(|e| self.sq(e))?;
+        Ok(rows)
+    }
+
+    /// Histograms of a run, ordered by layer, kind, epoch.
+    pub fn histograms(&self, id: RunId) -> Result<Vec<HistogramRow>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT run_id, layer, kind, epoch, edges, counts, underflow, overflow, stats
+                 FROM histograms WHERE run_id = ?1 ORDER BY layer, kind, epoch",
+            )
+            .map_err(|e| self.sq(e))?;
+        let rows = stmt
+            .query_map([id], |r| {
+                let json = |i: usize| -> rusqlite::Result<serde_json::Value> {
+                    let text: String = r.get(i)?;
+                    serde_json::from_str(&text).map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            i,
+                            rusqlite::types::Type::Text,
+                            Box::new(e),
+                        )
+                    })
+                };
+                let edges: Vec<f64> = serde_json::from_value(json(4)?).unwrap_or_default();
+                let counts: Vec<u64> = serde_json::from_value(json(5)?).unwrap_or_default();
+                Ok(HistogramRow {
+                    run: r.get(0)?,
+                    layer: r.get(1)?,
+                    kind: r.get(2)?,
+                    epoch: r.get(3)?,
+                    edges,
+                    counts,
+                    underflow: r.get::<_, i64>(6)? as u64,
+                    overflow: r.get::<_, i64>(7)? as u64,
+                    stats: json(8)?,
+                })
+            })
+            .map_err(|e| self.sq(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.sq(e))
+    }
+
+    /// The candidates of NAS search `id`, in the order they were first stored.
+    pub fn nas_candidates(&self, id: RunId) -> Result<Vec<NasCandidateRow>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT run_id, stage, generation, arch, cost, proxy_accuracy, status, proxy_run
+                 FROM nas_candidates WHERE run_id = ?1 ORDER BY id",
+            )
+            .map_err(|e| self.sq(e))?;
+        let rows = stmt
+            .query_map([id], |r| {
+                Ok(NasCandidateRow {
+                    run: r.get(0)?,
+                    stage: r.get(1)?,
+                    generation: r.get(2)?,
+                    arch: r.get(3)?,
+                    cost: r.get::<_, Option<f64>>(4)?.unwrap_or(f64::NAN),
+                    proxy_accuracy: r.get(5)?,
+                    status: r.get(6)?,
+                    proxy_run: r.get(7)?,
+                })
+            })
+            .map_err(|e| self.sq(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.sq(e))
+    }
+
+    pub fn logs(&self, id: RunId) -> Result<Vec<(f64, String, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT wall_time, level, message FROM logs WHERE run_id = ?1 ORDER BY wall_time",
+            )
+            .map_err(|e| self.sq(e))?;
+        let rows = stmt
+            .query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(|e| self.sq(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.sq(e))
+    }
+}

@@ -1,0 +1,396 @@
+//! Run ids and status, the store's errors, the schema and its migrations, and opening connections
+//! (read-write: migrate and sweep dead runs; read-only: version check only).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OpenFlags, params};
+use serde::Serialize;
+
+pub type RunId = i64;
+
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the writer beats the heartbeat of this process's active runs.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+/// A run whose heartbeat is older than this is considered dead.
+pub const HEARTBEAT_STALE_SECS: f64 = 20.0;
+
+pub(super) const MIGRATIONS: &[&str] = &[
+    // v1
+    "CREATE TABLE runs (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        reason TEXT,
+        config TEXT NOT NULL,
+        dataset TEXT NOT NULL,
+        model TEXT NOT NULL,
+        operator TEXT NOT NULL,
+        seed INTEGER NOT NULL,
+        tags TEXT NOT NULL DEFAULT '',
+        notes TEXT NOT NULL DEFAULT '',
+        app_version TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        heartbeat_at REAL,
+        owner_host TEXT,
+        owner_pid INTEGER
+    );
+    CREATE TABLE metrics (
+        run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        key TEXT NOT NULL,
+        step INTEGER NOT NULL,
+        epoch INTEGER NOT NULL,
+        wall_time REAL NOT NULL,
+        value REAL NOT NULL,
+        PRIMARY KEY (run_id, key, step)
+    ) WITHOUT ROWID;
+    CREATE TABLE histograms (
+        run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        layer TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        epoch INTEGER NOT NULL,
+        edges TEXT NOT NULL,
+        counts TEXT NOT NULL,
+        underflow INTEGER NOT NULL,
+        overflow INTEGER NOT NULL,
+        stats TEXT NOT NULL,
+        PRIMARY KEY (run_id, layer, kind, epoch)
+    );
+    CREATE TABLE hw_cost (
+        run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        model TEXT NOT NULL,
+        layer_index INTEGER NOT NULL,
+        layer TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        PRIMARY KEY (run_id, model, layer_index)
+    );
+    CREATE TABLE checkpoints (
+        run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        epoch INTEGER NOT NULL,
+        step INTEGER NOT NULL,
+        path TEXT NOT NULL,
+        rng_state TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (run_id, epoch)
+    );
+    CREATE TABLE nas_candidates (
+        id INTEGER PRIMARY KEY,
+        run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        stage INTEGER NOT NULL,
+        generation INTEGER NOT NULL,
+        arch TEXT NOT NULL,
+        cost REAL,
+        proxy_accuracy REAL,
+        status TEXT NOT NULL
+    );
+    CREATE TABLE logs (
+        run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        wall_time REAL NOT NULL,
+        level TEXT NOT NULL,
+        message TEXT NOT NULL
+    );
+    CREATE INDEX logs_run ON logs(run_id, wall_time);",
+    // v2: a NAS candidate names the run of its proxy training; one row per (search, stage, arch).
+    "ALTER TABLE nas_candidates ADD COLUMN proxy_run INTEGER;
+    CREATE UNIQUE INDEX nas_candidates_arch ON nas_candidates(run_id, stage, arch);",
+    // v3: hardware costs name the cost model that priced them; older rows are the project's, and
+    // so are the older runs' configs (`[hw] model`, which they lack, now defaults to the simulator).
+    "CREATE TABLE hw_cost_v3 (
+        run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        hw_model TEXT NOT NULL,
+        model TEXT NOT NULL,
+        layer_index INTEGER NOT NULL,
+        layer TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        PRIMARY KEY (run_id, hw_model, model, layer_index)
+    );
+    INSERT INTO hw_cost_v3 (run_id, hw_model, model, layer_index, layer, detail)
+        SELECT run_id, 'project', model, layer_index, layer, detail FROM hw_cost;
+    DROP TABLE hw_cost;
+    ALTER TABLE hw_cost_v3 RENAME TO hw_cost;
+    UPDATE runs SET config = replace(config, '[hw]' || char(10),
+            '[hw]' || char(10) || 'model = \"project\"' || char(10))
+        WHERE instr(config, '[hw]' || char(10)) > 0;",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "database {path} has schema version {found}, newer than this shiftadd ({supported}); \
+         open it with a newer shiftadd (nothing was changed)"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error("cannot create the folder of database {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("run {0} does not exist")]
+    NoRun(RunId),
+    #[error("the database writer has stopped")]
+    WriterGone,
+}
+
+pub(super) type Result<T> = std::result::Result<T, StoreError>;
+
+pub fn now_secs() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+pub(super) fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn pid_alive(pid: i64) -> bool {
+    // Linux only; elsewhere fall back on the heartbeat alone.
+    !Path::new("/proc/self").exists() || Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Run status as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Queued,
+    Running,
+    Paused,
+    Finished,
+    Stopped,
+    Failed,
+    Interrupted,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Paused => "paused",
+            Self::Finished => "finished",
+            Self::Stopped => "stopped",
+            Self::Failed => "failed",
+            Self::Interrupted => "interrupted",
+        }
+    }
+
+    pub const ALL: [Self; 7] = [
+        Self::Queued,
+        Self::Running,
+        Self::Paused,
+        Self::Finished,
+        Self::Stopped,
+        Self::Failed,
+        Self::Interrupted,
+    ];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    pub fn is_active(self) -> bool {
+        matches!(self, Self::Queued | Self::Running | Self::Paused)
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A NAS candidate's state as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CandidateStatus {
+    /// Chosen and recorded; its proxy training has not finished.
+    Pending,
+    /// Proxy-trained; `proxy_accuracy` holds the score.
+    Done,
+    /// Its proxy training failed.
+    Failed,
+    /// The search was stopped while it trained (a resumed search trains it again).
+    Stopped,
+}
+
+impl CandidateStatus {
+    pub const ALL: [Self; 4] = [Self::Pending, Self::Done, Self::Failed, Self::Stopped];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Done => "done",
+            Self::Failed => "failed",
+            Self::Stopped => "stopped",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+/// Both statuses are stored as their lowercase names; an unknown name in a database is an error
+/// that names it (rather than a silently wrong state).
+macro_rules! sql_text_enum {
+    ($t:ty, $what:literal) => {
+        impl rusqlite::types::ToSql for $t {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                Ok(self.as_str().into())
+            }
+        }
+
+        impl rusqlite::types::FromSql for $t {
+            fn column_result(
+                v: rusqlite::types::ValueRef<'_>,
+            ) -> rusqlite::types::FromSqlResult<Self> {
+                let text = v.as_str()?;
+                Self::parse(text).ok_or_else(|| {
+                    rusqlite::types::FromSqlError::Other(
+                        format!("unknown {} {text:?} in the database", $what).into(),
+                    )
+                })
+            }
+        }
+    };
+}
+
+impl std::fmt::Display for CandidateStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+sql_text_enum!(Status, "run status");
+sql_text_enum!(CandidateStatus, "NAS candidate status");
+
+/// Open (creating if needed) a read-write connection, migrate, and mark dead runs `interrupted`.
+pub fn open_rw(path: &Path) -> Result<Connection> {
+    let sq = |source| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
+    let conn = Connection::open(path).map_err(sq)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(sq)?;
+    let found: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(sq)?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            path: path.to_path_buf(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(sq)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(sq)?;
+    conn.pragma_update(None, "foreign_keys", "ON").map_err(sq)?;
+    migrate(&conn).map_err(sq)?;
+    sweep_dead_runs(&conn).map_err(sq)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let tx = conn.unchecked_transaction()?;
+    // Re-read inside the (immediate, via the write below) transaction: another process may have migrated.
+    tx.execute_batch("CREATE TABLE IF NOT EXISTS _migrate_lock (x); DROP TABLE _migrate_lock;")?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+    }
+    tx.commit()
+}
+
+/// Mark runs `interrupted` whose owner is gone: its process is dead (same host), or its heartbeat is stale.
+fn sweep_dead_runs(conn: &Connection) -> rusqlite::Result<usize> {
+    let host = hostname();
+    let now = now_secs();
+    let mut dead = Vec::new();
+    {
+        let mut stmt = conn.prepare(
+            "SELECT id, heartbeat_at, owner_host, owner_pid FROM runs
+             WHERE status IN ('queued', 'running', 'paused')",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, RunId>(0)?,
+                r.get::<_, Option<f64>>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, Option<i64>>(3)?,
+            ))
+        })?;
+        for row in rows {
+            let (id, beat, owner_host, pid) = row?;
+            let stale = beat.is_none_or(|b| now - b > HEARTBEAT_STALE_SECS);
+            let owner_dead = owner_host.as_deref() == Some(host.as_str())
+                && pid.is_some_and(|p| p != i64::from(std::process::id()) && !pid_alive(p));
+            if stale || owner_dead {
+                dead.push((id, beat));
+            }
+        }
+    }
+    for (id, beat) in &dead {
+        let reason = match beat {
+            Some(b) => format!(
+                "process ended without finishing (last heartbeat {:.0} s ago)",
+                now - b
+            ),
+            None => "process ended before the run started".to_owned(),
+        };
+        conn.execute(
+            "UPDATE runs SET status = 'interrupted', reason = ?2 WHERE id = ?1",
+            params![id, reason],
+        )?;
+        log::warn!("run {id} marked interrupted: {reason}");
+    }
+    Ok(dead.len())
+}
+
+/// Open a read-only connection (for readers: the CLI's listings, the UI).
+pub fn open_ro(path: &Path) -> Result<Connection> {
+    let sq = |source| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sq)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(sq)?;
+    let found: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(sq)?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            path: path.to_path_buf(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(conn)
+}

@@ -1,0 +1,146 @@
+//! The store's own tests: write/read, migrations, schema versions, dead runs.
+
+use super::schema::MIGRATIONS;
+use super::*;
+use rusqlite::Connection;
+
+fn new_run(name: &str) -> NewRun {
+    NewRun {
+        name: name.into(),
+        config_toml: String::new(),
+        dataset: "synthetic".into(),
+        model: "micro".into(),
+        operator: "mult".into(),
+        seed: 0,
+        tags: String::new(),
+    }
+}
+
+#[test]
+fn write_read_truncate_and_checkpoint_retention() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("a/b/studio.db");
+    let w = Writer::open(&db).expect("open");
+    let id = w.create_run(new_run("x")).expect("create");
+    w.status(id, Status::Running, None);
+    let rows: Vec<MetricRow> = (0..10)
+        .map(|s| MetricRow {
+            run: id,
+            key: keys::TRAIN_LOSS.into(),
+            step: s,
+            epoch: s / 5,
+            wall_time: 0.0,
+            value: s as f64,
+        })
+        .collect();
+    w.send(WriteOp::Metrics(rows)).expect("send");
+    for e in 0..4 {
+        w.send(WriteOp::Checkpoint {
+            row: CheckpointRow {
+                run: id,
+                epoch: e,
+                step: e * 2,
+                path: format!("p{e}"),
+                rng_state: "{}".into(),
+            },
+            keep: 2,
+        })
+        .expect("send");
+    }
+    assert_eq!(w.truncate_after(id, 6, 1).expect("truncate"), 3);
+    w.flush().expect("flush");
+    let r = Reader::open(&db).expect("reader");
+    assert_eq!(r.metrics(id).expect("metrics").len(), 7);
+    let ck = r.last_checkpoint(id).expect("q").expect("some");
+    assert_eq!((ck.epoch, ck.step), (3, 6));
+    let n: i64 = r
+        .conn
+        .query_row("SELECT COUNT(*) FROM checkpoints", [], |x| x.get(0))
+        .expect("count");
+    assert_eq!(n, 2);
+    assert_eq!(r.run(id).expect("run").status, Status::Running);
+}
+
+#[test]
+fn v2_hardware_costs_and_configs_become_the_project_models() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("old.db");
+    let c = Connection::open(&db).expect("raw");
+    c.execute_batch(MIGRATIONS[0]).expect("v1");
+    c.execute_batch(MIGRATIONS[1]).expect("v2");
+    c.pragma_update(None, "user_version", 2).expect("v2");
+    let config = "[train]\nepochs = 1\n\n[hw]\nconvention = \"full\"\nbits = 32\n";
+    c.execute(
+        "INSERT INTO runs (id, name, status, config, dataset, model, operator, seed,
+                           app_version, created_at)
+         VALUES (1, 'old', 'finished', ?1, 'synthetic', 'micro', 'shift', 0, '0', 0)",
+        [config],
+    )
+    .expect("run");
+    c.execute(
+        "INSERT INTO hw_cost VALUES (1, 'tiny', 0, 'stem', '{\"name\": \"stem\"}')",
+        [],
+    )
+    .expect("cost");
+    drop(c);
+    drop(Writer::open(&db).expect("migrates"));
+    let r = Reader::open(&db).expect("reader");
+    let rows = r.hw_cost(1).expect("rows");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0].hw_model.as_str(), rows[0].model.as_str()),
+        ("project", "tiny")
+    );
+    let text: String = r
+        .conn
+        .query_row("SELECT config FROM runs WHERE id = 1", [], |x| x.get(0))
+        .expect("config");
+    assert!(
+        text.contains("[hw]\nmodel = \"project\"\nconvention = \"full\""),
+        "{text}"
+    );
+    assert!(
+        text.starts_with("[train]\nepochs = 1\n"),
+        "nothing else changed: {text}"
+    );
+}
+
+#[test]
+fn newer_schema_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("s.db");
+    drop(Writer::open(&db).expect("open"));
+    let c = Connection::open(&db).expect("raw");
+    c.pragma_update(None, "user_version", 99).expect("bump");
+    drop(c);
+    let err = Writer::open(&db).err().expect("refused").to_string();
+    assert!(
+        err.contains("schema version 99") && err.contains("newer"),
+        "{err}"
+    );
+    assert!(Reader::open(&db).is_err());
+    let c = Connection::open(&db).expect("raw");
+    let v: i64 = c
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("v");
+    assert_eq!(v, 99);
+}
+
+#[test]
+fn dead_owner_is_marked_interrupted_at_open() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("s.db");
+    let w = Writer::open(&db).expect("open");
+    let id = w.create_run(new_run("x")).expect("create");
+    w.status(id, Status::Running, None);
+    w.flush().expect("flush");
+    drop(w);
+    // Pretend the owner was another, now dead, process on this host.
+    let c = Connection::open(&db).expect("raw");
+    c.execute("UPDATE runs SET owner_pid = 999999999", [])
+        .expect("update");
+    drop(c);
+    drop(Writer::open(&db).expect("reopen"));
+    let r = Reader::open(&db).expect("reader").run(id).expect("run");
+    assert_eq!(r.status, Status::Interrupted);
+}

@@ -1,0 +1,416 @@
+//! The single writer thread: it owns the read-write connection, commits [`WriteOp`]s in batched
+//! transactions in order, and beats the heartbeat of the runs this process owns.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
+use rusqlite::{Connection, TransactionBehavior, params};
+
+use super::rows::{CheckpointRow, HistogramRow, HwCostRow, MetricRow, NasCandidateRow, NewRun};
+use super::schema::{
+    HEARTBEAT_EVERY, Result, RunId, Status, StoreError, hostname, now_secs, open_rw,
+};
+
+/// Messages to the writer thread. Ops with a `reply` are answered after their transaction commits.
+#[derive(Debug)]
+pub enum WriteOp {
+    /// Insert a run (status `queued`), owned by this process; replies with its id.
+    CreateRun(NewRun, Sender<Result<RunId>>),
+    /// Take ownership of an existing run (resume): this process now beats its heartbeat.
+    Claim(RunId),
+    /// Set the status (and reason); terminal states stop the heartbeat.
+    Status {
+        run: RunId,
+        status: Status,
+        reason: Option<String>,
+    },
+    Metrics(Vec<MetricRow>),
+    Histograms(Vec<HistogramRow>),
+    /// A run's hardware cost: one row per (model, layer), detail as JSON.
+    HwCost(Vec<HwCostRow>),
+    /// Insert or update a NAS candidate (keyed by search run, stage and architecture).
+    NasCandidate(NasCandidateRow),
+    Log {
+        run: RunId,
+        level: log::Level,
+        message: String,
+    },
+    /// Record a checkpoint whose files are written; drop rows of checkpoints beyond `keep`.
+    Checkpoint {
+        row: CheckpointRow,
+        keep: usize,
+    },
+    /// Resume preparation: delete metrics recorded after `step` (and histograms after `epoch`).
+    TruncateAfter {
+        run: RunId,
+        step: i64,
+        epoch: i64,
+        reply: Sender<Result<usize>>,
+    },
+    /// Reply once everything sent before has committed.
+    Flush(Sender<()>),
+}
+
+/// Handle to the writer thread; cloning shares the thread. Dropping the last handle flushes and
+/// stops it.
+#[derive(Clone)]
+pub struct Writer {
+    tx: Sender<WriteOp>,
+    _joiner: std::sync::Arc<Joiner>,
+}
+
+struct Joiner {
+    tx: Option<Sender<WriteOp>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Drop for Joiner {
+    fn drop(&mut self) {
+        // Every other sender is gone; once ours is too, the thread drains the queue and ends.
+        self.tx = None;
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Writer {
+    /// Open the database read-write (migrating, sweeping dead runs) and start the writer thread.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = open_rw(path)?;
+        let (tx, rx) = bounded::<WriteOp>(4096);
+        let path_buf = path.to_path_buf();
+        let handle = std::thread::Builder::new()
+            .name("db-writer".into())
+            .spawn(move || writer_loop(&conn, &path_buf, &rx))
+            .map_err(|source| StoreError::Dir {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(Self {
+            tx: tx.clone(),
+            _joiner: std::sync::Arc::new(Joiner {
+                tx: Some(tx),
+                handle: Some(handle),
+            }),
+        })
+    }
+
+    pub fn send(&self, op: WriteOp) -> Result<()> {
+        self.tx.send(op).map_err(|_| StoreError::WriterGone)
+    }
+
+    pub fn create_run(&self, run: NewRun) -> Result<RunId> {
+        let (reply, rx) = bounded(1);
+        self.send(WriteOp::CreateRun(run, reply))?;
+        rx.recv().map_err(|_| StoreError::WriterGone)?
+    }
+
+    pub fn truncate_after(&self, run: RunId, step: i64, epoch: i64) -> Result<usize> {
+        let (reply, rx) = bounded(1);
+        self.send(WriteOp::TruncateAfter {
+            run,
+            step,
+            epoch,
+            reply,
+        })?;
+        rx.recv().map_err(|_| StoreError::WriterGone)?
+    }
+
+    pub fn flush(&self) -> Result<()> {
+        let (reply, rx) = bounded(1);
+        self.send(WriteOp::Flush(reply))?;
+        rx.recv().map_err(|_| StoreError::WriterGone)
+    }
+
+    pub fn status(&self, run: RunId, status: Status, reason: Option<String>) {
+        self.send_or_log(WriteOp::Status {
+            run,
+            status,
+            reason,
+        });
+    }
+
+    /// Record a line of the run's log (shown by the app); the terminal gets it at DEBUG only,
+    /// since whoever follows the run reports what matters itself.
+    pub fn log(&self, run: RunId, level: log::Level, message: String) {
+        log::debug!("run {run}: {level}: {message}");
+        self.send_or_log(WriteOp::Log {
+            run,
+            level,
+            message,
+        });
+    }
+
+    /// For fire-and-forget ops: a stopped writer is logged once here, not returned.
+    pub fn send_or_log(&self, op: WriteOp) {
+        if self.send(op).is_err() {
+            log::error!("database writer has stopped; a record was lost");
+        }
+    }
+}
+
+fn writer_loop(conn: &Connection, path: &Path, rx: &Receiver<WriteOp>) {
+    let mut owned: BTreeSet<RunId> = BTreeSet::new();
+    let mut last_beat = Instant::now();
+    loop {
+        let first = match rx.recv_timeout(HEARTBEAT_EVERY) {
+            Ok(op) => Some(op),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let mut batch: Vec<WriteOp> = first.into_iter().collect();
+        while batch.len() < 2048 {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let beat = last_beat.elapsed() >= HEARTBEAT_EVERY && !owned.is_empty();
+        if batch.is_empty() && !beat {
+            continue;
+        }
+        if beat {
+            last_beat = Instant::now();
+        }
+        if let Err(e) = apply_batch(conn, &mut batch, &mut owned, beat) {
+            log::error!(
+                "database {}: a batch of {} writes failed: {e}",
+                path.display(),
+                batch.len()
+            );
+            for op in batch {
+                answer_failure(op, path, &e);
+            }
+        }
+    }
+}
+
+fn answer_failure(op: WriteOp, path: &Path, e: &rusqlite::Error) {
+    let err = || StoreError::Sqlite {
+        path: path.to_path_buf(),
+        source: rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(1), Some(e.to_string())),
+    };
+    match op {
+        WriteOp::CreateRun(_, reply) => {
+            let _ = reply.send(Err(err()));
+        }
+        WriteOp::TruncateAfter { reply, .. } => {
+            let _ = reply.send(Err(err()));
+        }
+        WriteOp::Flush(reply) => {
+            let _ = reply.send(());
+        }
+        _ => {}
+    }
+}
+
+fn apply_batch(
+    conn: &Connection,
+    batch: &mut Vec<WriteOp>,
+    owned: &mut BTreeSet<RunId>,
+    beat: bool,
+) -> rusqlite::Result<()> {
+    let conn_tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+    let now = now_secs();
+    let mut replies: Vec<Box<dyn FnOnce()>> = Vec::new();
+    for op in batch.iter() {
+        apply_one(&conn_tx, op, owned, now, &mut replies)?;
+    }
+    if beat || batch.iter().any(|op| matches!(op, WriteOp::Claim(_))) {
+        for id in owned.iter() {
+            conn_tx.execute(
+                "UPDATE runs SET heartbeat_at = ?2 WHERE id = ?1",
+                params![id, now],
+            )?;
+        }
+    }
+    conn_tx.commit()?;
+    batch.clear();
+    for reply in replies {
+        reply();
+    }
+    Ok(())
+}
+
+fn apply_one(
+    tx: &rusqlite::Transaction<'_>,
+    op: &WriteOp,
+    owned: &mut BTreeSet<RunId>,
+    now: f64,
+    replies: &mut Vec<Box<dyn FnOnce()>>,
+) -> rusqlite::Result<()> {
+    match op {
+        WriteOp::CreateRun(run, reply) => {
+            tx.execute(
+                "INSERT INTO runs (name, status, config, dataset, model, operator, seed, tags,
+                                   app_version, created_at, heartbeat_at, owner_host, owner_pid)
+                 VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11)",
+                params![
+                    run.name,
+                    run.config_toml,
+                    run.dataset,
+                    run.model,
+                    run.operator,
+                    run.seed as i64,
+                    run.tags,
+                    env!("CARGO_PKG_VERSION"),
+                    now,
+                    hostname(),
+                    i64::from(std::process::id()),
+                ],
+            )?;
+            let id = tx.last_insert_rowid();
+            owned.insert(id);
+            let reply = reply.clone();
+            replies.push(Box::new(move || {
+                let _ = reply.send(Ok(id));
+            }));
+        }
+        WriteOp::Claim(run) => {
+            tx.execute(
+                "UPDATE runs SET owner_host = ?2, owner_pid = ?3, heartbeat_at = ?4 WHERE id = ?1",
+                params![run, hostname(), i64::from(std::process::id()), now],
+            )?;
+            owned.insert(*run);
+        }
+        WriteOp::Status {
+            run,
+            status,
+            reason,
+        } => {
+            let sql = match status {
+                Status::Running => {
+                    "UPDATE runs SET status = ?2, reason = ?3, started_at = COALESCE(started_at, ?4),
+                     finished_at = NULL WHERE id = ?1"
+                }
+                Status::Finished | Status::Stopped | Status::Failed | Status::Interrupted => {
+                    "UPDATE runs SET status = ?2, reason = ?3, finished_at = ?4 WHERE id = ?1"
+                }
+                Status::Queued | Status::Paused => {
+                    "UPDATE runs SET status = ?2, reason = ?3, heartbeat_at = ?4 WHERE id = ?1"
+                }
+            };
+            tx.execute(sql, params![run, status.as_str(), reason, now])?;
+            if !status.is_active() {
+                owned.remove(run);
+            }
+        }
+        WriteOp::Metrics(rows) => {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO metrics (run_id, key, step, epoch, wall_time, value)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for m in rows {
+                stmt.execute(params![m.run, m.key, m.step, m.epoch, m.wall_time, m.value])?;
+            }
+        }
+        WriteOp::NasCandidate(c) => {
+            tx.prepare_cached(
+                "INSERT INTO nas_candidates
+                 (run_id, stage, generation, arch, cost, proxy_accuracy, status, proxy_run)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (run_id, stage, arch) DO UPDATE SET
+                 cost = excluded.cost, proxy_accuracy = excluded.proxy_accuracy,
+                 status = excluded.status, proxy_run = excluded.proxy_run",
+            )?
+            .execute(params![
+                c.run,
+                c.stage,
+                c.generation,
+                c.arch,
+                c.cost,
+                c.proxy_accuracy,
+                c.status,
+                c.proxy_run
+            ])?;
+        }
+        WriteOp::HwCost(rows) => {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO hw_cost (run_id, hw_model, model, layer_index, layer, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for h in rows {
+                stmt.execute(params![
+                    h.run,
+                    h.hw_model,
+                    h.model,
+                    h.layer_index,
+                    h.layer,
+                    h.detail.to_string()
+                ])?;
+            }
+        }
+        WriteOp::Histograms(rows) => {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO histograms
+                 (run_id, layer, kind, epoch, edges, counts, underflow, overflow, stats)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?;
+            for h in rows {
+                stmt.execute(params![
+                    h.run,
+                    h.layer,
+                    h.kind,
+                    h.epoch,
+                    serde_json::to_string(&h.edges).unwrap_or_default(),
+                    serde_json::to_string(&h.counts).unwrap_or_default(),
+                    h.underflow as i64,
+                    h.overflow as i64,
+                    h.stats.to_string(),
+                ])?;
+            }
+        }
+        WriteOp::Log {
+            run,
+            level,
+            message,
+        } => {
+            tx.execute(
+                "INSERT INTO logs (run_id, wall_time, level, message) VALUES (?1, ?2, ?3, ?4)",
+                params![run, now, level.as_str(), message],
+            )?;
+        }
+        WriteOp::Checkpoint { row, keep } => {
+            tx.execute(
+                "INSERT OR REPLACE INTO checkpoints (run_id, epoch, step, path, rng_state, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![row.run, row.epoch, row.step, row.path, row.rng_state, now],
+            )?;
+            tx.execute(
+                "DELETE FROM checkpoints WHERE run_id = ?1 AND epoch NOT IN
+                 (SELECT epoch FROM checkpoints WHERE run_id = ?1 ORDER BY epoch DESC LIMIT ?2)",
+                params![row.run, *keep as i64],
+            )?;
+        }
+        WriteOp::TruncateAfter {
+            run,
+            step,
+            epoch,
+            reply,
+        } => {
+            let n = tx.execute(
+                "DELETE FROM metrics WHERE run_id = ?1 AND step > ?2",
+                params![run, step],
+            )?;
+            tx.execute(
+                "DELETE FROM histograms WHERE run_id = ?1 AND epoch > ?2",
+                params![run, epoch],
+            )?;
+            let reply = reply.clone();
+            replies.push(Box::new(move || {
+                let _ = reply.send(Ok(n));
+            }));
+        }
+        WriteOp::Flush(reply) => {
+            let reply = reply.clone();
+            replies.push(Box::new(move || {
+                let _ = reply.send(());
+            }));
+        }
+    }
+    Ok(())
+}
