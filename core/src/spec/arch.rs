@@ -412,7 +412,7 @@ impl NasArch {
     /// augmented sub-models run (`tiny: false`; residual, at the TargetNet's stage width, with the
     /// SubNet's kernel and expand); and the SubNet's channel counts as the cap of augmented
     /// widths and kernels ([`ArchSpec::aug_cap`]): a shared block stores the SubNet's kernel and
-    /// the TargetNet runs its centre (kernel nesting). `Net::base_widths` of the result is exactly
+    /// the TargetNet runs its centre (kernel nesting). `base_widths()` of the result is exactly
     /// the TargetNet.
     pub fn to_spec_within(
         &self,

@@ -1,0 +1,60 @@
+//! Training: SGD with Nesterov momentum (its state checkpointable), warm-up + cosine learning rate,
+//! label-smoothed cross-entropy, per-step and per-epoch metrics, a checkpoint at every epoch end,
+//! and divergence detection. One run's training loop runs on one worker thread; tensors never
+//! leave it.
+//!
+//! Layout: [`trainer`] (the loop), [`context`] (what a run is given, its device and model),
+//! [`sgd`] (optimiser, schedule), [`step`] (one training step), [`eval`] (evaluation, BN
+//! re-estimation), [`checkpoint`] (save, and what resume reads), [`record`] (metrics, hardware
+//! cost, histograms). Only the run manager (`run.rs`) starts [`train`].
+
+mod checkpoint;
+mod context;
+mod eval;
+mod record;
+mod sgd;
+mod step;
+mod trainer;
+
+pub use context::{RunContext, build_net, resolve_device};
+pub use eval::{Scores, evaluate, in_order, reestimate_bn};
+pub use record::{HIST_BINS, HIST_WIDTH_SD, weight_snapshot};
+pub use sgd::{Sgd, lr_at};
+pub use step::{StepLosses, StepSpec, aug_exec, train_step};
+pub use trainer::{sorts_channels, train};
+
+use std::path::PathBuf;
+
+use crate::data::DataError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("diverged: loss is {loss} at step {step}")]
+    Diverged { step: i64, loss: f64 },
+    #[error("data: {0}")]
+    Data(#[from] DataError),
+    #[error("torch: {0}")]
+    Torch(#[from] tch::TchError),
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint { path: PathBuf, message: String },
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("CUDA was requested (--device cuda) but no CUDA device is available")]
+    NoCuda,
+}
+
+/// How a training call ended (errors aside).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Outcome {
+    /// `val_top1`: the last epoch's validation top-1; `test_top1`: the test set's, evaluated once
+    /// at the end (`None` with `eval.test = false`).
+    Finished {
+        val_top1: f64,
+        test_top1: Option<f64>,
+    },
+    Stopped,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,127 @@
+//! The optimiser and its schedule: SGD with (Nesterov) momentum, weight decay on conv / linear
+//! weights only, checkpointable by name and channel-permutable; linear warm-up then cosine.
+
+use tch::{Tensor, nn};
+
+use crate::model::Permutation;
+
+/// Linear warm-up from 0 to `peak` over `warmup` steps, then cosine decay to 0 at `total`.
+pub fn lr_at(step: i64, warmup: i64, total: i64, peak: f64) -> f64 {
+    if step < warmup {
+        return peak * (step + 1) as f64 / warmup as f64;
+    }
+    let span = (total - warmup).max(1) as f64;
+    let t = ((step - warmup) as f64 / span).clamp(0.0, 1.0);
+    0.5 * peak * (1.0 + (std::f64::consts::PI * t).cos())
+}
+
+/// Whether weight decay applies to a parameter: conv and linear weights only — never BN
+/// parameters, biases, or a remap's parameters (decay would pull `fc`'s matrix towards 0 instead
+/// of the identity it starts at, and `cdf-affine`'s scales away from 1).
+fn decays(name: &str, t: &Tensor) -> bool {
+    t.dim() > 1 && !name.split('.').any(|part| part == "remap")
+}
+
+/// SGD with (Nesterov) momentum and decoupled-from-BN weight decay, in PyTorch's formulation:
+/// `g += wd·p` (conv/linear weights only), `buf = μ·buf + g`, `d = g + μ·buf` (Nesterov) or `buf`,
+/// `p -= lr·d`. Momentum buffers are named like their parameters, so they checkpoint by name.
+pub struct Sgd {
+    params: Vec<(String, Tensor, bool)>,
+    bufs: Vec<Tensor>,
+    momentum: f64,
+    nesterov: bool,
+    weight_decay: f64,
+}
+
+impl Sgd {
+    pub fn new(vs: &nn::VarStore, momentum: f64, nesterov: bool, weight_decay: f64) -> Self {
+        let mut params: Vec<(String, Tensor, bool)> = vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .map(|(name, t)| {
+                let decay = decays(&name, &t);
+                (name, t, decay)
+            })
+            .collect();
+        params.sort_by(|a, b| a.0.cmp(&b.0));
+        let bufs = params.iter().map(|(_, t, _)| t.zeros_like()).collect();
+        Self {
+            params,
+            bufs,
+            momentum,
+            nesterov,
+            weight_decay,
+        }
+    }
+
+    pub fn zero_grad(&mut self) {
+        for (_, p, _) in &mut self.params {
+            p.zero_grad();
+        }
+    }
+
+    pub fn step(&mut self, lr: f64) {
+        tch::no_grad(|| {
+            for ((_, p, decay), buf) in self.params.iter_mut().zip(self.bufs.iter_mut()) {
+                let g = p.grad();
+                if !g.defined() {
+                    continue;
+                }
+                let g = if *decay && self.weight_decay > 0.0 {
+                    g + &*p * self.weight_decay
+                } else {
+                    g
+                };
+                let d = if self.momentum > 0.0 {
+                    let _ = buf.g_mul_scalar_(self.momentum).g_add_(&g);
+                    if self.nesterov {
+                        g + &*buf * self.momentum
+                    } else {
+                        buf.shallow_clone()
+                    }
+                } else {
+                    g
+                };
+                let _ = p.g_sub_(&(d * lr));
+            }
+        });
+    }
+
+    /// Apply a channel permutation to the momentum buffer of the named parameter.
+    pub fn permute(&mut self, p: &Permutation) {
+        if let Some(i) = self.params.iter().position(|(name, _, _)| *name == p.var) {
+            tch::no_grad(|| {
+                let sorted = self.bufs[i].index_select(p.dim, &p.perm);
+                self.bufs[i].copy_(&sorted);
+            });
+        }
+    }
+
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        self.params
+            .iter()
+            .zip(&self.bufs)
+            .map(|((name, _, _), b)| (name.clone(), b.shallow_clone()))
+            .collect()
+    }
+
+    pub fn load_state(&mut self, saved: &[(String, Tensor)]) -> Result<(), String> {
+        for ((name, _, _), buf) in self.params.iter().zip(self.bufs.iter_mut()) {
+            let src = saved
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| t)
+                .ok_or_else(|| format!("optimizer state lacks `{name}`"))?;
+            if src.size() != buf.size() {
+                return Err(format!(
+                    "optimizer state `{name}` has shape {:?}, expected {:?}",
+                    src.size(),
+                    buf.size()
+                ));
+            }
+            tch::no_grad(|| buf.copy_(src));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,448 @@
+//! Tests of the training engine.
+
+use std::collections::HashMap;
+
+use tch::{Device, Kind, Reduction, Tensor, nn};
+
+use super::context::build_net;
+use super::sgd::{Sgd, lr_at};
+use super::step::{StepSpec, aug_exec, train_step};
+use super::trainer::sorts_channels;
+use crate::data::{self};
+use crate::model::{Exec, Net};
+use crate::ops::adder;
+use crate::rng::Rng;
+use crate::spec::arch::{ArchSpec, OpSpec, Widths};
+use crate::spec::config::{Config, Hybrid};
+use tch::nn::OptimizerConfig;
+
+#[test]
+fn channels_are_sorted_only_while_width_augmentation_is_on() {
+    let mut cfg = Config::default();
+    cfg.train.epochs = 4;
+    cfg.aug.stop_width_frac = 0.5;
+    let width_epochs = (cfg.aug.stop_width_frac * cfg.train.epochs as f64).ceil() as usize;
+    let sorted: Vec<bool> = (0..4)
+        .map(|e| sorts_channels(&cfg, e, width_epochs))
+        .collect();
+    assert_eq!(sorted, [true, true, false, false]);
+    cfg.aug.hybrid = Hybrid::None;
+    assert!(
+        (0..4).all(|e| !sorts_channels(&cfg, e, width_epochs)),
+        "no augmented model"
+    );
+    cfg.aug.hybrid = Hybrid::Mult;
+    cfg.aug.sort_channels = false;
+    assert!((0..4).all(|e| !sorts_channels(&cfg, e, width_epochs)));
+}
+
+#[test]
+fn schedule_warms_up_then_decays_to_zero() {
+    let (warm, total, peak) = (10, 110, 0.5);
+    assert!((lr_at(0, warm, total, peak) - 0.05).abs() < 1e-12);
+    assert!((lr_at(9, warm, total, peak) - 0.5).abs() < 1e-12);
+    assert!((lr_at(10, warm, total, peak) - 0.5).abs() < 1e-12);
+    assert!((lr_at(60, warm, total, peak) - 0.25).abs() < 1e-12);
+    assert!(lr_at(110, warm, total, peak).abs() < 1e-12);
+    let lrs: Vec<f64> = (10..110).map(|s| lr_at(s, warm, total, peak)).collect();
+    assert!(lrs.windows(2).all(|w| w[1] <= w[0]));
+    assert!(
+        (lr_at(0, 0, 100, 1.0) - 1.0).abs() < 1e-12,
+        "no warm-up starts at the peak"
+    );
+}
+
+/// Weight decay pulls conv weights towards 0 but leaves the `fc` remap's matrix at the
+/// identity it starts at.
+#[test]
+fn remap_parameters_are_not_decayed() {
+    let mut cfg = Config::default();
+    cfg.ops.kind = crate::spec::config::OpKind::Add;
+    cfg.remap.kind = crate::spec::config::RemapKind::Fc;
+    cfg.aug.hybrid = Hybrid::None;
+    let vs = nn::VarStore::new(Device::Cpu);
+    let _net = build_net(&cfg, &vs.root(), &micro_data());
+    let vars = vs.variables();
+    let fc_remap: Vec<&String> = vars
+        .keys()
+        .filter(|k| k.ends_with("remap.fc_weight"))
+        .collect();
+    assert!(!fc_remap.is_empty());
+    let before: HashMap<String, Tensor> = vars.iter().map(|(k, t)| (k.clone(), t.copy())).collect();
+    let mut opt = Sgd::new(&vs, 0.9, true, 0.1);
+    opt.zero_grad();
+    // A defined but zero gradient everywhere: only weight decay moves anything.
+    vars.values()
+        .map(|t| (t * 0.0).sum(Kind::Float))
+        .fold(Tensor::zeros([], (Kind::Float, Device::Cpu)), |a, b| a + b)
+        .backward();
+    opt.step(0.5);
+    for name in fc_remap {
+        assert!(vars[name].equal(&before[name]), "{name} was decayed");
+    }
+    let w = "blocks.0.expand.weight";
+    assert!(!vars[w].equal(&before[w]), "conv weights are decayed");
+}
+
+#[test]
+fn sgd_nesterov_matches_hand_computation() {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let root = vs.root();
+    let w = root.var("w", &[1, 2], nn::Init::Const(1.0)); // decayed (2-D)
+    let b = root.var("b", &[2], nn::Init::Const(1.0)); // not decayed (1-D)
+    let mut opt = Sgd::new(&vs, 0.9, true, 0.1);
+    let (mu, wd, lr) = (0.9, 0.1, 0.5);
+    let (mut pw, mut pb, mut bw, mut bb) = (1.0f64, 1.0f64, 0.0f64, 0.0f64);
+    for _ in 0..3 {
+        opt.zero_grad();
+        // loss = sum(w²) + sum(3·b): grad w = 2w, grad b = 3
+        let loss = (&w * &w).sum(Kind::Float) + (&b * 3.0).sum(Kind::Float);
+        loss.backward();
+        opt.step(lr);
+        let gw = 2.0 * pw + wd * pw;
+        bw = mu * bw + gw;
+        pw -= lr * (gw + mu * bw);
+        let gb = 3.0;
+        bb = mu * bb + gb;
+        pb -= lr * (gb + mu * bb);
+    }
+    assert!(
+        (w.double_value(&[0, 0]) - pw).abs() < 1e-5,
+        "{} vs {pw}",
+        w.double_value(&[0, 0])
+    );
+    assert!((b.double_value(&[1]) - pb).abs() < 1e-5);
+    // The state round-trips by name.
+    let state = opt.state();
+    let mut fresh = Sgd::new(&vs, 0.9, true, 0.1);
+    fresh.load_state(&state).expect("same names and shapes");
+    assert!(
+        fresh
+            .state()
+            .iter()
+            .zip(&state)
+            .all(|(a, b)| a.1.equal(&b.1))
+    );
+    assert!(fresh.load_state(&[]).is_err());
+}
+
+fn step_setup(hybrid: Hybrid) -> (Config, Tensor, Tensor) {
+    let mut cfg = Config::default();
+    cfg.ops.kind = crate::spec::config::OpKind::Shift;
+    cfg.aug.hybrid = hybrid;
+    cfg.train.weight_decay = 0.0;
+    cfg.remap.kl_weight = 0.0;
+    tch::manual_seed(9);
+    let x = Tensor::randn([8, 3, 32, 32], (Kind::Float, Device::Cpu));
+    let y = Tensor::from_slice(&[0i64, 1, 2, 3, 4, 5, 6, 7]);
+    (cfg, x, y)
+}
+
+fn micro_data() -> data::Dataset {
+    data::Dataset {
+        channels: 3,
+        height: 32,
+        width: 32,
+        classes: 10,
+        images: Vec::new(),
+        labels: Vec::new(),
+    }
+}
+
+#[test]
+fn hybrid_none_trains_exactly_the_tiny_model() {
+    let (mut cfg, x, y) = step_setup(Hybrid::None);
+    // Mult operators: Shift's rounding would turn float-level differences between the two
+    // optimizers' arithmetic into power-of-two jumps.
+    cfg.ops.kind = crate::spec::config::OpKind::Mult;
+    let vs = nn::VarStore::new(Device::Cpu);
+    let net = build_net(&cfg, &vs.root(), &micro_data());
+    assert_eq!(
+        net.max,
+        net.spec.base_widths(),
+        "nothing but the tiny model exists"
+    );
+    // The same model and init, trained by tch's own SGD on the tiny loss alone.
+    let mut ref_vs = nn::VarStore::new(Device::Cpu);
+    let reference = build_net(&cfg, &ref_vs.root(), &micro_data());
+    ref_vs.copy(&vs).expect("same variables");
+    let mut ref_opt = nn::Sgd {
+        momentum: 0.9,
+        dampening: 0.0,
+        wd: 0.0,
+        nesterov: true,
+    }
+    .build(&ref_vs, 0.05)
+    .expect("sgd");
+    let mut opt = Sgd::new(&vs, 0.9, true, 0.0);
+    let mut rng = Rng::new(0);
+    let tiny = net.spec.base_widths();
+    for step in 1..=3 {
+        let spec = StepSpec {
+            config: &cfg,
+            tiny: &tiny,
+            aug_exec: aug_exec(cfg.aug.hybrid),
+            width_on: true,
+            lr: 0.05,
+        };
+        let losses = train_step(&net, &mut opt, &mut rng, &x, &y, &spec, step).expect("step");
+        assert_eq!(losses.aug, None);
+        let logits = reference
+            .forward(&x, &tiny, true, Exec::Tiny)
+            .expect("forward");
+        let loss = logits.cross_entropy_loss::<Tensor>(
+            &y,
+            None,
+            Reduction::Mean,
+            -100,
+            cfg.train.label_smoothing,
+        );
+        assert!((loss.double_value(&[]) - losses.tiny).abs() < 1e-5);
+        ref_opt.backward_step(&loss);
+    }
+    let ours = vs.variables();
+    for (name, t) in ref_vs.variables() {
+        assert!(
+            t.allclose(&ours[&name], 1e-5, 1e-6, false),
+            "{name} differs from plain SGD on the tiny model"
+        );
+    }
+}
+
+/// Everything trainable's gradient, by name (copies).
+fn grads(vs: &nn::VarStore) -> HashMap<String, Tensor> {
+    vs.variables()
+        .into_iter()
+        .filter(|(_, t)| t.grad().defined())
+        .map(|(n, t)| (n, t.grad().copy()))
+        .collect()
+}
+
+fn add_config(hybrid: Hybrid) -> Config {
+    let mut cfg = Config::default();
+    cfg.ops.kind = crate::spec::config::OpKind::Add;
+    cfg.ops.add_eta_relative = false;
+    cfg.aug.hybrid = hybrid;
+    cfg.remap.kind = crate::spec::config::RemapKind::None;
+    cfg.remap.kl_weight = 0.0;
+    cfg.train.weight_decay = 0.0;
+    cfg
+}
+
+/// The same net (same variables) whose Add calls return the raw gradient `X − F`.
+fn raw_twin(cfg: &Config, vs: &nn::VarStore) -> (nn::VarStore, Net) {
+    let mut raw_vs = nn::VarStore::new(Device::Cpu);
+    let d = micro_data();
+    let spec = ArchSpec::from_config(cfg, d.channels as i64, d.height as i64, d.classes as i64);
+    let max = spec.max_widths(&cfg.aug);
+    let ops = OpSpec {
+        add_scale: adder::GradScale::NONE,
+        ..OpSpec::from_config(cfg)
+    };
+    let net = Net::new(&raw_vs.root(), spec, max, &ops);
+    raw_vs.copy(vs).expect("same variables");
+    (raw_vs, net)
+}
+
+/// An Add `micro` net, its raw-gradient twin on the same variables, and a batch.
+struct AddFixture {
+    cfg: Config,
+    x: Tensor,
+    y: Tensor,
+    vs: nn::VarStore,
+    net: Net,
+    raw_vs: nn::VarStore,
+    raw: Net,
+    tiny: Widths,
+}
+
+impl AddFixture {
+    fn new(hybrid: Hybrid) -> Self {
+        let (_, x, y) = step_setup(hybrid);
+        let cfg = add_config(hybrid);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = build_net(&cfg, &vs.root(), &micro_data());
+        let (raw_vs, raw) = raw_twin(&cfg, &vs);
+        let tiny = net.spec.base_widths();
+        Self {
+            cfg,
+            x,
+            y,
+            vs,
+            net,
+            raw_vs,
+            raw,
+            tiny,
+        }
+    }
+}
+
+/// `g · η·√n / ‖g‖`: AdderNet's scaling of a gradient whose weight slice has `n` elements.
+fn adder_scaled(g: &Tensor, n: i64, eta: f64) -> Tensor {
+    g * (eta * (n as f64).sqrt() / g.norm().double_value(&[]).max(1e-12))
+}
+
+/// `hybrid = "none"` steps exactly as before the scaling moved into the op: there the whole
+/// stored tensor is the tiny slice, so scaling it after backward is the same arithmetic.
+#[test]
+fn hybrid_none_add_steps_as_with_whole_tensor_scaling() {
+    let AddFixture {
+        cfg,
+        x,
+        y,
+        vs,
+        net,
+        raw_vs,
+        raw,
+        tiny,
+    } = AddFixture::new(Hybrid::None);
+    let (mut opt, mut raw_opt) = (
+        Sgd::new(&vs, 0.9, true, 0.0),
+        Sgd::new(&raw_vs, 0.9, true, 0.0),
+    );
+    let mut rng = Rng::new(0);
+    // One step: later ones would amplify float32 rounding through |x − f|'s kinks.
+    for step in 1..=1 {
+        let spec = StepSpec {
+            config: &cfg,
+            tiny: &tiny,
+            aug_exec: None,
+            width_on: true,
+            lr: 0.05,
+        };
+        train_step(&net, &mut opt, &mut rng, &x, &y, &spec, step).expect("step");
+        // The previous rule: raw backward, then η-scaling of each Add weight's whole gradient.
+        raw_opt.zero_grad();
+        let logits = raw.forward(&x, &tiny, true, Exec::Tiny).expect("forward");
+        logits
+            .cross_entropy_loss::<Tensor>(
+                &y,
+                None,
+                Reduction::Mean,
+                -100,
+                cfg.train.label_smoothing,
+            )
+            .backward();
+        for (_, w, n) in raw.add_layers() {
+            assert_eq!(
+                n,
+                w.numel() as i64,
+                "direct training: the tiny slice is the whole tensor"
+            );
+            let mut g = w.grad();
+            let scaled = adder_scaled(&g, n, cfg.ops.add_eta);
+            tch::no_grad(|| g.copy_(&scaled));
+        }
+        raw_opt.step(0.05);
+    }
+    let ours = vs.variables();
+    for (name, t) in raw_vs.variables() {
+        let diff = (&t - &ours[&name]).abs().max().double_value(&[]);
+        assert!(
+            t.allclose(&ours[&name], 1e-4, 1e-5, false), // float32 arithmetic in two orders
+            "{name} differs from the whole-tensor rule by {diff}"
+        );
+    }
+}
+
+/// With `hybrid = "mult"`, an Add layer's shared tensor receives the η-scaled Add gradient of
+/// the tiny slice plus the raw gradient of the multiplicative augmented model.
+#[test]
+fn hybrid_mult_scales_only_the_tiny_add_gradient() {
+    let AddFixture {
+        cfg,
+        x,
+        y,
+        vs,
+        net,
+        raw_vs,
+        raw,
+        tiny,
+    } = AddFixture::new(Hybrid::Mult);
+    let mut opt = Sgd::new(&vs, 0.0, false, 0.0);
+    let mut rng = Rng::new(3);
+    let mut replay = rng;
+    let spec = StepSpec {
+        config: &cfg,
+        tiny: &tiny,
+        aug_exec: aug_exec(cfg.aug.hybrid),
+        width_on: true,
+        lr: 0.0, // leaves the weights as they are: the accumulated gradient stays readable
+    };
+    train_step(&net, &mut opt, &mut rng, &x, &y, &spec, 1).expect("step");
+    let total = grads(&vs);
+    let ls = cfg.train.label_smoothing;
+    let loss =
+        |logits: Tensor| logits.cross_entropy_loss::<Tensor>(&y, None, Reduction::Mean, -100, ls);
+    let mut raw_opt = Sgd::new(&raw_vs, 0.0, false, 0.0);
+    raw_opt.zero_grad();
+    loss(raw.forward(&x, &tiny, true, Exec::Tiny).expect("tiny")).backward();
+    let tiny_grads = grads(&raw_vs);
+    raw_opt.zero_grad();
+    let widths = raw.sample_widths(&cfg.aug, &mut replay, true);
+    assert_ne!(widths, tiny, "the step sampled a wider model");
+    (loss(raw.forward(&x, &widths, true, Exec::Mult).expect("aug")) * cfg.aug.alpha).backward();
+    let mult_grads = grads(&raw_vs);
+    let layers = raw.add_layers();
+    assert!(layers.len() >= 4);
+    for (name, w, n) in layers {
+        assert!(
+            n < w.numel() as i64,
+            "{name}: the shared tensor is wider than the tiny slice"
+        );
+        let key = format!("{name}.weight");
+        let expected = adder_scaled(&tiny_grads[&key], n, cfg.ops.add_eta) + &mult_grads[&key];
+        assert!(
+            total[&key].allclose(&expected, 1e-4, 1e-6, false),
+            "{name}: scaled tiny + raw Mult gradient expected"
+        );
+        // And it is not what scaling the accumulated gradient would give.
+        let accumulated = &tiny_grads[&key] + &mult_grads[&key];
+        let old = adder_scaled(&accumulated, w.numel() as i64, cfg.ops.add_eta);
+        assert!(!total[&key].allclose(&old, 1e-3, 1e-5, false), "{name}");
+    }
+}
+
+#[test]
+fn hybrid_mult_trains_the_augmented_channels_too() {
+    let (cfg, x, y) = step_setup(Hybrid::Mult);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let net = build_net(&cfg, &vs.root(), &micro_data());
+    let tiny = net.spec.base_widths();
+    assert!(net.max.out.iter().zip(&tiny.out).all(|(m, t)| m > t));
+    let before = vs.variables()["blocks.1.project.weight"].copy();
+    let mut opt = Sgd::new(&vs, 0.9, true, 0.0);
+    let mut rng = Rng::new(0);
+    let spec = StepSpec {
+        config: &cfg,
+        tiny: &tiny,
+        aug_exec: aug_exec(cfg.aug.hybrid),
+        width_on: true,
+        lr: 0.05,
+    };
+    let mut saw_aug = false;
+    for step in 1..=4 {
+        saw_aug |= train_step(&net, &mut opt, &mut rng, &x, &y, &spec, step)
+            .expect("step")
+            .aug
+            .is_some();
+    }
+    assert!(saw_aug);
+    let after = &vs.variables()["blocks.1.project.weight"];
+    let (t_out, t_in) = (tiny.out[1], tiny.mid[1]);
+    let outside = (after - &before)
+        .narrow(0, t_out, after.size()[0] - t_out)
+        .abs()
+        .sum(Kind::Float)
+        .double_value(&[]);
+    let inside = (after - &before)
+        .narrow(0, 0, t_out)
+        .narrow(1, 0, t_in)
+        .abs()
+        .sum(Kind::Float)
+        .double_value(&[]);
+    assert!(
+        outside > 0.0 && inside > 0.0,
+        "outside {outside}, inside {inside}"
+    );
+}
