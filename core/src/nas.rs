@@ -207,8 +207,8 @@ mod tests {
         let within = target.to_spec_within(&sub, (1, 32, 10));
         let vs = tch::nn::VarStore::new(tch::Device::Cpu);
         let mut cfg = Config::default();
-        cfg.model.arch = target.to_json();
-        cfg.aug.arch = sub.to_json();
+        cfg.model.arch = Some(target.clone());
+        cfg.aug.arch = Some(sub.clone());
         let max = within.max_widths(&cfg.aug);
         let net = Net::new(
             &vs.root(),
@@ -252,8 +252,8 @@ mod tests {
         let (target, sub) = target_and_sub();
         let mut cfg = Config::default();
         cfg.ops.kind = OpKind::Shift;
-        cfg.model.arch = target.to_json();
-        cfg.aug.arch = sub.to_json();
+        cfg.model.arch = Some(target.clone());
+        cfg.aug.arch = Some(sub.clone());
         cfg.validate().expect("a valid config");
         let spec = ArchSpec::from_config(&cfg, 1, 32, 10);
         let vs = tch::nn::VarStore::new(tch::Device::Cpu);
@@ -343,11 +343,11 @@ mod tests {
     fn aug_arch_must_contain_model_arch() {
         let (target, sub) = target_and_sub();
         let mut cfg = Config::default();
-        cfg.aug.arch = sub.to_json();
+        cfg.aug.arch = Some(sub.clone());
         let e = cfg.validate().expect_err("needs model.arch").to_string();
         assert!(e.contains("aug.arch") && e.contains("model.arch"), "{e}");
-        cfg.model.arch = sub.to_json();
-        cfg.aug.arch = target.to_json();
+        cfg.model.arch = Some(sub.clone());
+        cfg.aug.arch = Some(target.clone());
         let e = cfg.validate().expect_err("not a sub-model").to_string();
         assert!(e.contains("sub-model"), "{e}");
         let c = target_config(&Config::default(), &target, &sub);
@@ -383,7 +383,9 @@ use crossbeam_channel::RecvTimeoutError;
 
 use crate::run::{Command, Event, ManagerHandle};
 use crate::spec::config::Hybrid;
-use crate::store::{CandidateStatus, NasCandidateRow, NewRun, Reader, RunId, Status, WriteOp};
+use crate::store::{
+    CandidateStatus, NasCandidateRow, NewRun, Reader, RunId, Status, StoreError, WriteOp,
+};
 
 /// The result of a search.
 #[derive(Debug, Clone)]
@@ -412,7 +414,7 @@ struct Scored {
 fn proxy_config(cfg: &Config, arch: &NasArch, stage: i64, subnet: Option<&NasArch>) -> Config {
     let n = &cfg.nas;
     let mut c = cfg.clone();
-    c.model.arch = arch.to_json();
+    c.model.arch = Some(arch.clone());
     c.data.train_subset = n.proxy_train;
     // Ranked on validation images held out of the training file; the test set is never touched.
     c.data.val_images = crate::spec::config::ValImages::Count(n.proxy_val);
@@ -441,8 +443,8 @@ fn proxy_config(cfg: &Config, arch: &NasArch, stage: i64, subnet: Option<&NasArc
 /// extended where they fall short of the SubNet's size (augmented widths are capped at it).
 pub fn target_config(cfg: &Config, target: &NasArch, sub: &NasArch) -> Config {
     let mut c = cfg.clone();
-    c.model.arch = target.to_json();
-    c.aug.arch = sub.to_json();
+    c.model.arch = Some(target.clone());
+    c.aug.arch = Some(sub.clone());
     let (w, e) = augment_factors(target, sub);
     let reach = |factors: &mut Vec<f64>, r: f64| {
         if factors.iter().all(|f| *f < r) {
@@ -484,7 +486,30 @@ pub fn augment_factors(target: &NasArch, sub: &NasArch) -> (f64, f64) {
 }
 
 /// The error of a search stopped through its flag.
-pub const STOPPED: &str = "search stopped by user";
+/// The `model` column of a search's own run row (its candidates' proxy runs are ordinary runs).
+pub const SEARCH_MODEL: &str = "nas-search";
+
+/// Why a search ended without a result.
+#[derive(Debug, thiserror::Error)]
+pub enum NasError {
+    /// The stop flag was set (the search row is marked stopped; a rerun resumes it).
+    #[error("search stopped by user")]
+    Stopped,
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("the run manager stopped answering: {0}")]
+    ManagerGone(String),
+    #[error("proxy training refused: {0}")]
+    ProxyRefused(String),
+    #[error("proxy run {0} was stopped; rerun the search to resume it")]
+    ProxyStopped(RunId),
+    /// A stage produced no candidate at all.
+    #[error("{0}")]
+    Empty(&'static str),
+    /// The thread running the search panicked (reported by whoever joined it).
+    #[error("the search thread panicked")]
+    Panicked,
+}
 
 struct Search<'a> {
     cfg: &'a Config,
@@ -529,7 +554,7 @@ impl Search<'_> {
         generation: i64,
         batch: &[(NasArch, f64)],
         subnet: Option<&NasArch>,
-    ) -> Result<Vec<f64>, String> {
+    ) -> Result<Vec<f64>, NasError> {
         let mut out = vec![0.0; batch.len()];
         let mut todo = std::collections::VecDeque::new();
         for (i, (arch, cost)) in batch.iter().enumerate() {
@@ -571,7 +596,7 @@ impl Search<'_> {
                         tags: format!("nas-proxy,nas{}", self.search),
                         request,
                     })
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| NasError::ManagerGone(e.to_string()))?;
                 let row = NasCandidateRow {
                     run: self.search,
                     stage,
@@ -588,12 +613,12 @@ impl Search<'_> {
                 break Ok(());
             }
             if self.stop.load(Ordering::Relaxed) {
-                break Err(STOPPED.into());
+                break Err(NasError::Stopped);
             }
             let event = match self.manager.events.recv_timeout(Duration::from_millis(250)) {
                 Ok(e) => e,
                 Err(RecvTimeoutError::Timeout) => continue,
-                Err(e) => break Err(format!("the run manager stopped answering: {e}")),
+                Err(e) => break Err(NasError::ManagerGone(e.to_string())),
             };
             let of_run = |pending: &HashMap<u64, (usize, NasCandidateRow)>, run: RunId| {
                 pending
@@ -611,7 +636,7 @@ impl Search<'_> {
                     continue;
                 }
                 Event::Rejected { request, reason } if pending.contains_key(&request) => {
-                    break Err(format!("proxy training refused: {reason}"));
+                    break Err(NasError::ProxyRefused(reason));
                 }
                 Event::Finished { run, val_top1, .. } => match of_run(&pending, run) {
                     Some(r) => (r, Some(val_top1)),
@@ -627,9 +652,7 @@ impl Search<'_> {
                     None => continue,
                 },
                 Event::Stopped { run } if of_run(&pending, run).is_some() => {
-                    break Err(format!(
-                        "proxy run {run} was stopped; rerun the search to resume it"
-                    ));
+                    break Err(NasError::ProxyStopped(run));
                 }
                 _ => continue,
             };
@@ -670,11 +693,10 @@ impl Search<'_> {
         Ok(out)
     }
 
-    fn record(&self, row: NasCandidateRow) -> Result<(), String> {
+    fn record(&self, row: NasCandidateRow) -> Result<(), NasError> {
         let w = self.manager.writer();
-        w.send(WriteOp::NasCandidate(row))
-            .map_err(|e| e.to_string())?;
-        w.flush().map_err(|e| e.to_string())
+        w.send(WriteOp::NasCandidate(row))?;
+        Ok(w.flush()?)
     }
 
     /// One stage of evolution: a random feasible population, then children of the better half.
@@ -687,7 +709,7 @@ impl Search<'_> {
         cost_of: &dyn Fn(&NasArch, &mut Rng) -> (f64, f64),
         repair: &dyn Fn(NasArch) -> NasArch,
         subnet: Option<&NasArch>,
-    ) -> Result<Vec<Scored>, String> {
+    ) -> Result<Vec<Scored>, NasError> {
         let n = self.cfg.nas.clone();
         let mut seen: Vec<NasArch> = Vec::new();
         let mut scored: Vec<Scored> = Vec::new();
@@ -727,7 +749,9 @@ impl Search<'_> {
                 }
             }
             if batch.is_empty() && scored.is_empty() {
-                let (arch, cost) = cheapest.clone().ok_or("no architecture sampled")?;
+                let (arch, cost) = cheapest
+                    .clone()
+                    .ok_or(NasError::Empty("no architecture sampled"))?;
                 (self.report)(format!(
                     "stage {stage}: nothing in the space meets the budget; the cheapest found costs {cost:.4}"
                 ));
@@ -757,7 +781,7 @@ fn rank(a: (f64, f64), b: (f64, f64)) -> std::cmp::Ordering {
 /// A rerun with the same config continues the latest search of that config and reuses every
 /// candidate it stored (the sampling is seeded, so the same candidates come up again); a
 /// finished search is thereby replayed without training anything.
-/// Setting `stop` ends it early with the error [`STOPPED`] (the search row is marked stopped; a
+/// Setting `stop` ends it early with [`NasError::Stopped`] (the search row is marked stopped; a
 /// rerun resumes it).
 pub fn search(
     cfg: &Config,
@@ -766,20 +790,19 @@ pub fn search(
     manager: &ManagerHandle,
     stop: &AtomicBool,
     report: &mut dyn FnMut(String),
-) -> Result<NasOutcome, String> {
+) -> Result<NasOutcome, NasError> {
     let writer = manager.writer();
-    writer.flush().map_err(|e| e.to_string())?;
+    writer.flush()?;
     let toml = cfg.to_toml();
-    let reader = Reader::open(db).map_err(|e| e.to_string())?;
+    let reader = Reader::open(db)?;
     let same_search = |text: &str| {
         Config::from_toml_str(text, "stored search", &[])
             .is_ok_and(|stored| search_identity(&stored) == search_identity(cfg))
     };
     let previous = reader
-        .runs()
-        .map_err(|e| e.to_string())?
+        .runs()?
         .into_iter()
-        .filter(|r| r.model == "nas-search")
+        .filter(|r| r.model == SEARCH_MODEL)
         .filter(|r| reader.config_toml(r.id).is_ok_and(|t| same_search(&t)))
         .map(|r| r.id)
         .max();
@@ -789,22 +812,19 @@ pub fn search(
             report(format!("resuming NAS search {id}"));
             id
         }
-        None => writer
-            .create_run(NewRun {
-                name: name.to_owned(),
-                config_toml: toml,
-                dataset: cfg.data.dataset.as_str().into(),
-                model: "nas-search".into(),
-                operator: cfg.ops.kind.as_str().into(),
-                seed: cfg.nas.seed,
-                tags: "nas".into(),
-            })
-            .map_err(|e| e.to_string())?,
+        None => writer.create_run(NewRun {
+            name: name.to_owned(),
+            config_toml: toml,
+            dataset: cfg.data.dataset.as_str().into(),
+            model: SEARCH_MODEL.into(),
+            operator: cfg.ops.kind.as_str().into(),
+            seed: cfg.nas.seed,
+            tags: "nas".into(),
+        })?,
     };
     writer.status(search, Status::Running, None);
     let stored = reader
-        .nas_candidates(search)
-        .map_err(|e| e.to_string())?
+        .nas_candidates(search)?
         .into_iter()
         .map(|r| ((r.stage, r.arch.clone()), r))
         .collect();
@@ -836,10 +856,10 @@ pub fn search(
             );
             writer.status(search, Status::Finished, None);
         }
-        Err(e) if e == STOPPED => writer.status(search, Status::Stopped, Some(e.clone())),
-        Err(e) => writer.status(search, Status::Failed, Some(e.clone())),
+        Err(e @ NasError::Stopped) => writer.status(search, Status::Stopped, Some(e.to_string())),
+        Err(e) => writer.status(search, Status::Failed, Some(e.to_string())),
     }
-    writer.flush().map_err(|e| e.to_string())?;
+    writer.flush()?;
     result
 }
 
@@ -853,7 +873,7 @@ fn search_identity(cfg: &Config) -> Config {
     c
 }
 
-fn run_stages(s: &mut Search<'_>) -> Result<NasOutcome, String> {
+fn run_stages(s: &mut Search<'_>) -> Result<NasOutcome, NasError> {
     let cfg = s.cfg;
     let n = &cfg.nas;
     let shape = s.shape;
@@ -872,7 +892,9 @@ fn run_stages(s: &mut Search<'_>) -> Result<NasOutcome, String> {
         unit(n.budget_kind)
     ));
     let stage1 = s.evolve(1, &mut rng, &stage1_cost, &|a| a, None)?;
-    let sub = best(&stage1).ok_or("stage 1 evaluated nothing")?.clone();
+    let sub = best(&stage1)
+        .ok_or(NasError::Empty("stage 1 evaluated nothing"))?
+        .clone();
     (s.report)(format!(
         "stage 1 best SubNet: proxy top-1 {:.2} %, Mult cost {:.4} {}",
         sub.proxy * 100.0,
@@ -890,7 +912,9 @@ fn run_stages(s: &mut Search<'_>) -> Result<NasOutcome, String> {
         unit(n.budget_kind)
     ));
     let stage2 = s.evolve(2, &mut rng, &stage2_cost, &repair, Some(&sub.arch))?;
-    let target = best(&stage2).ok_or("stage 2 evaluated nothing")?.clone();
+    let target = best(&stage2)
+        .ok_or(NasError::Empty("stage 2 evaluated nothing"))?
+        .clone();
     Ok(NasOutcome {
         search: s.search,
         subnet: sub.arch,

@@ -439,7 +439,7 @@ fn nas_view_trains_a_chosen_target_net() {
             name: "search".into(),
             config_toml: cfg.to_toml(),
             dataset: "synthetic".into(),
-            model: "nas-search".into(),
+            model: shiftadd_core::nas::SEARCH_MODEL.into(),
             operator: "mult".into(),
             seed: 0,
             tags: "nas".into(),
@@ -478,8 +478,12 @@ fn nas_view_trains_a_chosen_target_net() {
     let Command::Start { config, .. } = cmd else {
         panic!("expected Start, got {cmd:?}")
     };
-    assert_eq!(config.model.arch, target.to_json());
-    assert_eq!(config.aug.arch, target.to_json(), "inside the best SubNet");
+    assert_eq!(config.model.arch.as_ref(), Some(&target));
+    assert_eq!(
+        config.aug.arch.as_ref(),
+        Some(&target),
+        "inside the best SubNet"
+    );
     assert!(
         (config.nas.budget - 1.25).abs() < 1e-12,
         "the search's recipe"
@@ -495,7 +499,7 @@ fn search_state(db: &Path) -> (usize, Option<shiftadd_core::store::Status>) {
         .runs()
         .unwrap_or_default()
         .into_iter()
-        .find(|s| s.model == "nas-search")
+        .find(|s| s.model == shiftadd_core::nas::SEARCH_MODEL)
     else {
         return (0, None);
     };
@@ -547,7 +551,7 @@ fn a_nas_search_starts_stops_and_resumes_from_the_app() {
     let reader = Reader::open(&db).expect("db");
     let search = runs
         .iter()
-        .find(|r| r.model == "nas-search")
+        .find(|r| r.model == shiftadd_core::nas::SEARCH_MODEL)
         .expect("search");
     let rows = reader.nas_candidates(search.id).expect("rows");
     assert!(

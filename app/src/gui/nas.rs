@@ -44,7 +44,7 @@ impl NasView {
             .data
             .runs
             .iter()
-            .filter(|r| r.summary.model == "nas-search")
+            .filter(|r| r.summary.model == shiftadd_core::nas::SEARCH_MODEL)
             .map(|r| {
                 (
                     r.summary.id,

@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, unbounded};
 use shiftadd_core::Config;
-use shiftadd_core::nas::{self, NasOutcome};
+use shiftadd_core::nas::{self, NasError, NasOutcome};
 use shiftadd_core::run::{Waker, spawn_manager};
 
 /// One search of this session.
@@ -20,9 +20,9 @@ pub struct SearchJob {
     lines: Receiver<String>,
     /// The newest progress line (what the CLI prints).
     pub last: String,
-    handle: Option<JoinHandle<Result<NasOutcome, String>>>,
+    handle: Option<JoinHandle<Result<NasOutcome, NasError>>>,
     /// How it ended, once it has.
-    pub outcome: Option<Result<NasOutcome, String>>,
+    pub outcome: Option<Result<NasOutcome, NasError>>,
 }
 
 impl SearchJob {
@@ -43,10 +43,7 @@ impl SearchJob {
         if self.handle.as_ref().is_some_and(JoinHandle::is_finished)
             && let Some(h) = self.handle.take()
         {
-            self.outcome = Some(
-                h.join()
-                    .unwrap_or_else(|_| Err("the search thread panicked".into())),
-            );
+            self.outcome = Some(h.join().unwrap_or(Err(NasError::Panicked)));
         }
         lines
     }
@@ -80,9 +77,9 @@ impl Searches {
             name.clone(),
         );
         let handle = std::thread::Builder::new()
-            .name("nas-search".into())
+            .name(nas::SEARCH_MODEL.into())
             .spawn(move || {
-                let manager = spawn_manager(&db, waker.clone()).map_err(|e| e.to_string())?;
+                let manager = spawn_manager(&db, waker.clone())?;
                 let mut report = |line: String| {
                     let _ = tx.send(line);
                     waker();

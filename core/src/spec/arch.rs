@@ -131,15 +131,11 @@ impl ArchSpec {
     /// The configured architecture: `model.arch` (a NAS architecture) when set, else `model.name`;
     /// with `aug.arch` too, the TargetNet inside that SubNet (see [`crate::spec::space::NasArch::to_spec_within`]).
     pub fn from_config(cfg: &Config, in_channels: i64, resolution: i64, classes: i64) -> Self {
-        use crate::spec::space::NasArch;
         let shape = (in_channels, resolution, classes);
-        match (
-            NasArch::from_json(&cfg.model.arch),
-            NasArch::from_json(&cfg.aug.arch),
-        ) {
-            (Ok(target), Ok(sub)) => target.to_spec_within(&sub, shape),
-            (Ok(target), _) => target.to_spec(in_channels, resolution, classes),
-            _ => Self::named(cfg.model.name, in_channels, resolution, classes),
+        match (&cfg.model.arch, &cfg.aug.arch) {
+            (Some(target), Some(sub)) => target.to_spec_within(sub, shape),
+            (Some(target), None) => target.to_spec(in_channels, resolution, classes),
+            (None, _) => Self::named(cfg.model.name, in_channels, resolution, classes),
         }
     }
 

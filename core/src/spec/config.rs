@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::space::{NasArch, is_sub_model};
+
 /// A configuration problem, phrased for the user: which key, which value, what is allowed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -200,15 +202,17 @@ impl ModelName {
 #[serde(default, deny_unknown_fields)]
 pub struct ModelConfig {
     pub name: ModelName,
-    /// A NAS architecture (JSON of [`crate::spec::space::NasArch`]); when set it replaces `name`.
-    pub arch: String,
+    /// A NAS architecture; when set it replaces `name`. Written in the TOML as the JSON of a
+    /// [`NasArch`] (`""`: none); parsed and validated once, when the config is read.
+    #[serde(with = "arch_text")]
+    pub arch: Option<NasArch>,
 }
 
 impl ModelConfig {
     /// What the runs table and reports call the architecture: its name, or `nas` for a NAS
     /// architecture (`arch`).
     pub fn label(&self) -> &'static str {
-        if self.arch.trim().is_empty() {
+        if self.arch.is_none() {
             self.name.as_str()
         } else {
             "nas"
@@ -220,7 +224,7 @@ impl Default for ModelConfig {
     fn default() -> Self {
         Self {
             name: ModelName::Micro,
-            arch: String::new(),
+            arch: None,
         }
     }
 }
@@ -340,10 +344,11 @@ pub struct AugConfig {
     pub sort_channels: bool,
     /// Extension (not NetAug): also sort the stem's and stage outputs' channels.
     pub sort_stage_channels: bool,
-    /// The augmented SubNet (JSON of [`crate::spec::space::NasArch`]) that `model.arch` sits inside;
-    /// empty: none. When set, augmented sub-models may also run the SubNet's deeper blocks, and
+    /// The augmented SubNet that `model.arch` sits inside (in the TOML as `model.arch` is;
+    /// `""`: none). When set, augmented sub-models may also run the SubNet's deeper blocks, and
     /// their widths are capped at the SubNet's (method.md §6).
-    pub arch: String,
+    #[serde(with = "arch_text")]
+    pub arch: Option<NasArch>,
 }
 
 impl Default for AugConfig {
@@ -356,7 +361,7 @@ impl Default for AugConfig {
             stop_width_frac: 0.5,
             sort_channels: true,
             sort_stage_channels: false,
-            arch: String::new(),
+            arch: None,
         }
     }
 }
@@ -633,6 +638,7 @@ impl Config {
         for item in overrides {
             apply_override(&mut table, item)?;
         }
+        arch_text::check(&table)?;
         let config: Self = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| parse_err(clean(&e)))?;
@@ -699,26 +705,27 @@ impl Config {
         range("train.keep_checkpoints", t.keep_checkpoints, 1, 1000)?;
         range("eval.batch_size", self.eval.batch_size, 1, 8192)?;
         range("eval.bn_images", self.eval.bn_images, 0, 10_000_000)?;
-        if !self.model.arch.trim().is_empty()
-            && let Err(e) = crate::spec::space::NasArch::from_json(&self.model.arch)
-        {
-            return Err(invalid("model.arch", &self.model.arch, &e.to_string()));
+        for (key, arch) in [
+            ("model.arch", &self.model.arch),
+            ("aug.arch", &self.aug.arch),
+        ] {
+            if let Some(Err(e)) = arch.as_ref().map(NasArch::validate) {
+                return Err(invalid(key, &arch_text::show(arch), &e.to_string()));
+            }
         }
-        if !self.aug.arch.trim().is_empty() {
-            let sub = crate::spec::space::NasArch::from_json(&self.aug.arch)
-                .map_err(|e| invalid("aug.arch", &self.aug.arch, &e.to_string()))?;
-            let target =
-                crate::spec::space::NasArch::from_json(&self.model.arch).map_err(|_| {
-                    invalid(
-                        "aug.arch",
-                        &self.aug.arch,
-                        "needs `model.arch`: the TargetNet that sits inside this SubNet",
-                    )
-                })?;
-            if !crate::spec::space::is_sub_model(&target, &sub) {
+        if let Some(sub) = &self.aug.arch {
+            let shown = arch_text::show(&self.aug.arch);
+            let target = self.model.arch.as_ref().ok_or_else(|| {
+                invalid(
+                    "aug.arch",
+                    &shown,
+                    "needs `model.arch`: the TargetNet that sits inside this SubNet",
+                )
+            })?;
+            if !is_sub_model(target, sub) {
                 return Err(invalid(
                     "aug.arch",
-                    &self.aug.arch,
+                    &shown,
                     "`model.arch` must be a sub-model of it: per stage no deeper, no wider, and per block no larger kernel or expand",
                 ));
             }
@@ -931,4 +938,47 @@ pub enum BudgetKind {
     Energy,
     /// Latency per inference, ms.
     Latency,
+}
+
+/// `model.arch` / `aug.arch` in the TOML: the JSON of a [`NasArch`], `""` for none.
+mod arch_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::{ConfigError, NasArch, invalid};
+
+    /// The TOML text of an architecture.
+    pub fn show(arch: &Option<NasArch>) -> String {
+        arch.as_ref().map(NasArch::to_json).unwrap_or_default()
+    }
+
+    pub fn serialize<S: Serializer>(arch: &Option<NasArch>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&show(arch))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NasArch>, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.trim().is_empty() {
+            return Ok(None);
+        }
+        NasArch::from_json(&text)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
+    }
+
+    /// Parse errors of either key as a config error that names it (deserialisation alone would
+    /// report them without the key).
+    pub fn check(table: &toml::Table) -> Result<(), ConfigError> {
+        for (section, key) in [("model", "arch"), ("aug", "arch")] {
+            let text = table
+                .get(section)
+                .and_then(|s| s.get(key))
+                .and_then(toml::Value::as_str);
+            if let Some(t) = text.filter(|t| !t.trim().is_empty())
+                && let Err(e) = NasArch::from_json(t)
+            {
+                return Err(invalid(&format!("{section}.{key}"), t, &e.to_string()));
+            }
+        }
+        Ok(())
+    }
 }
