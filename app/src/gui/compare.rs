@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use shiftadd_core::spec::config::HwModel;
 use shiftadd_core::store::{RunId, keys};
 
-use super::ViewCtx;
+use super::ctx::ViewCtx;
 use super::data::DataCache;
 use super::export::ExportRequest;
 use super::plot::{

@@ -8,8 +8,8 @@ use egui_plot::{Bar, BarChart, Legend, Plot};
 use shiftadd_core::hw::{CLOCK_HZ, LayerCost};
 use shiftadd_core::spec::config::HwModel;
 
-use super::ViewCtx;
 use super::backend::HwRecords;
+use super::ctx::ViewCtx;
 use super::export::ExportRequest;
 use super::plot::{hover_point, plot_header};
 

@@ -4,8 +4,8 @@
 use shiftadd_core::run::{Command, Event};
 use shiftadd_core::store::RunId;
 
-use super::ViewCtx;
 use super::backend::Preset;
+use super::ctx::ViewCtx;
 use super::form::{Field, FieldKind, Form};
 
 #[derive(Default)]

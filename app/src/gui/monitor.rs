@@ -5,7 +5,7 @@
 use shiftadd_core::run::Command;
 use shiftadd_core::store::{RunId, keys};
 
-use super::ViewCtx;
+use super::ctx::ViewCtx;
 use super::data::{DataCache, RunData};
 use super::plot::{Curve, PlotStyle, Series, color, series_plot};
 

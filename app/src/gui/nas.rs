@@ -12,8 +12,8 @@ use shiftadd_core::run::Command;
 use shiftadd_core::spec::space::NasArch;
 use shiftadd_core::store::{CandidateStatus, NasCandidateRow, RunId};
 
-use super::ViewCtx;
 use super::backend::NasData;
+use super::ctx::ViewCtx;
 use super::export::ExportRequest;
 use super::plot::{color, csv_field, hover_point, plot_header};
 

@@ -7,8 +7,8 @@ use shiftadd_core::spec::config::HwModel;
 use shiftadd_core::store::{RunId, Status};
 
 use super::backend::RunRow;
+use super::ctx::{Persisted, View};
 use super::data::DataCache;
-use super::{Persisted, View};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum SortKey {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use egui_plot::{Bar, BarChart, Heatmap, Legend, Line, Plot, PlotPoint};
 use shiftadd_core::store::HistogramRow;
 
-use super::ViewCtx;
+use super::ctx::ViewCtx;
 use super::export::{Export, ExportRequest};
 use super::plot::{color, csv_field, plot_header};
 

@@ -1,0 +1,140 @@
+//! The command line's definitions (clap): what each subcommand takes. Dispatch is in
+//! [`super`], the subcommands themselves in [`super::commands`].
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use shiftadd_core::store::RunId;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "shiftadd",
+    version,
+    about = "ShiftAdd Studio: train multiplication-free tiny networks with ShiftAddAug"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Cmd>,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct DbArg {
+    /// Database file (default: $SHIFTADD_DB, else the platform data directory's shiftadd/studio.db).
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Open the app (the default when no command is given).
+    Gui(GuiArgs),
+    /// Train a run headless, with a progress bar; prints the run id.
+    Train(TrainArgs),
+    /// Two-stage hardware-aware NAS: a multiplicative SubNet, then the MF TargetNet inside it.
+    /// A rerun with the same config resumes the search (stored candidates are not retrained).
+    Nas(NasArgs),
+    /// Continue an interrupted or stopped run from its last checkpoint.
+    Resume(ResumeArgs),
+    /// List runs with status and headline metrics.
+    Runs(RunsArgs),
+    /// Hardware cost (energy, latency) of the configured tiny model, the same architecture
+    /// all-Mult, and the largest augmented model.
+    Hw(HwArgs),
+    /// Export a run's metrics as CSV.
+    Export(ExportArgs),
+}
+
+// `shiftadd gui`.
+#[derive(clap::Args, Debug)]
+pub struct GuiArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+}
+
+// `shiftadd train`.
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// Run configuration (TOML).
+    pub config: PathBuf,
+    #[command(flatten)]
+    pub db: DbArg,
+    /// Override a config key, e.g. --set train.epochs=3 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// cpu, cuda or auto (overrides train.device).
+    #[arg(long, value_parser = ["cpu", "cuda", "auto"])]
+    pub device: Option<String>,
+    /// Torch intra-op threads (overrides train.threads; 0 = one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Run name (default: the config file's name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Comma-separated tags stored with the run.
+    #[arg(long, default_value = "")]
+    pub tags: String,
+}
+
+// `shiftadd nas`.
+#[derive(clap::Args, Debug)]
+pub struct NasArgs {
+    /// Search configuration (TOML; the `[nas]` section and the training recipe).
+    pub config: PathBuf,
+    #[command(flatten)]
+    pub db: DbArg,
+    /// Override a config key, e.g. --set nas.budget=1.5 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Then train the best TargetNet with the full recipe (ShiftAddAug), with a progress bar.
+    #[arg(long)]
+    pub train_best: bool,
+}
+
+// `shiftadd resume`.
+#[derive(clap::Args, Debug)]
+pub struct ResumeArgs {
+    pub run: RunId,
+    #[command(flatten)]
+    pub db: DbArg,
+}
+
+// `shiftadd runs`.
+#[derive(clap::Args, Debug)]
+pub struct RunsArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+// `shiftadd hw`.
+#[derive(clap::Args, Debug)]
+pub struct HwArgs {
+    /// Run configurations (TOML); several print one after another, then a summary.
+    #[arg(required = true)]
+    pub configs: Vec<PathBuf>,
+    /// Override a config key, e.g. --set hw.model=project (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Machine-readable output (every model with its per-layer rows).
+    #[arg(long)]
+    pub json: bool,
+    /// Per-layer tables even when several configs are given.
+    #[arg(long)]
+    pub layers: bool,
+}
+
+// `shiftadd export`.
+#[derive(clap::Args, Debug)]
+pub struct ExportArgs {
+    pub run: RunId,
+    /// Write all scalar metrics to this CSV file.
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+    /// Write the trained tiny MF model (safetensors + JSON) to this folder.
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub db: DbArg,
+}

@@ -1,0 +1,480 @@
+//! One function per subcommand (its arguments: [`super::args`]), and what they share: the run
+//! manager, the progress bar that follows a run, the tables.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use shiftadd_core::run::{Command, Event, ManagerHandle, spawn_manager};
+use shiftadd_core::spec::config::HwModel;
+use shiftadd_core::store::{self, Reader, RunId};
+use shiftadd_core::{Config, export, hw, nas};
+
+use super::args::{ExportArgs, HwArgs, NasArgs, ResumeArgs, RunsArgs, TrainArgs};
+use super::db_path;
+
+/// `shiftadd train`: start a run and follow it with a progress bar.
+pub fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
+    let TrainArgs {
+        config,
+        db,
+        mut sets,
+        device,
+        threads,
+        name,
+        tags,
+    } = a;
+    if let Some(d) = device {
+        sets.push(format!("train.device={d}"));
+    }
+    if let Some(t) = threads {
+        sets.push(format!("train.threads={t}"));
+    }
+    let cfg = Config::load(&config, &sets)?;
+    let name = name.unwrap_or_else(|| {
+        config
+            .file_stem()
+            .map_or_else(|| "run".into(), |s| s.to_string_lossy().into_owned())
+    });
+    let db = db_path(&db)?;
+    let manager = open_manager(&db)?;
+    manager.commands.send(Command::Start {
+        config: Box::new(cfg),
+        name,
+        tags,
+        request: 1,
+    })?;
+    follow(manager, &db)
+}
+
+/// `shiftadd nas`: run (or resume) a search; with `--train-best`, train its best TargetNet.
+pub fn nas(a: NasArgs) -> anyhow::Result<ExitCode> {
+    let NasArgs {
+        config,
+        db,
+        sets,
+        train_best,
+    } = a;
+    let cfg = Config::load(&config, &sets)?;
+    let name = config
+        .file_stem()
+        .map_or_else(|| "nas".into(), |s| s.to_string_lossy().into_owned());
+    let db = db_path(&db)?;
+    let manager = open_manager(&db)?;
+    let never = std::sync::atomic::AtomicBool::new(false);
+    let outcome = nas::search(&cfg, &db, &name, &manager, &never, &mut |line| {
+        eprintln!("{line}");
+    })
+    .map_err(anyhow::Error::msg)?;
+    let unit = nas::unit(cfg.nas.budget_kind);
+    let arch = outcome.target.to_json();
+    println!("search {}", outcome.search);
+    println!(
+        "best TargetNet ({}): cost {:.4} {unit}, proxy top-1 {:.2} %",
+        cfg.ops.kind.as_str(),
+        outcome.target_cost,
+        outcome.target_proxy * 100.0
+    );
+    println!("{arch}");
+    let sub = outcome.subnet.to_json();
+    eprintln!(
+        "{} candidates trained, {} reused from earlier; train it inside its SubNet with:\n  shiftadd train {} --set 'model.arch={arch}' --set 'aug.arch={sub}'",
+        outcome.evaluated,
+        outcome.reused,
+        config.display()
+    );
+    if !train_best {
+        manager.shutdown();
+        return Ok(ExitCode::SUCCESS);
+    }
+    let best = nas::target_config(&cfg, &outcome.target, &outcome.subnet);
+    manager.commands.send(Command::Start {
+        config: Box::new(best),
+        name: format!("{name}-best"),
+        tags: format!("nas-best,nas{}", outcome.search),
+        request: 1,
+    })?;
+    follow(manager, &db)
+}
+
+/// `shiftadd resume`: continue a run from its last checkpoint.
+pub fn resume(a: &ResumeArgs) -> anyhow::Result<ExitCode> {
+    let (run, db) = (a.run, &a.db);
+    let db = db_path(db)?;
+    let manager = open_manager(&db)?;
+    manager.commands.send(Command::Resume { run, request: 1 })?;
+    follow(manager, &db)
+}
+
+/// `shiftadd hw`: the hardware cost of each config's models.
+pub fn hw(a: &HwArgs) -> anyhow::Result<ExitCode> {
+    let (configs, sets, json, layers) = (&a.configs, &a.sets, a.json, a.layers);
+    hw_report(configs, sets, json, layers || configs.len() == 1)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `shiftadd runs`: the runs table.
+pub fn runs(a: &RunsArgs) -> anyhow::Result<ExitCode> {
+    let (db, json) = (&a.db, a.json);
+    let db = db_path(db)?;
+    drop(store::open_rw(&db)?); // creates/migrates, and marks dead runs interrupted
+    list_runs(&Reader::open(&db)?, json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `shiftadd export`: a run's metrics as CSV and/or its tiny model.
+pub fn export(a: &ExportArgs) -> anyhow::Result<ExitCode> {
+    let (run, csv, model, db) = (a.run, &a.csv, &a.model, &a.db);
+    let db = db_path(db)?;
+    if csv.is_none() && model.is_none() {
+        bail!("nothing to export: pass --csv FILE and/or --model DIR");
+    }
+    if let Some(csv) = csv {
+        let n = export_csv(&Reader::open(&db)?, run, csv)?;
+        println!("wrote {n} metric rows of run {run} to {}", csv.display());
+    }
+    if let Some(dir) = model {
+        export_model(&db, run, dir)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn open_manager(db: &Path) -> anyhow::Result<ManagerHandle> {
+    // The CLI's main thread blocks on the event channel, so it needs no waker.
+    Ok(spawn_manager(db, Arc::new(|| {}))?)
+}
+
+/// Drive the progress bar from the manager's events until the run ends.
+fn follow(manager: ManagerHandle, db: &Path) -> anyhow::Result<ExitCode> {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:28}] {pos}/{len} steps {msg} ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(250));
+    let say = |line: String| {
+        if bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            bar.println(line);
+        }
+    };
+    let code = loop {
+        let Ok(event) = manager.events.recv() else {
+            bail!("the run manager stopped unexpectedly");
+        };
+        match event {
+            Event::Created { run, .. } => {
+                println!("run {run}");
+                let _ = std::io::stdout().flush();
+                bar.set_prefix(format!("run {run}"));
+            }
+            Event::Rejected { reason, .. } => {
+                bar.finish_and_clear();
+                bail!("{reason}");
+            }
+            Event::Running {
+                step,
+                total_steps,
+                epoch,
+                total_epochs,
+                ..
+            } => {
+                bar.set_length(total_steps as u64);
+                bar.set_position(step as u64);
+                bar.reset_eta();
+                say(format!(
+                    "training: epoch {}/{total_epochs}, step {step}/{total_steps}",
+                    epoch + 1
+                ));
+            }
+            Event::Progress {
+                epoch,
+                step,
+                loss,
+                images_per_sec,
+                ..
+            } => {
+                bar.set_position(step as u64);
+                bar.set_message(format!(
+                    "epoch {epoch} loss {loss:.3} {images_per_sec:.0} img/s"
+                ));
+            }
+            Event::EpochEnded {
+                epoch,
+                val_top1,
+                val_top5,
+                ..
+            } => say(format!(
+                "epoch {epoch}: val top-1 {:.2} %  top-5 {:.2} %",
+                val_top1 * 100.0,
+                val_top5 * 100.0
+            )),
+            Event::Finished {
+                run,
+                val_top1,
+                test_top1,
+            } => {
+                bar.finish_and_clear();
+                eprintln!(
+                    "run {run} finished: val top-1 {:.2} %{} (database {})",
+                    val_top1 * 100.0,
+                    test_top1.map_or(String::new(), |t| format!(
+                        ", test top-1 {:.2} %",
+                        t * 100.0
+                    )),
+                    db.display()
+                );
+                break ExitCode::SUCCESS;
+            }
+            Event::Stopped { run } => {
+                bar.finish_and_clear();
+                eprintln!("run {run} stopped; `shiftadd resume {run}` continues it");
+                break ExitCode::from(3);
+            }
+            Event::Failed { run, reason } => {
+                bar.finish_and_clear();
+                eprintln!("error: run {run} failed: {reason}");
+                break ExitCode::FAILURE;
+            }
+            Event::CheckpointSaved { .. } | Event::Paused { .. } | Event::Resumed { .. } => {}
+        }
+    };
+    manager.shutdown();
+    Ok(code)
+}
+
+/// `shiftadd hw`: per config, totals of its three models and (optionally) per-layer tables.
+fn hw_report(
+    configs: &[PathBuf],
+    sets: &[String],
+    json: bool,
+    per_layer: bool,
+) -> anyhow::Result<()> {
+    let mut all = Vec::new();
+    for path in configs {
+        let cfg = Config::load(path, sets)?;
+        let (c, res, classes) = cfg.data.dataset.input_shape();
+        all.push((path, cfg.clone(), hw::config_costs(&cfg, c, res, classes)));
+    }
+    if json {
+        let out: Vec<_> = all
+            .iter()
+            .map(|(p, cfg, costs)| {
+                serde_json::json!({"config": p.display().to_string(), "hw": cfg.hw, "models": costs})
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    for (path, cfg, costs) in &all {
+        let how = match cfg.hw.model {
+            HwModel::Shiftaddnas => "its own tiling search".to_owned(),
+            HwModel::Project => format!(
+                "{} convention, {} tilings",
+                serde_json::to_value(cfg.hw.convention)?
+                    .as_str()
+                    .unwrap_or("?"),
+                serde_json::to_value(cfg.hw.mode)?.as_str().unwrap_or("?")
+            ),
+        };
+        println!(
+            "{}  ({} × {}; {} (hw.model = {}), {}-bit, {how}; energy in mJ per image)",
+            path.display(),
+            cfg.data.dataset.as_str(),
+            cfg.model.label(),
+            cfg.hw.model.title(),
+            cfg.hw.model.as_str(),
+            cfg.hw.bits,
+        );
+        println!(
+            "  {:<26} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "model",
+            "MMACs",
+            "mult",
+            "shift",
+            "add",
+            "params",
+            "compute",
+            "other",
+            "memory",
+            "latency"
+        );
+        for m in costs {
+            let mm = |v: i64| format!("{:.2}", v as f64 / 1e6);
+            println!(
+                "  {:<26} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9.4} {:>9.4} {:>9.4} {:>7.3}ms",
+                m.label,
+                mm(m.macs_mult + m.macs_shift + m.macs_add),
+                mm(m.macs_mult),
+                mm(m.macs_shift),
+                mm(m.macs_add),
+                m.params,
+                m.compute_mj,
+                m.other_mj,
+                m.memory_mj,
+                m.latency_ms
+            );
+        }
+        if let [tiny, all_mult, ..] = costs.as_slice()
+            && tiny.macs_mult < all_mult.macs_mult
+        {
+            let saving = 1.0 - tiny.energy_mj / all_mult.energy_mj;
+            let (pct, way) = if saving >= 0.0 {
+                (saving, "less")
+            } else {
+                (-saving, "more")
+            };
+            println!(
+                "  MF saving: the tiny model costs {:.1} % {way} energy than the same architecture all-Mult",
+                100.0 * pct
+            );
+        }
+        if per_layer {
+            for m in costs {
+                println!("\n  {} — per layer (µJ):", m.label);
+                println!(
+                    "  {:<20} {:<6} {:<5} {:>14} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                    "layer",
+                    "kind",
+                    "op",
+                    "shape",
+                    "MACs",
+                    "compute",
+                    "DRAM",
+                    "GB",
+                    "NoC",
+                    "RF",
+                    "cycles"
+                );
+                for l in &m.layers {
+                    let uj = |pj: f64| format!("{:.2}", pj * 1e-6);
+                    println!(
+                        "  {:<20} {:<6} {:<5} {:>14} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9.0}",
+                        l.name,
+                        l.kind,
+                        l.op,
+                        format!("{}→{} k{} s{}", l.c_in, l.c_out, l.kernel, l.stride),
+                        l.macs,
+                        uj(l.compute_pj),
+                        uj(l.memory.dram),
+                        uj(l.memory.gb),
+                        uj(l.memory.noc),
+                        uj(l.memory.rf),
+                        l.cycles
+                    );
+                }
+            }
+        }
+        println!();
+    }
+    if all.len() > 1 {
+        println!(
+            "summary: tiny model compute energy, lowest first (mJ per image, each config's hw.model)"
+        );
+        let mut rows: Vec<_> = all.iter().map(|(p, _, c)| (p, &c[0])).collect();
+        rows.sort_by(|a, b| a.1.compute_mj.total_cmp(&b.1.compute_mj));
+        for (p, m) in rows {
+            println!(
+                "  {:<52} {:<14} compute {:.4}  memory {:.4}  total {:.4}",
+                p.display(),
+                m.label,
+                m.compute_mj,
+                m.memory_mj,
+                m.energy_mj
+            );
+        }
+    }
+    Ok(())
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{:.2}", v * 100.0))
+}
+
+fn list_runs(reader: &Reader, json: bool) -> anyhow::Result<()> {
+    let runs = reader.runs()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&runs)?);
+        return Ok(());
+    }
+    if runs.is_empty() {
+        println!("no runs yet");
+        return Ok(());
+    }
+    println!(
+        "{:>4}  {:<24} {:<12} {:<14} {:<10} {:<5} {:>6} {:>9} {:>9} {:>8}",
+        "id",
+        "name",
+        "status",
+        "dataset",
+        "model",
+        "op",
+        "epochs",
+        "val-last%",
+        "val-best%",
+        "test%"
+    );
+    for r in &runs {
+        println!(
+            "{:>4}  {:<24} {:<12} {:<14} {:<10} {:<5} {:>6} {:>9} {:>9} {:>8}{}",
+            r.id,
+            r.name,
+            r.status,
+            r.dataset,
+            r.model,
+            r.operator,
+            r.epochs_done.map_or_else(|| "-".into(), |e| e.to_string()),
+            pct(r.last_val_top1),
+            pct(r.best_val_top1),
+            pct(r.test_top1),
+            r.reason
+                .as_ref()
+                .map(|x| format!("  ({x})"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// Export the tiny MF model, then evaluate it from the written files alone.
+fn export_model(db: &Path, run: RunId, dir: &Path) -> anyhow::Result<()> {
+    let exported = export::export_run(db, run, dir)?;
+    let reader = Reader::open(db)?;
+    let cfg = Config::from_toml_str(&reader.config_toml(run)?, &format!("run {run}"), &[])?;
+    let top1 = export::ExportedModel::load(dir)?.evaluate(&cfg.data, cfg.eval.batch_size)?;
+    let last = reader.run(run)?.last_val_top1;
+    println!(
+        "wrote run {run}'s tiny {} model ({} steps, {} tensors) to {}: test top-1 {:.2} % from the files (run's last evaluation: {} %)",
+        exported.json.operator.as_str(),
+        exported.json.steps.len(),
+        exported.tensors,
+        dir.display(),
+        top1 * 100.0,
+        pct(last)
+    );
+    Ok(())
+}
+
+fn export_csv(reader: &Reader, run: RunId, path: &Path) -> anyhow::Result<usize> {
+    reader.run(run)?; // a clear error for an unknown run
+    let rows = reader.metrics(run)?;
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+    );
+    writeln!(out, "run_id,key,step,epoch,wall_time,value")?;
+    for m in &rows {
+        writeln!(
+            out,
+            "{},{},{},{},{:.3},{}",
+            m.run, m.key, m.step, m.epoch, m.wall_time, m.value
+        )?;
+    }
+    out.flush()?;
+    Ok(rows.len())
+}

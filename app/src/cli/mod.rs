@@ -1,0 +1,68 @@
+//! The command line: [`args`] defines it, [`main`] parses and dispatches to one function per
+//! subcommand in [`commands`], which print tables and progress bars and map outcomes to exit
+//! codes (errors on one line).
+
+mod args;
+mod commands;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+
+use crate::gui;
+use args::{Cli, Cmd, DbArg};
+
+/// Entry point of the binary: run, print any error on one line, map to an exit code.
+pub fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::new().filter_or("SHIFTADD_LOG", "error"))
+        .format_timestamp(None)
+        .init();
+    let cli = Cli::parse();
+    if cli.command.is_some() {
+        default_sigpipe();
+    }
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Command-line tables end quietly when their reader goes away (`shiftadd hw … | head`), as
+/// other tools do, instead of panicking on a broken pipe.
+#[allow(unsafe_code)]
+fn default_sigpipe() {
+    // SAFETY: restores the default disposition of one signal at start-up; no handler is installed.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+pub(crate) fn db_path(arg: &DbArg) -> anyhow::Result<PathBuf> {
+    if let Some(p) = &arg.db {
+        return Ok(p.clone());
+    }
+    if let Some(p) = std::env::var_os("SHIFTADD_DB").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    let base = dirs::data_dir()
+        .context("no platform data directory; pass --db PATH or set SHIFTADD_DB")?;
+    Ok(base.join("shiftadd").join("studio.db"))
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        None => gui::run(&db_path(&DbArg { db: None })?),
+        Some(Cmd::Gui(a)) => gui::run(&db_path(&a.db)?),
+        Some(Cmd::Train(a)) => commands::train(a),
+        Some(Cmd::Nas(a)) => commands::nas(a),
+        Some(Cmd::Resume(a)) => commands::resume(&a),
+        Some(Cmd::Hw(a)) => commands::hw(&a),
+        Some(Cmd::Runs(a)) => commands::runs(&a),
+        Some(Cmd::Export(a)) => commands::export(&a),
+    }
+}

@@ -1,0 +1,402 @@
+//! [`StudioApp`], the `eframe::App`: `logic` drains the run manager's events and the data
+//! thread's answers under a time budget and schedules queries; `ui` draws the top bar, the runs
+//! panel and the current view; the close dialog.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use shiftadd_core::run::{Command, Event};
+use shiftadd_core::store::RunId;
+
+use super::backend::{Backend, DRAIN_BUDGET, Loaded, Query};
+use super::ctx::{ExitChoice, Persisted, View, ViewCtx};
+use super::data::DataCache;
+use super::export::Export;
+use super::{compare, hardware, launch, monitor, nas, runs, weights};
+
+const PERSIST_KEY: &str = "shiftadd-studio";
+
+pub struct StudioApp {
+    persisted: Persisted,
+    backend: Backend,
+    data: DataCache,
+    launch: launch::LaunchView,
+    monitor: monitor::MonitorView,
+    weights: weights::WeightsView,
+    hardware: hardware::HardwareView,
+    compare: compare::CompareView,
+    nas: nas::NasView,
+    export: Export,
+    outbox: Vec<Command>,
+    status: Option<String>,
+    /// The close dialog is open.
+    asking_close: bool,
+    exit_choice: Arc<Mutex<Option<ExitChoice>>>,
+    last_metrics_poll: Instant,
+    last_runs_poll: Instant,
+}
+
+impl StudioApp {
+    pub fn new(
+        backend: Backend,
+        persisted: Persisted,
+        exit_choice: Arc<Mutex<Option<ExitChoice>>>,
+    ) -> Self {
+        let export_dir = backend
+            .db
+            .parent()
+            .map_or_else(|| PathBuf::from("exports"), |p| p.join("exports"));
+        let mut app = Self {
+            persisted,
+            data: DataCache::default(),
+            launch: launch::LaunchView::default(),
+            monitor: monitor::MonitorView::default(),
+            weights: weights::WeightsView::default(),
+            hardware: hardware::HardwareView::default(),
+            compare: compare::CompareView::default(),
+            nas: nas::NasView::default(),
+            export: Export::new(export_dir),
+            outbox: Vec::new(),
+            status: None,
+            asking_close: false,
+            exit_choice,
+            last_metrics_poll: Instant::now(),
+            last_runs_poll: Instant::now(),
+            backend,
+        };
+        app.data.mark_runs_stale();
+        app.query(Query::Presets(app.backend.experiments_dir.clone()));
+        app
+    }
+
+    /// Restore persisted state from eframe's storage, if any.
+    pub fn restore(storage: Option<&dyn eframe::Storage>) -> Persisted {
+        storage
+            .and_then(|s| eframe::get_value(s, PERSIST_KEY))
+            .unwrap_or_default()
+    }
+
+    pub fn persisted(&self) -> &Persisted {
+        &self.persisted
+    }
+
+    pub fn data(&self) -> &DataCache {
+        &self.data
+    }
+
+    pub fn launch_view(&self) -> &launch::LaunchView {
+        &self.launch
+    }
+
+    pub fn export(&self) -> &Export {
+        &self.export
+    }
+
+    fn query(&mut self, q: Query) {
+        if let Err(e) = self.backend.queries.try_send(q) {
+            self.data.unsent(&e.into_inner());
+        }
+    }
+
+    fn drain(&mut self, now: Instant) {
+        let t0 = Instant::now();
+        while t0.elapsed() < DRAIN_BUDGET {
+            let Ok(e) = self.backend.events.try_recv() else {
+                break;
+            };
+            self.data.apply_event(&e, now);
+            self.launch.on_event(&e);
+            if let Event::Failed { run, reason } = &e {
+                self.status = Some(format!("run {run} failed: {reason}"));
+            }
+        }
+        while t0.elapsed() < DRAIN_BUDGET {
+            let Ok(l) = self.backend.loaded.try_recv() else {
+                break;
+            };
+            if let Loaded::Presets(p) = &l {
+                self.launch.set_presets(p.clone());
+            }
+            self.data.apply_loaded(l);
+        }
+        self.export.poll();
+    }
+
+    fn visible_runs(&self) -> Vec<RunId> {
+        match self.persisted.view {
+            View::Compare => self.persisted.compare.clone(),
+            View::Launch => Vec::new(),
+            View::Nas => self.nas.search.into_iter().collect(),
+            _ => self.persisted.current.into_iter().collect(),
+        }
+    }
+
+    fn send_commands(&mut self) {
+        for c in std::mem::take(&mut self.outbox) {
+            if let Err(e) = self.backend.commands.try_send(c) {
+                self.status = Some(format!("the run manager is not answering: {e}"));
+            }
+        }
+    }
+
+    /// Queue the data the visible runs need; returns when to look again if queries are waiting
+    /// on the poll interval (so a view change with no further input still loads).
+    fn refresh(&mut self, now: Instant) -> Option<Duration> {
+        let visible = self.visible_runs();
+        for &r in &visible {
+            self.data.want(r);
+        }
+        if now.duration_since(self.last_runs_poll) > Duration::from_secs(3) {
+            // Runs started elsewhere (the CLI, another window) show up too.
+            self.last_runs_poll = now;
+            self.data.mark_runs_stale();
+            if self.persisted.view == View::Nas
+                && let Some(r) = self.nas.search
+            {
+                self.data.mark_nas_stale(r);
+            }
+            // A run trained by another process sends no events: poll what is shown of it.
+            for &r in &visible {
+                if self.data.is_active(r) && !self.data.live.contains_key(&r) {
+                    self.data.mark_stale(r);
+                }
+            }
+        }
+        let interval = Duration::from_millis(300);
+        let since = now.duration_since(self.last_metrics_poll);
+        if since > interval {
+            self.last_metrics_poll = now;
+            for q in self.data.queries(&visible) {
+                self.query(q);
+            }
+            None
+        } else {
+            self.data
+                .has_pending(&visible)
+                .then(|| interval - since + Duration::from_millis(1))
+        }
+    }
+
+    fn handle_close(&mut self, ctx: &egui::Context) {
+        let requested = ctx.input(|i| i.viewport().close_requested());
+        let decided = self.exit_choice.lock().map(|c| c.is_some()).unwrap_or(true);
+        if requested
+            && !decided
+            && (!self.data.active_here().is_empty() || self.searches_running() > 0)
+        {
+            ctx.send_viewport_cmd(egui::ViewportCommand::CancelClose);
+            self.asking_close = true;
+        }
+    }
+
+    fn searches_running(&self) -> usize {
+        self.backend.searches.lock().map_or(0, |s| s.running())
+    }
+
+    /// Take the progress of this session's searches: new lines refresh the runs table and the
+    /// candidates (a search's rows appear before the 3 s poll would see them).
+    fn poll_searches(&mut self) {
+        let lines = self
+            .backend
+            .searches
+            .lock()
+            .map(|mut s| s.poll())
+            .unwrap_or_default();
+        if !lines.is_empty() {
+            self.data.mark_runs_stale();
+            if let Some(r) = self.nas.search {
+                self.data.mark_nas_stale(r);
+            }
+        }
+    }
+
+    fn close_dialog(&mut self, ctx: &egui::Context) {
+        if !self.asking_close {
+            return;
+        }
+        let active = self.data.active_here();
+        let searching = self.searches_running();
+        let mut choice = None;
+        let mut cancel = false;
+        egui::Modal::new(egui::Id::unique("close-dialog")).show(ctx, |ui| {
+            ui.heading("Runs are still training");
+            let list: Vec<String> = active.iter().map(|r| format!("#{r}")).collect();
+            if !active.is_empty() {
+                ui.label(format!(
+                    "{} run(s) of this session are active: {}.",
+                    active.len(),
+                    list.join(", ")
+                ));
+            }
+            if searching > 0 {
+                ui.label(format!("{searching} NAS search(es) of this session are running (a stopped search resumes when started again)."));
+            }
+            ui.label("Stop them (each stays resumable from its last checkpoint), or leave them training without a window — the process ends when they do, and everything is recorded either way.");
+            ui.horizontal(|ui| {
+                if ui.button("Stop runs and quit").clicked() {
+                    choice = Some(ExitChoice::StopRuns);
+                }
+                if ui.button("Leave running headless").clicked() {
+                    choice = Some(ExitChoice::LeaveRunning);
+                }
+                if ui.button("Cancel").clicked() {
+                    cancel = true;
+                }
+            });
+        });
+        if cancel {
+            self.asking_close = false;
+        }
+        if let Some(c) = choice {
+            if c == ExitChoice::LeaveRunning {
+                // A paused run left without a window would wait forever: let it continue.
+                for (run, live) in &self.data.live {
+                    if live.paused {
+                        self.outbox.push(Command::Unpause(*run));
+                    }
+                }
+            }
+            if let Ok(mut slot) = self.exit_choice.lock() {
+                *slot = Some(c);
+            }
+            self.asking_close = false;
+            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+        }
+    }
+
+    fn top_bar(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            ui.heading("ShiftAdd Studio");
+            ui.separator();
+            for v in View::ALL {
+                ui.selectable_value(&mut self.persisted.view, v, v.title());
+            }
+            ui.separator();
+            ui.weak(format!("database {}", self.backend.db.display()));
+        });
+    }
+
+    fn status_bar(&self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            // From the database too: runs of a NAS search or another process train without events here.
+            let training = self
+                .data
+                .runs
+                .iter()
+                .filter(|r| r.summary.status == shiftadd_core::store::Status::Running)
+                .count()
+                .max(self.data.live.values().filter(|l| !l.paused).count());
+            ui.label(match training {
+                0 => "no run training".to_owned(),
+                n => format!("{n} run(s) training"),
+            });
+            let searching = self.searches_running();
+            if searching > 0 {
+                ui.separator();
+                ui.label(format!("{searching} NAS search(es) running"));
+            }
+            if let Some(s) = self.export.status() {
+                ui.separator();
+                ui.label(s);
+            }
+            if let Some(s) = &self.status {
+                ui.separator();
+                ui.colored_label(ui.visuals().warn_fg_color, s);
+            }
+            if let Some(e) = &self.data.last_error {
+                ui.separator();
+                ui.colored_label(ui.visuals().error_fg_color, e);
+            }
+        });
+    }
+}
+
+impl eframe::App for StudioApp {
+    fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        let now = Instant::now();
+        self.drain(now);
+        self.poll_searches();
+        if let Some(wait) = self.refresh(now) {
+            ctx.request_repaint_after(wait);
+        }
+        self.handle_close(ctx);
+        if self.data.live.values().any(|l| !l.paused) {
+            // The ETA ticks even when no event arrives (not while paused: nothing moves).
+            ctx.request_repaint_after(Duration::from_millis(500));
+        }
+    }
+
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        let now = Instant::now();
+        let visible_before = self.visible_runs();
+        egui::Panel::top("top").show(ui, |ui| self.top_bar(ui));
+        egui::Panel::bottom("status").show(ui, |ui| self.status_bar(ui));
+        let Self {
+            persisted,
+            data,
+            launch,
+            monitor,
+            weights,
+            hardware,
+            compare,
+            nas,
+            export,
+            outbox,
+            backend,
+            ..
+        } = self;
+        egui::Panel::left("runs")
+            .resizable(true)
+            .default_size(600.0)
+            .min_size(540.0)
+            .show(ui, |ui| {
+                runs::runs_panel(ui, data, persisted, outbox);
+            });
+        let shared = backend.searches.clone();
+        let Ok(mut searches) = shared.lock() else {
+            return;
+        };
+        let mut vcx = ViewCtx {
+            data,
+            current: persisted.current,
+            compare: &persisted.compare,
+            commands: outbox,
+            export,
+            searches: &mut searches,
+            now,
+            hw_model: &mut persisted.hw_model,
+        };
+        egui::CentralPanel::default().show(ui, |ui| match persisted.view {
+            View::Launch => launch.ui(ui, &mut vcx),
+            View::Monitor => monitor.ui(ui, &mut vcx),
+            View::Weights => weights.ui(ui, &mut vcx),
+            View::Hardware => hardware.ui(ui, &mut vcx),
+            View::Compare => compare.ui(ui, &mut vcx, &mut persisted.compare_settings),
+            View::Nas => nas.ui(ui, &mut vcx),
+        });
+        drop(searches);
+        if launch.take_search_started() {
+            // Follow the new search (the NAS view shows the latest one).
+            nas.search = None;
+            persisted.view = View::Nas;
+        }
+        if let Some(run) = launch.take_created() {
+            // A run just created from the form: follow it.
+            persisted.current = Some(run);
+            persisted.view = View::Monitor;
+        }
+        let ctx = ui.ctx().clone();
+        self.close_dialog(&ctx);
+        self.send_commands();
+        if self.visible_runs() != visible_before {
+            // A click changed what is on screen: the next frame's `logic` asks for its data (no
+            // input may arrive to trigger that frame otherwise).
+            ctx.request_repaint();
+        }
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        eframe::set_value(storage, PERSIST_KEY, &self.persisted);
+    }
+}
