@@ -1,19 +1,18 @@
 //! Export of a run's tiny MF model — `model.safetensors` + `model.json` — and its evaluation from
 //! those files alone, which must reproduce the run's last tiny evaluation.
 //!
-//! `model.json` lists the steps of [`crate::model::Step`] in execution order; each tensor is stored
+//! `model.json` lists the [`Step`]s of the tiny program in execution order; each tensor is stored
 //! in the safetensors file under `<layer>.weight` / `.bias` / `.scale` / `.shift`. Shift layers'
 //! weights are exact signed powers of two; Add layers' are the remapped weights; BN is folded
 //! into Mult convs and kept as a per-channel affine after MF ones.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, TchError, Tensor, nn};
 
-use crate::data::{self, DataError, Loader};
-use crate::model::Step;
+use crate::data::{self, DataError};
+use crate::model::{Program, Step};
 use crate::ops::{adder, shift};
 use crate::spec::config::{Config, DataConfig, OpKind};
 use crate::store::{Reader, RunId, StoreError};
@@ -37,31 +36,6 @@ pub enum ExportError {
     File { path: PathBuf, message: String },
 }
 
-/// One step of `model.json`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum StepJson {
-    Conv {
-        name: String,
-        op: OpKind,
-        stride: i64,
-        pad: i64,
-        groups: i64,
-        relu6: bool,
-        act_fixed_point: bool,
-        /// Mult convs carry a bias (BN folded); MF convs a scale and shift.
-        folded_bn: bool,
-    },
-    Save,
-    AddSaved,
-    Pool,
-    Linear {
-        name: String,
-        op: OpKind,
-        act_fixed_point: bool,
-    },
-}
-
 /// `model.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ModelJson {
@@ -75,7 +49,7 @@ pub struct ModelJson {
     pub input: [i64; 3],
     pub norm: Vec<(f32, f32)>,
     pub classes: i64,
-    pub steps: Vec<StepJson>,
+    pub steps: Vec<Step>,
 }
 
 /// What an export wrote.
@@ -108,62 +82,7 @@ pub fn export_run(db: &Path, run: RunId, dir: &Path) -> Result<Exported, ExportE
         path: model_file.clone(),
         message: e.to_string(),
     })?;
-    let mut tensors: Vec<(String, Tensor)> = Vec::new();
-    let mut steps = Vec::new();
-    for step in net.tiny_program() {
-        steps.push(match step {
-            Step::Conv {
-                name,
-                op,
-                weight,
-                bias,
-                affine,
-                stride,
-                pad,
-                groups,
-                relu6,
-                act_fixed_point,
-            } => {
-                tensors.push((format!("{name}.weight"), weight));
-                let folded_bn = bias.is_some();
-                if let Some(b) = bias {
-                    tensors.push((format!("{name}.bias"), b));
-                }
-                if let Some((scale, shift)) = affine {
-                    tensors.push((format!("{name}.scale"), scale));
-                    tensors.push((format!("{name}.shift"), shift));
-                }
-                StepJson::Conv {
-                    name,
-                    op,
-                    stride,
-                    pad,
-                    groups,
-                    relu6,
-                    act_fixed_point,
-                    folded_bn,
-                }
-            }
-            Step::Save => StepJson::Save,
-            Step::AddSaved => StepJson::AddSaved,
-            Step::Pool => StepJson::Pool,
-            Step::Linear {
-                name,
-                op,
-                weight,
-                bias,
-                act_fixed_point,
-            } => {
-                tensors.push((format!("{name}.weight"), weight));
-                tensors.push((format!("{name}.bias"), bias));
-                StepJson::Linear {
-                    name,
-                    op,
-                    act_fixed_point,
-                }
-            }
-        });
-    }
+    let Program { steps, tensors } = net.tiny_program();
     let d = &splits.train;
     let json = ModelJson {
         format: FORMAT.into(),
@@ -240,7 +159,7 @@ impl ExportedModel {
         let mut saved = Vec::new();
         for step in &self.json.steps {
             x = match step {
-                StepJson::Conv {
+                Step::Conv {
                     name,
                     op,
                     stride,
@@ -275,19 +194,19 @@ impl ExportedModel {
                     }
                     if *relu6 { y.relu6() } else { y }
                 }
-                StepJson::Save => {
+                Step::Save => {
                     saved.push(x.shallow_clone());
                     x
                 }
-                StepJson::AddSaved => {
+                Step::AddSaved => {
                     let s = saved.pop().ok_or_else(|| ExportError::File {
                         path: PathBuf::from("model.json"),
                         message: "add_saved without a save".into(),
                     })?;
                     x + s
                 }
-                StepJson::Pool => x.f_mean_dim(&[2i64, 3][..], false, Kind::Float)?,
-                StepJson::Linear {
+                Step::Pool => x.f_mean_dim(&[2i64, 3][..], false, Kind::Float)?,
+                Step::Linear {
                     name,
                     act_fixed_point,
                     ..
@@ -310,28 +229,13 @@ impl ExportedModel {
     /// Top-1 accuracy on the test split of `data` (normalised with the exported statistics).
     pub fn evaluate(&self, data: &DataConfig, batch_size: usize) -> Result<f64, ExportError> {
         let splits = data::load(data)?;
-        let test: Arc<data::Dataset> = splits.test.clone();
-        let spec = train::in_order(batch_size);
-        let (mut correct, mut n) = (0i64, 0usize);
-        tch::no_grad(|| {
-            for b in Loader::new(test.clone(), &self.json.norm, spec) {
-                let x = Tensor::from_slice(&b.images).view([
-                    b.n as i64,
-                    self.json.input[0],
-                    self.json.input[1],
-                    self.json.input[2],
-                ]);
-                let y = Tensor::from_slice(&b.labels);
-                correct += self
-                    .forward(&x)?
-                    .argmax(-1, false)
-                    .eq_tensor(&y)
-                    .sum(Kind::Int64)
-                    .int64_value(&[]);
-                n += b.n;
-            }
-            Ok::<(), ExportError>(())
-        })?;
-        Ok(correct as f64 / n.max(1) as f64)
+        let scores = train::score(
+            &splits.test,
+            &self.json.norm,
+            batch_size,
+            Device::Cpu,
+            |x| self.forward(x),
+        )?;
+        Ok(scores.top1)
     }
 }

@@ -327,6 +327,7 @@ mod tests {
         // The tiny program (export) has the TargetNet's layers only.
         let convs = net
             .tiny_program()
+            .steps
             .iter()
             .filter(|s| matches!(s, crate::model::Step::Conv { .. }))
             .count();
@@ -546,15 +547,13 @@ impl Search<'_> {
         (budget / self.cfg.nas.parallel.max(1)).max(1)
     }
 
-    /// Proxy accuracies of `batch` (stored ones reused; the rest trained through the run
-    /// manager, `nas.parallel` at a time), in the batch's order.
-    fn evaluate_all(
+    /// The stored proxy accuracies of `batch` (0 where none), and the indices still to train.
+    fn reuse_stored(
         &mut self,
         stage: i64,
         generation: i64,
         batch: &[(NasArch, f64)],
-        subnet: Option<&NasArch>,
-    ) -> Result<Vec<f64>, NasError> {
+    ) -> (Vec<f64>, std::collections::VecDeque<usize>) {
         let mut out = vec![0.0; batch.len()];
         let mut todo = std::collections::VecDeque::new();
         for (i, (arch, cost)) in batch.iter().enumerate() {
@@ -570,6 +569,60 @@ impl Search<'_> {
                 None => todo.push_back(i),
             }
         }
+        (out, todo)
+    }
+
+    /// Start one candidate's proxy training; its request id and its (pending) row.
+    fn launch(
+        &mut self,
+        stage: i64,
+        generation: i64,
+        arch: &NasArch,
+        cost: f64,
+        subnet: Option<&NasArch>,
+        threads: usize,
+    ) -> Result<(u64, NasCandidateRow), NasError> {
+        let mut config = proxy_config(self.cfg, arch, stage, subnet);
+        config.train.threads = threads;
+        self.next_request += 1;
+        let request = self.next_request;
+        let name = format!(
+            "nas{}-s{stage}-g{generation}-{}",
+            self.search, self.launched
+        );
+        self.launched += 1;
+        self.manager
+            .commands
+            .send(Command::Start {
+                config: Box::new(config),
+                name,
+                tags: format!("nas-proxy,nas{}", self.search),
+                request,
+            })
+            .map_err(|e| NasError::ManagerGone(e.to_string()))?;
+        let row = NasCandidateRow {
+            run: self.search,
+            stage,
+            generation,
+            arch: arch.to_json(),
+            cost,
+            proxy_accuracy: None,
+            status: CandidateStatus::Pending,
+            proxy_run: None,
+        };
+        Ok((request, row))
+    }
+
+    /// Proxy accuracies of `batch` (stored ones reused; the rest trained through the run
+    /// manager, `nas.parallel` at a time), in the batch's order.
+    fn evaluate_all(
+        &mut self,
+        stage: i64,
+        generation: i64,
+        batch: &[(NasArch, f64)],
+        subnet: Option<&NasArch>,
+    ) -> Result<Vec<f64>, NasError> {
+        let (mut out, mut todo) = self.reuse_stored(stage, generation, batch);
         let parallel = self.cfg.nas.parallel.max(1);
         let threads = self.threads_per_candidate();
         // In flight, by request id: (batch index, the candidate's row).
@@ -579,34 +632,8 @@ impl Search<'_> {
                 && let Some(i) = todo.pop_front()
             {
                 let (arch, cost) = &batch[i];
-                let mut config = proxy_config(self.cfg, arch, stage, subnet);
-                config.train.threads = threads;
-                self.next_request += 1;
-                let request = self.next_request;
-                let name = format!(
-                    "nas{}-s{stage}-g{generation}-{}",
-                    self.search, self.launched
-                );
-                self.launched += 1;
-                self.manager
-                    .commands
-                    .send(Command::Start {
-                        config: Box::new(config),
-                        name,
-                        tags: format!("nas-proxy,nas{}", self.search),
-                        request,
-                    })
-                    .map_err(|e| NasError::ManagerGone(e.to_string()))?;
-                let row = NasCandidateRow {
-                    run: self.search,
-                    stage,
-                    generation,
-                    arch: arch.to_json(),
-                    cost: *cost,
-                    proxy_accuracy: None,
-                    status: CandidateStatus::Pending,
-                    proxy_run: None,
-                };
+                let (request, row) =
+                    self.launch(stage, generation, arch, *cost, subnet, threads)?;
                 pending.insert(request, (i, row));
             }
             if pending.is_empty() {

@@ -127,7 +127,7 @@ fn shift_and_add_smoke_runs_record_discrepancy_histograms() {
             .steps
             .iter()
             .filter_map(|st| match st {
-                shiftadd_core::export::StepJson::Conv { name, op: o, .. } if o.as_str() == op => {
+                shiftadd_core::model::Step::Conv { name, op: o, .. } if o.as_str() == op => {
                     Some(name)
                 }
                 _ => None,

@@ -337,38 +337,7 @@ fn hw_report(
         }
         if per_layer {
             for m in costs {
-                println!("\n  {} — per layer (µJ):", m.label);
-                println!(
-                    "  {:<20} {:<6} {:<5} {:>14} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-                    "layer",
-                    "kind",
-                    "op",
-                    "shape",
-                    "MACs",
-                    "compute",
-                    "DRAM",
-                    "GB",
-                    "NoC",
-                    "RF",
-                    "cycles"
-                );
-                for l in &m.layers {
-                    let uj = |pj: f64| format!("{:.2}", pj * 1e-6);
-                    println!(
-                        "  {:<20} {:<6} {:<5} {:>14} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9.0}",
-                        l.name,
-                        l.kind,
-                        l.op,
-                        format!("{}→{} k{} s{}", l.c_in, l.c_out, l.kernel, l.stride),
-                        l.macs,
-                        uj(l.compute_pj),
-                        uj(l.memory.dram),
-                        uj(l.memory.gb),
-                        uj(l.memory.noc),
-                        uj(l.memory.rf),
-                        l.cycles
-                    );
-                }
+                print_layers(m);
             }
         }
         println!();
@@ -391,6 +360,32 @@ fn hw_report(
         }
     }
     Ok(())
+}
+
+/// One model's per-layer table (µJ).
+fn print_layers(m: &hw::ModelCost) {
+    println!("\n  {} — per layer (µJ):", m.label);
+    println!(
+        "  {:<20} {:<6} {:<5} {:>14} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "layer", "kind", "op", "shape", "MACs", "compute", "DRAM", "GB", "NoC", "RF", "cycles"
+    );
+    for l in &m.layers {
+        let uj = |pj: f64| format!("{:.2}", pj * 1e-6);
+        println!(
+            "  {:<20} {:<6} {:<5} {:>14} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9.0}",
+            l.name,
+            l.kind,
+            l.op,
+            format!("{}→{} k{} s{}", l.c_in, l.c_out, l.kernel, l.stride),
+            l.macs,
+            uj(l.compute_pj),
+            uj(l.memory.dram),
+            uj(l.memory.gb),
+            uj(l.memory.noc),
+            uj(l.memory.rf),
+            l.cycles
+        );
+    }
 }
 
 fn pct(v: Option<f64>) -> String {

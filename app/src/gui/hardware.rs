@@ -7,6 +7,7 @@
 use egui_plot::{Bar, BarChart, Legend, Plot};
 use shiftadd_core::hw::{CLOCK_HZ, LayerCost};
 use shiftadd_core::spec::config::HwModel;
+use shiftadd_core::store::RunId;
 
 use super::backend::HwRecords;
 use super::ctx::ViewCtx;
@@ -165,52 +166,16 @@ impl HardwareView {
             ));
             return;
         }
-        egui::Grid::new("hw-totals").striped(true).show(ui, |ui| {
-            for h in [
-                "Model",
-                "MACs",
-                "MAC energy mJ",
-                "BN/ReLU/residual mJ",
-                "Memory mJ",
-                "Energy mJ",
-                "Latency ms",
-                "× tiny energy",
-            ] {
-                ui.strong(h);
-            }
-            ui.end_row();
-            let tiny = model_of(&details.hw, hw, Model::Tiny)
-                .map_or(0.0, |m| Totals::of(&m.layers).energy_mj());
-            for m in Model::ALL {
-                let Some(rec) = model_of(&details.hw, hw, m) else {
-                    continue;
-                };
-                let bad = rec.unreadable;
-                let t = Totals::of(&rec.layers);
-                ui.label(m.title());
-                ui.label(format!("{:.2} M", t.macs as f64 / 1e6));
-                ui.label(format!("{:.4}", t.compute_mj));
-                if hw == HwModel::Shiftaddnas {
-                    ui.weak("not charged")
-                        .on_hover_text("the simulator prices convolutions and FC layers only");
-                } else {
-                    ui.label(format!("{:.4}", t.other_mj));
-                }
-                ui.label(format!("{:.4}", t.memory_mj));
-                ui.label(format!("{:.4}", t.energy_mj()));
-                ui.label(format!("{:.3}", t.latency_ms));
-                ui.label(if tiny > 0.0 {
-                    format!("{:.2}", t.energy_mj() / tiny)
-                } else {
-                    "–".into()
-                });
-                if bad > 0 {
-                    ui.colored_label(ui.visuals().warn_fg_color, format!("{bad} rows unreadable"));
-                }
-                ui.end_row();
-            }
-        });
+        totals_ui(ui, &details.hw, hw);
         ui.separator();
+        self.per_layer_ui(ui, vcx, run, hw);
+    }
+
+    /// The per-layer energy chart of the chosen model (and its CSV / PNG export).
+    fn per_layer_ui(&mut self, ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, run: RunId, hw: HwModel) {
+        let Some(details) = vcx.data.data.get(&run).and_then(|d| d.details.as_ref()) else {
+            return;
+        };
         ui.horizontal(|ui| {
             ui.label("Per layer:");
             for m in Model::ALL {
@@ -286,4 +251,53 @@ impl HardwareView {
         vcx.export
             .capture_if_requested(ui.ctx(), &id, header.region(ui));
     }
+}
+
+/// The totals of the run's three models under cost model `hw`.
+fn totals_ui(ui: &mut egui::Ui, records: &[HwRecords], hw: HwModel) {
+    egui::Grid::new("hw-totals").striped(true).show(ui, |ui| {
+        for h in [
+            "Model",
+            "MACs",
+            "MAC energy mJ",
+            "BN/ReLU/residual mJ",
+            "Memory mJ",
+            "Energy mJ",
+            "Latency ms",
+            "× tiny energy",
+        ] {
+            ui.strong(h);
+        }
+        ui.end_row();
+        let tiny =
+            model_of(records, hw, Model::Tiny).map_or(0.0, |m| Totals::of(&m.layers).energy_mj());
+        for m in Model::ALL {
+            let Some(rec) = model_of(records, hw, m) else {
+                continue;
+            };
+            let bad = rec.unreadable;
+            let t = Totals::of(&rec.layers);
+            ui.label(m.title());
+            ui.label(format!("{:.2} M", t.macs as f64 / 1e6));
+            ui.label(format!("{:.4}", t.compute_mj));
+            if hw == HwModel::Shiftaddnas {
+                ui.weak("not charged")
+                    .on_hover_text("the simulator prices convolutions and FC layers only");
+            } else {
+                ui.label(format!("{:.4}", t.other_mj));
+            }
+            ui.label(format!("{:.4}", t.memory_mj));
+            ui.label(format!("{:.4}", t.energy_mj()));
+            ui.label(format!("{:.3}", t.latency_ms));
+            ui.label(if tiny > 0.0 {
+                format!("{:.2}", t.energy_mj() / tiny)
+            } else {
+                "–".into()
+            });
+            if bad > 0 {
+                ui.colored_label(ui.visuals().warn_fg_color, format!("{bad} rows unreadable"));
+            }
+            ui.end_row();
+        }
+    });
 }

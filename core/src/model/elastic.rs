@@ -36,6 +36,35 @@ pub struct LayerWeights {
     pub pow2: Option<Tensor>,
 }
 
+/// The shape and operator role of one elastic conv: what [`ElasticConv::new`] builds.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ConvShape {
+    pub max_in: i64,
+    pub max_out: i64,
+    pub kernel: i64,
+    pub stride: i64,
+    /// One input channel per output channel (`groups = channels`).
+    pub depthwise: bool,
+    /// The tiny model's (input, output) channels: the leading slice it runs.
+    pub tiny: (i64, i64),
+    pub role: OpKind,
+}
+
+impl ConvShape {
+    /// A dense 1×1 conv, stride 1.
+    pub(super) fn pointwise(max_in: i64, max_out: i64, tiny: (i64, i64), role: OpKind) -> Self {
+        Self {
+            max_in,
+            max_out,
+            kernel: 1,
+            stride: 1,
+            depthwise: false,
+            tiny,
+            role,
+        }
+    }
+}
+
 /// A conv or linear weight that stores its maximum width and runs a leading slice, with the
 /// operator its role gives it.
 #[derive(Debug)]
@@ -60,17 +89,16 @@ pub struct ElasticConv {
 
 impl ElasticConv {
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn new(
-        p: &nn::Path<'_>,
-        max_in: i64,
-        max_out: i64,
-        kernel: i64,
-        stride: i64,
-        depthwise: bool,
-        tiny: (i64, i64),
-        role: OpKind,
-        ops: &OpSpec,
-    ) -> Self {
+    pub(super) fn new(p: &nn::Path<'_>, shape: ConvShape, ops: &OpSpec) -> Self {
+        let ConvShape {
+            max_in,
+            max_out,
+            kernel,
+            stride,
+            depthwise,
+            tiny,
+            role,
+        } = shape;
         let in_per_group = if depthwise { 1 } else { max_in };
         let weight = p.var(
             "weight",

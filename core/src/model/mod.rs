@@ -21,7 +21,7 @@ mod program;
 mod sort;
 
 pub use elastic::{ElasticBn, ElasticConv, Exec, LayerWeights};
-pub use program::Step;
+pub use program::{Program, Step};
 pub use sort::Permutation;
 
 use tch::nn::{self, Init};
@@ -29,10 +29,9 @@ use tch::{Kind, TchError, Tensor};
 
 use crate::rng::Rng;
 use crate::spec::arch::{ArchSpec, BlockSpec, OpSpec, Widths};
-use crate::spec::config::{AugConfig, OpKind};
+use crate::spec::config::AugConfig;
 
-use elastic::BN_MOMENTUM;
-use program::conv_step;
+use elastic::{BN_MOMENTUM, ConvShape};
 
 #[derive(Debug)]
 struct Block {
@@ -42,6 +41,92 @@ struct Block {
     dw_bn: ElasticBn,
     project: ElasticConv,
     project_bn: ElasticBn,
+}
+
+impl Block {
+    /// Block `i` of `max` from its spec, on an input of `(max, tiny)` channels.
+    fn new(
+        p: &nn::Path<'_>,
+        b: &BlockSpec,
+        (prev, prev_tiny): (i64, i64),
+        max: &Widths,
+        i: usize,
+        ops: &OpSpec,
+    ) -> Self {
+        let (mid, out) = (max.mid[i], max.out[i]);
+        let pw = ops.block_role(b, true);
+        let expand = b.expand.then(|| {
+            (
+                ElasticConv::new(
+                    &(p / "expand"),
+                    ConvShape::pointwise(prev, mid, (prev_tiny, b.mid_c), pw),
+                    ops,
+                ),
+                ElasticBn::new(&(p / "expand_bn"), mid),
+            )
+        });
+        let (dw_c, dw_tiny) = if b.expand {
+            (mid, b.mid_c)
+        } else {
+            (prev, prev_tiny)
+        };
+        // The stored kernel is the largest any sub-model runs; the tiny model runs its centre.
+        let mut dw = ElasticConv::new(
+            &(p / "dw"),
+            ConvShape {
+                max_in: dw_c,
+                max_out: dw_c,
+                kernel: max.kernel[i].max(b.kernel),
+                stride: b.stride,
+                depthwise: true,
+                tiny: (dw_tiny, dw_tiny),
+                role: ops.block_role(b, b.kernel == 1),
+            },
+            ops,
+        );
+        dw.tiny_kernel = b.kernel;
+        Self {
+            spec: b.clone(),
+            expand,
+            dw,
+            dw_bn: ElasticBn::new(&(p / "dw_bn"), dw_c),
+            project: ElasticConv::new(
+                &(p / "project"),
+                ConvShape::pointwise(dw_c, out, (dw_tiny, b.out_c), pw),
+                ops,
+            ),
+            project_bn: ElasticBn::new(&(p / "project_bn"), out),
+        }
+    }
+}
+
+/// The classifier on `(max, tiny)` features: a 1×1 "conv" weight and a bias (PyTorch's init).
+fn classifier(
+    p: &nn::Path<'_>,
+    (features, features_tiny): (i64, i64),
+    classes: i64,
+    ops: &OpSpec,
+) -> (ElasticConv, Tensor) {
+    let fc = ElasticConv::new(
+        p,
+        ConvShape::pointwise(
+            features,
+            classes,
+            (features_tiny, classes),
+            ops.classifier_role(),
+        ),
+        ops,
+    );
+    let bound = 1.0 / (features as f64).sqrt();
+    let bias = p.var(
+        "bias",
+        &[classes],
+        Init::Uniform {
+            lo: -bound,
+            up: bound,
+        },
+    );
+    (fc, bias)
 }
 
 /// A network of elastic layers; `forward` runs the sub-model given by a [`Widths`].
@@ -63,121 +148,41 @@ impl Net {
     pub fn new(root: &nn::Path<'_>, spec: ArchSpec, max: Widths, ops: &OpSpec) -> Self {
         let base = spec.base_widths();
         let stem_p = root / "stem";
-        let stem_role = ops.conv_role(true, false);
         let stem = ElasticConv::new(
             &(&stem_p / "conv"),
-            spec.in_channels,
-            max.stem,
-            3,
-            spec.stem_stride,
-            false,
-            (spec.in_channels, base.stem),
-            stem_role,
+            ConvShape {
+                max_in: spec.in_channels,
+                max_out: max.stem,
+                kernel: 3,
+                stride: spec.stem_stride,
+                depthwise: false,
+                tiny: (spec.in_channels, base.stem),
+                role: ops.conv_role(true, false),
+            },
             ops,
         );
         let stem_bn = ElasticBn::new(&(&stem_p / "bn"), max.stem);
         let mut blocks = Vec::new();
-        let (mut prev, mut prev_tiny) = (max.stem, base.stem);
-        let bp = root / "blocks";
+        let mut input = (max.stem, base.stem);
         for (i, b) in spec.blocks.iter().enumerate() {
-            let p = &bp / i;
-            let (mid, out) = (max.mid[i], max.out[i]);
-            let pw = ops.block_role(b, true);
-            let expand = b.expand.then(|| {
-                (
-                    ElasticConv::new(
-                        &(&p / "expand"),
-                        prev,
-                        mid,
-                        1,
-                        1,
-                        false,
-                        (prev_tiny, b.mid_c),
-                        pw,
-                        ops,
-                    ),
-                    ElasticBn::new(&(&p / "expand_bn"), mid),
-                )
-            });
-            let (dw_c, dw_tiny) = if b.expand {
-                (mid, b.mid_c)
-            } else {
-                (prev, prev_tiny)
-            };
-            let dw_role = ops.block_role(b, b.kernel == 1);
-            // The stored kernel is the largest any sub-model runs; the tiny model runs its centre.
-            let mut dw = ElasticConv::new(
-                &(&p / "dw"),
-                dw_c,
-                dw_c,
-                max.kernel[i].max(b.kernel),
-                b.stride,
-                true,
-                (dw_tiny, dw_tiny),
-                dw_role,
-                ops,
-            );
-            dw.tiny_kernel = b.kernel;
-            blocks.push(Block {
-                spec: b.clone(),
-                expand,
-                dw,
-                dw_bn: ElasticBn::new(&(&p / "dw_bn"), dw_c),
-                project: ElasticConv::new(
-                    &(&p / "project"),
-                    dw_c,
-                    out,
-                    1,
-                    1,
-                    false,
-                    (dw_tiny, b.out_c),
-                    pw,
-                    ops,
-                ),
-                project_bn: ElasticBn::new(&(&p / "project_bn"), out),
-            });
-            (prev, prev_tiny) = (out, b.out_c);
+            blocks.push(Block::new(&(root / "blocks" / i), b, input, &max, i, ops));
+            input = (max.out[i], b.out_c);
         }
+        let (prev, prev_tiny) = input;
         let head = max.head.zip(base.head).map(|(h, ht)| {
             let p = root / "head";
             let role = ops.conv_role(false, true);
             (
                 ElasticConv::new(
                     &(&p / "conv"),
-                    prev,
-                    h,
-                    1,
-                    1,
-                    false,
-                    (prev_tiny, ht),
-                    role,
+                    ConvShape::pointwise(prev, h, (prev_tiny, ht), role),
                     ops,
                 ),
                 ElasticBn::new(&(&p / "bn"), h),
             )
         });
-        let (features, features_tiny) = (max.head.unwrap_or(prev), base.head.unwrap_or(prev_tiny));
-        let fc_p = root / "fc";
-        let fc = ElasticConv::new(
-            &fc_p,
-            features,
-            spec.classes,
-            1,
-            1,
-            false,
-            (features_tiny, spec.classes),
-            ops.classifier_role(),
-            ops,
-        );
-        let bound = 1.0 / (features as f64).sqrt();
-        let fc_bias = fc_p.var(
-            "bias",
-            &[spec.classes],
-            Init::Uniform {
-                lo: -bound,
-                up: bound,
-            },
-        );
+        let features = (max.head.unwrap_or(prev), base.head.unwrap_or(prev_tiny));
+        let (fc, fc_bias) = classifier(&(root / "fc"), features, spec.classes, ops);
         Self {
             spec,
             stem,
@@ -310,7 +315,7 @@ impl Net {
     pub(crate) fn add_layers(&self) -> Vec<(String, Tensor, i64)> {
         self.convs()
             .into_iter()
-            .filter(|c| c.role == OpKind::Add)
+            .filter(|c| c.role == crate::spec::config::OpKind::Add)
             .map(|c| {
                 let tiny = c.tiny_slice(c.tiny.0, c.tiny.1).numel() as i64;
                 (c.name.clone(), c.weight.shallow_clone(), tiny)
@@ -337,49 +342,38 @@ impl Net {
     /// The tiny MF model materialised for export, in execution order: remapped (and for Shift,
     /// power-of-two) weights; BN folded into Mult convs and kept as a per-channel affine after MF
     /// ones (folding would break their weights' form).
-    pub fn tiny_program(&self) -> Vec<Step> {
+    pub fn tiny_program(&self) -> Program {
         tch::no_grad(|| {
             let base = self.spec.base_widths();
-            let mut steps = Vec::new();
+            let mut p = Program::default();
             let mut c = self.spec.in_channels;
-            steps.push(conv_step(&self.stem, &self.stem_bn, c, base.stem, true));
+            p.conv(&self.stem, &self.stem_bn, (c, base.stem), true);
             c = base.stem;
             for (i, b) in self.blocks.iter().enumerate() {
                 if !b.spec.tiny {
                     continue;
                 }
                 if b.spec.residual() {
-                    steps.push(Step::Save);
+                    p.steps.push(Step::Save);
                 }
                 if let Some((conv, bn)) = &b.expand {
-                    steps.push(conv_step(conv, bn, c, base.mid[i], true));
+                    p.conv(conv, bn, (c, base.mid[i]), true);
                     c = base.mid[i];
                 }
-                steps.push(conv_step(&b.dw, &b.dw_bn, c, c, true));
-                steps.push(conv_step(&b.project, &b.project_bn, c, base.out[i], false));
+                p.conv(&b.dw, &b.dw_bn, (c, c), true);
+                p.conv(&b.project, &b.project_bn, (c, base.out[i]), false);
                 c = base.out[i];
                 if b.spec.residual() {
-                    steps.push(Step::AddSaved);
+                    p.steps.push(Step::AddSaved);
                 }
             }
             if let (Some((conv, bn)), Some(h)) = (&self.head, base.head) {
-                steps.push(conv_step(conv, bn, c, h, true));
+                p.conv(conv, bn, (c, h), true);
                 c = h;
             }
-            steps.push(Step::Pool);
-            let w = self.fc.tiny_slice(c, self.spec.classes);
-            let weight = match self.fc.role {
-                OpKind::Mult => w.copy(),
-                _ => self.fc.mf_weight_exact(&w),
-            };
-            steps.push(Step::Linear {
-                name: "fc".into(),
-                op: self.fc.role,
-                weight: weight.flatten(1, -1),
-                bias: self.fc_bias.copy(),
-                act_fixed_point: self.fc.role == OpKind::Shift && self.fc.act_fixed_point,
-            });
-            steps
+            p.steps.push(Step::Pool);
+            p.linear(&self.fc, &self.fc_bias, c, self.spec.classes);
+            p
         })
     }
 
@@ -405,7 +399,7 @@ mod tests {
     use super::*;
     use crate::ops::adder;
     use crate::spec::arch::{make_divisible, scaled};
-    use crate::spec::config::{MfLayers, ModelName, RemapKind};
+    use crate::spec::config::{MfLayers, ModelName, OpKind, RemapKind};
     use tch::Device;
 
     #[test]

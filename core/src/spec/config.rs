@@ -677,14 +677,14 @@ impl Config {
             ));
         }
         let o = &self.ops;
-        irange("ops.weight_bits", o.weight_bits, 2, 8)?;
+        range("ops.weight_bits", o.weight_bits, 2, 8)?;
         frange("ops.add_eta", o.add_eta, 0.0, 100.0, false)?;
         let a = &self.aug;
         factors("aug.expand", &a.expand)?;
         factors("aug.width", &a.width)?;
         frange("aug.alpha", a.alpha, 0.0, 100.0, true)?;
         frange("aug.stop_width_frac", a.stop_width_frac, 0.0, 1.0, true)?;
-        irange("remap.bins", self.remap.bins, 2, 10_000)?;
+        range("remap.bins", self.remap.bins, 2, 10_000)?;
         frange("remap.kl_weight", self.remap.kl_weight, 0.0, 1e3, true)?;
         let t = &self.train;
         range("train.epochs", t.epochs, 1, 100_000)?;
@@ -775,20 +775,14 @@ fn invalid(key: &str, value: &str, allowed: &str) -> ConfigError {
     }
 }
 
-fn range(key: &str, value: usize, lo: usize, hi: usize) -> Result<(), ConfigError> {
-    if (lo..=hi).contains(&value) {
-        Ok(())
-    } else {
-        Err(invalid(
-            key,
-            &value.to_string(),
-            &format!("must be an integer in [{lo}, {hi}]"),
-        ))
-    }
-}
-
-fn irange(key: &str, value: i64, lo: i64, hi: i64) -> Result<(), ConfigError> {
-    if (lo..=hi).contains(&value) {
+/// An integer setting within `[lo, hi]`.
+fn range<T: PartialOrd + Copy + std::fmt::Display>(
+    key: &str,
+    value: T,
+    lo: T,
+    hi: T,
+) -> Result<(), ConfigError> {
+    if lo <= value && value <= hi {
         Ok(())
     } else {
         Err(invalid(

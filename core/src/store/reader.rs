@@ -29,6 +29,19 @@ impl Reader {
         }
     }
 
+    /// Every row of `sql` with `params`, mapped by `f`; SQLite errors name the database.
+    fn all<T, P: rusqlite::Params>(
+        &self,
+        sql: &str,
+        params: P,
+        f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.sq(e))?;
+        let rows = stmt.query_map(params, f).map_err(|e| self.sq(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.sq(e))
+    }
+
     pub fn runs(&self) -> Result<Vec<RunSummary>> {
         let sql = "SELECT r.id, r.name, r.status, r.reason, r.dataset, r.model, r.operator, r.seed, r.tags,
                    r.created_at, r.finished_at,
@@ -48,7 +61,6 @@ impl Reader {
                        (SELECT value FROM metrics m WHERE m.run_id = r.id
                             AND m.key = :hw_energy ORDER BY step LIMIT 1))
                    FROM runs r ORDER BY r.id";
-        let mut stmt = self.conn.prepare(sql).map_err(|e| self.sq(e))?;
         let (sim, project) = (
             keys::hw_under("shiftaddnas", "energy_mj"),
             keys::hw_under("project", "energy_mj"),
@@ -60,32 +72,28 @@ impl Reader {
             ":hw_sim": sim,
             ":hw_project": project,
         };
-        let rows = stmt
-            .query_map(params, |r| {
-                Ok(RunSummary {
-                    id: r.get(0)?,
-                    name: r.get(1)?,
-                    status: r.get(2)?,
-                    reason: r.get(3)?,
-                    dataset: r.get(4)?,
-                    model: r.get(5)?,
-                    operator: r.get(6)?,
-                    seed: r.get(7)?,
-                    tags: r.get(8)?,
-                    created_at: r.get(9)?,
-                    finished_at: r.get(10)?,
-                    epochs_done: r.get(11)?,
-                    last_val_top1: r.get(12)?,
-                    best_val_top1: r.get(13)?,
-                    energy_mj: r.get(14)?,
-                    test_top1: r.get(15)?,
-                    energy_shiftaddnas_mj: r.get(16)?,
-                    energy_project_mj: r.get(17)?,
-                })
+        self.all(sql, params, |r| {
+            Ok(RunSummary {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                status: r.get(2)?,
+                reason: r.get(3)?,
+                dataset: r.get(4)?,
+                model: r.get(5)?,
+                operator: r.get(6)?,
+                seed: r.get(7)?,
+                tags: r.get(8)?,
+                created_at: r.get(9)?,
+                finished_at: r.get(10)?,
+                epochs_done: r.get(11)?,
+                last_val_top1: r.get(12)?,
+                best_val_top1: r.get(13)?,
+                energy_mj: r.get(14)?,
+                test_top1: r.get(15)?,
+                energy_shiftaddnas_mj: r.get(16)?,
+                energy_project_mj: r.get(17)?,
             })
-            .map_err(|e| self.sq(e))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(|e| self.sq(e))
+        })
     }
 
     pub fn run(&self, id: RunId) -> Result<RunSummary> {
@@ -111,15 +119,11 @@ impl Reader {
     /// A run's metric rows with step > `after`, ordered by key then step (live views fetch
     /// only what is new).
     pub fn metrics_after(&self, id: RunId, after: i64) -> Result<Vec<MetricRow>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT run_id, key, step, epoch, wall_time, value FROM metrics
+        self.all(
+            "SELECT run_id, key, step, epoch, wall_time, value FROM metrics
                  WHERE run_id = ?1 AND step > ?2 ORDER BY key, step",
-            )
-            .map_err(|e| self.sq(e))?;
-        let rows = stmt
-            .query_map(rusqlite::params![id, after], |r| {
+            rusqlite::params![id, after],
+            |r| {
                 Ok(MetricRow {
                     run: r.get(0)?,
                     key: r.get(1)?,
@@ -128,10 +132,8 @@ impl Reader {
                     wall_time: r.get(4)?,
                     value: r.get(5)?,
                 })
-            })
-            .map_err(|e| self.sq(e))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(|e| self.sq(e))
+            },
+        )
     }
 
     pub fn last_checkpoint(&self, id: RunId) -> Result<Option<CheckpointRow>> {
@@ -156,15 +158,11 @@ impl Reader {
 
     /// A run's hardware-cost rows, ordered by model and layer.
     pub fn hw_cost(&self, id: RunId) -> Result<Vec<HwCostRow>> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT run_id, hw_model, model, layer_index, layer, detail FROM hw_cost
-                 WHERE run_id = ?1 ORDER BY hw_model, model, layer_index",
-            )
-            .map_err(|e| self.sq(e))?;
-        let rows = stmt
-            .query_map([id], |r| {
+        self.all(
+            "SELECT run_id, hw_model, model, layer_index, layer, detail FROM hw_cost
+             WHERE run_id = ?1 ORDER BY hw_model, model, layer_index",
+            [id],
+            |r| {
                 let text: String = r.get(5)?;
                 Ok(HwCostRow {
                     run: r.get(0)?,
@@ -180,23 +178,17 @@ impl Reader {
                         )
                     })?,
                 })
-            })
-            .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
-            .map_err(|e| self.sq(e))?;
-        Ok(rows)
+            },
+        )
     }
 
     /// Histograms of a run, ordered by layer, kind, epoch.
     pub fn histograms(&self, id: RunId) -> Result<Vec<HistogramRow>> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT run_id, layer, kind, epoch, edges, counts, underflow, overflow, stats
+        self.all(
+            "SELECT run_id, layer, kind, epoch, edges, counts, underflow, overflow, stats
                  FROM histograms WHERE run_id = ?1 ORDER BY layer, kind, epoch",
-            )
-            .map_err(|e| self.sq(e))?;
-        let rows = stmt
-            .query_map([id], |r| {
+            [id],
+            |r| {
                 let json = |i: usize| -> rusqlite::Result<serde_json::Value> {
                     let text: String = r.get(i)?;
                     serde_json::from_str(&text).map_err(|e| {
@@ -220,23 +212,17 @@ impl Reader {
                     overflow: r.get::<_, i64>(7)? as u64,
                     stats: json(8)?,
                 })
-            })
-            .map_err(|e| self.sq(e))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(|e| self.sq(e))
+            },
+        )
     }
 
     /// The candidates of NAS search `id`, in the order they were first stored.
     pub fn nas_candidates(&self, id: RunId) -> Result<Vec<NasCandidateRow>> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT run_id, stage, generation, arch, cost, proxy_accuracy, status, proxy_run
+        self.all(
+            "SELECT run_id, stage, generation, arch, cost, proxy_accuracy, status, proxy_run
                  FROM nas_candidates WHERE run_id = ?1 ORDER BY id",
-            )
-            .map_err(|e| self.sq(e))?;
-        let rows = stmt
-            .query_map([id], |r| {
+            [id],
+            |r| {
                 Ok(NasCandidateRow {
                     run: r.get(0)?,
                     stage: r.get(1)?,
@@ -247,23 +233,15 @@ impl Reader {
                     status: r.get(6)?,
                     proxy_run: r.get(7)?,
                 })
-            })
-            .map_err(|e| self.sq(e))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(|e| self.sq(e))
+            },
+        )
     }
 
     pub fn logs(&self, id: RunId) -> Result<Vec<(f64, String, String)>> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT wall_time, level, message FROM logs WHERE run_id = ?1 ORDER BY wall_time",
-            )
-            .map_err(|e| self.sq(e))?;
-        let rows = stmt
-            .query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .map_err(|e| self.sq(e))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(|e| self.sq(e))
+        self.all(
+            "SELECT wall_time, level, message FROM logs WHERE run_id = ?1 ORDER BY wall_time",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
     }
 }

@@ -293,16 +293,7 @@ pub fn open_rw(path: &Path) -> Result<Connection> {
     }
     let conn = Connection::open(path).map_err(sq)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(sq)?;
-    let found: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(sq)?;
-    if found > SCHEMA_VERSION {
-        return Err(StoreError::TooNew {
-            path: path.to_path_buf(),
-            found,
-            supported: SCHEMA_VERSION,
-        });
-    }
+    check_version(&conn, path)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(sq)?;
     conn.pragma_update(None, "synchronous", "NORMAL")
@@ -370,6 +361,24 @@ fn sweep_dead_runs(conn: &Connection) -> rusqlite::Result<usize> {
     Ok(dead.len())
 }
 
+/// Refuse a database whose schema is newer than this code's, before anything touches it.
+fn check_version(conn: &Connection, path: &Path) -> Result<()> {
+    let found: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            path: path.to_path_buf(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
+
 /// Open a read-only connection (for readers: the CLI's listings, the UI).
 pub fn open_ro(path: &Path) -> Result<Connection> {
     let sq = |source| StoreError::Sqlite {
@@ -382,15 +391,6 @@ pub fn open_ro(path: &Path) -> Result<Connection> {
     )
     .map_err(sq)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(sq)?;
-    let found: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(sq)?;
-    if found > SCHEMA_VERSION {
-        return Err(StoreError::TooNew {
-            path: path.to_path_buf(),
-            found,
-            supported: SCHEMA_VERSION,
-        });
-    }
+    check_version(&conn, path)?;
     Ok(conn)
 }

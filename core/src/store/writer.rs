@@ -236,6 +236,7 @@ fn apply_batch(
     Ok(())
 }
 
+/// One op inside the batch's transaction; replies wait in `replies` until it commits.
 fn apply_one(
     tx: &rusqlite::Transaction<'_>,
     op: &WriteOp,
@@ -245,25 +246,7 @@ fn apply_one(
 ) -> rusqlite::Result<()> {
     match op {
         WriteOp::CreateRun(run, reply) => {
-            tx.execute(
-                "INSERT INTO runs (name, status, config, dataset, model, operator, seed, tags,
-                                   app_version, created_at, heartbeat_at, owner_host, owner_pid)
-                 VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11)",
-                params![
-                    run.name,
-                    run.config_toml,
-                    run.dataset,
-                    run.model,
-                    run.operator,
-                    run.seed as i64,
-                    run.tags,
-                    env!("CARGO_PKG_VERSION"),
-                    now,
-                    hostname(),
-                    i64::from(std::process::id()),
-                ],
-            )?;
-            let id = tx.last_insert_rowid();
+            let id = create_run(tx, run, now)?;
             owned.insert(id);
             let reply = reply.clone();
             replies.push(Box::new(move || {
@@ -282,88 +265,15 @@ fn apply_one(
             status,
             reason,
         } => {
-            let sql = match status {
-                Status::Running => {
-                    "UPDATE runs SET status = ?2, reason = ?3, started_at = COALESCE(started_at, ?4),
-                     finished_at = NULL WHERE id = ?1"
-                }
-                Status::Finished | Status::Stopped | Status::Failed | Status::Interrupted => {
-                    "UPDATE runs SET status = ?2, reason = ?3, finished_at = ?4 WHERE id = ?1"
-                }
-                Status::Queued | Status::Paused => {
-                    "UPDATE runs SET status = ?2, reason = ?3, heartbeat_at = ?4 WHERE id = ?1"
-                }
-            };
-            tx.execute(sql, params![run, status.as_str(), reason, now])?;
+            set_status(tx, *run, *status, reason.as_deref(), now)?;
             if !status.is_active() {
                 owned.remove(run);
             }
         }
-        WriteOp::Metrics(rows) => {
-            let mut stmt = tx.prepare_cached(
-                "INSERT OR REPLACE INTO metrics (run_id, key, step, epoch, wall_time, value)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            for m in rows {
-                stmt.execute(params![m.run, m.key, m.step, m.epoch, m.wall_time, m.value])?;
-            }
-        }
-        WriteOp::NasCandidate(c) => {
-            tx.prepare_cached(
-                "INSERT INTO nas_candidates
-                 (run_id, stage, generation, arch, cost, proxy_accuracy, status, proxy_run)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                 ON CONFLICT (run_id, stage, arch) DO UPDATE SET
-                 cost = excluded.cost, proxy_accuracy = excluded.proxy_accuracy,
-                 status = excluded.status, proxy_run = excluded.proxy_run",
-            )?
-            .execute(params![
-                c.run,
-                c.stage,
-                c.generation,
-                c.arch,
-                c.cost,
-                c.proxy_accuracy,
-                c.status,
-                c.proxy_run
-            ])?;
-        }
-        WriteOp::HwCost(rows) => {
-            let mut stmt = tx.prepare_cached(
-                "INSERT OR REPLACE INTO hw_cost (run_id, hw_model, model, layer_index, layer, detail)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            for h in rows {
-                stmt.execute(params![
-                    h.run,
-                    h.hw_model,
-                    h.model,
-                    h.layer_index,
-                    h.layer,
-                    h.detail.to_string()
-                ])?;
-            }
-        }
-        WriteOp::Histograms(rows) => {
-            let mut stmt = tx.prepare_cached(
-                "INSERT OR REPLACE INTO histograms
-                 (run_id, layer, kind, epoch, edges, counts, underflow, overflow, stats)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?;
-            for h in rows {
-                stmt.execute(params![
-                    h.run,
-                    h.layer,
-                    h.kind,
-                    h.epoch,
-                    serde_json::to_string(&h.edges).unwrap_or_default(),
-                    serde_json::to_string(&h.counts).unwrap_or_default(),
-                    h.underflow as i64,
-                    h.overflow as i64,
-                    h.stats.to_string(),
-                ])?;
-            }
-        }
+        WriteOp::Metrics(rows) => insert_metrics(tx, rows)?,
+        WriteOp::NasCandidate(c) => upsert_candidate(tx, c)?,
+        WriteOp::HwCost(rows) => insert_hw_cost(tx, rows)?,
+        WriteOp::Histograms(rows) => insert_histograms(tx, rows)?,
         WriteOp::Log {
             run,
             level,
@@ -374,32 +284,14 @@ fn apply_one(
                 params![run, now, level.as_str(), message],
             )?;
         }
-        WriteOp::Checkpoint { row, keep } => {
-            tx.execute(
-                "INSERT OR REPLACE INTO checkpoints (run_id, epoch, step, path, rng_state, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![row.run, row.epoch, row.step, row.path, row.rng_state, now],
-            )?;
-            tx.execute(
-                "DELETE FROM checkpoints WHERE run_id = ?1 AND epoch NOT IN
-                 (SELECT epoch FROM checkpoints WHERE run_id = ?1 ORDER BY epoch DESC LIMIT ?2)",
-                params![row.run, *keep as i64],
-            )?;
-        }
+        WriteOp::Checkpoint { row, keep } => record_checkpoint(tx, row, *keep, now)?,
         WriteOp::TruncateAfter {
             run,
             step,
             epoch,
             reply,
         } => {
-            let n = tx.execute(
-                "DELETE FROM metrics WHERE run_id = ?1 AND step > ?2",
-                params![run, step],
-            )?;
-            tx.execute(
-                "DELETE FROM histograms WHERE run_id = ?1 AND epoch > ?2",
-                params![run, epoch],
-            )?;
+            let n = truncate_after(tx, *run, *step, *epoch)?;
             let reply = reply.clone();
             replies.push(Box::new(move || {
                 let _ = reply.send(Ok(n));
@@ -413,4 +305,167 @@ fn apply_one(
         }
     }
     Ok(())
+}
+
+/// Insert a run row (status `queued`, owned by this process); its id.
+fn create_run(tx: &rusqlite::Transaction<'_>, run: &NewRun, now: f64) -> rusqlite::Result<RunId> {
+    tx.execute(
+        "INSERT INTO runs (name, status, config, dataset, model, operator, seed, tags,
+                           app_version, created_at, heartbeat_at, owner_host, owner_pid)
+         VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11)",
+        params![
+            run.name,
+            run.config_toml,
+            run.dataset,
+            run.model,
+            run.operator,
+            run.seed as i64,
+            run.tags,
+            env!("CARGO_PKG_VERSION"),
+            now,
+            hostname(),
+            i64::from(std::process::id()),
+        ],
+    )?;
+    Ok(tx.last_insert_rowid())
+}
+
+/// Set a run's status and reason, with the timestamp the status implies.
+fn set_status(
+    tx: &rusqlite::Transaction<'_>,
+    run: RunId,
+    status: Status,
+    reason: Option<&str>,
+    now: f64,
+) -> rusqlite::Result<()> {
+    let sql = match status {
+        Status::Running => {
+            "UPDATE runs SET status = ?2, reason = ?3, started_at = COALESCE(started_at, ?4),
+             finished_at = NULL WHERE id = ?1"
+        }
+        Status::Finished | Status::Stopped | Status::Failed | Status::Interrupted => {
+            "UPDATE runs SET status = ?2, reason = ?3, finished_at = ?4 WHERE id = ?1"
+        }
+        Status::Queued | Status::Paused => {
+            "UPDATE runs SET status = ?2, reason = ?3, heartbeat_at = ?4 WHERE id = ?1"
+        }
+    };
+    tx.execute(sql, params![run, status, reason, now])?;
+    Ok(())
+}
+
+fn insert_metrics(tx: &rusqlite::Transaction<'_>, rows: &[MetricRow]) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT OR REPLACE INTO metrics (run_id, key, step, epoch, wall_time, value)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for m in rows {
+        stmt.execute(params![m.run, m.key, m.step, m.epoch, m.wall_time, m.value])?;
+    }
+    Ok(())
+}
+
+/// Insert or update a NAS candidate, keyed by (search, stage, architecture).
+fn upsert_candidate(tx: &rusqlite::Transaction<'_>, c: &NasCandidateRow) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO nas_candidates
+         (run_id, stage, generation, arch, cost, proxy_accuracy, status, proxy_run)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (run_id, stage, arch) DO UPDATE SET
+         cost = excluded.cost, proxy_accuracy = excluded.proxy_accuracy,
+         status = excluded.status, proxy_run = excluded.proxy_run",
+    )?
+    .execute(params![
+        c.run,
+        c.stage,
+        c.generation,
+        c.arch,
+        c.cost,
+        c.proxy_accuracy,
+        c.status,
+        c.proxy_run
+    ])?;
+    Ok(())
+}
+
+fn insert_hw_cost(tx: &rusqlite::Transaction<'_>, rows: &[HwCostRow]) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT OR REPLACE INTO hw_cost (run_id, hw_model, model, layer_index, layer, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for h in rows {
+        stmt.execute(params![
+            h.run,
+            h.hw_model,
+            h.model,
+            h.layer_index,
+            h.layer,
+            h.detail.to_string()
+        ])?;
+    }
+    Ok(())
+}
+
+fn insert_histograms(
+    tx: &rusqlite::Transaction<'_>,
+    rows: &[HistogramRow],
+) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT OR REPLACE INTO histograms
+         (run_id, layer, kind, epoch, edges, counts, underflow, overflow, stats)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    for h in rows {
+        stmt.execute(params![
+            h.run,
+            h.layer,
+            h.kind,
+            h.epoch,
+            serde_json::to_string(&h.edges).unwrap_or_default(),
+            serde_json::to_string(&h.counts).unwrap_or_default(),
+            h.underflow as i64,
+            h.overflow as i64,
+            h.stats.to_string(),
+        ])?;
+    }
+    Ok(())
+}
+
+/// Record a checkpoint and drop the rows of checkpoints beyond the newest `keep`.
+fn record_checkpoint(
+    tx: &rusqlite::Transaction<'_>,
+    row: &CheckpointRow,
+    keep: usize,
+    now: f64,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT OR REPLACE INTO checkpoints (run_id, epoch, step, path, rng_state, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![row.run, row.epoch, row.step, row.path, row.rng_state, now],
+    )?;
+    tx.execute(
+        "DELETE FROM checkpoints WHERE run_id = ?1 AND epoch NOT IN
+         (SELECT epoch FROM checkpoints WHERE run_id = ?1 ORDER BY epoch DESC LIMIT ?2)",
+        params![row.run, keep as i64],
+    )?;
+    Ok(())
+}
+
+/// Resume preparation: delete metrics after `step` and histograms after `epoch`; how many
+/// metric rows went.
+fn truncate_after(
+    tx: &rusqlite::Transaction<'_>,
+    run: RunId,
+    step: i64,
+    epoch: i64,
+) -> rusqlite::Result<usize> {
+    let n = tx.execute(
+        "DELETE FROM metrics WHERE run_id = ?1 AND step > ?2",
+        params![run, step],
+    )?;
+    tx.execute(
+        "DELETE FROM histograms WHERE run_id = ?1 AND epoch > ?2",
+        params![run, epoch],
+    )?;
+    Ok(n)
 }

@@ -27,13 +27,27 @@ pub fn evaluate(
     batch_size: usize,
     device: Device,
 ) -> Result<Scores, TchError> {
+    score(data, norm, batch_size, device, |x| {
+        net.forward(x, widths, false, exec)
+    })
+}
+
+/// [`Scores`] of any classifier `forward` (normalised images → logits) on `data`, every image
+/// once, in order: the training loop's sub-models and an exported model alike.
+pub fn score<E: From<TchError>>(
+    data: &Arc<data::Dataset>,
+    norm: &[(f32, f32)],
+    batch_size: usize,
+    device: Device,
+    mut forward: impl FnMut(&Tensor) -> Result<Tensor, E>,
+) -> Result<Scores, E> {
     let (mut top1, mut top5, mut loss, mut n) = (0i64, 0i64, 0f64, 0usize);
     let k = 5.min(data.classes as i64);
     tch::no_grad(|| {
         for b in Loader::new(data.clone(), norm, in_order(batch_size)) {
             let x = to_images(&b.images, b.n, data, device);
             let y = Tensor::from_slice(&b.labels).to(device);
-            let logits = net.forward(&x, widths, false, exec)?;
+            let logits = forward(&x)?;
             loss += logits.cross_entropy_for_logits(&y).double_value(&[]) * b.n as f64;
             top1 += logits
                 .argmax(-1, false)
@@ -47,7 +61,7 @@ pub fn evaluate(
                 .int64_value(&[]);
             n += b.n;
         }
-        Ok::<(), TchError>(())
+        Ok::<(), E>(())
     })?;
     let n = n.max(1) as f64;
     Ok(Scores {

@@ -17,7 +17,7 @@ mod step;
 mod trainer;
 
 pub use context::{RunContext, build_net, resolve_device};
-pub use eval::{Scores, evaluate, in_order, reestimate_bn};
+pub use eval::{Scores, evaluate, in_order, reestimate_bn, score};
 pub use record::{HIST_BINS, HIST_WIDTH_SD, weight_snapshot};
 pub use sgd::{Sgd, lr_at};
 pub use step::{StepLosses, StepSpec, aug_exec, train_step};

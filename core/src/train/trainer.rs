@@ -9,16 +9,17 @@ use std::time::Instant;
 use tch::{Tensor, nn};
 
 use crate::data::{self, DataError, Loader, LoaderSpec};
-use crate::model::Exec;
+use crate::model::{Exec, Net};
 use crate::ops::stats::Edges;
 use crate::protocol::{ControlState, Event};
 use crate::rng::Rng;
+use crate::spec::arch::Widths;
 use crate::spec::config::{Config, Hybrid};
-use crate::store::{Status, WriteOp, keys};
+use crate::store::{CheckpointRow, Status, WriteOp, keys};
 
 use super::checkpoint::{CheckpointMeta, checkpoint_paths, save_checkpoint};
 use super::context::{RunContext, build_net, resolve_device};
-use super::eval::{evaluate, reestimate_bn, to_images};
+use super::eval::{Scores, evaluate, reestimate_bn, to_images};
 use super::record::{MetricSink, record_hw_cost, weight_snapshot};
 use super::sgd::{Sgd, lr_at};
 use super::step::{StepSpec, aug_exec, train_step};
@@ -33,110 +34,206 @@ pub fn sorts_channels(cfg: &Config, epoch: usize, width_epochs: usize) -> bool {
 /// Held while a run seeds torch's global generator and initialises its weights.
 static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// How many steps, and when the learning rate and the width augmentation change.
+struct Schedule {
+    total_steps: i64,
+    warmup: i64,
+    peak: f64,
+    width_epochs: usize,
+}
+
+impl Schedule {
+    fn of(cfg: &Config, d: &data::Dataset) -> Result<Self, TrainError> {
+        let t = &cfg.train;
+        let steps_per_epoch = (d.len() / t.batch_size) as i64;
+        if steps_per_epoch == 0 {
+            return Err(TrainError::Data(DataError::Format {
+                path: data::data_dir(&cfg.data),
+                message: format!(
+                    "{} training images, fewer than one batch of {}",
+                    d.len(),
+                    t.batch_size
+                ),
+            }));
+        }
+        Ok(Self {
+            total_steps: steps_per_epoch * t.epochs as i64,
+            warmup: (t.warmup_epochs * steps_per_epoch as f64).round() as i64,
+            peak: t.peak_lr(),
+            width_epochs: (cfg.aug.stop_width_frac * t.epochs as f64).ceil() as usize,
+        })
+    }
+}
+
+/// What one epoch's steps add up to.
+struct EpochStats {
+    loss_sum: f64,
+    images: usize,
+    secs: f64,
+}
+
+/// One run's training state on its thread: the model, optimiser and data, and where it is.
+struct Trainer<'a> {
+    ctx: &'a RunContext<'a>,
+    cfg: &'a Config,
+    device: tch::Device,
+    splits: data::Splits,
+    vs: nn::VarStore,
+    net: Net,
+    opt: Sgd,
+    rng: Rng,
+    tiny: Widths,
+    sched: Schedule,
+    /// Histogram bin edges per layer, fixed at the first snapshot.
+    edges: HashMap<String, Edges>,
+    step: i64,
+}
+
 /// Train the run described by `ctx` until it finishes, is stopped, or fails.
 pub fn train(ctx: &RunContext<'_>) -> Result<Outcome, TrainError> {
-    let cfg = ctx.config;
-    let t = &cfg.train;
-    let device = resolve_device(t.device)?;
-    let splits = data::load(&cfg.data)?;
-    let d = splits.train.clone();
-    let mut vs = nn::VarStore::new(device);
-    // Weight init draws from torch's process-wide generator: seed it and build under one lock, so
-    // runs training at once in this process (the app, a NAS search) each get their seed's weights.
-    let net = {
-        let _init = INIT_LOCK
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        tch::manual_seed(t.seed as i64);
-        build_net(cfg, &vs.root(), &d)
+    let mut tr = Trainer::new(ctx)?;
+    let epoch0 = match &ctx.resume {
+        Some(ck) => tr.resume(ck)?,
+        None => {
+            let rows = weight_snapshot(&tr.net, ctx.run, 0, &mut tr.edges)?;
+            ctx.writer.send(WriteOp::Histograms(rows))?;
+            record_hw_cost(ctx, &tr.splits.train)?;
+            0
+        }
     };
-    let tiny = net.spec.base_widths();
-    let max = net.max.clone();
-    let aug = aug_exec(cfg.aug.hybrid);
-    let mut opt = Sgd::new(&vs, t.momentum, t.nesterov, t.weight_decay);
-    let mut rng = Rng::derive(t.seed, 0xC0FFEE, 0);
-
-    let steps_per_epoch = (d.len() / t.batch_size) as i64;
-    if steps_per_epoch == 0 {
-        return Err(TrainError::Data(DataError::Format {
-            path: data::data_dir(&cfg.data),
-            message: format!(
-                "{} training images, fewer than one batch of {}",
-                d.len(),
-                t.batch_size
-            ),
-        }));
-    }
-    let total_steps = steps_per_epoch * t.epochs as i64;
-    let warmup = (t.warmup_epochs * steps_per_epoch as f64).round() as i64;
-    let peak = t.peak_lr();
-    let width_epochs = (cfg.aug.stop_width_frac * t.epochs as f64).ceil() as usize;
-
-    let mut edges: HashMap<String, Edges> = HashMap::new();
-    let (mut epoch0, mut step) = (0usize, 0i64);
-    if let Some(ck) = &ctx.resume {
-        let (model, optim) = checkpoint_paths(Path::new(&ck.path));
-        let bad = |path: &Path, message: String| TrainError::Checkpoint {
-            path: path.to_path_buf(),
-            message,
-        };
-        vs.load(&model).map_err(|e| bad(&model, e.to_string()))?;
-        let saved = Tensor::load_multi_with_device(&optim, device)
-            .map_err(|e| bad(&optim, e.to_string()))?;
-        opt.load_state(&saved).map_err(|m| bad(&optim, m))?;
-        let meta: CheckpointMeta = serde_json::from_str(&ck.rng_state)
-            .map_err(|e| bad(Path::new(&ck.path), e.to_string()))?;
-        rng = Rng::new(meta.rng);
-        epoch0 = ck.epoch as usize;
-        step = ck.step;
-        edges = ctx.histogram_edges.clone();
-        ctx.writer.log(
-            ctx.run,
-            log::Level::Info,
-            format!("resumed from epoch {} (step {step})", ck.epoch),
-        );
-    } else {
-        let rows = weight_snapshot(&net, ctx.run, 0, &mut edges)?;
-        ctx.writer.send(WriteOp::Histograms(rows))?;
-        record_hw_cost(ctx, &d)?;
-    }
-
     let mut sink = MetricSink {
         run: ctx.run,
         writer: ctx.writer,
         rows: Vec::new(),
     };
+    let epochs = tr.cfg.train.epochs;
     ctx.writer.status(ctx.run, Status::Running, None);
     (ctx.emit)(Event::Running {
         run: ctx.run,
         epoch: epoch0 as i64,
-        total_epochs: t.epochs as i64,
-        step,
-        total_steps,
+        total_epochs: epochs as i64,
+        step: tr.step,
+        total_steps: tr.sched.total_steps,
     });
     let mut val_top1 = 0.0;
-    // The tiny model on one split, with whatever BN statistics it holds.
-    let eval_tiny = |data: &Arc<data::Dataset>| {
-        evaluate(
-            &net,
-            &tiny,
+    for epoch in epoch0..epochs {
+        let result = tr.train_epoch(epoch, &mut sink);
+        let Some(stats) = result.inspect_err(|_| sink.ship())? else {
+            sink.ship();
+            return Ok(Outcome::Stopped);
+        };
+        val_top1 = tr.end_epoch(epoch as i64 + 1, &stats, &mut sink)?;
+    }
+    if epoch0 == epochs {
+        // Resumed after its last epoch (stopped before the test evaluation): the checkpoint holds
+        // the tiny model's BN statistics, so this repeats that epoch's validation figure.
+        val_top1 = tr.eval_tiny(&tr.splits.val)?.top1;
+    }
+    let test_top1 = if tr.cfg.eval.test {
+        Some(tr.test(&mut sink)?)
+    } else {
+        None
+    };
+    Ok(Outcome::Finished {
+        val_top1,
+        test_top1,
+    })
+}
+
+impl<'a> Trainer<'a> {
+    /// Load the data and build the model and optimiser (weights from the run's seed).
+    fn new(ctx: &'a RunContext<'a>) -> Result<Self, TrainError> {
+        let cfg = ctx.config;
+        let t = &cfg.train;
+        let device = resolve_device(t.device)?;
+        let splits = data::load(&cfg.data)?;
+        let vs = nn::VarStore::new(device);
+        // Weight init draws from torch's process-wide generator: seed it and build under one
+        // lock, so runs training at once in this process (the app, a NAS search) each get their
+        // seed's weights.
+        let net = {
+            let _init = INIT_LOCK
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            tch::manual_seed(t.seed as i64);
+            build_net(cfg, &vs.root(), &splits.train)
+        };
+        let sched = Schedule::of(cfg, &splits.train)?;
+        Ok(Self {
+            ctx,
+            cfg,
+            device,
+            tiny: net.spec.base_widths(),
+            opt: Sgd::new(&vs, t.momentum, t.nesterov, t.weight_decay),
+            rng: Rng::derive(t.seed, 0xC0FFEE, 0),
+            splits,
+            vs,
+            net,
+            sched,
+            edges: HashMap::new(),
+            step: 0,
+        })
+    }
+
+    /// Restore model, optimiser, RNG and position from checkpoint `ck`; the epoch to start at.
+    fn resume(&mut self, ck: &CheckpointRow) -> Result<usize, TrainError> {
+        let (model, optim) = checkpoint_paths(Path::new(&ck.path));
+        let bad = |path: &Path, message: String| TrainError::Checkpoint {
+            path: path.to_path_buf(),
+            message,
+        };
+        self.vs
+            .load(&model)
+            .map_err(|e| bad(&model, e.to_string()))?;
+        let saved = Tensor::load_multi_with_device(&optim, self.device)
+            .map_err(|e| bad(&optim, e.to_string()))?;
+        self.opt.load_state(&saved).map_err(|m| bad(&optim, m))?;
+        let meta: CheckpointMeta = serde_json::from_str(&ck.rng_state)
+            .map_err(|e| bad(Path::new(&ck.path), e.to_string()))?;
+        self.rng = Rng::new(meta.rng);
+        self.step = ck.step;
+        self.edges = self.ctx.histogram_edges.clone();
+        self.ctx.writer.log(
+            self.ctx.run,
+            log::Level::Info,
+            format!("resumed from epoch {} (step {})", ck.epoch, ck.step),
+        );
+        Ok(ck.epoch as usize)
+    }
+
+    /// The tiny model on one split, with whatever BN statistics it holds.
+    fn eval_tiny(&self, data: &Arc<data::Dataset>) -> Result<Scores, TrainError> {
+        Ok(evaluate(
+            &self.net,
+            &self.tiny,
             Exec::Tiny,
             data,
-            &splits.norm,
-            cfg.eval.batch_size,
-            device,
-        )
-    };
-    for epoch in epoch0..t.epochs {
+            &self.splits.norm,
+            self.cfg.eval.batch_size,
+            self.device,
+        )?)
+    }
+
+    /// The steps of epoch `epoch` (0-based), recording per-step metrics; `None` if the run was
+    /// stopped.
+    fn train_epoch(
+        &mut self,
+        epoch: usize,
+        sink: &mut MetricSink<'_>,
+    ) -> Result<Option<EpochStats>, TrainError> {
+        let (cfg, ctx) = (self.cfg, self.ctx);
+        let t = &cfg.train;
         let epoch_no = epoch as i64 + 1;
-        if sorts_channels(cfg, epoch, width_epochs) {
-            for p in net.sort_channels(cfg.aug.sort_stage_channels) {
-                opt.permute(&p);
+        let width_on = epoch < self.sched.width_epochs;
+        if sorts_channels(cfg, epoch, self.sched.width_epochs) {
+            for p in self.net.sort_channels(cfg.aug.sort_stage_channels) {
+                self.opt.permute(&p);
             }
         }
+        let d = &self.splits.train;
         let loader = Loader::new(
             d.clone(),
-            &splits.norm,
+            &self.splits.norm,
             LoaderSpec {
                 batch_size: t.batch_size,
                 train: true,
@@ -146,33 +243,28 @@ pub fn train(ctx: &RunContext<'_>) -> Result<Outcome, TrainError> {
                 prefetch: cfg.data.prefetch,
             },
         );
-        let epoch_start = Instant::now();
+        let start = Instant::now();
         let mut last_ship = Instant::now();
         let (mut loss_sum, mut images) = (0f64, 0usize);
         for batch in loader {
             if ctx.control.wait_while_paused(ctx.run, ctx.writer, ctx.emit) == ControlState::Stop {
-                sink.ship();
-                return Ok(Outcome::Stopped);
+                return Ok(None);
             }
             let step_start = Instant::now();
-            let x = to_images(&batch.images, batch.n, &d, device);
-            let y = Tensor::from_slice(&batch.labels).to(device);
-            let lr = lr_at(step, warmup, total_steps, peak);
+            let x = to_images(&batch.images, batch.n, d, self.device);
+            let y = Tensor::from_slice(&batch.labels).to(self.device);
+            let s = &self.sched;
+            let lr = lr_at(self.step, s.warmup, s.total_steps, s.peak);
             let spec = StepSpec {
                 config: cfg,
-                tiny: &tiny,
-                aug_exec: aug,
-                width_on: epoch < width_epochs,
+                tiny: &self.tiny,
+                aug_exec: aug_exec(cfg.aug.hybrid),
+                width_on,
                 lr,
             };
-            step += 1;
-            let losses = match train_step(&net, &mut opt, &mut rng, &x, &y, &spec, step) {
-                Ok(l) => l,
-                Err(e) => {
-                    sink.ship();
-                    return Err(e);
-                }
-            };
+            self.step += 1;
+            let step = self.step;
+            let losses = train_step(&self.net, &mut self.opt, &mut self.rng, &x, &y, &spec, step)?;
             let ips = batch.n as f64 / step_start.elapsed().as_secs_f64().max(1e-9);
             sink.push(keys::TRAIN_LOSS, step, epoch_no, losses.tiny);
             if let Some(a) = losses.aug {
@@ -189,97 +281,99 @@ pub fn train(ctx: &RunContext<'_>) -> Result<Outcome, TrainError> {
                     run: ctx.run,
                     epoch: epoch_no,
                     step,
-                    total_steps,
+                    total_steps: s.total_steps,
                     loss: losses.tiny,
-                    images_per_sec: images as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9),
+                    images_per_sec: images as f64 / start.elapsed().as_secs_f64().max(1e-9),
                 });
             }
         }
-        let train_secs = epoch_start.elapsed().as_secs_f64();
+        Ok(Some(EpochStats {
+            loss_sum,
+            images,
+            secs: start.elapsed().as_secs_f64(),
+        }))
+    }
+
+    /// After epoch `epoch_no` (1-based): validation (and the widest augmented configuration),
+    /// per-epoch metrics, histograms, the log line, the checkpoint; the validation top-1.
+    fn end_epoch(
+        &mut self,
+        epoch_no: i64,
+        stats: &EpochStats,
+        sink: &mut MetricSink<'_>,
+    ) -> Result<f64, TrainError> {
+        let (cfg, ctx, device, step) = (self.cfg, self.ctx, self.device, self.step);
         let (eb, bn) = (cfg.eval.batch_size, cfg.eval.bn_images);
-        if let Some(exec) = aug.filter(|_| cfg.eval.aug_top1) {
-            reestimate_bn(&net, &max, exec, &splits, bn, eb, device)?;
-            let widest = evaluate(&net, &max, exec, &splits.val, &splits.norm, eb, device)?;
+        let splits = &self.splits;
+        if let Some(exec) = aug_exec(cfg.aug.hybrid).filter(|_| cfg.eval.aug_top1) {
+            let max = &self.net.max;
+            reestimate_bn(&self.net, max, exec, splits, bn, eb, device)?;
+            let widest = evaluate(&self.net, max, exec, &splits.val, &splits.norm, eb, device)?;
             sink.push(keys::VAL_TOP1_WIDEST, step, epoch_no, widest.top1);
         }
         // Last, so the running statistics saved with the checkpoint are the tiny model's.
-        reestimate_bn(&net, &tiny, Exec::Tiny, &splits, bn, eb, device)?;
-        let val = eval_tiny(&splits.val)?;
-        let (top1, top5, val_loss) = (val.top1, val.top5, val.loss);
-        val_top1 = top1;
-        sink.push(
-            keys::TRAIN_EPOCH_LOSS,
-            step,
-            epoch_no,
-            loss_sum / images.max(1) as f64,
-        );
+        reestimate_bn(&self.net, &self.tiny, Exec::Tiny, splits, bn, eb, device)?;
+        let val = self.eval_tiny(&splits.val)?;
+        let images_per_sec = stats.images as f64 / stats.secs.max(1e-9);
+        let epoch_loss = stats.loss_sum / stats.images.max(1) as f64;
+        sink.push(keys::TRAIN_EPOCH_LOSS, step, epoch_no, epoch_loss);
         sink.push(
             keys::TRAIN_EPOCH_IMAGES_PER_SEC,
             step,
             epoch_no,
-            images as f64 / train_secs.max(1e-9),
+            images_per_sec,
         );
-        sink.push(keys::VAL_TOP1, step, epoch_no, top1);
-        sink.push(keys::VAL_TOP5, step, epoch_no, top5);
-        sink.push(keys::VAL_LOSS, step, epoch_no, val_loss);
+        sink.push(keys::VAL_TOP1, step, epoch_no, val.top1);
+        sink.push(keys::VAL_TOP5, step, epoch_no, val.top5);
+        sink.push(keys::VAL_LOSS, step, epoch_no, val.loss);
         sink.ship();
-        ctx.writer.send(WriteOp::Histograms(weight_snapshot(
-            &net, ctx.run, epoch_no, &mut edges,
-        )?))?;
+        let rows = weight_snapshot(&self.net, ctx.run, epoch_no, &mut self.edges)?;
+        ctx.writer.send(WriteOp::Histograms(rows))?;
         ctx.writer.log(
             ctx.run,
             log::Level::Info,
             format!(
-                "epoch {epoch_no}/{}: val top-1 {:.2} %, top-5 {:.2} %, {:.0} images/s",
-                t.epochs,
-                top1 * 100.0,
-                top5 * 100.0,
-                images as f64 / train_secs.max(1e-9)
+                "epoch {epoch_no}/{}: val top-1 {:.2} %, top-5 {:.2} %, {images_per_sec:.0} images/s",
+                cfg.train.epochs,
+                val.top1 * 100.0,
+                val.top5 * 100.0,
             ),
         );
         (ctx.emit)(Event::EpochEnded {
             run: ctx.run,
             epoch: epoch_no,
-            val_top1: top1,
-            val_top5: top5,
+            val_top1: val.top1,
+            val_top5: val.top5,
         });
-        save_checkpoint(ctx, &vs, &opt, rng, epoch_no, step)?;
+        save_checkpoint(ctx, &self.vs, &self.opt, self.rng, epoch_no, step)?;
         (ctx.emit)(Event::CheckpointSaved {
             run: ctx.run,
             epoch: epoch_no,
             step,
         });
+        Ok(val.top1)
     }
-    if epoch0 == t.epochs {
-        // Resumed after its last epoch (stopped before the test evaluation): the checkpoint holds
-        // the tiny model's BN statistics, so this repeats that epoch's validation figure.
-        val_top1 = eval_tiny(&splits.val)?.top1;
-    }
-    let test_top1 = if cfg.eval.test {
+
+    /// The test split, once, at the end (`test/*`); its top-1.
+    fn test(&self, sink: &mut MetricSink<'_>) -> Result<f64, TrainError> {
         // The tiny model's BN statistics are those of the last epoch's re-estimation (saved with
         // its checkpoint, so a resumed run that had already trained every epoch has them too).
-        let test = eval_tiny(&splits.test)?;
-        let epoch = t.epochs as i64;
-        sink.push(keys::TEST_TOP1, step, epoch, test.top1);
-        sink.push(keys::TEST_TOP5, step, epoch, test.top5);
-        sink.push(keys::TEST_LOSS, step, epoch, test.loss);
+        let test = self.eval_tiny(&self.splits.test)?;
+        let epoch = self.cfg.train.epochs as i64;
+        sink.push(keys::TEST_TOP1, self.step, epoch, test.top1);
+        sink.push(keys::TEST_TOP5, self.step, epoch, test.top5);
+        sink.push(keys::TEST_LOSS, self.step, epoch, test.loss);
         sink.ship();
-        ctx.writer.log(
-            ctx.run,
+        self.ctx.writer.log(
+            self.ctx.run,
             log::Level::Info,
             format!(
                 "test: top-1 {:.2} %, top-5 {:.2} % ({} images, evaluated once at the end)",
                 test.top1 * 100.0,
                 test.top5 * 100.0,
-                splits.test.len()
+                self.splits.test.len()
             ),
         );
-        Some(test.top1)
-    } else {
-        None
-    };
-    Ok(Outcome::Finished {
-        val_top1,
-        test_top1,
-    })
+        Ok(test.top1)
+    }
 }
