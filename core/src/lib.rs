@@ -13,6 +13,7 @@ pub mod rng;
 pub mod run;
 pub mod spec;
 pub mod store;
+pub mod study;
 pub mod train;
 
 pub use spec::config::Config;

@@ -9,4 +9,5 @@ mod hardware;
 mod lifecycle;
 mod nas;
 mod shiftaddaug;
+mod study;
 mod support;

@@ -42,6 +42,31 @@ pub enum Cmd {
     Hw(HwArgs),
     /// Export a run's metrics as CSV.
     Export(ExportArgs),
+    /// Train a study (variants × seeds, `parallel` at a time) and print its table with 95 %
+    /// intervals; a rerun trains only what is missing. With --report: the table only, from the
+    /// database.
+    Study(StudyArgs),
+}
+
+// `shiftadd study`.
+#[derive(clap::Args, Debug)]
+pub struct StudyArgs {
+    /// Study file (TOML; see experiments/studies/).
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub db: DbArg,
+    /// Cells trained at once (overrides the file's `parallel`).
+    #[arg(long)]
+    pub parallel: Option<usize>,
+    /// Override a key of the base config, e.g. --set train.epochs=1 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Print the table from the database without training: md, csv or tex.
+    #[arg(long, value_parser = ["md", "csv", "tex"])]
+    pub report: Option<String>,
+    /// Write the table to this file instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 // `shiftadd gui`.

@@ -11,10 +11,12 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use shiftadd_core::run::{Command, Event, ManagerHandle, spawn_manager};
 use shiftadd_core::spec::config::HwModel;
+use shiftadd_core::spec::study::Study;
 use shiftadd_core::store::{self, Reader, RunId};
-use shiftadd_core::{Config, export, hw, nas};
+use shiftadd_core::study::report::{self, Format};
+use shiftadd_core::{Config, export, hw, nas, study};
 
-use super::args::{ExportArgs, HwArgs, NasArgs, ResumeArgs, RunsArgs, TrainArgs};
+use super::args::{ExportArgs, HwArgs, NasArgs, ResumeArgs, RunsArgs, StudyArgs, TrainArgs};
 use super::db_path;
 
 /// `shiftadd train`: start a run and follow it with a progress bar.
@@ -141,6 +143,65 @@ pub fn export(a: &ExportArgs) -> anyhow::Result<ExitCode> {
         export_model(&db, run, dir)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `shiftadd study`: train what the study lacks, then print its table (or, with `--report`, only
+/// print the table).
+pub fn study(a: &StudyArgs) -> anyhow::Result<ExitCode> {
+    let spec = Study::load(&a.file, &a.sets)?;
+    let db = db_path(&a.db)?;
+    if let Some(r) = &a.report {
+        drop(store::open_rw(&db)?); // creates/migrates, and marks dead runs interrupted
+        let reader = Reader::open(&db)?;
+        let Some(id) = reader
+            .studies()?
+            .into_iter()
+            .rfind(|s| s.identity == spec.identity())
+            .map(|s| s.id)
+        else {
+            bail!(
+                "study `{}` has not run in {} (run `shiftadd study {}` first)",
+                spec.name,
+                db.display(),
+                a.file.display()
+            );
+        };
+        let format = Format::parse(r).context("--report takes md, csv or tex")?;
+        write_table(
+            &report::table(&spec, id, &reader)?.render(format),
+            a.out.as_deref(),
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let manager = open_manager(&db)?;
+    let never = std::sync::atomic::AtomicBool::new(false);
+    let parallel = a.parallel.unwrap_or(spec.parallel);
+    let result = study::run(&spec, &db, &manager, parallel, &never, &mut |line| {
+        eprintln!("{line}");
+    });
+    manager.shutdown();
+    let outcome = result?;
+    eprintln!(
+        "study {}: {} trained, {} resumed, {} already done, {} failed",
+        outcome.study, outcome.trained, outcome.resumed, outcome.reused, outcome.failed
+    );
+    let table = report::table(&spec, outcome.study, &Reader::open(&db)?)?;
+    write_table(&table.render(Format::Markdown), a.out.as_deref())?;
+    Ok(if outcome.failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn write_table(text: &str, out: Option<&Path>) -> anyhow::Result<()> {
+    match out {
+        Some(p) => std::fs::write(p, text).with_context(|| format!("cannot write {}", p.display())),
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+    }
 }
 
 fn open_manager(db: &Path) -> anyhow::Result<ManagerHandle> {

@@ -64,5 +64,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Cmd::Hw(a)) => commands::hw(&a),
         Some(Cmd::Runs(a)) => commands::runs(&a),
         Some(Cmd::Export(a)) => commands::export(&a),
+        Some(Cmd::Study(a)) => commands::study(&a),
     }
 }

@@ -833,7 +833,7 @@ fn clean(e: &toml::de::Error) -> String {
     }
 }
 
-fn apply_override(table: &mut toml::Table, item: &str) -> Result<(), ConfigError> {
+pub(crate) fn apply_override(table: &mut toml::Table, item: &str) -> Result<(), ConfigError> {
     let bad = || ConfigError::BadOverride(item.to_owned());
     let (path, raw) = item.split_once('=').ok_or_else(bad)?;
     let (section, key) = path.trim().split_once('.').ok_or_else(bad)?;

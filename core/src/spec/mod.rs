@@ -7,3 +7,4 @@ pub mod arch;
 pub mod config;
 pub mod layers;
 pub mod space;
+pub mod study;

@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension};
 
 use super::keys;
-use super::rows::{CheckpointRow, HistogramRow, HwCostRow, MetricRow, NasCandidateRow, RunSummary};
+use super::rows::{
+    CheckpointRow, HistogramRow, HwCostRow, MetricRow, NasCandidateRow, RunSummary, StudyRow,
+    StudyRunRow,
+};
 use super::schema::{Result, RunId, StoreError, open_ro};
 
 /// Read-side queries over any connection.
@@ -180,6 +183,52 @@ impl Reader {
                 })
             },
         )
+    }
+
+    /// Every study, oldest first.
+    pub fn studies(&self) -> Result<Vec<StudyRow>> {
+        self.all(
+            "SELECT id, name, identity, spec, created_at FROM studies ORDER BY id",
+            [],
+            |r| {
+                Ok(StudyRow {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    identity: r.get(2)?,
+                    spec: r.get(3)?,
+                    created_at: r.get(4)?,
+                })
+            },
+        )
+    }
+
+    /// The runs of a study's cells.
+    pub fn study_runs(&self, study: i64) -> Result<Vec<StudyRunRow>> {
+        self.all(
+            "SELECT study_id, variant, seed, run_id FROM study_runs WHERE study_id = ?1
+             ORDER BY variant, seed",
+            [study],
+            |r| {
+                Ok(StudyRunRow {
+                    study: r.get(0)?,
+                    variant: r.get(1)?,
+                    seed: r.get::<_, i64>(2)? as u64,
+                    run: r.get(3)?,
+                })
+            },
+        )
+    }
+
+    /// The last value (highest step) of `key` for `run`.
+    pub fn last_metric(&self, run: RunId, key: &str) -> Result<Option<f64>> {
+        self.conn
+            .query_row(
+                "SELECT value FROM metrics WHERE run_id = ?1 AND key = ?2 ORDER BY step DESC LIMIT 1",
+                rusqlite::params![run, key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.sq(e))
     }
 
     /// Histograms of a run, ordered by layer, kind, epoch.

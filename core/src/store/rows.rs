@@ -71,6 +71,25 @@ pub struct NasCandidateRow {
     pub proxy_run: Option<RunId>,
 }
 
+/// A study as stored: `identity` says whether a rerun is the same study; `spec` is its JSON.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StudyRow {
+    pub id: i64,
+    pub name: String,
+    pub identity: String,
+    pub spec: String,
+    pub created_at: f64,
+}
+
+/// The run that fills one cell (variant × seed) of a study.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StudyRunRow {
+    pub study: i64,
+    pub variant: String,
+    pub seed: u64,
+    pub run: RunId,
+}
+
 /// A checkpoint record: files live at `path` (a stem; see `train::checkpoint`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckpointRow {

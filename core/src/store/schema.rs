@@ -114,6 +114,22 @@ pub(super) const MIGRATIONS: &[&str] = &[
     UPDATE runs SET config = replace(config, '[hw]' || char(10),
             '[hw]' || char(10) || 'model = \"project\"' || char(10))
         WHERE instr(config, '[hw]' || char(10)) > 0;",
+    // v4: studies (variants × seeds) and the runs that fill their cells.
+    "CREATE TABLE studies (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        identity TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX studies_identity ON studies(identity);
+    CREATE TABLE study_runs (
+        study_id INTEGER NOT NULL REFERENCES studies(id) ON DELETE CASCADE,
+        variant TEXT NOT NULL,
+        seed INTEGER NOT NULL,
+        run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        PRIMARY KEY (study_id, variant, seed)
+    );",
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -9,7 +9,9 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use rusqlite::{Connection, TransactionBehavior, params};
 
-use super::rows::{CheckpointRow, HistogramRow, HwCostRow, MetricRow, NasCandidateRow, NewRun};
+use super::rows::{
+    CheckpointRow, HistogramRow, HwCostRow, MetricRow, NasCandidateRow, NewRun, StudyRunRow,
+};
 use super::schema::{
     HEARTBEAT_EVERY, Result, RunId, Status, StoreError, hostname, now_secs, open_rw,
 };
@@ -50,6 +52,15 @@ pub enum WriteOp {
         epoch: i64,
         reply: Sender<Result<usize>>,
     },
+    /// Insert a study; replies with its id.
+    CreateStudy {
+        name: String,
+        identity: String,
+        spec: String,
+        reply: Sender<Result<i64>>,
+    },
+    /// Record the run that fills a study cell.
+    StudyRun(StudyRunRow),
     /// Reply once everything sent before has committed.
     Flush(Sender<()>),
 }
@@ -106,6 +117,18 @@ impl Writer {
     pub fn create_run(&self, run: NewRun) -> Result<RunId> {
         let (reply, rx) = bounded(1);
         self.send(WriteOp::CreateRun(run, reply))?;
+        rx.recv().map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Insert a study row (see [`WriteOp::CreateStudy`]); its id.
+    pub fn create_study(&self, name: &str, identity: &str, spec: &str) -> Result<i64> {
+        let (tx, rx) = bounded(1);
+        self.send(WriteOp::CreateStudy {
+            name: name.to_owned(),
+            identity: identity.to_owned(),
+            spec: spec.to_owned(),
+            reply: tx,
+        })?;
         rx.recv().map_err(|_| StoreError::WriterGone)?
     }
 
@@ -199,6 +222,9 @@ fn answer_failure(op: WriteOp, path: &Path, e: &rusqlite::Error) {
             let _ = reply.send(Err(err()));
         }
         WriteOp::TruncateAfter { reply, .. } => {
+            let _ = reply.send(Err(err()));
+        }
+        WriteOp::CreateStudy { reply, .. } => {
             let _ = reply.send(Err(err()));
         }
         WriteOp::Flush(reply) => {
@@ -296,6 +322,29 @@ fn apply_one(
             replies.push(Box::new(move || {
                 let _ = reply.send(Ok(n));
             }));
+        }
+        WriteOp::CreateStudy {
+            name,
+            identity,
+            spec,
+            reply,
+        } => {
+            tx.execute(
+                "INSERT INTO studies (name, identity, spec, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![name, identity, spec, now],
+            )?;
+            let id = tx.last_insert_rowid();
+            let reply = reply.clone();
+            replies.push(Box::new(move || {
+                let _ = reply.send(Ok(id));
+            }));
+        }
+        WriteOp::StudyRun(r) => {
+            tx.execute(
+                "INSERT OR REPLACE INTO study_runs (study_id, variant, seed, run_id)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![r.study, r.variant, r.seed as i64, r.run],
+            )?;
         }
         WriteOp::Flush(reply) => {
             let reply = reply.clone();

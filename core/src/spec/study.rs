@@ -1,0 +1,493 @@
+//! Study files (`experiments/studies/*.toml`): a base config, variants (named override sets, or a
+//! grid of keys × values), seeds, the metric to report and the baseline to compare with. A study
+//! is validated whole — every variant × seed resolves to a valid run config — before anything
+//! runs, so a bad file costs nothing.
+//!
+//! ```toml
+//! name = "smoke-study"
+//! base = "../smoke.toml"      # relative to the study file; or inline sections under [config]
+//! seeds = [0, 1]
+//! metric = "test/top1"        # what the table reports (runs select on val/* only)
+//! baseline = "mult"
+//! parallel = 2
+//!
+//! [config.train]              # applied to the base, before the variants
+//! epochs = 2
+//!
+//! [[variant]]
+//! name = "mult"
+//! set = { "ops.kind" = "mult" }
+//!
+//! [grid]                      # or: every combination of these values is a variant
+//! "ops.kind" = ["shift", "add"]
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::config::{Config, ConfigError, apply_override};
+
+/// The metrics a study may report: the tiny model's final validation and test figures.
+pub const METRICS: [&str; 6] = [
+    "test/top1",
+    "test/top5",
+    "test/loss",
+    "val/top1",
+    "val/top5",
+    "val/loss",
+];
+
+/// Why a study file cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum StudyError {
+    #[error("cannot read study {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("study {origin}: {message}")]
+    Invalid { origin: String, message: String },
+    #[error("study {origin}, variant `{variant}`: {source}")]
+    Config {
+        origin: String,
+        variant: String,
+        source: ConfigError,
+    },
+}
+
+/// One cell family of the table: a name and the overrides (`section.key=value`) that make it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Variant {
+    pub name: String,
+    pub sets: Vec<String>,
+}
+
+/// A validated study: every variant × seed config resolves.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Study {
+    pub name: String,
+    /// The base config as TOML (the preset's text with `[config]` applied), before variants.
+    pub base_toml: String,
+    pub seeds: Vec<u64>,
+    pub metric: String,
+    pub baseline: String,
+    pub parallel: usize,
+    pub variants: Vec<Variant>,
+}
+
+impl Study {
+    /// Read, expand and validate `path`; `sets` apply to the base (after `[config]`).
+    pub fn load(path: &Path, sets: &[String]) -> Result<Self, StudyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| StudyError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let dir = path.parent().unwrap_or_else(|| Path::new("."));
+        Self::parse(&text, &path.display().to_string(), dir, sets)
+    }
+
+    /// [`Self::load`] from text; `dir` resolves a relative `base`.
+    pub fn parse(
+        text: &str,
+        origin: &str,
+        dir: &Path,
+        sets: &[String],
+    ) -> Result<Self, StudyError> {
+        let bad = |message: String| StudyError::Invalid {
+            origin: origin.to_owned(),
+            message,
+        };
+        let mut t: toml::Table = toml::from_str(text).map_err(|e| bad(e.message().to_owned()))?;
+        let known = [
+            "name", "base", "config", "seeds", "metric", "baseline", "parallel", "variant", "grid",
+        ];
+        if let Some(k) = t.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(bad(format!(
+                "unknown key `{k}` (allowed: {})",
+                known.join(", ")
+            )));
+        }
+        let name = match t.remove("name") {
+            Some(toml::Value::String(s)) if !s.trim().is_empty() => s,
+            Some(_) => return Err(bad("`name` must be a non-empty string".into())),
+            None => return Err(bad("`name` is missing".into())),
+        };
+        let base_text = match t.remove("base") {
+            Some(toml::Value::String(p)) => {
+                let p = dir.join(p);
+                std::fs::read_to_string(&p)
+                    .map_err(|e| bad(format!("`base` = {}: {e}", p.display())))?
+            }
+            Some(_) => return Err(bad("`base` must be a path (a string)".into())),
+            None => String::new(),
+        };
+        let mut base: toml::Table =
+            toml::from_str(&base_text).map_err(|e| bad(format!("`base`: {}", e.message())))?;
+        match t.remove("config") {
+            Some(toml::Value::Table(inline)) => merge(&mut base, inline),
+            Some(_) => return Err(bad("`config` must be a table of config sections".into())),
+            None => {}
+        }
+        let base_toml = toml::to_string(&base).map_err(|e| bad(e.to_string()))?;
+        let seeds: Vec<u64> = match t.remove("seeds") {
+            Some(toml::Value::Array(a)) if !a.is_empty() => a
+                .iter()
+                .map(|v| v.as_integer().filter(|s| *s >= 0).map(|s| s as u64))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| bad("`seeds` must be non-negative integers".into()))?,
+            Some(_) => return Err(bad("`seeds` must be a non-empty list of integers".into())),
+            None => return Err(bad("`seeds` is missing (e.g. seeds = [0, 1, 2])".into())),
+        };
+        let mut unique = seeds.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        if unique.len() != seeds.len() {
+            return Err(bad("`seeds` repeats a seed".into()));
+        }
+        let metric = match t.remove("metric") {
+            Some(toml::Value::String(m)) if METRICS.contains(&m.as_str()) => m,
+            Some(v) => {
+                return Err(bad(format!(
+                    "`metric` = {v}: must be one of {}",
+                    METRICS.join(", ")
+                )));
+            }
+            None => "test/top1".to_owned(),
+        };
+        let parallel = match t.remove("parallel") {
+            Some(toml::Value::Integer(n)) if (1..=64).contains(&n) => n as usize,
+            Some(v) => {
+                return Err(bad(format!(
+                    "`parallel` = {v}: must be an integer in [1, 64]"
+                )));
+            }
+            None => 2,
+        };
+        let mut variants = named_variants(t.remove("variant"), &bad)?;
+        variants.extend(grid_variants(t.remove("grid"), &bad)?);
+        if variants.is_empty() {
+            return Err(bad(
+                "no variants: give [[variant]] blocks (name, set) or a [grid]".into(),
+            ));
+        }
+        if let Some(dup) = variants
+            .iter()
+            .enumerate()
+            .find(|(i, v)| variants[..*i].iter().any(|w| w.name == v.name))
+        {
+            return Err(bad(format!("two variants are named `{}`", dup.1.name)));
+        }
+        let baseline = match t.remove("baseline") {
+            Some(toml::Value::String(b)) if variants.iter().any(|v| v.name == b) => b,
+            Some(v) => {
+                return Err(bad(format!(
+                    "`baseline` = {v}: not a variant (variants: {})",
+                    variants
+                        .iter()
+                        .map(|v| v.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            None => variants[0].name.clone(),
+        };
+        let study = Self {
+            name,
+            base_toml,
+            seeds,
+            metric,
+            baseline,
+            parallel,
+            variants,
+        };
+        let extra: Vec<String> = sets.to_vec();
+        for v in &study.variants {
+            for &seed in &study.seeds {
+                study
+                    .config_with(v, seed, &extra)
+                    .map_err(|source| StudyError::Config {
+                        origin: origin.to_owned(),
+                        variant: v.name.clone(),
+                        source,
+                    })?;
+            }
+        }
+        Ok(Self {
+            base_toml: apply_sets(&study.base_toml, &extra).map_err(|source| {
+                StudyError::Config {
+                    origin: origin.to_owned(),
+                    variant: "(base)".into(),
+                    source,
+                }
+            })?,
+            ..study
+        })
+    }
+
+    /// The run config of one cell.
+    pub fn config(&self, variant: &Variant, seed: u64) -> Result<Config, ConfigError> {
+        self.config_with(variant, seed, &[])
+    }
+
+    fn config_with(
+        &self,
+        variant: &Variant,
+        seed: u64,
+        extra: &[String],
+    ) -> Result<Config, ConfigError> {
+        let mut sets = extra.to_vec();
+        sets.extend(variant.sets.iter().cloned());
+        sets.push(format!("train.seed={seed}"));
+        Config::from_toml_str(&self.base_toml, &format!("study {}", self.name), &sets)
+    }
+
+    /// The cells in table order: every variant, every seed.
+    pub fn cells(&self) -> impl Iterator<Item = (&Variant, u64)> {
+        self.variants
+            .iter()
+            .flat_map(|v| self.seeds.iter().map(move |&s| (v, s)))
+    }
+
+    /// What makes two studies the same study (a rerun resumes it): everything but `parallel`.
+    pub fn identity(&self) -> String {
+        serde_json::json!({
+            "name": self.name,
+            "base": self.base_toml,
+            "seeds": self.seeds,
+            "metric": self.metric,
+            "baseline": self.baseline,
+            "variants": self.variants,
+        })
+        .to_string()
+    }
+}
+
+/// `section.key=value` overrides applied to `base`, as TOML again (checked as a config).
+fn apply_sets(base: &str, sets: &[String]) -> Result<String, ConfigError> {
+    if sets.is_empty() {
+        return Ok(base.to_owned());
+    }
+    Config::from_toml_str(base, "study base", sets)?;
+    let mut table: toml::Table = toml::from_str(base).map_err(|e| ConfigError::Parse {
+        origin: "study base".into(),
+        message: e.message().to_owned(),
+    })?;
+    for s in sets {
+        apply_override(&mut table, s)?;
+    }
+    Ok(toml::to_string(&table).unwrap_or_default())
+}
+
+/// `inline` sections over `base`, key by key.
+fn merge(base: &mut toml::Table, inline: toml::Table) {
+    for (section, value) in inline {
+        match (base.get_mut(&section), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(i)) => b.extend(i),
+            (_, v) => {
+                base.insert(section, v);
+            }
+        }
+    }
+}
+
+/// `section.key = value` pairs of a table as override strings (values as TOML literals).
+fn overrides(
+    table: &toml::Table,
+    bad: &dyn Fn(String) -> StudyError,
+) -> Result<Vec<String>, StudyError> {
+    let mut out = Vec::new();
+    for (k, v) in table {
+        if k.split('.').count() != 2 {
+            return Err(bad(format!(
+                "`{k}`: override keys are `section.key` (e.g. \"ops.kind\")"
+            )));
+        }
+        out.push(format!("{k}={v}"));
+    }
+    Ok(out)
+}
+
+fn named_variants(
+    value: Option<toml::Value>,
+    bad: &dyn Fn(String) -> StudyError,
+) -> Result<Vec<Variant>, StudyError> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    let toml::Value::Array(items) = value else {
+        return Err(bad("`variant` must be [[variant]] blocks".into()));
+    };
+    items
+        .into_iter()
+        .map(|item| {
+            let toml::Value::Table(mut t) = item else {
+                return Err(bad("a [[variant]] must be a table (name, set)".into()));
+            };
+            let name = match t.remove("name") {
+                Some(toml::Value::String(s)) if !s.trim().is_empty() => s,
+                _ => return Err(bad("every [[variant]] needs a `name`".into())),
+            };
+            let sets = match t.remove("set") {
+                Some(toml::Value::Table(s)) => overrides(&s, bad)?,
+                None => Vec::new(),
+                Some(_) => return Err(bad(format!("variant `{name}`: `set` must be a table"))),
+            };
+            if let Some(k) = t.keys().next() {
+                return Err(bad(format!(
+                    "variant `{name}`: unknown key `{k}` (allowed: name, set)"
+                )));
+            }
+            Ok(Variant { name, sets })
+        })
+        .collect()
+}
+
+/// Every combination of a `[grid]`'s values, named `key=value,key=value`.
+fn grid_variants(
+    value: Option<toml::Value>,
+    bad: &dyn Fn(String) -> StudyError,
+) -> Result<Vec<Variant>, StudyError> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    let toml::Value::Table(grid) = value else {
+        return Err(bad(
+            "`grid` must be a table of `\"section.key\" = [values]`".into(),
+        ));
+    };
+    let mut out = vec![Variant {
+        name: String::new(),
+        sets: Vec::new(),
+    }];
+    for (k, values) in grid {
+        let toml::Value::Array(values) = values else {
+            return Err(bad(format!("grid `{k}`: must be a list of values")));
+        };
+        if values.is_empty() {
+            return Err(bad(format!("grid `{k}`: the list of values is empty")));
+        }
+        if k.split('.').count() != 2 {
+            return Err(bad(format!("grid `{k}`: keys are `section.key`")));
+        }
+        let short = k.split('.').nth(1).unwrap_or(&k).to_owned();
+        out = out
+            .into_iter()
+            .flat_map(|v| {
+                let (k, short) = (k.clone(), short.clone());
+                values.iter().map(move |x| {
+                    let shown = x.as_str().map_or_else(|| x.to_string(), str::to_owned);
+                    let name = if v.name.is_empty() {
+                        format!("{short}={shown}")
+                    } else {
+                        format!("{},{short}={shown}", v.name)
+                    };
+                    let mut sets = v.sets.clone();
+                    sets.push(format!("{k}={x}"));
+                    Variant { name, sets }
+                })
+            })
+            .collect();
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Study, StudyError> {
+        Study::parse(text, "t.toml", Path::new("."), &[])
+    }
+
+    #[test]
+    fn named_variants_and_a_grid_expand_to_cells() {
+        let s = parse(
+            r#"
+name = "s"
+seeds = [0, 1]
+baseline = "mult"
+[config.train]
+epochs = 1
+[[variant]]
+name = "mult"
+set = { "ops.kind" = "mult" }
+[grid]
+"ops.kind" = ["shift", "add"]
+"aug.hybrid" = ["none", "mult"]
+"#,
+        )
+        .expect("valid");
+        let names: Vec<&str> = s.variants.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names.len(), 5);
+        assert_eq!(names[0], "mult");
+        assert!(names.contains(&"hybrid=mult,kind=add") || names.contains(&"kind=add,hybrid=mult"));
+        assert_eq!(s.cells().count(), 10);
+        let v = &s.variants[0];
+        let c = s.config(v, 1).expect("config");
+        assert_eq!((c.train.seed, c.train.epochs), (1, 1));
+        assert_eq!(s.metric, "test/top1");
+        assert_eq!(s.parallel, 2);
+        let faster = Study {
+            parallel: 4,
+            ..s.clone()
+        };
+        assert_eq!(
+            s.identity(),
+            faster.identity(),
+            "parallel is not part of a study"
+        );
+        let other = Study {
+            seeds: vec![0],
+            ..s.clone()
+        };
+        assert_ne!(s.identity(), other.identity());
+    }
+
+    #[test]
+    fn bad_files_name_the_problem() {
+        let cases = [
+            ("name = \"s\"\nseeds = [0]\n", "no variants"),
+            (
+                "seeds = [0]\n[[variant]]\nname = \"a\"\n",
+                "`name` is missing",
+            ),
+            (
+                "name = \"s\"\n[[variant]]\nname = \"a\"\n",
+                "`seeds` is missing",
+            ),
+            (
+                "name = \"s\"\nseeds = [0]\nfoo = 1\n[[variant]]\nname = \"a\"\n",
+                "unknown key `foo`",
+            ),
+            (
+                "name = \"s\"\nseeds = [0]\n[[variant]]\nname = \"a\"\nset = { \"train.nope\" = 1 }\n",
+                "nope",
+            ),
+            (
+                "name = \"s\"\nseeds = [0]\n[[variant]]\nname = \"a\"\nset = { \"train.epochs\" = 0 }\n",
+                "train.epochs",
+            ),
+            (
+                "name = \"s\"\nseeds = [0]\nmetric = \"acc\"\n[[variant]]\nname = \"a\"\n",
+                "`metric`",
+            ),
+            (
+                "name = \"s\"\nseeds = [0]\nbaseline = \"b\"\n[[variant]]\nname = \"a\"\n",
+                "`baseline`",
+            ),
+            (
+                "name = \"s\"\nseeds = [0, 0]\n[[variant]]\nname = \"a\"\n",
+                "repeats",
+            ),
+            (
+                "name = \"s\"\nseeds = [0]\n[grid]\n\"ops.kind\" = []\n",
+                "empty",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = parse(text).expect_err(want).to_string();
+            assert!(e.contains(want), "{want:?} not in {e:?}");
+        }
+    }
+}

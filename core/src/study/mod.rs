@@ -1,0 +1,256 @@
+//! Studies: a table of variants × seeds (a [`Study`], validated from its file) trained through
+//! the run manager `parallel` at a time with the thread budget split between them, recorded in
+//! `studies` / `study_runs`, and resumable: a rerun of the same study trains only the cells it
+//! lacks and resumes interrupted ones. [`stats`] holds the table's statistics, [`report`] the
+//! table itself (from the database alone) and its Markdown / CSV / LaTeX forms.
+
+pub mod report;
+pub mod stats;
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crossbeam_channel::RecvTimeoutError;
+
+use crate::run::{Command, Event, ManagerHandle};
+use crate::spec::config::ConfigError;
+use crate::spec::study::{Study, Variant};
+use crate::store::{Reader, RunId, Status, StoreError, StudyRunRow, WriteOp};
+
+/// Why a study ended without a complete table.
+#[derive(Debug, thiserror::Error)]
+pub enum StudyRunError {
+    #[error("study stopped; rerun it to continue")]
+    Stopped,
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("the run manager stopped answering: {0}")]
+    ManagerGone(String),
+    #[error("run of cell {cell} refused: {reason}")]
+    Refused { cell: String, reason: String },
+    #[error("run {run} (cell {cell}) is {status} in another process; wait for it or stop it")]
+    Busy {
+        run: RunId,
+        cell: String,
+        status: Status,
+    },
+    #[error("run {run} (cell {cell}) was stopped; rerun the study to resume it")]
+    RunStopped { run: RunId, cell: String },
+}
+
+/// What a study invocation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StudyOutcome {
+    pub study: i64,
+    /// Cells trained from scratch this time.
+    pub trained: usize,
+    /// Cells resumed from a checkpoint.
+    pub resumed: usize,
+    /// Cells already finished (or failed) before.
+    pub reused: usize,
+    /// Cells whose run failed (kept: a failed run is not retried).
+    pub failed: usize,
+}
+
+/// How one cell will be filled.
+enum Todo {
+    Start,
+    Resume(RunId),
+}
+
+/// Run (or continue) `study` on `manager`'s threads, `parallel` cells at once; `report` gets a
+/// line per event worth telling. Setting `stop` stops the cells in flight (resumable).
+pub fn run(
+    study: &Study,
+    db: &Path,
+    manager: &ManagerHandle,
+    parallel: usize,
+    stop: &AtomicBool,
+    report: &mut dyn FnMut(String),
+) -> Result<StudyOutcome, StudyRunError> {
+    let writer = manager.writer();
+    writer.flush()?;
+    let reader = Reader::open(db)?;
+    let identity = study.identity();
+    let existing = reader
+        .studies()?
+        .into_iter()
+        .rfind(|s| s.identity == identity)
+        .map(|s| s.id);
+    let id = match existing {
+        Some(id) => {
+            report(format!("continuing study {id} ({})", study.name));
+            id
+        }
+        None => {
+            let spec = serde_json::to_string(study).unwrap_or_default();
+            writer.create_study(&study.name, &identity, &spec)?
+        }
+    };
+    let done: HashMap<(String, u64), RunId> = reader
+        .study_runs(id)?
+        .into_iter()
+        .map(|r| ((r.variant, r.seed), r.run))
+        .collect();
+    let mut out = StudyOutcome {
+        study: id,
+        trained: 0,
+        resumed: 0,
+        reused: 0,
+        failed: 0,
+    };
+    let mut todo: VecDeque<(&Variant, u64, Todo)> = VecDeque::new();
+    for (v, seed) in study.cells() {
+        let cell = cell_name(v, seed);
+        match done.get(&(v.name.clone(), seed)) {
+            None => todo.push_back((v, seed, Todo::Start)),
+            Some(&run) => match reader.run(run)?.status {
+                Status::Finished => out.reused += 1,
+                Status::Failed => {
+                    out.reused += 1;
+                    out.failed += 1;
+                }
+                Status::Stopped | Status::Interrupted => {
+                    todo.push_back((v, seed, Todo::Resume(run)));
+                }
+                status => return Err(StudyRunError::Busy { run, cell, status }),
+            },
+        }
+    }
+    report(format!(
+        "study {id}: {} cells, {} to train, {} done",
+        study.cells().count(),
+        todo.len(),
+        out.reused
+    ));
+    let parallel = parallel.max(1);
+    let mut next_request = 1u64 << 41;
+    // In flight: request → (cell, run once known).
+    let mut pending: HashMap<u64, (String, &Variant, u64, Option<RunId>)> = HashMap::new();
+    let result = loop {
+        while pending.len() < parallel
+            && let Some((v, seed, what)) = todo.pop_front()
+        {
+            next_request += 1;
+            let request = next_request;
+            let cell = cell_name(v, seed);
+            let command = match what {
+                Todo::Start => {
+                    let mut cfg = study.config(v, seed)?;
+                    cfg.train.threads = threads_per_cell(cfg.train.threads, parallel);
+                    out.trained += 1;
+                    Command::Start {
+                        config: Box::new(cfg),
+                        name: format!("{}-{}-s{seed}", study.name, v.name),
+                        tags: format!("study,study{id}"),
+                        request,
+                    }
+                }
+                Todo::Resume(run) => {
+                    out.resumed += 1;
+                    report(format!("resuming run {run} ({cell})"));
+                    Command::Resume { run, request }
+                }
+            };
+            manager
+                .commands
+                .send(command)
+                .map_err(|e| StudyRunError::ManagerGone(e.to_string()))?;
+            pending.insert(request, (cell, v, seed, None));
+        }
+        if pending.is_empty() {
+            break Ok(());
+        }
+        if stop.load(Ordering::Relaxed) {
+            break Err(StudyRunError::Stopped);
+        }
+        let event = match manager.events.recv_timeout(Duration::from_millis(250)) {
+            Ok(e) => e,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(e) => break Err(StudyRunError::ManagerGone(e.to_string())),
+        };
+        let of_run = |pending: &HashMap<u64, (String, &Variant, u64, Option<RunId>)>, run| {
+            pending
+                .iter()
+                .find(|(_, p)| p.3 == Some(run))
+                .map(|(r, _)| *r)
+        };
+        match event {
+            Event::Created { request, run } => {
+                if let Some(p) = pending.get_mut(&request) {
+                    p.3 = Some(run);
+                    writer.send(WriteOp::StudyRun(StudyRunRow {
+                        study: id,
+                        variant: p.1.name.clone(),
+                        seed: p.2,
+                        run,
+                    }))?;
+                }
+            }
+            Event::Rejected { request, reason } => {
+                if let Some((cell, ..)) = pending.remove(&request) {
+                    break Err(StudyRunError::Refused { cell, reason });
+                }
+            }
+            Event::Finished {
+                run,
+                val_top1,
+                test_top1,
+            } => {
+                if let Some(r) = of_run(&pending, run)
+                    && let Some((cell, ..)) = pending.remove(&r)
+                {
+                    let test =
+                        test_top1.map_or_else(|| "-".into(), |t| format!("{:.2}", t * 100.0));
+                    report(format!(
+                        "{cell}: run {run} finished, val top-1 {:.2} %, test top-1 {test} %",
+                        val_top1 * 100.0
+                    ));
+                }
+            }
+            Event::Failed { run, reason } => {
+                if let Some(r) = of_run(&pending, run)
+                    && let Some((cell, ..)) = pending.remove(&r)
+                {
+                    out.failed += 1;
+                    report(format!("{cell}: run {run} failed: {reason}"));
+                }
+            }
+            Event::Stopped { run } => {
+                if let Some(r) = of_run(&pending, run)
+                    && let Some((cell, ..)) = pending.remove(&r)
+                {
+                    break Err(StudyRunError::RunStopped { run, cell });
+                }
+            }
+            _ => {}
+        }
+    };
+    if result.is_err() {
+        // Leave nothing of this study training behind; every cell stays resumable.
+        for (.., run) in pending.values() {
+            if let Some(run) = run {
+                let _ = manager.commands.send(Command::Stop(*run));
+            }
+        }
+    }
+    writer.flush()?;
+    result.map(|()| out)
+}
+
+/// Torch threads of one cell: the `train.threads` budget (0: the cores) split `parallel` ways.
+fn threads_per_cell(budget: usize, parallel: usize) -> usize {
+    let budget = match budget {
+        0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        n => n,
+    };
+    (budget / parallel.max(1)).max(1)
+}
+
+fn cell_name(v: &Variant, seed: u64) -> String {
+    format!("{} / seed {seed}", v.name)
+}

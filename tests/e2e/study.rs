@@ -1,0 +1,244 @@
+//! `shiftadd study`: the smoke study's runs 2 at a time, its table against the runs' own rows,
+//! a rerun that trains nothing, a killed study that resumes with every cell once, and bad study
+//! files that stop before anything runs.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::support::{bin, db, run_err, run_ok, s, tiny_config};
+
+fn preset(name: &str) -> String {
+    format!(
+        "{}/../experiments/studies/{name}.toml",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// (variant, seed) → (run, status) of the study's cells.
+fn cells(dbp: &std::path::Path) -> BTreeMap<(String, i64), (i64, String)> {
+    let c = db(dbp);
+    let mut stmt = c
+        .prepare(
+            "SELECT s.variant, s.seed, r.id, r.status FROM study_runs s JOIN runs r ON r.id = s.run_id",
+        )
+        .expect("query");
+    stmt.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), (r.get(2)?, r.get(3)?))))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("cells")
+}
+
+#[test]
+fn smoke_study_runs_in_parallel_reports_its_runs_and_reruns_nothing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let dbp = dir.path().join("studio.db");
+    let file = preset("smoke-study");
+    let out = run_ok(&["study", &file, "--db", s(&dbp)]);
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        table.contains("| mult |") && table.contains("shift-aug") && table.contains("95 % CI"),
+        "{table}"
+    );
+    let cells = cells(&dbp);
+    assert_eq!(cells.len(), 4, "2 variants × 2 seeds: {cells:?}");
+    assert!(cells.values().all(|(_, st)| st == "finished"), "{cells:?}");
+    // Two at a time: some pair of runs overlapped in time.
+    let c = db(&dbp);
+    let spans: Vec<(f64, f64)> = c
+        .prepare("SELECT started_at, finished_at FROM runs")
+        .expect("q")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("spans");
+    let overlap = spans
+        .iter()
+        .enumerate()
+        .any(|(i, a)| spans[i + 1..].iter().any(|b| a.0 < b.1 && b.0 < a.1));
+    assert!(overlap, "no two runs trained at once: {spans:?}");
+
+    // The CSV report equals a computation from the runs' own metric rows.
+    let csv = run_ok(&["study", &file, "--db", s(&dbp), "--report", "csv"]);
+    let csv = String::from_utf8_lossy(&csv.stdout).into_owned();
+    let header: Vec<&str> = csv.lines().next().expect("header").split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).expect(name);
+    for variant in ["mult", "shift-aug"] {
+        let row: Vec<&str> = csv
+            .lines()
+            .find(|l| l.starts_with(&format!("{variant},")))
+            .expect("row")
+            .split(',')
+            .collect();
+        let values: Vec<f64> = cells
+            .iter()
+            .filter(|((v, _), _)| v == variant)
+            .map(|(_, (run, _))| {
+                c.query_row(
+                    "SELECT value FROM metrics WHERE run_id = ?1 AND key = 'test/top1'
+                     ORDER BY step DESC LIMIT 1",
+                    [run],
+                    |r| r.get(0),
+                )
+                .expect("test/top1")
+            })
+            .collect();
+        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        let reported: f64 = row[col("mean")].parse().expect("mean");
+        assert!(
+            (reported - mean).abs() < 1e-12,
+            "{variant}: {reported} vs {mean}"
+        );
+        assert_eq!(row[col("n")], "2");
+        let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+        assert!((row[col("min")].parse::<f64>().expect("min") - min).abs() < 1e-12);
+    }
+    let shift = csv
+        .lines()
+        .find(|l| l.starts_with("shift-aug,"))
+        .expect("row");
+    assert!(
+        !shift
+            .split(',')
+            .nth(col("diff_vs_baseline"))
+            .expect("diff")
+            .is_empty(),
+        "paired difference vs the baseline: {shift}"
+    );
+
+    // A second invocation trains nothing.
+    let again = bin()
+        .args(["study", &file, "--db", s(&dbp)])
+        .output()
+        .expect("spawn");
+    assert!(again.status.success());
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        err.contains("0 trained, 0 resumed, 4 already done"),
+        "{err}"
+    );
+    let runs: i64 = c
+        .query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(runs, 4);
+    for format in ["md", "tex"] {
+        let t = run_ok(&["study", &file, "--db", s(&dbp), "--report", format]);
+        assert!(
+            String::from_utf8_lossy(&t.stdout).contains("shift"),
+            "{format}"
+        );
+    }
+}
+
+#[test]
+fn a_killed_study_resumes_and_fills_every_cell_once() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let dbp = dir.path().join("studio.db");
+    tiny_config(dir.path(), "base", 2000, 2); // 40 steps per epoch
+    let file = dir.path().join("kill.toml");
+    std::fs::write(
+        &file,
+        "name = \"kill\"\nbase = \"base.toml\"\nseeds = [0, 1]\nparallel = 2\n\
+         [[variant]]\nname = \"a\"\n[[variant]]\nname = \"b\"\nset = { \"train.lr\" = 0.05 }\n",
+    )
+    .expect("write");
+    let mut child = bin()
+        .args(["study", s(&file), "--db", s(&dbp)])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    // Kill once a cell has a checkpoint (mid-study).
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        assert!(Instant::now() < deadline, "no checkpoint in time");
+        std::thread::sleep(Duration::from_millis(50));
+        if !dbp.exists() {
+            continue;
+        }
+        let n: i64 = db(&dbp)
+            .query_row("SELECT COUNT(*) FROM checkpoints", [], |r| r.get(0))
+            .unwrap_or(0);
+        if n >= 1 {
+            break;
+        }
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    let before = cells(&dbp);
+    assert!(
+        before.values().any(|(_, st)| st != "finished"),
+        "killed mid-way: {before:?}"
+    );
+    let out = run_ok(&["study", s(&file), "--db", s(&dbp)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("resumed"), "{err}");
+    let after = cells(&dbp);
+    assert_eq!(after.len(), 4, "every cell once: {after:?}");
+    assert!(after.values().all(|(_, st)| st == "finished"), "{after:?}");
+    for (cell, (run, _)) in &before {
+        assert_eq!(
+            after[cell].0, *run,
+            "{cell:?} kept its run (resumed, not retrained)"
+        );
+    }
+    let runs: i64 = db(&dbp)
+        .query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(runs, 4, "no cell trained twice");
+}
+
+#[test]
+fn bad_study_files_stop_before_anything_runs() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let dbp = dir.path().join("studio.db");
+    let base = tiny_config(dir.path(), "base", 100, 1);
+    let base = base.file_name().and_then(|n| n.to_str()).expect("name");
+    let head = format!("name = \"bad\"\nbase = \"{base}\"\n");
+    let cases = [
+        (format!("{head}seeds = [0]\n"), "no variants"),
+        (
+            format!("{head}seeds = [0]\nsedes = [1]\n[[variant]]\nname = \"a\"\n"),
+            "unknown key `sedes`",
+        ),
+        (
+            format!("{head}[[variant]]\nname = \"a\"\n"),
+            "`seeds` is missing",
+        ),
+        (
+            format!(
+                "{head}seeds = [0]\n[[variant]]\nname = \"a\"\nset = {{ \"train.epoch\" = 2 }}\n"
+            ),
+            "epoch",
+        ),
+        (
+            format!(
+                "{head}seeds = [0]\n[[variant]]\nname = \"a\"\nset = {{ \"train.lr\" = -1 }}\n"
+            ),
+            "train.lr",
+        ),
+        (
+            format!("{head}seeds = [0]\nbaseline = \"z\"\n[[variant]]\nname = \"a\"\n"),
+            "`baseline`",
+        ),
+        (
+            format!("{head}seeds = [0]\nmetric = \"top1\"\n[[variant]]\nname = \"a\"\n"),
+            "`metric`",
+        ),
+        (
+            "name = \"bad\"\nbase = \"missing.toml\"\nseeds = [0]\n[[variant]]\nname = \"a\"\n"
+                .into(),
+            "missing.toml",
+        ),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let file = dir.path().join(format!("bad{i}.toml"));
+        std::fs::write(&file, text).expect("write");
+        let err = run_err(&["study", s(&file), "--db", s(&dbp)]);
+        assert!(err.contains(want), "case {i}: {want:?} not in {err:?}");
+        assert_eq!(err.trim().lines().count(), 1, "case {i}: one line: {err}");
+    }
+    assert!(
+        !dbp.exists(),
+        "nothing ran, so no database was even created"
+    );
+}
