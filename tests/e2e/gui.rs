@@ -654,3 +654,96 @@ fn hardware_view_shows_each_models_totals_under_either_cost_model() {
         "the broken row is the simulator's"
     );
 }
+
+#[test]
+fn studies_view_shows_the_table_and_banded_curves() {
+    use shiftadd_core::spec::study::Study;
+    use shiftadd_core::store::StudyRunRow;
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("study.db");
+    let study = Study::parse(
+        "name = \"gui-study\"\nseeds = [0, 1]\nbaseline = \"base\"\n\
+         [[variant]]\nname = \"base\"\n[[variant]]\nname = \"wider\"\nset = { \"train.lr\" = 0.05 }\n",
+        "gui-study.toml",
+        dir.path(),
+        &[],
+    )
+    .expect("study");
+    let w = Writer::open(&db).expect("db");
+    let id = w
+        .create_study(
+            &study.name,
+            &study.identity(),
+            &serde_json::to_string(&study).expect("json"),
+        )
+        .expect("study row");
+    // test/top1: base 0.60, 0.62; wider 0.70, 0.74 (paired differences 0.10, 0.12).
+    for (variant, seed, top1) in [
+        ("base", 0, 0.60),
+        ("base", 1, 0.62),
+        ("wider", 0, 0.70),
+        ("wider", 1, 0.74),
+    ] {
+        let run = w
+            .create_run(NewRun {
+                name: format!("{variant}-s{seed}"),
+                config_toml: Config::default().to_toml(),
+                dataset: "synthetic".into(),
+                model: "micro".into(),
+                operator: "mult".into(),
+                seed,
+                tags: "study".into(),
+            })
+            .expect("run");
+        let metric = |key: &str, step: i64, value: f64| MetricRow {
+            run,
+            key: key.into(),
+            step,
+            epoch: step / 10,
+            wall_time: 0.0,
+            value,
+        };
+        let mut rows: Vec<MetricRow> = (1..=3)
+            .map(|e| metric(keys::VAL_TOP1, e * 10, top1 * e as f64 / 3.0))
+            .collect();
+        rows.push(metric(keys::TEST_TOP1, 30, top1));
+        w.send(WriteOp::Metrics(rows)).expect("metrics");
+        w.status(run, shiftadd_core::store::Status::Finished, None);
+        w.send(WriteOp::StudyRun(StudyRunRow {
+            study: id,
+            variant: variant.into(),
+            seed,
+            run,
+        }))
+        .expect("cell");
+    }
+    w.flush().expect("flush");
+    drop(w);
+    let persisted = Persisted {
+        view: View::Studies,
+        ..Persisted::default()
+    };
+    let mut f = fake_app(&db, persisted);
+    let h = &mut f.harness;
+    wait_for(h, "the study table", |h| has_label(h, "wider"));
+    assert!(has_label(
+        h,
+        "4 of 4 cells finished · 2 variants × 2 seeds · reporting test/top1 · baseline base"
+    ));
+    // base: mean 61.00, CI 12.706·0.01414/√2 ·100 = 12.71; wider 72.00.
+    assert!(has_label(h, "61.00 ± 12.71"), "base mean ± CI");
+    assert!(has_label(h, "72.00 ± 25.41"), "wider mean ± CI");
+    assert!(
+        has_label_containing(h, "+11.00 ± 12.71"),
+        "paired difference vs base"
+    );
+    assert!(has_label(h, "baseline"));
+    wait_for(h, "the banded curves", |h| {
+        has_label(h, "val/top1 by variant: mean ± std over seeds")
+    });
+    assert!(
+        has_label(h, "LaTeX") && has_label(h, "Markdown"),
+        "the table's exports"
+    );
+}

@@ -13,7 +13,7 @@ use super::backend::{Backend, DRAIN_BUDGET, Loaded, Query};
 use super::ctx::{ExitChoice, Persisted, View, ViewCtx};
 use super::data::DataCache;
 use super::export::Export;
-use super::{compare, hardware, launch, monitor, nas, runs, weights};
+use super::{compare, hardware, launch, monitor, nas, runs, study, weights};
 
 const PERSIST_KEY: &str = "shiftadd-studio";
 
@@ -27,6 +27,7 @@ pub struct StudioApp {
     hardware: hardware::HardwareView,
     compare: compare::CompareView,
     nas: nas::NasView,
+    study: study::StudyView,
     export: Export,
     outbox: Vec<Command>,
     status: Option<String>,
@@ -56,6 +57,7 @@ impl StudioApp {
             hardware: hardware::HardwareView::default(),
             compare: compare::CompareView::default(),
             nas: nas::NasView::default(),
+            study: study::StudyView::default(),
             export: Export::new(export_dir),
             outbox: Vec::new(),
             status: None,
@@ -128,6 +130,7 @@ impl StudioApp {
             View::Compare => self.persisted.compare.clone(),
             View::Launch => Vec::new(),
             View::Nas => self.nas.search.into_iter().collect(),
+            View::Studies => self.study.visible_runs(&self.data),
             _ => self.persisted.current.into_iter().collect(),
         }
     }
@@ -155,6 +158,9 @@ impl StudioApp {
                 && let Some(r) = self.nas.search
             {
                 self.data.mark_nas_stale(r);
+            }
+            if self.persisted.view == View::Studies {
+                self.data.mark_studies_stale();
             }
             // A run trained by another process sends no events: poll what is shown of it.
             for &r in &visible {
@@ -341,6 +347,7 @@ impl eframe::App for StudioApp {
             hardware,
             compare,
             nas,
+            study,
             export,
             outbox,
             backend,
@@ -374,6 +381,7 @@ impl eframe::App for StudioApp {
             View::Hardware => hardware.ui(ui, &mut vcx),
             View::Compare => compare.ui(ui, &mut vcx, &mut persisted.compare_settings),
             View::Nas => nas.ui(ui, &mut vcx),
+            View::Studies => study.ui(ui, &mut vcx),
         });
         drop(searches);
         if launch.take_search_started() {

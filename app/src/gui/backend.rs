@@ -13,7 +13,11 @@ use shiftadd_core::hw::LayerCost;
 use shiftadd_core::nas::best_subnet;
 use shiftadd_core::run::{Command, Event};
 use shiftadd_core::spec::space::NasArch;
-use shiftadd_core::store::{HistogramRow, HwCostRow, NasCandidateRow, Reader, RunId, RunSummary};
+use shiftadd_core::spec::study::Study;
+use shiftadd_core::store::{
+    HistogramRow, HwCostRow, NasCandidateRow, Reader, RunId, RunSummary, StudyRow, StudyRunRow,
+};
+use shiftadd_core::study::report::{self, Table};
 
 use super::plot::Series;
 use super::searches::Searches;
@@ -31,6 +35,8 @@ pub enum Query {
     Nas(RunId),
     /// The `*.toml` presets of a folder.
     Presets(PathBuf),
+    /// Every study with its table.
+    Studies,
 }
 
 /// One row of the runs table: the stored summary plus what the table derives from the config.
@@ -57,6 +63,7 @@ pub enum Loaded {
         run: RunId,
         nas: Arc<NasData>,
     },
+    Studies(Arc<Vec<StudyData>>),
     /// A query failed; the message names what and why.
     Error(String),
 }
@@ -73,6 +80,34 @@ pub struct Details {
     /// The hardware-cost records per model, parsed (in the order `tiny`, `tiny-mult`, `augmented`
     /// as stored).
     pub hw: Vec<HwRecords>,
+}
+
+/// One stored study: its spec (parsed back from the database), its cells, its table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StudyData {
+    pub row: StudyRow,
+    /// `None` if the stored spec no longer parses (written by another version).
+    pub study: Option<Study>,
+    pub cells: Vec<StudyRunRow>,
+    pub table: Option<Table>,
+}
+
+fn studies(r: &Reader) -> Result<Vec<StudyData>, shiftadd_core::store::StoreError> {
+    let mut out = Vec::new();
+    for row in r.studies()? {
+        let study: Option<Study> = serde_json::from_str(&row.spec).ok();
+        let table = match &study {
+            Some(s) => Some(report::table(s, row.id, r)?),
+            None => None,
+        };
+        out.push(StudyData {
+            cells: r.study_runs(row.id)?,
+            row,
+            study,
+            table,
+        });
+    }
+    Ok(out)
 }
 
 /// The per-layer hardware cost of one of a run's models under one cost model.
@@ -259,6 +294,9 @@ fn answer(db: &Path, state: &mut DataState, q: Query) -> Loaded {
         Query::Details(run) => details(r, run).map(|d| Loaded::Details(Box::new(d))),
         Query::Metrics { run, after } => metrics(r, run, after),
         Query::Presets(dir) => Ok(read_presets(&dir)),
+        Query::Studies => studies(r)
+            .map(|v| Loaded::Studies(Arc::new(v)))
+            .map_err(|e| e.to_string()),
         Query::Nas(run) => r
             .nas_candidates(run)
             .map(|rows| Loaded::Nas {

@@ -23,16 +23,18 @@ pub enum View {
     Hardware,
     Compare,
     Nas,
+    Studies,
 }
 
 impl View {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Launch,
         Self::Monitor,
         Self::Weights,
         Self::Hardware,
         Self::Compare,
         Self::Nas,
+        Self::Studies,
     ];
 
     pub fn title(self) -> &'static str {
@@ -43,6 +45,7 @@ impl View {
             Self::Hardware => "Hardware",
             Self::Compare => "Compare",
             Self::Nas => "NAS",
+            Self::Studies => "Studies",
         }
     }
 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use shiftadd_core::run::Event;
 use shiftadd_core::store::RunId;
 
-use super::backend::{Details, Loaded, NasData, Query, RunRow};
+use super::backend::{Details, Loaded, NasData, Query, RunRow, StudyData};
 use super::plot::Series;
 
 /// Live state of a training run, from the manager's events.
@@ -70,6 +70,9 @@ pub struct DataCache {
     pub nas: HashMap<RunId, Arc<NasData>>,
     /// Searches whose candidates to (re)fetch.
     stale_nas: HashSet<RunId>,
+    /// Every study with its table (`None` until first loaded).
+    pub studies: Option<Arc<Vec<StudyData>>>,
+    studies_stale: bool,
     /// Runs whose metrics changed since they were last fetched.
     stale_metrics: HashSet<RunId>,
     /// Runs whose details (logs, histograms, hardware) changed.
@@ -131,6 +134,7 @@ impl DataCache {
             Loaded::Nas { run, nas } => {
                 self.nas.insert(run, nas);
             }
+            Loaded::Studies(s) => self.studies = Some(s),
             Loaded::Error(e) => {
                 log::warn!("{e}");
                 self.last_error = Some(e);
@@ -229,6 +233,11 @@ impl DataCache {
         }
     }
 
+    /// Refetch the studies and their tables.
+    pub fn mark_studies_stale(&mut self) {
+        self.studies_stale = true;
+    }
+
     /// Refetch a search's candidates.
     pub fn mark_nas_stale(&mut self, run: RunId) {
         self.stale_nas.insert(run);
@@ -251,6 +260,7 @@ impl DataCache {
     /// Whether [`Self::queries`] would send anything for `visible`.
     pub fn has_pending(&self, visible: &[RunId]) -> bool {
         self.runs_stale
+            || self.studies_stale
             || !self.stale_nas.is_empty()
             || visible.iter().any(|r| {
                 self.stale_details.contains(r)
@@ -266,6 +276,9 @@ impl DataCache {
         }
         for run in std::mem::take(&mut self.stale_nas) {
             out.push(Query::Nas(run));
+        }
+        if std::mem::take(&mut self.studies_stale) {
+            out.push(Query::Studies);
         }
         for &run in visible {
             if self.stale_metrics.contains(&run) && !self.in_flight.contains(&run) {
@@ -295,6 +308,7 @@ impl DataCache {
             Query::Nas(run) => {
                 self.stale_nas.insert(*run);
             }
+            Query::Studies => self.studies_stale = true,
             Query::Presets(_) => {}
         }
     }

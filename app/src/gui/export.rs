@@ -13,6 +13,12 @@ use egui::{ColorImage, Rect};
 pub enum ExportRequest {
     /// Write this CSV text.
     Csv { name: String, text: String },
+    /// Write this text as `<name>.<ext>` (a table as Markdown or LaTeX).
+    Text {
+        name: String,
+        ext: &'static str,
+        text: String,
+    },
     /// Capture the plot named `name` from the next rendered frame.
     Png { name: String },
 }
@@ -50,6 +56,12 @@ impl Export {
         match r {
             ExportRequest::Csv { name, text } => {
                 let path = self.file_for(&name, "csv");
+                self.spawn_write(path, move |p| {
+                    std::fs::write(p, text).map_err(|e| e.to_string())
+                });
+            }
+            ExportRequest::Text { name, ext, text } => {
+                let path = self.file_for(&name, ext);
                 self.spawn_write(path, move |p| {
                     std::fs::write(p, text).map_err(|e| e.to_string())
                 });

@@ -17,6 +17,7 @@ pub mod nas;
 pub mod plot;
 pub mod runs;
 pub mod searches;
+pub mod study;
 pub mod weights;
 
 use std::path::{Path, PathBuf};

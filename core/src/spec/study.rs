@@ -24,7 +24,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::config::{Config, ConfigError, apply_override};
 
@@ -57,14 +57,14 @@ pub enum StudyError {
 }
 
 /// One cell family of the table: a name and the overrides (`section.key=value`) that make it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Variant {
     pub name: String,
     pub sets: Vec<String>,
 }
 
 /// A validated study: every variant × seed config resolves.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Study {
     pub name: String,
     /// The base config as TOML (the preset's text with `[config]` applied), before variants.

@@ -125,7 +125,7 @@ fn scale(metric: &str) -> (f64, &'static str) {
 }
 
 /// The paired column in words: the difference with its interval, and whether it is significant.
-fn paired_text(p: Option<&Paired>, k: f64, baseline: bool) -> String {
+pub fn paired_text(p: Option<&Paired>, k: f64, baseline: bool) -> String {
     match p {
         _ if baseline => "baseline".into(),
         None => "–".into(),

@@ -1,0 +1,395 @@
+//! Studies: the variants × seeds tables of `shiftadd study` — per study its progress per cell, the
+//! results table (mean ± 95 % CI, the paired difference from the baseline; live as runs finish),
+//! a bar chart of the metric with CI whiskers, and any metric's curves grouped by variant (mean
+//! line, ±std band, the seeds faint on demand). Tables export as CSV, Markdown and LaTeX, plots
+//! as PNG. Updates by polling the database (studies run from the CLI).
+
+use egui_plot::{Bar, BarChart, Legend, Line, Plot, PlotPoints, Polygon};
+use shiftadd_core::store::{RunId, Status};
+use shiftadd_core::study::report::{Format, Table, paired_text};
+
+use super::backend::StudyData;
+use super::ctx::ViewCtx;
+use super::data::DataCache;
+use super::export::ExportRequest;
+use super::plot::{Series, color, hover_point, plot_header};
+
+pub struct StudyView {
+    /// The study shown (the latest until another is picked).
+    pub selected: Option<i64>,
+    /// The metric of the curves.
+    pub curve_metric: String,
+    /// Draw every seed's curve faintly under the band.
+    pub show_seeds: bool,
+}
+
+impl Default for StudyView {
+    fn default() -> Self {
+        Self {
+            selected: None,
+            curve_metric: "val/top1".into(),
+            show_seeds: false,
+        }
+    }
+}
+
+/// Per x (step) where every seed has a value: (x, mean, std).
+pub fn band(series: &[&Series]) -> Vec<(f64, f64, f64)> {
+    let Some(first) = series.first() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, &x) in first.xs.iter().enumerate() {
+        let ys: Vec<f64> = series
+            .iter()
+            .filter_map(|s| {
+                let j = if s.xs.get(i) == Some(&x) {
+                    Some(i)
+                } else {
+                    s.xs.iter().position(|v| *v == x)
+                };
+                j.map(|j| s.ys[j])
+            })
+            .collect();
+        if ys.len() != series.len() || ys.iter().any(|y| !y.is_finite()) {
+            continue;
+        }
+        let n = ys.len() as f64;
+        let mean = ys.iter().sum::<f64>() / n;
+        let var = if ys.len() > 1 {
+            ys.iter().map(|y| (y - mean).powi(2)).sum::<f64>() / (n - 1.0)
+        } else {
+            0.0
+        };
+        out.push((x, mean, var.sqrt()));
+    }
+    out
+}
+
+impl StudyView {
+    fn current<'a>(&self, studies: &'a [StudyData]) -> Option<&'a StudyData> {
+        self.selected
+            .and_then(|id| studies.iter().find(|s| s.row.id == id))
+            .or_else(|| studies.last())
+    }
+
+    /// The runs whose curves the view draws: every cell of the study shown.
+    pub fn visible_runs(&self, data: &DataCache) -> Vec<RunId> {
+        data.studies
+            .as_deref()
+            .and_then(|s| self.current(s))
+            .map(|s| s.cells.iter().map(|c| c.run).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn ui(&mut self, ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>) {
+        let Some(studies) = vcx.data.studies.clone() else {
+            ui.spinner();
+            return;
+        };
+        if studies.is_empty() {
+            ui.label(
+                "No studies yet: run one with `shiftadd study experiments/studies/smoke-study.toml`.",
+            );
+            return;
+        }
+        ui.horizontal_wrapped(|ui| {
+            ui.heading("Studies");
+            let shown = self.current(&studies).map(|s| s.row.id);
+            for s in studies.iter() {
+                if ui
+                    .selectable_label(
+                        shown == Some(s.row.id),
+                        format!("#{} {}", s.row.id, s.row.name),
+                    )
+                    .clicked()
+                {
+                    self.selected = Some(s.row.id);
+                }
+            }
+        });
+        let Some(s) = self.current(&studies) else {
+            return;
+        };
+        let (Some(spec), Some(table)) = (&s.study, &s.table) else {
+            ui.label("This study's stored spec does not parse with this version of shiftadd.");
+            return;
+        };
+        let total = spec.variants.len() * spec.seeds.len();
+        let finished = s
+            .cells
+            .iter()
+            .filter(|c| {
+                vcx.data
+                    .row(c.run)
+                    .is_some_and(|r| r.summary.status == Status::Finished)
+            })
+            .count();
+        ui.label(format!(
+            "{finished} of {total} cells finished · {} variants × {} seeds · reporting {} · baseline {}",
+            spec.variants.len(),
+            spec.seeds.len(),
+            table.metric,
+            table.baseline
+        ));
+        table_ui(ui, vcx, table);
+        ui.separator();
+        let avail = ui.available_height();
+        ui.columns(2, |cols| {
+            bars_ui(&mut cols[0], vcx, table, avail);
+            self.curves_ui(&mut cols[1], vcx, s, avail);
+        });
+    }
+
+    fn curves_ui(&mut self, ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, s: &StudyData, height: f32) {
+        let data: &DataCache = vcx.data;
+        let mut keys: Vec<String> = s
+            .cells
+            .iter()
+            .filter_map(|c| data.data.get(&c.run))
+            .flat_map(|d| d.series.keys().cloned())
+            .collect();
+        keys.sort();
+        keys.dedup();
+        ui.horizontal(|ui| {
+            egui::ComboBox::from_id_salt("study-curve-metric")
+                .selected_text(&self.curve_metric)
+                .show_ui(ui, |ui| {
+                    for k in &keys {
+                        ui.selectable_value(&mut self.curve_metric, k.clone(), k);
+                    }
+                });
+            ui.checkbox(&mut self.show_seeds, "seeds");
+        });
+        let id = format!("study{}-curves", s.row.id);
+        let title = format!("{} by variant: mean ± std over seeds", self.curve_metric);
+        let header = plot_header(ui, &id, &title, vcx.export);
+        let Some(spec) = &s.study else {
+            return;
+        };
+        let mut groups = Vec::new();
+        for (j, v) in spec.variants.iter().enumerate() {
+            let series: Vec<&Series> = s
+                .cells
+                .iter()
+                .filter(|c| c.variant == v.name)
+                .filter_map(|c| data.data.get(&c.run))
+                .filter_map(|d| d.series.get(&self.curve_metric))
+                .collect();
+            groups.push((j, v.name.clone(), band(&series), series));
+        }
+        if header.csv {
+            let mut text = String::from("variant,x,mean,std\n");
+            for (_, name, b, _) in &groups {
+                for (x, m, sd) in b {
+                    text.push_str(&format!("{name},{x},{m},{sd}\n"));
+                }
+            }
+            vcx.export.request(ExportRequest::Csv {
+                name: id.clone(),
+                text,
+            });
+        }
+        let show_seeds = self.show_seeds;
+        Plot::new(&id)
+            .legend(Legend::default())
+            .height((height - 60.0).max(200.0))
+            .x_axis_label("step")
+            .y_axis_label(self.curve_metric.clone())
+            .label_formatter(|pos| {
+                let p = hover_point(pos);
+                Some(format!("step {:.0}: {:.4}", p.x, p.y))
+            })
+            .show(ui, |p| {
+                for (j, name, b, series) in &groups {
+                    let c = color(*j);
+                    if show_seeds {
+                        for s in series {
+                            let pts: Vec<[f64; 2]> =
+                                s.xs.iter().zip(&s.ys).map(|(x, y)| [*x, *y]).collect();
+                            p.line(Line::new("", pts).color(c.gamma_multiply(0.3)).width(1.0));
+                        }
+                    }
+                    if b.len() > 1 {
+                        let mut poly: Vec<[f64; 2]> =
+                            b.iter().map(|(x, m, s)| [*x, m + s]).collect();
+                        poly.extend(b.iter().rev().map(|(x, m, s)| [*x, m - s]));
+                        p.polygon(
+                            Polygon::new(format!("{name} ± std"), PlotPoints::from(poly))
+                                .fill_color(c.gamma_multiply(0.25))
+                                .stroke(egui::Stroke::new(0.5, c.gamma_multiply(0.5))),
+                        );
+                    }
+                    let mean: Vec<[f64; 2]> = b.iter().map(|(x, m, _)| [*x, *m]).collect();
+                    p.line(Line::new(name.clone(), mean).color(c).width(2.0));
+                }
+            });
+        vcx.export
+            .capture_if_requested(ui.ctx(), &id, header.region(ui));
+    }
+}
+
+/// The results table, with its exports.
+fn table_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, table: &Table) {
+    let percent = !table.metric.ends_with("loss");
+    let k = if percent { 100.0 } else { 1.0 };
+    ui.horizontal(|ui| {
+        ui.strong(format!(
+            "{} — mean ± 95 % CI (Student t) over seeds; vs `{}` paired over common seeds",
+            table.metric, table.baseline
+        ));
+        let name = format!("study{}-{}", table.study, table.name);
+        if ui.small_button("CSV").clicked() {
+            vcx.export.request(ExportRequest::Csv {
+                name: name.clone(),
+                text: table.render(Format::Csv),
+            });
+        }
+        if ui.small_button("Markdown").clicked() {
+            vcx.export.request(ExportRequest::Text {
+                name: name.clone(),
+                ext: "md",
+                text: table.render(Format::Markdown),
+            });
+        }
+        if ui.small_button("LaTeX").clicked() {
+            vcx.export.request(ExportRequest::Text {
+                name,
+                ext: "tex",
+                text: table.render(Format::Latex),
+            });
+        }
+    });
+    egui::Grid::new("study-table").striped(true).show(ui, |ui| {
+        for h in [
+            "Variant",
+            "n",
+            "Mean ± 95 % CI",
+            "Std",
+            "Min",
+            "Max",
+            "vs baseline",
+        ] {
+            ui.strong(h);
+        }
+        ui.end_row();
+        for r in &table.rows {
+            let name = egui::RichText::new(&r.variant);
+            ui.label(if r.best { name.strong() } else { name });
+            match r.summary {
+                Some(m) => {
+                    let missing = if r.missing > 0 {
+                        format!(" (+{} to go)", r.missing)
+                    } else {
+                        String::new()
+                    };
+                    ui.label(format!("{}{missing}", m.n));
+                    let ci = if m.ci95.is_finite() {
+                        format!("{:.2} ± {:.2}", m.mean * k, m.ci95 * k)
+                    } else {
+                        format!("{:.2}", m.mean * k)
+                    };
+                    ui.label(ci);
+                    ui.label(format!("{:.2}", m.std * k));
+                    ui.label(format!("{:.2}", m.min * k));
+                    ui.label(format!("{:.2}", m.max * k));
+                }
+                None => {
+                    ui.label(format!("0 (+{} to go)", r.missing));
+                    for _ in 0..5 {
+                        ui.weak("–");
+                    }
+                }
+            }
+            let vs = paired_text(r.paired.as_ref(), k, r.variant == table.baseline);
+            let significant = r.paired.is_some_and(|p| p.significant());
+            if significant {
+                ui.colored_label(egui::Color32::from_rgb(0x5c, 0xc0, 0x6c), vs);
+            } else {
+                ui.label(vs);
+            }
+            ui.end_row();
+        }
+    });
+}
+
+/// The metric per variant: bars at the mean, whiskers at the 95 % interval.
+fn bars_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, table: &Table, height: f32) {
+    let k = if table.metric.ends_with("loss") {
+        1.0
+    } else {
+        100.0
+    };
+    let id = format!("study{}-bars", table.study);
+    let header = plot_header(
+        ui,
+        &id,
+        &format!(
+            "{} by variant (bars: mean; whiskers: 95 % CI)",
+            table.metric
+        ),
+        vcx.export,
+    );
+    let names: Vec<String> = table.rows.iter().map(|r| r.variant.clone()).collect();
+    Plot::new(&id)
+        .height((height - 30.0).max(200.0))
+        .x_axis_formatter(move |mark, _| {
+            let i = mark.value.round();
+            if (mark.value - i).abs() < 1e-6 && i >= 0.0 {
+                names.get(i as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
+        .y_axis_label(table.metric.clone())
+        .show(ui, |p| {
+            for (i, r) in table.rows.iter().enumerate() {
+                let Some(m) = r.summary else { continue };
+                let x = i as f64;
+                p.bar_chart(
+                    BarChart::new(r.variant.clone(), vec![Bar::new(x, m.mean * k).width(0.6)])
+                        .color(color(i)),
+                );
+                if m.ci95.is_finite() {
+                    let (lo, hi) = ((m.mean - m.ci95) * k, (m.mean + m.ci95) * k);
+                    let whisker = vec![[x, lo], [x, hi]];
+                    p.line(
+                        Line::new(format!("{} 95 % CI", r.variant), whisker)
+                            .color(egui::Color32::WHITE),
+                    );
+                    for y in [lo, hi] {
+                        p.line(
+                            Line::new("", vec![[x - 0.1, y], [x + 0.1, y]])
+                                .color(egui::Color32::WHITE),
+                        );
+                    }
+                }
+            }
+        });
+    vcx.export
+        .capture_if_requested(ui.ctx(), &id, header.region(ui));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bands_are_mean_and_std_where_every_seed_has_a_point() {
+        let a = Series {
+            xs: vec![1.0, 2.0, 3.0],
+            ys: vec![0.2, 0.4, 0.6],
+        };
+        let b = Series {
+            xs: vec![1.0, 3.0],
+            ys: vec![0.4, 0.8],
+        };
+        let band = band(&[&a, &b]);
+        // x = 2 is missing in `b`; at x = 1: mean 0.3, std √0.02; at 3: 0.7, √0.02.
+        assert_eq!(band.len(), 2);
+        assert_eq!(band[0].0, 1.0);
+        assert!((band[0].1 - 0.3).abs() < 1e-12 && (band[0].2 - 0.02f64.sqrt()).abs() < 1e-12);
+        assert!((band[1].1 - 0.7).abs() < 1e-12);
+        assert!(super::band(&[]).is_empty());
+    }
+}
