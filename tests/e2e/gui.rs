@@ -747,3 +747,49 @@ fn studies_view_shows_the_table_and_banded_curves() {
         "the table's exports"
     );
 }
+
+#[test]
+fn a_study_starts_from_launch_and_fills_its_table() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("study-launch.db");
+    let mut f = fake_app(&db, Persisted::default());
+    let h = &mut f.harness;
+    wait_for(h, "presets", |h| has_label(h, "smoke"));
+    click(h, "smoke");
+    for (key, value) in [
+        ("train.epochs", "1"),
+        ("data.synthetic_train", "300"),
+        ("data.synthetic_test", "100"),
+        ("train.batch_size", "50"),
+    ] {
+        h.get_by_label(key).set_text_value_accesskit(value);
+        h.step();
+    }
+    h.get_by_label("Study: vary")
+        .set_text_value_accesskit("train.lr");
+    h.step();
+    h.get_by_label("over").set_text_value_accesskit("0.05, 0.1");
+    h.step();
+    click(h, "Start study");
+    wait_for(h, "the app to follow the study", |h| {
+        h.state().persisted().view == View::Studies
+    });
+    wait_for(h, "the study to finish", |h| {
+        has_label_containing(h, "finished (study #1; 6 trained")
+    });
+    // Two values × three seeds, each cell its own run with that learning rate.
+    let reader = Reader::open(&db).expect("db");
+    let cells = reader.study_runs(1).expect("cells");
+    assert_eq!(cells.len(), 6, "{cells:?}");
+    for c in &cells {
+        let cfg = Config::from_toml_str(&reader.config_toml(c.run).expect("config"), "run", &[])
+            .expect("config parses");
+        let lr = if c.variant == "lr=0.05" { 0.05 } else { 0.1 };
+        assert!(
+            (cfg.train.lr - lr).abs() < 1e-12 && cfg.train.seed == c.seed,
+            "{c:?}"
+        );
+        assert_eq!(cfg.train.epochs, 1, "the form's config is the base");
+    }
+    wait_for(h, "the table", |h| has_label(h, "lr=0.1"));
+}

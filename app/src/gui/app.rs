@@ -384,6 +384,9 @@ impl eframe::App for StudioApp {
             View::Studies => study.ui(ui, &mut vcx),
         });
         drop(searches);
+        if launch.take_study_started() {
+            persisted.view = View::Studies;
+        }
         if launch.take_search_started() {
             // Follow the new search (the NAS view shows the latest one).
             nas.search = None;

@@ -1,7 +1,9 @@
 //! Launch: presets from `experiments/`, a form for every config key grouped by section (defaults
-//! shown, invalid values flagged inline with the CLI's messages), Launch, Queue and Start NAS search.
+//! shown, invalid values flagged inline with the CLI's messages), Launch, Queue, Start NAS search,
+//! and Start study: the form's config with one key varied over values × seeds.
 
 use shiftadd_core::run::{Command, Event};
+use shiftadd_core::spec::study::Study;
 use shiftadd_core::store::RunId;
 
 use super::backend::Preset;
@@ -20,6 +22,59 @@ pub struct LaunchView {
     pub outcome: Option<Result<String, String>>,
     created: Option<RunId>,
     search_started: bool,
+    study_started: bool,
+    /// The study row: vary this key over these values, with this many seeds.
+    pub study: StudyForm,
+}
+
+/// What "Start study" varies.
+pub struct StudyForm {
+    pub key: String,
+    /// Comma-separated values (TOML literals or bare words, as `--set` takes them).
+    pub values: String,
+    pub seeds: usize,
+}
+
+impl Default for StudyForm {
+    fn default() -> Self {
+        Self {
+            key: "ops.kind".into(),
+            values: "mult, shift".into(),
+            seeds: 3,
+        }
+    }
+}
+
+impl StudyForm {
+    /// The study of `config` with `key` varied: a `[grid]` over the values, seeds 0..n, the
+    /// config as the study's base; validated as a study file is.
+    pub fn study(&self, config: &shiftadd_core::Config, name: &str) -> Result<Study, String> {
+        let values: Vec<toml::Value> = self
+            .values
+            .split(',')
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(|v| {
+                toml::from_str::<toml::Table>(&format!("v = {v}"))
+                    .ok()
+                    .and_then(|mut t| t.remove("v"))
+                    .unwrap_or_else(|| toml::Value::String(v.to_owned()))
+            })
+            .collect();
+        let base: toml::Table = toml::from_str(&config.to_toml()).map_err(|e| e.to_string())?;
+        let mut grid = toml::Table::new();
+        grid.insert(self.key.trim().to_owned(), toml::Value::Array(values));
+        let mut t = toml::Table::new();
+        t.insert("name".into(), toml::Value::String(name.to_owned()));
+        t.insert(
+            "seeds".into(),
+            toml::Value::Array((0..self.seeds as i64).map(toml::Value::Integer).collect()),
+        );
+        t.insert("config".into(), toml::Value::Table(base));
+        t.insert("grid".into(), toml::Value::Table(grid));
+        let text = toml::to_string(&t).map_err(|e| e.to_string())?;
+        Study::parse(&text, "Launch", std::path::Path::new("."), &[]).map_err(|e| e.to_string())
+    }
 }
 
 /// Request ids of the form start here (resumes from the runs list use 0).
@@ -178,6 +233,31 @@ impl LaunchView {
         );
     }
 
+    /// Start the study row's study of the form's config on its own thread.
+    fn start_study(&mut self, vcx: &mut ViewCtx<'_>) {
+        let Some(config) = self.form.config.clone() else {
+            return;
+        };
+        let name = match self.form.name.trim() {
+            "" => format!("vary-{}", self.study.key.trim()),
+            n => n.to_owned(),
+        };
+        let result = self.study.study(&config, &name).and_then(|study| {
+            let cells = study.cells().count();
+            vcx.searches
+                .start_study(study)
+                .map(|()| format!("study {name} started: {cells} cells"))
+                .map_err(|e| format!("cannot start the study thread: {e}"))
+        });
+        self.study_started = result.is_ok();
+        self.outcome = Some(result);
+    }
+
+    /// Whether a study was just started here, once (the app then shows the Studies view).
+    pub fn take_study_started(&mut self) -> bool {
+        std::mem::take(&mut self.study_started)
+    }
+
     /// Whether a search was just started here, once (the app then shows the NAS view).
     pub fn take_search_started(&mut self) -> bool {
         std::mem::take(&mut self.search_started)
@@ -242,6 +322,31 @@ impl LaunchView {
                     Some(p) => self.form.load_preset(&p.name, &p.text),
                     None => self.form = Form::default(),
                 }
+            }
+        });
+        // The study row: the same config, one key varied over values × seeds.
+        ui.horizontal(|ui| {
+            let ok = self.form.launchable();
+            let label = ui.label("Study: vary");
+            ui.add(egui::TextEdit::singleline(&mut self.study.key).desired_width(120.0))
+                .labelled_by(label.id);
+            let label = ui.label("over");
+            ui.add(
+                egui::TextEdit::singleline(&mut self.study.values)
+                    .hint_text("comma-separated values")
+                    .desired_width(140.0),
+            )
+            .labelled_by(label.id);
+            let label = ui.label("×");
+            ui.add(egui::DragValue::new(&mut self.study.seeds).range(1..=20))
+                .labelled_by(label.id);
+            ui.label("seeds");
+            if ui
+                .add_enabled(ok, egui::Button::new("Start study"))
+                .on_hover_text("this config with the key set to each value, every value × seed a run, 2 at a time; the Studies view shows the table")
+                .clicked()
+            {
+                self.start_study(vcx);
             }
         });
         if let Some(e) = &self.form.general_error {
@@ -379,5 +484,35 @@ fn display_default(f: &Field) -> String {
     match f.kind {
         FieldKind::Text if f.default.is_empty() => "\"\"".into(),
         _ => f.default.clone(),
+    }
+}
+
+#[cfg(test)]
+mod study_tests {
+    use super::*;
+
+    #[test]
+    fn the_study_row_varies_one_key_of_the_form_config() {
+        let form = StudyForm {
+            key: "train.lr".into(),
+            values: "0.05, 0.1".into(),
+            seeds: 2,
+        };
+        let cfg = shiftadd_core::Config::default();
+        let study = form.study(&cfg, "s").expect("a valid study");
+        assert_eq!(study.cells().count(), 4);
+        let names: Vec<&str> = study.variants.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["lr=0.05", "lr=0.1"]);
+        let c = study.config(&study.variants[0], 1).expect("cell config");
+        assert!((c.train.lr - 0.05).abs() < 1e-12 && c.train.seed == 1);
+        let bad = StudyForm {
+            key: "train.nope".into(),
+            ..form
+        };
+        assert!(
+            bad.study(&cfg, "s")
+                .expect_err("unknown key")
+                .contains("nope")
+        );
     }
 }

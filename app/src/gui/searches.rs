@@ -1,7 +1,8 @@
-//! NAS searches started from the app. Each runs [`nas::search`] on its own `nas-search` thread
-//! with its own run manager on the same database: the search driver consumes that manager's
-//! events, so the app's manager and event stream stay as they are. The app sees a search's
-//! candidates and proxy runs through the database, exactly as it sees one started by the CLI.
+//! NAS searches and studies started from the app. Each runs its driver ([`nas::search`],
+//! [`study::run`]) on its own thread with its own run manager on the same database: the driver
+//! consumes that manager's events, so the app's manager and event stream stay as they are. The
+//! app sees their candidates, cells and runs through the database, exactly as it sees ones
+//! started by the CLI.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,22 +11,29 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, unbounded};
 use shiftadd_core::Config;
-use shiftadd_core::nas::{self, NasError, NasOutcome};
-use shiftadd_core::run::{Waker, spawn_manager};
+use shiftadd_core::nas::{self, NasOutcome};
+use shiftadd_core::run::{ManagerHandle, Waker, spawn_manager};
+use shiftadd_core::spec::study::Study;
+use shiftadd_core::study::{self, StudyOutcome};
 
-/// One search of this session.
-pub struct SearchJob {
+/// One search or study of this session; `T` is how it ends.
+pub struct Job<T> {
     pub name: String,
     stop: Arc<AtomicBool>,
     lines: Receiver<String>,
     /// The newest progress line (what the CLI prints).
     pub last: String,
-    handle: Option<JoinHandle<Result<NasOutcome, NasError>>>,
+    handle: Option<JoinHandle<Result<T, String>>>,
     /// How it ended, once it has.
-    pub outcome: Option<Result<NasOutcome, NasError>>,
+    pub outcome: Option<Result<T, String>>,
 }
 
-impl SearchJob {
+/// A NAS search of this session.
+pub type SearchJob = Job<NasOutcome>;
+/// A study of this session.
+pub type StudyJob = Job<StudyOutcome>;
+
+impl<T> Job<T> {
     pub fn running(&self) -> bool {
         self.handle.is_some()
     }
@@ -43,9 +51,56 @@ impl SearchJob {
         if self.handle.as_ref().is_some_and(JoinHandle::is_finished)
             && let Some(h) = self.handle.take()
         {
-            self.outcome = Some(h.join().unwrap_or(Err(NasError::Panicked)));
+            self.outcome = Some(
+                h.join()
+                    .unwrap_or_else(|_| Err(format!("the {} thread panicked", self.name))),
+            );
         }
         lines
+    }
+
+    /// Run `work` on a thread named `thread` with its own run manager on `db`.
+    fn spawn(
+        name: String,
+        thread: &str,
+        db: PathBuf,
+        waker: Waker,
+        work: impl FnOnce(
+            &Path,
+            &ManagerHandle,
+            &AtomicBool,
+            &mut dyn FnMut(String),
+        ) -> Result<T, String>
+        + Send
+        + 'static,
+    ) -> std::io::Result<Self>
+    where
+        T: Send + 'static,
+    {
+        let (tx, rx) = unbounded();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name(thread.into())
+            .spawn(move || {
+                let manager = spawn_manager(&db, waker.clone()).map_err(|e| e.to_string())?;
+                let mut report = |line: String| {
+                    let _ = tx.send(line);
+                    waker();
+                };
+                let result = work(&db, &manager, &flag, &mut report);
+                manager.shutdown();
+                waker();
+                result
+            })?;
+        Ok(Self {
+            name,
+            stop,
+            lines: rx,
+            last: "starting".into(),
+            handle: Some(handle),
+            outcome: None,
+        })
     }
 }
 
@@ -54,6 +109,7 @@ pub struct Searches {
     db: PathBuf,
     waker: Waker,
     pub jobs: Vec<SearchJob>,
+    pub studies: Vec<StudyJob>,
 }
 
 impl Searches {
@@ -62,55 +118,62 @@ impl Searches {
             db: db.to_path_buf(),
             waker,
             jobs: Vec::new(),
+            studies: Vec::new(),
         }
     }
 
     /// Start searching `config` (its `[nas]` section and training recipe) under `name`. Like
     /// `shiftadd nas`, a config searched before resumes its latest search.
     pub fn start(&mut self, config: Config, name: String) -> std::io::Result<()> {
-        let (tx, rx) = unbounded();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (db, waker, flag, search_name) = (
+        let search_name = name.clone();
+        let job = Job::spawn(
+            name,
+            nas::SEARCH_MODEL,
             self.db.clone(),
             self.waker.clone(),
-            stop.clone(),
-            name.clone(),
-        );
-        let handle = std::thread::Builder::new()
-            .name(nas::SEARCH_MODEL.into())
-            .spawn(move || {
-                let manager = spawn_manager(&db, waker.clone())?;
-                let mut report = |line: String| {
-                    let _ = tx.send(line);
-                    waker();
-                };
-                let result = nas::search(&config, &db, &search_name, &manager, &flag, &mut report);
-                manager.shutdown();
-                waker();
-                result
-            })?;
-        self.jobs.push(SearchJob {
-            name,
-            stop,
-            lines: rx,
-            last: "starting".into(),
-            handle: Some(handle),
-            outcome: None,
-        });
+            move |db, manager, stop, report| {
+                nas::search(&config, db, &search_name, manager, stop, report)
+                    .map_err(|e| e.to_string())
+            },
+        )?;
+        self.jobs.push(job);
+        Ok(())
+    }
+
+    /// Run (or continue) `study` like `shiftadd study`: a study run before trains only what it
+    /// lacks.
+    pub fn start_study(&mut self, study: Study) -> std::io::Result<()> {
+        let job = Job::spawn(
+            study.name.clone(),
+            "study",
+            self.db.clone(),
+            self.waker.clone(),
+            move |db, manager, stop, report| {
+                study::run(&study, db, manager, study.parallel, stop, report)
+                    .map_err(|e| e.to_string())
+            },
+        )?;
+        self.studies.push(job);
         Ok(())
     }
 
     /// Progress lines that arrived since the last call, per job; finished jobs get their result.
     pub fn poll(&mut self) -> Vec<String> {
-        self.jobs.iter_mut().flat_map(SearchJob::poll).collect()
+        let mut lines: Vec<String> = self.jobs.iter_mut().flat_map(Job::poll).collect();
+        lines.extend(self.studies.iter_mut().flat_map(Job::poll));
+        lines
     }
 
     pub fn running(&self) -> usize {
         self.jobs.iter().filter(|j| j.running()).count()
+            + self.studies.iter().filter(|j| j.running()).count()
     }
 
     pub fn stop_all(&self) {
         for j in &self.jobs {
+            j.stop();
+        }
+        for j in &self.studies {
             j.stop();
         }
     }
@@ -136,6 +199,16 @@ impl Searches {
                     o.target_proxy * 100.0
                 ),
                 Some(Err(e)) => eprintln!("search {}: {e}", j.name),
+                None => {}
+            }
+        }
+        for j in &self.studies {
+            match &j.outcome {
+                Some(Ok(o)) => eprintln!(
+                    "study {} ({}): {} trained, {} resumed, {} already done, {} failed",
+                    o.study, j.name, o.trained, o.resumed, o.reused, o.failed
+                ),
+                Some(Err(e)) => eprintln!("study {}: {e}", j.name),
                 None => {}
             }
         }

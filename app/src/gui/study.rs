@@ -66,6 +66,19 @@ pub fn band(series: &[&Series]) -> Vec<(f64, f64, f64)> {
     out
 }
 
+/// At most about `max` points of `v`, evenly strided, the last kept (long curves draw as fast as
+/// short ones; a band is smooth at this resolution).
+pub fn thin<T: Copy>(v: Vec<T>, max: usize) -> Vec<T> {
+    if v.len() <= max {
+        return v;
+    }
+    let stride = v.len().div_ceil(max);
+    let last = v[v.len() - 1];
+    let mut out: Vec<T> = v.into_iter().step_by(stride).collect();
+    out.push(last);
+    out
+}
+
 impl StudyView {
     fn current<'a>(&self, studies: &'a [StudyData]) -> Option<&'a StudyData> {
         self.selected
@@ -83,6 +96,7 @@ impl StudyView {
     }
 
     pub fn ui(&mut self, ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>) {
+        jobs_ui(ui, vcx);
         let Some(studies) = vcx.data.studies.clone() else {
             ui.spinner();
             return;
@@ -176,7 +190,7 @@ impl StudyView {
                 .filter_map(|c| data.data.get(&c.run))
                 .filter_map(|d| d.series.get(&self.curve_metric))
                 .collect();
-            groups.push((j, v.name.clone(), band(&series), series));
+            groups.push((j, v.name.clone(), thin(band(&series), 2000), series));
         }
         if header.csv {
             let mut text = String::from("variant,x,mean,std\n");
@@ -191,7 +205,25 @@ impl StudyView {
             });
         }
         let show_seeds = self.show_seeds;
+        // One point per curve (a one-epoch study) would give the plot no extent: frame it.
+        let ys: Vec<f64> = groups
+            .iter()
+            .flat_map(|g| g.2.iter().map(|b| b.1))
+            .collect();
+        let (lo, hi) = ys
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| {
+                (a.min(*y), b.max(*y))
+            });
+        let pad = if hi - lo < 1e-9 {
+            lo.abs().max(1.0) * 0.05
+        } else {
+            0.0
+        };
         Plot::new(&id)
+            .include_x(0.0)
+            .include_y(if lo.is_finite() { lo - pad } else { 0.0 })
+            .include_y(if hi.is_finite() { hi + pad } else { 1.0 })
             .legend(Legend::default())
             .height((height - 60.0).max(200.0))
             .x_axis_label("step")
@@ -205,8 +237,10 @@ impl StudyView {
                     let c = color(*j);
                     if show_seeds {
                         for s in series {
-                            let pts: Vec<[f64; 2]> =
-                                s.xs.iter().zip(&s.ys).map(|(x, y)| [*x, *y]).collect();
+                            let pts: Vec<[f64; 2]> = thin(
+                                s.xs.iter().zip(&s.ys).map(|(x, y)| [*x, *y]).collect(),
+                                2000,
+                            );
                             p.line(Line::new("", pts).color(c.gamma_multiply(0.3)).width(1.0));
                         }
                     }
@@ -226,6 +260,34 @@ impl StudyView {
             });
         vcx.export
             .capture_if_requested(ui.ctx(), &id, header.region(ui));
+    }
+}
+
+/// This session's studies (started from Launch): progress, Stop, and how each ended.
+fn jobs_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>) {
+    for job in &vcx.searches.studies {
+        ui.horizontal(|ui| match &job.outcome {
+            None => {
+                ui.spinner();
+                ui.label(format!("{}: {}", job.name, job.last));
+                if ui
+                    .button("Stop study")
+                    .on_hover_text("stop its runs; starting the same study again resumes them")
+                    .clicked()
+                {
+                    job.stop();
+                }
+            }
+            Some(Ok(o)) => {
+                ui.label(format!(
+                    "{}: finished (study #{}; {} trained, {} resumed, {} already done, {} failed)",
+                    job.name, o.study, o.trained, o.resumed, o.reused, o.failed
+                ));
+            }
+            Some(Err(e)) => {
+                ui.colored_label(ui.visuals().warn_fg_color, format!("{}: {e}", job.name));
+            }
+        });
     }
 }
 
@@ -331,7 +393,12 @@ fn bars_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, table: &Table, height: f32)
         vcx.export,
     );
     let names: Vec<String> = table.rows.iter().map(|r| r.variant.clone()).collect();
+    let n = table.rows.len() as f64;
     Plot::new(&id)
+        .include_x(-0.5)
+        .include_x(n - 0.5)
+        .include_y(0.0)
+        .include_y(1.0)
         .height((height - 30.0).max(200.0))
         .x_axis_formatter(move |mark, _| {
             let i = mark.value.round();
@@ -391,5 +458,9 @@ mod tests {
         assert!((band[0].1 - 0.3).abs() < 1e-12 && (band[0].2 - 0.02f64.sqrt()).abs() < 1e-12);
         assert!((band[1].1 - 0.7).abs() < 1e-12);
         assert!(super::band(&[]).is_empty());
+        let long: Vec<usize> = (0..10_000).collect();
+        let t = thin(long, 1000);
+        assert!(t.len() <= 1001 && t[0] == 0 && *t.last().expect("last") == 9_999);
+        assert_eq!(thin(vec![1, 2, 3], 10), [1, 2, 3]);
     }
 }
