@@ -16,6 +16,7 @@ use super::backend::NasData;
 use super::ctx::ViewCtx;
 use super::export::ExportRequest;
 use super::plot::{color, csv_field, hover_point, plot_header};
+use super::searches::job_ui;
 
 #[derive(Default)]
 pub struct NasView {
@@ -167,28 +168,20 @@ impl NasView {
 /// This session's searches: progress, Stop, and how each ended.
 fn jobs_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>) {
     for job in &vcx.searches.jobs {
-        ui.horizontal(|ui| match &job.outcome {
-            None => {
-                ui.spinner();
-                ui.label(format!("{}: {}", job.name, job.last));
-                if ui
-                    .button("Stop search")
-                    .on_hover_text("stop its proxy runs; starting the same config again resumes it, reusing every stored candidate")
-                    .clicked()
-                {
-                    job.stop();
-                }
-            }
-            Some(Ok(o)) => {
-                ui.label(format!(
-                    "{}: finished (search #{}; {} candidates trained, {} reused)",
-                    job.name, o.search, o.evaluated, o.reused
-                ));
-            }
-            Some(Err(e)) => {
-                ui.colored_label(ui.visuals().warn_fg_color, format!("{}: {e}", job.name));
-            }
-        });
+        job_ui(
+            ui,
+            job,
+            (
+                "Stop search",
+                "stop its proxy runs; starting the same config again resumes it, reusing every stored candidate",
+            ),
+            |o| {
+                format!(
+                    "finished (search #{}; {} candidates trained, {} reused)",
+                    o.search, o.evaluated, o.reused
+                )
+            },
+        );
     }
 }
 

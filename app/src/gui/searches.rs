@@ -214,3 +214,27 @@ impl Searches {
         }
     }
 }
+
+/// One job's line in its view: progress and a Stop button while it runs, then how it ended.
+pub fn job_ui<T>(
+    ui: &mut egui::Ui,
+    job: &Job<T>,
+    (stop, hover): (&str, &str),
+    done: impl Fn(&T) -> String,
+) {
+    ui.horizontal(|ui| match &job.outcome {
+        None => {
+            ui.spinner();
+            ui.label(format!("{}: {}", job.name, job.last));
+            if ui.button(stop).on_hover_text(hover).clicked() {
+                job.stop();
+            }
+        }
+        Some(Ok(o)) => {
+            ui.label(format!("{}: {}", job.name, done(o)));
+        }
+        Some(Err(e)) => {
+            ui.colored_label(ui.visuals().warn_fg_color, format!("{}: {e}", job.name));
+        }
+    });
+}

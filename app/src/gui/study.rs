@@ -13,6 +13,7 @@ use super::ctx::ViewCtx;
 use super::data::DataCache;
 use super::export::ExportRequest;
 use super::plot::{Series, color, hover_point, plot_header};
+use super::searches::job_ui;
 
 pub struct StudyView {
     /// The study shown (the latest until another is picked).
@@ -266,28 +267,20 @@ impl StudyView {
 /// This session's studies (started from Launch): progress, Stop, and how each ended.
 fn jobs_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>) {
     for job in &vcx.searches.studies {
-        ui.horizontal(|ui| match &job.outcome {
-            None => {
-                ui.spinner();
-                ui.label(format!("{}: {}", job.name, job.last));
-                if ui
-                    .button("Stop study")
-                    .on_hover_text("stop its runs; starting the same study again resumes them")
-                    .clicked()
-                {
-                    job.stop();
-                }
-            }
-            Some(Ok(o)) => {
-                ui.label(format!(
-                    "{}: finished (study #{}; {} trained, {} resumed, {} already done, {} failed)",
-                    job.name, o.study, o.trained, o.resumed, o.reused, o.failed
-                ));
-            }
-            Some(Err(e)) => {
-                ui.colored_label(ui.visuals().warn_fg_color, format!("{}: {e}", job.name));
-            }
-        });
+        job_ui(
+            ui,
+            job,
+            (
+                "Stop study",
+                "stop its runs; starting the same study again resumes them",
+            ),
+            |o| {
+                format!(
+                    "finished (study #{}; {} trained, {} resumed, {} already done, {} failed)",
+                    o.study, o.trained, o.resumed, o.reused, o.failed
+                )
+            },
+        );
     }
 }
 
