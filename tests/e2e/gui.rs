@@ -793,3 +793,37 @@ fn a_study_starts_from_launch_and_fills_its_table() {
     }
     wait_for(h, "the table", |h| has_label(h, "lr=0.1"));
 }
+
+#[test]
+fn compare_group_by_draws_one_band_per_group() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = seeded_db(dir.path());
+    let persisted = Persisted {
+        view: View::Compare,
+        compare: vec![1, 2],
+        compare_settings: shiftadd_app::gui::compare::CompareSettings {
+            group_by: "train.lr".into(),
+            ..Default::default()
+        },
+        ..Persisted::default()
+    };
+    let mut f = fake_app(&db, persisted);
+    let h = &mut f.harness;
+    // alpha (lr 0.1) and beta (lr 0.05): two groups of one run each.
+    wait_for(h, "the grouped plots", |h| {
+        has_label(h, "val/top1 grouped by train.lr: mean ± std (2 groups)")
+    });
+    assert!(has_label(
+        h,
+        "train/loss grouped by train.lr: mean ± std (2 groups)"
+    ));
+    // The groups as the plot names them.
+    let data = h.state().data_cache();
+    let groups = shiftadd_app::gui::compare::groups_of(data, &[1, 2], "train.lr", "val/top1");
+    let names: Vec<&str> = groups.iter().map(|g| g.1.as_str()).collect();
+    assert_eq!(names, ["train.lr = 0.05 (n = 1)", "train.lr = 0.1 (n = 1)"]);
+    assert!(
+        groups.iter().all(|g| g.2.len() == 3),
+        "3 epochs of val/top1 each"
+    );
+}

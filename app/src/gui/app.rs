@@ -87,6 +87,11 @@ impl StudioApp {
         &self.data
     }
 
+    /// What the app has loaded (tests read it).
+    pub fn data_cache(&self) -> &DataCache {
+        &self.data
+    }
+
     pub fn launch_view(&self) -> &launch::LaunchView {
         &self.launch
     }

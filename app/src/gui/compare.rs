@@ -12,9 +12,11 @@ use shiftadd_core::store::{RunId, keys};
 use super::ctx::ViewCtx;
 use super::data::DataCache;
 use super::export::ExportRequest;
+use super::plot::Series;
 use super::plot::{
     Curve, PlotStyle, color, csv_field, hover_point, pareto_front, plot_header, series_plot,
 };
+use super::study::{Group, band, band_plot, thin};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -23,6 +25,9 @@ pub struct CompareSettings {
     pub metrics: [String; 2],
     pub smoothing: f64,
     pub log_y: bool,
+    /// Group the curves by this config key (empty: one curve per run): each group is drawn as
+    /// its mean over a ±std band.
+    pub group_by: String,
 }
 
 impl Default for CompareSettings {
@@ -31,6 +36,7 @@ impl Default for CompareSettings {
             metrics: [keys::VAL_TOP1.into(), keys::TRAIN_LOSS.into()],
             smoothing: 0.6,
             log_y: false,
+            group_by: String::new(),
         }
     }
 }
@@ -150,6 +156,29 @@ impl CompareView {
                 "debiased exponential moving average; the raw curve stays faint beneath",
             );
             ui.checkbox(&mut settings.log_y, "log y");
+            ui.separator();
+            let differing: Vec<String> = config_diff(vcx.data, &runs)
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
+            let shown = if settings.group_by.is_empty() {
+                "(none)".to_owned()
+            } else {
+                settings.group_by.clone()
+            };
+            egui::ComboBox::from_id_salt("compare-group-by")
+                .selected_text(shown)
+                .show_ui(ui, |ui| {
+                    ui.selectable_value(&mut settings.group_by, String::new(), "(none)");
+                    for k in &differing {
+                        ui.selectable_value(&mut settings.group_by, k.clone(), k);
+                    }
+                })
+                .response
+                .accessible_name("group by")
+                .on_hover_text(
+                    "a config key: runs with the same value form a group, drawn as its mean ± std",
+                );
         });
         let keys: BTreeSet<String> = runs
             .iter()
@@ -176,6 +205,18 @@ impl CompareView {
                     .response
                     .accessible_name(format!("metric of plot {}", i + 1));
                 let key = settings.metrics[i].clone();
+                if !settings.group_by.is_empty() {
+                    let groups = groups_of(vcx.data, &runs, &settings.group_by, &key);
+                    let id = format!("compare-{i}-grouped");
+                    let title = format!(
+                        "{key} grouped by {}: mean ± std ({} groups)",
+                        settings.group_by,
+                        groups.len()
+                    );
+                    plot_header(col, &id, &title, vcx.export);
+                    band_plot(col, &id, &key, &groups, false, plot_h);
+                    continue;
+                }
                 let curves: Vec<Curve<'_>> = runs
                     .iter()
                     .enumerate()
@@ -210,6 +251,32 @@ impl CompareView {
             scatter_ui(&mut cols[1], vcx, &runs);
         });
     }
+}
+
+/// `runs` grouped by their value of config key `by`, each group's `key` curves as a band.
+pub fn groups_of<'a>(data: &'a DataCache, runs: &[RunId], by: &str, key: &str) -> Vec<Group<'a>> {
+    let mut by_value: BTreeMap<String, Vec<&Series>> = BTreeMap::new();
+    for r in runs {
+        let Some(d) = data.data.get(r) else { continue };
+        let value = d.config.get(by).cloned().unwrap_or_else(|| "—".into());
+        let entry = by_value.entry(value).or_default();
+        if let Some(s) = d.series.get(key) {
+            entry.push(s);
+        }
+    }
+    by_value
+        .into_iter()
+        .enumerate()
+        .map(|(j, (value, series))| {
+            let b = thin(band(&series), 2000);
+            (
+                j,
+                format!("{by} = {value} (n = {})", series.len()),
+                b,
+                series,
+            )
+        })
+        .collect()
 }
 
 fn final_table_ui(

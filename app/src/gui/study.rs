@@ -205,63 +205,92 @@ impl StudyView {
                 text,
             });
         }
-        let show_seeds = self.show_seeds;
-        // One point per curve (a one-epoch study) would give the plot no extent: frame it.
-        let ys: Vec<f64> = groups
-            .iter()
-            .flat_map(|g| g.2.iter().map(|b| b.1))
-            .collect();
-        let (lo, hi) = ys
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| {
-                (a.min(*y), b.max(*y))
-            });
-        let pad = if hi - lo < 1e-9 {
-            lo.abs().max(1.0) * 0.05
-        } else {
-            0.0
-        };
-        Plot::new(&id)
-            .include_x(0.0)
-            .include_y(if lo.is_finite() { lo - pad } else { 0.0 })
-            .include_y(if hi.is_finite() { hi + pad } else { 1.0 })
-            .legend(Legend::default())
-            .height((height - 60.0).max(200.0))
-            .x_axis_label("step")
-            .y_axis_label(self.curve_metric.clone())
-            .label_formatter(|pos| {
-                let p = hover_point(pos);
-                Some(format!("step {:.0}: {:.4}", p.x, p.y))
-            })
-            .show(ui, |p| {
-                for (j, name, b, series) in &groups {
-                    let c = color(*j);
-                    if show_seeds {
-                        for s in series {
-                            let pts: Vec<[f64; 2]> = thin(
-                                s.xs.iter().zip(&s.ys).map(|(x, y)| [*x, *y]).collect(),
-                                2000,
-                            );
-                            p.line(Line::new("", pts).color(c.gamma_multiply(0.3)).width(1.0));
-                        }
-                    }
-                    if b.len() > 1 {
-                        let mut poly: Vec<[f64; 2]> =
-                            b.iter().map(|(x, m, s)| [*x, m + s]).collect();
-                        poly.extend(b.iter().rev().map(|(x, m, s)| [*x, m - s]));
-                        p.polygon(
-                            Polygon::new(format!("{name} ± std"), PlotPoints::from(poly))
-                                .fill_color(c.gamma_multiply(0.25))
-                                .stroke(egui::Stroke::new(0.5, c.gamma_multiply(0.5))),
-                        );
-                    }
-                    let mean: Vec<[f64; 2]> = b.iter().map(|(x, m, _)| [*x, *m]).collect();
-                    p.line(Line::new(name.clone(), mean).color(c).width(2.0));
-                }
-            });
+        band_plot(
+            ui,
+            &id,
+            &self.curve_metric,
+            &groups,
+            self.show_seeds,
+            height - 60.0,
+        );
         vcx.export
             .capture_if_requested(ui.ctx(), &id, header.region(ui));
     }
+}
+
+/// One group of curves: its colour index, name, band `(x, mean, std)` and raw series.
+pub type Group<'a> = (usize, String, Vec<(f64, f64, f64)>, Vec<&'a Series>);
+
+/// Groups of curves as mean lines over ±std bands (the raw series faint with `show_seeds`).
+pub fn band_plot(
+    ui: &mut egui::Ui,
+    id: &str,
+    y_label: &str,
+    groups: &[Group<'_>],
+    show_seeds: bool,
+    height: f32,
+) {
+    // One point per curve (a one-epoch study) would give the plot no extent: frame it.
+    let ys: Vec<f64> = groups
+        .iter()
+        .flat_map(|g| g.2.iter().map(|b| b.1))
+        .collect();
+    let (lo, hi) = ys
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| {
+            (a.min(*y), b.max(*y))
+        });
+    let pad = if hi - lo < 1e-9 {
+        lo.abs().max(1.0) * 0.05
+    } else {
+        0.0
+    };
+    Plot::new(id)
+        .include_x(0.0)
+        .include_y(if lo.is_finite() { lo - pad } else { 0.0 })
+        .include_y(if hi.is_finite() { hi + pad } else { 1.0 })
+        .legend(Legend::default())
+        .height(height.max(200.0))
+        .x_axis_label("step")
+        .y_axis_label(y_label.to_owned())
+        .label_formatter(|pos| {
+            let p = hover_point(pos);
+            Some(format!("step {:.0}: {:.4}", p.x, p.y))
+        })
+        .show(ui, |p| {
+            for (j, name, b, series) in groups {
+                let c = color(*j);
+                if show_seeds {
+                    for s in series {
+                        let pts: Vec<[f64; 2]> = thin(
+                            s.xs.iter().zip(&s.ys).map(|(x, y)| [*x, *y]).collect(),
+                            2000,
+                        );
+                        p.line(Line::new("", pts).color(c.gamma_multiply(0.3)).width(1.0));
+                    }
+                }
+                // The band as trapezoids: egui fills a polygon as a convex fan, so a noisy band
+                // drawn as one polygon would be filled wrong.
+                let fill = thin(b.clone(), 400);
+                for (k, w) in fill.windows(2).enumerate() {
+                    let [(x0, m0, s0), (x1, m1, s1)] = [w[0], w[1]];
+                    let quad = vec![[x0, m0 + s0], [x1, m1 + s1], [x1, m1 - s1], [x0, m0 - s0]];
+                    let label = if k == 0 {
+                        format!("{name} ± std")
+                    } else {
+                        String::new()
+                    };
+                    p.polygon(
+                        Polygon::new(label, PlotPoints::from(quad))
+                            .fill_color(c.gamma_multiply(0.25))
+                            // Zero width, but the colour names the band in the legend.
+                            .stroke(egui::Stroke::new(0.0, c.gamma_multiply(0.5))),
+                    );
+                }
+                let mean: Vec<[f64; 2]> = b.iter().map(|(x, m, _)| [*x, *m]).collect();
+                p.line(Line::new(name.clone(), mean).color(c).width(2.0));
+            }
+        });
 }
 
 /// This session's studies (started from Launch): progress, Stop, and how each ended.
