@@ -34,24 +34,25 @@ impl Default for StudyView {
     }
 }
 
-/// Per x (step) where every seed has a value: (x, mean, std).
+/// Per x (step) where every seed has a value: (x, mean, std). Series are sorted by x, so one
+/// cursor per series walks them once.
 pub fn band(series: &[&Series]) -> Vec<(f64, f64, f64)> {
     let Some(first) = series.first() else {
         return Vec::new();
     };
+    let mut cursors = vec![0usize; series.len()];
+    let mut ys = Vec::with_capacity(series.len());
     let mut out = Vec::new();
-    for (i, &x) in first.xs.iter().enumerate() {
-        let ys: Vec<f64> = series
-            .iter()
-            .filter_map(|s| {
-                let j = if s.xs.get(i) == Some(&x) {
-                    Some(i)
-                } else {
-                    s.xs.iter().position(|v| *v == x)
-                };
-                j.map(|j| s.ys[j])
-            })
-            .collect();
+    for &x in &first.xs {
+        ys.clear();
+        for (s, c) in series.iter().zip(cursors.iter_mut()) {
+            while *c < s.xs.len() && s.xs[*c] < x {
+                *c += 1;
+            }
+            if *c < s.xs.len() && s.xs[*c] == x {
+                ys.push(s.ys[*c]);
+            }
+        }
         if ys.len() != series.len() || ys.iter().any(|y| !y.is_finite()) {
             continue;
         }

@@ -103,12 +103,17 @@ pub fn run(
         reused: 0,
         failed: 0,
     };
+    let status: HashMap<RunId, Status> = reader
+        .runs()?
+        .into_iter()
+        .map(|r| (r.id, r.status))
+        .collect();
     let mut todo: VecDeque<(&Variant, u64, Todo)> = VecDeque::new();
     for (v, seed) in study.cells() {
         let cell = cell_name(v, seed);
         match done.get(&(v.name.clone(), seed)) {
             None => todo.push_back((v, seed, Todo::Start)),
-            Some(&run) => match reader.run(run)?.status {
+            Some(&run) => match status.get(&run).copied().ok_or(StoreError::NoRun(run))? {
                 Status::Finished => out.reused += 1,
                 Status::Failed => {
                     out.reused += 1;

@@ -6,7 +6,9 @@ use serde::Serialize;
 
 use super::stats::{Paired, Summary};
 use crate::spec::study::Study;
-use crate::store::{Reader, Status, StoreError};
+use std::collections::HashMap;
+
+use crate::store::{Reader, RunId, Status, StoreError};
 
 /// One variant's row.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -36,6 +38,12 @@ pub struct Table {
 /// The table of study `id` (whose spec is `study`), from its runs' recorded metrics.
 pub fn table(study: &Study, id: i64, reader: &Reader) -> Result<Table, StoreError> {
     let cells = reader.study_runs(id)?;
+    // One query for every run's status (`Reader::run` lists all runs each time).
+    let status: HashMap<RunId, Status> = reader
+        .runs()?
+        .into_iter()
+        .map(|r| (r.id, r.status))
+        .collect();
     let mut rows = Vec::new();
     for v in &study.variants {
         let mut values = Vec::new();
@@ -43,7 +51,7 @@ pub fn table(study: &Study, id: i64, reader: &Reader) -> Result<Table, StoreErro
             let Some(c) = cells.iter().find(|c| c.variant == v.name && c.seed == seed) else {
                 continue;
             };
-            if reader.run(c.run)?.status != Status::Finished {
+            if status.get(&c.run) != Some(&Status::Finished) {
                 continue;
             }
             if let Some(x) = reader.last_metric(c.run, &study.metric)? {
