@@ -5,6 +5,10 @@
 //!
 //! Reference in the same run: the same two plots drawn the naive way, every point handed to
 //! egui_plot. `cargo bench -p shiftadd-app --bench ui_frame` prints both and their ratio.
+//!
+//! Then the Studies view (issue 16) with a study of 10 variants × 5 seeds × 20,000 points per run:
+//! its table, the bar chart with CI whiskers and the banded curves (mean ± std per variant), with
+//! and without the raw seeds drawn faintly. Budget for both: 16 ms of UI-thread CPU per frame.
 
 use std::time::{Duration, Instant};
 
@@ -12,17 +16,30 @@ use egui::{Color32, Pos2, RawInput, Rect, Vec2};
 use egui_plot::{Line, Plot, PlotPoints};
 use shiftadd_app::gui::ViewCtx;
 use shiftadd_app::gui::backend::RunRow;
+use shiftadd_app::gui::backend::StudyData;
 use shiftadd_app::gui::compare::{CompareSettings, CompareView};
 use shiftadd_app::gui::data::{DataCache, RunData};
 use shiftadd_app::gui::export::Export;
 use shiftadd_app::gui::plot::{Series, ema_debiased};
-use shiftadd_core::store::{RunSummary, keys};
+use shiftadd_app::gui::study::StudyView;
+use shiftadd_core::spec::study::{Study, Variant};
+use shiftadd_core::store::{RunId, RunSummary, StudyRow, StudyRunRow, keys};
+use shiftadd_core::study::report::{Row, Table};
+use shiftadd_core::study::stats::{Paired, Summary};
 
 const RUNS: i64 = 20;
 const POINTS: usize = 50_000;
 const FRAMES: usize = 60;
 
+const VARIANTS: usize = 10;
+const SEEDS: usize = 5;
+const STUDY_POINTS: usize = 20_000;
+
 fn series(seed: u64, rising: bool) -> Series {
+    series_of(seed, rising, POINTS)
+}
+
+fn series_of(seed: u64, rising: bool, points: usize) -> Series {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut noise = move || {
         state ^= state << 13;
@@ -30,11 +47,11 @@ fn series(seed: u64, rising: bool) -> Series {
         state ^= state << 17;
         (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5
     };
-    let xs: Vec<f64> = (0..POINTS).map(|i| i as f64).collect();
+    let xs: Vec<f64> = (0..points).map(|i| i as f64).collect();
     let ys = xs
         .iter()
         .map(|x| {
-            let t = x / POINTS as f64;
+            let t = x / points as f64;
             let base = if rising {
                 0.9 - 0.8 * (-5.0 * t).exp()
             } else {
@@ -46,6 +63,32 @@ fn series(seed: u64, rising: bool) -> Series {
     Series { xs, ys }
 }
 
+fn run_row(run: RunId) -> RunRow {
+    RunRow {
+        summary: RunSummary {
+            id: run,
+            name: format!("run-{run}"),
+            status: shiftadd_core::store::Status::Finished,
+            reason: None,
+            dataset: "synthetic".into(),
+            model: "micro".into(),
+            operator: "add".into(),
+            seed: 0,
+            tags: String::new(),
+            created_at: 0.0,
+            finished_at: None,
+            epochs_done: Some(10),
+            last_val_top1: Some(0.8),
+            best_val_top1: Some(0.5 + 0.02 * run as f64),
+            test_top1: Some(0.79),
+            energy_mj: Some(1.0 + 0.1 * run as f64),
+            energy_shiftaddnas_mj: Some(1.0 + 0.1 * run as f64),
+            energy_project_mj: Some(1.5 + 0.1 * run as f64),
+        },
+        hybrid: "mult".into(),
+    }
+}
+
 fn data() -> DataCache {
     let mut d = DataCache::default();
     for run in 1..=RUNS {
@@ -55,30 +98,92 @@ fn data() -> DataCache {
         rd.series
             .insert(keys::TRAIN_LOSS.into(), series(1000 + run as u64, false));
         d.data.insert(run, rd);
-        d.runs.push(RunRow {
-            summary: RunSummary {
-                id: run,
-                name: format!("run-{run}"),
-                status: shiftadd_core::store::Status::Finished,
-                reason: None,
-                dataset: "synthetic".into(),
-                model: "micro".into(),
-                operator: "add".into(),
-                seed: 0,
-                tags: String::new(),
-                created_at: 0.0,
-                finished_at: None,
-                epochs_done: Some(10),
-                last_val_top1: Some(0.8),
-                best_val_top1: Some(0.5 + 0.02 * run as f64),
-                test_top1: Some(0.79),
-                energy_mj: Some(1.0 + 0.1 * run as f64),
-                energy_shiftaddnas_mj: Some(1.0 + 0.1 * run as f64),
-                energy_project_mj: Some(1.5 + 0.1 * run as f64),
-            },
-            hybrid: "mult".into(),
+        d.runs.push(run_row(run));
+    }
+    d
+}
+
+/// A finished study of `VARIANTS` × `SEEDS` runs, each with validation accuracy and training loss
+/// over `STUDY_POINTS` steps, and its results table as the database would give it.
+fn study_data() -> DataCache {
+    let mut d = DataCache::default();
+    let variants: Vec<Variant> = (0..VARIANTS)
+        .map(|v| Variant {
+            name: format!("variant-{v}"),
+            sets: vec![format!("train.lr={}", 0.05 * (v + 1) as f64)],
+        })
+        .collect();
+    let mut cells = Vec::new();
+    let mut rows = Vec::new();
+    let mut run: RunId = 0;
+    for (v, variant) in variants.iter().enumerate() {
+        let mut values = Vec::new();
+        for seed in 0..SEEDS as u64 {
+            run += 1;
+            let mut rd = RunData::default();
+            let top1 = series_of(run as u64, true, STUDY_POINTS);
+            values.push((seed, top1.ys[top1.ys.len() - 1] + 0.002 * v as f64));
+            rd.series.insert(keys::VAL_TOP1.into(), top1);
+            rd.series.insert(
+                keys::TRAIN_LOSS.into(),
+                series_of(1000 + run as u64, false, STUDY_POINTS),
+            );
+            d.data.insert(run, rd);
+            d.runs.push(run_row(run));
+            cells.push(StudyRunRow {
+                study: 1,
+                variant: variant.name.clone(),
+                seed,
+                run,
+            });
+        }
+        let xs: Vec<f64> = values.iter().map(|(_, x)| *x).collect();
+        rows.push(Row {
+            variant: variant.name.clone(),
+            missing: 0,
+            summary: Summary::of(&xs),
+            values,
+            paired: None,
+            best: v + 1 == VARIANTS,
         });
     }
+    for r in 1..rows.len() {
+        let pairs: Vec<(f64, f64)> = rows[r]
+            .values
+            .iter()
+            .zip(&rows[0].values)
+            .map(|(a, b)| (a.1, b.1))
+            .collect();
+        rows[r].paired = Paired::of(&pairs);
+    }
+    let study = Study {
+        name: "bench-study".into(),
+        base_toml: String::new(),
+        seeds: (0..SEEDS as u64).collect(),
+        metric: keys::TEST_TOP1.into(),
+        baseline: variants[0].name.clone(),
+        parallel: 2,
+        variants,
+    };
+    let table = Table {
+        study: 1,
+        name: study.name.clone(),
+        metric: study.metric.clone(),
+        baseline: study.baseline.clone(),
+        rows,
+    };
+    d.studies = Some(std::sync::Arc::new(vec![StudyData {
+        row: StudyRow {
+            id: 1,
+            name: study.name.clone(),
+            identity: String::new(),
+            spec: String::new(),
+            created_at: 0.0,
+        },
+        study: Some(study),
+        cells,
+        table: Some(table),
+    }]));
     d
 }
 
@@ -138,15 +243,50 @@ fn report(label: &str, times: &mut [Duration]) -> f64 {
 }
 
 fn main() {
+    compare_frame();
+    studies_frame();
+}
+
+/// What the app around a view owns and lends it through [`ViewCtx`].
+struct Shell {
+    export: Export,
+    commands: Vec<shiftadd_core::run::Command>,
+    searches: shiftadd_app::gui::searches::Searches,
+    hw_model: shiftadd_core::spec::config::HwModel,
+}
+
+impl Shell {
+    fn new() -> Self {
+        Self {
+            export: Export::new(std::env::temp_dir().join("shiftadd-bench-exports")),
+            commands: Vec::new(),
+            searches: shiftadd_app::gui::searches::Searches::new(
+                &std::env::temp_dir().join("shiftadd-bench.db"),
+                std::sync::Arc::new(|| {}),
+            ),
+            hw_model: shiftadd_core::spec::config::HwModel::default(),
+        }
+    }
+
+    fn vcx<'a>(&'a mut self, data: &'a mut DataCache, compare: &'a [RunId]) -> ViewCtx<'a> {
+        ViewCtx {
+            data,
+            current: None,
+            compare,
+            commands: &mut self.commands,
+            export: &mut self.export,
+            searches: &mut self.searches,
+            now: Instant::now(),
+            hw_model: &mut self.hw_model,
+        }
+    }
+}
+
+fn compare_frame() {
     let mut d = data();
+    let mut shell = Shell::new();
     let runs: Vec<i64> = (1..=RUNS).collect();
     let mut settings = CompareSettings::default();
-    let mut export = Export::new(std::env::temp_dir().join("shiftadd-bench-exports"));
-    let mut commands = Vec::new();
-    let mut searches = shiftadd_app::gui::searches::Searches::new(
-        &std::env::temp_dir().join("shiftadd-bench.db"),
-        std::sync::Arc::new(|| {}),
-    );
     let mut view = CompareView::default();
     println!(
         "Compare frame: {RUNS} runs × {POINTS} points × 2 metrics, smoothing {} (raw + smoothed curves)",
@@ -158,18 +298,8 @@ fn main() {
         ..Default::default()
     };
     let ctx = egui::Context::default();
-    let mut hw_model = shiftadd_core::spec::config::HwModel::default();
     let mut app_times = measure(&ctx, |ui| {
-        let mut vcx = ViewCtx {
-            data: &mut d,
-            current: None,
-            compare: &runs,
-            commands: &mut commands,
-            export: &mut export,
-            searches: &mut searches,
-            now: Instant::now(),
-            hw_model: &mut hw_model,
-        };
+        let mut vcx = shell.vcx(&mut d, &runs);
         // The app's layout: the runs list on the left, Compare in the centre.
         egui::Panel::left("runs").exact_size(540.0).show(ui, |ui| {
             shiftadd_app::gui::runs::runs_panel(ui, vcx.data, &mut persisted, vcx.commands);
@@ -214,5 +344,51 @@ fn main() {
     println!(
         "ratio reference / app: {:.1}×  (budget: 16 ms per frame)",
         naive / app
+    );
+}
+
+fn studies_frame() {
+    println!(
+        "\nStudies frame: {VARIANTS} variants × {SEEDS} seeds × {STUDY_POINTS} points (table, CI bars, bands)"
+    );
+    let mut d = study_data();
+    let runs: Vec<i64> = Vec::new();
+    let mut shell = Shell::new();
+    let mut means = Vec::new();
+    // Steady frames (the curves cached), then a live study: every frame one run gains a point,
+    // so the bands are recomputed each frame (the worst case; live data arrives about once a second).
+    for (show_seeds, live, label) in [
+        (false, false, "studies view, bands"),
+        (true, false, "studies view, bands + 50 raw seeds"),
+        (true, true, "…, a new point every frame (recompute)"),
+    ] {
+        let mut view = StudyView::default();
+        view.show_seeds = show_seeds;
+        let ctx = egui::Context::default();
+        let mut frame = 0u64;
+        let mut times = measure(&ctx, |ui| {
+            if live {
+                frame += 1;
+                let run = 1 + (frame % (VARIANTS * SEEDS) as u64) as RunId;
+                if let Some(s) = d
+                    .data
+                    .get_mut(&run)
+                    .and_then(|r| r.series.get_mut(keys::VAL_TOP1))
+                {
+                    let x = s.xs[s.xs.len() - 1] + 1.0;
+                    let y = s.ys[s.ys.len() - 1];
+                    s.xs.push(x);
+                    s.ys.push(y);
+                }
+            }
+            let mut vcx = shell.vcx(&mut d, &runs);
+            egui::CentralPanel::default().show(ui, |ui| view.ui(ui, &mut vcx));
+        });
+        means.push(report(label, &mut times));
+    }
+    let worst = means.iter().copied().fold(0.0, f64::max);
+    println!(
+        "worst mean {worst:.2} ms per frame (budget: 16 ms){}",
+        if worst < 16.0 { "" } else { "  OVER BUDGET" }
     );
 }

@@ -12,6 +12,7 @@ use shiftadd_app::gui::backend::Backend;
 use shiftadd_app::gui::{ExitChoice, Persisted, StudioApp, View, finish_headless};
 use shiftadd_core::Config;
 use shiftadd_core::run::{Command, Event, ManagerHandle, spawn_manager};
+use shiftadd_core::spec::study::Study;
 use shiftadd_core::store::{
     HistogramRow, MetricRow, NewRun, Reader, RunId, Status, WriteOp, Writer, keys,
 };
@@ -795,6 +796,49 @@ fn a_study_starts_from_launch_and_fills_its_table() {
 }
 
 #[test]
+fn a_study_file_starts_from_launch_and_stops() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("study-file.db");
+    let mut f = fake_app(&db, Persisted::default());
+    let h = &mut f.harness;
+    click(h, "smoke-study");
+    // What the file runs, before anything does.
+    wait_for(h, "the study file's summary", |h| {
+        has_label(
+            h,
+            "2 variants × 2 seeds = 4 cells, 2 at a time; reports test/top1 against mult",
+        )
+    });
+    assert!(!db.exists(), "picking a study file runs nothing");
+    click(h, "Start study file");
+    wait_for(h, "the app to follow the study", |h| {
+        h.state().persisted().view == View::Studies
+    });
+    // The study recorded is the file's own (its variants, seeds and base), not the form's.
+    let file = experiments().join("studies/smoke-study.toml");
+    let expected = Study::load(&file, &[]).expect("smoke-study parses");
+    let t0 = Instant::now();
+    let stored = loop {
+        if let Ok(r) = Reader::open(&db)
+            && let Some(row) = r.studies().expect("studies").pop()
+        {
+            break row;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "no study recorded");
+        h.step();
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let spec: Study = serde_json::from_str(&stored.spec).expect("stored spec");
+    assert_eq!(spec, expected);
+    assert_eq!(stored.identity, expected.identity());
+    click(h, "Stop study");
+    wait_for(h, "the study to stop", |h| {
+        has_label_containing(h, "study stopped; rerun it to continue")
+            || has_label_containing(h, "was stopped; rerun the study to resume it")
+    });
+}
+
+#[test]
 fn compare_group_by_draws_one_band_per_group() {
     let dir = tempfile::tempdir().expect("tmp");
     let db = seeded_db(dir.path());
@@ -820,10 +864,10 @@ fn compare_group_by_draws_one_band_per_group() {
     // The groups as the plot names them.
     let data = h.state().data_cache();
     let groups = shiftadd_app::gui::compare::groups_of(data, &[1, 2], "train.lr", "val/top1");
-    let names: Vec<&str> = groups.iter().map(|g| g.1.as_str()).collect();
+    let names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
     assert_eq!(names, ["train.lr = 0.05 (n = 1)", "train.lr = 0.1 (n = 1)"]);
     assert!(
-        groups.iter().all(|g| g.2.len() == 3),
+        groups.iter().all(|g| g.band.len() == 3),
         "3 epochs of val/top1 each"
     );
 }

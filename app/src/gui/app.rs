@@ -122,8 +122,8 @@ impl StudioApp {
             let Ok(l) = self.backend.loaded.try_recv() else {
                 break;
             };
-            if let Loaded::Presets(p) = &l {
-                self.launch.set_presets(p.clone());
+            if let Loaded::Presets { configs, studies } = &l {
+                self.launch.set_presets(configs.clone(), studies.clone());
             }
             self.data.apply_loaded(l);
         }

@@ -58,7 +58,11 @@ pub enum Loaded {
         series: BTreeMap<String, Series>,
         last_step: Option<i64>,
     },
-    Presets(Vec<Preset>),
+    /// The config presets of `experiments/`, and the study files of `experiments/studies/`.
+    Presets {
+        configs: Vec<Preset>,
+        studies: Vec<Preset>,
+    },
     Nas {
         run: RunId,
         nas: Arc<NasData>,
@@ -367,13 +371,18 @@ fn metrics(r: &Reader, run: RunId, after: Option<i64>) -> Result<Loaded, String>
 }
 
 fn read_presets(dir: &Path) -> Loaded {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) => {
-            return Loaded::Error(format!("cannot list presets in {}: {e}", dir.display()));
-        }
+    let configs = match toml_files(dir) {
+        Ok(c) => c,
+        Err(e) => return Loaded::Error(format!("cannot list presets in {}: {e}", dir.display())),
     };
-    let mut presets: Vec<Preset> = entries
+    // Study files are optional: an experiments folder without `studies/` has none.
+    let studies = toml_files(&dir.join("studies")).unwrap_or_default();
+    Loaded::Presets { configs, studies }
+}
+
+/// The `.toml` files of `dir` with their text, sorted by name.
+fn toml_files(dir: &Path) -> std::io::Result<Vec<Preset>> {
+    let mut presets: Vec<Preset> = std::fs::read_dir(dir)?
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
@@ -384,7 +393,7 @@ fn read_presets(dir: &Path) -> Loaded {
         })
         .collect();
     presets.sort_by(|a, b| a.name.cmp(&b.name));
-    Loaded::Presets(presets)
+    Ok(presets)
 }
 
 /// The waker the run manager calls: repaint the UI once it exists.

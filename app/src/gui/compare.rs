@@ -16,7 +16,7 @@ use super::plot::Series;
 use super::plot::{
     Curve, PlotStyle, color, csv_field, hover_point, pareto_front, plot_header, series_plot,
 };
-use super::study::{Group, band, band_plot, thin};
+use super::study::{Group, band_plot};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -214,7 +214,7 @@ impl CompareView {
                         groups.len()
                     );
                     plot_header(col, &id, &title, vcx.export);
-                    band_plot(col, &id, &key, &groups, false, plot_h);
+                    band_plot(col, &id, &key, &groups, plot_h);
                     continue;
                 }
                 let curves: Vec<Curve<'_>> = runs
@@ -254,7 +254,7 @@ impl CompareView {
 }
 
 /// `runs` grouped by their value of config key `by`, each group's `key` curves as a band.
-pub fn groups_of<'a>(data: &'a DataCache, runs: &[RunId], by: &str, key: &str) -> Vec<Group<'a>> {
+pub fn groups_of(data: &DataCache, runs: &[RunId], by: &str, key: &str) -> Vec<Group> {
     let mut by_value: BTreeMap<String, Vec<&Series>> = BTreeMap::new();
     for r in runs {
         let Some(d) = data.data.get(r) else { continue };
@@ -268,12 +268,11 @@ pub fn groups_of<'a>(data: &'a DataCache, runs: &[RunId], by: &str, key: &str) -
         .into_iter()
         .enumerate()
         .map(|(j, (value, series))| {
-            let b = thin(band(&series), 2000);
-            (
+            Group::of(
                 j,
                 format!("{by} = {value} (n = {})", series.len()),
-                b,
-                series,
+                &series,
+                false,
             )
         })
         .collect()

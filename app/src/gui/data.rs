@@ -130,7 +130,7 @@ impl DataCache {
                     entry.last_step = last_step.max(entry.last_step);
                 }
             }
-            Loaded::Presets(_) => {}
+            Loaded::Presets { .. } => {}
             Loaded::Nas { run, nas } => {
                 self.nas.insert(run, nas);
             }

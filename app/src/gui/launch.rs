@@ -1,6 +1,7 @@
 //! Launch: presets from `experiments/`, a form for every config key grouped by section (defaults
 //! shown, invalid values flagged inline with the CLI's messages), Launch, Queue, Start NAS search,
-//! and Start study: the form's config with one key varied over values × seeds.
+//! and Start study: the form's config with one key varied over values × seeds — or a study file
+//! of `experiments/studies/` as it stands.
 
 use shiftadd_core::run::{Command, Event};
 use shiftadd_core::spec::study::Study;
@@ -25,6 +26,10 @@ pub struct LaunchView {
     study_started: bool,
     /// The study row: vary this key over these values, with this many seeds.
     pub study: StudyForm,
+    /// The study files of `experiments/studies/`.
+    study_files: Vec<Preset>,
+    /// The study file picked, and it loaded and validated (or why it does not).
+    study_file: Option<(usize, Result<Study, String>)>,
 }
 
 /// What "Start study" varies.
@@ -81,9 +86,11 @@ impl StudyForm {
 const FIRST_REQUEST: u64 = 1000;
 
 impl LaunchView {
-    pub fn set_presets(&mut self, presets: Vec<Preset>) {
+    pub fn set_presets(&mut self, presets: Vec<Preset>, study_files: Vec<Preset>) {
         let first_time = !self.presets_loaded;
         self.presets = presets;
+        self.study_files = study_files;
+        self.study_file = None;
         self.presets_loaded = true;
         // Open with the default experiment ready to launch.
         if first_time
@@ -166,7 +173,11 @@ impl LaunchView {
         egui::Panel::left("presets")
             .resizable(true)
             .default_size(230.0)
-            .show(ui, |ui| self.presets_ui(ui));
+            .show(ui, |ui| {
+                self.presets_ui(ui);
+                ui.separator();
+                self.study_files_ui(ui, vcx);
+            });
         egui::CentralPanel::default().show(ui, |ui| {
             self.actions_ui(ui, vcx);
             ui.separator();
@@ -185,31 +196,67 @@ impl LaunchView {
         if !self.presets_loaded {
             ui.spinner();
         }
-        let mut chosen = None;
-        egui::ScrollArea::vertical().show(ui, |ui| {
-            for (i, p) in self.presets.iter().enumerate() {
-                let selected = self.form.preset.as_deref() == Some(p.name.as_str());
-                let first_line = p
-                    .text
-                    .lines()
-                    .find_map(|l| l.strip_prefix('#'))
-                    .unwrap_or("")
-                    .trim()
-                    .to_owned();
-                let r = ui.selectable_label(selected, &p.name);
-                let r = if first_line.is_empty() {
-                    r
-                } else {
-                    r.on_hover_text(first_line)
-                };
-                if r.clicked() {
-                    chosen = Some(i);
-                }
-            }
+        let preset = self.form.preset.clone();
+        let chosen = preset_list(ui, "preset-list", &self.presets, 0.6, |p| {
+            preset.as_deref() == Some(p.name.as_str())
         });
         if let Some(i) = chosen {
             let p = &self.presets[i];
             self.form.load_preset(&p.name, &p.text);
+        }
+    }
+
+    /// The study files: pick one to see what it runs, then start it as it stands (the form is not
+    /// used; a study file names its own base config).
+    fn study_files_ui(&mut self, ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>) {
+        ui.heading("Study files");
+        if self.presets_loaded && self.study_files.is_empty() {
+            ui.weak("none in experiments/studies/");
+        }
+        let picked = self
+            .study_file
+            .as_ref()
+            .map(|(i, _)| &self.study_files[*i].path);
+        let chosen = preset_list(ui, "study-file-list", &self.study_files, 1.0, |p| {
+            picked == Some(&p.path)
+        });
+        if let Some(i) = chosen {
+            // Loaded from disk on each pick: the base preset it names may have changed.
+            let study = Study::load(&self.study_files[i].path, &[]).map_err(|e| e.to_string());
+            self.study_file = Some((i, study));
+        }
+        let Some((i, study)) = &self.study_file else {
+            return;
+        };
+        match study {
+            Ok(s) => {
+                let names: Vec<&str> = s.variants.iter().map(|v| v.name.as_str()).collect();
+                ui.label(format!(
+                    "{} variants × {} seeds = {} cells, {} at a time; reports {} against {}",
+                    s.variants.len(),
+                    s.seeds.len(),
+                    s.cells().count(),
+                    s.parallel,
+                    s.metric,
+                    s.baseline
+                ));
+                ui.weak(names.join(", "));
+                let hint = "run every cell of this file (cells already in the database are reused, interrupted ones resumed); the Studies view shows the table";
+                if ui.button("Start study file").on_hover_text(hint).clicked() {
+                    let (study, file) = (s.clone(), self.study_files[*i].name.clone());
+                    let cells = study.cells().count();
+                    let result = vcx
+                        .searches
+                        .start_study(study)
+                        .map(|()| format!("study file {file} started: {cells} cells"))
+                        .map_err(|e| format!("cannot start the study thread: {e}"));
+                    self.study_started = result.is_ok();
+                    self.outcome = Some(result);
+                }
+            }
+            Err(e) => {
+                ui.colored_label(ui.visuals().error_fg_color, e);
+            }
         }
     }
 
@@ -369,6 +416,40 @@ impl LaunchView {
             None => {}
         }
     }
+}
+
+/// A scrolling list of presets (their first comment line on hover), at most `share` of the
+/// height left; the one clicked.
+fn preset_list(
+    ui: &mut egui::Ui,
+    id: &str,
+    presets: &[Preset],
+    share: f32,
+    selected: impl Fn(&Preset) -> bool,
+) -> Option<usize> {
+    let mut chosen = None;
+    egui::ScrollArea::vertical()
+        .id_salt(id)
+        .max_height(ui.available_height() * share)
+        .show(ui, |ui| {
+            for (i, p) in presets.iter().enumerate() {
+                let r = ui.selectable_label(selected(p), &p.name);
+                let r = match first_comment(&p.text) {
+                    Some(c) => r.on_hover_text(c),
+                    None => r,
+                };
+                if r.clicked() {
+                    chosen = Some(i);
+                }
+            }
+        });
+    chosen
+}
+
+/// The first comment line of a preset (what it is for), if it has one.
+fn first_comment(text: &str) -> Option<String> {
+    let line = text.lines().find_map(|l| l.strip_prefix('#'))?.trim();
+    (!line.is_empty()).then(|| line.to_owned())
 }
 
 /// The thread count, bound to `train.threads`.

@@ -4,7 +4,9 @@
 //! line, ±std band, the seeds faint on demand). Tables export as CSV, Markdown and LaTeX, plots
 //! as PNG. Updates by polling the database (studies run from the CLI).
 
-use egui_plot::{Bar, BarChart, Legend, Line, Plot, PlotPoints, Polygon};
+use std::sync::Arc;
+
+use egui_plot::{Bar, BarChart, FilledArea, Legend, Line, Plot};
 use shiftadd_core::store::{RunId, Status};
 use shiftadd_core::study::report::{Format, Table, paired_text};
 
@@ -22,6 +24,19 @@ pub struct StudyView {
     pub curve_metric: String,
     /// Draw every seed's curve faintly under the band.
     pub show_seeds: bool,
+    /// The groups last drawn, and what they were computed from (bands are recomputed only when
+    /// a study, the metric, the seeds toggle or a cell's series changes).
+    cache: Option<(CurvesKey, Arc<Vec<Group>>)>,
+}
+
+/// What a study's drawn curves depend on: the study, the metric, whether seeds are drawn, and per
+/// cell its run and series length (series only grow).
+#[derive(Debug, Clone, PartialEq)]
+struct CurvesKey {
+    study: i64,
+    metric: String,
+    seeds: bool,
+    cells: Vec<(RunId, usize)>,
 }
 
 impl Default for StudyView {
@@ -30,6 +45,7 @@ impl Default for StudyView {
             selected: None,
             curve_metric: "val/top1".into(),
             show_seeds: false,
+            cache: None,
         }
     }
 }
@@ -79,6 +95,43 @@ pub fn thin<T: Copy>(v: Vec<T>, max: usize) -> Vec<T> {
     let mut out: Vec<T> = v.into_iter().step_by(stride).collect();
     out.push(last);
     out
+}
+
+/// A series as at most about `max` plot points (as [`thin`], without copying it whole first).
+fn thin_series(s: &Series, max: usize) -> Vec<[f64; 2]> {
+    let n = s.xs.len();
+    let stride = n.div_ceil(max.max(1)).max(1);
+    let mut out: Vec<[f64; 2]> = (0..n).step_by(stride).map(|i| [s.xs[i], s.ys[i]]).collect();
+    if n > 0 && !(n - 1).is_multiple_of(stride) {
+        out.push([s.xs[n - 1], s.ys[n - 1]]);
+    }
+    out
+}
+
+/// One group of curves, ready to draw: its colour index, name, band `(x, mean, std)` and (when
+/// seeds are drawn) its raw series thinned to plot points.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    pub color: usize,
+    pub name: String,
+    pub band: Vec<(f64, f64, f64)>,
+    pub seeds: Vec<Vec<[f64; 2]>>,
+}
+
+impl Group {
+    /// The band of `series` (thinned for drawing), and their raw lines if `with_seeds`.
+    pub fn of(color: usize, name: String, series: &[&Series], with_seeds: bool) -> Self {
+        Self {
+            color,
+            name,
+            band: thin(band(series), 2000),
+            seeds: if with_seeds {
+                series.iter().map(|s| thin_series(s, 300)).collect()
+            } else {
+                Vec::new()
+            },
+        }
+    }
 }
 
 impl StudyView {
@@ -183,22 +236,51 @@ impl StudyView {
         let Some(spec) = &s.study else {
             return;
         };
-        let mut groups = Vec::new();
-        for (j, v) in spec.variants.iter().enumerate() {
-            let series: Vec<&Series> = s
+        let key = CurvesKey {
+            study: s.row.id,
+            metric: self.curve_metric.clone(),
+            seeds: self.show_seeds,
+            cells: s
                 .cells
                 .iter()
-                .filter(|c| c.variant == v.name)
-                .filter_map(|c| data.data.get(&c.run))
-                .filter_map(|d| d.series.get(&self.curve_metric))
-                .collect();
-            groups.push((j, v.name.clone(), thin(band(&series), 2000), series));
-        }
+                .map(|c| {
+                    let len = data
+                        .data
+                        .get(&c.run)
+                        .and_then(|d| d.series.get(&self.curve_metric))
+                        .map_or(0, |s| s.xs.len());
+                    (c.run, len)
+                })
+                .collect(),
+        };
+        let groups = match &self.cache {
+            Some((k, g)) if *k == key => g.clone(),
+            _ => {
+                let groups: Vec<Group> = spec
+                    .variants
+                    .iter()
+                    .enumerate()
+                    .map(|(j, v)| {
+                        let series: Vec<&Series> = s
+                            .cells
+                            .iter()
+                            .filter(|c| c.variant == v.name)
+                            .filter_map(|c| data.data.get(&c.run))
+                            .filter_map(|d| d.series.get(&self.curve_metric))
+                            .collect();
+                        Group::of(j, v.name.clone(), &series, self.show_seeds)
+                    })
+                    .collect();
+                let groups = Arc::new(groups);
+                self.cache = Some((key, groups.clone()));
+                groups
+            }
+        };
         if header.csv {
             let mut text = String::from("variant,x,mean,std\n");
-            for (_, name, b, _) in &groups {
-                for (x, m, sd) in b {
-                    text.push_str(&format!("{name},{x},{m},{sd}\n"));
+            for g in groups.iter() {
+                for (x, m, sd) in &g.band {
+                    text.push_str(&format!("{},{x},{m},{sd}\n", g.name));
                 }
             }
             vcx.export.request(ExportRequest::Csv {
@@ -206,35 +288,19 @@ impl StudyView {
                 text,
             });
         }
-        band_plot(
-            ui,
-            &id,
-            &self.curve_metric,
-            &groups,
-            self.show_seeds,
-            height - 60.0,
-        );
+        band_plot(ui, &id, &self.curve_metric, &groups, height - 60.0);
         vcx.export
             .capture_if_requested(ui.ctx(), &id, header.region(ui));
     }
 }
 
-/// One group of curves: its colour index, name, band `(x, mean, std)` and raw series.
-pub type Group<'a> = (usize, String, Vec<(f64, f64, f64)>, Vec<&'a Series>);
-
-/// Groups of curves as mean lines over ±std bands (the raw series faint with `show_seeds`).
-pub fn band_plot(
-    ui: &mut egui::Ui,
-    id: &str,
-    y_label: &str,
-    groups: &[Group<'_>],
-    show_seeds: bool,
-    height: f32,
-) {
+/// Groups of curves as mean lines over ±std bands (over their raw seeds' lines, faint, where the
+/// groups carry them).
+pub fn band_plot(ui: &mut egui::Ui, id: &str, y_label: &str, groups: &[Group], height: f32) {
     // One point per curve (a one-epoch study) would give the plot no extent: frame it.
     let ys: Vec<f64> = groups
         .iter()
-        .flat_map(|g| g.2.iter().map(|b| b.1))
+        .flat_map(|g| g.band.iter().map(|b| b.1))
         .collect();
     let (lo, hi) = ys
         .iter()
@@ -259,37 +325,27 @@ pub fn band_plot(
             Some(format!("step {:.0}: {:.4}", p.x, p.y))
         })
         .show(ui, |p| {
-            for (j, name, b, series) in groups {
-                let c = color(*j);
-                if show_seeds {
-                    for s in series {
-                        let pts: Vec<[f64; 2]> = thin(
-                            s.xs.iter().zip(&s.ys).map(|(x, y)| [*x, *y]).collect(),
-                            2000,
-                        );
-                        p.line(Line::new("", pts).color(c.gamma_multiply(0.3)).width(1.0));
-                    }
-                }
-                // The band as trapezoids: egui fills a polygon as a convex fan, so a noisy band
-                // drawn as one polygon would be filled wrong.
-                let fill = thin(b.clone(), 400);
-                for (k, w) in fill.windows(2).enumerate() {
-                    let [(x0, m0, s0), (x1, m1, s1)] = [w[0], w[1]];
-                    let quad = vec![[x0, m0 + s0], [x1, m1 + s1], [x1, m1 - s1], [x0, m0 - s0]];
-                    let label = if k == 0 {
-                        format!("{name} ± std")
-                    } else {
-                        String::new()
-                    };
-                    p.polygon(
-                        Polygon::new(label, PlotPoints::from(quad))
-                            .fill_color(c.gamma_multiply(0.25))
-                            // Zero width, but the colour names the band in the legend.
-                            .stroke(egui::Stroke::new(0.0, c.gamma_multiply(0.5))),
+            for g in groups {
+                let c = color(g.color);
+                for pts in &g.seeds {
+                    p.line(
+                        Line::new("", pts.clone())
+                            .color(c.gamma_multiply(0.3))
+                            .width(1.0)
+                            .allow_hover(false),
                     );
                 }
-                let mean: Vec<[f64; 2]> = b.iter().map(|(x, m, _)| [*x, *m]).collect();
-                p.line(Line::new(name.clone(), mean).color(c).width(2.0));
+                // One mesh per band (a noisy band is not convex, so no polygon fan).
+                let xs: Vec<f64> = g.band.iter().map(|b| b.0).collect();
+                let lo: Vec<f64> = g.band.iter().map(|b| b.1 - b.2).collect();
+                let hi: Vec<f64> = g.band.iter().map(|b| b.1 + b.2).collect();
+                p.add(
+                    FilledArea::new(format!("{} ± std", g.name), &xs, &lo, &hi)
+                        .fill_color(c.gamma_multiply(0.25))
+                        .allow_hover(false),
+                );
+                let mean: Vec<[f64; 2]> = g.band.iter().map(|(x, m, _)| [*x, *m]).collect();
+                p.line(Line::new(g.name.clone(), mean).color(c).width(2.0));
             }
         });
 }
@@ -485,5 +541,15 @@ mod tests {
         let t = thin(long, 1000);
         assert!(t.len() <= 1001 && t[0] == 0 && *t.last().expect("last") == 9_999);
         assert_eq!(thin(vec![1, 2, 3], 10), [1, 2, 3]);
+        let s = Series {
+            xs: (0..10).map(f64::from).collect(),
+            ys: (0..10).map(|i| f64::from(i) * 2.0).collect(),
+        };
+        // Stride 4: points 0, 4, 8, and the last (9) kept.
+        assert_eq!(
+            thin_series(&s, 3),
+            [[0.0, 0.0], [4.0, 8.0], [8.0, 16.0], [9.0, 18.0]]
+        );
+        assert_eq!(thin_series(&s, 100).len(), 10);
     }
 }
