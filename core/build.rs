@@ -28,6 +28,11 @@ fn main() {
     };
     // Exact rounding: no fast-math here.
     base().file("csrc/shift.cpp").compile("shiftadd_shift");
+    // The fused SGD update must round as the ATen ops it replaces: no contraction into FMAs.
+    base()
+        .flag("-ffp-contract=off")
+        .file("csrc/sgd.cpp")
+        .compile("shiftadd_sgd");
     // The Add kernel's min/max/abs loops vectorise only without strict IEEE semantics; NaN
     // inputs then give unspecified outputs (the training loop checks its losses anyway).
     base()

@@ -41,6 +41,9 @@ fn train_steps(c: &mut Criterion) {
         let vs = nn::VarStore::new(Device::Cpu);
         let max = spec.max_widths(&cfg.aug);
         let net = Net::new(&vs.root(), spec, max, &OpSpec::from_config(&cfg));
+        // torch_reference.py prints the same count: the two models must be the same size.
+        let params: usize = vs.trainable_variables().iter().map(Tensor::numel).sum();
+        eprintln!("{mode}: {params} parameters");
         let t = &cfg.train;
         let mut opt = Sgd::new(&vs, t.momentum, t.nesterov, t.weight_decay);
         let mut rng = Rng::new(0);
@@ -58,7 +61,7 @@ fn train_steps(c: &mut Criterion) {
             lr: 0.05,
         };
         group.bench_function(mode, |b| {
-            b.iter(|| train_step(&net, &mut opt, &mut rng, &x, &y, &step_spec, 1).expect("finite"));
+            b.iter(|| train_step(&net, &mut opt, &mut rng, &x, &y, &step_spec).expect("finite"));
         });
     }
     group.finish();

@@ -24,7 +24,6 @@
 #include <cstring>
 #include <functional>
 #include <string>
-#include <thread>
 #include <vector>
 
 namespace {
@@ -140,20 +139,23 @@ namespace fast {
 
 constexpr int64_t kTile = 256;  // columns of L per tile: accumulators stay in L1
 
+// The number of per-thread partial sums a parallel region over `n` items may use.
+int64_t workers(int64_t n) { return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n)); }
+
+// body(t, b, e) over [0, n) split into workers(n) contiguous ranges, the t-th range [b, e), run
+// on ATen's intra-op pool (no threads started per call). Partial sums are indexed by the range,
+// not by the thread that runs it, so they never race whichever thread takes which range.
 void run_parallel(int64_t n, const std::function<void(int64_t, int64_t, int64_t)>& body) {
-  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n));
-  if (threads == 1) {
-    body(0, 0, n);
+  const int64_t parts = workers(n);
+  const int64_t per = (n + parts - 1) / parts;
+  auto range = [&](int64_t t) { body(t, t * per, std::min(n, (t + 1) * per)); };
+  if (parts == 1) {
+    range(0);
     return;
   }
-  std::vector<std::thread> pool;
-  const int64_t per = (n + threads - 1) / threads;
-  for (int64_t t = 0; t < threads; ++t) {
-    const int64_t b = t * per, e = std::min(n, b + per);
-    if (b >= e) break;
-    pool.emplace_back([&body, t, b, e] { body(t, b, e); });
-  }
-  for (auto& th : pool) th.join();
+  at::parallel_for(0, parts, 1, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) range(t);
+  });
 }
 
 // cols[(c*kh + i)*kw + j][oy*wo + ox] = x[c][oy*s - p + i][ox*s - p + j] (0 outside), for one group.
@@ -273,6 +275,26 @@ void backward_group(const float* cols, const float* f, const float* gy, float* d
   }
 }
 
+// df[o][k] += sum_l gy[o][l] * cols[k][l] alone (no input gradient needed); the same sums in
+// the same order as backward_group's.
+SHIFTADD_CLONES
+void backward_group_df(const float* cols, const float* gy, float* df, int64_t og, int64_t k_len, int64_t l_len) {
+  for (int64_t k = 0; k < k_len; ++k) {
+    const float* row = cols + k * l_len;
+    for (int64_t o = 0; o < og; ++o) {
+      const float* grow = gy + o * l_len;
+      float dot[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      int64_t l = 0;
+      for (; l + 8 <= l_len; l += 8) {
+        for (int q = 0; q < 8; ++q) dot[q] += grow[l + q] * row[l + q];
+      }
+      float tail = 0.0f;
+      for (; l < l_len; ++l) tail += grow[l] * row[l];
+      df[o * k_len + k] += ((dot[0] + dot[1]) + (dot[2] + dot[3])) + ((dot[4] + dot[5]) + (dot[6] + dot[7])) + tail;
+    }
+  }
+}
+
 // Depthwise layers (one input and one output channel per group) skip im2col: each (sample,
 // channel) plane is copied once into a zero-padded buffer and the k×k window is walked directly.
 // Padding positions hold 0, exactly as the im2col formulation's padded columns do.
@@ -337,7 +359,29 @@ void dw_backward_plane(const float* __restrict xp, const float* __restrict f, co
   }
 }
 
+// df += sum gy * (x - f) alone (no input gradient needed).
+SHIFTADD_CLONES
+void dw_backward_plane_df(const float* __restrict xp, const float* __restrict f, const float* __restrict gy,
+                          float* __restrict df, const Geometry& g, int64_t wp) {
+  const int64_t s = g.stride;
+  for (int64_t oy = 0; oy < g.ho; ++oy) {
+    const float* __restrict gr = gy + oy * g.wo;
+    for (int64_t i = 0; i < g.kh; ++i) {
+      const float* __restrict row = xp + (oy * s + i) * wp;
+      for (int64_t j = 0; j < g.kw; ++j) {
+        const float fv = f[i * g.kw + j];
+        float dot = 0.0f;
+        for (int64_t ox = 0; ox < g.wo; ++ox) dot += gr[ox] * (row[ox * s + j] - fv);
+        df[i * g.kw + j] += dot;
+      }
+    }
+  }
+}
+
 bool depthwise(const Geometry& g) { return g.cg == 1 && g.og == 1; }
+
+// A 1×1, stride-1, unpadded layer: its im2col columns are its input as it lies in memory.
+bool pointwise(const Geometry& g) { return g.kh == 1 && g.kw == 1 && g.stride == 1 && g.pad == 0; }
 
 void dw_forward(const float* xp, const float* fp, float* yp, const Geometry& g) {
   const int64_t wp = g.w + 2 * g.pad, hp = g.h + 2 * g.pad;
@@ -352,6 +396,7 @@ void dw_forward(const float* xp, const float* fp, float* yp, const Geometry& g) 
 }
 
 // Per-thread dF partial sums go to pp[t][c][k] (already complete: no correction term).
+// `dxp` null: only dF.
 void dw_backward(const float* xp, const float* fp, const float* gp, float* dxp, float* pp, const Geometry& g) {
   const int64_t wp = g.w + 2 * g.pad, hp = g.h + 2 * g.pad;
   run_parallel(g.n * g.c, [&](int64_t t, int64_t b, int64_t e) {
@@ -360,6 +405,10 @@ void dw_backward(const float* xp, const float* fp, const float* gp, float* dxp, 
     for (int64_t nc = b; nc < e; ++nc) {
       const int64_t c = nc % g.c;
       pad_plane(xp + nc * g.h * g.w, pad.data(), g, wp);
+      if (dxp == nullptr) {
+        dw_backward_plane_df(pad.data(), fp + c * g.k, gp + nc * g.l, df + c * g.k, g, wp);
+        continue;
+      }
       std::fill(dpad.begin(), dpad.end(), 0.0f);
       dw_backward_plane(pad.data(), fp + c * g.k, gp + nc * g.l, dpad.data(), df + c * g.k, g, wp);
       float* dx = dxp + nc * g.h * g.w;
@@ -428,6 +477,32 @@ void dwcl_backward_sample(const float* __restrict xt, const float* __restrict ft
   }
 }
 
+// df alone (no input gradient needed).
+SHIFTADD_CLONES
+void dwcl_backward_sample_df(const float* __restrict xt, const float* __restrict ft, const float* __restrict gyt,
+                             float* __restrict dft, const Geometry& g) {
+  const int64_t C = g.c;
+  for (int64_t oy = 0; oy < g.ho; ++oy) {
+    for (int64_t ox = 0; ox < g.wo; ++ox) {
+      const float* __restrict gr = gyt + (oy * g.wo + ox) * C;
+      for (int64_t i = 0; i < g.kh; ++i) {
+        const int64_t iy = oy * g.stride - g.pad + i;
+        for (int64_t j = 0; j < g.kw; ++j) {
+          const int64_t ix = ox * g.stride - g.pad + j;
+          const float* __restrict fr = ft + (i * g.kw + j) * C;
+          float* __restrict dfr = dft + (i * g.kw + j) * C;
+          if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w) {
+            for (int64_t c = 0; c < C; ++c) dfr[c] -= gr[c] * fr[c];
+          } else {
+            const float* __restrict xr = xt + (iy * g.w + ix) * C;
+            for (int64_t c = 0; c < C; ++c) dfr[c] += gr[c] * (xr[c] - fr[c]);
+          }
+        }
+      }
+    }
+  }
+}
+
 // Small planes (and enough channels to fill vectors) take the channels-last path.
 bool channels_last(const Geometry& g) { return g.h * g.w < 256 && g.c >= 8; }
 
@@ -445,25 +520,29 @@ at::Tensor dwcl_forward(const at::Tensor& x, const at::Tensor& f, const Geometry
 }
 
 std::pair<at::Tensor, at::Tensor> dwcl_backward(const at::Tensor& x, const at::Tensor& f, const at::Tensor& gy,
-                                                const Geometry& g) {
+                                                const Geometry& g, bool need_dx) {
   auto xt = x.permute({0, 2, 3, 1}).contiguous();
   auto gyt = gy.permute({0, 2, 3, 1}).contiguous();
   auto ft = f.reshape({g.c, g.k}).t().contiguous();
-  auto dxt = at::zeros({g.n, g.h, g.w, g.c}, x.options());
-  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), g.n));
-  auto partial = at::zeros({threads, g.k, g.c}, x.options());
+  auto dxt = need_dx ? at::zeros({g.n, g.h, g.w, g.c}, x.options()) : at::Tensor();
+  auto partial = at::zeros({workers(g.n), g.k, g.c}, x.options());
   const float* xp = xt.data_ptr<float>();
   const float* gp = gyt.data_ptr<float>();
   const float* fp = ft.data_ptr<float>();
-  float* dxp = dxt.data_ptr<float>();
+  float* dxp = need_dx ? dxt.data_ptr<float>() : nullptr;
   float* pp = partial.data_ptr<float>();
   run_parallel(g.n, [&](int64_t t, int64_t b, int64_t e) {
     for (int64_t n = b; n < e; ++n) {
-      dwcl_backward_sample(xp + n * g.h * g.w * g.c, fp, gp + n * g.l * g.c, dxp + n * g.h * g.w * g.c,
-                           pp + t * g.k * g.c, g);
+      const float* xs = xp + n * g.h * g.w * g.c;
+      const float* gs = gp + n * g.l * g.c;
+      if (dxp == nullptr) {
+        dwcl_backward_sample_df(xs, fp, gs, pp + t * g.k * g.c, g);
+      } else {
+        dwcl_backward_sample(xs, fp, gs, dxp + n * g.h * g.w * g.c, pp + t * g.k * g.c, g);
+      }
     }
   });
-  auto dx = dxt.permute({0, 3, 1, 2}).contiguous();
+  auto dx = need_dx ? dxt.permute({0, 3, 1, 2}).contiguous() : at::Tensor();
   auto df = partial.sum(0).t().contiguous().view(f.sizes());
   return {dx, df};
 }
@@ -485,46 +564,66 @@ at::Tensor forward(const at::Tensor& x_in, const at::Tensor& f_in, const Geometr
     dw_forward(xp, fp, yp, g);
     return y;
   }
+  const bool direct = pointwise(g);
   run_parallel(g.n, [&](int64_t, int64_t b, int64_t e) {
-    std::vector<float> cols(static_cast<size_t>(g.k * g.l));
+    std::vector<float> cols(direct ? 0 : static_cast<size_t>(g.k * g.l));
     for (int64_t n = b; n < e; ++n) {
       for (int64_t grp = 0; grp < g.groups; ++grp) {
-        im2col(xp + n * g.c * g.h * g.w, cols.data(), g, grp * g.cg);
-        forward_group(cols.data(), fp + grp * g.og * g.k, yp + (n * g.o + grp * g.og) * g.l, g.og, g.k, g.l);
+        const float* c = xp + (n * g.c + grp * g.cg) * g.l;  // a 1×1 layer's columns are its input
+        if (!direct) {
+          im2col(xp + n * g.c * g.h * g.w, cols.data(), g, grp * g.cg);
+          c = cols.data();
+        }
+        forward_group(c, fp + grp * g.og * g.k, yp + (n * g.o + grp * g.og) * g.l, g.og, g.k, g.l);
       }
     }
   });
   return y;
 }
 
+// {dX (undefined without `need_dx`), dF}.
 std::pair<at::Tensor, at::Tensor> backward(const at::Tensor& x_in, const at::Tensor& f_in, const at::Tensor& gy_in,
-                                           const Geometry& g) {
+                                           const Geometry& g, bool need_dx) {
   auto x = x_in.contiguous();
   auto f = f_in.contiguous();
   auto gy = gy_in.contiguous().to(at::kFloat);
-  if (depthwise(g) && channels_last(g)) return dwcl_backward(x, f, gy, g);
-  auto dx = at::zeros_like(x);
+  if (depthwise(g) && channels_last(g)) return dwcl_backward(x, f, gy, g, need_dx);
+  auto dx = need_dx ? at::zeros_like(x) : at::Tensor();
   const int64_t extent = depthwise(g) ? g.n * g.c : g.n;  // what run_parallel splits
-  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), extent));
-  auto partial = at::zeros({threads, g.o, g.k}, x.options());
+  auto partial = at::zeros({workers(extent), g.o, g.k}, x.options());
   const float* xp = x.data_ptr<float>();
   const float* fp = f.data_ptr<float>();
   const float* gp = gy.data_ptr<float>();
-  float* dxp = dx.data_ptr<float>();
+  float* dxp = need_dx ? dx.data_ptr<float>() : nullptr;
   float* pp = partial.data_ptr<float>();
   if (depthwise(g)) {
     dw_backward(xp, fp, gp, dxp, pp, g);
     return {dx, partial.sum(0).view(f.sizes())};
   }
+  const bool direct = pointwise(g);
   run_parallel(g.n, [&](int64_t t, int64_t b, int64_t e) {
-    std::vector<float> cols(static_cast<size_t>(g.k * g.l)), dcols(static_cast<size_t>(g.k * g.l));
+    const size_t kl = static_cast<size_t>(g.k * g.l);
+    std::vector<float> cols(direct ? 0 : kl), dcols(direct || !need_dx ? 0 : kl);
     float* df = pp + t * g.o * g.k;
     for (int64_t n = b; n < e; ++n) {
       for (int64_t grp = 0; grp < g.groups; ++grp) {
-        im2col(xp + n * g.c * g.h * g.w, cols.data(), g, grp * g.cg);
-        backward_group(cols.data(), fp + grp * g.og * g.k, gp + (n * g.o + grp * g.og) * g.l, dcols.data(),
-                       df + grp * g.og * g.k, g.og, g.k, g.l);
-        col2im_add(dcols.data(), dxp + n * g.c * g.h * g.w, g, grp * g.cg);
+        // A 1×1 layer's columns are its input, and their gradient is the input's.
+        const int64_t at = (n * g.c + grp * g.cg) * g.l;
+        const float* c = xp + at;
+        float* dc = dxp != nullptr ? dxp + at : nullptr;
+        if (!direct) {
+          im2col(xp + n * g.c * g.h * g.w, cols.data(), g, grp * g.cg);
+          c = cols.data();
+          dc = dxp != nullptr ? dcols.data() : nullptr;
+        }
+        const float* fg = fp + grp * g.og * g.k;
+        const float* gg = gp + (n * g.o + grp * g.og) * g.l;
+        if (dc == nullptr) {
+          backward_group_df(c, gg, df + grp * g.og * g.k, g.og, g.k, g.l);
+        } else {
+          backward_group(c, fg, gg, dc, df + grp * g.og * g.k, g.og, g.k, g.l);
+        }
+        if (!direct && dxp != nullptr) col2im_add(dcols.data(), dxp + n * g.c * g.h * g.w, g, grp * g.cg);
       }
     }
   });
@@ -573,9 +672,11 @@ struct AdderConv2d : public torch::autograd::Function<AdderConv2d> {
     auto g = geometry(x, f, ctx->saved_data["stride"].toInt(), ctx->saved_data["pad"].toInt(),
                       ctx->saved_data["groups"].toInt());
     at::NoGradGuard no_grad;
+    const bool need_dx = ctx->needs_input_grad(0);
     auto [dx, df] = fast::applies(x, f)
-                        ? fast::backward(x, f, grad_out[0], g)
+                        ? fast::backward(x, f, grad_out[0], g, need_dx)
                         : backward_impl(x.contiguous(), f.contiguous(), grad_out[0], g, ctx->saved_data["chunk"].toInt());
+    if (!need_dx) dx = at::Tensor();
     const double eta = ctx->saved_data["eta"].toDouble();
     at::Tensor raw = ctx->needs_input_grad(2) ? df : at::Tensor();
     if (eta > 0.0) df = adaptive_scale(df, f, eta, ctx->saved_data["relative"].toBool());
@@ -630,7 +731,7 @@ at::Tensor* shiftadd_adder_conv2d_backward(const at::Tensor* x, const at::Tensor
   return guarded(err, [&] {
     auto g = geometry(*x, *f, stride, pad, groups);
     at::NoGradGuard no_grad;
-    auto [dx, df] = fast::applies(*x, *f) ? fast::backward(*x, *f, *gy, g)
+    auto [dx, df] = fast::applies(*x, *f) ? fast::backward(*x, *f, *gy, g, /*need_dx=*/which == 0)
                                           : backward_impl(x->contiguous(), f->contiguous(), *gy, g, chunk);
     return which == 0 ? dx : df;
   });

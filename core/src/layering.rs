@@ -8,9 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// The floors, bottom first: a module may import only modules listed before it.
-const FLOORS: [&str; 13] = [
-    "rng", "store", "spec", "hw", "ops", "data", "protocol", "model", "train", "run", "export",
-    "nas", "study",
+const FLOORS: [&str; 14] = [
+    "alloc", "rng", "store", "spec", "hw", "ops", "data", "protocol", "model", "train", "run",
+    "export", "nas", "study",
 ];
 
 /// Source files under `dir`, recursively.

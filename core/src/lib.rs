@@ -2,6 +2,7 @@
 //! SQLite store and the run manager. It never depends on a GUI toolkit; the app and the CLI sit on
 //! top of it.
 
+pub mod alloc;
 pub mod data;
 pub mod export;
 pub mod hw;

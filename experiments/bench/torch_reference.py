@@ -262,13 +262,16 @@ class Net(torch.nn.Module):
         self.fc_bias = torch.nn.Parameter(torch.empty(10).uniform_(-bound, bound))
 
     def widths(self, expand, width):
+        # As core/src/spec/arch.rs Widths::scaled (NetAug): a block's mid width grows with its
+        # width-augmented input too, make_divisible(expand · mid · in_width / in_c).
         stem, blocks, head = arch("mbv2-tiny")
-        return {
-            "stem": scaled(stem, width),
-            "mid": [scaled(mid, expand) if e else mid for (_, _, _, mid, _, _, e) in blocks],
-            "out": [scaled(out, width) for (_, _, out, _, _, _, _) in blocks],
-            "head": scaled(head, width),
-        }
+        stem_w = scaled(stem, width)
+        out = [scaled(o, width) for (_, _, o, _, _, _, _) in blocks]
+        mid = []
+        for i, (_, cin, _, m, _, _, e) in enumerate(blocks):
+            in_w = stem_w if i == 0 else out[i - 1]
+            mid.append(scaled(m, expand * in_w / cin) if e else m)
+        return {"stem": stem_w, "mid": mid, "out": out, "head": scaled(head, width)}
 
     def forward(self, x, w, mult):
         x = F.relu6(self.stem_bn(self.stem(x, w["stem"], mult)))
@@ -296,6 +299,8 @@ AUG_EXPAND, AUG_WIDTH = 2.2, 1.8
 def train_step_fn(mode):
     kind, aug = mode.split("-")[0], mode.endswith("-aug")
     net = Net(kind, AUG_EXPAND if aug else 1.0, AUG_WIDTH if aug else 1.0)
+    # The Rust bench prints the same count: the two models must be the same size.
+    print(f"{mode}: {sum(p.numel() for p in net.parameters())} parameters", file=sys.stderr)
     decay = [p for n, p in net.named_parameters() if p.dim() > 1]
     other = [p for n, p in net.named_parameters() if p.dim() <= 1]
     opt = torch.optim.SGD([{"params": decay, "weight_decay": 4e-5}, {"params": other, "weight_decay": 0}],

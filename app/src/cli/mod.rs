@@ -16,9 +16,12 @@ use args::{Cli, Cmd, DbArg};
 
 /// Entry point of the binary: run, print any error on one line, map to an exit code.
 pub fn main() -> ExitCode {
+    // First, before any thread exists: training reuses freed memory instead of page-faulting it.
+    let allocator = shiftadd_core::alloc::tune_for_training();
     env_logger::Builder::from_env(env_logger::Env::new().filter_or("SHIFTADD_LOG", "error"))
         .format_timestamp(None)
         .init();
+    log::debug!("allocator: {allocator:?}");
     let cli = Cli::parse();
     if cli.command.is_some() {
         default_sigpipe();

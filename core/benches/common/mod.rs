@@ -12,6 +12,8 @@ pub const BATCH: i64 = 64;
 pub const RES: i64 = 32;
 
 pub fn init() {
+    // As the `shiftadd` binary does (`SHIFTADD_MALLOC=system` for glibc's defaults).
+    let _ = shiftadd_core::alloc::tune_for_training();
     tch::set_num_threads(threads());
     tch::manual_seed(0);
 }

@@ -238,7 +238,12 @@ pub struct Loader {
 
 impl Loader {
     pub fn new(data: Arc<Dataset>, norm: &[(f32, f32)], spec: LoaderSpec) -> Self {
-        let n = data.len();
+        Self::first(data, norm, spec, usize::MAX)
+    }
+
+    /// A loader over the first `limit` images of `data` only (no copy of the dataset).
+    pub fn first(data: Arc<Dataset>, norm: &[(f32, f32)], spec: LoaderSpec, limit: usize) -> Self {
+        let n = data.len().min(limit);
         let batches = if spec.train {
             n / spec.batch_size.max(1) // drop the last partial batch
         } else {

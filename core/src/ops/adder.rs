@@ -341,6 +341,36 @@ mod tests {
         }
     }
 
+    /// An input that needs no gradient gets none computed; the weight's is as when it does.
+    #[test]
+    fn no_input_gradient_where_none_is_needed() {
+        tch::manual_seed(6);
+        let fopts = (Kind::Float, Device::Cpu);
+        for (c, o, k, s, p, g) in [
+            (6, 8, 1, 1, 0, 1),
+            (6, 8, 3, 1, 1, 2),
+            (12, 12, 3, 2, 1, 12),
+        ] {
+            let x = Tensor::randn([3, c, 8, 8], fopts);
+            let f = (Tensor::randn([o, c / g, k, k], fopts) * 0.5).set_requires_grad(true);
+            let y = adder_conv2d(&x, &f, s, p, g).expect("valid shapes");
+            let gy = Tensor::randn(y.size(), fopts);
+            (&y * &gy).sum(Kind::Float).backward();
+            let xg = x.copy().set_requires_grad(true);
+            let f2 = f.detach().copy().set_requires_grad(true);
+            let y2 = adder_conv2d(&xg, &f2, s, p, g).expect("valid shapes");
+            (&y2 * &gy).sum(Kind::Float).backward();
+            assert!(!x.grad().defined(), "no dX for an input without gradient");
+            assert!(xg.grad().defined());
+            // The same sums (fast-math may vectorise the shorter loop differently).
+            assert!(
+                f.grad().allclose(&f2.grad(), 1e-5, 1e-5, false),
+                "dF {:?}",
+                (c, o, k, s, p, g)
+            );
+        }
+    }
+
     #[test]
     fn bad_shapes_are_errors_not_crashes() {
         let x = Tensor::zeros([1, 3, 4, 4], (Kind::Float, Device::Cpu));

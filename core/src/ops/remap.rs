@@ -17,6 +17,8 @@
 //! [`soft_kl_to_laplace`] is the optional regulariser (`remap.kl_weight`): KL from a differentiable
 //! (linearly interpolated) histogram of the remapped weights to their fitted Laplace.
 
+use std::cell::RefCell;
+
 use tch::{Kind, Tensor, nn};
 
 use super::straight_through;
@@ -34,7 +36,28 @@ pub struct Remap {
     b: Option<Tensor>,
     fc_weight: Option<Tensor>,
     fc_bias: Option<Tensor>,
+    /// What the map computes from the weights' values alone (ranks, the Laplace target, bins),
+    /// per weight slice: computed once per optimizer step, not once per forward.
+    cache: RefCell<Vec<Cached>>,
 }
+
+/// The value-only part of [`Remap::map`] for one weight tensor (a slice of a layer's weight).
+#[derive(Debug)]
+struct Cached {
+    /// The tensor it was computed from, held so that its storage cannot be freed and reused by
+    /// another tensor while cached; a hit needs the same storage, shape, strides and version
+    /// (every in-place write — an optimizer step, a channel sort, a checkpoint load — bumps the
+    /// version a view shares with its parameter).
+    src: Tensor,
+    version: i64,
+    /// `target − w` (flattened, no gradient): `w + delta` is the straight-through remap.
+    delta: Tensor,
+    /// `cdf-affine`: each element's value bin; `fc`: its rank group.
+    bins: Option<Tensor>,
+}
+
+/// Entries kept per remap: the tiny slice and a few augmented ones (`hybrid = "mf"`).
+const CACHED: usize = 4;
 
 impl Remap {
     pub fn new(p: &nn::Path<'_>, kind: RemapKind, bins: i64) -> Self {
@@ -58,7 +81,56 @@ impl Remap {
             b,
             fc_weight,
             fc_bias,
+            cache: RefCell::new(Vec::new()),
         }
+    }
+
+    /// The value-only part of the map of `w` (flattened as `flat`), from the cache when `w` has
+    /// not changed since it was computed.
+    fn values(&self, w: &Tensor, flat: &Tensor) -> (Tensor, Option<Tensor>) {
+        let version = w.internal_version();
+        let same = |c: &Cached| {
+            c.version == version
+                && c.src.data_ptr() == w.data_ptr()
+                && c.src.size() == w.size()
+                && c.src.stride() == w.stride()
+                && c.src.device() == w.device()
+        };
+        let mut cache = self.cache.borrow_mut();
+        if let Some(i) = cache.iter().position(same) {
+            let c = cache.remove(i);
+            let out = (
+                c.delta.shallow_clone(),
+                c.bins.as_ref().map(Tensor::shallow_clone),
+            );
+            cache.insert(0, c);
+            return out;
+        }
+        let (delta, bins) = tch::no_grad(|| {
+            let ranks = ranks(flat);
+            let delta = laplace_target(flat, &ranks) - flat;
+            let bins = match self.kind {
+                RemapKind::CdfAffine => Some(value_bins(flat, self.bins)),
+                RemapKind::Fc => {
+                    let n = flat.size()[0];
+                    Some((&ranks * self.bins).divide_scalar_mode(n, "floor"))
+                }
+                RemapKind::None | RemapKind::Cdf => None,
+            };
+            (delta, bins)
+        });
+        cache.retain(|c| c.src.data_ptr() != w.data_ptr() || c.src.size() != w.size());
+        cache.truncate(CACHED - 1);
+        cache.insert(
+            0,
+            Cached {
+                src: w.shallow_clone(),
+                version,
+                delta: delta.shallow_clone(),
+                bins: bins.as_ref().map(Tensor::shallow_clone),
+            },
+        );
+        (delta, bins)
     }
 
     /// `cdf-affine`'s per-bin scales `a_k` (positive by construction).
@@ -107,8 +179,9 @@ impl Remap {
         }
         let shape = w.size();
         let flat = w.flatten(0, -1);
-        let ranks = ranks(&flat);
-        let mut r = straight_through(&flat, &laplace_target(&flat, &ranks));
+        let (delta, bins) = self.values(w, &flat);
+        // Straight-through: the target's values, the gradient of `flat`.
+        let mut r = &flat + delta;
         if grads == Grads::Params {
             r = r.detach();
         }
@@ -119,17 +192,21 @@ impl Remap {
                 t.shallow_clone()
             }
         };
-        let out = match (self.kind, &self.a, &self.b, &self.fc_weight, &self.fc_bias) {
-            (RemapKind::CdfAffine, Some(a), Some(b), _, _) => {
-                let k = value_bins(&flat, self.bins);
-                param(&a.softplus()).index_select(0, &k) * &r + param(b).index_select(0, &k)
+        let out = match (
+            self.kind,
+            &self.a,
+            &self.b,
+            &self.fc_weight,
+            &self.fc_bias,
+            &bins,
+        ) {
+            (RemapKind::CdfAffine, Some(a), Some(b), _, _, Some(k)) => {
+                param(&a.softplus()).index_select(0, k) * &r + param(b).index_select(0, k)
             }
-            (RemapKind::Fc, _, _, Some(fw), Some(fb)) => {
-                let n = flat.size()[0];
-                let g = (&ranks * self.bins).divide_scalar_mode(n, "floor");
+            (RemapKind::Fc, _, _, Some(fw), Some(fb), Some(g)) => {
                 let zeros = Tensor::zeros([self.bins], (r.kind(), r.device()));
-                let counts = zeros.index_add(0, &g, &r.ones_like()).clamp_min(1.0);
-                let means = zeros.index_add(0, &g, &r) / counts;
+                let counts = zeros.index_add(0, g, &r.ones_like()).clamp_min(1.0);
+                let means = zeros.index_add(0, g, &r) / counts;
                 let moved = means.linear(&param(fw), Some(param(fb)));
                 let delta = moved - means;
                 let delta = if grads == Grads::Weights {
@@ -137,7 +214,7 @@ impl Remap {
                 } else {
                     delta
                 };
-                &r + delta.index_select(0, &g)
+                &r + delta.index_select(0, g)
             }
             _ => r,
         };
@@ -193,17 +270,19 @@ fn value_bins(flat: &Tensor, bins: i64) -> Tensor {
 }
 
 /// KL(soft histogram of `r` ‖ its fitted Laplace) over `bins` bins spanning μ ± 8b; differentiable in `r`.
+/// Everything stays on `r`'s device (no host synchronisation): the fit and the Laplace bin
+/// probabilities are computed in f64 as tensors.
 pub fn soft_kl_to_laplace(r: &Tensor, bins: i64) -> Tensor {
     let flat = r.flatten(0, -1);
     let n = flat.size()[0] as f64;
     let (mu, b) = tch::no_grad(|| {
-        let mu = flat.mean(Kind::Float).double_value(&[]);
-        let b = (flat.std(false).double_value(&[]) / std::f64::consts::SQRT_2).max(1e-12);
+        let mu = flat.mean(Kind::Float).to_kind(Kind::Double);
+        let b = (flat.std(false).to_kind(Kind::Double) / std::f64::consts::SQRT_2).clamp_min(1e-12);
         (mu, b)
     });
-    let (lo, hi) = (mu - 8.0 * b, mu + 8.0 * b);
-    let width = (hi - lo) / bins as f64;
-    let t = ((&flat - lo) / width - 0.5).clamp(0.0, (bins - 1) as f64);
+    let (lo, hi) = (&mu - &b * 8.0, &mu + &b * 8.0);
+    let width = (&hi - &lo) / bins as f64;
+    let t = ((&flat - &lo) / &width - 0.5).clamp(0.0, (bins - 1) as f64);
     let k0 = tch::no_grad(|| {
         t.floor()
             .clamp(0.0, (bins - 2).max(0) as f64)
@@ -216,23 +295,18 @@ pub fn soft_kl_to_laplace(r: &Tensor, bins: i64) -> Tensor {
         .index_add(0, &k0, &(frac.ones_like() - &frac))
         .index_add(0, &k1, &frac);
     let p = counts / n;
-    let cdf = |x: f64| {
-        if x < mu {
-            0.5 * ((x - mu) / b).exp()
-        } else {
-            1.0 - 0.5 * (-(x - mu) / b).exp()
-        }
-    };
-    let q: Vec<f32> = (0..bins)
-        .map(|i| {
-            let (a, c) = (lo + width * i as f64, lo + width * (i + 1) as f64);
-            ((cdf(c) - cdf(a)).max(1e-12)) as f32
-        })
-        .collect();
-    let q = Tensor::from_slice(&q)
-        .to_device(t.device())
-        .to_kind(t.kind());
-    let q = &q / q.sum(q.kind());
+    let q = tch::no_grad(|| {
+        // The Laplace CDF at the bin edges lo + width·i, i = 0..=bins.
+        let i = Tensor::arange(bins + 1, (Kind::Double, t.device()));
+        let z = (&lo + &width * i - &mu) / &b;
+        let below = z.clamp_max(0.0).exp() * 0.5;
+        let above = (z.clamp_min(0.0).neg().exp() * 0.5).neg() + 1.0;
+        let cdf = below.where_self(&z.lt(0.0), &above);
+        let q = (cdf.narrow(0, 1, bins) - cdf.narrow(0, 0, bins))
+            .clamp_min(1e-12)
+            .to_kind(t.kind());
+        &q / q.sum(q.kind())
+    });
     (&p * ((&p + 1e-12).log() - q.log())).sum(p.kind())
 }
 
@@ -385,6 +459,103 @@ mod tests {
                 .1
                 .is_none()
         );
+    }
+
+    /// The cached value-only part is reused while the weights stay, and recomputed after any
+    /// in-place change (an optimizer step, a sort, a load): the map always equals a fresh one's.
+    #[test]
+    fn cached_remap_follows_every_weight_change() {
+        tch::manual_seed(21);
+        for kind in [RemapKind::Cdf, RemapKind::CdfAffine, RemapKind::Fc] {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let w = vs.root().var(
+                "w",
+                &[16, 8, 3, 3],
+                nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: 0.1,
+                },
+            );
+            let remap = Remap::new(&(vs.root() / "remap"), kind, 10);
+            let slice = || w.narrow(0, 0, 12).narrow(1, 0, 6);
+            let fresh = |t: &Tensor| {
+                Remap::new(&(nn::VarStore::new(Device::Cpu).root() / "r"), kind, 10).apply(t)
+            };
+            let first = remap.apply(&slice());
+            assert!(
+                first.equal(&remap.apply(&slice())),
+                "{kind:?}: a hit is the same map"
+            );
+            assert!(first.equal(&fresh(&slice())), "{kind:?}");
+            // Another slice of the same weight is its own entry.
+            let other = remap.apply(&w.narrow(0, 0, 8));
+            assert!(other.equal(&fresh(&w.narrow(0, 0, 8))), "{kind:?}");
+            tch::no_grad(|| {
+                let _ = w.shallow_clone().g_mul_scalar_(-1.5);
+            });
+            let after = remap.apply(&slice());
+            assert!(!after.equal(&first), "{kind:?}: the change is seen");
+            assert!(
+                after.equal(&fresh(&slice())),
+                "{kind:?}: recomputed after a change"
+            );
+        }
+        // A temporary freed and another allocated in its place is not a hit: entries hold theirs.
+        let remap = Remap::new(&nn::VarStore::new(Device::Cpu).root(), RemapKind::Cdf, 10);
+        for _ in 0..8 {
+            let t = Tensor::randn([64], (Kind::Float, Device::Cpu));
+            assert!(remap.apply(&t).equal(&cdf_remap(&t)));
+        }
+    }
+
+    /// The KL term on the device equals the previous formula, whose fit and Laplace bins were
+    /// computed on the host in f64, in value and gradient.
+    #[test]
+    fn device_kl_equals_the_host_formula() {
+        fn host(r: &Tensor, bins: i64) -> Tensor {
+            let flat = r.flatten(0, -1);
+            let n = flat.size()[0] as f64;
+            let mu = flat.mean(Kind::Float).double_value(&[]);
+            let b = (flat.std(false).double_value(&[]) / std::f64::consts::SQRT_2).max(1e-12);
+            let (lo, hi) = (mu - 8.0 * b, mu + 8.0 * b);
+            let width = (hi - lo) / bins as f64;
+            let t = ((&flat - lo) / width - 0.5).clamp(0.0, (bins - 1) as f64);
+            let k0 = tch::no_grad(|| t.floor().clamp(0.0, (bins - 2) as f64).to_kind(Kind::Int64));
+            let frac = &t - k0.to_kind(t.kind());
+            let k1 = (&k0 + 1).clamp_max(bins - 1);
+            let zeros = Tensor::zeros([bins], (t.kind(), t.device()));
+            let p = zeros
+                .index_add(0, &k0, &(frac.ones_like() - &frac))
+                .index_add(0, &k1, &frac)
+                / n;
+            let cdf = |x: f64| {
+                if x < mu {
+                    0.5 * ((x - mu) / b).exp()
+                } else {
+                    1.0 - 0.5 * (-(x - mu) / b).exp()
+                }
+            };
+            let q: Vec<f32> = (0..bins)
+                .map(|i| {
+                    let (a, c) = (lo + width * i as f64, lo + width * (i + 1) as f64);
+                    ((cdf(c) - cdf(a)).max(1e-12)) as f32
+                })
+                .collect();
+            let q = Tensor::from_slice(&q);
+            let q = &q / q.sum(q.kind());
+            (&p * ((&p + 1e-12).log() - q.log())).sum(p.kind())
+        }
+        tch::manual_seed(8);
+        for scale in [0.01, 1.0] {
+            let g =
+                (Tensor::randn([5000], (Kind::Float, Device::Cpu)) * scale).set_requires_grad(true);
+            let (ours, theirs) = (soft_kl_to_laplace(&g, 100), host(&g, 100));
+            let (a, b) = (ours.double_value(&[]), theirs.double_value(&[]));
+            assert!((a - b).abs() <= 1e-6 * b.abs().max(1e-3), "{a} vs {b}");
+            let grad = |t: Tensor| Tensor::run_backward(&[t], &[&g], false, false).remove(0);
+            let (ga, gb) = (grad(ours), grad(theirs));
+            assert!(ga.allclose(&gb, 1e-5, 1e-6, false), "gradients");
+        }
     }
 
     #[test]

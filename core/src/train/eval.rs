@@ -97,17 +97,13 @@ pub fn reestimate_bn(
     if images == 0 {
         return Ok(());
     }
-    let mut subset = (*splits.train).clone();
-    subset.labels.truncate(images);
-    subset
-        .images
-        .truncate(images.min(subset.len()) * subset.image_size());
     net.reset_bn_stats();
     let result = tch::no_grad(|| {
-        for (i, b) in Loader::new(
-            std::sync::Arc::new(subset),
+        for (i, b) in Loader::first(
+            splits.train.clone(),
             &splits.norm,
             in_order(batch_size),
+            images,
         )
         .enumerate()
         {

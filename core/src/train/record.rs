@@ -24,12 +24,17 @@ pub(super) struct MetricSink<'a> {
 
 impl MetricSink<'_> {
     pub(super) fn push(&mut self, key: &str, step: i64, epoch: i64, value: f64) {
+        self.push_at(key, step, epoch, value, now_secs());
+    }
+
+    /// [`Self::push`] of a value measured at `wall_time` (seconds since the epoch).
+    pub(super) fn push_at(&mut self, key: &str, step: i64, epoch: i64, value: f64, wall_time: f64) {
         self.rows.push(MetricRow {
             run: self.run,
             key: key.to_owned(),
             step,
             epoch,
-            wall_time: now_secs(),
+            wall_time,
             value,
         });
     }

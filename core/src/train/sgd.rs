@@ -1,7 +1,26 @@
 //! The optimiser and its schedule: SGD with (Nesterov) momentum, weight decay on conv / linear
-//! weights only, checkpointable by name and channel-permutable; linear warm-up then cosine.
+//! weights only, checkpointable by name and channel-permutable; linear warm-up then cosine. The
+//! update of each parameter is one pass (`csrc/sgd.cpp`) with the roundings of the unfused ops.
+#![allow(unsafe_code)] // FFI to csrc/sgd.cpp; each call is checked below
 
-use tch::{Tensor, nn};
+use std::ffi::{CStr, c_char};
+
+use tch::{TchError, Tensor, nn};
+use torch_sys::C_tensor;
+
+unsafe extern "C" {
+    fn shiftadd_sgd_step(
+        p: *mut C_tensor,
+        g: *const C_tensor,
+        buf: *mut C_tensor,
+        lr: f64,
+        momentum: f64,
+        nesterov: i32,
+        weight_decay: f64,
+        err: *mut *mut c_char,
+    ) -> i32;
+    fn shiftadd_free_error(err: *mut c_char);
+}
 
 use crate::model::Permutation;
 
@@ -62,30 +81,52 @@ impl Sgd {
     }
 
     pub fn step(&mut self, lr: f64) {
-        tch::no_grad(|| {
-            for ((_, p, decay), buf) in self.params.iter_mut().zip(self.bufs.iter_mut()) {
-                let g = p.grad();
-                if !g.defined() {
-                    continue;
-                }
-                let g = if *decay && self.weight_decay > 0.0 {
-                    g + &*p * self.weight_decay
-                } else {
-                    g
-                };
-                let d = if self.momentum > 0.0 {
-                    let _ = buf.g_mul_scalar_(self.momentum).g_add_(&g);
-                    if self.nesterov {
-                        g + &*buf * self.momentum
-                    } else {
-                        buf.shallow_clone()
-                    }
-                } else {
-                    g
-                };
-                let _ = p.g_sub_(&(d * lr));
+        self.try_step(lr)
+            .unwrap_or_else(|e| panic!("SGD update failed: {e}"));
+    }
+
+    /// [`Self::step`], with libtorch's error if an update fails (a device or dtype mismatch).
+    pub fn try_step(&mut self, lr: f64) -> Result<(), TchError> {
+        for ((_, p, decay), buf) in self.params.iter_mut().zip(self.bufs.iter_mut()) {
+            let g = p.grad();
+            if !g.defined() {
+                continue;
             }
-        });
+            let wd = if *decay {
+                self.weight_decay.max(0.0)
+            } else {
+                0.0
+            };
+            let mut err: *mut c_char = std::ptr::null_mut();
+            // SAFETY: all three are live tensor handles owned by this optimizer (p, buf) or just
+            // returned by libtorch (g); the C side only reads g and writes p and buf in place.
+            let rc = unsafe {
+                shiftadd_sgd_step(
+                    p.as_mut_ptr(),
+                    g.as_ptr(),
+                    buf.as_mut_ptr(),
+                    lr,
+                    self.momentum.max(0.0),
+                    i32::from(self.nesterov),
+                    wd,
+                    &raw mut err,
+                )
+            };
+            if rc != 0 {
+                let msg = if err.is_null() {
+                    "sgd step failed".to_owned()
+                } else {
+                    // SAFETY: a non-null `err` is a NUL-terminated string malloc'd by the C side.
+                    let m = unsafe { CStr::from_ptr(err) }
+                        .to_string_lossy()
+                        .into_owned();
+                    unsafe { shiftadd_free_error(err) };
+                    m
+                };
+                return Err(TchError::Torch(msg));
+            }
+        }
+        Ok(())
     }
 
     /// Apply a channel permutation to the momentum buffer of the named parameter.

@@ -20,17 +20,31 @@ pub struct StepSpec<'a> {
     pub lr: f64,
 }
 
-/// Losses of one step (before the optimizer update).
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Losses of one step (before the optimizer update), as detached scalars on the training device:
+/// reading them is a host synchronisation on CUDA, so the training loop reads a batch of steps'
+/// losses at once ([`StepLosses::values`] for one).
+#[derive(Debug)]
 pub struct StepLosses {
-    pub tiny: f64,
-    pub aug: Option<f64>,
+    pub tiny: Tensor,
+    pub aug: Option<Tensor>,
+}
+
+impl StepLosses {
+    /// (tiny, augmented) as numbers.
+    pub fn values(&self) -> (f64, Option<f64>) {
+        (
+            self.tiny.double_value(&[]),
+            self.aug.as_ref().map(|a| a.double_value(&[])),
+        )
+    }
 }
 
 /// One ShiftAddAug step: forward/backward the tiny model (MF operators on remapped weights, plus
 /// the KL regulariser), then — unless `hybrid = "none"` — one sampled augmented sub-model weighted
 /// by α; one SGD update. AdderNet's gradient scaling happens inside each Add call's backward (on dF
 /// of the weight that call used), so the multiplicative model's gradient and the KL term's stay raw.
+/// Nothing is read back to the host: the caller checks the losses for divergence when it reads
+/// them.
 pub fn train_step(
     net: &Net,
     opt: &mut Sgd,
@@ -38,37 +52,31 @@ pub fn train_step(
     x: &Tensor,
     y: &Tensor,
     spec: &StepSpec<'_>,
-    step: i64,
 ) -> Result<StepLosses, TrainError> {
     let cfg = spec.config;
     let ls = cfg.train.label_smoothing;
     opt.zero_grad();
     let logits = net.forward(x, spec.tiny, true, Exec::Tiny)?;
-    let mut loss = logits.f_cross_entropy_loss::<Tensor>(y, None, Reduction::Mean, -100, ls)?;
-    let tiny = loss.double_value(&[]);
-    if !tiny.is_finite() {
-        return Err(TrainError::Diverged { step, loss: tiny });
-    }
-    if let Some(kl) = net
+    let ce = logits.f_cross_entropy_loss::<Tensor>(y, None, Reduction::Mean, -100, ls)?;
+    let tiny = ce.detach();
+    // Out of place: `tiny` shares the cross-entropy's storage.
+    let loss = match net
         .remap_kl(cfg.remap.bins)
         .filter(|_| cfg.remap.kl_weight > 0.0)
     {
-        loss += kl * cfg.remap.kl_weight;
-    }
+        Some(kl) => ce + kl * cfg.remap.kl_weight,
+        None => ce,
+    };
     loss.backward();
     let mut aug = None;
     if let Some(exec) = spec.aug_exec {
         let widths = net.sample_widths(&cfg.aug, rng, spec.width_on);
         let logits = net.forward(x, &widths, true, exec)?;
         let loss = logits.f_cross_entropy_loss::<Tensor>(y, None, Reduction::Mean, -100, ls)?;
-        let value = loss.double_value(&[]);
-        if !value.is_finite() {
-            return Err(TrainError::Diverged { step, loss: value });
-        }
+        aug = Some(loss.detach());
         (loss * cfg.aug.alpha).backward();
-        aug = Some(value);
     }
-    opt.step(spec.lr);
+    opt.try_step(spec.lr)?;
     Ok(StepLosses { tiny, aug })
 }
 

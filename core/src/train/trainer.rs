@@ -15,14 +15,14 @@ use crate::protocol::{ControlState, Event};
 use crate::rng::Rng;
 use crate::spec::arch::Widths;
 use crate::spec::config::{Config, Hybrid};
-use crate::store::{CheckpointRow, Status, WriteOp, keys};
+use crate::store::{CheckpointRow, Status, WriteOp, keys, now_secs};
 
 use super::checkpoint::{CheckpointMeta, checkpoint_paths, save_checkpoint};
 use super::context::{RunContext, build_net, resolve_device};
 use super::eval::{Scores, evaluate, reestimate_bn, to_images};
 use super::record::{MetricSink, record_hw_cost, weight_snapshot};
 use super::sgd::{Sgd, lr_at};
-use super::step::{StepSpec, aug_exec, train_step};
+use super::step::{StepLosses, StepSpec, aug_exec, train_step};
 use super::{Outcome, TrainError};
 
 /// Whether channels are sorted at the start of `epoch` (0-based): NetAug sorts only while width
@@ -62,6 +62,64 @@ impl Schedule {
             peak: t.peak_lr(),
             width_epochs: (cfg.aug.stop_width_frac * t.epochs as f64).ceil() as usize,
         })
+    }
+}
+
+/// Steps whose losses are read back to the host at once: one synchronisation per this many steps
+/// on CUDA (on the CPU reading is free, but the loop is the same).
+const LOSS_READ_EVERY: usize = 16;
+
+/// Losses of the steps not read back yet, with when each step ended.
+#[derive(Default)]
+struct LossBuffer {
+    steps: Vec<(i64, usize, f64, StepLosses)>,
+    /// Σ loss × images of the steps read so far this epoch.
+    sum: f64,
+}
+
+impl LossBuffer {
+    fn push(&mut self, step: i64, images: usize, losses: StepLosses) {
+        self.steps.push((step, images, now_secs(), losses));
+    }
+
+    fn len(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// Read every pending loss in one transfer, record them at their steps' times, and fail at
+    /// the first that is not finite; the last tiny-model loss (NaN with none pending).
+    fn flush(&mut self, sink: &mut MetricSink<'_>, epoch: i64) -> Result<f64, TrainError> {
+        if self.steps.is_empty() {
+            return Ok(f64::NAN);
+        }
+        let steps = std::mem::take(&mut self.steps);
+        let read = |ts: Vec<&Tensor>| -> Result<Vec<f64>, TrainError> {
+            if ts.is_empty() {
+                return Ok(Vec::new());
+            }
+            let all = Tensor::f_stack(&ts, 0)?.f_to_kind(tch::Kind::Double)?;
+            Ok(Vec::<f64>::try_from(all.to_device(tch::Device::Cpu))?)
+        };
+        let tiny = read(steps.iter().map(|s| &s.3.tiny).collect())?;
+        let aug = read(steps.iter().filter_map(|s| s.3.aug.as_ref()).collect())?;
+        let mut aug = aug.into_iter();
+        for ((step, images, wall, losses), t) in steps.iter().zip(&tiny) {
+            let a = losses.aug.as_ref().and_then(|_| aug.next());
+            for value in std::iter::once(*t).chain(a) {
+                if !value.is_finite() {
+                    return Err(TrainError::Diverged {
+                        step: *step,
+                        loss: value,
+                    });
+                }
+            }
+            sink.push_at(keys::TRAIN_LOSS, *step, epoch, *t, *wall);
+            if let Some(a) = a {
+                sink.push_at(keys::TRAIN_LOSS_AUG, *step, epoch, a, *wall);
+            }
+            self.sum += t * *images as f64;
+        }
+        Ok(tiny.last().copied().unwrap_or(f64::NAN))
     }
 }
 
@@ -245,8 +303,14 @@ impl<'a> Trainer<'a> {
         );
         let start = Instant::now();
         let mut last_ship = Instant::now();
-        let (mut loss_sum, mut images) = (0f64, 0usize);
+        let mut losses = LossBuffer::default();
+        let mut images = 0usize;
         for batch in loader {
+            if ctx.control.get() != ControlState::Run {
+                // Pausing or stopping: what was trained is recorded first.
+                losses.flush(sink, epoch_no)?;
+                sink.ship();
+            }
             if ctx.control.wait_while_paused(ctx.run, ctx.writer, ctx.emit) == ControlState::Stop {
                 return Ok(None);
             }
@@ -264,31 +328,31 @@ impl<'a> Trainer<'a> {
             };
             self.step += 1;
             let step = self.step;
-            let losses = train_step(&self.net, &mut self.opt, &mut self.rng, &x, &y, &spec, step)?;
+            let step_losses = train_step(&self.net, &mut self.opt, &mut self.rng, &x, &y, &spec)?;
             let ips = batch.n as f64 / step_start.elapsed().as_secs_f64().max(1e-9);
-            sink.push(keys::TRAIN_LOSS, step, epoch_no, losses.tiny);
-            if let Some(a) = losses.aug {
-                sink.push(keys::TRAIN_LOSS_AUG, step, epoch_no, a);
-            }
             sink.push(keys::TRAIN_LR, step, epoch_no, lr);
             sink.push(keys::TRAIN_IMAGES_PER_SEC, step, epoch_no, ips);
-            loss_sum += losses.tiny * batch.n as f64;
+            losses.push(step, batch.n, step_losses);
             images += batch.n;
-            if last_ship.elapsed().as_millis() >= 250 {
-                sink.ship();
-                last_ship = Instant::now();
-                (ctx.emit)(Event::Progress {
-                    run: ctx.run,
-                    epoch: epoch_no,
-                    step,
-                    total_steps: s.total_steps,
-                    loss: losses.tiny,
-                    images_per_sec: images as f64 / start.elapsed().as_secs_f64().max(1e-9),
-                });
+            if losses.len() >= LOSS_READ_EVERY || last_ship.elapsed().as_millis() >= 250 {
+                let loss = losses.flush(sink, epoch_no)?;
+                if last_ship.elapsed().as_millis() >= 250 {
+                    sink.ship();
+                    last_ship = Instant::now();
+                    (ctx.emit)(Event::Progress {
+                        run: ctx.run,
+                        epoch: epoch_no,
+                        step,
+                        total_steps: s.total_steps,
+                        loss,
+                        images_per_sec: images as f64 / start.elapsed().as_secs_f64().max(1e-9),
+                    });
+                }
             }
         }
+        losses.flush(sink, epoch_no)?;
         Ok(Some(EpochStats {
-            loss_sum,
+            loss_sum: losses.sum,
             images,
             secs: start.elapsed().as_secs_f64(),
         }))
