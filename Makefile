@@ -55,12 +55,15 @@ lint: setup
 test: lint
 	cargo test --workspace
 
-# Benchmarks (issue 4/5): the PyTorch Python reference and the criterion benches on the same
-# threads, then the ratio tables. Takes ~20 minutes on 2 cores; nothing else should run meanwhile.
+# Benchmarks (issues 4, 5, 17): the PyTorch Python reference and the criterion benches on the same
+# threads, then the ratio tables; whole epochs of this tree against the commit before issue 17
+# (built once in a worktree under target/); the UI frame. About 45 minutes on 2 cores the first
+# time (the old commit's build), 35 after; nothing else should run meanwhile.
 BENCH_THREADS ?= 2
 bench: setup
 	mkdir -p target
 	$(VENV)/bin/python experiments/bench/torch_reference.py --threads $(BENCH_THREADS) > target/bench-torch.json
 	SHIFTADD_BENCH_THREADS=$(BENCH_THREADS) cargo bench -p shiftadd-core
 	$(VENV)/bin/python experiments/bench/summary.py target/criterion target/bench-torch.json
+	$(PYTHON) experiments/bench/epoch.py --threads $(BENCH_THREADS) --json target/bench-epoch.json
 	cargo bench -p shiftadd-app --bench ui_frame

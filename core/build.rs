@@ -28,6 +28,7 @@ fn main() {
     };
     // Exact rounding: no fast-math here.
     base().file("csrc/shift.cpp").compile("shiftadd_shift");
+    base().file("csrc/layout.cpp").compile("shiftadd_layout");
     // The fused SGD update must round as the ATen ops it replaces: no contraction into FMAs.
     base()
         .flag("-ffp-contract=off")

@@ -67,8 +67,10 @@ at::Tensor map_aten(const at::Tensor& x, int64_t op, int64_t arg) {
 at::Tensor map(const at::Tensor& x_in, int64_t op, int64_t arg) {
   TORCH_CHECK(op == 0 || op == 1, "straight_through: unknown op ", op);
   if (!(x_in.device().is_cpu() && x_in.scalar_type() == at::kFloat)) return map_aten(x_in, op, arg);
-  const auto x = x_in.contiguous();  // a no-op for activations; a sliced weight is small
-  auto out = at::empty_like(x);
+  // Elementwise: any dense layout (channels-last activations too) is walked in memory order and
+  // kept; only a strided view (a sliced weight, small) is copied first.
+  const auto x = x_in.is_non_overlapping_and_dense() ? x_in : x_in.contiguous();
+  auto out = at::empty_like(x);  // the same strides as x
   const float* in = x.data_ptr<float>();
   float* o = out.data_ptr<float>();
   const int pmin = static_cast<int>(arg);

@@ -80,6 +80,16 @@ def main():
     if rows:
         print(f"Training step, mbv2-tiny, batch 64, {threads} threads (images/s)")
         print(table(["mode", "shiftadd (Rust)", "PyTorch Python", "speed-up"], rows, md))
+    secs = means.get(("train_step", "mult", None))
+    macs = ref.get("mult_macs_per_image")
+    if secs and macs:
+        # A training step is about three forward passes (forward, input and weight gradients).
+        flops = 6 * macs * 64 / secs
+        mhz = max(float(l.split(":")[1]) for l in open("/proc/cpuinfo") if l.startswith("cpu MHz"))
+        peak = threads * mhz * 1e6 * 2 * 8 * 2  # 2 FMA units × 8 fp32 lanes (AVX2) × 2 flops
+        print(f"\nmult step: {flops / 1e9:.1f} GFLOP/s ({macs / 1e6:.2f} M MACs per image × 6 × "
+              f"{64 / secs:.0f} images/s); peak of {threads} cores at {mhz / 1e3:.2f} GHz with "
+              f"AVX2 FMA: {peak / 1e9:.0f} GFLOP/s ({100 * flops / peak:.0f} %)")
 
 
 if __name__ == "__main__":

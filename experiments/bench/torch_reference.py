@@ -83,6 +83,17 @@ def conv_shapes(name):
     return out
 
 
+def tiny_macs(name):
+    """Multiply-accumulates of one forward pass of the tiny model on one image (convs and the
+    classifier; BN and activations not counted)."""
+    total = 0
+    for _, cin, cout, k, s, g, size in conv_shapes(name):
+        out = (size + 2 * (k // 2) - k) // s + 1
+        total += (cin // g) * cout * k * k * out * out
+    _, blocks, head = arch(name)
+    return total + (head or blocks[-1][2]) * 10
+
+
 # --- operators ---------------------------------------------------------------------------------
 
 class Adder2d(torch.autograd.Function):
@@ -405,6 +416,7 @@ def main():
         result["conv"] = conv_bench(args.quick)
     if args.only in (None, "train"):
         result["train"] = train_bench(args.quick)
+        result["mult_macs_per_image"] = tiny_macs("mbv2-tiny")
     json.dump(result, sys.stdout, indent=1)
     print()
 

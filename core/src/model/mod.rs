@@ -27,6 +27,7 @@ pub use sort::Permutation;
 use tch::nn::{self, Init};
 use tch::{Kind, TchError, Tensor};
 
+use crate::ops::layout;
 use crate::rng::Rng;
 use crate::spec::arch::{ArchSpec, BlockSpec, OpSpec, Widths};
 use crate::spec::config::AugConfig;
@@ -242,7 +243,17 @@ impl Net {
         widths
     }
 
-    /// Logits of the sub-model `w` for a batch `x` [N, C, H, W].
+    /// Whether a pass in `exec` runs any Add layer through the Add operator.
+    fn runs_add(&self, exec: Exec) -> bool {
+        exec != Exec::Mult
+            && self
+                .convs()
+                .iter()
+                .any(|c| c.role == crate::spec::config::OpKind::Add)
+    }
+
+    /// Logits of the sub-model `w` for a batch `x` [N, C, H, W]. A pass without Add layers runs
+    /// channels-last on the CPU ([`layout`]).
     pub fn forward(
         &self,
         x: &Tensor,
@@ -250,9 +261,14 @@ impl Net {
         train: bool,
         exec: Exec,
     ) -> Result<Tensor, TchError> {
+        let x = if layout::pays(x, self.runs_add(exec)) {
+            layout::channels_last(x)?
+        } else {
+            x.shallow_clone()
+        };
         let mut x = self
             .stem_bn
-            .forward(&self.stem.forward(x, w.stem, exec)?, train)
+            .forward(&self.stem.forward(&x, w.stem, exec)?, train)
             .relu6();
         for (i, b) in self.blocks.iter().enumerate() {
             if !w.active[i] {

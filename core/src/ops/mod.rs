@@ -6,8 +6,10 @@
 //! - [`remap`]: heterogeneous weight sharing — the stored (multiplicative) weights mapped to the
 //!   MF operator's distribution on the fly.
 //! - [`stats`]: histograms and distribution statistics of weights (the discrepancy records).
+//! - [`layout`]: channels-last activations for the all-multiplicative passes on the CPU.
 
 pub mod adder;
+pub mod layout;
 pub mod remap;
 pub mod shift;
 pub mod stats;
