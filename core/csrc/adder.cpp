@@ -18,6 +18,8 @@
 
 #include <ATen/Parallel.h>
 
+#include "ffi.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -684,26 +686,9 @@ struct AdderConv2d : public torch::autograd::Function<AdderConv2d> {
   }
 };
 
-char* copy_message(const char* what) {
-  const size_t len = std::strlen(what);
-  char* out = static_cast<char*>(std::malloc(len + 1));
-  if (out != nullptr) std::memcpy(out, what, len + 1);
-  return out;
-}
-
 template <typename F>
 at::Tensor* guarded(char** err, F&& body) {
-  *err = nullptr;
-  try {
-    return new at::Tensor(body());
-  } catch (const c10::Error& e) {
-    *err = copy_message(e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    *err = copy_message(e.what());
-  } catch (...) {
-    *err = copy_message("unknown C++ exception");
-  }
-  return nullptr;
+  return shiftadd_ffi::guarded<at::Tensor*>(err, nullptr, [&] { return new at::Tensor(body()); });
 }
 
 }  // namespace

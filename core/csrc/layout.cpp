@@ -5,37 +5,19 @@
 
 #include <ATen/ATen.h>
 
-#include <cstdlib>
-#include <cstring>
-
-namespace {
-
-char* copy_message(const char* what) {
-  const size_t len = std::strlen(what);
-  char* out = static_cast<char*>(std::malloc(len + 1));
-  if (out != nullptr) std::memcpy(out, what, len + 1);
-  return out;
-}
-
-}  // namespace
+#include "ffi.h"
 
 extern "C" {
 
 // x (4-D) laid out channels-last. Returns a new tensor, or nullptr with *err set.
 at::Tensor* shiftadd_channels_last(const at::Tensor* x, char** err) {
-  *err = nullptr;
-  try {
+  return shiftadd_ffi::guarded<at::Tensor*>(err, nullptr, [&] {
     TORCH_CHECK(x->dim() == 4, "channels_last: expected a 4-D tensor, got ", x->sizes());
     // Not `contiguous(ChannelsLast)`: a one-channel NCHW tensor already counts as channels-last
     // contiguous and would be returned as is, with strides every conv reads as NCHW.
     if (x->suggest_memory_format() == at::MemoryFormat::ChannelsLast) return new at::Tensor(*x);
     return new at::Tensor(x->to(x->options(), /*non_blocking=*/false, /*copy=*/true, at::MemoryFormat::ChannelsLast));
-  } catch (const c10::Error& e) {
-    *err = copy_message(e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    *err = copy_message(e.what());
-  }
-  return nullptr;
+  });
 }
 
 // Whether x is laid out channels-last (as the convolutions will read it).

@@ -14,17 +14,9 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/grad_mode.h>
 
-#include <cstdlib>
-#include <cstring>
+#include "ffi.h"
 
 namespace {
-
-char* copy_message(const char* what) {
-  const size_t len = std::strlen(what);
-  char* out = static_cast<char*>(std::malloc(len + 1));
-  if (out != nullptr) std::memcpy(out, what, len + 1);
-  return out;
-}
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define SHIFTADD_CLONES __attribute__((target_clones("avx2", "default")))
@@ -87,16 +79,10 @@ extern "C" {
 // Returns 0, or -1 with *err set (a malloc'd message for shiftadd_free_error).
 int shiftadd_sgd_step(at::Tensor* p, const at::Tensor* g, at::Tensor* buf, double lr, double momentum,
                       int nesterov, double weight_decay, char** err) {
-  *err = nullptr;
-  try {
+  return shiftadd_ffi::guarded<int>(err, -1, [&] {
     step(*p, g, *buf, lr, momentum, nesterov != 0, weight_decay);
     return 0;
-  } catch (const c10::Error& e) {
-    *err = copy_message(e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    *err = copy_message(e.what());
-  }
-  return -1;
+  });
 }
 
 }  // extern "C"

@@ -13,9 +13,9 @@
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include "ffi.h"
+
 #include <cmath>
-#include <cstdlib>
-#include <cstring>
 
 namespace {
 
@@ -94,28 +94,14 @@ struct StraightThrough : public torch::autograd::Function<StraightThrough> {
   }
 };
 
-char* copy_message(const char* what) {
-  const size_t len = std::strlen(what);
-  char* out = static_cast<char*>(std::malloc(len + 1));
-  if (out != nullptr) std::memcpy(out, what, len + 1);
-  return out;
-}
-
 }  // namespace
 
 extern "C" {
 
 // q(x) with a straight-through gradient. Returns a new tensor, or nullptr with *err set.
 at::Tensor* shiftadd_straight_through(const at::Tensor* x, int64_t op, int64_t arg, char** err) {
-  *err = nullptr;
-  try {
-    return new at::Tensor(StraightThrough::apply(*x, op, arg));
-  } catch (const c10::Error& e) {
-    *err = copy_message(e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    *err = copy_message(e.what());
-  }
-  return nullptr;
+  return shiftadd_ffi::guarded<at::Tensor*>(err, nullptr,
+                                            [&] { return new at::Tensor(StraightThrough::apply(*x, op, arg)); });
 }
 
 }  // extern "C"
