@@ -83,6 +83,8 @@ def build_old(rev):
         return cached, want[:9]
     tree = ROOT / "target/bench-old"
     if not tree.exists():
+        # A worktree whose folder went with `cargo clean` is still registered: forget it first.
+        sh(["git", "worktree", "prune"])
         sh(["git", "worktree", "add", "--detach", str(tree), want])
     elif rev_parse("HEAD", tree) != want:
         sh(["git", "checkout", "--quiet", "--detach", want], cwd=tree)
