@@ -479,7 +479,8 @@ void dwcl_backward_sample(const float* __restrict xt, const float* __restrict ft
   }
 }
 
-// df alone (no input gradient needed).
+// df alone (no input gradient needed); a separate function so that dwcl_backward_sample, compiled
+// with fast-math, keeps the code (and the roundings) it had.
 SHIFTADD_CLONES
 void dwcl_backward_sample_df(const float* __restrict xt, const float* __restrict ft, const float* __restrict gyt,
                              float* __restrict dft, const Geometry& g) {

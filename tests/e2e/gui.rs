@@ -23,6 +23,18 @@ fn experiments() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../experiments")
 }
 
+/// A metric row of `run` at `step` (epoch `step / 10`), as the seeded databases record them.
+fn metric_row(run: RunId, key: &str, step: i64, value: f64) -> MetricRow {
+    MetricRow {
+        run,
+        key: key.into(),
+        step,
+        epoch: step / 10,
+        wall_time: 0.0,
+        value,
+    }
+}
+
 /// The app over channels the test holds: (harness, commands sent, events to inject, exit choice).
 struct Fake {
     harness: Harness<'static, StudioApp>,
@@ -106,14 +118,7 @@ fn seeded_db(dir: &Path) -> PathBuf {
                 tags: "gui-test".into(),
             })
             .expect("run");
-        let metric = |key: &str, step: i64, value: f64| MetricRow {
-            run,
-            key: key.into(),
-            step,
-            epoch: step / 10,
-            wall_time: 0.0,
-            value,
-        };
+        let metric = |key: &str, step: i64, value: f64| metric_row(run, key, step, value);
         let mut rows: Vec<MetricRow> = (0..30)
             .map(|s| metric(keys::TRAIN_LOSS, s, 2.0 / (1.0 + s as f64)))
             .collect();
@@ -697,14 +702,7 @@ fn studies_view_shows_the_table_and_banded_curves() {
                 tags: "study".into(),
             })
             .expect("run");
-        let metric = |key: &str, step: i64, value: f64| MetricRow {
-            run,
-            key: key.into(),
-            step,
-            epoch: step / 10,
-            wall_time: 0.0,
-            value,
-        };
+        let metric = |key: &str, step: i64, value: f64| metric_row(run, key, step, value);
         let mut rows: Vec<MetricRow> = (1..=3)
             .map(|e| metric(keys::VAL_TOP1, e * 10, top1 * e as f64 / 3.0))
             .collect();

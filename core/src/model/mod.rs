@@ -142,6 +142,8 @@ pub struct Net {
     fc: ElasticConv,
     fc_bias: Tensor,
     pub max: Widths,
+    /// Whether any layer's role is Add (fixed at construction).
+    has_add: bool,
 }
 
 impl Net {
@@ -184,7 +186,7 @@ impl Net {
         });
         let features = (max.head.unwrap_or(prev), base.head.unwrap_or(prev_tiny));
         let (fc, fc_bias) = classifier(&(root / "fc"), features, spec.classes, ops);
-        Self {
+        let mut net = Self {
             spec,
             stem,
             stem_bn,
@@ -193,7 +195,13 @@ impl Net {
             fc,
             fc_bias,
             max,
-        }
+            has_add: false,
+        };
+        net.has_add = net
+            .convs()
+            .iter()
+            .any(|c| c.role == crate::spec::config::OpKind::Add);
+        net
     }
 
     /// A plain multiplicative model: maximum widths are the base widths.
@@ -245,11 +253,7 @@ impl Net {
 
     /// Whether a pass in `exec` runs any Add layer through the Add operator.
     fn runs_add(&self, exec: Exec) -> bool {
-        exec != Exec::Mult
-            && self
-                .convs()
-                .iter()
-                .any(|c| c.role == crate::spec::config::OpKind::Add)
+        exec != Exec::Mult && self.has_add
     }
 
     /// Logits of the sub-model `w` for a batch `x` [N, C, H, W]. A pass without Add layers runs
