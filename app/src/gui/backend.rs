@@ -15,7 +15,8 @@ use shiftadd_core::run::{Command, Event};
 use shiftadd_core::spec::space::NasArch;
 use shiftadd_core::spec::study::Study;
 use shiftadd_core::store::{
-    HistogramRow, HwCostRow, NasCandidateRow, Reader, RunId, RunSummary, StudyRow, StudyRunRow,
+    HistogramRow, HwCostRow, NasCandidateRow, Reader, RunId, RunSummary, StoreError, StudyRow,
+    StudyRunRow,
 };
 use shiftadd_core::study::report::{self, Table};
 
@@ -278,15 +279,17 @@ fn answer(db: &Path, state: &mut DataState, q: Query) -> Loaded {
     }
     let reader = &mut state.reader;
     if reader.is_none() {
+        // Nothing recorded yet: the manager creates (and migrates) the file on its first write.
+        let not_yet = || match q {
+            Query::Runs => Loaded::Runs(Vec::new()),
+            _ => Loaded::Error(format!("database {} does not exist yet", db.display())),
+        };
         if !db.exists() {
-            // Nothing recorded yet (the manager creates the file on its first write).
-            return match q {
-                Query::Runs => Loaded::Runs(Vec::new()),
-                _ => Loaded::Error(format!("database {} does not exist yet", db.display())),
-            };
+            return not_yet();
         }
         match Reader::open(db) {
             Ok(r) => *reader = Some(r),
+            Err(StoreError::NotMigrated { .. }) => return not_yet(),
             Err(e) => return Loaded::Error(e.to_string()),
         }
     }

@@ -148,6 +148,15 @@ pub enum StoreError {
         found: i64,
         supported: i64,
     },
+    #[error(
+        "database {path} has schema version {found}, older than this shiftadd's ({supported}): \
+         it is being created, or any shiftadd command that writes to it will migrate it"
+    )]
+    NotMigrated {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
     #[error("cannot create the folder of database {path}: {source}")]
     Dir {
         path: PathBuf,
@@ -378,7 +387,7 @@ fn sweep_dead_runs(conn: &Connection) -> rusqlite::Result<usize> {
 }
 
 /// Refuse a database whose schema is newer than this code's, before anything touches it.
-fn check_version(conn: &Connection, path: &Path) -> Result<()> {
+fn check_version(conn: &Connection, path: &Path) -> Result<i64> {
     let found: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(|source| StoreError::Sqlite {
@@ -392,7 +401,7 @@ fn check_version(conn: &Connection, path: &Path) -> Result<()> {
             supported: SCHEMA_VERSION,
         });
     }
-    Ok(())
+    Ok(found)
 }
 
 /// Open a read-only connection (for readers: the CLI's listings, the UI).
@@ -407,6 +416,15 @@ pub fn open_ro(path: &Path) -> Result<Connection> {
     )
     .map_err(sq)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(sq)?;
-    check_version(&conn, path)?;
+    // A reader sees every table or none: the migrations commit with the version in one transaction, so
+    // an older version means a writer is creating the file right now (or nobody has migrated it yet).
+    let found = check_version(&conn, path)?;
+    if found < SCHEMA_VERSION {
+        return Err(StoreError::NotMigrated {
+            path: path.to_path_buf(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
     Ok(conn)
 }

@@ -127,6 +127,21 @@ fn newer_schema_is_refused_and_left_untouched() {
 }
 
 #[test]
+fn a_reader_refuses_a_file_the_writer_has_not_migrated_yet() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("new.db");
+    // What a reader polling a database sees between its creation and the migrations' commit.
+    drop(Connection::open(&db).expect("raw"));
+    let err = Reader::open(&db).err().expect("refused").to_string();
+    assert!(
+        err.contains("schema version 0") && err.contains("older"),
+        "{err}"
+    );
+    drop(Writer::open(&db).expect("migrates"));
+    assert!(Reader::open(&db).expect("reader").studies().is_ok());
+}
+
+#[test]
 fn dead_owner_is_marked_interrupted_at_open() {
     let dir = tempfile::tempdir().expect("tmp");
     let db = dir.path().join("s.db");
