@@ -22,6 +22,10 @@ fn main() {
             .warnings(false)
             .include(root.join("include"))
             .include(root.join("include/torch/csrc/api/include"))
+            // ATen's parallel_for is a header template over `#pragma omp parallel`: without
+            // OpenMP here it runs every kernel of these files on one thread. The GOMP symbols
+            // resolve to the libgomp.so.1 that libtorch loads (the same soname, via the rpath).
+            .flag("-fopenmp")
             .define("_GLIBCXX_USE_CXX11_ABI", "1")
             .define("GLOG_USE_GLOG_EXPORT", None);
         b
@@ -29,6 +33,7 @@ fn main() {
     // Exact rounding: no fast-math here.
     base().file("csrc/shift.cpp").compile("shiftadd_shift");
     base().file("csrc/layout.cpp").compile("shiftadd_layout");
+    base().file("csrc/bn.cpp").compile("shiftadd_bn");
     // The fused SGD update must round as the ATen ops it replaces: no contraction into FMAs.
     base()
         .flag("-ffp-contract=off")

@@ -5,9 +5,12 @@
 //! - `mult`: an ordinary conv (libtorch).
 //!
 //! `experiments/bench/summary.py` turns the results into ratios.
+//!
+//! And the fused training-mode batch norm + ReLU6 ([`bn`]) against ATen's `batch_norm` + `relu6`,
+//! forward + backward, on activation shapes of `mbv2-tiny`, NCHW and channels-last.
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use shiftadd_core::ops::adder;
+use shiftadd_core::ops::{adder, bn, layout};
 use shiftadd_core::spec::arch::{ArchSpec, OpSpec};
 use shiftadd_core::spec::config::{ModelName, OpKind};
 use shiftadd_core::spec::layers::{self, LayerKind};
@@ -85,5 +88,48 @@ fn conv_layers(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, conv_layers);
+fn batch_norms(c: &mut Criterion) {
+    common::init();
+    let opts = (Kind::Float, Device::Cpu);
+    let only = std::env::var("SHIFTADD_BENCH_FILTER").unwrap_or_default();
+    let mut group = c.benchmark_group("bn_relu6");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2));
+    for (ch, hw) in [(16, 32), (48, 16), (96, 8), (144, 4)] {
+        for last in [false, true] {
+            let id = format!("{ch}x{hw}x{hw} {}", if last { "nhwc" } else { "nchw" });
+            if !id.contains(&only) {
+                continue;
+            }
+            let x = Tensor::randn([common::BATCH, ch, hw, hw], opts);
+            let x = if last {
+                layout::channels_last(&x).expect("4-D")
+            } else {
+                x
+            };
+            let x = x.set_requires_grad(true);
+            let w = Tensor::ones([ch], opts).set_requires_grad(true);
+            let b = Tensor::zeros([ch], opts).set_requires_grad(true);
+            let (rm, rv) = (Tensor::zeros([ch], opts), Tensor::ones([ch], opts));
+            let p = bn::BnParams::new(&w, &b, &rm, &rv, 0.1, 1e-5);
+            let g = Tensor::randn(x.size(), opts);
+            for (name, f) in [
+                ("fused", bn::batch_norm_train as fn(&_, &_, _) -> _),
+                ("aten", bn::batch_norm_train_unfused),
+            ] {
+                group.bench_function(BenchmarkId::new(name, &id), |bench| {
+                    bench.iter(|| {
+                        let y: Tensor = f(&x, &p, true).expect("bn");
+                        (y * &g).sum(Kind::Float).backward();
+                    });
+                });
+            }
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, conv_layers, batch_norms);
 criterion_main!(benches);

@@ -357,18 +357,37 @@ impl ElasticBn {
         }
     }
 
-    pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+    /// Batch norm of `x` [N, C, H, W] (sliced to its C channels), then ReLU6 when `relu6`. In
+    /// training one fused op ([`ops::bn`]); in evaluation ATen's, with the running statistics.
+    pub fn forward(&self, x: &Tensor, train: bool, relu6: bool) -> Result<Tensor, TchError> {
         let c = x.size()[1];
-        x.batch_norm(
-            Some(self.weight.narrow(0, 0, c)),
-            Some(self.bias.narrow(0, 0, c)),
-            Some(self.running_mean.narrow(0, 0, c)),
-            Some(self.running_var.narrow(0, 0, c)),
-            train,
+        let (weight, bias) = (self.weight.narrow(0, 0, c), self.bias.narrow(0, 0, c));
+        let (running_mean, running_var) = (
+            self.running_mean.narrow(0, 0, c),
+            self.running_var.narrow(0, 0, c),
+        );
+        if train {
+            let p = ops::bn::BnParams {
+                weight: &weight,
+                bias: &bias,
+                running_mean: &running_mean,
+                running_var: &running_var,
+                momentum: self.momentum.get(),
+                eps: BN_EPS,
+            };
+            return ops::bn::batch_norm_train(x, &p, relu6);
+        }
+        let y = x.f_batch_norm(
+            Some(weight),
+            Some(bias),
+            Some(running_mean),
+            Some(running_var),
+            false,
             self.momentum.get(),
             BN_EPS,
             false,
-        )
+        )?;
+        Ok(if relu6 { y.relu6() } else { y })
     }
 
     pub(super) fn tensors(&self) -> [(&Tensor, String); 4] {

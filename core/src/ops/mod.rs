@@ -6,9 +6,11 @@
 //! - [`remap`]: heterogeneous weight sharing — the stored (multiplicative) weights mapped to the
 //!   MF operator's distribution on the fly.
 //! - [`stats`]: histograms and distribution statistics of weights (the discrepancy records).
+//! - [`bn`]: training-mode batch norm fused with its ReLU6 (`csrc/bn.cpp`).
 //! - [`layout`]: channels-last activations for the all-multiplicative passes on the CPU.
 
 pub mod adder;
+pub mod bn;
 pub mod layout;
 pub mod remap;
 pub mod shift;
