@@ -97,28 +97,29 @@ void rows_moments(const float* __restrict x, int64_t r0, int64_t r1, int64_t cst
   }
 }
 
-// y = clamp(x·a + b, 0, 6) (relu6) or x·a + b over one NCHW channel.
+// y = clamp((x − mean)·a + b, 0, 6) (relu6) or (x − mean)·a + b over one NCHW channel. Centred
+// first: x·a + (b − mean·a) would cancel away the small spread of values far from 0.
 SHIFTADD_CLONES
-void channel_affine(const float* __restrict x, float* __restrict y, int64_t n, int64_t len, int64_t stride, float a,
-                    float b, bool relu6) {
+void channel_affine(const float* __restrict x, float* __restrict y, int64_t n, int64_t len, int64_t stride,
+                    float mean, float a, float b, bool relu6) {
   for (int64_t p = 0; p < n; ++p) {
     const float* __restrict xp = x + p * stride;
     float* __restrict yp = y + p * stride;
     if (relu6) {
-      for (int64_t i = 0; i < len; ++i) yp[i] = std::min(std::max(xp[i] * a + b, 0.0f), 6.0f);
+      for (int64_t i = 0; i < len; ++i) yp[i] = std::min(std::max((xp[i] - mean) * a + b, 0.0f), 6.0f);
     } else {
-      for (int64_t i = 0; i < len; ++i) yp[i] = xp[i] * a + b;
+      for (int64_t i = 0; i < len; ++i) yp[i] = (xp[i] - mean) * a + b;
     }
   }
 }
 
 SHIFTADD_CLONES
-void row_affine(const float* __restrict x, float* __restrict y, int64_t w, const float* __restrict a,
-                const float* __restrict b, bool relu6) {
+void row_affine(const float* __restrict x, float* __restrict y, int64_t w, const float* __restrict mean,
+                const float* __restrict a, const float* __restrict b, bool relu6) {
   if (relu6) {
-    for (int64_t j = 0; j < w; ++j) y[j] = std::min(std::max(x[j] * a[j] + b[j], 0.0f), 6.0f);
+    for (int64_t j = 0; j < w; ++j) y[j] = std::min(std::max((x[j] - mean[j]) * a[j] + b[j], 0.0f), 6.0f);
   } else {
-    for (int64_t j = 0; j < w; ++j) y[j] = x[j] * a[j] + b[j];
+    for (int64_t j = 0; j < w; ++j) y[j] = (x[j] - mean[j]) * a[j] + b[j];
   }
 }
 
@@ -272,9 +273,13 @@ struct BnRelu6 : public torch::autograd::Function<BnRelu6> {
           rows_moments(xp, r0, r1, s.c, c0, c1, k.data() + c0, a, b);
         });
     auto opts = x.options();
+    // The loops centre on the float mean; `residual` = float mean − exact mean, per channel, puts
+    // the difference back into the per-channel constants (a constant offset of every x − mean).
     auto mean = at::empty({s.c}, opts);
+    auto residual = at::empty({s.c}, opts);
     auto invstd = at::empty({s.c}, opts);
     float* mp = mean.data_ptr<float>();
+    float* ep = residual.data_ptr<float>();
     float* ip = invstd.data_ptr<float>();
     float* rm = running_mean.data_ptr<float>();
     float* rv = running_var.data_ptr<float>();
@@ -286,26 +291,27 @@ struct BnRelu6 : public torch::autograd::Function<BnRelu6> {
       const double var = std::max(sq[c] / m - d * d, 0.0);
       const double mu = static_cast<double>(k[c]) + d;
       mp[c] = static_cast<float>(mu);
+      ep[c] = static_cast<float>(static_cast<double>(mp[c]) - mu);
       ip[c] = static_cast<float>(1.0 / std::sqrt(var + eps));
       rm[c] = static_cast<float>((1.0 - momentum) * rm[c] + momentum * mu);
       rv[c] = static_cast<float>((1.0 - momentum) * rv[c] + momentum * var * m / (m - 1.0));
       a[c] = wp[c] * ip[c];
-      b[c] = bp[c] - mp[c] * a[c];
+      b[c] = static_cast<float>(static_cast<double>(bp[c]) + static_cast<double>(ep[c]) * a[c]);
     }
     auto y = at::empty_like(x, at::MemoryFormat::Preserve);
     float* yp = y.data_ptr<float>();
     if (s.last) {
       at::parallel_for(0, s.m(), std::max<int64_t>(1, (int64_t{1} << 15) / s.c), [&](int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; ++r) row_affine(xp + r * s.c, yp + r * s.c, s.c, a.data(), b.data(), relu6);
+        for (int64_t r = r0; r < r1; ++r) row_affine(xp + r * s.c, yp + r * s.c, s.c, mp, a.data(), b.data(), relu6);
       });
     } else {
       at::parallel_for(0, s.c, grain(s), [&](int64_t c0, int64_t c1) {
         for (int64_t c = c0; c < c1; ++c) {
-          channel_affine(xp + c * s.l, yp + c * s.l, s.n, s.l, s.c * s.l, a[c], b[c], relu6);
+          channel_affine(xp + c * s.l, yp + c * s.l, s.n, s.l, s.c * s.l, mp[c], a[c], b[c], relu6);
         }
       });
     }
-    ctx->save_for_backward({x, y, weight, mean, invstd});
+    ctx->save_for_backward({x, y, weight, mean, residual, invstd});
     ctx->saved_data["relu6"] = relu6;
     return y;
   }
@@ -316,7 +322,8 @@ struct BnRelu6 : public torch::autograd::Function<BnRelu6> {
     const auto& y = saved[1];
     const auto& weight = saved[2];
     const auto& mean = saved[3];
-    const auto& invstd = saved[4];
+    const auto& residual = saved[4];
+    const auto& invstd = saved[5];
     const bool relu6 = ctx->saved_data["relu6"].toBool();
     const Shape s = shape_of(x);
     // The incoming gradient in the activation's layout.
@@ -339,6 +346,9 @@ struct BnRelu6 : public torch::autograd::Function<BnRelu6> {
         [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1, float* a, float* b) {
           (relu6 ? rows_grad_sums<true> : rows_grad_sums<false>)(xp, yp, gp, r0, r1, s.c, c0, c1, mp + c0, a, b);
         });
+    // Σ g·(x − exact mean) = Σ g·(x − float mean) + residual·Σ g.
+    const float* ep = residual.data_ptr<float>();
+    for (int64_t c = 0; c < s.c; ++c) sgx[c] += static_cast<double>(ep[c]) * sg[c];
     auto opts = x.options();
     at::Tensor dw, db, dx;
     if (ctx->needs_input_grad(1)) {
@@ -357,8 +367,9 @@ struct BnRelu6 : public torch::autograd::Function<BnRelu6> {
       for (int64_t c = 0; c < s.c; ++c) {
         const double wi = static_cast<double>(wp[c]) * ip[c];
         k1[c] = static_cast<float>(wi);
-        k2[c] = static_cast<float>(-wi * ip[c] * ip[c] * sgx[c] / m);
-        k3[c] = static_cast<float>(-wi * sg[c] / m);
+        const double k2c = -wi * ip[c] * ip[c] * sgx[c] / m;
+        k2[c] = static_cast<float>(k2c);
+        k3[c] = static_cast<float>(-wi * sg[c] / m + k2c * ep[c]);  // (x − float mean)·k2 is off by residual·k2
       }
       dx = at::empty_like(x, at::MemoryFormat::Preserve);
       float* dp = dx.data_ptr<float>();
