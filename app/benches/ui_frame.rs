@@ -108,9 +108,11 @@ fn data() -> DataCache {
 fn study_data() -> DataCache {
     let mut d = DataCache::default();
     let variants: Vec<Variant> = (0..VARIANTS)
-        .map(|v| Variant {
-            name: format!("variant-{v}"),
-            sets: vec![format!("train.lr={}", 0.05 * (v + 1) as f64)],
+        .map(|v| {
+            Variant::new(
+                format!("variant-{v}"),
+                vec![format!("train.lr={}", 0.05 * (v + 1) as f64)],
+            )
         })
         .collect();
     let mut cells = Vec::new();
@@ -143,6 +145,7 @@ fn study_data() -> DataCache {
             missing: 0,
             summary: Summary::of(&xs),
             values,
+            against: (v > 0).then(|| variants[0].name.clone()),
             paired: None,
             best: v + 1 == VARIANTS,
         });

@@ -442,7 +442,7 @@ fn table_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, table: &Table) {
                     }
                 }
             }
-            let vs = paired_text(r.paired.as_ref(), k, r.variant == table.baseline);
+            let vs = paired_text(r, k, &table.baseline);
             let significant = r.paired.is_some_and(|p| p.significant());
             if significant {
                 ui.colored_label(egui::Color32::from_rgb(0x5c, 0xc0, 0x6c), vs);

@@ -61,6 +61,21 @@ pub enum StudyError {
 pub struct Variant {
     pub name: String,
     pub sets: Vec<String>,
+    /// The variant this one's paired difference is taken against (`vs = "..."`; default: the
+    /// study's baseline), e.g. Shift + ShiftAddAug against direct Shift. Reporting only: not part
+    /// of the study's identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vs: Option<String>,
+}
+
+impl Variant {
+    pub fn new(name: impl Into<String>, sets: Vec<String>) -> Self {
+        Self {
+            name: name.into(),
+            sets,
+            vs: None,
+        }
+    }
 }
 
 /// A validated study: every variant × seed config resolves.
@@ -178,6 +193,23 @@ impl Study {
         {
             return Err(bad(format!("two variants are named `{}`", dup.1.name)));
         }
+        for v in &variants {
+            match v.vs.as_deref() {
+                Some(vs) if vs == v.name => {
+                    return Err(bad(format!(
+                        "variant `{}`: `vs` names the variant itself",
+                        v.name
+                    )));
+                }
+                Some(vs) if !variants.iter().any(|w| w.name == vs) => {
+                    return Err(bad(format!(
+                        "variant `{}`: `vs` = \"{vs}\" is not a variant",
+                        v.name
+                    )));
+                }
+                _ => {}
+            }
+        }
         let baseline = match t.remove("baseline") {
             Some(toml::Value::String(b)) if variants.iter().any(|v| v.name == b) => b,
             Some(v) => {
@@ -249,17 +281,32 @@ impl Study {
             .flat_map(|v| self.seeds.iter().map(move |&s| (v, s)))
     }
 
-    /// What makes two studies the same study (a rerun resumes it): everything but `parallel`.
+    /// What makes two studies the same study (a rerun resumes it): everything but `parallel`
+    /// and the variants' `vs`.
     pub fn identity(&self) -> String {
+        let variants: Vec<_> = self
+            .variants
+            .iter()
+            .map(|v| serde_json::json!({"name": v.name, "sets": v.sets}))
+            .collect();
         serde_json::json!({
             "name": self.name,
             "base": self.base_toml,
             "seeds": self.seeds,
             "metric": self.metric,
             "baseline": self.baseline,
-            "variants": self.variants,
+            "variants": variants,
         })
         .to_string()
+    }
+
+    /// The variant `v`'s paired difference is taken against (`None`: `v` is the baseline).
+    pub fn reference_of<'a>(&'a self, v: &'a Variant) -> Option<&'a str> {
+        match &v.vs {
+            Some(vs) => Some(vs),
+            None if v.name == self.baseline => None,
+            None => Some(&self.baseline),
+        }
     }
 }
 
@@ -333,12 +380,21 @@ fn named_variants(
                 None => Vec::new(),
                 Some(_) => return Err(bad(format!("variant `{name}`: `set` must be a table"))),
             };
+            let vs = match t.remove("vs") {
+                Some(toml::Value::String(s)) => Some(s),
+                None => None,
+                Some(_) => {
+                    return Err(bad(format!(
+                        "variant `{name}`: `vs` must be a variant's name"
+                    )));
+                }
+            };
             if let Some(k) = t.keys().next() {
                 return Err(bad(format!(
-                    "variant `{name}`: unknown key `{k}` (allowed: name, set)"
+                    "variant `{name}`: unknown key `{k}` (allowed: name, set, vs)"
                 )));
             }
-            Ok(Variant { name, sets })
+            Ok(Variant { name, sets, vs })
         })
         .collect()
 }
@@ -356,10 +412,7 @@ fn grid_variants(
             "`grid` must be a table of `\"section.key\" = [values]`".into(),
         ));
     };
-    let mut out = vec![Variant {
-        name: String::new(),
-        sets: Vec::new(),
-    }];
+    let mut out = vec![Variant::new("", Vec::new())];
     for (k, values) in grid {
         let toml::Value::Array(values) = values else {
             return Err(bad(format!("grid `{k}`: must be a list of values")));
@@ -384,7 +437,7 @@ fn grid_variants(
                     };
                     let mut sets = v.sets.clone();
                     sets.push(format!("{k}={x}"));
-                    Variant { name, sets }
+                    Variant::new(name, sets)
                 })
             })
             .collect();
@@ -398,6 +451,48 @@ mod tests {
 
     fn parse(text: &str) -> Result<Study, StudyError> {
         Study::parse(text, "t.toml", Path::new("."), &[])
+    }
+
+    #[test]
+    fn a_variant_may_name_its_own_reference() {
+        let text = |vs: &str| {
+            format!(
+                r#"
+name = "s"
+seeds = [0]
+baseline = "mult"
+[[variant]]
+name = "mult"
+set = {{ "ops.kind" = "mult" }}
+[[variant]]
+name = "shift"
+set = {{ "ops.kind" = "shift" }}
+[[variant]]
+name = "shift-aug"
+set = {{ "ops.kind" = "shift", "aug.hybrid" = "mult" }}
+{vs}
+"#
+            )
+        };
+        let plain = parse(&text("")).expect("valid");
+        let paired = parse(&text("vs = \"shift\"")).expect("valid");
+        assert_eq!(paired.variants[2].vs.as_deref(), Some("shift"));
+        assert_eq!(paired.reference_of(&paired.variants[2]), Some("shift"));
+        assert_eq!(paired.reference_of(&paired.variants[1]), Some("mult"));
+        assert_eq!(paired.reference_of(&paired.variants[0]), None);
+        assert_eq!(
+            plain.identity(),
+            paired.identity(),
+            "reporting only: the same study"
+        );
+        for (vs, says) in [
+            ("vs = \"shift-aug\"", "names the variant itself"),
+            ("vs = \"div\"", "`vs` = \"div\" is not a variant"),
+            ("vs = 3", "`vs` must be a variant's name"),
+        ] {
+            let err = parse(&text(vs)).expect_err("refused").to_string();
+            assert!(err.contains(says), "{vs}: {err}");
+        }
     }
 
     #[test]

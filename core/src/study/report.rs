@@ -19,7 +19,10 @@ pub struct Row {
     /// Cells without a value yet (not run, running, failed).
     pub missing: usize,
     pub summary: Option<Summary>,
-    /// Against the baseline (`None` for the baseline itself, or without common seeds).
+    /// The variant this row is paired against: the study's baseline, or the variant's own `vs`
+    /// (`None` for the baseline itself).
+    pub against: Option<String>,
+    /// The difference from `against` over common seeds (`None` without common seeds).
     pub paired: Option<Paired>,
     /// The best mean of the table (highest; lowest for a loss).
     pub best: bool,
@@ -64,23 +67,12 @@ pub fn table(study: &Study, id: i64, reader: &Reader) -> Result<Table, StoreErro
             missing: study.seeds.len() - values.len(),
             summary: Summary::of(&xs),
             values,
+            against: study.reference_of(v).map(str::to_owned),
             paired: None,
             best: false,
         });
     }
-    let base = rows
-        .iter()
-        .find(|r| r.variant == study.baseline)
-        .map(|r| r.values.clone())
-        .unwrap_or_default();
-    for r in rows.iter_mut().filter(|r| r.variant != study.baseline) {
-        let pairs: Vec<(f64, f64)> = r
-            .values
-            .iter()
-            .filter_map(|(s, x)| base.iter().find(|(t, _)| t == s).map(|(_, b)| (*x, *b)))
-            .collect();
-        r.paired = Paired::of(&pairs);
-    }
+    pair(&mut rows);
     let lower_is_better = study.metric.ends_with("loss");
     let score = |r: &Row| {
         r.summary
@@ -102,6 +94,25 @@ pub fn table(study: &Study, id: i64, reader: &Reader) -> Result<Table, StoreErro
         baseline: study.baseline.clone(),
         rows,
     })
+}
+
+/// Each row's paired difference from the row it is `against`, over their common seeds.
+fn pair(rows: &mut [Row]) {
+    let values: HashMap<String, Vec<(u64, f64)>> = rows
+        .iter()
+        .map(|r| (r.variant.clone(), r.values.clone()))
+        .collect();
+    for r in rows {
+        let Some(base) = r.against.as_ref().and_then(|a| values.get(a)) else {
+            continue;
+        };
+        let pairs: Vec<(f64, f64)> = r
+            .values
+            .iter()
+            .filter_map(|(s, x)| base.iter().find(|(t, _)| t == s).map(|(_, b)| (*x, *b)))
+            .collect();
+        r.paired = Paired::of(&pairs);
+    }
 }
 
 /// The output forms of [`Table`].
@@ -132,10 +143,22 @@ fn scale(metric: &str) -> (f64, &'static str) {
     }
 }
 
-/// The paired column in words: the difference with its interval, and whether it is significant.
-pub fn paired_text(p: Option<&Paired>, k: f64, baseline: bool) -> String {
+/// The paired column of `row` in words: the difference with its interval and whether it is
+/// significant, prefixed with what it is against where that is not the study's `baseline`.
+pub fn paired_text(row: &Row, k: f64, baseline: &str) -> String {
+    let Some(against) = row.against.as_deref() else {
+        return "baseline".into();
+    };
+    let text = difference_text(row.paired.as_ref(), k);
+    if against == baseline {
+        text
+    } else {
+        format!("vs {against}: {text}")
+    }
+}
+
+fn difference_text(p: Option<&Paired>, k: f64) -> String {
     match p {
-        _ if baseline => "baseline".into(),
         None => "–".into(),
         Some(p) if !p.ci95.is_finite() => format!("{:+.2} (n = {}, no interval)", p.diff * k, p.n),
         Some(p) => {
@@ -177,7 +200,7 @@ impl Table {
             } else {
                 r.variant.clone()
             };
-            let vs = paired_text(r.paired.as_ref(), k, r.variant == self.baseline);
+            let vs = paired_text(r, k, &self.baseline);
             match r.summary {
                 Some(m) => s.push_str(&format!(
                     "| {name} | {}{} | {:.2} ± {} | {:.2} | {:.2} | {:.2} | {vs} |\n",
@@ -208,7 +231,7 @@ impl Table {
 
     fn csv(&self) -> String {
         let mut s = String::from(
-            "variant,n,missing,mean,ci95,std,min,max,diff_vs_baseline,diff_ci95,p_value,pairs,significant,best,values\n",
+            "variant,n,missing,mean,ci95,std,min,max,against,diff,diff_ci95,p_value,pairs,significant,best,values\n",
         );
         let f = |x: Option<f64>| {
             x.filter(|v| v.is_finite())
@@ -219,7 +242,7 @@ impl Table {
             let p = r.paired;
             let values: Vec<String> = r.values.iter().map(|(sd, v)| format!("{sd}:{v}")).collect();
             s.push_str(&format!(
-                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
                 r.variant,
                 m.map_or(0, |m| m.n),
                 r.missing,
@@ -228,6 +251,7 @@ impl Table {
                 f(m.map(|m| m.std)),
                 f(m.map(|m| m.min)),
                 f(m.map(|m| m.max)),
+                r.against.as_deref().unwrap_or(""),
                 f(p.map(|p| p.diff)),
                 f(p.map(|p| p.ci95)),
                 f(p.map(|p| p.p)),
@@ -271,12 +295,7 @@ impl Table {
                     }
                 },
             );
-            let vs = esc(&paired_text(
-                r.paired.as_ref(),
-                k,
-                r.variant == self.baseline,
-            ))
-            .replace('±', "$\\pm$");
+            let vs = esc(&paired_text(r, k, &self.baseline)).replace('±', "$\\pm$");
             s.push_str(&format!(
                 "{name} & {} & {cell} & {vs} \\\\\n",
                 r.summary.map_or(0, |m| m.n)
@@ -284,5 +303,51 @@ impl Table {
         }
         s.push_str("\\bottomrule\n\\end{tabular}\n");
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(variant: &str, against: Option<&str>, values: &[(u64, f64)]) -> Row {
+        let xs: Vec<f64> = values.iter().map(|(_, x)| *x).collect();
+        Row {
+            variant: variant.into(),
+            values: values.to_vec(),
+            missing: 0,
+            summary: Summary::of(&xs),
+            against: against.map(str::to_owned),
+            paired: None,
+            best: false,
+        }
+    }
+
+    #[test]
+    fn each_row_is_paired_with_its_own_reference_over_common_seeds() {
+        let mut rows = vec![
+            row("shift", None, &[(0, 0.80), (1, 0.82), (2, 0.81)]),
+            row("shift-aug", None, &[(0, 0.83), (1, 0.84), (2, 0.86)]),
+            row("add", Some("shift"), &[(0, 0.70), (1, 0.71), (2, 0.69)]),
+            // Seed 2 of `add` is its only common seed with this row.
+            row("add-aug", Some("add"), &[(2, 0.75), (5, 0.9)]),
+        ];
+        rows[1].against = Some("shift".into());
+        pair(&mut rows);
+        assert!(rows[0].paired.is_none(), "the baseline");
+        let aug = rows[1].paired.expect("paired");
+        // Differences 0.03, 0.02, 0.05: mean 0.10 / 3.
+        assert_eq!(aug.n, 3);
+        assert!((aug.diff - 0.1 / 3.0).abs() < 1e-12, "{aug:?}");
+        let add = rows[2].paired.expect("paired");
+        assert!((add.diff - (-0.11)).abs() < 1e-12, "{add:?}");
+        let one = rows[3].paired.expect("one common seed");
+        assert_eq!(one.n, 1);
+        assert!((one.diff - 0.06).abs() < 1e-12 && !one.ci95.is_finite());
+        // The column says what a difference is against when it is not the study's baseline.
+        assert_eq!(paired_text(&rows[0], 100.0, "shift"), "baseline");
+        assert!(!paired_text(&rows[1], 100.0, "shift").starts_with("vs"));
+        let text = paired_text(&rows[3], 100.0, "shift");
+        assert!(text.starts_with("vs add: +6.00"), "{text}");
     }
 }
