@@ -124,6 +124,47 @@ fn smoke_study_runs_in_parallel_reports_its_runs_and_reruns_nothing() {
             "{format}"
         );
     }
+
+    // Another study (one more seed, one cell at a time, so other thread counts) adopts the
+    // cells whose configs already trained and trains only the new one.
+    let text = std::fs::read_to_string(&file).expect("smoke study");
+    let smoke = format!("{}/../experiments/smoke.toml", env!("CARGO_MANIFEST_DIR"));
+    let text = text[..text
+        .find("[[variant]]\nname = \"shift-aug\"")
+        .expect("variant")]
+        .replace("name = \"smoke-study\"", "name = \"smoke-more\"")
+        .replace("base = \"../smoke.toml\"", &format!("base = {smoke:?}"))
+        .replace("seeds = [0, 1]", "seeds = [0, 1, 2]")
+        .replace("parallel = 2", "parallel = 1");
+    let more = dir.path().join("more.toml");
+    std::fs::write(&more, text).expect("write");
+    let out = run_ok(&["study", s(&more), "--db", s(&dbp)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("1 trained, 0 resumed, 2 already done (2 adopted)"),
+        "{err}"
+    );
+    let linked: Vec<(i64, i64)> = c
+        .prepare(
+            "SELECT s.seed, s.run_id FROM study_runs s JOIN studies t ON t.id = s.study_id
+             WHERE t.name = 'smoke-more' ORDER BY s.seed",
+        )
+        .expect("q")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("links");
+    for (seed, run) in &linked[..2] {
+        assert_eq!(
+            cells[&("mult".to_owned(), *seed)].0,
+            *run,
+            "seed {seed}: the smoke study's own run"
+        );
+    }
+    let runs: i64 = c
+        .query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(runs, 5, "one new run");
 }
 
 #[test]

@@ -181,10 +181,7 @@ pub fn study(a: &StudyArgs) -> anyhow::Result<ExitCode> {
     });
     manager.shutdown();
     let outcome = result?;
-    eprintln!(
-        "study {}: {} trained, {} resumed, {} already done, {} failed",
-        outcome.study, outcome.trained, outcome.resumed, outcome.reused, outcome.failed
-    );
+    eprintln!("study {}: {}", outcome.study, outcome.counts());
     let table = report::table(&spec, outcome.study, &Reader::open(&db)?)?;
     write_table(&table.render(Format::Markdown), a.out.as_deref())?;
     Ok(if outcome.failed > 0 {

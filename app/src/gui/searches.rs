@@ -204,10 +204,7 @@ impl Searches {
         }
         for j in &self.studies {
             match &j.outcome {
-                Some(Ok(o)) => eprintln!(
-                    "study {} ({}): {} trained, {} resumed, {} already done, {} failed",
-                    o.study, j.name, o.trained, o.resumed, o.reused, o.failed
-                ),
+                Some(Ok(o)) => eprintln!("study {} ({}): {}", o.study, j.name, o.counts()),
                 Some(Err(e)) => eprintln!("study {}: {e}", j.name),
                 None => {}
             }

@@ -360,12 +360,7 @@ fn jobs_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>) {
                 "Stop study",
                 "stop its runs; starting the same study again resumes them",
             ),
-            |o| {
-                format!(
-                    "finished (study #{}; {} trained, {} resumed, {} already done, {} failed)",
-                    o.study, o.trained, o.resumed, o.reused, o.failed
-                )
-            },
+            |o| format!("finished (study #{}; {})", o.study, o.counts()),
         );
     }
 }

@@ -1,7 +1,9 @@
 //! Studies: a table of variants × seeds (a [`Study`], validated from its file) trained through
 //! the run manager `parallel` at a time with the thread budget split between them, recorded in
 //! `studies` / `study_runs`, and resumable: a rerun of the same study trains only the cells it
-//! lacks and resumes interrupted ones. [`stats`] holds the table's statistics, [`report`] the
+//! lacks and resumes interrupted ones. A cell whose config a finished run of the database already
+//! trained (another study, an earlier edit of this one: a grid given one more value) adopts that
+//! run instead of training it again. [`stats`] holds the table's statistics, [`report`] the
 //! table itself (from the database alone) and its Markdown / CSV / LaTeX forms.
 
 pub mod report;
@@ -15,7 +17,7 @@ use std::time::Duration;
 use crossbeam_channel::RecvTimeoutError;
 
 use crate::run::{Command, Event, ManagerHandle};
-use crate::spec::config::ConfigError;
+use crate::spec::config::{Config, ConfigError};
 use crate::spec::study::{Study, Variant};
 use crate::store::{Reader, RunId, Status, StoreError, StudyRunRow, WriteOp};
 
@@ -50,10 +52,27 @@ pub struct StudyOutcome {
     pub trained: usize,
     /// Cells resumed from a checkpoint.
     pub resumed: usize,
-    /// Cells already finished (or failed) before.
+    /// Cells already finished (or failed) before, adopted ones included.
     pub reused: usize,
+    /// Cells filled with a finished run of the same config from outside this study.
+    pub adopted: usize,
     /// Cells whose run failed (kept: a failed run is not retried).
     pub failed: usize,
+}
+
+impl StudyOutcome {
+    /// "2 trained, 0 resumed, 4 already done (3 adopted), 0 failed".
+    pub fn counts(&self) -> String {
+        let adopted = if self.adopted > 0 {
+            format!(" ({} adopted)", self.adopted)
+        } else {
+            String::new()
+        };
+        format!(
+            "{} trained, {} resumed, {} already done{adopted}, {} failed",
+            self.trained, self.resumed, self.reused, self.failed
+        )
+    }
 }
 
 /// How one cell will be filled.
@@ -101,6 +120,7 @@ pub fn run(
         trained: 0,
         resumed: 0,
         reused: 0,
+        adopted: 0,
         failed: 0,
     };
     let status: HashMap<RunId, Status> = reader
@@ -109,10 +129,32 @@ pub fn run(
         .map(|r| (r.id, r.status))
         .collect();
     let mut todo: VecDeque<(&Variant, u64, Todo)> = VecDeque::new();
+    let mut finished: Option<HashMap<String, RunId>> = None;
     for (v, seed) in study.cells() {
         let cell = cell_name(v, seed);
         match done.get(&(v.name.clone(), seed)) {
-            None => todo.push_back((v, seed, Todo::Start)),
+            None => {
+                let by_training = match &mut finished {
+                    Some(f) => f,
+                    None => finished.insert(finished_by_training(&reader, &status)?),
+                };
+                match by_training.get(&training_key(&study.config(v, seed)?)) {
+                    Some(&run) => {
+                        writer.send(WriteOp::StudyRun(StudyRunRow {
+                            study: id,
+                            variant: v.name.clone(),
+                            seed,
+                            run,
+                        }))?;
+                        report(format!(
+                            "{cell}: adopted run {run}, which trained the same config"
+                        ));
+                        out.reused += 1;
+                        out.adopted += 1;
+                    }
+                    None => todo.push_back((v, seed, Todo::Start)),
+                }
+            }
             Some(&run) => match status.get(&run).copied().ok_or(StoreError::NoRun(run))? {
                 Status::Finished => out.reused += 1,
                 Status::Failed => {
@@ -245,6 +287,35 @@ pub fn run(
     }
     writer.flush()?;
     result.map(|()| out)
+}
+
+/// What a config trains, as text: the config with the thread count (which changes the speed, not
+/// the experiment) cleared.
+fn training_key(cfg: &Config) -> String {
+    let mut c = cfg.clone();
+    c.train.threads = 0;
+    c.to_toml()
+}
+
+/// Every finished run of the database by [`training_key`] (the earliest of equals).
+fn finished_by_training(
+    reader: &Reader,
+    status: &HashMap<RunId, Status>,
+) -> Result<HashMap<String, RunId>, StudyRunError> {
+    let mut runs: Vec<RunId> = status
+        .iter()
+        .filter(|(_, s)| **s == Status::Finished)
+        .map(|(run, _)| *run)
+        .collect();
+    runs.sort_unstable();
+    let mut out = HashMap::new();
+    for run in runs {
+        // A config this version cannot read trained something else.
+        if let Ok(cfg) = Config::from_toml_str(&reader.config_toml(run)?, "run", &[]) {
+            out.entry(training_key(&cfg)).or_insert(run);
+        }
+    }
+    Ok(out)
 }
 
 /// Torch threads of one cell: the `train.threads` budget (0: the cores) split `parallel` ways.
