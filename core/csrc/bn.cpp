@@ -20,6 +20,8 @@
 #include <torch/autograd.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "ffi.h"
@@ -238,6 +240,12 @@ void per_channel_sums(const Shape& s, double* s1, double* s2, Channel channel, R
 // The fused path applies: CPU float32, 4-D, NCHW- or channels-last-contiguous, contiguous float
 // parameters of C entries, more than one value per channel.
 bool fusable(const at::Tensor& x, std::initializer_list<const at::Tensor*> params) {
+  // SHIFTADD_FUSED_BN=0: ATen's ops everywhere (a diagnostic switch, read once).
+  static const bool off = [] {
+    const char* v = std::getenv("SHIFTADD_FUSED_BN");
+    return v != nullptr && std::string(v) == "0";
+  }();
+  if (off) return false;
   if (!x.device().is_cpu() || x.scalar_type() != at::kFloat || x.dim() != 4) return false;
   if (!x.is_contiguous() && !x.is_contiguous(at::MemoryFormat::ChannelsLast)) return false;
   if (x.size(0) * x.size(2) * x.size(3) < 2) return false;

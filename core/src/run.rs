@@ -17,7 +17,7 @@ use crate::ops::stats::Edges;
 pub use crate::protocol::{Command, Control, ControlState, Event, Waker};
 use crate::spec::config::Config;
 use crate::store::{self, NewRun, Reader, RunId, Status, StoreError, Writer};
-use crate::train::{self, Outcome, RunContext};
+use crate::train::{self, Outcome, RunContext, TrainError};
 
 /// The consumer's side of a running manager.
 pub struct ManagerHandle {
@@ -362,7 +362,9 @@ impl Manager {
                     resume,
                     histogram_edges,
                 };
-                let result = train::train(&ctx);
+                let result =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| train::train(&ctx)))
+                        .unwrap_or_else(|payload| Err(TrainError::Panic(panic_message(&*payload))));
                 let event = match result {
                     Ok(Outcome::Finished {
                         val_top1,
@@ -402,5 +404,31 @@ impl Manager {
                 self.emit(Event::Failed { run, reason });
             }
         }
+    }
+}
+
+/// The text of a panic's payload (its first line: torch appends a C++ backtrace).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic without a message");
+    text.lines().next().unwrap_or(text).to_owned()
+}
+
+#[cfg(test)]
+mod panic_tests {
+    use super::panic_message;
+
+    #[test]
+    fn a_panic_becomes_its_first_line() {
+        let caught = std::panic::catch_unwind(|| {
+            panic!("{}", "index out of range in self\nframe #0: ...");
+        })
+        .expect_err("panicked");
+        assert_eq!(panic_message(&*caught), "index out of range in self");
+        let caught = std::panic::catch_unwind(|| panic!("plain")).expect_err("panicked");
+        assert_eq!(panic_message(&*caught), "plain");
     }
 }

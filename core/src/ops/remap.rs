@@ -282,7 +282,11 @@ pub fn soft_kl_to_laplace(r: &Tensor, bins: i64) -> Tensor {
     });
     let (lo, hi) = (&mu - &b * 8.0, &mu + &b * 8.0);
     let width = (&hi - &lo) / bins as f64;
-    let t = ((&flat - &lo) / &width - 0.5).clamp(0.0, (bins - 1) as f64);
+    // Non-finite weights (a diverged step) fall in bin 0, not at an index out of range: the KL
+    // term and the loss then come out non-finite, and the training loop reports the divergence.
+    let t = ((&flat - &lo) / &width - 0.5)
+        .nan_to_num(0.0, Some(0.0), Some(0.0))
+        .clamp(0.0, (bins - 1) as f64);
     let k0 = tch::no_grad(|| {
         t.floor()
             .clamp(0.0, (bins - 2).max(0) as f64)
@@ -572,5 +576,17 @@ mod tests {
         );
         kl_g.backward();
         assert!(g.grad().abs().sum(Kind::Float).double_value(&[]) > 0.0);
+    }
+
+    #[test]
+    fn non_finite_weights_give_a_non_finite_kl_not_a_crash() {
+        // A diverged step: the KL term must come out non-finite (the training loop then reports
+        // the divergence), not index its histogram out of range.
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let w = Tensor::randn([64], (Kind::Float, Device::Cpu));
+            let _ = w.get(3).fill_(bad);
+            let kl = soft_kl_to_laplace(&w, 32).double_value(&[]);
+            assert!(!kl.is_finite(), "{bad}: {kl}");
+        }
     }
 }

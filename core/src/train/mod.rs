@@ -42,6 +42,10 @@ pub enum TrainError {
     Store(#[from] StoreError),
     #[error("CUDA was requested (--device cuda) but no CUDA device is available")]
     NoCuda,
+    /// A panic in the training code (a torch call tch unwraps, a bug): the run fails with it
+    /// instead of its thread dying with the run left `running`.
+    #[error("internal error: {0}")]
+    Panic(String),
 }
 
 /// How a training call ended (errors aside).
