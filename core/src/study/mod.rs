@@ -1,9 +1,9 @@
 //! Studies: a table of variants × seeds (a [`Study`], validated from its file) trained through
 //! the run manager `parallel` at a time with the thread budget split between them, recorded in
 //! `studies` / `study_runs`, and resumable: a rerun of the same study trains only the cells it
-//! lacks and resumes interrupted ones. A cell whose config a finished run of the database already
-//! trained (another study, an earlier edit of this one: a grid given one more value) adopts that
-//! run instead of training it again. [`stats`] holds the table's statistics, [`report`] the
+//! lacks and resumes interrupted ones. A cell whose config a finished (or diverged) run of the
+//! database already trained (another study, an earlier edit of this one: a grid given one more
+//! value) adopts that run instead of training it again. [`stats`] holds the table's statistics, [`report`] the
 //! table itself (from the database alone) and its Markdown / CSV / LaTeX forms.
 
 pub mod report;
@@ -123,10 +123,20 @@ pub fn run(
         adopted: 0,
         failed: 0,
     };
-    let status: HashMap<RunId, Status> = reader
-        .runs()?
-        .into_iter()
-        .map(|r| (r.id, r.status))
+    let runs = reader.runs()?;
+    let status: HashMap<RunId, Status> = runs.iter().map(|r| (r.id, r.status)).collect();
+    // What a cell may adopt: a finished run, or one that diverged (a property of its config, like
+    // a result); not a failure of the machine or the code, which a new run may not repeat.
+    let settled: Vec<RunId> = runs
+        .iter()
+        .filter(|r| {
+            r.status == Status::Finished
+                || (r.status == Status::Failed
+                    && r.reason
+                        .as_deref()
+                        .is_some_and(|m| m.starts_with("diverged")))
+        })
+        .map(|r| r.id)
         .collect();
     let mut todo: VecDeque<(&Variant, u64, Todo)> = VecDeque::new();
     let mut finished: Option<HashMap<String, RunId>> = None;
@@ -136,7 +146,7 @@ pub fn run(
             None => {
                 let by_training = match &mut finished {
                     Some(f) => f,
-                    None => finished.insert(finished_by_training(&reader, &status)?),
+                    None => finished.insert(settled_by_training(&reader, &settled)?),
                 };
                 match by_training.get(&training_key(&study.config(v, seed)?)) {
                     Some(&run) => {
@@ -146,11 +156,14 @@ pub fn run(
                             seed,
                             run,
                         }))?;
+                        let diverged = status.get(&run) == Some(&Status::Failed);
                         report(format!(
-                            "{cell}: adopted run {run}, which trained the same config"
+                            "{cell}: adopted run {run}, which trained the same config{}",
+                            if diverged { " (and diverged)" } else { "" }
                         ));
                         out.reused += 1;
                         out.adopted += 1;
+                        out.failed += usize::from(diverged);
                     }
                     None => todo.push_back((v, seed, Todo::Start)),
                 }
@@ -297,16 +310,12 @@ fn training_key(cfg: &Config) -> String {
     c.to_toml()
 }
 
-/// Every finished run of the database by [`training_key`] (the earliest of equals).
-fn finished_by_training(
+/// The `settled` runs by [`training_key`] (the earliest of equals).
+fn settled_by_training(
     reader: &Reader,
-    status: &HashMap<RunId, Status>,
+    settled: &[RunId],
 ) -> Result<HashMap<String, RunId>, StudyRunError> {
-    let mut runs: Vec<RunId> = status
-        .iter()
-        .filter(|(_, s)| **s == Status::Finished)
-        .map(|(run, _)| *run)
-        .collect();
+    let mut runs = settled.to_vec();
     runs.sort_unstable();
     let mut out = HashMap::new();
     for run in runs {
