@@ -143,6 +143,7 @@ fn study_data() -> DataCache {
         rows.push(Row {
             variant: variant.name.clone(),
             missing: 0,
+            failed: 0,
             summary: Summary::of(&xs),
             values,
             against: (v > 0).then(|| variants[0].name.clone()),

@@ -414,12 +414,7 @@ fn table_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, table: &Table) {
             ui.label(if r.best { name.strong() } else { name });
             match r.summary {
                 Some(m) => {
-                    let missing = if r.missing > 0 {
-                        format!(" (+{} to go)", r.missing)
-                    } else {
-                        String::new()
-                    };
-                    ui.label(format!("{}{missing}", m.n));
+                    ui.label(r.count_text("to go"));
                     let ci = if m.ci95.is_finite() {
                         format!("{:.2} ± {:.2}", m.mean * k, m.ci95 * k)
                     } else {
@@ -431,7 +426,7 @@ fn table_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, table: &Table) {
                     ui.label(format!("{:.2}", m.max * k));
                 }
                 None => {
-                    ui.label(format!("0 (+{} to go)", r.missing));
+                    ui.label(r.count_text("to go"));
                     for _ in 0..5 {
                         ui.weak("–");
                     }

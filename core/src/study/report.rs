@@ -16,8 +16,10 @@ pub struct Row {
     pub variant: String,
     /// (seed, value) of every finished cell.
     pub values: Vec<(u64, f64)>,
-    /// Cells without a value yet (not run, running, failed).
+    /// Cells without a value (not run, running, failed).
     pub missing: usize,
+    /// Of those, cells whose run failed (diverged, or an error): not coming.
+    pub failed: usize,
     pub summary: Option<Summary>,
     /// The variant this row is paired against: the study's baseline, or the variant's own `vs`
     /// (`None` for the baseline itself).
@@ -26,6 +28,27 @@ pub struct Row {
     pub paired: Option<Paired>,
     /// The best mean of the table (highest; lowest for a loss).
     pub best: bool,
+}
+
+impl Row {
+    /// The finished cells and what the others are: "3", "2 (+1 missing)", "0 (2 failed)";
+    /// `pending` names the cells still to come ("missing" in a report, "to go" while it runs).
+    pub fn count_text(&self, pending: &str) -> String {
+        let n = self.summary.map_or(0, |m| m.n);
+        let waiting = self.missing.saturating_sub(self.failed);
+        let mut parts = Vec::new();
+        if waiting > 0 {
+            parts.push(format!("+{waiting} {pending}"));
+        }
+        if self.failed > 0 {
+            parts.push(format!("{} failed", self.failed));
+        }
+        if parts.is_empty() {
+            n.to_string()
+        } else {
+            format!("{n} ({})", parts.join(", "))
+        }
+    }
 }
 
 /// The table of a study.
@@ -50,12 +73,18 @@ pub fn table(study: &Study, id: i64, reader: &Reader) -> Result<Table, StoreErro
     let mut rows = Vec::new();
     for v in &study.variants {
         let mut values = Vec::new();
+        let mut failed = 0;
         for &seed in &study.seeds {
             let Some(c) = cells.iter().find(|c| c.variant == v.name && c.seed == seed) else {
                 continue;
             };
-            if status.get(&c.run) != Some(&Status::Finished) {
-                continue;
+            match status.get(&c.run) {
+                Some(Status::Finished) => {}
+                Some(Status::Failed) => {
+                    failed += 1;
+                    continue;
+                }
+                _ => continue,
             }
             if let Some(x) = reader.last_metric(c.run, &study.metric)? {
                 values.push((seed, x));
@@ -65,6 +94,7 @@ pub fn table(study: &Study, id: i64, reader: &Reader) -> Result<Table, StoreErro
         rows.push(Row {
             variant: v.name.clone(),
             missing: study.seeds.len() - values.len(),
+            failed,
             summary: Summary::of(&xs),
             values,
             against: study.reference_of(v).map(str::to_owned),
@@ -203,13 +233,8 @@ impl Table {
             let vs = paired_text(r, k, &self.baseline);
             match r.summary {
                 Some(m) => s.push_str(&format!(
-                    "| {name} | {}{} | {:.2} ± {} | {:.2} | {:.2} | {:.2} | {vs} |\n",
-                    m.n,
-                    if r.missing > 0 {
-                        format!(" (+{} missing)", r.missing)
-                    } else {
-                        String::new()
-                    },
+                    "| {name} | {} | {:.2} ± {} | {:.2} | {:.2} | {:.2} | {vs} |\n",
+                    r.count_text("missing"),
                     m.mean * k,
                     if m.ci95.is_finite() {
                         format!("{:.2}", m.ci95 * k)
@@ -221,8 +246,8 @@ impl Table {
                     m.max * k
                 )),
                 None => s.push_str(&format!(
-                    "| {name} | 0 ({} missing) | – | – | – | – | {vs} |\n",
-                    r.missing
+                    "| {name} | {} | – | – | – | – | {vs} |\n",
+                    r.count_text("missing")
                 )),
             }
         }
@@ -231,7 +256,7 @@ impl Table {
 
     fn csv(&self) -> String {
         let mut s = String::from(
-            "variant,n,missing,mean,ci95,std,min,max,against,diff,diff_ci95,p_value,pairs,significant,best,values\n",
+            "variant,n,missing,failed,mean,ci95,std,min,max,against,diff,diff_ci95,p_value,pairs,significant,best,values\n",
         );
         let f = |x: Option<f64>| {
             x.filter(|v| v.is_finite())
@@ -242,10 +267,11 @@ impl Table {
             let p = r.paired;
             let values: Vec<String> = r.values.iter().map(|(sd, v)| format!("{sd}:{v}")).collect();
             s.push_str(&format!(
-                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
                 r.variant,
                 m.map_or(0, |m| m.n),
                 r.missing,
+                r.failed,
                 f(m.map(|m| m.mean)),
                 f(m.map(|m| m.ci95)),
                 f(m.map(|m| m.std)),
@@ -316,6 +342,7 @@ mod tests {
             variant: variant.into(),
             values: values.to_vec(),
             missing: 0,
+            failed: 0,
             summary: Summary::of(&xs),
             against: against.map(str::to_owned),
             paired: None,
@@ -349,5 +376,13 @@ mod tests {
         assert!(!paired_text(&rows[1], 100.0, "shift").starts_with("vs"));
         let text = paired_text(&rows[3], 100.0, "shift");
         assert!(text.starts_with("vs add: +6.00"), "{text}");
+        // The n column says what the cells without a value are.
+        let mut r = row("x", None, &[(0, 0.5)]);
+        assert_eq!(r.count_text("missing"), "1");
+        (r.missing, r.failed) = (2, 1);
+        assert_eq!(r.count_text("missing"), "1 (+1 missing, 1 failed)");
+        let mut none = row("y", None, &[]);
+        (none.missing, none.failed) = (2, 2);
+        assert_eq!(none.count_text("to go"), "0 (2 failed)");
     }
 }
