@@ -3,8 +3,8 @@
 //! `studies` / `study_runs`, and resumable: a rerun of the same study trains only the cells it
 //! lacks and resumes interrupted ones. A cell whose config a finished (or diverged) run of the
 //! database already trained (another study, an earlier edit of this one: a grid given one more
-//! value) adopts that run instead of training it again. [`stats`] holds the table's statistics, [`report`] the
-//! table itself (from the database alone) and its Markdown / CSV / LaTeX forms.
+//! value) adopts that run instead of training it again. [`stats`] holds the table's statistics,
+//! [`report`] the table itself (from the database alone) and its Markdown / CSV / LaTeX forms.
 
 pub mod report;
 pub mod stats;
@@ -54,7 +54,7 @@ pub struct StudyOutcome {
     pub resumed: usize,
     /// Cells already finished (or failed) before, adopted ones included.
     pub reused: usize,
-    /// Cells filled with a finished run of the same config from outside this study.
+    /// Cells filled with a finished (or diverged) run of the same config from outside this study.
     pub adopted: usize,
     /// Cells whose run failed (kept: a failed run is not retried).
     pub failed: usize,
@@ -139,14 +139,15 @@ pub fn run(
         .map(|r| r.id)
         .collect();
     let mut todo: VecDeque<(&Variant, u64, Todo)> = VecDeque::new();
-    let mut finished: Option<HashMap<String, RunId>> = None;
+    // Built on the first missing cell: reading every settled run's config costs a query each.
+    let mut adoptable: Option<HashMap<String, RunId>> = None;
     for (v, seed) in study.cells() {
         let cell = cell_name(v, seed);
         match done.get(&(v.name.clone(), seed)) {
             None => {
-                let by_training = match &mut finished {
-                    Some(f) => f,
-                    None => finished.insert(settled_by_training(&reader, &settled)?),
+                let by_training = match &mut adoptable {
+                    Some(a) => a,
+                    None => adoptable.insert(settled_by_training(&reader, &settled)?),
                 };
                 match by_training.get(&training_key(&study.config(v, seed)?)) {
                     Some(&run) => {
