@@ -84,6 +84,7 @@ fn run_row(run: RunId) -> RunRow {
             energy_mj: Some(1.0 + 0.1 * run as f64),
             energy_shiftaddnas_mj: Some(1.0 + 0.1 * run as f64),
             energy_project_mj: Some(1.5 + 0.1 * run as f64),
+            uid: format!("bench-{run}"),
         },
         hybrid: "mult".into(),
     }

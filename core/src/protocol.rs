@@ -3,8 +3,8 @@
 //! loop polls between steps, and the [`Waker`] the manager calls after sending events. Only plain
 //! data: configs, ids, numbers, strings.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::spec::config::Config;
@@ -38,6 +38,9 @@ pub enum Command {
     /// Stop a run after its current batch (or take it off the queue); it stays resumable from
     /// its last checkpoint.
     Stop(RunId),
+    /// Stop every run of this manager after its current batch (each saves a checkpoint where it
+    /// is) and empty the queue, recording `reason` (e.g. "stopped by SIGTERM").
+    StopAll { reason: String },
     /// Stop every run, wait for them, and end the manager thread.
     Shutdown,
 }
@@ -123,10 +126,27 @@ pub enum ControlState {
 }
 
 /// A run's control flag, shared between the manager and the run thread; checked every batch.
+/// A stop may carry its reason (the first one given is kept).
 #[derive(Debug, Default)]
-pub struct Control(AtomicU8);
+pub struct Control(AtomicU8, Mutex<Option<String>>);
 
 impl Control {
+    /// Stop, saying why (unless an earlier stop already said).
+    pub fn stop_because(&self, reason: &str) {
+        if let Ok(mut r) = self.1.lock()
+            && r.is_none()
+            && self.get() != ControlState::Stop
+        {
+            *r = Some(reason.to_owned());
+        }
+        self.set(ControlState::Stop);
+    }
+
+    /// Why the run was stopped, if the stop said.
+    pub fn stop_reason(&self) -> Option<String> {
+        self.1.lock().ok().and_then(|r| r.clone())
+    }
+
     pub fn set(&self, s: ControlState) {
         // Stop wins over everything; nothing un-stops a run.
         let v = match s {

@@ -166,6 +166,7 @@ impl Manager {
                 Some(Command::Pause(run)) => self.control(run, ControlState::Pause),
                 Some(Command::Unpause(run)) => self.control(run, ControlState::Run),
                 Some(Command::Stop(run)) => self.stop(run),
+                Some(Command::StopAll { reason }) => self.stop_all(&reason),
                 Some(Command::Shutdown) => break,
             }
             if self.runs.is_empty()
@@ -194,6 +195,15 @@ impl Manager {
             self.unqueue(run, "taken off the queue before it started");
         } else {
             self.control(run, ControlState::Stop);
+        }
+    }
+
+    fn stop_all(&mut self, reason: &str) {
+        for (run, _) in std::mem::take(&mut self.queue) {
+            self.unqueue(run, &format!("{reason} before it started"));
+        }
+        for r in self.runs.values() {
+            r.control.stop_because(reason);
         }
     }
 
@@ -378,7 +388,10 @@ impl Manager {
                         }
                     }
                     Ok(Outcome::Stopped) => {
-                        writer.status(run, Status::Stopped, Some("stopped by user".into()));
+                        let reason = thread_control
+                            .stop_reason()
+                            .unwrap_or_else(|| "stopped by user".into());
+                        writer.status(run, Status::Stopped, Some(reason));
                         Event::Stopped { run }
                     }
                     Err(e) => {

@@ -47,6 +47,34 @@ fn smoke_preset_trains_lists_and_exports() {
         table.contains("smoke") && table.contains("finished"),
         "{table}"
     );
+
+    // `shiftadd import` merges it into another database once, however often it is imported.
+    let other = dir.path().join("other.db");
+    let out = run_ok(&["import", s(&db), "--db", s(&other)]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("1 runs added"), "{said}");
+    let out = run_ok(&["import", s(&db), "--db", s(&other)]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("0 runs added") && said.contains("1 unchanged"),
+        "{said}"
+    );
+    let merged = runs_json(&other);
+    assert_eq!(merged.len(), 1);
+    assert_eq!(merged[0]["uid"], run["uid"]);
+    assert_eq!(merged[0]["last_val_top1"], run["last_val_top1"]);
+    let notes = dir.path().join("notes.db");
+    std::fs::write(&notes, "not a database ".repeat(100)).expect("write");
+    let err = crate::support::run_err(&["import", s(&db), s(&notes), "--db", s(&other)]);
+    assert!(
+        err.contains("not a shiftadd database") && err.lines().count() == 1,
+        "{err}"
+    );
+    assert_eq!(
+        runs_json(&other).len(),
+        1,
+        "nothing merged when one file is bad"
+    );
 }
 
 /// Issue 17's speed work changed no result: 20 fixed-seed steps of Mult, Shift + ShiftAddAug,

@@ -196,3 +196,113 @@ fn queued_runs_start_one_at_a_time() {
     assert_eq!(dropped.status, shiftadd_core::store::Status::Stopped);
     assert!(dropped.reason.is_some_and(|r| r.contains("queue")));
 }
+
+/// `train/loss` per step of `run`.
+fn losses(dbp: &std::path::Path, run: i64) -> Vec<(i64, f64)> {
+    db(dbp)
+        .prepare("SELECT step, value FROM metrics WHERE run_id = ?1 AND key = 'train/loss' ORDER BY step")
+        .expect("prepare")
+        .query_map([run], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+#[test]
+fn sigterm_mid_epoch_stops_with_a_checkpoint_and_resume_continues_exactly() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let epochs = 3;
+    let cfg = tiny_config(dir.path(), "term", 2000, epochs); // 40 steps per epoch
+    // The same run, never interrupted.
+    let reference = dir.path().join("reference.db");
+    let out = run_ok(&["train", s(&cfg), "--db", s(&reference)]);
+    let expected = losses(&reference, crate::support::run_id(&out));
+    assert_eq!(expected.len(), 40 * epochs);
+
+    let dbp = dir.path().join("studio.db");
+    let child = bin()
+        .args(["train", s(&cfg), "--db", s(&dbp)])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Some steps into the second epoch, then SIGTERM (as Slurm sends at preemption).
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        assert!(Instant::now() < deadline, "training did not get going");
+        std::thread::sleep(Duration::from_millis(30));
+        let last: i64 = if dbp.exists() {
+            db(&dbp)
+                .query_row(
+                    "SELECT COALESCE(MAX(step), 0) FROM metrics WHERE key = 'train/loss'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        if last > 45 && (4..30).contains(&(last % 40)) {
+            break;
+        }
+    }
+    let pid = i32::try_from(child.id()).expect("pid");
+    #[allow(unsafe_code)]
+    // SAFETY: sends a signal to our own child process.
+    let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(sent, 0);
+    let out = child.wait_with_output().expect("reaped");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "exit code 3 at a stop; stderr:\n{stderr}"
+    );
+    let listed = runs_json(&dbp);
+    assert_eq!(listed[0]["status"], "stopped", "{listed:?}");
+    assert_eq!(listed[0]["reason"], "stopped by SIGTERM", "{listed:?}");
+    let run = listed[0]["id"].as_i64().expect("id");
+    let (ck_epoch, ck_step, ck_path): (i64, i64, String) = db(&dbp)
+        .query_row(
+            "SELECT epoch, step, path FROM checkpoints WHERE run_id = ?1 ORDER BY step DESC LIMIT 1",
+            [run],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("a checkpoint");
+    let trained = losses(&dbp, run);
+    let last = trained.last().expect("steps").0;
+    assert_eq!(ck_step, last, "the checkpoint is where training stopped");
+    assert!(
+        ck_step % 40 != 0 && ck_epoch == ck_step / 40,
+        "mid-epoch: {ck_epoch}, {ck_step}"
+    );
+    assert!(
+        std::path::Path::new(&format!("{ck_path}.model.ot")).is_file(),
+        "{ck_path}"
+    );
+
+    run_ok(&["resume", &run.to_string(), "--db", s(&dbp)]);
+    let listed = runs_json(&dbp);
+    assert_eq!(listed[0]["status"], "finished");
+    let resumed = losses(&dbp, run);
+    let steps: Vec<i64> = resumed.iter().map(|r| r.0).collect();
+    assert_eq!(
+        steps,
+        (1..=40 * epochs as i64).collect::<Vec<_>>(),
+        "every step exactly once"
+    );
+    for ((step, got), (_, want)) in resumed.iter().zip(&expected) {
+        assert!(
+            (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+            "step {step}: {got} after the stop, {want} without it"
+        );
+    }
+    // Nothing of the mid-epoch checkpoint is left once later epochs saved theirs.
+    let dir_of = std::path::Path::new(&ck_path).parent().expect("dir");
+    let left: Vec<_> = std::fs::read_dir(dir_of)
+        .expect("dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("-step-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

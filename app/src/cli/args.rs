@@ -46,6 +46,20 @@ pub enum Cmd {
     /// intervals; a rerun trains only what is missing. With --report: the table only, from the
     /// database.
     Study(StudyArgs),
+    /// Merge other shiftadd databases (a cluster job's, a colleague's) into this one: runs with
+    /// everything recorded for them, NAS candidates and studies. Importing a file again changes
+    /// nothing; a newer snapshot of a run replaces its rows.
+    Import(ImportArgs),
+}
+
+// `shiftadd import`.
+#[derive(clap::Args, Debug)]
+pub struct ImportArgs {
+    /// Databases to merge (each is only read).
+    #[arg(required = true, value_name = "OTHER.db")]
+    pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub db: DbArg,
 }
 
 // `shiftadd study`.

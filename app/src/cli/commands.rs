@@ -16,8 +16,11 @@ use shiftadd_core::store::{self, Reader, RunId};
 use shiftadd_core::study::report::{self, Format};
 use shiftadd_core::{Config, export, hw, nas, study};
 
-use super::args::{ExportArgs, HwArgs, NasArgs, ResumeArgs, RunsArgs, StudyArgs, TrainArgs};
+use super::args::{
+    ExportArgs, HwArgs, ImportArgs, NasArgs, ResumeArgs, RunsArgs, StudyArgs, TrainArgs,
+};
 use super::db_path;
+use super::signals::{self, stop_runs_on_signal};
 
 /// `shiftadd train`: start a run and follow it with a progress bar.
 pub fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
@@ -44,6 +47,7 @@ pub fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
     });
     let db = db_path(&db)?;
     let manager = open_manager(&db)?;
+    stop_runs_on_signal(&manager)?;
     manager.commands.send(Command::Start {
         config: Box::new(cfg),
         name,
@@ -67,11 +71,18 @@ pub fn nas(a: NasArgs) -> anyhow::Result<ExitCode> {
         .map_or_else(|| "nas".into(), |s| s.to_string_lossy().into_owned());
     let db = db_path(&db)?;
     let manager = open_manager(&db)?;
-    let never = std::sync::atomic::AtomicBool::new(false);
-    let outcome = nas::search(&cfg, &db, &name, &manager, &never, &mut |line| {
+    stop_runs_on_signal(&manager)?;
+    let outcome = match nas::search(&cfg, &db, &name, &manager, &signals::STOP, &mut |line| {
         eprintln!("{line}");
-    })
-    .map_err(anyhow::Error::msg)?;
+    }) {
+        Ok(o) => o,
+        Err(e @ (nas::NasError::Stopped | nas::NasError::ProxyStopped(_))) => {
+            manager.shutdown();
+            eprintln!("{e}; a rerun of the same command resumes the search");
+            return Ok(ExitCode::from(3));
+        }
+        Err(e) => bail!("{e}"),
+    };
     let unit = nas::unit(cfg.nas.budget_kind);
     let arch = outcome.target.to_json();
     println!("search {}", outcome.search);
@@ -108,6 +119,7 @@ pub fn resume(a: &ResumeArgs) -> anyhow::Result<ExitCode> {
     let (run, db) = (a.run, &a.db);
     let db = db_path(db)?;
     let manager = open_manager(&db)?;
+    stop_runs_on_signal(&manager)?;
     manager.commands.send(Command::Resume { run, request: 1 })?;
     follow(manager, &db)
 }
@@ -174,13 +186,27 @@ pub fn study(a: &StudyArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let manager = open_manager(&db)?;
-    let never = std::sync::atomic::AtomicBool::new(false);
+    stop_runs_on_signal(&manager)?;
     let parallel = a.parallel.unwrap_or(spec.parallel);
-    let result = study::run(&spec, &db, &manager, parallel, &never, &mut |line| {
-        eprintln!("{line}");
-    });
+    let result = study::run(
+        &spec,
+        &db,
+        &manager,
+        parallel,
+        &signals::STOP,
+        &mut |line| {
+            eprintln!("{line}");
+        },
+    );
     manager.shutdown();
-    let outcome = result?;
+    let outcome = match result {
+        Ok(o) => o,
+        Err(e @ (study::StudyRunError::Stopped | study::StudyRunError::RunStopped { .. })) => {
+            eprintln!("{e}; a rerun of the same command continues the study");
+            return Ok(ExitCode::from(3));
+        }
+        Err(e) => return Err(e.into()),
+    };
     eprintln!("study {}: {}", outcome.study, outcome.counts());
     let table = report::table(&spec, outcome.study, &Reader::open(&db)?)?;
     write_table(&table.render(Format::Markdown), a.out.as_deref())?;
@@ -189,6 +215,19 @@ pub fn study(a: &StudyArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `shiftadd import`: check every file, then merge each in its own transaction.
+pub fn import(a: &ImportArgs) -> anyhow::Result<ExitCode> {
+    let db = db_path(&a.db)?;
+    for f in &a.files {
+        store::import::inspect(f)?;
+    }
+    for f in &a.files {
+        let summary = store::import::import(&db, f)?;
+        println!("{}: {summary}", f.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn write_table(text: &str, out: Option<&Path>) -> anyhow::Result<()> {

@@ -4,6 +4,7 @@
 
 mod args;
 mod commands;
+mod signals;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -68,5 +69,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Cmd::Runs(a)) => commands::runs(&a),
         Some(Cmd::Export(a)) => commands::export(&a),
         Some(Cmd::Study(a)) => commands::study(&a),
+        Some(Cmd::Import(a)) => commands::import(&a),
     }
 }

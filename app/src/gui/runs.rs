@@ -294,6 +294,7 @@ mod tests {
                 energy_mj: None,
                 energy_shiftaddnas_mj: None,
                 energy_project_mj: None,
+                uid: format!("uid-{id}"),
             },
             hybrid: "mult".into(),
         }

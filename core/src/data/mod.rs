@@ -241,8 +241,29 @@ impl Loader {
         Self::first(data, norm, spec, usize::MAX)
     }
 
+    /// The same batches as [`Loader::new`] from batch `skip` on (a run resumed mid-epoch): every
+    /// batch depends only on (seed, epoch, its index), so the skipped ones are never made.
+    pub fn from_batch(
+        data: Arc<Dataset>,
+        norm: &[(f32, f32)],
+        spec: LoaderSpec,
+        skip: usize,
+    ) -> Self {
+        Self::spawn(data, norm, spec, usize::MAX, skip)
+    }
+
     /// A loader over the first `limit` images of `data` only (no copy of the dataset).
     pub fn first(data: Arc<Dataset>, norm: &[(f32, f32)], spec: LoaderSpec, limit: usize) -> Self {
+        Self::spawn(data, norm, spec, limit, 0)
+    }
+
+    fn spawn(
+        data: Arc<Dataset>,
+        norm: &[(f32, f32)],
+        spec: LoaderSpec,
+        limit: usize,
+        skip: usize,
+    ) -> Self {
         let n = data.len().min(limit);
         let batches = if spec.train {
             n / spec.batch_size.max(1) // drop the last partial batch
@@ -258,7 +279,7 @@ impl Loader {
                 if spec.train {
                     Rng::derive(spec.seed, spec.epoch, u64::MAX).shuffle(&mut order);
                 }
-                for b in 0..batches {
+                for b in skip.min(batches)..batches {
                     let idx = &order[b * spec.batch_size..((b + 1) * spec.batch_size).min(n)];
                     let batch = make_batch(&data, &norm, idx, spec);
                     if tx.send(batch).is_err() {

@@ -12,6 +12,7 @@
 //! written and read), [`writer`] (the writer thread), [`reader`] (queries), [`keys`] (the metric
 //! keys every layer writes and reads). This folder imports nothing else from the crate.
 
+pub mod import;
 pub mod keys;
 mod reader;
 mod rows;
@@ -23,5 +24,7 @@ pub use rows::*;
 pub use schema::*;
 pub use writer::{WriteOp, Writer};
 
+#[cfg(test)]
+mod import_tests;
 #[cfg(test)]
 mod tests;

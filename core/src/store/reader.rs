@@ -62,7 +62,8 @@ impl Reader {
                        (SELECT value FROM metrics m WHERE m.run_id = r.id
                             AND m.key = :hw_project ORDER BY step LIMIT 1),
                        (SELECT value FROM metrics m WHERE m.run_id = r.id
-                            AND m.key = :hw_energy ORDER BY step LIMIT 1))
+                            AND m.key = :hw_energy ORDER BY step LIMIT 1)),
+                   r.uid
                    FROM runs r ORDER BY r.id";
         let (sim, project) = (
             keys::hw_under("shiftaddnas", "energy_mj"),
@@ -95,6 +96,7 @@ impl Reader {
                 test_top1: r.get(15)?,
                 energy_shiftaddnas_mj: r.get(16)?,
                 energy_project_mj: r.get(17)?,
+                uid: r.get(18)?,
             })
         })
     }

@@ -126,6 +126,8 @@ pub struct RunSummary {
     /// simulator existed have only the project's (their `hw/energy_mj`).
     pub energy_shiftaddnas_mj: Option<f64>,
     pub energy_project_mj: Option<f64>,
+    /// Globally unique: the same run in any database it was imported into.
+    pub uid: String,
 }
 
 impl RunSummary {

@@ -130,7 +130,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
         run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
         PRIMARY KEY (study_id, variant, seed)
     );",
+    // v5: a run's globally unique id, so runs merged from other databases (`shiftadd import`)
+    // are recognised wherever they trained; existing runs get one.
+    // (The existing runs' ids are derived from what they hold, by `fill_legacy_uids`, so any
+    // two copies of one older database migrate to the same ids.)
+    "ALTER TABLE runs ADD COLUMN uid TEXT;
+    CREATE UNIQUE INDEX runs_uid ON runs(uid);",
 ];
+
+/// The schema version whose migration adds `runs.uid`.
+const UID_VERSION: usize = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -162,6 +171,15 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{path}: no such file (nothing was changed)")]
+    NoFile { path: PathBuf },
+    #[error("{path} is not a shiftadd database: {why} (nothing was changed)")]
+    NotOurs { path: PathBuf, why: String },
+    #[error(
+        "{path} is damaged ({detail}); nothing was changed. SQLite can salvage what is left: \
+         `sqlite3 {path} .recover | sqlite3 recovered.db`"
+    )]
+    Corrupt { path: PathBuf, detail: String },
     #[error("run {0} does not exist")]
     NoRun(RunId),
     #[error("the database writer has stopped")]
@@ -329,16 +347,54 @@ pub fn open_rw(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     let tx = conn.unchecked_transaction()?;
     // Re-read inside the (immediate, via the write below) transaction: another process may have migrated.
     tx.execute_batch("CREATE TABLE IF NOT EXISTS _migrate_lock (x); DROP TABLE _migrate_lock;")?;
     let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         tx.execute_batch(sql)?;
+        if i + 1 == UID_VERSION {
+            fill_legacy_uids(&tx)?;
+        }
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
     }
     tx.commit()
+}
+
+/// Give runs recorded before v5 a unique id derived from where and when they were created, so
+/// that every copy of an older database (the file itself, a snapshot migrated for an import)
+/// names its runs alike.
+fn fill_legacy_uids(conn: &Connection) -> rusqlite::Result<()> {
+    // What identifies a run: where and when it was created, its local id and name.
+    let rows: Vec<(RunId, String)> = conn
+        .prepare(
+            "SELECT id, COALESCE(owner_host, '') || char(31) || COALESCE(owner_pid, '') || char(31)
+                    || printf('%.17g', created_at) || char(31) || id || char(31) || name
+             FROM runs WHERE uid IS NULL",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut update = conn.prepare("UPDATE runs SET uid = ?2 WHERE id = ?1")?;
+    for (id, text) in rows {
+        update.execute(params![id, legacy_uid(text.as_bytes())])?;
+    }
+    Ok(())
+}
+
+/// 128 bits (two FNV-1a hashes with different offsets) of `bytes`, as 32 hex digits.
+fn legacy_uid(bytes: &[u8]) -> String {
+    let fnv = |mut h: u64| {
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        h
+    };
+    format!(
+        "{:016x}{:016x}",
+        fnv(0xcbf2_9ce4_8422_2325),
+        fnv(0x6c62_272e_07bb_0142)
+    )
 }
 
 /// Mark runs `interrupted` whose owner is gone: its process is dead (same host), or its heartbeat is stale.

@@ -17,6 +17,25 @@ use super::sgd::Sgd;
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub(super) struct CheckpointMeta {
     pub(super) rng: u64,
+    /// Where in the next epoch a checkpoint taken mid-epoch (at a stop) is; absent (all zero)
+    /// at an epoch's end.
+    #[serde(default, flatten)]
+    pub(super) partial: Partial,
+}
+
+/// The part of an epoch trained so far: its batches, and what its figures add up to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub(super) struct Partial {
+    #[serde(default)]
+    pub(super) batches: usize,
+    /// Σ loss × images of those batches.
+    #[serde(default)]
+    pub(super) loss_sum: f64,
+    #[serde(default)]
+    pub(super) images: usize,
+    /// Seconds spent training them.
+    #[serde(default)]
+    pub(super) secs: f64,
 }
 
 pub(super) fn checkpoint_paths(stem: &Path) -> (PathBuf, PathBuf) {
@@ -33,6 +52,7 @@ pub(super) fn save_checkpoint(
     rng: Rng,
     epoch: i64,
     step: i64,
+    partial: Partial,
 ) -> Result<(), TrainError> {
     let dir = &ctx.checkpoint_dir;
     let fail = |path: &Path, message: String| TrainError::Checkpoint {
@@ -40,7 +60,13 @@ pub(super) fn save_checkpoint(
         message,
     };
     std::fs::create_dir_all(dir).map_err(|e| fail(dir, e.to_string()))?;
-    let stem = dir.join(format!("epoch-{epoch:04}"));
+    // `epoch`: epochs completed. A mid-epoch checkpoint takes that epoch's record (the newest
+    // wins) under a name of its own, and goes at the next epoch's end.
+    let stem = if partial.batches == 0 {
+        dir.join(format!("epoch-{epoch:04}"))
+    } else {
+        dir.join(format!("epoch-{epoch:04}-step-{step:08}"))
+    };
     let (model, optim) = checkpoint_paths(&stem);
     // Write under temporary names, then rename: a kill mid-write never leaves a torn checkpoint.
     let tmp_model = model.with_extension("tmp");
@@ -56,17 +82,35 @@ pub(super) fn save_checkpoint(
             run: ctx.run,
             epoch,
             step,
-            path: stem.display().to_string(),
-            rng_state: serde_json::json!(CheckpointMeta { rng: rng.state }).to_string(),
+            // Absolute: a resume (or an import into another database) may start anywhere.
+            path: std::path::absolute(&stem)
+                .unwrap_or_else(|_| stem.clone())
+                .display()
+                .to_string(),
+            rng_state: serde_json::json!(CheckpointMeta {
+                rng: rng.state,
+                partial
+            })
+            .to_string(),
         },
         keep,
     })?;
-    // Files of checkpoints past the retention window.
+    if partial.batches > 0 {
+        return Ok(());
+    }
+    // Files of checkpoints past the retention window, and of any mid-epoch one (this supersedes it).
     let old = epoch - keep as i64;
     if old >= 1 {
         let (m, o) = checkpoint_paths(&dir.join(format!("epoch-{old:04}")));
         let _ = std::fs::remove_file(m);
         let _ = std::fs::remove_file(o);
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().contains("-step-") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
     }
     Ok(())
 }

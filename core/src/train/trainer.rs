@@ -17,7 +17,7 @@ use crate::spec::arch::Widths;
 use crate::spec::config::{Config, Hybrid};
 use crate::store::{CheckpointRow, Status, WriteOp, keys, now_secs};
 
-use super::checkpoint::{CheckpointMeta, checkpoint_paths, save_checkpoint};
+use super::checkpoint::{CheckpointMeta, Partial, checkpoint_paths, save_checkpoint};
 use super::context::{RunContext, build_net, resolve_device};
 use super::eval::{Scores, evaluate, reestimate_bn, to_images};
 use super::record::{MetricSink, record_hw_cost, weight_snapshot};
@@ -123,11 +123,10 @@ impl LossBuffer {
     }
 }
 
-/// What one epoch's steps add up to.
-struct EpochStats {
-    loss_sum: f64,
-    images: usize,
-    secs: f64,
+/// How an epoch's steps ended: all trained, or stopped part-way (what was trained so far).
+enum EpochRun {
+    Done(Partial),
+    Stopped(Partial),
 }
 
 /// One run's training state on its thread: the model, optimiser and data, and where it is.
@@ -150,13 +149,13 @@ struct Trainer<'a> {
 /// Train the run described by `ctx` until it finishes, is stopped, or fails.
 pub fn train(ctx: &RunContext<'_>) -> Result<Outcome, TrainError> {
     let mut tr = Trainer::new(ctx)?;
-    let epoch0 = match &ctx.resume {
+    let (epoch0, mut partial) = match &ctx.resume {
         Some(ck) => tr.resume(ck)?,
         None => {
             let rows = weight_snapshot(&tr.net, ctx.run, 0, &mut tr.edges)?;
             ctx.writer.send(WriteOp::Histograms(rows))?;
             record_hw_cost(ctx, &tr.splits.train)?;
-            0
+            (0, Partial::default())
         }
     };
     let mut sink = MetricSink {
@@ -175,12 +174,26 @@ pub fn train(ctx: &RunContext<'_>) -> Result<Outcome, TrainError> {
     });
     let mut val_top1 = 0.0;
     for epoch in epoch0..epochs {
-        let result = tr.train_epoch(epoch, &mut sink);
-        let Some(stats) = result.inspect_err(|_| sink.ship())? else {
-            sink.ship();
-            return Ok(Outcome::Stopped);
-        };
-        val_top1 = tr.end_epoch(epoch as i64 + 1, &stats, &mut sink)?;
+        let result = tr.train_epoch(epoch, std::mem::take(&mut partial), &mut sink);
+        match result.inspect_err(|_| sink.ship())? {
+            EpochRun::Done(stats) => {
+                val_top1 = tr.end_epoch(epoch as i64 + 1, &stats, &mut sink)?;
+            }
+            EpochRun::Stopped(part) => {
+                sink.ship();
+                if part.batches > 0 {
+                    // Where it stopped, so a resume continues at the next batch.
+                    let (vs, opt) = (&tr.vs, &tr.opt);
+                    save_checkpoint(ctx, vs, opt, tr.rng, epoch as i64, tr.step, part)?;
+                    (ctx.emit)(Event::CheckpointSaved {
+                        run: ctx.run,
+                        epoch: epoch as i64,
+                        step: tr.step,
+                    });
+                }
+                return Ok(Outcome::Stopped);
+            }
+        }
     }
     if epoch0 == epochs {
         // Resumed after its last epoch (stopped before the test evaluation): the checkpoint holds
@@ -233,8 +246,9 @@ impl<'a> Trainer<'a> {
         })
     }
 
-    /// Restore model, optimiser, RNG and position from checkpoint `ck`; the epoch to start at.
-    fn resume(&mut self, ck: &CheckpointRow) -> Result<usize, TrainError> {
+    /// Restore model, optimiser, RNG and position from checkpoint `ck`; the epoch to start at,
+    /// and what of it was trained already (a checkpoint taken mid-epoch).
+    fn resume(&mut self, ck: &CheckpointRow) -> Result<(usize, Partial), TrainError> {
         let (model, optim) = checkpoint_paths(Path::new(&ck.path));
         let bad = |path: &Path, message: String| TrainError::Checkpoint {
             path: path.to_path_buf(),
@@ -251,12 +265,16 @@ impl<'a> Trainer<'a> {
         self.rng = Rng::new(meta.rng);
         self.step = ck.step;
         self.edges = self.ctx.histogram_edges.clone();
+        let at = match meta.partial.batches {
+            0 => String::new(),
+            b => format!(", {b} batches into epoch {}", ck.epoch + 1),
+        };
         self.ctx.writer.log(
             self.ctx.run,
             log::Level::Info,
-            format!("resumed from epoch {} (step {})", ck.epoch, ck.step),
+            format!("resumed from epoch {} (step {}{at})", ck.epoch, ck.step),
         );
-        Ok(ck.epoch as usize)
+        Ok((ck.epoch as usize, meta.partial))
     }
 
     /// The tiny model on one split, with whatever BN statistics it holds.
@@ -272,24 +290,26 @@ impl<'a> Trainer<'a> {
         )?)
     }
 
-    /// The steps of epoch `epoch` (0-based), recording per-step metrics; `None` if the run was
-    /// stopped.
+    /// The steps of epoch `epoch` (0-based) from batch `start.batches` on (a resume mid-epoch),
+    /// recording per-step metrics; what the epoch adds up to, or how far it got if stopped.
     fn train_epoch(
         &mut self,
         epoch: usize,
+        start: Partial,
         sink: &mut MetricSink<'_>,
-    ) -> Result<Option<EpochStats>, TrainError> {
+    ) -> Result<EpochRun, TrainError> {
         let (cfg, ctx) = (self.cfg, self.ctx);
         let t = &cfg.train;
         let epoch_no = epoch as i64 + 1;
         let width_on = epoch < self.sched.width_epochs;
-        if sorts_channels(cfg, epoch, self.sched.width_epochs) {
+        // Channels are sorted at an epoch's start only: mid-epoch, the checkpoint holds them sorted.
+        if start.batches == 0 && sorts_channels(cfg, epoch, self.sched.width_epochs) {
             for p in self.net.sort_channels(cfg.aug.sort_stage_channels) {
                 self.opt.permute(&p);
             }
         }
         let d = &self.splits.train;
-        let loader = Loader::new(
+        let loader = Loader::from_batch(
             d.clone(),
             &self.splits.norm,
             LoaderSpec {
@@ -300,11 +320,22 @@ impl<'a> Trainer<'a> {
                 epoch: epoch as u64,
                 prefetch: cfg.data.prefetch,
             },
+            start.batches,
         );
-        let start = Instant::now();
+        let began = Instant::now();
         let mut last_ship = Instant::now();
-        let mut losses = LossBuffer::default();
-        let mut images = 0usize;
+        let mut losses = LossBuffer {
+            sum: start.loss_sum,
+            ..LossBuffer::default()
+        };
+        let (mut images, mut batches) = (start.images, start.batches);
+        let mut images_now = 0usize;
+        let so_far = |losses: &LossBuffer, images, batches| Partial {
+            batches,
+            loss_sum: losses.sum,
+            images,
+            secs: start.secs + began.elapsed().as_secs_f64(),
+        };
         for batch in loader {
             if ctx.control.get() != ControlState::Run {
                 // Pausing or stopping: what was trained is recorded first.
@@ -312,7 +343,8 @@ impl<'a> Trainer<'a> {
                 sink.ship();
             }
             if ctx.control.wait_while_paused(ctx.run, ctx.writer, ctx.emit) == ControlState::Stop {
-                return Ok(None);
+                losses.flush(sink, epoch_no)?;
+                return Ok(EpochRun::Stopped(so_far(&losses, images, batches)));
             }
             let step_start = Instant::now();
             let x = to_images(&batch.images, batch.n, d, self.device);
@@ -334,6 +366,8 @@ impl<'a> Trainer<'a> {
             sink.push(keys::TRAIN_IMAGES_PER_SEC, step, epoch_no, ips);
             losses.push(step, batch.n, step_losses);
             images += batch.n;
+            images_now += batch.n;
+            batches += 1;
             if losses.len() >= LOSS_READ_EVERY || last_ship.elapsed().as_millis() >= 250 {
                 let loss = losses.flush(sink, epoch_no)?;
                 if last_ship.elapsed().as_millis() >= 250 {
@@ -345,17 +379,13 @@ impl<'a> Trainer<'a> {
                         step,
                         total_steps: s.total_steps,
                         loss,
-                        images_per_sec: images as f64 / start.elapsed().as_secs_f64().max(1e-9),
+                        images_per_sec: images_now as f64 / began.elapsed().as_secs_f64().max(1e-9),
                     });
                 }
             }
         }
         losses.flush(sink, epoch_no)?;
-        Ok(Some(EpochStats {
-            loss_sum: losses.sum,
-            images,
-            secs: start.elapsed().as_secs_f64(),
-        }))
+        Ok(EpochRun::Done(so_far(&losses, images, batches)))
     }
 
     /// After epoch `epoch_no` (1-based): validation (and the widest augmented configuration),
@@ -363,7 +393,7 @@ impl<'a> Trainer<'a> {
     fn end_epoch(
         &mut self,
         epoch_no: i64,
-        stats: &EpochStats,
+        stats: &Partial,
         sink: &mut MetricSink<'_>,
     ) -> Result<f64, TrainError> {
         let (cfg, ctx, device, step) = (self.cfg, self.ctx, self.device, self.step);
@@ -409,7 +439,15 @@ impl<'a> Trainer<'a> {
             val_top1: val.top1,
             val_top5: val.top5,
         });
-        save_checkpoint(ctx, &self.vs, &self.opt, self.rng, epoch_no, step)?;
+        save_checkpoint(
+            ctx,
+            &self.vs,
+            &self.opt,
+            self.rng,
+            epoch_no,
+            step,
+            Partial::default(),
+        )?;
         (ctx.emit)(Event::CheckpointSaved {
             run: ctx.run,
             epoch: epoch_no,

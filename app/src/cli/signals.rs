@@ -1,0 +1,53 @@
+//! Preemption: a cluster (Slurm's `--signal`, `scancel`, a requeue) or a user stops a training
+//! command with SIGTERM, SIGINT or SIGUSR1. The first asks every run to stop after its current
+//! batch, save a checkpoint where it is and record why (status `stopped`; the command exits with
+//! 3); a second SIGINT ends the process at once (its runs become `interrupted`, resumable from
+//! their last checkpoint).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::iterator::Signals;
+
+/// Set at the first of the signals: drivers (a study, a search) start nothing more.
+pub static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Watch for the signals on a thread of its own; at the first, `on_stop` gets the reason to
+/// record ("stopped by SIGTERM").
+pub fn watch(on_stop: impl Fn(String) + Send + 'static) -> anyhow::Result<()> {
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGUSR1])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                let name = match sig {
+                    SIGTERM => "SIGTERM",
+                    SIGINT => "SIGINT",
+                    _ => "SIGUSR1",
+                };
+                if STOP.swap(true, Ordering::SeqCst) {
+                    if sig == SIGINT {
+                        eprintln!(
+                            "second SIGINT: exiting now; the runs resume from their last checkpoint"
+                        );
+                        std::process::exit(130);
+                    }
+                    continue;
+                }
+                eprintln!(
+                    "{name}: stopping after the current batch and saving a checkpoint \
+                     (a second Ctrl-C exits at once)"
+                );
+                on_stop(format!("stopped by {name}"));
+            }
+        })?;
+    Ok(())
+}
+
+/// Watch for the signals and turn the first into a stop of every run of `manager`.
+pub fn stop_runs_on_signal(manager: &shiftadd_core::run::ManagerHandle) -> anyhow::Result<()> {
+    let commands = manager.commands.clone();
+    watch(move |reason| {
+        let _ = commands.send(shiftadd_core::run::Command::StopAll { reason });
+    })
+}
