@@ -68,6 +68,16 @@ pub fn checkpoint_dir(db: &Path, run: RunId) -> PathBuf {
 
 /// Open the database (migrating it, marking dead runs interrupted) and start the manager thread.
 pub fn spawn_manager(db: &Path, waker: Waker) -> Result<ManagerHandle, StoreError> {
+    spawn_manager_with(db, waker, None)
+}
+
+/// [`spawn_manager`], with the runs' checkpoints under `checkpoints` (`run-<id>` folders) instead
+/// of next to the database: a cluster task keeps them on the shared file system.
+pub fn spawn_manager_with(
+    db: &Path,
+    waker: Waker,
+    checkpoints: Option<PathBuf>,
+) -> Result<ManagerHandle, StoreError> {
     let writer = Writer::open(db)?;
     let (cmd_tx, cmd_rx) = bounded::<Command>(64);
     let (ev_tx, ev_rx) = bounded::<Event>(1024);
@@ -80,6 +90,7 @@ pub fn spawn_manager(db: &Path, waker: Waker) -> Result<ManagerHandle, StoreErro
         .spawn(move || {
             Manager {
                 db,
+                checkpoints,
                 writer,
                 events: ev_tx,
                 waker,
@@ -116,6 +127,8 @@ struct RunThread {
 
 struct Manager {
     db: PathBuf,
+    /// Where checkpoint folders go when not next to the database.
+    checkpoints: Option<PathBuf>,
     writer: Writer,
     events: Sender<Event>,
     waker: Waker,
@@ -343,7 +356,10 @@ impl Manager {
         let writer = self.writer.clone();
         let events = self.events.clone();
         let waker = self.waker.clone();
-        let checkpoint_dir = checkpoint_dir(&self.db, run);
+        let checkpoint_dir = match &self.checkpoints {
+            Some(root) => root.join(format!("run-{run}")),
+            None => checkpoint_dir(&self.db, run),
+        };
         let thread_control = control.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("run-{run}"))

@@ -9,5 +9,6 @@ mod hardware;
 mod lifecycle;
 mod nas;
 mod shiftaddaug;
+mod slurm;
 mod study;
 mod support;

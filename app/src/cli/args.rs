@@ -50,6 +50,9 @@ pub enum Cmd {
     /// everything recorded for them, NAS candidates and studies. Importing a file again changes
     /// nothing; a newer snapshot of a run replaces its rows.
     Import(ImportArgs),
+    /// Train one cell of a study submitted with `--executor slurm` (run by its job script).
+    #[command(hide = true)]
+    StudyTask(StudyTaskArgs),
 }
 
 // `shiftadd import`.
@@ -81,6 +84,26 @@ pub struct StudyArgs {
     /// Write the table to this file instead of standard output.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Where the cells train: `local` (this machine's threads) or `slurm` (one job array; each
+    /// task trains a cell and ships its database to --shared, imported here as it goes).
+    #[arg(long, value_parser = ["local", "slurm"], default_value = "local")]
+    pub executor: String,
+    /// More sbatch arguments for --executor slurm, separated by spaces
+    /// (e.g. "--partition=gpu --time=04:00:00 --gres=gpu:1").
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    pub slurm_args: Option<String>,
+    /// A folder every node sees, for --executor slurm (default: `<db folder>/<db name>-slurm`).
+    #[arg(long, value_name = "DIR")]
+    pub shared: Option<PathBuf>,
+}
+
+// `shiftadd study-task` (what a Slurm job of `--executor slurm` runs).
+#[derive(clap::Args, Debug)]
+pub struct StudyTaskArgs {
+    /// The study's manifest.json in the shared folder.
+    pub manifest: PathBuf,
+    /// The task (default: $SLURM_ARRAY_TASK_ID).
+    pub index: Option<usize>,
 }
 
 // `shiftadd gui`.

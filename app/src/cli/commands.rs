@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use shiftadd_core::run::{Command, Event, ManagerHandle, spawn_manager};
+use shiftadd_core::run::{Command, Event, ManagerHandle, spawn_manager, spawn_manager_with};
 use shiftadd_core::spec::config::HwModel;
 use shiftadd_core::spec::study::Study;
 use shiftadd_core::store::{self, Reader, RunId};
@@ -17,7 +17,8 @@ use shiftadd_core::study::report::{self, Format};
 use shiftadd_core::{Config, export, hw, nas, study};
 
 use super::args::{
-    ExportArgs, HwArgs, ImportArgs, NasArgs, ResumeArgs, RunsArgs, StudyArgs, TrainArgs,
+    ExportArgs, HwArgs, ImportArgs, NasArgs, ResumeArgs, RunsArgs, StudyArgs, StudyTaskArgs,
+    TrainArgs,
 };
 use super::db_path;
 use super::signals::{self, stop_runs_on_signal};
@@ -185,9 +186,12 @@ pub fn study(a: &StudyArgs) -> anyhow::Result<ExitCode> {
         )?;
         return Ok(ExitCode::SUCCESS);
     }
+    let parallel = a.parallel.unwrap_or(spec.parallel);
+    if a.executor == "slurm" {
+        return study_on_slurm(a, &spec, &db, parallel);
+    }
     let manager = open_manager(&db)?;
     stop_runs_on_signal(&manager)?;
-    let parallel = a.parallel.unwrap_or(spec.parallel);
     let result = study::run(
         &spec,
         &db,
@@ -199,6 +203,55 @@ pub fn study(a: &StudyArgs) -> anyhow::Result<ExitCode> {
         },
     );
     manager.shutdown();
+    finish_study(&spec, &db, result, a.out.as_deref())
+}
+
+/// `shiftadd study --executor slurm`: submit the missing cells as one job array, import their
+/// snapshots as they come, then print the table.
+fn study_on_slurm(
+    a: &StudyArgs,
+    spec: &Study,
+    db: &Path,
+    parallel: usize,
+) -> anyhow::Result<ExitCode> {
+    let shared = match &a.shared {
+        Some(dir) => dir.clone(),
+        None => {
+            let stem = db
+                .file_stem()
+                .map_or_else(|| "studio".into(), |s| s.to_string_lossy().into_owned());
+            db.with_file_name(format!("{stem}-slurm"))
+        }
+    };
+    let slurm = study::slurm::SlurmSpec {
+        shared: std::path::absolute(&shared)
+            .with_context(|| format!("--shared {}", shared.display()))?,
+        sbatch_args: a
+            .slurm_args
+            .as_deref()
+            .unwrap_or("")
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
+        executable: std::env::current_exe().context("cannot tell where this shiftadd binary is")?,
+        poll: Duration::from_secs(2),
+    };
+    // The first signal cancels the array (the coordinator trains nothing itself).
+    signals::watch(|_| {})?;
+    let result = study::slurm::run(spec, db, &slurm, parallel, &signals::STOP, &mut |line| {
+        eprintln!("{line}");
+    });
+    finish_study(spec, db, result, a.out.as_deref())
+}
+
+/// A study's end, whichever executor trained it: the counts and the table; exit 3 if it was
+/// stopped, 1 if a cell failed.
+fn finish_study(
+    spec: &Study,
+    db: &Path,
+    result: Result<study::StudyOutcome, study::StudyRunError>,
+    out: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
     let outcome = match result {
         Ok(o) => o,
         Err(e @ (study::StudyRunError::Stopped | study::StudyRunError::RunStopped { .. })) => {
@@ -208,13 +261,47 @@ pub fn study(a: &StudyArgs) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(e.into()),
     };
     eprintln!("study {}: {}", outcome.study, outcome.counts());
-    let table = report::table(&spec, outcome.study, &Reader::open(&db)?)?;
-    write_table(&table.render(Format::Markdown), a.out.as_deref())?;
+    let table = report::table(spec, outcome.study, &Reader::open(db)?)?;
+    write_table(&table.render(Format::Markdown), out)?;
     Ok(if outcome.failed > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `shiftadd study-task`: train one cell of a Slurm study into a node-local database, shipping
+/// snapshots to the shared folder; exit 0 finished, 1 failed, 3 stopped (requeued first if the
+/// stop was Slurm's time-limit warning).
+pub fn study_task(a: &StudyTaskArgs) -> anyhow::Result<ExitCode> {
+    let task = study::slurm::CellTask::prepare(&a.manifest, a.index)?;
+    eprintln!(
+        "cell {} / seed {}: database {}, snapshots to {}",
+        task.task.variant,
+        task.task.seed,
+        task.local_db.display(),
+        task.layout.cell_db(&task.task.file).display()
+    );
+    let manager = spawn_manager_with(&task.local_db, Arc::new(|| {}), Some(task.checkpoints()))?;
+    stop_runs_on_signal(&manager)?;
+    let result = study::slurm::run_task(&task, &manager, &mut |line| eprintln!("{line}"));
+    manager.shutdown();
+    let code = match result? {
+        study::slurm::CellOutcome::Finished => ExitCode::SUCCESS,
+        study::slurm::CellOutcome::Failed(reason) => {
+            eprintln!("error: {reason}");
+            ExitCode::FAILURE
+        }
+        study::slurm::CellOutcome::Stopped => {
+            if signals::time_is_up() {
+                study::slurm::requeue_self()?;
+                eprintln!("requeued: the next job of this task continues from the checkpoint");
+            }
+            ExitCode::from(3)
+        }
+    };
+    task.remove_local();
+    Ok(code)
 }
 
 /// `shiftadd import`: check every file, then merge each in its own transaction.

@@ -70,5 +70,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Cmd::Export(a)) => commands::export(&a),
         Some(Cmd::Study(a)) => commands::study(&a),
         Some(Cmd::Import(a)) => commands::import(&a),
+        Some(Cmd::StudyTask(a)) => commands::study_task(&a),
     }
 }

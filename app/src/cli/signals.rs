@@ -4,13 +4,21 @@
 //! 3); a second SIGINT ends the process at once (its runs become `interrupted`, resumable from
 //! their last checkpoint).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
 /// Set at the first of the signals: drivers (a study, a search) start nothing more.
 pub static STOP: AtomicBool = AtomicBool::new(false);
+
+/// The first of the signals received (0: none).
+static FIRST: AtomicI32 = AtomicI32::new(0);
+
+/// Whether the stop was SIGUSR1: Slurm's warning that the job's time is nearly up.
+pub fn time_is_up() -> bool {
+    FIRST.load(Ordering::SeqCst) == SIGUSR1
+}
 
 /// Watch for the signals on a thread of its own; at the first, `on_stop` gets the reason to
 /// record ("stopped by SIGTERM").
@@ -34,6 +42,7 @@ pub fn watch(on_stop: impl Fn(String) + Send + 'static) -> anyhow::Result<()> {
                     }
                     continue;
                 }
+                FIRST.store(sig, Ordering::SeqCst);
                 eprintln!(
                     "{name}: stopping after the current batch and saving a checkpoint \
                      (a second Ctrl-C exits at once)"

@@ -17,6 +17,7 @@ pub mod keys;
 mod reader;
 mod rows;
 mod schema;
+pub mod snapshot;
 mod writer;
 
 pub use reader::Reader;

@@ -171,6 +171,11 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: no such file (nothing was changed)")]
     NoFile { path: PathBuf },
     #[error("{path} is not a shiftadd database: {why} (nothing was changed)")]

@@ -7,6 +7,7 @@
 //! [`report`] the table itself (from the database alone) and its Markdown / CSV / LaTeX forms.
 
 pub mod report;
+pub mod slurm;
 pub mod stats;
 
 use std::collections::{HashMap, VecDeque};
@@ -19,7 +20,7 @@ use crossbeam_channel::RecvTimeoutError;
 use crate::run::{Command, Event, ManagerHandle};
 use crate::spec::config::{Config, ConfigError};
 use crate::spec::study::{Study, Variant};
-use crate::store::{Reader, RunId, Status, StoreError, StudyRunRow, WriteOp};
+use crate::store::{Reader, RunId, Status, StoreError, StudyRunRow, WriteOp, Writer};
 
 /// Why a study ended without a complete table.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +43,8 @@ pub enum StudyRunError {
     },
     #[error("run {run} (cell {cell}) was stopped; rerun the study to resume it")]
     RunStopped { run: RunId, cell: String },
+    #[error("{0}")]
+    Slurm(String),
 }
 
 /// What a study invocation did.
@@ -81,17 +84,22 @@ enum Todo {
     Resume(RunId),
 }
 
-/// Run (or continue) `study` on `manager`'s threads, `parallel` cells at once; `report` gets a
-/// line per event worth telling. Setting `stop` stops the cells in flight (resumable).
-pub fn run(
-    study: &Study,
+/// What a study's invocation will do: its id, the cells already settled (counted in `out`), and
+/// the cells left to train, in order.
+struct Plan<'s> {
+    id: i64,
+    out: StudyOutcome,
+    todo: VecDeque<(&'s Variant, u64, Todo)>,
+}
+
+/// Find or create the study's row, fill the cells the database already trained (adopting runs of
+/// the same config), and list what is left.
+fn plan<'s>(
+    study: &'s Study,
     db: &Path,
-    manager: &ManagerHandle,
-    parallel: usize,
-    stop: &AtomicBool,
+    writer: &Writer,
     report: &mut dyn FnMut(String),
-) -> Result<StudyOutcome, StudyRunError> {
-    let writer = manager.writer();
+) -> Result<Plan<'s>, StudyRunError> {
     writer.flush()?;
     let reader = Reader::open(db)?;
     let identity = study.identity();
@@ -188,6 +196,25 @@ pub fn run(
         todo.len(),
         out.reused
     ));
+    Ok(Plan { id, out, todo })
+}
+
+/// Run (or continue) `study` on `manager`'s threads, `parallel` cells at once; `report` gets a
+/// line per event worth telling. Setting `stop` stops the cells in flight (resumable).
+pub fn run(
+    study: &Study,
+    db: &Path,
+    manager: &ManagerHandle,
+    parallel: usize,
+    stop: &AtomicBool,
+    report: &mut dyn FnMut(String),
+) -> Result<StudyOutcome, StudyRunError> {
+    let writer = manager.writer();
+    let Plan {
+        id,
+        mut out,
+        mut todo,
+    } = plan(study, db, writer, report)?;
     let parallel = parallel.max(1);
     let mut next_request = 1u64 << 41;
     // In flight: request → (cell, run once known).
