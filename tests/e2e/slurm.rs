@@ -48,6 +48,15 @@ fn runs(dbp: &Path) -> Vec<(String, String)> {
         .expect("rows")
 }
 
+/// Every cell of the smoke study filled by one finished run, each run once.
+fn assert_every_cell_finished_once(dbp: &Path, why: &str) {
+    let merged = runs(dbp);
+    assert_eq!(merged.len(), 4, "{why}: {merged:?}");
+    assert!(merged.iter().all(|(_, st)| st == "finished"), "{merged:?}");
+    let uids: BTreeSet<&String> = merged.iter().map(|r| &r.0).collect();
+    assert_eq!(uids.len(), 4, "each run once");
+}
+
 fn report_csv(file: &str, dbp: &Path, sets: &[&str]) -> String {
     let mut args = vec!["study", file, "--db", s(dbp), "--report", "csv"];
     args.extend_from_slice(sets);
@@ -119,11 +128,7 @@ fn a_study_on_stand_in_slurm_is_one_array_whose_cells_are_imported_once() {
     let job = std::fs::read_to_string(&script).expect("job.sh");
     assert!(job.contains("exec ") && job.contains("study-task"), "{job}");
 
-    let merged = runs(&coord);
-    assert_eq!(merged.len(), 4, "{merged:?}");
-    assert!(merged.iter().all(|(_, st)| st == "finished"), "{merged:?}");
-    let uids: BTreeSet<&String> = merged.iter().map(|r| &r.0).collect();
-    assert_eq!(uids.len(), 4, "each run once");
+    assert_every_cell_finished_once(&coord, "every cell imported");
     // Every step the tasks recorded is in the coordinator's database.
     let mut in_snapshots = 0i64;
     for e in std::fs::read_dir(folder.join("cells"))
@@ -211,13 +216,7 @@ fn a_failed_job_and_a_vanished_node_are_named_and_a_rerun_finishes_the_study() {
     }
     let out = study_on_fake(dir.path(), &args, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let merged = runs(&coord);
-    assert_eq!(
-        merged.len(),
-        4,
-        "one run per cell, the vanished one continued: {merged:?}"
-    );
-    assert!(merged.iter().all(|(_, st)| st == "finished"), "{merged:?}");
+    assert_every_cell_finished_once(&coord, "one run per cell, the vanished one continued");
 }
 
 /// Whether a Slurm cluster answers here; with `SHIFTADD_REQUIRE_SLURM=1` (CI) it must.
@@ -283,9 +282,7 @@ fn on_a_real_slurm_a_study_matches_the_local_table_and_survives_scancel() {
     args.extend(one_epoch);
     let out = bin().args(&args).output().expect("spawn");
     assert!(out.status.success(), "{}", stderr(&out));
-    let merged = runs(&coord);
-    assert_eq!(merged.len(), 4, "{merged:?}");
-    assert!(merged.iter().all(|(_, st)| st == "finished"), "{merged:?}");
+    assert_every_cell_finished_once(&coord, "every cell on Slurm");
     let mut local_args = vec!["study", file.as_str(), "--db", s(&local)];
     local_args.extend(one_epoch);
     let out = bin().args(&local_args).output().expect("local");
@@ -375,11 +372,5 @@ fn on_a_real_slurm_a_study_matches_the_local_table_and_survives_scancel() {
     drop(c);
     let out = bin().args(args).output().expect("rerun");
     assert!(out.status.success(), "{}", stderr(&out));
-    let merged = runs(&cancel_db);
-    assert_eq!(
-        merged.len(),
-        4,
-        "stopped cells continued, not retrained: {merged:?}"
-    );
-    assert!(merged.iter().all(|(_, st)| st == "finished"), "{merged:?}");
+    assert_every_cell_finished_once(&cancel_db, "stopped cells continued, not retrained");
 }
