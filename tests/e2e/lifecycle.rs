@@ -209,7 +209,7 @@ fn losses(dbp: &std::path::Path, run: i64) -> Vec<(i64, f64)> {
 }
 
 #[test]
-fn sigterm_mid_epoch_stops_with_a_checkpoint_and_resume_continues_exactly() {
+fn sigterm_mid_epoch_stops_with_a_checkpoint_and_the_requeued_job_continues_exactly() {
     let dir = tempfile::tempdir().expect("tmp");
     let epochs = 3;
     let cfg = tiny_config(dir.path(), "term", 2000, epochs); // 40 steps per epoch
@@ -220,8 +220,10 @@ fn sigterm_mid_epoch_stops_with_a_checkpoint_and_resume_continues_exactly() {
     assert_eq!(expected.len(), 40 * epochs);
 
     let dbp = dir.path().join("studio.db");
+    // As a Slurm job: preempted (SIGTERM), then requeued with the same job id and command.
     let child = bin()
         .args(["train", s(&cfg), "--db", s(&dbp)])
+        .env("SLURM_JOB_ID", "4242")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -281,8 +283,21 @@ fn sigterm_mid_epoch_stops_with_a_checkpoint_and_resume_continues_exactly() {
         "{ck_path}"
     );
 
-    run_ok(&["resume", &run.to_string(), "--db", s(&dbp)]);
+    assert_eq!(listed[0]["tags"], "slurm-job-4242");
+    let requeued = bin()
+        .args(["train", s(&cfg), "--db", s(&dbp)])
+        .env("SLURM_JOB_ID", "4242")
+        .output()
+        .expect("requeued job");
+    let said = String::from_utf8_lossy(&requeued.stderr);
+    assert!(requeued.status.success(), "{said}");
+    assert!(said.contains(&format!("continuing run {run}")), "{said}");
     let listed = runs_json(&dbp);
+    assert_eq!(
+        listed.len(),
+        1,
+        "the requeued job continued the run: {listed:?}"
+    );
     assert_eq!(listed[0]["status"], "finished");
     let resumed = losses(&dbp, run);
     let steps: Vec<i64> = resumed.iter().map(|r| r.0).collect();

@@ -49,6 +49,31 @@ pub fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
     let db = db_path(&db)?;
     let manager = open_manager(&db)?;
     stop_runs_on_signal(&manager)?;
+    // Under Slurm the run belongs to its job: a requeued job (preempted, out of time) continues it.
+    let mut tags = tags;
+    if let Some(job) = slurm_job_tag() {
+        match job_run(&db, &job)? {
+            JobRun::Continue(run) => {
+                eprintln!(
+                    "{job}: continuing run {run} from its last checkpoint (the job was requeued)"
+                );
+                manager.commands.send(Command::Resume { run, request: 1 })?;
+                return follow(manager, &db);
+            }
+            JobRun::Finished(run) => {
+                eprintln!("{job}: run {run} of this job has already finished");
+                manager.shutdown();
+                return Ok(ExitCode::SUCCESS);
+            }
+            JobRun::New => {
+                tags = if tags.is_empty() {
+                    job
+                } else {
+                    format!("{tags},{job}")
+                };
+            }
+        }
+    }
     manager.commands.send(Command::Start {
         config: Box::new(cfg),
         name,
@@ -56,6 +81,52 @@ pub fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
         request: 1,
     })?;
     follow(manager, &db)
+}
+
+/// The tag that names this Slurm job's run (`slurm-job-<id>`, `slurm-job-<array id>_<task>`), when
+/// running under Slurm; a requeued job keeps its id.
+fn slurm_job_tag() -> Option<String> {
+    let var = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+    match (var("SLURM_ARRAY_JOB_ID"), var("SLURM_ARRAY_TASK_ID")) {
+        (Some(array), Some(task)) => Some(format!("slurm-job-{array}_{task}")),
+        _ => var("SLURM_JOB_ID").map(|id| format!("slurm-job-{id}")),
+    }
+}
+
+/// What an earlier start of this Slurm job left.
+enum JobRun {
+    New,
+    Continue(RunId),
+    Finished(RunId),
+}
+
+/// The newest run tagged `job` that did not fail: continue it unless it finished. A run still
+/// marked active belongs to the job's previous start, which is gone: its heartbeat goes stale
+/// within seconds, and then it is resumable.
+fn job_run(db: &Path, job: &str) -> anyhow::Result<JobRun> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        drop(store::open_rw(db)?); // marks runs of dead processes interrupted
+        let found = Reader::open(db)?
+            .runs()?
+            .into_iter()
+            .filter(|r| r.tags.split(',').any(|t| t == job))
+            .filter(|r| r.status != store::Status::Failed)
+            .max_by_key(|r| r.id);
+        match found {
+            None => return Ok(JobRun::New),
+            Some(r) if r.status == store::Status::Finished => return Ok(JobRun::Finished(r.id)),
+            Some(r) if !r.status.is_active() => return Ok(JobRun::Continue(r.id)),
+            Some(r) if std::time::Instant::now() > deadline => {
+                bail!(
+                    "run {} of {job} is still {} in another process",
+                    r.id,
+                    r.status
+                )
+            }
+            Some(_) => std::thread::sleep(Duration::from_secs(2)),
+        }
+    }
 }
 
 /// `shiftadd nas`: run (or resume) a search; with `--train-best`, train its best TargetNet.
