@@ -187,6 +187,7 @@ fn study_data() -> DataCache {
         },
         study: Some(study),
         cells,
+        jobs: Vec::new(),
         table: Some(table),
     }]));
     d

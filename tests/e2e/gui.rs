@@ -717,6 +717,27 @@ fn studies_view_shows_the_table_and_banded_curves() {
         }))
         .expect("cell");
     }
+    // The cells ran on Slurm, as a coordinator records them.
+    for (variant, seed, state, detail) in [
+        ("base", 0, "COMPLETED", "exit 0:0"),
+        ("base", 1, "COMPLETED", "exit 0:0"),
+        ("wider", 0, "RUNNING", "node7"),
+        ("wider", 1, "PENDING", "(JobArrayTaskLimit)"),
+    ] {
+        w.send(WriteOp::StudyJob(shiftadd_core::store::StudyJobRow {
+            study: id,
+            variant: variant.into(),
+            seed,
+            executor: "slurm".into(),
+            job: format!(
+                "999999_{}",
+                usize::from(variant == "wider") * 2 + seed as usize
+            ),
+            state: state.into(),
+            detail: detail.into(),
+        }))
+        .expect("job");
+    }
     w.flush().expect("flush");
     drop(w);
     let persisted = Persisted {
@@ -726,6 +747,22 @@ fn studies_view_shows_the_table_and_banded_curves() {
     let mut f = fake_app(&db, persisted);
     let h = &mut f.harness;
     wait_for(h, "the study table", |h| has_label(h, "wider"));
+    assert!(
+        has_label(
+            h,
+            "On Slurm: job array 999999 · 2 COMPLETED, 1 RUNNING, 1 PENDING"
+        ),
+        "where the cells run, at a glance"
+    );
+    click(h, "Where the cells run");
+    wait_for(h, "the cells' tasks", |h| has_label(h, "slurm 999999_2"));
+    assert!(has_label(h, "node7") && has_label(h, "(JobArrayTaskLimit)"));
+    click(h, "Cancel Slurm jobs");
+    // scancel answers (a test machine may have no Slurm at all: then the app says so).
+    wait_for(h, "scancel's answer", |h| {
+        has_label(h, "job array 999999 cancelled; its cells are stopping")
+            || has_label_containing(h, "cannot run `scancel`")
+    });
     assert!(has_label(
         h,
         "4 of 4 cells finished · 2 variants × 2 seeds · reporting test/top1 · baseline base"

@@ -129,6 +129,18 @@ fn a_study_on_stand_in_slurm_is_one_array_whose_cells_are_imported_once() {
     assert!(job.contains("exec ") && job.contains("study-task"), "{job}");
 
     assert_every_cell_finished_once(&coord, "every cell imported");
+    // Where each cell ran, for the app: its task and how it ended.
+    let jobs: Vec<(String, String, String)> = db(&coord)
+        .prepare("SELECT job, state, detail FROM study_jobs ORDER BY job")
+        .expect("prepare")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    let expected: Vec<(String, String, String)> = (0..4)
+        .map(|i| (format!("77_{i}"), "COMPLETED".into(), "exit 0:0".into()))
+        .collect();
+    assert_eq!(jobs, expected);
     // Every step the tasks recorded is in the coordinator's database.
     let mut in_snapshots = 0i64;
     for e in std::fs::read_dir(folder.join("cells"))

@@ -15,8 +15,8 @@ use shiftadd_core::run::{Command, Event};
 use shiftadd_core::spec::space::NasArch;
 use shiftadd_core::spec::study::Study;
 use shiftadd_core::store::{
-    HistogramRow, HwCostRow, NasCandidateRow, Reader, RunId, RunSummary, StoreError, StudyRow,
-    StudyRunRow,
+    HistogramRow, HwCostRow, NasCandidateRow, Reader, RunId, RunSummary, StoreError, StudyJobRow,
+    StudyRow, StudyRunRow,
 };
 use shiftadd_core::study::report::{self, Table};
 
@@ -94,6 +94,8 @@ pub struct StudyData {
     /// `None` if the stored spec no longer parses (written by another version).
     pub study: Option<Study>,
     pub cells: Vec<StudyRunRow>,
+    /// Where cells train when not here (a Slurm task each), as the coordinator last saw it.
+    pub jobs: Vec<StudyJobRow>,
     pub table: Option<Table>,
 }
 
@@ -107,6 +109,7 @@ fn studies(r: &Reader) -> Result<Vec<StudyData>, shiftadd_core::store::StoreErro
         };
         out.push(StudyData {
             cells: r.study_runs(row.id)?,
+            jobs: r.study_jobs(row.id)?,
             row,
             study,
             table,

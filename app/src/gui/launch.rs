@@ -5,6 +5,8 @@
 
 use shiftadd_core::run::{Command, Event};
 use shiftadd_core::spec::study::Study;
+
+use super::searches::SlurmChoice;
 use shiftadd_core::store::RunId;
 
 use super::backend::Preset;
@@ -38,6 +40,12 @@ pub struct StudyForm {
     /// Comma-separated values (TOML literals or bare words, as `--set` takes them).
     pub values: String,
     pub seeds: usize,
+    /// Where studies started here train: this machine, or Slurm (`--executor slurm`).
+    pub on_slurm: bool,
+    /// The shared folder for Slurm (empty: beside the database).
+    pub shared: String,
+    /// More sbatch arguments, separated by spaces.
+    pub slurm_args: String,
 }
 
 impl Default for StudyForm {
@@ -46,11 +54,28 @@ impl Default for StudyForm {
             key: "ops.kind".into(),
             values: "mult, shift".into(),
             seeds: 3,
+            on_slurm: false,
+            shared: String::new(),
+            slurm_args: String::new(),
         }
     }
 }
 
 impl StudyForm {
+    /// Where a study started from the form trains: `None` here, else on Slurm with these choices.
+    pub fn executor(&self) -> Option<SlurmChoice> {
+        self.on_slurm.then(|| SlurmChoice {
+            shared: Some(self.shared.trim())
+                .filter(|s| !s.is_empty())
+                .map(std::path::PathBuf::from),
+            sbatch_args: self
+                .slurm_args
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect(),
+        })
+    }
+
     /// The study of `config` with `key` varied: a `[grid]` over the values, seeds 0..n, the
     /// config as the study's base; validated as a study file is.
     pub fn study(&self, config: &shiftadd_core::Config, name: &str) -> Result<Study, String> {
@@ -247,7 +272,7 @@ impl LaunchView {
                     let cells = study.cells().count();
                     let result = vcx
                         .searches
-                        .start_study(study)
+                        .start_study(study, self.study.executor())
                         .map(|()| format!("study file {file} started: {cells} cells"))
                         .map_err(|e| format!("cannot start the study thread: {e}"));
                     self.study_started = result.is_ok();
@@ -292,7 +317,7 @@ impl LaunchView {
         let result = self.study.study(&config, &name).and_then(|study| {
             let cells = study.cells().count();
             vcx.searches
-                .start_study(study)
+                .start_study(study, self.study.executor())
                 .map(|()| format!("study {name} started: {cells} cells"))
                 .map_err(|e| format!("cannot start the study thread: {e}"))
         });
@@ -371,6 +396,7 @@ impl LaunchView {
                 }
             }
         });
+        executor_ui(ui, &mut self.study);
         // The study row: the same config, one key varied over values × seeds.
         ui.horizontal(|ui| {
             let ok = self.form.launchable();
@@ -568,6 +594,33 @@ fn display_default(f: &Field) -> String {
     }
 }
 
+/// Where the studies started here train: this machine's threads, or a Slurm job array (the
+/// shared folder and sbatch arguments as `shiftadd study --executor slurm` takes them).
+fn executor_ui(ui: &mut egui::Ui, study: &mut StudyForm) {
+    ui.horizontal(|ui| {
+        ui.label("Studies train");
+        ui.radio_value(&mut study.on_slurm, false, "here");
+        ui.radio_value(&mut study.on_slurm, true, "on Slurm")
+            .on_hover_text("one job array; each task trains a cell and ships its database to the shared folder, imported here as it goes");
+        if study.on_slurm {
+            let label = ui.label("shared folder");
+            ui.add(
+                egui::TextEdit::singleline(&mut study.shared)
+                    .hint_text("beside the database")
+                    .desired_width(180.0),
+            )
+            .labelled_by(label.id);
+            let label = ui.label("sbatch args");
+            ui.add(
+                egui::TextEdit::singleline(&mut study.slurm_args)
+                    .hint_text("--partition=… --time=…")
+                    .desired_width(200.0),
+            )
+            .labelled_by(label.id);
+        }
+    });
+}
+
 #[cfg(test)]
 mod study_tests {
     use super::*;
@@ -578,12 +631,27 @@ mod study_tests {
             key: "train.lr".into(),
             values: "0.05, 0.1".into(),
             seeds: 2,
+            ..StudyForm::default()
         };
+        assert_eq!(form.executor(), None, "here unless Slurm is chosen");
         let cfg = shiftadd_core::Config::default();
         let study = form.study(&cfg, "s").expect("a valid study");
         assert_eq!(study.cells().count(), 4);
         let names: Vec<&str> = study.variants.iter().map(|v| v.name.as_str()).collect();
         assert_eq!(names, ["lr=0.05", "lr=0.1"]);
+        let on_slurm = StudyForm {
+            on_slurm: true,
+            shared: " /scratch/me ".into(),
+            slurm_args: "--partition=gpu  --time=01:00:00".into(),
+            ..StudyForm::default()
+        };
+        assert_eq!(
+            on_slurm.executor(),
+            Some(SlurmChoice {
+                shared: Some("/scratch/me".into()),
+                sbatch_args: vec!["--partition=gpu".into(), "--time=01:00:00".into()],
+            })
+        );
         let c = study.config(&study.variants[0], 1).expect("cell config");
         assert!((c.train.lr - 0.05).abs() < 1e-12 && c.train.seed == 1);
         let bad = StudyForm {

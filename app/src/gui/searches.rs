@@ -104,6 +104,14 @@ impl<T> Job<T> {
     }
 }
 
+/// What Launch chose for a study on Slurm.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SlurmChoice {
+    /// The shared folder (`None`: `<db folder>/<db name>-slurm`).
+    pub shared: Option<PathBuf>,
+    pub sbatch_args: Vec<String>,
+}
+
 /// The searches started in this session.
 pub struct Searches {
     db: PathBuf,
@@ -141,16 +149,34 @@ impl Searches {
     }
 
     /// Run (or continue) `study` like `shiftadd study`: a study run before trains only what it
-    /// lacks.
-    pub fn start_study(&mut self, study: Study) -> std::io::Result<()> {
+    /// lacks. With `slurm`, as `--executor slurm` does: Stop then cancels the job array.
+    pub fn start_study(&mut self, study: Study, slurm: Option<SlurmChoice>) -> std::io::Result<()> {
+        let spec = match slurm {
+            None => None,
+            Some(c) => Some(study::slurm::SlurmSpec {
+                shared: std::path::absolute(c.shared.unwrap_or_else(|| {
+                    let stem = self
+                        .db
+                        .file_stem()
+                        .map_or_else(|| "studio".into(), |s| s.to_string_lossy().into_owned());
+                    self.db.with_file_name(format!("{stem}-slurm"))
+                }))?,
+                sbatch_args: c.sbatch_args,
+                executable: std::env::current_exe()?,
+                poll: std::time::Duration::from_secs(2),
+            }),
+        };
         let job = Job::spawn(
             study.name.clone(),
             "study",
             self.db.clone(),
             self.waker.clone(),
             move |db, manager, stop, report| {
-                study::run(&study, db, manager, study.parallel, stop, report)
-                    .map_err(|e| e.to_string())
+                match &spec {
+                    None => study::run(&study, db, manager, study.parallel, stop, report),
+                    Some(spec) => study::slurm::run(&study, db, spec, study.parallel, stop, report),
+                }
+                .map_err(|e| e.to_string())
             },
         )?;
         self.studies.push(job);

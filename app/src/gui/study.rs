@@ -2,9 +2,13 @@
 //! results table (mean ± 95 % CI, the paired difference from the baseline; live as runs finish),
 //! a bar chart of the metric with CI whiskers, and any metric's curves grouped by variant (mean
 //! line, ±std band, the seeds faint on demand). Tables export as CSV, Markdown and LaTeX, plots
-//! as PNG. Updates by polling the database (studies run from the CLI).
+//! as PNG. Updates by polling the database (studies run from the CLI). A study on Slurm shows
+//! where each cell runs (its task and Slurm state, as the coordinator records them) and can be
+//! cancelled from here (`scancel` of its array).
 
 use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, bounded};
 
 use egui_plot::{Bar, BarChart, FilledArea, Legend, Line, Plot};
 use shiftadd_core::store::{RunId, Status};
@@ -27,6 +31,9 @@ pub struct StudyView {
     /// The groups last drawn, and what they were computed from (bands are recomputed only when
     /// a study, the metric, the seeds toggle or a cell's series changes).
     cache: Option<(CurvesKey, Arc<Vec<Group>>)>,
+    /// A `scancel` in flight (it runs off the UI thread), and what the last one said.
+    cancel: Option<Receiver<String>>,
+    cancel_said: Option<String>,
 }
 
 /// What a study's drawn curves depend on: the study, the metric, whether seeds are drawn, and per
@@ -46,6 +53,8 @@ impl Default for StudyView {
             curve_metric: "val/top1".into(),
             show_seeds: false,
             cache: None,
+            cancel: None,
+            cancel_said: None,
         }
     }
 }
@@ -201,6 +210,9 @@ impl StudyView {
             table.metric,
             table.baseline
         ));
+        if !s.jobs.is_empty() {
+            self.slurm_ui(ui, vcx, s);
+        }
         table_ui(ui, vcx, table);
         ui.separator();
         let avail = ui.available_height();
@@ -208,6 +220,102 @@ impl StudyView {
             bars_ui(&mut cols[0], vcx, table, avail);
             self.curves_ui(&mut cols[1], vcx, s, avail);
         });
+    }
+
+    /// Where the cells of a Slurm study run: the array's states at a glance, per cell its task, state
+    /// and node (or how it ended), and Cancel while any task is live.
+    fn slurm_ui(&mut self, ui: &mut egui::Ui, vcx: &ViewCtx<'_>, s: &StudyData) {
+        if let Some(rx) = &self.cancel
+            && let Ok(said) = rx.try_recv()
+        {
+            self.cancel_said = Some(said);
+            self.cancel = None;
+        }
+        let array = s.jobs[0].job.split('_').next().unwrap_or("").to_owned();
+        let mut states: Vec<(String, usize)> = Vec::new();
+        for j in &s.jobs {
+            match states.iter_mut().find(|(st, _)| *st == j.state) {
+                Some(entry) => entry.1 += 1,
+                None => states.push((j.state.clone(), 1)),
+            }
+        }
+        let summary: Vec<String> = states.iter().map(|(st, n)| format!("{n} {st}")).collect();
+        let live = s
+            .jobs
+            .iter()
+            .any(shiftadd_core::store::StudyJobRow::is_live);
+        ui.horizontal(|ui| {
+            ui.label(format!("On Slurm: job array {array} · {}", summary.join(", ")));
+            if live && self.cancel.is_none() {
+                let hint = "scancel the array: every cell stops after its batch with a checkpoint; running the study again continues them";
+                if ui.button("Cancel Slurm jobs").on_hover_text(hint).clicked() {
+                    let (tx, rx) = bounded(1);
+                    let job = array.clone();
+                    let ctx = ui.ctx().clone();
+                    let spawned = std::thread::Builder::new()
+                        .name("scancel".into())
+                        .spawn(move || {
+                            let said = match shiftadd_core::study::slurm::cancel(&job) {
+                                Ok(()) => format!("job array {job} cancelled; its cells are stopping"),
+                                Err(e) => e.to_string(),
+                            };
+                            let _ = tx.send(said);
+                            ctx.request_repaint();
+                        });
+                    match spawned {
+                        Ok(_) => self.cancel = Some(rx),
+                        Err(e) => self.cancel_said = Some(format!("cannot start scancel: {e}")),
+                    }
+                }
+            }
+            if self.cancel.is_some() {
+                ui.spinner();
+            }
+            if let Some(said) = &self.cancel_said {
+                ui.label(said);
+            }
+        });
+        egui::CollapsingHeader::new("Where the cells run")
+            .id_salt(("slurm-cells", s.row.id))
+            .show(ui, |ui| {
+                egui::Grid::new(("slurm-grid", s.row.id))
+                    .striped(true)
+                    .show(ui, |ui| {
+                        for h in ["cell", "Slurm task", "state", "where / how", "run"] {
+                            ui.strong(h);
+                        }
+                        ui.end_row();
+                        for j in &s.jobs {
+                            ui.label(format!("{} / seed {}", j.variant, j.seed));
+                            ui.label(format!("{} {}", j.executor, j.job));
+                            ui.label(&j.state);
+                            ui.label(&j.detail);
+                            let run = s
+                                .cells
+                                .iter()
+                                .find(|c| c.variant == j.variant && c.seed == j.seed)
+                                .map_or_else(
+                                    || {
+                                        if j.is_live() {
+                                            "not yet imported"
+                                        } else {
+                                            "no run"
+                                        }
+                                        .to_owned()
+                                    },
+                                    |c| {
+                                        let status = vcx.data.row(c.run).map_or_else(
+                                            || "?".to_owned(),
+                                            |r| r.summary.status.to_string(),
+                                        );
+                                        format!("run {} · {status}", c.run)
+                                    },
+                                );
+                            ui.label(run);
+                            ui.end_row();
+                        }
+                    });
+            });
     }
 
     fn curves_ui(&mut self, ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, s: &StudyData, height: f32) {

@@ -6,8 +6,8 @@ use rusqlite::{Connection, OptionalExtension};
 
 use super::keys;
 use super::rows::{
-    CheckpointRow, HistogramRow, HwCostRow, MetricRow, NasCandidateRow, RunSummary, StudyRow,
-    StudyRunRow,
+    CheckpointRow, HistogramRow, HwCostRow, MetricRow, NasCandidateRow, RunSummary, StudyJobRow,
+    StudyRow, StudyRunRow,
 };
 use super::schema::{Result, RunId, StoreError, open_ro};
 
@@ -199,6 +199,26 @@ impl Reader {
                     identity: r.get(2)?,
                     spec: r.get(3)?,
                     created_at: r.get(4)?,
+                })
+            },
+        )
+    }
+
+    /// Where a study's cells train (cells trained locally have no row).
+    pub fn study_jobs(&self, study: i64) -> Result<Vec<StudyJobRow>> {
+        self.all(
+            "SELECT study_id, variant, seed, executor, job, state, detail FROM study_jobs
+             WHERE study_id = ?1 ORDER BY variant, seed",
+            [study],
+            |r| {
+                Ok(StudyJobRow {
+                    study: r.get(0)?,
+                    variant: r.get(1)?,
+                    seed: r.get::<_, i64>(2)? as u64,
+                    executor: r.get(3)?,
+                    job: r.get(4)?,
+                    state: r.get(5)?,
+                    detail: r.get(6)?,
                 })
             },
         )

@@ -90,6 +90,42 @@ pub struct StudyRunRow {
     pub run: RunId,
 }
 
+/// Where one cell of a study trains, as its coordinator last saw it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StudyJobRow {
+    pub study: i64,
+    pub variant: String,
+    pub seed: u64,
+    /// `slurm`.
+    pub executor: String,
+    /// The scheduler's id of the cell's task (`1234_5`).
+    pub job: String,
+    /// The scheduler's state (`PENDING`, `RUNNING`, `COMPLETED`, `FAILED`, `CANCELLED`, …).
+    pub state: String,
+    /// Where it runs or why it waits (a node, `(Priority)`), or how it ended (`exit 1:0`).
+    pub detail: String,
+}
+
+impl StudyJobRow {
+    /// Whether the scheduler still holds the task (not ended one way or another).
+    pub fn is_live(&self) -> bool {
+        matches!(
+            self.state.as_str(),
+            "PENDING"
+                | "RUNNING"
+                | "COMPLETING"
+                | "CONFIGURING"
+                | "REQUEUED"
+                | "RESIZING"
+                | "SUSPENDED"
+                | "REQUEUE_HOLD"
+                | "REQUEUE_FED"
+                | "SIGNALING"
+                | "STAGE_OUT"
+        )
+    }
+}
+
 /// A checkpoint record: files live at `path` (a stem; see `train::checkpoint`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckpointRow {

@@ -136,6 +136,18 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // two copies of one older database migrate to the same ids.)
     "ALTER TABLE runs ADD COLUMN uid TEXT;
     CREATE UNIQUE INDEX runs_uid ON runs(uid);",
+    // v6: where each cell of a study trains (a Slurm task, its state), as its coordinator saw it.
+    "CREATE TABLE study_jobs (
+        study_id INTEGER NOT NULL REFERENCES studies(id) ON DELETE CASCADE,
+        variant TEXT NOT NULL,
+        seed INTEGER NOT NULL,
+        executor TEXT NOT NULL,
+        job TEXT NOT NULL,
+        state TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (study_id, variant, seed)
+    );",
 ];
 
 /// The schema version whose migration adds `runs.uid`.

@@ -10,7 +10,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use rusqlite::{Connection, TransactionBehavior, params};
 
 use super::rows::{
-    CheckpointRow, HistogramRow, HwCostRow, MetricRow, NasCandidateRow, NewRun, StudyRunRow,
+    CheckpointRow, HistogramRow, HwCostRow, MetricRow, NasCandidateRow, NewRun, StudyJobRow,
+    StudyRunRow,
 };
 use super::schema::{
     HEARTBEAT_EVERY, Result, RunId, Status, StoreError, hostname, now_secs, open_rw,
@@ -61,6 +62,8 @@ pub enum WriteOp {
     },
     /// Record the run that fills a study cell.
     StudyRun(StudyRunRow),
+    /// Record where a study cell trains (replacing what was recorded).
+    StudyJob(StudyJobRow),
     /// Reply once everything sent before has committed.
     Flush(Sender<()>),
 }
@@ -344,6 +347,23 @@ fn apply_one(
                 "INSERT OR REPLACE INTO study_runs (study_id, variant, seed, run_id)
                  VALUES (?1, ?2, ?3, ?4)",
                 params![r.study, r.variant, r.seed as i64, r.run],
+            )?;
+        }
+        WriteOp::StudyJob(j) => {
+            tx.execute(
+                "INSERT OR REPLACE INTO study_jobs
+                     (study_id, variant, seed, executor, job, state, detail, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    j.study,
+                    j.variant,
+                    j.seed as i64,
+                    j.executor,
+                    j.job,
+                    j.state,
+                    j.detail,
+                    now
+                ],
             )?;
         }
         WriteOp::Flush(reply) => {

@@ -26,7 +26,7 @@ use super::{Plan, StudyOutcome, StudyRunError, Todo};
 use crate::run::{Command, Event, ManagerHandle};
 use crate::spec::config::Config;
 use crate::spec::study::Study;
-use crate::store::{self, Reader, RunId, Status, StudyRunRow, WriteOp, Writer};
+use crate::store::{self, Reader, RunId, Status, StudyJobRow, StudyRunRow, WriteOp, Writer};
 
 /// How often a task ships its snapshot.
 pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(5);
@@ -341,6 +341,22 @@ pub fn run(
         parallel.max(1),
         layout.root.display()
     ));
+    let record = |i: usize, state: &str, detail: &str| {
+        let t = &manifest.tasks[i];
+        writer.send(WriteOp::StudyJob(StudyJobRow {
+            study: id,
+            variant: t.variant.clone(),
+            seed: t.seed,
+            executor: "slurm".into(),
+            job: format!("{job}_{i}"),
+            state: state.into(),
+            detail: detail.into(),
+        }))
+    };
+    for i in 0..n {
+        record(i, "PENDING", "submitted")?;
+    }
+    writer.flush()?;
     let mut seen: Vec<Seen> = (0..n).map(|_| Seen::default()).collect();
     let mut cancelled = false;
     loop {
@@ -352,6 +368,11 @@ pub fn run(
             cancelled = true;
         }
         let listed = queued(&job)?;
+        for (&i, (state, detail)) in &listed {
+            if seen.get(i).is_some_and(|s| s.state != *state) {
+                record(i, state, detail)?;
+            }
+        }
         import_changed(db, &layout, &manifest, id, &listed, &mut seen, &job, report)?;
         if listed.is_empty() {
             break;
@@ -370,6 +391,13 @@ pub fn run(
         report,
     )?;
     let how = ended(&job);
+    for i in 0..n {
+        match how.get(&i) {
+            Some((state, exit)) => record(i, state, &format!("exit {exit}"))?,
+            None => record(i, "ENDED", "no longer known to Slurm")?,
+        }
+    }
+    writer.flush()?;
     let mut unfinished = Vec::new();
     // Cancelled (here, or by `scancel` elsewhere): every cell cut short stopped cleanly.
     let mut all_stopped = true;
@@ -707,6 +735,11 @@ fn task_threads(configured: usize) -> usize {
         return 1;
     }
     configured
+}
+
+/// Cancel a study's job array (`scancel`): every task stops after its batch with a checkpoint.
+pub fn cancel(job: &str) -> Result<(), StudyRunError> {
+    slurm_tool("scancel", &[job.to_owned()]).map(|_| ())
 }
 
 /// After a stop at SIGUSR1 (the time limit is near): put this task back in the queue, where it
