@@ -12,6 +12,7 @@ pub mod ops;
 pub mod protocol;
 pub mod rng;
 pub mod run;
+pub mod slurm;
 pub mod spec;
 pub mod store;
 pub mod study;

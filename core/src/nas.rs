@@ -383,9 +383,10 @@ use std::time::Duration;
 use crossbeam_channel::RecvTimeoutError;
 
 use crate::run::{Command, Event, ManagerHandle};
+use crate::slurm::{Array, Layout, Manifest, SlurmSpec, Task};
 use crate::spec::config::Hybrid;
 use crate::store::{
-    CandidateStatus, NasCandidateRow, NewRun, Reader, RunId, Status, StoreError, WriteOp,
+    CandidateStatus, NasCandidateRow, NewRun, Reader, RunId, Status, StoreError, WriteOp, keys,
 };
 
 /// The result of a search.
@@ -504,6 +505,9 @@ pub enum NasError {
     ProxyRefused(String),
     #[error("proxy run {0} was stopped; rerun the search to resume it")]
     ProxyStopped(RunId),
+    /// Proxies dispatched to Slurm did not all finish.
+    #[error("{0}")]
+    Slurm(String),
     /// A stage produced no candidate at all.
     #[error("{0}")]
     Empty(&'static str),
@@ -514,7 +518,10 @@ pub enum NasError {
 
 struct Search<'a> {
     cfg: &'a Config,
+    db: &'a Path,
     manager: &'a ManagerHandle,
+    /// Where proxies train when not on `manager`: one Slurm array per generation.
+    slurm: Option<&'a SlurmSpec>,
     /// Set by whoever runs the search to stop it (proxy runs in flight stop; stored ones stay).
     stop: &'a AtomicBool,
     search: RunId,
@@ -623,6 +630,11 @@ impl Search<'_> {
         subnet: Option<&NasArch>,
     ) -> Result<Vec<f64>, NasError> {
         let (mut out, mut todo) = self.reuse_stored(stage, generation, batch);
+        if let Some(slurm) = self.slurm {
+            let todo: Vec<usize> = todo.into_iter().collect();
+            self.evaluate_on_slurm(slurm, stage, generation, batch, &todo, subnet, &mut out)?;
+            return Ok(out);
+        }
         let parallel = self.cfg.nas.parallel.max(1);
         let threads = self.threads_per_candidate();
         // In flight, by request id: (batch index, the candidate's row).
@@ -718,6 +730,114 @@ impl Search<'_> {
             return Err(e);
         }
         Ok(out)
+    }
+
+    /// The proxies `todo` of `batch` as one Slurm job array (`nas.parallel` at once); each proxy
+    /// is scored from its imported run's last validation top-1, as a local one is.
+    #[allow(clippy::too_many_arguments)]
+    fn evaluate_on_slurm(
+        &mut self,
+        slurm: &SlurmSpec,
+        stage: i64,
+        generation: i64,
+        batch: &[(NasArch, f64)],
+        todo: &[usize],
+        subnet: Option<&NasArch>,
+        out: &mut [f64],
+    ) -> Result<(), NasError> {
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let what = format!("nas{}", self.search);
+        let layout = Layout::of(&slurm.shared, &what, &format!("s{stage}-g{generation}"));
+        let tasks: Vec<Task> = todo
+            .iter()
+            .map(|&i| {
+                let (arch, _) = &batch[i];
+                // Named by its architecture: a resumed search finds the same task's snapshot.
+                let json = arch.to_json();
+                let h = json.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+                });
+                let file = format!("s{stage}-g{generation}-{h:016x}");
+                let mut config = proxy_config(self.cfg, arch, stage, subnet);
+                config.train.threads = 0;
+                Task {
+                    variant: String::new(),
+                    seed: config.train.seed,
+                    name: format!("{what}-s{stage}-g{generation}-{i}"),
+                    tags: format!("nas-proxy,{what},slurm,{}", layout.task_tag(&file)),
+                    config: config.to_toml(),
+                    file,
+                }
+            })
+            .collect();
+        let manifest = Manifest {
+            name: format!("{what}-s{stage}-g{generation}"),
+            identity: String::new(),
+            spec: String::new(),
+            tasks,
+        };
+        let writer = self.manager.writer();
+        let array = Array {
+            db: self.db,
+            writer,
+            layout: &layout,
+            manifest: &manifest,
+            study: None,
+        };
+        let label = format!("stage {stage} gen {generation}");
+        let d = array
+            .dispatch(slurm, self.cfg.nas.parallel, self.stop, &label, self.report)
+            .map_err(|e| NasError::Slurm(e.to_string()))?;
+        let reader = Reader::open(self.db)?;
+        let mut cut_short = Vec::new();
+        for (k, &i) in todo.iter().enumerate() {
+            let (arch, cost) = &batch[i];
+            let accuracy = match (d.runs[k], d.statuses[k]) {
+                (Some(run), Some(Status::Finished)) => reader.last_metric(run, keys::VAL_TOP1)?,
+                (_, Some(Status::Failed)) => None,
+                _ => {
+                    cut_short.push(format!("{} ({})", manifest.tasks[k].name, d.ended_text(k)));
+                    continue;
+                }
+            };
+            self.evaluated += 1;
+            let row = NasCandidateRow {
+                run: self.search,
+                stage,
+                generation,
+                arch: arch.to_json(),
+                cost: *cost,
+                proxy_accuracy: accuracy,
+                status: if accuracy.is_some() {
+                    CandidateStatus::Done
+                } else {
+                    CandidateStatus::Failed
+                },
+                proxy_run: d.runs[k],
+            };
+            self.record(row.clone())?;
+            self.stored.insert((stage, row.arch.clone()), row);
+            out[i] = accuracy.unwrap_or(0.0);
+            (self.report)(format!(
+                "{label}: cost {cost:.4}, proxy top-1 {:.2} % (run {}, on Slurm)",
+                out[i] * 100.0,
+                d.runs[k].unwrap_or_default()
+            ));
+        }
+        if d.stopped() {
+            return Err(NasError::Stopped);
+        }
+        if !cut_short.is_empty() {
+            return Err(NasError::Slurm(format!(
+                "{} proxies did not finish on Slurm: {}; their logs are in {}; rerun the search to continue it",
+                cut_short.len(),
+                cut_short.join(", "),
+                layout.logs().display()
+            )));
+        }
+        Ok(())
     }
 
     fn record(&self, row: NasCandidateRow) -> Result<(), NasError> {
@@ -818,6 +938,20 @@ pub fn search(
     stop: &AtomicBool,
     report: &mut dyn FnMut(String),
 ) -> Result<NasOutcome, NasError> {
+    search_on(cfg, db, name, manager, None, stop, report)
+}
+
+/// [`search`], with each generation's proxy trainings dispatched to Slurm as one job array
+/// (`nas.parallel` at once) when `slurm` is given; `manager` then only records.
+pub fn search_on(
+    cfg: &Config,
+    db: &Path,
+    name: &str,
+    manager: &ManagerHandle,
+    slurm: Option<&SlurmSpec>,
+    stop: &AtomicBool,
+    report: &mut dyn FnMut(String),
+) -> Result<NasOutcome, NasError> {
     let writer = manager.writer();
     writer.flush()?;
     let toml = cfg.to_toml();
@@ -857,7 +991,9 @@ pub fn search(
         .collect();
     let mut s = Search {
         cfg,
+        db,
         manager,
+        slurm,
         stop,
         search,
         stored,

@@ -93,7 +93,7 @@ fn a_study_on_stand_in_slurm_is_one_array_whose_cells_are_imported_once() {
     assert!(out.status.success(), "{}", stderr(&out));
     let said = stderr(&out);
     assert!(
-        said.contains("4 cells submitted as Slurm job array 77"),
+        said.contains("4 runs submitted as Slurm job array 77"),
         "{said}"
     );
     assert!(said.contains("4 trained, 0 resumed"), "{said}");
@@ -385,4 +385,83 @@ fn on_a_real_slurm_a_study_matches_the_local_table_and_survives_scancel() {
     let out = bin().args(args).output().expect("rerun");
     assert!(out.status.success(), "{}", stderr(&out));
     assert_every_cell_finished_once(&cancel_db, "stopped cells continued, not retrained");
+}
+
+#[test]
+fn a_nas_search_on_stand_in_slurm_dispatches_each_generation_and_scores_from_the_imports() {
+    use shiftadd_core::store::{CandidateStatus, Reader, Status};
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let dbp = dir.path().join("nas.db");
+    let shared = dir.path().join("shared");
+    let state = dir.path().join("fake");
+    std::fs::create_dir_all(&state).expect("fake state");
+    let preset = concat!(env!("CARGO_MANIFEST_DIR"), "/../experiments/nas-smoke.toml");
+    let args = [
+        "nas",
+        preset,
+        "--db",
+        s(&dbp),
+        "--executor",
+        "slurm",
+        "--shared",
+        s(&shared),
+        "--set",
+        "nas.population=2",
+        "--set",
+        "nas.generations=1",
+        "--set",
+        "nas.parallel=2",
+    ];
+    let search = || {
+        bin()
+            .args(args)
+            .env("PATH", fake_tools())
+            .env("FAKE_SLURM_DIR", &state)
+            .output()
+            .expect("spawn")
+    };
+    let out = search();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("on Slurm"), "{}", stderr(&out));
+    let calls = std::fs::read_to_string(state.join("sbatch.calls")).expect("calls");
+    assert_eq!(
+        calls.lines().count(),
+        2,
+        "one array per generation of each stage: {calls}"
+    );
+    assert!(
+        calls.lines().all(|l| l.contains("--array=0-1%2")),
+        "{calls}"
+    );
+
+    let reader = Reader::open(&dbp).expect("db");
+    let runs = reader.runs().expect("runs");
+    let search_row = runs
+        .iter()
+        .find(|r| r.model == shiftadd_core::nas::SEARCH_MODEL)
+        .expect("search row");
+    assert_eq!(search_row.status, Status::Finished);
+    let rows = reader.nas_candidates(search_row.id).expect("candidates");
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    for row in &rows {
+        assert_eq!(row.status, CandidateStatus::Done, "{row:?}");
+        let proxy = runs
+            .iter()
+            .find(|r| Some(r.id) == row.proxy_run)
+            .expect("its proxy run was imported");
+        assert_eq!(proxy.status, Status::Finished);
+        assert!(proxy.tags.contains("slurm-task-"), "{}", proxy.tags);
+        assert_eq!(
+            row.proxy_accuracy, proxy.last_val_top1,
+            "scored from the imported run"
+        );
+    }
+    assert_eq!(runs.len(), 5, "the search and one run per candidate");
+    drop(reader);
+    // A rerun replays the stored candidates and submits nothing.
+    let out = search();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let again = std::fs::read_to_string(state.join("sbatch.calls")).expect("calls");
+    assert_eq!(again, calls, "nothing submitted again");
 }

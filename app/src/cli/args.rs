@@ -84,8 +84,16 @@ pub struct StudyArgs {
     /// Write the table to this file instead of standard output.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
-    /// Where the cells train: `local` (this machine's threads) or `slurm` (one job array; each
-    /// task trains a cell and ships its database to --shared, imported here as it goes).
+    #[command(flatten)]
+    pub slurm: SlurmArgs,
+}
+
+/// Where trainings run (`shiftadd study`, `shiftadd nas`).
+#[derive(clap::Args, Debug)]
+pub struct SlurmArgs {
+    /// `local` (this machine's threads) or `slurm` (one job array per study, or per NAS
+    /// generation; each task trains one run and ships its database to --shared, imported here
+    /// as it goes).
     #[arg(long, value_parser = ["local", "slurm"], default_value = "local")]
     pub executor: String,
     /// More sbatch arguments for --executor slurm, separated by spaces
@@ -150,6 +158,8 @@ pub struct NasArgs {
     /// Then train the best TargetNet with the full recipe (ShiftAddAug), with a progress bar.
     #[arg(long)]
     pub train_best: bool,
+    #[command(flatten)]
+    pub slurm: SlurmArgs,
 }
 
 // `shiftadd resume`.

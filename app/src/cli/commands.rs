@@ -16,9 +16,11 @@ use shiftadd_core::store::{self, Reader, RunId};
 use shiftadd_core::study::report::{self, Format};
 use shiftadd_core::{Config, export, hw, nas, study};
 
+use shiftadd_core::slurm::SlurmSpec;
+
 use super::args::{
-    ExportArgs, HwArgs, ImportArgs, NasArgs, ResumeArgs, RunsArgs, StudyArgs, StudyTaskArgs,
-    TrainArgs,
+    ExportArgs, HwArgs, ImportArgs, NasArgs, ResumeArgs, RunsArgs, SlurmArgs, StudyArgs,
+    StudyTaskArgs, TrainArgs,
 };
 use super::db_path;
 use super::signals::{self, stop_runs_on_signal};
@@ -136,6 +138,7 @@ pub fn nas(a: NasArgs) -> anyhow::Result<ExitCode> {
         db,
         sets,
         train_best,
+        slurm,
     } = a;
     let cfg = Config::load(&config, &sets)?;
     let name = config
@@ -144,9 +147,16 @@ pub fn nas(a: NasArgs) -> anyhow::Result<ExitCode> {
     let db = db_path(&db)?;
     let manager = open_manager(&db)?;
     stop_runs_on_signal(&manager)?;
-    let outcome = match nas::search(&cfg, &db, &name, &manager, &signals::STOP, &mut |line| {
-        eprintln!("{line}");
-    }) {
+    let slurm = slurm_spec(&slurm, &db)?;
+    let outcome = match nas::search_on(
+        &cfg,
+        &db,
+        &name,
+        &manager,
+        slurm.as_ref(),
+        &signals::STOP,
+        &mut |line| eprintln!("{line}"),
+    ) {
         Ok(o) => o,
         Err(e @ (nas::NasError::Stopped | nas::NasError::ProxyStopped(_))) => {
             manager.shutdown();
@@ -258,8 +268,8 @@ pub fn study(a: &StudyArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let parallel = a.parallel.unwrap_or(spec.parallel);
-    if a.executor == "slurm" {
-        return study_on_slurm(a, &spec, &db, parallel);
+    if let Some(slurm) = slurm_spec(&a.slurm, &db)? {
+        return study_on_slurm(a, &spec, &db, &slurm, parallel);
     }
     let manager = open_manager(&db)?;
     stop_runs_on_signal(&manager)?;
@@ -283,36 +293,30 @@ fn study_on_slurm(
     a: &StudyArgs,
     spec: &Study,
     db: &Path,
+    slurm: &SlurmSpec,
     parallel: usize,
 ) -> anyhow::Result<ExitCode> {
-    let shared = match &a.shared {
-        Some(dir) => dir.clone(),
-        None => {
-            let stem = db
-                .file_stem()
-                .map_or_else(|| "studio".into(), |s| s.to_string_lossy().into_owned());
-            db.with_file_name(format!("{stem}-slurm"))
-        }
-    };
-    let slurm = study::slurm::SlurmSpec {
-        shared: std::path::absolute(&shared)
-            .with_context(|| format!("--shared {}", shared.display()))?,
-        sbatch_args: a
-            .slurm_args
-            .as_deref()
-            .unwrap_or("")
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect(),
-        executable: std::env::current_exe().context("cannot tell where this shiftadd binary is")?,
-        poll: Duration::from_secs(2),
-    };
     // The first signal cancels the array (the coordinator trains nothing itself).
     signals::watch(|_| {})?;
-    let result = study::slurm::run(spec, db, &slurm, parallel, &signals::STOP, &mut |line| {
+    let result = study::slurm::run(spec, db, slurm, parallel, &signals::STOP, &mut |line| {
         eprintln!("{line}");
     });
     finish_study(spec, db, result, a.out.as_deref())
+}
+
+/// `--executor slurm`'s spec (`None` for `local`).
+fn slurm_spec(a: &SlurmArgs, db: &Path) -> anyhow::Result<Option<SlurmSpec>> {
+    if a.executor != "slurm" {
+        return Ok(None);
+    }
+    let args = a.slurm_args.as_deref().unwrap_or("");
+    let spec = SlurmSpec::for_db(
+        db,
+        a.shared.as_deref(),
+        args.split_whitespace().map(str::to_owned).collect(),
+    )
+    .context("--shared: cannot resolve the shared folder or this binary's path")?;
+    Ok(Some(spec))
 }
 
 /// A study's end, whichever executor trained it: the counts and the table; exit 3 if it was
@@ -345,7 +349,7 @@ fn finish_study(
 /// snapshots to the shared folder; exit 0 finished, 1 failed, 3 stopped (requeued first if the
 /// stop was Slurm's time-limit warning).
 pub fn study_task(a: &StudyTaskArgs) -> anyhow::Result<ExitCode> {
-    let task = study::slurm::CellTask::prepare(&a.manifest, a.index)?;
+    let task = shiftadd_core::slurm::CellTask::prepare(&a.manifest, a.index)?;
     eprintln!(
         "cell {} / seed {}: database {}, snapshots to {}",
         task.task.variant,
@@ -355,17 +359,17 @@ pub fn study_task(a: &StudyTaskArgs) -> anyhow::Result<ExitCode> {
     );
     let manager = spawn_manager_with(&task.local_db, Arc::new(|| {}), Some(task.checkpoints()))?;
     stop_runs_on_signal(&manager)?;
-    let result = study::slurm::run_task(&task, &manager, &mut |line| eprintln!("{line}"));
+    let result = shiftadd_core::slurm::run_task(&task, &manager, &mut |line| eprintln!("{line}"));
     manager.shutdown();
     let code = match result? {
-        study::slurm::CellOutcome::Finished => ExitCode::SUCCESS,
-        study::slurm::CellOutcome::Failed(reason) => {
+        shiftadd_core::slurm::CellOutcome::Finished => ExitCode::SUCCESS,
+        shiftadd_core::slurm::CellOutcome::Failed(reason) => {
             eprintln!("error: {reason}");
             ExitCode::FAILURE
         }
-        study::slurm::CellOutcome::Stopped => {
+        shiftadd_core::slurm::CellOutcome::Stopped => {
             if signals::time_is_up() {
-                study::slurm::requeue_self()?;
+                shiftadd_core::slurm::requeue_self()?;
                 eprintln!("requeued: the next job of this task continues from the checkpoint");
             }
             ExitCode::from(3)

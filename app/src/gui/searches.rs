@@ -13,6 +13,7 @@ use crossbeam_channel::{Receiver, unbounded};
 use shiftadd_core::Config;
 use shiftadd_core::nas::{self, NasOutcome};
 use shiftadd_core::run::{ManagerHandle, Waker, spawn_manager};
+use shiftadd_core::slurm::SlurmSpec;
 use shiftadd_core::spec::study::Study;
 use shiftadd_core::study::{self, StudyOutcome};
 
@@ -151,21 +152,9 @@ impl Searches {
     /// Run (or continue) `study` like `shiftadd study`: a study run before trains only what it
     /// lacks. With `slurm`, as `--executor slurm` does: Stop then cancels the job array.
     pub fn start_study(&mut self, study: Study, slurm: Option<SlurmChoice>) -> std::io::Result<()> {
-        let spec = match slurm {
-            None => None,
-            Some(c) => Some(study::slurm::SlurmSpec {
-                shared: std::path::absolute(c.shared.unwrap_or_else(|| {
-                    let stem = self
-                        .db
-                        .file_stem()
-                        .map_or_else(|| "studio".into(), |s| s.to_string_lossy().into_owned());
-                    self.db.with_file_name(format!("{stem}-slurm"))
-                }))?,
-                sbatch_args: c.sbatch_args,
-                executable: std::env::current_exe()?,
-                poll: std::time::Duration::from_secs(2),
-            }),
-        };
+        let spec = slurm
+            .map(|c| SlurmSpec::for_db(&self.db, c.shared.as_deref(), c.sbatch_args))
+            .transpose()?;
         let job = Job::spawn(
             study.name.clone(),
             "study",

@@ -255,7 +255,7 @@ impl StudyView {
                     let spawned = std::thread::Builder::new()
                         .name("scancel".into())
                         .spawn(move || {
-                            let said = match shiftadd_core::study::slurm::cancel(&job) {
+                            let said = match shiftadd_core::slurm::cancel(&job) {
                                 Ok(()) => format!("job array {job} cancelled; its cells are stopping"),
                                 Err(e) => e.to_string(),
                             };

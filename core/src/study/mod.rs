@@ -45,6 +45,8 @@ pub enum StudyRunError {
     RunStopped { run: RunId, cell: String },
     #[error("{0}")]
     Slurm(String),
+    #[error("{0}")]
+    Cluster(#[from] crate::slurm::SlurmError),
 }
 
 /// What a study invocation did.
