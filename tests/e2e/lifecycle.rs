@@ -321,3 +321,60 @@ fn sigterm_mid_epoch_stops_with_a_checkpoint_and_the_requeued_job_continues_exac
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn a_second_sigint_exits_at_once_and_the_run_stays_resumable() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = tiny_config(dir.path(), "twice", 2000, 1);
+    // Steps long enough (a large batch through the augmented model) that the second SIGINT
+    // arrives while the first one waits for its batch to end.
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    let text = text
+        .replace("batch_size = 50", "batch_size = 500")
+        .replace("hybrid = \"none\"", "hybrid = \"mult\"");
+    std::fs::write(&cfg, text).expect("config");
+    let dbp = dir.path().join("studio.db");
+    let child = bin()
+        .args(["train", s(&cfg), "--db", s(&dbp)])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while losses_so_far(&dbp) < 1 {
+        assert!(Instant::now() < deadline, "training did not get going");
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let pid = i32::try_from(child.id()).expect("pid");
+    for _ in 0..2 {
+        #[allow(unsafe_code)]
+        // SAFETY: sends a signal to our own child process.
+        let sent = unsafe { libc::kill(pid, libc::SIGINT) };
+        assert_eq!(sent, 0);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = child.wait_with_output().expect("reaped");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("second SIGINT: exiting now"), "{stderr}");
+    // Not stopped cleanly: the next look marks it interrupted, and it resumes.
+    let listed = runs_json(&dbp);
+    assert_eq!(listed[0]["status"], "interrupted", "{listed:?}");
+    let run = listed[0]["id"].as_i64().expect("id").to_string();
+    run_ok(&["resume", &run, "--db", s(&dbp)]);
+    assert_eq!(runs_json(&dbp)[0]["status"], "finished");
+}
+
+/// Training steps recorded so far (0 before the database exists).
+fn losses_so_far(dbp: &std::path::Path) -> i64 {
+    if !dbp.exists() {
+        return 0;
+    }
+    db(dbp)
+        .query_row(
+            "SELECT COALESCE(MAX(step), 0) FROM metrics WHERE key = 'train/loss'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap_or(0)
+}

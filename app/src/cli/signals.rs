@@ -38,7 +38,7 @@ pub fn watch(on_stop: impl Fn(String) + Send + 'static) -> anyhow::Result<()> {
                         eprintln!(
                             "second SIGINT: exiting now; the runs resume from their last checkpoint"
                         );
-                        std::process::exit(130);
+                        exit_now(130);
                     }
                     continue;
                 }
@@ -59,4 +59,13 @@ pub fn stop_runs_on_signal(manager: &shiftadd_core::run::ManagerHandle) -> anyho
     watch(move |reason| {
         let _ = commands.send(shiftadd_core::run::Command::StopAll { reason });
     })
+}
+
+/// End the process at once, as a second Ctrl-C asks: `_exit`, not `exit`, whose atexit handlers
+/// (libtorch's among them) would run while training threads still use what they tear down.
+#[allow(unsafe_code)]
+fn exit_now(code: i32) -> ! {
+    // SAFETY: `_exit` takes no pointers and never returns; skipping atexit handlers and buffered
+    // output is the point (stderr is unbuffered, and the database is consistent at every commit).
+    unsafe { libc::_exit(code) }
 }
