@@ -296,7 +296,7 @@ impl LaunchView {
         };
         self.outcome = Some(
             vcx.searches
-                .start(config, name.clone())
+                .start(config, name.clone(), self.study.executor())
                 .map(|()| {
                     self.search_started = true;
                     format!("NAS search {name} started")
@@ -594,11 +594,11 @@ fn display_default(f: &Field) -> String {
     }
 }
 
-/// Where the studies started here train: this machine's threads, or a Slurm job array (the
-/// shared folder and sbatch arguments as `shiftadd study --executor slurm` takes them).
+/// Where the studies and NAS searches started here train: this machine's threads, or Slurm job
+/// arrays (the shared folder and sbatch arguments as `--executor slurm` takes them).
 fn executor_ui(ui: &mut egui::Ui, study: &mut StudyForm) {
     ui.horizontal(|ui| {
-        ui.label("Studies train");
+        ui.label("Studies and NAS searches train");
         ui.radio_value(&mut study.on_slurm, false, "here");
         ui.radio_value(&mut study.on_slurm, true, "on Slurm")
             .on_hover_text("one job array; each task trains a cell and ships its database to the shared folder, imported here as it goes");

@@ -132,17 +132,34 @@ impl Searches {
     }
 
     /// Start searching `config` (its `[nas]` section and training recipe) under `name`. Like
-    /// `shiftadd nas`, a config searched before resumes its latest search.
-    pub fn start(&mut self, config: Config, name: String) -> std::io::Result<()> {
+    /// `shiftadd nas`, a config searched before resumes its latest search. With `slurm`, each
+    /// generation's proxies train as one job array (Stop cancels it).
+    pub fn start(
+        &mut self,
+        config: Config,
+        name: String,
+        slurm: Option<SlurmChoice>,
+    ) -> std::io::Result<()> {
         let search_name = name.clone();
+        let spec = slurm
+            .map(|c| SlurmSpec::for_db(&self.db, c.shared.as_deref(), c.sbatch_args))
+            .transpose()?;
         let job = Job::spawn(
             name,
             nas::SEARCH_MODEL,
             self.db.clone(),
             self.waker.clone(),
             move |db, manager, stop, report| {
-                nas::search(&config, db, &search_name, manager, stop, report)
-                    .map_err(|e| e.to_string())
+                nas::search_on(
+                    &config,
+                    db,
+                    &search_name,
+                    manager,
+                    spec.as_ref(),
+                    stop,
+                    report,
+                )
+                .map_err(|e| e.to_string())
             },
         )?;
         self.jobs.push(job);
