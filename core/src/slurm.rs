@@ -46,7 +46,7 @@ pub enum SlurmError {
 /// How often a task ships its snapshot.
 pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(5);
 
-/// Where and how a study's cells are submitted.
+/// Where and how trainings are submitted.
 #[derive(Debug, Clone)]
 pub struct SlurmSpec {
     /// A folder every node and the coordinator see (NFS, Lustre, …).
@@ -86,16 +86,16 @@ impl SlurmSpec {
     }
 }
 
-/// One cell as a task of the array.
+/// One training (a study cell, a NAS proxy) as a task of the array.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Task {
     pub variant: String,
     pub seed: u64,
     pub name: String,
     pub tags: String,
-    /// The cell's config (TOML).
+    /// The run's config (TOML).
     pub config: String,
-    /// The cell's file names in the shared folder (`cells/<file>.db`, `checkpoints/<file>/`).
+    /// The task's file names in the shared folder (`cells/<file>.db`, `checkpoints/<file>/`).
     pub file: String,
 }
 
@@ -118,7 +118,8 @@ impl Task {
 /// The prefix of the tag that ties a run to its task, so the coordinator finds it after import.
 const TASK_TAG: &str = "slurm-task-";
 
-/// What every task of a study's array reads: the study as its driver records it, and the cells.
+/// What every task of an array reads: the study as its driver records it (`identity` empty for
+/// NAS proxies), and the tasks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     pub name: String,
@@ -324,7 +325,7 @@ fn make_executable(path: &Path) -> Result<(), SlurmError> {
 fn job_script(executable: &Path, manifest: &Path) -> String {
     let quote = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', "'\\''"));
     format!(
-        "#!/bin/sh\n# Written by `shiftadd study --executor slurm`: one cell of the study per array task.\n\
+        "#!/bin/sh\n# Written by shiftadd (--executor slurm): one training per array task.\n\
          exec {} study-task {} \"$SLURM_ARRAY_TASK_ID\"\n",
         quote(executable),
         quote(manifest)
@@ -582,7 +583,7 @@ fn pct(v: Option<f64>) -> String {
     v.map_or_else(|| "-".into(), |v| format!("{:.2} %", v * 100.0))
 }
 
-/// One task of an array, ready to train: its cell, its local database, and the shared folder.
+/// One task of an array, ready to train: what it trains, its local database, the shared folder.
 #[derive(Debug, Clone)]
 pub struct CellTask {
     pub manifest: Manifest,
