@@ -616,6 +616,7 @@ impl Search<'_> {
             proxy_accuracy: None,
             status: CandidateStatus::Pending,
             proxy_run: None,
+            slurm: None,
         };
         Ok((request, row))
     }
@@ -779,12 +780,34 @@ impl Search<'_> {
             tasks,
         };
         let writer = self.manager.writer();
+        // Each proxy's task and Slurm state, on its candidate's row, for the NAS view.
+        let rows: Vec<NasCandidateRow> = todo
+            .iter()
+            .map(|&i| NasCandidateRow {
+                run: self.search,
+                stage,
+                generation,
+                arch: batch[i].0.to_json(),
+                cost: batch[i].1,
+                proxy_accuracy: None,
+                status: CandidateStatus::Pending,
+                proxy_run: None,
+                slurm: None,
+            })
+            .collect();
+        let on_state = |k: usize, task: &str, state: &str, detail: &str| {
+            writer.send_or_log(WriteOp::NasCandidate(NasCandidateRow {
+                slurm: Some(format!("{task} {state} ({detail})")),
+                ..rows[k].clone()
+            }));
+        };
         let array = Array {
             db: self.db,
             writer,
             layout: &layout,
             manifest: &manifest,
             study: None,
+            on_state: Some(&on_state),
         };
         let label = format!("stage {stage} gen {generation}");
         let d = array
@@ -799,6 +822,13 @@ impl Search<'_> {
                 (_, Some(Status::Failed)) => None,
                 _ => {
                     cut_short.push(format!("{} ({})", manifest.tasks[k].name, d.ended_text(k)));
+                    // As a local proxy stopped mid-way: a resumed search trains it again.
+                    self.record(NasCandidateRow {
+                        status: CandidateStatus::Stopped,
+                        proxy_run: d.runs[k],
+                        slurm: Some(format!("{}_{k} {}", d.job, d.ended_text(k))),
+                        ..rows[k].clone()
+                    })?;
                     continue;
                 }
             };
@@ -816,6 +846,7 @@ impl Search<'_> {
                     CandidateStatus::Failed
                 },
                 proxy_run: d.runs[k],
+                slurm: Some(format!("{}_{k} {}", d.job, d.ended_text(k))),
             };
             self.record(row.clone())?;
             self.stored.insert((stage, row.arch.clone()), row);

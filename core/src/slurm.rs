@@ -350,7 +350,12 @@ pub struct Array<'a> {
     pub manifest: &'a Manifest,
     /// The study whose cells these are: their tasks' states go to `study_jobs`.
     pub study: Option<i64>,
+    /// Told each task's state as it changes.
+    pub on_state: Option<OnState<'a>>,
 }
+
+/// Told (task index, Slurm task id, state, node or reason) as a task's state changes.
+pub type OnState<'a> = &'a dyn Fn(usize, &str, &str, &str);
 
 /// How a dispatched array ended.
 #[derive(Debug)]
@@ -437,6 +442,9 @@ impl Array<'_> {
             layout.root.display()
         ));
         let record = |i: usize, state: &str, detail: &str| -> Result<(), SlurmError> {
+            if let Some(tell) = self.on_state {
+                tell(i, &format!("{job}_{i}"), state, detail);
+            }
             let (Some(study), t) = (self.study, &manifest.tasks[i]) else {
                 return Ok(());
             };

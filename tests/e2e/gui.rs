@@ -462,6 +462,7 @@ fn nas_view_trains_a_chosen_target_net() {
             proxy_accuracy: Some(acc),
             status: shiftadd_core::store::CandidateStatus::Done,
             proxy_run: None,
+            slurm: (stage == 2).then(|| "4242_1 COMPLETED (exit 0:0)".to_owned()),
         }))
         .expect("candidate");
     }
@@ -479,6 +480,9 @@ fn nas_view_trains_a_chosen_target_net() {
         has_label(h, "Best architectures") && has_label(h, "Train")
     });
     assert!(has_label(h, "2 TargetNet") && has_label(h, "1 SubNet"));
+    // The TargetNet's proxy trained on Slurm, the SubNet's here.
+    assert!(has_label(h, "On Slurm: 1 COMPLETED of 1 proxies"));
+    assert!(has_label(h, "4242_1 COMPLETED (exit 0:0)") && has_label(h, "here"));
     click(h, "Train");
     let cmd = f.commands.try_recv().expect("a command was sent");
     let Command::Start { config, .. } = cmd else {

@@ -456,6 +456,11 @@ fn a_nas_search_on_stand_in_slurm_dispatches_each_generation_and_scores_from_the
             row.proxy_accuracy, proxy.last_val_top1,
             "scored from the imported run"
         );
+        let slurm = row.slurm.as_deref().expect("where it trained");
+        assert!(
+            slurm.starts_with("77_") && slurm.contains("COMPLETED"),
+            "{slurm}"
+        );
     }
     assert_eq!(runs.len(), 5, "the search and one run per candidate");
     drop(reader);

@@ -106,6 +106,7 @@ impl NasView {
             "{} candidates ({done} evaluated) · TargetNet budget {budget} {u} · stage 1 costs are of the multiplicative SubNet, stage 2 of the MF TargetNet",
             rows.len()
         ));
+        slurm_line(ui, rows);
         let avail = ui.available_height();
         ui.columns(2, |cols| {
             scatter_ui(&mut cols[0], vcx, search, rows, budget, &u, avail);
@@ -124,9 +125,14 @@ impl NasView {
         ui.strong("Best architectures");
         egui::ScrollArea::both().id_salt("nas-table").show(ui, |ui| {
             egui::Grid::new("nas-best").striped(true).show(ui, |ui| {
-                for h in ["", "Stage", "Gen", &format!("Cost {u}"), "Proxy top-1 %", "Architecture"] {
+                let on_slurm = nas.rows.iter().any(|r| r.slurm.is_some());
+                for h in ["", "Stage", "Gen", &format!("Cost {u}"), "Proxy top-1 %"] {
                     ui.strong(h);
                 }
+                if on_slurm {
+                    ui.strong("Slurm task");
+                }
+                ui.strong("Architecture");
                 ui.end_row();
                 for (i, arch) in nas.best.iter().take(20) {
                     let r = &nas.rows[*i];
@@ -156,6 +162,9 @@ impl NasView {
                     ui.label(r.generation.to_string());
                     ui.label(format!("{:.4}", r.cost));
                     ui.label(format!("{:.2}", r.proxy_accuracy.unwrap_or(0.0) * 100.0));
+                    if on_slurm {
+                        ui.label(r.slurm.as_deref().unwrap_or("here"));
+                    }
                     ui.monospace(arch.as_ref().map_or_else(|| r.arch.clone(), arch_summary))
                         .on_hover_text(&r.arch);
                     ui.end_row();
@@ -163,6 +172,28 @@ impl NasView {
             });
         });
     }
+}
+
+/// Where the proxies trained on Slurm are, at a glance: "On Slurm: 2 COMPLETED, 1 RUNNING of 4
+/// proxies" (the state is the second word of each candidate's `slurm` record).
+fn slurm_line(ui: &mut egui::Ui, rows: &[NasCandidateRow]) {
+    let mut states: Vec<(&str, usize)> = Vec::new();
+    for state in rows
+        .iter()
+        .filter_map(|r| r.slurm.as_deref())
+        .filter_map(|s| s.split_whitespace().nth(1))
+    {
+        match states.iter_mut().find(|(st, _)| *st == state) {
+            Some(entry) => entry.1 += 1,
+            None => states.push((state, 1)),
+        }
+    }
+    if states.is_empty() {
+        return;
+    }
+    let total: usize = states.iter().map(|s| s.1).sum();
+    let text: Vec<String> = states.iter().map(|(st, n)| format!("{n} {st}")).collect();
+    ui.label(format!("On Slurm: {} of {total} proxies", text.join(", ")));
 }
 
 /// This session's searches: progress, Stop, and how each ended.

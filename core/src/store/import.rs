@@ -350,9 +350,9 @@ fn merge(conn: &mut Connection) -> rusqlite::Result<ImportSummary> {
     for (src, dst) in copied {
         tx.execute(
             "INSERT INTO main.nas_candidates
-                 (run_id, stage, generation, arch, cost, proxy_accuracy, status, proxy_run)
+                 (run_id, stage, generation, arch, cost, proxy_accuracy, status, proxy_run, slurm)
              SELECT ?1, stage, generation, arch, cost, proxy_accuracy, status,
-                    (SELECT dst FROM temp.import_map WHERE src = c.proxy_run)
+                    (SELECT dst FROM temp.import_map WHERE src = c.proxy_run), slurm
              FROM src.nas_candidates c WHERE run_id = ?2 ORDER BY id",
             params![dst, src],
         )?;

@@ -90,6 +90,7 @@ fn source(db: &Path) -> (Writer, [RunId; 3]) {
         proxy_accuracy: Some(0.4),
         status: CandidateStatus::Done,
         proxy_run: Some(b),
+        slurm: Some("77_1 COMPLETED (exit 0:0)".into()),
     }))
     .expect("cand");
     let study = w.create_study("s", "identity-1", "{}").expect("study");

@@ -290,7 +290,8 @@ impl Reader {
     /// The candidates of NAS search `id`, in the order they were first stored.
     pub fn nas_candidates(&self, id: RunId) -> Result<Vec<NasCandidateRow>> {
         self.all(
-            "SELECT run_id, stage, generation, arch, cost, proxy_accuracy, status, proxy_run
+            "SELECT run_id, stage, generation, arch, cost, proxy_accuracy, status, proxy_run,
+                    slurm
                  FROM nas_candidates WHERE run_id = ?1 ORDER BY id",
             [id],
             |r| {
@@ -303,6 +304,7 @@ impl Reader {
                     proxy_accuracy: r.get(5)?,
                     status: r.get(6)?,
                     proxy_run: r.get(7)?,
+                    slurm: r.get(8)?,
                 })
             },
         )

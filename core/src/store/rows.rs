@@ -69,6 +69,8 @@ pub struct NasCandidateRow {
     pub proxy_accuracy: Option<f64>,
     pub status: CandidateStatus,
     pub proxy_run: Option<RunId>,
+    /// Its proxy's Slurm task and state (`1234_5 RUNNING (node7)`), when trained on Slurm.
+    pub slurm: Option<String>,
 }
 
 /// A study as stored: `identity` says whether a rerun is the same study; `spec` is its JSON.

@@ -148,6 +148,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
         updated_at REAL NOT NULL,
         PRIMARY KEY (study_id, variant, seed)
     );",
+    // v7: where a NAS candidate's proxy trains when on Slurm (its task and state).
+    "ALTER TABLE nas_candidates ADD COLUMN slurm TEXT;",
 ];
 
 /// The schema version whose migration adds `runs.uid`.

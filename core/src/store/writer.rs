@@ -439,11 +439,11 @@ fn insert_metrics(tx: &rusqlite::Transaction<'_>, rows: &[MetricRow]) -> rusqlit
 fn upsert_candidate(tx: &rusqlite::Transaction<'_>, c: &NasCandidateRow) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO nas_candidates
-         (run_id, stage, generation, arch, cost, proxy_accuracy, status, proxy_run)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         (run_id, stage, generation, arch, cost, proxy_accuracy, status, proxy_run, slurm)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
          ON CONFLICT (run_id, stage, arch) DO UPDATE SET
          cost = excluded.cost, proxy_accuracy = excluded.proxy_accuracy,
-         status = excluded.status, proxy_run = excluded.proxy_run",
+         status = excluded.status, proxy_run = excluded.proxy_run, slurm = excluded.slurm",
     )?
     .execute(params![
         c.run,
@@ -453,7 +453,8 @@ fn upsert_candidate(tx: &rusqlite::Transaction<'_>, c: &NasCandidateRow) -> rusq
         c.cost,
         c.proxy_accuracy,
         c.status,
-        c.proxy_run
+        c.proxy_run,
+        c.slurm
     ])?;
     Ok(())
 }

@@ -56,6 +56,7 @@ pub fn run(
         layout: &layout,
         manifest: &manifest,
         study: Some(id),
+        on_state: None,
     };
     let d = array.dispatch(slurm, parallel, stop, &format!("study {id}"), report)?;
     let n = manifest.tasks.len();
