@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{bin, db, run_ok, runs_json, s, tiny_config};
+use crate::support::{bin, db, last_step, run_ok, runs_json, s, tiny_config, wait_until};
 
 #[test]
 fn killed_run_is_interrupted_then_resumes_exactly() {
@@ -229,25 +229,14 @@ fn sigterm_mid_epoch_stops_with_a_checkpoint_and_the_requeued_job_continues_exac
         .spawn()
         .expect("spawn");
     // Some steps into the second epoch, then SIGTERM (as Slurm sends at preemption).
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        assert!(Instant::now() < deadline, "training did not get going");
-        std::thread::sleep(Duration::from_millis(30));
-        let last: i64 = if dbp.exists() {
-            db(&dbp)
-                .query_row(
-                    "SELECT COALESCE(MAX(step), 0) FROM metrics WHERE key = 'train/loss'",
-                    [],
-                    |r| r.get(0),
-                )
-                .unwrap_or(0)
-        } else {
-            0
-        };
-        if last > 45 && (4..30).contains(&(last % 40)) {
-            break;
-        }
-    }
+    wait_until(
+        "training to reach the second epoch",
+        Duration::from_millis(30),
+        || {
+            let last = last_step(&dbp);
+            last > 45 && (4..30).contains(&(last % 40))
+        },
+    );
     let pid = i32::try_from(child.id()).expect("pid");
     #[allow(unsafe_code)]
     // SAFETY: sends a signal to our own child process.
@@ -340,11 +329,9 @@ fn a_second_sigint_exits_at_once_and_the_run_stays_resumable() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while losses_so_far(&dbp) < 1 {
-        assert!(Instant::now() < deadline, "training did not get going");
-        std::thread::sleep(Duration::from_millis(30));
-    }
+    wait_until("training to get going", Duration::from_millis(30), || {
+        last_step(&dbp) >= 1
+    });
     let pid = i32::try_from(child.id()).expect("pid");
     for _ in 0..2 {
         #[allow(unsafe_code)]
@@ -363,18 +350,4 @@ fn a_second_sigint_exits_at_once_and_the_run_stays_resumable() {
     let run = listed[0]["id"].as_i64().expect("id").to_string();
     run_ok(&["resume", &run, "--db", s(&dbp)]);
     assert_eq!(runs_json(&dbp)[0]["status"], "finished");
-}
-
-/// Training steps recorded so far (0 before the database exists).
-fn losses_so_far(dbp: &std::path::Path) -> i64 {
-    if !dbp.exists() {
-        return 0;
-    }
-    db(dbp)
-        .query_row(
-            "SELECT COALESCE(MAX(step), 0) FROM metrics WHERE key = 'train/loss'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap_or(0)
 }

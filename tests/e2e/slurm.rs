@@ -8,9 +8,9 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::support::{bin, db, s};
+use crate::support::{bin, db, last_step, s, wait_until};
 
 fn preset(name: &str) -> String {
     format!(
@@ -55,6 +55,15 @@ fn assert_every_cell_finished_once(dbp: &Path, why: &str) {
     assert!(merged.iter().all(|(_, st)| st == "finished"), "{merged:?}");
     let uids: BTreeSet<&String> = merged.iter().map(|r| &r.0).collect();
     assert_eq!(uids.len(), 4, "each run once");
+}
+
+/// The local executor's table of `file` (trained into `local`) equals `coord`'s, seed for seed.
+fn assert_same_table_as_local(file: &str, coord: &Path, local: &Path, sets: &[&str]) {
+    let mut args = vec!["study", file, "--db", s(local)];
+    args.extend_from_slice(sets);
+    let out = bin().args(&args).output().expect("local");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(report_csv(file, coord, sets), report_csv(file, local, sets));
 }
 
 fn report_csv(file: &str, dbp: &Path, sets: &[&str]) -> String {
@@ -157,14 +166,7 @@ fn a_study_on_stand_in_slurm_is_one_array_whose_cells_are_imported_once() {
     assert_eq!(merged_rows, in_snapshots);
 
     // The same table as the local executor's, seed for seed.
-    let mut local_args = vec!["study", file.as_str(), "--db", s(&local)];
-    local_args.extend(one_epoch);
-    let out = bin().args(&local_args).output().expect("local");
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(
-        report_csv(&file, &coord, &one_epoch),
-        report_csv(&file, &local, &one_epoch)
-    );
+    assert_same_table_as_local(&file, &coord, &local, &one_epoch);
 
     // A rerun submits nothing.
     std::fs::remove_file(dir.path().join("fake/sbatch.args")).expect("rm");
@@ -295,14 +297,7 @@ fn on_a_real_slurm_a_study_matches_the_local_table_and_survives_scancel() {
     let out = bin().args(&args).output().expect("spawn");
     assert!(out.status.success(), "{}", stderr(&out));
     assert_every_cell_finished_once(&coord, "every cell on Slurm");
-    let mut local_args = vec!["study", file.as_str(), "--db", s(&local)];
-    local_args.extend(one_epoch);
-    let out = bin().args(&local_args).output().expect("local");
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(
-        report_csv(&file, &coord, &one_epoch),
-        report_csv(&file, &local, &one_epoch)
-    );
+    assert_same_table_as_local(&file, &coord, &local, &one_epoch);
 
     // scancel mid-study: the started cells stop with a checkpoint; a rerun finishes the study.
     let name = format!("smoke-cancel-{}", std::process::id());
@@ -324,25 +319,11 @@ fn on_a_real_slurm_a_study_matches_the_local_table_and_survives_scancel() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        assert!(Instant::now() < deadline, "no cell got going on Slurm");
-        std::thread::sleep(Duration::from_millis(500));
-        let steps: i64 = if cancel_db.exists() {
-            db(&cancel_db)
-                .query_row(
-                    "SELECT COUNT(*) FROM metrics WHERE key = 'train/loss'",
-                    [],
-                    |r| r.get(0),
-                )
-                .unwrap_or(0)
-        } else {
-            0
-        };
-        if steps >= 20 {
-            break;
-        }
-    }
+    wait_until(
+        "a cell to get going on Slurm",
+        Duration::from_millis(500),
+        || last_step(&cancel_db) >= 20,
+    );
     let job = Command::new("squeue")
         .args(["-h", "-n", &format!("shiftadd-{name}"), "-o", "%A"])
         .output()

@@ -80,3 +80,26 @@ pub fn run_id(out: &Output) -> i64 {
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("utf8 path")
 }
+
+/// The last `train/loss` step any run of `db` recorded (0 before the database exists).
+pub fn last_step(db_path: &Path) -> i64 {
+    if !db_path.exists() {
+        return 0;
+    }
+    db(db_path)
+        .query_row(
+            "SELECT COALESCE(MAX(step), 0) FROM metrics WHERE key = 'train/loss'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap_or(0)
+}
+
+/// Poll `done` every `every` until it holds; fail naming `what` after five minutes.
+pub fn wait_until(what: &str, every: std::time::Duration, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}: not in time");
+        std::thread::sleep(every);
+    }
+}
