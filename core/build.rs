@@ -12,6 +12,27 @@ fn main() {
         .parent()
         .map(std::path::Path::to_path_buf)
         .unwrap_or_default();
+    // The libtorch version, for each run's provenance.
+    let version = [
+        "include/torch/headeronly/version.h",
+        "include/torch/csrc/api/include/torch/version.h",
+    ]
+    .iter()
+    .find_map(|h| std::fs::read_to_string(root.join(h)).ok())
+    .map(|text| {
+        let part = |name: &str| {
+            text.lines()
+                .find_map(|l| {
+                    l.trim()
+                        .strip_prefix(&format!("#define TORCH_VERSION_{name} "))
+                })
+                .map_or("?", str::trim)
+                .to_owned()
+        };
+        format!("{}.{}.{}", part("MAJOR"), part("MINOR"), part("PATCH"))
+    })
+    .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=SHIFTADD_LIBTORCH_VERSION={version}");
     let base = || {
         let mut b = cc::Build::new();
         b.cpp(true)

@@ -8,7 +8,8 @@
 //!
 //! Then the Studies view (issue 16) with a study of 10 variants × 5 seeds × 20,000 points per run:
 //! its table, the bar chart with CI whiskers and the banded curves (mean ± std per variant), with
-//! and without the raw seeds drawn faintly. Budget for both: 16 ms of UI-thread CPU per frame.
+//! and without the raw seeds drawn faintly. Then the runs table with 5,000 runs (issue 20).
+//! Budget for each: 16 ms of UI-thread CPU per frame.
 
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,7 @@ use shiftadd_app::gui::compare::{CompareSettings, CompareView};
 use shiftadd_app::gui::data::{DataCache, RunData};
 use shiftadd_app::gui::export::Export;
 use shiftadd_app::gui::plot::{Series, ema_debiased};
+use shiftadd_app::gui::runs::RunsView;
 use shiftadd_app::gui::study::StudyView;
 use shiftadd_core::spec::study::{Study, Variant};
 use shiftadd_core::store::{RunId, RunSummary, StudyRow, StudyRunRow, keys};
@@ -60,34 +62,37 @@ fn series_of(seed: u64, rising: bool, points: usize) -> Series {
             base + 0.05 * noise()
         })
         .collect();
-    Series { xs, ys }
+    Series::new(xs, ys)
 }
 
 fn run_row(run: RunId) -> RunRow {
-    RunRow {
-        summary: RunSummary {
-            id: run,
-            name: format!("run-{run}"),
-            status: shiftadd_core::store::Status::Finished,
-            reason: None,
-            dataset: "synthetic".into(),
-            model: "micro".into(),
-            operator: "add".into(),
-            seed: 0,
-            tags: String::new(),
-            created_at: 0.0,
-            finished_at: None,
-            epochs_done: Some(10),
-            last_val_top1: Some(0.8),
-            best_val_top1: Some(0.5 + 0.02 * run as f64),
-            test_top1: Some(0.79),
-            energy_mj: Some(1.0 + 0.1 * run as f64),
-            energy_shiftaddnas_mj: Some(1.0 + 0.1 * run as f64),
-            energy_project_mj: Some(1.5 + 0.1 * run as f64),
-            uid: format!("bench-{run}"),
-        },
-        hybrid: "mult".into(),
-    }
+    let mut row = RunRow::new(RunSummary {
+        id: run,
+        name: format!("run-{run}"),
+        status: shiftadd_core::store::Status::Finished,
+        reason: None,
+        dataset: "synthetic".into(),
+        model: "micro".into(),
+        operator: "add".into(),
+        seed: 0,
+        tags: String::new(),
+        created_at: 0.0,
+        finished_at: None,
+        epochs_done: Some(10),
+        last_val_top1: Some(0.8),
+        best_val_top1: Some(0.5 + 0.02 * run as f64),
+        test_top1: Some(0.79),
+        energy_mj: Some(1.0 + 0.1 * run as f64),
+        energy_shiftaddnas_mj: Some(1.0 + 0.1 * run as f64),
+        energy_project_mj: Some(1.5 + 0.1 * run as f64),
+        uid: format!("bench-{run}"),
+        archived: false,
+        notes: String::new(),
+        started_at: Some(0.0),
+        heartbeat_at: Some(60.0),
+    });
+    row.hybrid = "mult".into();
+    row
 }
 
 fn data() -> DataCache {
@@ -251,6 +256,66 @@ fn report(label: &str, times: &mut [Duration]) -> f64 {
 fn main() {
     compare_frame();
     studies_frame();
+    runs_frame();
+}
+
+/// The runs table with 5,000 runs (a quarter of them NAS proxies and study cells), three
+/// config-key and metric columns: a steady frame (filter, sort and folding cached, only the
+/// visible rows laid out), and the frame after each keystroke in the filter (all recomputed).
+fn runs_frame() {
+    const N: i64 = 5_000;
+    let mut d = DataCache::default();
+    d.runs = (1..=N)
+        .map(|run| {
+            let mut r = run_row(run);
+            r.summary.tags = match run % 8 {
+                0 => format!("nas-proxy,nas{}", run / 400 * 400 + 1),
+                1 => format!("study,study{}", run / 1000),
+                _ => "ablation".into(),
+            };
+            r.config_mut()
+                .insert("train.lr".into(), format!("{}", 0.001 * (run % 97) as f64));
+            r
+        })
+        .collect();
+    d.runs_loaded = true;
+    d.runs_version = 1;
+    let mut persisted = shiftadd_app::gui::Persisted::default();
+    persisted
+        .runs
+        .columns
+        .push(shiftadd_app::gui::runs::Col::Config("train.lr".into()));
+    persisted.runs.sort = shiftadd_app::gui::runs::SortBy::Col(
+        shiftadd_app::gui::runs::Col::Config("train.lr".into()),
+    );
+    let mut view = RunsView::default();
+    let (mut commands, mut changes) = (Vec::new(), Vec::new());
+    println!("Runs table frame: {N} runs, 9 columns (one a config key, sorted by it), folded");
+    let ctx = egui::Context::default();
+    let mut steady = measure(&ctx, |ui| {
+        egui::Panel::left("runs").exact_size(640.0).show(ui, |ui| {
+            view.ui(ui, &mut d, &mut persisted, &mut commands, &mut changes);
+        });
+    });
+    let steady = report("runs table, steady", &mut steady);
+    let mut typed = 0;
+    let mut typing = measure(&ctx, |ui| {
+        typed += 1;
+        persisted.runs.filter = if typed % 2 == 0 {
+            "-tag:nas-proxy train.lr>0.01".into()
+        } else {
+            "ablation".into()
+        };
+        egui::Panel::left("runs").exact_size(640.0).show(ui, |ui| {
+            view.ui(ui, &mut d, &mut persisted, &mut commands, &mut changes);
+        });
+    });
+    let typing = report("runs table, filter changed every frame", &mut typing);
+    println!(
+        "budget 16 ms: steady {steady:.2} ms ({:.0} % of it), filter changed {typing:.2} ms ({:.0} %)",
+        steady / 16.0 * 100.0,
+        typing / 16.0 * 100.0
+    );
 }
 
 /// What the app around a view owns and lends it through [`ViewCtx`].
@@ -304,11 +369,13 @@ fn compare_frame() {
         ..Default::default()
     };
     let ctx = egui::Context::default();
+    let mut runs_view = RunsView::default();
+    let mut changes = Vec::new();
     let mut app_times = measure(&ctx, |ui| {
         let mut vcx = shell.vcx(&mut d, &runs);
         // The app's layout: the runs list on the left, Compare in the centre.
         egui::Panel::left("runs").exact_size(540.0).show(ui, |ui| {
-            shiftadd_app::gui::runs::runs_panel(ui, vcx.data, &mut persisted, vcx.commands);
+            runs_view.ui(ui, vcx.data, &mut persisted, vcx.commands, &mut changes);
         });
         egui::CentralPanel::default().show(ui, |ui| view.ui(ui, &mut vcx, &mut settings));
     });

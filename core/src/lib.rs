@@ -5,6 +5,7 @@
 pub mod alloc;
 pub mod data;
 pub mod export;
+pub mod host;
 pub mod hw;
 pub mod model;
 pub mod nas;

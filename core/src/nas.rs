@@ -1012,6 +1012,7 @@ pub fn search_on(
             operator: cfg.ops.kind.as_str().into(),
             seed: cfg.nas.seed,
             tags: "nas".into(),
+            provenance: crate::host::provenance_json(),
         })?,
     };
     writer.status(search, Status::Running, None);

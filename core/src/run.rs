@@ -265,6 +265,7 @@ impl Manager {
             operator: config.ops.kind.as_str().into(),
             seed: config.train.seed,
             tags,
+            provenance: crate::host::provenance_json(),
         };
         match self.writer.create_run(new) {
             Ok(run) => {

@@ -48,6 +48,83 @@ fn smoke_preset_trains_lists_and_exports() {
         "{table}"
     );
 
+    // System metrics: sampled at least at every epoch end, with plausible values.
+    let sys = |key: &str| -> Vec<f64> {
+        text.lines()
+            .filter(|l| l.contains(&format!(",{key},")))
+            .filter_map(|l| l.rsplit(',').next()?.parse().ok())
+            .collect()
+    };
+    let (cpu, rss, threads) = (sys("sys/cpu_pct"), sys("sys/rss_mb"), sys("sys/threads"));
+    assert!(
+        cpu.len() >= 5 && rss.len() >= 5 && threads.len() >= 5,
+        "{} {} {}",
+        cpu.len(),
+        rss.len(),
+        threads.len()
+    );
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get) as f64;
+    assert!(
+        cpu.iter()
+            .all(|&c| (0.0..=100.0 * cores + 5.0).contains(&c)),
+        "{cpu:?}"
+    );
+    assert!(
+        cpu.iter().any(|&c| c > 5.0),
+        "training uses the CPU: {cpu:?}"
+    );
+    assert!(
+        rss.iter().all(|&m| (20.0..16_384.0).contains(&m)),
+        "{rss:?}"
+    );
+    assert!(threads.iter().all(|&t| t >= 2.0), "{threads:?}");
+
+    // Run management and provenance from the CLI.
+    let shown =
+        String::from_utf8(run_ok(&["runs", &id.to_string(), "--json", "--db", s(&db)]).stdout)
+            .expect("utf8");
+    let shown: serde_json::Value = serde_json::from_str(&shown).expect("json");
+    assert_eq!(shown["provenance"]["shiftadd"], env!("CARGO_PKG_VERSION"));
+    assert!(
+        shown["provenance"]["cores"]
+            .as_u64()
+            .is_some_and(|c| c >= 1)
+    );
+    assert!(
+        shown["provenance"]["libtorch"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("2."))
+    );
+    let id_s = id.to_string();
+    run_ok(&[
+        "runs",
+        &id_s,
+        "--set-name",
+        "smoke-renamed",
+        "--tag",
+        "keep",
+        "--note",
+        "fine",
+        "--db",
+        s(&db),
+    ]);
+    run_ok(&["runs", &id_s, "--archive", "--db", s(&db)]);
+    let listed = String::from_utf8(run_ok(&["runs", "--db", s(&db)]).stdout).expect("utf8");
+    assert!(
+        listed.contains("1 archived") && !listed.contains("smoke-renamed"),
+        "{listed}"
+    );
+    let all = runs_json(&db);
+    assert_eq!(all[0]["name"], "smoke-renamed");
+    assert_eq!(all[0]["tags"], "keep");
+    assert_eq!(all[0]["notes"], "fine");
+    assert_eq!(all[0]["archived"], true);
+    run_ok(&["runs", &id_s, "--unarchive", "--db", s(&db)]);
+    let err = crate::support::run_err(&["runs", &id_s, "--delete", "--db", s(&db)]);
+    assert!(err.contains("--yes"), "{err}");
+    let err = crate::support::run_err(&["runs", "99", "--archive", "--db", s(&db)]);
+    assert!(err.contains("run 99 does not exist"), "{err}");
+
     // `shiftadd import` merges it into another database once, however often it is imported.
     let other = dir.path().join("other.db");
     let out = run_ok(&["import", s(&db), "--db", s(&other)]);

@@ -95,6 +95,16 @@ fn click(h: &mut Harness<'static, StudioApp>, label: &str) {
     h.step();
 }
 
+/// Wait for the runs list, then the name button of run `name` in it.
+fn run_button<'h>(h: &'h mut Harness<'static, StudioApp>, name: &'h str) -> egui_kittest::Node<'h> {
+    wait_for(h, name, |h| {
+        h.state().data().runs_loaded
+            && h.query_by_role_and_label(egui::accesskit::Role::Button, name)
+                .is_some()
+    });
+    h.get_by_role_and_label(egui::accesskit::Role::Button, name)
+}
+
 fn has_label_containing(h: &Harness<'static, StudioApp>, part: &str) -> bool {
     h.query_by_label_contains(part).is_some()
 }
@@ -116,6 +126,7 @@ fn seeded_db(dir: &Path) -> PathBuf {
                 operator: "add".into(),
                 seed: 0,
                 tags: "gui-test".into(),
+                provenance: String::new(),
             })
             .expect("run");
         let metric = |key: &str, step: i64, value: f64| metric_row(run, key, step, value);
@@ -246,7 +257,8 @@ fn epoch_slider_changes_the_histogram_shown() {
         view: View::Weights,
         current: Some(1),
         ..Persisted::default()
-    };
+    }
+    .in_database(&db);
     let mut f = fake_app(&db, persisted);
     let h = &mut f.harness;
     // Latest epoch first: underflow 21.
@@ -317,7 +329,7 @@ fn closing_while_training_asks_and_records_the_choice() {
 
 /// The real manager behind the app: Launch trains, Stop stops, and the database agrees.
 #[test]
-fn stop_stops_a_real_run() {
+fn the_stop_shortcut_stops_a_real_run() {
     let dir = tempfile::tempdir().expect("tmp");
     let db = dir.path().join("live.db");
     let slot: Arc<OnceLock<egui::Context>> = Arc::new(OnceLock::new());
@@ -352,7 +364,13 @@ fn stop_stops_a_real_run() {
         .persisted()
         .current
         .expect("the new run is current");
-    h.get_by_label("Stop").click();
+    // The keyboard: Ctrl+Shift+P pauses, Ctrl+Shift+S stops (the F1 overlay lists them).
+    let mods = egui::Modifiers::COMMAND | egui::Modifiers::SHIFT;
+    h.key_press_modifiers(mods, egui::Key::P);
+    wait_for(&mut h, "the run to pause", |h| {
+        has_label_containing(h, "· paused")
+    });
+    h.key_press_modifiers(mods, egui::Key::S);
     wait_for(&mut h, "the run to stop", |h| {
         has_label(h, "status: stopped")
     });
@@ -449,6 +467,7 @@ fn nas_view_trains_a_chosen_target_net() {
             operator: "mult".into(),
             seed: 0,
             tags: "nas".into(),
+            provenance: String::new(),
         })
         .expect("run");
     let target = NasArch::mbv2_tiny();
@@ -473,7 +492,8 @@ fn nas_view_trains_a_chosen_target_net() {
         view: View::Nas,
         current: Some(search),
         ..Persisted::default()
-    };
+    }
+    .in_database(&db);
     let mut f = fake_app(&db, persisted);
     let h = &mut f.harness;
     wait_for(h, "the candidates", |h| {
@@ -623,7 +643,8 @@ fn hardware_view_shows_each_models_totals_under_either_cost_model() {
         view: View::Hardware,
         current: Some(1),
         ..Persisted::default()
-    };
+    }
+    .in_database(&db);
     let mut f = fake_app(&db, persisted);
     let h = &mut f.harness;
     wait_for(h, "the totals", |h| has_label(h, "largest augmented"));
@@ -704,6 +725,7 @@ fn studies_view_shows_the_table_and_banded_curves() {
                 operator: "mult".into(),
                 seed,
                 tags: "study".into(),
+                provenance: String::new(),
             })
             .expect("run");
         let metric = |key: &str, step: i64, value: f64| metric_row(run, key, step, value);
@@ -747,7 +769,8 @@ fn studies_view_shows_the_table_and_banded_curves() {
     let persisted = Persisted {
         view: View::Studies,
         ..Persisted::default()
-    };
+    }
+    .in_database(&db);
     let mut f = fake_app(&db, persisted);
     let h = &mut f.harness;
     wait_for(h, "the study table", |h| has_label(h, "wider"));
@@ -889,7 +912,8 @@ fn compare_group_by_draws_one_band_per_group() {
             ..Default::default()
         },
         ..Persisted::default()
-    };
+    }
+    .in_database(&db);
     let mut f = fake_app(&db, persisted);
     let h = &mut f.harness;
     // alpha (lr 0.1) and beta (lr 0.05): two groups of one run each.
@@ -908,5 +932,343 @@ fn compare_group_by_draws_one_band_per_group() {
     assert!(
         groups.iter().all(|g| g.band.len() == 3),
         "3 epochs of val/top1 each"
+    );
+}
+
+/// Extra runs for the tracker tests: a NAS search (run 3) with two proxies (4, 5), metrics with
+/// real wall times, and a checkpoint folder for run 2. Returns run 2's checkpoint folder.
+fn tracker_runs(db: &Path) -> PathBuf {
+    let w = Writer::open(db).expect("db");
+    let add = |name: &str, tags: &str| {
+        let run = w
+            .create_run(NewRun {
+                name: name.into(),
+                config_toml: Config::default().to_toml(),
+                dataset: "synthetic".into(),
+                model: "micro".into(),
+                operator: "shift".into(),
+                seed: 0,
+                tags: tags.into(),
+                provenance: String::new(),
+            })
+            .expect("run");
+        w.status(run, Status::Finished, None);
+        run
+    };
+    assert_eq!(add("search", "nas"), 3);
+    assert_eq!(add("proxy-a", "nas-proxy,nas3"), 4);
+    assert_eq!(add("proxy-b", "nas-proxy,nas3"), 5);
+    // Run 1's loss again, 10 s apart from a wall-clock start.
+    let rows = (0..30)
+        .map(|s| MetricRow {
+            wall_time: 1_800_000_000.0 + 10.0 * s as f64,
+            ..metric_row(1, keys::TRAIN_LOSS, s, 2.0 / (1.0 + s as f64))
+        })
+        .collect();
+    w.send(WriteOp::Metrics(rows)).expect("metrics");
+    let folder = db.parent().expect("dir").join("ck/run-2");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    for ext in ["model.ot", "optim.ot"] {
+        std::fs::write(folder.join(format!("epoch-0003.{ext}")), b"x").expect("write");
+    }
+    w.send(WriteOp::Checkpoint {
+        row: shiftadd_core::store::CheckpointRow {
+            run: 2,
+            epoch: 3,
+            step: 30,
+            path: folder.join("epoch-0003").display().to_string(),
+            rng_state: "0".into(),
+        },
+        keep: 3,
+    })
+    .expect("checkpoint");
+    w.flush().expect("flush");
+    folder
+}
+
+#[test]
+fn a_selection_persisted_for_one_database_is_not_applied_to_another() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let seeded = seeded_db(dir.path());
+    // The selection of a session on the seeded database…
+    let mut f = fake_app(&seeded, Persisted::default());
+    wait_for(&mut f.harness, "the runs list", |h| has_label(h, "#2"));
+    f.harness.get_by_label("#2").click();
+    f.harness.step();
+    run_button(&mut f.harness, "alpha").click();
+    f.harness.step();
+    let saved = f.harness.state().persisted().clone();
+    assert_eq!((saved.current, saved.compare.clone()), (Some(1), vec![2]));
+    drop(f);
+    // …is kept when the same database opens again…
+    let mut again = fake_app(&seeded, saved.clone());
+    wait_for(&mut again.harness, "the runs list", |h| has_label(h, "#2"));
+    assert_eq!(again.harness.state().persisted().compare, vec![2]);
+    assert_eq!(again.harness.state().persisted().current, Some(1));
+    drop(again);
+    // …and dropped on another one: nothing ticked, nothing current, no error about run ids.
+    let other = dir.path().join("other.db");
+    let w = Writer::open(&other).expect("db");
+    let run = w
+        .create_run(NewRun {
+            name: "fresh".into(),
+            config_toml: Config::default().to_toml(),
+            dataset: "synthetic".into(),
+            model: "micro".into(),
+            operator: "mult".into(),
+            seed: 0,
+            tags: String::new(),
+            provenance: String::new(),
+        })
+        .expect("run");
+    w.status(run, Status::Finished, None);
+    w.flush().expect("flush");
+    let mut f = fake_app(&other, saved);
+    wait_for(&mut f.harness, "the other runs list", |h| {
+        has_label(h, "fresh")
+    });
+    for _ in 0..20 {
+        f.harness.step();
+    }
+    let p = f.harness.state().persisted();
+    assert!(p.compare.is_empty(), "{:?}", p.compare);
+    assert_eq!(p.current, None);
+    assert!(f.harness.state().data().last_error.is_none());
+    assert!(!has_label(&f.harness, "Compare 1"));
+}
+
+#[test]
+fn the_column_chooser_adds_a_config_key_column_and_the_filter_hides_proxies() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = seeded_db(dir.path());
+    tracker_runs(&db);
+    let mut f = fake_app(&db, Persisted::default());
+    let h = &mut f.harness;
+    wait_for(h, "the runs list", |h| has_label(h, "#3"));
+    assert!(
+        !has_label(h, "#4"),
+        "proxies fold under their search by default"
+    );
+    click(h, "Columns");
+    wait_for(h, "the column chooser", |h| has_label(h, "add column"));
+    h.get_by_label("add column")
+        .set_text_value_accesskit("train.lr");
+    h.step();
+    wait_for(h, "the offer", |h| {
+        h.query_by_role_and_label(egui::accesskit::Role::Button, "train.lr")
+            .is_some()
+    });
+    h.get_by_role_and_label(egui::accesskit::Role::Button, "train.lr")
+        .click();
+    h.step();
+    wait_for(h, "the train.lr column", |h| {
+        h.state()
+            .persisted()
+            .runs
+            .columns
+            .iter()
+            .any(|c| matches!(c, shiftadd_app::gui::runs::Col::Config(k) if k == "train.lr"))
+    });
+    h.key_press(egui::Key::Escape);
+    h.step();
+    assert!(has_label(h, "train.lr"), "the header");
+    assert!(
+        has_label(h, "0.05") && has_label(h, "0.1"),
+        "each run's value"
+    );
+    // Unfolded, proxies list; `-tag:nas-proxy` hides them again.
+    click(h, "fold");
+    wait_for(h, "the proxies", |h| {
+        has_label(h, "#4") && has_label(h, "#5")
+    });
+    h.get_by_label("filter runs")
+        .set_text_value_accesskit("-tag:nas-proxy");
+    wait_for(h, "the filter", |h| !has_label(h, "#4"));
+    assert!(!has_label(h, "#5"));
+    assert!(has_label(h, "#1") && has_label(h, "#2") && has_label(h, "#3"));
+    h.get_by_label("filter runs")
+        .set_text_value_accesskit("val/top1>0.68");
+    // Its figures load with the runs: until then nothing matches.
+    wait_for(h, "the metric filter", |h| {
+        !has_label(h, "#2") && has_label(h, "#1")
+    });
+    assert!(has_label(h, "#1"), "alpha's last val/top1 is 0.7");
+}
+
+#[test]
+fn rename_tag_note_archive_and_delete_change_the_database() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = seeded_db(dir.path());
+    let folder = tracker_runs(&db);
+    let mut f = fake_app(&db, Persisted::default());
+    let h = &mut f.harness;
+    let reader = Reader::open(&db).expect("reader");
+    let run = |id| reader.run(id).expect("run");
+    wait_for(h, "the runs list", |h| has_label(h, "alpha"));
+    let menu = |h: &mut Harness<'static, StudioApp>, name: &str, item: &str| {
+        run_button(h, name).click_secondary();
+        h.step();
+        click(h, item);
+    };
+    // Each dialog: (run shown as, menu item, field, text typed, what the database then holds).
+    type Check<'a> = Box<dyn Fn() -> bool + 'a>;
+    let edits: [(&str, &str, &str, &str, Check<'_>); 3] = [
+        (
+            "alpha",
+            "Rename…",
+            "new name",
+            "alpha-renamed",
+            Box::new(|| run(1).name == "alpha-renamed"),
+        ),
+        (
+            "alpha-renamed",
+            "Tags…",
+            "tags",
+            "paper, keep",
+            Box::new(|| run(1).tags == "paper,keep"),
+        ),
+        (
+            "alpha-renamed",
+            "Notes…",
+            "notes",
+            "# Best so far\n- lr **0.1**",
+            Box::new(|| run(1).notes.contains("Best so far")),
+        ),
+    ];
+    for (name, item, field, text, saved) in edits {
+        menu(h, name, item);
+        wait_for(h, field, |h| has_label(h, field));
+        h.get_by_label(field).set_text_value_accesskit(text);
+        h.step();
+        click(h, "Save");
+        wait_for(h, item, |_| saved());
+    }
+    // Monitor shows the notes rendered.
+    run_button(h, "alpha-renamed").click();
+    wait_for(h, "the notes in Monitor", |h| has_label(h, "Best so far"));
+    menu(h, "alpha-renamed", "Archive");
+    wait_for(h, "the archive", |_| run(1).archived);
+    wait_for(h, "the archived run to hide", |h| {
+        !has_label(h, "alpha-renamed")
+    });
+    assert!(has_label(h, "beta"), "other runs stay listed");
+    // Delete, confirmed: run 2's rows and its checkpoint folder go, nothing else.
+    assert!(folder.exists());
+    menu(h, "beta", "Delete…");
+    wait_for(h, "the confirmation", |h| {
+        has_label_containing(h, "cannot be undone")
+    });
+    click(h, "Delete");
+    wait_for(h, "the delete", |_| reader.run(2).is_err());
+    assert!(!folder.exists(), "its checkpoint folder is removed");
+    assert!(reader.metrics(2).expect("metrics").is_empty());
+    assert_eq!(run(1).name, "alpha-renamed", "run 1 is untouched");
+    assert!(!reader.metrics(1).expect("metrics").is_empty());
+    assert_eq!(reader.runs().expect("runs").len(), 4);
+    wait_for(h, "the runs list without beta", |h| !has_label(h, "beta"));
+}
+
+#[test]
+fn a_plot_switched_to_wall_time_and_log_y_changes_its_axes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = seeded_db(dir.path());
+    tracker_runs(&db);
+    let persisted = Persisted {
+        view: View::Monitor,
+        current: Some(1),
+        ..Persisted::default()
+    }
+    .in_database(&db);
+    let mut f = fake_app(&db, persisted);
+    let h = &mut f.harness;
+    let id = "run1-loss";
+    let bounds =
+        |h: &Harness<'static, StudioApp>| shiftadd_app::gui::plot::plotted_bounds(&h.ctx, id);
+    wait_for(h, "the loss plot over steps", |h| {
+        bounds(h).is_some_and(|b| b.max()[0] >= 29.0 && b.max()[0] < 100.0)
+    });
+    let linear = bounds(h).expect("bounds");
+    assert!(linear.max()[1] >= 2.0, "loss up to 2: {linear:?}");
+    click(h, "x axis of Training loss");
+    click(h, "wall time (UTC)");
+    wait_for(h, "wall-time x", |h| {
+        bounds(h).is_some_and(|b| b.min()[0] > 1.7e9 && b.max()[0] < 1.9e9)
+    });
+    h.query_all_by_label("log y")
+        .next()
+        .expect("the loss plot's log-y toggle")
+        .click();
+    h.step();
+    wait_for(h, "log y", |h| {
+        bounds(h).is_some_and(|b| b.max()[1] < 1.0 && b.min()[1] < -0.5)
+    });
+    let axes = shiftadd_app::gui::plot::plot_axes(&h.ctx, id);
+    assert!(axes.log_y && axes.x == shiftadd_app::gui::plot::XAxis::Wall);
+}
+
+#[test]
+fn svg_export_of_a_compare_plot_has_axes_and_the_run_names() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = seeded_db(dir.path());
+    let persisted = Persisted {
+        view: View::Compare,
+        compare: vec![1, 2],
+        ..Persisted::default()
+    }
+    .in_database(&db);
+    let mut f = fake_app(&db, persisted);
+    let h = &mut f.harness;
+    wait_for(h, "both runs' curves", |h| {
+        h.state()
+            .data()
+            .data
+            .get(&2)
+            .is_some_and(|d| !d.series.is_empty())
+    });
+    for _ in 0..5 {
+        h.step();
+    }
+    h.query_all_by_label("SVG")
+        .next()
+        .expect("an SVG button")
+        .click();
+    wait_for(h, "the SVG file", |h| {
+        h.state()
+            .export()
+            .written
+            .iter()
+            .any(|p| p.extension().is_some_and(|e| e == "svg"))
+    });
+    let path = h
+        .state()
+        .export()
+        .written
+        .iter()
+        .find(|p| p.extension().is_some_and(|e| e == "svg"))
+        .expect("svg")
+        .clone();
+    let text = std::fs::read_to_string(&path).expect("read");
+    let doc = roxmltree::Document::parse(&text).expect("the export parses as XML");
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "svg");
+    assert_eq!(
+        root.tag_name().namespace(),
+        Some("http://www.w3.org/2000/svg")
+    );
+    let texts: Vec<&str> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .filter_map(|n| n.text())
+        .collect();
+    assert!(texts.iter().any(|t| t.contains("alpha")), "{texts:?}");
+    assert!(texts.iter().any(|t| t.contains("beta")), "{texts:?}");
+    assert!(texts.contains(&"step"), "the x axis is labelled: {texts:?}");
+    assert!(texts.len() >= 8, "tick labels: {texts:?}");
+    assert!(
+        doc.descendants()
+            .filter(|n| n.has_tag_name("polyline"))
+            .count()
+            >= 2,
+        "a line per run"
     );
 }

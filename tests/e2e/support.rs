@@ -65,7 +65,13 @@ pub fn db(path: &Path) -> Connection {
 }
 
 pub fn runs_json(db: &Path) -> Vec<serde_json::Value> {
-    let out = run_ok(&["runs", "--db", db.to_str().expect("utf8"), "--json"]);
+    let out = run_ok(&[
+        "runs",
+        "--all",
+        "--db",
+        db.to_str().expect("utf8"),
+        "--json",
+    ]);
     serde_json::from_slice(&out.stdout).expect("runs --json is JSON")
 }
 

@@ -173,11 +173,41 @@ pub struct ResumeArgs {
 // `shiftadd runs`.
 #[derive(clap::Args, Debug)]
 pub struct RunsArgs {
+    /// Runs to show or change (none: list every run).
+    #[arg(value_name = "RUN")]
+    pub runs: Vec<RunId>,
     #[command(flatten)]
     pub db: DbArg,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
+    /// List archived runs too.
+    #[arg(long)]
+    pub all: bool,
+    /// Rename the run (one RUN).
+    #[arg(long, value_name = "NAME")]
+    pub set_name: Option<String>,
+    /// Add a tag (repeatable; comma-separated lists too).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Remove a tag (repeatable).
+    #[arg(long = "untag", value_name = "TAG")]
+    pub untags: Vec<String>,
+    /// Replace the notes (Markdown, shown in Monitor); `-` reads them from stdin.
+    #[arg(long, value_name = "TEXT")]
+    pub note: Option<String>,
+    /// Hide the runs from default listings.
+    #[arg(long, conflicts_with = "unarchive")]
+    pub archive: bool,
+    #[arg(long)]
+    pub unarchive: bool,
+    /// Delete the runs with everything recorded for them and their checkpoint files (asks
+    /// first on a terminal; elsewhere needs --yes).
+    #[arg(long, conflicts_with_all = ["set_name", "tags", "untags", "note", "archive", "unarchive"])]
+    pub delete: bool,
+    /// Do not ask before deleting.
+    #[arg(long, requires = "delete")]
+    pub yes: bool,
 }
 
 // `shiftadd hw`.

@@ -12,9 +12,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use shiftadd_core::run::{Command, Event, ManagerHandle, spawn_manager, spawn_manager_with};
 use shiftadd_core::spec::config::HwModel;
 use shiftadd_core::spec::study::Study;
+use shiftadd_core::store::manage::{self, RunEdit};
 use shiftadd_core::store::{self, Reader, RunId};
 use shiftadd_core::study::report::{self, Format};
-use shiftadd_core::{Config, export, hw, nas, study};
+use shiftadd_core::{Config, export, host, hw, nas, study};
 
 use shiftadd_core::slurm::SlurmSpec;
 
@@ -43,6 +44,7 @@ pub fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
         sets.push(format!("train.threads={t}"));
     }
     let cfg = Config::load(&config, &sets)?;
+    record_experiments_dir(&config);
     let name = name.unwrap_or_else(|| {
         config
             .file_stem()
@@ -141,6 +143,7 @@ pub fn nas(a: NasArgs) -> anyhow::Result<ExitCode> {
         slurm,
     } = a;
     let cfg = Config::load(&config, &sets)?;
+    record_experiments_dir(&config);
     let name = config
         .file_stem()
         .map_or_else(|| "nas".into(), |s| s.to_string_lossy().into_owned());
@@ -215,11 +218,159 @@ pub fn hw(a: &HwArgs) -> anyhow::Result<ExitCode> {
 
 /// `shiftadd runs`: the runs table.
 pub fn runs(a: &RunsArgs) -> anyhow::Result<ExitCode> {
-    let (db, json) = (&a.db, a.json);
-    let db = db_path(db)?;
+    let db = db_path(&a.db)?;
     drop(store::open_rw(&db)?); // creates/migrates, and marks dead runs interrupted
-    list_runs(&Reader::open(&db)?, json)?;
+    let mut edits = Vec::new();
+    if let Some(n) = &a.set_name {
+        if a.runs.len() != 1 {
+            bail!("--set-name renames one run: give exactly one RUN");
+        }
+        edits.push(RunEdit::Rename(n.clone()));
+    }
+    edits.extend(a.tags.iter().map(|t| RunEdit::AddTag(t.clone())));
+    edits.extend(a.untags.iter().map(|t| RunEdit::RemoveTag(t.clone())));
+    if let Some(n) = &a.note {
+        let text = if n == "-" {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .context("cannot read the notes from stdin")?;
+            s
+        } else {
+            n.clone()
+        };
+        edits.push(RunEdit::SetNotes(text));
+    }
+    if a.archive || a.unarchive {
+        edits.push(RunEdit::Archive(a.archive));
+    }
+    if (a.delete || !edits.is_empty()) && a.runs.is_empty() {
+        bail!("name the runs to change: shiftadd runs RUN... --tag T (see `shiftadd runs --help`)");
+    }
+    let reader = Reader::open(&db)?;
+    for &run in &a.runs {
+        reader.run(run)?; // every id checked before anything changes
+    }
+    if a.delete {
+        return delete_runs(&db, &reader, &a.runs, a.yes);
+    }
+    for &run in &a.runs {
+        for e in &edits {
+            manage::edit(&db, run, e)?;
+            println!("run {run}: {}", e.describe());
+        }
+    }
+    if edits.is_empty() && !a.runs.is_empty() {
+        for &run in &a.runs {
+            show_run(&reader, run, a.json)?;
+        }
+    } else if edits.is_empty() {
+        list_runs(&reader, a.json, a.all)?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The runs of this command record the git commit of the folder `file` is in (for a study file
+/// in `experiments/studies/`, of `experiments/`).
+fn record_experiments_dir(file: &Path) {
+    let dir = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let dir = match dir.file_name() {
+        Some(n) if n == "studies" => dir.parent().unwrap_or(dir),
+        _ => dir,
+    };
+    host::set_experiments_dir(dir);
+}
+
+fn delete_runs(db: &Path, reader: &Reader, runs: &[RunId], yes: bool) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            bail!("--delete removes runs for good: add --yes to confirm (nothing was changed)");
+        }
+        let names: Vec<String> = runs
+            .iter()
+            .map(|&r| Ok(format!("{r} ({})", reader.run(r)?.name)))
+            .collect::<anyhow::Result<_>>()?;
+        print!(
+            "delete run(s) {} with their metrics and checkpoint files? [y/N] ",
+            names.join(", ")
+        );
+        std::io::stdout().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            println!("nothing was deleted");
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    for &run in runs {
+        let d = manage::delete(db, run)?;
+        let folders: Vec<String> = d.folders.iter().map(|f| f.display().to_string()).collect();
+        println!(
+            "deleted run {run} (`{}`): {} checkpoint file(s){}",
+            d.name,
+            d.files,
+            if folders.is_empty() {
+                String::new()
+            } else {
+                format!(", folder {}", folders.join(", "))
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One run in full: the listing's figures, tags, notes, provenance.
+fn show_run(reader: &Reader, run: RunId, json: bool) -> anyhow::Result<()> {
+    let r = reader.run(run)?;
+    let prov = reader.provenance(run)?;
+    let parsed: Option<host::Provenance> = serde_json::from_str(&prov).ok();
+    if json {
+        let mut v = serde_json::to_value(&r)?;
+        v["provenance"] = serde_json::from_str(&prov).unwrap_or(serde_json::Value::Null);
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "run {} `{}`: {}{}",
+        r.id,
+        r.name,
+        r.status,
+        r.reason
+            .as_ref()
+            .map(|x| format!(" ({x})"))
+            .unwrap_or_default()
+    );
+    println!(
+        "  {} · {} · {} · seed {}",
+        r.dataset, r.model, r.operator, r.seed
+    );
+    println!(
+        "  val best {} % · val last {} % · test {} % · {} epochs{}",
+        pct(r.best_val_top1),
+        pct(r.last_val_top1),
+        pct(r.test_top1),
+        r.epochs_done.unwrap_or(0),
+        r.duration_secs()
+            .map(|s| format!(" · {s:.0} s"))
+            .unwrap_or_default()
+    );
+    if !r.tags.is_empty() {
+        println!("  tags: {}", r.tags);
+    }
+    if r.archived {
+        println!("  archived");
+    }
+    match parsed {
+        Some(p) => println!("  {}", p.summary()),
+        None => println!("  recorded before provenance was kept"),
+    }
+    for line in r.notes.lines() {
+        println!("  | {line}");
+    }
+    Ok(())
 }
 
 /// `shiftadd export`: a run's metrics as CSV and/or its tiny model.
@@ -243,6 +394,7 @@ pub fn export(a: &ExportArgs) -> anyhow::Result<ExitCode> {
 /// print the table).
 pub fn study(a: &StudyArgs) -> anyhow::Result<ExitCode> {
     let spec = Study::load(&a.file, &a.sets)?;
+    record_experiments_dir(&a.file);
     let db = db_path(&a.db)?;
     if let Some(r) = &a.report {
         drop(store::open_rw(&db)?); // creates/migrates, and marks dead runs interrupted
@@ -651,14 +803,21 @@ fn pct(v: Option<f64>) -> String {
     v.map_or_else(|| "-".into(), |v| format!("{:.2}", v * 100.0))
 }
 
-fn list_runs(reader: &Reader, json: bool) -> anyhow::Result<()> {
-    let runs = reader.runs()?;
+fn list_runs(reader: &Reader, json: bool, all: bool) -> anyhow::Result<()> {
+    let mut runs = reader.runs()?;
+    let archived = runs.iter().filter(|r| r.archived).count();
+    if !all {
+        runs.retain(|r| !r.archived);
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&runs)?);
         return Ok(());
     }
     if runs.is_empty() {
-        println!("no runs yet");
+        match archived {
+            0 => println!("no runs yet"),
+            n => println!("no runs to list ({n} archived: --all lists them)"),
+        }
         return Ok(());
     }
     println!(
@@ -692,6 +851,9 @@ fn list_runs(reader: &Reader, json: bool) -> anyhow::Result<()> {
                 .map(|x| format!("  ({x})"))
                 .unwrap_or_default()
         );
+    }
+    if archived > 0 && !all {
+        println!("({archived} archived run(s) not shown: --all lists them)");
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ use super::backend::{Backend, DRAIN_BUDGET, Loaded, Query};
 use super::ctx::{ExitChoice, Persisted, View, ViewCtx};
 use super::data::DataCache;
 use super::export::Export;
+use super::shortcuts;
 use super::{compare, hardware, launch, monitor, nas, runs, study, weights};
 
 const PERSIST_KEY: &str = "shiftadd-studio";
@@ -29,7 +30,16 @@ pub struct StudioApp {
     nas: nas::NasView,
     study: study::StudyView,
     export: Export,
+    runs: runs::RunsView,
     outbox: Vec<Command>,
+    /// Changes to runs for the data thread, sent after the frame.
+    changes: Vec<Query>,
+    /// Whether the selection was checked against the first runs list.
+    pruned: bool,
+    /// The keyboard shortcuts overlay is open.
+    help: bool,
+    /// Whether the window had focus (notifications go out only while it has not).
+    focused: bool,
     status: Option<String>,
     /// The close dialog is open.
     asking_close: bool,
@@ -48,8 +58,14 @@ impl StudioApp {
             .db
             .parent()
             .map_or_else(|| PathBuf::from("exports"), |p| p.join("exports"));
+        let persisted = persisted.for_database(&backend.db);
         let mut app = Self {
             persisted,
+            runs: runs::RunsView::default(),
+            changes: Vec::new(),
+            pruned: false,
+            help: false,
+            focused: true,
             data: DataCache::default(),
             launch: launch::LaunchView::default(),
             monitor: monitor::MonitorView::default(),
@@ -117,6 +133,9 @@ impl StudioApp {
             if let Event::Failed { run, reason } = &e {
                 self.status = Some(format!("run {run} failed: {reason}"));
             }
+            if !self.focused {
+                shortcuts::notify_event(&e, &self.data);
+            }
         }
         while t0.elapsed() < DRAIN_BUDGET {
             let Ok(l) = self.backend.loaded.try_recv() else {
@@ -125,7 +144,23 @@ impl StudioApp {
             if let Loaded::Presets { configs, studies } = &l {
                 self.launch.set_presets(configs.clone(), studies.clone());
             }
+            let prune = match &l {
+                Loaded::Runs { .. } => !self.pruned,
+                Loaded::Managed(Ok(_)) => true,
+                _ => false,
+            };
+            let runs_list = matches!(l, Loaded::Runs { .. });
             self.data.apply_loaded(l);
+            if runs_list && prune {
+                // A selection restored from an earlier session, or runs just deleted: ids the
+                // database does not hold are dropped (Details of them would only fail).
+                let data = &self.data;
+                self.persisted
+                    .prune(|r| data.row(r).is_some() || data.live.contains_key(&r));
+                self.pruned = true;
+            } else if prune {
+                self.pruned = false; // prune again once the list after the change arrives
+            }
         }
         self.export.poll();
     }
@@ -137,6 +172,12 @@ impl StudioApp {
             View::Nas => self.nas.search.into_iter().collect(),
             View::Studies => self.study.visible_runs(&self.data),
             _ => self.persisted.current.into_iter().collect(),
+        }
+    }
+
+    fn send_changes(&mut self) {
+        for q in std::mem::take(&mut self.changes) {
+            self.query(q);
         }
     }
 
@@ -199,6 +240,42 @@ impl StudioApp {
             ctx.send_viewport_cmd(egui::ViewportCommand::CancelClose);
             self.asking_close = true;
         }
+    }
+
+    fn apply_shortcuts(&mut self, keys: &[shortcuts::Action]) {
+        for a in keys {
+            match *a {
+                shortcuts::Action::View(v) => self.persisted.view = v,
+                shortcuts::Action::Help => self.help = !self.help,
+                shortcuts::Action::PauseResume | shortcuts::Action::Stop => {
+                    let Some(run) = self.persisted.current else {
+                        self.status = Some("no current run: select one in the list".into());
+                        continue;
+                    };
+                    let live = self.data.live.get(&run);
+                    let queued = self
+                        .data
+                        .row(run)
+                        .is_some_and(|r| r.summary.status == shiftadd_core::store::Status::Queued);
+                    match (*a, live) {
+                        (shortcuts::Action::Stop, Some(_)) => self.outbox.push(Command::Stop(run)),
+                        (shortcuts::Action::Stop, None) if queued => {
+                            self.outbox.push(Command::Stop(run));
+                        }
+                        (shortcuts::Action::PauseResume, Some(l)) if l.paused => {
+                            self.outbox.push(Command::Unpause(run));
+                        }
+                        (shortcuts::Action::PauseResume, Some(_)) => {
+                            self.outbox.push(Command::Pause(run));
+                        }
+                        _ => {
+                            self.status = Some(format!("run {run} is not training in this window"));
+                        }
+                    }
+                }
+            }
+        }
+        self.send_commands();
     }
 
     fn searches_running(&self) -> usize {
@@ -280,11 +357,33 @@ impl StudioApp {
         ui.horizontal(|ui| {
             ui.heading("ShiftAdd Studio");
             ui.separator();
-            for v in View::ALL {
-                ui.selectable_value(&mut self.persisted.view, v, v.title());
+            for (i, v) in View::ALL.into_iter().enumerate() {
+                ui.selectable_value(&mut self.persisted.view, v, v.title())
+                    .on_hover_text(format!("Ctrl+{}", i + 1));
             }
             ui.separator();
             ui.weak(format!("database {}", self.backend.db.display()));
+            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                if ui
+                    .small_button("?")
+                    .on_hover_text("keyboard shortcuts (F1)")
+                    .clicked()
+                {
+                    self.help = !self.help;
+                }
+                let theme = if self.persisted.light {
+                    "light theme"
+                } else {
+                    "dark theme"
+                };
+                if ui
+                    .small_button(theme)
+                    .on_hover_text("switch between the light and the dark theme")
+                    .clicked()
+                {
+                    self.persisted.light = !self.persisted.light;
+                }
+            });
         });
     }
 
@@ -311,6 +410,10 @@ impl StudioApp {
                 ui.separator();
                 ui.label(s);
             }
+            if let Some(s) = &self.data.managed {
+                ui.separator();
+                ui.label(s);
+            }
             if let Some(s) = &self.status {
                 ui.separator();
                 ui.colored_label(ui.visuals().warn_fg_color, s);
@@ -326,6 +429,17 @@ impl StudioApp {
 impl eframe::App for StudioApp {
     fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
         let now = Instant::now();
+        self.focused = ctx.input(|i| i.viewport().focused.unwrap_or(true));
+        let theme = if self.persisted.light {
+            egui::Theme::Light
+        } else {
+            egui::Theme::Dark
+        };
+        if ctx.theme() != theme {
+            ctx.set_theme(theme);
+        }
+        let keys = shortcuts::read(ctx);
+        self.apply_shortcuts(&keys);
         self.drain(now);
         self.poll_searches();
         if let Some(wait) = self.refresh(now) {
@@ -356,6 +470,8 @@ impl eframe::App for StudioApp {
             export,
             outbox,
             backend,
+            runs,
+            changes,
             ..
         } = self;
         egui::Panel::left("runs")
@@ -363,7 +479,7 @@ impl eframe::App for StudioApp {
             .default_size(600.0)
             .min_size(540.0)
             .show(ui, |ui| {
-                runs::runs_panel(ui, data, persisted, outbox);
+                runs.ui(ui, data, persisted, outbox, changes);
             });
         let shared = backend.searches.clone();
         let Ok(mut searches) = shared.lock() else {
@@ -403,8 +519,12 @@ impl eframe::App for StudioApp {
             persisted.view = View::Monitor;
         }
         let ctx = ui.ctx().clone();
+        if self.help {
+            shortcuts::help_window(&ctx, &mut self.help);
+        }
         self.close_dialog(&ctx);
         self.send_commands();
+        self.send_changes();
         if self.visible_runs() != visible_before {
             // A click changed what is on screen: the next frame's `logic` asks for its data (no
             // input may arrive to trigger that frame otherwise).

@@ -14,9 +14,10 @@ use shiftadd_core::nas::best_subnet;
 use shiftadd_core::run::{Command, Event};
 use shiftadd_core::spec::space::NasArch;
 use shiftadd_core::spec::study::Study;
+use shiftadd_core::store::manage::{self, RunEdit};
 use shiftadd_core::store::{
-    HistogramRow, HwCostRow, NasCandidateRow, Reader, RunId, RunSummary, StoreError, StudyJobRow,
-    StudyRow, StudyRunRow,
+    HistogramRow, HwCostRow, MetricSummary, NasCandidateRow, Reader, RunId, RunSummary, StoreError,
+    StudyJobRow, StudyRow, StudyRunRow,
 };
 use shiftadd_core::study::report::{self, Table};
 
@@ -26,8 +27,12 @@ use super::searches::Searches;
 /// Requests to the `ui-data` thread.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Query {
-    /// The runs table.
-    Runs,
+    /// Change a run's record (applied in the order sent, before the reads of the same batch).
+    Edit { run: RunId, edit: RunEdit },
+    /// Delete runs with their checkpoint files.
+    Delete(Vec<RunId>),
+    /// The runs table, with these metrics' figures per run.
+    Runs { metrics: Vec<String> },
     /// A run's config, logs, histograms and hardware cost (metrics come with [`Query::Metrics`]).
     Details(RunId),
     /// A run's metric rows with step > `after` (`None`: all, replacing what the UI holds).
@@ -45,12 +50,38 @@ pub enum Query {
 pub struct RunRow {
     pub summary: RunSummary,
     pub hybrid: String,
+    /// The resolved config flattened (`section.key` → TOML text; shared with the data thread's
+    /// cache: stored configs never change).
+    pub config: Arc<BTreeMap<String, String>>,
+    /// The figures of the metrics the table asked for, by key.
+    pub metrics: BTreeMap<String, MetricSummary>,
+}
+
+impl RunRow {
+    pub fn new(summary: RunSummary) -> Self {
+        Self {
+            summary,
+            hybrid: String::new(),
+            config: Arc::default(),
+            metrics: BTreeMap::new(),
+        }
+    }
+
+    pub fn config_mut(&mut self) -> &mut BTreeMap<String, String> {
+        Arc::make_mut(&mut self.config)
+    }
 }
 
 /// What the `ui-data` thread hands back.
 #[derive(Debug, Clone)]
 pub enum Loaded {
-    Runs(Vec<RunRow>),
+    Runs {
+        rows: Vec<RunRow>,
+        /// Every metric key recorded (for the column chooser).
+        metric_keys: Vec<String>,
+    },
+    /// What an edit or delete did (`Err`: why it did nothing).
+    Managed(Result<String, String>),
     Details(Box<Details>),
     Metrics {
         run: RunId,
@@ -85,6 +116,8 @@ pub struct Details {
     /// The hardware-cost records per model, parsed (in the order `tiny`, `tiny-mult`, `augmented`
     /// as stored).
     pub hw: Vec<HwRecords>,
+    /// Where it ran (`None` for runs recorded before provenance was kept).
+    pub provenance: Option<shiftadd_core::host::Provenance>,
 }
 
 /// One stored study: its spec (parsed back from the database), its cells, its table.
@@ -254,8 +287,14 @@ pub fn spawn_data_thread(
                 while let Ok(q) = q_rx.try_recv() {
                     batch.push(q);
                 }
-                batch.sort();
-                batch.dedup();
+                // Changes first, in the order sent; then the reads, each once.
+                let (mut changes, mut reads): (Vec<Query>, Vec<Query>) = batch
+                    .into_iter()
+                    .partition(|q| matches!(q, Query::Edit { .. } | Query::Delete(_)));
+                reads.sort();
+                reads.dedup();
+                changes.append(&mut reads);
+                let batch = changes;
                 for q in batch {
                     let answer = answer(&db, &mut state, q);
                     if l_tx.send(answer).is_err() {
@@ -272,19 +311,55 @@ pub fn spawn_data_thread(
 #[derive(Default)]
 struct DataState {
     reader: Option<Reader>,
-    /// `aug.hybrid` per run: stored configs never change, so each is parsed once.
-    hybrid: HashMap<RunId, String>,
+    /// Each run's flattened config: stored configs never change, so each is parsed once.
+    configs: HashMap<RunId, Arc<BTreeMap<String, String>>>,
+}
+
+/// Apply an edit or delete through the store; the line the status bar shows.
+fn manage_runs(db: &Path, q: &Query) -> Result<String, String> {
+    match q {
+        Query::Edit { run, edit } => manage::edit(db, *run, edit)
+            .map(|()| format!("run {run}: {}", edit.describe()))
+            .map_err(|e| e.to_string()),
+        Query::Delete(runs) => {
+            let mut done = Vec::new();
+            for &run in runs {
+                let d = manage::delete(db, run).map_err(|e| {
+                    let before = if done.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (deleted before it: {})", done.join(", "))
+                    };
+                    format!("{e}{before}")
+                })?;
+                done.push(format!("#{run} `{}`", d.name));
+            }
+            Ok(format!(
+                "deleted {} with their checkpoint files",
+                done.join(", ")
+            ))
+        }
+        _ => Err("not a change".into()),
+    }
 }
 
 fn answer(db: &Path, state: &mut DataState, q: Query) -> Loaded {
     if let Query::Presets(dir) = &q {
         return read_presets(dir);
     }
+    if matches!(q, Query::Edit { .. } | Query::Delete(_)) {
+        // The reader's snapshot must not pin what the change removes.
+        state.reader = None;
+        return Loaded::Managed(manage_runs(db, &q));
+    }
     let reader = &mut state.reader;
     if reader.is_none() {
         // Nothing recorded yet: the manager creates (and migrates) the file on its first write.
         let not_yet = || match q {
-            Query::Runs => Loaded::Runs(Vec::new()),
+            Query::Runs { .. } => Loaded::Runs {
+                rows: Vec::new(),
+                metric_keys: Vec::new(),
+            },
             _ => Loaded::Error(format!("database {} does not exist yet", db.display())),
         };
         if !db.exists() {
@@ -300,8 +375,9 @@ fn answer(db: &Path, state: &mut DataState, q: Query) -> Loaded {
         return Loaded::Error("no database reader".into());
     };
     let result = match q {
-        Query::Runs => runs(r, &mut state.hybrid).map(Loaded::Runs),
+        Query::Runs { metrics } => runs(r, &mut state.configs, &metrics),
         Query::Details(run) => details(r, run).map(|d| Loaded::Details(Box::new(d))),
+        Query::Edit { .. } | Query::Delete(_) => Err("changes are applied above".into()),
         Query::Metrics { run, after } => metrics(r, run, after),
         Query::Presets(dir) => Ok(read_presets(&dir)),
         Query::Studies => studies(r)
@@ -322,24 +398,48 @@ fn answer(db: &Path, state: &mut DataState, q: Query) -> Loaded {
     })
 }
 
-fn runs(r: &Reader, hybrid: &mut HashMap<RunId, String>) -> Result<Vec<RunRow>, String> {
-    let summaries = r.runs().map_err(|e| e.to_string())?;
-    Ok(summaries
+fn runs(
+    r: &Reader,
+    configs: &mut HashMap<RunId, Arc<BTreeMap<String, String>>>,
+    metrics: &[String],
+) -> Result<Loaded, String> {
+    let e = |e: StoreError| e.to_string();
+    let summaries = r.runs().map_err(e)?;
+    let mut figures: BTreeMap<RunId, BTreeMap<String, MetricSummary>> = BTreeMap::new();
+    for key in metrics {
+        for m in r.metric_summary(key).map_err(e)? {
+            figures.entry(m.run).or_default().insert(key.clone(), m);
+        }
+    }
+    let rows = summaries
         .into_iter()
         .map(|summary| {
-            let hybrid = hybrid
+            let config = configs
                 .entry(summary.id)
                 .or_insert_with(|| {
-                    r.config_toml(summary.id)
-                        .ok()
-                        .and_then(|t| t.parse::<toml::Table>().ok())
-                        .and_then(|t| t.get("aug")?.get("hybrid")?.as_str().map(str::to_owned))
-                        .unwrap_or_default()
+                    Arc::new(
+                        r.config_toml(summary.id)
+                            .map(|t| flatten_config(&t))
+                            .unwrap_or_default(),
+                    )
                 })
                 .clone();
-            RunRow { summary, hybrid }
+            let hybrid = config
+                .get("aug.hybrid")
+                .map(|v| v.trim_matches('"').to_owned())
+                .unwrap_or_default();
+            RunRow {
+                metrics: figures.remove(&summary.id).unwrap_or_default(),
+                summary,
+                hybrid,
+                config,
+            }
         })
-        .collect())
+        .collect();
+    Ok(Loaded::Runs {
+        rows,
+        metric_keys: r.metric_keys().map_err(e)?,
+    })
 }
 
 fn details(r: &Reader, run: RunId) -> Result<Details, String> {
@@ -354,6 +454,7 @@ fn details(r: &Reader, run: RunId) -> Result<Details, String> {
         logs: r.logs(run).map_err(e)?,
         histograms: r.histograms(run).map_err(e)?,
         hw: HwRecords::from_rows(&r.hw_cost(run).map_err(e)?),
+        provenance: serde_json::from_str(&r.provenance(run).map_err(e)?).ok(),
     })
 }
 
@@ -367,6 +468,8 @@ fn metrics(r: &Reader, run: RunId, after: Option<i64>) -> Result<Loaded, String>
         let s = series.entry(m.key).or_default();
         s.xs.push(m.step as f64);
         s.ys.push(m.value);
+        s.epochs.push(m.epoch as f64);
+        s.walls.push(m.wall_time);
     }
     Ok(Loaded::Metrics {
         run,
@@ -402,6 +505,30 @@ fn toml_files(dir: &Path) -> std::io::Result<Vec<Preset>> {
     Ok(presets)
 }
 
+/// `section.key` → value as TOML text, for config diffs. The config is resolved first, so a
+/// key added after a run was recorded shows its default rather than a difference.
+pub fn flatten_config(text: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let resolved = shiftadd_core::Config::from_toml_str(text, "stored config", &[])
+        .map_or_else(|_| text.to_owned(), |c| c.to_toml());
+    let Ok(table) = resolved.parse::<toml::Table>() else {
+        return out;
+    };
+    for (section, v) in &table {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    out.insert(format!("{section}.{k}"), v.to_string());
+                }
+            }
+            other => {
+                out.insert(section.clone(), other.to_string());
+            }
+        }
+    }
+    out
+}
+
 /// The waker the run manager calls: repaint the UI once it exists.
 pub fn lazy_waker(slot: Arc<std::sync::OnceLock<egui::Context>>) -> shiftadd_core::run::Waker {
     Arc::new(move || {
@@ -415,8 +542,50 @@ pub fn lazy_waker(slot: Arc<std::sync::OnceLock<egui::Context>>) -> shiftadd_cor
 pub const DRAIN_BUDGET: Duration = Duration::from_millis(4);
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A runs-table row for tests: finished, synthetic, micro, add, hybrid mult.
+    pub(crate) fn row(id: RunId, name: &str, tags: &str) -> RunRow {
+        let mut r = RunRow::new(RunSummary {
+            id,
+            name: name.into(),
+            status: shiftadd_core::store::Status::Finished,
+            reason: None,
+            dataset: "synthetic".into(),
+            model: "micro".into(),
+            operator: "add".into(),
+            seed: 0,
+            tags: tags.into(),
+            created_at: 0.0,
+            finished_at: None,
+            epochs_done: None,
+            last_val_top1: None,
+            best_val_top1: None,
+            test_top1: None,
+            energy_mj: None,
+            energy_shiftaddnas_mj: None,
+            energy_project_mj: None,
+            uid: format!("uid-{id}"),
+            archived: false,
+            notes: String::new(),
+            started_at: None,
+            heartbeat_at: None,
+        });
+        r.hybrid = "mult".into();
+        r
+    }
+
+    #[test]
+    fn config_flattens_to_dotted_keys() {
+        let f = flatten_config("[train]\nepochs = 3\n[data]\ndataset = \"synthetic\"\n");
+        assert_eq!(f["train.epochs"], "3");
+        assert_eq!(f["data.dataset"], "\"synthetic\"");
+        assert_eq!(
+            f["nas.population"], "4",
+            "keys it does not name take their default"
+        );
+    }
 
     #[test]
     fn hw_rows_are_grouped_by_model_and_parsed_once() {

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use egui_plot::{Legend, Line, MarkerShape, Plot, Points};
+use egui_plot::{Line, MarkerShape, Plot, Points};
 use serde::{Deserialize, Serialize};
 use shiftadd_core::spec::config::HwModel;
 use shiftadd_core::store::{RunId, keys};
@@ -17,6 +17,7 @@ use super::plot::{
     Curve, PlotStyle, color, csv_field, hover_point, pareto_front, plot_header, series_plot,
 };
 use super::study::{Group, band_plot};
+use super::svg::{Chart, ChartSeries, Mark};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -47,15 +48,18 @@ pub struct CompareView {}
 /// Config keys whose values differ between `runs` (a key missing from a run counts as
 /// different), with each run's value.
 pub fn config_diff(data: &DataCache, runs: &[RunId]) -> Vec<(String, Vec<String>)> {
-    let configs: Vec<Option<&BTreeMap<String, String>>> = runs
+    let owned: Vec<Option<BTreeMap<String, String>>> = runs
         .iter()
         .map(|r| {
-            data.data
-                .get(r)
-                .filter(|d| d.details.is_some())
-                .map(|d| &d.config)
+            let d = data.data.get(r)?;
+            let details = d.details.as_ref()?;
+            let mut all = d.config.clone();
+            all.extend(provenance_keys(details.provenance.as_ref()));
+            Some(all)
         })
         .collect();
+    let configs: Vec<Option<&BTreeMap<String, String>>> =
+        owned.iter().map(Option::as_ref).collect();
     let keys: BTreeSet<&String> = configs.iter().flatten().flat_map(|c| c.keys()).collect();
     keys.into_iter()
         .filter_map(|k| {
@@ -74,6 +78,41 @@ pub fn config_diff(data: &DataCache, runs: &[RunId]) -> Vec<(String, Vec<String>
                 .then(|| (k.clone(), values))
         })
         .collect()
+}
+
+/// Where a run ran, as `provenance.*` rows of the config diff.
+fn provenance_keys(
+    p: Option<&shiftadd_core::host::Provenance>,
+) -> impl Iterator<Item = (String, String)> {
+    let rows = match p {
+        None => vec![("provenance".to_owned(), "not recorded".to_owned())],
+        Some(p) => vec![
+            ("provenance.shiftadd".into(), p.shiftadd.clone()),
+            ("provenance.libtorch".into(), p.libtorch.clone()),
+            (
+                "provenance.git_commit".into(),
+                match (&p.git_commit, p.git_dirty) {
+                    (Some(c), Some(true)) => format!("{c} (dirty)"),
+                    (Some(c), _) => c.clone(),
+                    (None, _) => "—".into(),
+                },
+            ),
+            (
+                "provenance.cpu".into(),
+                format!("{} ({} cores)", p.cpu, p.cores),
+            ),
+            (
+                "provenance.gpu".into(),
+                if p.gpus.is_empty() {
+                    "none".into()
+                } else {
+                    p.gpus.join(", ")
+                },
+            ),
+            ("provenance.host".into(), p.host.clone()),
+        ],
+    };
+    rows.into_iter()
 }
 
 /// The headline numbers of a run for the final-metrics table.
@@ -191,6 +230,7 @@ impl CompareView {
             log_y: settings.log_y,
             link_x: Some(egui::Id::unique("compare-x")),
             height: plot_h,
+            percent: false,
         };
         ui.columns(2, |cols| {
             for (i, col) in cols.iter_mut().enumerate() {
@@ -213,7 +253,7 @@ impl CompareView {
                         settings.group_by,
                         groups.len()
                     );
-                    plot_header(col, &id, &title, vcx.export);
+                    plot_header(col, &id, &title, vcx.export, None);
                     band_plot(col, &id, &key, &groups, plot_h);
                     continue;
                 }
@@ -234,7 +274,10 @@ impl CompareView {
                     &format!("compare-{i}"),
                     &key,
                     &curves,
-                    style,
+                    PlotStyle {
+                        percent: super::plot::is_accuracy(&key),
+                        ..style
+                    },
                     vcx.export,
                 );
             }
@@ -360,6 +403,7 @@ fn scatter_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, selected: &[RunId]) {
             hw.title()
         ),
         vcx.export,
+        None,
     );
     let pts: Vec<(RunId, String, f64, f64)> = vcx
         .data
@@ -394,9 +438,21 @@ fn scatter_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, selected: &[RunId]) {
         .iter()
         .map(|p| (p.2, p.3, format!("#{} {}", p.0, p.1)))
         .collect();
-    Plot::new(id)
-        .legend(Legend::default())
-        .height(ui.available_height().max(200.0))
+    let front_color = ui.visuals().strong_text_color();
+    let mut entries = vec![("runs".to_owned(), egui::Color32::GRAY)];
+    for (j, r) in selected.iter().enumerate() {
+        if let Some(q) = pts.iter().find(|q| q.0 == *r) {
+            entries.push((format!("#{} {}", q.0, q.1), color(j)));
+        }
+    }
+    entries.push(("Pareto front".to_owned(), front_color));
+    let legend_h = 22.0 * (1.0 + (entries.len() as f32 / 4.0).floor());
+    let plot = Plot::new(id)
+        .height((ui.available_height() - legend_h).max(200.0))
+        .x_grid_spacer(|g| super::plot::nice_grid(&g, 70.0))
+        .y_grid_spacer(|g| super::plot::nice_grid(&g, 28.0))
+        .x_axis_formatter(|m, _| super::plot::format_num(m.value, m.step_size))
+        .y_axis_formatter(|m, _| format!("{} %", super::plot::format_num(m.value, m.step_size)))
         .x_axis_label(format!("energy per inference, mJ ({})", hw.title()))
         .y_axis_label("best top-1 %")
         .label_formatter(move |pos| {
@@ -410,26 +466,84 @@ fn scatter_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, selected: &[RunId]) {
                     d(a).total_cmp(&d(b))
                 })
                 .map(|l| format!("{}\n{:.4} mJ, {:.2} %", l.2, l.0, l.1))
-        })
-        .show(ui, |p| {
-            let (sel, other): (Vec<_>, Vec<_>) = pts.iter().partition(|q| selected.contains(&q.0));
-            p.points(
-                Points::new("runs", other.iter().map(|q| [q.2, q.3]).collect::<Vec<_>>())
-                    .radius(3.0)
-                    .color(egui::Color32::GRAY),
-            );
-            for q in sel {
-                let j = selected.iter().position(|r| *r == q.0).unwrap_or(0);
-                p.points(
-                    Points::new(format!("#{} {}", q.0, q.1), vec![[q.2, q.3]])
-                        .radius(6.0)
-                        .shape(MarkerShape::Diamond)
-                        .color(color(j)),
-                );
-            }
-            let line: Vec<[f64; 2]> = front.iter().map(|&i| [pts[i].2, pts[i].3]).collect();
-            p.line(Line::new("Pareto front", line).color(egui::Color32::WHITE));
         });
+    let hidden: std::collections::BTreeSet<String> = ui
+        .data(|d| d.get_temp(egui::Id::unique(("plot-hidden", id))))
+        .unwrap_or_default();
+    let shown = plot.show(ui, |p| {
+        let (sel, other): (Vec<_>, Vec<_>) = pts
+            .iter()
+            .filter(|q| !hidden.contains(&format!("#{} {}", q.0, q.1)))
+            .partition(|q| selected.contains(&q.0));
+        let other: Vec<_> = if hidden.contains("runs") {
+            Vec::new()
+        } else {
+            other
+        };
+        p.points(
+            Points::new("runs", other.iter().map(|q| [q.2, q.3]).collect::<Vec<_>>())
+                .radius(3.0)
+                .color(egui::Color32::GRAY),
+        );
+        for q in sel {
+            let j = selected.iter().position(|r| *r == q.0).unwrap_or(0);
+            p.points(
+                Points::new(format!("#{} {}", q.0, q.1), vec![[q.2, q.3]])
+                    .radius(6.0)
+                    .shape(MarkerShape::Diamond)
+                    .color(color(j)),
+            );
+        }
+        if !hidden.contains("Pareto front") {
+            let line: Vec<[f64; 2]> = front.iter().map(|&i| [pts[i].2, pts[i].3]).collect();
+            p.line(Line::new("Pareto front", line).color(front_color));
+        }
+    });
+    super::plot::legend_row(ui, id, &entries);
+    if header.svg {
+        let mut series = vec![ChartSeries {
+            name: "runs".into(),
+            color: egui::Color32::GRAY,
+            mark: Mark::Points(3.0),
+            points: pts
+                .iter()
+                .filter(|q| !selected.contains(&q.0))
+                .map(|q| [q.2, q.3])
+                .collect(),
+        }];
+        for (j, r) in selected.iter().enumerate() {
+            if let Some(q) = pts.iter().find(|q| q.0 == *r) {
+                series.push(ChartSeries {
+                    name: format!("#{} {}", q.0, q.1),
+                    color: color(j),
+                    mark: Mark::Points(6.0),
+                    points: vec![[q.2, q.3]],
+                });
+            }
+        }
+        series.push(ChartSeries {
+            name: "Pareto front".into(),
+            color: egui::Color32::BLACK,
+            mark: Mark::Line,
+            points: front.iter().map(|&i| [pts[i].2, pts[i].3]).collect(),
+        });
+        let b = shown.transform.bounds();
+        let f = |v: f64, s: f64| super::plot::format_num(v, s);
+        let chart = Chart {
+            title: format!("Accuracy vs energy ({})", hw.title()),
+            x_label: format!("energy per inference, mJ ({})", hw.title()),
+            y_label: "best validation top-1 %".into(),
+            bounds: [b.min(), b.max()],
+            series,
+            x_fmt: &f,
+            y_fmt: &f,
+        };
+        vcx.export.request(ExportRequest::Text {
+            name: id.to_owned(),
+            ext: "svg",
+            text: chart.render(),
+        });
+    }
     vcx.export
         .capture_if_requested(ui.ctx(), id, header.region(ui));
 }

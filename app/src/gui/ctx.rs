@@ -54,6 +54,8 @@ impl View {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct Persisted {
+    /// The database the selection below belongs to: run ids mean nothing in another one.
+    pub db: Option<std::path::PathBuf>,
     pub view: View,
     /// The run Monitor, Weights and Hardware show.
     pub current: Option<RunId>,
@@ -63,6 +65,50 @@ pub struct Persisted {
     pub compare_settings: compare::CompareSettings,
     /// The cost model every energy figure is shown under (Hardware view's toggle).
     pub hw_model: HwModel,
+    /// Light or dark (the top bar's toggle).
+    pub light: bool,
+}
+
+impl Persisted {
+    /// Say that the selection was made in database `db` (a session saves this with it).
+    pub fn in_database(mut self, db: &std::path::Path) -> Self {
+        self.db = Some(canonical(db));
+        self
+    }
+
+    /// Keep the selection only if it was made in database `db` (else start with none).
+    pub fn for_database(mut self, db: &std::path::Path) -> Self {
+        let db = canonical(db);
+        if self.db.as_ref() != Some(&db) {
+            self.current = None;
+            self.compare.clear();
+            self.db = Some(db);
+        }
+        self
+    }
+
+    /// Drop selected runs that `exists` does not know (deleted, or never in this database).
+    pub fn prune(&mut self, exists: impl Fn(RunId) -> bool) {
+        self.compare.retain(|r| exists(*r));
+        if self.current.is_some_and(|r| !exists(r)) {
+            self.current = None;
+        }
+    }
+}
+
+/// `db` with its folder resolved (not the file: a database created later keeps its name).
+fn canonical(db: &std::path::Path) -> std::path::PathBuf {
+    {
+        match (db.parent(), db.file_name()) {
+            (Some(dir), Some(name)) => std::fs::canonicalize(if dir.as_os_str().is_empty() {
+                std::path::Path::new(".")
+            } else {
+                dir
+            })
+            .map_or_else(|_| db.to_path_buf(), |d| d.join(name)),
+            _ => db.to_path_buf(),
+        }
+    }
 }
 
 /// What to do with runs still training when the window closes.

@@ -81,6 +81,14 @@ pub struct DataCache {
     /// Metrics queries in flight (one at a time per run keeps `after` consistent).
     in_flight: HashSet<RunId>,
     pub last_error: Option<String>,
+    /// Every metric key recorded (the runs table's column chooser).
+    pub metric_keys: Vec<String>,
+    /// The metric keys the runs table shows or filters on (loaded with the runs).
+    runs_metrics: Vec<String>,
+    /// The outcome of the last rename / tag / note / archive / delete.
+    pub managed: Option<String>,
+    /// Counts runs lists received (views cache what they derive from the list by it).
+    pub runs_version: u64,
 }
 
 impl DataCache {
@@ -101,13 +109,25 @@ impl DataCache {
 
     pub fn apply_loaded(&mut self, l: Loaded) {
         match l {
-            Loaded::Runs(rows) => {
+            Loaded::Runs { rows, metric_keys } => {
+                let exists = |id: RunId| rows.iter().any(|r| r.summary.id == id);
+                // Runs deleted (here or elsewhere) leave no stale data behind.
+                self.data.retain(|id, _| exists(*id));
                 self.runs = rows;
+                self.metric_keys = metric_keys;
                 self.runs_loaded = true;
+                self.runs_version += 1;
             }
+            Loaded::Managed(outcome) => match outcome {
+                Ok(message) => {
+                    self.managed = Some(message);
+                    self.runs_stale = true;
+                }
+                Err(e) => self.last_error = Some(e),
+            },
             Loaded::Details(d) => {
                 let entry = self.data.entry(d.run).or_default();
-                entry.config = flatten_config(&d.config_toml);
+                entry.config = super::backend::flatten_config(&d.config_toml);
                 entry.details = Some(*d);
             }
             Loaded::Metrics {
@@ -126,6 +146,8 @@ impl DataCache {
                         let held = entry.series.entry(k).or_default();
                         held.xs.extend(s.xs);
                         held.ys.extend(s.ys);
+                        held.epochs.extend(s.epochs);
+                        held.walls.extend(s.walls);
                     }
                     entry.last_step = last_step.max(entry.last_step);
                 }
@@ -225,6 +247,16 @@ impl DataCache {
         self.runs_stale = true;
     }
 
+    /// The metric keys the runs table needs; a change reloads the runs.
+    pub fn set_runs_metrics(&mut self, mut keys: Vec<String>) {
+        keys.sort();
+        keys.dedup();
+        if keys != self.runs_metrics {
+            self.runs_metrics = keys;
+            self.runs_stale = true;
+        }
+    }
+
     /// Ask for a search's candidates (again: searches run in other processes too).
     pub fn want_nas(&mut self, run: RunId) {
         if !self.nas.contains_key(&run) {
@@ -272,7 +304,9 @@ impl DataCache {
     pub fn queries(&mut self, visible: &[RunId]) -> Vec<Query> {
         let mut out = Vec::new();
         if std::mem::take(&mut self.runs_stale) {
-            out.push(Query::Runs);
+            out.push(Query::Runs {
+                metrics: self.runs_metrics.clone(),
+            });
         }
         for run in std::mem::take(&mut self.stale_nas) {
             out.push(Query::Nas(run));
@@ -297,7 +331,10 @@ impl DataCache {
     /// A query could not be sent: forget that it is in flight so it is retried.
     pub fn unsent(&mut self, q: &Query) {
         match q {
-            Query::Runs => self.runs_stale = true,
+            Query::Runs { .. } => self.runs_stale = true,
+            Query::Edit { .. } | Query::Delete(_) => {
+                self.last_error = Some("the data thread is busy: the change was not sent".into());
+            }
             Query::Metrics { run, .. } => {
                 self.in_flight.remove(run);
                 self.stale_metrics.insert(*run);
@@ -312,30 +349,6 @@ impl DataCache {
             Query::Presets(_) => {}
         }
     }
-}
-
-/// `section.key` → value as TOML text, for config diffs. The config is resolved first, so a
-/// key added after a run was recorded shows its default rather than a difference.
-pub fn flatten_config(text: &str) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let resolved = shiftadd_core::Config::from_toml_str(text, "stored config", &[])
-        .map_or_else(|_| text.to_owned(), |c| c.to_toml());
-    let Ok(table) = resolved.parse::<toml::Table>() else {
-        return out;
-    };
-    for (section, v) in &table {
-        match v {
-            toml::Value::Table(t) => {
-                for (k, v) in t {
-                    out.insert(format!("{section}.{k}"), v.to_string());
-                }
-            }
-            other => {
-                out.insert(section.clone(), other.to_string());
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -369,7 +382,7 @@ mod tests {
         let mut c = DataCache::default();
         let s = |xs: Vec<f64>| {
             let ys = xs.clone();
-            BTreeMap::from([(keys::TRAIN_LOSS.to_owned(), Series { xs, ys })])
+            BTreeMap::from([(keys::TRAIN_LOSS.to_owned(), Series::new(xs, ys))])
         };
         c.want(1);
         c.runs_stale = false;
@@ -417,16 +430,5 @@ mod tests {
         });
         assert_eq!(c.data[&1].series[keys::TRAIN_LOSS].xs, vec![1.0, 2.0, 3.0]);
         assert!(c.queries(&[1]).is_empty(), "nothing new");
-    }
-
-    #[test]
-    fn config_flattens_to_dotted_keys() {
-        let f = flatten_config("[train]\nepochs = 3\n[data]\ndataset = \"synthetic\"\n");
-        assert_eq!(f["train.epochs"], "3");
-        assert_eq!(f["data.dataset"], "\"synthetic\"");
-        assert_eq!(
-            f["nas.population"], "4",
-            "keys it does not name take their default"
-        );
     }
 }

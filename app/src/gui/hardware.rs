@@ -192,6 +192,7 @@ impl HardwareView {
                 hw.title()
             ),
             vcx.export,
+            None,
         );
         let segs = segments(layers);
         if header.csv {

@@ -197,7 +197,7 @@ impl LaunchView {
     pub fn ui(&mut self, ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>) {
         egui::Panel::left("presets")
             .resizable(true)
-            .default_size(230.0)
+            .default_size(290.0)
             .show(ui, |ui| {
                 self.presets_ui(ui);
                 ui.separator();
@@ -459,10 +459,14 @@ fn preset_list(
         .max_height(ui.available_height() * share)
         .show(ui, |ui| {
             for (i, p) in presets.iter().enumerate() {
-                let r = ui.selectable_label(selected(p), &p.name);
+                // One line each: a long name is cut with "…" (and shown whole on hover).
+                let r = ui.add(
+                    egui::Button::selectable(selected(p), &p.name)
+                        .wrap_mode(egui::TextWrapMode::Truncate),
+                );
                 let r = match first_comment(&p.text) {
-                    Some(c) => r.on_hover_text(c),
-                    None => r,
+                    Some(c) => r.on_hover_text(format!("{}\n{c}", p.name)),
+                    None => r.on_hover_text(&p.name),
                 };
                 if r.clicked() {
                     chosen = Some(i);

@@ -9,15 +9,19 @@ pub mod compare;
 pub mod ctx;
 pub mod data;
 pub mod export;
+pub mod filter;
 pub mod form;
 pub mod hardware;
 pub mod launch;
+pub mod markdown;
 pub mod monitor;
 pub mod nas;
 pub mod plot;
 pub mod runs;
 pub mod searches;
+pub mod shortcuts;
 pub mod study;
+pub mod svg;
 pub mod weights;
 
 use std::path::{Path, PathBuf};
@@ -39,6 +43,7 @@ pub fn run(db: &Path) -> anyhow::Result<ExitCode> {
     let manager = spawn_manager(db, backend::lazy_waker(slot.clone()))?;
     let exit_choice = Arc::new(Mutex::new(None));
     let experiments = experiments_dir();
+    shiftadd_core::host::set_experiments_dir(&experiments);
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("ShiftAdd Studio")

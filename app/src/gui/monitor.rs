@@ -2,6 +2,7 @@
 //! learning rate, images/s), progress with epoch, step and ETA, Pause / Resume / Stop, and the
 //! run's log with its failure reason.
 
+use shiftadd_core::host::keys as host_keys;
 use shiftadd_core::run::Command;
 use shiftadd_core::store::{RunId, keys};
 
@@ -43,7 +44,9 @@ impl MonitorView {
         let empty = RunData::default();
         let d = vcx.data.data.get(&run).unwrap_or(&empty);
         let log_height = if self.show_log { 180.0 } else { 24.0 };
-        let plot_h = ((ui.available_height() - log_height - 60.0) / 2.0).max(120.0);
+        let system = d.series.contains_key(host_keys::CPU_PCT);
+        let rows = if system { 3.0 } else { 2.0 };
+        let plot_h = ((ui.available_height() - log_height - 40.0 - 50.0 * rows) / rows).max(110.0);
         let group = egui::Id::unique(("monitor-x", run));
         let style = PlotStyle {
             link_x: Some(group),
@@ -87,7 +90,10 @@ impl MonitorView {
                         "widest augmented (runs before the validation split: on test)",
                     ),
                 ]),
-                style,
+                PlotStyle {
+                    percent: true,
+                    ..style
+                },
                 vcx.export,
             );
             series_plot(
@@ -106,6 +112,30 @@ impl MonitorView {
                 style,
                 vcx.export,
             );
+            if system {
+                series_plot(
+                    &mut cols[0],
+                    &format!("run{run}-cpu"),
+                    "Process CPU % (of one core) and GPU use %",
+                    &curves(&[
+                        (host_keys::CPU_PCT, "CPU %"),
+                        (host_keys::GPU_UTIL_PCT, "GPU %"),
+                    ]),
+                    style,
+                    vcx.export,
+                );
+                series_plot(
+                    &mut cols[1],
+                    &format!("run{run}-memory"),
+                    "Memory (MiB): process RSS, GPU",
+                    &curves(&[
+                        (host_keys::RSS_MB, "RSS"),
+                        (host_keys::GPU_MEM_MB, "GPU memory"),
+                    ]),
+                    style,
+                    vcx.export,
+                );
+            }
         });
         ui.checkbox(&mut self.show_log, "Log");
         if self.show_log {
@@ -129,8 +159,40 @@ fn header_ui(ui: &mut egui::Ui, run: RunId, vcx: &mut ViewCtx<'_>) {
                 "{} · {} · {} · hybrid {}",
                 r.summary.dataset, r.summary.model, r.summary.operator, r.hybrid
             ));
+            if !r.summary.tags.is_empty() {
+                ui.weak(format!("tags: {}", r.summary.tags));
+            }
         }
     });
+    let details = data.data.get(&run).and_then(|d| d.details.as_ref());
+    match details.map(|d| &d.provenance) {
+        Some(Some(p)) => {
+            let threads = data
+                .data
+                .get(&run)
+                .and_then(|d| d.series.get(host_keys::THREADS))
+                .and_then(super::plot::Series::last)
+                .map(|(_, t)| format!(" · {t:.0} threads"))
+                .unwrap_or_default();
+            ui.weak(format!("{}{threads}", p.summary()))
+                .on_hover_text(format!(
+                    "experiments folder: {}",
+                    p.experiments.as_deref().unwrap_or("?")
+                ));
+        }
+        Some(None) => {
+            ui.weak("recorded before provenance was kept (commit, versions, hardware)");
+        }
+        None => {}
+    }
+    if let Some(notes) = row
+        .map(|r| r.summary.notes.as_str())
+        .filter(|n| !n.trim().is_empty())
+    {
+        egui::CollapsingHeader::new("Notes")
+            .default_open(true)
+            .show(ui, |ui| super::markdown::show(ui, notes));
+    }
     if let Some(reason) = row.and_then(|r| r.summary.reason.as_ref()) {
         let failed = status == "failed";
         let color = if failed {

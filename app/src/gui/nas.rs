@@ -226,7 +226,13 @@ fn scatter_ui(
     height: f32,
 ) {
     let id = format!("nas{search}-candidates");
-    let header = plot_header(ui, &id, "Candidates: proxy accuracy vs cost", vcx.export);
+    let header = plot_header(
+        ui,
+        &id,
+        "Candidates: proxy accuracy vs cost",
+        vcx.export,
+        None,
+    );
     if header.csv {
         let mut text = String::from("stage,generation,cost,proxy_top1,status,proxy_run,arch\n");
         for r in rows {

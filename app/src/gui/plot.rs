@@ -1,24 +1,197 @@
 //! Plot helpers shared by the views: draw-time decimation, debiased-EMA smoothing, the Pareto
-//! front, and the series plot widget with its CSV / PNG export buttons.
+//! front, readable ticks (1-2-5 steps, log axes labelled with their values), a legend beside
+//! the data, and the series plot widget: per-plot x axis (step, epoch, wall time, relative
+//! time) and log-x / log-y, a hover listing every curve at that x, CSV / PNG / SVG export.
 //!
 //! Order matters: a series is smoothed at full resolution, then decimated for the pixels it
 //! covers. Smoothing a decimated series would change with the zoom level.
 
 use egui::{Color32, Ui};
+use std::borrow::Cow;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use egui_plot::{Legend, Line, Plot, PlotBounds, Points};
+use egui_plot::{GridInput, GridMark, Line, Plot, PlotBounds, Points};
+use serde::{Deserialize, Serialize};
 
 use super::export::{Export, ExportRequest};
+use super::svg::{self, Chart, ChartSeries, Mark};
 
-/// One named curve: x (step) and y values, equally long, x ascending.
+/// One named curve: x (step) and y values, equally long, x ascending; with the epoch and wall
+/// time of each point when loaded from the store (empty otherwise).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Series {
     pub xs: Vec<f64>,
     pub ys: Vec<f64>,
+    pub epochs: Vec<f64>,
+    pub walls: Vec<f64>,
+}
+
+/// What a plot's x axis shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum XAxis {
+    #[default]
+    Step,
+    /// Fractional epochs: a per-step point sits within its epoch, a per-epoch one at its end.
+    Epoch,
+    /// Wall-clock time (UTC).
+    Wall,
+    /// Seconds since the curve's first point.
+    Relative,
+}
+
+impl XAxis {
+    pub const ALL: [Self; 4] = [Self::Step, Self::Epoch, Self::Wall, Self::Relative];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::Step => "step",
+            Self::Epoch => "epoch",
+            Self::Wall => "wall time (UTC)",
+            Self::Relative => "relative time",
+        }
+    }
+
+    /// A tick label for x value `v` (`step`: the tick spacing).
+    pub fn format(self, v: f64, step: f64) -> String {
+        match self {
+            Self::Step => format_count(v),
+            Self::Epoch => format_num(v, step),
+            Self::Wall => {
+                let t = v.rem_euclid(86_400.0) as u64;
+                if step < 60.0 {
+                    format!("{:02}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60)
+                } else {
+                    format!("{:02}:{:02}", t / 3600, t / 60 % 60)
+                }
+            }
+            Self::Relative => super::monitor::format_secs(v),
+        }
+    }
+}
+
+/// A plot's axes as the user set them (kept per plot, between starts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct PlotAxes {
+    pub x: XAxis,
+    pub log_x: bool,
+    pub log_y: bool,
+}
+
+/// `v` with as many decimals as tick spacing `step` needs.
+pub fn format_num(v: f64, step: f64) -> String {
+    let decimals = if step > 0.0 && step.is_finite() {
+        (-step.log10().floor()).clamp(0.0, 6.0) as usize
+    } else {
+        2
+    };
+    let s = format!("{v:.decimals$}");
+    if s == "-0" { "0".into() } else { s }
+}
+
+/// A count in few characters: 950, 12k, 1.5M.
+pub fn format_count(v: f64) -> String {
+    let a = v.abs();
+    if a >= 1e6 {
+        format!("{}M", trim(v / 1e6))
+    } else if a >= 1e4 {
+        format!("{}k", trim(v / 1e3))
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+fn trim(v: f64) -> String {
+    let s = format!("{v:.1}");
+    s.strip_suffix(".0").map_or(s.clone(), str::to_owned)
+}
+
+/// A log axis' tick: the value whose log10 is `v`.
+pub fn format_log(v: f64) -> String {
+    let x = 10f64.powf(v);
+    if (v - v.round()).abs() < 1e-9 && !(-3.0..=4.0).contains(&v) {
+        format!("1e{}", v.round())
+    } else if x >= 1.0 {
+        trim(x).replace(".0", "")
+    } else {
+        format!("{:.*}", (-x.log10().floor()).clamp(0.0, 8.0) as usize, x)
+    }
+}
+
+/// Grid marks at 1-2-5 steps with a labelled tick about every `label_px` pixels (egui_plot's
+/// default steps by powers of ten, which leaves a short axis with a single label).
+pub fn nice_grid(input: &GridInput, label_px: f64) -> Vec<GridMark> {
+    // `base_step_size` is the value spanned by the plot's minimum grid spacing (8 px).
+    let per_px = input.base_step_size / 8.0;
+    let coarse = svg::nice_step(per_px * label_px, 1.0);
+    let mantissa = coarse / 10f64.powf(coarse.log10().floor());
+    let fine = coarse
+        / if (mantissa - 2.0).abs() < 1e-9 {
+            4.0
+        } else {
+            5.0
+        };
+    let (lo, hi) = input.bounds;
+    svg::ticks(lo, hi, fine)
+        .into_iter()
+        .map(|value| {
+            let on = |s: f64| ((value / s).round() * s - value).abs() < s * 1e-6;
+            let step_size = if on(coarse * 10.0) {
+                coarse * 10.0
+            } else if on(coarse) {
+                coarse
+            } else {
+                fine
+            };
+            GridMark { value, step_size }
+        })
+        .collect()
+}
+
+/// Log axes: ticks at whole decades when the range spans several, else the 1-2-5 marks.
+pub fn log_grid(input: &GridInput, label_px: f64) -> Vec<GridMark> {
+    let marks = nice_grid(input, label_px);
+    if marks.iter().any(|m| m.step_size >= 1.0) {
+        marks
+            .into_iter()
+            .filter(|m| (m.value - m.value.round()).abs() < 1e-9)
+            .map(|m| GridMark {
+                value: m.value,
+                step_size: m.step_size.max(1.0),
+            })
+            .collect()
+    } else {
+        marks
+    }
 }
 
 impl Series {
+    /// A series of step-indexed points (tests, synthetic data).
+    pub fn new(xs: Vec<f64>, ys: Vec<f64>) -> Self {
+        Self {
+            xs,
+            ys,
+            ..Self::default()
+        }
+    }
+
+    /// The x values on `axis` (steps where the series lacks epochs or wall times).
+    pub fn x_values(&self, axis: XAxis) -> Cow<'_, [f64]> {
+        let n = self.xs.len();
+        match axis {
+            XAxis::Epoch if self.epochs.len() == n => {
+                Cow::Owned(fractional_epochs(&self.xs, &self.epochs))
+            }
+            XAxis::Wall if self.walls.len() == n => Cow::Borrowed(&self.walls),
+            XAxis::Relative if self.walls.len() == n => {
+                let t0 = self.walls.first().copied().unwrap_or(0.0);
+                Cow::Owned(self.walls.iter().map(|w| w - t0).collect())
+            }
+            _ => Cow::Borrowed(&self.xs),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.xs.len()
     }
@@ -114,6 +287,34 @@ fn min_max_index(ys: &[f64]) -> (usize, usize) {
 
 pub use shiftadd_core::nas::pareto_front;
 
+/// Epoch coordinates of points at `steps` recorded in `epochs` (1-based): a point at the last
+/// step of epoch e sits at e, one part-way through at the fraction of that epoch's steps done.
+pub fn fractional_epochs(steps: &[f64], epochs: &[f64]) -> Vec<f64> {
+    let mut out = Vec::with_capacity(steps.len());
+    let mut i = 0;
+    let mut prev_end: Option<f64> = None;
+    while i < steps.len() {
+        let e = epochs[i];
+        let mut j = i;
+        while j + 1 < steps.len() && epochs[j + 1] == e {
+            j += 1;
+        }
+        let end = steps[j];
+        let start = prev_end.unwrap_or(steps[i] - 1.0);
+        for &s in &steps[i..=j] {
+            let frac = if end > start {
+                (s - start) / (end - start)
+            } else {
+                1.0
+            };
+            out.push(e - 1.0 + frac.clamp(0.0, 1.0));
+        }
+        prev_end = Some(end);
+        i = j + 1;
+    }
+    out
+}
+
 /// A curve as the user configured it for display.
 pub struct Curve<'a> {
     pub name: String,
@@ -126,11 +327,13 @@ pub struct Curve<'a> {
 pub struct PlotStyle {
     /// Debiased-EMA weight; 0 = raw.
     pub smoothing: f64,
-    /// Plot log10(y) (non-positive values are dropped).
+    /// Plot log10(y) (non-positive values are dropped); each plot can also switch it on.
     pub log_y: bool,
     /// Link the x axis of every plot that shares this group id.
     pub link_x: Option<egui::Id>,
     pub height: f32,
+    /// The values are fractions shown as percent (accuracy): ×100 on the axis and in the hover.
+    pub percent: bool,
 }
 
 impl Default for PlotStyle {
@@ -140,12 +343,95 @@ impl Default for PlotStyle {
             log_y: false,
             link_x: None,
             height: 200.0,
+            percent: false,
         }
     }
 }
 
-/// A titled line plot of `curves` with CSV / PNG export buttons. The CSV holds what the plot
-/// shows (smoothed values when smoothing is on, the raw values beside them) in the visible x range.
+/// Whether metric `key` is an accuracy (a fraction the app shows as %).
+pub fn is_accuracy(key: &str) -> bool {
+    let k = key.rsplit('/').next().unwrap_or(key);
+    k.starts_with("top1") || k.starts_with("top5") || k.contains("accuracy")
+}
+
+/// Series shorter than this are drawn raw: an EMA over a handful of per-epoch points lags far
+/// behind them.
+pub const MIN_POINTS_TO_SMOOTH: usize = 20;
+
+/// The per-plot axes of plot `id` (kept between starts).
+pub fn plot_axes(ctx: &egui::Context, id: &str) -> PlotAxes {
+    ctx.data_mut(|d| *d.get_persisted_mut_or_default::<PlotAxes>(axes_id(id)))
+}
+
+fn axes_id(id: &str) -> egui::Id {
+    egui::Id::unique(("plot-axes", id))
+}
+
+/// Change the axes of plot `id` (what its header's controls do).
+pub fn set_plot_axes(ctx: &egui::Context, id: &str, axes: PlotAxes) {
+    ctx.data_mut(|d| d.insert_persisted(axes_id(id), axes));
+}
+
+/// The names of the curves of plot `id` the user hid by clicking the legend.
+fn hidden_id(id: &str) -> egui::Id {
+    egui::Id::unique(("plot-hidden", id))
+}
+
+/// A legend drawn beside a plot, never over it: a swatch and name per entry; clicking one hides
+/// or shows it. Returns the names now hidden.
+pub fn legend_row(ui: &mut Ui, id: &str, entries: &[(String, Color32)]) -> BTreeSet<String> {
+    let key = hidden_id(id);
+    let mut hidden: BTreeSet<String> = ui.data(|d| d.get_temp(key)).unwrap_or_default();
+    ui.horizontal_wrapped(|ui| {
+        ui.spacing_mut().item_spacing.x = 10.0;
+        for (name, color) in entries {
+            let off = hidden.contains(name);
+            let c = if off {
+                color.gamma_multiply(0.3)
+            } else {
+                *color
+            };
+            let text = egui::RichText::new(format!("— {name}")).color(c);
+            if ui
+                .add(egui::Button::new(text).frame(false))
+                .on_hover_text(if off {
+                    "show this curve"
+                } else {
+                    "hide this curve"
+                })
+                .clicked()
+                && !hidden.remove(name)
+            {
+                hidden.insert(name.clone());
+            }
+        }
+    });
+    ui.data_mut(|d| d.insert_temp(key, hidden.clone()));
+    hidden
+}
+
+/// The y tick label of a value as plotted.
+fn y_label(v: f64, step: f64, log: bool, percent: bool) -> String {
+    let text = if log {
+        format_log(v)
+    } else {
+        format_num(v, step)
+    };
+    if percent { format!("{text} %") } else { text }
+}
+
+/// The x tick label of a value as plotted.
+fn x_label(v: f64, step: f64, axes: PlotAxes) -> String {
+    if axes.log_x {
+        format_log(v)
+    } else {
+        axes.x.format(v, step)
+    }
+}
+
+/// A titled line plot of `curves`: axes chosen in its header, a legend below it, a hover with
+/// every curve's value, CSV / PNG / SVG export. The CSV holds what the plot shows (smoothed
+/// values when smoothing is on, the raw values beside them) in the visible x range.
 pub fn series_plot(
     ui: &mut Ui,
     id: &str,
@@ -156,28 +442,54 @@ pub fn series_plot(
 ) {
     let bounds_id = ui.scope_id().with(id).with("bounds");
     let shown: Option<PlotBounds> = ui.data(|d| d.get_temp(bounds_id));
-    let header = plot_header(ui, id, title, export);
+    let mut axes = plot_axes(ui.ctx(), id);
+    let header = plot_header(ui, id, title, export, Some(&mut axes));
+    set_plot_axes(ui.ctx(), id, axes);
+    let log_y = style.log_y || axes.log_y;
     if header.csv {
-        let (x_min, x_max) = shown.map_or((f64::NEG_INFINITY, f64::INFINITY), |b| {
-            (b.min()[0], b.max()[0])
-        });
+        // The visible range cuts the CSV where the plot's x is the step.
+        let by_step = axes.x == XAxis::Step && !axes.log_x;
+        let (x_min, x_max) = shown
+            .filter(|_| by_step)
+            .map_or((f64::NEG_INFINITY, f64::INFINITY), |b| {
+                (b.min()[0], b.max()[0])
+            });
         export.request(ExportRequest::Csv {
             name: id.to_owned(),
             text: curves_csv(curves, style.smoothing, x_min, x_max),
         });
     }
+    let x_title = if axes.log_x {
+        format!("{} (log)", axes.x.title())
+    } else {
+        axes.x.title().to_owned()
+    };
+    let percent = style.percent;
     let mut plot = Plot::new(id)
         .height(style.height)
-        .legend(Legend::default())
-        .x_axis_label("step");
-    if style.log_y {
-        plot = plot.y_axis_formatter(|mark, _| format!("1e{:.1}", mark.value));
-    }
+        .x_axis_label(x_title.clone())
+        .show_x(false)
+        .show_y(false)
+        .x_grid_spacer(|g| nice_grid(&g, 70.0))
+        .y_grid_spacer(move |g| {
+            if log_y {
+                log_grid(&g, 28.0)
+            } else {
+                nice_grid(&g, 28.0)
+            }
+        })
+        .x_axis_formatter(move |m, _| x_label(m.value, m.step_size, axes))
+        .y_axis_formatter(move |m, _| y_label(m.value, m.step_size, log_y, percent))
+        .y_axis_min_width(36.0);
     if let Some(group) = style.link_x {
         plot = plot
             .link_axis(group, [true, false])
             .link_cursor(group, [true, false]);
     }
+    let hidden: BTreeSet<String> = ui.data(|d| d.get_temp(hidden_id(id))).unwrap_or_default();
+    let view = View { style, axes, log_y };
+    let mut drawn: Vec<Drawn> = Vec::new();
+    let mut pointer = None;
     let response = plot.show(ui, |plot_ui| {
         let bounds = plot_ui.plot_bounds();
         let px = plot_ui.transform().frame().width().max(1.0) as usize;
@@ -188,18 +500,18 @@ pub fn series_plot(
         } else {
             (f64::NEG_INFINITY, f64::INFINITY)
         };
+        pointer = plot_ui.pointer_coordinate();
         let ctx = plot_ui.ctx().clone();
-        for c in curves {
+        for c in curves.iter().filter(|c| !hidden.contains(&c.name)) {
             let cache_id = egui::Id::unique((id, &c.name, "curve-cache"));
-            let key = CacheKey::new(c.series, style, x_min, x_max, px);
+            let key = CacheKey::new(c.series, view, x_min, x_max, px);
             let mut cache: CurveCache = ctx.data(|d| d.get_temp(cache_id)).unwrap_or_default();
             if cache.key != Some(key) {
-                cache = CurveCache::build(c.series, style, x_min, x_max, px, key);
+                cache = CurveCache::build(c.series, view, x_min, x_max, px, key);
                 ctx.data_mut(|d| d.insert_temp(cache_id, cache.clone()));
             }
             if let Some(raw) = &cache.raw {
-                // Raw curve, faint, beneath the smoothed one; no name: the legend lists each
-                // run once.
+                // Raw curve, faint, beneath the smoothed one.
                 plot_ui.line(
                     Line::new("", raw.as_ref().clone())
                         .color(c.color.gamma_multiply(0.25))
@@ -221,15 +533,98 @@ pub fn series_plot(
                         .allow_hover(false),
                 );
             }
+            drawn.push((c.name.clone(), c.color, cache.shown.clone()));
         }
     });
-    ui.data_mut(|d| d.insert_temp(bounds_id, *response.transform.bounds()));
+    let plotted = *response.transform.bounds();
+    ui.data_mut(|d| {
+        d.insert_temp(bounds_id, plotted);
+        d.insert_temp(egui::Id::unique(("plot-bounds", id)), plotted);
+    });
+    if let Some(p) = pointer.filter(|_| response.response.hovered()) {
+        hover_values(&response.response, p.x, &drawn, view);
+    }
+    let entries: Vec<(String, Color32)> =
+        curves.iter().map(|c| (c.name.clone(), c.color)).collect();
+    if entries.len() > 1 || entries.iter().any(|e| !e.0.is_empty()) {
+        legend_row(ui, id, &entries);
+    }
+    if header.svg {
+        let series = drawn
+            .iter()
+            .map(|(name, color, pts)| ChartSeries {
+                name: name.clone(),
+                color: *color,
+                mark: Mark::Line,
+                points: pts.as_ref().clone(),
+            })
+            .collect();
+        let xf = move |v: f64, s: f64| x_label(v, s, axes);
+        let yf = move |v: f64, s: f64| y_label(v, s, log_y, percent);
+        let chart = Chart {
+            title: title.to_owned(),
+            x_label: x_title,
+            y_label: if percent { "%".into() } else { String::new() },
+            bounds: [plotted.min(), plotted.max()],
+            series,
+            x_fmt: &xf,
+            y_fmt: &yf,
+        };
+        export.request(ExportRequest::Text {
+            name: id.to_owned(),
+            ext: "svg",
+            text: chart.render(),
+        });
+    }
     export.capture_if_requested(ui.ctx(), id, header.region(ui));
 }
 
-/// Where a plot (with its title row) starts, and whether its CSV button was clicked.
+/// A curve as drawn this frame: name, colour, plotted points.
+type Drawn = (String, Color32, Arc<Vec<[f64; 2]>>);
+
+/// What series plot `id` showed in its last frame, in plotted coordinates (log axes: log10).
+pub fn plotted_bounds(ctx: &egui::Context, id: &str) -> Option<PlotBounds> {
+    ctx.data(|d| d.get_temp(egui::Id::unique(("plot-bounds", id))))
+}
+
+/// The value of every drawn curve at plot x `x` (its nearest point), as a tooltip.
+fn hover_values(response: &egui::Response, x: f64, drawn: &[Drawn], view: View) {
+    let rows: Vec<(String, Color32, f64, f64)> = drawn
+        .iter()
+        .filter_map(|(name, color, pts)| {
+            let i = pts.partition_point(|p| p[0] < x);
+            let near = [i.checked_sub(1), (i < pts.len()).then_some(i)]
+                .into_iter()
+                .flatten()
+                .min_by(|&a, &b| (pts[a][0] - x).abs().total_cmp(&(pts[b][0] - x).abs()))?;
+            Some((name.clone(), *color, pts[near][0], pts[near][1]))
+        })
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    response.clone().on_hover_ui_at_pointer(|ui| {
+        ui.label(format!(
+            "{} {}",
+            view.axes.x.title(),
+            x_label(x, 0.001_f64.max(x.abs() * 1e-4), view.axes)
+        ));
+        for (name, color, _, y) in rows {
+            let v = if view.log_y { 10f64.powf(y) } else { y };
+            let text = if view.style.percent {
+                format!("{v:.2} %")
+            } else {
+                format!("{v:.6}")
+            };
+            ui.colored_label(color, format!("{name}: {text}"));
+        }
+    });
+}
+
+/// Where a plot (with its title row) starts, and which of its export buttons were clicked.
 pub struct PlotHeader {
     pub csv: bool,
+    pub svg: bool,
     top_left: egui::Pos2,
     width: f32,
 }
@@ -245,11 +640,17 @@ impl PlotHeader {
     }
 }
 
-/// The title row of a plot with its export buttons.
-pub fn plot_header(ui: &mut Ui, id: &str, title: &str, export: &mut Export) -> PlotHeader {
+/// The title row of a plot with its export buttons (and, given `axes`, its axis controls).
+pub fn plot_header(
+    ui: &mut Ui,
+    id: &str,
+    title: &str,
+    export: &mut Export,
+    axes: Option<&mut PlotAxes>,
+) -> PlotHeader {
     let top_left = ui.cursor().min;
     let width = ui.available_width();
-    let csv = ui
+    let (csv, svg) = ui
         .horizontal(|ui| {
             ui.strong(title);
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
@@ -262,18 +663,49 @@ pub fn plot_header(ui: &mut Ui, id: &str, title: &str, export: &mut Export) -> P
                         name: id.to_owned(),
                     });
                 }
-                ui.small_button("CSV")
+                let svg = ui
+                    .small_button("SVG")
+                    .on_hover_text("save this plot as SVG (vector, with title, axes and legend)")
+                    .clicked();
+                let csv = ui
+                    .small_button("CSV")
                     .on_hover_text("save what this plot shows as CSV")
-                    .clicked()
+                    .clicked();
+                if let Some(axes) = axes {
+                    ui.toggle_value(&mut axes.log_y, "log y")
+                        .on_hover_text("logarithmic y axis");
+                    ui.toggle_value(&mut axes.log_x, "log x")
+                        .on_hover_text("logarithmic x axis");
+                    egui::ComboBox::from_id_salt((id, "x-axis"))
+                        .selected_text(axes.x.title())
+                        .width(110.0)
+                        .show_ui(ui, |ui| {
+                            for a in XAxis::ALL {
+                                ui.selectable_value(&mut axes.x, a, a.title());
+                            }
+                        })
+                        .response
+                        .accessible_name(format!("x axis of {title}"));
+                }
+                (csv, svg)
             })
             .inner
         })
         .inner;
     PlotHeader {
         csv,
+        svg,
         top_left,
         width,
     }
+}
+
+/// What a curve's points depend on besides its data.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct View {
+    style: PlotStyle,
+    axes: PlotAxes,
+    log_y: bool,
 }
 
 /// What a curve's drawn points depend on; equal keys reuse the cached points.
@@ -283,18 +715,22 @@ struct CacheKey {
     last: [u64; 2],
     smoothing: u64,
     log_y: bool,
+    percent: bool,
+    axes: PlotAxes,
     range: [u64; 2],
     px: usize,
 }
 
 impl CacheKey {
-    fn new(s: &Series, style: PlotStyle, x_min: f64, x_max: f64, px: usize) -> Self {
+    fn new(s: &Series, view: View, x_min: f64, x_max: f64, px: usize) -> Self {
         let last = s.last().unwrap_or((0.0, 0.0));
         Self {
             len: s.len(),
             last: [last.0.to_bits(), last.1.to_bits()],
-            smoothing: style.smoothing.to_bits(),
-            log_y: style.log_y,
+            smoothing: view.style.smoothing.to_bits(),
+            log_y: view.log_y,
+            percent: view.style.percent,
+            axes: view.axes,
             range: [x_min.to_bits(), x_max.to_bits()],
             px,
         }
@@ -311,42 +747,39 @@ struct CurveCache {
 }
 
 impl CurveCache {
-    fn build(
-        s: &Series,
-        style: PlotStyle,
-        x_min: f64,
-        x_max: f64,
-        px: usize,
-        key: CacheKey,
-    ) -> Self {
-        let y = |v: f64| if style.log_y { v.log10() } else { v };
+    fn build(s: &Series, view: View, x_min: f64, x_max: f64, px: usize, key: CacheKey) -> Self {
+        let scale = if view.style.percent { 100.0 } else { 1.0 };
+        let y = |v: f64| {
+            let v = v * scale;
+            if view.log_y { v.log10() } else { v }
+        };
+        let x = |v: f64| if view.axes.log_x { v.log10() } else { v };
         let finish = |pts: Vec<[f64; 2]>| -> Arc<Vec<[f64; 2]>> {
             Arc::new(
                 pts.into_iter()
-                    .map(|[a, b]| [a, y(b)])
-                    .filter(|p| p[1].is_finite())
+                    .map(|[a, b]| [x(a), y(b)])
+                    .filter(|p| p[0].is_finite() && p[1].is_finite())
                     .collect(),
             )
         };
-        if style.smoothing > 0.0 {
-            let smoothed = ema_debiased(&s.ys, style.smoothing);
+        // The visible range is in plotted coordinates; decimation works on the data's.
+        let unx = |v: f64| if view.axes.log_x { 10f64.powf(v) } else { v };
+        let (x_min, x_max) = (unx(x_min), unx(x_max));
+        let xs = s.x_values(view.axes.x);
+        let smoothing = view.style.smoothing;
+        if smoothing > 0.0 && s.len() >= MIN_POINTS_TO_SMOOTH {
+            let smoothed = ema_debiased(&s.ys, smoothing);
             Self {
                 key: Some(key),
-                shown: finish(decimate(&s.xs, &smoothed, x_min, x_max, px)),
+                shown: finish(decimate(&xs, &smoothed, x_min, x_max, px)),
                 // The faint raw curve only shows the spread: a quarter of the resolution
                 // (its extremes still kept per 4-pixel bucket) halves what is tessellated.
-                raw: Some(finish(decimate(
-                    &s.xs,
-                    &s.ys,
-                    x_min,
-                    x_max,
-                    (px / 4).max(1),
-                ))),
+                raw: Some(finish(decimate(&xs, &s.ys, x_min, x_max, (px / 4).max(1)))),
             }
         } else {
             Self {
                 key: Some(key),
-                shown: finish(decimate(&s.xs, &s.ys, x_min, x_max, px)),
+                shown: finish(decimate(&xs, &s.ys, x_min, x_max, px)),
                 raw: None,
             }
         }
@@ -361,7 +794,13 @@ pub fn curves_csv(curves: &[Curve<'_>], smoothing: f64, x_min: f64, x_max: f64) 
         "series,step,value\n"
     });
     for c in curves {
-        let smoothed = (smoothing > 0.0).then(|| ema_debiased(&c.series.ys, smoothing));
+        let smoothed = (smoothing > 0.0).then(|| {
+            if c.series.len() >= MIN_POINTS_TO_SMOOTH {
+                ema_debiased(&c.series.ys, smoothing)
+            } else {
+                c.series.ys.clone()
+            }
+        });
         for (i, (&x, &y)) in c.series.xs.iter().zip(&c.series.ys).enumerate() {
             if x < x_min || x > x_max {
                 continue;
@@ -456,10 +895,7 @@ mod tests {
 
     #[test]
     fn csv_quotes_and_respects_range() {
-        let s = Series {
-            xs: vec![0.0, 1.0, 2.0],
-            ys: vec![1.0, 2.0, 3.0],
-        };
+        let s = Series::new(vec![0.0, 1.0, 2.0], vec![1.0, 2.0, 3.0]);
         let curves = [Curve {
             name: "a,b".into(),
             series: &s,

@@ -1,93 +1,1030 @@
-//! The runs list: a sortable, filterable table of every run in the database. Click a name to
-//! make it the current run (Monitor, Weights, Hardware); tick runs to compare them.
+//! The runs table: every run in the database, virtualised (only the visible rows are laid
+//! out), with chosen columns (built-in, any config key, any metric's last / best / min), sort by
+//! any column, the filter language of [`super::filter`], NAS proxies and study cells folded under
+//! their search / study, shift-click range ticking, and run management (rename, tags, notes,
+//! archive, delete with confirmation). Click a name to make it the current run (Monitor,
+//! Weights, Hardware); tick runs to compare them.
 
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use egui_extras::{Column as TableColumn, TableBuilder};
 use serde::{Deserialize, Serialize};
 use shiftadd_core::run::Command;
 use shiftadd_core::spec::config::HwModel;
+use shiftadd_core::store::manage::RunEdit;
 use shiftadd_core::store::{RunId, Status};
 
-use super::backend::RunRow;
+use super::backend::{Query, RunRow};
 use super::ctx::{Persisted, View};
 use super::data::DataCache;
+use super::filter::{self, Filter};
+use super::monitor::format_secs;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub enum SortKey {
+/// Which figure of a metric a column shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Agg {
+    Last,
+    /// The largest value.
+    Best,
+    Min,
+}
+
+impl Agg {
+    pub const ALL: [Self; 3] = [Self::Last, Self::Best, Self::Min];
+
+    fn title(self) -> &'static str {
+        match self {
+            Self::Last => "last",
+            Self::Best => "best",
+            Self::Min => "min",
+        }
+    }
+}
+
+/// A column of the runs table after the id and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Col {
+    Status,
+    Tags,
+    Data,
+    Model,
+    Op,
+    Hybrid,
+    Seed,
+    ValBest,
+    ValLast,
+    Test,
+    Energy,
+    Duration,
+    /// A config key (`train.lr`).
+    Config(String),
+    /// A metric's figure (`val/top5`, best).
+    Metric(String, Agg),
+}
+
+impl Col {
+    pub const BUILT_IN: [Self; 12] = [
+        Self::Status,
+        Self::Tags,
+        Self::Data,
+        Self::Model,
+        Self::Op,
+        Self::Hybrid,
+        Self::Seed,
+        Self::ValBest,
+        Self::ValLast,
+        Self::Test,
+        Self::Energy,
+        Self::Duration,
+    ];
+
+    pub fn title(&self, hw: HwModel) -> String {
+        match self {
+            Self::Status => "Status".into(),
+            Self::Tags => "Tags".into(),
+            Self::Data => "Data".into(),
+            Self::Model => "Model".into(),
+            Self::Op => "Op".into(),
+            Self::Hybrid => "Hybrid".into(),
+            Self::Seed => "Seed".into(),
+            Self::ValBest => "Val best %".into(),
+            Self::ValLast => "Val last %".into(),
+            Self::Test => "Test %".into(),
+            Self::Energy => match hw {
+                HwModel::Shiftaddnas => "mJ (ShiftAddNAS)".into(),
+                HwModel::Project => "mJ (project)".into(),
+            },
+            Self::Duration => "Duration".into(),
+            Self::Config(k) => k.clone(),
+            Self::Metric(k, a) => format!("{k} ({})", a.title()),
+        }
+    }
+
+    /// The metric this column needs loaded with the runs.
+    fn metric(&self) -> Option<&str> {
+        match self {
+            Self::Metric(k, _) => Some(k),
+            _ => None,
+        }
+    }
+}
+
+/// What a cell shows, and the number it sorts by (text sorts where there is none).
+pub struct Cell {
+    pub text: String,
+    pub num: Option<f64>,
+}
+
+fn pct(v: Option<f64>) -> Cell {
+    Cell {
+        text: v.map_or_else(|| "–".into(), |v| format!("{:.2}", v * 100.0)),
+        num: v,
+    }
+}
+
+fn text(s: &str) -> Cell {
+    Cell {
+        text: s.to_owned(),
+        num: None,
+    }
+}
+
+/// The cell of `row` in column `col` (energy under cost model `hw`).
+pub fn cell(row: &RunRow, col: &Col, hw: HwModel) -> Cell {
+    let s = &row.summary;
+    match col {
+        Col::Status => text(s.status.as_str()),
+        Col::Tags => text(&s.tags),
+        Col::Data => text(&s.dataset),
+        Col::Model => text(&s.model),
+        Col::Op => text(&s.operator),
+        Col::Hybrid => text(&row.hybrid),
+        Col::Seed => Cell {
+            text: s.seed.to_string(),
+            num: Some(s.seed as f64),
+        },
+        Col::ValBest => pct(s.best_val_top1),
+        Col::ValLast => pct(s.last_val_top1),
+        Col::Test => pct(s.test_top1),
+        Col::Energy => {
+            let e = s.energy_under(hw.as_str());
+            Cell {
+                text: e.map_or_else(|| "–".into(), |e| format!("{e:.3}")),
+                num: e,
+            }
+        }
+        Col::Duration => {
+            let d = s.duration_secs();
+            Cell {
+                text: d.map_or_else(|| "–".into(), format_secs),
+                num: d,
+            }
+        }
+        Col::Config(k) => {
+            let v = row.config.get(k).map(|v| v.trim_matches('"').to_owned());
+            Cell {
+                num: v.as_deref().and_then(|v| v.parse().ok()),
+                text: v.unwrap_or_else(|| "–".into()),
+            }
+        }
+        Col::Metric(k, agg) => {
+            let v = row.metrics.get(k).map(|m| match agg {
+                Agg::Last => m.last,
+                Agg::Best => m.max,
+                Agg::Min => m.min,
+            });
+            if super::plot::is_accuracy(k) {
+                pct(v)
+            } else {
+                Cell {
+                    text: v.map_or_else(|| "–".into(), |v| format!("{v:.4}")),
+                    num: v,
+                }
+            }
+        }
+    }
+}
+
+/// What the table sorts by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum SortBy {
     #[default]
     Id,
     Name,
-    Status,
-    Best,
-    Last,
-    Test,
-    Energy,
+    Col(Col),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RunsSettings {
     pub filter: String,
-    pub sort: SortKey,
+    pub sort: SortBy,
     pub descending: bool,
+    /// The columns after id and name, in order.
+    pub columns: Vec<Col>,
+    pub show_archived: bool,
+    /// Fold NAS proxies under their search and study cells under their study.
+    pub fold: bool,
 }
 
 impl Default for RunsSettings {
     fn default() -> Self {
         Self {
             filter: String::new(),
-            sort: SortKey::Id,
+            sort: SortBy::Id,
             descending: true,
+            columns: vec![
+                Col::Status,
+                Col::Tags,
+                Col::Model,
+                Col::Op,
+                Col::Hybrid,
+                Col::ValBest,
+                Col::Test,
+                Col::Energy,
+            ],
+            show_archived: false,
+            fold: true,
         }
     }
 }
 
-/// Whether `row` matches every word of `filter` (in name, tags, status, dataset, model,
-/// operator, hybrid mode or `#id`).
-pub fn matches(row: &RunRow, filter: &str) -> bool {
-    let s = &row.summary;
-    let hay = format!(
-        "#{} {} {} {} {} {} {} {}",
-        s.id, s.name, s.tags, s.status, s.dataset, s.model, s.operator, row.hybrid
-    )
-    .to_lowercase();
-    filter
-        .split_whitespace()
-        .all(|w| hay.contains(&w.to_lowercase()))
+impl RunsSettings {
+    /// The metric keys the table needs loaded: its metric columns' and its filter's.
+    pub fn metric_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .columns
+            .iter()
+            .filter_map(Col::metric)
+            .map(str::to_owned)
+            .collect();
+        if let Ok(f) = Filter::parse(&self.filter) {
+            keys.extend(f.metric_keys());
+        }
+        keys
+    }
 }
 
-/// The runs that pass the filter, in the chosen order (energy: under cost model `hw`).
-pub fn sorted<'a>(rows: &'a [RunRow], settings: &RunsSettings, hw: HwModel) -> Vec<&'a RunRow> {
+/// The runs that pass the filter (and the archived toggle), in the chosen order.
+pub fn sorted<'a>(
+    rows: &'a [RunRow],
+    settings: &RunsSettings,
+    hw: HwModel,
+) -> Result<Vec<&'a RunRow>, String> {
+    let f = Filter::parse(&settings.filter)?;
     let mut v: Vec<&RunRow> = rows
         .iter()
-        .filter(|r| matches(r, &settings.filter))
+        .filter(|r| settings.show_archived || !r.summary.archived || filter_names_archived(&f))
+        .filter(|r| f.matches(r))
         .collect();
-    let num = |x: Option<f64>| x.unwrap_or(f64::NEG_INFINITY);
-    v.sort_by(|a, b| {
-        let (a, b) = (&a.summary, &b.summary);
-        match settings.sort {
-            SortKey::Id => a.id.cmp(&b.id),
-            SortKey::Name => a.name.cmp(&b.name),
-            SortKey::Status => a.status.as_str().cmp(b.status.as_str()),
-            SortKey::Best => num(a.best_val_top1).total_cmp(&num(b.best_val_top1)),
-            SortKey::Last => num(a.last_val_top1).total_cmp(&num(b.last_val_top1)),
-            SortKey::Test => num(a.test_top1).total_cmp(&num(b.test_top1)),
-            SortKey::Energy => {
-                num(a.energy_under(hw.as_str())).total_cmp(&num(b.energy_under(hw.as_str())))
+    let key = |r: &RunRow| -> (Option<f64>, String) {
+        match &settings.sort {
+            SortBy::Id => (Some(r.summary.id as f64), String::new()),
+            SortBy::Name => (None, r.summary.name.to_lowercase()),
+            SortBy::Col(c) => {
+                let c = cell(r, c, hw);
+                (c.num, c.text)
             }
         }
-        .then(a.id.cmp(&b.id))
+    };
+    let mut keyed: Vec<((Option<f64>, String), &RunRow)> =
+        v.drain(..).map(|r| (key(r), r)).collect();
+    keyed.sort_by(|(a, ra), (b, rb)| {
+        let num = |x: Option<f64>| x.unwrap_or(f64::NEG_INFINITY);
+        num(a.0)
+            .total_cmp(&num(b.0))
+            .then_with(|| a.1.cmp(&b.1))
+            .then(ra.summary.id.cmp(&rb.summary.id))
     });
+    let mut v: Vec<&RunRow> = keyed.into_iter().map(|(_, r)| r).collect();
     if settings.descending {
         v.reverse();
     }
-    v
+    Ok(v)
 }
 
-fn pct(v: Option<f64>) -> String {
-    v.map_or_else(|| "–".into(), |v| format!("{:.2}", v * 100.0))
+/// `is:archived` asks for archived runs even while they are hidden.
+fn filter_names_archived(f: &Filter) -> bool {
+    f.terms.iter().any(|(neg, t)| {
+        !neg && matches!(t, filter::Term::Field { key, value } if key == "is" && value == "archived")
+    })
 }
 
-fn header(ui: &mut egui::Ui, settings: &mut RunsSettings, key: SortKey, title: &str) {
-    let arrow = if settings.sort == key {
+/// Where a folded run belongs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Group {
+    /// The proxies of the NAS search whose run has this id.
+    Search(RunId),
+    /// The cells of a study.
+    Study(i64),
+}
+
+impl Group {
+    pub fn of(row: &RunRow) -> Option<Self> {
+        let tags: Vec<&str> = row.summary.tag_list().collect();
+        let numbered = |prefix: &str| {
+            tags.iter()
+                .find_map(|t| t.strip_prefix(prefix)?.parse::<i64>().ok())
+        };
+        if tags.contains(&"nas-proxy") {
+            return numbered("nas").map(Self::Search);
+        }
+        if tags.contains(&"study") {
+            return numbered("study").map(Self::Study);
+        }
+        None
+    }
+}
+
+/// One line of the table as shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Line {
+    /// Index into the rows; depth 1 inside an open group; `members`: runs folded under it.
+    Run {
+        index: usize,
+        depth: u8,
+        members: usize,
+    },
+    /// A group whose own run is not listed (a study, a search filtered out).
+    Header { group: Group, members: usize },
+}
+
+/// The lines of `rows` (already filtered and sorted), folding groups not in `open`.
+pub fn lines(rows: &[&RunRow], fold: bool, open: &HashSet<Group>) -> Vec<Line> {
+    if !fold {
+        return (0..rows.len())
+            .map(|index| Line::Run {
+                index,
+                depth: 0,
+                members: 0,
+            })
+            .collect();
+    }
+    let mut members: HashMap<Group, Vec<usize>> = HashMap::new();
+    for (i, r) in rows.iter().enumerate() {
+        if let Some(g) = Group::of(r) {
+            members.entry(g).or_default().push(i);
+        }
+    }
+    let listed: HashSet<RunId> = rows
+        .iter()
+        .filter(|r| Group::of(r).is_none())
+        .map(|r| r.summary.id)
+        .collect();
+    let mut out = Vec::new();
+    let mut seen: HashSet<Group> = HashSet::new();
+    let push_members = |out: &mut Vec<Line>, g: Group| {
+        if open.contains(&g) {
+            for &index in &members[&g] {
+                out.push(Line::Run {
+                    index,
+                    depth: 1,
+                    members: 0,
+                });
+            }
+        }
+    };
+    for (i, r) in rows.iter().enumerate() {
+        match Group::of(r) {
+            Some(g) => {
+                let anchored = matches!(g, Group::Search(s) if listed.contains(&s));
+                if !anchored && seen.insert(g) {
+                    out.push(Line::Header {
+                        group: g,
+                        members: members[&g].len(),
+                    });
+                    push_members(&mut out, g);
+                }
+            }
+            None => {
+                let g = Group::Search(r.summary.id);
+                let n = members.get(&g).map_or(0, Vec::len);
+                out.push(Line::Run {
+                    index: i,
+                    depth: 0,
+                    members: n,
+                });
+                if n > 0 {
+                    push_members(&mut out, g);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A dialog over the table.
+#[derive(Debug, Clone, PartialEq)]
+enum Dialog {
+    Rename(RunId, String),
+    Tags(RunId, String),
+    Notes(RunId, String),
+    Delete(Vec<RunId>),
+}
+
+/// What the table worked out for the current data and settings (recomputed only when either
+/// changes: a frame over 5,000 runs must not filter and sort them again).
+struct Layout {
+    key: (u64, RunsSettings, Vec<Group>, HwModel),
+    /// Row ids in display order, and the lines.
+    ids: Vec<RunId>,
+    lines: Vec<Line>,
+    error: Option<String>,
+}
+
+/// The runs panel's state of this session.
+#[derive(Default)]
+pub struct RunsView {
+    /// The run a shift-click ticks from.
+    anchor: Option<RunId>,
+    open: HashSet<Group>,
+    dialog: Option<Dialog>,
+    layout: Option<Layout>,
+    add_column: String,
+    /// An archive / unarchive chosen in a context menu, sent after the frame.
+    pending_archive: Option<(RunId, bool)>,
+}
+
+impl RunsView {
+    fn layout(&mut self, data: &DataCache, settings: &RunsSettings, hw: HwModel) -> &Layout {
+        let mut open: Vec<Group> = self.open.iter().copied().collect();
+        open.sort();
+        let key = (data.runs_version, settings.clone(), open, hw);
+        if self.layout.as_ref().is_none_or(|l| l.key != key) {
+            let (ids, lines, error) = match sorted(&data.runs, settings, hw) {
+                Ok(rows) => {
+                    let lines = lines(&rows, settings.fold, &self.open);
+                    (rows.iter().map(|r| r.summary.id).collect(), lines, None)
+                }
+                Err(e) => (Vec::new(), Vec::new(), Some(e)),
+            };
+            self.layout = Some(Layout {
+                key,
+                ids,
+                lines,
+                error,
+            });
+        }
+        self.layout.as_ref().expect("set above")
+    }
+
+    /// The runs panel. Changes to runs go out as `queries` (the data thread applies them).
+    pub fn ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        data: &mut DataCache,
+        persisted: &mut Persisted,
+        commands: &mut Vec<Command>,
+        queries: &mut Vec<Query>,
+    ) {
+        let hw = persisted.hw_model;
+        data.set_runs_metrics(persisted.runs.metric_keys());
+        self.toolbar(ui, data, persisted, queries);
+        if !data.runs_loaded {
+            ui.spinner();
+            return;
+        }
+        if data.runs.is_empty() {
+            ui.label("No runs yet: pick a preset in Launch and press Launch.");
+            return;
+        }
+        let settings = persisted.runs.clone();
+        let layout = self.layout(data, &settings, hw);
+        if let Some(e) = &layout.error {
+            ui.colored_label(ui.visuals().error_fg_color, format!("filter: {e}"));
+            return;
+        }
+        let (ids, lines) = (layout.ids.clone(), layout.lines.clone());
+        let index: HashMap<RunId, usize> = data
+            .runs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.summary.id, i))
+            .collect();
+        let groups = lines
+            .iter()
+            .filter(|l| matches!(l, Line::Header { .. }))
+            .count();
+        let folded = ids.len()
+            - lines
+                .iter()
+                .filter(|l| matches!(l, Line::Run { .. }))
+                .count();
+        ui.weak(format!(
+            "{} of {} runs match{}",
+            ids.len(),
+            data.runs.len(),
+            match (folded, groups) {
+                (0, _) => String::new(),
+                (f, 0) => format!(" · {f} folded under their search (+ opens)"),
+                (f, g) => format!(" · {f} folded in {g} group(s) (+ opens)"),
+            }
+        ));
+        let mut sort_clicked: Option<SortBy> = None;
+        let mut tick: Option<(RunId, bool, bool)> = None;
+        let mut toggle: Option<Group> = None;
+        let row_h = 20.0;
+        let mut table = TableBuilder::new(ui)
+            .striped(true)
+            .resizable(true)
+            .auto_shrink([false, false])
+            .column(TableColumn::initial(72.0).at_least(56.0))
+            .column(TableColumn::initial(170.0).at_least(60.0).clip(true));
+        for c in &settings.columns {
+            let width = match c {
+                Col::Status => 74.0,
+                Col::Tags | Col::Data | Col::Energy => 96.0,
+                Col::Config(_) | Col::Metric(..) => 88.0,
+                Col::Model | Col::Duration => 64.0,
+                _ => 52.0,
+            };
+            table = table.column(TableColumn::initial(width).at_least(30.0).clip(true));
+        }
+        table
+            .header(row_h, |mut h| {
+                for (by, title) in [
+                    (SortBy::Id, "Id".to_owned()),
+                    (SortBy::Name, "Name".to_owned()),
+                ]
+                .into_iter()
+                .chain(
+                    settings
+                        .columns
+                        .iter()
+                        .map(|c| (SortBy::Col(c.clone()), c.title(hw))),
+                ) {
+                    h.col(|ui| {
+                        if header(ui, &settings, &by, &title) {
+                            sort_clicked = Some(by);
+                        }
+                    });
+                }
+            })
+            .body(|body| {
+                body.rows(row_h, lines.len(), |mut row| match lines[row.index()] {
+                    Line::Header { group, members } => {
+                        let open = self.open.contains(&group);
+                        row.col(|ui| {
+                            if ui.small_button(if open { "-" } else { "+" }).clicked() {
+                                toggle = Some(group);
+                            }
+                        });
+                        row.col(|ui| {
+                            let what = match group {
+                                Group::Search(s) => format!("NAS search #{s}: {members} proxies"),
+                                Group::Study(s) => format!("study {s}: {members} runs"),
+                            };
+                            if ui
+                                .selectable_label(false, egui::RichText::new(what).italics())
+                                .clicked()
+                            {
+                                toggle = Some(group);
+                            }
+                        });
+                        for _ in &settings.columns {
+                            row.col(|_| {});
+                        }
+                    }
+                    Line::Run {
+                        index: i,
+                        depth,
+                        members,
+                    } => {
+                        let Some(r) = ids
+                            .get(i)
+                            .and_then(|id| index.get(id))
+                            .map(|&j| &data.runs[j])
+                        else {
+                            return;
+                        };
+                        let id = r.summary.id;
+                        row.col(|ui| {
+                            let mut ticked = persisted.compare.contains(&id);
+                            let resp = ui
+                                .checkbox(&mut ticked, format!("#{id}"))
+                                .on_hover_text("compare this run (shift-click: tick a range)");
+                            if resp.changed() {
+                                tick = Some((id, ticked, ui.input(|i| i.modifiers.shift)));
+                            }
+                        });
+                        row.col(|ui| {
+                            ui.horizontal(|ui| {
+                                if depth > 0 {
+                                    ui.add_space(14.0);
+                                }
+                                if members > 0 {
+                                    let g = Group::Search(id);
+                                    let open = self.open.contains(&g);
+                                    if ui
+                                        .small_button(if open { "-" } else { "+" })
+                                        .on_hover_text(format!("{members} proxy runs"))
+                                        .clicked()
+                                    {
+                                        toggle = Some(g);
+                                    }
+                                }
+                                self.name_cell(ui, r, data, persisted, commands);
+                            });
+                        });
+                        for c in &settings.columns {
+                            row.col(|ui| {
+                                let v = cell(r, c, hw);
+                                let resp = if *c == Col::Status {
+                                    ui.colored_label(status_color(ui, r.summary.status), v.text)
+                                } else {
+                                    ui.label(v.text)
+                                };
+                                if *c == Col::Status
+                                    && let Some(reason) = &r.summary.reason
+                                {
+                                    resp.on_hover_text(reason);
+                                }
+                            });
+                        }
+                    }
+                });
+            });
+        if let Some(by) = sort_clicked {
+            let s = &mut persisted.runs;
+            if s.sort == by {
+                s.descending = !s.descending;
+            } else {
+                // Numbers read best highest first; names and text A to Z.
+                s.descending = matches!(&by, SortBy::Id)
+                    || matches!(&by, SortBy::Col(c) if !matches!(c, Col::Status | Col::Tags | Col::Data | Col::Model | Col::Op | Col::Hybrid));
+                s.sort = by;
+            }
+        }
+        if let Some(g) = toggle
+            && !self.open.remove(&g)
+        {
+            self.open.insert(g);
+        }
+        if let Some((id, on, shift)) = tick {
+            let range = match (shift, self.anchor) {
+                (true, Some(a)) => {
+                    // Runs between the anchor and this one, as the lines show them.
+                    let visible: Vec<RunId> = lines
+                        .iter()
+                        .filter_map(|l| match l {
+                            Line::Run { index, .. } => ids.get(*index).copied(),
+                            Line::Header { .. } => None,
+                        })
+                        .collect();
+                    match (
+                        visible.iter().position(|&r| r == a),
+                        visible.iter().position(|&r| r == id),
+                    ) {
+                        (Some(x), Some(y)) => visible[x.min(y)..=x.max(y)].to_vec(),
+                        _ => vec![id],
+                    }
+                }
+                _ => vec![id],
+            };
+            for r in range {
+                let has = persisted.compare.contains(&r);
+                if on && !has {
+                    persisted.compare.push(r);
+                } else if !on && has {
+                    persisted.compare.retain(|x| *x != r);
+                }
+            }
+            self.anchor = Some(id);
+        }
+        self.dialog_ui(ui.ctx(), data, queries);
+    }
+
+    fn toolbar(
+        &mut self,
+        ui: &mut egui::Ui,
+        data: &DataCache,
+        persisted: &mut Persisted,
+        queries: &mut Vec<Query>,
+    ) {
+        let Persisted {
+            view,
+            compare,
+            runs: settings,
+            hw_model,
+            ..
+        } = persisted;
+        ui.horizontal(|ui| {
+            ui.heading("Runs");
+            ui.add(
+                egui::TextEdit::singleline(&mut settings.filter)
+                    .hint_text("filter: op:add -tag:nas-proxy val/top1>0.6")
+                    .desired_width(250.0),
+            )
+            .accessible_name("filter runs")
+            .on_hover_text(
+                "terms that must all hold: words (name, tags, status, model, …, notes), key:value \
+                 (tag:, status:, op:, model:, is:archived, any config key such as ops.kind:add), \
+                 comparisons (val/top1>0.6, train.lr<0.1, epochs>=10, energy<0.1, duration>600), \
+                 and -term to negate any of them",
+            );
+            ui.menu_button("Columns", |ui| {
+                columns_menu(ui, data, settings, *hw_model, &mut self.add_column);
+            });
+            ui.toggle_value(&mut settings.fold, "fold").on_hover_text(
+                "fold NAS proxies under their search and study cells under their study",
+            );
+            ui.toggle_value(&mut settings.show_archived, "archived")
+                .on_hover_text("show archived runs");
+        });
+        // Always there (disabled with nothing ticked), so ticking a run never moves the table.
+        ui.horizontal(|ui| {
+            ui.add_enabled_ui(!compare.is_empty(), |ui| {
+                let label = if compare.is_empty() {
+                    "Compare (tick runs)".to_owned()
+                } else {
+                    format!("Compare {}", compare.len())
+                };
+                if ui.button(label).clicked() {
+                    *view = View::Compare;
+                }
+                if ui
+                    .small_button("clear")
+                    .on_hover_text("untick all")
+                    .clicked()
+                {
+                    compare.clear();
+                }
+                ui.separator();
+                ui.weak("ticked:");
+                for (what, to) in [("archive", true), ("unarchive", false)] {
+                    if ui.small_button(what).clicked() {
+                        for &run in compare.iter() {
+                            queries.push(Query::Edit {
+                                run,
+                                edit: RunEdit::Archive(to),
+                            });
+                        }
+                    }
+                }
+                if ui.small_button("delete…").clicked() {
+                    self.dialog = Some(Dialog::Delete(compare.clone()));
+                }
+            });
+        });
+    }
+
+    fn name_cell(
+        &mut self,
+        ui: &mut egui::Ui,
+        r: &RunRow,
+        data: &DataCache,
+        persisted: &mut Persisted,
+        commands: &mut Vec<Command>,
+    ) {
+        let s = &r.summary;
+        let selected = persisted.current == Some(s.id);
+        let label = if s.archived {
+            egui::RichText::new(&s.name).weak()
+        } else {
+            egui::RichText::new(&s.name)
+        };
+        let name = ui.selectable_label(selected, label);
+        let name = if s.notes.is_empty() {
+            name
+        } else {
+            name.on_hover_text(&s.notes)
+        };
+        if name.clicked() {
+            persisted.current = Some(s.id);
+            if matches!(persisted.view, View::Launch | View::Compare) {
+                persisted.view = View::Monitor;
+            }
+        }
+        name.context_menu(|ui| {
+            if data.live.contains_key(&s.id) || s.status == Status::Queued {
+                if ui.button("Stop").clicked() {
+                    commands.push(Command::Stop(s.id));
+                    ui.close();
+                }
+            } else if s.status != Status::Finished && ui.button("Resume").clicked() {
+                commands.push(Command::Resume {
+                    run: s.id,
+                    request: 0,
+                });
+                ui.close();
+            }
+            ui.separator();
+            if ui.button("Rename…").clicked() {
+                self.dialog = Some(Dialog::Rename(s.id, s.name.clone()));
+                ui.close();
+            }
+            if ui.button("Tags…").clicked() {
+                self.dialog = Some(Dialog::Tags(s.id, s.tags.clone()));
+                ui.close();
+            }
+            if ui.button("Notes…").clicked() {
+                self.dialog = Some(Dialog::Notes(s.id, s.notes.clone()));
+                ui.close();
+            }
+            let (what, to) = if s.archived {
+                ("Unarchive", false)
+            } else {
+                ("Archive", true)
+            };
+            if ui.button(what).clicked() {
+                self.dialog = None;
+                self.pending_archive = Some((s.id, to));
+                ui.close();
+            }
+            if ui.button("Delete…").clicked() {
+                self.dialog = Some(Dialog::Delete(vec![s.id]));
+                ui.close();
+            }
+        });
+    }
+
+    fn dialog_ui(&mut self, ctx: &egui::Context, data: &DataCache, queries: &mut Vec<Query>) {
+        if let Some((run, to)) = self.pending_archive.take() {
+            queries.push(Query::Edit {
+                run,
+                edit: RunEdit::Archive(to),
+            });
+        }
+        let Some(dialog) = &mut self.dialog else {
+            return;
+        };
+        let mut close = false;
+        egui::Modal::new(egui::Id::unique("runs-dialog")).show(ctx, |ui| {
+            match dialog {
+                Dialog::Rename(run, name) => {
+                    ui.heading(format!("Rename run #{run}"));
+                    ui.add(egui::TextEdit::singleline(name).desired_width(320.0))
+                        .accessible_name("new name");
+                    if edit_buttons(ui, !name.trim().is_empty()) {
+                        queries.push(Query::Edit {
+                            run: *run,
+                            edit: RunEdit::Rename(name.trim().to_owned()),
+                        });
+                        close = true;
+                    }
+                }
+                Dialog::Tags(run, tags) => {
+                    ui.heading(format!("Tags of run #{run}"));
+                    ui.label("comma-separated");
+                    ui.add(egui::TextEdit::singleline(tags).desired_width(320.0))
+                        .accessible_name("tags");
+                    if edit_buttons(ui, true) {
+                        queries.push(Query::Edit {
+                            run: *run,
+                            edit: RunEdit::SetTags(tags.clone()),
+                        });
+                        close = true;
+                    }
+                }
+                Dialog::Notes(run, notes) => {
+                    ui.heading(format!("Notes of run #{run}"));
+                    ui.label("Markdown: # headings, - lists, **bold**, `code`; shown in Monitor");
+                    ui.add(
+                        egui::TextEdit::multiline(notes)
+                            .desired_width(420.0)
+                            .desired_rows(8),
+                    )
+                    .accessible_name("notes");
+                    if edit_buttons(ui, true) {
+                        queries.push(Query::Edit {
+                            run: *run,
+                            edit: RunEdit::SetNotes(notes.clone()),
+                        });
+                        close = true;
+                    }
+                }
+                Dialog::Delete(runs) => {
+                    let active: Vec<RunId> = runs
+                        .iter()
+                        .copied()
+                        .filter(|r| data.is_active(*r))
+                        .collect();
+                    let names: Vec<String> = runs
+                        .iter()
+                        .map(|r| {
+                            data.row(*r)
+                                .map_or_else(|| format!("#{r}"), |x| format!("#{r} `{}`", x.summary.name))
+                        })
+                        .collect();
+                    ui.heading(format!("Delete {} run(s)?", runs.len()));
+                    ui.label(format!(
+                        "{} — with every metric, log, histogram and checkpoint file recorded for them. This cannot be undone.",
+                        names.join(", ")
+                    ));
+                    if !active.is_empty() {
+                        ui.colored_label(
+                            ui.visuals().error_fg_color,
+                            format!("Stop run(s) {active:?} first: a training run cannot be deleted."),
+                        );
+                    }
+                    ui.horizontal(|ui| {
+                        if ui
+                            .add_enabled(active.is_empty(), egui::Button::new("Delete"))
+                            .clicked()
+                        {
+                            queries.push(Query::Delete(runs.clone()));
+                            close = true;
+                        }
+                        if ui.button("Cancel").clicked() {
+                            close = true;
+                        }
+                    });
+                }
+            }
+            if ui.input(|i| i.key_pressed(egui::Key::Escape)) {
+                close = true;
+            }
+        });
+        if close {
+            self.dialog = None;
+        }
+    }
+}
+
+/// Save / Cancel; whether Save was clicked (and allowed). Cancel closes through Escape's path.
+fn edit_buttons(ui: &mut egui::Ui, can_save: bool) -> bool {
+    let mut save = false;
+    ui.horizontal(|ui| {
+        save = ui
+            .add_enabled(can_save, egui::Button::new("Save"))
+            .clicked();
+        if ui.button("Cancel").clicked() {
+            ui.ctx().input_mut(|i| {
+                i.events.push(egui::Event::Key {
+                    key: egui::Key::Escape,
+                    physical_key: None,
+                    pressed: true,
+                    repeat: false,
+                    modifiers: egui::Modifiers::NONE,
+                });
+            });
+        }
+    });
+    save
+}
+
+/// The column chooser: built-in columns as checkboxes, then any config key or metric by name.
+fn columns_menu(
+    ui: &mut egui::Ui,
+    data: &DataCache,
+    settings: &mut RunsSettings,
+    hw: HwModel,
+    query: &mut String,
+) {
+    ui.set_min_width(260.0);
+    for c in Col::BUILT_IN {
+        let mut on = settings.columns.contains(&c);
+        if ui.checkbox(&mut on, c.title(hw)).changed() {
+            if on {
+                settings.columns.push(c);
+            } else {
+                settings.columns.retain(|x| *x != c);
+            }
+        }
+    }
+    ui.separator();
+    let custom: Vec<Col> = settings
+        .columns
+        .iter()
+        .filter(|c| matches!(c, Col::Config(_) | Col::Metric(..)))
+        .cloned()
+        .collect();
+    for c in custom {
+        ui.horizontal(|ui| {
+            ui.label(c.title(hw));
+            if ui
+                .small_button("x")
+                .on_hover_text("remove this column")
+                .clicked()
+            {
+                settings.columns.retain(|x| *x != c);
+            }
+        });
+    }
+    ui.add(
+        egui::TextEdit::singleline(query)
+            .hint_text("config key or metric…")
+            .desired_width(240.0),
+    )
+    .accessible_name("add column");
+    let q = query.to_lowercase();
+    if q.is_empty() {
+        return;
+    }
+    let config_keys: BTreeSet<&String> = data
+        .runs
+        .iter()
+        .take(50)
+        .flat_map(|r| r.config.keys())
+        .collect();
+    let mut offers: Vec<Col> = config_keys
+        .into_iter()
+        .filter(|k| k.to_lowercase().contains(&q))
+        .map(|k| Col::Config(k.clone()))
+        .collect();
+    for k in data
+        .metric_keys
+        .iter()
+        .filter(|k| k.to_lowercase().contains(&q))
+    {
+        offers.extend(Agg::ALL.map(|a| Col::Metric(k.clone(), a)));
+    }
+    egui::ScrollArea::vertical()
+        .max_height(240.0)
+        .show(ui, |ui| {
+            offers.retain(|c| !settings.columns.contains(c));
+            for c in offers.into_iter().take(60) {
+                if ui.selectable_label(false, c.title(hw)).clicked() {
+                    settings.columns.push(c);
+                    query.clear();
+                }
+            }
+        });
+}
+
+/// A sortable column header; whether it was clicked.
+fn header(ui: &mut egui::Ui, settings: &RunsSettings, by: &SortBy, title: &str) -> bool {
+    let arrow = if settings.sort == *by {
         if settings.descending {
             " (desc)"
         } else {
@@ -96,236 +1033,125 @@ fn header(ui: &mut egui::Ui, settings: &mut RunsSettings, key: SortKey, title: &
     } else {
         ""
     };
-    if ui
-        .add(
-            egui::Button::new(egui::RichText::new(format!("{title}{arrow}")).strong()).frame(false),
-        )
+    ui.add(egui::Button::new(egui::RichText::new(format!("{title}{arrow}")).strong()).frame(false))
         .on_hover_text(format!("sort by {}", title.to_lowercase()))
         .clicked()
-    {
-        if settings.sort == key {
-            settings.descending = !settings.descending;
-        } else {
-            settings.sort = key;
-            settings.descending = matches!(
-                key,
-                SortKey::Best | SortKey::Last | SortKey::Test | SortKey::Id
-            );
-        }
-    }
 }
 
 fn status_color(ui: &egui::Ui, status: Status) -> egui::Color32 {
     match status {
-        Status::Running => egui::Color32::from_rgb(0x5c, 0xc0, 0x6c),
-        Status::Paused | Status::Queued => egui::Color32::from_rgb(0xd0, 0xc8, 0x40),
+        Status::Running => egui::Color32::from_rgb(0x3c, 0xa0, 0x4c),
+        Status::Paused | Status::Queued => egui::Color32::from_rgb(0xb0, 0xa0, 0x20),
         Status::Failed => ui.visuals().error_fg_color,
         Status::Interrupted | Status::Stopped => ui.visuals().warn_fg_color,
         Status::Finished => ui.visuals().text_color(),
     }
 }
 
-/// The runs panel.
-pub fn runs_panel(
-    ui: &mut egui::Ui,
-    data: &DataCache,
-    persisted: &mut Persisted,
-    commands: &mut Vec<Command>,
-) {
-    let Persisted {
-        view,
-        current,
-        compare,
-        runs: settings,
-        hw_model,
-        ..
-    } = persisted;
-    let hw = *hw_model;
-    ui.horizontal(|ui| {
-        ui.heading("Runs");
-        ui.add(
-            egui::TextEdit::singleline(&mut settings.filter)
-                .hint_text("filter: name, tag, status, model…")
-                .desired_width(220.0),
-        )
-        .accessible_name("filter runs")
-        .on_hover_text("words to match in name, tags, status, dataset, model, operator or #id");
-        if !compare.is_empty() && ui.button(format!("Compare {}", compare.len())).clicked() {
-            *view = View::Compare;
-        }
-        if !compare.is_empty()
-            && ui
-                .small_button("clear")
-                .on_hover_text("untick all")
-                .clicked()
-        {
-            compare.clear();
-        }
-    });
-    if !data.runs_loaded {
-        ui.spinner();
-        return;
-    }
-    if data.runs.is_empty() {
-        ui.label("No runs yet: pick a preset in Launch and press Launch.");
-        return;
-    }
-    let rows = sorted(&data.runs, settings, hw);
-    egui::ScrollArea::both()
-        .auto_shrink([false, false])
-        .show(ui, |ui| {
-            egui::Grid::new("runs-table")
-                .striped(true)
-                .num_columns(12)
-                .spacing([10.0, 4.0])
-                .show(ui, |ui| {
-                    header(ui, settings, SortKey::Id, "Id");
-                    header(ui, settings, SortKey::Name, "Name");
-                    header(ui, settings, SortKey::Status, "Status");
-                    ui.strong("Tags");
-                    ui.strong("Data");
-                    ui.strong("Model");
-                    ui.strong("Op");
-                    ui.strong("Hybrid");
-                    header(ui, settings, SortKey::Best, "Val best %");
-                    header(ui, settings, SortKey::Last, "Val last %");
-                    header(ui, settings, SortKey::Test, "Test %");
-                    let unit = match hw {
-                        HwModel::Shiftaddnas => "mJ (ShiftAddNAS)",
-                        HwModel::Project => "mJ (project)",
-                    };
-                    header(ui, settings, SortKey::Energy, unit);
-                    ui.end_row();
-                    for row in rows {
-                        row_ui(ui, row, data, current, compare, view, commands);
-                        ui.label(
-                            row.summary
-                                .energy_under(hw.as_str())
-                                .map_or_else(|| "–".into(), |e| format!("{e:.3}")),
-                        )
-                        .on_hover_text(format!("tiny model, per inference, {}", hw.title()));
-                        ui.end_row();
-                    }
-                });
-        });
-}
-
-fn row_ui(
-    ui: &mut egui::Ui,
-    row: &RunRow,
-    data: &DataCache,
-    current: &mut Option<RunId>,
-    compare: &mut Vec<RunId>,
-    view: &mut View,
-    commands: &mut Vec<Command>,
-) {
-    let s = &row.summary;
-    let mut ticked = compare.contains(&s.id);
-    if ui
-        .checkbox(&mut ticked, format!("#{}", s.id))
-        .on_hover_text("compare this run")
-        .changed()
-    {
-        if ticked {
-            compare.push(s.id);
-        } else {
-            compare.retain(|r| *r != s.id);
-        }
-    }
-    let selected = *current == Some(s.id);
-    let name = ui.selectable_label(selected, &s.name);
-    if name.clicked() {
-        *current = Some(s.id);
-        if matches!(view, View::Launch | View::Compare) {
-            *view = View::Monitor;
-        }
-    }
-    name.context_menu(|ui| {
-        if data.live.contains_key(&s.id) || s.status == Status::Queued {
-            if ui.button("Stop").clicked() {
-                commands.push(Command::Stop(s.id));
-                ui.close();
-            }
-        } else if s.status != Status::Finished && ui.button("Resume").clicked() {
-            commands.push(Command::Resume {
-                run: s.id,
-                request: 0,
-            });
-            ui.close();
-        }
-    });
-    let status = ui.colored_label(status_color(ui, s.status), s.status.as_str());
-    if let Some(reason) = &s.reason {
-        status.on_hover_text(reason);
-    }
-    ui.label(&s.tags);
-    ui.label(&s.dataset);
-    ui.label(&s.model);
-    ui.label(&s.operator);
-    ui.label(&row.hybrid);
-    ui.label(pct(s.best_val_top1));
-    ui.label(pct(s.last_val_top1));
-    ui.label(pct(s.test_top1));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shiftadd_core::store::RunSummary;
+    use crate::gui::backend::tests::row;
 
-    fn row(id: RunId, name: &str, best: Option<f64>) -> RunRow {
-        RunRow {
-            summary: RunSummary {
-                id,
-                name: name.into(),
-                status: Status::Finished,
-                reason: None,
-                dataset: "synthetic".into(),
-                model: "micro".into(),
-                operator: "add".into(),
-                seed: 0,
-                tags: "ablation".into(),
-                created_at: 0.0,
-                finished_at: None,
-                epochs_done: None,
-                last_val_top1: best,
-                best_val_top1: best,
-                test_top1: best,
-                energy_mj: None,
-                energy_shiftaddnas_mj: None,
-                energy_project_mj: None,
-                uid: format!("uid-{id}"),
-            },
-            hybrid: "mult".into(),
-        }
+    fn ids(rows: &[&RunRow]) -> Vec<RunId> {
+        rows.iter().map(|r| r.summary.id).collect()
     }
 
     #[test]
-    fn filter_and_sort() {
-        let rows = vec![
-            row(1, "a", Some(0.5)),
-            row(2, "b", None),
-            row(3, "c", Some(0.7)),
-        ];
+    fn filter_and_sort_by_any_column() {
+        let mut rows = vec![row(1, "a", "ablation"), row(2, "b", ""), row(3, "c", "")];
+        rows[0].summary.best_val_top1 = Some(0.5);
+        rows[2].summary.best_val_top1 = Some(0.7);
+        rows[0].config_mut().insert("train.lr".into(), "0.8".into());
+        rows[1]
+            .config_mut()
+            .insert("train.lr".into(), "0.025".into());
+        rows[2].config_mut().insert("train.lr".into(), "0.1".into());
         let mut s = RunsSettings {
-            sort: SortKey::Best,
+            sort: SortBy::Col(Col::ValBest),
             descending: true,
             ..RunsSettings::default()
         };
-        let ids: Vec<RunId> = sorted(&rows, &s, HwModel::Shiftaddnas)
-            .iter()
-            .map(|r| r.summary.id)
-            .collect();
+        let hw = HwModel::Shiftaddnas;
         assert_eq!(
-            ids,
-            vec![3, 1, 2],
-            "missing values sort last when descending"
+            ids(&sorted(&rows, &s, hw).expect("ok")),
+            [3, 1, 2],
+            "missing last"
         );
-        s.filter = "ABLATION #2".into();
-        let ids: Vec<RunId> = sorted(&rows, &s, HwModel::Shiftaddnas)
-            .iter()
-            .map(|r| r.summary.id)
-            .collect();
-        assert_eq!(ids, vec![2]);
+        s.sort = SortBy::Col(Col::Config("train.lr".into()));
+        s.descending = false;
+        assert_eq!(
+            ids(&sorted(&rows, &s, hw).expect("ok")),
+            [2, 3, 1],
+            "numerically"
+        );
+        s.filter = "ABLATION #1".into();
+        assert_eq!(ids(&sorted(&rows, &s, hw).expect("ok")), [1]);
+        s.filter = "x>>1".into();
+        assert!(sorted(&rows, &s, hw).is_err());
+        // Archived runs hide unless asked for.
+        rows[1].summary.archived = true;
+        s.filter.clear();
+        assert_eq!(ids(&sorted(&rows, &s, hw).expect("ok")), [3, 1]);
+        s.filter = "is:archived".into();
+        assert_eq!(ids(&sorted(&rows, &s, hw).expect("ok")), [2]);
+    }
+
+    #[test]
+    fn proxies_fold_under_their_search_and_cells_under_their_study() {
+        let rows = [
+            row(1, "search", "nas"),
+            row(2, "proxy a", "nas-proxy,nas1"),
+            row(3, "proxy b", "nas-proxy,nas1"),
+            row(4, "cell", "study,study7"),
+            row(5, "cell", "study,study7"),
+            row(6, "lone", ""),
+            row(7, "orphan proxy", "nas-proxy,nas99"),
+        ];
+        let refs: Vec<&RunRow> = rows.iter().collect();
+        let closed = lines(&refs, true, &HashSet::new());
+        assert_eq!(
+            closed,
+            [
+                Line::Run {
+                    index: 0,
+                    depth: 0,
+                    members: 2
+                },
+                Line::Header {
+                    group: Group::Study(7),
+                    members: 2
+                },
+                Line::Run {
+                    index: 5,
+                    depth: 0,
+                    members: 0
+                },
+                Line::Header {
+                    group: Group::Search(99),
+                    members: 1
+                },
+            ]
+        );
+        let open: HashSet<Group> = [Group::Search(1), Group::Study(7)].into();
+        let opened = lines(&refs, true, &open);
+        assert_eq!(opened.len(), 8);
+        assert_eq!(
+            opened[1],
+            Line::Run {
+                index: 1,
+                depth: 1,
+                members: 0
+            }
+        );
+        assert_eq!(
+            opened[4],
+            Line::Run {
+                index: 3,
+                depth: 1,
+                members: 0
+            }
+        );
+        assert_eq!(lines(&refs, false, &HashSet::new()).len(), 7);
     }
 }

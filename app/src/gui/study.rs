@@ -340,7 +340,7 @@ impl StudyView {
         });
         let id = format!("study{}-curves", s.row.id);
         let title = format!("{} by variant: mean ± std over seeds", self.curve_metric);
-        let header = plot_header(ui, &id, &title, vcx.export);
+        let header = plot_header(ui, &id, &title, vcx.export, None);
         let Some(spec) = &s.study else {
             return;
         };
@@ -568,6 +568,7 @@ fn bars_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, table: &Table, height: f32)
             table.metric
         ),
         vcx.export,
+        None,
     );
     let names: Vec<String> = table.rows.iter().map(|r| r.variant.clone()).collect();
     let n = table.rows.len() as f64;
@@ -620,14 +621,8 @@ mod tests {
 
     #[test]
     fn bands_are_mean_and_std_where_every_seed_has_a_point() {
-        let a = Series {
-            xs: vec![1.0, 2.0, 3.0],
-            ys: vec![0.2, 0.4, 0.6],
-        };
-        let b = Series {
-            xs: vec![1.0, 3.0],
-            ys: vec![0.4, 0.8],
-        };
+        let a = Series::new(vec![1.0, 2.0, 3.0], vec![0.2, 0.4, 0.6]);
+        let b = Series::new(vec![1.0, 3.0], vec![0.4, 0.8]);
         let band = band(&[&a, &b]);
         // x = 2 is missing in `b`; at x = 1: mean 0.3, std √0.02; at 3: 0.7, √0.02.
         assert_eq!(band.len(), 2);
@@ -639,10 +634,10 @@ mod tests {
         let t = thin(long, 1000);
         assert!(t.len() <= 1001 && t[0] == 0 && *t.last().expect("last") == 9_999);
         assert_eq!(thin(vec![1, 2, 3], 10), [1, 2, 3]);
-        let s = Series {
-            xs: (0..10).map(f64::from).collect(),
-            ys: (0..10).map(|i| f64::from(i) * 2.0).collect(),
-        };
+        let s = Series::new(
+            (0..10).map(f64::from).collect(),
+            (0..10).map(|i| f64::from(i) * 2.0).collect(),
+        );
         // Stride 4: points 0, 4, 8, and the last (9) kept.
         assert_eq!(
             thin_series(&s, 3),

@@ -256,7 +256,7 @@ impl WeightsView {
             HeatKind::Stored => "stored",
             HeatKind::Remapped => "remapped",
         };
-        let header = plot_header(ui, &id, "Histogram over epochs (log counts)", export);
+        let header = plot_header(ui, &id, "Histogram over epochs (log counts)", export, None);
         ui.horizontal(|ui| {
             ui.radio_value(&mut self.heat_kind, HeatKind::Stored, "stored");
             ui.radio_value(&mut self.heat_kind, HeatKind::Remapped, "remapped");
@@ -336,7 +336,7 @@ fn histogram_ui(
     export: &mut Export,
 ) {
     let id = format!("run{run}-{layer}-hist");
-    let header = plot_header(ui, &id, "Stored vs remapped weights", export);
+    let header = plot_header(ui, &id, "Stored vs remapped weights", export, None);
     let rows: Vec<(&str, &HistogramRow)> = ["stored", "remapped", "pow2"]
         .into_iter()
         .filter_map(|k| Some((k, *hists.get(k)?.get(&epoch)?)))

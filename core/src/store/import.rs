@@ -74,7 +74,8 @@ const RUN_TABLES: [(&str, &str); 5] = [
 
 /// The run row's columns besides `id`.
 const RUN_COLUMNS: &str = "name, status, reason, config, dataset, model, operator, seed, tags, \
-    notes, app_version, created_at, started_at, finished_at, heartbeat_at, owner_host, owner_pid, uid";
+    notes, app_version, created_at, started_at, finished_at, heartbeat_at, owner_host, owner_pid, uid, \
+    archived, edited_at, provenance";
 
 /// Check that `path` is a shiftadd database this code can read; its schema version.
 pub fn inspect(path: &Path) -> Result<i64> {
@@ -230,7 +231,7 @@ pub fn import(target: &Path, source: &Path) -> Result<ImportSummary> {
 /// What decides whether two records of one run are the same: the run row's mutable fields and
 /// how much is recorded for it.
 const FINGERPRINT: &str = "SELECT r.status, r.reason, r.name, r.tags, r.notes, r.finished_at,
-        r.heartbeat_at,
+        r.heartbeat_at, r.archived, r.edited_at,
         (SELECT COUNT(*) || ':' || COALESCE(MAX(step), -1) || ':' || COALESCE(SUM(value), 0)
            FROM {db}.metrics m WHERE m.run_id = r.id),
         (SELECT COUNT(*) FROM {db}.logs l WHERE l.run_id = r.id),
@@ -244,7 +245,7 @@ const FINGERPRINT: &str = "SELECT r.status, r.reason, r.name, r.tags, r.notes, r
 
 /// When a record of a run was last changed (its clock: every change moves one of these).
 const UPDATED: &str = "SELECT MAX(created_at, COALESCE(started_at, 0), COALESCE(finished_at, 0),
-        COALESCE(heartbeat_at, 0)) FROM {db}.runs WHERE id = ?1";
+        COALESCE(heartbeat_at, 0), COALESCE(edited_at, 0)) FROM {db}.runs WHERE id = ?1";
 
 fn fingerprint(
     tx: &rusqlite::Transaction<'_>,

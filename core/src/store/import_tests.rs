@@ -18,6 +18,7 @@ fn run(name: &str, seed: u64) -> NewRun {
         operator: "add".into(),
         seed,
         tags: String::new(),
+        provenance: String::new(),
     }
 }
 

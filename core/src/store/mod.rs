@@ -14,6 +14,7 @@
 
 pub mod import;
 pub mod keys;
+pub mod manage;
 mod reader;
 mod rows;
 mod schema;
@@ -27,5 +28,7 @@ pub use writer::{WriteOp, Writer};
 
 #[cfg(test)]
 mod import_tests;
+#[cfg(test)]
+mod manage_tests;
 #[cfg(test)]
 mod tests;

@@ -6,8 +6,8 @@ use rusqlite::{Connection, OptionalExtension};
 
 use super::keys;
 use super::rows::{
-    CheckpointRow, HistogramRow, HwCostRow, MetricRow, NasCandidateRow, RunSummary, StudyJobRow,
-    StudyRow, StudyRunRow,
+    CheckpointRow, HistogramRow, HwCostRow, MetricRow, MetricSummary, NasCandidateRow, RunSummary,
+    StudyJobRow, StudyRow, StudyRunRow,
 };
 use super::schema::{Result, RunId, StoreError, open_ro};
 
@@ -63,7 +63,7 @@ impl Reader {
                             AND m.key = :hw_project ORDER BY step LIMIT 1),
                        (SELECT value FROM metrics m WHERE m.run_id = r.id
                             AND m.key = :hw_energy ORDER BY step LIMIT 1)),
-                   r.uid
+                   r.uid, r.archived, r.notes, r.started_at, r.heartbeat_at
                    FROM runs r ORDER BY r.id";
         let (sim, project) = (
             keys::hw_under("shiftaddnas", "energy_mj"),
@@ -97,6 +97,10 @@ impl Reader {
                 energy_shiftaddnas_mj: r.get(16)?,
                 energy_project_mj: r.get(17)?,
                 uid: r.get(18)?,
+                archived: r.get(19)?,
+                notes: r.get(20)?,
+                started_at: r.get(21)?,
+                heartbeat_at: r.get(22)?,
             })
         })
     }
@@ -114,6 +118,55 @@ impl Reader {
             .optional()
             .map_err(|e| self.sq(e))?
             .ok_or(StoreError::NoRun(id))
+    }
+
+    /// A run's provenance JSON (empty for runs recorded before v8 or without one).
+    pub fn provenance(&self, id: RunId) -> Result<String> {
+        self.conn
+            .query_row("SELECT provenance FROM runs WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| self.sq(e))?
+            .ok_or(StoreError::NoRun(id))
+    }
+
+    /// Every metric key recorded, sorted.
+    pub fn metric_keys(&self) -> Result<Vec<String>> {
+        // One index seek per distinct (run, key) pair rather than a scan of every row.
+        self.all(
+            "WITH RECURSIVE k(run_id, key) AS (
+                 SELECT run_id, key FROM (SELECT run_id, key FROM metrics ORDER BY run_id, key LIMIT 1)
+                 UNION ALL
+                 SELECT (SELECT run_id FROM metrics m WHERE (m.run_id, m.key) > (k.run_id, k.key)
+                         ORDER BY m.run_id, m.key LIMIT 1),
+                        (SELECT key FROM metrics m WHERE (m.run_id, m.key) > (k.run_id, k.key)
+                         ORDER BY m.run_id, m.key LIMIT 1)
+                 FROM k WHERE k.run_id IS NOT NULL)
+             SELECT DISTINCT key FROM k WHERE key IS NOT NULL ORDER BY key",
+            [],
+            |r| r.get(0),
+        )
+    }
+
+    /// Per run that recorded `key`: its last value (highest step), the largest and the smallest.
+    pub fn metric_summary(&self, key: &str) -> Result<Vec<MetricSummary>> {
+        self.all(
+            "SELECT run_id,
+                    (SELECT value FROM metrics l WHERE l.run_id = m.run_id AND l.key = ?1
+                     ORDER BY step DESC LIMIT 1),
+                    MAX(value), MIN(value)
+             FROM metrics m WHERE key = ?1 GROUP BY run_id",
+            [key],
+            |r| {
+                Ok(MetricSummary {
+                    run: r.get(0)?,
+                    last: r.get(1)?,
+                    max: r.get(2)?,
+                    min: r.get(3)?,
+                })
+            },
+        )
     }
 
     /// All metric rows of a run, ordered by key then step.

@@ -14,6 +14,17 @@ pub struct NewRun {
     pub operator: String,
     pub seed: u64,
     pub tags: String,
+    /// Where and with what it runs (JSON, see `host::Provenance`); empty when not known.
+    pub provenance: String,
+}
+
+/// One run's figures for one metric key (the runs table's metric columns).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MetricSummary {
+    pub run: RunId,
+    pub last: f64,
+    pub max: f64,
+    pub min: f64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -166,6 +177,28 @@ pub struct RunSummary {
     pub energy_project_mj: Option<f64>,
     /// Globally unique: the same run in any database it was imported into.
     pub uid: String,
+    /// Hidden from default listings (`shiftadd runs --all`, the app's "archived" toggle).
+    pub archived: bool,
+    pub notes: String,
+    pub started_at: Option<f64>,
+    pub heartbeat_at: Option<f64>,
+}
+
+impl RunSummary {
+    /// Seconds the run has trained so far or took (start to finish, or to its last heartbeat).
+    pub fn duration_secs(&self) -> Option<f64> {
+        let start = self.started_at?;
+        let end = self.finished_at.or(self.heartbeat_at)?;
+        Some((end - start).max(0.0))
+    }
+
+    /// Its tags, split at commas, empty ones dropped.
+    pub fn tag_list(&self) -> impl Iterator<Item = &str> {
+        self.tags
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+    }
 }
 
 impl RunSummary {

@@ -150,6 +150,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );",
     // v7: where a NAS candidate's proxy trains when on Slurm (its task and state).
     "ALTER TABLE nas_candidates ADD COLUMN slurm TEXT;",
+    // v8: run management and provenance. `archived` hides a run from default listings;
+    // `edited_at` is the clock of a rename / tag / note / archive (so an import carries the edit);
+    // `provenance` is JSON: commit of the experiments folder, versions, CPU, GPU.
+    "ALTER TABLE runs ADD COLUMN archived INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN edited_at REAL;
+    ALTER TABLE runs ADD COLUMN provenance TEXT NOT NULL DEFAULT '';",
 ];
 
 /// The schema version whose migration adds `runs.uid`.
@@ -201,6 +207,9 @@ pub enum StoreError {
     Corrupt { path: PathBuf, detail: String },
     #[error("run {0} does not exist")]
     NoRun(RunId),
+    /// A request the store refuses (the message says why; nothing was changed).
+    #[error("{0} (nothing was changed)")]
+    Invalid(String),
     #[error("the database writer has stopped")]
     WriterGone,
 }
@@ -213,7 +222,7 @@ pub fn now_secs() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-pub(super) fn hostname() -> String {
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())
         .or_else(|_| std::env::var("HOSTNAME"))

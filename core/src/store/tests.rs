@@ -13,6 +13,7 @@ fn new_run(name: &str) -> NewRun {
         operator: "mult".into(),
         seed: 0,
         tags: String::new(),
+        provenance: String::new(),
     }
 }
 

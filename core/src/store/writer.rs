@@ -380,9 +380,10 @@ fn apply_one(
 fn create_run(tx: &rusqlite::Transaction<'_>, run: &NewRun, now: f64) -> rusqlite::Result<RunId> {
     tx.execute(
         "INSERT INTO runs (name, status, config, dataset, model, operator, seed, tags,
-                           app_version, created_at, heartbeat_at, owner_host, owner_pid, uid)
+                           app_version, created_at, heartbeat_at, owner_host, owner_pid, uid,
+                           provenance)
          VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11,
-                 lower(hex(randomblob(16))))",
+                 lower(hex(randomblob(16))), ?12)",
         params![
             run.name,
             run.config_toml,
@@ -395,6 +396,7 @@ fn create_run(tx: &rusqlite::Transaction<'_>, run: &NewRun, now: f64) -> rusqlit
             now,
             hostname(),
             i64::from(std::process::id()),
+            run.provenance,
         ],
     )?;
     Ok(tx.last_insert_rowid())

@@ -9,6 +9,7 @@ use std::time::Instant;
 use tch::{Tensor, nn};
 
 use crate::data::{self, DataError, Loader, LoaderSpec};
+use crate::host::{self, SysSampler};
 use crate::model::{Exec, Net};
 use crate::ops::stats::Edges;
 use crate::protocol::{ControlState, Event};
@@ -144,6 +145,8 @@ struct Trainer<'a> {
     /// Histogram bin edges per layer, fixed at the first snapshot.
     edges: HashMap<String, Edges>,
     step: i64,
+    /// The process's CPU, memory, threads (and GPU), recorded as `sys/*` metrics.
+    sys: SysSampler,
 }
 
 /// Train the run described by `ctx` until it finishes, is stopped, or fails.
@@ -243,6 +246,13 @@ impl<'a> Trainer<'a> {
             sched,
             edges: HashMap::new(),
             step: 0,
+            sys: SysSampler::new(
+                host::SAMPLE_EVERY,
+                match device {
+                    tch::Device::Cuda(i) => u32::try_from(i).ok(),
+                    _ => None,
+                },
+            ),
         })
     }
 
@@ -364,6 +374,9 @@ impl<'a> Trainer<'a> {
             let ips = batch.n as f64 / step_start.elapsed().as_secs_f64().max(1e-9);
             sink.push(keys::TRAIN_LR, step, epoch_no, lr);
             sink.push(keys::TRAIN_IMAGES_PER_SEC, step, epoch_no, ips);
+            for (key, value) in self.sys.sample(false) {
+                sink.push(key, step, epoch_no, value);
+            }
             losses.push(step, batch.n, step_losses);
             images += batch.n;
             images_now += batch.n;
@@ -420,6 +433,9 @@ impl<'a> Trainer<'a> {
         sink.push(keys::VAL_TOP1, step, epoch_no, val.top1);
         sink.push(keys::VAL_TOP5, step, epoch_no, val.top5);
         sink.push(keys::VAL_LOSS, step, epoch_no, val.loss);
+        for (key, value) in self.sys.sample(true) {
+            sink.push(key, step, epoch_no, value);
+        }
         sink.ship();
         let rows = weight_snapshot(&self.net, ctx.run, epoch_no, &mut self.edges)?;
         ctx.writer.send(WriteOp::Histograms(rows))?;

@@ -1,0 +1,310 @@
+//! Vector export: any plot as a standalone SVG with its title, axes, tick labels and a legend
+//! beside the data (never over it), fit for a paper. Views describe what they drew as a
+//! [`Chart`]; [`Chart::render`] writes the file's text.
+
+use std::fmt::Write as _;
+
+use egui::Color32;
+
+/// How a series is drawn.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Mark {
+    Line,
+    /// Dots of this radius (px).
+    Points(f32),
+    /// Bars from y = 0, each this wide in x units, centred on x.
+    Bars(f64),
+    /// A filled band: the points run along the upper edge, then back along the lower one.
+    Band,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChartSeries {
+    pub name: String,
+    pub color: Color32,
+    pub mark: Mark,
+    pub points: Vec<[f64; 2]>,
+}
+
+/// A plot as drawn: data coordinates, the visible bounds, and how ticks read.
+pub struct Chart<'a> {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    /// `[[x_min, y_min], [x_max, y_max]]`.
+    pub bounds: [[f64; 2]; 2],
+    pub series: Vec<ChartSeries>,
+    /// Tick label for a value on each axis (log axes: the value is log10 of what is shown).
+    pub x_fmt: &'a dyn Fn(f64, f64) -> String,
+    pub y_fmt: &'a dyn Fn(f64, f64) -> String,
+}
+
+const W: f64 = 760.0;
+const H: f64 = 440.0;
+const LEFT: f64 = 72.0;
+const RIGHT: f64 = 200.0;
+const TOP: f64 = 40.0;
+const BOTTOM: f64 = 56.0;
+
+/// Text safe inside an XML element or attribute.
+pub fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn hex(c: Color32) -> String {
+    format!("#{:02x}{:02x}{:02x}", c.r(), c.g(), c.b())
+}
+
+/// A 1-2-5 step giving about `n` ticks over `span`.
+pub fn nice_step(span: f64, n: f64) -> f64 {
+    if !(span.is_finite() && span > 0.0) {
+        return 1.0;
+    }
+    let raw = span / n.max(1.0);
+    let p = 10f64.powf(raw.log10().floor());
+    let m = raw / p;
+    p * if m <= 1.0 {
+        1.0
+    } else if m <= 2.0 {
+        2.0
+    } else if m <= 5.0 {
+        5.0
+    } else {
+        10.0
+    }
+}
+
+/// Multiples of `step` within `[lo, hi]`.
+pub fn ticks(lo: f64, hi: f64, step: f64) -> Vec<f64> {
+    if !(step > 0.0 && lo.is_finite() && hi.is_finite()) {
+        return Vec::new();
+    }
+    let first = (lo / step).ceil() as i64;
+    let last = (hi / step).floor() as i64;
+    (first..=last.min(first + 1000))
+        .map(|i| i as f64 * step)
+        .collect()
+}
+
+impl Chart<'_> {
+    /// The SVG document.
+    pub fn render(&self) -> String {
+        let [[x0, y0], [x1, y1]] = self.bounds;
+        let (x1, y1) = (
+            if x1 > x0 { x1 } else { x0 + 1.0 },
+            if y1 > y0 { y1 } else { y0 + 1.0 },
+        );
+        let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
+        let sx = |x: f64| LEFT + (x - x0) / (x1 - x0) * pw;
+        let sy = |y: f64| TOP + ph - (y - y0) / (y1 - y0) * ph;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="Helvetica, Arial, sans-serif" font-size="12">"#
+        );
+        let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="22" font-size="15" font-weight="bold">{}</text>"#,
+            LEFT,
+            escape(&self.title)
+        );
+        // Grid and ticks.
+        let _ = writeln!(
+            s,
+            r##"<g class="axes" stroke="#cccccc" stroke-width="0.5">"##
+        );
+        let xs = ticks(x0, x1, nice_step(x1 - x0, 6.0));
+        let ys = ticks(y0, y1, nice_step(y1 - y0, 6.0));
+        for &x in &xs {
+            let _ = writeln!(
+                s,
+                r#"<line x1="{:.1}" y1="{TOP}" x2="{:.1}" y2="{:.1}"/>"#,
+                sx(x),
+                sx(x),
+                TOP + ph
+            );
+        }
+        for &y in &ys {
+            let _ = writeln!(
+                s,
+                r#"<line x1="{LEFT}" y1="{:.1}" x2="{:.1}" y2="{:.1}"/>"#,
+                sy(y),
+                LEFT + pw,
+                sy(y)
+            );
+        }
+        s.push_str("</g>\n");
+        let _ = writeln!(
+            s,
+            r#"<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="black" stroke-width="1"/>"#
+        );
+        let x_step = nice_step(x1 - x0, 6.0);
+        let y_step = nice_step(y1 - y0, 6.0);
+        let _ = writeln!(s, r#"<g class="tick-labels" fill="black">"#);
+        for &x in &xs {
+            let _ = writeln!(
+                s,
+                r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+                sx(x),
+                TOP + ph + 16.0,
+                escape(&(self.x_fmt)(x, x_step))
+            );
+        }
+        for &y in &ys {
+            let _ = writeln!(
+                s,
+                r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
+                LEFT - 6.0,
+                sy(y) + 4.0,
+                escape(&(self.y_fmt)(y, y_step))
+            );
+        }
+        s.push_str("</g>\n");
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+            LEFT + pw / 2.0,
+            H - 14.0,
+            escape(&self.x_label)
+        );
+        let _ = writeln!(
+            s,
+            r#"<text transform="translate(18 {:.1}) rotate(-90)" text-anchor="middle">{}</text>"#,
+            TOP + ph / 2.0,
+            escape(&self.y_label)
+        );
+        // Data, clipped to the plot area.
+        let _ = writeln!(
+            s,
+            r#"<clipPath id="plot-area"><rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}"/></clipPath>"#
+        );
+        let _ = writeln!(s, r#"<g clip-path="url(#plot-area)">"#);
+        for c in &self.series {
+            let color = hex(c.color);
+            let finite = c
+                .points
+                .iter()
+                .filter(|p| p[0].is_finite() && p[1].is_finite());
+            match c.mark {
+                Mark::Line => {
+                    let pts: Vec<String> = finite
+                        .map(|p| format!("{:.2},{:.2}", sx(p[0]), sy(p[1])))
+                        .collect();
+                    let _ = writeln!(
+                        s,
+                        r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"><title>{}</title></polyline>"#,
+                        pts.join(" "),
+                        escape(&c.name)
+                    );
+                }
+                Mark::Band => {
+                    let pts: Vec<String> = finite
+                        .map(|p| format!("{:.2},{:.2}", sx(p[0]), sy(p[1])))
+                        .collect();
+                    let _ = writeln!(
+                        s,
+                        r#"<polygon fill="{color}" fill-opacity="0.2" stroke="none" points="{}"/>"#,
+                        pts.join(" ")
+                    );
+                }
+                Mark::Points(r) => {
+                    for p in finite {
+                        let _ = writeln!(
+                            s,
+                            r#"<circle cx="{:.2}" cy="{:.2}" r="{r}" fill="{color}"/>"#,
+                            sx(p[0]),
+                            sy(p[1])
+                        );
+                    }
+                }
+                Mark::Bars(w) => {
+                    for p in finite {
+                        let (a, b) = (sx(p[0] - w / 2.0), sx(p[0] + w / 2.0));
+                        let (top, base) = (sy(p[1].max(0.0)), sy(p[1].min(0.0)));
+                        let _ = writeln!(
+                            s,
+                            r#"<rect x="{a:.2}" y="{top:.2}" width="{:.2}" height="{:.2}" fill="{color}"/>"#,
+                            (b - a).max(0.5),
+                            (base - top).max(0.0)
+                        );
+                    }
+                }
+            }
+        }
+        s.push_str("</g>\n");
+        // The legend, right of the plot area.
+        let _ = writeln!(s, r#"<g class="legend">"#);
+        let mut y = TOP + 8.0;
+        for c in self.series.iter().filter(|c| !c.name.is_empty()) {
+            let lx = LEFT + pw + 14.0;
+            let _ = writeln!(
+                s,
+                r#"<rect x="{lx}" y="{:.1}" width="14" height="4" fill="{}"/>"#,
+                y - 4.0,
+                hex(c.color)
+            );
+            let _ = writeln!(
+                s,
+                r#"<text x="{}" y="{y:.1}">{}</text>"#,
+                lx + 20.0,
+                escape(&c.name)
+            );
+            y += 18.0;
+        }
+        s.push_str("</g>\n</svg>\n");
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_are_1_2_5_and_ticks_cover_the_range() {
+        assert_eq!(nice_step(10.0, 5.0), 2.0);
+        assert_eq!(nice_step(0.9, 6.0), 0.2);
+        assert_eq!(nice_step(3000.0, 6.0), 500.0);
+        assert_eq!(
+            ticks(0.1, 1.0, 0.2),
+            vec![0.2, 0.4, 0.6000000000000001, 0.8, 1.0]
+        );
+        assert!(ticks(0.0, 1.0, 0.0).is_empty());
+    }
+
+    #[test]
+    fn chart_has_title_ticks_legend_and_escaped_names() {
+        let f = |v: f64, _s: f64| format!("{v}");
+        let chart = Chart {
+            title: "loss <tiny>".into(),
+            x_label: "step".into(),
+            y_label: "loss".into(),
+            bounds: [[0.0, 0.0], [10.0, 2.0]],
+            series: vec![ChartSeries {
+                name: "#1 a&b".into(),
+                color: Color32::RED,
+                mark: Mark::Line,
+                points: vec![[0.0, 2.0], [10.0, f64::NAN], [10.0, 0.5]],
+            }],
+            x_fmt: &f,
+            y_fmt: &f,
+        };
+        let svg = chart.render();
+        assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+        assert!(svg.contains("loss &lt;tiny&gt;"));
+        assert!(
+            svg.contains(">#1 a&amp;b</text>"),
+            "legend names the series"
+        );
+        assert!(
+            svg.contains(">10</text>") && svg.contains(">0.5</text>"),
+            "tick labels"
+        );
+        assert!(!svg.contains("NaN"));
+        assert!(svg.contains("#ff0000"));
+    }
+}

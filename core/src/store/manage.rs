@@ -1,0 +1,207 @@
+//! Run management: rename, tags, notes, archive, and delete (with the run's checkpoint files).
+//!
+//! Each edit is one short transaction on its own connection (the CLI's `shiftadd runs --set-name
+//! …`, the app's data thread), so it works while other processes train into the database. An
+//! edit moves the run's `edited_at` clock, so `shiftadd import` carries it to other copies.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+
+use super::schema::{Result, RunId, Status, StoreError, now_secs, open_rw};
+
+/// A change to one run's record.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RunEdit {
+    Rename(String),
+    /// Replace the tags (comma-separated; blanks dropped, duplicates kept once).
+    SetTags(String),
+    AddTag(String),
+    RemoveTag(String),
+    /// Replace the notes (Markdown).
+    SetNotes(String),
+    Archive(bool),
+}
+
+impl RunEdit {
+    /// What it does, for a status line: "renamed to `x`".
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Rename(n) => format!("renamed to `{n}`"),
+            Self::SetTags(t) => format!("tags set to `{t}`"),
+            Self::AddTag(t) => format!("tagged `{t}`"),
+            Self::RemoveTag(t) => format!("tag `{t}` removed"),
+            Self::SetNotes(_) => "notes saved".into(),
+            Self::Archive(true) => "archived".into(),
+            Self::Archive(false) => "unarchived".into(),
+        }
+    }
+}
+
+/// Tags normalised: trimmed, no blanks, no commas inside one, each once, in first-seen order.
+pub fn normalise_tags<'a>(tags: impl IntoIterator<Item = &'a str>) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for t in tags.into_iter().flat_map(|t| t.split(',')).map(str::trim) {
+        if !t.is_empty() && !out.contains(&t) {
+            out.push(t);
+        }
+    }
+    out.join(",")
+}
+
+fn sq(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+    |source| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Apply `edit` to run `run` of the database at `db`.
+pub fn edit(db: &Path, run: RunId, edit: &RunEdit) -> Result<()> {
+    let mut conn = open_rw(db)?;
+    let sq = sq(db);
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(&sq)?;
+    let (tags, name): (String, String) = tx
+        .query_row("SELECT tags, name FROM runs WHERE id = ?1", [run], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()
+        .map_err(&sq)?
+        .ok_or(StoreError::NoRun(run))?;
+    let now = now_secs();
+    let set = |column: &str, value: &dyn rusqlite::ToSql| {
+        tx.execute(
+            &format!("UPDATE runs SET {column} = ?2, edited_at = ?3 WHERE id = ?1"),
+            params![run, value, now],
+        )
+    };
+    match edit {
+        RunEdit::Rename(n) => {
+            let n = n.trim();
+            if n.is_empty() {
+                return Err(StoreError::Invalid(format!(
+                    "run {run} (`{name}`): a name cannot be empty"
+                )));
+            }
+            set("name", &n)
+        }
+        RunEdit::SetTags(t) => set("tags", &normalise_tags([t.as_str()])),
+        RunEdit::AddTag(t) => set("tags", &normalise_tags([tags.as_str(), t.as_str()])),
+        RunEdit::RemoveTag(t) => {
+            let gone: Vec<&str> = t.split(',').map(str::trim).collect();
+            let kept: Vec<&str> = tags
+                .split(',')
+                .filter(|x| !gone.contains(&x.trim()))
+                .collect();
+            set("tags", &normalise_tags(kept))
+        }
+        RunEdit::SetNotes(n) => set("notes", n),
+        RunEdit::Archive(a) => set("archived", a),
+    }
+    .map_err(&sq)?;
+    tx.commit().map_err(&sq)
+}
+
+/// What [`delete`] removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deleted {
+    pub run: RunId,
+    pub name: String,
+    /// Checkpoint folders removed whole (a `run-N` folder that held only checkpoints).
+    pub folders: Vec<PathBuf>,
+    /// Checkpoint files removed one by one (where the folder holds other things too).
+    pub files: usize,
+}
+
+/// Delete run `run`: its rows everywhere (metrics, logs, histograms, hardware cost, checkpoints,
+/// its NAS candidates and study cells) and its checkpoint files. A run still active (queued,
+/// running, paused) is refused: stop it first. A NAS candidate whose proxy it was keeps its
+/// figures and forgets the run.
+pub fn delete(db: &Path, run: RunId) -> Result<Deleted> {
+    let mut conn = open_rw(db)?;
+    let sq = sq(db);
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(&sq)?;
+    let (name, status): (String, Status) = tx
+        .query_row("SELECT name, status FROM runs WHERE id = ?1", [run], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()
+        .map_err(&sq)?
+        .ok_or(StoreError::NoRun(run))?;
+    if status.is_active() {
+        return Err(StoreError::Invalid(format!(
+            "run {run} (`{name}`) is {status}: stop it before deleting it"
+        )));
+    }
+    let stems: Vec<PathBuf> = tx
+        .prepare("SELECT path FROM checkpoints WHERE run_id = ?1")
+        .and_then(|mut s| {
+            s.query_map([run], |r| r.get::<_, String>(0))?
+                .map(|p| p.map(PathBuf::from))
+                .collect()
+        })
+        .map_err(&sq)?;
+    tx.execute(
+        "UPDATE nas_candidates SET proxy_run = NULL WHERE proxy_run = ?1",
+        [run],
+    )
+    .map_err(&sq)?;
+    // Every other table refers to the run with ON DELETE CASCADE.
+    tx.execute("DELETE FROM runs WHERE id = ?1", [run])
+        .map_err(&sq)?;
+    tx.commit().map_err(&sq)?;
+    // Files go only after the rows are gone: a failure here leaves files without a run, never a
+    // run without its files.
+    let mut out = Deleted {
+        run,
+        name,
+        folders: Vec::new(),
+        files: 0,
+    };
+    let relative_to = db.parent().unwrap_or(Path::new(""));
+    let mut folders: Vec<PathBuf> = Vec::new();
+    for stem in &stems {
+        // Paths recorded before they were made absolute are relative to where training ran,
+        // usually beside the database.
+        let stem = if stem.is_relative() && !stem.exists() {
+            relative_to.join(stem)
+        } else {
+            stem.clone()
+        };
+        let (Some(dir), Some(base)) = (stem.parent(), stem.file_name()) else {
+            continue;
+        };
+        if !folders.iter().any(|f| f == dir) {
+            folders.push(dir.to_path_buf());
+        }
+        let prefix = format!("{}.", base.to_string_lossy());
+        for f in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if f.file_name().to_string_lossy().starts_with(&prefix)
+                && std::fs::remove_file(f.path()).is_ok()
+            {
+                out.files += 1;
+            }
+        }
+    }
+    for dir in folders {
+        let own = dir
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("run-"));
+        let only_checkpoints = std::fs::read_dir(&dir).is_ok_and(|mut entries| {
+            entries.all(|e| {
+                e.is_ok_and(|e| {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    n.starts_with("epoch-") && e.path().is_file()
+                })
+            })
+        });
+        if own && only_checkpoints && std::fs::remove_dir_all(&dir).is_ok() {
+            out.folders.push(dir);
+        }
+    }
+    Ok(out)
+}

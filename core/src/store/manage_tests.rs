@@ -1,0 +1,241 @@
+//! Run management: each edit changes what it says and nothing else; delete removes the run's
+//! rows and its checkpoint folder, and nothing of any other run.
+
+use super::manage::{self, RunEdit};
+use super::*;
+
+fn new_run(name: &str, tags: &str) -> NewRun {
+    NewRun {
+        name: name.into(),
+        config_toml: String::new(),
+        dataset: "synthetic".into(),
+        model: "micro".into(),
+        operator: "add".into(),
+        seed: 0,
+        tags: tags.into(),
+        provenance: "{\"cpu\":\"test\"}".into(),
+    }
+}
+
+/// Every row of `table` as text, ordered, for before/after comparisons.
+fn dump(db: &std::path::Path, table: &str) -> Vec<String> {
+    let conn = rusqlite::Connection::open(db).expect("open");
+    let mut stmt = conn
+        .prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2"))
+        .expect("prepare");
+    let n = stmt.column_count();
+    stmt.query_map([], |r| {
+        Ok((0..n)
+            .map(|i| {
+                r.get::<_, rusqlite::types::Value>(i)
+                    .map(|v| format!("{v:?}"))
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("|"))
+    })
+    .expect("query")
+    .collect::<rusqlite::Result<_>>()
+    .expect("rows")
+}
+
+fn with_checkpoint(w: &Writer, dir: &std::path::Path, run: RunId) -> std::path::PathBuf {
+    let folder = dir.join(format!("ck/run-{run}"));
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    let stem = folder.join("epoch-0001");
+    for ext in ["model.ot", "optim.ot"] {
+        std::fs::write(folder.join(format!("epoch-0001.{ext}")), b"x").expect("write");
+    }
+    w.send(WriteOp::Checkpoint {
+        row: CheckpointRow {
+            run,
+            epoch: 1,
+            step: 10,
+            path: stem.display().to_string(),
+            rng_state: "0".into(),
+        },
+        keep: 3,
+    })
+    .expect("send");
+    w.send(WriteOp::Metrics(vec![MetricRow {
+        run,
+        key: keys::VAL_TOP1.into(),
+        step: 10,
+        epoch: 1,
+        wall_time: 0.0,
+        value: 0.5,
+    }]))
+    .expect("send");
+    folder
+}
+
+#[test]
+fn edits_change_their_field_move_the_clock_and_nothing_else() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("s.db");
+    let w = Writer::open(&db).expect("open");
+    let a = w.create_run(new_run("a", "study,nas-proxy")).expect("a");
+    let b = w.create_run(new_run("b", "x")).expect("b");
+    w.status(a, Status::Finished, None);
+    w.status(b, Status::Finished, None);
+    w.flush().expect("flush");
+    let b_before = dump(&db, "runs");
+    manage::edit(&db, a, &RunEdit::Rename("  add-aug seed 0 ".into())).expect("rename");
+    manage::edit(&db, a, &RunEdit::AddTag("keep, paper".into())).expect("tag");
+    manage::edit(&db, a, &RunEdit::AddTag("keep".into())).expect("tag again");
+    manage::edit(&db, a, &RunEdit::RemoveTag("nas-proxy".into())).expect("untag");
+    manage::edit(&db, a, &RunEdit::SetNotes("**best** so far".into())).expect("notes");
+    manage::edit(&db, a, &RunEdit::Archive(true)).expect("archive");
+    let r = Reader::open(&db).expect("reader");
+    let runs = r.runs().expect("runs");
+    let ra = runs.iter().find(|x| x.id == a).expect("a");
+    assert_eq!(ra.name, "add-aug seed 0");
+    assert_eq!(ra.tags, "study,keep,paper");
+    assert_eq!(ra.notes, "**best** so far");
+    assert!(ra.archived);
+    let rb = runs.iter().find(|x| x.id == b).expect("b");
+    assert!(!rb.archived && rb.name == "b" && rb.tags == "x");
+    let edited: Option<f64> = r
+        .conn
+        .query_row("SELECT edited_at FROM runs WHERE id = ?1", [a], |x| {
+            x.get(0)
+        })
+        .expect("edited_at");
+    assert!(edited.is_some_and(|t| t > 0.0));
+    manage::edit(&db, a, &RunEdit::Archive(false)).expect("unarchive");
+    assert!(!Reader::open(&db).expect("r").run(a).expect("a").archived);
+    manage::edit(&db, a, &RunEdit::SetTags(" , y ,y,z".into())).expect("set tags");
+    assert_eq!(Reader::open(&db).expect("r").run(a).expect("a").tags, "y,z");
+    // Bad requests change nothing and say what is wrong.
+    let e = manage::edit(&db, a, &RunEdit::Rename("  ".into())).expect_err("empty name");
+    assert!(e.to_string().contains("cannot be empty"), "{e}");
+    let e = manage::edit(&db, 99, &RunEdit::Archive(true)).expect_err("no run");
+    assert!(e.to_string().contains("run 99 does not exist"), "{e}");
+    assert_eq!(
+        Reader::open(&db).expect("r").run(a).expect("a").name,
+        "add-aug seed 0"
+    );
+    // Run b's row never changed.
+    let b_rows: Vec<String> = dump(&db, "runs")
+        .into_iter()
+        .filter(|row| row.contains("Text(\"b\")"))
+        .collect();
+    assert_eq!(
+        b_rows,
+        b_before
+            .into_iter()
+            .filter(|row| row.contains("Text(\"b\")"))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(r.provenance(a).expect("provenance"), "{\"cpu\":\"test\"}");
+}
+
+#[test]
+fn delete_removes_the_run_its_rows_and_its_checkpoint_folder_only() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("s.db");
+    let w = Writer::open(&db).expect("open");
+    let a = w.create_run(new_run("a", "")).expect("a");
+    let b = w.create_run(new_run("b", "")).expect("b");
+    let live = w.create_run(new_run("live", "")).expect("live");
+    let fa = with_checkpoint(&w, dir.path(), a);
+    let fb = with_checkpoint(&w, dir.path(), b);
+    w.status(a, Status::Finished, None);
+    w.status(b, Status::Stopped, None);
+    w.status(live, Status::Running, None);
+    w.send(WriteOp::NasCandidate(NasCandidateRow {
+        run: b,
+        stage: 1,
+        generation: 0,
+        arch: "{}".into(),
+        cost: 1.0,
+        proxy_accuracy: Some(0.5),
+        status: CandidateStatus::Done,
+        proxy_run: Some(a),
+        slurm: None,
+    }))
+    .expect("candidate");
+    w.flush().expect("flush");
+    let b_metrics: Vec<String> = dump(&db, "metrics")
+        .into_iter()
+        .filter(|r| r.contains(&format!("Integer({b})|")))
+        .collect();
+    let gone = manage::delete(&db, a).expect("delete");
+    assert_eq!(gone.folders, vec![fa.clone()]);
+    assert_eq!(gone.files, 2);
+    assert!(!fa.exists(), "its checkpoint folder is removed");
+    assert!(
+        fb.join("epoch-0001.model.ot").exists(),
+        "another run's files stay"
+    );
+    let r = Reader::open(&db).expect("reader");
+    assert!(matches!(r.run(a), Err(StoreError::NoRun(_))));
+    assert!(r.metrics(a).expect("metrics").is_empty());
+    assert!(r.last_checkpoint(a).expect("ck").is_none());
+    let kept: Vec<String> = dump(&db, "metrics");
+    assert_eq!(kept, b_metrics, "only run b's metrics are left");
+    let cands = r.nas_candidates(b).expect("candidates");
+    assert_eq!(cands.len(), 1, "the candidate keeps its figures");
+    assert_eq!(cands[0].proxy_run, None);
+    assert_eq!(cands[0].proxy_accuracy, Some(0.5));
+    // An active run is refused, and keeps everything.
+    let e = manage::delete(&db, live).expect_err("active");
+    assert!(e.to_string().contains("stop it before deleting"), "{e}");
+    assert!(Reader::open(&db).expect("r").run(live).is_ok());
+    // A folder holding something else than checkpoints is left (only the files go).
+    std::fs::write(fb.join("notes.txt"), b"mine").expect("write");
+    let gone = manage::delete(&db, b).expect("delete b");
+    assert!(gone.folders.is_empty());
+    assert_eq!(gone.files, 2);
+    assert!(fb.join("notes.txt").exists());
+}
+
+#[test]
+fn metric_keys_and_summaries() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("s.db");
+    let w = Writer::open(&db).expect("open");
+    let a = w.create_run(new_run("a", "")).expect("a");
+    let b = w.create_run(new_run("b", "")).expect("b");
+    let row = |run, key: &str, step, value| MetricRow {
+        run,
+        key: key.into(),
+        step,
+        epoch: 0,
+        wall_time: 0.0,
+        value,
+    };
+    w.send(WriteOp::Metrics(vec![
+        row(a, "val/top1", 1, 0.4),
+        row(a, "val/top1", 2, 0.7),
+        row(a, "val/top1", 3, 0.6),
+        row(a, "train/loss", 1, 2.0),
+        row(b, "val/top1", 5, 0.1),
+        row(b, "sys/rss_mb", 5, 100.0),
+    ]))
+    .expect("send");
+    w.flush().expect("flush");
+    let r = Reader::open(&db).expect("reader");
+    assert_eq!(
+        r.metric_keys().expect("keys"),
+        ["sys/rss_mb", "train/loss", "val/top1"]
+    );
+    let s = r.metric_summary("val/top1").expect("summary");
+    assert_eq!(
+        s,
+        vec![
+            MetricSummary {
+                run: a,
+                last: 0.6,
+                max: 0.7,
+                min: 0.4
+            },
+            MetricSummary {
+                run: b,
+                last: 0.1,
+                max: 0.1,
+                min: 0.1
+            }
+        ]
+    );
+}
