@@ -1189,15 +1189,13 @@ fn a_plot_switched_to_wall_time_and_log_y_changes_its_axes() {
     });
     let linear = bounds(h).expect("bounds");
     assert!(linear.max()[1] >= 2.0, "loss up to 2: {linear:?}");
-    click(h, "x axis of Training loss");
+    click(h, "axes of Training loss");
     click(h, "wall time (UTC)");
     wait_for(h, "wall-time x", |h| {
         bounds(h).is_some_and(|b| b.min()[0] > 1.7e9 && b.max()[0] < 1.9e9)
     });
-    h.query_all_by_label("log y")
-        .next()
-        .expect("the loss plot's log-y toggle")
-        .click();
+    click(h, "axes of Training loss");
+    click(h, "log y");
     h.step();
     wait_for(h, "log y", |h| {
         bounds(h).is_some_and(|b| b.max()[1] < 1.0 && b.min()[1] < -0.5)

@@ -437,6 +437,8 @@ impl eframe::App for StudioApp {
         };
         if ctx.theme() != theme {
             ctx.set_theme(theme);
+            // This frame's root was laid out with the old style: draw the next one whole.
+            ctx.request_repaint();
         }
         let keys = shortcuts::read(ctx);
         self.apply_shortcuts(&keys);

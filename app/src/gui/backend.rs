@@ -313,7 +313,13 @@ struct DataState {
     reader: Option<Reader>,
     /// Each run's flattened config: stored configs never change, so each is parsed once.
     configs: HashMap<RunId, Arc<BTreeMap<String, String>>>,
+    /// The metric keys recorded, and when they were read (a scan of the metrics index, done
+    /// at most every [`METRIC_KEYS_EVERY`] while runs write).
+    metric_keys: Option<(std::time::Instant, Vec<String>)>,
 }
+
+/// How often the column chooser's list of metric keys is read again.
+const METRIC_KEYS_EVERY: Duration = Duration::from_secs(15);
 
 /// Apply an edit or delete through the store; the line the status bar shows.
 fn manage_runs(db: &Path, q: &Query) -> Result<String, String> {
@@ -375,7 +381,24 @@ fn answer(db: &Path, state: &mut DataState, q: Query) -> Loaded {
         return Loaded::Error("no database reader".into());
     };
     let result = match q {
-        Query::Runs { metrics } => runs(r, &mut state.configs, &metrics),
+        Query::Runs { metrics } => {
+            let stale = state
+                .metric_keys
+                .as_ref()
+                .is_none_or(|(at, _)| at.elapsed() > METRIC_KEYS_EVERY);
+            if stale {
+                match r.metric_keys() {
+                    Ok(k) => state.metric_keys = Some((std::time::Instant::now(), k)),
+                    Err(e) => return Loaded::Error(e.to_string()),
+                }
+            }
+            let keys = state
+                .metric_keys
+                .as_ref()
+                .map(|(_, k)| k.clone())
+                .unwrap_or_default();
+            runs(r, &mut state.configs, &metrics, keys)
+        }
         Query::Details(run) => details(r, run).map(|d| Loaded::Details(Box::new(d))),
         Query::Edit { .. } | Query::Delete(_) => Err("changes are applied above".into()),
         Query::Metrics { run, after } => metrics(r, run, after),
@@ -402,6 +425,7 @@ fn runs(
     r: &Reader,
     configs: &mut HashMap<RunId, Arc<BTreeMap<String, String>>>,
     metrics: &[String],
+    metric_keys: Vec<String>,
 ) -> Result<Loaded, String> {
     let e = |e: StoreError| e.to_string();
     let summaries = r.runs().map_err(e)?;
@@ -436,10 +460,7 @@ fn runs(
             }
         })
         .collect();
-    Ok(Loaded::Runs {
-        rows,
-        metric_keys: r.metric_keys().map_err(e)?,
-    })
+    Ok(Loaded::Runs { rows, metric_keys })
 }
 
 fn details(r: &Reader, run: RunId) -> Result<Details, String> {

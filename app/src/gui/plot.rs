@@ -672,20 +672,27 @@ pub fn plot_header(
                     .on_hover_text("save what this plot shows as CSV")
                     .clicked();
                 if let Some(axes) = axes {
-                    ui.toggle_value(&mut axes.log_y, "log y")
-                        .on_hover_text("logarithmic y axis");
-                    ui.toggle_value(&mut axes.log_x, "log x")
-                        .on_hover_text("logarithmic x axis");
-                    egui::ComboBox::from_id_salt((id, "x-axis"))
-                        .selected_text(axes.x.title())
-                        .width(110.0)
-                        .show_ui(ui, |ui| {
-                            for a in XAxis::ALL {
-                                ui.selectable_value(&mut axes.x, a, a.title());
-                            }
-                        })
-                        .response
-                        .accessible_name(format!("x axis of {title}"));
+                    // In a menu: a narrow plot's title row keeps room for its title.
+                    let summary = format!(
+                        "{}{}{}",
+                        axes.x.title(),
+                        if axes.log_x { ", log x" } else { "" },
+                        if axes.log_y { ", log y" } else { "" }
+                    );
+                    ui.menu_button(format!("x: {summary}"), |ui| {
+                        ui.label("x axis");
+                        for a in XAxis::ALL {
+                            ui.radio_value(&mut axes.x, a, a.title());
+                        }
+                        ui.separator();
+                        ui.checkbox(&mut axes.log_x, "log x")
+                            .on_hover_text("logarithmic x axis");
+                        ui.checkbox(&mut axes.log_y, "log y")
+                            .on_hover_text("logarithmic y axis");
+                    })
+                    .response
+                    .accessible_name(format!("axes of {title}"))
+                    .on_hover_text("x axis (step, epoch, wall time, relative time), log x, log y");
                 }
                 (csv, svg)
             })
