@@ -278,6 +278,13 @@ fn epoch_slider_changes_the_histogram_shown() {
         has_label_containing(h, "out of range 1 below")
     });
     assert!(has_label(h, "showing epoch 0 (before training)"));
+    // The histogram as SVG: bars of the stored weights, the remapped ones, both named.
+    let (svg, texts) = export_svg(h);
+    assert!(
+        texts.iter().any(|t| t == "stored") && texts.iter().any(|t| t == "remapped"),
+        "{texts:?}"
+    );
+    assert!(svg.matches("<rect").count() > 10, "a bar per bin");
 }
 
 #[test]
@@ -684,6 +691,19 @@ fn hardware_view_shows_each_models_totals_under_either_cost_model() {
         !has_label(h, "1 rows unreadable"),
         "the broken row is the simulator's"
     );
+    // The stacked bars as SVG, with the segments' names in its legend.
+    let (svg, texts) = export_svg(h);
+    assert!(
+        texts.iter().any(|t| t.contains("Energy per layer")),
+        "{texts:?}"
+    );
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("compute") || t.contains("DRAM")),
+        "{texts:?}"
+    );
+    assert!(svg.matches("<rect").count() > 5);
 }
 
 #[test]
@@ -933,6 +953,31 @@ fn compare_group_by_draws_one_band_per_group() {
         groups.iter().all(|g| g.band.len() == 3),
         "3 epochs of val/top1 each"
     );
+}
+
+/// Click the only SVG button on screen; the text of the SVG file it writes, parsed.
+fn export_svg(h: &mut Harness<'static, StudioApp>) -> (String, Vec<String>) {
+    let before = h.state().export().written.len();
+    click(h, "SVG");
+    wait_for(h, "the SVG file", |h| {
+        h.state().export().written[before..]
+            .iter()
+            .any(|p| p.extension().is_some_and(|e| e == "svg"))
+    });
+    let path = h.state().export().written[before..]
+        .iter()
+        .find(|p| p.extension().is_some_and(|e| e == "svg"))
+        .expect("svg")
+        .clone();
+    let text = std::fs::read_to_string(&path).expect("read");
+    let doc = roxmltree::Document::parse(&text).expect("the export parses as XML");
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    let texts = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .filter_map(|n| n.text().map(str::to_owned))
+        .collect();
+    (text, texts)
 }
 
 /// Extra runs for the tracker tests: a NAS search (run 3) with two proxies (4, 5), metrics with

@@ -253,7 +253,7 @@ impl CompareView {
                         settings.group_by,
                         groups.len()
                     );
-                    plot_header(col, &id, &title, vcx.export, None);
+                    plot_header(col, &id, &title, vcx.export, None, false);
                     band_plot(col, &id, &key, &groups, plot_h);
                     continue;
                 }
@@ -404,6 +404,7 @@ fn scatter_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, selected: &[RunId]) {
         ),
         vcx.export,
         None,
+        true,
     );
     let pts: Vec<(RunId, String, f64, f64)> = vcx
         .data

@@ -4,7 +4,7 @@
 //! memory level; totals of the tiny MF model, the same architecture all-Mult, and the largest
 //! augmented model; latency.
 
-use egui_plot::{Bar, BarChart, Legend, Plot};
+use egui_plot::{Bar, BarChart, Plot};
 use shiftadd_core::hw::{CLOCK_HZ, LayerCost};
 use shiftadd_core::spec::config::HwModel;
 use shiftadd_core::store::RunId;
@@ -13,6 +13,7 @@ use super::backend::HwRecords;
 use super::ctx::ViewCtx;
 use super::export::ExportRequest;
 use super::plot::{hover_point, plot_header};
+use super::svg::{Chart, ChartSeries, Mark};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Model {
@@ -193,6 +194,7 @@ impl HardwareView {
             ),
             vcx.export,
             None,
+            true,
         );
         let segs = segments(layers);
         if header.csv {
@@ -217,9 +219,17 @@ impl HardwareView {
             .iter()
             .map(|l| format!("{} ({})", l.name, l.op))
             .collect();
-        Plot::new(&id)
-            .legend(Legend::default())
-            .height(ui.available_height().max(200.0))
+        let entries: Vec<(String, egui::Color32)> = segs
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, v))| v.iter().any(|x| *x != 0.0))
+            .map(|(k, (name, _))| ((*name).to_owned(), SEGMENT_COLORS[k]))
+            .collect();
+        let hidden: std::collections::BTreeSet<String> = ui
+            .data(|d| d.get_temp(egui::Id::unique(("plot-hidden", id.as_str()))))
+            .unwrap_or_default();
+        let shown = Plot::new(&id)
+            .height((ui.available_height() - 30.0).max(200.0))
             .x_axis_label("layer")
             .y_axis_label("µJ")
             .label_formatter(move |pos| {
@@ -231,7 +241,7 @@ impl HardwareView {
             .show(ui, |p| {
                 let mut charts: Vec<BarChart> = Vec::new();
                 for (k, (name, values)) in segs.iter().enumerate() {
-                    if values.iter().all(|v| *v == 0.0) {
+                    if values.iter().all(|v| *v == 0.0) || hidden.contains(*name) {
                         continue;
                     }
                     let bars = values
@@ -249,6 +259,48 @@ impl HardwareView {
                     p.bar_chart(c);
                 }
             });
+        super::plot::legend_row(ui, &id, &entries);
+        if header.svg {
+            // Stacked: each segment drawn as the running total from the top one down, so the
+            // lower segments cover the upper ones' bases.
+            let mut totals = vec![0.0; layers.len()];
+            let mut series = Vec::new();
+            for (k, (name, values)) in segs.iter().enumerate() {
+                if values.iter().all(|v| *v == 0.0) || hidden.contains(*name) {
+                    continue;
+                }
+                for (t, v) in totals.iter_mut().zip(values) {
+                    *t += v;
+                }
+                series.push(ChartSeries {
+                    name: (*name).to_owned(),
+                    color: SEGMENT_COLORS[k],
+                    mark: Mark::Bars(0.8),
+                    points: totals
+                        .iter()
+                        .enumerate()
+                        .map(|(i, t)| [i as f64, *t])
+                        .collect(),
+                });
+            }
+            series.reverse();
+            let b = shown.transform.bounds();
+            let f = |v: f64, s: f64| super::plot::format_num(v, s);
+            let chart = Chart {
+                title: format!("Energy per layer (µJ), {}", hw.title()),
+                x_label: "layer".into(),
+                y_label: "µJ".into(),
+                bounds: [b.min(), b.max()],
+                series,
+                x_fmt: &f,
+                y_fmt: &f,
+            };
+            vcx.export.request(ExportRequest::Text {
+                name: id.clone(),
+                ext: "svg",
+                text: chart.render(),
+            });
+        }
         vcx.export
             .capture_if_requested(ui.ctx(), &id, header.region(ui));
     }

@@ -232,6 +232,7 @@ fn scatter_ui(
         "Candidates: proxy accuracy vs cost",
         vcx.export,
         None,
+        false,
     );
     if header.csv {
         let mut text = String::from("stage,generation,cost,proxy_top1,status,proxy_run,arch\n");

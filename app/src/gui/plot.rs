@@ -443,7 +443,7 @@ pub fn series_plot(
     let bounds_id = ui.scope_id().with(id).with("bounds");
     let shown: Option<PlotBounds> = ui.data(|d| d.get_temp(bounds_id));
     let mut axes = plot_axes(ui.ctx(), id);
-    let header = plot_header(ui, id, title, export, Some(&mut axes));
+    let header = plot_header(ui, id, title, export, Some(&mut axes), true);
     set_plot_axes(ui.ctx(), id, axes);
     let log_y = style.log_y || axes.log_y;
     if header.csv {
@@ -640,13 +640,15 @@ impl PlotHeader {
     }
 }
 
-/// The title row of a plot with its export buttons (and, given `axes`, its axis controls).
+/// The title row of a plot with its export buttons (SVG where the view writes one; given
+/// `axes`, its axis controls).
 pub fn plot_header(
     ui: &mut Ui,
     id: &str,
     title: &str,
     export: &mut Export,
     axes: Option<&mut PlotAxes>,
+    vector: bool,
 ) -> PlotHeader {
     let top_left = ui.cursor().min;
     let width = ui.available_width();
@@ -663,10 +665,13 @@ pub fn plot_header(
                         name: id.to_owned(),
                     });
                 }
-                let svg = ui
-                    .small_button("SVG")
-                    .on_hover_text("save this plot as SVG (vector, with title, axes and legend)")
-                    .clicked();
+                let svg = vector
+                    && ui
+                        .small_button("SVG")
+                        .on_hover_text(
+                            "save this plot as SVG (vector, with title, axes and legend)",
+                        )
+                        .clicked();
                 let csv = ui
                     .small_button("CSV")
                     .on_hover_text("save what this plot shows as CSV")

@@ -340,7 +340,7 @@ impl StudyView {
         });
         let id = format!("study{}-curves", s.row.id);
         let title = format!("{} by variant: mean ± std over seeds", self.curve_metric);
-        let header = plot_header(ui, &id, &title, vcx.export, None);
+        let header = plot_header(ui, &id, &title, vcx.export, None, false);
         let Some(spec) = &s.study else {
             return;
         };
@@ -569,6 +569,7 @@ fn bars_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, table: &Table, height: f32)
         ),
         vcx.export,
         None,
+        false,
     );
     let names: Vec<String> = table.rows.iter().map(|r| r.variant.clone()).collect();
     let n = table.rows.len() as f64;

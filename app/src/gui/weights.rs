@@ -6,12 +6,13 @@
 
 use std::collections::BTreeMap;
 
-use egui_plot::{Bar, BarChart, Heatmap, Legend, Line, Plot, PlotPoint};
+use egui_plot::{Bar, BarChart, Heatmap, Line, Plot, PlotPoint};
 use shiftadd_core::store::HistogramRow;
 
 use super::ctx::ViewCtx;
 use super::export::{Export, ExportRequest};
 use super::plot::{color, csv_field, plot_header};
+use super::svg::{Chart, ChartSeries, Mark};
 
 #[derive(Default)]
 pub struct WeightsView {
@@ -256,7 +257,14 @@ impl WeightsView {
             HeatKind::Stored => "stored",
             HeatKind::Remapped => "remapped",
         };
-        let header = plot_header(ui, &id, "Histogram over epochs (log counts)", export, None);
+        let header = plot_header(
+            ui,
+            &id,
+            "Histogram over epochs (log counts)",
+            export,
+            None,
+            false,
+        );
         ui.horizontal(|ui| {
             ui.radio_value(&mut self.heat_kind, HeatKind::Stored, "stored");
             ui.radio_value(&mut self.heat_kind, HeatKind::Remapped, "remapped");
@@ -336,7 +344,7 @@ fn histogram_ui(
     export: &mut Export,
 ) {
     let id = format!("run{run}-{layer}-hist");
-    let header = plot_header(ui, &id, "Stored vs remapped weights", export, None);
+    let header = plot_header(ui, &id, "Stored vs remapped weights", export, None, true);
     let rows: Vec<(&str, &HistogramRow)> = ["stored", "remapped", "pow2"]
         .into_iter()
         .filter_map(|k| Some((k, *hists.get(k)?.get(&epoch)?)))
@@ -393,14 +401,29 @@ fn histogram_ui(
     let all_epochs = hists.values().flat_map(|e| e.values().copied());
     let (lo, hi) = occupied_bins(all_epochs);
     let (x_min, x_max) = (stored.edges[lo], stored.edges[hi]);
-    Plot::new(&id)
-        .height(height.max(150.0))
-        .legend(Legend::default())
+    let mut entries: Vec<(String, egui::Color32)> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, (k, _))| ((*k).to_owned(), color(i)))
+        .collect();
+    entries.extend(
+        fits.iter()
+            .enumerate()
+            .map(|(i, (name, _))| ((*name).to_owned(), color(5 + i))),
+    );
+    let hidden: std::collections::BTreeSet<String> = ui
+        .data(|d| d.get_temp(egui::Id::unique(("plot-hidden", id.as_str()))))
+        .unwrap_or_default();
+    let shown = Plot::new(&id)
+        .height((height - 24.0).max(150.0))
         .x_axis_label("weight")
         .y_axis_label("count")
         .default_x_bounds(x_min, x_max)
         .show(ui, |p| {
             for (i, (k, r)) in rows.iter().enumerate() {
+                if hidden.contains(*k) {
+                    continue;
+                }
                 if i == 0 {
                     let bars = r
                         .counts
@@ -422,6 +445,9 @@ fn histogram_ui(
                 }
             }
             for (i, (name, pts)) in fits.iter().enumerate() {
+                if hidden.contains(*name) {
+                    continue;
+                }
                 p.line(
                     Line::new(*name, pts.clone())
                         .color(color(5 + i))
@@ -429,6 +455,67 @@ fn histogram_ui(
                 );
             }
         });
+    super::plot::legend_row(ui, &id, &entries);
+    if header.svg {
+        let mut series = Vec::new();
+        for (i, (k, r)) in rows
+            .iter()
+            .enumerate()
+            .filter(|(_, (k, _))| !hidden.contains(*k))
+        {
+            let width = r
+                .edges
+                .get(1)
+                .zip(r.edges.first())
+                .map_or(1.0, |(b, a)| b - a);
+            series.push(ChartSeries {
+                name: (*k).to_owned(),
+                color: color(i),
+                mark: if i == 0 {
+                    Mark::Bars(width)
+                } else {
+                    Mark::Line
+                },
+                points: if i == 0 {
+                    r.counts
+                        .iter()
+                        .enumerate()
+                        .map(|(b, &c)| [0.5 * (r.edges[b] + r.edges[b + 1]), c as f64])
+                        .collect()
+                } else {
+                    steps(r)
+                },
+            });
+        }
+        for (i, (name, pts)) in fits
+            .iter()
+            .enumerate()
+            .filter(|(_, (n, _))| !hidden.contains(*n))
+        {
+            series.push(ChartSeries {
+                name: (*name).to_owned(),
+                color: color(5 + i),
+                mark: Mark::Line,
+                points: pts.clone(),
+            });
+        }
+        let b = shown.transform.bounds();
+        let f = |v: f64, s: f64| super::plot::format_num(v, s);
+        let chart = Chart {
+            title: format!("{layer}: stored vs remapped weights, epoch {epoch}"),
+            x_label: "weight".into(),
+            y_label: "count".into(),
+            bounds: [b.min(), b.max()],
+            series,
+            x_fmt: &f,
+            y_fmt: &f,
+        };
+        export.request(ExportRequest::Text {
+            name: id.clone(),
+            ext: "svg",
+            text: chart.render(),
+        });
+    }
     export.capture_if_requested(ui.ctx(), &id, header.region(ui));
 }
 
