@@ -329,7 +329,7 @@ struct Shell {
 impl Shell {
     fn new() -> Self {
         Self {
-            export: Export::new(std::env::temp_dir().join("shiftadd-bench-exports")),
+            export: Export::new(std::env::temp_dir().join("shiftadd-bench-exports"), None),
             commands: Vec::new(),
             searches: shiftadd_app::gui::searches::Searches::new(
                 &std::env::temp_dir().join("shiftadd-bench.db"),

@@ -59,6 +59,7 @@ impl StudioApp {
             .parent()
             .map_or_else(|| PathBuf::from("exports"), |p| p.join("exports"));
         let persisted = persisted.for_database(&backend.db);
+        let export = Export::new(export_dir, persisted.export_dir.clone());
         let mut app = Self {
             persisted,
             runs: runs::RunsView::default(),
@@ -74,7 +75,7 @@ impl StudioApp {
             compare: compare::CompareView::default(),
             nas: nas::NasView::default(),
             study: study::StudyView::default(),
-            export: Export::new(export_dir),
+            export,
             outbox: Vec::new(),
             status: None,
             asking_close: false,
@@ -523,6 +524,9 @@ impl eframe::App for StudioApp {
         let ctx = ui.ctx().clone();
         if self.help {
             shortcuts::help_window(&ctx, &mut self.help);
+        }
+        if let Some(folder) = self.export.dialog(&ctx) {
+            self.persisted.export_dir = Some(folder);
         }
         self.close_dialog(&ctx);
         self.send_commands();

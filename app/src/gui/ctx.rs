@@ -67,6 +67,8 @@ pub struct Persisted {
     pub hw_model: HwModel,
     /// Light or dark (the top bar's toggle).
     pub light: bool,
+    /// The folder of the last export (the Save dialog opens there; any database).
+    pub export_dir: Option<std::path::PathBuf>,
 }
 
 impl Persisted {

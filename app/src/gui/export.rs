@@ -1,6 +1,8 @@
-//! Export from any plot: CSV of what it shows, PNG of the plot. Files go to the export folder
-//! next to the database (`<db folder>/exports/`), written on a background thread; the outcome
-//! comes back as a status line.
+//! Export from any plot or table: CSV of what it shows, PNG of the plot, SVG, Markdown, LaTeX.
+//! Each export opens a Save dialog (folder, with its subfolders to walk into, and file name); the
+//! folder starts where the last export went (kept between starts by the app), else in `exports/`
+//! beside the database. Files are written on a background thread; the outcome comes back as a
+//! status line.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,11 +25,37 @@ pub enum ExportRequest {
     Png { name: String },
 }
 
+impl ExportRequest {
+    fn name_and_ext(&self) -> (&str, &'static str) {
+        match self {
+            Self::Csv { name, .. } => (name, "csv"),
+            Self::Text { name, ext, .. } => (name, ext),
+            Self::Png { name } => (name, "png"),
+        }
+    }
+}
+
+/// Subfolders listed at most in the Save dialog (a huge folder stays responsive).
+const MAX_LISTED: usize = 500;
+
+/// An export waiting in the Save dialog for where to go.
+struct Pending {
+    request: ExportRequest,
+    folder: String,
+    file: String,
+    /// The folder last listed and its subfolders (or why it could not be read).
+    listed: Option<(String, Result<Vec<String>, String>)>,
+}
+
 /// Export requests of this frame and the results of earlier ones.
 pub struct Export {
+    /// `exports/` beside the database.
+    default_dir: PathBuf,
+    /// Where the next Save dialog opens: the folder of the last export, else `default_dir`.
     dir: PathBuf,
+    pending: Option<Pending>,
     /// PNG captures asked for, waiting for their plot to be drawn (to learn its rectangle).
-    png_wanted: Vec<String>,
+    png_wanted: Vec<(String, PathBuf)>,
     done_tx: Sender<Result<PathBuf, String>>,
     done_rx: Receiver<Result<PathBuf, String>>,
     /// Every file written, most recent last (tests and the status line read it).
@@ -36,10 +64,13 @@ pub struct Export {
 }
 
 impl Export {
-    pub fn new(dir: PathBuf) -> Self {
+    /// Exports default to `default_dir`; the Save dialog opens in `last` when given.
+    pub fn new(default_dir: PathBuf, last: Option<PathBuf>) -> Self {
         let (done_tx, done_rx) = unbounded();
         Self {
-            dir,
+            dir: last.unwrap_or_else(|| default_dir.clone()),
+            default_dir,
+            pending: None,
             png_wanted: Vec::new(),
             done_tx,
             done_rx,
@@ -48,36 +79,172 @@ impl Export {
         }
     }
 
+    /// The folder the next Save dialog opens in.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    /// The folder shown in the open Save dialog, if one is open.
+    pub fn dialog_folder(&self) -> Option<&str> {
+        self.pending.as_ref().map(|p| p.folder.as_str())
+    }
+
+    /// Ask where to save `r` (the Save dialog opens at the end of the frame; a request made
+    /// while it is open replaces the one waiting).
     pub fn request(&mut self, r: ExportRequest) {
+        let (name, ext) = r.name_and_ext();
+        let file = file_name(name, ext);
+        self.pending = Some(Pending {
+            request: r,
+            folder: self.dir.display().to_string(),
+            file,
+            listed: None,
+        });
+    }
+
+    /// Write `r` to `path` now (no dialog).
+    pub fn save(&mut self, r: ExportRequest, path: PathBuf) {
         match r {
-            ExportRequest::Csv { name, text } => {
-                let path = self.file_for(&name, "csv");
+            ExportRequest::Csv { text, .. } | ExportRequest::Text { text, .. } => {
                 self.spawn_write(path, move |p| {
-                    std::fs::write(p, text).map_err(|e| e.to_string())
+                    std::fs::write(p, text).map_err(|e| format!("{}: {e}", p.display()))
                 });
             }
-            ExportRequest::Text { name, ext, text } => {
-                let path = self.file_for(&name, ext);
-                self.spawn_write(path, move |p| {
-                    std::fs::write(p, text).map_err(|e| e.to_string())
+            ExportRequest::Png { name } => self.png_wanted.push((name, path)),
+        }
+    }
+
+    /// Draw the Save dialog if an export waits for it. Returns the folder of a confirmed save,
+    /// for the app to remember.
+    pub fn dialog(&mut self, ctx: &egui::Context) -> Option<PathBuf> {
+        let pending = self.pending.as_mut()?;
+        let listing = list_subfolders(pending);
+        let mut choice = None;
+        let modal = egui::Modal::new(egui::Id::unique("export-save-dialog")).show(ctx, |ui| {
+            ui.set_width(520.0);
+            let (name, ext) = pending.request.name_and_ext();
+            ui.heading(format!("Export {name} as {}", ext.to_uppercase()));
+            ui.add_space(4.0);
+            egui::Grid::new("export-save-grid")
+                .num_columns(2)
+                .spacing([8.0, 6.0])
+                .show(ui, |ui| {
+                    ui.label("Folder");
+                    ui.add(
+                        egui::TextEdit::singleline(&mut pending.folder)
+                            .desired_width(f32::INFINITY),
+                    );
+                    ui.end_row();
+                    ui.label("");
+                    ui.horizontal(|ui| {
+                        if ui
+                            .button("Up")
+                            .on_hover_text("the folder above this one")
+                            .clicked()
+                            && let Some(up) = Path::new(pending.folder.trim()).parent()
+                        {
+                            pending.folder = up.display().to_string();
+                        }
+                        if ui
+                            .button("Default")
+                            .on_hover_text(format!(
+                                "exports/ beside the database: {}",
+                                self.default_dir.display()
+                            ))
+                            .clicked()
+                        {
+                            pending.folder = self.default_dir.display().to_string();
+                        }
+                    });
+                    ui.end_row();
+                    ui.label("");
+                    egui::ScrollArea::vertical()
+                        .max_height(150.0)
+                        .auto_shrink([false, true])
+                        .show(ui, |ui| match &listing {
+                            Ok(subs) if subs.is_empty() => {
+                                ui.weak("no subfolders");
+                            }
+                            Ok(subs) => {
+                                for sub in subs {
+                                    if ui
+                                        .selectable_label(false, format!("{sub}/"))
+                                        .on_hover_text("open this folder")
+                                        .clicked()
+                                    {
+                                        pending.folder = Path::new(pending.folder.trim())
+                                            .join(sub)
+                                            .display()
+                                            .to_string();
+                                    }
+                                }
+                            }
+                            Err(why) => {
+                                ui.weak(why);
+                            }
+                        });
+                    ui.end_row();
+                    ui.label("File name");
+                    let file = ui.add(
+                        egui::TextEdit::singleline(&mut pending.file).desired_width(f32::INFINITY),
+                    );
+                    if file.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter)) {
+                        choice = Some(true);
+                    }
+                    ui.end_row();
                 });
+            let target = Path::new(pending.folder.trim()).join(pending.file.trim());
+            let problem = save_problem(pending.folder.trim(), pending.file.trim(), &target);
+            match &problem {
+                Some(p) => {
+                    ui.colored_label(ui.visuals().error_fg_color, p);
+                }
+                None if target.exists() => {
+                    ui.colored_label(ui.visuals().warn_fg_color, "replaces the file there");
+                }
+                None => {}
             }
-            ExportRequest::Png { name } => self.png_wanted.push(name),
+            ui.separator();
+            ui.horizontal(|ui| {
+                if ui
+                    .add_enabled(problem.is_none(), egui::Button::new("Save"))
+                    .clicked()
+                {
+                    choice = Some(true);
+                }
+                if ui.button("Cancel").clicked() {
+                    choice = Some(false);
+                }
+            });
+            problem.is_none()
+        });
+        let can_save = modal.inner;
+        if modal.should_close() && choice.is_none() {
+            choice = Some(false);
+        }
+        match choice {
+            Some(true) if can_save => {
+                let p = self.pending.take()?;
+                let folder = PathBuf::from(p.folder.trim());
+                self.save(p.request, folder.join(p.file.trim()));
+                self.dir.clone_from(&folder);
+                Some(folder)
+            }
+            Some(false) => {
+                self.pending = None;
+                None
+            }
+            _ => None,
         }
     }
 
     /// Called by a plot after drawing: if a PNG of it was asked for, request a screenshot and
     /// crop it to `rect` when it arrives.
     pub fn capture_if_requested(&mut self, ctx: &egui::Context, name: &str, rect: Rect) {
-        let Some(i) = self.png_wanted.iter().position(|n| n == name) else {
+        let Some(i) = self.png_wanted.iter().position(|(n, _)| n == name) else {
             return;
         };
-        self.png_wanted.remove(i);
-        let path = self.file_for(name, "png");
+        let (_, path) = self.png_wanted.remove(i);
         let tx = self.done_tx.clone();
         let ppp = ctx.pixels_per_point();
         let waker = ctx.clone();
@@ -113,34 +280,17 @@ impl Export {
             .map(|p| format!("exported {}", p.display()))
     }
 
-    fn file_for(&self, name: &str, ext: &str) -> PathBuf {
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
-        let safe: String = name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        self.dir.join(format!("{safe}-{stamp}.{ext}"))
-    }
-
     fn spawn_write(
         &self,
         path: PathBuf,
         write: impl FnOnce(&Path) -> Result<(), String> + Send + 'static,
     ) {
         let tx = self.done_tx.clone();
-        let dir = self.dir.clone();
         let spawned = std::thread::Builder::new()
             .name("export".into())
             .spawn(move || {
-                let r = std::fs::create_dir_all(&dir)
+                let dir = path.parent().unwrap_or(Path::new("."));
+                let r = std::fs::create_dir_all(dir)
                     .map_err(|e| format!("cannot create {}: {e}", dir.display()))
                     .and_then(|()| write(&path))
                     .map(|()| path);
@@ -151,6 +301,71 @@ impl Export {
                 .done_tx
                 .send(Err(format!("cannot start a thread: {e}")));
         }
+    }
+}
+
+/// `<name>-<milliseconds>.<ext>`, the name reduced to letters, digits and dashes.
+fn file_name(name: &str, ext: &str) -> String {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{safe}-{stamp}.{ext}")
+}
+
+/// The subfolders of the dialog's folder, listed again only when the folder changed.
+fn list_subfolders(p: &mut Pending) -> Result<Vec<String>, String> {
+    let folder = p.folder.trim().to_owned();
+    if let Some((listed, subs)) = &p.listed
+        && *listed == folder
+    {
+        return subs.clone();
+    }
+    let path = Path::new(&folder);
+    let subs = if path.as_os_str().is_empty() {
+        Err("name a folder".to_owned())
+    } else if !path.exists() {
+        Err("a new folder: created when you save".to_owned())
+    } else {
+        std::fs::read_dir(path)
+            .map_err(|e| format!("cannot read {folder}: {e}"))
+            .map(|entries| {
+                let mut subs: Vec<String> = entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.starts_with('.'))
+                    .take(MAX_LISTED)
+                    .collect();
+                subs.sort();
+                subs
+            })
+    };
+    p.listed = Some((folder, subs.clone()));
+    subs
+}
+
+/// Why the dialog cannot save to `target` as it stands, if it cannot.
+fn save_problem(folder: &str, file: &str, target: &Path) -> Option<String> {
+    if folder.is_empty() {
+        Some("name a folder".into())
+    } else if file.is_empty() {
+        Some("name the file".into())
+    } else if Path::new(folder).exists() && !Path::new(folder).is_dir() {
+        Some(format!("{folder} is a file, not a folder"))
+    } else if target.is_dir() {
+        Some(format!("{} is a folder", target.display()))
+    } else {
+        None
     }
 }
 
@@ -215,11 +430,15 @@ mod tests {
     #[test]
     fn csv_request_writes_a_file() {
         let dir = std::env::temp_dir().join(format!("shiftadd-csv-{}", std::process::id()));
-        let mut e = Export::new(dir.clone());
-        e.request(ExportRequest::Csv {
-            name: "loss plot".into(),
-            text: "a,b\n".into(),
-        });
+        let mut e = Export::new(dir.clone(), None);
+        let name = file_name("loss plot", "csv");
+        e.save(
+            ExportRequest::Csv {
+                name: "loss plot".into(),
+                text: "a,b\n".into(),
+            },
+            dir.join("sub").join(name),
+        );
         let t0 = std::time::Instant::now();
         while e.written.is_empty() && t0.elapsed().as_secs() < 10 {
             std::thread::sleep(std::time::Duration::from_millis(5));
@@ -231,6 +450,54 @@ mod tests {
                 .is_some_and(|n| n.to_string_lossy().starts_with("loss_plot-"))
         );
         assert_eq!(std::fs::read_to_string(&p).expect("read"), "a,b\n");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_dialog_opens_in_the_last_folder_and_lists_visible_subfolders() {
+        let dir = std::env::temp_dir().join(format!("shiftadd-dlg-{}", std::process::id()));
+        for sub in ["b", "a", ".hidden"] {
+            std::fs::create_dir_all(dir.join(sub)).expect("mkdir");
+        }
+        std::fs::write(dir.join("file.txt"), "x").expect("file");
+        let mut e = Export::new(PathBuf::from("exports"), Some(dir.clone()));
+        assert_eq!(e.dialog_folder(), None);
+        e.request(ExportRequest::Png {
+            name: "loss".into(),
+        });
+        assert_eq!(e.dialog_folder(), Some(dir.display().to_string().as_str()));
+        let p = e.pending.as_mut().expect("pending");
+        assert!(
+            p.file.starts_with("loss-") && p.file.ends_with(".png"),
+            "{}",
+            p.file
+        );
+        assert_eq!(list_subfolders(p), Ok(vec!["a".to_owned(), "b".to_owned()]));
+        p.folder = dir.join("new").display().to_string();
+        assert!(list_subfolders(p).is_err_and(|e| e.contains("created when you save")));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_dialog_names_what_stops_a_save() {
+        let dir = std::env::temp_dir().join(format!("shiftadd-dlgp-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub")).expect("mkdir");
+        std::fs::write(dir.join("f"), "x").expect("file");
+        let d = dir.display().to_string();
+        assert_eq!(
+            save_problem("", "x.csv", Path::new("x.csv")).as_deref(),
+            Some("name a folder")
+        );
+        assert_eq!(save_problem(&d, "", &dir).as_deref(), Some("name the file"));
+        let f = dir.join("f").display().to_string();
+        assert!(
+            save_problem(&f, "x.csv", &dir.join("f/x.csv"))
+                .is_some_and(|p| p.contains("not a folder"))
+        );
+        assert!(
+            save_problem(&d, "sub", &dir.join("sub")).is_some_and(|p| p.contains("is a folder"))
+        );
+        assert_eq!(save_problem(&d, "x.csv", &dir.join("x.csv")), None);
         let _ = std::fs::remove_dir_all(dir);
     }
 }
