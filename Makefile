@@ -2,7 +2,8 @@
 #   make run    set up what is missing, build, open the app (headless: train the default experiment)
 #   make test   set up what is missing, then lint and run the whole test suite
 # Both are idempotent. Set-up installs the PyPI `torch` wheel that `tch` expects into the
-# git-ignored .venv (libtorch comes from it), and the Debian Fashion-MNIST package when apt works.
+# git-ignored .venv (libtorch comes from it), and the Debian Fashion-MNIST and Mesa Vulkan (software
+# rendering for the image tests) packages when apt works.
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -12,9 +13,9 @@ TORCH_STAMP := $(VENV)/.torch-$(TORCH_VERSION)
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 DEFAULT_EXPERIMENT := experiments/smoke.toml
 
-.PHONY: setup libtorch fashion-mnist build run test lint bench
+.PHONY: setup libtorch fashion-mnist vulkan build run test lint bench
 
-setup: libtorch fashion-mnist
+setup: libtorch fashion-mnist vulkan
 
 libtorch: $(TORCH_STAMP)
 
@@ -33,6 +34,17 @@ fashion-mnist:
 			|| echo "setup: warning: could not install dataset-fashion-mnist; Fashion-MNIST presets need data.dir"; \
 	else \
 		echo "setup: note: apt not usable; Fashion-MNIST presets need its idx files (set data.dir)"; \
+	fi
+
+# Mesa's software Vulkan (lavapipe): the image tests render the app with wgpu, no GPU needed.
+vulkan:
+	@if ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1; then exit 0; fi; \
+	if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		echo "setup: installing mesa-vulkan-drivers (software rendering for the image tests)"; \
+		(apt-get update -q && apt-get install -y -q mesa-vulkan-drivers) >/dev/null \
+			|| echo "setup: warning: could not install mesa-vulkan-drivers; the image tests will fail"; \
+	else \
+		echo "setup: note: apt not usable; the image tests need a Vulkan driver (mesa-vulkan-drivers)"; \
 	fi
 
 build: setup

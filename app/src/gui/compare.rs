@@ -500,6 +500,7 @@ fn scatter_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, selected: &[RunId]) {
             p.line(Line::new("Pareto front", line).color(front_color));
         }
     });
+    super::plot::remember_transform(ui.ctx(), id, shown.transform);
     super::plot::legend_row(ui, id, &entries);
     if header.svg {
         let mut series = vec![ChartSeries {

@@ -89,7 +89,7 @@ fn model_of(models: &[HwRecords], hw: HwModel, model: Model) -> Option<&HwRecord
 
 /// The toggle between the two cost models (shared by every energy figure of the app).
 pub fn hw_model_toggle(ui: &mut egui::Ui, hw: &mut HwModel) {
-    ui.horizontal(|ui| {
+    ui.horizontal_wrapped(|ui| {
         ui.label("Cost model:");
         ui.selectable_value(hw, HwModel::Shiftaddnas, HwModel::Shiftaddnas.title())
             .on_hover_text(

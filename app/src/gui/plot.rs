@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use egui_plot::{GridInput, GridMark, Line, Plot, PlotBounds, Points};
+use egui_plot::{GridInput, GridMark, Line, Plot, PlotBounds, PlotTransform, Points};
 use serde::{Deserialize, Serialize};
 
 use super::export::{Export, ExportRequest};
@@ -537,10 +537,8 @@ pub fn series_plot(
         }
     });
     let plotted = *response.transform.bounds();
-    ui.data_mut(|d| {
-        d.insert_temp(bounds_id, plotted);
-        d.insert_temp(egui::Id::unique(("plot-bounds", id)), plotted);
-    });
+    ui.data_mut(|d| d.insert_temp(bounds_id, plotted));
+    remember_transform(ui.ctx(), id, response.transform);
     if let Some(p) = pointer.filter(|_| response.response.hovered()) {
         hover_values(&response.response, p.x, &drawn, view);
     }
@@ -582,9 +580,20 @@ pub fn series_plot(
 /// A curve as drawn this frame: name, colour, plotted points.
 type Drawn = (String, Color32, Arc<Vec<[f64; 2]>>);
 
+/// Where plot `id` was drawn in its last frame: its frame on screen and the bounds it showed,
+/// in plotted coordinates (log axes: log10).
+pub fn plot_transform(ctx: &egui::Context, id: &str) -> Option<PlotTransform> {
+    ctx.data(|d| d.get_temp(egui::Id::unique(("plot-transform", id))))
+}
+
+/// Record plot `id`'s transform of this frame (see [`plot_transform`]).
+pub fn remember_transform(ctx: &egui::Context, id: &str, transform: PlotTransform) {
+    ctx.data_mut(|d| d.insert_temp(egui::Id::unique(("plot-transform", id)), transform));
+}
+
 /// What series plot `id` showed in its last frame, in plotted coordinates (log axes: log10).
 pub fn plotted_bounds(ctx: &egui::Context, id: &str) -> Option<PlotBounds> {
-    ctx.data(|d| d.get_temp(egui::Id::unique(("plot-bounds", id))))
+    plot_transform(ctx, id).map(|t| *t.bounds())
 }
 
 /// The value of every drawn curve at plot x `x` (its nearest point), as a tooltip.
@@ -654,7 +663,8 @@ pub fn plot_header(
     let width = ui.available_width();
     let (csv, svg) = ui
         .horizontal(|ui| {
-            ui.strong(title);
+            // Buttons from the right first; the title takes what is left, cut short with "…"
+            // (full on hover) rather than pushing the plot wider than its column.
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                 if ui
                     .small_button("PNG")
@@ -699,6 +709,9 @@ pub fn plot_header(
                     .accessible_name(format!("axes of {title}"))
                     .on_hover_text("x axis (step, epoch, wall time, relative time), log x, log y");
                 }
+                ui.with_layout(egui::Layout::left_to_right(egui::Align::Center), |ui| {
+                    ui.add(egui::Label::new(egui::RichText::new(title).strong()).truncate());
+                });
                 (csv, svg)
             })
             .inner
