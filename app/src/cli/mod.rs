@@ -30,10 +30,29 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&e));
+            log::debug!("{e:?}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, each once: a cause whose text the line already holds
+/// (an error's message often ends with its source's) is not repeated. `SHIFTADD_LOG=debug`
+/// prints the whole chain.
+pub(crate) fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(text.trim()) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 /// Command-line tables end quietly when their reader goes away (`shiftadd hw … | head`), as
@@ -71,5 +90,38 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Cmd::Study(a)) => commands::study(&a),
         Some(Cmd::Import(a)) => commands::import(&a),
         Some(Cmd::StudyTask(a)) => commands::study_task(&a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[derive(Debug)]
+    struct Wraps(std::io::Error);
+    impl std::fmt::Display for Wraps {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "cannot read config x.toml: {}", self.0)
+        }
+    }
+    impl std::error::Error for Wraps {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_printed_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
+        let e = anyhow::Error::new(Wraps(io));
+        assert_eq!(
+            one_line(&e),
+            "cannot read config x.toml: No such file or directory"
+        );
+        let e = e.context("study paper.toml");
+        assert_eq!(
+            one_line(&e),
+            "study paper.toml: cannot read config x.toml: No such file or directory"
+        );
     }
 }

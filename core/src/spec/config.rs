@@ -639,9 +639,8 @@ impl Config {
             apply_override(&mut table, item)?;
         }
         arch_text::check(&table)?;
-        let config: Self = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| parse_err(clean(&e)))?;
+        let config: Self = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| parse_err(keyed(&e)))?;
         config.validate()?;
         Ok(config)
     }
@@ -833,6 +832,17 @@ fn clean(e: &toml::de::Error) -> String {
     }
 }
 
+/// A deserialisation error with the key it belongs to (`train.epochs: invalid type: …`).
+fn keyed(e: &serde_path_to_error::Error<toml::de::Error>) -> String {
+    let path = e.path().to_string();
+    let msg = clean(e.inner());
+    if path.is_empty() || path == "." {
+        msg
+    } else {
+        format!("`{path}`: {msg}")
+    }
+}
+
 pub(crate) fn apply_override(table: &mut toml::Table, item: &str) -> Result<(), ConfigError> {
     let bad = || ConfigError::BadOverride(item.to_owned());
     let (path, raw) = item.split_once('=').ok_or_else(bad)?;
@@ -874,6 +884,72 @@ mod tests {
         assert_eq!(c, Config::default());
         let again = parse(&c.to_toml(), &[]).expect("resolved config parses");
         assert_eq!(again, c);
+    }
+
+    /// Every key of the resolved default config, as (section, key, default value).
+    fn every_key() -> Vec<(String, String, toml::Value)> {
+        let table: toml::Table = toml::from_str(&Config::default().to_toml()).expect("toml");
+        let mut keys = Vec::new();
+        for (section, t) in table {
+            let toml::Value::Table(t) = t else {
+                panic!("top-level key {section} is not a section");
+            };
+            for (key, v) in t {
+                keys.push((section.clone(), key, v));
+            }
+        }
+        keys
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_names_its_key_in_files_and_sets() {
+        let keys = every_key();
+        assert!(keys.len() >= 40, "{} keys", keys.len());
+        for (section, key, default) in keys {
+            let wrong = match default {
+                toml::Value::String(_) | toml::Value::Table(_) => "[1, 2]",
+                toml::Value::Array(_) => "{ a = 1 }",
+                toml::Value::Boolean(_) => "\"maybe\"",
+                _ => "\"five\"",
+            };
+            let name = format!("{section}.{key}");
+            let err = parse(&format!("[{section}]\n{key} = {wrong}\n"), &[])
+                .expect_err(&name)
+                .to_string();
+            assert!(err.contains(&name), "file, {name} = {wrong}: {err}");
+            let err = parse("", &[&format!("{name}={wrong}")])
+                .expect_err(&name)
+                .to_string();
+            assert!(err.contains(&name), "--set {name}={wrong}: {err}");
+        }
+        let err = parse("", &["train.epochs=-3"]).unwrap_err().to_string();
+        assert!(err.contains("train.epochs"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_name_for_an_enum_key_names_the_key() {
+        let mut enums = Vec::new();
+        for (section, key, default) in every_key() {
+            if !matches!(default, toml::Value::String(_)) {
+                continue;
+            }
+            let name = format!("{section}.{key}");
+            // Free-text keys (a folder, a name) take any string; the rest are enums.
+            if let Err(e) = parse("", &[&format!("{name}=\"no-such-name\"")]) {
+                let err = e.to_string();
+                assert!(err.contains(&name), "{name}: {err}");
+                enums.push(name);
+            }
+        }
+        for must in [
+            "ops.kind",
+            "aug.hybrid",
+            "remap.kind",
+            "data.dataset",
+            "model.name",
+        ] {
+            assert!(enums.iter().any(|e| e == must), "{must} in {enums:?}");
+        }
     }
 
     #[test]
