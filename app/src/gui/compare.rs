@@ -448,29 +448,24 @@ fn scatter_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, selected: &[RunId]) {
     }
     entries.push(("Pareto front".to_owned(), front_color));
     let legend_h = 22.0 * (1.0 + (entries.len() as f32 / 4.0).floor());
-    let plot = Plot::new(id)
-        .height((ui.available_height() - legend_h).max(200.0))
-        .x_grid_spacer(|g| super::plot::nice_grid(&g, 70.0))
-        .y_grid_spacer(|g| super::plot::nice_grid(&g, 28.0))
-        .x_axis_formatter(|m, _| super::plot::format_num(m.value, m.step_size))
-        .y_axis_formatter(|m, _| format!("{} %", super::plot::format_num(m.value, m.step_size)))
-        .x_axis_label(format!("energy per inference, mJ ({})", hw.title()))
-        .y_axis_label("best top-1 %")
-        .label_formatter(move |pos| {
-            let p = hover_point(pos);
-            labels
-                .iter()
-                .min_by(|a, b| {
-                    let d = |l: &(f64, f64, String)| {
-                        (l.0 - p.x).powi(2) + ((l.1 - p.y) / 100.0).powi(2)
-                    };
-                    d(a).total_cmp(&d(b))
-                })
-                .map(|l| format!("{}\n{:.4} mJ, {:.2} %", l.2, l.0, l.1))
-        });
-    let hidden: std::collections::BTreeSet<String> = ui
-        .data(|d| d.get_temp(egui::Id::unique(("plot-hidden", id))))
-        .unwrap_or_default();
+    let plot = super::plot::readable_ticks(
+        Plot::new(id).height((ui.available_height() - legend_h).max(200.0)),
+        " %",
+    )
+    .x_axis_label(format!("energy per inference, mJ ({})", hw.title()))
+    .y_axis_label("best top-1 %")
+    .label_formatter(move |pos| {
+        let p = hover_point(pos);
+        labels
+            .iter()
+            .min_by(|a, b| {
+                let d =
+                    |l: &(f64, f64, String)| (l.0 - p.x).powi(2) + ((l.1 - p.y) / 100.0).powi(2);
+                d(a).total_cmp(&d(b))
+            })
+            .map(|l| format!("{}\n{:.4} mJ, {:.2} %", l.2, l.0, l.1))
+    });
+    let hidden = super::plot::hidden_curves(ui.ctx(), id);
     let shown = plot.show(ui, |p| {
         let (sel, other): (Vec<_>, Vec<_>) = pts
             .iter()

@@ -225,9 +225,7 @@ impl HardwareView {
             .filter(|(_, (_, v))| v.iter().any(|x| *x != 0.0))
             .map(|(k, (name, _))| ((*name).to_owned(), SEGMENT_COLORS[k]))
             .collect();
-        let hidden: std::collections::BTreeSet<String> = ui
-            .data(|d| d.get_temp(egui::Id::unique(("plot-hidden", id.as_str()))))
-            .unwrap_or_default();
+        let hidden = super::plot::hidden_curves(ui.ctx(), &id);
         let shown = Plot::new(&id)
             .height((ui.available_height() - 30.0).max(200.0))
             .x_axis_label("layer")

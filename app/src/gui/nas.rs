@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use egui_plot::{Corner, Legend, Line, MarkerShape, Plot, Points, VLine};
+use egui_plot::{Line, MarkerShape, Plot, Points, VLine};
 use shiftadd_core::Config;
 use shiftadd_core::nas::{pareto_front, target_config, unit};
 use shiftadd_core::run::Command;
@@ -263,9 +263,37 @@ fn scatter_ui(
         .map(|i| [stage2[i].0, stage2[i].1])
         .collect();
     let u_owned = u.to_owned();
-    Plot::new(&id)
-        .legend(Legend::default().position(Corner::LeftBottom))
-        .height((height - 60.0).max(200.0))
+    let generations = rows.iter().map(|r| r.generation).max().unwrap_or(0);
+    // One series per stage and generation, named as the legend shows it.
+    let mut groups: Vec<(String, MarkerShape, egui::Color32, Vec<[f64; 2]>)> = Vec::new();
+    for stage in [1, 2] {
+        for g in 0..=generations {
+            let pts: Vec<[f64; 2]> = rows
+                .iter()
+                .filter(|r| r.stage == stage && r.generation == g)
+                .filter_map(|r| Some([r.cost, r.proxy_accuracy? * 100.0]))
+                .collect();
+            if pts.is_empty() {
+                continue;
+            }
+            let (shape, name) = if stage == 1 {
+                (MarkerShape::Circle, format!("stage 1 SubNets, gen {g}"))
+            } else {
+                (MarkerShape::Diamond, format!("stage 2 TargetNets, gen {g}"))
+            };
+            let c = color(g as usize + if stage == 2 { 4 } else { 0 });
+            groups.push((name, shape, c, pts));
+        }
+    }
+    let front_color = ui.visuals().strong_text_color();
+    let budget_color = egui::Color32::from_rgb(0xe0, 0x50, 0x5a);
+    let mut entries: Vec<(String, egui::Color32)> =
+        groups.iter().map(|g| (g.0.clone(), g.2)).collect();
+    entries.push(("Pareto front (TargetNets)".into(), front_color));
+    entries.push(("budget".into(), budget_color));
+    let hidden = super::plot::hidden_curves(ui.ctx(), &id);
+    let shown = super::plot::readable_ticks(Plot::new(&id), " %")
+        .height((height - 90.0).max(200.0))
         .x_axis_label(format!("cost, {u}"))
         .y_axis_label("proxy top-1 %")
         .label_formatter(move |pos| {
@@ -273,39 +301,18 @@ fn scatter_ui(
             Some(format!("{:.4} {u_owned}\n{:.2} %", p.x, p.y))
         })
         .show(ui, |p| {
-            let generations = rows.iter().map(|r| r.generation).max().unwrap_or(0);
-            for stage in [1, 2] {
-                for g in 0..=generations {
-                    let pts: Vec<[f64; 2]> = rows
-                        .iter()
-                        .filter(|r| r.stage == stage && r.generation == g)
-                        .filter_map(|r| Some([r.cost, r.proxy_accuracy? * 100.0]))
-                        .collect();
-                    if pts.is_empty() {
-                        continue;
-                    }
-                    let (shape, name) = if stage == 1 {
-                        (MarkerShape::Circle, format!("stage 1 SubNets, gen {g}"))
-                    } else {
-                        (MarkerShape::Diamond, format!("stage 2 TargetNets, gen {g}"))
-                    };
-                    p.points(
-                        Points::new(name, pts)
-                            .shape(shape)
-                            .radius(5.0)
-                            .color(color(g as usize + if stage == 2 { 4 } else { 0 })),
-                    );
-                }
+            for (name, shape, c, pts) in groups.into_iter().filter(|g| !hidden.contains(&g.0)) {
+                p.points(Points::new(name, pts).shape(shape).radius(5.0).color(c));
             }
-            if front.len() > 1 {
-                p.line(Line::new("Pareto front (TargetNets)", front).color(egui::Color32::WHITE));
+            if front.len() > 1 && !hidden.contains("Pareto front (TargetNets)") {
+                p.line(Line::new("Pareto front (TargetNets)", front).color(front_color));
             }
-            if budget.is_finite() {
-                p.vline(
-                    VLine::new("budget", budget).color(egui::Color32::from_rgb(0xe0, 0x50, 0x5a)),
-                );
+            if budget.is_finite() && !hidden.contains("budget") {
+                p.vline(VLine::new("budget", budget).color(budget_color));
             }
         });
+    super::plot::remember_transform(ui.ctx(), &id, shown.transform);
+    super::plot::legend_row(ui, &id, &entries);
     vcx.export
         .capture_if_requested(ui.ctx(), &id, header.region(ui));
 }

@@ -119,6 +119,15 @@ pub fn format_log(v: f64) -> String {
     }
 }
 
+/// `plot` with readable ticks on both axes: 1-2-5 steps, a label about every 70 px along x and
+/// 28 px along y, numbers as [`format_num`] writes them (`y_unit` appended on y, e.g. " %").
+pub fn readable_ticks<'a>(plot: Plot<'a>, y_unit: &'static str) -> Plot<'a> {
+    plot.x_grid_spacer(|g| nice_grid(&g, 70.0))
+        .y_grid_spacer(|g| nice_grid(&g, 28.0))
+        .x_axis_formatter(|m, _| format_num(m.value, m.step_size))
+        .y_axis_formatter(move |m, _| format!("{}{y_unit}", format_num(m.value, m.step_size)))
+}
+
 /// Grid marks at 1-2-5 steps with a labelled tick about every `label_px` pixels (egui_plot's
 /// default steps by powers of ten, which leaves a short axis with a single label).
 pub fn nice_grid(input: &GridInput, label_px: f64) -> Vec<GridMark> {
@@ -377,6 +386,11 @@ fn hidden_id(id: &str) -> egui::Id {
     egui::Id::unique(("plot-hidden", id))
 }
 
+/// The curves of plot `id` hidden through its legend (see [`legend_row`]).
+pub fn hidden_curves(ctx: &egui::Context, id: &str) -> BTreeSet<String> {
+    ctx.data(|d| d.get_temp(hidden_id(id))).unwrap_or_default()
+}
+
 /// A legend drawn beside a plot, never over it: a swatch and name per entry; clicking one hides
 /// or shows it. Returns the names now hidden.
 pub fn legend_row(ui: &mut Ui, id: &str, entries: &[(String, Color32)]) -> BTreeSet<String> {
@@ -486,7 +500,7 @@ pub fn series_plot(
             .link_axis(group, [true, false])
             .link_cursor(group, [true, false]);
     }
-    let hidden: BTreeSet<String> = ui.data(|d| d.get_temp(hidden_id(id))).unwrap_or_default();
+    let hidden = hidden_curves(ui.ctx(), id);
     let view = View { style, axes, log_y };
     let mut drawn: Vec<Drawn> = Vec::new();
     let mut pointer = None;

@@ -504,125 +504,139 @@ impl RunsView {
         let mut tick: Option<(RunId, bool, bool)> = None;
         let mut toggle: Option<Group> = None;
         let row_h = 20.0;
-        let mut table = TableBuilder::new(ui)
-            .striped(true)
-            .resizable(true)
-            .auto_shrink([false, false])
-            .column(TableColumn::initial(72.0).at_least(56.0))
-            .column(TableColumn::initial(170.0).at_least(60.0).clip(true));
-        for c in &settings.columns {
-            let width = match c {
-                Col::Status => 74.0,
-                Col::Tags | Col::Data | Col::Energy => 96.0,
-                Col::Config(_) | Col::Metric(..) => 88.0,
-                Col::Model | Col::Duration => 64.0,
-                _ => 52.0,
-            };
-            table = table.column(TableColumn::initial(width).at_least(30.0).clip(true));
-        }
-        table
-            .header(row_h, |mut h| {
-                for (by, title) in [
-                    (SortBy::Id, "Id".to_owned()),
-                    (SortBy::Name, "Name".to_owned()),
-                ]
-                .into_iter()
-                .chain(
-                    settings
-                        .columns
-                        .iter()
-                        .map(|c| (SortBy::Col(c.clone()), c.title(hw))),
-                ) {
-                    h.col(|ui| {
-                        if header(ui, &settings, &by, &title) {
-                            sort_clicked = Some(by);
-                        }
-                    });
+        // Sideways scrolling keeps the panel its own width however many columns are chosen.
+        egui::ScrollArea::horizontal()
+            .id_salt("runs-table-x")
+            .show(ui, |ui| {
+                let mut table = TableBuilder::new(ui)
+                    .striped(true)
+                    .resizable(true)
+                    .auto_shrink([false, false])
+                    .column(TableColumn::initial(72.0).at_least(56.0))
+                    .column(TableColumn::initial(170.0).at_least(60.0).clip(true));
+                for c in &settings.columns {
+                    let width = match c {
+                        Col::Status => 74.0,
+                        Col::Tags | Col::Data | Col::Energy => 96.0,
+                        Col::Config(_) | Col::Metric(..) => 88.0,
+                        Col::Model | Col::Duration => 64.0,
+                        _ => 52.0,
+                    };
+                    table = table.column(TableColumn::initial(width).at_least(30.0).clip(true));
                 }
-            })
-            .body(|body| {
-                body.rows(row_h, lines.len(), |mut row| match lines[row.index()] {
-                    Line::Header { group, members } => {
-                        let open = self.open.contains(&group);
-                        row.col(|ui| {
-                            if ui.small_button(if open { "-" } else { "+" }).clicked() {
-                                toggle = Some(group);
-                            }
-                        });
-                        row.col(|ui| {
-                            let what = match group {
-                                Group::Search(s) => format!("NAS search #{s}: {members} proxies"),
-                                Group::Study(s) => format!("study {s}: {members} runs"),
-                            };
-                            if ui
-                                .selectable_label(false, egui::RichText::new(what).italics())
-                                .clicked()
-                            {
-                                toggle = Some(group);
-                            }
-                        });
-                        for _ in &settings.columns {
-                            row.col(|_| {});
-                        }
-                    }
-                    Line::Run {
-                        index: i,
-                        depth,
-                        members,
-                    } => {
-                        let Some(r) = ids
-                            .get(i)
-                            .and_then(|id| index.get(id))
-                            .map(|&j| &data.runs[j])
-                        else {
-                            return;
-                        };
-                        let id = r.summary.id;
-                        row.col(|ui| {
-                            let mut ticked = persisted.compare.contains(&id);
-                            let resp = ui
-                                .checkbox(&mut ticked, format!("#{id}"))
-                                .on_hover_text("compare this run (shift-click: tick a range)");
-                            if resp.changed() {
-                                tick = Some((id, ticked, ui.input(|i| i.modifiers.shift)));
-                            }
-                        });
-                        row.col(|ui| {
-                            ui.horizontal(|ui| {
-                                if depth > 0 {
-                                    ui.add_space(14.0);
+                table
+                    .header(row_h, |mut h| {
+                        for (by, title) in [
+                            (SortBy::Id, "Id".to_owned()),
+                            (SortBy::Name, "Name".to_owned()),
+                        ]
+                        .into_iter()
+                        .chain(
+                            settings
+                                .columns
+                                .iter()
+                                .map(|c| (SortBy::Col(c.clone()), c.title(hw))),
+                        ) {
+                            h.col(|ui| {
+                                if header(ui, &settings, &by, &title) {
+                                    sort_clicked = Some(by);
                                 }
-                                if members > 0 {
-                                    let g = Group::Search(id);
-                                    let open = self.open.contains(&g);
+                            });
+                        }
+                    })
+                    .body(|body| {
+                        body.rows(row_h, lines.len(), |mut row| match lines[row.index()] {
+                            Line::Header { group, members } => {
+                                let open = self.open.contains(&group);
+                                row.col(|ui| {
+                                    if ui.small_button(if open { "-" } else { "+" }).clicked() {
+                                        toggle = Some(group);
+                                    }
+                                });
+                                row.col(|ui| {
+                                    let what = match group {
+                                        Group::Search(s) => {
+                                            format!("NAS search #{s}: {members} proxies")
+                                        }
+                                        Group::Study(s) => format!("study {s}: {members} runs"),
+                                    };
                                     if ui
-                                        .small_button(if open { "-" } else { "+" })
-                                        .on_hover_text(format!("{members} proxy runs"))
+                                        .selectable_label(
+                                            false,
+                                            egui::RichText::new(what).italics(),
+                                        )
                                         .clicked()
                                     {
-                                        toggle = Some(g);
+                                        toggle = Some(group);
                                     }
+                                });
+                                for _ in &settings.columns {
+                                    row.col(|_| {});
                                 }
-                                self.name_cell(ui, r, data, persisted, commands);
-                            });
-                        });
-                        for c in &settings.columns {
-                            row.col(|ui| {
-                                let v = cell(r, c, hw);
-                                let resp = if *c == Col::Status {
-                                    ui.colored_label(status_color(ui, r.summary.status), v.text)
-                                } else {
-                                    ui.label(v.text)
+                            }
+                            Line::Run {
+                                index: i,
+                                depth,
+                                members,
+                            } => {
+                                let Some(r) = ids
+                                    .get(i)
+                                    .and_then(|id| index.get(id))
+                                    .map(|&j| &data.runs[j])
+                                else {
+                                    return;
                                 };
-                                if *c == Col::Status
-                                    && let Some(reason) = &r.summary.reason
-                                {
-                                    resp.on_hover_text(reason);
+                                let id = r.summary.id;
+                                row.col(|ui| {
+                                    let mut ticked = persisted.compare.contains(&id);
+                                    let resp =
+                                        ui.checkbox(&mut ticked, format!("#{id}")).on_hover_text(
+                                            "compare this run (shift-click: tick a range)",
+                                        );
+                                    if resp.changed() {
+                                        tick = Some((id, ticked, ui.input(|i| i.modifiers.shift)));
+                                    }
+                                });
+                                row.col(|ui| {
+                                    ui.horizontal(|ui| {
+                                        if depth > 0 {
+                                            ui.add_space(14.0);
+                                        }
+                                        if members > 0 {
+                                            let g = Group::Search(id);
+                                            let open = self.open.contains(&g);
+                                            if ui
+                                                .small_button(if open { "-" } else { "+" })
+                                                .on_hover_text(format!("{members} proxy runs"))
+                                                .clicked()
+                                            {
+                                                toggle = Some(g);
+                                            }
+                                        }
+                                        self.name_cell(ui, r, data, persisted, commands);
+                                    });
+                                });
+                                for c in &settings.columns {
+                                    row.col(|ui| {
+                                        let v = cell(r, c, hw);
+                                        let resp = if *c == Col::Status {
+                                            ui.colored_label(
+                                                status_color(ui, r.summary.status),
+                                                v.text,
+                                            )
+                                        } else {
+                                            ui.label(v.text)
+                                        };
+                                        if *c == Col::Status
+                                            && let Some(reason) = &r.summary.reason
+                                        {
+                                            resp.on_hover_text(reason);
+                                        }
+                                    });
                                 }
-                            });
-                        }
-                    }
-                });
+                            }
+                        });
+                    });
             });
         if let Some(by) = sort_clicked {
             let s = &mut persisted.runs;

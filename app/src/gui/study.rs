@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, bounded};
 
-use egui_plot::{Bar, BarChart, FilledArea, Legend, Line, Plot};
+use egui_plot::{Bar, BarChart, FilledArea, Line, Plot};
 use shiftadd_core::store::{RunId, Status};
 use shiftadd_core::study::report::{Format, Table, paired_text};
 
@@ -405,10 +405,16 @@ impl StudyView {
 /// Groups of curves as mean lines over ±std bands (over their raw seeds' lines, faint, where the
 /// groups carry them).
 pub fn band_plot(ui: &mut egui::Ui, id: &str, y_label: &str, groups: &[Group], height: f32) {
+    // Accuracy in percent, as everywhere else.
+    let (k, unit) = if super::plot::is_accuracy(y_label) {
+        (100.0, " %")
+    } else {
+        (1.0, "")
+    };
     // One point per curve (a one-epoch study) would give the plot no extent: frame it.
     let ys: Vec<f64> = groups
         .iter()
-        .flat_map(|g| g.band.iter().map(|b| b.1))
+        .flat_map(|g| g.band.iter().map(|b| b.1 * k))
         .collect();
     let (lo, hi) = ys
         .iter()
@@ -420,24 +426,26 @@ pub fn band_plot(ui: &mut egui::Ui, id: &str, y_label: &str, groups: &[Group], h
     } else {
         0.0
     };
-    Plot::new(id)
+    let hidden = super::plot::hidden_curves(ui.ctx(), id);
+    let legend_h = 22.0 * (1.0 + (groups.len() as f32 / 4.0).floor());
+    let shown = super::plot::readable_ticks(Plot::new(id), unit)
         .include_x(0.0)
         .include_y(if lo.is_finite() { lo - pad } else { 0.0 })
         .include_y(if hi.is_finite() { hi + pad } else { 1.0 })
-        .legend(Legend::default())
-        .height(height.max(200.0))
+        .height((height - legend_h).max(200.0))
         .x_axis_label("step")
         .y_axis_label(y_label.to_owned())
-        .label_formatter(|pos| {
+        .label_formatter(move |pos| {
             let p = hover_point(pos);
-            Some(format!("step {:.0}: {:.4}", p.x, p.y))
+            Some(format!("step {:.0}: {:.4}{unit}", p.x, p.y))
         })
         .show(ui, |p| {
-            for g in groups {
+            for g in groups.iter().filter(|g| !hidden.contains(&g.name)) {
                 let c = color(g.color);
                 for pts in &g.seeds {
+                    let pts: Vec<[f64; 2]> = pts.iter().map(|q| [q[0], q[1] * k]).collect();
                     p.line(
-                        Line::new("", pts.clone())
+                        Line::new("", pts)
                             .color(c.gamma_multiply(0.3))
                             .width(1.0)
                             .allow_hover(false),
@@ -445,17 +453,23 @@ pub fn band_plot(ui: &mut egui::Ui, id: &str, y_label: &str, groups: &[Group], h
                 }
                 // One mesh per band (a noisy band is not convex, so no polygon fan).
                 let xs: Vec<f64> = g.band.iter().map(|b| b.0).collect();
-                let lo: Vec<f64> = g.band.iter().map(|b| b.1 - b.2).collect();
-                let hi: Vec<f64> = g.band.iter().map(|b| b.1 + b.2).collect();
+                let lo: Vec<f64> = g.band.iter().map(|b| (b.1 - b.2) * k).collect();
+                let hi: Vec<f64> = g.band.iter().map(|b| (b.1 + b.2) * k).collect();
                 p.add(
                     FilledArea::new(format!("{} ± std", g.name), &xs, &lo, &hi)
                         .fill_color(c.gamma_multiply(0.25))
                         .allow_hover(false),
                 );
-                let mean: Vec<[f64; 2]> = g.band.iter().map(|(x, m, _)| [*x, *m]).collect();
+                let mean: Vec<[f64; 2]> = g.band.iter().map(|(x, m, _)| [*x, *m * k]).collect();
                 p.line(Line::new(g.name.clone(), mean).color(c).width(2.0));
             }
         });
+    super::plot::remember_transform(ui.ctx(), id, shown.transform);
+    let entries: Vec<(String, egui::Color32)> = groups
+        .iter()
+        .map(|g| (g.name.clone(), color(g.color)))
+        .collect();
+    super::plot::legend_row(ui, id, &entries);
 }
 
 /// This session's studies (started from Launch): progress, Stop, and how each ended.
@@ -573,7 +587,13 @@ fn bars_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, table: &Table, height: f32)
     );
     let names: Vec<String> = table.rows.iter().map(|r| r.variant.clone()).collect();
     let n = table.rows.len() as f64;
+    let whisker_color = ui.visuals().strong_text_color();
+    let unit = if k > 1.0 { " %" } else { "" };
     Plot::new(&id)
+        .y_grid_spacer(|g| super::plot::nice_grid(&g, 28.0))
+        .y_axis_formatter(move |m, _| {
+            format!("{}{unit}", super::plot::format_num(m.value, m.step_size))
+        })
         .include_x(-0.5)
         .include_x(n - 0.5)
         .include_y(0.0)
@@ -600,13 +620,11 @@ fn bars_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, table: &Table, height: f32)
                     let (lo, hi) = ((m.mean - m.ci95) * k, (m.mean + m.ci95) * k);
                     let whisker = vec![[x, lo], [x, hi]];
                     p.line(
-                        Line::new(format!("{} 95 % CI", r.variant), whisker)
-                            .color(egui::Color32::WHITE),
+                        Line::new(format!("{} 95 % CI", r.variant), whisker).color(whisker_color),
                     );
                     for y in [lo, hi] {
                         p.line(
-                            Line::new("", vec![[x - 0.1, y], [x + 0.1, y]])
-                                .color(egui::Color32::WHITE),
+                            Line::new("", vec![[x - 0.1, y], [x + 0.1, y]]).color(whisker_color),
                         );
                     }
                 }

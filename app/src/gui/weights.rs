@@ -300,6 +300,8 @@ impl WeightsView {
             .map_or(1.0, |r| r.edges[lo + 1] - r.edges[lo]);
         Plot::new(&id)
             .height(height.max(150.0))
+            .x_grid_spacer(|g| super::plot::nice_grid(&g, 70.0))
+            .x_axis_formatter(|m, _| super::plot::format_num(m.value, m.step_size))
             .x_axis_label("weight")
             .y_axis_label("epoch")
             .y_axis_formatter(move |mark, _| {
@@ -411,10 +413,8 @@ fn histogram_ui(
             .enumerate()
             .map(|(i, (name, _))| ((*name).to_owned(), color(5 + i))),
     );
-    let hidden: std::collections::BTreeSet<String> = ui
-        .data(|d| d.get_temp(egui::Id::unique(("plot-hidden", id.as_str()))))
-        .unwrap_or_default();
-    let shown = Plot::new(&id)
+    let hidden = super::plot::hidden_curves(ui.ctx(), &id);
+    let shown = super::plot::readable_ticks(Plot::new(&id), "")
         .height((height - 24.0).max(150.0))
         .x_axis_label("weight")
         .y_axis_label("count")
