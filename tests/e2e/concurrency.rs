@@ -56,3 +56,37 @@ fn two_writers_and_a_polling_reader_never_see_a_locked_database() {
         "{runs:?}"
     );
 }
+
+#[test]
+fn processes_starting_together_on_a_new_database_never_fail() {
+    // Issue 21 item 9: `shiftadd train` processes started at the same moment on a database that
+    // does not exist yet (observed once: one exited 1 before creating its run). Each round a new
+    // file; every process must finish its run.
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = tiny_config(dir.path(), "start", 100, 1);
+    let (rounds, procs) = (4, 6);
+    for round in 0..rounds {
+        let dbp = dir.path().join(format!("new-{round}.db"));
+        let children: Vec<_> = (0..procs)
+            .map(|_| {
+                bin()
+                    .args(["train", s(&cfg), "--db", s(&dbp), "--threads", "1"])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("spawn")
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().expect("wait");
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let runs = crate::support::runs_json(&dbp);
+        assert_eq!(runs.len(), procs, "round {round}");
+        assert!(runs.iter().all(|r| r["status"] == "finished"), "{runs:?}");
+    }
+}

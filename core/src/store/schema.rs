@@ -351,7 +351,41 @@ sql_text_enum!(Status, "run status");
 sql_text_enum!(CandidateStatus, "NAS candidate status");
 
 /// Open (creating if needed) a read-write connection, migrate, and mark dead runs `interrupted`.
+///
+/// Processes that open one new file at the same moment contend for it in ways SQLite answers
+/// with BUSY at once, without its busy handler (switching the file to WAL, a migration's lock
+/// upgrade): the whole opening is tried again, with a short random pause, for up to
+/// [`BUSY_TIMEOUT`].
 pub fn open_rw(path: &Path) -> Result<Connection> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    let mut attempt: u32 = 0;
+    loop {
+        match open_rw_once(path) {
+            Err(StoreError::Sqlite { source, .. })
+                if is_busy(&source) && std::time::Instant::now() < deadline =>
+            {
+                attempt += 1;
+                // 1-32 ms, growing with the attempts, jittered by the clock so openers spread.
+                let jitter = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_nanos() % 8);
+                let ms = u64::from((1u32 << attempt.min(5)) + jitter);
+                std::thread::sleep(Duration::from_millis(ms));
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Whether `e` is SQLite's "busy" or "locked" (another connection holds the lock).
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+fn open_rw_once(path: &Path) -> Result<Connection> {
     let sq = |source| StoreError::Sqlite {
         path: path.to_path_buf(),
         source,

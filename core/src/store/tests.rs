@@ -160,3 +160,42 @@ fn dead_owner_is_marked_interrupted_at_open() {
     let r = Reader::open(&db).expect("reader").run(id).expect("run");
     assert_eq!(r.status, Status::Interrupted);
 }
+
+#[test]
+fn many_openers_of_a_new_database_at_once_all_succeed() {
+    // Issue 21 item 9: writers that open the same new file at the same moment (each its own
+    // connection, as processes are) never fail, and each records its run.
+    let dir = tempfile::tempdir().expect("tmp");
+    let (rounds, openers) = (40, 12);
+    for round in 0..rounds {
+        let db = dir.path().join(format!("fresh-{round}.db"));
+        let gate = std::sync::Arc::new(std::sync::Barrier::new(openers));
+        let handles: Vec<_> = (0..openers)
+            .map(|i| {
+                let (db, gate) = (db.clone(), gate.clone());
+                std::thread::spawn(move || {
+                    gate.wait();
+                    let w = Writer::open(&db).map_err(|e| format!("open: {e}"))?;
+                    w.create_run(new_run(&format!("r{i}")))
+                        .map_err(|e| format!("create: {e}"))
+                })
+            })
+            .collect();
+        let mut ids: Vec<RunId> = handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect::<std::result::Result<_, String>>()
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), openers, "round {round}: one run each");
+        assert_eq!(
+            Reader::open(&db)
+                .expect("reader")
+                .runs()
+                .expect("runs")
+                .len(),
+            openers
+        );
+    }
+}
