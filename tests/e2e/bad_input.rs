@@ -166,3 +166,53 @@ fn bad_configs_data_and_divergence_are_reported_and_lose_nothing() {
         "the refused database is unchanged"
     );
 }
+
+#[test]
+fn a_damaged_database_is_named_with_how_to_salvage_it_and_check_reports_it() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let dbp = dir.path().join("studio.db");
+    let cfg = tiny_config(dir.path(), "good", 100, 1);
+    run_ok(&["train", s(&cfg), "--db", s(&dbp)]);
+    let out = run_ok(&["check", "--db", s(&dbp)]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(": ok (schema v") && text.contains("1 runs"),
+        "{text}"
+    );
+    // Noise over the pages after the first (the tables' roots).
+    {
+        use std::io::{Seek, SeekFrom};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&dbp)
+            .expect("open");
+        f.seek(SeekFrom::Start(4096)).expect("seek");
+        f.write_all(&[0xA5; 4096 * 6]).expect("write");
+    }
+    let before = std::fs::read(&dbp).expect("read");
+    for args in [
+        vec!["runs", "--db", s(&dbp)],
+        vec!["train", s(&cfg), "--db", s(&dbp)],
+    ] {
+        let err = run_err(&args);
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.contains("is damaged") && err.contains(".recover"),
+            "{args:?}: {err}"
+        );
+    }
+    let out = crate::support::bin()
+        .args(["check", "--db", s(&dbp)])
+        .output()
+        .expect("spawn");
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("damaged") && text.contains(".recover"),
+        "{text}"
+    );
+    assert!(
+        std::fs::read(&dbp).expect("read") == before,
+        "nothing was changed"
+    );
+}

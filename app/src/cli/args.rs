@@ -50,6 +50,9 @@ pub enum Cmd {
     /// everything recorded for them, NAS candidates and studies. Importing a file again changes
     /// nothing; a newer snapshot of a run replaces its rows.
     Import(ImportArgs),
+    /// Check a database for damage (SQLite's integrity_check; nothing is changed). Exit 0 when
+    /// it is sound, 1 with the damage listed and how to salvage the rest.
+    Check(CheckArgs),
     /// Train one cell of a study submitted with `--executor slurm` (run by its job script).
     #[command(hide = true)]
     StudyTask(StudyTaskArgs),
@@ -61,6 +64,13 @@ pub struct ImportArgs {
     /// Databases to merge (each is only read).
     #[arg(required = true, value_name = "OTHER.db")]
     pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub db: DbArg,
+}
+
+// `shiftadd check`.
+#[derive(clap::Args, Debug)]
+pub struct CheckArgs {
     #[command(flatten)]
     pub db: DbArg,
 }

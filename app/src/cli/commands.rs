@@ -20,7 +20,7 @@ use shiftadd_core::{Config, export, host, hw, nas, study};
 use shiftadd_core::slurm::SlurmSpec;
 
 use super::args::{
-    ExportArgs, HwArgs, ImportArgs, NasArgs, ResumeArgs, RunsArgs, SlurmArgs, StudyArgs,
+    CheckArgs, ExportArgs, HwArgs, ImportArgs, NasArgs, ResumeArgs, RunsArgs, SlurmArgs, StudyArgs,
     StudyTaskArgs, TrainArgs,
 };
 use super::db_path;
@@ -542,6 +542,36 @@ pub fn import(a: &ImportArgs) -> anyhow::Result<ExitCode> {
         println!("{}: {summary}", f.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+pub fn check(a: &CheckArgs) -> anyhow::Result<ExitCode> {
+    let db = db_path(&a.db)?;
+    let report = store::check(&db)?;
+    let counted = |n: Option<i64>| n.map_or_else(|| "?".to_owned(), |n| n.to_string());
+    if report.problems.is_empty() {
+        println!(
+            "{}: ok (schema v{}, {} runs, {} metric rows)",
+            db.display(),
+            report.schema_version,
+            counted(report.runs),
+            counted(report.metric_rows)
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{}: damaged ({} problem(s) found by SQLite's integrity_check):",
+        db.display(),
+        report.problems.len()
+    );
+    for p in &report.problems {
+        println!("  {p}");
+    }
+    println!(
+        "Nothing was changed. SQLite can salvage what is left: `sqlite3 {0} .recover | sqlite3 recovered.db`, \
+         then `shiftadd check --db recovered.db` and use `--db recovered.db`.",
+        db.display()
+    );
+    Ok(ExitCode::FAILURE)
 }
 
 fn write_table(text: &str, out: Option<&Path>) -> anyhow::Result<()> {

@@ -41,10 +41,26 @@ pub fn main() -> ExitCode {
 /// (an error's message often ends with its source's) is not repeated. `SHIFTADD_LOG=debug`
 /// prints the whole chain.
 pub(crate) fn one_line(e: &anyhow::Error) -> String {
+    // SQLite's causes restate their error in other case, behind "Error code N: "...
+    let plain = |t: &str| {
+        let t = t.trim().to_lowercase();
+        let t = match t.strip_prefix("error code ") {
+            Some(rest) => rest
+                .split_once(": ")
+                .map_or(t.clone(), |(_, msg)| msg.to_owned()),
+            None => t,
+        };
+        // ... and in other words: "Unable to open the database file".
+        t.trim_end_matches('.')
+            .split_whitespace()
+            .filter(|w| !matches!(*w, "the" | "a" | "an"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     let mut line = String::new();
     for cause in e.chain() {
         let text = cause.to_string();
-        if line.contains(text.trim()) {
+        if plain(&line).contains(&plain(&text)) {
             continue;
         }
         if !line.is_empty() {
@@ -89,6 +105,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Cmd::Export(a)) => commands::export(&a),
         Some(Cmd::Study(a)) => commands::study(&a),
         Some(Cmd::Import(a)) => commands::import(&a),
+        Some(Cmd::Check(a)) => commands::check(&a),
         Some(Cmd::StudyTask(a)) => commands::study_task(&a),
     }
 }
@@ -117,6 +134,14 @@ mod tests {
         assert_eq!(
             one_line(&e),
             "cannot read config x.toml: No such file or directory"
+        );
+        let sqlite = anyhow::Error::new(std::io::Error::other(
+            "Error code 14: Unable to open the database file",
+        ))
+        .context("database x.db: unable to open database file: x.db");
+        assert_eq!(
+            one_line(&sqlite),
+            "database x.db: unable to open database file: x.db"
         );
         let e = e.context("study paper.toml");
         assert_eq!(

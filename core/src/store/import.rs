@@ -14,7 +14,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use super::schema::{self, Result, SCHEMA_VERSION, StoreError};
 
@@ -88,20 +88,20 @@ pub fn inspect(path: &Path) -> Result<i64> {
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .map_err(|e| classify(path, e))?;
+    .map_err(|e| StoreError::sqlite(path, e))?;
     conn.busy_timeout(schema::BUSY_TIMEOUT)
-        .map_err(|e| classify(path, e))?;
+        .map_err(|e| StoreError::sqlite(path, e))?;
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(|e| classify(path, e))?;
+        .map_err(|e| StoreError::sqlite(path, e))?;
     let problems: Vec<String> = conn
         .prepare("PRAGMA quick_check")
         .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-        .map_err(|e| classify(path, e))?;
+        .map_err(|e| StoreError::sqlite(path, e))?;
     if problems.first().is_none_or(|p: &String| p != "ok") {
         return Err(StoreError::Corrupt {
             path: path.to_path_buf(),
-            detail: one_line(problems.first().map_or("", String::as_str)),
+            detail: super::schema::one_line(problems.first().map_or("", String::as_str)),
         });
     }
     let tables: i64 = conn
@@ -111,7 +111,7 @@ pub fn inspect(path: &Path) -> Result<i64> {
             [],
             |r| r.get(0),
         )
-        .map_err(|e| classify(path, e))?;
+        .map_err(|e| StoreError::sqlite(path, e))?;
     if version < 1 || tables < 4 {
         return Err(StoreError::NotOurs {
             path: path.to_path_buf(),
@@ -126,29 +126,6 @@ pub fn inspect(path: &Path) -> Result<i64> {
         });
     }
     Ok(version)
-}
-
-/// An SQLite error on a file being imported, said as what it means.
-fn classify(path: &Path, e: rusqlite::Error) -> StoreError {
-    match e.sqlite_error_code() {
-        Some(ErrorCode::NotADatabase) => StoreError::NotOurs {
-            path: path.to_path_buf(),
-            why: "not an SQLite file".into(),
-        },
-        Some(ErrorCode::DatabaseCorrupt) => StoreError::Corrupt {
-            path: path.to_path_buf(),
-            detail: one_line(&e.to_string()),
-        },
-        _ => StoreError::Sqlite {
-            path: path.to_path_buf(),
-            source: e,
-        },
-    }
-}
-
-/// SQLite's multi-line reports as one line.
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// A migrated temporary copy of an older file, removed when dropped.
@@ -171,10 +148,7 @@ fn migrated_copy(path: &Path) -> Result<Migrated> {
         std::env::temp_dir().join(format!("shiftadd-import-{}-{n}.db", std::process::id())),
     );
     let _ = std::fs::remove_file(&copy.0);
-    let sq = |source| StoreError::Sqlite {
-        path: path.to_path_buf(),
-        source,
-    };
+    let sq = |source| StoreError::sqlite(path, source);
     let src = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(sq)?;
     src.busy_timeout(schema::BUSY_TIMEOUT).map_err(sq)?;
     src.execute("VACUUM INTO ?1", [copy.0.to_string_lossy()])
@@ -217,12 +191,9 @@ pub fn import(target: &Path, source: &Path) -> Result<ImportSummary> {
         .transpose()?;
     let read_from = copy.as_ref().map_or(source, |c| c.0.as_path());
     let mut conn = schema::open_rw(target)?;
-    let sq = |source| StoreError::Sqlite {
-        path: target.to_path_buf(),
-        source,
-    };
+    let sq = |source| StoreError::sqlite(target, source);
     conn.execute("ATTACH DATABASE ?1 AS src", [read_only_uri(read_from)?])
-        .map_err(|e| classify(source, e))?;
+        .map_err(|e| StoreError::sqlite(source, e))?;
     let merged = merge(&mut conn).map_err(sq);
     conn.execute("DETACH DATABASE src", []).map_err(sq)?;
     merged

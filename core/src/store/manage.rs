@@ -50,10 +50,7 @@ pub fn normalise_tags<'a>(tags: impl IntoIterator<Item = &'a str>) -> String {
 }
 
 fn sq(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-    |source| StoreError::Sqlite {
-        path: path.to_path_buf(),
-        source,
-    }
+    |source| StoreError::sqlite(path, source)
 }
 
 /// Apply `edit` to run `run` of the database at `db`.

@@ -26,10 +26,7 @@ impl Reader {
     }
 
     fn sq(&self, source: rusqlite::Error) -> StoreError {
-        StoreError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
+        StoreError::sqlite(&self.path, source)
     }
 
     /// Every row of `sql` with `params`, mapped by `f`; SQLite errors name the database.

@@ -15,10 +15,7 @@ use super::schema::{BUSY_TIMEOUT, Result, StoreError};
 pub fn snapshot(db: &Path, to: &Path) -> Result<()> {
     let sq = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        }
+        move |source| StoreError::sqlite(&path, source)
     };
     let src = Connection::open_with_flags(
         db,
@@ -73,19 +70,13 @@ pub fn restore(snapshot: &Path, local: &Path) -> Result<()> {
         path: local.to_path_buf(),
         source,
     })?;
-    let conn = Connection::open(local).map_err(|source| StoreError::Sqlite {
-        path: local.to_path_buf(),
-        source,
-    })?;
+    let conn = Connection::open(local).map_err(|source| StoreError::sqlite(local, source))?;
     conn.execute(
         "UPDATE runs SET status = 'interrupted',
                 reason = 'its job ended before the run did; a requeued job continues it'
          WHERE status IN ('queued', 'running', 'paused')",
         [],
     )
-    .map_err(|source| StoreError::Sqlite {
-        path: local.to_path_buf(),
-        source,
-    })?;
+    .map_err(|source| StoreError::sqlite(local, source))?;
     Ok(())
 }

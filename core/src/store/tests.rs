@@ -199,3 +199,67 @@ fn many_openers_of_a_new_database_at_once_all_succeed() {
         );
     }
 }
+
+/// Overwrite pages `pages` (4 KiB each, counted from 0) of `db` with noise.
+fn damage(db: &std::path::Path, pages: &[u64]) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(db)
+        .expect("open");
+    for &p in pages {
+        f.seek(SeekFrom::Start(p * 4096)).expect("seek");
+        let noise: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        f.write_all(&noise).expect("write");
+    }
+}
+
+#[test]
+fn a_damaged_database_says_so_and_how_to_salvage_it_and_is_left_as_it_was() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("studio.db");
+    {
+        let w = Writer::open(&db).expect("open");
+        for i in 0..3 {
+            w.create_run(new_run(&format!("r{i}"))).expect("run");
+        }
+        w.flush().expect("flush");
+    }
+    // Checkpointed into the main file by the last close: a sound file reads as such.
+    let sound = check(&db).expect("check");
+    assert!(sound.problems.is_empty(), "{:?}", sound.problems);
+    assert_eq!(
+        (sound.runs, sound.schema_version),
+        (Some(3), SCHEMA_VERSION)
+    );
+    damage(&db, &[1, 2, 3]);
+    let before = std::fs::read(&db).expect("read");
+    for err in [
+        Writer::open(&db)
+            .err()
+            .expect("the writer refuses it")
+            .to_string(),
+        Reader::open(&db)
+            .and_then(|r| r.runs().map(|_| r))
+            .err()
+            .expect("the reader refuses it")
+            .to_string(),
+    ] {
+        assert!(
+            err.contains("is damaged") && err.contains(".recover"),
+            "{err}"
+        );
+    }
+    let report = check(&db).expect("check reports, not fails");
+    assert!(!report.problems.is_empty());
+    let after = std::fs::read(&db).expect("read");
+    let first_change = before.iter().zip(&after).position(|(a, b)| a != b);
+    assert!(
+        first_change.is_none() && before.len() == after.len(),
+        "nothing was changed: first change at byte {first_change:?}, {} -> {} bytes",
+        before.len(),
+        after.len()
+    );
+}
