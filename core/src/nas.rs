@@ -501,6 +501,9 @@ pub enum NasError {
     Store(#[from] StoreError),
     #[error("the run manager stopped answering: {0}")]
     ManagerGone(String),
+    /// The dataset is missing or damaged (found before the search was recorded).
+    #[error("{0}")]
+    Data(#[from] crate::data::DataError),
     #[error("proxy training refused: {0}")]
     ProxyRefused(String),
     #[error("proxy run {0} was stopped; rerun the search to resume it")]
@@ -983,6 +986,7 @@ pub fn search_on(
     stop: &AtomicBool,
     report: &mut dyn FnMut(String),
 ) -> Result<NasOutcome, NasError> {
+    crate::data::check_available(&cfg.data)?;
     let writer = manager.writer();
     writer.flush()?;
     let toml = cfg.to_toml();

@@ -57,7 +57,7 @@ fn bad_configs_data_and_divergence_are_reported_and_lose_nothing() {
     );
     assert_eq!(runs_json(&dbp).len(), 1);
 
-    // Truncated idx file: the run fails naming the file.
+    // Truncated idx file: refused naming the file (its gzip trailer gives the length away).
     let fm = dir.path().join("fm");
     std::fs::create_dir(&fm).expect("mkdir");
     for (stem, shape) in [
@@ -113,6 +113,8 @@ fn bad_configs_data_and_divergence_are_reported_and_lose_nothing() {
         err.contains("train.bin") && err.contains("corrupt"),
         "{err}"
     );
+    // Both refused before a run row existed.
+    assert_eq!(runs_json(&dbp).len(), 1);
 
     // Divergence.
     let div = tiny_config(dir.path(), "div", 1000, 1);
@@ -215,4 +217,62 @@ fn a_damaged_database_is_named_with_how_to_salvage_it_and_check_reports_it() {
         std::fs::read(&dbp).expect("read") == before,
         "nothing was changed"
     );
+}
+
+#[test]
+fn a_truncated_dataset_fails_train_study_and_nas_before_any_row_is_recorded() {
+    use shiftadd_core::data::write_idx;
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("fmnist");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    for (split, n) in [("train", 60usize), ("t10k", 20)] {
+        write_idx(
+            &data.join(format!("{split}-images-idx3-ubyte")),
+            &[n, 28, 28],
+            &vec![7; n * 784],
+        )
+        .expect("images");
+        let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+        write_idx(
+            &data.join(format!("{split}-labels-idx1-ubyte")),
+            &[n],
+            &labels,
+        )
+        .expect("labels");
+    }
+    let images = data.join("train-images-idx3-ubyte");
+    let bytes = std::fs::read(&images).expect("read");
+    std::fs::write(&images, &bytes[..bytes.len() - 500]).expect("truncate");
+    let dbp = dir.path().join("studio.db");
+    let set = format!("data.dir={}", data.display());
+    let experiments = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments");
+    let preset = experiments.join("fmnist-mbv2tiny-mult.toml");
+    let study = experiments.join("studies/paper-main.toml");
+    let nas = experiments.join("nas-fmnist.toml");
+    for args in [
+        vec!["train", s(&preset)],
+        vec!["study", s(&study)],
+        vec!["nas", s(&nas)],
+    ] {
+        let mut args = args;
+        args.extend(["--set", &set, "--db", s(&dbp)]);
+        let err = run_err(&args);
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.contains("train-images-idx3-ubyte") && err.contains("truncated"),
+            "{args:?}: {err}"
+        );
+    }
+    if dbp.exists() {
+        let conn = db(&dbp);
+        let count = |t: &str| -> i64 {
+            conn.query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| r.get(0))
+                .expect("count")
+        };
+        assert_eq!(
+            (count("runs"), count("studies")),
+            (0, 0),
+            "nothing recorded"
+        );
+    }
 }

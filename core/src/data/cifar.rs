@@ -6,8 +6,35 @@ use super::{DataError, Dataset};
 
 const PIXELS: usize = 3 * 32 * 32;
 
+/// [`load`]'s files checked by presence and size alone: each a whole number of records.
+pub fn check(dir: &Path, hundred: bool) -> Result<(), DataError> {
+    let (train, test) = files(dir, hundred);
+    for path in train.iter().chain(&test) {
+        if !path.is_file() {
+            return Err(missing(path, hundred));
+        }
+        let len = std::fs::metadata(path)
+            .map_err(|source| DataError::Io {
+                path: path.clone(),
+                source,
+            })?
+            .len();
+        whole_records(path, len, hundred)?;
+    }
+    Ok(())
+}
+
 /// Train and test splits from `dir` (the folder with the `.bin` files, or its parent).
 pub fn load(dir: &Path, hundred: bool) -> Result<(Dataset, Dataset), DataError> {
+    let (train, test) = files(dir, hundred);
+    Ok((
+        read_records(&train, hundred)?,
+        read_records(&test, hundred)?,
+    ))
+}
+
+/// The training files and the test file.
+fn files(dir: &Path, hundred: bool) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let (sub, train_files, test_file): (&str, Vec<String>, &str) = if hundred {
         ("cifar-100-binary", vec!["train.bin".into()], "test.bin")
     } else {
@@ -22,11 +49,39 @@ pub fn load(dir: &Path, hundred: bool) -> Result<(Dataset, Dataset), DataError> 
     } else {
         dir.join(sub)
     };
-    let paths = |names: &[String]| -> Vec<PathBuf> { names.iter().map(|n| base.join(n)).collect() };
-    Ok((
-        read_records(&paths(&train_files), hundred)?,
-        read_records(&paths(&[test_file.to_owned()]), hundred)?,
-    ))
+    (
+        train_files.iter().map(|n| base.join(n)).collect(),
+        vec![base.join(test_file)],
+    )
+}
+
+fn missing(path: &Path, hundred: bool) -> DataError {
+    let (name, which) = if hundred {
+        ("CIFAR-100", crate::spec::config::DatasetName::Cifar100)
+    } else {
+        ("CIFAR-10", crate::spec::config::DatasetName::Cifar10)
+    };
+    DataError::Missing {
+        what: format!("{name} file"),
+        path: path.to_path_buf(),
+        hint: super::hint(which).into(),
+    }
+}
+
+/// A file of `len` bytes holds whole records, at least one.
+fn whole_records(path: &Path, len: u64, hundred: bool) -> Result<(), DataError> {
+    let label_bytes = if hundred { 2 } else { 1 };
+    let record = (label_bytes + PIXELS) as u64;
+    if len == 0 || len % record != 0 {
+        return Err(DataError::format(
+            path,
+            format!(
+                "corrupt: {len} bytes is not a whole number of {record}-byte records \
+                 ({label_bytes} label byte(s) + 3072 pixels)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn read_records(paths: &[PathBuf], hundred: bool) -> Result<Dataset, DataError> {
@@ -37,32 +92,13 @@ fn read_records(paths: &[PathBuf], hundred: bool) -> Result<Dataset, DataError> 
     let mut labels = Vec::new();
     for path in paths {
         if !path.is_file() {
-            let name = if hundred { "CIFAR-100" } else { "CIFAR-10" };
-            return Err(DataError::Missing {
-                what: format!("{name} file"),
-                path: path.clone(),
-                hint: super::hint(if hundred {
-                    crate::spec::config::DatasetName::Cifar100
-                } else {
-                    crate::spec::config::DatasetName::Cifar10
-                })
-                .into(),
-            });
+            return Err(missing(path, hundred));
         }
         let bytes = std::fs::read(path).map_err(|source| DataError::Io {
             path: path.clone(),
             source,
         })?;
-        if bytes.is_empty() || bytes.len() % record != 0 {
-            return Err(DataError::format(
-                path,
-                format!(
-                    "corrupt: {} bytes is not a whole number of {record}-byte records \
-                     ({label_bytes} label byte(s) + 3072 pixels)",
-                    bytes.len()
-                ),
-            ));
-        }
+        whole_records(path, bytes.len() as u64, hundred)?;
         for (k, rec) in bytes.chunks_exact(record).enumerate() {
             let label = rec[label_bytes - 1]; // CIFAR-100: fine label is the second byte
             if usize::from(label) >= classes {
@@ -165,8 +201,18 @@ mod tests {
             err.contains("test.bin") && err.contains("3074-byte records"),
             "{err}"
         );
+        let err = check(dir.path(), true).unwrap_err().to_string();
+        assert!(
+            err.contains("test.bin") && err.contains("3074-byte records"),
+            "the check before a run finds it too: {err}"
+        );
         let err = load(dir.path(), false).unwrap_err().to_string();
         assert!(err.contains("data_batch_1.bin"), "{err}");
+        let err = check(dir.path(), false).unwrap_err().to_string();
+        assert!(
+            err.contains("data_batch_1.bin") && err.contains("not found"),
+            "{err}"
+        );
         let mut bad = vec![0u8; 3073];
         bad[0] = 10;
         let d10 = tempfile::tempdir().expect("tmp");

@@ -16,6 +16,92 @@ pub fn load_fashion_mnist(dir: &Path) -> Result<(Dataset, Dataset), DataError> {
     ))
 }
 
+/// [`load_fashion_mnist`]'s files checked by header and size alone (see `check_available`).
+pub fn check_fashion_mnist(dir: &Path) -> Result<(), DataError> {
+    for (images, labels) in [
+        ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+        ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+    ] {
+        let image_path = find(dir, images)?;
+        let label_path = find(dir, labels)?;
+        let n_images = check_header(&image_path, IMAGES_MAGIC, 3)?[0];
+        let n_labels = check_header(&label_path, LABELS_MAGIC, 1)?[0];
+        if n_images != n_labels {
+            return Err(DataError::format(
+                &label_path,
+                format!(
+                    "{n_labels} labels but {} has {n_images} images",
+                    image_path.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An idx file's shape from its header, checked against the file's length (a gzip's by the
+/// uncompressed length its trailer records): a truncated or padded file fails here.
+fn check_header(path: &Path, magic: u32, dims: usize) -> Result<Vec<usize>, DataError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let io = |source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    let mut start = [0u8; 2];
+    let gz = file.read_exact(&mut start).is_ok() && start == [0x1f, 0x8b];
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    let header_len = 4 + 4 * dims;
+    let mut header = vec![0u8; header_len];
+    let read = if gz {
+        flate2::read::GzDecoder::new(&mut file).read_exact(&mut header)
+    } else {
+        file.read_exact(&mut header)
+    };
+    read.map_err(|e| {
+        DataError::format(
+            path,
+            format!("truncated or not idx: cannot read its {header_len}-byte header ({e})"),
+        )
+    })?;
+    let found = be_u32(&header, 0);
+    if found != magic {
+        return Err(DataError::format(
+            path,
+            format!("wrong idx magic number {found:#010x}, expected {magic:#010x}"),
+        ));
+    }
+    let shape: Vec<usize> = (0..dims)
+        .map(|d| be_u32(&header, 4 + 4 * d) as usize)
+        .collect();
+    let expected = shape.iter().product::<usize>() as u64 + header_len as u64;
+    let actual = if gz {
+        // The gzip trailer's last four bytes: the uncompressed length modulo 2^32.
+        let mut isize = [0u8; 4];
+        file.seek(SeekFrom::End(-4)).map_err(io)?;
+        file.read_exact(&mut isize).map_err(io)?;
+        u64::from(u32::from_le_bytes(isize))
+    } else {
+        len
+    };
+    let want = if gz { expected % (1 << 32) } else { expected };
+    if actual != want {
+        return Err(DataError::format(
+            path,
+            format!(
+                "truncated or padded: header {shape:?} needs {expected} bytes, {} {actual}",
+                if gz {
+                    "its gzip trailer records"
+                } else {
+                    "the file has"
+                }
+            ),
+        ));
+    }
+    Ok(shape)
+}
+
 fn find(dir: &Path, stem: &str) -> Result<PathBuf, DataError> {
     [stem.to_owned(), format!("{stem}.gz")]
         .iter()
@@ -205,5 +291,52 @@ mod tests {
         std::fs::write(&path, wrong).expect("write");
         let err = load_fashion_mnist(dir.path()).unwrap_err().to_string();
         assert!(err.contains("magic"), "{err}");
+    }
+
+    #[test]
+    fn the_check_before_a_run_reads_headers_and_sizes_plain_and_gz() {
+        for gz in [false, true] {
+            let dir = tempfile::tempdir().expect("tmp");
+            write_set(dir.path(), 5, gz);
+            check_fashion_mnist(dir.path()).expect("a whole set passes");
+            let name = if gz {
+                "train-images-idx3-ubyte.gz"
+            } else {
+                "train-images-idx3-ubyte"
+            };
+            let path = dir.path().join(name);
+            let bytes = std::fs::read(&path).expect("read");
+            // Cut short (a gzip loses its trailer), then padded.
+            std::fs::write(&path, &bytes[..bytes.len() - 7]).expect("truncate");
+            let err = check_fashion_mnist(dir.path()).unwrap_err().to_string();
+            assert!(
+                err.contains(name) && err.contains("truncated"),
+                "gz {gz}: {err}"
+            );
+            if !gz {
+                let mut padded = bytes.clone();
+                padded.extend_from_slice(&[0; 9]);
+                std::fs::write(&path, padded).expect("pad");
+                let err = check_fashion_mnist(dir.path()).unwrap_err().to_string();
+                assert!(err.contains("padded"), "{err}");
+            }
+            std::fs::write(&path, b"not idx").expect("garbage");
+            let err = check_fashion_mnist(dir.path()).unwrap_err().to_string();
+            assert!(err.contains(name), "gz {gz}: {err}");
+            std::fs::remove_file(&path).expect("rm");
+            let err = check_fashion_mnist(dir.path()).unwrap_err().to_string();
+            assert!(
+                err.contains("not found") && err.contains("train-images"),
+                "{err}"
+            );
+        }
+        let dir = tempfile::tempdir().expect("tmp");
+        write_set(dir.path(), 4, false);
+        write_idx(&dir.path().join("t10k-labels-idx1-ubyte"), &[3], &[0, 1, 2]).expect("write");
+        let err = check_fashion_mnist(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("3 labels") && err.contains("4 images"),
+            "{err}"
+        );
     }
 }

@@ -140,20 +140,27 @@ pub fn data_dir(cfg: &DataConfig) -> PathBuf {
     }
 }
 
-/// Cheap check, before a run is created, that the dataset's directory exists.
+/// Cheap check, before a run is created, that the dataset is there and whole: its directory,
+/// every file, and each file's header and size (idx: magic and dimensions against the length,
+/// a gzip's recorded length included; CIFAR: whole records). Reads headers and sizes only, so
+/// damage inside a file of the right size is still found when it loads.
 pub fn check_available(cfg: &DataConfig) -> Result<(), DataError> {
     if cfg.dataset == DatasetName::Synthetic {
         return Ok(());
     }
     let dir = data_dir(cfg);
-    if dir.is_dir() {
-        Ok(())
-    } else {
-        Err(DataError::Missing {
+    if !dir.is_dir() {
+        return Err(DataError::Missing {
             what: format!("{} directory", cfg.dataset.as_str()),
             path: dir,
             hint: hint(cfg.dataset).into(),
-        })
+        });
+    }
+    match cfg.dataset {
+        DatasetName::Synthetic => Ok(()),
+        DatasetName::FashionMnist => idx::check_fashion_mnist(&dir),
+        DatasetName::Cifar10 => cifar::check(&dir, false),
+        DatasetName::Cifar100 => cifar::check(&dir, true),
     }
 }
 

@@ -33,6 +33,9 @@ pub enum StudyRunError {
     Config(#[from] ConfigError),
     #[error("the run manager stopped answering: {0}")]
     ManagerGone(String),
+    /// A cell's dataset is missing or damaged (found before anything was recorded).
+    #[error("{0}")]
+    Data(#[from] crate::data::DataError),
     #[error("run of cell {cell} refused: {reason}")]
     Refused { cell: String, reason: String },
     #[error("run {run} (cell {cell}) is {status} in another process; wait for it or stop it")]
@@ -211,6 +214,15 @@ pub fn run(
     stop: &AtomicBool,
     report: &mut dyn FnMut(String),
 ) -> Result<StudyOutcome, StudyRunError> {
+    // Every cell's data is there and whole before the study, or any run, is recorded.
+    let mut checked = Vec::new();
+    for (v, seed) in study.cells() {
+        let data = study.config(v, seed)?.data;
+        if !checked.contains(&data) {
+            crate::data::check_available(&data)?;
+            checked.push(data);
+        }
+    }
     let writer = manager.writer();
     let Plan {
         id,
