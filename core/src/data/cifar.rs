@@ -72,7 +72,7 @@ fn missing(path: &Path, hundred: bool) -> DataError {
 fn whole_records(path: &Path, len: u64, hundred: bool) -> Result<(), DataError> {
     let label_bytes = if hundred { 2 } else { 1 };
     let record = (label_bytes + PIXELS) as u64;
-    if len == 0 || len % record != 0 {
+    if len == 0 || !len.is_multiple_of(record) {
         return Err(DataError::format(
             path,
             format!(
