@@ -13,7 +13,7 @@ TORCH_STAMP := $(VENV)/.torch-$(TORCH_VERSION)
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 DEFAULT_EXPERIMENT := experiments/smoke.toml
 
-.PHONY: setup libtorch fashion-mnist vulkan build run test lint bench
+.PHONY: setup libtorch fashion-mnist vulkan build run test lint bench fuzz
 
 setup: libtorch fashion-mnist vulkan
 
@@ -79,3 +79,10 @@ bench: setup
 	$(VENV)/bin/python experiments/bench/summary.py target/criterion target/bench-torch.json
 	$(PYTHON) experiments/bench/epoch.py --threads $(BENCH_THREADS) --json target/bench-epoch.json
 	cargo bench -p shiftadd-app --bench ui_frame
+
+# A million mutated inputs per parser (config, study, idx, CIFAR, imported databases): 0 panics,
+# 0 hangs, or exit 1 with the first finding saved (issue 21). FUZZ_CASES / FUZZ_SEED to change.
+FUZZ_CASES ?= 1000000
+FUZZ_SEED ?= 1
+fuzz: setup
+	cargo run --release -p shiftadd-tests --bin fuzz -- --cases $(FUZZ_CASES) --seed $(FUZZ_SEED)

@@ -4,6 +4,7 @@
 mod bad_input;
 mod cli;
 mod concurrency;
+mod fuzz;
 mod gui;
 mod hardware;
 mod lifecycle;

@@ -75,7 +75,7 @@ fn check_header(path: &Path, magic: u32, dims: usize) -> Result<Vec<usize>, Data
     let shape: Vec<usize> = (0..dims)
         .map(|d| be_u32(&header, 4 + 4 * d) as usize)
         .collect();
-    let expected = shape.iter().product::<usize>() as u64 + header_len as u64;
+    let expected = payload_len(path, &shape)? + header_len as u64;
     let actual = if gz {
         // The gzip trailer's last four bytes: the uncompressed length modulo 2^32.
         let mut isize = [0u8; 4];
@@ -100,6 +100,21 @@ fn check_header(path: &Path, magic: u32, dims: usize) -> Result<Vec<usize>, Data
         ));
     }
     Ok(shape)
+}
+
+/// The data bytes an idx header of `shape` promises (a damaged header can promise more than any
+/// file holds: an error, not an overflow).
+fn payload_len(path: &Path, shape: &[usize]) -> Result<u64, DataError> {
+    shape
+        .iter()
+        .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+        .filter(|&n| n < 1 << 40)
+        .ok_or_else(|| {
+            DataError::format(
+                path,
+                format!("idx header {shape:?} describes more data than any file holds"),
+            )
+        })
 }
 
 fn find(dir: &Path, stem: &str) -> Result<PathBuf, DataError> {
@@ -143,8 +158,8 @@ fn parse(path: &Path, magic: u32, dims: usize) -> Result<(Vec<usize>, Vec<u8>), 
     let shape: Vec<usize> = (0..dims)
         .map(|d| be_u32(&bytes, 4 + 4 * d) as usize)
         .collect();
-    let expected = shape.iter().product::<usize>();
-    let payload = bytes.len() - header;
+    let expected = payload_len(path, &shape)?;
+    let payload = (bytes.len() - header) as u64;
     if payload != expected {
         return Err(DataError::format(
             path,
@@ -179,6 +194,12 @@ fn load_split(dir: &Path, images: &str, labels: &str) -> Result<Dataset, DataErr
         ));
     }
     let (n, h, w) = (shape[0], shape[1], shape[2]);
+    if h == 0 || w == 0 {
+        return Err(DataError::format(
+            &image_path,
+            format!("images of {h}x{w} pixels: the header is damaged"),
+        ));
+    }
     let (oh, ow) = (h + 2 * PAD, w + 2 * PAD);
     let mut padded = vec![0u8; n * oh * ow];
     for (src, dst) in pixels

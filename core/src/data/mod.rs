@@ -19,8 +19,8 @@ use crossbeam_channel::{Receiver, bounded};
 use crate::rng::Rng;
 use crate::spec::config::{DataConfig, DatasetName};
 
-pub use cifar::write_cifar_binary;
-pub use idx::write_idx;
+pub use cifar::{check as check_cifar_dir, load as load_cifar, write_cifar_binary};
+pub use idx::{check_fashion_mnist as check_fashion_mnist_dir, load_fashion_mnist, write_idx};
 
 /// Default location of the Debian `dataset-fashion-mnist` package.
 pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";

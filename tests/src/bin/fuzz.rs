@@ -1,0 +1,69 @@
+//! `make fuzz`: a million mutated inputs per parser (see `shiftadd_tests::fuzz`); prints one line
+//! per parser and exits 1 if any input made a parser panic or hang. The first such input is saved
+//! beside the scratch folder as `fuzz-finding-<parser>.bin`.
+//!
+//! fuzz [--cases N] [--seed S] [--only SUBSTRING]
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use shiftadd_tests::fuzz;
+
+fn main() -> ExitCode {
+    let mut cases: u64 = 1_000_000;
+    let mut seed: u64 = 1;
+    let mut only = String::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let value = args.next().unwrap_or_default();
+        match a.as_str() {
+            "--cases" => cases = value.parse().unwrap_or(cases),
+            "--seed" => seed = value.parse().unwrap_or(seed),
+            "--only" => only = value,
+            _ => {
+                eprintln!("usage: fuzz [--cases N] [--seed S] [--only SUBSTRING]");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let experiments = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments");
+    let scratch = std::env::temp_dir().join(format!("shiftadd-fuzz-{}", std::process::id()));
+    let targets = match fuzz::targets(&experiments, &scratch) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!(
+                "error: cannot make the seed files in {}: {e}",
+                scratch.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    // Findings are counted, not printed as they happen.
+    std::panic::set_hook(Box::new(|_| {}));
+    let mut failed = false;
+    println!("seed {seed}, {cases} cases per parser");
+    for mut t in targets.into_iter().filter(|t| t.name.contains(&only)) {
+        let report = fuzz::fuzz(&mut t, cases, seed);
+        println!("{report}");
+        if let Some((message, input)) = &report.first_panic {
+            let file = std::env::temp_dir().join(format!(
+                "fuzz-finding-{}.bin",
+                report
+                    .name
+                    .replace(|c: char| !c.is_ascii_alphanumeric(), "-")
+            ));
+            let _ = std::fs::write(&file, input);
+            println!(
+                "  first panic: {message} (input saved to {})",
+                file.display()
+            );
+        }
+        failed |= report.panics > 0 || report.hangs > 0;
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,328 @@
+//! A mutation fuzzer for the parsers that read what a user or another machine hands the tool:
+//! config TOML, study files, idx (plain and gzip), CIFAR binaries, exported models and imported
+//! databases. Each case takes a valid seed file, applies a few random mutations (bit flips,
+//! interesting bytes, inserted / deleted / duplicated ranges, truncation, splices of another
+//! seed) or, one case in ten, random bytes, and feeds it to the parser; a panic is a finding and
+//! so is a case slower than [`HANG`]. Errors are the expected outcome. The suite runs a few
+//! thousand cases per parser (`fuzz::every_parser_survives_mutated_input`), `make fuzz` a
+//! million (`cargo run --release -p shiftadd-tests --bin fuzz`).
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use shiftadd_core::data::{self, write_cifar_binary, write_idx};
+use shiftadd_core::spec::config::Config;
+use shiftadd_core::spec::study::Study;
+use shiftadd_core::store;
+
+/// A case slower than this counts as a hang.
+pub const HANG: Duration = Duration::from_secs(2);
+
+/// Feeds a parser one input; whether it accepted it (an error is a fine answer).
+type Feed = Box<dyn FnMut(&[u8]) -> bool>;
+
+/// One parser under test: valid seed inputs and how to feed it one input.
+pub struct Target {
+    pub name: &'static str,
+    seeds: Vec<Vec<u8>>,
+    run: Feed,
+}
+
+/// What one target's fuzzing found.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub name: &'static str,
+    pub cases: u64,
+    /// Inputs the parser accepted (the rest it refused with an error).
+    pub accepted: u64,
+    pub panics: u64,
+    pub hangs: u64,
+    pub slowest: Duration,
+    pub elapsed: Duration,
+    /// The first panic's message and the input that caused it (saved by the caller).
+    pub first_panic: Option<(String, Vec<u8>)>,
+}
+
+/// splitmix64: small, fast, and the same sequence everywhere for a seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+const INTERESTING: [u8; 8] = [0, 1, 0x7f, 0x80, 0xff, b'"', b'=', b'\n'];
+
+/// A mutated copy of one of `seeds` (or, one time in ten, random bytes).
+fn mutate(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
+    if rng.below(10) == 0 {
+        let n = rng.below(512);
+        return (0..n).map(|_| rng.next() as u8).collect();
+    }
+    let mut b = seeds[rng.below(seeds.len())].clone();
+    for _ in 0..1 + rng.below(4) {
+        let len = b.len();
+        match rng.below(7) {
+            0 if len > 0 => {
+                let i = rng.below(len);
+                b[i] ^= 1 << rng.below(8);
+            }
+            1 if len > 0 => {
+                let i = rng.below(len);
+                b[i] = INTERESTING[rng.below(INTERESTING.len())];
+            }
+            2 => {
+                let at = rng.below(len + 1);
+                let n = 1 + rng.below(16);
+                let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+                b.splice(at..at, bytes);
+            }
+            3 if len > 0 => {
+                let at = rng.below(len);
+                let n = 1 + rng.below((len - at).min(64));
+                b.drain(at..at + n);
+            }
+            4 if len > 0 => b.truncate(rng.below(len)),
+            5 if len > 0 => {
+                let at = rng.below(len);
+                let n = 1 + rng.below((len - at).min(64));
+                let chunk = b[at..at + n].to_vec();
+                let to = rng.below(len + 1);
+                b.splice(to..to, chunk);
+            }
+            _ => {
+                let other = &seeds[rng.below(seeds.len())];
+                let cut = rng.below(b.len() + 1);
+                let from = rng.below(other.len() + 1);
+                b.truncate(cut);
+                b.extend_from_slice(&other[from..]);
+            }
+        }
+    }
+    b
+}
+
+/// Feed `cases` inputs to `target`, the sequence fixed by `seed`.
+pub fn fuzz(target: &mut Target, cases: u64, seed: u64) -> Report {
+    let mut rng = Rng(seed ^ 0x5eed);
+    let mut report = Report {
+        name: target.name,
+        cases,
+        accepted: 0,
+        panics: 0,
+        hangs: 0,
+        slowest: Duration::ZERO,
+        elapsed: Duration::ZERO,
+        first_panic: None,
+    };
+    let t0 = Instant::now();
+    for _ in 0..cases {
+        let input = mutate(&mut rng, &target.seeds);
+        let start = Instant::now();
+        let outcome = catch_unwind(AssertUnwindSafe(|| (target.run)(&input)));
+        let took = start.elapsed();
+        report.slowest = report.slowest.max(took);
+        if took > HANG {
+            report.hangs += 1;
+        }
+        match outcome {
+            Ok(true) => report.accepted += 1,
+            Ok(false) => {}
+            Err(payload) => {
+                report.panics += 1;
+                if report.first_panic.is_none() {
+                    let message = payload
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                        .unwrap_or_default();
+                    report.first_panic = Some((message, input));
+                }
+            }
+        }
+    }
+    report.elapsed = t0.elapsed();
+    report
+}
+
+/// Every parser's target, their seed files made in `scratch` (a folder the caller owns) from the
+/// project's own presets and from small valid files written here.
+pub fn targets(experiments: &Path, scratch: &Path) -> std::io::Result<Vec<Target>> {
+    Ok(vec![
+        config_target(experiments)?,
+        study_target(experiments)?,
+        idx_target(&scratch.join("idx"))?,
+        cifar_target(&scratch.join("cifar"))?,
+        import_target(&scratch.join("import"))?,
+    ])
+}
+
+fn files_with(dir: &Path, ext: &str) -> std::io::Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.extension().is_some_and(|x| x == ext) {
+            out.push(std::fs::read(p)?);
+        }
+    }
+    Ok(out)
+}
+
+fn config_target(experiments: &Path) -> std::io::Result<Target> {
+    Ok(Target {
+        name: "config TOML",
+        seeds: files_with(experiments, "toml")?,
+        run: Box::new(|b| Config::from_toml_str(&String::from_utf8_lossy(b), "fuzz", &[]).is_ok()),
+    })
+}
+
+fn study_target(experiments: &Path) -> std::io::Result<Target> {
+    let dir = experiments.join("studies");
+    let base = dir.clone();
+    Ok(Target {
+        name: "study file",
+        seeds: files_with(&dir, "toml")?,
+        run: Box::new(move |b| {
+            Study::parse(&String::from_utf8_lossy(b), "fuzz", &base, &[]).is_ok()
+        }),
+    })
+}
+
+/// Fashion-MNIST: the mutated bytes replace the training images, plain or gzipped; the check
+/// before a run and the loader both read them.
+fn idx_target(dir: &Path) -> std::io::Result<Target> {
+    std::fs::create_dir_all(dir)?;
+    let n = 3;
+    let images: Vec<u8> = (0..n * 784).map(|i| (i % 251) as u8).collect();
+    write_idx(&dir.join("t10k-images-idx3-ubyte"), &[n, 28, 28], &images)?;
+    write_idx(&dir.join("t10k-labels-idx1-ubyte"), &[n], &[1, 2, 3])?;
+    write_idx(&dir.join("train-labels-idx1-ubyte"), &[n], &[4, 5, 6])?;
+    let plain = dir.join("seed-images");
+    write_idx(&plain, &[n, 28, 28], &images)?;
+    let raw = std::fs::read(&plain)?;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &raw)?;
+    let gzipped = gz.finish()?;
+    let labels = std::fs::read(dir.join("train-labels-idx1-ubyte"))?;
+    let target = dir.join("train-images-idx3-ubyte");
+    let dir = dir.to_path_buf();
+    Ok(Target {
+        name: "idx (plain, gzip)",
+        seeds: vec![raw, gzipped, labels],
+        run: Box::new(move |b| {
+            if std::fs::write(&target, b).is_err() {
+                return false;
+            }
+            let checked = data::check_fashion_mnist_dir(&dir).is_ok();
+            let loaded = data::load_fashion_mnist(&dir).is_ok();
+            checked && loaded
+        }),
+    })
+}
+
+/// CIFAR-100: the mutated bytes are the test file.
+fn cifar_target(dir: &Path) -> std::io::Result<Target> {
+    std::fs::create_dir_all(dir)?;
+    let images: Vec<u8> = (0..2 * 3072).map(|i| (i % 253) as u8).collect();
+    write_cifar_binary(&dir.join("train.bin"), true, &[3, 99], &images)?;
+    let seed = dir.join("seed.bin");
+    write_cifar_binary(&seed, true, &[7, 42], &images)?;
+    let seeds = vec![std::fs::read(&seed)?];
+    let target = dir.join("test.bin");
+    let dir = dir.to_path_buf();
+    Ok(Target {
+        name: "CIFAR binary",
+        seeds,
+        run: Box::new(move |b| {
+            if std::fs::write(&target, b).is_err() {
+                return false;
+            }
+            data::check_cifar_dir(&dir, true).is_ok() && data::load_cifar(&dir, true).is_ok()
+        }),
+    })
+}
+
+/// Imported databases: the mutated bytes are another machine's database file; inspected, and
+/// merged into a scratch database when inspection passes.
+fn import_target(dir: &Path) -> std::io::Result<Target> {
+    std::fs::create_dir_all(dir)?;
+    let seed = dir.join("seed.db");
+    {
+        let w = store::Writer::open(&seed).map_err(std::io::Error::other)?;
+        let run = w
+            .create_run(store::NewRun {
+                name: "seed".into(),
+                config_toml: Config::default().to_toml(),
+                dataset: "synthetic".into(),
+                model: "micro".into(),
+                operator: "add".into(),
+                seed: 0,
+                tags: "fuzz".into(),
+                provenance: String::new(),
+            })
+            .map_err(std::io::Error::other)?;
+        let rows = (0..20)
+            .map(|s| store::MetricRow {
+                run,
+                key: "train/loss".into(),
+                step: s,
+                epoch: 0,
+                value: 1.0 / (1.0 + s as f64),
+                wall_time: 1.7e9 + s as f64,
+            })
+            .collect();
+        w.send(store::WriteOp::Metrics(rows))
+            .map_err(std::io::Error::other)?;
+        w.status(run, store::Status::Finished, None);
+        w.flush().map_err(std::io::Error::other)?;
+    }
+    let seeds = vec![std::fs::read(&seed)?];
+    let file = dir.join("other.db");
+    let target = dir.join("target.db");
+    Ok(Target {
+        name: "imported database",
+        seeds,
+        run: Box::new(move |b| {
+            for suffix in ["", "-wal", "-shm", "-journal"] {
+                let _ = std::fs::remove_file(with_suffix(&file, suffix));
+            }
+            if std::fs::write(&file, b).is_err() {
+                return false;
+            }
+            store::import::inspect(&file).is_ok() && store::import::import(&target, &file).is_ok()
+        }),
+    })
+}
+
+fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:<20} {:>9} cases  {:>6.1} s  {:>8.0} cases/s  {:>5.1} % accepted  {} panics  {} hangs  slowest {:.1} ms",
+            self.name,
+            self.cases,
+            self.elapsed.as_secs_f64(),
+            self.cases as f64 / self.elapsed.as_secs_f64().max(1e-9),
+            100.0 * self.accepted as f64 / self.cases.max(1) as f64,
+            self.panics,
+            self.hangs,
+            self.slowest.as_secs_f64() * 1e3
+        )
+    }
+}
