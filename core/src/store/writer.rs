@@ -74,6 +74,9 @@ pub enum WriteOp {
 pub struct Writer {
     tx: Sender<WriteOp>,
     _joiner: std::sync::Arc<Joiner>,
+    /// Set by the writer thread when the disk (or the file-size limit) is full: the runs that
+    /// write through it stop rather than train on without a record.
+    full: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 struct Joiner {
@@ -97,9 +100,11 @@ impl Writer {
         let conn = open_rw(path)?;
         let (tx, rx) = bounded::<WriteOp>(4096);
         let path_buf = path.to_path_buf();
+        let full = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let full_flag = full.clone();
         let handle = std::thread::Builder::new()
             .name("db-writer".into())
-            .spawn(move || writer_loop(&conn, &path_buf, &rx))
+            .spawn(move || writer_loop(&conn, &path_buf, &rx, &full_flag))
             .map_err(|source| StoreError::Dir {
                 path: path.to_path_buf(),
                 source,
@@ -110,7 +115,14 @@ impl Writer {
                 tx: Some(tx),
                 handle: Some(handle),
             }),
+            full,
         })
+    }
+
+    /// Why writes stopped landing, when the disk filled up (`database …: database or disk is
+    /// full`); `None` while they land.
+    pub fn disk_full(&self) -> Option<String> {
+        self.full.lock().ok().and_then(|f| f.clone())
     }
 
     pub fn send(&self, op: WriteOp) -> Result<()> {
@@ -179,7 +191,12 @@ impl Writer {
     }
 }
 
-fn writer_loop(conn: &Connection, path: &Path, rx: &Receiver<WriteOp>) {
+fn writer_loop(
+    conn: &Connection,
+    path: &Path,
+    rx: &Receiver<WriteOp>,
+    full: &std::sync::Mutex<Option<String>>,
+) {
     let mut owned: BTreeSet<RunId> = BTreeSet::new();
     let mut last_beat = Instant::now();
     loop {
@@ -203,14 +220,28 @@ fn writer_loop(conn: &Connection, path: &Path, rx: &Receiver<WriteOp>) {
             last_beat = Instant::now();
         }
         if let Err(e) = apply_batch(conn, &mut batch, &mut owned, beat) {
-            log::error!(
+            let disk_full = e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull);
+            // A full disk stops the runs, whose failure says so: no second error line.
+            let level = if disk_full {
+                log::Level::Warn
+            } else {
+                log::Level::Error
+            };
+            log::log!(
+                level,
                 "database {}: a batch of {} writes failed: {e}",
                 path.display(),
                 batch.len()
             );
+            if disk_full && let Ok(mut f) = full.lock() {
+                f.get_or_insert_with(|| format!("database {}: {e}", path.display()));
+            }
             for op in batch {
                 answer_failure(op, path, &e);
             }
+        } else if let Ok(mut f) = full.lock() {
+            // Space is back (a later batch landed).
+            *f = None;
         }
     }
 }

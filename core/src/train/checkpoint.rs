@@ -68,14 +68,32 @@ pub(super) fn save_checkpoint(
         dir.join(format!("epoch-{epoch:04}-step-{step:08}"))
     };
     let (model, optim) = checkpoint_paths(&stem);
-    // Write under temporary names, then rename: a kill mid-write never leaves a torn checkpoint.
-    let tmp_model = model.with_extension("tmp");
-    let tmp_optim = optim.with_extension("tmp");
-    vs.save(&tmp_model)
+    // Serialised in memory, written by Rust (libtorch's own file writer aborts the process when
+    // the disk fills), under temporary names, then renamed: a kill or a full disk mid-write never
+    // leaves a torn checkpoint.
+    let mut model_bytes = Vec::new();
+    vs.save_to_stream(&mut model_bytes)
         .map_err(|e| fail(&model, e.to_string()))?;
-    Tensor::save_multi(&opt.state(), &tmp_optim).map_err(|e| fail(&optim, e.to_string()))?;
-    std::fs::rename(&tmp_model, &model).map_err(|e| fail(&model, e.to_string()))?;
-    std::fs::rename(&tmp_optim, &optim).map_err(|e| fail(&optim, e.to_string()))?;
+    let mut optim_bytes = Vec::new();
+    Tensor::save_multi_to_stream(&opt.state(), &mut optim_bytes)
+        .map_err(|e| fail(&optim, e.to_string()))?;
+    for (path, bytes) in [(&model, &model_bytes), (&optim, &optim_bytes)] {
+        let tmp = path.with_extension("tmp");
+        if let Err(e) = std::fs::write(&tmp, bytes) {
+            for p in [&model, &optim] {
+                let _ = std::fs::remove_file(p.with_extension("tmp"));
+            }
+            return Err(if is_disk_full(&e) {
+                TrainError::DiskFull(format!("cannot write checkpoint {}: {e}", path.display()))
+            } else {
+                fail(path, e.to_string())
+            });
+        }
+    }
+    std::fs::rename(model.with_extension("tmp"), &model)
+        .map_err(|e| fail(&model, e.to_string()))?;
+    std::fs::rename(optim.with_extension("tmp"), &optim)
+        .map_err(|e| fail(&optim, e.to_string()))?;
     let keep = ctx.config.train.keep_checkpoints;
     ctx.writer.send(WriteOp::Checkpoint {
         row: CheckpointRow {
@@ -113,4 +131,12 @@ pub(super) fn save_checkpoint(
         }
     }
     Ok(())
+}
+
+/// No space left, a quota, or a file-size limit.
+fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG)
+    ) || e.kind() == std::io::ErrorKind::StorageFull
 }

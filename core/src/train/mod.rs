@@ -38,6 +38,10 @@ pub enum TrainError {
     Torch(#[from] tch::TchError),
     #[error("checkpoint {path}: {message}")]
     Checkpoint { path: PathBuf, message: String },
+    /// The disk (or a file-size limit) is full: what could not be written. The run resumes from
+    /// its last whole checkpoint once there is space.
+    #[error("disk full: {0}; free some space, then resume the run")]
+    DiskFull(String),
     #[error("{0}")]
     Store(#[from] StoreError),
     #[error("CUDA was requested (--device cuda) but no CUDA device is available")]

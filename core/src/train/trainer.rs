@@ -347,6 +347,10 @@ impl<'a> Trainer<'a> {
             secs: start.secs + began.elapsed().as_secs_f64(),
         };
         for batch in loader {
+            if let Some(why) = ctx.writer.disk_full() {
+                // Nothing more would be recorded: stop where the last checkpoint is.
+                return Err(TrainError::DiskFull(why));
+            }
             if ctx.control.get() != ControlState::Run {
                 // Pausing or stopping: what was trained is recorded first.
                 losses.flush(sink, epoch_no)?;
