@@ -13,7 +13,7 @@ TORCH_STAMP := $(VENV)/.torch-$(TORCH_VERSION)
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 DEFAULT_EXPERIMENT := experiments/smoke.toml
 
-.PHONY: setup libtorch fashion-mnist vulkan build run test lint bench fuzz
+.PHONY: setup libtorch fashion-mnist vulkan build run test lint bench fuzz soak
 
 setup: libtorch fashion-mnist vulkan
 
@@ -86,3 +86,10 @@ FUZZ_CASES ?= 1000000
 FUZZ_SEED ?= 1
 fuzz: setup
 	cargo run --release -p shiftadd-tests --bin fuzz -- --cases $(FUZZ_CASES) --seed $(FUZZ_SEED)
+
+# Four trainers and a reader polling like the app on one database for SOAK_MINUTES (not in CI):
+# lock errors, WAL size, trainer RSS and every run's steps checked at the end (issue 21).
+SOAK_MINUTES ?= 30
+soak: setup
+	cargo build -p shiftadd-app -p shiftadd-tests --bins
+	target/debug/soak --minutes $(SOAK_MINUTES) --dir target/soak
