@@ -117,6 +117,42 @@ pub fn export_run(db: &Path, run: RunId, dir: &Path) -> Result<Exported, ExportE
     })
 }
 
+/// The numbers in `model.json` that size what `forward` allocates, within what any tiny model
+/// uses (a damaged file could otherwise ask for terabytes).
+fn check_ranges(json: &ModelJson) -> Result<(), String> {
+    let [c, h, w] = json.input;
+    if !(1..=64).contains(&c) || !(1..=1024).contains(&h) || !(1..=1024).contains(&w) {
+        return Err(format!(
+            "input {:?} outside [1..64, 1..1024, 1..1024]",
+            json.input
+        ));
+    }
+    if json.norm.len() != c as usize {
+        return Err(format!(
+            "{} norm entries for {c} input channels",
+            json.norm.len()
+        ));
+    }
+    for step in &json.steps {
+        if let Step::Conv {
+            name,
+            stride,
+            pad,
+            groups,
+            ..
+        } = step
+            && (!(1..=16).contains(stride)
+                || !(0..=16).contains(pad)
+                || !(1..=4096).contains(groups))
+        {
+            return Err(format!(
+                "conv {name}: stride {stride}, pad {pad}, groups {groups} outside 1..16, 0..16, 1..4096"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// An exported tiny model, loaded from its two files.
 pub struct ExportedModel {
     pub json: ModelJson,
@@ -138,6 +174,7 @@ impl ExportedModel {
                 format!("format {:?}, expected {FORMAT:?}", json.format),
             ));
         }
+        check_ranges(&json).map_err(|m| bad(&jp, m))?;
         let st = dir.join("model.safetensors");
         let tensors = Tensor::read_safetensors(&st).map_err(|e| bad(&st, e.to_string()))?;
         Ok(Self {
@@ -186,13 +223,17 @@ impl ExportedModel {
                             *groups,
                         )?,
                     };
+                    let per_channel = |t: &str| -> Result<Tensor, ExportError> {
+                        Ok(self.tensor(&format!("{name}.{t}"))?.f_view([1, -1, 1, 1])?)
+                    };
                     if *folded_bn {
-                        y += self.tensor(&format!("{name}.bias"))?.view([1, -1, 1, 1]);
+                        y = y.f_add(&per_channel("bias")?)?;
                     } else {
-                        let scale = self.tensor(&format!("{name}.scale"))?.view([1, -1, 1, 1]);
-                        y = y * scale + self.tensor(&format!("{name}.shift"))?.view([1, -1, 1, 1]);
+                        y = y
+                            .f_mul(&per_channel("scale")?)?
+                            .f_add(&per_channel("shift")?)?;
                     }
-                    if *relu6 { y.relu6() } else { y }
+                    if *relu6 { y.f_relu6()? } else { y }
                 }
                 Step::Save => {
                     saved.push(x.shallow_clone());
@@ -203,7 +244,7 @@ impl ExportedModel {
                         path: PathBuf::from("model.json"),
                         message: "add_saved without a save".into(),
                     })?;
-                    x + s
+                    x.f_add(&s)?
                 }
                 Step::Pool => x.f_mean_dim(&[2i64, 3][..], false, Kind::Float)?,
                 Step::Linear {

@@ -10,7 +10,7 @@ fn every_parser_survives_mutated_input() {
     let scratch = tempfile::tempdir().expect("tmp");
     let experiments = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments");
     let targets = fuzz::targets(&experiments, scratch.path()).expect("seed files");
-    assert_eq!(targets.len(), 5);
+    assert_eq!(targets.len(), 7);
     let mut findings = Vec::new();
     for mut t in targets {
         // The database target opens SQLite for each case: fewer of them.

@@ -1,6 +1,6 @@
 //! A mutation fuzzer for the parsers that read what a user or another machine hands the tool:
-//! config TOML, study files, idx (plain and gzip), CIFAR binaries, exported models and imported
-//! databases. Each case takes a valid seed file, applies a few random mutations (bit flips,
+//! config TOML, study files, idx (plain and gzip), CIFAR binaries, exported models (`model.json`
+//! and `model.safetensors`, loaded and run on an input) and imported databases. Each case takes a valid seed file, applies a few random mutations (bit flips,
 //! interesting bytes, inserted / deleted / duplicated ranges, truncation, splices of another
 //! seed) or, one case in ten, random bytes, and feeds it to the parser; a panic is a finding and
 //! so is a case slower than [`HANG`]. Errors are the expected outcome. The suite runs a few
@@ -164,6 +164,8 @@ pub fn targets(experiments: &Path, scratch: &Path) -> std::io::Result<Vec<Target
         idx_target(&scratch.join("idx"))?,
         cifar_target(&scratch.join("cifar"))?,
         import_target(&scratch.join("import"))?,
+        model_target(&scratch.join("model-json"), true)?,
+        model_target(&scratch.join("model-st"), false)?,
     ])
 }
 
@@ -300,6 +302,85 @@ fn import_target(dir: &Path) -> std::io::Result<Target> {
                 return false;
             }
             store::import::inspect(&file).is_ok() && store::import::import(&target, &file).is_ok()
+        }),
+    })
+}
+
+/// An exported tiny model (a Mult conv, a residual Add conv with its affine, pool, linear): the
+/// mutated bytes replace its `model.json` (`json`) or its `model.safetensors`; the model is
+/// loaded and run on a batch.
+fn model_target(dir: &Path, json: bool) -> std::io::Result<Target> {
+    use shiftadd_core::export::{ExportedModel, FORMAT, ModelJson};
+    use shiftadd_core::model::Step;
+    use shiftadd_core::spec::config::OpKind;
+    use tch::{Kind, Tensor};
+    std::fs::create_dir_all(dir)?;
+    let conv = |name: &str, op, folded_bn, relu6| Step::Conv {
+        name: name.into(),
+        op,
+        stride: 1,
+        pad: 1,
+        groups: 1,
+        relu6,
+        act_fixed_point: op == OpKind::Add,
+        folded_bn,
+    };
+    let model = ModelJson {
+        format: FORMAT.into(),
+        run: 1,
+        model: "micro".into(),
+        dataset: "synthetic".into(),
+        operator: OpKind::Add,
+        weight_bits: 5,
+        input: [1, 8, 8],
+        norm: vec![(0.5, 0.25)],
+        classes: 10,
+        steps: vec![
+            conv("c1", OpKind::Mult, true, true),
+            Step::Save,
+            conv("c2", OpKind::Add, false, false),
+            Step::AddSaved,
+            Step::Pool,
+            Step::Linear {
+                name: "fc".into(),
+                op: OpKind::Mult,
+                act_fixed_point: false,
+            },
+        ],
+    };
+    let t = |shape: &[i64]| Tensor::randn(shape, (Kind::Float, tch::Device::Cpu));
+    let tensors = [
+        ("c1.weight", t(&[4, 1, 3, 3])),
+        ("c1.bias", t(&[4])),
+        ("c2.weight", t(&[4, 4, 3, 3])),
+        ("c2.scale", t(&[4])),
+        ("c2.shift", t(&[4])),
+        ("fc.weight", t(&[10, 4])),
+        ("fc.bias", t(&[10])),
+    ];
+    let json_path = dir.join("model.json");
+    let st_path = dir.join("model.safetensors");
+    std::fs::write(
+        &json_path,
+        serde_json::to_vec_pretty(&model).map_err(std::io::Error::other)?,
+    )?;
+    Tensor::write_safetensors(&tensors, &st_path).map_err(std::io::Error::other)?;
+    let target = if json { json_path } else { st_path };
+    let seeds = vec![std::fs::read(&target)?];
+    let dir = dir.to_path_buf();
+    let x = Tensor::zeros([2, 1, 8, 8], (Kind::Float, tch::Device::Cpu));
+    Ok(Target {
+        name: if json {
+            "model.json"
+        } else {
+            "model.safetensors"
+        },
+        seeds,
+        run: Box::new(move |b| {
+            if std::fs::write(&target, b).is_err() {
+                return false;
+            }
+            ExportedModel::load(&dir).is_ok_and(|m| m.forward(&x).is_ok())
         }),
     })
 }

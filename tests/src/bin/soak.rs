@@ -113,7 +113,12 @@ fn main() -> ExitCode {
     let polls = Arc::new(AtomicU64::new(0));
     let reader_errors = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let reader = {
-        let (stop, polls, errors, db) = (stop.clone(), polls.clone(), reader_errors.clone(), db.clone());
+        let (stop, polls, errors, db) = (
+            stop.clone(),
+            polls.clone(),
+            reader_errors.clone(),
+            db.clone(),
+        );
         std::thread::spawn(move || {
             let mut reader = None;
             while !stop.load(Ordering::Relaxed) {
@@ -126,10 +131,10 @@ fn main() -> ExitCode {
                 match r.runs() {
                     Ok(runs) => {
                         for run in runs.iter().filter(|x| x.status == Status::Running) {
-                            if let Err(e) = r.metrics(run.id) {
-                                if let Ok(mut v) = errors.lock() {
-                                    v.push(e.to_string());
-                                }
+                            if let Err(e) = r.metrics(run.id)
+                                && let Ok(mut v) = errors.lock()
+                            {
+                                v.push(e.to_string());
                             }
                         }
                     }
@@ -186,7 +191,9 @@ fn main() -> ExitCode {
     for (i, (name, c)) in children.iter_mut().enumerate() {
         let code = c.wait().ok().and_then(|s| s.code());
         if code != Some(3) {
-            failures.push(format!("trainer {name} exited {code:?}, expected 3 (stopped)"));
+            failures.push(format!(
+                "trainer {name} exited {code:?}, expected 3 (stopped)"
+            ));
         }
         let err = std::fs::read_to_string(dir.join(format!("train-{i}.err"))).unwrap_or_default();
         for line in err.lines().filter(|l| is_lock_error(l)) {
