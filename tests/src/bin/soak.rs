@@ -81,11 +81,15 @@ fn main() -> ExitCode {
     ];
     let mut children: Vec<(String, Child)> = Vec::new();
     for (i, (op, hybrid)) in kinds.iter().enumerate() {
+        // Add at the paper studies' rate and AdderNet's eta rule: stable for thousands of steps
+        // (issue 18: the relative rule diverges at 0.05).
+        let lr = if *op == "add" { 0.025 } else { 0.05 };
         let cfg = dir.join(format!("soak-{i}.toml"));
         let text = format!(
             "[data]\ndataset = \"synthetic\"\nsynthetic_train = 2100\nval_images = 100\nsynthetic_test = 200\n\
-             [model]\nname = \"micro\"\n[ops]\nkind = \"{op}\"\n[aug]\nhybrid = \"{hybrid}\"\n\
-             [train]\nepochs = 100000\nbatch_size = 50\nlr = 0.05\nthreads = 1\nkeep_checkpoints = 2\n"
+             [model]\nname = \"micro\"\n[ops]\nkind = \"{op}\"\nadd_eta_relative = false\n\
+             [aug]\nhybrid = \"{hybrid}\"\n\
+             [train]\nepochs = 100000\nbatch_size = 50\nlr = {lr}\nthreads = 1\nkeep_checkpoints = 2\n"
         );
         if let Err(e) = std::fs::write(&cfg, text) {
             eprintln!("error: {}: {e}", cfg.display());
