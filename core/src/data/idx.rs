@@ -65,16 +65,7 @@ fn check_header(path: &Path, magic: u32, dims: usize) -> Result<Vec<usize>, Data
             format!("truncated or not idx: cannot read its {header_len}-byte header ({e})"),
         )
     })?;
-    let found = be_u32(&header, 0);
-    if found != magic {
-        return Err(DataError::format(
-            path,
-            format!("wrong idx magic number {found:#010x}, expected {magic:#010x}"),
-        ));
-    }
-    let shape: Vec<usize> = (0..dims)
-        .map(|d| be_u32(&header, 4 + 4 * d) as usize)
-        .collect();
+    let shape = parse_header(path, &header, magic, dims)?;
     let expected = payload_len(path, &shape)? + header_len as u64;
     let actual = if gz {
         // The gzip trailer's last four bytes: the uncompressed length modulo 2^32.
@@ -100,6 +91,25 @@ fn check_header(path: &Path, magic: u32, dims: usize) -> Result<Vec<usize>, Data
         ));
     }
     Ok(shape)
+}
+
+/// The shape an idx header (at least `4 + 4·dims` bytes) gives, its magic number checked.
+fn parse_header(
+    path: &Path,
+    header: &[u8],
+    magic: u32,
+    dims: usize,
+) -> Result<Vec<usize>, DataError> {
+    let found = be_u32(header, 0);
+    if found != magic {
+        return Err(DataError::format(
+            path,
+            format!("wrong idx magic number {found:#010x}, expected {magic:#010x}"),
+        ));
+    }
+    Ok((0..dims)
+        .map(|d| be_u32(header, 4 + 4 * d) as usize)
+        .collect())
 }
 
 /// The data bytes an idx header of `shape` promises (a damaged header can promise more than any
@@ -148,16 +158,7 @@ fn parse(path: &Path, magic: u32, dims: usize) -> Result<(Vec<usize>, Vec<u8>), 
             ),
         ));
     }
-    let found = be_u32(&bytes, 0);
-    if found != magic {
-        return Err(DataError::format(
-            path,
-            format!("wrong idx magic number {found:#010x}, expected {magic:#010x}"),
-        ));
-    }
-    let shape: Vec<usize> = (0..dims)
-        .map(|d| be_u32(&bytes, 4 + 4 * d) as usize)
-        .collect();
+    let shape = parse_header(path, &bytes, magic, dims)?;
     let expected = payload_len(path, &shape)?;
     let payload = (bytes.len() - header) as u64;
     if payload != expected {

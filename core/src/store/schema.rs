@@ -554,8 +554,8 @@ fn check_version(conn: &Connection, path: &Path) -> Result<i64> {
     Ok(found)
 }
 
-/// Open a read-only connection (for readers: the CLI's listings, the UI).
-pub fn open_ro(path: &Path) -> Result<Connection> {
+/// A read-only connection that waits for writers' locks (no version check).
+fn read_only(path: &Path) -> Result<Connection> {
     let sq = |source| StoreError::sqlite(path, source);
     let conn = Connection::open_with_flags(
         path,
@@ -563,6 +563,12 @@ pub fn open_ro(path: &Path) -> Result<Connection> {
     )
     .map_err(sq)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(sq)?;
+    Ok(conn)
+}
+
+/// Open a read-only connection (for readers: the CLI's listings, the UI).
+pub fn open_ro(path: &Path) -> Result<Connection> {
+    let conn = read_only(path)?;
     // A reader sees every table or none: the migrations commit with the version in one transaction, so
     // an older version means a writer is creating the file right now (or nobody has migrated it yet).
     let found = check_version(&conn, path)?;
@@ -595,12 +601,7 @@ pub fn check(path: &Path) -> Result<CheckReport> {
         });
     }
     let sq = |source| StoreError::sqlite(path, source);
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(sq)?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(sq)?;
+    let conn = read_only(path)?;
     let checked: rusqlite::Result<Vec<String>> = conn
         .prepare("PRAGMA integrity_check(100)")
         .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect());
