@@ -450,6 +450,7 @@ fn scatter_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, selected: &[RunId]) {
     let legend_h = 22.0 * (1.0 + (entries.len() as f32 / 4.0).floor());
     let plot = super::plot::readable_ticks(
         Plot::new(id).height((ui.available_height() - legend_h).max(200.0)),
+        1.0,
         " %",
     )
     .x_axis_label(format!("energy per inference, mJ ({})", hw.title()))

@@ -292,7 +292,7 @@ fn scatter_ui(
     entries.push(("Pareto front (TargetNets)".into(), front_color));
     entries.push(("budget".into(), budget_color));
     let hidden = super::plot::hidden_curves(ui.ctx(), &id);
-    let shown = super::plot::readable_ticks(Plot::new(&id), " %")
+    let shown = super::plot::readable_ticks(Plot::new(&id), 1.0, " %")
         .height((height - 90.0).max(200.0))
         .x_axis_label(format!("cost, {u}"))
         .y_axis_label("proxy top-1 %")

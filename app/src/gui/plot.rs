@@ -120,12 +120,19 @@ pub fn format_log(v: f64) -> String {
 }
 
 /// `plot` with readable ticks on both axes: 1-2-5 steps, a label about every 70 px along x and
-/// 28 px along y, numbers as [`format_num`] writes them (`y_unit` appended on y, e.g. " %").
-pub fn readable_ticks<'a>(plot: Plot<'a>, y_unit: &'static str) -> Plot<'a> {
+/// 28 px along y, numbers as [`format_num`] writes them; y values are labelled times `y_scale`
+/// with `y_unit` appended (a fraction plotted as is, read in %: 100, " %"), so no point is copied
+/// to change its unit.
+pub fn readable_ticks<'a>(plot: Plot<'a>, y_scale: f64, y_unit: &'static str) -> Plot<'a> {
     plot.x_grid_spacer(|g| nice_grid(&g, 70.0))
         .y_grid_spacer(|g| nice_grid(&g, 28.0))
         .x_axis_formatter(|m, _| format_num(m.value, m.step_size))
-        .y_axis_formatter(move |m, _| format!("{}{y_unit}", format_num(m.value, m.step_size)))
+        .y_axis_formatter(move |m, _| {
+            format!(
+                "{}{y_unit}",
+                format_num(m.value * y_scale, m.step_size * y_scale)
+            )
+        })
 }
 
 /// Grid marks at 1-2-5 steps with a labelled tick about every `label_px` pixels (egui_plot's

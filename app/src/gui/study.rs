@@ -405,7 +405,7 @@ impl StudyView {
 /// Groups of curves as mean lines over ±std bands (over their raw seeds' lines, faint, where the
 /// groups carry them).
 pub fn band_plot(ui: &mut egui::Ui, id: &str, y_label: &str, groups: &[Group], height: f32) {
-    // Accuracy in percent, as everywhere else.
+    // Accuracy reads in percent, as everywhere else: the labels are scaled, not the points.
     let (k, unit) = if super::plot::is_accuracy(y_label) {
         (100.0, " %")
     } else {
@@ -414,7 +414,7 @@ pub fn band_plot(ui: &mut egui::Ui, id: &str, y_label: &str, groups: &[Group], h
     // One point per curve (a one-epoch study) would give the plot no extent: frame it.
     let ys: Vec<f64> = groups
         .iter()
-        .flat_map(|g| g.band.iter().map(|b| b.1 * k))
+        .flat_map(|g| g.band.iter().map(|b| b.1))
         .collect();
     let (lo, hi) = ys
         .iter()
@@ -428,7 +428,7 @@ pub fn band_plot(ui: &mut egui::Ui, id: &str, y_label: &str, groups: &[Group], h
     };
     let hidden = super::plot::hidden_curves(ui.ctx(), id);
     let legend_h = 22.0 * (1.0 + (groups.len() as f32 / 4.0).floor());
-    let shown = super::plot::readable_ticks(Plot::new(id), unit)
+    let shown = super::plot::readable_ticks(Plot::new(id), k, unit)
         .include_x(0.0)
         .include_y(if lo.is_finite() { lo - pad } else { 0.0 })
         .include_y(if hi.is_finite() { hi + pad } else { 1.0 })
@@ -437,15 +437,14 @@ pub fn band_plot(ui: &mut egui::Ui, id: &str, y_label: &str, groups: &[Group], h
         .y_axis_label(y_label.to_owned())
         .label_formatter(move |pos| {
             let p = hover_point(pos);
-            Some(format!("step {:.0}: {:.4}{unit}", p.x, p.y))
+            Some(format!("step {:.0}: {:.4}{unit}", p.x, p.y * k))
         })
         .show(ui, |p| {
             for g in groups.iter().filter(|g| !hidden.contains(&g.name)) {
                 let c = color(g.color);
                 for pts in &g.seeds {
-                    let pts: Vec<[f64; 2]> = pts.iter().map(|q| [q[0], q[1] * k]).collect();
                     p.line(
-                        Line::new("", pts)
+                        Line::new("", pts.clone())
                             .color(c.gamma_multiply(0.3))
                             .width(1.0)
                             .allow_hover(false),
@@ -453,14 +452,14 @@ pub fn band_plot(ui: &mut egui::Ui, id: &str, y_label: &str, groups: &[Group], h
                 }
                 // One mesh per band (a noisy band is not convex, so no polygon fan).
                 let xs: Vec<f64> = g.band.iter().map(|b| b.0).collect();
-                let lo: Vec<f64> = g.band.iter().map(|b| (b.1 - b.2) * k).collect();
-                let hi: Vec<f64> = g.band.iter().map(|b| (b.1 + b.2) * k).collect();
+                let lo: Vec<f64> = g.band.iter().map(|b| b.1 - b.2).collect();
+                let hi: Vec<f64> = g.band.iter().map(|b| b.1 + b.2).collect();
                 p.add(
                     FilledArea::new(format!("{} ± std", g.name), &xs, &lo, &hi)
                         .fill_color(c.gamma_multiply(0.25))
                         .allow_hover(false),
                 );
-                let mean: Vec<[f64; 2]> = g.band.iter().map(|(x, m, _)| [*x, *m * k]).collect();
+                let mean: Vec<[f64; 2]> = g.band.iter().map(|(x, m, _)| [*x, *m]).collect();
                 p.line(Line::new(g.name.clone(), mean).color(c).width(2.0));
             }
         });

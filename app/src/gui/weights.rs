@@ -414,7 +414,7 @@ fn histogram_ui(
             .map(|(i, (name, _))| ((*name).to_owned(), color(5 + i))),
     );
     let hidden = super::plot::hidden_curves(ui.ctx(), &id);
-    let shown = super::plot::readable_ticks(Plot::new(&id), "")
+    let shown = super::plot::readable_ticks(Plot::new(&id), 1.0, "")
         .height((height - 24.0).max(150.0))
         .x_axis_label("weight")
         .y_axis_label("count")
