@@ -181,16 +181,7 @@ fn a_damaged_database_is_named_with_how_to_salvage_it_and_check_reports_it() {
         text.contains(": ok (schema v") && text.contains("1 runs"),
         "{text}"
     );
-    // Noise over the pages after the first (the tables' roots).
-    {
-        use std::io::{Seek, SeekFrom};
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&dbp)
-            .expect("open");
-        f.seek(SeekFrom::Start(4096)).expect("seek");
-        f.write_all(&[0xA5; 4096 * 6]).expect("write");
-    }
+    crate::support::damage_pages(&dbp);
     let before = std::fs::read(&dbp).expect("read");
     for args in [
         vec!["runs", "--db", s(&dbp)],

@@ -1530,3 +1530,24 @@ fn rendered_plots_show_tick_labels_on_both_axes_and_no_legend_over_a_point() {
         }
     }
 }
+
+#[test]
+fn a_damaged_database_opens_a_window_that_says_how_to_salvage_it() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = seeded_db(dir.path());
+    crate::support::damage_pages(&db);
+    let before = std::fs::read(&db).expect("read");
+    let Err(e) = spawn_manager(&db, Arc::new(|| {})) else {
+        panic!("a damaged database opened");
+    };
+    let message = e.to_string();
+    let path = db.clone();
+    let h = Harness::new_ui(move |ui| shiftadd_app::gui::open_failed_ui(ui, &path, &message));
+    assert!(h.query_by_label_contains("is damaged").is_some());
+    assert!(h.query_by_label_contains(".recover").is_some());
+    assert!(h.query_by_label("Quit").is_some());
+    assert!(
+        std::fs::read(&db).expect("read") == before,
+        "nothing was changed"
+    );
+}

@@ -109,3 +109,15 @@ pub fn wait_until(what: &str, every: std::time::Duration, done: impl Fn() -> boo
         std::thread::sleep(every);
     }
 }
+
+/// Damage a database as a failing disk would: noise over six pages after the first (the
+/// tables' roots), the header left intact.
+pub fn damage_pages(db: &Path) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(db)
+        .expect("open");
+    f.seek(SeekFrom::Start(4096)).expect("seek");
+    f.write_all(&[0xA5; 4096 * 6]).expect("write");
+}

@@ -40,7 +40,15 @@ pub use ctx::{ExitChoice, Persisted, View, ViewCtx};
 /// runs left training headless have ended.
 pub fn run(db: &Path) -> anyhow::Result<ExitCode> {
     let slot: Arc<OnceLock<egui::Context>> = Arc::new(OnceLock::new());
-    let manager = spawn_manager(db, backend::lazy_waker(slot.clone()))?;
+    let manager = match spawn_manager(db, backend::lazy_waker(slot.clone())) {
+        Ok(m) => m,
+        Err(e) => {
+            // A user who opened the app from a desktop sees no terminal: say it in a window too.
+            let message = e.to_string();
+            let _ = show_open_failed(db, &message);
+            return Err(e.into());
+        }
+    };
     let exit_choice = Arc::new(Mutex::new(None));
     let experiments = experiments_dir();
     shiftadd_core::host::set_experiments_dir(&experiments);
@@ -85,6 +93,42 @@ pub fn run(db: &Path) -> anyhow::Result<ExitCode> {
         s.wait_all();
     }
     finish_headless(manager, db, choice)
+}
+
+/// A small window saying why the database could not be opened (damaged, not ours, locked, …),
+/// with what to do; it closes with Quit. Nothing was changed on disk.
+fn show_open_failed(db: &Path, message: &str) -> anyhow::Result<()> {
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("ShiftAdd Studio: cannot open the database")
+            .with_inner_size([720.0, 260.0]),
+        ..Default::default()
+    };
+    let (db, message) = (db.to_path_buf(), message.to_owned());
+    eframe::run_ui_native("ShiftAdd Studio", options, move |ui, _| {
+        egui::CentralPanel::default().show(ui, |ui| open_failed_ui(ui, &db, &message));
+    })
+    .map_err(|e| anyhow::anyhow!("cannot open the window: {e}"))
+}
+
+/// The body of [`show_open_failed`]: the database, the error (selectable, so the `.recover`
+/// command can be copied) and Quit.
+pub fn open_failed_ui(ui: &mut egui::Ui, db: &Path, message: &str) {
+    ui.heading("The database could not be opened");
+    ui.label(format!("Database: {}", db.display()));
+    ui.add_space(8.0);
+    ui.add(egui::Label::new(egui::RichText::new(message).monospace()).selectable(true));
+    ui.add_space(8.0);
+    ui.label("Open another database with `shiftadd gui --db FILE`.");
+    ui.add_space(8.0);
+    ui.horizontal(|ui| {
+        if ui.button("Copy the message").clicked() {
+            ui.ctx().copy_text(message.to_owned());
+        }
+        if ui.button("Quit").clicked() {
+            ui.ctx().send_viewport_cmd(egui::ViewportCommand::Close);
+        }
+    });
 }
 
 /// After the window: stop the runs, or follow them to the end on the terminal.

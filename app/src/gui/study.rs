@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, bounded};
 
 use egui_plot::{Bar, BarChart, FilledArea, Line, Plot};
+use shiftadd_core::spec::study::Study;
 use shiftadd_core::store::{RunId, Status};
 use shiftadd_core::study::report::{Format, Table, paired_text};
 
@@ -28,23 +29,26 @@ pub struct StudyView {
     pub curve_metric: String,
     /// Draw every seed's curve faintly under the band.
     pub show_seeds: bool,
-    /// The groups last drawn, and what they were computed from (bands are recomputed only when
-    /// a study, the metric, the seeds toggle or a cell's series changes).
-    cache: Option<(CurvesKey, Arc<Vec<Group>>)>,
+    /// The groups last drawn, and what each was computed from: a group's band is recomputed only
+    /// when the study, the metric or the seeds toggle changes, or one of its own cells' series
+    /// grows (a live study recomputes one variant per new point, not all of them).
+    cache: Option<(CurvesKey, Vec<GroupKey>, Arc<Vec<Group>>)>,
     /// A `scancel` in flight (it runs off the UI thread), and what the last one said.
     cancel: Option<Receiver<String>>,
     cancel_said: Option<String>,
 }
 
-/// What a study's drawn curves depend on: the study, the metric, whether seeds are drawn, and per
-/// cell its run and series length (series only grow).
+/// What every drawn curve of a study depends on: the study, the metric, whether seeds are drawn.
 #[derive(Debug, Clone, PartialEq)]
 struct CurvesKey {
     study: i64,
     metric: String,
     seeds: bool,
-    cells: Vec<(RunId, usize)>,
 }
+
+/// What one variant's group depends on besides [`CurvesKey`]: per cell, its run and series length
+/// (series only grow).
+type GroupKey = Vec<(RunId, usize)>;
 
 impl Default for StudyView {
     fn default() -> Self {
@@ -318,6 +322,70 @@ impl StudyView {
             });
     }
 
+    /// The groups of curves of study `s` for the metric and seeds toggle chosen, from the cache
+    /// where their cells did not change, and how many were computed afresh.
+    fn groups(
+        &mut self,
+        s: &StudyData,
+        spec: &Study,
+        data: &DataCache,
+    ) -> (Arc<Vec<Group>>, usize) {
+        let key = CurvesKey {
+            study: s.row.id,
+            metric: self.curve_metric.clone(),
+            seeds: self.show_seeds,
+        };
+        let cells_of = |variant: &str| -> Vec<(RunId, &Series)> {
+            s.cells
+                .iter()
+                .filter(|c| c.variant == variant)
+                .filter_map(|c| {
+                    let series = data.data.get(&c.run)?.series.get(&self.curve_metric)?;
+                    Some((c.run, series))
+                })
+                .collect()
+        };
+        let group_keys: Vec<GroupKey> = spec
+            .variants
+            .iter()
+            .map(|v| {
+                cells_of(&v.name)
+                    .iter()
+                    .map(|(run, series)| (*run, series.xs.len()))
+                    .collect()
+            })
+            .collect();
+        if let Some((k, gk, g)) = &self.cache
+            && *k == key
+            && *gk == group_keys
+        {
+            return (g.clone(), 0);
+        }
+        // Keep the groups whose cells did not change; compute the others.
+        let reusable = self
+            .cache
+            .as_ref()
+            .filter(|(k, gk, _)| *k == key && gk.len() == group_keys.len());
+        let mut computed = 0;
+        let groups: Vec<Group> = spec
+            .variants
+            .iter()
+            .enumerate()
+            .map(|(j, v)| match reusable {
+                Some((_, gk, g)) if gk[j] == group_keys[j] => g[j].clone(),
+                _ => {
+                    computed += 1;
+                    let series: Vec<&Series> =
+                        cells_of(&v.name).into_iter().map(|(_, s)| s).collect();
+                    Group::of(j, v.name.clone(), &series, self.show_seeds)
+                }
+            })
+            .collect();
+        let groups = Arc::new(groups);
+        self.cache = Some((key, group_keys, groups.clone()));
+        (groups, computed)
+    }
+
     fn curves_ui(&mut self, ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, s: &StudyData, height: f32) {
         let data: &DataCache = vcx.data;
         let mut keys: Vec<String> = s
@@ -344,46 +412,7 @@ impl StudyView {
         let Some(spec) = &s.study else {
             return;
         };
-        let key = CurvesKey {
-            study: s.row.id,
-            metric: self.curve_metric.clone(),
-            seeds: self.show_seeds,
-            cells: s
-                .cells
-                .iter()
-                .map(|c| {
-                    let len = data
-                        .data
-                        .get(&c.run)
-                        .and_then(|d| d.series.get(&self.curve_metric))
-                        .map_or(0, |s| s.xs.len());
-                    (c.run, len)
-                })
-                .collect(),
-        };
-        let groups = match &self.cache {
-            Some((k, g)) if *k == key => g.clone(),
-            _ => {
-                let groups: Vec<Group> = spec
-                    .variants
-                    .iter()
-                    .enumerate()
-                    .map(|(j, v)| {
-                        let series: Vec<&Series> = s
-                            .cells
-                            .iter()
-                            .filter(|c| c.variant == v.name)
-                            .filter_map(|c| data.data.get(&c.run))
-                            .filter_map(|d| d.series.get(&self.curve_metric))
-                            .collect();
-                        Group::of(j, v.name.clone(), &series, self.show_seeds)
-                    })
-                    .collect();
-                let groups = Arc::new(groups);
-                self.cache = Some((key, groups.clone()));
-                groups
-            }
-        };
+        let (groups, _) = self.groups(s, spec, data);
         if header.csv {
             let mut text = String::from("variant,x,mean,std\n");
             for g in groups.iter() {
@@ -662,5 +691,95 @@ mod tests {
             [[0.0, 0.0], [4.0, 8.0], [8.0, 16.0], [9.0, 18.0]]
         );
         assert_eq!(thin_series(&s, 100).len(), 10);
+    }
+    /// A study of three variants × two seeds whose runs each carry `val/top1` over `n` steps.
+    fn live_study(n: usize) -> (StudyData, DataCache) {
+        use shiftadd_core::spec::study::Variant;
+        use shiftadd_core::store::{StudyRow, StudyRunRow};
+        let variants: Vec<Variant> = (0..3)
+            .map(|v| Variant::new(format!("v{v}"), vec![format!("train.lr=0.{}", v + 1)]))
+            .collect();
+        let mut data = DataCache::default();
+        let mut cells = Vec::new();
+        for (v, variant) in variants.iter().enumerate() {
+            for seed in 0..2u64 {
+                let run = (v * 2 + seed as usize + 1) as RunId;
+                let xs: Vec<f64> = (0..n).map(|i| i as f64).collect();
+                let ys: Vec<f64> = xs
+                    .iter()
+                    .map(|x| x * 0.01 + v as f64 + seed as f64)
+                    .collect();
+                let mut rd = crate::gui::data::RunData::default();
+                rd.series.insert("val/top1".into(), Series::new(xs, ys));
+                data.data.insert(run, rd);
+                cells.push(StudyRunRow {
+                    study: 1,
+                    variant: variant.name.clone(),
+                    seed,
+                    run,
+                });
+            }
+        }
+        let study = Study {
+            name: "live".into(),
+            base_toml: String::new(),
+            seeds: vec![0, 1],
+            metric: "test/top1".into(),
+            baseline: "v0".into(),
+            parallel: 2,
+            variants,
+        };
+        let row = StudyRow {
+            id: 1,
+            name: "live".into(),
+            identity: String::new(),
+            spec: String::new(),
+            created_at: 0.0,
+        };
+        let s = StudyData {
+            row,
+            study: Some(study),
+            cells,
+            jobs: Vec::new(),
+            table: None,
+        };
+        (s, data)
+    }
+
+    #[test]
+    fn a_new_point_recomputes_only_its_own_variants_band_and_the_result_is_fresh() {
+        let (s, mut data) = live_study(50);
+        let spec = s.study.clone().expect("spec");
+        let mut view = StudyView::default();
+        let (first, computed) = view.groups(&s, &spec, &data);
+        assert_eq!((first.len(), computed), (3, 3));
+        assert_eq!(
+            view.groups(&s, &spec, &data).1,
+            0,
+            "nothing changed: all cached"
+        );
+        // Run 4 (variant v1, seed 1) and run 3 (v1, seed 0) gain a point at x = 50.
+        for run in [3, 4] {
+            let series = data
+                .data
+                .get_mut(&run)
+                .and_then(|d| d.series.get_mut("val/top1"))
+                .expect("series");
+            series.xs.push(50.0);
+            series.ys.push(10.0);
+        }
+        let (after, computed) = view.groups(&s, &spec, &data);
+        assert_eq!(computed, 1, "only v1's band is computed again");
+        assert_eq!(after[0], first[0]);
+        assert_eq!(after[2], first[2]);
+        assert_eq!(after[1].band.last().map(|b| (b.0, b.1)), Some((50.0, 10.0)));
+        // The same as a view computing everything from scratch.
+        let (fresh, _) = StudyView::default().groups(&s, &spec, &data);
+        assert_eq!(*after, *fresh);
+        // Another metric or the seeds toggle computes every group.
+        view.show_seeds = true;
+        let (with_seeds, computed) = view.groups(&s, &spec, &data);
+        assert_eq!(computed, 3);
+        assert!(with_seeds.iter().all(|g| g.seeds.len() == 2));
     }
 }
