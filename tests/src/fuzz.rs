@@ -5,7 +5,7 @@
 //! seed) or, one case in ten, random bytes, and feeds it to the parser; a panic is a finding and
 //! so is a case slower than [`HANG`]. Errors are the expected outcome. The suite runs a few
 //! thousand cases per parser (`fuzz::every_parser_survives_mutated_input`), `make fuzz` a
-//! million (`cargo run --release -p shiftadd-tests --bin fuzz`).
+//! million (`cargo run -p shiftadd-tests --bin fuzz`; `--replay FILE` reruns a saved finding).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -153,6 +153,12 @@ pub fn fuzz(target: &mut Target, cases: u64, seed: u64) -> Report {
     }
     report.elapsed = t0.elapsed();
     report
+}
+
+/// Feed `target` one input (a saved finding) outside any `catch_unwind`: a panic shows where it
+/// happened, with a backtrace under `RUST_BACKTRACE=1`.
+pub fn replay(target: &mut Target, input: &[u8]) -> bool {
+    (target.run)(input)
 }
 
 /// Every parser's target, their seed files made in `scratch` (a folder the caller owns) from the

@@ -125,7 +125,51 @@ pub fn inspect(path: &Path) -> Result<i64> {
             supported: SCHEMA_VERSION,
         });
     }
+    check_text(&conn, path)?;
     Ok(version)
+}
+
+/// Every text value in `conn`'s text columns is UTF-8 (SQLite stores whatever bytes a writer
+/// gave it; text that is not UTF-8 would make every later read of the imported rows fail).
+fn check_text(conn: &Connection, path: &Path) -> Result<()> {
+    let sq = |source| StoreError::sqlite(path, source);
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .map_err(sq)?;
+    for table in tables {
+        let quoted = format!("\"{}\"", table.replace('"', "\"\""));
+        let columns: Vec<String> = conn
+            .prepare(&format!(
+                "SELECT name FROM pragma_table_info({})",
+                sql_string(&table)
+            ))
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .map_err(sq)?;
+        for column in columns {
+            let col = format!("\"{}\"", column.replace('"', "\"\""));
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT DISTINCT {col} FROM {quoted} WHERE typeof({col}) = 'text'"
+                ))
+                .map_err(sq)?;
+            let mut rows = stmt.query([]).map_err(sq)?;
+            while let Some(row) = rows.next().map_err(sq)? {
+                if row.get_ref(0).map_err(sq)?.as_str().is_err() {
+                    return Err(StoreError::NotOurs {
+                        path: path.to_path_buf(),
+                        why: format!("its {table}.{column} holds text that is not UTF-8"),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `s` as an SQL string literal.
+fn sql_string(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
 }
 
 /// A migrated temporary copy of an older file, removed when dropped.
@@ -225,7 +269,17 @@ fn fingerprint(
 ) -> rusqlite::Result<Vec<rusqlite::types::Value>> {
     let mut stmt = tx.prepare_cached(&FINGERPRINT.replace("{db}", db))?;
     let n = stmt.column_count();
-    stmt.query_row([id], |r| (0..n).map(|i| r.get(i)).collect())
+    // Compared as stored (text as its bytes): nothing here converts text, so none can fail to.
+    stmt.query_row([id], |r| {
+        (0..n)
+            .map(|i| {
+                r.get_ref(i).map(|v| match v {
+                    rusqlite::types::ValueRef::Text(b) => rusqlite::types::Value::Blob(b.to_vec()),
+                    v => v.into(),
+                })
+            })
+            .collect()
+    })
 }
 
 fn updated(tx: &rusqlite::Transaction<'_>, db: &str, id: i64) -> rusqlite::Result<f64> {

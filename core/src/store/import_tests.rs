@@ -348,6 +348,16 @@ fn bad_files_are_refused_with_one_line_and_nothing_changed() {
         *b = 0xA5;
     }
     std::fs::write(&damaged, bytes).expect("write");
+    // A run name written by another tool as bytes that are not UTF-8.
+    let not_utf8 = dir.path().join("not-utf8.db");
+    snapshot(&dir.path().join("good.db"), &not_utf8);
+    Connection::open(&not_utf8)
+        .expect("raw")
+        .execute(
+            "UPDATE runs SET name = CAST(X'63656C6CFF' AS TEXT) WHERE name = 'cell-b'",
+            [],
+        )
+        .expect("update");
 
     for (file, expect) in [
         (&missing, "no such file"),
@@ -355,6 +365,7 @@ fn bad_files_are_refused_with_one_line_and_nothing_changed() {
         (&empty, "has no shiftadd tables"),
         (&newer, "schema version 99"),
         (&damaged, "is damaged"),
+        (&not_utf8, "runs.name holds text that is not UTF-8"),
         (&dst, "being imported into"),
     ] {
         let err = import(&dst, file).expect_err("refused").to_string();
@@ -368,4 +379,23 @@ fn bad_files_are_refused_with_one_line_and_nothing_changed() {
             file.display()
         );
     }
+}
+
+#[test]
+fn a_target_holding_text_that_is_not_utf8_is_merged_into_without_a_panic() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (src, dst) = (dir.path().join("job.db"), dir.path().join("main.db"));
+    let (w, _) = source(&src);
+    drop(w);
+    import(&dst, &src).expect("first");
+    // Another tool wrote a name the importer's run comparison reads back.
+    Connection::open(&dst)
+        .expect("raw")
+        .execute(
+            "UPDATE runs SET name = CAST(X'FF' AS TEXT) WHERE name = 'cell-a'",
+            [],
+        )
+        .expect("update");
+    let summary = import(&dst, &src).expect("second import");
+    assert_eq!(count(&dst, "SELECT COUNT(*) FROM runs"), 3, "{summary:?}");
 }

@@ -2,7 +2,10 @@
 //! per parser and exits 1 if any input made a parser panic or hang. The first such input is saved
 //! beside the scratch folder as `fuzz-finding-<parser>.bin`.
 //!
-//! fuzz [--cases N] [--seed S] [--only SUBSTRING]
+//! fuzz [--cases N] [--seed S] [--only SUBSTRING] [--replay FILE]
+//!
+//! `--replay FILE` feeds FILE once to the parsers `--only` selects, with no panic caught: where
+//! a finding panics is printed (a backtrace with `RUST_BACKTRACE=1`).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -13,6 +16,7 @@ fn main() -> ExitCode {
     let mut cases: u64 = 1_000_000;
     let mut seed: u64 = 1;
     let mut only = String::new();
+    let mut replay: Option<std::path::PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let value = args.next().unwrap_or_default();
@@ -20,8 +24,9 @@ fn main() -> ExitCode {
             "--cases" => cases = value.parse().unwrap_or(cases),
             "--seed" => seed = value.parse().unwrap_or(seed),
             "--only" => only = value,
+            "--replay" => replay = Some(value.into()),
             _ => {
-                eprintln!("usage: fuzz [--cases N] [--seed S] [--only SUBSTRING]");
+                eprintln!("usage: fuzz [--cases N] [--seed S] [--only SUBSTRING] [--replay FILE]");
                 return ExitCode::from(2);
             }
         }
@@ -38,6 +43,25 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(file) = replay {
+        let input = match std::fs::read(&file) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("error: cannot read {}: {e}", file.display());
+                return ExitCode::FAILURE;
+            }
+        };
+        for mut t in targets.into_iter().filter(|t| t.name.contains(&only)) {
+            let accepted = fuzz::replay(&mut t, &input);
+            println!(
+                "{}: {} (no panic)",
+                t.name,
+                if accepted { "accepted" } else { "refused" }
+            );
+        }
+        let _ = std::fs::remove_dir_all(&scratch);
+        return ExitCode::SUCCESS;
+    }
     // Findings are counted, not printed as they happen.
     std::panic::set_hook(Box::new(|_| {}));
     let mut failed = false;
