@@ -454,6 +454,26 @@ mod tests {
     }
 
     #[test]
+    fn every_study_file_shipped_loads_and_every_cell_config_is_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/studies");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).expect("studies folder") {
+            let path = e.expect("entry").path();
+            if path.extension().is_none_or(|x| x != "toml") {
+                continue;
+            }
+            let study = Study::load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
+            for (v, seed) in study.cells() {
+                study
+                    .config(v, seed)
+                    .unwrap_or_else(|e| panic!("{}: {}: {e}", path.display(), v.name));
+            }
+            n += 1;
+        }
+        assert!(n >= 8, "{n} study files");
+    }
+
+    #[test]
     fn a_variant_may_name_its_own_reference() {
         let text = |vs: &str| {
             format!(
