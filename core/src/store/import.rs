@@ -138,7 +138,7 @@ fn check_text(conn: &Connection, path: &Path) -> Result<()> {
         .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
         .map_err(sq)?;
     for table in tables {
-        let quoted = format!("\"{}\"", table.replace('"', "\"\""));
+        let quoted = sql_ident(&table);
         let columns: Vec<String> = conn
             .prepare(&format!(
                 "SELECT name FROM pragma_table_info({})",
@@ -147,7 +147,7 @@ fn check_text(conn: &Connection, path: &Path) -> Result<()> {
             .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
             .map_err(sq)?;
         for column in columns {
-            let col = format!("\"{}\"", column.replace('"', "\"\""));
+            let col = sql_ident(&column);
             let mut stmt = conn
                 .prepare(&format!(
                     "SELECT DISTINCT {col} FROM {quoted} WHERE typeof({col}) = 'text'"
@@ -165,6 +165,11 @@ fn check_text(conn: &Connection, path: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `s` as a quoted SQL identifier.
+fn sql_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
 }
 
 /// `s` as an SQL string literal.
