@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{bin, db, last_step, run_ok, runs_json, s, tiny_config, wait_until};
+use crate::support::{bin, db, last_step, run_ok, runs_json, s, signal, tiny_config, wait_until};
 
 #[test]
 fn killed_run_is_interrupted_then_resumes_exactly() {
@@ -237,11 +237,7 @@ fn sigterm_mid_epoch_stops_with_a_checkpoint_and_the_requeued_job_continues_exac
             last > 45 && (4..30).contains(&(last % 40))
         },
     );
-    let pid = i32::try_from(child.id()).expect("pid");
-    #[allow(unsafe_code)]
-    // SAFETY: sends a signal to our own child process.
-    let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
-    assert_eq!(sent, 0);
+    signal(&child, libc::SIGTERM);
     let out = child.wait_with_output().expect("reaped");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
@@ -332,12 +328,8 @@ fn a_second_sigint_exits_at_once_and_the_run_stays_resumable() {
     wait_until("training to get going", Duration::from_millis(30), || {
         last_step(&dbp) >= 1
     });
-    let pid = i32::try_from(child.id()).expect("pid");
     for _ in 0..2 {
-        #[allow(unsafe_code)]
-        // SAFETY: sends a signal to our own child process.
-        let sent = unsafe { libc::kill(pid, libc::SIGINT) };
-        assert_eq!(sent, 0);
+        signal(&child, libc::SIGINT);
         std::thread::sleep(Duration::from_millis(5));
     }
     let out = child.wait_with_output().expect("reaped");

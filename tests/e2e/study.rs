@@ -1,11 +1,13 @@
 //! `shiftadd study`: the smoke study's runs 2 at a time, its table against the runs' own rows,
-//! a rerun that trains nothing, a killed study that resumes with every cell once, and bad study
-//! files that stop before anything runs.
+//! a rerun that trains nothing, a killed study that resumes with every cell once, a SIGTERM that
+//! every stopped run records, and bad study files that stop before anything runs.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::support::{bin, db, run_err, run_ok, s, tiny_config};
+use std::path::{Path, PathBuf};
+
+use crate::support::{bin, db, run_err, run_ok, s, signal, tiny_config, wait_until};
 
 fn preset(name: &str) -> String {
     format!(
@@ -26,6 +28,31 @@ fn cells(dbp: &std::path::Path) -> BTreeMap<(String, i64), (i64, String)> {
         .expect("rows")
         .collect::<Result<_, _>>()
         .expect("cells")
+}
+
+/// A study `name` of `variants` × seeds 0 and 1, two cells at a time, on a tiny synthetic base
+/// (40 steps per epoch, 2 epochs); its file and database.
+fn two_seed_study(dir: &Path, name: &str, variants: &str) -> (PathBuf, PathBuf) {
+    tiny_config(dir, "base", 2000, 2);
+    let file = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &file,
+        format!(
+            "name = \"{name}\"\nbase = \"base.toml\"\nseeds = [0, 1]\nparallel = 2\n{variants}"
+        ),
+    )
+    .expect("write");
+    (file, dir.join("studio.db"))
+}
+
+/// `shiftadd study FILE --db DB` in the background, its stderr piped.
+fn spawn_study(file: &Path, dbp: &Path) -> std::process::Child {
+    bin()
+        .args(["study", s(file), "--db", s(dbp)])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn")
 }
 
 #[test]
@@ -170,21 +197,12 @@ fn smoke_study_runs_in_parallel_reports_its_runs_and_reruns_nothing() {
 #[test]
 fn a_killed_study_resumes_and_fills_every_cell_once() {
     let dir = tempfile::tempdir().expect("tmp");
-    let dbp = dir.path().join("studio.db");
-    tiny_config(dir.path(), "base", 2000, 2); // 40 steps per epoch
-    let file = dir.path().join("kill.toml");
-    std::fs::write(
-        &file,
-        "name = \"kill\"\nbase = \"base.toml\"\nseeds = [0, 1]\nparallel = 2\n\
-         [[variant]]\nname = \"a\"\n[[variant]]\nname = \"b\"\nset = { \"train.lr\" = 0.05 }\n",
-    )
-    .expect("write");
-    let mut child = bin()
-        .args(["study", s(&file), "--db", s(&dbp)])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
+    let (file, dbp) = two_seed_study(
+        dir.path(),
+        "kill",
+        "[[variant]]\nname = \"a\"\n[[variant]]\nname = \"b\"\nset = { \"train.lr\" = 0.05 }\n",
+    );
+    let mut child = spawn_study(&file, &dbp);
     // Kill once a cell has a checkpoint (mid-study).
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
@@ -223,6 +241,43 @@ fn a_killed_study_resumes_and_fills_every_cell_once() {
         .query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0))
         .expect("count");
     assert_eq!(runs, 4, "no cell trained twice");
+}
+
+#[test]
+fn a_study_stopped_by_sigterm_says_so_in_every_run_and_exits_3() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (file, dbp) = two_seed_study(dir.path(), "term", "[[variant]]\nname = \"a\"\n");
+    let child = spawn_study(&file, &dbp);
+    // Both cells training.
+    wait_until("both cells to train", Duration::from_millis(30), || {
+        dbp.exists()
+            && db(&dbp)
+                .query_row(
+                    "SELECT COUNT(DISTINCT run_id) FROM metrics WHERE key = 'train/loss'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .unwrap_or(0)
+                == 2
+    });
+    signal(&child, libc::SIGTERM);
+    let out = child.wait_with_output().expect("reaped");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "a stopped study exits 3: {err}");
+    assert!(err.contains("study stopped; rerun it to continue"), "{err}");
+    let reasons: Vec<(String, Option<String>)> = db(&dbp)
+        .prepare("SELECT status, reason FROM runs")
+        .expect("prepare")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    for (status, reason) in &reasons {
+        assert_eq!(status, "stopped", "{reasons:?}");
+        // Not "stopped by user": the signal's reason reaches the runs before the study's own stop.
+        assert_eq!(reason.as_deref(), Some("stopped by SIGTERM"), "{reasons:?}");
+    }
 }
 
 #[test]

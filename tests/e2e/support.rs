@@ -101,6 +101,15 @@ pub fn last_step(db_path: &Path) -> i64 {
         .unwrap_or(0)
 }
 
+/// Send `sig` to a child process (SIGTERM as a cluster preempts a job, SIGINT as Ctrl-C).
+pub fn signal(child: &std::process::Child, sig: i32) {
+    let pid = i32::try_from(child.id()).expect("pid");
+    #[allow(unsafe_code)]
+    // SAFETY: sends a signal to our own child process.
+    let sent = unsafe { libc::kill(pid, sig) };
+    assert_eq!(sent, 0, "signal {sig} to {pid}");
+}
+
 /// Poll `done` every `every` until it holds; fail naming `what` after five minutes.
 pub fn wait_until(what: &str, every: std::time::Duration, done: impl Fn() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);

@@ -33,7 +33,10 @@ pub fn watch(on_stop: impl Fn(String) + Send + 'static) -> anyhow::Result<()> {
                     SIGINT => "SIGINT",
                     _ => "SIGUSR1",
                 };
-                if STOP.swap(true, Ordering::SeqCst) {
+                if FIRST
+                    .compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_err()
+                {
                     if sig == SIGINT {
                         eprintln!(
                             "second SIGINT: exiting now; the runs resume from their last checkpoint"
@@ -42,12 +45,14 @@ pub fn watch(on_stop: impl Fn(String) + Send + 'static) -> anyhow::Result<()> {
                     }
                     continue;
                 }
-                FIRST.store(sig, Ordering::SeqCst);
                 eprintln!(
                     "{name}: stopping after the current batch and saving a checkpoint \
                      (a second Ctrl-C exits at once)"
                 );
+                // The reason goes out before `STOP` is seen: a driver that sees `STOP` stops its
+                // runs itself, and the first stop a run gets is the one whose reason it keeps.
                 on_stop(format!("stopped by {name}"));
+                STOP.store(true, Ordering::SeqCst);
             }
         })?;
     Ok(())
