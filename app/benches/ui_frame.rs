@@ -155,6 +155,7 @@ fn study_data() -> DataCache {
             against: (v > 0).then(|| variants[0].name.clone()),
             paired: None,
             best: v + 1 == VARIANTS,
+            train_secs: Some(2700.0),
         });
     }
     for r in 1..rows.len() {

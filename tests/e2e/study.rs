@@ -30,6 +30,49 @@ fn cells(dbp: &std::path::Path) -> BTreeMap<(String, i64), (i64, String)> {
         .expect("cells")
 }
 
+/// Seconds `run` trained, from its rows: Σ over epochs of steps × batch / images per second.
+fn train_secs(c: &rusqlite::Connection, run: i64) -> f64 {
+    let toml: String = c
+        .query_row("SELECT config FROM runs WHERE id = ?1", [run], |r| r.get(0))
+        .expect("config");
+    let batch = shiftadd_core::spec::config::Config::from_toml_str(&toml, "run", &[])
+        .expect("config")
+        .train
+        .batch_size as f64;
+    let epochs: Vec<(i64, f64)> = c
+        .prepare(
+            "SELECT step, value FROM metrics WHERE run_id = ?1
+             AND key = 'train/epoch_images_per_sec' ORDER BY step",
+        )
+        .expect("prepare")
+        .query_map([run], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(epochs.len(), 2, "two epochs: {epochs:?}");
+    let mut before = 0;
+    let secs: f64 = epochs
+        .iter()
+        .map(|&(step, rate)| {
+            let n = (step - std::mem::replace(&mut before, step)) as f64;
+            n * batch / rate
+        })
+        .sum();
+    // Training is part of the run's life, not more.
+    let span: f64 = c
+        .query_row(
+            "SELECT finished_at - started_at FROM runs WHERE id = ?1",
+            [run],
+            |r| r.get(0),
+        )
+        .expect("span");
+    assert!(
+        secs > 0.0 && secs <= span,
+        "run {run}: {secs} s of {span} s"
+    );
+    secs
+}
+
 /// A study `name` of `variants` × seeds 0 and 1, two cells at a time, on a tiny synthetic base
 /// (40 steps per epoch, 2 epochs); its file and database.
 fn two_seed_study(dir: &Path, name: &str, variants: &str) -> (PathBuf, PathBuf) {
@@ -118,7 +161,20 @@ fn smoke_study_runs_in_parallel_reports_its_runs_and_reruns_nothing() {
         assert_eq!(row[col("n")], "2");
         let min = values.iter().copied().fold(f64::INFINITY, f64::min);
         assert!((row[col("min")].parse::<f64>().expect("min") - min).abs() < 1e-12);
+        // Training time per cell: each epoch's steps × the run's batch at its recorded throughput.
+        let secs: Vec<f64> = cells
+            .iter()
+            .filter(|((v, _), _)| v == variant)
+            .map(|(_, (run, _))| train_secs(&c, *run))
+            .collect();
+        let mean_secs = secs.iter().sum::<f64>() / secs.len() as f64;
+        let reported: f64 = row[col("train_secs")].parse().expect("train_secs");
+        assert!(
+            mean_secs > 0.0 && (reported - mean_secs).abs() < 1e-9 * mean_secs,
+            "{variant}: {reported} s vs {mean_secs} s"
+        );
     }
+    assert!(table.contains("| time/cell |"), "{table}");
     let shift = csv
         .lines()
         .find(|l| l.starts_with("shift-aug,"))

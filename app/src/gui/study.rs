@@ -13,7 +13,7 @@ use crossbeam_channel::{Receiver, bounded};
 use egui_plot::{Bar, BarChart, FilledArea, Line, Plot};
 use shiftadd_core::spec::study::Study;
 use shiftadd_core::store::{RunId, Status};
-use shiftadd_core::study::report::{Format, Table, paired_text};
+use shiftadd_core::study::report::{Format, Table, duration_text, paired_text};
 
 use super::backend::StudyData;
 use super::ctx::ViewCtx;
@@ -555,6 +555,7 @@ fn table_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, table: &Table) {
             "Min",
             "Max",
             "vs baseline",
+            "Time/cell",
         ] {
             ui.strong(h);
         }
@@ -577,7 +578,8 @@ fn table_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, table: &Table) {
                 }
                 None => {
                     ui.label(r.count_text("to go"));
-                    for _ in 0..5 {
+                    // Mean, std, min, max: nothing yet (the paired column follows).
+                    for _ in 0..4 {
                         ui.weak("–");
                     }
                 }
@@ -589,6 +591,8 @@ fn table_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, table: &Table) {
             } else {
                 ui.label(vs);
             }
+            ui.label(duration_text(r.train_secs))
+                .on_hover_text("mean training time of the finished cells (evaluation excluded)");
             ui.end_row();
         }
     });

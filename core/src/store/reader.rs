@@ -303,6 +303,25 @@ impl Reader {
             .map_err(|e| self.sq(e))
     }
 
+    /// How long `run` trained, in seconds: each recorded epoch's steps × `batch_size` images at
+    /// the epoch's recorded throughput (`train/epoch_images_per_sec`), summed. Training only
+    /// (evaluation, BN re-estimation and time stopped are not counted); `None` before the
+    /// first epoch ends.
+    pub fn train_seconds(&self, run: RunId, batch_size: usize) -> Result<Option<f64>> {
+        let epochs = self.all(
+            "SELECT step, value FROM metrics WHERE run_id = ?1 AND key = ?2 ORDER BY step",
+            rusqlite::params![run, keys::TRAIN_EPOCH_IMAGES_PER_SEC],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, f64>(1)?)),
+        )?;
+        let mut before = 0;
+        let mut secs = 0.0;
+        for &(step, rate) in &epochs {
+            secs += (step - before) as f64 * batch_size as f64 / rate.max(1e-9);
+            before = step;
+        }
+        Ok((!epochs.is_empty()).then_some(secs))
+    }
+
     /// Histograms of a run, ordered by layer, kind, epoch.
     pub fn histograms(&self, id: RunId) -> Result<Vec<HistogramRow>> {
         self.all(

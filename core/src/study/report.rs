@@ -5,6 +5,7 @@
 use serde::Serialize;
 
 use super::stats::{Paired, Summary};
+use crate::spec::config::Config;
 use crate::spec::study::Study;
 use std::collections::HashMap;
 
@@ -28,6 +29,8 @@ pub struct Row {
     pub paired: Option<Paired>,
     /// The best mean of the table (highest; lowest for a loss).
     pub best: bool,
+    /// Mean training time of the finished cells, in seconds ([`Reader::train_seconds`]).
+    pub train_secs: Option<f64>,
 }
 
 impl Row {
@@ -73,6 +76,7 @@ pub fn table(study: &Study, id: i64, reader: &Reader) -> Result<Table, StoreErro
     let mut rows = Vec::new();
     for v in &study.variants {
         let mut values = Vec::new();
+        let mut secs = Vec::new();
         let mut failed = 0;
         for &seed in &study.seeds {
             let Some(c) = cells.iter().find(|c| c.variant == v.name && c.seed == seed) else {
@@ -88,6 +92,7 @@ pub fn table(study: &Study, id: i64, reader: &Reader) -> Result<Table, StoreErro
             }
             if let Some(x) = reader.last_metric(c.run, &study.metric)? {
                 values.push((seed, x));
+                secs.extend(train_secs(reader, c.run)?);
             }
         }
         let xs: Vec<f64> = values.iter().map(|(_, x)| *x).collect();
@@ -100,6 +105,7 @@ pub fn table(study: &Study, id: i64, reader: &Reader) -> Result<Table, StoreErro
             against: study.reference_of(v).map(str::to_owned),
             paired: None,
             best: false,
+            train_secs: (!secs.is_empty()).then(|| secs.iter().sum::<f64>() / secs.len() as f64),
         });
     }
     pair(&mut rows);
@@ -124,6 +130,24 @@ pub fn table(study: &Study, id: i64, reader: &Reader) -> Result<Table, StoreErro
         baseline: study.baseline.clone(),
         rows,
     })
+}
+
+/// How long `run` trained (its own batch size, from its recorded config).
+fn train_secs(reader: &Reader, run: RunId) -> Result<Option<f64>, StoreError> {
+    let toml = reader.config_toml(run)?;
+    match Config::from_toml_str(&toml, &format!("run {run}"), &[]) {
+        Ok(cfg) => reader.train_seconds(run, cfg.train.batch_size),
+        Err(_) => Ok(None), // a config this version cannot read: no time rather than no table
+    }
+}
+
+/// A training time as the table shows it: "45.2 min", "52 s".
+pub fn duration_text(secs: Option<f64>) -> String {
+    match secs {
+        None => "–".into(),
+        Some(s) if s < 60.0 => format!("{s:.0} s"),
+        Some(s) => format!("{:.1} min", s / 60.0),
+    }
 }
 
 /// Each row's paired difference from the row it is `against`, over their common seeds.
@@ -219,11 +243,14 @@ impl Table {
     fn markdown(&self) -> String {
         let (k, unit) = scale(&self.metric);
         let mut s = format!(
-            "Study {} ({}): `{}`{unit}, mean ± 95 % CI over seeds; difference vs `{}` paired over common seeds.\n\n",
+            "Study {} ({}): `{}`{unit}, mean ± 95 % CI over seeds; difference vs `{}` paired over common seeds; \
+             training time per cell (mean; evaluation excluded).\n\n",
             self.study, self.name, self.metric, self.baseline
         );
-        s.push_str("| variant | n | mean ± 95 % CI | std | min | max | vs baseline |\n");
-        s.push_str("|---|---|---|---|---|---|---|\n");
+        s.push_str(
+            "| variant | n | mean ± 95 % CI | std | min | max | vs baseline | time/cell |\n",
+        );
+        s.push_str("|---|---|---|---|---|---|---|---|\n");
         for r in &self.rows {
             let name = if r.best {
                 format!("**{}**", r.variant)
@@ -231,9 +258,10 @@ impl Table {
                 r.variant.clone()
             };
             let vs = paired_text(r, k, &self.baseline);
+            let time = duration_text(r.train_secs);
             match r.summary {
                 Some(m) => s.push_str(&format!(
-                    "| {name} | {} | {:.2} ± {} | {:.2} | {:.2} | {:.2} | {vs} |\n",
+                    "| {name} | {} | {:.2} ± {} | {:.2} | {:.2} | {:.2} | {vs} | {time} |\n",
                     r.count_text("missing"),
                     m.mean * k,
                     if m.ci95.is_finite() {
@@ -246,7 +274,7 @@ impl Table {
                     m.max * k
                 )),
                 None => s.push_str(&format!(
-                    "| {name} | {} | – | – | – | – | {vs} |\n",
+                    "| {name} | {} | – | – | – | – | {vs} | {time} |\n",
                     r.count_text("missing")
                 )),
             }
@@ -256,7 +284,7 @@ impl Table {
 
     fn csv(&self) -> String {
         let mut s = String::from(
-            "variant,n,missing,failed,mean,ci95,std,min,max,against,diff,diff_ci95,p_value,pairs,significant,best,values\n",
+            "variant,n,missing,failed,mean,ci95,std,min,max,against,diff,diff_ci95,p_value,pairs,significant,best,train_secs,values\n",
         );
         let f = |x: Option<f64>| {
             x.filter(|v| v.is_finite())
@@ -267,7 +295,7 @@ impl Table {
             let p = r.paired;
             let values: Vec<String> = r.values.iter().map(|(sd, v)| format!("{sd}:{v}")).collect();
             s.push_str(&format!(
-                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
                 r.variant,
                 m.map_or(0, |m| m.n),
                 r.missing,
@@ -284,6 +312,7 @@ impl Table {
                 p.map_or(0, |p| p.n),
                 p.is_some_and(|p| p.significant()),
                 r.best,
+                f(r.train_secs),
                 values.join(" ")
             ));
         }
@@ -347,6 +376,7 @@ mod tests {
             against: against.map(str::to_owned),
             paired: None,
             best: false,
+            train_secs: None,
         }
     }
 
