@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, bounded};
 
-use egui_plot::{Bar, BarChart, FilledArea, Line, Plot};
+use egui_plot::{AxisHints, Bar, BarChart, FilledArea, GridMark, Line, Plot};
 use shiftadd_core::spec::study::Study;
 use shiftadd_core::store::{RunId, Status};
 use shiftadd_core::study::report::{Format, Table, duration_text, paired_text};
@@ -617,8 +617,13 @@ fn bars_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, table: &Table, height: f32)
         None,
         false,
     );
-    let names: Vec<String> = table.rows.iter().map(|r| r.variant.clone()).collect();
     let n = table.rows.len() as f64;
+    // egui_plot leaves out a tick label wider than the space between ticks: shorten the names to
+    // fit (the full name is the bar's hover text). The plot's frame is the width less the y axis,
+    // and a margin on each side.
+    let per_bar = 0.85 * (ui.available_width() - 60.0) / n.max(1.0) as f32;
+    let variants: Vec<&str> = table.rows.iter().map(|r| r.variant.as_str()).collect();
+    let names = fit_labels(&variants, per_bar, |t| text_width(ui, t));
     let whisker_color = ui.visuals().strong_text_color();
     let unit = if k > 1.0 { " %" } else { "" };
     Plot::new(&id)
@@ -631,14 +636,29 @@ fn bars_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, table: &Table, height: f32)
         .include_y(0.0)
         .include_y(1.0)
         .height((height - 30.0).max(200.0))
-        .x_axis_formatter(move |mark, _| {
-            let i = mark.value.round();
-            if (mark.value - i).abs() < 1e-6 && i >= 0.0 {
-                names.get(i as usize).cloned().unwrap_or_default()
-            } else {
-                String::new()
-            }
+        // A mark under every bar, each labelled whenever its name fits (the default axis labels
+        // only marks 60 points apart).
+        .x_grid_spacer(|g| {
+            let (lo, hi) = g.bounds;
+            (lo.ceil() as i64..=hi.floor() as i64)
+                .map(|i| GridMark {
+                    value: i as f64,
+                    step_size: 1.0,
+                })
+                .collect()
         })
+        .custom_x_axes(vec![
+            AxisHints::new_x()
+                .label_spacing(10.0..=20.0)
+                .formatter(move |mark, _| {
+                    let i = mark.value.round();
+                    if (mark.value - i).abs() < 1e-6 && i >= 0.0 {
+                        names.get(i as usize).cloned().unwrap_or_default()
+                    } else {
+                        String::new()
+                    }
+                }),
+        ])
         .y_axis_label(table.metric.clone())
         .show(ui, |p| {
             for (i, r) in table.rows.iter().enumerate() {
@@ -666,9 +686,58 @@ fn bars_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, table: &Table, height: f32)
         .capture_if_requested(ui.ctx(), &id, header.region(ui));
 }
 
+/// The width of `text` in the font egui_plot draws tick labels with.
+fn text_width(ui: &egui::Ui, text: &str) -> f32 {
+    let font = egui::TextStyle::Body.resolve(ui.style());
+    ui.painter()
+        .layout_no_wrap(text.to_owned(), font, egui::Color32::WHITE)
+        .size()
+        .x
+}
+
+/// Bar labels shortened until `width` (of a text) says each fits in `room`: where one `key=value`
+/// name does not fit, every such name drops its key (the axis says what varies); a name still too
+/// wide loses characters from its end behind an ellipsis.
+fn fit_labels(names: &[&str], room: f32, width: impl Fn(&str) -> f32) -> Vec<String> {
+    let drop_keys = names.iter().any(|n| n.contains('=') && width(n) > room);
+    names
+        .iter()
+        .map(|&name| {
+            let name = match name.split_once('=') {
+                Some((_, value)) if drop_keys => value,
+                _ => name,
+            };
+            if width(name) <= room {
+                return name.to_owned();
+            }
+            let chars: Vec<char> = name.chars().collect();
+            (1..chars.len())
+                .rev()
+                .map(|k| format!("{}…", chars[..k].iter().collect::<String>()))
+                .find(|t| width(t) <= room)
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bar_labels_drop_their_key_then_their_end_to_fit() {
+        let w = |t: &str| 7.0 * t.chars().count() as f32;
+        let names = ["remap=none", "remap=cdf-affine", "direct-pointwise"];
+        // Room for everything.
+        assert_eq!(fit_labels(&names, 200.0, w), names);
+        // One `key=value` name too wide: every such name drops its key; others keep theirs.
+        assert_eq!(
+            fit_labels(&["remap=none", "remap=cdf-affine", "direct"], 70.0, w),
+            ["none", "cdf-affine", "direct"]
+        );
+        assert_eq!(fit_labels(&names, 42.0, w), ["none", "cdf-a…", "direc…"]);
+        assert_eq!(fit_labels(&["anything"], 5.0, w), [""], "no room: no label");
+    }
 
     #[test]
     fn bands_are_mean_and_std_where_every_seed_has_a_point() {
