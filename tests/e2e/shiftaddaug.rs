@@ -138,6 +138,9 @@ fn shift_and_add_smoke_runs_record_discrepancy_histograms() {
             7,
             "{op}: every MF layer exported with its operator"
         );
+        if op == "add" {
+            grads_splits_the_update_of_the_shared_weights(&dbp, id);
+        }
         if op == "shift" {
             for name in mf_convs {
                 let w = exported.tensor(&format!("{name}.weight")).expect("weight");
@@ -168,4 +171,49 @@ fn shift_and_add_smoke_runs_record_discrepancy_histograms() {
             );
         }
     }
+}
+
+/// `shiftadd grads` on a finished Add + ShiftAddAug run: per parameter, the two gradients; with
+/// `aug.add_grad = "adder"` the augmented share of every Add weight's update grows; a direct run
+/// is refused with the reason.
+fn grads_splits_the_update_of_the_shared_weights(dbp: &std::path::Path, id: i64) {
+    let probe = |sets: &[&str]| -> serde_json::Value {
+        let id = id.to_string();
+        let mut args = vec!["grads", &id, "--db", s(dbp), "--batches", "2", "--json"];
+        for set in sets {
+            args.extend(["--set", set]);
+        }
+        serde_json::from_slice(&run_ok(&args).stdout).expect("grads --json")
+    };
+    let raw = probe(&[]);
+    let adder = probe(&["aug.add_grad=adder"]);
+    let params = |v: &serde_json::Value| v["params"].as_array().expect("params").clone();
+    let (raw_p, adder_p) = (params(&raw), params(&adder));
+    assert_eq!(raw_p.len(), adder_p.len());
+    assert!(raw["tiny_loss"].as_f64().is_some_and(f64::is_finite));
+    let ratio = |p: &serde_json::Value| {
+        p["aug_shared"].as_f64().expect("aug") / p["tiny"].as_f64().expect("tiny")
+    };
+    let mut mf = 0;
+    for (r, a) in raw_p.iter().zip(&adder_p) {
+        let name = r["name"].as_str().expect("name");
+        assert_eq!(a["name"], r["name"]);
+        for key in ["tiny", "aug_shared", "aug_only", "cosine"] {
+            assert!(r[key].as_f64().is_some_and(f64::is_finite), "{name} {key}");
+        }
+        if r["kind"] == "Add layers' weights" {
+            mf += 1;
+            assert!(ratio(a) > ratio(r), "{name}: {} vs {}", ratio(a), ratio(r));
+        } else if r["tiny"].as_f64() > Some(0.0) {
+            let (a, r) = (ratio(a), ratio(r));
+            assert!(
+                (a - r).abs() <= 1e-6 * r.max(1.0),
+                "{name}: unchanged, {a} vs {r}"
+            );
+        }
+    }
+    assert!(mf >= 4, "Add weights probed: {mf}");
+    let id = id.to_string();
+    let err = crate::support::run_err(&["grads", &id, "--db", s(dbp), "--set", "aug.hybrid=none"]);
+    assert!(err.contains("directly"), "{err}");
 }

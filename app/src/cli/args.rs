@@ -42,6 +42,10 @@ pub enum Cmd {
     Hw(HwArgs),
     /// Export a run's metrics as CSV.
     Export(ExportArgs),
+    /// Where a ShiftAddAug run's update of the shared weights comes from: per parameter, the
+    /// tiny model's gradient beside α × the augmented model's (norms, ratio, cosine), over a few
+    /// training batches at the run's last checkpoint (or --init). Nothing is written.
+    Grads(GradsArgs),
     /// Train a study (variants × seeds, `parallel` at a time) and print its table with 95 %
     /// intervals; a rerun trains only what is missing. With --report: the table only, from the
     /// database.
@@ -235,6 +239,32 @@ pub struct HwArgs {
     /// Per-layer tables even when several configs are given.
     #[arg(long)]
     pub layers: bool,
+}
+
+// `shiftadd grads`.
+#[derive(clap::Args, Debug)]
+pub struct GradsArgs {
+    pub run: RunId,
+    #[command(flatten)]
+    pub db: DbArg,
+    /// Training batches to average over (the run's first batches of epoch 1).
+    #[arg(long, default_value_t = 8)]
+    pub batches: usize,
+    /// At the weights the run's seed starts from instead of its last checkpoint.
+    #[arg(long)]
+    pub init: bool,
+    /// Probe the run's weights under a changed config, e.g. --set aug.add_grad=adder or
+    /// --set aug.alpha=0.5 (repeatable; keys that change the model's shape cannot load its
+    /// checkpoint).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Sample only expand factors, not widths (the part of training after
+    /// `aug.stop_width_frac`); by default widths are augmented too.
+    #[arg(long)]
+    pub no_width: bool,
+    /// Machine-readable output (one object per parameter).
+    #[arg(long)]
+    pub json: bool,
 }
 
 // `shiftadd export`.

@@ -15,13 +15,13 @@ use shiftadd_core::spec::study::Study;
 use shiftadd_core::store::manage::{self, RunEdit};
 use shiftadd_core::store::{self, Reader, RunId};
 use shiftadd_core::study::report::{self, Format};
-use shiftadd_core::{Config, export, host, hw, nas, study};
+use shiftadd_core::{Config, export, host, hw, nas, study, train};
 
 use shiftadd_core::slurm::SlurmSpec;
 
 use super::args::{
-    CheckArgs, ExportArgs, HwArgs, ImportArgs, NasArgs, ResumeArgs, RunsArgs, SlurmArgs, StudyArgs,
-    StudyTaskArgs, TrainArgs,
+    CheckArgs, ExportArgs, GradsArgs, HwArgs, ImportArgs, NasArgs, ResumeArgs, RunsArgs, SlurmArgs,
+    StudyArgs, StudyTaskArgs, TrainArgs,
 };
 use super::db_path;
 use super::signals::{self, stop_runs_on_signal};
@@ -386,6 +386,104 @@ pub fn export(a: &ExportArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(dir) = model {
         export_model(&db, run, dir)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `shiftadd grads`: the tiny and the augmented model's gradients on each shared parameter.
+pub fn grads(a: &GradsArgs) -> anyhow::Result<ExitCode> {
+    if a.batches == 0 {
+        bail!("--batches must be at least 1");
+    }
+    let db = db_path(&a.db)?;
+    let spec = train::ProbeSpec {
+        batches: a.batches,
+        width_on: !a.no_width,
+    };
+    let p = train::probe_run(&db, a.run, a.init, &a.sets, spec)?;
+    if a.json {
+        let rows: Vec<serde_json::Value> = p
+            .sources
+            .params
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "name": s.name, "kind": s.kind.label(), "elems": s.elems, "tiny_elems": s.tiny_elems,
+                    "tiny": s.tiny, "aug_shared": s.aug_shared, "aug_only": s.aug_only,
+                    "cosine": s.cosine,
+                })
+            })
+            .collect();
+        let out = serde_json::json!({
+            "run": p.run, "at": p.at, "alpha": p.alpha, "batches": p.spec.batches,
+            "width_on": p.spec.width_on, "tiny_loss": p.sources.tiny_loss,
+            "aug_loss": p.sources.aug_loss, "params": rows,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let at = match p.at {
+        Some((epoch, step)) => format!("its last checkpoint (epoch {epoch}, step {step})"),
+        None => "initialisation".to_owned(),
+    };
+    println!(
+        "run {} ({}) at {at}: mean over {} batches of {}, {}; α = {}",
+        p.run,
+        p.name,
+        p.spec.batches,
+        p.batch_size,
+        if p.spec.width_on {
+            "widths and expand factors augmented"
+        } else {
+            "expand factors augmented, widths not"
+        },
+        p.alpha
+    );
+    if !a.sets.is_empty() {
+        println!("with {}", a.sets.join(", "));
+    }
+    println!(
+        "losses: tiny {:.4}, augmented {:.4}",
+        p.sources.tiny_loss, p.sources.aug_loss
+    );
+    println!(
+        "{:<34} {:>9} {:>11} {:>11} {:>8} {:>7} {:>11}",
+        "parameter", "tiny elems", "‖g tiny‖", "‖α g aug‖", "aug/tiny", "cos", "aug only"
+    );
+    for s in &p.sources.params {
+        println!(
+            "{:<34} {:>9} {:>11.3e} {:>11.3e} {:>8.3} {:>7.3} {:>11.3e}",
+            s.name,
+            s.tiny_elems,
+            s.tiny,
+            s.aug_shared,
+            s.ratio(),
+            s.cosine,
+            s.aug_only
+        );
+    }
+    for kind in train::ParamKind::ALL {
+        let group: Vec<&train::GradSource> = p
+            .sources
+            .params
+            .iter()
+            .filter(|s| s.kind == kind && s.tiny > 0.0)
+            .collect();
+        if group.is_empty() {
+            continue;
+        }
+        let mut ratios: Vec<f64> = group.iter().map(|s| s.ratio()).collect();
+        ratios.sort_by(f64::total_cmp);
+        let cos = group.iter().map(|s| s.cosine).sum::<f64>() / group.len() as f64;
+        println!(
+            "{}: aug/tiny median {:.3} (min {:.3}, max {:.3}), mean cos {:.3}, {} parameters",
+            kind.label(),
+            ratios[ratios.len() / 2],
+            ratios[0],
+            ratios[ratios.len() - 1],
+            cos,
+            group.len()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

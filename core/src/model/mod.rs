@@ -29,7 +29,7 @@ use tch::{Kind, TchError, Tensor};
 
 use crate::ops::layout;
 use crate::rng::Rng;
-use crate::spec::arch::{ArchSpec, BlockSpec, OpSpec, Widths};
+use crate::spec::arch::{ArchSpec, BlockSpec, GradScale, OpSpec, Widths};
 use crate::spec::config::AugConfig;
 
 use elastic::{BN_MOMENTUM, ConvShape};
@@ -323,6 +323,22 @@ impl Net {
         }
         v.extend(self.head.as_ref().map(|(_, n)| n));
         v
+    }
+
+    /// The stored weights of the Add layers — (variable name, weight, the gradient scaling their
+    /// Add calls apply).
+    pub fn add_weights(&self) -> Vec<(String, Tensor, GradScale)> {
+        self.convs()
+            .into_iter()
+            .filter(|c| c.role == crate::spec::config::OpKind::Add)
+            .map(|c| {
+                (
+                    format!("{}.weight", c.name),
+                    c.weight.shallow_clone(),
+                    c.add_scale,
+                )
+            })
+            .collect()
     }
 
     /// Add layers: (name, stored weight, numel of the tiny model's slice), for tests of

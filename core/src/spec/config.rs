@@ -327,6 +327,28 @@ impl Hybrid {
     }
 }
 
+/// How the augmented model's gradient reaches an Add layer's shared weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AugGrad {
+    /// As the augmented forward computes it: a multiplicative layer's gradient is raw (only an
+    /// Add call scales its own).
+    #[default]
+    Raw,
+    /// Scaled by AdderNet's rule like the tiny model's Add gradient (η·√k·g/‖g‖ over the k
+    /// elements it touched, × the weights' RMS with `ops.add_eta_relative`), then × α.
+    Adder,
+}
+
+impl AugGrad {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Raw => "raw",
+            Self::Adder => "adder",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AugConfig {
@@ -344,6 +366,8 @@ pub struct AugConfig {
     pub sort_channels: bool,
     /// Extension (not NetAug): also sort the stem's and stage outputs' channels.
     pub sort_stage_channels: bool,
+    /// How the augmented model's gradient on an Add layer's shared weights is scaled.
+    pub add_grad: AugGrad,
     /// The augmented SubNet that `model.arch` sits inside (in the TOML as `model.arch` is;
     /// `""`: none). When set, augmented sub-models may also run the SubNet's deeper blocks, and
     /// their widths are capped at the SubNet's (method.md §6).
@@ -361,6 +385,7 @@ impl Default for AugConfig {
             stop_width_frac: 0.5,
             sort_channels: true,
             sort_stage_channels: false,
+            add_grad: AugGrad::Raw,
             arch: None,
         }
     }
@@ -683,6 +708,17 @@ impl Config {
         factors("aug.width", &a.width)?;
         frange("aug.alpha", a.alpha, 0.0, 100.0, true)?;
         frange("aug.stop_width_frac", a.stop_width_frac, 0.0, 1.0, true)?;
+        if a.add_grad == AugGrad::Adder && a.hybrid != Hybrid::Mult {
+            return Err(invalid(
+                "aug.add_grad",
+                "\"adder\"",
+                &format!(
+                    "applies to aug.hybrid = \"mult\" only (here \"{}\": an augmented model that runs \
+                     Add calls scales their gradients itself); use \"raw\"",
+                    a.hybrid.as_str()
+                ),
+            ));
+        }
         range("remap.bins", self.remap.bins, 2, 10_000)?;
         frange("remap.kl_weight", self.remap.kl_weight, 0.0, 1e3, true)?;
         let t = &self.train;

@@ -45,3 +45,17 @@ pub fn build_net(cfg: &Config, root: &nn::Path<'_>, d: &data::Dataset) -> Net {
     let max = spec.max_widths(&cfg.aug);
     Net::new(root, spec, max, &OpSpec::from_config(cfg))
 }
+
+/// Held while a run seeds torch's global generator and initialises its weights.
+static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// [`build_net`] with the weights of the run's seed (`train.seed`). Weight init draws from
+/// torch's process-wide generator: it is seeded and the model built under one lock, so runs
+/// training at once in this process (the app, a NAS search) each get their seed's weights.
+pub fn build_seeded_net(cfg: &Config, root: &nn::Path<'_>, d: &data::Dataset) -> Net {
+    let _init = INIT_LOCK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    tch::manual_seed(cfg.train.seed as i64);
+    build_net(cfg, root, d)
+}

@@ -6,18 +6,23 @@
 //! Layout: [`trainer`] (the loop), [`context`] (what a run is given, its device and model),
 //! [`sgd`] (optimiser, schedule), [`step`] (one training step), [`eval`] (evaluation, BN
 //! re-estimation), [`checkpoint`] (save, and what resume reads), [`record`] (metrics, hardware
-//! cost, histograms). Only the run manager (`run.rs`) starts [`train`].
+//! cost, histograms), [`probe`] (where a step's update of the shared weights comes from). Only
+//! the run manager (`run.rs`) starts [`train`].
 
 mod checkpoint;
 mod context;
 mod eval;
+mod probe;
 mod record;
 mod sgd;
 mod step;
 mod trainer;
 
-pub use context::{RunContext, build_net, resolve_device};
+pub use context::{RunContext, build_net, build_seeded_net, resolve_device};
 pub use eval::{Scores, evaluate, in_order, reestimate_bn, score};
+pub use probe::{
+    GradSource, ParamKind, ProbeError, ProbeSpec, RunProbe, Sources, grad_sources, probe_run,
+};
 pub use record::{HIST_BINS, HIST_WIDTH_SD, weight_snapshot};
 pub use sgd::{Sgd, lr_at};
 pub use step::{StepLosses, StepSpec, aug_exec, train_step};

@@ -1,12 +1,12 @@
 //! One ShiftAddAug training step: the tiny model (MF operators on remapped weights, plus the KL
 //! regulariser) and one sampled augmented sub-model, then one SGD update.
 
-use tch::{Reduction, Tensor};
+use tch::{Kind, Reduction, Tensor};
 
 use crate::model::{Exec, Net};
 use crate::rng::Rng;
 use crate::spec::arch::Widths;
-use crate::spec::config::{Config, Hybrid};
+use crate::spec::config::{AugGrad, Config, Hybrid};
 
 use super::TrainError;
 use super::sgd::Sgd;
@@ -53,13 +53,39 @@ pub fn train_step(
     y: &Tensor,
     spec: &StepSpec<'_>,
 ) -> Result<StepLosses, TrainError> {
-    let cfg = spec.config;
-    let ls = cfg.train.label_smoothing;
     opt.zero_grad();
-    let logits = net.forward(x, spec.tiny, true, Exec::Tiny)?;
+    let tiny = tiny_backward(net, spec.config, spec.tiny, x, y)?;
+    let aug = match spec.aug_exec {
+        Some(exec) => Some(aug_backward(
+            net,
+            spec.config,
+            exec,
+            rng,
+            spec.width_on,
+            x,
+            y,
+        )?),
+        None => None,
+    };
+    opt.try_step(spec.lr)?;
+    Ok(StepLosses { tiny, aug })
+}
+
+/// The tiny model's half of a step: forward the tiny sub-model (MF operators on remapped
+/// weights), backward its cross-entropy plus the remap's KL regulariser into the parameters'
+/// gradients (accumulating); its cross-entropy, detached.
+pub(super) fn tiny_backward(
+    net: &Net,
+    cfg: &Config,
+    tiny: &Widths,
+    x: &Tensor,
+    y: &Tensor,
+) -> Result<Tensor, TrainError> {
+    let ls = cfg.train.label_smoothing;
+    let logits = net.forward(x, tiny, true, Exec::Tiny)?;
     let ce = logits.f_cross_entropy_loss::<Tensor>(y, None, Reduction::Mean, -100, ls)?;
-    let tiny = ce.detach();
-    // Out of place: `tiny` shares the cross-entropy's storage.
+    let out = ce.detach();
+    // Out of place: `out` shares the cross-entropy's storage.
     let loss = match net
         .remap_kl(cfg.remap.bins)
         .filter(|_| cfg.remap.kl_weight > 0.0)
@@ -68,16 +94,103 @@ pub fn train_step(
         None => ce,
     };
     loss.backward();
-    let mut aug = None;
-    if let Some(exec) = spec.aug_exec {
-        let widths = net.sample_widths(&cfg.aug, rng, spec.width_on);
-        let logits = net.forward(x, &widths, true, exec)?;
-        let loss = logits.f_cross_entropy_loss::<Tensor>(y, None, Reduction::Mean, -100, ls)?;
-        aug = Some(loss.detach());
-        (loss * cfg.aug.alpha).backward();
+    Ok(out)
+}
+
+/// The augmented half of a step: sample one augmented sub-model, forward it as `exec` computes,
+/// backward α × its cross-entropy into the gradients (accumulating), its gradient on Add weights
+/// scaled as `aug.add_grad` says; its cross-entropy, detached.
+pub(super) fn aug_backward(
+    net: &Net,
+    cfg: &Config,
+    exec: Exec,
+    rng: &mut Rng,
+    width_on: bool,
+    x: &Tensor,
+    y: &Tensor,
+) -> Result<Tensor, TrainError> {
+    match cfg.aug.add_grad {
+        AugGrad::Raw => raw_aug_backward(net, cfg, exec, rng, width_on, x, y),
+        AugGrad::Adder => scaled_aug_backward(net, cfg, exec, rng, width_on, x, y),
     }
-    opt.try_step(spec.lr)?;
-    Ok(StepLosses { tiny, aug })
+}
+
+/// [`aug_backward`] with the gradient as backpropagation gives it.
+fn raw_aug_backward(
+    net: &Net,
+    cfg: &Config,
+    exec: Exec,
+    rng: &mut Rng,
+    width_on: bool,
+    x: &Tensor,
+    y: &Tensor,
+) -> Result<Tensor, TrainError> {
+    let ls = cfg.train.label_smoothing;
+    let widths = net.sample_widths(&cfg.aug, rng, width_on);
+    let logits = net.forward(x, &widths, true, exec)?;
+    let loss = logits.f_cross_entropy_loss::<Tensor>(y, None, Reduction::Mean, -100, ls)?;
+    let out = loss.detach();
+    (loss * cfg.aug.alpha).backward();
+    Ok(out)
+}
+
+/// [`aug_backward`] with `aug.add_grad = "adder"`: the augmented model's gradient on each Add
+/// layer's stored weight is scaled by AdderNet's rule as the tiny model's Add call scales its
+/// own — `η·√k·g/‖g‖` over the k elements it touched (× their RMS with `ops.add_eta_relative`) —
+/// then weighted by α and added to the tiny model's. Without it the multiplicative model's raw
+/// gradient on those weights is a few thousandths of the tiny model's scaled one (`shiftadd
+/// grads`), so the augmentation hardly moves them.
+fn scaled_aug_backward(
+    net: &Net,
+    cfg: &Config,
+    exec: Exec,
+    rng: &mut Rng,
+    width_on: bool,
+    x: &Tensor,
+    y: &Tensor,
+) -> Result<Tensor, TrainError> {
+    let layers = net.add_weights();
+    // The tiny model's gradient set aside, so that the augmented one can be scaled alone.
+    let tiny: Vec<Option<Tensor>> = layers
+        .iter()
+        .map(|(_, w, _)| {
+            let mut g = w.grad();
+            g.defined().then(|| {
+                let kept = g.copy();
+                let _ = g.zero_();
+                kept
+            })
+        })
+        .collect();
+    let loss = raw_aug_backward(net, cfg, exec, rng, width_on, x, y)?;
+    tch::no_grad(|| -> Result<(), TrainError> {
+        for ((_, w, scale), tiny) in layers.iter().zip(tiny) {
+            let mut g = w.grad();
+            if !g.defined() {
+                continue;
+            }
+            let touched = g.f_ne(0.0)?.to_kind(Kind::Float);
+            let k = touched.f_sum(Kind::Double)?.double_value(&[]);
+            let norm = g.f_norm()?.double_value(&[]);
+            if scale.eta > 0.0 && k > 0.0 {
+                let mut eta = scale.eta * k.sqrt();
+                if scale.relative {
+                    let sq = (w * &touched)
+                        .f_square()?
+                        .f_sum(Kind::Double)?
+                        .double_value(&[]);
+                    eta *= (sq / k).sqrt();
+                }
+                // g is α·g_aug: normalising removes α, so it is applied again.
+                let _ = g.f_mul_scalar_(cfg.aug.alpha * eta / norm.max(1e-12))?;
+            }
+            if let Some(t) = tiny {
+                let _ = g.f_add_(&t)?;
+            }
+        }
+        Ok(())
+    })?;
+    Ok(loss)
 }
 
 /// How the augmented forward computes for a hybrid mode (`None`: no augmented forward).

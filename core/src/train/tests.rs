@@ -325,6 +325,47 @@ impl AddFixture {
             tiny,
         }
     }
+
+    /// One training step at lr 0 (the weights stay, the accumulated gradient stays readable) with
+    /// a fresh `Rng::new(3)`, then the same step's two halves on the raw-gradient twin, replaying
+    /// the draw of the augmented widths: (step's gradient, raw tiny gradient, α × Mult gradient).
+    fn step_and_halves(&self) -> [HashMap<String, Tensor>; 3] {
+        let Self {
+            cfg,
+            x,
+            y,
+            vs,
+            net,
+            raw_vs,
+            raw,
+            tiny,
+        } = self;
+        let mut opt = Sgd::new(vs, 0.0, false, 0.0);
+        let mut rng = Rng::new(3);
+        let mut replay = rng;
+        let spec = StepSpec {
+            config: cfg,
+            tiny,
+            aug_exec: aug_exec(cfg.aug.hybrid),
+            width_on: true,
+            lr: 0.0,
+        };
+        train_step(net, &mut opt, &mut rng, x, y, &spec).expect("step");
+        let total = grads(vs);
+        let ls = cfg.train.label_smoothing;
+        let loss = |logits: Tensor| {
+            logits.cross_entropy_loss::<Tensor>(y, None, Reduction::Mean, -100, ls)
+        };
+        let mut raw_opt = Sgd::new(raw_vs, 0.0, false, 0.0);
+        raw_opt.zero_grad();
+        loss(raw.forward(x, tiny, true, Exec::Tiny).expect("tiny")).backward();
+        let tiny_grads = grads(raw_vs);
+        raw_opt.zero_grad();
+        let widths = raw.sample_widths(&cfg.aug, &mut replay, true);
+        assert_ne!(&widths, tiny, "the step sampled a wider model");
+        (loss(raw.forward(x, &widths, true, Exec::Mult).expect("aug")) * cfg.aug.alpha).backward();
+        [total, tiny_grads, grads(raw_vs)]
+    }
 }
 
 /// `g · η·√n / ‖g‖`: AdderNet's scaling of a gradient whose weight slice has `n` elements.
@@ -399,40 +440,9 @@ fn hybrid_none_add_steps_as_with_whole_tensor_scaling() {
 /// the tiny slice plus the raw gradient of the multiplicative augmented model.
 #[test]
 fn hybrid_mult_scales_only_the_tiny_add_gradient() {
-    let AddFixture {
-        cfg,
-        x,
-        y,
-        vs,
-        net,
-        raw_vs,
-        raw,
-        tiny,
-    } = AddFixture::new(Hybrid::Mult);
-    let mut opt = Sgd::new(&vs, 0.0, false, 0.0);
-    let mut rng = Rng::new(3);
-    let mut replay = rng;
-    let spec = StepSpec {
-        config: &cfg,
-        tiny: &tiny,
-        aug_exec: aug_exec(cfg.aug.hybrid),
-        width_on: true,
-        lr: 0.0, // leaves the weights as they are: the accumulated gradient stays readable
-    };
-    train_step(&net, &mut opt, &mut rng, &x, &y, &spec).expect("step");
-    let total = grads(&vs);
-    let ls = cfg.train.label_smoothing;
-    let loss =
-        |logits: Tensor| logits.cross_entropy_loss::<Tensor>(&y, None, Reduction::Mean, -100, ls);
-    let mut raw_opt = Sgd::new(&raw_vs, 0.0, false, 0.0);
-    raw_opt.zero_grad();
-    loss(raw.forward(&x, &tiny, true, Exec::Tiny).expect("tiny")).backward();
-    let tiny_grads = grads(&raw_vs);
-    raw_opt.zero_grad();
-    let widths = raw.sample_widths(&cfg.aug, &mut replay, true);
-    assert_ne!(widths, tiny, "the step sampled a wider model");
-    (loss(raw.forward(&x, &widths, true, Exec::Mult).expect("aug")) * cfg.aug.alpha).backward();
-    let mult_grads = grads(&raw_vs);
+    let fx = AddFixture::new(Hybrid::Mult);
+    let [total, tiny_grads, mult_grads] = fx.step_and_halves();
+    let (cfg, raw) = (&fx.cfg, &fx.raw);
     let layers = raw.add_layers();
     assert!(layers.len() >= 4);
     for (name, w, n) in layers {
@@ -495,4 +505,139 @@ fn hybrid_mult_trains_the_augmented_channels_too() {
         outside > 0.0 && inside > 0.0,
         "outside {outside}, inside {inside}"
     );
+}
+
+/// With `aug.add_grad = "adder"`, the augmented model's gradient on an Add layer's shared tensor
+/// is AdderNet-scaled over the elements it touched, then weighted by α; every other parameter
+/// gets the raw sum as before.
+#[test]
+fn adder_scaled_augmentation_scales_the_mult_gradient_of_add_layers_only() {
+    let mut fx = AddFixture::new(Hybrid::Mult);
+    fx.cfg.aug.add_grad = crate::spec::config::AugGrad::Adder;
+    fx.cfg.aug.alpha = 0.5;
+    let [total, tiny_grads, mult_grads] = fx.step_and_halves();
+    let (cfg, raw) = (&fx.cfg, &fx.raw);
+    let eta = cfg.ops.add_eta;
+    let mut add_names = Vec::new();
+    for (name, _, n) in raw.add_layers() {
+        let key = format!("{name}.weight");
+        let g = &mult_grads[&key];
+        let touched = g.ne(0.0).sum(Kind::Int64).int64_value(&[]);
+        let expected =
+            adder_scaled(&tiny_grads[&key], n, eta) + adder_scaled(g, touched, eta) * cfg.aug.alpha;
+        assert!(
+            total[&key].allclose(&expected, 1e-4, 1e-6, false),
+            "{name}: scaled tiny + α × scaled Mult gradient expected"
+        );
+        let aug_part = (&total[&key] - adder_scaled(&tiny_grads[&key], n, eta))
+            .norm()
+            .double_value(&[]);
+        let size = cfg.aug.alpha * eta * (touched as f64).sqrt();
+        assert!(
+            (aug_part - size).abs() < 1e-3 * size,
+            "{name}: {aug_part} vs {size}"
+        );
+        add_names.push(key);
+    }
+    assert!(add_names.len() >= 4);
+    for (key, t) in &total {
+        if add_names.contains(key) || !tiny_grads.contains_key(key) {
+            continue;
+        }
+        let expected = &tiny_grads[key] + &mult_grads[key];
+        assert!(
+            t.allclose(&expected, 1e-4, 1e-6, false),
+            "{key}: not an Add layer's weight, so the raw sum"
+        );
+    }
+}
+
+/// `grad_sources` takes a step apart: its tiny gradient and its augmented gradient are those of
+/// the training step's two halves on the same batch, and they add up to the step's gradient.
+#[test]
+fn the_probe_splits_a_step_into_its_two_gradients() {
+    let cfg = add_config(Hybrid::Mult);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let mut d = micro_data();
+    let n = 2 * cfg.train.batch_size;
+    tch::manual_seed(5);
+    d.images = Vec::<f32>::try_from(Tensor::rand(
+        [(n * 3 * 32 * 32) as i64],
+        (Kind::Float, Device::Cpu),
+    ))
+    .expect("images")
+    .into_iter()
+    .map(|v| (v * 255.0).round() as u8)
+    .collect();
+    d.labels = (0..n).map(|i| (i % 10) as u16).collect();
+    let d = std::sync::Arc::new(d);
+    let net = build_net(&cfg, &vs.root(), &d);
+    let norm = d.channel_stats();
+    let spec = super::ProbeSpec {
+        batches: 1,
+        width_on: true,
+    };
+    let probe = super::grad_sources(&cfg, &net, &vs, &d, &norm, spec).expect("probe");
+    // The step itself on the same batch, with the same draw of the augmented widths.
+    let batch = super::probe::first_batches(&cfg, &d, &norm, 1)
+        .next()
+        .expect("a batch");
+    let x = super::eval::to_images(&batch.images, batch.n, &d, Device::Cpu);
+    let y = Tensor::from_slice(&batch.labels);
+    let mut opt = Sgd::new(&vs, 0.0, false, 0.0);
+    let tiny = net.spec.base_widths();
+    let step = StepSpec {
+        config: &cfg,
+        tiny: &tiny,
+        aug_exec: aug_exec(cfg.aug.hybrid),
+        width_on: true,
+        lr: 0.0,
+    };
+    let mut rng = Rng::derive(cfg.train.seed, 0xC0FFEE, 0);
+    train_step(&net, &mut opt, &mut rng, &x, &y, &step).expect("step");
+    let total = grads(&vs);
+    assert_eq!(probe.params.len(), total.len());
+    let mut add_weights = 0;
+    for s in &probe.params {
+        let g = total[&s.name].to_kind(Kind::Double);
+        // ‖t + a‖² = ‖t‖² + ‖a_shared‖² + ‖a_only‖² + 2·cos·‖t‖·‖a_shared‖.
+        let sum = s.tiny.powi(2)
+            + s.aug_shared.powi(2)
+            + s.aug_only.powi(2)
+            + 2.0 * s.cosine * s.tiny * s.aug_shared;
+        let want = g.norm().double_value(&[]).powi(2);
+        assert!(
+            (sum - want).abs() <= 1e-3 * want.max(1e-12),
+            "{}: the two halves give {sum}, the step {want}",
+            s.name
+        );
+        assert!((-1.0..=1.0).contains(&s.cosine), "{}", s.name);
+        assert!(s.tiny_elems <= s.elems, "{}", s.name);
+        if s.kind == super::ParamKind::AddWeight && s.tiny > 0.0 && s.aug_only > 0.0 {
+            add_weights += 1;
+        }
+    }
+    assert!(
+        add_weights >= 4,
+        "the shared weights have augmented-only channels"
+    );
+    assert!(probe.tiny_loss.is_finite() && probe.aug_loss.is_finite());
+}
+
+#[test]
+fn adder_scaled_augmentation_needs_a_multiplicative_augmented_model() {
+    for (hybrid, ok) in [
+        (Hybrid::Mult, true),
+        (Hybrid::Mf, false),
+        (Hybrid::Split, false),
+        (Hybrid::None, false),
+    ] {
+        let mut cfg = add_config(hybrid);
+        cfg.aug.add_grad = crate::spec::config::AugGrad::Adder;
+        let got = cfg.validate();
+        assert_eq!(got.is_ok(), ok, "{hybrid:?}: {got:?}");
+        if let Err(e) = got {
+            assert!(e.to_string().contains("aug.add_grad"), "{e}");
+        }
+    }
 }

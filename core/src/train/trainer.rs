@@ -19,7 +19,7 @@ use crate::spec::config::{Config, Hybrid};
 use crate::store::{CheckpointRow, Status, WriteOp, keys, now_secs};
 
 use super::checkpoint::{CheckpointMeta, Partial, checkpoint_paths, save_checkpoint};
-use super::context::{RunContext, build_net, resolve_device};
+use super::context::{RunContext, build_seeded_net, resolve_device};
 use super::eval::{Scores, evaluate, reestimate_bn, to_images};
 use super::record::{MetricSink, record_hw_cost, weight_snapshot};
 use super::sgd::{Sgd, lr_at};
@@ -31,9 +31,6 @@ use super::{Outcome, TrainError};
 pub fn sorts_channels(cfg: &Config, epoch: usize, width_epochs: usize) -> bool {
     cfg.aug.hybrid != Hybrid::None && cfg.aug.sort_channels && epoch < width_epochs
 }
-
-/// Held while a run seeds torch's global generator and initialises its weights.
-static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// How many steps, and when the learning rate and the width augmentation change.
 struct Schedule {
@@ -222,16 +219,7 @@ impl<'a> Trainer<'a> {
         let device = resolve_device(t.device)?;
         let splits = data::load(&cfg.data)?;
         let vs = nn::VarStore::new(device);
-        // Weight init draws from torch's process-wide generator: seed it and build under one
-        // lock, so runs training at once in this process (the app, a NAS search) each get their
-        // seed's weights.
-        let net = {
-            let _init = INIT_LOCK
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            tch::manual_seed(t.seed as i64);
-            build_net(cfg, &vs.root(), &splits.train)
-        };
+        let net = build_seeded_net(cfg, &vs.root(), &splits.train);
         let sched = Schedule::of(cfg, &splits.train)?;
         Ok(Self {
             ctx,
