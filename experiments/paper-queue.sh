@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Issue 18's studies in the order they are meant to run, in one database, so that each adopts
 # the cells an earlier one trained (the same config and seed is one cell): `paper-remap`, then
-# `add-aug-factors` (item 5), then `paper-main` again — the cells it does not adopt (Mult, Shift,
-# Shift + ShiftAddAug), rebuilding its database, which the machine that first ran it took along.
+# `paper-main` again — the cells it does not adopt (Mult, Shift, Shift + ShiftAddAug), rebuilding
+# its database, which the machine that first ran it took along — then `add-aug-factors` (item 5,
+# the longest: 9 variants × 3 seeds), which adopts its `aug` and `direct` cells from `paper-remap`.
 # Stops at the first study that does not finish (exit 3: stopped, a rerun continues it).
 #
 #   experiments/paper-queue.sh [DB]                  # default runs-data/paper.db
@@ -12,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${SHIFTADD:-target/debug/shiftadd}
 db=${1:-runs-data/paper.db}
-for study in paper-remap add-aug-factors paper-main; do
+for study in paper-remap paper-main add-aug-factors; do
     echo "paper-queue: $study ($(date -u +%H:%M) UTC)" >&2
     "$bin" study "experiments/studies/$study.toml" --db "$db" || exit $?
 done

@@ -249,6 +249,82 @@ fn selecting_two_runs_shows_their_config_diff() {
     assert_eq!(h.state().persisted().compare, vec![1, 2]);
 }
 
+/// A run trained by another process records an epoch's validation at the step of the epoch's last
+/// batch, seconds after that batch's own rows: the app, polling in between, still shows it (it
+/// once fetched only steps after the last one it held, and lost every live validation point).
+#[test]
+fn a_live_runs_validation_written_after_its_last_batch_still_shows() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("live.db");
+    let w = Writer::open(&db).expect("db");
+    let run = w
+        .create_run(NewRun {
+            name: "elsewhere".into(),
+            config_toml: Config::default().to_toml(),
+            dataset: "synthetic".into(),
+            model: "micro".into(),
+            operator: "add".into(),
+            seed: 0,
+            tags: String::new(),
+            provenance: String::new(),
+        })
+        .expect("run");
+    w.status(run, Status::Running, None);
+    let loss_rows = |steps: std::ops::RangeInclusive<i64>| -> Vec<MetricRow> {
+        steps
+            .map(|s| metric_row(run, keys::TRAIN_LOSS, s, 1.0 / s as f64))
+            .collect()
+    };
+    w.send(WriteOp::Metrics(loss_rows(1..=10)))
+        .expect("metrics");
+    w.flush().expect("flush");
+    let persisted = Persisted {
+        view: View::Monitor,
+        current: Some(run),
+        ..Persisted::default()
+    }
+    .in_database(&db);
+    let mut f = fake_app(&db, persisted);
+    let h = &mut f.harness;
+    let series = |h: &Harness<'static, StudioApp>, key: &str| -> Vec<f64> {
+        h.state()
+            .data()
+            .data
+            .get(&run)
+            .and_then(|d| d.series.get(key))
+            .map(|s| s.xs.clone())
+            .unwrap_or_default()
+    };
+    wait_for(h, "the training rows", |h| {
+        series(h, keys::TRAIN_LOSS).last() == Some(&10.0)
+    });
+    // The epoch's validation at step 10, then the next epoch's first batches.
+    w.send(WriteOp::Metrics(vec![metric_row(
+        run,
+        keys::VAL_TOP1,
+        10,
+        0.5,
+    )]))
+    .expect("val");
+    w.flush().expect("flush");
+    wait_for(h, "the validation point at the held step", |h| {
+        series(h, keys::VAL_TOP1) == [10.0]
+    });
+    w.send(WriteOp::Metrics(loss_rows(11..=12)))
+        .expect("metrics");
+    w.flush().expect("flush");
+    wait_for(h, "the next batches", |h| {
+        series(h, keys::TRAIN_LOSS).last() == Some(&12.0)
+    });
+    let held: Vec<f64> = (1..=12).map(f64::from).collect();
+    assert_eq!(
+        series(h, keys::TRAIN_LOSS),
+        held,
+        "each step once, in order: the rows at the held step fetched again are not doubled"
+    );
+    assert_eq!(series(h, keys::VAL_TOP1), [10.0]);
+}
+
 #[test]
 fn epoch_slider_changes_the_histogram_shown() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -827,6 +903,15 @@ fn studies_view_shows_the_table_and_banded_curves() {
     wait_for(h, "the banded curves", |h| {
         has_label(h, "val/top1 by variant: mean ± std over seeds")
     });
+    // While a cell's run is loading the view says so; once every cell's is, it does not.
+    wait_for(h, "every cell's curves", |h| {
+        h.state().data().data.len() == 4
+    });
+    h.step();
+    assert!(
+        !has_label_containing(h, "loading the curves"),
+        "every cell loaded: nothing is said to be loading"
+    );
     assert!(
         has_label(h, "LaTeX") && has_label(h, "Markdown"),
         "the table's exports"

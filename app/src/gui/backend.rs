@@ -35,8 +35,10 @@ pub enum Query {
     Runs { metrics: Vec<String> },
     /// A run's config, logs, histograms and hardware cost (metrics come with [`Query::Metrics`]).
     Details(RunId),
-    /// A run's metric rows with step > `after` (`None`: all, replacing what the UI holds).
-    Metrics { run: RunId, after: Option<i64> },
+    /// A run's metric rows from step `from` on, inclusive (`None`: all, replacing what the UI
+    /// holds). Inclusive because a step's rows can arrive in two writes: a run records its
+    /// validation at the step of the epoch's last batch, seconds after that batch's own rows.
+    Metrics { run: RunId, from: Option<i64> },
     /// The candidates of a NAS search.
     Nas(RunId),
     /// The `*.toml` presets of a folder.
@@ -401,7 +403,7 @@ fn answer(db: &Path, state: &mut DataState, q: Query) -> Loaded {
         }
         Query::Details(run) => details(r, run).map(|d| Loaded::Details(Box::new(d))),
         Query::Edit { .. } | Query::Delete(_) => Err("changes are applied above".into()),
-        Query::Metrics { run, after } => metrics(r, run, after),
+        Query::Metrics { run, from } => metrics(r, run, from),
         Query::Presets(dir) => Ok(read_presets(&dir)),
         Query::Studies => studies(r)
             .map(|v| Loaded::Studies(Arc::new(v)))
@@ -479,9 +481,9 @@ fn details(r: &Reader, run: RunId) -> Result<Details, String> {
     })
 }
 
-fn metrics(r: &Reader, run: RunId, after: Option<i64>) -> Result<Loaded, String> {
+fn metrics(r: &Reader, run: RunId, from: Option<i64>) -> Result<Loaded, String> {
     let rows = r
-        .metrics_after(run, after.unwrap_or(i64::MIN))
+        .metrics_from(run, from.unwrap_or(i64::MIN))
         .map_err(|e| e.to_string())?;
     let last_step = rows.iter().map(|m| m.step).max();
     let mut series: BTreeMap<String, Series> = BTreeMap::new();
@@ -494,7 +496,7 @@ fn metrics(r: &Reader, run: RunId, after: Option<i64>) -> Result<Loaded, String>
     }
     Ok(Loaded::Metrics {
         run,
-        replace: after.is_none(),
+        replace: from.is_none(),
         series,
         last_step,
     })

@@ -78,7 +78,7 @@ pub struct DataCache {
     /// Runs whose details (logs, histograms, hardware) changed.
     stale_details: HashSet<RunId>,
     runs_stale: bool,
-    /// Metrics queries in flight (one at a time per run keeps `after` consistent).
+    /// Metrics queries in flight (one at a time per run keeps `from` consistent).
     in_flight: HashSet<RunId>,
     pub last_error: Option<String>,
     /// Every metric key recorded (the runs table's column chooser).
@@ -143,11 +143,7 @@ impl DataCache {
                     entry.last_step = last_step;
                 } else {
                     for (k, s) in series {
-                        let held = entry.series.entry(k).or_default();
-                        held.xs.extend(s.xs);
-                        held.ys.extend(s.ys);
-                        held.epochs.extend(s.epochs);
-                        held.walls.extend(s.walls);
+                        entry.series.entry(k).or_default().merge_newer(&s);
                     }
                     entry.last_step = last_step.max(entry.last_step);
                 }
@@ -318,8 +314,8 @@ impl DataCache {
             if self.stale_metrics.contains(&run) && !self.in_flight.contains(&run) {
                 self.stale_metrics.remove(&run);
                 self.in_flight.insert(run);
-                let after = self.data.get(&run).and_then(|d| d.last_step);
-                out.push(Query::Metrics { run, after });
+                let from = self.data.get(&run).and_then(|d| d.last_step);
+                out.push(Query::Metrics { run, from });
             }
             if self.stale_details.remove(&run) {
                 out.push(Query::Details(run));
@@ -389,13 +385,7 @@ mod tests {
         assert!(c.has_pending(&[1]) && !c.has_pending(&[2]));
         assert_eq!(
             c.queries(&[1]),
-            vec![
-                Query::Metrics {
-                    run: 1,
-                    after: None
-                },
-                Query::Details(1)
-            ]
+            vec![Query::Metrics { run: 1, from: None }, Query::Details(1)]
         );
         assert!(!c.has_pending(&[1]), "sent: nothing waits any more");
         c.apply_loaded(Loaded::Metrics {
@@ -419,7 +409,7 @@ mod tests {
             c.queries(&[1]),
             vec![Query::Metrics {
                 run: 1,
-                after: Some(2)
+                from: Some(2)
             }]
         );
         c.apply_loaded(Loaded::Metrics {

@@ -212,6 +212,37 @@ impl Series {
         self.xs.len()
     }
 
+    /// Append `newer`'s points (sorted by step, as the store returns them) that are not held yet:
+    /// a point at the last held step replaces it, points before it are already held.
+    pub fn merge_newer(&mut self, newer: &Series) {
+        let has_epochs = newer.epochs.len() == newer.xs.len();
+        let has_walls = newer.walls.len() == newer.xs.len();
+        for i in 0..newer.xs.len() {
+            let (x, y) = (newer.xs[i], newer.ys[i]);
+            let epoch = has_epochs.then(|| newer.epochs[i]);
+            let wall = has_walls.then(|| newer.walls[i]);
+            match self.xs.last() {
+                Some(&last) if x < last => continue,
+                Some(&last) if x == last => {
+                    let j = self.xs.len() - 1;
+                    self.ys[j] = y;
+                    if let (Some(e), Some(held)) = (epoch, self.epochs.get_mut(j)) {
+                        *held = e;
+                    }
+                    if let (Some(w), Some(held)) = (wall, self.walls.get_mut(j)) {
+                        *held = w;
+                    }
+                }
+                _ => {
+                    self.xs.push(x);
+                    self.ys.push(y);
+                    self.epochs.extend(epoch);
+                    self.walls.extend(wall);
+                }
+            }
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.xs.is_empty()
     }
@@ -898,6 +929,33 @@ pub fn color(i: usize) -> Color32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn newer_points_extend_a_series_and_replace_its_last_step() {
+        let series = |xs: &[f64], ys: &[f64], walls: &[f64]| Series {
+            xs: xs.to_vec(),
+            ys: ys.to_vec(),
+            epochs: vec![0.0; xs.len()],
+            walls: walls.to_vec(),
+        };
+        let mut held = series(&[1.0, 2.0], &[0.1, 0.2], &[10.0, 20.0]);
+        // Step 1 is held already, step 2 is the last held one (fetched again), 3 and 4 are new.
+        held.merge_newer(&series(
+            &[1.0, 2.0, 3.0, 4.0],
+            &[9.0, 0.25, 0.3, 0.4],
+            &[11.0, 21.0, 30.0, 40.0],
+        ));
+        assert_eq!(held.xs, [1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(held.ys, [0.1, 0.25, 0.3, 0.4]);
+        assert_eq!(held.walls, [10.0, 21.0, 30.0, 40.0]);
+        assert_eq!(held.epochs.len(), 4);
+        let mut empty = Series::default();
+        empty.merge_newer(&series(&[5.0], &[0.5], &[50.0]));
+        assert_eq!(
+            (empty.xs, empty.ys, empty.walls),
+            (vec![5.0], vec![0.5], vec![50.0])
+        );
+    }
 
     #[test]
     fn ema_is_debiased_and_zero_weight_is_identity() {

@@ -1,6 +1,6 @@
 //! Studies: the variants × seeds tables of `shiftadd study` — per study its progress per cell, the
 //! results table (mean ± 95 % CI, the paired difference from the baseline; live as runs finish),
-//! a bar chart of the metric with CI whiskers, and any metric's curves grouped by variant (mean
+//! the metric per variant (seeds, mean and CI whiskers on a range fitted to them), and any metric's curves grouped by variant (mean
 //! line, ±std band, the seeds faint on demand). Tables export as CSV, Markdown and LaTeX, plots
 //! as PNG. Updates by polling the database (studies run from the CLI). A study on Slurm shows
 //! where each cell runs (its task and Slurm state, as the coordinator records them) and can be
@@ -10,10 +10,12 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, bounded};
 
-use egui_plot::{AxisHints, Bar, BarChart, FilledArea, GridMark, Line, Plot};
+use egui_plot::{AxisHints, FilledArea, GridMark, HLine, Line, LineStyle, Plot, Points};
 use shiftadd_core::spec::study::Study;
 use shiftadd_core::store::{RunId, Status};
-use shiftadd_core::study::report::{Format, Table, duration_text, paired_text};
+use shiftadd_core::study::report::{
+    Format, Table, Verdict, duration_text, lower_is_better, paired_text,
+};
 
 use super::backend::StudyData;
 use super::ctx::ViewCtx;
@@ -221,7 +223,7 @@ impl StudyView {
         ui.separator();
         let avail = ui.available_height();
         ui.columns(2, |cols| {
-            bars_ui(&mut cols[0], vcx, table, avail);
+            means_ui(&mut cols[0], vcx, table, avail);
             self.curves_ui(&mut cols[1], vcx, s, avail);
         });
     }
@@ -412,6 +414,21 @@ impl StudyView {
         let Some(spec) = &s.study else {
             return;
         };
+        // A study's cells load one run at a time: say so, rather than draw a variant as absent.
+        let loading = s
+            .cells
+            .iter()
+            .filter(|c| !data.data.contains_key(&c.run))
+            .count();
+        if loading > 0 {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label(format!(
+                    "loading the curves of {loading} of {} cells",
+                    s.cells.len()
+                ));
+            });
+        }
         let (groups, _) = self.groups(s, spec, data);
         if header.csv {
             let mut text = String::from("variant,x,mean,std\n");
@@ -585,11 +602,18 @@ fn table_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, table: &Table) {
                 }
             }
             let vs = paired_text(r, k, &table.baseline);
-            let significant = r.paired.is_some_and(|p| p.significant());
-            if significant {
-                ui.colored_label(egui::Color32::from_rgb(0x5c, 0xc0, 0x6c), vs);
-            } else {
-                ui.label(vs);
+            match table.verdict(r) {
+                Some(Verdict::Better) => {
+                    ui.colored_label(egui::Color32::from_rgb(0x5c, 0xc0, 0x6c), vs)
+                        .on_hover_text("better than its reference: the 95 % interval excludes 0");
+                }
+                Some(Verdict::Worse) => {
+                    ui.colored_label(egui::Color32::from_rgb(0xe0, 0x70, 0x5c), vs)
+                        .on_hover_text("worse than its reference: the 95 % interval excludes 0");
+                }
+                None => {
+                    ui.label(vs);
+                }
             }
             ui.label(duration_text(r.train_secs))
                 .on_hover_text("mean training time of the finished cells (evaluation excluded)");
@@ -598,19 +622,22 @@ fn table_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, table: &Table) {
     });
 }
 
-/// The metric per variant: bars at the mean, whiskers at the 95 % interval.
-fn bars_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, table: &Table, height: f32) {
-    let k = if table.metric.ends_with("loss") {
+/// The metric per variant on a range fitted to the values: each seed's value as a small mark, the
+/// mean as a large point with its 95 % interval as whiskers, and the baseline's mean as a dashed
+/// line across. A bar from zero would hide what a study is about: differences of a point or two
+/// between variants that all score 80–90 %.
+fn means_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, table: &Table, height: f32) {
+    let k = if lower_is_better(&table.metric) {
         1.0
     } else {
         100.0
     };
-    let id = format!("study{}-bars", table.study);
+    let id = format!("study{}-means", table.study);
     let header = plot_header(
         ui,
         &id,
         &format!(
-            "{} by variant (bars: mean; whiskers: 95 % CI)",
+            "{} by variant: mean ± 95 % CI, seeds beside, baseline dashed",
             table.metric
         ),
         vcx.export,
@@ -619,25 +646,41 @@ fn bars_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, table: &Table, height: f32)
     );
     let n = table.rows.len() as f64;
     // egui_plot leaves out a tick label wider than the space between ticks: shorten the names to
-    // fit (the full name is the bar's hover text). The plot's frame is the width less the y axis,
-    // and a margin on each side.
-    let per_bar = 0.85 * (ui.available_width() - 60.0) / n.max(1.0) as f32;
+    // fit (the full name is the hover text). The plot's frame is the width less the y axis, and a
+    // margin on each side.
+    let per_variant = 0.85 * (ui.available_width() - 60.0) / n.max(1.0) as f32;
     let variants: Vec<&str> = table.rows.iter().map(|r| r.variant.as_str()).collect();
-    let names = fit_labels(&variants, per_bar, |t| text_width(ui, t));
+    let names = fit_labels(&variants, per_variant, |t| text_width(ui, t));
+    let hover_names: Vec<String> = variants.iter().map(|v| (*v).to_owned()).collect();
     let whisker_color = ui.visuals().strong_text_color();
     let unit = if k > 1.0 { " %" } else { "" };
+    let (lo, hi) = value_extent(table).unwrap_or((0.0, 1.0));
+    let baseline = table
+        .rows
+        .iter()
+        .find(|r| r.variant == table.baseline)
+        .and_then(|r| r.summary);
     Plot::new(&id)
         .y_grid_spacer(|g| super::plot::nice_grid(&g, 28.0))
         .y_axis_formatter(move |m, _| {
             format!("{}{unit}", super::plot::format_num(m.value, m.step_size))
         })
+        .label_formatter(move |pos| {
+            let pos = hover_point(pos);
+            let i = pos.x.round();
+            let name = (i >= 0.0)
+                .then(|| hover_names.get(i as usize))
+                .flatten()
+                .map_or("", String::as_str);
+            Some(format!("{name}\n{:.2}{unit}", pos.y))
+        })
         .include_x(-0.5)
         .include_x(n - 0.5)
-        .include_y(0.0)
-        .include_y(1.0)
+        .include_y(lo * k)
+        .include_y(hi * k)
         .height((height - 30.0).max(200.0))
-        // A mark under every bar, each labelled whenever its name fits (the default axis labels
-        // only marks 60 points apart).
+        // A mark under every variant, each labelled whenever its name fits (the default axis
+        // labels only marks 60 points apart).
         .x_grid_spacer(|g| {
             let (lo, hi) = g.bounds;
             (lo.ceil() as i64..=hi.floor() as i64)
@@ -661,29 +704,88 @@ fn bars_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, table: &Table, height: f32)
         ])
         .y_axis_label(table.metric.clone())
         .show(ui, |p| {
+            if let Some(b) = baseline {
+                p.hline(
+                    HLine::new(format!("{} (baseline) mean", table.baseline), b.mean * k)
+                        .color(whisker_color.gamma_multiply(0.5))
+                        .style(LineStyle::dashed_loose()),
+                );
+            }
             for (i, r) in table.rows.iter().enumerate() {
                 let Some(m) = r.summary else { continue };
                 let x = i as f64;
-                p.bar_chart(
-                    BarChart::new(r.variant.clone(), vec![Bar::new(x, m.mean * k).width(0.6)])
-                        .color(color(i)),
+                let c = color(i);
+                // The seeds side by side, a little left of the mean, so that none hides another.
+                let spread = 0.08 * (r.values.len().saturating_sub(1)) as f64;
+                let seeds: Vec<[f64; 2]> = r
+                    .values
+                    .iter()
+                    .enumerate()
+                    .map(|(j, (_, v))| {
+                        let t = if r.values.len() > 1 {
+                            j as f64 / (r.values.len() - 1) as f64
+                        } else {
+                            0.5
+                        };
+                        [x - 0.22 - spread / 2.0 + t * spread, v * k]
+                    })
+                    .collect();
+                p.points(
+                    Points::new(format!("{} seeds", r.variant), seeds)
+                        .color(c.gamma_multiply(0.8))
+                        .radius(2.5),
                 );
                 if m.ci95.is_finite() {
                     let (lo, hi) = ((m.mean - m.ci95) * k, (m.mean + m.ci95) * k);
-                    let whisker = vec![[x, lo], [x, hi]];
                     p.line(
-                        Line::new(format!("{} 95 % CI", r.variant), whisker).color(whisker_color),
+                        Line::new(format!("{} 95 % CI", r.variant), vec![[x, lo], [x, hi]])
+                            .color(whisker_color),
                     );
                     for y in [lo, hi] {
                         p.line(
-                            Line::new("", vec![[x - 0.1, y], [x + 0.1, y]]).color(whisker_color),
+                            Line::new("", vec![[x - 0.08, y], [x + 0.08, y]]).color(whisker_color),
                         );
                     }
                 }
+                p.points(
+                    Points::new(r.variant.clone(), vec![[x, m.mean * k]])
+                        .color(c)
+                        .radius(5.0),
+                );
             }
         });
     vcx.export
         .capture_if_requested(ui.ctx(), &id, header.region(ui));
+}
+
+/// The range the means plot shows (in the metric's units): every seed's value and every 95 %
+/// interval, with a margin of an eighth of the span on each side (a small one around a single
+/// value); `None` without a value.
+fn value_extent(table: &Table) -> Option<(f64, f64)> {
+    let mut lo = f64::INFINITY;
+    let mut hi = f64::NEG_INFINITY;
+    for r in &table.rows {
+        let ends = r
+            .summary
+            .iter()
+            .filter(|m| m.ci95.is_finite())
+            .flat_map(|m| [m.mean - m.ci95, m.mean + m.ci95]);
+        for v in r.values.iter().map(|(_, v)| *v).chain(ends) {
+            if v.is_finite() {
+                lo = lo.min(v);
+                hi = hi.max(v);
+            }
+        }
+    }
+    if lo > hi {
+        return None;
+    }
+    let pad = if hi - lo > 1e-12 {
+        (hi - lo) / 8.0
+    } else {
+        lo.abs().max(1e-3) * 0.02
+    };
+    Some((lo - pad, hi + pad))
 }
 
 /// The width of `text` in the font egui_plot draws tick labels with.
@@ -723,6 +825,51 @@ fn fit_labels(names: &[&str], room: f32, width: impl Fn(&str) -> f32) -> Vec<Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_means_plot_fits_its_range_to_the_seeds_and_intervals() {
+        use shiftadd_core::study::report::Row;
+        use shiftadd_core::study::stats::Summary;
+        let row = |variant: &str, values: &[f64]| Row {
+            variant: variant.into(),
+            values: values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (i as u64, *v))
+                .collect(),
+            missing: 0,
+            failed: 0,
+            summary: Summary::of(values),
+            against: None,
+            paired: None,
+            best: false,
+            train_secs: None,
+        };
+        let mut table = Table {
+            study: 1,
+            name: "t".into(),
+            metric: "test/top1".into(),
+            baseline: "a".into(),
+            rows: vec![row("a", &[0.85, 0.845, 0.853]), row("b", &[0.83, 0.82])],
+        };
+        let (lo, hi) = value_extent(&table).expect("values");
+        let b = table.rows[1].summary.expect("b");
+        // b's two seeds give a wide interval: it sets both ends, with an eighth of the span around.
+        let (want_lo, want_hi) = (b.mean - b.ci95, b.mean + b.ci95);
+        let pad = (want_hi - want_lo) / 8.0;
+        assert!((lo - (want_lo - pad)).abs() < 1e-12 && (hi - (want_hi + pad)).abs() < 1e-12);
+        // One seed each: the seeds alone, nowhere near 0.
+        table.rows = vec![row("a", &[0.85]), row("b", &[0.82])];
+        let (lo, hi) = value_extent(&table).expect("values");
+        assert!(
+            (lo - (0.82 - 0.03 / 8.0)).abs() < 1e-12 && (hi - (0.85 + 0.03 / 8.0)).abs() < 1e-12
+        );
+        table.rows = vec![row("a", &[0.85])];
+        let (lo, hi) = value_extent(&table).expect("one value");
+        assert!(lo < 0.85 && hi > 0.85 && hi - lo < 0.05, "{lo} {hi}");
+        table.rows = vec![row("a", &[])];
+        assert_eq!(value_extent(&table), None);
+    }
 
     #[test]
     fn bar_labels_drop_their_key_then_their_end_to_fit() {

@@ -168,16 +168,17 @@ impl Reader {
 
     /// All metric rows of a run, ordered by key then step.
     pub fn metrics(&self, id: RunId) -> Result<Vec<MetricRow>> {
-        self.metrics_after(id, i64::MIN)
+        self.metrics_from(id, i64::MIN)
     }
 
-    /// A run's metric rows with step > `after`, ordered by key then step (live views fetch
-    /// only what is new).
-    pub fn metrics_after(&self, id: RunId, after: i64) -> Result<Vec<MetricRow>> {
+    /// A run's metric rows with step ≥ `from`, ordered by key then step. Live views fetch from
+    /// the last step they hold, inclusive: a run writes a step's rows in more than one batch (its
+    /// validation lands at the epoch's last step, seconds after that step's training rows).
+    pub fn metrics_from(&self, id: RunId, from: i64) -> Result<Vec<MetricRow>> {
         self.all(
             "SELECT run_id, key, step, epoch, wall_time, value FROM metrics
-                 WHERE run_id = ?1 AND step > ?2 ORDER BY key, step",
-            rusqlite::params![id, after],
+                 WHERE run_id = ?1 AND step >= ?2 ORDER BY key, step",
+            rusqlite::params![id, from],
             |r| {
                 Ok(MetricRow {
                     run: r.get(0)?,

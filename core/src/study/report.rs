@@ -109,11 +109,8 @@ pub fn table(study: &Study, id: i64, reader: &Reader) -> Result<Table, StoreErro
         });
     }
     pair(&mut rows);
-    let lower_is_better = study.metric.ends_with("loss");
-    let score = |r: &Row| {
-        r.summary
-            .map(|s| if lower_is_better { -s.mean } else { s.mean })
-    };
+    let lower = lower_is_better(&study.metric);
+    let score = |r: &Row| r.summary.map(|s| if lower { -s.mean } else { s.mean });
     if let Some(best) = rows
         .iter()
         .enumerate()
@@ -231,7 +228,34 @@ fn difference_text(p: Option<&Paired>, k: f64) -> String {
     }
 }
 
+/// A difference from the reference whose 95 % interval excludes zero, read in the metric's sense.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Better,
+    Worse,
+}
+
+/// Whether lower values of `metric` are better (a loss); higher otherwise (an accuracy).
+pub fn lower_is_better(metric: &str) -> bool {
+    metric.ends_with("loss")
+}
+
 impl Table {
+    /// `row` against its reference: better or worse where the difference is significant.
+    pub fn verdict(&self, row: &Row) -> Option<Verdict> {
+        let p = row.paired.filter(Paired::significant)?;
+        let gain = if lower_is_better(&self.metric) {
+            -p.diff
+        } else {
+            p.diff
+        };
+        Some(if gain > 0.0 {
+            Verdict::Better
+        } else {
+            Verdict::Worse
+        })
+    }
+
     pub fn render(&self, format: Format) -> String {
         match format {
             Format::Markdown => self.markdown(),
@@ -414,5 +438,28 @@ mod tests {
         let mut none = row("y", None, &[]);
         (none.missing, none.failed) = (2, 2);
         assert_eq!(none.count_text("to go"), "0 (2 failed)");
+    }
+
+    #[test]
+    fn a_significant_difference_reads_better_or_worse_in_the_metrics_sense() {
+        let mut rows = vec![
+            row("base", None, &[(0, 0.80), (1, 0.82), (2, 0.81)]),
+            row("down", Some("base"), &[(0, 0.70), (1, 0.71), (2, 0.72)]),
+            row("up", Some("base"), &[(0, 0.90), (1, 0.93), (2, 0.91)]),
+            row("same", Some("base"), &[(0, 0.79), (1, 0.83), (2, 0.82)]),
+        ];
+        pair(&mut rows);
+        let mut table = Table {
+            study: 1,
+            name: "t".into(),
+            metric: "test/top1".into(),
+            baseline: "base".into(),
+            rows,
+        };
+        let verdicts = |t: &Table| t.rows.iter().map(|r| t.verdict(r)).collect::<Vec<_>>();
+        use Verdict::{Better, Worse};
+        assert_eq!(verdicts(&table), [None, Some(Worse), Some(Better), None]);
+        table.metric = "val/loss".into();
+        assert_eq!(verdicts(&table), [None, Some(Better), Some(Worse), None]);
     }
 }
