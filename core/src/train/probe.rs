@@ -19,7 +19,7 @@ use crate::store::{Reader, RunId};
 use super::TrainError;
 use super::context::build_seeded_net;
 use super::eval::to_images;
-use super::step::{aug_backward, aug_exec, tiny_backward};
+use super::step::{AugHalf, aug_exec, tiny_backward};
 
 /// What to probe: how many training batches (their mean is reported), and whether widths are
 /// augmented (the first part of training, `aug.stop_width_frac`) or only expand factors.
@@ -183,6 +183,12 @@ pub fn grad_sources(
     let add: Vec<String> = net.add_weights().into_iter().map(|(n, _, _)| n).collect();
     let mut n = 0usize;
     let (mut tiny_loss, mut aug_loss) = (0.0, 0.0);
+    let aug = AugHalf {
+        net,
+        cfg,
+        exec,
+        width_on: spec.width_on,
+    };
     for batch in loader {
         let x = to_images(&batch.images, batch.n, train, device);
         let y = Tensor::from_slice(&batch.labels).to(device);
@@ -190,8 +196,7 @@ pub fn grad_sources(
         tiny_loss += tiny_backward(net, cfg, &tiny, &x, &y)?.double_value(&[]);
         let gt = grads(&params);
         zero(&mut params);
-        aug_loss +=
-            aug_backward(net, cfg, exec, &mut rng, spec.width_on, &x, &y)?.double_value(&[]);
+        aug_loss += aug.backward(&mut rng, &x, &y)?.double_value(&[]);
         let ga = grads(&params);
         for (i, (t, a)) in gt.iter().zip(&ga).enumerate() {
             let mask = t.ne(0.0);

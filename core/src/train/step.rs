@@ -56,15 +56,15 @@ pub fn train_step(
     opt.zero_grad();
     let tiny = tiny_backward(net, spec.config, spec.tiny, x, y)?;
     let aug = match spec.aug_exec {
-        Some(exec) => Some(aug_backward(
-            net,
-            spec.config,
-            exec,
-            rng,
-            spec.width_on,
-            x,
-            y,
-        )?),
+        Some(exec) => Some(
+            AugHalf {
+                net,
+                cfg: spec.config,
+                exec,
+                width_on: spec.width_on,
+            }
+            .backward(rng, x, y)?,
+        ),
         None => None,
     };
     opt.try_step(spec.lr)?;
@@ -97,100 +97,94 @@ pub(super) fn tiny_backward(
     Ok(out)
 }
 
-/// The augmented half of a step: sample one augmented sub-model, forward it as `exec` computes,
-/// backward α × its cross-entropy into the gradients (accumulating), its gradient on Add weights
-/// scaled as `aug.add_grad` says; its cross-entropy, detached.
-pub(super) fn aug_backward(
-    net: &Net,
-    cfg: &Config,
-    exec: Exec,
-    rng: &mut Rng,
-    width_on: bool,
-    x: &Tensor,
-    y: &Tensor,
-) -> Result<Tensor, TrainError> {
-    match cfg.aug.add_grad {
-        AugGrad::Raw => raw_aug_backward(net, cfg, exec, rng, width_on, x, y),
-        AugGrad::Adder => scaled_aug_backward(net, cfg, exec, rng, width_on, x, y),
-    }
+/// The augmented half of a step: which net, config and augmented execution, and whether width
+/// augmentation is on.
+pub(super) struct AugHalf<'a> {
+    pub net: &'a Net,
+    pub cfg: &'a Config,
+    pub exec: Exec,
+    pub width_on: bool,
 }
 
-/// [`aug_backward`] with the gradient as backpropagation gives it.
-fn raw_aug_backward(
-    net: &Net,
-    cfg: &Config,
-    exec: Exec,
-    rng: &mut Rng,
-    width_on: bool,
-    x: &Tensor,
-    y: &Tensor,
-) -> Result<Tensor, TrainError> {
-    let ls = cfg.train.label_smoothing;
-    let widths = net.sample_widths(&cfg.aug, rng, width_on);
-    let logits = net.forward(x, &widths, true, exec)?;
-    let loss = logits.f_cross_entropy_loss::<Tensor>(y, None, Reduction::Mean, -100, ls)?;
-    let out = loss.detach();
-    (loss * cfg.aug.alpha).backward();
-    Ok(out)
-}
-
-/// [`aug_backward`] with `aug.add_grad = "adder"`: the augmented model's gradient on each Add
-/// layer's stored weight is scaled by AdderNet's rule as the tiny model's Add call scales its
-/// own — `η·√k·g/‖g‖` over the k elements it touched (× their RMS with `ops.add_eta_relative`) —
-/// then weighted by α and added to the tiny model's. Without it the multiplicative model's raw
-/// gradient on those weights is a few thousandths of the tiny model's scaled one (`shiftadd
-/// grads`), so the augmentation hardly moves them.
-fn scaled_aug_backward(
-    net: &Net,
-    cfg: &Config,
-    exec: Exec,
-    rng: &mut Rng,
-    width_on: bool,
-    x: &Tensor,
-    y: &Tensor,
-) -> Result<Tensor, TrainError> {
-    let layers = net.add_weights();
-    // The tiny model's gradient set aside, so that the augmented one can be scaled alone.
-    let tiny: Vec<Option<Tensor>> = layers
-        .iter()
-        .map(|(_, w, _)| {
-            let mut g = w.grad();
-            g.defined().then(|| {
-                let kept = g.copy();
-                let _ = g.zero_();
-                kept
-            })
-        })
-        .collect();
-    let loss = raw_aug_backward(net, cfg, exec, rng, width_on, x, y)?;
-    tch::no_grad(|| -> Result<(), TrainError> {
-        for ((_, w, scale), tiny) in layers.iter().zip(tiny) {
-            let mut g = w.grad();
-            if !g.defined() {
-                continue;
-            }
-            let touched = g.f_ne(0.0)?.to_kind(Kind::Float);
-            let k = touched.f_sum(Kind::Double)?.double_value(&[]);
-            let norm = g.f_norm()?.double_value(&[]);
-            if scale.eta > 0.0 && k > 0.0 {
-                let mut eta = scale.eta * k.sqrt();
-                if scale.relative {
-                    let sq = (w * &touched)
-                        .f_square()?
-                        .f_sum(Kind::Double)?
-                        .double_value(&[]);
-                    eta *= (sq / k).sqrt();
-                }
-                // g is α·g_aug: normalising removes α, so it is applied again.
-                let _ = g.f_mul_scalar_(cfg.aug.alpha * eta / norm.max(1e-12))?;
-            }
-            if let Some(t) = tiny {
-                let _ = g.f_add_(&t)?;
-            }
+impl AugHalf<'_> {
+    /// Sample one augmented sub-model, forward it as `exec` computes, backward α × its
+    /// cross-entropy into the gradients (accumulating), its gradient on Add weights scaled as
+    /// `aug.add_grad` says; its cross-entropy, detached.
+    pub(super) fn backward(
+        &self,
+        rng: &mut Rng,
+        x: &Tensor,
+        y: &Tensor,
+    ) -> Result<Tensor, TrainError> {
+        match self.cfg.aug.add_grad {
+            AugGrad::Raw => self.raw_backward(rng, x, y),
+            AugGrad::Adder => self.scaled_backward(rng, x, y),
         }
-        Ok(())
-    })?;
-    Ok(loss)
+    }
+
+    /// [`Self::backward`] with the gradient as backpropagation gives it.
+    fn raw_backward(&self, rng: &mut Rng, x: &Tensor, y: &Tensor) -> Result<Tensor, TrainError> {
+        let cfg = self.cfg;
+        let ls = cfg.train.label_smoothing;
+        let widths = self.net.sample_widths(&cfg.aug, rng, self.width_on);
+        let logits = self.net.forward(x, &widths, true, self.exec)?;
+        let loss = logits.f_cross_entropy_loss::<Tensor>(y, None, Reduction::Mean, -100, ls)?;
+        let out = loss.detach();
+        (loss * cfg.aug.alpha).backward();
+        Ok(out)
+    }
+
+    /// [`Self::backward`] with `aug.add_grad = "adder"`: the augmented model's gradient on each
+    /// Add layer's stored weight is scaled by AdderNet's rule as the tiny model's Add call scales
+    /// its own — `η·√k·g/‖g‖` over the k elements it touched (× their RMS with
+    /// `ops.add_eta_relative`) — then weighted by α and added to the tiny model's. Without it the
+    /// multiplicative model's raw gradient on those weights is a few thousandths of the tiny
+    /// model's scaled one (`shiftadd grads`), so the augmentation hardly moves them.
+    fn scaled_backward(&self, rng: &mut Rng, x: &Tensor, y: &Tensor) -> Result<Tensor, TrainError> {
+        let alpha = self.cfg.aug.alpha;
+        let layers = self.net.add_weights();
+        // The tiny model's gradient set aside, so that the augmented one can be scaled alone.
+        let tiny: Vec<Option<Tensor>> = layers
+            .iter()
+            .map(|(_, w, _)| {
+                let mut g = w.grad();
+                g.defined().then(|| {
+                    let kept = g.copy();
+                    let _ = g.zero_();
+                    kept
+                })
+            })
+            .collect();
+        let loss = self.raw_backward(rng, x, y)?;
+        tch::no_grad(|| -> Result<(), TrainError> {
+            for ((_, w, scale), tiny) in layers.iter().zip(tiny) {
+                let mut g = w.grad();
+                if !g.defined() {
+                    continue;
+                }
+                let touched = g.f_ne(0.0)?.to_kind(Kind::Float);
+                let k = touched.f_sum(Kind::Double)?.double_value(&[]);
+                let norm = g.f_norm()?.double_value(&[]);
+                if scale.eta > 0.0 && k > 0.0 {
+                    let mut eta = scale.eta * k.sqrt();
+                    if scale.relative {
+                        let sq = (w * &touched)
+                            .f_square()?
+                            .f_sum(Kind::Double)?
+                            .double_value(&[]);
+                        eta *= (sq / k).sqrt();
+                    }
+                    // g is α·g_aug: normalising removes α, so it is applied again.
+                    let _ = g.f_mul_scalar_(alpha * eta / norm.max(1e-12))?;
+                }
+                if let Some(t) = tiny {
+                    let _ = g.f_add_(&t)?;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(loss)
+    }
 }
 
 /// How the augmented forward computes for a hybrid mode (`None`: no augmented forward).
