@@ -2,9 +2,10 @@
 //! those files alone, which must reproduce the run's last tiny evaluation.
 //!
 //! `model.json` lists the [`Step`]s of the tiny program in execution order; each tensor is stored
-//! in the safetensors file under `<layer>.weight` / `.bias` / `.scale` / `.shift`. Shift layers'
+//! in the safetensors file under `<layer>.weight` / `.bias` / `.mean` / `.scale`. Shift layers'
 //! weights are exact signed powers of two; Add layers' are the remapped weights; BN is folded
-//! into Mult convs and kept as a per-channel affine after MF ones.
+//! into Mult convs (`.weight`, `.bias`) and kept after MF ones as (y − `.mean`)·`.scale` +
+//! `.bias`, centred first (exports made before that store `.scale` and `.shift`, and still load).
 
 use std::path::{Path, PathBuf};
 
@@ -228,7 +229,13 @@ impl ExportedModel {
                     };
                     if *folded_bn {
                         y = y.f_add(&per_channel("bias")?)?;
+                    } else if self.tensors.contains_key(&format!("{name}.mean")) {
+                        y = y
+                            .f_sub(&per_channel("mean")?)?
+                            .f_mul(&per_channel("scale")?)?
+                            .f_add(&per_channel("bias")?)?;
                     } else {
+                        // Exports before the centred form: y·scale + shift.
                         y = y
                             .f_mul(&per_channel("scale")?)?
                             .f_add(&per_channel("shift")?)?;

@@ -141,6 +141,7 @@ fn shift_and_add_smoke_runs_record_discrepancy_histograms() {
         if op == "add" {
             grads_splits_the_update_of_the_shared_weights(&dbp, id);
         }
+        eval_reproduces_the_recorded_validation(&dbp, id);
         if op == "shift" {
             for name in mf_convs {
                 let w = exported.tensor(&format!("{name}.weight")).expect("weight");
@@ -216,4 +217,69 @@ fn grads_splits_the_update_of_the_shared_weights(dbp: &std::path::Path, id: i64)
     let id = id.to_string();
     let err = crate::support::run_err(&["grads", &id, "--db", s(dbp), "--set", "aug.hybrid=none"]);
     assert!(err.contains("directly"), "{err}");
+}
+
+/// `shiftadd eval` from the last checkpoint: with the statistics saved in it, and with them
+/// re-estimated on the same `eval.bn_images` (200 here), it reproduces the validation the run
+/// recorded at that epoch; each batch's own statistics give another figure; the BN offsets it
+/// lists are those the run recorded as `val/bn_offset`. A checkpoint that is not kept is refused
+/// with the epochs that are.
+fn eval_reproduces_the_recorded_validation(dbp: &std::path::Path, id: i64) {
+    let sid = id.to_string();
+    let out = run_ok(&[
+        "eval",
+        &sid,
+        "--db",
+        s(dbp),
+        "--bn-images",
+        "200,900",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("eval --json");
+    let rows = v["rows"].as_array().expect("rows");
+    let sources: Vec<(&str, Option<u64>)> = rows
+        .iter()
+        .map(|r| (r["bn"].as_str().expect("bn"), r["bn_images"].as_u64()))
+        .collect();
+    assert_eq!(
+        sources,
+        [
+            ("saved", None),
+            ("reestimated", Some(200)),
+            ("reestimated", Some(900)),
+            ("batch", None)
+        ]
+    );
+    let top1 = |i: usize| rows[i]["top1"].as_f64().expect("top1");
+    let recorded = |key: &str| -> f64 {
+        db(dbp)
+            .query_row(
+                "SELECT value FROM metrics WHERE run_id = ?1 AND key = ?2 ORDER BY step DESC",
+                rusqlite::params![id, key],
+                |r| r.get(0),
+            )
+            .expect(key)
+    };
+    assert_eq!(v["epoch"], 1);
+    assert_eq!(v["images"], 100, "the validation tenth of 1,000");
+    assert!(
+        (top1(0) - recorded(keys::VAL_TOP1)).abs() < 1e-9,
+        "saved statistics: {} vs recorded {}",
+        top1(0),
+        recorded(keys::VAL_TOP1)
+    );
+    assert_eq!(top1(1), top1(0), "re-estimated as the epoch end did");
+    for r in rows {
+        assert!(r["loss"].as_f64().is_some_and(f64::is_finite), "{r}");
+    }
+    let offsets = v["bn_offsets"].as_array().expect("offsets");
+    assert!(offsets.len() >= 7, "every BN layer: {}", offsets.len());
+    let worst = offsets[0]["mean_over_sd"].as_f64().expect("offset");
+    assert!(
+        (worst - recorded(keys::VAL_BN_OFFSET)).abs() <= 1e-6 * worst.max(1.0),
+        "{worst} vs recorded {}",
+        recorded(keys::VAL_BN_OFFSET)
+    );
+    let err = crate::support::run_err(&["eval", &sid, "--db", s(dbp), "--epoch", "5"]);
+    assert!(err.contains("keeps epochs 1"), "{err}");
 }

@@ -46,6 +46,10 @@ pub enum Cmd {
     /// tiny model's gradient beside α × the augmented model's (norms, ratio, cosine), over a few
     /// training batches at the run's last checkpoint (or --init). Nothing is written.
     Grads(GradsArgs),
+    /// Evaluate a run's tiny model again from a checkpoint, with the BN statistics saved in it,
+    /// re-estimated on more or fewer training images, and each batch's own: tells a model let
+    /// down by its BN estimate from one whose weights are poor. Nothing is written.
+    Eval(EvalArgs),
     /// Train a study (variants × seeds, `parallel` at a time) and print its table with 95 %
     /// intervals; a rerun trains only what is missing. With --report: the table only, from the
     /// database.
@@ -265,6 +269,34 @@ pub struct GradsArgs {
     /// Machine-readable output (one object per parameter).
     #[arg(long)]
     pub json: bool,
+}
+
+// `shiftadd eval`.
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    pub run: RunId,
+    #[command(flatten)]
+    pub db: DbArg,
+    /// The checkpoint at the end of this epoch (1-based; only the kept ones,
+    /// `train.keep_checkpoints`); the last one by default.
+    #[arg(long)]
+    pub epoch: Option<i64>,
+    /// The split to evaluate on.
+    #[arg(long, value_enum, default_value_t = EvalSplit::Val)]
+    pub split: EvalSplit,
+    /// Re-estimate BN statistics on this many training images, once per value (comma-separated
+    /// or repeated).
+    #[arg(long, value_delimiter = ',', default_values_t = [2000usize, 20000])]
+    pub bn_images: Vec<usize>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EvalSplit {
+    Val,
+    Test,
 }
 
 // `shiftadd export`.

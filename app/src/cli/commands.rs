@@ -20,8 +20,8 @@ use shiftadd_core::{Config, export, host, hw, nas, study, train};
 use shiftadd_core::slurm::SlurmSpec;
 
 use super::args::{
-    CheckArgs, ExportArgs, GradsArgs, HwArgs, ImportArgs, NasArgs, ResumeArgs, RunsArgs, SlurmArgs,
-    StudyArgs, StudyTaskArgs, TrainArgs,
+    CheckArgs, EvalArgs, EvalSplit, ExportArgs, GradsArgs, HwArgs, ImportArgs, NasArgs, ResumeArgs,
+    RunsArgs, SlurmArgs, StudyArgs, StudyTaskArgs, TrainArgs,
 };
 use super::db_path;
 use super::signals::{self, stop_runs_on_signal};
@@ -386,6 +386,80 @@ pub fn export(a: &ExportArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(dir) = model {
         export_model(&db, run, dir)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `shiftadd eval`: a checkpoint's tiny model on val or test under each source of BN statistics.
+pub fn eval(a: &EvalArgs) -> anyhow::Result<ExitCode> {
+    use train::BnStats;
+    if a.bn_images.contains(&0) {
+        bail!("--bn-images: 0 images cannot estimate BN statistics");
+    }
+    let db = db_path(&a.db)?;
+    let at = a.epoch.map_or(train::Weights::Last, train::Weights::Epoch);
+    let split = match a.split {
+        EvalSplit::Val => train::Split::Val,
+        EvalSplit::Test => train::Split::Test,
+    };
+    let mut stats = vec![BnStats::Saved];
+    stats.extend(a.bn_images.iter().map(|&n| BnStats::Reestimated(n)));
+    stats.push(BnStats::Batch);
+    let e = train::reevaluate_run(&db, a.run, at, split, &stats)?;
+    if a.json {
+        let rows: Vec<serde_json::Value> = e
+            .rows
+            .iter()
+            .map(|(s, sc)| {
+                let (source, images) = match s {
+                    BnStats::Saved => ("saved", None),
+                    BnStats::Reestimated(n) => ("reestimated", Some(*n)),
+                    BnStats::Batch => ("batch", None),
+                };
+                serde_json::json!({
+                    "bn": source, "bn_images": images,
+                    "top1": sc.top1, "top5": sc.top5, "loss": sc.loss,
+                })
+            })
+            .collect();
+        let out = serde_json::json!({
+            "run": e.run, "epoch": e.epoch, "step": e.step, "split": e.split.as_str(),
+            "images": e.images, "batch_size": e.batch_size, "rows": rows,
+            "bn_offsets": e.bn_offsets.iter()
+                .map(|(n, r)| serde_json::json!({"bn": n, "mean_over_sd": r}))
+                .collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "run {} ({}) at epoch {} (step {}): tiny model on {} ({} images, batches of {})",
+        e.run,
+        e.name,
+        e.epoch,
+        e.step,
+        e.split.as_str(),
+        e.images,
+        e.batch_size
+    );
+    println!(
+        "{:<40} {:>7} {:>7} {:>8}",
+        "BN statistics", "top-1", "top-5", "loss"
+    );
+    for (s, sc) in &e.rows {
+        println!(
+            "{:<40} {:>6.2}% {:>6.2}% {:>8.4}",
+            s.label(),
+            sc.top1 * 100.0,
+            sc.top5 * 100.0,
+            sc.loss
+        );
+    }
+    println!(
+        "BN layers whose saved running mean sits farthest from 0 (|mean| / σ, largest channel):"
+    );
+    for (name, r) in e.bn_offsets.iter().take(5) {
+        println!("  {name:<36} {r:>10.1}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -104,6 +104,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Cmd::Runs(a)) => commands::runs(&a),
         Some(Cmd::Export(a)) => commands::export(&a),
         Some(Cmd::Grads(a)) => commands::grads(&a),
+        Some(Cmd::Eval(a)) => commands::eval(&a),
         Some(Cmd::Study(a)) => commands::study(&a),
         Some(Cmd::Import(a)) => commands::import(&a),
         Some(Cmd::Check(a)) => commands::check(&a),

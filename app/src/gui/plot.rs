@@ -397,8 +397,7 @@ impl Default for PlotStyle {
 
 /// Whether metric `key` is an accuracy (a fraction the app shows as %).
 pub fn is_accuracy(key: &str) -> bool {
-    let k = key.rsplit('/').next().unwrap_or(key);
-    k.starts_with("top1") || k.starts_with("top5") || k.contains("accuracy")
+    shiftadd_core::study::report::is_accuracy(key)
 }
 
 /// Series shorter than this are drawn raw: an EMA over a handful of per-epoch points lags far

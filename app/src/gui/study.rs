@@ -13,9 +13,7 @@ use crossbeam_channel::{Receiver, bounded};
 use egui_plot::{AxisHints, FilledArea, GridMark, HLine, Line, LineStyle, Plot, Points};
 use shiftadd_core::spec::study::Study;
 use shiftadd_core::store::{RunId, Status};
-use shiftadd_core::study::report::{
-    Format, Table, Verdict, duration_text, lower_is_better, paired_text,
-};
+use shiftadd_core::study::report::{self, Format, Table, Verdict, duration_text, paired_text};
 
 use super::backend::StudyData;
 use super::ctx::ViewCtx;
@@ -534,8 +532,7 @@ fn jobs_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>) {
 
 /// The results table, with its exports.
 fn table_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, table: &Table) {
-    let percent = !table.metric.ends_with("loss");
-    let k = if percent { 100.0 } else { 1.0 };
+    let (k, _) = report::scale(&table.metric);
     ui.horizontal(|ui| {
         ui.strong(format!(
             "{} — mean ± 95 % CI (Student t) over seeds; vs `{}` paired over common seeds",
@@ -627,11 +624,7 @@ fn table_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, table: &Table) {
 /// line across. A bar from zero would hide what a study is about: differences of a point or two
 /// between variants that all score 80–90 %.
 fn means_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, table: &Table, height: f32) {
-    let k = if lower_is_better(&table.metric) {
-        1.0
-    } else {
-        100.0
-    };
+    let (k, _) = report::scale(&table.metric);
     let id = format!("study{}-means", table.study);
     let header = plot_header(
         ui,

@@ -419,6 +419,22 @@ impl Net {
         });
     }
 
+    /// Per BN layer, the largest |running mean| / running σ over its channels: how far from 0,
+    /// in units of their spread, the values it normalises sit (large behind Add layers, whose
+    /// outputs are negative L1 distances).
+    pub fn bn_offsets(&self) -> Vec<(String, f64)> {
+        tch::no_grad(|| {
+            self.bns()
+                .into_iter()
+                .map(|bn| {
+                    let sd = (&bn.running_var + elastic::BN_EPS).sqrt();
+                    let r = (bn.running_mean.abs() / sd).max().double_value(&[]);
+                    (bn.name.clone(), r)
+                })
+                .collect()
+        })
+    }
+
     pub fn set_bn_momentum(&self, momentum: Option<f64>) {
         for bn in self.bns() {
             bn.momentum.set(momentum.unwrap_or(BN_MOMENTUM));
@@ -433,6 +449,54 @@ mod tests {
     use crate::spec::arch::{make_divisible, scaled};
     use crate::spec::config::{MfLayers, ModelName, OpKind, RemapKind};
     use tch::Device;
+
+    /// An Add layer's outputs sit far from 0 with a small spread (here 3·10⁶ away, σ 0.5). The
+    /// evaluation BN must normalise them as float64 arithmetic on the same float32 inputs and
+    /// statistics does; ATen's inference formula x·a + (b − mean·a) loses the spread to
+    /// cancellation.
+    #[test]
+    fn evaluation_bn_resolves_a_small_spread_far_from_zero() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let bn = ElasticBn::new(&vs.root().sub("bn"), 4);
+        tch::manual_seed(7);
+        let x = (Tensor::randn([8, 4, 5, 5], (Kind::Double, Device::Cpu)) * 0.5 - 3.0e6)
+            .to_kind(Kind::Float);
+        let x64 = x.to_kind(Kind::Double);
+        let dims: &[i64] = &[0, 2, 3];
+        let (mean, var) = (
+            x64.mean_dim(dims, false, Kind::Double),
+            x64.var_dim(dims, false, false),
+        );
+        tch::no_grad(|| {
+            bn.running_mean.shallow_clone().copy_(&mean);
+            bn.running_var.shallow_clone().copy_(&var);
+        });
+        let shape = [1, 4, 1, 1];
+        let (mean, var) = (
+            bn.running_mean.to_kind(Kind::Double),
+            bn.running_var.to_kind(Kind::Double),
+        );
+        let want = (&x64 - mean.view(shape)) / (var + elastic::BN_EPS).sqrt().view(shape);
+        let err = |y: &Tensor| {
+            (y.to_kind(Kind::Double) - &want)
+                .abs()
+                .max()
+                .double_value(&[])
+        };
+        let got = bn.forward(&x, false, false).expect("bn");
+        assert!(err(&got) < 1e-4, "max error {}", err(&got));
+        let aten = x.batch_norm(
+            Some(&bn.weight),
+            Some(&bn.bias),
+            Some(&bn.running_mean),
+            Some(&bn.running_var),
+            false,
+            0.1,
+            elastic::BN_EPS,
+            false,
+        );
+        assert!(err(&aten) > 1e-2, "these inputs show the cancellation");
+    }
 
     #[test]
     fn mobilenet_channel_rounding() {

@@ -59,18 +59,25 @@ impl Program {
         let w = conv.tiny_slice(c_in, c_out);
         let scale =
             bn.weight.narrow(0, 0, c_out) / (bn.running_var.narrow(0, 0, c_out) + BN_EPS).sqrt();
-        let shift = bn.bias.narrow(0, 0, c_out) - bn.running_mean.narrow(0, 0, c_out) * &scale;
+        let (mean, bias) = (
+            bn.running_mean.narrow(0, 0, c_out),
+            bn.bias.narrow(0, 0, c_out),
+        );
         let name = conv.name.clone();
         let folded_bn = conv.role == OpKind::Mult;
         if folded_bn {
             self.tensors
                 .push((format!("{name}.weight"), &w * scale.view([-1, 1, 1, 1])));
-            self.tensors.push((format!("{name}.bias"), shift));
+            self.tensors
+                .push((format!("{name}.bias"), bias - mean * &scale));
         } else {
+            // Kept apart and applied centred, (y − mean)·scale + bias: an Add layer's outputs sit
+            // far from 0, where y·scale + (bias − mean·scale) cancels their spread away.
             self.tensors
                 .push((format!("{name}.weight"), conv.mf_weight_exact(&w)));
+            self.tensors.push((format!("{name}.mean"), mean.copy()));
             self.tensors.push((format!("{name}.scale"), scale));
-            self.tensors.push((format!("{name}.shift"), shift));
+            self.tensors.push((format!("{name}.bias"), bias.copy()));
         }
         self.steps.push(Step::Conv {
             name,

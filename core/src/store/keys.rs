@@ -14,6 +14,11 @@ pub const TRAIN_EPOCH_IMAGES_PER_SEC: &str = "train/epoch_images_per_sec";
 pub const VAL_TOP1: &str = "val/top1";
 pub const VAL_TOP5: &str = "val/top5";
 pub const VAL_LOSS: &str = "val/loss";
+/// Tiny model, every epoch, after its BN re-estimation: the largest |running mean| / σ of its
+/// BN layers. Add layers output negative L1 distances; when their weights grow, the outputs sit
+/// so far from 0 that float32 cannot resolve their spread (its spacing at 10⁷ σ is about σ), and
+/// evaluation stops matching training (`shiftadd eval` shows it).
+pub const VAL_BN_OFFSET: &str = "val/bn_offset";
 /// The exact widest augmented configuration on validation (`eval.aug_top1`): a diagnostic of
 /// the augmented model, not a model training samples often.
 pub const VAL_TOP1_WIDEST: &str = "val/top1_widest";

@@ -198,18 +198,20 @@ impl Reader {
                 "SELECT run_id, epoch, step, path, rng_state FROM checkpoints
                  WHERE run_id = ?1 ORDER BY step DESC LIMIT 1",
                 [id],
-                |r| {
-                    Ok(CheckpointRow {
-                        run: r.get(0)?,
-                        epoch: r.get(1)?,
-                        step: r.get(2)?,
-                        path: r.get(3)?,
-                        rng_state: r.get(4)?,
-                    })
-                },
+                checkpoint_row,
             )
             .optional()
             .map_err(|e| self.sq(e))
+    }
+
+    /// A run's retained checkpoints (`train.keep_checkpoints` of them), oldest first.
+    pub fn checkpoints(&self, id: RunId) -> Result<Vec<CheckpointRow>> {
+        self.all(
+            "SELECT run_id, epoch, step, path, rng_state FROM checkpoints
+             WHERE run_id = ?1 ORDER BY step",
+            [id],
+            checkpoint_row,
+        )
     }
 
     /// A run's hardware-cost rows, ordered by model and layer.
@@ -387,4 +389,14 @@ impl Reader {
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
     }
+}
+
+fn checkpoint_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CheckpointRow> {
+    Ok(CheckpointRow {
+        run: r.get(0)?,
+        epoch: r.get(1)?,
+        step: r.get(2)?,
+        path: r.get(3)?,
+        rng_state: r.get(4)?,
+    })
 }

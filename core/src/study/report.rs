@@ -185,12 +185,19 @@ impl Format {
     }
 }
 
-/// Values of fractions (top-1 etc.) are shown in percent, losses as they are.
-fn scale(metric: &str) -> (f64, &'static str) {
-    if metric.ends_with("loss") {
-        (1.0, "")
-    } else {
+/// Whether `metric` is a fraction shown in percent: a top-1 / top-5 or an accuracy.
+pub fn is_accuracy(metric: &str) -> bool {
+    let k = metric.rsplit('/').next().unwrap_or(metric);
+    k.starts_with("top1") || k.starts_with("top5") || k.contains("accuracy")
+}
+
+/// The factor and unit `metric`'s values are shown with: accuracies in percent, the rest (losses,
+/// hardware cost, wall time) as they are.
+pub fn scale(metric: &str) -> (f64, &'static str) {
+    if is_accuracy(metric) {
         (100.0, " %")
+    } else {
+        (1.0, "")
     }
 }
 

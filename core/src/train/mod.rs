@@ -6,14 +6,16 @@
 //! Layout: [`trainer`] (the loop), [`context`] (what a run is given, its device and model),
 //! [`sgd`] (optimiser, schedule), [`step`] (one training step), [`eval`] (evaluation, BN
 //! re-estimation), [`checkpoint`] (save, and what resume reads), [`record`] (metrics, hardware
-//! cost, histograms), [`probe`] (where a step's update of the shared weights comes from). Only
-//! the run manager (`run.rs`) starts [`train`].
+//! cost, histograms), [`probe`] (where a step's update of the shared weights comes from),
+//! [`reeval`] (a checkpoint evaluated again under other BN statistics). Only the run manager
+//! (`run.rs`) starts [`train`].
 
 mod checkpoint;
 mod context;
 mod eval;
 mod probe;
 mod record;
+mod reeval;
 mod sgd;
 mod step;
 mod trainer;
@@ -21,9 +23,11 @@ mod trainer;
 pub use context::{RunContext, build_net, build_seeded_net, resolve_device};
 pub use eval::{Scores, evaluate, in_order, reestimate_bn, score};
 pub use probe::{
-    GradSource, ParamKind, ProbeError, ProbeSpec, RunProbe, Sources, grad_sources, probe_run,
+    GradSource, ParamKind, ProbeError, ProbeSpec, RunProbe, Sources, Weights, grad_sources,
+    probe_run,
 };
 pub use record::{HIST_BINS, HIST_WIDTH_SD, weight_snapshot};
+pub use reeval::{BnStats, Reevaluation, Split, reevaluate_run};
 pub use sgd::{Sgd, lr_at};
 pub use step::{StepLosses, StepSpec, aug_exec, train_step};
 pub use trainer::{sorts_channels, train};

@@ -121,6 +121,12 @@ pub enum ProbeError {
     NoCheckpoint(RunId),
     #[error("run {run}: stored config: {message}")]
     Config { run: RunId, message: String },
+    #[error("run {run} keeps no checkpoint of epoch {epoch} (it keeps epochs {kept})")]
+    NoEpoch {
+        run: RunId,
+        epoch: i64,
+        kept: String,
+    },
     #[error("{path}: {message}")]
     File { path: String, message: String },
     #[error("{0}")]
@@ -287,6 +293,58 @@ pub fn probe_run(
     sets: &[String],
     spec: ProbeSpec,
 ) -> Result<RunProbe, ProbeError> {
+    let at = if init { Weights::Init } else { Weights::Last };
+    let r = load_recorded(db, run, at, sets, |cfg| {
+        if cfg.aug.hybrid == Hybrid::None {
+            Err(ProbeError::Direct(run))
+        } else {
+            Ok(())
+        }
+    })?;
+    let sources = grad_sources(&r.cfg, &r.net, &r.vs, &r.splits.train, &r.splits.norm, spec)?;
+    Ok(RunProbe {
+        run,
+        name: r.name,
+        at: r.at,
+        alpha: r.cfg.aug.alpha,
+        batch_size: r.cfg.train.batch_size,
+        spec,
+        sources,
+    })
+}
+
+/// Which weights of a recorded run to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weights {
+    /// Those its seed starts from.
+    Init,
+    /// Its last checkpoint's.
+    Last,
+    /// The checkpoint at the end of this epoch (1-based), if it is still kept.
+    Epoch(i64),
+}
+
+/// A recorded run's config, data and model, with the weights asked for, on the CPU.
+pub(super) struct Recorded {
+    pub name: String,
+    pub cfg: Config,
+    /// The checkpoint's (epoch, step), or `None` at initialisation.
+    pub at: Option<(i64, i64)>,
+    pub splits: data::Splits,
+    pub vs: nn::VarStore,
+    pub file: Option<std::path::PathBuf>,
+    pub net: Net,
+}
+
+/// Load run `run` of `db` at `at`, its config with `sets` applied and then passed to `check`
+/// (before anything is read from disk).
+pub(super) fn load_recorded(
+    db: &Path,
+    run: RunId,
+    at: Weights,
+    sets: &[String],
+    check: impl FnOnce(&Config) -> Result<(), ProbeError>,
+) -> Result<Recorded, ProbeError> {
     let reader = Reader::open(db)?;
     let summary = reader.run(run)?;
     let toml = reader.config_toml(run)?;
@@ -296,36 +354,49 @@ pub fn probe_run(
             message: e.to_string(),
         }
     })?;
-    if cfg.aug.hybrid == Hybrid::None {
-        return Err(ProbeError::Direct(run));
-    }
-    let ckpt = if init {
-        None
-    } else {
-        Some(
+    check(&cfg)?;
+    let ckpt = match at {
+        Weights::Init => None,
+        Weights::Last => Some(
             reader
                 .last_checkpoint(run)?
                 .ok_or(ProbeError::NoCheckpoint(run))?,
-        )
+        ),
+        Weights::Epoch(epoch) => {
+            let kept = reader.checkpoints(run)?;
+            let found = kept.iter().find(|c| c.epoch == epoch).cloned();
+            Some(found.ok_or_else(|| {
+                ProbeError::NoEpoch {
+                    run,
+                    epoch,
+                    kept: kept
+                        .iter()
+                        .map(|c| c.epoch.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                }
+            })?)
+        }
     };
     let splits = data::load(&cfg.data).map_err(TrainError::from)?;
     let mut vs = nn::VarStore::new(Device::Cpu);
     let net = build_seeded_net(&cfg, &vs.root(), &splits.train);
-    if let Some(ck) = &ckpt {
-        let file = Path::new(&ck.path).with_extension("model.ot");
-        vs.load(&file).map_err(|e| ProbeError::File {
+    let file = ckpt
+        .as_ref()
+        .map(|ck| Path::new(&ck.path).with_extension("model.ot"));
+    if let Some(file) = &file {
+        vs.load(file).map_err(|e| ProbeError::File {
             path: file.display().to_string(),
             message: e.to_string(),
         })?;
     }
-    let sources = grad_sources(&cfg, &net, &vs, &splits.train, &splits.norm, spec)?;
-    Ok(RunProbe {
-        run,
+    Ok(Recorded {
         name: summary.name,
+        cfg,
         at: ckpt.map(|c| (c.epoch, c.step)),
-        alpha: cfg.aug.alpha,
-        batch_size: cfg.train.batch_size,
-        spec,
-        sources,
+        splits,
+        vs,
+        file,
+        net,
     })
 }

@@ -144,7 +144,12 @@ struct Trainer<'a> {
     step: i64,
     /// The process's CPU, memory, threads (and GPU), recorded as `sys/*` metrics.
     sys: SysSampler,
+    /// Whether the log already warned that a BN layer's inputs sit beyond float32's resolution.
+    warned_bn_offset: bool,
 }
+
+/// [`keys::VAL_BN_OFFSET`] above which float32's spacing at the running mean exceeds σ / 1.2.
+const BN_OFFSET_WARN: f64 = 1e7;
 
 /// Train the run described by `ctx` until it finishes, is stopped, or fails.
 pub fn train(ctx: &RunContext<'_>) -> Result<Outcome, TrainError> {
@@ -233,6 +238,7 @@ impl<'a> Trainer<'a> {
             net,
             sched,
             edges: HashMap::new(),
+            warned_bn_offset: false,
             step: 0,
             sys: SysSampler::new(
                 host::SAMPLE_EVERY,
@@ -413,6 +419,7 @@ impl<'a> Trainer<'a> {
         // Last, so the running statistics saved with the checkpoint are the tiny model's.
         reestimate_bn(&self.net, &self.tiny, Exec::Tiny, splits, bn, eb, device)?;
         let val = self.eval_tiny(&splits.val)?;
+        let bn_offset = self.bn_offset(epoch_no, step);
         let images_per_sec = stats.images as f64 / stats.secs.max(1e-9);
         let epoch_loss = stats.loss_sum / stats.images.max(1) as f64;
         sink.push(keys::TRAIN_EPOCH_LOSS, step, epoch_no, epoch_loss);
@@ -425,6 +432,7 @@ impl<'a> Trainer<'a> {
         sink.push(keys::VAL_TOP1, step, epoch_no, val.top1);
         sink.push(keys::VAL_TOP5, step, epoch_no, val.top5);
         sink.push(keys::VAL_LOSS, step, epoch_no, val.loss);
+        sink.push(keys::VAL_BN_OFFSET, step, epoch_no, bn_offset);
         for (key, value) in self.sys.sample(true) {
             sink.push(key, step, epoch_no, value);
         }
@@ -462,6 +470,33 @@ impl<'a> Trainer<'a> {
             step,
         });
         Ok(val.top1)
+    }
+
+    /// The largest |running mean| / σ of the tiny model's BN layers; the first time it passes
+    /// [`BN_OFFSET_WARN`], a warning in the run's log that names the layer.
+    fn bn_offset(&mut self, epoch_no: i64, step: i64) -> f64 {
+        let worst = self
+            .net
+            .bn_offsets()
+            .into_iter()
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        let Some((layer, offset)) = worst else {
+            return 0.0;
+        };
+        if offset > BN_OFFSET_WARN && !self.warned_bn_offset {
+            self.warned_bn_offset = true;
+            self.ctx.writer.log(
+                self.ctx.run,
+                log::Level::Warn,
+                format!(
+                    "epoch {epoch_no} (step {step}): {layer} normalises values {offset:.1e} σ from 0; \
+                     float32 cannot resolve their spread there, so evaluation may fall below \
+                     training (compare the BN statistics with `shiftadd eval {}`)",
+                    self.ctx.run
+                ),
+            );
+        }
+        offset
     }
 
     /// The test split, once, at the end (`test/*`); its top-1.
