@@ -184,6 +184,41 @@ fn smoke_study_runs_in_parallel_reports_its_runs_and_reruns_nothing() {
         fields[col("against")] == "mult" && !fields[col("diff")].is_empty(),
         "paired difference vs the baseline: {shift}"
     );
+    // --baseline pairs against another variant: the same difference, the other way round.
+    let other = run_ok(&[
+        "study",
+        &file,
+        "--db",
+        s(&dbp),
+        "--report",
+        "csv",
+        "--baseline",
+        "shift-aug",
+    ]);
+    let other = String::from_utf8_lossy(&other.stdout).into_owned();
+    let mult: Vec<&str> = other
+        .lines()
+        .find(|l| l.starts_with("mult,"))
+        .expect("row")
+        .split(',')
+        .collect();
+    let diff = |f: &[&str]| f[col("diff")].parse::<f64>().expect("diff");
+    assert_eq!(mult[col("against")], "shift-aug", "{other}");
+    assert!((diff(&mult) + diff(&fields)).abs() < 1e-12, "{other}");
+    let err = crate::support::run_err(&[
+        "study",
+        &file,
+        "--db",
+        s(&dbp),
+        "--report",
+        "md",
+        "--baseline",
+        "nope",
+    ]);
+    assert!(
+        err.contains("not a variant") && err.contains("shift-aug"),
+        "{err}"
+    );
 
     // A second invocation trains nothing.
     let again = bin()

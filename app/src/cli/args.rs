@@ -102,6 +102,10 @@ pub struct StudyArgs {
     /// Write the table to this file instead of standard output.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// With --report: pair the variants against this one instead of the file's `baseline`
+    /// (those with a `vs` of their own keep it), e.g. every remap against direct training.
+    #[arg(long, value_name = "VARIANT", requires = "report")]
+    pub baseline: Option<String>,
     #[command(flatten)]
     pub slurm: SlurmArgs,
 }

@@ -585,6 +585,18 @@ pub fn study(a: &StudyArgs) -> anyhow::Result<ExitCode> {
             );
         };
         let format = Format::parse(r).context("--report takes md, csv or tex")?;
+        let mut spec = spec;
+        if let Some(b) = &a.baseline {
+            if !spec.variants.iter().any(|v| &v.name == b) {
+                let names: Vec<&str> = spec.variants.iter().map(|v| v.name.as_str()).collect();
+                bail!(
+                    "--baseline {b}: not a variant of `{}` (variants: {})",
+                    spec.name,
+                    names.join(", ")
+                );
+            }
+            b.clone_into(&mut spec.baseline);
+        }
         write_table(
             &report::table(&spec, id, &reader)?.render(format),
             a.out.as_deref(),

@@ -729,15 +729,24 @@ fn means_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, table: &Table, height: f32
                         .radius(2.5),
                 );
                 if m.ci95.is_finite() {
-                    let (lo, hi) = ((m.mean - m.ci95) * k, (m.mean + m.ci95) * k);
+                    // Clipped to the plot's range (an accuracy's interval can reach past 100 %);
+                    // a clipped end has no cap, so it reads as going on.
+                    let (a, b) = (m.mean - m.ci95, m.mean + m.ci95);
+                    let (ca, cb) = (a.max(lo), b.min(hi));
                     p.line(
-                        Line::new(format!("{} 95 % CI", r.variant), vec![[x, lo], [x, hi]])
-                            .color(whisker_color),
+                        Line::new(
+                            format!("{} 95 % CI", r.variant),
+                            vec![[x, ca * k], [x, cb * k]],
+                        )
+                        .color(whisker_color),
                     );
-                    for y in [lo, hi] {
-                        p.line(
-                            Line::new("", vec![[x - 0.08, y], [x + 0.08, y]]).color(whisker_color),
-                        );
+                    for (y, clipped) in [(ca, ca > a), (cb, cb < b)] {
+                        if !clipped {
+                            p.line(
+                                Line::new("", vec![[x - 0.08, y * k], [x + 0.08, y * k]])
+                                    .color(whisker_color),
+                            );
+                        }
                     }
                 }
                 p.points(
@@ -753,8 +762,18 @@ fn means_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, table: &Table, height: f32
 
 /// The range the means plot shows (in the metric's units): every seed's value and every 95 %
 /// interval, with a margin of an eighth of the span on each side (a small one around a single
-/// value); `None` without a value.
+/// value); `None` without a value. An accuracy's range stays within 0–100 %: a wide interval
+/// (one failed seed of three) would otherwise stretch the axis past what the metric can reach.
 fn value_extent(table: &Table) -> Option<(f64, f64)> {
+    let (lo, hi) = raw_extent(table)?;
+    Some(if report::is_accuracy(&table.metric) {
+        (lo.max(0.0), hi.min(1.0))
+    } else {
+        (lo, hi)
+    })
+}
+
+fn raw_extent(table: &Table) -> Option<(f64, f64)> {
     let mut lo = f64::INFINITY;
     let mut hi = f64::NEG_INFINITY;
     for r in &table.rows {
@@ -862,6 +881,14 @@ mod tests {
         assert!(lo < 0.85 && hi > 0.85 && hi - lo < 0.05, "{lo} {hi}");
         table.rows = vec![row("a", &[])];
         assert_eq!(value_extent(&table), None);
+        // One failed seed of three: an interval past 100 % (and below 0), clipped for an
+        // accuracy, not for a loss.
+        table.rows = vec![row("mf", &[0.4984, 0.8515, 0.8507])];
+        let (lo, hi) = value_extent(&table).expect("values");
+        assert!(lo >= 0.0 && hi == 1.0, "{lo} {hi}");
+        table.metric = "test/loss".into();
+        let (_, hi) = value_extent(&table).expect("values");
+        assert!(hi > 1.0, "{hi}");
     }
 
     #[test]
