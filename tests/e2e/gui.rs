@@ -1002,6 +1002,10 @@ fn a_study_file_starts_from_launch_and_stops() {
     assert_eq!(stored.identity, expected.identity());
     click(h, "Stop study");
     wait_for(h, "the study to stop", |h| {
+        assert!(
+            !has_label_containing(h, "smoke-study: finished"),
+            "Stop did not reach the study: it ran to its end"
+        );
         has_label_containing(h, "study stopped; rerun it to continue")
             || has_label_containing(h, "was stopped; rerun the study to resume it")
     });

@@ -222,11 +222,15 @@ fn header_ui(ui: &mut egui::Ui, run: RunId, vcx: &mut ViewCtx<'_>) {
                     .text(text)
                     .desired_width(460.0),
             );
-            if l.loss.is_finite() {
-                ui.label(format!("loss {:.3}", l.loss));
-            }
-            if l.images_per_sec.is_finite() {
-                ui.label(format!("{:.0} img/s", l.images_per_sec));
+            // The buttons sit right of the fixed-width bar and before the figures, whose width
+            // changes with every update: a click aimed at them lands where they still are. Stop
+            // comes first, so that Pause turning into Resume does not move it either.
+            if ui
+                .button("Stop")
+                .on_hover_text("stop after the current batch; resumable from the last checkpoint")
+                .clicked()
+            {
+                vcx.commands.push(Command::Stop(run));
             }
             if l.paused {
                 if ui.button("Resume").clicked() {
@@ -235,12 +239,11 @@ fn header_ui(ui: &mut egui::Ui, run: RunId, vcx: &mut ViewCtx<'_>) {
             } else if ui.button("Pause").clicked() {
                 vcx.commands.push(Command::Pause(run));
             }
-            if ui
-                .button("Stop")
-                .on_hover_text("stop after the current batch; resumable from the last checkpoint")
-                .clicked()
-            {
-                vcx.commands.push(Command::Stop(run));
+            if l.loss.is_finite() {
+                ui.label(format!("loss {:.3}", l.loss));
+            }
+            if l.images_per_sec.is_finite() {
+                ui.label(format!("{:.0} img/s", l.images_per_sec));
             }
         }
         None => {
