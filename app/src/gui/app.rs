@@ -236,7 +236,7 @@ impl StudioApp {
         let decided = self.exit_choice.lock().map(|c| c.is_some()).unwrap_or(true);
         if requested
             && !decided
-            && (!self.data.active_here().is_empty() || self.searches_running() > 0)
+            && (!self.data.active_here().is_empty() || self.searches_running().is_some())
         {
             ctx.send_viewport_cmd(egui::ViewportCommand::CancelClose);
             self.asking_close = true;
@@ -279,8 +279,13 @@ impl StudioApp {
         self.send_commands();
     }
 
-    fn searches_running(&self) -> usize {
-        self.backend.searches.lock().map_or(0, |s| s.running())
+    /// What of this session's NAS searches and studies runs, in words.
+    fn searches_running(&self) -> Option<String> {
+        self.backend
+            .searches
+            .lock()
+            .ok()
+            .and_then(|s| s.running_text())
     }
 
     /// Take the progress of this session's searches: new lines refresh the runs table and the
@@ -318,8 +323,10 @@ impl StudioApp {
                     list.join(", ")
                 ));
             }
-            if searching > 0 {
-                ui.label(format!("{searching} NAS search(es) of this session are running (a stopped search resumes when started again)."));
+            if let Some(what) = &searching {
+                ui.label(format!(
+                    "Also running, started in this session: {what} (stopped, each resumes when started again)."
+                ));
             }
             ui.label("Stop them (each stays resumable from its last checkpoint), or leave them training without a window — the process ends when they do, and everything is recorded either way.");
             ui.horizontal(|ui| {
@@ -402,10 +409,9 @@ impl StudioApp {
                 0 => "no run training".to_owned(),
                 n => format!("{n} run(s) training"),
             });
-            let searching = self.searches_running();
-            if searching > 0 {
+            if let Some(what) = self.searches_running() {
                 ui.separator();
-                ui.label(format!("{searching} NAS search(es) running"));
+                ui.label(format!("{what} running"));
             }
             if let Some(s) = self.export.status() {
                 ui.separator();

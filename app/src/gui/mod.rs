@@ -80,13 +80,10 @@ pub fn run(db: &Path) -> anyhow::Result<ExitCode> {
     let choice = exit_choice.lock().ok().and_then(|c| *c);
     if let Some(s) = searches_slot.get()
         && let Ok(mut s) = s.lock()
-        && s.running() > 0
+        && let Some(what) = s.running_text()
     {
         if choice == Some(ExitChoice::LeaveRunning) {
-            eprintln!(
-                "window closed; {} NAS search(es) keep running headless",
-                s.running()
-            );
+            eprintln!("window closed; {what} keep running headless");
         } else {
             s.stop_all();
         }

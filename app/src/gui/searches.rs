@@ -197,8 +197,34 @@ impl Searches {
     }
 
     pub fn running(&self) -> usize {
-        self.jobs.iter().filter(|j| j.running()).count()
-            + self.studies.iter().filter(|j| j.running()).count()
+        let (searches, studies) = self.running_by_kind();
+        searches + studies
+    }
+
+    /// How many NAS searches and how many studies of this session are running.
+    pub fn running_by_kind(&self) -> (usize, usize) {
+        (
+            self.jobs.iter().filter(|j| j.running()).count(),
+            self.studies.iter().filter(|j| j.running()).count(),
+        )
+    }
+
+    /// "1 NAS search and 2 studies" (what runs), or `None` when nothing does.
+    pub fn running_text(&self) -> Option<String> {
+        let count = |n: usize, one: &str, many: &str| match n {
+            0 => None,
+            1 => Some(format!("1 {one}")),
+            n => Some(format!("{n} {many}")),
+        };
+        let (searches, studies) = self.running_by_kind();
+        let parts: Vec<String> = [
+            count(searches, "NAS search", "NAS searches"),
+            count(studies, "study", "studies"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        (!parts.is_empty()).then(|| parts.join(" and "))
     }
 
     pub fn stop_all(&self) {
@@ -275,14 +301,15 @@ mod tests {
     use super::*;
     use egui::accesskit::{Rect, Role};
 
-    /// A job of this session that is still running, as `job_ui` sees it.
-    fn running_job(last: &str) -> Job<()> {
+    /// A job of this session that has not ended (as `job_ui` sees it); with `thread`, one whose
+    /// thread is still held (as `running` counts it).
+    fn running_job<T: Send + 'static>(last: &str, thread: bool) -> Job<T> {
         Job {
             name: "smoke-study".into(),
             stop: Arc::default(),
             lines: unbounded().1,
             last: last.into(),
-            handle: None,
+            handle: thread.then(|| std::thread::spawn(|| Err(String::new()))),
             outcome: None,
         }
     }
@@ -309,13 +336,29 @@ mod tests {
             .expect("a Stop button")
     }
 
+    #[test]
+    fn what_runs_is_named_by_kind() {
+        let db = PathBuf::from("unused.db");
+        let mut s = Searches::new(&db, Arc::new(|| {}));
+        assert_eq!(s.running_text(), None);
+        s.studies.push(running_job("a", true));
+        assert_eq!(s.running_text().as_deref(), Some("1 study"));
+        s.studies.push(running_job("b", true));
+        s.jobs.push(running_job("nas", true));
+        s.jobs.push(running_job("ended", false));
+        assert_eq!(
+            s.running_text().as_deref(),
+            Some("1 NAS search and 2 studies")
+        );
+    }
+
     /// A click aimed at Stop from one frame lands on it in the next, even when the progress line
     /// changed in between (it changes whenever the job reports; the e2e test once missed).
     #[test]
     fn stop_stays_where_it_was_while_the_progress_line_changes() {
         let ctx = egui::Context::default();
         ctx.enable_accesskit();
-        let mut job = running_job("starting");
+        let mut job: Job<()> = running_job("starting", false);
         let _ = frame(&ctx, &job, Vec::new());
         let aimed = frame(&ctx, &job, Vec::new());
         job.last =
