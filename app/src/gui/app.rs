@@ -279,6 +279,20 @@ impl StudioApp {
         self.send_commands();
     }
 
+    /// Runs the database last said are training (any process's).
+    fn running_in_database(&self) -> usize {
+        self.data
+            .runs
+            .iter()
+            .filter(|r| r.summary.status == shiftadd_core::store::Status::Running)
+            .count()
+    }
+
+    /// Whether runs train that send this window no events (the CLI's, another window's).
+    fn training_elsewhere(&self) -> bool {
+        self.running_in_database() > self.data.live.len()
+    }
+
     /// What of this session's NAS searches and studies runs, in words.
     fn searches_running(&self) -> Option<String> {
         self.backend
@@ -291,13 +305,18 @@ impl StudioApp {
     /// Take the progress of this session's searches: new lines refresh the runs table and the
     /// candidates (a search's rows appear before the 3 s poll would see them).
     fn poll_searches(&mut self) {
-        let lines = self
+        let (lines, ended) = self
             .backend
             .searches
             .lock()
-            .map(|mut s| s.poll())
+            .map(|mut s| {
+                let before = s.running();
+                let lines = s.poll();
+                (lines, s.running() < before)
+            })
             .unwrap_or_default();
-        if !lines.is_empty() {
+        // A job that ended has just written its runs' last status, perhaps without a line.
+        if !lines.is_empty() || ended {
             self.data.mark_runs_stale();
             if let Some(r) = self.nas.search {
                 self.data.mark_nas_stale(r);
@@ -399,11 +418,7 @@ impl StudioApp {
         ui.horizontal(|ui| {
             // From the database too: runs of a NAS search or another process train without events here.
             let training = self
-                .data
-                .runs
-                .iter()
-                .filter(|r| r.summary.status == shiftadd_core::store::Status::Running)
-                .count()
+                .running_in_database()
                 .max(self.data.live.values().filter(|l| !l.paused).count());
             ui.label(match training {
                 0 => "no run training".to_owned(),
@@ -458,6 +473,9 @@ impl eframe::App for StudioApp {
         if self.data.live.values().any(|l| !l.paused) {
             // The ETA ticks even when no event arrives (not while paused: nothing moves).
             ctx.request_repaint_after(Duration::from_millis(500));
+        } else if self.training_elsewhere() {
+            // Runs of another process send no events here: poll the database as it goes.
+            ctx.request_repaint_after(Duration::from_secs(3));
         }
     }
 
