@@ -202,7 +202,7 @@ impl Searches {
     }
 
     /// How many NAS searches and how many studies of this session are running.
-    pub fn running_by_kind(&self) -> (usize, usize) {
+    fn running_by_kind(&self) -> (usize, usize) {
         (
             self.jobs.iter().filter(|j| j.running()).count(),
             self.studies.iter().filter(|j| j.running()).count(),
