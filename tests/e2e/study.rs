@@ -220,6 +220,45 @@ fn smoke_study_runs_in_parallel_reports_its_runs_and_reruns_nothing() {
         "{err}"
     );
 
+    // --figures: the Studies view's two figures as SVG, from the database alone.
+    let figs = dir.path().join("figures");
+    let with_figures = |curves: &'static str| {
+        let mut args = vec!["study", &file, "--db", s(&dbp), "--report", "md"];
+        args.extend(["--figures", s(&figs), "--curves", curves]);
+        args
+    };
+    let out = run_ok(&with_figures("train/loss"));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("| mult |"),
+        "the table still prints"
+    );
+    let read = |name: &str| std::fs::read_to_string(figs.join(name)).expect(name);
+    let means = read("smoke-study-test-top1-means.svg");
+    for variant in ["mult", "shift-aug"] {
+        assert!(means.contains(&format!(">{variant}</text>")), "{means}");
+    }
+    assert_eq!(
+        means.matches(r#"r="2.5""#).count(),
+        4,
+        "a dot per cell: {means}"
+    );
+    assert!(means.contains("mult mean (baseline)"), "{means}");
+    let curves = read("smoke-study-train-loss-curves.svg");
+    assert_eq!(curves.matches("<polygon").count(), 2, "{curves}");
+    for variant in ["mult", "shift-aug"] {
+        assert!(
+            curves.contains(&format!("<title>{variant}</title>")),
+            "{curves}"
+        );
+    }
+    let err = crate::support::run_err(&with_figures("nope"));
+    assert!(
+        err.contains("has recorded `nope`") && err.contains("train/loss"),
+        "{err}"
+    );
+    let err = crate::support::run_err(&["study", &file, "--db", s(&dbp), "--figures", s(&figs)]);
+    assert!(err.contains("--report"), "{err}");
+
     // A second invocation trains nothing.
     let again = bin()
         .args(["study", &file, "--db", s(&dbp)])

@@ -106,6 +106,19 @@ pub struct StudyArgs {
     /// (those with a `vs` of their own keep it), e.g. every remap against direct training.
     #[arg(long, value_name = "VARIANT", requires = "report")]
     pub baseline: Option<String>,
+    /// With --report: also write the study's two figures into this folder as SVG — the
+    /// --curves metric by variant (mean ± std over seeds) and the reported metric by variant
+    /// (seeds, mean ± 95 % CI, baseline dashed) — as the Studies view draws them.
+    #[arg(long, value_name = "DIR", requires = "report")]
+    pub figures: Option<PathBuf>,
+    /// The metric whose curves --figures draws.
+    #[arg(
+        long,
+        value_name = "METRIC",
+        default_value = "val/top1",
+        requires = "figures"
+    )]
+    pub curves: String,
     #[command(flatten)]
     pub slurm: SlurmArgs,
 }

@@ -25,6 +25,7 @@ use super::args::{
 };
 use super::db_path;
 use super::signals::{self, stop_runs_on_signal};
+use crate::gui::figures;
 
 /// `shiftadd train`: start a run and follow it with a progress bar.
 pub fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
@@ -597,10 +598,13 @@ pub fn study(a: &StudyArgs) -> anyhow::Result<ExitCode> {
             }
             b.clone_into(&mut spec.baseline);
         }
-        write_table(
-            &report::table(&spec, id, &reader)?.render(format),
-            a.out.as_deref(),
-        )?;
+        let table = report::table(&spec, id, &reader)?;
+        if let Some(dir) = &a.figures {
+            for path in figures::write_study_figures(&reader, &spec, id, &table, &a.curves, dir)? {
+                eprintln!("wrote {}", path.display());
+            }
+        }
+        write_table(&table.render(format), a.out.as_deref())?;
         return Ok(ExitCode::SUCCESS);
     }
     let parallel = a.parallel.unwrap_or(spec.parallel);

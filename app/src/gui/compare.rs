@@ -535,6 +535,7 @@ fn scatter_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, selected: &[RunId]) {
             series,
             x_fmt: &f,
             y_fmt: &f,
+            x_categories: Vec::new(),
         };
         vcx.export.request(ExportRequest::Text {
             name: id.to_owned(),

@@ -292,6 +292,7 @@ impl HardwareView {
                 series,
                 x_fmt: &f,
                 y_fmt: &f,
+                x_categories: Vec::new(),
             };
             vcx.export.request(ExportRequest::Text {
                 name: id.clone(),

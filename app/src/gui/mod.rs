@@ -9,6 +9,7 @@ pub mod compare;
 pub mod ctx;
 pub mod data;
 pub mod export;
+pub mod figures;
 pub mod filter;
 pub mod form;
 pub mod hardware;

@@ -618,6 +618,7 @@ pub fn series_plot(
             series,
             x_fmt: &xf,
             y_fmt: &yf,
+            x_categories: Vec::new(),
         };
         export.request(ExportRequest::Text {
             name: id.to_owned(),

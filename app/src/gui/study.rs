@@ -2,7 +2,7 @@
 //! results table (mean ± 95 % CI, the paired difference from the baseline; live as runs finish),
 //! the metric per variant (seeds, mean and CI whiskers on a range fitted to them), and any metric's curves grouped by variant (mean
 //! line, ±std band, the seeds faint on demand). Tables export as CSV, Markdown and LaTeX, plots
-//! as PNG. Updates by polling the database (studies run from the CLI). A study on Slurm shows
+//! as PNG and SVG ([`super::figures`]). Updates by polling the database (studies run from the CLI). A study on Slurm shows
 //! where each cell runs (its task and Slurm state, as the coordinator records them) and can be
 //! cancelled from here (`scancel` of its array).
 
@@ -19,6 +19,7 @@ use super::backend::StudyData;
 use super::ctx::ViewCtx;
 use super::data::DataCache;
 use super::export::ExportRequest;
+use super::figures;
 use super::plot::{Series, color, hover_point, plot_header};
 use super::searches::job_ui;
 
@@ -407,8 +408,8 @@ impl StudyView {
             ui.checkbox(&mut self.show_seeds, "seeds");
         });
         let id = format!("study{}-curves", s.row.id);
-        let title = format!("{} by variant: mean ± std over seeds", self.curve_metric);
-        let header = plot_header(ui, &id, &title, vcx.export, None, false);
+        let title = figures::curves_title(&self.curve_metric);
+        let header = plot_header(ui, &id, &title, vcx.export, None, true);
         let Some(spec) = &s.study else {
             return;
         };
@@ -438,6 +439,17 @@ impl StudyView {
             vcx.export.request(ExportRequest::Csv {
                 name: id.clone(),
                 text,
+            });
+        }
+        if header.svg {
+            vcx.export.request(ExportRequest::Text {
+                name: id.clone(),
+                ext: "svg",
+                text: figures::curves_svg(
+                    &format!("{}: {title}", s.row.name),
+                    &self.curve_metric,
+                    &groups,
+                ),
             });
         }
         band_plot(ui, &id, &self.curve_metric, &groups, height - 60.0);
@@ -626,17 +638,15 @@ fn table_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, table: &Table) {
 fn means_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, table: &Table, height: f32) {
     let (k, _) = report::scale(&table.metric);
     let id = format!("study{}-means", table.study);
-    let header = plot_header(
-        ui,
-        &id,
-        &format!(
-            "{} by variant: mean ± 95 % CI, seeds beside, baseline dashed",
-            table.metric
-        ),
-        vcx.export,
-        None,
-        false,
-    );
+    let title = figures::means_title(&table.metric);
+    let header = plot_header(ui, &id, &title, vcx.export, None, true);
+    if header.svg {
+        vcx.export.request(ExportRequest::Text {
+            name: id.clone(),
+            ext: "svg",
+            text: figures::means_svg(&format!("{}: {title}", table.name), table),
+        });
+    }
     let n = table.rows.len() as f64;
     // egui_plot leaves out a tick label wider than the space between ticks: shorten the names to
     // fit (the full name is the hover text). The plot's frame is the width less the y axis, and a
@@ -705,55 +715,28 @@ fn means_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, table: &Table, height: f32
                 );
             }
             for (i, r) in table.rows.iter().enumerate() {
-                let Some(m) = r.summary else { continue };
-                let x = i as f64;
                 let c = color(i);
-                // The seeds side by side, a little left of the mean, so that none hides another.
-                let spread = 0.08 * (r.values.len().saturating_sub(1)) as f64;
-                let seeds: Vec<[f64; 2]> = r
-                    .values
-                    .iter()
-                    .enumerate()
-                    .map(|(j, (_, v))| {
-                        let t = if r.values.len() > 1 {
-                            j as f64 / (r.values.len() - 1) as f64
-                        } else {
-                            0.5
-                        };
-                        [x - 0.22 - spread / 2.0 + t * spread, v * k]
-                    })
-                    .collect();
+                let marks = figures::marks(i as f64, r, (lo, hi), k);
                 p.points(
-                    Points::new(format!("{} seeds", r.variant), seeds)
+                    Points::new(format!("{} seeds", r.variant), marks.seeds)
                         .color(c.gamma_multiply(0.8))
                         .radius(2.5),
                 );
-                if m.ci95.is_finite() {
-                    // Clipped to the plot's range (an accuracy's interval can reach past 100 %);
-                    // a clipped end has no cap, so it reads as going on.
-                    let (a, b) = (m.mean - m.ci95, m.mean + m.ci95);
-                    let (ca, cb) = (a.max(lo), b.min(hi));
-                    p.line(
-                        Line::new(
-                            format!("{} 95 % CI", r.variant),
-                            vec![[x, ca * k], [x, cb * k]],
-                        )
-                        .color(whisker_color),
-                    );
-                    for (y, clipped) in [(ca, ca > a), (cb, cb < b)] {
-                        if !clipped {
-                            p.line(
-                                Line::new("", vec![[x - 0.08, y * k], [x + 0.08, y * k]])
-                                    .color(whisker_color),
-                            );
-                        }
-                    }
+                for (j, segment) in marks.whisker.into_iter().enumerate() {
+                    let name = if j == 0 {
+                        format!("{} 95 % CI", r.variant)
+                    } else {
+                        String::new()
+                    };
+                    p.line(Line::new(name, segment.to_vec()).color(whisker_color));
                 }
-                p.points(
-                    Points::new(r.variant.clone(), vec![[x, m.mean * k]])
-                        .color(c)
-                        .radius(5.0),
-                );
+                if let Some(mean) = marks.mean {
+                    p.points(
+                        Points::new(r.variant.clone(), vec![mean])
+                            .color(c)
+                            .radius(5.0),
+                    );
+                }
             }
         });
     vcx.export
@@ -764,7 +747,7 @@ fn means_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, table: &Table, height: f32
 /// interval, with a margin of an eighth of the span on each side (a small one around a single
 /// value); `None` without a value. An accuracy's range stays within 0–100 %: a wide interval
 /// (one failed seed of three) would otherwise stretch the axis past what the metric can reach.
-fn value_extent(table: &Table) -> Option<(f64, f64)> {
+pub(super) fn value_extent(table: &Table) -> Option<(f64, f64)> {
     let (lo, hi) = raw_extent(table)?;
     Some(if report::is_accuracy(&table.metric) {
         (lo.max(0.0), hi.min(1.0))
@@ -840,23 +823,7 @@ mod tests {
 
     #[test]
     fn the_means_plot_fits_its_range_to_the_seeds_and_intervals() {
-        use shiftadd_core::study::report::Row;
-        use shiftadd_core::study::stats::Summary;
-        let row = |variant: &str, values: &[f64]| Row {
-            variant: variant.into(),
-            values: values
-                .iter()
-                .enumerate()
-                .map(|(i, v)| (i as u64, *v))
-                .collect(),
-            missing: 0,
-            failed: 0,
-            summary: Summary::of(values),
-            against: None,
-            paired: None,
-            best: false,
-            train_secs: None,
-        };
+        let row = |variant: &str, values: &[f64]| super::figures::tests::row(variant, values, 0);
         let mut table = Table {
             study: 1,
             name: "t".into(),

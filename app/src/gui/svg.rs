@@ -16,6 +16,10 @@ pub enum Mark {
     Bars(f64),
     /// A filled band: the points run along the upper edge, then back along the lower one.
     Band,
+    /// Separate line segments: points 0–1, 2–3, … (whiskers, error-bar caps).
+    Segments,
+    /// A dashed line through the points (a reference level).
+    Dashed,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +41,9 @@ pub struct Chart<'a> {
     /// Tick label for a value on each axis (log axes: the value is log10 of what is shown).
     pub x_fmt: &'a dyn Fn(f64, f64) -> String,
     pub y_fmt: &'a dyn Fn(f64, f64) -> String,
+    /// A categorical x axis: label `i` under x = i, slanted so that long names fit (empty: a
+    /// numeric axis, ticked by `x_fmt`).
+    pub x_categories: Vec<String>,
 }
 
 const W: f64 = 760.0;
@@ -45,6 +52,9 @@ const LEFT: f64 = 72.0;
 const RIGHT: f64 = 200.0;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 56.0;
+/// Category labels' slant (degrees) and the width of one of their characters (px, 12 px font).
+const SLANT: f64 = 35.0;
+const CHAR_W: f64 = 6.6;
 
 /// Text safe inside an XML element or attribute.
 pub fn escape(s: &str) -> String {
@@ -97,15 +107,25 @@ impl Chart<'_> {
             if x1 > x0 { x1 } else { x0 + 1.0 },
             if y1 > y0 { y1 } else { y0 + 1.0 },
         );
+        // Slanted category labels take room below the axis: the image grows by it, the plot
+        // area keeps its height.
+        let longest = self
+            .x_categories
+            .iter()
+            .map(|c| c.chars().count())
+            .max()
+            .unwrap_or(0) as f64;
+        let drop = (longest * CHAR_W * SLANT.to_radians().sin() - 8.0).max(0.0);
+        let h = H + drop;
         let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
         let sx = |x: f64| LEFT + (x - x0) / (x1 - x0) * pw;
         let sy = |y: f64| TOP + ph - (y - y0) / (y1 - y0) * ph;
         let mut s = String::new();
         let _ = writeln!(
             s,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="Helvetica, Arial, sans-serif" font-size="12">"#
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{h}" viewBox="0 0 {W} {h}" font-family="Helvetica, Arial, sans-serif" font-size="12">"#
         );
-        let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
+        let _ = writeln!(s, r#"<rect width="{W}" height="{h}" fill="white"/>"#);
         let _ = writeln!(
             s,
             r#"<text x="{}" y="22" font-size="15" font-weight="bold">{}</text>"#,
@@ -117,7 +137,14 @@ impl Chart<'_> {
             s,
             r##"<g class="axes" stroke="#cccccc" stroke-width="0.5">"##
         );
-        let xs = ticks(x0, x1, nice_step(x1 - x0, 6.0));
+        let xs = if self.x_categories.is_empty() {
+            ticks(x0, x1, nice_step(x1 - x0, 6.0))
+        } else {
+            (0..self.x_categories.len())
+                .map(|i| i as f64)
+                .filter(|x| (x0..=x1).contains(x))
+                .collect()
+        };
         let ys = ticks(y0, y1, nice_step(y1 - y0, 6.0));
         for &x in &xs {
             let _ = writeln!(
@@ -146,13 +173,22 @@ impl Chart<'_> {
         let y_step = nice_step(y1 - y0, 6.0);
         let _ = writeln!(s, r#"<g class="tick-labels" fill="black">"#);
         for &x in &xs {
-            let _ = writeln!(
-                s,
-                r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
-                sx(x),
-                TOP + ph + 16.0,
-                escape(&(self.x_fmt)(x, x_step))
-            );
+            if self.x_categories.is_empty() {
+                let _ = writeln!(
+                    s,
+                    r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+                    sx(x),
+                    TOP + ph + 16.0,
+                    escape(&(self.x_fmt)(x, x_step))
+                );
+            } else {
+                let (tx, ty) = (sx(x) + 4.0, TOP + ph + 14.0);
+                let _ = writeln!(
+                    s,
+                    r#"<text x="{tx:.1}" y="{ty:.1}" text-anchor="end" transform="rotate(-{SLANT} {tx:.1} {ty:.1})">{}</text>"#,
+                    escape(&self.x_categories[x as usize])
+                );
+            }
         }
         for &y in &ys {
             let _ = writeln!(
@@ -168,7 +204,7 @@ impl Chart<'_> {
             s,
             r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
             LEFT + pw / 2.0,
-            H - 14.0,
+            h - 14.0,
             escape(&self.x_label)
         );
         let _ = writeln!(
@@ -218,6 +254,30 @@ impl Chart<'_> {
                             r#"<circle cx="{:.2}" cy="{:.2}" r="{r}" fill="{color}"/>"#,
                             sx(p[0]),
                             sy(p[1])
+                        );
+                    }
+                }
+                Mark::Dashed => {
+                    let pts: Vec<String> = finite
+                        .map(|p| format!("{:.2},{:.2}", sx(p[0]), sy(p[1])))
+                        .collect();
+                    let _ = writeln!(
+                        s,
+                        r#"<polyline fill="none" stroke="{color}" stroke-width="1.2" stroke-dasharray="6 4" points="{}"><title>{}</title></polyline>"#,
+                        pts.join(" "),
+                        escape(&c.name)
+                    );
+                }
+                Mark::Segments => {
+                    let whole = |pair: &&[[f64; 2]]| pair.iter().flatten().all(|v| v.is_finite());
+                    for pair in c.points.chunks_exact(2).filter(whole) {
+                        let _ = writeln!(
+                            s,
+                            r#"<line x1="{:.2}" y1="{:.2}" x2="{:.2}" y2="{:.2}" stroke="{color}" stroke-width="1.5"/>"#,
+                            sx(pair[0][0]),
+                            sy(pair[0][1]),
+                            sx(pair[1][0]),
+                            sy(pair[1][1])
                         );
                     }
                 }
@@ -292,6 +352,7 @@ mod tests {
             }],
             x_fmt: &f,
             y_fmt: &f,
+            x_categories: Vec::new(),
         };
         let svg = chart.render();
         assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
@@ -306,5 +367,62 @@ mod tests {
         );
         assert!(!svg.contains("NaN"));
         assert!(svg.contains("#ff0000"));
+    }
+
+    #[test]
+    fn categories_slant_under_their_places_and_grow_the_image() {
+        let f = |v: f64, _s: f64| format!("{v}");
+        let chart = |cats: &[&str]| {
+            Chart {
+                title: String::new(),
+                x_label: "variant".into(),
+                y_label: String::new(),
+                bounds: [[-0.5, 0.0], [1.5, 1.0]],
+                series: vec![ChartSeries {
+                    name: String::new(),
+                    color: Color32::BLACK,
+                    mark: Mark::Segments,
+                    // A whole segment, one with a NaN end (left out), and a lone point (no pair).
+                    points: vec![
+                        [0.0, 0.2],
+                        [0.0, 0.8],
+                        [1.0, f64::NAN],
+                        [1.0, 0.5],
+                        [1.0, 0.1],
+                    ],
+                }],
+                x_fmt: &f,
+                y_fmt: &f,
+                x_categories: cats.iter().map(|c| (*c).to_owned()).collect(),
+            }
+            .render()
+        };
+        let short = chart(&["a", "b"]);
+        let long = chart(&["a", "direct-pointwise-epochs=10"]);
+        assert!(short.contains(r#"height="440""#), "{short}");
+        let height = |svg: &str| -> f64 {
+            let at = svg.find("height=\"").expect("height") + 8;
+            svg[at..at + svg[at..].find('"').expect("end")]
+                .parse()
+                .expect("number")
+        };
+        assert!(height(&long) > 440.0 + 50.0, "room for the long name");
+        assert!(long.contains(">direct-pointwise-epochs=10</text>"));
+        assert_eq!(
+            long.matches("rotate(-35").count(),
+            2,
+            "one slanted label per category"
+        );
+        // Category 1 sits at x = 1 in data units: 3/4 of the plot's width from its left edge.
+        let x1 = LEFT + 0.75 * (W - LEFT - RIGHT);
+        assert!(
+            long.contains(&format!(r#"<text x="{:.1}""#, x1 + 4.0)),
+            "{long}"
+        );
+        let data = short
+            .split("clip-path=\"url(#plot-area)\">")
+            .nth(1)
+            .expect("data");
+        assert_eq!(data.matches("<line").count(), 1, "{data}");
     }
 }

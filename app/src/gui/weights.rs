@@ -509,6 +509,7 @@ fn histogram_ui(
             series,
             x_fmt: &f,
             y_fmt: &f,
+            x_categories: Vec::new(),
         };
         export.request(ExportRequest::Text {
             name: id.clone(),
