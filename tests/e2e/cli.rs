@@ -120,6 +120,17 @@ fn smoke_preset_trains_lists_and_exports() {
     assert_eq!(all[0]["notes"], "fine");
     assert_eq!(all[0]["archived"], true);
     run_ok(&["runs", &id_s, "--unarchive", "--db", s(&db)]);
+    // A name longer than its column widens it: the header and the row stay aligned.
+    let long = "add-aug-factors-width-all-epochs-s2";
+    run_ok(&["runs", &id_s, "--set-name", long, "--db", s(&db)]);
+    let listed = String::from_utf8(run_ok(&["runs", "--db", s(&db)]).stdout).expect("utf8");
+    let lines: Vec<&str> = listed.lines().collect();
+    assert!(lines[1].contains(long), "{listed}");
+    assert_eq!(
+        lines[0].find("status"),
+        lines[1].find("finished"),
+        "{listed}"
+    );
     let err = crate::support::run_err(&["runs", &id_s, "--delete", "--db", s(&db)]);
     assert!(err.contains("--yes"), "{err}");
     let err = crate::support::run_err(&["runs", "99", "--archive", "--db", s(&db)]);

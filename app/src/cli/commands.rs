@@ -1038,8 +1038,15 @@ fn list_runs(reader: &Reader, json: bool, all: bool) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    // The name column fits the longest name: a study's cell names run to 30 characters and more.
+    let w = runs
+        .iter()
+        .map(|r| r.name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(24);
     println!(
-        "{:>4}  {:<24} {:<12} {:<14} {:<10} {:<5} {:>6} {:>9} {:>9} {:>8}",
+        "{:>4}  {:<w$} {:<12} {:<14} {:<10} {:<5} {:>6} {:>9} {:>9} {:>8}",
         "id",
         "name",
         "status",
@@ -1053,7 +1060,7 @@ fn list_runs(reader: &Reader, json: bool, all: bool) -> anyhow::Result<()> {
     );
     for r in &runs {
         println!(
-            "{:>4}  {:<24} {:<12} {:<14} {:<10} {:<5} {:>6} {:>9} {:>9} {:>8}{}",
+            "{:>4}  {:<w$} {:<12} {:<14} {:<10} {:<5} {:>6} {:>9} {:>9} {:>8}{}",
             r.id,
             r.name,
             r.status,
