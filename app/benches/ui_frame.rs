@@ -150,6 +150,7 @@ fn study_data() -> DataCache {
             variant: variant.name.clone(),
             missing: 0,
             failed: 0,
+            running: 0,
             summary: Summary::of(&xs),
             values,
             against: (v > 0).then(|| variants[0].name.clone()),

@@ -344,6 +344,7 @@ pub(crate) mod tests {
                 .collect(),
             missing,
             failed: 0,
+            running: 0,
             summary: Summary::of(values),
             against: None,
             paired: None,

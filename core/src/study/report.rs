@@ -21,6 +21,8 @@ pub struct Row {
     pub missing: usize,
     /// Of those, cells whose run failed (diverged, or an error): not coming.
     pub failed: usize,
+    /// Of those, cells whose run is training now.
+    pub running: usize,
     pub summary: Option<Summary>,
     /// The variant this row is paired against: the study's baseline, or the variant's own `vs`
     /// (`None` for the baseline itself).
@@ -34,12 +36,16 @@ pub struct Row {
 }
 
 impl Row {
-    /// The finished cells and what the others are: "3", "2 (+1 missing)", "0 (2 failed)";
-    /// `pending` names the cells still to come ("missing" in a report, "to go" while it runs).
+    /// The finished cells and what the others are: "3", "2 (+1 missing)", "0 (2 failed)",
+    /// "0 (2 training, +1 missing)"; `pending` names the cells still to come ("missing" in a
+    /// report, "to go" while it runs).
     pub fn count_text(&self, pending: &str) -> String {
         let n = self.summary.map_or(0, |m| m.n);
-        let waiting = self.missing.saturating_sub(self.failed);
+        let waiting = self.missing.saturating_sub(self.failed + self.running);
         let mut parts = Vec::new();
+        if self.running > 0 {
+            parts.push(format!("{} training", self.running));
+        }
         if waiting > 0 {
             parts.push(format!("+{waiting} {pending}"));
         }
@@ -77,7 +83,7 @@ pub fn table(study: &Study, id: i64, reader: &Reader) -> Result<Table, StoreErro
     for v in &study.variants {
         let mut values = Vec::new();
         let mut secs = Vec::new();
-        let mut failed = 0;
+        let (mut failed, mut running) = (0, 0);
         for &seed in &study.seeds {
             let Some(c) = cells.iter().find(|c| c.variant == v.name && c.seed == seed) else {
                 continue;
@@ -86,6 +92,10 @@ pub fn table(study: &Study, id: i64, reader: &Reader) -> Result<Table, StoreErro
                 Some(Status::Finished) => {}
                 Some(Status::Failed) => {
                     failed += 1;
+                    continue;
+                }
+                Some(Status::Running) => {
+                    running += 1;
                     continue;
                 }
                 _ => continue,
@@ -100,6 +110,7 @@ pub fn table(study: &Study, id: i64, reader: &Reader) -> Result<Table, StoreErro
             variant: v.name.clone(),
             missing: study.seeds.len() - values.len(),
             failed,
+            running,
             summary: Summary::of(&xs),
             values,
             against: study.reference_of(v).map(str::to_owned),
@@ -315,7 +326,7 @@ impl Table {
 
     fn csv(&self) -> String {
         let mut s = String::from(
-            "variant,n,missing,failed,mean,ci95,std,min,max,against,diff,diff_ci95,p_value,pairs,significant,best,train_secs,values\n",
+            "variant,n,missing,failed,running,mean,ci95,std,min,max,against,diff,diff_ci95,p_value,pairs,significant,best,train_secs,values\n",
         );
         let f = |x: Option<f64>| {
             x.filter(|v| v.is_finite())
@@ -326,11 +337,12 @@ impl Table {
             let p = r.paired;
             let values: Vec<String> = r.values.iter().map(|(sd, v)| format!("{sd}:{v}")).collect();
             s.push_str(&format!(
-                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
                 r.variant,
                 m.map_or(0, |m| m.n),
                 r.missing,
                 r.failed,
+                r.running,
                 f(m.map(|m| m.mean)),
                 f(m.map(|m| m.ci95)),
                 f(m.map(|m| m.std)),
@@ -403,6 +415,7 @@ mod tests {
             values: values.to_vec(),
             missing: 0,
             failed: 0,
+            running: 0,
             summary: Summary::of(&xs),
             against: against.map(str::to_owned),
             paired: None,
@@ -445,6 +458,9 @@ mod tests {
         let mut none = row("y", None, &[]);
         (none.missing, none.failed) = (2, 2);
         assert_eq!(none.count_text("to go"), "0 (2 failed)");
+        let mut live = row("z", None, &[]);
+        (live.missing, live.running) = (3, 2);
+        assert_eq!(live.count_text("missing"), "0 (2 training, +1 missing)");
     }
 
     #[test]
