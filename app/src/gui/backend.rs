@@ -487,12 +487,9 @@ fn metrics(r: &Reader, run: RunId, from: Option<i64>) -> Result<Loaded, String> 
         .map_err(|e| e.to_string())?;
     let last_step = rows.iter().map(|m| m.step).max();
     let mut series: BTreeMap<String, Series> = BTreeMap::new();
-    for m in rows {
-        let s = series.entry(m.key).or_default();
-        s.xs.push(m.step as f64);
-        s.ys.push(m.value);
-        s.epochs.push(m.epoch as f64);
-        s.walls.push(m.wall_time);
+    for mut m in rows {
+        let key = std::mem::take(&mut m.key);
+        series.entry(key).or_default().push_row(&m);
     }
     Ok(Loaded::Metrics {
         run,

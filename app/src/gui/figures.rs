@@ -243,10 +243,7 @@ pub fn study_groups(
         let mut s = Series::default();
         for m in reader.metrics(c.run)? {
             if m.key == metric {
-                s.xs.push(m.step as f64);
-                s.ys.push(m.value);
-                s.epochs.push(m.epoch as f64);
-                s.walls.push(m.wall_time);
+                s.push_row(&m);
             } else {
                 keys.insert(m.key);
             }

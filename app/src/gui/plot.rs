@@ -183,6 +183,14 @@ pub fn log_grid(input: &GridInput, label_px: f64) -> Vec<GridMark> {
 }
 
 impl Series {
+    /// Append a stored metric row (rows come sorted by step).
+    pub fn push_row(&mut self, m: &shiftadd_core::store::MetricRow) {
+        self.xs.push(m.step as f64);
+        self.ys.push(m.value);
+        self.epochs.push(m.epoch as f64);
+        self.walls.push(m.wall_time);
+    }
+
     /// A series of step-indexed points (tests, synthetic data).
     pub fn new(xs: Vec<f64>, ys: Vec<f64>) -> Self {
         Self {
