@@ -183,6 +183,7 @@ fn study_data() -> DataCache {
         metric: study.metric.clone(),
         baseline: study.baseline.clone(),
         rows,
+        left: Default::default(),
     };
     d.studies = Some(std::sync::Arc::new(vec![StudyData {
         row: StudyRow {

@@ -1009,6 +1009,10 @@ fn a_study_file_starts_from_launch_and_stops() {
         has_label_containing(h, "study stopped; rerun it to continue")
             || has_label_containing(h, "was stopped; rerun the study to resume it")
     });
+    // The view says what is left of the stopped study ("4 cells to go (8 epochs): …").
+    wait_for(h, "what is left to train", |h| {
+        has_label_containing(h, " to go (") && has_label_containing(h, " epochs)")
+    });
 }
 
 #[test]

@@ -237,21 +237,20 @@ pub fn study_groups(
     metric: &str,
 ) -> anyhow::Result<Vec<Group>> {
     let cells = reader.study_runs(id)?;
-    let mut keys = BTreeSet::new();
     let mut per_cell = Vec::new();
     for c in &cells {
         let mut s = Series::default();
-        for m in reader.metrics(c.run)? {
-            if m.key == metric {
-                s.push_row(&m);
-            } else {
-                keys.insert(m.key);
-            }
+        for m in reader.metric_series(c.run, metric)? {
+            s.push_row(&m);
         }
         per_cell.push((c.variant.as_str(), s));
     }
     if per_cell.iter().all(|(_, s)| s.xs.is_empty()) {
-        let known: Vec<String> = keys.into_iter().collect();
+        let mut known = BTreeSet::new();
+        for c in &cells {
+            known.extend(reader.metrics(c.run)?.into_iter().map(|m| m.key));
+        }
+        let known: Vec<String> = known.into_iter().collect();
         bail!(
             "no cell of study `{}` has recorded `{metric}`{}",
             spec.name,
@@ -370,6 +369,7 @@ pub(crate) mod tests {
                 row("aug <x>", &[0.83, 0.82, 0.84], 0),
                 row("late", &[0.80], 2),
             ],
+            left: Default::default(),
         };
         let svg = means_svg("s: means", &table);
         // Every variant labels its place on the axis; one still training says how many seeds it has.

@@ -217,6 +217,17 @@ impl StudyView {
         ));
         if !s.jobs.is_empty() {
             self.slurm_ui(ui, vcx, s);
+        } else if let Some(head) = table.left.head() {
+            // Priced for this machine's `parallel`; a Slurm array's cells run on their own clock.
+            let rough = if table.left.rough_epochs > 0 {
+                " (rough)"
+            } else {
+                ""
+            };
+            ui.weak(format!("{head}{rough}")).on_hover_text(format!(
+                "Training time only, evaluation not counted: each epoch left {}.",
+                table.left.basis()
+            ));
         }
         table_ui(ui, vcx, table);
         ui.separator();
@@ -830,6 +841,7 @@ mod tests {
             metric: "test/top1".into(),
             baseline: "a".into(),
             rows: vec![row("a", &[0.85, 0.845, 0.853]), row("b", &[0.83, 0.82])],
+            left: Default::default(),
         };
         let (lo, hi) = value_extent(&table).expect("values");
         let b = table.rows[1].summary.expect("b");

@@ -453,6 +453,10 @@ pub struct TrainConfig {
     pub nesterov: bool,
     /// L2 weight decay on conv and linear weights (never on BN parameters or biases).
     pub weight_decay: f64,
+    /// Weight decay of the Add layers' stored weights instead of `weight_decay` (AdderNet: 5e-4);
+    /// absent: `weight_decay`. Only for `ops.kind = "add"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub add_weight_decay: Option<f64>,
     /// Linear warm-up length in epochs (fractions allowed), then cosine decay to zero.
     pub warmup_epochs: f64,
     pub label_smoothing: f64,
@@ -473,6 +477,7 @@ impl Default for TrainConfig {
             momentum: 0.9,
             nesterov: true,
             weight_decay: 4e-5,
+            add_weight_decay: None,
             warmup_epochs: 5.0,
             label_smoothing: 0.1,
             seed: 0,
@@ -727,6 +732,20 @@ impl Config {
         frange("train.lr", t.lr, 0.0, 1e12, false)?;
         frange("train.momentum", t.momentum, 0.0, 1.0, true)?;
         frange("train.weight_decay", t.weight_decay, 0.0, 1.0, true)?;
+        if let Some(wd) = t.add_weight_decay {
+            frange("train.add_weight_decay", wd, 0.0, 1.0, true)?;
+            if o.kind != OpKind::Add {
+                return Err(invalid(
+                    "train.add_weight_decay",
+                    &wd.to_string(),
+                    &format!(
+                        "applies to Add layers, and this model has none (ops.kind = \"{}\"); \
+                         remove it or use train.weight_decay",
+                        o.kind.as_str()
+                    ),
+                ));
+            }
+        }
         frange("train.warmup_epochs", t.warmup_epochs, 0.0, 1e6, true)?;
         frange("train.label_smoothing", t.label_smoothing, 0.0, 1.0, true)?;
         if t.label_smoothing >= 1.0 {

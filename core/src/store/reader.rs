@@ -171,25 +171,37 @@ impl Reader {
         self.metrics_from(id, i64::MIN)
     }
 
+    /// One metric of a run, by step: a seek on the table's key, not a read of the run's rows.
+    pub fn metric_series(&self, id: RunId, key: &str) -> Result<Vec<MetricRow>> {
+        self.metric_rows(
+            "SELECT run_id, key, step, epoch, wall_time, value FROM metrics
+                 WHERE run_id = ?1 AND key = ?2 ORDER BY step",
+            rusqlite::params![id, key],
+        )
+    }
+
     /// A run's metric rows with step ≥ `from`, ordered by key then step. Live views fetch from
     /// the last step they hold, inclusive: a run writes a step's rows in more than one batch (its
     /// validation lands at the epoch's last step, seconds after that step's training rows).
     pub fn metrics_from(&self, id: RunId, from: i64) -> Result<Vec<MetricRow>> {
-        self.all(
+        self.metric_rows(
             "SELECT run_id, key, step, epoch, wall_time, value FROM metrics
                  WHERE run_id = ?1 AND step >= ?2 ORDER BY key, step",
             rusqlite::params![id, from],
-            |r| {
-                Ok(MetricRow {
-                    run: r.get(0)?,
-                    key: r.get(1)?,
-                    step: r.get(2)?,
-                    epoch: r.get(3)?,
-                    wall_time: r.get(4)?,
-                    value: r.get(5)?,
-                })
-            },
         )
+    }
+
+    fn metric_rows(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<MetricRow>> {
+        self.all(sql, params, |r| {
+            Ok(MetricRow {
+                run: r.get(0)?,
+                key: r.get(1)?,
+                step: r.get(2)?,
+                epoch: r.get(3)?,
+                wall_time: r.get(4)?,
+                value: r.get(5)?,
+            })
+        })
     }
 
     pub fn last_checkpoint(&self, id: RunId) -> Result<Option<CheckpointRow>> {
@@ -307,10 +319,10 @@ impl Reader {
     }
 
     /// How long `run` trained, in seconds: each recorded epoch's steps × `batch_size` images at
-    /// the epoch's recorded throughput (`train/epoch_images_per_sec`), summed. Training only
-    /// (evaluation, BN re-estimation and time stopped are not counted); `None` before the
-    /// first epoch ends.
-    pub fn train_seconds(&self, run: RunId, batch_size: usize) -> Result<Option<f64>> {
+    /// the epoch's recorded throughput (`train/epoch_images_per_sec`), summed, with the number
+    /// of epochs. Training only (evaluation, BN re-estimation and time stopped are not counted);
+    /// `None` before the first epoch ends.
+    pub fn train_seconds(&self, run: RunId, batch_size: usize) -> Result<Option<(f64, usize)>> {
         let epochs = self.all(
             "SELECT step, value FROM metrics WHERE run_id = ?1 AND key = ?2 ORDER BY step",
             rusqlite::params![run, keys::TRAIN_EPOCH_IMAGES_PER_SEC],
@@ -322,7 +334,7 @@ impl Reader {
             secs += (step - before) as f64 * batch_size as f64 / rate.max(1e-9);
             before = step;
         }
-        Ok((!epochs.is_empty()).then_some(secs))
+        Ok((!epochs.is_empty()).then_some((secs, epochs.len())))
     }
 
     /// Histograms of a run, ordered by layer, kind, epoch.

@@ -60,6 +60,27 @@ fn write_read_truncate_and_checkpoint_retention() {
         .expect("count");
     assert_eq!(n, 2);
     assert_eq!(r.run(id).expect("run").status, Status::Running);
+    // One key's series, by step, whatever else the run recorded.
+    let val = |step, value| MetricRow {
+        run: id,
+        key: keys::VAL_TOP1.into(),
+        step,
+        epoch: 0,
+        wall_time: 0.0,
+        value,
+    };
+    w.send(WriteOp::Metrics(vec![val(4, 50.0), val(2, 40.0)]))
+        .expect("send");
+    w.flush().expect("flush");
+    let got = r.metric_series(id, keys::VAL_TOP1).expect("series");
+    let got: Vec<(i64, f64)> = got.iter().map(|m| (m.step, m.value)).collect();
+    assert_eq!(got, [(2, 40.0), (4, 50.0)]);
+    let loss = r.metric_series(id, keys::TRAIN_LOSS).expect("series");
+    assert_eq!(
+        loss.iter().map(|m| m.step).collect::<Vec<_>>(),
+        (0..=6).collect::<Vec<_>>()
+    );
+    assert!(r.metric_series(id, "no/such").expect("series").is_empty());
 }
 
 #[test]

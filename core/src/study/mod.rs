@@ -229,6 +229,10 @@ pub fn run(
         mut out,
         mut todo,
     } = plan(study, db, writer, report)?;
+    writer.flush()?;
+    if let Some(left) = report::table(study, id, &Reader::open(db)?)?.left.text() {
+        report(left);
+    }
     let parallel = parallel.max(1);
     let mut next_request = 1u64 << 41;
     // In flight: request → (cell, run once known).

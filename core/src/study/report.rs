@@ -68,6 +68,132 @@ pub struct Table {
     pub metric: String,
     pub baseline: String,
     pub rows: Vec<Row>,
+    /// What is left to train.
+    pub left: Left,
+}
+
+/// One cell as [`Left::estimate`] sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CellPace {
+    pub variant: String,
+    /// Epochs its config trains.
+    pub epochs: usize,
+    /// Epochs it has trained, and how long that took ([`Reader::train_seconds`]).
+    pub done: usize,
+    pub secs: f64,
+    /// Finished or failed: nothing more to come.
+    pub settled: bool,
+}
+
+/// What is left of a study's training: the cells still to come (running, stopped or not
+/// started), their epochs, and an estimate of the training time they need.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Left {
+    pub cells: usize,
+    pub epochs: usize,
+    /// Training seconds of those epochs summed, each at the pace (seconds per epoch) of its
+    /// variant's finished cells, else of the cell itself so far, else of every finished cell of
+    /// the study; `None` while no epoch has been timed at all. Evaluation is not counted.
+    pub secs: Option<f64>,
+    /// Of `epochs`, those priced at the study-wide pace (a variant with nothing timed yet): the
+    /// estimate is rough where this is large.
+    pub rough_epochs: usize,
+    /// Cells the study trains at once: the wall time is about `secs / parallel`.
+    pub parallel: usize,
+}
+
+impl Left {
+    pub fn estimate(cells: &[CellPace], parallel: usize) -> Self {
+        let pace = |of: &dyn Fn(&CellPace) -> bool| {
+            let (secs, epochs) = cells
+                .iter()
+                .filter(|c| c.done > 0 && of(c))
+                .fold((0.0, 0), |(s, e), c| (s + c.secs, e + c.done));
+            (epochs > 0).then(|| secs / epochs as f64)
+        };
+        let study = pace(&|c| c.settled);
+        let mut left = Self {
+            parallel: parallel.max(1),
+            secs: Some(0.0),
+            ..Self::default()
+        };
+        for c in cells.iter().filter(|c| !c.settled) {
+            let epochs = c.epochs.saturating_sub(c.done);
+            left.cells += 1;
+            left.epochs += epochs;
+            let own = (c.done > 0).then(|| c.secs / c.done as f64);
+            let rate = match pace(&|d| d.settled && d.variant == c.variant).or(own) {
+                Some(r) => Some(r),
+                None => {
+                    left.rough_epochs += epochs;
+                    study
+                }
+            };
+            left.secs = match (left.secs, rate) {
+                (Some(s), Some(r)) => Some(s + r * epochs as f64),
+                _ => None,
+            };
+        }
+        left
+    }
+
+    /// "23 cells to go (410 epochs): ≈ 8.4 h of training, 2 at a time", or `None` when nothing
+    /// is left.
+    pub fn head(&self) -> Option<String> {
+        if self.cells == 0 {
+            return None;
+        }
+        let cells = format!(
+            "{} cell{} to go ({} epochs)",
+            self.cells,
+            if self.cells == 1 { "" } else { "s" },
+            self.epochs
+        );
+        let Some(secs) = self.secs else {
+            return Some(format!("{cells}: no epoch timed yet to estimate from"));
+        };
+        let at_once = if self.parallel > 1 {
+            format!(", {} at a time", self.parallel)
+        } else {
+            String::new()
+        };
+        Some(format!(
+            "{cells}: ≈ {} of training{at_once}",
+            hours_text(secs / self.parallel as f64)
+        ))
+    }
+
+    /// How the estimate was made, and how rough it is.
+    pub fn basis(&self) -> String {
+        let rough = if self.rough_epochs > 0 {
+            format!(
+                "; {} of the epochs at the study's mean pace (their variants have none timed), so rough",
+                self.rough_epochs
+            )
+        } else {
+            String::new()
+        };
+        format!("at the pace of the cells timed so far{rough}")
+    }
+
+    /// [`Self::head`] with [`Self::basis`].
+    pub fn text(&self) -> Option<String> {
+        let head = self.head()?;
+        Some(if self.secs.is_some() {
+            format!("{head}, {}", self.basis())
+        } else {
+            head
+        })
+    }
+}
+
+/// A duration in the unit a reader plans with: "52 min", "8.4 h".
+fn hours_text(secs: f64) -> String {
+    if secs < 3600.0 {
+        format!("{:.0} min", (secs / 60.0).max(1.0))
+    } else {
+        format!("{:.1} h", secs / 3600.0)
+    }
 }
 
 /// The table of study `id` (whose spec is `study`), from its runs' recorded metrics.
@@ -80,15 +206,35 @@ pub fn table(study: &Study, id: i64, reader: &Reader) -> Result<Table, StoreErro
         .map(|r| (r.id, r.status))
         .collect();
     let mut rows = Vec::new();
+    let mut paces = Vec::new();
     for v in &study.variants {
         let mut values = Vec::new();
         let mut secs = Vec::new();
         let (mut failed, mut running) = (0, 0);
         for &seed in &study.seeds {
-            let Some(c) = cells.iter().find(|c| c.variant == v.name && c.seed == seed) else {
+            let cell = cells.iter().find(|c| c.variant == v.name && c.seed == seed);
+            let state = cell.and_then(|c| status.get(&c.run).copied());
+            let timed = match cell {
+                Some(c) => train_time(reader, c.run)?,
+                None => None,
+            };
+            let epochs = match &timed {
+                Some(t) => Some(t.epochs),
+                None => study.config(v, seed).ok().map(|c| c.train.epochs),
+            };
+            if let Some(epochs) = epochs {
+                paces.push(CellPace {
+                    variant: v.name.clone(),
+                    epochs,
+                    done: timed.as_ref().map_or(0, |t| t.done),
+                    secs: timed.as_ref().map_or(0.0, |t| t.secs),
+                    settled: matches!(state, Some(Status::Finished | Status::Failed)),
+                });
+            }
+            let Some(c) = cell else {
                 continue;
             };
-            match status.get(&c.run) {
+            match state {
                 Some(Status::Finished) => {}
                 Some(Status::Failed) => {
                     failed += 1;
@@ -102,7 +248,7 @@ pub fn table(study: &Study, id: i64, reader: &Reader) -> Result<Table, StoreErro
             }
             if let Some(x) = reader.last_metric(c.run, &study.metric)? {
                 values.push((seed, x));
-                secs.extend(train_secs(reader, c.run)?);
+                secs.extend(timed.filter(|t| t.done > 0).map(|t| t.secs));
             }
         }
         let xs: Vec<f64> = values.iter().map(|(_, x)| *x).collect();
@@ -137,16 +283,31 @@ pub fn table(study: &Study, id: i64, reader: &Reader) -> Result<Table, StoreErro
         metric: study.metric.clone(),
         baseline: study.baseline.clone(),
         rows,
+        left: Left::estimate(&paces, study.parallel),
     })
 }
 
 /// How long `run` trained (its own batch size, from its recorded config).
-fn train_secs(reader: &Reader, run: RunId) -> Result<Option<f64>, StoreError> {
+/// A run's training so far: the epochs its config trains, those done and their seconds.
+struct TrainTime {
+    epochs: usize,
+    done: usize,
+    secs: f64,
+}
+
+fn train_time(reader: &Reader, run: RunId) -> Result<Option<TrainTime>, StoreError> {
     let toml = reader.config_toml(run)?;
-    match Config::from_toml_str(&toml, &format!("run {run}"), &[]) {
-        Ok(cfg) => reader.train_seconds(run, cfg.train.batch_size),
-        Err(_) => Ok(None), // a config this version cannot read: no time rather than no table
-    }
+    let Ok(cfg) = Config::from_toml_str(&toml, &format!("run {run}"), &[]) else {
+        return Ok(None); // a config this version cannot read: no time rather than no table
+    };
+    let (secs, done) = reader
+        .train_seconds(run, cfg.train.batch_size)?
+        .unwrap_or((0.0, 0));
+    Ok(Some(TrainTime {
+        epochs: cfg.train.epochs,
+        done,
+        secs,
+    }))
 }
 
 /// A training time as the table shows it: "45.2 min", "52 s".
@@ -321,6 +482,9 @@ impl Table {
                 )),
             }
         }
+        if let Some(left) = self.left.text() {
+            s.push_str(&format!("\n{left}.\n"));
+        }
         s
     }
 
@@ -464,6 +628,62 @@ mod tests {
     }
 
     #[test]
+    fn what_is_left_is_priced_at_its_variants_pace_then_its_own_then_the_studys() {
+        let cell = |variant: &str, epochs, done, secs, settled| CellPace {
+            variant: variant.into(),
+            epochs,
+            done,
+            secs,
+            settled,
+        };
+        let cells = [
+            // Variant `a` finished at 10 and 30 s an epoch: its pace is 20 s.
+            cell("a", 10, 10, 100.0, true),
+            cell("a", 10, 10, 300.0, true),
+            cell("a", 10, 0, 0.0, false), // 10 epochs × 20 s
+            // `b` has nothing finished: its running cell's own pace, 10 s, for its 15 epochs left.
+            cell("b", 20, 5, 50.0, false),
+            // `c` has nothing timed: the settled cells' pace, (400 + 40) s / 22 epochs = 20 s.
+            cell("c", 4, 0, 0.0, false),
+            cell("d", 20, 2, 40.0, true), // failed at epoch 2: nothing more to come
+        ];
+        let left = Left::estimate(&cells, 2);
+        assert_eq!((left.cells, left.epochs, left.rough_epochs), (3, 29, 4));
+        let secs = left.secs.expect("timed");
+        assert!((secs - (200.0 + 150.0 + 80.0)).abs() < 1e-9, "{secs}");
+        let text = left.text().expect("cells left");
+        assert!(
+            text.starts_with("3 cells to go (29 epochs): ≈ 4 min of training, 2 at a time"),
+            "{text}"
+        );
+        assert!(
+            text.contains("4 of the epochs at the study's mean pace"),
+            "{text}"
+        );
+        // Hours once it is long; nothing said when nothing is left.
+        let long = Left::estimate(
+            &[
+                cell("a", 10, 10, 3600.0, true),
+                cell("a", 20, 0, 0.0, false),
+            ],
+            1,
+        );
+        assert_eq!(
+            long.text().expect("left"),
+            "1 cell to go (20 epochs): ≈ 2.0 h of training, at the pace of the cells timed so far"
+        );
+        let untimed = Left::estimate(&[cell("a", 10, 0, 0.0, false)], 2);
+        assert_eq!(untimed.secs, None);
+        assert!(
+            untimed
+                .text()
+                .expect("left")
+                .ends_with("no epoch timed yet to estimate from")
+        );
+        assert_eq!(Left::estimate(&cells[..2], 2).text(), None);
+    }
+
+    #[test]
     fn a_significant_difference_reads_better_or_worse_in_the_metrics_sense() {
         let mut rows = vec![
             row("base", None, &[(0, 0.80), (1, 0.82), (2, 0.81)]),
@@ -478,6 +698,7 @@ mod tests {
             metric: "test/top1".into(),
             baseline: "base".into(),
             rows,
+            left: Left::default(),
         };
         let verdicts = |t: &Table| t.rows.iter().map(|r| t.verdict(r)).collect::<Vec<_>>();
         use Verdict::{Better, Worse};

@@ -1,5 +1,6 @@
 //! The optimiser and its schedule: SGD with (Nesterov) momentum, weight decay on conv / linear
-//! weights only, checkpointable by name and channel-permutable; linear warm-up then cosine. The
+//! weights only (the Add layers' at a rate of their own if the config sets one), checkpointable
+//! by name and channel-permutable; linear warm-up then cosine. The
 //! update of each parameter is one pass (`csrc/sgd.cpp`) with the roundings of the unfused ops.
 #![allow(unsafe_code)] // FFI to csrc/sgd.cpp; each call is checked below
 
@@ -22,7 +23,8 @@ unsafe extern "C" {
     fn shiftadd_free_error(err: *mut c_char);
 }
 
-use crate::model::Permutation;
+use crate::model::{Net, Permutation};
+use crate::spec::config::TrainConfig;
 
 /// Linear warm-up from 0 to `peak` over `warmup` steps, then cosine decay to 0 at `total`.
 pub fn lr_at(step: i64, warmup: i64, total: i64, peak: f64) -> f64 {
@@ -45,21 +47,25 @@ fn decays(name: &str, t: &Tensor) -> bool {
 /// `g += wd·p` (conv/linear weights only), `buf = μ·buf + g`, `d = g + μ·buf` (Nesterov) or `buf`,
 /// `p -= lr·d`. Momentum buffers are named like their parameters, so they checkpoint by name.
 pub struct Sgd {
-    params: Vec<(String, Tensor, bool)>,
+    /// (name, parameter, its weight decay).
+    params: Vec<(String, Tensor, f64)>,
     bufs: Vec<Tensor>,
     momentum: f64,
     nesterov: bool,
-    weight_decay: f64,
 }
 
 impl Sgd {
     pub fn new(vs: &nn::VarStore, momentum: f64, nesterov: bool, weight_decay: f64) -> Self {
-        let mut params: Vec<(String, Tensor, bool)> = vs
+        let mut params: Vec<(String, Tensor, f64)> = vs
             .variables()
             .into_iter()
             .filter(|(_, t)| t.requires_grad())
             .map(|(name, t)| {
-                let decay = decays(&name, &t);
+                let decay = if decays(&name, &t) {
+                    weight_decay.max(0.0)
+                } else {
+                    0.0
+                };
                 (name, t, decay)
             })
             .collect();
@@ -70,8 +76,31 @@ impl Sgd {
             bufs,
             momentum,
             nesterov,
-            weight_decay,
         }
+    }
+
+    /// A run's optimiser: `train`'s momentum and weight decay over `vs`, the weights of `net`'s
+    /// Add layers at `train.add_weight_decay` where it is set (AdderNet trains them at 5e-4).
+    pub fn for_run(vs: &nn::VarStore, net: &Net, train: &TrainConfig) -> Self {
+        let mut opt = Self::new(vs, train.momentum, train.nesterov, train.weight_decay);
+        if let Some(wd) = train.add_weight_decay {
+            for (name, _, _) in net.add_weights() {
+                let slot = opt.params.iter_mut().find(|(n, _, _)| *n == name);
+                let (_, _, decay) = slot.unwrap_or_else(|| {
+                    panic!("Add weight `{name}` is not a parameter of the store")
+                });
+                *decay = wd.max(0.0);
+            }
+        }
+        opt
+    }
+
+    /// The weight decay applied to the named parameter (`None`: no such trained parameter).
+    pub fn decay_of(&self, name: &str) -> Option<f64> {
+        self.params
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, _, wd)| *wd)
     }
 
     pub fn zero_grad(&mut self) {
@@ -87,16 +116,11 @@ impl Sgd {
 
     /// [`Self::step`], with libtorch's error if an update fails (a device or dtype mismatch).
     pub fn try_step(&mut self, lr: f64) -> Result<(), TchError> {
-        for ((_, p, decay), buf) in self.params.iter_mut().zip(self.bufs.iter_mut()) {
+        for ((_, p, wd), buf) in self.params.iter_mut().zip(self.bufs.iter_mut()) {
             let g = p.grad();
             if !g.defined() {
                 continue;
             }
-            let wd = if *decay {
-                self.weight_decay.max(0.0)
-            } else {
-                0.0
-            };
             let mut err: *mut c_char = std::ptr::null_mut();
             // SAFETY: all three are live tensor handles owned by this optimizer (p, buf) or just
             // returned by libtorch (g); the C side only reads g and writes p and buf in place.
@@ -108,7 +132,7 @@ impl Sgd {
                     lr,
                     self.momentum.max(0.0),
                     i32::from(self.nesterov),
-                    wd,
+                    *wd,
                     &raw mut err,
                 )
             };

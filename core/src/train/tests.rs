@@ -84,6 +84,64 @@ fn remap_parameters_are_not_decayed() {
     assert!(!vars[w].equal(&before[w]), "conv weights are decayed");
 }
 
+/// `train.add_weight_decay` gives the Add layers' stored weights a rate of their own; every other
+/// conv and linear weight keeps `train.weight_decay`, and the remap's parameters none.
+#[test]
+fn add_weights_decay_at_their_own_rate() {
+    let mut cfg = Config::default();
+    cfg.ops.kind = crate::spec::config::OpKind::Add;
+    cfg.remap.kind = crate::spec::config::RemapKind::Fc;
+    cfg.train.weight_decay = 0.01;
+    cfg.train.add_weight_decay = Some(0.3);
+    cfg.train.momentum = 0.0;
+    cfg.validate().expect("valid");
+    let vs = nn::VarStore::new(Device::Cpu);
+    let net = build_net(&cfg, &vs.root(), &micro_data());
+    let add: Vec<String> = net.add_weights().into_iter().map(|(n, _, _)| n).collect();
+    assert!(add.len() >= 4, "{add:?}");
+    let vars = vs.variables();
+    let mut opt = Sgd::for_run(&vs, &net, &cfg.train);
+    for (name, t) in &vars {
+        let want = if !t.requires_grad() {
+            None // BN running statistics: not trained
+        } else if add.contains(name) {
+            Some(0.3)
+        } else if t.dim() > 1 && !name.contains("remap") {
+            Some(0.01)
+        } else {
+            Some(0.0)
+        };
+        assert_eq!(opt.decay_of(name), want, "{name}");
+    }
+    // And the step applies them: with a zero gradient and no momentum, a step scales each
+    // weight by 1 − lr·wd.
+    let before: HashMap<String, Tensor> = vars.iter().map(|(k, t)| (k.clone(), t.copy())).collect();
+    opt.zero_grad();
+    vars.values()
+        .map(|t| (t * 0.0).sum(Kind::Float))
+        .fold(Tensor::zeros([], (Kind::Float, Device::Cpu)), |a, b| a + b)
+        .backward();
+    let lr = 0.5;
+    opt.step(lr);
+    for (name, wd) in [(&add[0], 0.3), (&"stem.conv.weight".to_owned(), 0.01)] {
+        let want = &before[name.as_str()] * (1.0 - lr * wd);
+        let diff = (&vars[name.as_str()] - want).abs().max().double_value(&[]);
+        assert!(diff < 1e-6, "{name}: off by {diff}");
+    }
+    // Without the key, the Add weights decay like every other conv.
+    cfg.train.add_weight_decay = None;
+    let plain = Sgd::for_run(&vs, &net, &cfg.train);
+    assert_eq!(plain.decay_of(&add[0]), Some(0.01));
+    // A model without Add layers has nothing for the key to apply to.
+    cfg.train.add_weight_decay = Some(5e-4);
+    cfg.ops.kind = crate::spec::config::OpKind::Shift;
+    let err = cfg.validate().expect_err("no Add layers").to_string();
+    assert!(err.contains("train.add_weight_decay"), "{err}");
+    cfg.ops.kind = crate::spec::config::OpKind::Add;
+    cfg.train.add_weight_decay = Some(-1.0);
+    assert!(cfg.validate().is_err(), "negative decay");
+}
+
 #[test]
 fn sgd_nesterov_matches_hand_computation() {
     let vs = nn::VarStore::new(Device::Cpu);

@@ -231,7 +231,7 @@ impl<'a> Trainer<'a> {
             cfg,
             device,
             tiny: net.spec.base_widths(),
-            opt: Sgd::new(&vs, t.momentum, t.nesterov, t.weight_decay),
+            opt: Sgd::for_run(&vs, &net, t),
             rng: Rng::derive(t.seed, 0xC0FFEE, 0),
             splits,
             vs,
