@@ -98,6 +98,35 @@ fn shift_and_add_smoke_runs_record_discrepancy_histograms() {
                 }
             }
         }
+        // `weights/add_std` (Add models only): the largest Add layer's stored std of the epoch.
+        let stored_std = views
+            .iter()
+            .filter(|v| v.1 == "stored" && v.2 == 1)
+            .map(|v| {
+                serde_json::from_str::<serde_json::Value>(&v.3).expect("json")["std"]
+                    .as_f64()
+                    .expect("std")
+            })
+            .fold(f64::NEG_INFINITY, f64::max);
+        let add_std: Vec<f64> = c
+            .prepare("SELECT value FROM metrics WHERE run_id = ?1 AND key = ?2")
+            .expect("prepare")
+            .query_map(rusqlite::params![id, keys::WEIGHTS_ADD_STD], |r| r.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        if op == "add" {
+            assert_eq!(add_std.len(), 1, "one per epoch");
+            assert!(
+                (add_std[0] - stored_std).abs() < 1e-9,
+                "{add_std:?} vs {stored_std}"
+            );
+        } else {
+            assert!(
+                add_std.is_empty(),
+                "a Shift model has no Add weights: {add_std:?}"
+            );
+        }
         // Export the tiny MF model; evaluated from its files it reproduces the run's accuracy.
         let model_dir = dir.path().join(format!("model-{op}"));
         let out = run_ok(&[

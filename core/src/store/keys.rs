@@ -19,6 +19,10 @@ pub const VAL_LOSS: &str = "val/loss";
 /// so far from 0 that float32 cannot resolve their spread (its spacing at 10⁷ σ is about σ), and
 /// evaluation stops matching training (`shiftadd eval` shows it).
 pub const VAL_BN_OFFSET: &str = "val/bn_offset";
+/// Every epoch, in models with Add layers: the largest standard deviation of an Add layer's
+/// stored weights, the tiny model's slice (the `std` of that epoch's `stored` histogram). They start at 1
+/// (`ops.add_init = "unit"`) and nothing but weight decay (`train.add_weight_decay`) holds them.
+pub const WEIGHTS_ADD_STD: &str = "weights/add_std";
 /// The exact widest augmented configuration on validation (`eval.aug_top1`): a diagnostic of
 /// the augmented model, not a model training samples often.
 pub const VAL_TOP1_WIDEST: &str = "val/top1_widest";

@@ -135,6 +135,16 @@ pub fn weight_snapshot(
     Ok(rows)
 }
 
+/// [`keys::WEIGHTS_ADD_STD`](crate::store::keys::WEIGHTS_ADD_STD) of an epoch's
+/// [`weight_snapshot`]: the largest std of an Add layer's stored weights (`None` without Add
+/// layers).
+pub fn largest_add_std(rows: &[HistogramRow]) -> Option<f64> {
+    rows.iter()
+        .filter(|r| r.kind == "stored" && r.stats["op"] == "add")
+        .filter_map(|r| r.stats["std"].as_f64())
+        .max_by(f64::total_cmp)
+}
+
 /// Bins of the discrepancy histograms.
 pub const HIST_BINS: usize = 100;
 /// Half-width of the histogram range, in standard deviations of the stored weights at the first

@@ -142,6 +142,38 @@ fn add_weights_decay_at_their_own_rate() {
     assert!(cfg.validate().is_err(), "negative decay");
 }
 
+/// `weights/add_std` is the largest std of an Add layer's stored weights, read off the epoch's
+/// histogram rows; a model without Add layers records none.
+#[test]
+fn the_largest_add_weight_std_is_read_off_the_stored_histograms() {
+    let mut cfg = Config::default();
+    cfg.ops.kind = crate::spec::config::OpKind::Add;
+    let vs = nn::VarStore::new(Device::Cpu);
+    let net = build_net(&cfg, &vs.root(), &micro_data());
+    let (name, w, _) = net.add_weights().swap_remove(1);
+    tch::no_grad(|| {
+        let _ = w.shallow_clone().g_mul_scalar_(7.0);
+    });
+    let layer = name.trim_end_matches(".weight");
+    let tiny = net
+        .mf_weights()
+        .into_iter()
+        .find(|l| l.name == layer)
+        .expect("an MF layer");
+    // The histograms describe the tiny model's slice of the stored tensor (population std).
+    let want = tiny.stored.std(false).double_value(&[]);
+    let rows = super::record::weight_snapshot(&net, 1, 0, &mut HashMap::new()).expect("rows");
+    let got = super::record::largest_add_std(&rows).expect("an Add model");
+    assert!((got - want).abs() < 1e-4 * want, "{name}: {got} vs {want}");
+    assert!(want > 5.0, "unit-std weights scaled by 7: {want}");
+    cfg.ops.kind = crate::spec::config::OpKind::Shift;
+    let vs = nn::VarStore::new(Device::Cpu);
+    let shift = build_net(&cfg, &vs.root(), &micro_data());
+    let rows = super::record::weight_snapshot(&shift, 1, 0, &mut HashMap::new()).expect("rows");
+    assert!(!rows.is_empty());
+    assert_eq!(super::record::largest_add_std(&rows), None);
+}
+
 #[test]
 fn sgd_nesterov_matches_hand_computation() {
     let vs = nn::VarStore::new(Device::Cpu);

@@ -21,7 +21,7 @@ use crate::store::{CheckpointRow, Status, WriteOp, keys, now_secs};
 use super::checkpoint::{CheckpointMeta, Partial, checkpoint_paths, save_checkpoint};
 use super::context::{RunContext, build_seeded_net, resolve_device};
 use super::eval::{Scores, evaluate, reestimate_bn, to_images};
-use super::record::{MetricSink, record_hw_cost, weight_snapshot};
+use super::record::{MetricSink, largest_add_std, record_hw_cost, weight_snapshot};
 use super::sgd::{Sgd, lr_at};
 use super::step::{StepLosses, StepSpec, aug_exec, train_step};
 use super::{Outcome, TrainError};
@@ -436,8 +436,11 @@ impl<'a> Trainer<'a> {
         for (key, value) in self.sys.sample(true) {
             sink.push(key, step, epoch_no, value);
         }
-        sink.ship();
         let rows = weight_snapshot(&self.net, ctx.run, epoch_no, &mut self.edges)?;
+        if let Some(std) = largest_add_std(&rows) {
+            sink.push(keys::WEIGHTS_ADD_STD, step, epoch_no, std);
+        }
+        sink.ship();
         ctx.writer.send(WriteOp::Histograms(rows))?;
         ctx.writer.log(
             ctx.run,
