@@ -270,6 +270,7 @@ fn smoke_study_runs_in_parallel_reports_its_runs_and_reruns_nothing() {
         err.contains("0 trained, 0 resumed, 4 already done"),
         "{err}"
     );
+    assert!(!err.contains("to go"), "nothing is left: {err}");
     let runs: i64 = c
         .query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0))
         .expect("count");
@@ -299,6 +300,12 @@ fn smoke_study_runs_in_parallel_reports_its_runs_and_reruns_nothing() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("1 trained, 0 resumed, 2 already done (2 adopted)"),
+        "{err}"
+    );
+    // Before it trains, what is left, priced at the adopted cells' pace.
+    assert!(
+        err.contains("1 cell to go (")
+            && err.contains(" of training, at the pace of the cells timed so far"),
         "{err}"
     );
     let linked: Vec<(i64, i64)> = c
