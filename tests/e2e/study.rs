@@ -98,6 +98,26 @@ fn spawn_study(file: &Path, dbp: &Path) -> std::process::Child {
         .expect("spawn")
 }
 
+/// `shiftadd study FILE --db DB --report FORMAT FLAG VALUE`.
+fn report_args<'a>(
+    file: &'a str,
+    dbp: &'a Path,
+    format: &'a str,
+    flag: &'a str,
+    value: &'a str,
+) -> [&'a str; 8] {
+    [
+        "study",
+        file,
+        "--db",
+        s(dbp),
+        "--report",
+        format,
+        flag,
+        value,
+    ]
+}
+
 #[test]
 fn smoke_study_runs_in_parallel_reports_its_runs_and_reruns_nothing() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -132,27 +152,35 @@ fn smoke_study_runs_in_parallel_reports_its_runs_and_reruns_nothing() {
     let csv = String::from_utf8_lossy(&csv.stdout).into_owned();
     let header: Vec<&str> = csv.lines().next().expect("header").split(',').collect();
     let col = |name: &str| header.iter().position(|h| *h == name).expect(name);
-    for variant in ["mult", "shift-aug"] {
-        let row: Vec<&str> = csv
-            .lines()
+    let row_of = |csv: &str, variant: &str| -> Vec<String> {
+        csv.lines()
             .find(|l| l.starts_with(&format!("{variant},")))
             .expect("row")
             .split(',')
-            .collect();
-        let values: Vec<f64> = cells
+            .map(str::to_owned)
+            .collect()
+    };
+    // Each cell's last recorded value of `key`, over `variant`'s cells.
+    let last_values = |variant: &str, key: &str| -> Vec<f64> {
+        cells
             .iter()
             .filter(|((v, _), _)| v == variant)
             .map(|(_, (run, _))| {
                 c.query_row(
-                    "SELECT value FROM metrics WHERE run_id = ?1 AND key = 'test/top1'
+                    "SELECT value FROM metrics WHERE run_id = ?1 AND key = ?2
                      ORDER BY step DESC LIMIT 1",
-                    [run],
+                    rusqlite::params![run, key],
                     |r| r.get(0),
                 )
-                .expect("test/top1")
+                .expect(key)
             })
-            .collect();
-        let mean = values.iter().sum::<f64>() / values.len() as f64;
+            .collect()
+    };
+    let mean_of = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len() as f64;
+    for variant in ["mult", "shift-aug"] {
+        let row = row_of(&csv, variant);
+        let values = last_values(variant, "test/top1");
+        let mean = mean_of(&values);
         let reported: f64 = row[col("mean")].parse().expect("mean");
         assert!(
             (reported - mean).abs() < 1e-12,
@@ -205,18 +233,38 @@ fn smoke_study_runs_in_parallel_reports_its_runs_and_reruns_nothing() {
     let diff = |f: &[&str]| f[col("diff")].parse::<f64>().expect("diff");
     assert_eq!(mult[col("against")], "shift-aug", "{other}");
     assert!((diff(&mult) + diff(&fields)).abs() < 1e-12, "{other}");
-    let err = crate::support::run_err(&[
-        "study",
-        &file,
-        "--db",
-        s(&dbp),
-        "--report",
-        "md",
-        "--baseline",
-        "nope",
-    ]);
+    let err = crate::support::run_err(&report_args(&file, &dbp, "md", "--baseline", "nope"));
     assert!(
         err.contains("not a variant") && err.contains("shift-aug"),
+        "{err}"
+    );
+
+    // --metric tabulates another recorded metric, each cell's last value. One that describes a
+    // run rather than scores it (a throughput) marks no best and reads no difference as better.
+    let speed_key = "train/epoch_images_per_sec";
+    let report = |format: &str, metric: &str| {
+        let args = report_args(&file, &dbp, format, "--metric", metric);
+        String::from_utf8_lossy(&run_ok(&args).stdout).into_owned()
+    };
+    let speed = report("csv", speed_key);
+    for variant in ["mult", "shift-aug"] {
+        let row = row_of(&speed, variant);
+        let mean = mean_of(&last_values(variant, speed_key));
+        let reported: f64 = row[col("mean")].parse().expect("mean");
+        assert!(
+            (reported - mean).abs() < 1e-9 * mean,
+            "{variant}: {reported} vs {mean}"
+        );
+        assert_eq!(row[col("best")], "false", "{speed}");
+    }
+    let md = report("md", speed_key);
+    assert!(
+        md.contains(&format!("`{speed_key}`")) && !md.contains("**"),
+        "{md}"
+    );
+    let err = crate::support::run_err(&report_args(&file, &dbp, "md", "--metric", "nope"));
+    assert!(
+        err.contains("has recorded `nope`") && err.contains(speed_key),
         "{err}"
     );
 

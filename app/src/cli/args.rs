@@ -106,6 +106,10 @@ pub struct StudyArgs {
     /// (those with a `vs` of their own keep it), e.g. every remap against direct training.
     #[arg(long, value_name = "VARIANT", requires = "report")]
     pub baseline: Option<String>,
+    /// With --report: tabulate this metric (each cell's last recorded value) instead of the
+    /// file's `metric`, e.g. `weights/add_std`, `val/bn_offset`, `train/epoch_loss`.
+    #[arg(long, value_name = "METRIC", requires = "report")]
+    pub metric: Option<String>,
     /// With --report: also write the study's two figures into this folder as SVG — the
     /// --curves metric by variant (mean ± std over seeds) and the reported metric by variant
     /// (seeds, mean ± 95 % CI, baseline dashed) — as the Studies view draws them.

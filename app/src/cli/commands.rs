@@ -598,7 +598,13 @@ pub fn study(a: &StudyArgs) -> anyhow::Result<ExitCode> {
             }
             b.clone_into(&mut spec.baseline);
         }
+        if let Some(m) = &a.metric {
+            m.clone_into(&mut spec.metric);
+        }
         let table = report::table(&spec, id, &reader)?;
+        if a.metric.is_some() && table.rows.iter().all(|r| r.values.is_empty()) {
+            figures::require_recorded(&reader, &spec, id, &spec.metric)?;
+        }
         if let Some(dir) = &a.figures {
             for path in figures::write_study_figures(&reader, &spec, id, &table, &a.curves, dir)? {
                 eprintln!("wrote {}", path.display());

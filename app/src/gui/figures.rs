@@ -246,20 +246,7 @@ pub fn study_groups(
         per_cell.push((c.variant.as_str(), s));
     }
     if per_cell.iter().all(|(_, s)| s.xs.is_empty()) {
-        let mut known = BTreeSet::new();
-        for c in &cells {
-            known.extend(reader.metrics(c.run)?.into_iter().map(|m| m.key));
-        }
-        let known: Vec<String> = known.into_iter().collect();
-        bail!(
-            "no cell of study `{}` has recorded `{metric}`{}",
-            spec.name,
-            if known.is_empty() {
-                " (its cells have recorded nothing yet)".to_owned()
-            } else {
-                format!("; its cells record: {}", known.join(", "))
-            }
-        );
+        require_recorded(reader, spec, id, metric)?;
     }
     Ok(spec
         .variants
@@ -274,6 +261,34 @@ pub fn study_groups(
             Group::of(j, v.name.clone(), &series, false)
         })
         .collect())
+}
+
+/// Fails, naming the metrics its cells do record, when no cell of `study` (stored as study `id`)
+/// has recorded `metric`.
+pub fn require_recorded(
+    reader: &Reader,
+    spec: &Study,
+    id: i64,
+    metric: &str,
+) -> anyhow::Result<()> {
+    let cells = reader.study_runs(id)?;
+    let mut known = BTreeSet::new();
+    for c in &cells {
+        known.extend(reader.metrics(c.run)?.into_iter().map(|m| m.key));
+    }
+    if known.contains(metric) {
+        return Ok(());
+    }
+    let known: Vec<String> = known.into_iter().collect();
+    bail!(
+        "no cell of study `{}` has recorded `{metric}`{}",
+        spec.name,
+        if known.is_empty() {
+            " (its cells have recorded nothing yet)".to_owned()
+        } else {
+            format!("; its cells record: {}", known.join(", "))
+        }
+    );
 }
 
 /// A metric as part of a file name: `val/top1` → `val-top1`.

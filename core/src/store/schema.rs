@@ -156,6 +156,19 @@ pub(super) const MIGRATIONS: &[&str] = &[
     "ALTER TABLE runs ADD COLUMN archived INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE runs ADD COLUMN edited_at REAL;
     ALTER TABLE runs ADD COLUMN provenance TEXT NOT NULL DEFAULT '';",
+    // v9: `weights/add_std` for the epochs recorded before the trainer wrote it, read off the
+    // histograms the same way (`record::largest_add_std`: the largest std of an Add layer's
+    // `stored` histogram) at the step and time of that epoch's `train/epoch_loss`, where the
+    // trainer writes it. Epochs that have it keep theirs; the snapshot before training (epoch 0)
+    // has no epoch loss, and gets none, as with the trainer.
+    "INSERT OR IGNORE INTO metrics (run_id, key, step, epoch, wall_time, value)
+        SELECT h.run_id, 'weights/add_std', m.step, h.epoch, m.wall_time,
+               max(json_extract(h.stats, '$.std'))
+        FROM histograms h
+        JOIN metrics m ON m.run_id = h.run_id AND m.key = 'train/epoch_loss' AND m.epoch = h.epoch
+        WHERE h.kind = 'stored' AND json_extract(h.stats, '$.op') = 'add'
+        GROUP BY h.run_id, h.epoch, m.step
+        HAVING max(json_extract(h.stats, '$.std')) IS NOT NULL;",
 ];
 
 /// The schema version whose migration adds `runs.uid`.

@@ -127,6 +127,79 @@ fn v2_hardware_costs_and_configs_become_the_project_models() {
     );
 }
 
+/// v9 derives `weights/add_std` for epochs recorded before the trainer wrote it: the largest std
+/// of the epoch's `stored` Add histograms, at its `train/epoch_loss` step; what a run recorded
+/// itself stays.
+#[test]
+fn v9_backfills_the_add_weight_std_from_the_stored_histograms() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("v8.db");
+    let c = Connection::open(&db).expect("raw");
+    for sql in &MIGRATIONS[..8] {
+        c.execute_batch(sql).expect("migration");
+    }
+    c.pragma_update(None, "user_version", 8).expect("v8");
+    for id in [1, 2] {
+        c.execute(
+            "INSERT INTO runs (id, name, status, config, dataset, model, operator, seed,
+                               app_version, created_at, uid)
+             VALUES (?1, 'r', 'finished', '', 'synthetic', 'micro', 'add', 0, '0', 0, ?1)",
+            [id],
+        )
+        .expect("run");
+    }
+    let hist = |run: i64, layer: &str, kind: &str, epoch: i64, op: &str, std: f64| {
+        c.execute(
+            "INSERT INTO histograms VALUES (?1, ?2, ?3, ?4, '[]', '[]', 0, 0, ?5)",
+            rusqlite::params![
+                run,
+                layer,
+                kind,
+                epoch,
+                format!(r#"{{"op":"{op}","std":{std},"mean":0.0}}"#)
+            ],
+        )
+        .expect("histogram");
+    };
+    let metric = |run: i64, key: &str, step: i64, epoch: i64, value: f64| {
+        c.execute(
+            "INSERT INTO metrics VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            rusqlite::params![run, key, step, epoch, 1000.0 + step as f64, value],
+        )
+        .expect("metric");
+    };
+    for epoch in 0..=2 {
+        let e = epoch as f64;
+        hist(1, "blocks.0.dw", "stored", epoch, "add", 1.0 + e);
+        hist(1, "blocks.0.expand", "stored", epoch, "add", 1.5 + 2.0 * e);
+        hist(1, "blocks.0.dw", "remapped", epoch, "add", 100.0);
+        hist(1, "stem", "stored", epoch, "shift", 50.0);
+        hist(2, "blocks.0.dw", "stored", epoch, "add", 3.0);
+        if epoch > 0 {
+            metric(1, "train/epoch_loss", 10 * epoch, epoch, 0.5);
+            metric(2, "train/epoch_loss", 10 * epoch, epoch, 0.5);
+        }
+    }
+    // Run 2 recorded epoch 2 itself (a run resumed with a newer trainer).
+    metric(2, "weights/add_std", 20, 2, 3.25);
+    drop(c);
+    drop(Writer::open(&db).expect("migrates"));
+    let r = Reader::open(&db).expect("reader");
+    let got = |run| {
+        r.metric_series(run, "weights/add_std")
+            .expect("series")
+            .iter()
+            .map(|m| (m.step, m.epoch, m.wall_time, m.value))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        got(1),
+        [(10, 1, 1010.0, 3.5), (20, 2, 1020.0, 5.5)],
+        "the largest stored Add std per epoch, at its epoch loss; none before training"
+    );
+    assert_eq!(got(2), [(10, 1, 1010.0, 3.0), (20, 2, 1020.0, 3.25)]);
+}
+
 #[test]
 fn newer_schema_is_refused_and_left_untouched() {
     let dir = tempfile::tempdir().expect("tmp");

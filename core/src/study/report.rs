@@ -29,7 +29,8 @@ pub struct Row {
     pub against: Option<String>,
     /// The difference from `against` over common seeds (`None` without common seeds).
     pub paired: Option<Paired>,
-    /// The best mean of the table (highest; lowest for a loss).
+    /// The best mean of the table (highest; lowest for a loss or a cost; none for a metric that
+    /// describes rather than scores, see [`better`]).
     pub best: bool,
     /// Mean training time of the finished cells, in seconds ([`Reader::train_seconds`]).
     pub train_secs: Option<f64>,
@@ -266,8 +267,15 @@ pub fn table(study: &Study, id: i64, reader: &Reader) -> Result<Table, StoreErro
         });
     }
     pair(&mut rows);
-    let lower = lower_is_better(&study.metric);
-    let score = |r: &Row| r.summary.map(|s| if lower { -s.mean } else { s.mean });
+    let sense = better(&study.metric);
+    let score = |r: &Row| {
+        let s = r.summary?;
+        Some(if sense? == Better::Lower {
+            -s.mean
+        } else {
+            s.mean
+        })
+    };
     if let Some(best) = rows
         .iter()
         .enumerate()
@@ -414,19 +422,33 @@ pub enum Verdict {
     Worse,
 }
 
-/// Whether lower values of `metric` are better (a loss); higher otherwise (an accuracy).
-pub fn lower_is_better(metric: &str) -> bool {
-    metric.ends_with("loss")
+/// Which way a metric improves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Better {
+    Higher,
+    Lower,
+}
+
+/// Which way `metric` improves: accuracies up, losses and hardware costs down. `None` for a
+/// metric that describes a run rather than scores it (a weight's std, a BN offset, a learning
+/// rate, a throughput): its table marks no best and reads no difference as better or worse.
+pub fn better(metric: &str) -> Option<Better> {
+    if is_accuracy(metric) {
+        Some(Better::Higher)
+    } else if metric.ends_with("loss") || metric.starts_with("hw/") {
+        Some(Better::Lower)
+    } else {
+        None
+    }
 }
 
 impl Table {
     /// `row` against its reference: better or worse where the difference is significant.
     pub fn verdict(&self, row: &Row) -> Option<Verdict> {
         let p = row.paired.filter(Paired::significant)?;
-        let gain = if lower_is_better(&self.metric) {
-            -p.diff
-        } else {
-            p.diff
+        let gain = match better(&self.metric)? {
+            Better::Lower => -p.diff,
+            Better::Higher => p.diff,
         };
         Some(if gain > 0.0 {
             Verdict::Better
@@ -705,5 +727,13 @@ mod tests {
         assert_eq!(verdicts(&table), [None, Some(Worse), Some(Better), None]);
         table.metric = "val/loss".into();
         assert_eq!(verdicts(&table), [None, Some(Better), Some(Worse), None]);
+        table.metric = "hw/shiftaddnas/energy_mj".into();
+        assert_eq!(verdicts(&table), [None, Some(Better), Some(Worse), None]);
+        table.metric = "weights/add_std".into();
+        assert_eq!(
+            verdicts(&table),
+            [None; 4],
+            "a descriptive metric is neither"
+        );
     }
 }
