@@ -806,11 +806,12 @@ fn studies_view_shows_the_table_and_banded_curves() {
         )
         .expect("study row");
     // test/top1: base 0.60, 0.62; wider 0.70, 0.74 (paired differences 0.10, 0.12).
-    for (variant, seed, top1) in [
-        ("base", 0, 0.60),
-        ("base", 1, 0.62),
-        ("wider", 0, 0.70),
-        ("wider", 1, 0.74),
+    // weights/add_std, which the study does not report: base 2, 4; wider 6, 10.
+    for (variant, seed, top1, add_std) in [
+        ("base", 0, 0.60, 2.0),
+        ("base", 1, 0.62, 4.0),
+        ("wider", 0, 0.70, 6.0),
+        ("wider", 1, 0.74, 10.0),
     ] {
         let run = w
             .create_run(NewRun {
@@ -829,6 +830,7 @@ fn studies_view_shows_the_table_and_banded_curves() {
             .map(|e| metric(keys::VAL_TOP1, e * 10, top1 * e as f64 / 3.0))
             .collect();
         rows.push(metric(keys::TEST_TOP1, 30, top1));
+        rows.push(metric(keys::WEIGHTS_ADD_STD, 30, add_std));
         w.send(WriteOp::Metrics(rows)).expect("metrics");
         w.status(run, shiftadd_core::store::Status::Finished, None);
         w.send(WriteOp::StudyRun(StudyRunRow {
@@ -916,6 +918,46 @@ fn studies_view_shows_the_table_and_banded_curves() {
         has_label(h, "LaTeX") && has_label(h, "Markdown"),
         "the table's exports"
     );
+    // The table reports any metric the cells recorded, chosen over the study's own.
+    choose_table_metric(h, "test/top1", "weights/add_std");
+    wait_for(h, "the weights/add_std table", |h| {
+        has_label(h, "3.00 ± 12.71")
+    });
+    assert!(has_label(h, "8.00 ± 25.41"), "wider's mean ± CI");
+    assert!(
+        has_label_containing(h, "+5.00 ± 12.71"),
+        "paired difference"
+    );
+    assert!(
+        !has_label(h, "61.00 ± 12.71"),
+        "test/top1 is no longer shown"
+    );
+    assert!(has_label_containing(
+        h,
+        "reporting weights/add_std (the study's own: test/top1)"
+    ));
+    assert!(
+        has_label_containing(h, "no best, no verdict"),
+        "a weight std describes a run, it does not score it"
+    );
+    choose_table_metric(h, "weights/add_std", "test/top1 (the study's)");
+    wait_for(h, "the study's own table again", |h| {
+        has_label(h, "61.00 ± 12.71")
+    });
+    assert!(has_label_containing(
+        h,
+        "reporting test/top1 · baseline base"
+    ));
+}
+
+/// Open the Studies table's metric chooser (showing `current`) and pick the entry labelled `pick`.
+fn choose_table_metric(h: &mut Harness<'static, StudioApp>, current: &str, pick: &str) {
+    h.query_all_by_role(egui::accesskit::Role::ComboBox)
+        .find(|n| n.value().as_deref() == Some(current))
+        .expect("the table's metric chooser")
+        .click();
+    h.step();
+    click(h, pick);
 }
 
 #[test]

@@ -43,8 +43,9 @@ pub enum Query {
     Nas(RunId),
     /// The `*.toml` presets of a folder.
     Presets(PathBuf),
-    /// Every study with its table.
-    Studies,
+    /// Every study with its table: of the metric chosen for it here (by study id), else of the
+    /// study's own.
+    Studies { metrics: BTreeMap<i64, String> },
 }
 
 /// One row of the runs table: the stored summary plus what the table derives from the config.
@@ -122,7 +123,8 @@ pub struct Details {
     pub provenance: Option<shiftadd_core::host::Provenance>,
 }
 
-/// One stored study: its spec (parsed back from the database), its cells, its table.
+/// One stored study: its spec (parsed back from the database), its cells, its table (of the metric
+/// the view chose for it, which `table.metric` names; the spec keeps the study's own).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StudyData {
     pub row: StudyRow,
@@ -134,12 +136,22 @@ pub struct StudyData {
     pub table: Option<Table>,
 }
 
-fn studies(r: &Reader) -> Result<Vec<StudyData>, shiftadd_core::store::StoreError> {
+fn studies(
+    r: &Reader,
+    metrics: &BTreeMap<i64, String>,
+) -> Result<Vec<StudyData>, shiftadd_core::store::StoreError> {
     let mut out = Vec::new();
     for row in r.studies()? {
         let study: Option<Study> = serde_json::from_str(&row.spec).ok();
         let table = match &study {
-            Some(s) => Some(report::table(s, row.id, r)?),
+            Some(s) => Some(match metrics.get(&row.id) {
+                Some(m) => {
+                    let mut spec = s.clone();
+                    m.clone_into(&mut spec.metric);
+                    report::table(&spec, row.id, r)?
+                }
+                None => report::table(s, row.id, r)?,
+            }),
             None => None,
         };
         out.push(StudyData {
@@ -405,7 +417,7 @@ fn answer(db: &Path, state: &mut DataState, q: Query) -> Loaded {
         Query::Edit { .. } | Query::Delete(_) => Err("changes are applied above".into()),
         Query::Metrics { run, from } => metrics(r, run, from),
         Query::Presets(dir) => Ok(read_presets(&dir)),
-        Query::Studies => studies(r)
+        Query::Studies { metrics } => studies(r, &metrics)
             .map(|v| Loaded::Studies(Arc::new(v)))
             .map_err(|e| e.to_string()),
         Query::Nas(run) => r

@@ -73,6 +73,9 @@ pub struct DataCache {
     /// Every study with its table (`None` until first loaded).
     pub studies: Option<Arc<Vec<StudyData>>>,
     studies_stale: bool,
+    /// The metric each study's table reports where the view chose one other than the study's own
+    /// (by study id; loaded with the studies).
+    study_metrics: BTreeMap<i64, String>,
     /// Runs whose metrics changed since they were last fetched.
     stale_metrics: HashSet<RunId>,
     /// Runs whose details (logs, histograms, hardware) changed.
@@ -261,6 +264,21 @@ impl DataCache {
         }
     }
 
+    /// The metric the table of study `id` is to report: `None` for the study's own.
+    pub fn study_metric(&self, id: i64) -> Option<&str> {
+        self.study_metrics.get(&id).map(String::as_str)
+    }
+
+    /// Report `metric` in study `id`'s table (`None`: the study's own); a change reloads the
+    /// studies.
+    pub fn set_study_metric(&mut self, id: i64, metric: Option<String>) {
+        let changed = match metric {
+            Some(m) => self.study_metrics.insert(id, m.clone()) != Some(m),
+            None => self.study_metrics.remove(&id).is_some(),
+        };
+        self.studies_stale |= changed;
+    }
+
     /// Refetch the studies and their tables.
     pub fn mark_studies_stale(&mut self) {
         self.studies_stale = true;
@@ -308,7 +326,9 @@ impl DataCache {
             out.push(Query::Nas(run));
         }
         if std::mem::take(&mut self.studies_stale) {
-            out.push(Query::Studies);
+            out.push(Query::Studies {
+                metrics: self.study_metrics.clone(),
+            });
         }
         for &run in visible {
             if self.stale_metrics.contains(&run) && !self.in_flight.contains(&run) {
@@ -341,7 +361,7 @@ impl DataCache {
             Query::Nas(run) => {
                 self.stale_nas.insert(*run);
             }
-            Query::Studies => self.studies_stale = true,
+            Query::Studies { .. } => self.studies_stale = true,
             Query::Presets(_) => {}
         }
     }
@@ -420,5 +440,39 @@ mod tests {
         });
         assert_eq!(c.data[&1].series[keys::TRAIN_LOSS].xs, vec![1.0, 2.0, 3.0]);
         assert!(c.queries(&[1]).is_empty(), "nothing new");
+    }
+
+    #[test]
+    fn a_studys_chosen_metric_reloads_the_studies_with_it_and_only_a_change_does() {
+        let mut c = DataCache::default();
+        c.set_study_metric(3, None);
+        assert!(
+            c.queries(&[]).is_empty(),
+            "no choice, no change: nothing to load"
+        );
+        c.set_study_metric(3, Some(keys::VAL_TOP1.into()));
+        assert_eq!(c.study_metric(3), Some(keys::VAL_TOP1));
+        assert_eq!(c.study_metric(4), None);
+        assert_eq!(
+            c.queries(&[]),
+            vec![Query::Studies {
+                metrics: BTreeMap::from([(3, keys::VAL_TOP1.to_owned())])
+            }]
+        );
+        c.set_study_metric(3, Some(keys::VAL_TOP1.into()));
+        assert!(c.queries(&[]).is_empty(), "the same choice again");
+        // Back to the study's own: reloaded without it.
+        c.set_study_metric(3, None);
+        assert_eq!(
+            c.queries(&[]),
+            vec![Query::Studies {
+                metrics: BTreeMap::new()
+            }]
+        );
+        // A query that could not be sent is sent again, with the choice.
+        c.set_study_metric(5, Some(keys::TRAIN_LOSS.into()));
+        let q = c.queries(&[]);
+        c.unsent(&q[0]);
+        assert_eq!(c.queries(&[]), q);
     }
 }

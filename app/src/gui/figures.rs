@@ -292,7 +292,7 @@ pub fn require_recorded(
 }
 
 /// A metric as part of a file name: `val/top1` → `val-top1`.
-fn slug(metric: &str) -> String {
+pub(super) fn slug(metric: &str) -> String {
     metric
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })

@@ -208,11 +208,15 @@ impl StudyView {
                     .is_some_and(|r| r.summary.status == Status::Finished)
             })
             .count();
+        let reporting = if table.metric == spec.metric {
+            table.metric.clone()
+        } else {
+            format!("{} (the study's own: {})", table.metric, spec.metric)
+        };
         ui.label(format!(
-            "{finished} of {total} cells finished · {} variants × {} seeds · reporting {} · baseline {}",
+            "{finished} of {total} cells finished · {} variants × {} seeds · reporting {reporting} · baseline {}",
             spec.variants.len(),
             spec.seeds.len(),
-            table.metric,
             table.baseline
         ));
         if !s.jobs.is_empty() {
@@ -229,7 +233,7 @@ impl StudyView {
                 table.left.basis()
             ));
         }
-        table_ui(ui, vcx, table);
+        table_ui(ui, vcx, s, &spec.metric, table);
         ui.separator();
         let avail = ui.available_height();
         ui.columns(2, |cols| {
@@ -400,14 +404,7 @@ impl StudyView {
 
     fn curves_ui(&mut self, ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, s: &StudyData, height: f32) {
         let data: &DataCache = vcx.data;
-        let mut keys: Vec<String> = s
-            .cells
-            .iter()
-            .filter_map(|c| data.data.get(&c.run))
-            .flat_map(|d| d.series.keys().cloned())
-            .collect();
-        keys.sort();
-        keys.dedup();
+        let keys = recorded_keys(s, data);
         ui.horizontal(|ui| {
             egui::ComboBox::from_id_salt("study-curve-metric")
                 .selected_text(&self.curve_metric)
@@ -467,6 +464,19 @@ impl StudyView {
         vcx.export
             .capture_if_requested(ui.ctx(), &id, header.region(ui));
     }
+}
+
+/// The metric keys the loaded cells of study `s` have recorded, sorted.
+fn recorded_keys(s: &StudyData, data: &DataCache) -> Vec<String> {
+    let mut keys: Vec<String> = s
+        .cells
+        .iter()
+        .filter_map(|c| data.data.get(&c.run))
+        .flat_map(|d| d.series.keys().cloned())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
 }
 
 /// Groups of curves as mean lines over ±std bands (over their raw seeds' lines, faint, where the
@@ -553,15 +563,57 @@ fn jobs_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>) {
     }
 }
 
-/// The results table, with its exports.
-fn table_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, table: &Table) {
+/// The results table of study `s` (whose own metric is `own`), with its metric chooser (any key
+/// its cells recorded; the table and the means plot follow) and its exports.
+fn table_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, s: &StudyData, own: &str, table: &Table) {
     let (k, _) = report::scale(&table.metric);
-    ui.horizontal(|ui| {
+    ui.horizontal_wrapped(|ui| {
+        let chosen = vcx.data.study_metric(s.row.id).unwrap_or(own).to_owned();
+        let mut pick = chosen.clone();
+        egui::ComboBox::from_id_salt(("study-table-metric", s.row.id))
+            .selected_text(&pick)
+            .show_ui(ui, |ui| {
+                ui.selectable_value(&mut pick, own.to_owned(), format!("{own} (the study's)"));
+                for key in recorded_keys(s, vcx.data).into_iter().filter(|k| k != own) {
+                    let label = key.clone();
+                    ui.selectable_value(&mut pick, key, label);
+                }
+            })
+            .response
+            .on_hover_text(
+                "the metric the table and the means plot report: each finished cell's last value",
+            );
+        if pick != chosen {
+            vcx.data
+                .set_study_metric(s.row.id, (pick != own).then_some(pick));
+        }
+        if chosen != table.metric {
+            ui.spinner(); // the table of the metric chosen is loading
+        }
         ui.strong(format!(
-            "{} — mean ± 95 % CI (Student t) over seeds; vs `{}` paired over common seeds",
-            table.metric, table.baseline
+            "mean ± 95 % CI (Student t) over seeds; vs `{}` paired over common seeds",
+            table.baseline
         ));
-        let name = format!("study{}-{}", table.study, table.name);
+        let (sense, why) = match report::better(&table.metric) {
+            Some(report::Better::Higher) => ("higher is better", "the best mean is bold"),
+            Some(report::Better::Lower) => ("lower is better", "the best mean is bold"),
+            None => (
+                "no best, no verdict",
+                "this metric describes a run rather than scores it: no row is best, and no \
+                 difference is read as better or worse",
+            ),
+        };
+        ui.weak(sense).on_hover_text(why);
+        let name = if table.metric == own {
+            format!("study{}-{}", table.study, table.name)
+        } else {
+            format!(
+                "study{}-{}-{}",
+                table.study,
+                table.name,
+                figures::slug(&table.metric)
+            )
+        };
         if ui.small_button("CSV").clicked() {
             vcx.export.request(ExportRequest::Csv {
                 name: name.clone(),

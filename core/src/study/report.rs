@@ -400,10 +400,16 @@ fn difference_text(p: Option<&Paired>, k: f64) -> String {
         None => "–".into(),
         Some(p) if !p.ci95.is_finite() => format!("{:+.2} (n = {}, no interval)", p.diff * k, p.n),
         Some(p) => {
-            let verdict = if p.significant() {
-                format!("p = {:.3}", p.p)
+            // Three decimals, as a p-value is read; below that, a bound rather than "0.000".
+            let p_value = if p.p < 0.001 {
+                "p < 0.001".to_owned()
             } else {
-                format!("not significant, p = {:.3}", p.p)
+                format!("p = {:.3}", p.p)
+            };
+            let verdict = if p.significant() {
+                p_value
+            } else {
+                format!("not significant, {p_value}")
             };
             format!(
                 "{:+.2} ± {:.2} ({verdict}, n = {})",
@@ -554,6 +560,8 @@ impl Table {
             t.replace('_', "\\_")
                 .replace('%', "\\%")
                 .replace('&', "\\&")
+                .replace('<', "\\textless{}")
+                .replace('>', "\\textgreater{}")
         };
         let mut s = format!(
             "% Study {} ({}): {}, mean $\\pm$ 95\\,\\% CI over seeds\n\\begin{{tabular}}{{lrrl}}\n\\toprule\nvariant & $n$ & {} & vs.\\ {} \\\\\n\\midrule\n",
@@ -636,6 +644,35 @@ mod tests {
         assert!(!paired_text(&rows[1], 100.0, "shift").starts_with("vs"));
         let text = paired_text(&rows[3], 100.0, "shift");
         assert!(text.starts_with("vs add: +6.00"), "{text}");
+        // A p-value below 0.001 reads as that bound, not as "p = 0.000"; LaTeX sets it as text.
+        let mut sure = row("sure", Some("shift"), &[(0, 0.9), (1, 0.9), (2, 0.9)]);
+        let paired = |p| Paired {
+            n: 3,
+            diff: 0.0441,
+            ci95: 0.0015,
+            p,
+        };
+        sure.paired = Some(paired(2e-4));
+        assert_eq!(
+            paired_text(&sure, 100.0, "shift"),
+            "+4.41 ± 0.15 (p < 0.001, n = 3)"
+        );
+        sure.paired = Some(paired(0.0012));
+        assert_eq!(
+            paired_text(&sure, 100.0, "shift"),
+            "+4.41 ± 0.15 (p = 0.001, n = 3)"
+        );
+        sure.paired = Some(paired(2e-4));
+        let table = Table {
+            study: 1,
+            name: "t".into(),
+            metric: "test/top1".into(),
+            baseline: "shift".into(),
+            rows: vec![rows[0].clone(), sure],
+            left: Left::default(),
+        };
+        let tex = table.render(Format::Latex);
+        assert!(tex.contains("(p \\textless{} 0.001, n = 3)"), "{tex}");
         // The n column says what the cells without a value are.
         let mut r = row("x", None, &[(0, 0.5)]);
         assert_eq!(r.count_text("missing"), "1");
