@@ -243,8 +243,22 @@ fn a_failed_job_and_a_vanished_node_are_named_and_a_rerun_finishes_the_study() {
     for f in ["task-1.rc", "task-2.rc", "wrapper-1.pid", "wrapper-2.pid"] {
         let _ = std::fs::remove_file(dir.path().join("fake").join(f));
     }
-    let out = study_on_fake(dir.path(), &args, &[]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    // The rerun, one task at a time: what is left is priced at that, not at the file's 2.
+    let mut one_at_a_time = args.to_vec();
+    one_at_a_time.extend(["--parallel", "1"]);
+    let out = study_on_fake(dir.path(), &one_at_a_time, &[]);
+    let said = stderr(&out);
+    assert!(out.status.success(), "{said}");
+    let left = said
+        .lines()
+        .find(|l| l.contains(" to go ("))
+        .unwrap_or_else(|| panic!("what is left, before the array: {said}"));
+    assert!(
+        left.starts_with("2 cells to go (")
+            && !left.contains("at a time")
+            && left.ends_with(" (time in Slurm's queue not counted)"),
+        "{left}"
+    );
     assert_every_cell_finished_once(&coord, "one run per cell, the vanished one continued");
 }
 

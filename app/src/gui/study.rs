@@ -219,17 +219,24 @@ impl StudyView {
             spec.seeds.len(),
             table.baseline
         ));
-        if !s.jobs.is_empty() {
+        let on_slurm = !s.jobs.is_empty();
+        if on_slurm {
             self.slurm_ui(ui, vcx, s);
-        } else if let Some(head) = table.left.head() {
-            // Priced for this machine's `parallel`; a Slurm array's cells run on their own clock.
+        }
+        if let Some(head) = table.left.head() {
             let rough = if table.left.rough_epochs > 0 {
                 " (rough)"
             } else {
                 ""
             };
+            // A Slurm array's cells are priced at the pace of those already imported.
+            let queue = if on_slurm {
+                " Time in Slurm's queue is not counted."
+            } else {
+                ""
+            };
             ui.weak(format!("{head}{rough}")).on_hover_text(format!(
-                "Training time only, evaluation not counted: each epoch left {}.",
+                "Training time only, evaluation not counted: each epoch left {}.{queue}",
                 table.left.basis()
             ));
         }

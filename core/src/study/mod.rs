@@ -230,10 +230,8 @@ pub fn run(
         mut todo,
     } = plan(study, db, writer, report)?;
     writer.flush()?;
-    if let Some(left) = report::table(study, id, &Reader::open(db)?)?.left.text() {
-        report(left);
-    }
     let parallel = parallel.max(1);
+    report_left(study, id, db, parallel, "", report)?;
     let mut next_request = 1u64 << 41;
     // In flight: request → (cell, run once known).
     let mut pending: HashMap<u64, (String, &Variant, u64, Option<RunId>)> = HashMap::new();
@@ -350,6 +348,26 @@ pub fn run(
 
 /// What a config trains, as text: the config with the thread count (which changes the speed, not
 /// the experiment) cleared.
+/// Say what is left of study `id` and how long it takes, priced at the `parallel` it trains at
+/// now (which `--parallel` may set apart from the file's); `note` follows the estimate.
+fn report_left(
+    study: &Study,
+    id: i64,
+    db: &Path,
+    parallel: usize,
+    note: &str,
+    report: &mut dyn FnMut(String),
+) -> Result<(), StudyRunError> {
+    let priced = Study {
+        parallel,
+        ..study.clone()
+    };
+    if let Some(left) = report::table(&priced, id, &Reader::open(db)?)?.left.text() {
+        report(format!("{left}{note}"));
+    }
+    Ok(())
+}
+
 fn training_key(cfg: &Config) -> String {
     let mut c = cfg.clone();
     c.train.threads = 0;

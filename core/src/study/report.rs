@@ -99,8 +99,11 @@ pub struct Left {
     /// Of `epochs`, those priced at the study-wide pace (a variant with nothing timed yet): the
     /// estimate is rough where this is large.
     pub rough_epochs: usize,
-    /// Cells the study trains at once: the wall time is about `secs / parallel`.
+    /// Cells the study trains at once.
     pub parallel: usize,
+    /// The longest single cell's share of `secs`: however many run at once, the wall time is at
+    /// least this.
+    pub longest: f64,
 }
 
 impl Left {
@@ -131,11 +134,27 @@ impl Left {
                 }
             };
             left.secs = match (left.secs, rate) {
-                (Some(s), Some(r)) => Some(s + r * epochs as f64),
+                (Some(s), Some(r)) => {
+                    left.longest = left.longest.max(r * epochs as f64);
+                    Some(s + r * epochs as f64)
+                }
                 _ => None,
             };
         }
         left
+    }
+
+    /// Cells trained at once while any is left: no more than there are.
+    pub fn at_once(&self) -> usize {
+        self.parallel.min(self.cells).max(1)
+    }
+
+    /// The wall time the training left takes, `at_once` cells at a time: the seconds shared
+    /// between them, or the longest cell where that is longer (one long cell left of a study
+    /// running two at a time takes its own time, not half of it).
+    pub fn wall_secs(&self) -> Option<f64> {
+        self.secs
+            .map(|s| (s / self.at_once() as f64).max(self.longest))
     }
 
     /// "23 cells to go (410 epochs): ≈ 8.4 h of training, 2 at a time", or `None` when nothing
@@ -150,17 +169,16 @@ impl Left {
             if self.cells == 1 { "" } else { "s" },
             self.epochs
         );
-        let Some(secs) = self.secs else {
+        let Some(wall) = self.wall_secs() else {
             return Some(format!("{cells}: no epoch timed yet to estimate from"));
         };
-        let at_once = if self.parallel > 1 {
-            format!(", {} at a time", self.parallel)
-        } else {
-            String::new()
+        let at_once = match self.at_once() {
+            1 => String::new(),
+            k => format!(", {k} at a time"),
         };
         Some(format!(
             "{cells}: ≈ {} of training{at_once}",
-            hours_text(secs / self.parallel as f64)
+            hours_text(wall)
         ))
     }
 
@@ -730,6 +748,28 @@ mod tests {
         assert_eq!(
             long.text().expect("left"),
             "1 cell to go (20 epochs): ≈ 2.0 h of training, at the pace of the cells timed so far"
+        );
+        // One cell left of a study that trains two at a time takes its own time, not half.
+        let mut two = long;
+        two.parallel = 2;
+        assert_eq!(two.text(), long.text());
+        // Two cells left, one of them long: the long one sets the wall time, not the mean.
+        let uneven = Left::estimate(
+            &[
+                cell("a", 10, 10, 3600.0, true),
+                cell("a", 20, 0, 0.0, false), // 7,200 s
+                cell("b", 10, 10, 36.0, true),
+                cell("b", 10, 0, 0.0, false), // 36 s
+            ],
+            2,
+        );
+        assert!((uneven.longest - 7200.0).abs() < 1e-9);
+        assert_eq!(uneven.wall_secs(), Some(7200.0));
+        assert!(
+            uneven
+                .text()
+                .expect("left")
+                .starts_with("2 cells to go (30 epochs): ≈ 2.0 h of training, 2 at a time"),
         );
         let untimed = Left::estimate(&[cell("a", 10, 0, 0.0, false)], 2);
         assert_eq!(untimed.secs, None);

@@ -26,6 +26,8 @@ pub fn run(
     if todo.is_empty() {
         return Ok(out);
     }
+    let queue = " (time in Slurm's queue not counted)";
+    super::report_left(study, id, db, parallel.max(1), queue, report)?;
     let identity = study.identity();
     let layout = Layout::of(&slurm.shared, &study.name, &identity);
     let mut tasks = Vec::new();
