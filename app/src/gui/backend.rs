@@ -143,15 +143,15 @@ fn studies(
     let mut out = Vec::new();
     for row in r.studies()? {
         let study: Option<Study> = serde_json::from_str(&row.spec).ok();
+        // The table reports the metric chosen for this study, else the study's own.
         let table = match &study {
-            Some(s) => Some(match metrics.get(&row.id) {
-                Some(m) => {
-                    let mut spec = s.clone();
+            Some(s) => {
+                let mut spec = s.clone();
+                if let Some(m) = metrics.get(&row.id) {
                     m.clone_into(&mut spec.metric);
-                    report::table(&spec, row.id, r)?
                 }
-                None => report::table(s, row.id, r)?,
-            }),
+                Some(report::table(&spec, row.id, r)?)
+            }
             None => None,
         };
         out.push(StudyData {

@@ -50,7 +50,8 @@ pub fn curves_svg(title: &str, metric: &str, groups: &[Group]) -> String {
     let mut seeds = Vec::new();
     let mut means = Vec::new();
     let (mut x_max, mut lo, mut hi) = (0.0f64, f64::INFINITY, f64::NEG_INFINITY);
-    for g in groups {
+    // A variant with nothing recorded yet (an unfinished study) has no curve, nor a legend entry.
+    for g in groups.iter().filter(|g| !g.band.is_empty()) {
         let c = color(g.color);
         let mut edge: Vec<[f64; 2]> = g.band.iter().map(|(x, m, sd)| [*x, (m + sd) * k]).collect();
         edge.extend(g.band.iter().rev().map(|(x, m, sd)| [*x, (m - sd) * k]));

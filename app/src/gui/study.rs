@@ -511,7 +511,13 @@ pub fn band_plot(ui: &mut egui::Ui, id: &str, y_label: &str, groups: &[Group], h
         0.0
     };
     let hidden = super::plot::hidden_curves(ui.ctx(), id);
-    let legend_h = 22.0 * (1.0 + (groups.len() as f32 / 4.0).floor());
+    // Variants with nothing recorded yet have no curve to name.
+    let entries: Vec<(String, egui::Color32)> = groups
+        .iter()
+        .filter(|g| !g.band.is_empty())
+        .map(|g| (g.name.clone(), color(g.color)))
+        .collect();
+    let legend_h = 22.0 * (1.0 + (entries.len() as f32 / 4.0).floor());
     let shown = super::plot::readable_ticks(Plot::new(id), k, unit)
         .include_x(0.0)
         .include_y(if lo.is_finite() { lo - pad } else { 0.0 })
@@ -548,10 +554,6 @@ pub fn band_plot(ui: &mut egui::Ui, id: &str, y_label: &str, groups: &[Group], h
             }
         });
     super::plot::remember_transform(ui.ctx(), id, shown.transform);
-    let entries: Vec<(String, egui::Color32)> = groups
-        .iter()
-        .map(|g| (g.name.clone(), color(g.color)))
-        .collect();
     super::plot::legend_row(ui, id, &entries);
 }
 
