@@ -84,6 +84,30 @@ pub struct CellPace {
     pub secs: f64,
     /// Finished or failed: nothing more to come.
     pub settled: bool,
+    /// What sets its pace besides its variant's own factors ([`pace_kind`]); `None` where its
+    /// config does not parse.
+    pub kind: Option<String>,
+}
+
+/// The part of a config that sets how long an epoch takes: the model, the operator, the
+/// augmentation, the data, the batch and the device. A variant with nothing timed yet is
+/// priced at the pace of the cells of its kind (a direct variant at direct training's, an
+/// augmented one at augmented training's), which differ by 2–3× where both train.
+pub fn pace_kind(c: &Config) -> String {
+    let model = if c.model.arch.is_some() {
+        "arch"
+    } else {
+        c.model.name.as_str()
+    };
+    format!(
+        "{model} {} hybrid={} {} subset={} batch={} {:?}",
+        c.ops.kind.as_str(),
+        c.aug.hybrid.as_str(),
+        c.data.dataset.as_str(),
+        c.data.train_subset,
+        c.train.batch_size,
+        c.train.device,
+    )
 }
 
 /// What is left of a study's training: the cells still to come (running, stopped or not
@@ -93,11 +117,15 @@ pub struct Left {
     pub cells: usize,
     pub epochs: usize,
     /// Training seconds of those epochs summed, each at the pace (seconds per epoch) of its
-    /// variant's finished cells, else of the cell itself so far, else of every finished cell of
-    /// the study; `None` while no epoch has been timed at all. Evaluation is not counted.
+    /// variant's finished cells, else of the cell itself so far, else of the finished cells of
+    /// its kind ([`pace_kind`]), else of every finished cell of the study; `None` while no epoch
+    /// has been timed at all. Evaluation is not counted.
     pub secs: Option<f64>,
-    /// Of `epochs`, those priced at the study-wide pace (a variant with nothing timed yet): the
-    /// estimate is rough where this is large.
+    /// Of `epochs`, those priced at the pace of other variants of their kind (their own has
+    /// nothing timed yet).
+    pub like_epochs: usize,
+    /// Of `epochs`, those priced at the study-wide pace (nothing of their variant or kind timed
+    /// yet): the estimate is rough where this is large.
     pub rough_epochs: usize,
     /// Cells the study trains at once.
     pub parallel: usize,
@@ -126,12 +154,22 @@ impl Left {
             left.cells += 1;
             left.epochs += epochs;
             let own = (c.done > 0).then(|| c.secs / c.done as f64);
+            let like = || {
+                let kind = c.kind.as_ref()?;
+                pace(&|d| d.settled && d.kind.as_ref() == Some(kind))
+            };
             let rate = match pace(&|d| d.settled && d.variant == c.variant).or(own) {
                 Some(r) => Some(r),
-                None => {
-                    left.rough_epochs += epochs;
-                    study
-                }
+                None => match like() {
+                    Some(r) => {
+                        left.like_epochs += epochs;
+                        Some(r)
+                    }
+                    None => {
+                        left.rough_epochs += epochs;
+                        study
+                    }
+                },
             };
             left.secs = match (left.secs, rate) {
                 (Some(s), Some(r)) => {
@@ -184,15 +222,20 @@ impl Left {
 
     /// How the estimate was made, and how rough it is.
     pub fn basis(&self) -> String {
-        let rough = if self.rough_epochs > 0 {
-            format!(
-                "; {} of the epochs at the study's mean pace (their variants have none timed), so rough",
+        let mut text = String::from("at the pace of the cells timed so far");
+        if self.like_epochs > 0 {
+            text += &format!(
+                "; {} of the epochs at the pace of other variants like theirs (same model, operator, augmentation and data)",
+                self.like_epochs
+            );
+        }
+        if self.rough_epochs > 0 {
+            text += &format!(
+                "; {} of the epochs at the study's mean pace (nothing of their kind timed), so rough",
                 self.rough_epochs
-            )
-        } else {
-            String::new()
-        };
-        format!("at the pace of the cells timed so far{rough}")
+            );
+        }
+        text
     }
 
     /// [`Self::head`] with [`Self::basis`].
@@ -237,9 +280,10 @@ pub fn table(study: &Study, id: i64, reader: &Reader) -> Result<Table, StoreErro
                 Some(c) => train_time(reader, c.run)?,
                 None => None,
             };
+            let config = study.config(v, seed).ok();
             let epochs = match &timed {
                 Some(t) => Some(t.epochs),
-                None => study.config(v, seed).ok().map(|c| c.train.epochs),
+                None => config.as_ref().map(|c| c.train.epochs),
             };
             if let Some(epochs) = epochs {
                 paces.push(CellPace {
@@ -248,6 +292,7 @@ pub fn table(study: &Study, id: i64, reader: &Reader) -> Result<Table, StoreErro
                     done: timed.as_ref().map_or(0, |t| t.done),
                     secs: timed.as_ref().map_or(0.0, |t| t.secs),
                     settled: matches!(state, Some(Status::Finished | Status::Failed)),
+                    kind: config.as_ref().map(pace_kind),
                 });
             }
             let Some(c) = cell else {
@@ -712,6 +757,7 @@ mod tests {
             done,
             secs,
             settled,
+            kind: None,
         };
         let cells = [
             // Variant `a` finished at 10 and 30 s an epoch: its pace is 20 s.
@@ -780,6 +826,70 @@ mod tests {
                 .ends_with("no epoch timed yet to estimate from")
         );
         assert_eq!(Left::estimate(&cells[..2], 2).text(), None);
+    }
+
+    #[test]
+    fn a_variant_with_nothing_timed_is_priced_at_the_pace_of_its_kind() {
+        let cell = |variant: &str, kind: &str, epochs, done, secs, settled| CellPace {
+            variant: variant.into(),
+            epochs,
+            done,
+            secs,
+            settled,
+            kind: Some(kind.into()),
+        };
+        let cells = [
+            cell("direct", "none", 10, 10, 100.0, true), // 10 s an epoch
+            cell("aug", "mult", 10, 10, 400.0, true),    // 40 s an epoch
+            // Nothing of its own timed: direct training's pace, not the study's 25 s.
+            cell("direct-pointwise", "none", 10, 0, 0.0, false),
+            cell("pointwise", "mult", 5, 0, 0.0, false),
+            // A kind nothing has timed: the study's mean pace.
+            cell("mf", "mf", 2, 0, 0.0, false),
+        ];
+        let left = Left::estimate(&cells, 1);
+        assert_eq!((left.like_epochs, left.rough_epochs), (15, 2));
+        let secs = left.secs.expect("timed");
+        assert!((secs - (100.0 + 200.0 + 50.0)).abs() < 1e-9, "{secs}");
+        let basis = left.basis();
+        assert!(
+            basis.contains("; 15 of the epochs at the pace of other variants like theirs"),
+            "{basis}"
+        );
+        assert!(
+            basis.ends_with(
+                "2 of the epochs at the study's mean pace (nothing of their kind timed), so rough"
+            ),
+            "{basis}"
+        );
+        // Without kinds (configs that do not parse) it is the study's pace, as before.
+        let blind: Vec<CellPace> = cells
+            .iter()
+            .map(|c| CellPace {
+                kind: None,
+                ..c.clone()
+            })
+            .collect();
+        let left = Left::estimate(&blind, 1);
+        assert_eq!((left.like_epochs, left.rough_epochs), (0, 17));
+        assert!((left.secs.expect("timed") - 17.0 * 25.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_pace_kind_tells_direct_from_augmented_training_and_nothing_else_of_a_variant() {
+        let base = Config::from_toml_str("", "test", &[]).expect("defaults");
+        let with = |set: &str| Config::from_toml_str("", "test", &[set.to_owned()]).expect("set");
+        assert_eq!(pace_kind(&base), pace_kind(&with("train.lr=0.5")));
+        assert_eq!(pace_kind(&base), pace_kind(&with("aug.alpha=0.5")));
+        assert_eq!(pace_kind(&base), pace_kind(&with("train.epochs=3")));
+        let hybrid = if base.aug.hybrid == crate::spec::config::Hybrid::None {
+            "aug.hybrid=\"mult\""
+        } else {
+            "aug.hybrid=\"none\""
+        };
+        assert_ne!(pace_kind(&base), pace_kind(&with(hybrid)));
+        assert_ne!(pace_kind(&base), pace_kind(&with("data.train_subset=100")));
+        assert_ne!(pace_kind(&base), pace_kind(&with("train.batch_size=64")));
     }
 
     #[test]
