@@ -4,7 +4,9 @@
 # `paper-main` again — the cells it does not adopt (Mult, Shift, Shift + ShiftAddAug), rebuilding
 # its database, which the machine that first ran it took along — then `add-aug-factors` (item 5,
 # the longest: 9 variants × 3 seeds), which adopts its `aug` and `direct` cells from `paper-remap`,
-# then `add-wd` (the Add weights at AdderNet's weight decay; 2 variants × 3 seeds train).
+# then `add-remap-direct` (direct Add and the augmentation, both with no remap; 2 variants ×
+# 3 seeds train), then `add-wd` (the Add weights at AdderNet's weight decay; 2 variants × 3 seeds
+# train).
 # Stops at the first study that does not finish (exit 3: stopped, a rerun continues it).
 #
 #   experiments/paper-queue.sh [DB]                  # default runs-data/paper.db
@@ -14,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${SHIFTADD:-target/debug/shiftadd}
 db=${1:-runs-data/paper.db}
-for study in paper-remap paper-main add-aug-factors add-wd; do
+for study in paper-remap paper-main add-aug-factors add-remap-direct add-wd; do
     echo "paper-queue: $study ($(date -u +%H:%M) UTC)" >&2
     "$bin" study "experiments/studies/$study.toml" --db "$db" || exit $?
 done

@@ -158,18 +158,14 @@ impl Left {
                 let kind = c.kind.as_ref()?;
                 pace(&|d| d.settled && d.kind.as_ref() == Some(kind))
             };
-            let rate = match pace(&|d| d.settled && d.variant == c.variant).or(own) {
-                Some(r) => Some(r),
-                None => match like() {
-                    Some(r) => {
-                        left.like_epochs += epochs;
-                        Some(r)
-                    }
-                    None => {
-                        left.rough_epochs += epochs;
-                        study
-                    }
-                },
+            let rate = if let Some(r) = pace(&|d| d.settled && d.variant == c.variant).or(own) {
+                Some(r)
+            } else if let Some(r) = like() {
+                left.like_epochs += epochs;
+                Some(r)
+            } else {
+                left.rough_epochs += epochs;
+                study
             };
             left.secs = match (left.secs, rate) {
                 (Some(s), Some(r)) => {
