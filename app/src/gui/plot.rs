@@ -917,9 +917,11 @@ pub fn hover_point(pos: &egui_plot::HoverPosition<'_>) -> egui_plot::PlotPoint {
     }
 }
 
-/// A palette of distinguishable colours for runs and curves.
+/// A palette of distinguishable colours for runs and curves: ten hues, then six darker shades
+/// of them, so that a study of up to 16 variants (`add-aug-factors` has 11) gives no two the
+/// same colour; beyond that it repeats.
 pub fn color(i: usize) -> Color32 {
-    const P: [Color32; 10] = [
+    const P: [Color32; 16] = [
         Color32::from_rgb(0x4e, 0x9a, 0xf0),
         Color32::from_rgb(0xf0, 0x8c, 0x3a),
         Color32::from_rgb(0x5c, 0xc0, 0x6c),
@@ -930,6 +932,12 @@ pub fn color(i: usize) -> Color32 {
         Color32::from_rgb(0x9a, 0x9a, 0x9a),
         Color32::from_rgb(0xd0, 0xc8, 0x40),
         Color32::from_rgb(0x40, 0xc8, 0xd0),
+        Color32::from_rgb(0x22, 0x5e, 0xa8),
+        Color32::from_rgb(0xb0, 0x5a, 0x10),
+        Color32::from_rgb(0x2e, 0x8b, 0x3e),
+        Color32::from_rgb(0x9a, 0x20, 0x30),
+        Color32::from_rgb(0x6a, 0x48, 0xa8),
+        Color32::from_rgb(0x1c, 0x8c, 0x8c),
     ];
     P[i % P.len()]
 }
@@ -937,6 +945,16 @@ pub fn color(i: usize) -> Color32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sixteen_curves_get_sixteen_colours() {
+        for i in 0..16 {
+            for j in 0..i {
+                assert_ne!(color(i), color(j), "curves {j} and {i} share a colour");
+            }
+        }
+        assert_eq!(color(16), color(0));
+    }
 
     #[test]
     fn newer_points_extend_a_series_and_replace_its_last_step() {

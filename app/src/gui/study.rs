@@ -864,17 +864,24 @@ fn text_width(ui: &egui::Ui, text: &str) -> f32 {
         .x
 }
 
-/// Bar labels shortened until `width` (of a text) says each fits in `room`: where one `key=value`
-/// name does not fit, every such name drops its key (the axis says what varies); a name still too
-/// wide loses characters from its end behind an ellipsis.
+/// Bar labels shortened until `width` (of a text) says each fits in `room`, each still told from
+/// the others where it can be: where one `key=value` name does not fit, such names drop their key
+/// (the axis says what varies) unless the value alone would read as another bar's
+/// (`direct-epochs=10` and `epochs=10` keep theirs); a name still too wide loses characters from
+/// its middle behind an ellipsis, keeping its start and its end, where one study's variants tend
+/// to differ (`width-off`, `width-all-epochs` → `wid…ff`, `wid…hs`).
 fn fit_labels(names: &[&str], room: f32, width: impl Fn(&str) -> f32) -> Vec<String> {
     let drop_keys = names.iter().any(|n| n.contains('=') && width(n) > room);
+    let value = |n: &'_ str| -> String { n.split_once('=').map_or(n, |(_, v)| v).to_owned() };
     names
         .iter()
         .map(|&name| {
-            let name = match name.split_once('=') {
-                Some((_, value)) if drop_keys => value,
-                _ => name,
+            let short = value(name);
+            let clashes = names.iter().any(|&m| m != name && value(m) == short);
+            let name = if drop_keys && !clashes {
+                short.as_str()
+            } else {
+                name
             };
             if width(name) <= room {
                 return name.to_owned();
@@ -882,7 +889,12 @@ fn fit_labels(names: &[&str], room: f32, width: impl Fn(&str) -> f32) -> Vec<Str
             let chars: Vec<char> = name.chars().collect();
             (1..chars.len())
                 .rev()
-                .map(|k| format!("{}…", chars[..k].iter().collect::<String>()))
+                .map(|k| {
+                    let (head, tail) = (k.div_ceil(2), k / 2);
+                    let head: String = chars[..head].iter().collect();
+                    let tail: String = chars[chars.len() - tail..].iter().collect();
+                    format!("{head}…{tail}")
+                })
                 .find(|t| width(t) <= room)
                 .unwrap_or_default()
         })
@@ -932,7 +944,7 @@ mod tests {
     }
 
     #[test]
-    fn bar_labels_drop_their_key_then_their_end_to_fit() {
+    fn bar_labels_drop_their_key_then_their_middle_to_fit_and_stay_apart() {
         let w = |t: &str| 7.0 * t.chars().count() as f32;
         let names = ["remap=none", "remap=cdf-affine", "direct-pointwise"];
         // Room for everything.
@@ -942,8 +954,31 @@ mod tests {
             fit_labels(&["remap=none", "remap=cdf-affine", "direct"], 70.0, w),
             ["none", "cdf-affine", "direct"]
         );
-        assert_eq!(fit_labels(&names, 42.0, w), ["none", "cdf-a…", "direc…"]);
+        // Still too wide: the middle goes, the start and the end stay.
+        assert_eq!(fit_labels(&names, 42.0, w), ["none", "cdf…ne", "dir…se"]);
         assert_eq!(fit_labels(&["anything"], 5.0, w), [""], "no room: no label");
+        // A value that would read as another bar's keeps its key (add-aug-factors' two
+        // 10-epoch variants were both labelled "10"); names that share a start keep their ends.
+        let factors = [
+            "alpha=0.5",
+            "direct-epochs=10",
+            "epochs=10",
+            "width-off",
+            "width-all-epochs",
+        ];
+        let fitted = fit_labels(&factors, 63.0, w);
+        assert_eq!(
+            fitted,
+            ["0.5", "dire…s=10", "epochs=10", "width-off", "widt…ochs"]
+        );
+        let fitted = fit_labels(&factors, 42.0, w);
+        assert_eq!(fitted, ["0.5", "dir…10", "epo…10", "wid…ff", "wid…hs"]);
+        for (i, a) in fitted.iter().enumerate() {
+            assert!(
+                fitted[..i].iter().all(|b| b != a),
+                "{a} twice in {fitted:?}"
+            );
+        }
     }
 
     #[test]
