@@ -569,10 +569,55 @@ impl Table {
                 )),
             }
         }
+        if let Some(seeds) = self.per_seed_text() {
+            s.push_str(&format!("\n{seeds}\n"));
+        }
         if let Some(left) = self.left.text() {
             s.push_str(&format!("\n{left}.\n"));
         }
         s
+    }
+
+    /// Every finished cell's value, a variant at a time in seed order, "–" where a seed has none:
+    /// "Per seed (`test/top1` %, seeds 0 / 1 / 2): mult 89.75 / 90.51 / 90.31; add 84.80 / – /
+    /// 85.57." `None` while no cell has finished.
+    fn per_seed_text(&self) -> Option<String> {
+        let mut seeds: Vec<u64> = self
+            .rows
+            .iter()
+            .flat_map(|r| r.values.iter().map(|(seed, _)| *seed))
+            .collect();
+        seeds.sort_unstable();
+        seeds.dedup();
+        if seeds.is_empty() {
+            return None;
+        }
+        let (k, unit) = scale(&self.metric);
+        let variants: Vec<String> = self
+            .rows
+            .iter()
+            .filter(|r| !r.values.is_empty())
+            .map(|r| {
+                let values: Vec<String> = seeds
+                    .iter()
+                    .map(|seed| {
+                        r.values
+                            .iter()
+                            .find(|(s, _)| s == seed)
+                            .map_or_else(|| "–".to_owned(), |(_, x)| format!("{:.2}", x * k))
+                    })
+                    .collect();
+                format!("{} {}", r.variant, values.join(" / "))
+            })
+            .collect();
+        let seeds: Vec<String> = seeds.iter().map(u64::to_string).collect();
+        Some(format!(
+            "Per seed (`{}`{unit}, seed{} {}): {}.",
+            self.metric,
+            if seeds.len() == 1 { "" } else { "s" },
+            seeds.join(" / "),
+            variants.join("; ")
+        ))
     }
 
     fn csv(&self) -> String {
@@ -743,6 +788,40 @@ mod tests {
         let mut live = row("z", None, &[]);
         (live.missing, live.running) = (3, 2);
         assert_eq!(live.count_text("missing"), "0 (2 training, +1 missing)");
+    }
+
+    #[test]
+    fn the_markdown_report_lists_each_variants_seeds_with_a_dash_where_one_is_missing() {
+        let mut table = Table {
+            study: 1,
+            name: "t".into(),
+            metric: "test/top1".into(),
+            baseline: "mult".into(),
+            rows: vec![
+                row("mult", None, &[(0, 0.8975), (1, 0.9051), (2, 0.9031)]),
+                row("add", Some("mult"), &[(2, 0.8557), (0, 0.848)]),
+                row("shift", Some("mult"), &[]),
+            ],
+            left: Left::default(),
+        };
+        let md = table.render(Format::Markdown);
+        assert!(
+            md.contains(
+                "\nPer seed (`test/top1` %, seeds 0 / 1 / 2): mult 89.75 / 90.51 / 90.31; add 84.80 / – / 85.57.\n"
+            ),
+            "{md}"
+        );
+        // A metric in its own unit, one seed.
+        table.metric = "weights/add_std".into();
+        table.rows = vec![row("direct", None, &[(3, 183.19)])];
+        let md = table.render(Format::Markdown);
+        assert!(
+            md.contains("Per seed (`weights/add_std`, seed 3): direct 183.19."),
+            "{md}"
+        );
+        // Nothing finished: no line.
+        table.rows = vec![row("direct", None, &[])];
+        assert!(!table.render(Format::Markdown).contains("Per seed"));
     }
 
     #[test]
