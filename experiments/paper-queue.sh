@@ -6,6 +6,7 @@
 # the longest: 9 variants × 3 seeds), which adopts its `aug` and `direct` cells from `paper-remap`,
 # then `add-remap-direct` (direct Add and the augmentation, both with no remap; 2 variants ×
 # 3 seeds train), then `add-wd` (the Add weights at AdderNet's weight decay; 2 variants × 3 seeds
+# train), then `add-aug-bn` (the augmented passes with BN γ, β of their own; 2 variants × 3 seeds
 # train).
 # Stops at the first study that does not finish (exit 3: stopped, a rerun continues it).
 #
@@ -16,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${SHIFTADD:-target/debug/shiftadd}
 db=${1:-runs-data/paper.db}
-for study in paper-remap paper-main add-aug-factors add-remap-direct add-wd; do
+for study in paper-remap paper-main add-aug-factors add-remap-direct add-wd add-aug-bn; do
     echo "paper-queue: $study ($(date -u +%H:%M) UTC)" >&2
     "$bin" study "experiments/studies/$study.toml" --db "$db" || exit $?
 done

@@ -335,6 +335,7 @@ impl ElasticConv {
 }
 
 /// Batch norm whose parameters and running statistics are sliced to the input's channel count.
+/// With `aug.bn = "separate"` it holds a second γ, β that only augmented passes use.
 #[derive(Debug)]
 pub struct ElasticBn {
     pub name: String,
@@ -342,26 +343,52 @@ pub struct ElasticBn {
     pub bias: Tensor,
     pub running_mean: Tensor,
     pub running_var: Tensor,
+    /// The augmented passes' own (γ, β), `aug_weight` and `aug_bias` (None: they share the tiny
+    /// model's).
+    pub aug_affine: Option<(Tensor, Tensor)>,
     pub(super) momentum: Cell<f64>,
 }
 
 impl ElasticBn {
-    pub(super) fn new(p: &nn::Path<'_>, max_c: i64) -> Self {
+    /// A BN of `max_c` channels; `separate_aug`: with the augmented passes' own γ, β.
+    pub(super) fn new(p: &nn::Path<'_>, max_c: i64, separate_aug: bool) -> Self {
         Self {
             name: p.path("weight").trim_end_matches(".weight").to_owned(),
             weight: p.var("weight", &[max_c], Init::Const(1.0)),
             bias: p.var("bias", &[max_c], Init::Const(0.0)),
             running_mean: p.zeros_no_train("running_mean", &[max_c]),
             running_var: p.ones_no_train("running_var", &[max_c]),
+            aug_affine: separate_aug.then(|| {
+                (
+                    p.var("aug_weight", &[max_c], Init::Const(1.0)),
+                    p.var("aug_bias", &[max_c], Init::Const(0.0)),
+                )
+            }),
             momentum: Cell::new(BN_MOMENTUM),
         }
     }
 
-    /// Batch norm of `x` [N, C, H, W] (sliced to its C channels), then ReLU6 when `relu6`. In
-    /// training one fused op ([`ops::bn`]); in evaluation (x − running mean)·γ/σ + β, centred first.
-    pub fn forward(&self, x: &Tensor, train: bool, relu6: bool) -> Result<Tensor, TchError> {
+    /// The (γ, β) a pass in `exec` uses: the augmented passes' own where they have them.
+    fn affine(&self, exec: Exec) -> (&Tensor, &Tensor) {
+        match &self.aug_affine {
+            Some((w, b)) if exec != Exec::Tiny => (w, b),
+            _ => (&self.weight, &self.bias),
+        }
+    }
+
+    /// Batch norm of `x` [N, C, H, W] (sliced to its C channels) as a pass in `exec` computes it,
+    /// then ReLU6 when `relu6`. In training one fused op ([`ops::bn`]); in evaluation
+    /// (x − running mean)·γ/σ + β, centred first.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        train: bool,
+        relu6: bool,
+        exec: Exec,
+    ) -> Result<Tensor, TchError> {
         let c = x.size()[1];
-        let (weight, bias) = (self.weight.narrow(0, 0, c), self.bias.narrow(0, 0, c));
+        let (weight, bias) = self.affine(exec);
+        let (weight, bias) = (weight.narrow(0, 0, c), bias.narrow(0, 0, c));
         let (running_mean, running_var) = (
             self.running_mean.narrow(0, 0, c),
             self.running_var.narrow(0, 0, c),
@@ -388,13 +415,19 @@ impl ElasticBn {
         Ok(if relu6 { y.relu6() } else { y })
     }
 
-    pub(super) fn tensors(&self) -> [(&Tensor, String); 4] {
-        [
+    /// Every per-channel tensor with its variable name (what channel sorting permutes).
+    pub(super) fn tensors(&self) -> Vec<(&Tensor, String)> {
+        let mut v = vec![
             (&self.weight, format!("{}.weight", self.name)),
             (&self.bias, format!("{}.bias", self.name)),
             (&self.running_mean, format!("{}.running_mean", self.name)),
             (&self.running_var, format!("{}.running_var", self.name)),
-        ]
+        ];
+        if let Some((w, b)) = &self.aug_affine {
+            v.push((w, format!("{}.aug_weight", self.name)));
+            v.push((b, format!("{}.aug_bias", self.name)));
+        }
+        v
     }
 }
 

@@ -63,7 +63,7 @@ impl Block {
                     ConvShape::pointwise(prev, mid, (prev_tiny, b.mid_c), pw),
                     ops,
                 ),
-                ElasticBn::new(&(p / "expand_bn"), mid),
+                ElasticBn::new(&(p / "expand_bn"), mid, ops.separate_aug_bn),
             )
         });
         let (dw_c, dw_tiny) = if b.expand {
@@ -90,13 +90,13 @@ impl Block {
             spec: b.clone(),
             expand,
             dw,
-            dw_bn: ElasticBn::new(&(p / "dw_bn"), dw_c),
+            dw_bn: ElasticBn::new(&(p / "dw_bn"), dw_c, ops.separate_aug_bn),
             project: ElasticConv::new(
                 &(p / "project"),
                 ConvShape::pointwise(dw_c, out, (dw_tiny, b.out_c), pw),
                 ops,
             ),
-            project_bn: ElasticBn::new(&(p / "project_bn"), out),
+            project_bn: ElasticBn::new(&(p / "project_bn"), out, ops.separate_aug_bn),
         }
     }
 }
@@ -164,7 +164,7 @@ impl Net {
             },
             ops,
         );
-        let stem_bn = ElasticBn::new(&(&stem_p / "bn"), max.stem);
+        let stem_bn = ElasticBn::new(&(&stem_p / "bn"), max.stem, ops.separate_aug_bn);
         let mut blocks = Vec::new();
         let mut input = (max.stem, base.stem);
         for (i, b) in spec.blocks.iter().enumerate() {
@@ -181,7 +181,7 @@ impl Net {
                     ConvShape::pointwise(prev, h, (prev_tiny, ht), role),
                     ops,
                 ),
-                ElasticBn::new(&(&p / "bn"), h),
+                ElasticBn::new(&(&p / "bn"), h, ops.separate_aug_bn),
             )
         });
         let features = (max.head.unwrap_or(prev), base.head.unwrap_or(prev_tiny));
@@ -270,24 +270,32 @@ impl Net {
         } else {
             x.shallow_clone()
         };
-        let mut x = self
-            .stem_bn
-            .forward(&self.stem.forward(&x, w.stem, exec)?, train, true)?;
+        let mut x =
+            self.stem_bn
+                .forward(&self.stem.forward(&x, w.stem, exec)?, train, true, exec)?;
         for (i, b) in self.blocks.iter().enumerate() {
             if !w.active[i] {
                 continue;
             }
             let mut h = match &b.expand {
-                Some((conv, bn)) => bn.forward(&conv.forward(&x, w.mid[i], exec)?, train, true)?,
+                Some((conv, bn)) => {
+                    bn.forward(&conv.forward(&x, w.mid[i], exec)?, train, true, exec)?
+                }
                 None => x.shallow_clone(),
             };
             let c = h.size()[1];
-            h = b
-                .dw_bn
-                .forward(&b.dw.forward_kernel(&h, c, w.kernel[i], exec)?, train, true)?;
-            h = b
-                .project_bn
-                .forward(&b.project.forward(&h, w.out[i], exec)?, train, false)?;
+            h = b.dw_bn.forward(
+                &b.dw.forward_kernel(&h, c, w.kernel[i], exec)?,
+                train,
+                true,
+                exec,
+            )?;
+            h = b.project_bn.forward(
+                &b.project.forward(&h, w.out[i], exec)?,
+                train,
+                false,
+                exec,
+            )?;
             x = if b.spec.residual() && h.size() == x.size() {
                 h + &x
             } else {
@@ -295,7 +303,7 @@ impl Net {
             };
         }
         if let (Some((conv, bn)), Some(hc)) = (&self.head, w.head) {
-            x = bn.forward(&conv.forward(&x, hc, exec)?, train, true)?;
+            x = bn.forward(&conv.forward(&x, hc, exec)?, train, true, exec)?;
         }
         let pooled = x.f_mean_dim(&[2i64, 3][..], true, Kind::Float)?;
         let logits = self.fc.forward(&pooled, self.spec.classes, exec)?;
@@ -457,7 +465,7 @@ mod tests {
     #[test]
     fn evaluation_bn_resolves_a_small_spread_far_from_zero() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let bn = ElasticBn::new(&vs.root().sub("bn"), 4);
+        let bn = ElasticBn::new(&vs.root().sub("bn"), 4, false);
         tch::manual_seed(7);
         let x = (Tensor::randn([8, 4, 5, 5], (Kind::Double, Device::Cpu)) * 0.5 - 3.0e6)
             .to_kind(Kind::Float);
@@ -483,7 +491,7 @@ mod tests {
                 .max()
                 .double_value(&[])
         };
-        let got = bn.forward(&x, false, false).expect("bn");
+        let got = bn.forward(&x, false, false, Exec::Tiny).expect("bn");
         assert!(err(&got) < 1e-4, "max error {}", err(&got));
         let aten = x.batch_norm(
             Some(&bn.weight),
@@ -609,6 +617,7 @@ mod tests {
             remap_shift: false,
             add_scale: adder::GradScale::NONE,
             add_unit_init: false,
+            separate_aug_bn: false,
         }
     }
 
@@ -818,6 +827,74 @@ mod tests {
                 assert!(perms.iter().all(|p| !p.var.starts_with("stem")));
             }
         }
+    }
+
+    /// `aug.bn = "separate"`: augmented passes normalise with their own γ, β and the tiny model
+    /// with its own; channel sorting carries both, so the full network's function survives it.
+    #[test]
+    fn separate_augmented_bn_serves_augmented_passes_only_and_is_sorted_with_the_channels() {
+        tch::manual_seed(8);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = wide_micro(
+            &vs,
+            &OpSpec {
+                separate_aug_bn: true,
+                ..ops(OpKind::Shift, MfLayers::Body)
+            },
+        );
+        randomise_bn(&net);
+        let (x, max, base) = (
+            Tensor::randn([3, 3, 32, 32], (Kind::Float, Device::Cpu)),
+            net.max.clone(),
+            net.spec.base_widths(),
+        );
+        let run = |w: &Widths, exec| net.forward(&x, w, false, exec).expect("forward");
+        let (tiny, mult) = (run(&base, Exec::Tiny), run(&max, Exec::Mult));
+        let bns = net.bns();
+        assert!(bns.iter().all(|bn| bn.aug_affine.is_some()));
+        // The augmented γ, β away from the tiny model's, different in every channel.
+        tch::no_grad(|| {
+            for bn in &bns {
+                let (w, b) = bn.aug_affine.as_ref().expect("separate");
+                let c = w.size()[0];
+                let opts = (Kind::Float, Device::Cpu);
+                w.shallow_clone().copy_(&(Tensor::rand([c], opts) + 0.5));
+                b.shallow_clone().copy_(&Tensor::randn([c], opts));
+            }
+        });
+        assert!(
+            tiny.equal(&run(&base, Exec::Tiny)),
+            "the tiny model ignores the augmented γ, β"
+        );
+        let mult = {
+            let now = run(&max, Exec::Mult);
+            assert!(
+                !mult.allclose(&now, 1e-3, 1e-3, false),
+                "the augmented pass uses them"
+            );
+            now
+        };
+        let perms = net.sort_channels(true);
+        assert!(perms.iter().any(|p| p.var.ends_with(".aug_weight")));
+        assert!(perms.iter().any(|p| p.var.ends_with(".aug_bias")));
+        assert!(
+            mult.allclose(&run(&max, Exec::Mult), 1e-4, 1e-4, false),
+            "the full augmented network changed under sorting"
+        );
+        // The exported tiny model folds the tiny model's BN, never the augmented one's.
+        let program = net.tiny_program();
+        tch::no_grad(|| {
+            for bn in &bns {
+                let (w, _) = bn.aug_affine.as_ref().expect("separate");
+                let _ = w.shallow_clone().g_mul_scalar_(3.0);
+            }
+        });
+        let again = net.tiny_program();
+        assert_eq!(program.tensors.len(), again.tensors.len());
+        for ((name, a), (_, b)) in program.tensors.iter().zip(&again.tensors) {
+            assert!(a.equal(b), "{name} depends on the augmented γ");
+        }
+        assert!(program.tensors.iter().all(|(n, _)| !n.contains("aug")));
     }
 
     /// `hybrid = "mf"`: the tiny channels of a wide MF slice see exactly the tiny model's

@@ -283,6 +283,8 @@ pub struct OpSpec {
     /// Initialise Add layers' stored weights at unit RMS (AdderNet's N(0,1) scale) instead of
     /// kaiming's.
     pub add_unit_init: bool,
+    /// The augmented passes' BN γ, β are their own (`aug.bn = "separate"`).
+    pub separate_aug_bn: bool,
 }
 
 impl OpSpec {
@@ -298,6 +300,7 @@ impl OpSpec {
             remap_shift: false,
             add_scale: GradScale::NONE,
             add_unit_init: false,
+            separate_aug_bn: false,
         }
     }
 
@@ -315,6 +318,7 @@ impl OpSpec {
                 relative: c.ops.add_eta_relative,
             },
             add_unit_init: c.ops.add_init == crate::spec::config::AddInit::Unit,
+            separate_aug_bn: c.aug.bn == crate::spec::config::AugBn::Separate,
         }
     }
 

@@ -349,6 +349,29 @@ impl AugGrad {
     }
 }
 
+/// Whose BN affine parameters (γ, β) the augmented model's passes use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AugBn {
+    /// The tiny model's, sliced like every other shared weight (NetAug, ShiftAddAug).
+    #[default]
+    Shared,
+    /// A diagnostic extension: a second γ, β per BN layer that only augmented passes use and
+    /// train, sorted with the channels and left out of the exported tiny model. Convolutions and
+    /// the classifier stay shared; running statistics are re-estimated before every evaluation
+    /// anyway. Asks whether the augmented gradient on the shared γ, β is what costs the tiny model.
+    Separate,
+}
+
+impl AugBn {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Shared => "shared",
+            Self::Separate => "separate",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AugConfig {
@@ -368,6 +391,8 @@ pub struct AugConfig {
     pub sort_stage_channels: bool,
     /// How the augmented model's gradient on an Add layer's shared weights is scaled.
     pub add_grad: AugGrad,
+    /// Whose BN γ, β the augmented passes use: the tiny model's (`shared`) or their own.
+    pub bn: AugBn,
     /// The augmented SubNet that `model.arch` sits inside (in the TOML as `model.arch` is;
     /// `""`: none). When set, augmented sub-models may also run the SubNet's deeper blocks, and
     /// their widths are capped at the SubNet's (method.md §6).
@@ -386,6 +411,7 @@ impl Default for AugConfig {
             sort_channels: true,
             sort_stage_channels: false,
             add_grad: AugGrad::Raw,
+            bn: AugBn::Shared,
             arch: None,
         }
     }
@@ -722,6 +748,14 @@ impl Config {
                      Add calls scales their gradients itself); use \"raw\"",
                     a.hybrid.as_str()
                 ),
+            ));
+        }
+        if a.bn == AugBn::Separate && a.hybrid == Hybrid::None {
+            return Err(invalid(
+                "aug.bn",
+                "\"separate\"",
+                "gives the augmented model BN parameters of its own, and aug.hybrid = \"none\" \
+                 trains no augmented model; use \"shared\"",
             ));
         }
         range("remap.bins", self.remap.bins, 2, 10_000)?;

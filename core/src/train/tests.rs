@@ -13,7 +13,7 @@ use crate::model::{Exec, Net};
 use crate::ops::adder;
 use crate::rng::Rng;
 use crate::spec::arch::{ArchSpec, OpSpec, Widths};
-use crate::spec::config::{Config, Hybrid};
+use crate::spec::config::{AugBn, Config, Hybrid};
 use tch::nn::OptimizerConfig;
 
 #[test]
@@ -730,4 +730,68 @@ fn adder_scaled_augmentation_needs_a_multiplicative_augmented_model() {
             assert!(e.to_string().contains("aug.add_grad"), "{e}");
         }
     }
+}
+
+/// `aug.bn = "separate"`: the augmented model's gradient reaches its own γ, β and never the tiny
+/// model's, while the convolutions stay shared; a direct run cannot ask for it.
+#[test]
+fn separate_augmented_bn_keeps_the_augmented_gradient_off_the_tiny_models_bn() {
+    use super::step::{AugHalf, tiny_backward};
+    let (mut cfg, x, y) = step_setup(Hybrid::Mult);
+    cfg.aug.bn = AugBn::Separate;
+    cfg.validate().expect("a valid config");
+    let vs = nn::VarStore::new(Device::Cpu);
+    let net = build_net(&cfg, &vs.root(), &micro_data());
+    let tiny = net.spec.base_widths();
+    let vars = vs.variables();
+    let names = [
+        "stem.bn.weight",
+        "blocks.1.dw_bn.bias",
+        "stem.bn.aug_weight",
+        "blocks.1.dw_bn.aug_bias",
+        "blocks.1.project.weight",
+    ];
+    // |gradient| of each named variable, then zeroed (0 where none reached it).
+    let take = || -> Vec<f64> {
+        names
+            .iter()
+            .map(|n| {
+                let mut g = vars[*n].grad();
+                if !g.defined() {
+                    return 0.0;
+                }
+                let norm = g.norm().double_value(&[]);
+                let _ = g.zero_();
+                norm
+            })
+            .collect()
+    };
+    let tiny_loss = tiny_backward(&net, &cfg, &tiny, &x, &y).expect("tiny half");
+    let from_tiny = take();
+    let aug_loss = AugHalf {
+        net: &net,
+        cfg: &cfg,
+        exec: Exec::Mult,
+        width_on: true,
+    }
+    .backward(&mut Rng::new(1), &x, &y)
+    .expect("augmented half");
+    let from_aug = take();
+    for loss in [tiny_loss, aug_loss] {
+        assert!(loss.double_value(&[]).is_finite());
+    }
+    let reached = |v: &[f64]| v.iter().map(|g| *g > 0.0).collect::<Vec<_>>();
+    assert_eq!(
+        reached(&from_tiny),
+        [true, true, false, false, true],
+        "{names:?}: {from_tiny:?}"
+    );
+    assert_eq!(
+        reached(&from_aug),
+        [false, false, true, true, true],
+        "{names:?}: {from_aug:?}"
+    );
+    cfg.aug.hybrid = Hybrid::None;
+    let err = cfg.validate().expect_err("no augmented model").to_string();
+    assert!(err.contains("aug.bn"), "{err}");
 }
