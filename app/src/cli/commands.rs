@@ -526,15 +526,16 @@ pub fn grads(a: &GradsArgs) -> anyhow::Result<ExitCode> {
         "parameter", "tiny elems", "‖g tiny‖", "‖α g aug‖", "aug/tiny", "cos", "aug only"
     );
     for s in &p.sources.params {
+        // A parameter only the augmented model uses (SubNet-only blocks, `aug.bn = "separate"`)
+        // has no tiny gradient to compare with: its whole gradient is in the last column.
+        let (ratio, cos) = if s.tiny > 0.0 {
+            (format!("{:.3}", s.ratio()), format!("{:.3}", s.cosine))
+        } else {
+            ("–".to_owned(), "–".to_owned())
+        };
         println!(
-            "{:<34} {:>9} {:>11.3e} {:>11.3e} {:>8.3} {:>7.3} {:>11.3e}",
-            s.name,
-            s.tiny_elems,
-            s.tiny,
-            s.aug_shared,
-            s.ratio(),
-            s.cosine,
-            s.aug_only
+            "{:<34} {:>9} {:>11.3e} {:>11.3e} {ratio:>8} {cos:>7} {:>11.3e}",
+            s.name, s.tiny_elems, s.tiny, s.aug_shared, s.aug_only
         );
     }
     for kind in train::ParamKind::ALL {
