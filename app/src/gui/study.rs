@@ -872,17 +872,15 @@ fn text_width(ui: &egui::Ui, text: &str) -> f32 {
 /// to differ (`width-off`, `width-all-epochs` → `wid…ff`, `wid…hs`).
 fn fit_labels(names: &[&str], room: f32, width: impl Fn(&str) -> f32) -> Vec<String> {
     let drop_keys = names.iter().any(|n| n.contains('=') && width(n) > room);
-    let value = |n: &'_ str| -> String { n.split_once('=').map_or(n, |(_, v)| v).to_owned() };
+    fn value(n: &str) -> &str {
+        n.split_once('=').map_or(n, |(_, v)| v)
+    }
     names
         .iter()
         .map(|&name| {
             let short = value(name);
             let clashes = names.iter().any(|&m| m != name && value(m) == short);
-            let name = if drop_keys && !clashes {
-                short.as_str()
-            } else {
-                name
-            };
+            let name = if drop_keys && !clashes { short } else { name };
             if width(name) <= room {
                 return name.to_owned();
             }
