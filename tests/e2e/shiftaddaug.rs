@@ -251,8 +251,8 @@ fn grads_splits_the_update_of_the_shared_weights(dbp: &std::path::Path, id: i64)
 /// `shiftadd eval` from the last checkpoint: with the statistics saved in it, and with them
 /// re-estimated on the same `eval.bn_images` (200 here), it reproduces the validation the run
 /// recorded at that epoch; each batch's own statistics give another figure; the BN offsets it
-/// lists are those the run recorded as `val/bn_offset`. A checkpoint that is not kept is refused
-/// with the epochs that are.
+/// lists are those the run recorded as `val/bn_offset`; `--split train` evaluates the images it
+/// trained on, `--images N` the first N. A checkpoint that is not kept is refused with the epochs that are.
 fn eval_reproduces_the_recorded_validation(dbp: &std::path::Path, id: i64) {
     let sid = id.to_string();
     let out = run_ok(&[
@@ -309,6 +309,42 @@ fn eval_reproduces_the_recorded_validation(dbp: &std::path::Path, id: i64) {
         "{worst} vs recorded {}",
         recorded(keys::VAL_BN_OFFSET)
     );
+    // On the images it trained on: the training set less the validation tenth.
+    let out = run_ok(&[
+        "eval",
+        &sid,
+        "--db",
+        s(dbp),
+        "--split",
+        "train",
+        "--bn-images",
+        "200",
+        "--json",
+    ]);
+    let t: serde_json::Value = serde_json::from_slice(&out.stdout).expect("eval --split train");
+    assert_eq!(
+        (t["split"].as_str(), t["images"].as_u64()),
+        (Some("train"), Some(900))
+    );
+    let train_top1 = t["rows"][0]["top1"].as_f64().expect("train top1");
+    assert!((0.0..=1.0).contains(&train_top1), "{train_top1}");
+    let out = run_ok(&[
+        "eval",
+        &sid,
+        "--db",
+        s(dbp),
+        "--split",
+        "train",
+        "--images",
+        "250",
+        "--bn-images",
+        "200",
+        "--json",
+    ]);
+    let h: serde_json::Value = serde_json::from_slice(&out.stdout).expect("eval --images");
+    assert_eq!(h["images"].as_u64(), Some(250), "the first 250 of them");
+    let err = crate::support::run_err(&["eval", &sid, "--db", s(dbp), "--images", "0"]);
+    assert!(err.contains("--images"), "{err}");
     let err = crate::support::run_err(&["eval", &sid, "--db", s(dbp), "--epoch", "5"]);
     assert!(err.contains("keeps epochs 1"), "{err}");
 }

@@ -302,9 +302,13 @@ pub struct EvalArgs {
     /// `train.keep_checkpoints`); the last one by default.
     #[arg(long)]
     pub epoch: Option<i64>,
-    /// The split to evaluate on.
+    /// The split to evaluate on: `train` is the images the run trained on (less the validation
+    /// split), without augmentation; against `test` it tells underfitting from overfitting.
     #[arg(long, value_enum, default_value_t = EvalSplit::Val)]
     pub split: EvalSplit,
+    /// Evaluate the split's first N images only (all of them by default).
+    #[arg(long, value_name = "N")]
+    pub images: Option<usize>,
     /// Re-estimate BN statistics on this many training images, once per value (comma-separated
     /// or repeated).
     #[arg(long, value_delimiter = ',', default_values_t = [2000usize, 20000])]
@@ -316,6 +320,7 @@ pub struct EvalArgs {
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EvalSplit {
+    Train,
     Val,
     Test,
 }

@@ -391,22 +391,26 @@ pub fn export(a: &ExportArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `shiftadd eval`: a checkpoint's tiny model on val or test under each source of BN statistics.
+/// `shiftadd eval`: a checkpoint's tiny model on train, val or test under each source of BN statistics.
 pub fn eval(a: &EvalArgs) -> anyhow::Result<ExitCode> {
     use train::BnStats;
     if a.bn_images.contains(&0) {
         bail!("--bn-images: 0 images cannot estimate BN statistics");
     }
+    if a.images == Some(0) {
+        bail!("--images: 0 images cannot be evaluated");
+    }
     let db = db_path(&a.db)?;
     let at = a.epoch.map_or(train::Weights::Last, train::Weights::Epoch);
     let split = match a.split {
+        EvalSplit::Train => train::Split::Train,
         EvalSplit::Val => train::Split::Val,
         EvalSplit::Test => train::Split::Test,
     };
     let mut stats = vec![BnStats::Saved];
     stats.extend(a.bn_images.iter().map(|&n| BnStats::Reestimated(n)));
     stats.push(BnStats::Batch);
-    let e = train::reevaluate_run(&db, a.run, at, split, &stats)?;
+    let e = train::reevaluate_run(&db, a.run, at, split, a.images, &stats)?;
     if a.json {
         let rows: Vec<serde_json::Value> = e
             .rows

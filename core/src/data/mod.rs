@@ -89,6 +89,19 @@ impl Dataset {
         }
     }
 
+    /// A copy of the first `n` images (all of them when there are no more).
+    pub fn head(&self, n: usize) -> Self {
+        let n = n.min(self.len());
+        Self {
+            channels: self.channels,
+            height: self.height,
+            width: self.width,
+            classes: self.classes,
+            images: self.images[..n * self.image_size()].to_vec(),
+            labels: self.labels[..n].to_vec(),
+        }
+    }
+
     fn truncate(&mut self, n: usize) {
         if n > 0 && n < self.len() {
             self.labels.truncate(n);

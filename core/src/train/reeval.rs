@@ -38,6 +38,10 @@ impl BnStats {
 /// Which split to evaluate on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Split {
+    /// The training images the run trained on (the training set less the validation split), as
+    /// they are stored, without the training augmentation: with [`Split::Test`] it tells a model
+    /// that underfits (both low) from one that overfits (train far above test).
+    Train,
     Val,
     Test,
 }
@@ -45,6 +49,7 @@ pub enum Split {
 impl Split {
     pub fn as_str(&self) -> &'static str {
         match self {
+            Self::Train => "train",
             Self::Val => "val",
             Self::Test => "test",
         }
@@ -67,13 +72,15 @@ pub struct Reevaluation {
     pub bn_offsets: Vec<(String, f64)>,
 }
 
-/// Evaluate run `run`'s tiny model from its checkpoint `at` (not [`Weights::Init`]) on `split`,
-/// once per entry of `stats`, each from the checkpoint's weights and statistics as saved.
+/// Evaluate run `run`'s tiny model from its checkpoint `at` (not [`Weights::Init`]) on `split`
+/// (its first `images` only, where given), once per entry of `stats`, each from the checkpoint's
+/// weights and statistics as saved.
 pub fn reevaluate_run(
     db: &Path,
     run: RunId,
     at: Weights,
     split: Split,
+    images: Option<usize>,
     stats: &[BnStats],
 ) -> Result<Reevaluation, ProbeError> {
     let mut r = load_recorded(db, run, at, &[], |_| Ok(()))?;
@@ -81,10 +88,14 @@ pub fn reevaluate_run(
         return Err(ProbeError::NoCheckpoint(run));
     };
     let data: &std::sync::Arc<Dataset> = match split {
+        Split::Train => &r.splits.train,
         Split::Val => &r.splits.val,
         Split::Test => &r.splits.test,
     };
-    let data = data.clone();
+    let data = match images {
+        Some(n) if n < data.len() => std::sync::Arc::new(data.head(n)),
+        _ => data.clone(),
+    };
     let (bs, device) = (r.cfg.eval.batch_size, r.vs.device());
     let tiny = r.net.spec.base_widths();
     let mut bn_offsets = r.net.bn_offsets();
