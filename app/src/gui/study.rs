@@ -167,7 +167,10 @@ impl StudyView {
     pub fn ui(&mut self, ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>) {
         jobs_ui(ui, vcx);
         let Some(studies) = vcx.data.studies.clone() else {
-            ui.spinner();
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.weak("reading the studies and their cells from the database…");
+            });
             return;
         };
         if studies.is_empty() {
