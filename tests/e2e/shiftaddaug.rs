@@ -309,39 +309,21 @@ fn eval_reproduces_the_recorded_validation(dbp: &std::path::Path, id: i64) {
         "{worst} vs recorded {}",
         recorded(keys::VAL_BN_OFFSET)
     );
-    // On the images it trained on: the training set less the validation tenth.
-    let out = run_ok(&[
-        "eval",
-        &sid,
-        "--db",
-        s(dbp),
-        "--split",
-        "train",
-        "--bn-images",
-        "200",
-        "--json",
-    ]);
-    let t: serde_json::Value = serde_json::from_slice(&out.stdout).expect("eval --split train");
+    // On the images it trained on: the training set less the validation tenth, or its head.
+    let eval_train = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["eval", &sid, "--db", s(dbp), "--split", "train"];
+        args.extend_from_slice(extra);
+        args.extend(["--bn-images", "200", "--json"]);
+        serde_json::from_slice(&run_ok(&args).stdout).expect("eval --split train --json")
+    };
+    let t = eval_train(&[]);
     assert_eq!(
         (t["split"].as_str(), t["images"].as_u64()),
         (Some("train"), Some(900))
     );
     let train_top1 = t["rows"][0]["top1"].as_f64().expect("train top1");
     assert!((0.0..=1.0).contains(&train_top1), "{train_top1}");
-    let out = run_ok(&[
-        "eval",
-        &sid,
-        "--db",
-        s(dbp),
-        "--split",
-        "train",
-        "--images",
-        "250",
-        "--bn-images",
-        "200",
-        "--json",
-    ]);
-    let h: serde_json::Value = serde_json::from_slice(&out.stdout).expect("eval --images");
+    let h = eval_train(&["--images", "250"]);
     assert_eq!(h["images"].as_u64(), Some(250), "the first 250 of them");
     let err = crate::support::run_err(&["eval", &sid, "--db", s(dbp), "--images", "0"]);
     assert!(err.contains("--images"), "{err}");

@@ -391,7 +391,8 @@ pub fn export(a: &ExportArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `shiftadd eval`: a checkpoint's tiny model on train, val or test under each source of BN statistics.
+/// `shiftadd eval`: a checkpoint's tiny model on train, val or test under each source of BN
+/// statistics.
 pub fn eval(a: &EvalArgs) -> anyhow::Result<ExitCode> {
     use train::BnStats;
     if a.bn_images.contains(&0) {
