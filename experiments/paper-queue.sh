@@ -1,24 +1,37 @@
 #!/usr/bin/env bash
-# Issue 18's studies in the order they are meant to run, in one database, so that each adopts
-# the cells an earlier one trained (the same config and seed is one cell): `paper-remap`, then
-# `paper-main` again — the cells it does not adopt (Mult, Shift, Shift + ShiftAddAug), rebuilding
-# its database, which the machine that first ran it took along — then `add-aug-factors` (item 5,
-# the longest: 9 variants × 3 seeds), which adopts its `aug` and `direct` cells from `paper-remap`,
-# then `add-remap-direct` (direct Add and the augmentation, both with no remap; 2 variants ×
-# 3 seeds train), then `add-wd` (the Add weights at AdderNet's weight decay; 2 variants × 3 seeds
-# train), then `add-aug-bn` (the augmented passes with BN γ, β of their own; 2 variants × 3 seeds
-# train).
-# Stops at the first study that does not finish (exit 3: stopped, a rerun continues it).
+# The project's studies in the order they are meant to run, in one database, so that each adopts
+# the cells an earlier one trained (the same config and seed is one cell). Issue 18's six
+# (`paper-remap`, `paper-main`, `add-aug-factors`, `add-remap-direct`, `add-wd`, `add-aug-bn`)
+# have finished: the committed results database holds them, and rerunning them trains nothing.
+# Then issue 41's: `aug-control` (the positive control: NetAug on Mult, and the Shift pair at six
+# seeds), then `add-operating-point` (an Add parameterisation where both models learn).
 #
-#   experiments/paper-queue.sh [DB]                  # default runs-data/paper.db
-#   pkill -TERM -f 'shiftadd study'                  # stop: the runs checkpoint where they are
+# A new database starts from the committed results (`experiments/results/paper.db.gz`); whatever
+# way the queue ends — finished, failed, or a study stopped (SIGTERM: its runs checkpoint where
+# they are) — the results database is written again from this one (settled runs only: a cell
+# still in flight is not in it, and retrains on a machine that lacks its checkpoint).
+#
+#   experiments/paper-queue.sh [DB]          # default $HOME/shiftadd-runs/paper.db
+#   pkill -TERM -f 'shiftadd study'          # stop: the runs checkpoint, the queue compacts
 #   SHIFTADD=path/to/shiftadd experiments/paper-queue.sh
-set -euo pipefail
+#
+# The default database lies outside the checkout: a session's checkout is laid anew, while the
+# machine (and a database and checkpoints beside it) may be handed on as it was.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 bin=${SHIFTADD:-target/debug/shiftadd}
-db=${1:-runs-data/paper.db}
-for study in paper-remap paper-main add-aug-factors add-remap-direct add-wd add-aug-bn; do
+db=${1:-$HOME/shiftadd-runs/paper.db}
+results=experiments/results/paper.db.gz
+if [[ ! -e $db ]]; then
+    echo "paper-queue: $db is new: importing $results" >&2
+    "$bin" import "$results" --db "$db" || exit $?
+fi
+status=0
+for study in paper-remap paper-main add-aug-factors add-remap-direct add-wd add-aug-bn \
+    aug-control add-operating-point; do
     echo "paper-queue: $study ($(date -u +%H:%M) UTC)" >&2
-    "$bin" study "experiments/studies/$study.toml" --db "$db" || exit $?
+    "$bin" study "experiments/studies/$study.toml" --db "$db" || { status=$?; break; }
 done
-echo "paper-queue: all finished ($(date -u +%H:%M) UTC)" >&2
+[[ $status -eq 0 ]] && echo "paper-queue: all finished ($(date -u +%H:%M) UTC)" >&2
+"$bin" compact "$results" --db "$db" || exit $?
+exit $status

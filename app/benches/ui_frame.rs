@@ -197,6 +197,7 @@ fn study_data() -> DataCache {
         cells,
         jobs: Vec::new(),
         table: Some(table),
+        fit: None,
     }]));
     d
 }

@@ -831,6 +831,16 @@ fn studies_view_shows_the_table_and_banded_curves() {
             .collect();
         rows.push(metric(keys::TEST_TOP1, 30, top1));
         rows.push(metric(keys::WEIGHTS_ADD_STD, 30, add_std));
+        // Training losses per epoch; `wider` augments: its augmented model's loss is the tiny
+        // model's + 0.1 (seed 0) and + 0.3 (seed 1) — a gap of +0.2 ± 1.271 at the last epoch.
+        for e in 1..=3 {
+            let tiny = 1.0 / e as f64;
+            rows.push(metric(keys::TRAIN_EPOCH_LOSS, e * 10, tiny));
+            if variant == "wider" {
+                let gap = if seed == 0 { 0.1 } else { 0.3 };
+                rows.push(metric(keys::TRAIN_EPOCH_LOSS_AUG, e * 10, tiny + gap));
+            }
+        }
         w.send(WriteOp::Metrics(rows)).expect("metrics");
         w.status(run, shiftadd_core::store::Status::Finished, None);
         w.send(WriteOp::StudyRun(StudyRunRow {
@@ -948,6 +958,18 @@ fn studies_view_shows_the_table_and_banded_curves() {
         h,
         "reporting test/top1 · baseline base"
     ));
+    // Is the augmented model working? Its loss beside the tiny model's, for `wider` only.
+    choose_table_metric(h, "val/top1", "train loss: augmented vs tiny");
+    wait_for(h, "the fit plot", |h| {
+        has_label(
+            h,
+            "last epoch, augmented − tiny: wider +0.200 ± 1.271 (n = 2)",
+        )
+    });
+    assert!(
+        !has_label_containing(h, "base +"),
+        "a variant that does not augment has no augmented loss"
+    );
 }
 
 /// Open the Studies table's metric chooser (showing `current`) and pick the entry labelled `pick`.

@@ -13,3 +13,4 @@ mod shiftaddaug;
 mod slurm;
 mod study;
 mod support;
+mod tree;

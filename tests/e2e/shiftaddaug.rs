@@ -53,6 +53,20 @@ fn shift_and_add_smoke_runs_record_discrepancy_histograms() {
             "{op}: one augmented loss per step"
         );
         assert_eq!(count(keys::VAL_TOP1), 1, "{op}: validation every epoch");
+        // The epoch's augmented loss beside the tiny model's: the mean of its steps' (all
+        // batches hold 50 images, so image-weighted is the plain mean).
+        let one = |sql: &str| -> f64 {
+            c.query_row(sql, [id], |r| r.get(0))
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        };
+        let epoch_aug =
+            one("SELECT value FROM metrics WHERE run_id = ?1 AND key = 'train/epoch_loss_aug'");
+        let step_mean =
+            one("SELECT avg(value) FROM metrics WHERE run_id = ?1 AND key = 'train/loss_aug'");
+        assert!(
+            (epoch_aug - step_mean).abs() < 1e-9 * step_mean.abs().max(1.0),
+            "{op}: epoch {epoch_aug} vs steps {step_mean}"
+        );
         assert_eq!(
             count(keys::TEST_TOP1),
             1,

@@ -233,6 +233,58 @@ fn smoke_study_runs_in_parallel_reports_its_runs_and_reruns_nothing() {
     let diff = |f: &[&str]| f[col("diff")].parse::<f64>().expect("diff");
     assert_eq!(mult[col("against")], "shift-aug", "{other}");
     assert!((diff(&mult) + diff(&fields)).abs() < 1e-12, "{other}");
+    // --fit: the augmented variant's epoch losses beside its tiny model's, from the runs' rows.
+    let fit = run_ok(&["study", &file, "--db", s(&dbp), "--report", "csv", "--fit"]);
+    let fit = String::from_utf8_lossy(&fit.stdout).into_owned();
+    let lines: Vec<&str> = fit.lines().collect();
+    assert_eq!(
+        lines[0],
+        "variant,epoch,n,tiny_loss,tiny_ci95,aug_loss,aug_ci95,gap,gap_ci95"
+    );
+    assert_eq!(
+        lines.len(),
+        3,
+        "shift-aug's two epochs, no row for mult: {fit}"
+    );
+    let epoch_mean = |key: &str, epoch: i64| -> f64 {
+        let xs: Vec<f64> = cells
+            .iter()
+            .filter(|((v, _), _)| v == "shift-aug")
+            .map(|(_, (run, _))| {
+                c.query_row(
+                    "SELECT value FROM metrics WHERE run_id = ?1 AND key = ?2 AND epoch = ?3",
+                    rusqlite::params![run, key, epoch],
+                    |r| r.get(0),
+                )
+                .expect(key)
+            })
+            .collect();
+        mean_of(&xs)
+    };
+    for (line, epoch) in lines[1..].iter().zip(1..) {
+        let f: Vec<&str> = line.split(',').collect();
+        assert_eq!((f[0], f[1], f[2]), ("shift-aug", &*epoch.to_string(), "2"));
+        let num = |i: usize| f[i].parse::<f64>().expect("number");
+        let (tiny, aug) = (
+            epoch_mean("train/epoch_loss", epoch),
+            epoch_mean("train/epoch_loss_aug", epoch),
+        );
+        assert!(
+            (num(3) - tiny).abs() < 1e-12 && (num(5) - aug).abs() < 1e-12,
+            "{line}"
+        );
+        assert!((num(7) - (aug - tiny)).abs() < 1e-9, "{line}");
+    }
+    let md = run_ok(&["study", &file, "--db", s(&dbp), "--report", "md", "--fit"]);
+    let md = String::from_utf8_lossy(&md.stdout).into_owned();
+    assert!(
+        md.contains("| epoch | shift-aug tiny | shift-aug aug | shift-aug gap |")
+            && md.contains("Last epoch, augmented − tiny: shift-aug "),
+        "{md}"
+    );
+    let err =
+        crate::support::run_err(&["study", &file, "--db", s(&dbp), "--report", "tex", "--fit"]);
+    assert!(err.contains("md or csv"), "{err}");
     let err = crate::support::run_err(&report_args(&file, &dbp, "md", "--baseline", "nope"));
     assert!(
         err.contains("not a variant") && err.contains("shift-aug"),

@@ -58,6 +58,10 @@ pub enum Cmd {
     /// everything recorded for them, NAS candidates and studies. Importing a file again changes
     /// nothing; a newer snapshot of a run replaces its rows.
     Import(ImportArgs),
+    /// Write a compact results database: the settled runs with their studies, scalar metrics
+    /// (per-step series thinned), first and last histograms; no checkpoints, no runs in flight.
+    /// A name ending in .gz is written compressed; `shiftadd import` reads either.
+    Compact(CompactArgs),
     /// Check a database for damage (SQLite's integrity_check; nothing is changed). Exit 0 when
     /// it is sound, 1 with the damage listed and how to salvage the rest.
     Check(CheckArgs),
@@ -69,11 +73,24 @@ pub enum Cmd {
 // `shiftadd import`.
 #[derive(clap::Args, Debug)]
 pub struct ImportArgs {
-    /// Databases to merge (each is only read).
+    /// Databases to merge (each is only read; gzip-compressed ones too, e.g. a results database).
     #[arg(required = true, value_name = "OTHER.db")]
     pub files: Vec<PathBuf>,
     #[command(flatten)]
     pub db: DbArg,
+}
+
+// `shiftadd compact`.
+#[derive(clap::Args, Debug)]
+pub struct CompactArgs {
+    /// The results database to write (replaced whole; e.g. experiments/results/paper.db.gz).
+    #[arg(value_name = "OUT.db[.gz]")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub db: DbArg,
+    /// Per-step points kept per run, metric and epoch (at least 2: its first and last step).
+    #[arg(long, default_value_t = shiftadd_core::store::compact::STEPS_PER_EPOCH)]
+    pub steps_per_epoch: usize,
 }
 
 // `shiftadd check`.
@@ -110,6 +127,11 @@ pub struct StudyArgs {
     /// file's `metric`, e.g. `weights/add_std`, `val/bn_offset`, `train/epoch_loss`.
     #[arg(long, value_name = "METRIC", requires = "report")]
     pub metric: Option<String>,
+    /// With --report: instead of the table, the augmented variants' training loss beside their
+    /// tiny models', per epoch (mean over seeds, gap paired per seed): does the augmented model
+    /// fit better, as NetAug relies on? md or csv.
+    #[arg(long, requires = "report", conflicts_with_all = ["metric", "baseline"])]
+    pub fit: bool,
     /// With --report: also write the study's two figures into this folder as SVG — the
     /// --curves metric by variant (mean ± std over seeds) and the reported metric by variant
     /// (seeds, mean ± 95 % CI, baseline dashed) — as the Studies view draws them.

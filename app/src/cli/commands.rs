@@ -20,8 +20,8 @@ use shiftadd_core::{Config, export, host, hw, nas, study, train};
 use shiftadd_core::slurm::SlurmSpec;
 
 use super::args::{
-    CheckArgs, EvalArgs, EvalSplit, ExportArgs, GradsArgs, HwArgs, ImportArgs, NasArgs, ResumeArgs,
-    RunsArgs, SlurmArgs, StudyArgs, StudyTaskArgs, TrainArgs,
+    CheckArgs, CompactArgs, EvalArgs, EvalSplit, ExportArgs, GradsArgs, HwArgs, ImportArgs,
+    NasArgs, ResumeArgs, RunsArgs, SlurmArgs, StudyArgs, StudyTaskArgs, TrainArgs,
 };
 use super::db_path;
 use super::signals::{self, stop_runs_on_signal};
@@ -592,6 +592,14 @@ pub fn study(a: &StudyArgs) -> anyhow::Result<ExitCode> {
             );
         };
         let format = Format::parse(r).context("--report takes md, csv or tex")?;
+        if a.fit {
+            let fit = study::fit::fit(&spec, id, &reader)?;
+            let text = fit
+                .render(format)
+                .context("--fit writes md or csv (the loss table has no LaTeX form)")?;
+            write_table(&text, a.out.as_deref())?;
+            return Ok(ExitCode::SUCCESS);
+        }
         let mut spec = spec;
         if let Some(b) = &a.baseline {
             if !spec.variants.iter().any(|v| &v.name == b) {
@@ -741,6 +749,14 @@ pub fn import(a: &ImportArgs) -> anyhow::Result<ExitCode> {
         let summary = store::import::import(&db, f)?;
         println!("{}: {summary}", f.display());
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `shiftadd compact`: a results copy of the database, small enough to commit.
+pub fn compact(a: &CompactArgs) -> anyhow::Result<ExitCode> {
+    let db = db_path(&a.db)?;
+    let summary = store::compact::compact(&db, &a.out, a.steps_per_epoch)?;
+    println!("{}: {summary}", a.out.display());
     Ok(ExitCode::SUCCESS)
 }
 

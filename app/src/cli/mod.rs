@@ -107,6 +107,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Cmd::Eval(a)) => commands::eval(&a),
         Some(Cmd::Study(a)) => commands::study(&a),
         Some(Cmd::Import(a)) => commands::import(&a),
+        Some(Cmd::Compact(a)) => commands::compact(&a),
         Some(Cmd::Check(a)) => commands::check(&a),
         Some(Cmd::StudyTask(a)) => commands::study_task(&a),
     }

@@ -19,6 +19,7 @@ use shiftadd_core::store::{
     HistogramRow, HwCostRow, MetricSummary, NasCandidateRow, Reader, RunId, RunSummary, StoreError,
     StudyJobRow, StudyRow, StudyRunRow,
 };
+use shiftadd_core::study::fit::Fit;
 use shiftadd_core::study::report::{self, Table};
 
 use super::plot::Series;
@@ -134,6 +135,8 @@ pub struct StudyData {
     /// Where cells train when not here (a Slurm task each), as the coordinator last saw it.
     pub jobs: Vec<StudyJobRow>,
     pub table: Option<Table>,
+    /// The augmented variants' training loss beside their tiny models' (`None` as for `table`).
+    pub fit: Option<Fit>,
 }
 
 fn studies(
@@ -154,7 +157,12 @@ fn studies(
             }
             None => None,
         };
+        let fit = match &study {
+            Some(s) => Some(shiftadd_core::study::fit::fit(s, row.id, r)?),
+            None => None,
+        };
         out.push(StudyData {
+            fit,
             cells: r.study_runs(row.id)?,
             jobs: r.study_jobs(row.id)?,
             row,

@@ -419,12 +419,22 @@ impl StudyView {
             egui::ComboBox::from_id_salt("study-curve-metric")
                 .selected_text(&self.curve_metric)
                 .show_ui(ui, |ui| {
+                    if s.fit.as_ref().is_some_and(|f| !f.rows.is_empty()) {
+                        ui.selectable_value(&mut self.curve_metric, FIT.into(), FIT)
+                            .on_hover_text(FIT_HELP);
+                    }
                     for k in &keys {
                         ui.selectable_value(&mut self.curve_metric, k.clone(), k);
                     }
                 });
-            ui.checkbox(&mut self.show_seeds, "seeds");
+            if self.curve_metric != FIT {
+                ui.checkbox(&mut self.show_seeds, "seeds");
+            }
         });
+        if self.curve_metric == FIT {
+            fit_ui(ui, vcx, s, height);
+            return;
+        }
         let id = format!("study{}-curves", s.row.id);
         let title = figures::curves_title(&self.curve_metric);
         let header = plot_header(ui, &id, &title, vcx.export, None, true);
@@ -474,6 +484,87 @@ impl StudyView {
         vcx.export
             .capture_if_requested(ui.ctx(), &id, header.region(ui));
     }
+}
+
+/// The curves chooser's entry for the augmented models' fit ([`fit_ui`]).
+const FIT: &str = "train loss: augmented vs tiny";
+const FIT_HELP: &str = "Per augmented variant and epoch, the sampled augmented models' training \
+    loss (dashed) beside the tiny model's (solid), mean over the finished seeds. NetAug relies on \
+    the augmented model fitting better (dashed below solid); `shiftadd study FILE --report md \
+    --fit` prints the same with the gap's 95 % CI.";
+
+/// Is the augmented model working? Per augmented variant, its training loss per epoch (dashed)
+/// beside the tiny model's (solid, the same colour), and the last epoch's gap with its interval.
+fn fit_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, s: &StudyData, height: f32) {
+    let Some(fit) = s.fit.as_ref().filter(|f| !f.rows.is_empty()) else {
+        ui.label("No finished augmented cell has recorded its augmented loss yet.");
+        return;
+    };
+    let id = format!("study{}-fit", s.row.id);
+    let header = plot_header(ui, &id, FIT, vcx.export, None, false);
+    if header.csv {
+        vcx.export.request(ExportRequest::Csv {
+            name: id.clone(),
+            text: fit.render(Format::Csv).unwrap_or_default(),
+        });
+    }
+    let color_of = |variant: &str| {
+        s.study
+            .as_ref()
+            .and_then(|spec| spec.variants.iter().position(|v| v.name == variant))
+            .unwrap_or(0)
+    };
+    let gaps: Vec<String> = fit
+        .rows
+        .iter()
+        .map(|r| format!("{} {}", r.variant, r.last_gap_text()))
+        .collect();
+    ui.weak(format!("last epoch, augmented − tiny: {}", gaps.join("; ")))
+        .on_hover_text(FIT_HELP);
+    let hidden = super::plot::hidden_curves(ui.ctx(), &id);
+    let entries: Vec<(String, egui::Color32)> = fit
+        .rows
+        .iter()
+        .map(|r| (r.variant.clone(), color(color_of(&r.variant))))
+        .collect();
+    let shown = Plot::new(&id)
+        .height((height - 110.0).max(200.0))
+        .x_axis_label("epoch")
+        .y_axis_label("training loss")
+        .label_formatter(|pos| {
+            let p = hover_point(pos);
+            Some(format!("epoch {:.0}: {:.4}", p.x, p.y))
+        })
+        .show(ui, |p| {
+            for r in fit.rows.iter().filter(|r| !hidden.contains(&r.variant)) {
+                let c = color(color_of(&r.variant));
+                let tiny: Vec<[f64; 2]> = r
+                    .points
+                    .iter()
+                    .map(|q| [q.epoch as f64, q.tiny.mean])
+                    .collect();
+                let aug: Vec<[f64; 2]> = r
+                    .points
+                    .iter()
+                    .map(|q| [q.epoch as f64, q.aug.mean])
+                    .collect();
+                p.line(
+                    Line::new(format!("{} tiny", r.variant), tiny)
+                        .color(c)
+                        .width(2.0),
+                );
+                p.line(
+                    Line::new(format!("{} augmented", r.variant), aug)
+                        .color(c)
+                        .width(2.0)
+                        .style(LineStyle::dashed_loose()),
+                );
+            }
+        });
+    super::plot::remember_transform(ui.ctx(), &id, shown.transform);
+    super::plot::legend_row(ui, &id, &entries);
+    vcx.export
+        .capture_if_requested(ui.ctx(), &id, header.region(ui));
 }
 
 /// The metric keys the loaded cells of study `s` have recorded, sorted.
@@ -1058,6 +1149,7 @@ mod tests {
             cells,
             jobs: Vec::new(),
             table: None,
+            fit: None,
         };
         (s, data)
     }

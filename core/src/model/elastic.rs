@@ -85,6 +85,9 @@ pub struct ElasticConv {
     pub(super) bits: i64,
     pub(super) act_fixed_point: bool,
     pub(super) add_scale: adder::GradScale,
+    /// The factor from the stored tensor to what the Add operator sees (`ops.add_storage =
+    /// "mult"`: √(fan_in / 2); 1 otherwise, and for every other role).
+    pub(super) add_view: f64,
 }
 
 impl ElasticConv {
@@ -105,7 +108,13 @@ impl ElasticConv {
             &[max_out, in_per_group, kernel, kernel],
             nn::init::DEFAULT_KAIMING_UNIFORM,
         );
-        if role == OpKind::Add && ops.add_unit_init {
+        // The inverse of kaiming's standard deviation, √2 / √fan_in (tch's default init).
+        let add_view = if role == OpKind::Add && ops.add_mult_storage {
+            ((in_per_group * kernel * kernel) as f64 / 2.0).sqrt()
+        } else {
+            1.0
+        };
+        if role == OpKind::Add && ops.add_unit_init && !ops.add_mult_storage {
             // The same draw, rescaled: every conv is followed by BN, so the multiplicative view
             // computes the same function; the Add view sees weights at its inputs' scale.
             tch::no_grad(|| {
@@ -127,7 +136,25 @@ impl ElasticConv {
             bits: ops.weight_bits,
             act_fixed_point: ops.act_fixed_point,
             add_scale: ops.add_scale,
+            add_view,
         }
+    }
+
+    /// What the Add operator sees of a slice `w` of the stored tensor: `w` × the view factor s,
+    /// whose gradient reaches `w` ÷ s (not × s), so that an update moves the Add view exactly as
+    /// it would move a tensor stored at the Add operator's scale. `w` itself where s = 1.
+    pub(super) fn add_view_of(&self, w: &Tensor) -> Tensor {
+        if self.add_view == 1.0 {
+            return w.shallow_clone();
+        }
+        let s = self.add_view;
+        let fixed = w.detach();
+        &fixed * s + (w - &fixed) / s
+    }
+
+    /// The view factor of an Add layer (1 unless `ops.add_storage = "mult"`).
+    pub fn add_view(&self) -> f64 {
+        self.add_view
     }
 
     /// The leading `out` × `c_in` slice, at the centre `kernel` × `kernel` of the stored kernel.
@@ -152,6 +179,7 @@ impl ElasticConv {
 
     /// The weights the MF operator sees for a slice: remapped, and for Shift rounded to powers of two.
     pub(super) fn mf_weight(&self, w: &Tensor) -> Tensor {
+        let w = &self.add_view_of(w);
         let r = self.remap.as_ref().map_or_else(
             || w.shallow_clone(),
             |m| self.remap_nested(w, |t| m.apply(t)),
@@ -188,6 +216,7 @@ impl ElasticConv {
     /// [`Remap::apply_split`]): the weight, whose gradient AdderNet's scaling applies to, and the
     /// raw-gradient sink of the remap's parameters (`None` without any).
     pub(super) fn add_weight(&self, w: &Tensor) -> (Tensor, Option<Tensor>) {
+        let w = &self.add_view_of(w);
         let Some(m) = &self.remap else {
             return (w.shallow_clone(), None);
         };
@@ -200,6 +229,7 @@ impl ElasticConv {
 
     /// [`Self::mf_weight`]'s values without the straight-through arithmetic (exact powers of two).
     pub(super) fn mf_weight_exact(&self, w: &Tensor) -> Tensor {
+        let w = &self.add_view_of(w).detach();
         let r = self
             .remap
             .as_ref()
@@ -309,10 +339,11 @@ impl ElasticConv {
         }
         tch::no_grad(|| {
             let stored = self.tiny_slice(self.tiny.0, self.tiny.1).detach().copy();
+            let seen = self.add_view_of(&stored);
             let remapped = self
                 .remap
                 .as_ref()
-                .map_or_else(|| stored.copy(), |m| m.apply(&stored).detach());
+                .map_or_else(|| seen.copy(), |m| m.apply(&seen).detach());
             let pow2 = (self.role == OpKind::Shift).then(|| shift::quantize(&remapped, self.bits));
             Some(LayerWeights {
                 name: self.name.clone(),
@@ -328,7 +359,7 @@ impl ElasticConv {
     pub fn remap_kl(&self, bins: i64) -> Option<Tensor> {
         let remap = self.remap.as_ref().filter(|r| r.kind != RemapKind::None)?;
         Some(ops::remap::soft_kl_to_laplace(
-            &remap.apply(&self.tiny_slice(self.tiny.0, self.tiny.1)),
+            &remap.apply(&self.add_view_of(&self.tiny_slice(self.tiny.0, self.tiny.1))),
             bins,
         ))
     }

@@ -130,6 +130,17 @@ fn classifier(
     (fc, bias)
 }
 
+/// An Add layer's stored weight, as [`Net::add_weights`] lists them.
+pub struct AddWeight {
+    /// The variable's name.
+    pub name: String,
+    pub weight: Tensor,
+    /// The gradient scaling its Add calls apply.
+    pub scale: GradScale,
+    /// The factor from the stored tensor to the Add view (1 unless `ops.add_storage = "mult"`).
+    pub view: f64,
+}
+
 /// A network of elastic layers; `forward` runs the sub-model given by a [`Widths`].
 #[derive(Debug)]
 pub struct Net {
@@ -333,18 +344,16 @@ impl Net {
         v
     }
 
-    /// The stored weights of the Add layers — (variable name, weight, the gradient scaling their
-    /// Add calls apply).
-    pub fn add_weights(&self) -> Vec<(String, Tensor, GradScale)> {
+    /// The stored weights of the Add layers.
+    pub fn add_weights(&self) -> Vec<AddWeight> {
         self.convs()
             .into_iter()
             .filter(|c| c.role == crate::spec::config::OpKind::Add)
-            .map(|c| {
-                (
-                    format!("{}.weight", c.name),
-                    c.weight.shallow_clone(),
-                    c.add_scale,
-                )
+            .map(|c| AddWeight {
+                name: format!("{}.weight", c.name),
+                weight: c.weight.shallow_clone(),
+                scale: c.add_scale,
+                view: c.add_view(),
             })
             .collect()
     }
@@ -617,6 +626,7 @@ mod tests {
             remap_shift: false,
             add_scale: adder::GradScale::NONE,
             add_unit_init: false,
+            add_mult_storage: false,
             separate_aug_bn: false,
         }
     }

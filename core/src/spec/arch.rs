@@ -283,6 +283,9 @@ pub struct OpSpec {
     /// Initialise Add layers' stored weights at unit RMS (AdderNet's N(0,1) scale) instead of
     /// kaiming's.
     pub add_unit_init: bool,
+    /// Add layers' shared tensors are stored at the multiplicative scale and rescaled for the
+    /// Add view (`ops.add_storage = "mult"`).
+    pub add_mult_storage: bool,
     /// The augmented passes' BN γ, β are their own (`aug.bn = "separate"`).
     pub separate_aug_bn: bool,
 }
@@ -300,6 +303,7 @@ impl OpSpec {
             remap_shift: false,
             add_scale: GradScale::NONE,
             add_unit_init: false,
+            add_mult_storage: false,
             separate_aug_bn: false,
         }
     }
@@ -318,6 +322,7 @@ impl OpSpec {
                 relative: c.ops.add_eta_relative,
             },
             add_unit_init: c.ops.add_init == crate::spec::config::AddInit::Unit,
+            add_mult_storage: c.ops.add_storage == crate::spec::config::AddStorage::Mult,
             separate_aug_bn: c.aug.bn == crate::spec::config::AugBn::Separate,
         }
     }

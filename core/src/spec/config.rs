@@ -274,8 +274,37 @@ pub struct OpsConfig {
     /// Scale η by the RMS of the weights each Add call sees, so the relative update per step is
     /// AdderNet's (whose weights are N(0,1)) whatever the shared weights' scale.
     pub add_eta_relative: bool,
-    /// How Add layers' stored weights are initialised.
+    /// How Add layers' stored weights are initialised (with `add_storage = "add"`).
     pub add_init: AddInit,
+    /// At whose scale an Add layer's shared tensor is stored: the Add operator's (the Mult view
+    /// sees it as it is) or the multiplicative model's (the Add view rescales it).
+    pub add_storage: AddStorage,
+}
+
+/// Where the scale of an Add layer's shared tensor lives (issue 41). Both views of the tensor
+/// learn at one learning rate, and a multiplicative layer's effective rate is lr / (weight RMS)²:
+/// stored at the Add operator's unit RMS, the augmented Mult view learns tens to thousands of
+/// times slower than NetAug's recipe intends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AddStorage {
+    /// Stored at the Add operator's scale (`add_init`); the Mult view uses it as it is.
+    #[default]
+    Add,
+    /// Stored at the multiplicative scale (kaiming's, like every other conv). The Add view is
+    /// the stored tensor × √(fan_in / 2) — the inverse of kaiming's standard deviation, so it
+    /// starts at unit RMS as AdderNet's weights do — and its gradient reaches the stored tensor
+    /// ÷ the same factor, so the Add view moves exactly as it would stored at its own scale.
+    Mult,
+}
+
+impl AddStorage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Add => "add",
+            Self::Mult => "mult",
+        }
+    }
 }
 
 /// The initial scale of Add layers' stored weights.
@@ -298,6 +327,7 @@ impl Default for OpsConfig {
             add_eta: 0.2,
             add_eta_relative: true,
             add_init: AddInit::Unit,
+            add_storage: AddStorage::Add,
         }
     }
 }
@@ -391,6 +421,10 @@ pub struct AugConfig {
     pub sort_stage_channels: bool,
     /// How the augmented model's gradient on an Add layer's shared weights is scaled.
     pub add_grad: AugGrad,
+    /// ρ, with `add_grad = "adder"`: the augmented model's share of an Add layer's update — its
+    /// AdderNet-scaled gradient is ρ × the size of the tiny model's (× α). 1 is `"adder"` as it
+    /// was; ρ < 1 lets the tiny model lead, ρ > 1 the augmented model.
+    pub add_grad_ratio: f64,
     /// Whose BN γ, β the augmented passes use: the tiny model's (`shared`) or their own.
     pub bn: AugBn,
     /// The augmented SubNet that `model.arch` sits inside (in the TOML as `model.arch` is;
@@ -411,6 +445,7 @@ impl Default for AugConfig {
             sort_channels: true,
             sort_stage_channels: false,
             add_grad: AugGrad::Raw,
+            add_grad_ratio: 1.0,
             bn: AugBn::Shared,
             arch: None,
         }
@@ -747,6 +782,25 @@ impl Config {
                     "applies to aug.hybrid = \"mult\" only (here \"{}\": an augmented model that runs \
                      Add calls scales their gradients itself); use \"raw\"",
                     a.hybrid.as_str()
+                ),
+            ));
+        }
+        frange("aug.add_grad_ratio", a.add_grad_ratio, 0.0, 1000.0, false)?;
+        if a.add_grad_ratio != 1.0 && a.add_grad != AugGrad::Adder {
+            return Err(invalid(
+                "aug.add_grad_ratio",
+                &a.add_grad_ratio.to_string(),
+                "sizes the AdderNet-scaled augmented gradient, so it applies to                  aug.add_grad = \"adder\" only; set that too, or remove it",
+            ));
+        }
+        if o.add_storage == AddStorage::Mult && o.kind != OpKind::Add {
+            return Err(invalid(
+                "ops.add_storage",
+                "\"mult\"",
+                &format!(
+                    "places the scale of Add layers' weights, and this model has none \
+                     (ops.kind = \"{}\"); remove it",
+                    o.kind.as_str()
                 ),
             ));
         }

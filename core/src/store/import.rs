@@ -12,10 +12,11 @@
 //!   this code knows) and merged in one transaction: a bad file changes nothing. A file from an
 //!   older schema is copied to a temporary file and migrated there; the file itself is only read.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
+use super::compact::TempDb;
 use super::schema::{self, Result, SCHEMA_VERSION, StoreError};
 
 /// What merging one file did.
@@ -77,8 +78,20 @@ const RUN_COLUMNS: &str = "name, status, reason, config, dataset, model, operato
     notes, app_version, created_at, started_at, finished_at, heartbeat_at, owner_host, owner_pid, uid, \
     archived, edited_at, provenance";
 
-/// Check that `path` is a shiftadd database this code can read; its schema version.
+/// Check that `path` is a shiftadd database this code can read (gzip-compressed or not); its
+/// schema version.
 pub fn inspect(path: &Path) -> Result<i64> {
+    if super::compact::is_gzip(path) {
+        let plain = super::compact::gunzip(path)?;
+        return inspect_plain(&plain.0).map_err(|e| StoreError::Compressed {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        });
+    }
+    inspect_plain(path)
+}
+
+fn inspect_plain(path: &Path) -> Result<i64> {
     if !path.is_file() {
         return Err(StoreError::NoFile {
             path: path.to_path_buf(),
@@ -177,26 +190,8 @@ fn sql_string(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// A migrated temporary copy of an older file, removed when dropped.
-struct Migrated(PathBuf);
-
-impl Drop for Migrated {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm", "-journal"] {
-            let mut p = self.0.clone().into_os_string();
-            p.push(suffix);
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
-
-fn migrated_copy(path: &Path) -> Result<Migrated> {
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let copy = Migrated(
-        std::env::temp_dir().join(format!("shiftadd-import-{}-{n}.db", std::process::id())),
-    );
-    let _ = std::fs::remove_file(&copy.0);
+fn migrated_copy(path: &Path) -> Result<TempDb> {
+    let copy = TempDb::new("import");
     let sq = |source| StoreError::sqlite(path, source);
     let src = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(sq)?;
     src.busy_timeout(schema::BUSY_TIMEOUT).map_err(sq)?;
@@ -226,8 +221,17 @@ fn read_only_uri(path: &Path) -> Result<String> {
     Ok(uri)
 }
 
-/// Merge the shiftadd database `source` into `target` (created and migrated if needed).
+/// Merge the shiftadd database `source` into `target` (created and migrated if needed). A
+/// gzip-compressed file (a results database, `shiftadd compact OUT.db.gz`) is decompressed into a
+/// temporary file first.
 pub fn import(target: &Path, source: &Path) -> Result<ImportSummary> {
+    if super::compact::is_gzip(source) {
+        let plain = super::compact::gunzip(source)?;
+        return import(target, &plain.0).map_err(|e| StoreError::Compressed {
+            path: source.to_path_buf(),
+            source: Box::new(e),
+        });
+    }
     let version = inspect(source)?;
     if std::path::absolute(target).ok() == std::path::absolute(source).ok() {
         return Err(StoreError::NotOurs {

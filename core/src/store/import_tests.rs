@@ -9,7 +9,7 @@ use super::import::{ImportSummary, import};
 use super::schema::MIGRATIONS;
 use super::*;
 
-fn run(name: &str, seed: u64) -> NewRun {
+pub(super) fn run(name: &str, seed: u64) -> NewRun {
     NewRun {
         name: name.into(),
         config_toml: format!("[train]\nseed = {seed}\n"),
@@ -37,6 +37,18 @@ fn metrics(run: RunId, steps: std::ops::Range<i64>) -> WriteOp {
     )
 }
 
+/// One per-layer hardware cost row of `run`.
+pub(super) fn hw_cost(run: RunId) -> WriteOp {
+    WriteOp::HwCost(vec![HwCostRow {
+        run,
+        hw_model: "shiftaddnas".into(),
+        model: "tiny".into(),
+        layer_index: 0,
+        layer: "stem".into(),
+        detail: serde_json::json!({"energy_mj": 0.5}),
+    }])
+}
+
 /// A database with a finished study cell, a running one, and a NAS search whose candidate
 /// names its proxy run; the writer is returned so a test can record more.
 fn source(db: &Path) -> (Writer, [RunId; 3]) {
@@ -61,15 +73,7 @@ fn source(db: &Path) -> (Writer, [RunId; 3]) {
         keep: 2,
     })
     .expect("ck");
-    w.send(WriteOp::HwCost(vec![HwCostRow {
-        run: a,
-        hw_model: "shiftaddnas".into(),
-        model: "tiny".into(),
-        layer_index: 0,
-        layer: "stem".into(),
-        detail: serde_json::json!({"energy_mj": 0.5}),
-    }]))
-    .expect("hw");
+    w.send(hw_cost(a)).expect("hw");
     w.send(WriteOp::Histograms(vec![HistogramRow {
         run: a,
         layer: "stem".into(),

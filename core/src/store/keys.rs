@@ -9,6 +9,10 @@ pub const TRAIN_LR: &str = "train/lr";
 pub const TRAIN_IMAGES_PER_SEC: &str = "train/images_per_sec";
 /// Per epoch.
 pub const TRAIN_EPOCH_LOSS: &str = "train/epoch_loss";
+/// Per epoch, when augmenting: the sampled augmented models' mean training loss over the epoch
+/// (image-weighted, as `train/epoch_loss` is the tiny model's). NetAug relies on the augmented
+/// model fitting better than the tiny one; the two side by side say whether it does.
+pub const TRAIN_EPOCH_LOSS_AUG: &str = "train/epoch_loss_aug";
 pub const TRAIN_EPOCH_IMAGES_PER_SEC: &str = "train/epoch_images_per_sec";
 /// Tiny model, every epoch, on the validation split.
 pub const VAL_TOP1: &str = "val/top1";

@@ -12,6 +12,7 @@
 //! written and read), [`writer`] (the writer thread), [`reader`] (queries), [`keys`] (the metric
 //! keys every layer writes and reads). This folder imports nothing else from the crate.
 
+pub mod compact;
 pub mod import;
 pub mod keys;
 pub mod manage;
@@ -26,6 +27,8 @@ pub use rows::*;
 pub use schema::*;
 pub use writer::{WriteOp, Writer};
 
+#[cfg(test)]
+mod compact_tests;
 #[cfg(test)]
 mod import_tests;
 #[cfg(test)]

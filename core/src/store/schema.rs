@@ -169,6 +169,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
         WHERE h.kind = 'stored' AND json_extract(h.stats, '$.op') = 'add'
         GROUP BY h.run_id, h.epoch, m.step
         HAVING max(json_extract(h.stats, '$.std')) IS NOT NULL;",
+    // v10: `train/epoch_loss_aug` for the epochs recorded before the trainer wrote it: the mean of
+    // that epoch's per-step `train/loss_aug` (each step weighs the same; the trainer weighs by
+    // images, which differs only through an epoch's last, smaller batch), at the step and time of
+    // that epoch's `train/epoch_loss`. Epochs that have it keep theirs.
+    "INSERT OR IGNORE INTO metrics (run_id, key, step, epoch, wall_time, value)
+        SELECT l.run_id, 'train/epoch_loss_aug', m.step, l.epoch, m.wall_time, avg(l.value)
+        FROM metrics l
+        JOIN metrics m ON m.run_id = l.run_id AND m.key = 'train/epoch_loss' AND m.epoch = l.epoch
+        WHERE l.key = 'train/loss_aug'
+        GROUP BY l.run_id, l.epoch, m.step;",
 ];
 
 /// The schema version whose migration adds `runs.uid`.
@@ -213,6 +223,12 @@ pub enum StoreError {
     NoFile { path: PathBuf },
     #[error("{path} is not a shiftadd database: {why} (nothing was changed)")]
     NotOurs { path: PathBuf, why: String },
+    /// What was wrong with the database a gzip file held (decompressed into a temporary file).
+    #[error("{path}, decompressed: {source}")]
+    Compressed {
+        path: PathBuf,
+        source: Box<StoreError>,
+    },
     #[error(
         "{path} is damaged ({detail}); nothing was changed. SQLite can salvage what is left: \
          `sqlite3 {path} .recover | sqlite3 recovered.db`, then use `--db recovered.db` \

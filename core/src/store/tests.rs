@@ -200,6 +200,62 @@ fn v9_backfills_the_add_weight_std_from_the_stored_histograms() {
     assert_eq!(got(2), [(10, 1, 1010.0, 3.0), (20, 2, 1020.0, 3.25)]);
 }
 
+/// v10 derives `train/epoch_loss_aug` for epochs recorded before the trainer wrote it: the mean
+/// of the epoch's per-step `train/loss_aug`, at its `train/epoch_loss` step; runs that did not
+/// augment get none, and what a run recorded itself stays.
+#[test]
+fn v10_backfills_the_augmented_epoch_loss_from_the_step_losses() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("v9.db");
+    let c = Connection::open(&db).expect("raw");
+    for sql in &MIGRATIONS[..9] {
+        c.execute_batch(sql).expect("migration");
+    }
+    c.pragma_update(None, "user_version", 9).expect("v9");
+    for id in [1, 2, 3] {
+        c.execute(
+            "INSERT INTO runs (id, name, status, config, dataset, model, operator, seed,
+                               app_version, created_at, uid)
+             VALUES (?1, 'r', 'finished', '', 'synthetic', 'micro', 'shift', 0, '0', 0, ?1)",
+            [id],
+        )
+        .expect("run");
+    }
+    let metric = |run: i64, key: &str, step: i64, epoch: i64, value: f64| {
+        c.execute(
+            "INSERT INTO metrics VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            rusqlite::params![run, key, step, epoch, 1000.0 + step as f64, value],
+        )
+        .expect("metric");
+    };
+    for run in [1, 2, 3] {
+        for step in 1..=4 {
+            let epoch = (step + 1) / 2;
+            metric(run, "train/loss", step, epoch, 0.5);
+            if run != 3 {
+                metric(run, "train/loss_aug", step, epoch, step as f64);
+            }
+        }
+        metric(run, "train/epoch_loss", 2, 1, 0.5);
+        metric(run, "train/epoch_loss", 4, 2, 0.5);
+    }
+    // Run 2 recorded epoch 2 itself (a run resumed with a newer trainer).
+    metric(2, "train/epoch_loss_aug", 4, 2, 9.0);
+    drop(c);
+    drop(Writer::open(&db).expect("migrates"));
+    let r = Reader::open(&db).expect("reader");
+    let got = |run| {
+        r.metric_series(run, "train/epoch_loss_aug")
+            .expect("series")
+            .iter()
+            .map(|m| (m.step, m.epoch, m.wall_time, m.value))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(got(1), [(2, 1, 1002.0, 1.5), (4, 2, 1004.0, 3.5)]);
+    assert_eq!(got(2), [(2, 1, 1002.0, 1.5), (4, 2, 1004.0, 9.0)]);
+    assert_eq!(got(3), [], "a run that did not augment gets none");
+}
+
 #[test]
 fn newer_schema_is_refused_and_left_untouched() {
     let dir = tempfile::tempdir().expect("tmp");

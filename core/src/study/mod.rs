@@ -4,8 +4,10 @@
 //! lacks and resumes interrupted ones. A cell whose config a finished (or diverged) run of the
 //! database already trained (another study, an earlier edit of this one: a grid given one more
 //! value) adopts that run instead of training it again. [`stats`] holds the table's statistics,
-//! [`report`] the table itself (from the database alone) and its Markdown / CSV / LaTeX forms.
+//! [`report`] the table itself (from the database alone) and its Markdown / CSV / LaTeX forms,
+//! [`fit`] the augmented models' training loss beside the tiny models'.
 
+pub mod fit;
 pub mod report;
 pub mod slurm;
 pub mod stats;

@@ -405,6 +405,16 @@ fn pair(rows: &mut [Row]) {
     }
 }
 
+/// `s` as one CSV field: quoted when it holds a comma, a quote or a line break (a grid
+/// variant's name, `hybrid=mult,kind=add`, does).
+pub fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
 /// The output forms of [`Table`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -634,7 +644,7 @@ impl Table {
             let values: Vec<String> = r.values.iter().map(|(sd, v)| format!("{sd}:{v}")).collect();
             s.push_str(&format!(
                 "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
-                r.variant,
+                csv_field(&r.variant),
                 m.map_or(0, |m| m.n),
                 r.missing,
                 r.failed,
@@ -644,7 +654,7 @@ impl Table {
                 f(m.map(|m| m.std)),
                 f(m.map(|m| m.min)),
                 f(m.map(|m| m.max)),
-                r.against.as_deref().unwrap_or(""),
+                csv_field(r.against.as_deref().unwrap_or("")),
                 f(p.map(|p| p.diff)),
                 f(p.map(|p| p.ci95)),
                 f(p.map(|p| p.p)),

@@ -31,6 +31,11 @@ pub(super) struct Partial {
     /// Σ loss × images of those batches.
     #[serde(default)]
     pub(super) loss_sum: f64,
+    /// Σ augmented loss × images, and the images, of those batches that had an augmented pass.
+    #[serde(default)]
+    pub(super) aug_loss_sum: f64,
+    #[serde(default)]
+    pub(super) aug_images: usize,
     #[serde(default)]
     pub(super) images: usize,
     /// Seconds spent training them.

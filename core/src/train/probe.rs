@@ -186,7 +186,7 @@ pub fn grad_sources(
             })
             .collect()
     };
-    let add: Vec<String> = net.add_weights().into_iter().map(|(n, _, _)| n).collect();
+    let add: Vec<String> = net.add_weights().into_iter().map(|a| a.name).collect();
     let mut n = 0usize;
     let (mut tiny_loss, mut aug_loss) = (0.0, 0.0);
     let aug = AugHalf {

@@ -84,7 +84,7 @@ impl Sgd {
     pub fn for_run(vs: &nn::VarStore, net: &Net, train: &TrainConfig) -> Self {
         let mut opt = Self::new(vs, train.momentum, train.nesterov, train.weight_decay);
         if let Some(wd) = train.add_weight_decay {
-            for (name, _, _) in net.add_weights() {
+            for crate::model::AddWeight { name, .. } in net.add_weights() {
                 let slot = opt.params.iter_mut().find(|(n, _, _)| *n == name);
                 let (_, _, decay) = slot.unwrap_or_else(|| {
                     panic!("Add weight `{name}` is not a parameter of the store")

@@ -139,15 +139,16 @@ impl AugHalf<'_> {
     /// its own — `η·√k·g/‖g‖` over the k elements it touched (× their RMS with
     /// `ops.add_eta_relative`) — then weighted by α and added to the tiny model's. Without it the
     /// multiplicative model's raw gradient on those weights is a few thousandths of the tiny
-    /// model's scaled one (`shiftadd grads`), so the augmentation hardly moves them.
+    /// model's scaled one (`shiftadd grads`), so the augmentation hardly moves them. With
+    /// `aug.add_grad_ratio` = ρ the augmented gradient is ρ × that size.
     fn scaled_backward(&self, rng: &mut Rng, x: &Tensor, y: &Tensor) -> Result<Tensor, TrainError> {
-        let alpha = self.cfg.aug.alpha;
+        let (alpha, rho) = (self.cfg.aug.alpha, self.cfg.aug.add_grad_ratio);
         let layers = self.net.add_weights();
         // The tiny model's gradient set aside, so that the augmented one can be scaled alone.
         let tiny: Vec<Option<Tensor>> = layers
             .iter()
-            .map(|(_, w, _)| {
-                let mut g = w.grad();
+            .map(|a| {
+                let mut g = a.weight.grad();
                 g.defined().then(|| {
                     let kept = g.copy();
                     let _ = g.zero_();
@@ -157,7 +158,8 @@ impl AugHalf<'_> {
             .collect();
         let loss = self.raw_backward(rng, x, y)?;
         tch::no_grad(|| -> Result<(), TrainError> {
-            for ((_, w, scale), tiny) in layers.iter().zip(tiny) {
+            for (a, tiny) in layers.iter().zip(tiny) {
+                let (w, scale) = (&a.weight, a.scale);
                 let mut g = w.grad();
                 if !g.defined() {
                     continue;
@@ -166,16 +168,19 @@ impl AugHalf<'_> {
                 let k = touched.f_sum(Kind::Double)?.double_value(&[]);
                 let norm = g.f_norm()?.double_value(&[]);
                 if scale.eta > 0.0 && k > 0.0 {
+                    // The size the Add call gives its own gradient, in the Add view's units.
                     let mut eta = scale.eta * k.sqrt();
                     if scale.relative {
                         let sq = (w * &touched)
                             .f_square()?
                             .f_sum(Kind::Double)?
                             .double_value(&[]);
-                        eta *= (sq / k).sqrt();
+                        eta *= (sq / k).sqrt() * a.view;
                     }
-                    // g is α·g_aug: normalising removes α, so it is applied again.
-                    let _ = g.f_mul_scalar_(alpha * eta / norm.max(1e-12))?;
+                    // g is α·g_aug: normalising removes α, so it is applied again, with ρ; an
+                    // update of the stored tensor moves the Add view × `view`, so ÷ `view`, as
+                    // the tiny model's gradient reaches it.
+                    let _ = g.f_mul_scalar_(alpha * rho * eta / (norm.max(1e-12) * a.view))?;
                 }
                 if let Some(t) = tiny {
                     let _ = g.f_add_(&t)?;

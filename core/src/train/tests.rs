@@ -97,7 +97,7 @@ fn add_weights_decay_at_their_own_rate() {
     cfg.validate().expect("valid");
     let vs = nn::VarStore::new(Device::Cpu);
     let net = build_net(&cfg, &vs.root(), &micro_data());
-    let add: Vec<String> = net.add_weights().into_iter().map(|(n, _, _)| n).collect();
+    let add: Vec<String> = net.add_weights().into_iter().map(|a| a.name).collect();
     assert!(add.len() >= 4, "{add:?}");
     let vars = vs.variables();
     let mut opt = Sgd::for_run(&vs, &net, &cfg.train);
@@ -150,7 +150,9 @@ fn the_largest_add_weight_std_is_read_off_the_stored_histograms() {
     cfg.ops.kind = crate::spec::config::OpKind::Add;
     let vs = nn::VarStore::new(Device::Cpu);
     let net = build_net(&cfg, &vs.root(), &micro_data());
-    let (name, w, _) = net.add_weights().swap_remove(1);
+    let crate::model::AddWeight {
+        name, weight: w, ..
+    } = net.add_weights().swap_remove(1);
     tch::no_grad(|| {
         let _ = w.shallow_clone().g_mul_scalar_(7.0);
     });
@@ -640,6 +642,109 @@ fn adder_scaled_augmentation_scales_the_mult_gradient_of_add_layers_only() {
             "{key}: not an Add layer's weight, so the raw sum"
         );
     }
+}
+
+/// `aug.add_grad_ratio` = ρ sizes the AdderNet-scaled augmented gradient at ρ × the tiny
+/// model's (× α); it needs `add_grad = "adder"`.
+#[test]
+fn the_augmented_share_of_an_add_update_is_rho() {
+    let mut fx = AddFixture::new(Hybrid::Mult);
+    fx.cfg.aug.add_grad = crate::spec::config::AugGrad::Adder;
+    fx.cfg.aug.add_grad_ratio = 0.25;
+    fx.cfg.validate().expect("valid");
+    let [total, tiny_grads, mult_grads] = fx.step_and_halves();
+    let eta = fx.cfg.ops.add_eta;
+    let layers = fx.raw.add_layers();
+    assert!(layers.len() >= 4);
+    for (name, _, n) in layers {
+        let key = format!("{name}.weight");
+        let touched = mult_grads[&key].ne(0.0).sum(Kind::Int64).int64_value(&[]);
+        let aug_part = (&total[&key] - adder_scaled(&tiny_grads[&key], n, eta))
+            .norm()
+            .double_value(&[]);
+        let size = 0.25 * eta * (touched as f64).sqrt();
+        assert!(
+            (aug_part - size).abs() < 1e-3 * size,
+            "{name}: {aug_part} vs ρ·η·√k = {size}"
+        );
+    }
+    fx.cfg.aug.add_grad = crate::spec::config::AugGrad::Raw;
+    let e = fx.cfg.validate().expect_err("ρ without adder").to_string();
+    assert!(e.contains("aug.add_grad_ratio"), "{e}");
+    fx.cfg.aug.add_grad = crate::spec::config::AugGrad::Adder;
+    fx.cfg.aug.add_grad_ratio = 0.0;
+    let e = fx.cfg.validate().expect_err("ρ = 0").to_string();
+    assert!(e.contains("aug.add_grad_ratio"), "{e}");
+}
+
+/// `ops.add_storage = "mult"`: the shared tensor sits at kaiming's scale, the Add view at unit
+/// RMS; a direct Add step moves the Add view exactly as the same step moves a tensor stored at
+/// the Add scale, and leaves every other parameter as it leaves it.
+#[test]
+fn add_weights_stored_at_the_mult_scale_train_their_add_view_as_before() {
+    let rms = |t: &Tensor| t.square().mean(Kind::Float).sqrt().double_value(&[]);
+    let (_, x, y) = step_setup(Hybrid::None);
+    let unit_cfg = add_config(Hybrid::None);
+    let mut mult_cfg = unit_cfg.clone();
+    mult_cfg.ops.add_storage = crate::spec::config::AddStorage::Mult;
+    mult_cfg.validate().expect("valid");
+    let (unit_vs, mut mult_vs) = (
+        nn::VarStore::new(Device::Cpu),
+        nn::VarStore::new(Device::Cpu),
+    );
+    let unit = build_net(&unit_cfg, &unit_vs.root(), &micro_data());
+    let mult = build_net(&mult_cfg, &mult_vs.root(), &micro_data());
+    let views: Vec<(String, f64)> = mult
+        .add_weights()
+        .into_iter()
+        .map(|a| {
+            let r = rms(&a.weight);
+            assert!(a.view > 1.5, "{}: view factor {}", a.name, a.view);
+            assert!(
+                (r * a.view - 1.0).abs() < 0.1,
+                "{}: stored at rms {r}, the Add view at {}",
+                a.name,
+                r * a.view
+            );
+            (a.name, a.view)
+        })
+        .collect();
+    assert!(views.len() >= 4);
+    // The same weights, the Add layers' stored ÷ their view factor.
+    mult_vs.copy(&unit_vs).expect("same variables");
+    tch::no_grad(|| {
+        for (name, view) in &views {
+            let _ = mult_vs.variables()[name.as_str()]
+                .shallow_clone()
+                .g_div_scalar_(*view);
+        }
+    });
+    let tiny = unit.spec.base_widths();
+    for (cfg, vs, net) in [(&unit_cfg, &unit_vs, &unit), (&mult_cfg, &mult_vs, &mult)] {
+        let mut opt = Sgd::new(vs, 0.9, true, 0.0);
+        let spec = StepSpec {
+            config: cfg,
+            tiny: &tiny,
+            aug_exec: None,
+            width_on: true,
+            lr: 0.05,
+        };
+        train_step(net, &mut opt, &mut Rng::new(0), &x, &y, &spec).expect("step");
+    }
+    let after = mult_vs.variables();
+    for (name, t) in unit_vs.variables() {
+        let view = views.iter().find(|(n, _)| *n == name).map_or(1.0, |v| v.1);
+        let seen = &after[&name] * view;
+        let diff = (&t - &seen).abs().max().double_value(&[]);
+        assert!(
+            t.allclose(&seen, 1e-4, 1e-5, false),
+            "{name}: the Add view of the stored tensor moved off by {diff}"
+        );
+    }
+    let mut shift = mult_cfg.clone();
+    shift.ops.kind = crate::spec::config::OpKind::Shift;
+    let e = shift.validate().expect_err("no Add layers").to_string();
+    assert!(e.contains("ops.add_storage"), "{e}");
 }
 
 /// `grad_sources` takes a step apart: its tiny gradient and its augmented gradient are those of

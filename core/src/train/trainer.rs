@@ -73,6 +73,9 @@ struct LossBuffer {
     steps: Vec<(i64, usize, f64, StepLosses)>,
     /// Σ loss × images of the steps read so far this epoch.
     sum: f64,
+    /// Σ augmented loss × images, and the images, of those of them that had an augmented pass.
+    aug_sum: f64,
+    aug_images: usize,
 }
 
 impl LossBuffer {
@@ -114,6 +117,8 @@ impl LossBuffer {
             sink.push_at(keys::TRAIN_LOSS, *step, epoch, *t, *wall);
             if let Some(a) = a {
                 sink.push_at(keys::TRAIN_LOSS_AUG, *step, epoch, a, *wall);
+                self.aug_sum += a * *images as f64;
+                self.aug_images += images;
             }
             self.sum += t * *images as f64;
         }
@@ -330,6 +335,8 @@ impl<'a> Trainer<'a> {
         let mut last_ship = Instant::now();
         let mut losses = LossBuffer {
             sum: start.loss_sum,
+            aug_sum: start.aug_loss_sum,
+            aug_images: start.aug_images,
             ..LossBuffer::default()
         };
         let (mut images, mut batches) = (start.images, start.batches);
@@ -337,6 +344,8 @@ impl<'a> Trainer<'a> {
         let so_far = |losses: &LossBuffer, images, batches| Partial {
             batches,
             loss_sum: losses.sum,
+            aug_loss_sum: losses.aug_sum,
+            aug_images: losses.aug_images,
             images,
             secs: start.secs + began.elapsed().as_secs_f64(),
         };
@@ -423,6 +432,10 @@ impl<'a> Trainer<'a> {
         let images_per_sec = stats.images as f64 / stats.secs.max(1e-9);
         let epoch_loss = stats.loss_sum / stats.images.max(1) as f64;
         sink.push(keys::TRAIN_EPOCH_LOSS, step, epoch_no, epoch_loss);
+        if stats.aug_images > 0 {
+            let aug_loss = stats.aug_loss_sum / stats.aug_images as f64;
+            sink.push(keys::TRAIN_EPOCH_LOSS_AUG, step, epoch_no, aug_loss);
+        }
         sink.push(
             keys::TRAIN_EPOCH_IMAGES_PER_SEC,
             step,
