@@ -8,6 +8,7 @@ mod fuzz;
 mod gui;
 mod hardware;
 mod lifecycle;
+mod link;
 mod nas;
 mod shiftaddaug;
 mod slurm;

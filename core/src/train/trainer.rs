@@ -228,8 +228,13 @@ impl<'a> Trainer<'a> {
         let t = &cfg.train;
         let device = resolve_device(t.device)?;
         let splits = data::load(&cfg.data)?;
-        let vs = nn::VarStore::new(device);
+        // Weights are drawn on the CPU's generator and then moved, so a seed starts the same run
+        // on any device (CUDA's generator draws another stream from the same seed).
+        let mut vs = nn::VarStore::new(tch::Device::Cpu);
         let net = build_seeded_net(cfg, &vs.root(), &splits.train);
+        if device != tch::Device::Cpu {
+            vs.set_device(device);
+        }
         let sched = Schedule::of(cfg, &splits.train)?;
         Ok(Self {
             ctx,
