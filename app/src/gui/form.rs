@@ -306,6 +306,9 @@ mod tests {
                 if f.path() == "hw.convention" && c == "full" {
                     sets.push("hw.model=\"project\"".into());
                 }
+                if f.path() == "ops.add_storage" && c == "mult" {
+                    sets.push("ops.kind=\"add\"".into());
+                }
                 assert!(
                     Config::from_toml_str("", "t", &sets).is_ok(),
                     "{} = {c}",

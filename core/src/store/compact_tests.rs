@@ -5,7 +5,8 @@ use std::path::Path;
 
 use rusqlite::Connection;
 
-use super::compact::{compact, is_gzip, write_file};
+use super::compact::{compact, write_file};
+use super::files::is_gzip;
 use super::import::import;
 use super::import_tests::{hw_cost, run};
 use super::*;

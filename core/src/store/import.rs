@@ -16,7 +16,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
-use super::compact::TempDb;
+use super::files::TempDb;
 use super::schema::{self, Result, SCHEMA_VERSION, StoreError};
 
 /// What merging one file did.
@@ -81,8 +81,8 @@ const RUN_COLUMNS: &str = "name, status, reason, config, dataset, model, operato
 /// Check that `path` is a shiftadd database this code can read (gzip-compressed or not); its
 /// schema version.
 pub fn inspect(path: &Path) -> Result<i64> {
-    if super::compact::is_gzip(path) {
-        let plain = super::compact::gunzip(path)?;
+    if super::files::is_gzip(path) {
+        let plain = super::files::gunzip(path)?;
         return inspect_plain(&plain.0).map_err(|e| StoreError::Compressed {
             path: path.to_path_buf(),
             source: Box::new(e),
@@ -225,8 +225,8 @@ fn read_only_uri(path: &Path) -> Result<String> {
 /// gzip-compressed file (a results database, `shiftadd compact OUT.db.gz`) is decompressed into a
 /// temporary file first.
 pub fn import(target: &Path, source: &Path) -> Result<ImportSummary> {
-    if super::compact::is_gzip(source) {
-        let plain = super::compact::gunzip(source)?;
+    if super::files::is_gzip(source) {
+        let plain = super::files::gunzip(source)?;
         return import(target, &plain.0).map_err(|e| StoreError::Compressed {
             path: source.to_path_buf(),
             source: Box::new(e),

@@ -13,6 +13,7 @@
 //! keys every layer writes and reads). This folder imports nothing else from the crate.
 
 pub mod compact;
+mod files;
 pub mod import;
 pub mod keys;
 pub mod manage;
