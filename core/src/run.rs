@@ -57,14 +57,7 @@ impl Drop for ManagerHandle {
     }
 }
 
-/// Where the checkpoint files of `run` live for database `db`: `<db stem>-checkpoints/run-<id>`.
-pub fn checkpoint_dir(db: &Path, run: RunId) -> PathBuf {
-    let stem = db
-        .file_stem()
-        .map_or_else(|| "studio".into(), |s| s.to_string_lossy().into_owned());
-    db.with_file_name(format!("{stem}-checkpoints"))
-        .join(format!("run-{run}"))
-}
+pub use crate::store::manage::checkpoint_dir;
 
 /// Open the database (migrating it, marking dead runs interrupted) and start the manager thread.
 pub fn spawn_manager(db: &Path, waker: Waker) -> Result<ManagerHandle, StoreError> {

@@ -101,14 +101,24 @@ pub fn edit(db: &Path, run: RunId, edit: &RunEdit) -> Result<()> {
     tx.commit().map_err(&sq)
 }
 
+/// Where the checkpoint files of `run` live for database `db`: `<db stem>-checkpoints/run-<id>`
+/// beside it — the only place [`delete`] removes files from.
+pub fn checkpoint_dir(db: &Path, run: RunId) -> PathBuf {
+    let stem = db
+        .file_stem()
+        .map_or_else(|| "studio".into(), |s| s.to_string_lossy().into_owned());
+    db.with_file_name(format!("{stem}-checkpoints"))
+        .join(format!("run-{run}"))
+}
+
 /// What [`delete`] removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deleted {
     pub run: RunId,
     pub name: String,
-    /// Checkpoint folders removed whole (a `run-N` folder that held only checkpoints).
+    /// The run's checkpoint folder, where it is left empty and removed.
     pub folders: Vec<PathBuf>,
-    /// Checkpoint files removed one by one (where the folder holds other things too).
+    /// Checkpoint files removed (the `epoch-*` files of the run's own folder).
     pub files: usize,
 }
 
@@ -134,14 +144,6 @@ pub fn delete(db: &Path, run: RunId) -> Result<Deleted> {
             "run {run} (`{name}`) is {status}: stop it before deleting it"
         )));
     }
-    let stems: Vec<PathBuf> = tx
-        .prepare("SELECT path FROM checkpoints WHERE run_id = ?1")
-        .and_then(|mut s| {
-            s.query_map([run], |r| r.get::<_, String>(0))?
-                .map(|p| p.map(PathBuf::from))
-                .collect()
-        })
-        .map_err(&sq)?;
     tx.execute(
         "UPDATE nas_candidates SET proxy_run = NULL WHERE proxy_run = ?1",
         [run],
@@ -159,44 +161,24 @@ pub fn delete(db: &Path, run: RunId) -> Result<Deleted> {
         folders: Vec::new(),
         files: 0,
     };
-    let relative_to = db.parent().unwrap_or(Path::new(""));
-    let mut folders: Vec<PathBuf> = Vec::new();
-    for stem in &stems {
-        // Paths recorded before they were made absolute are relative to where training ran,
-        // usually beside the database.
-        let stem = if stem.is_relative() && !stem.exists() {
-            relative_to.join(stem)
-        } else {
-            stem.clone()
-        };
-        let (Some(dir), Some(base)) = (stem.parent(), stem.file_name()) else {
-            continue;
-        };
-        if !folders.iter().any(|f| f == dir) {
-            folders.push(dir.to_path_buf());
-        }
-        let prefix = format!("{}.", base.to_string_lossy());
-        for f in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            if f.file_name().to_string_lossy().starts_with(&prefix)
-                && std::fs::remove_file(f.path()).is_ok()
+    // Only what this project made for this run: the regular `epoch-*` files of this database's
+    // own `run-<id>` folder. The checkpoint paths recorded in the database are never trusted to
+    // say which files those are: an imported (or hostile) database may name anything.
+    let dir = checkpoint_dir(db, run);
+    let is_dir = std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir());
+    if is_dir {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            // `file_type` does not follow links: a link is never a checkpoint.
+            let file = e.file_type().is_ok_and(|t| t.is_file());
+            if file
+                && e.file_name().to_string_lossy().starts_with("epoch-")
+                && std::fs::remove_file(e.path()).is_ok()
             {
                 out.files += 1;
             }
         }
-    }
-    for dir in folders {
-        let own = dir
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("run-"));
-        let only_checkpoints = std::fs::read_dir(&dir).is_ok_and(|mut entries| {
-            entries.all(|e| {
-                e.is_ok_and(|e| {
-                    let n = e.file_name().to_string_lossy().into_owned();
-                    n.starts_with("epoch-") && e.path().is_file()
-                })
-            })
-        });
-        if own && only_checkpoints && std::fs::remove_dir_all(&dir).is_ok() {
+        let empty = std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_none());
+        if empty && std::fs::remove_dir(&dir).is_ok() {
             out.folders.push(dir);
         }
     }

@@ -1,5 +1,6 @@
 //! Run management: each edit changes what it says and nothing else; delete removes the run's
-//! rows and its checkpoint folder, and nothing of any other run.
+//! rows and its checkpoint folder, and nothing of any other run nor anything outside the
+//! database's own checkpoint folder, whatever paths the database records.
 
 use super::manage::{self, RunEdit};
 use super::*;
@@ -39,8 +40,9 @@ fn dump(db: &std::path::Path, table: &str) -> Vec<String> {
     .expect("rows")
 }
 
-fn with_checkpoint(w: &Writer, dir: &std::path::Path, run: RunId) -> std::path::PathBuf {
-    let folder = dir.join(format!("ck/run-{run}"));
+/// A checkpoint of `run` in database `db`'s own checkpoint folder, recorded; its folder.
+fn with_checkpoint(w: &Writer, db: &std::path::Path, run: RunId) -> std::path::PathBuf {
+    let folder = manage::checkpoint_dir(db, run);
     std::fs::create_dir_all(&folder).expect("mkdir");
     let stem = folder.join("epoch-0001");
     for ext in ["model.ot", "optim.ot"] {
@@ -138,8 +140,8 @@ fn delete_removes_the_run_its_rows_and_its_checkpoint_folder_only() {
     let a = w.create_run(new_run("a", "")).expect("a");
     let b = w.create_run(new_run("b", "")).expect("b");
     let live = w.create_run(new_run("live", "")).expect("live");
-    let fa = with_checkpoint(&w, dir.path(), a);
-    let fb = with_checkpoint(&w, dir.path(), b);
+    let fa = with_checkpoint(&w, &db, a);
+    let fb = with_checkpoint(&w, &db, b);
     w.status(a, Status::Finished, None);
     w.status(b, Status::Stopped, None);
     w.status(live, Status::Running, None);
@@ -182,7 +184,7 @@ fn delete_removes_the_run_its_rows_and_its_checkpoint_folder_only() {
     let e = manage::delete(&db, live).expect_err("active");
     assert!(e.to_string().contains("stop it before deleting"), "{e}");
     assert!(Reader::open(&db).expect("r").run(live).is_ok());
-    // A folder holding something else than checkpoints is left (only the files go).
+    // A folder holding something else than checkpoints is left (only the checkpoints go).
     std::fs::write(fb.join("notes.txt"), b"mine").expect("write");
     let gone = manage::delete(&db, b).expect("delete b");
     assert!(gone.folders.is_empty());
@@ -237,5 +239,67 @@ fn metric_keys_and_summaries() {
                 min: 0.1
             }
         ]
+    );
+}
+
+/// A hostile (or imported) database whose checkpoint rows name files outside the project: delete
+/// removes the run's rows and touches none of them, nor what a link in its own folder points at.
+#[test]
+fn delete_never_trusts_a_recorded_path() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("s.db");
+    let outside = dir.path().join("papers");
+    std::fs::create_dir_all(&outside).expect("mkdir");
+    let precious = [
+        "important.txt",
+        "important.tex",
+        "epoch-0001.model.ot",
+        "run-1",
+    ];
+    for f in precious {
+        std::fs::write(outside.join(f), b"mine").expect("write");
+    }
+    let w = Writer::open(&db).expect("open");
+    let run = w.create_run(new_run("imported", "")).expect("run");
+    for (epoch, stem) in [
+        (1, "important"),
+        (2, "epoch-0001"),
+        (3, "../papers/important"),
+    ] {
+        let path = if stem.starts_with("..") {
+            stem.to_owned() // relative: resolved against the database's folder before
+        } else {
+            outside.join(stem).display().to_string()
+        };
+        w.send(WriteOp::Checkpoint {
+            row: CheckpointRow {
+                run,
+                epoch,
+                step: 10 * epoch,
+                path,
+                rng_state: "0".into(),
+            },
+            keep: 10,
+        })
+        .expect("send");
+    }
+    w.status(run, Status::Finished, None);
+    w.flush().expect("flush");
+    drop(w);
+    // Its own folder is a link to the outside folder.
+    let own = manage::checkpoint_dir(&db, run);
+    std::fs::create_dir_all(own.parent().expect("parent")).expect("mkdir");
+    std::os::unix::fs::symlink(&outside, &own).expect("symlink");
+    let gone = manage::delete(&db, run).expect("delete");
+    assert_eq!((gone.files, gone.folders.len()), (0, 0), "{gone:?}");
+    for f in precious {
+        assert!(outside.join(f).exists(), "{f} was deleted");
+    }
+    assert!(
+        matches!(
+            Reader::open(&db).expect("r").run(run),
+            Err(StoreError::NoRun(_))
+        ),
+        "the run's rows are gone"
     );
 }
