@@ -519,6 +519,8 @@ fn fit_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, s: &StudyData, height: f32) 
         .iter()
         .map(|r| format!("{} {}", r.variant, r.last_gap_text()))
         .collect();
+    ui.weak("solid: the tiny model · dashed: its augmented models (same colour)")
+        .on_hover_text(FIT_HELP);
     ui.weak(format!("last epoch, augmented − tiny: {}", gaps.join("; ")))
         .on_hover_text(FIT_HELP);
     let hidden = super::plot::hidden_curves(ui.ctx(), &id);
@@ -528,7 +530,7 @@ fn fit_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, s: &StudyData, height: f32) 
         .map(|r| (r.variant.clone(), color(color_of(&r.variant))))
         .collect();
     let shown = Plot::new(&id)
-        .height((height - 110.0).max(200.0))
+        .height((height - 130.0).max(200.0))
         .x_axis_label("epoch")
         .y_axis_label("training loss")
         .label_formatter(|pos| {
