@@ -267,3 +267,80 @@ fn a_truncated_dataset_fails_train_study_and_nas_before_any_row_is_recorded() {
         );
     }
 }
+
+/// Names from a database (an import, another user) reach the terminal escaped: no ESC / OSC
+/// sequence, carriage return, NUL or right-to-left override is printed as it is, a 200,000-
+/// character name neither panics nor widens the table past its cut; new names are checked.
+#[test]
+fn hostile_run_names_are_printed_escaped_and_refused_as_new_names() {
+    use shiftadd_core::store::{NewRun, Status, Writer};
+    let dir = tempfile::tempdir().expect("tmp");
+    let dbp = dir.path().join("hostile.db");
+    let w = Writer::open(&dbp).expect("db");
+    let long = "n".repeat(200_000);
+    let names = [
+        "title\u{1b}]0;pwned\u{7}after",
+        "hidden\rshown",
+        "nul\0byte",
+        "rtl\u{202e}txt.exe",
+        long.as_str(),
+    ];
+    let mut ids = Vec::new();
+    for name in names {
+        let id = w
+            .create_run(NewRun {
+                name: name.into(),
+                config_toml: String::new(),
+                dataset: "synthetic".into(),
+                model: "micro".into(),
+                operator: "mult".into(),
+                seed: 0,
+                tags: "ok,\u{1b}[2Jwipe".into(),
+                provenance: String::new(),
+            })
+            .expect("run");
+        w.status(id, Status::Failed, Some("bad\u{1b}[31mreason".into()));
+        ids.push(id);
+    }
+    w.flush().expect("flush");
+    drop(w);
+    let raw = |out: &std::process::Output| String::from_utf8_lossy(&out.stdout).into_owned();
+    let clean = |text: &str| {
+        !text
+            .chars()
+            .any(|c| (c.is_control() && c != '\n') || c == '\u{202e}')
+    };
+    let listed = raw(&run_ok(&["runs", "--db", s(&dbp)]));
+    assert!(clean(&listed), "{listed:?}");
+    assert!(
+        listed.contains("title\\u{1b}]0;pwned\\u{7}after"),
+        "{listed}"
+    );
+    assert!(listed.contains("hidden\\u{d}shown") && listed.contains("rtl\\u{202e}txt.exe"));
+    assert!(listed.contains("bad\\u{1b}[31mreason"), "{listed}");
+    let widest = listed.lines().map(|l| l.chars().count()).max().unwrap_or(0);
+    assert!(
+        widest < 250,
+        "a 200,000-character name is cut: {widest} columns"
+    );
+    for &id in &ids {
+        let one = raw(&run_ok(&["runs", &id.to_string(), "--db", s(&dbp)]));
+        assert!(clean(&one), "{one:?}");
+    }
+    let detail = raw(&run_ok(&["runs", &ids[0].to_string(), "--db", s(&dbp)]));
+    assert!(detail.contains("tags: ok,\\u{1b}[2Jwipe"), "{detail}");
+    // New names: a length limit and no steering characters, said on one line.
+    let id = ids[1].to_string();
+    let huge = "x".repeat(65_536);
+    let err = run_err(&["runs", &id, "--set-name", &huge, "--db", s(&dbp)]);
+    assert!(
+        err.contains("at most 200 characters") && err.contains("65536"),
+        "{err}"
+    );
+    let err = run_err(&["runs", &id, "--set-name", "a\u{1b}[2Jb", "--db", s(&dbp)]);
+    assert!(err.contains("control characters") && clean(&err), "{err:?}");
+    let smoke = format!("{}/../experiments/smoke.toml", env!("CARGO_MANIFEST_DIR"));
+    let err = run_err(&["train", &smoke, "--name", "x\ry", "--db", s(&dbp)]);
+    assert!(err.contains("control characters"), "{err:?}");
+    assert_eq!(runs_json(&dbp).len(), names.len(), "nothing was created");
+}

@@ -25,6 +25,7 @@ use super::args::{
 };
 use super::db_path;
 use super::signals::{self, stop_runs_on_signal};
+use super::text::{LINE_CHARS, NAME_CHARS, shown};
 use crate::gui::figures;
 
 /// `shiftadd train`: start a run and follow it with a progress bar.
@@ -51,6 +52,9 @@ pub fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
             .file_stem()
             .map_or_else(|| "run".into(), |s| s.to_string_lossy().into_owned())
     });
+    if let Some(why) = manage::name_problem(&name) {
+        bail!("run name `{}`: {why}", shown(&name, NAME_CHARS));
+    }
     let db = db_path(&db)?;
     let manager = open_manager(&db)?;
     stop_runs_on_signal(&manager)?;
@@ -257,7 +261,7 @@ pub fn runs(a: &RunsArgs) -> anyhow::Result<ExitCode> {
     for &run in &a.runs {
         for e in &edits {
             manage::edit(&db, run, e)?;
-            println!("run {run}: {}", e.describe());
+            println!("run {run}: {}", shown(&e.describe(), LINE_CHARS));
         }
     }
     if edits.is_empty() && !a.runs.is_empty() {
@@ -292,7 +296,7 @@ fn delete_runs(db: &Path, reader: &Reader, runs: &[RunId], yes: bool) -> anyhow:
         }
         let names: Vec<String> = runs
             .iter()
-            .map(|&r| Ok(format!("{r} ({})", reader.run(r)?.name)))
+            .map(|&r| Ok(format!("{r} ({})", shown(&reader.run(r)?.name, NAME_CHARS))))
             .collect::<anyhow::Result<_>>()?;
         print!(
             "delete run(s) {} with their metrics and checkpoint files? [y/N] ",
@@ -311,7 +315,7 @@ fn delete_runs(db: &Path, reader: &Reader, runs: &[RunId], yes: bool) -> anyhow:
         let folders: Vec<String> = d.folders.iter().map(|f| f.display().to_string()).collect();
         println!(
             "deleted run {run} (`{}`): {} checkpoint file(s){}",
-            d.name,
+            shown(&d.name, NAME_CHARS),
             d.files,
             if folders.is_empty() {
                 String::new()
@@ -337,11 +341,11 @@ fn show_run(reader: &Reader, run: RunId, json: bool) -> anyhow::Result<()> {
     println!(
         "run {} `{}`: {}{}",
         r.id,
-        r.name,
+        shown(&r.name, LINE_CHARS),
         r.status,
         r.reason
             .as_ref()
-            .map(|x| format!(" ({x})"))
+            .map(|x| format!(" ({})", shown(x, LINE_CHARS)))
             .unwrap_or_default()
     );
     println!(
@@ -359,7 +363,7 @@ fn show_run(reader: &Reader, run: RunId, json: bool) -> anyhow::Result<()> {
             .unwrap_or_default()
     );
     if !r.tags.is_empty() {
-        println!("  tags: {}", r.tags);
+        println!("  tags: {}", shown(&r.tags, LINE_CHARS));
     }
     if r.archived {
         println!("  archived");
@@ -369,7 +373,7 @@ fn show_run(reader: &Reader, run: RunId, json: bool) -> anyhow::Result<()> {
         None => println!("  recorded before provenance was kept"),
     }
     for line in r.notes.lines() {
-        println!("  | {line}");
+        println!("  | {}", shown(line, LINE_CHARS));
     }
     Ok(())
 }
@@ -1066,10 +1070,12 @@ fn list_runs(reader: &Reader, json: bool, all: bool) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    // The name column fits the longest name: a study's cell names run to 30 characters and more.
-    let w = runs
+    // The name column fits the longest name (a study's cell names run to 30 characters and
+    // more), shown safe and at most `NAME_CHARS` wide.
+    let names: Vec<String> = runs.iter().map(|r| shown(&r.name, NAME_CHARS)).collect();
+    let w = names
         .iter()
-        .map(|r| r.name.chars().count())
+        .map(|n| n.chars().count())
         .max()
         .unwrap_or(0)
         .max(24);
@@ -1086,11 +1092,11 @@ fn list_runs(reader: &Reader, json: bool, all: bool) -> anyhow::Result<()> {
         "val-best%",
         "test%"
     );
-    for r in &runs {
+    for (r, name) in runs.iter().zip(&names) {
         println!(
             "{:>4}  {:<w$} {:<12} {:<14} {:<10} {:<5} {:>6} {:>9} {:>9} {:>8}{}",
             r.id,
-            r.name,
+            name,
             r.status,
             r.dataset,
             r.model,
@@ -1101,7 +1107,7 @@ fn list_runs(reader: &Reader, json: bool, all: bool) -> anyhow::Result<()> {
             pct(r.test_top1),
             r.reason
                 .as_ref()
-                .map(|x| format!("  ({x})"))
+                .map(|x| format!("  ({})", shown(x, LINE_CHARS)))
                 .unwrap_or_default()
         );
     }

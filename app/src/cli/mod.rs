@@ -5,6 +5,7 @@
 mod args;
 mod commands;
 mod signals;
+mod text;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,7 +31,7 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", one_line(&e));
+            eprintln!("error: {}", text::shown(&one_line(&e), text::LINE_CHARS));
             log::debug!("{e:?}");
             ExitCode::FAILURE
         }

@@ -38,6 +38,38 @@ impl RunEdit {
     }
 }
 
+/// The longest run name accepted (in characters); a study's cell names run to about 60.
+pub const MAX_NAME_CHARS: usize = 200;
+
+/// Whether a character would steer a terminal or reorder text rather than show: C0 and C1
+/// controls, DEL, and Unicode's bidirectional embeddings, overrides and isolates.
+pub fn is_steering(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Why `name` cannot name a run (`None`: it can): empty, longer than [`MAX_NAME_CHARS`], or
+/// holding a character that would steer a terminal (ESC, a carriage return, a right-to-left
+/// override, …).
+pub fn name_problem(name: &str) -> Option<String> {
+    let n = name.chars().count();
+    if name.trim().is_empty() {
+        return Some("a name cannot be empty".into());
+    }
+    if n > MAX_NAME_CHARS {
+        return Some(format!(
+            "a name is at most {MAX_NAME_CHARS} characters (this one has {n})"
+        ));
+    }
+    name.chars().position(is_steering).map(|i| {
+        let c = name.chars().nth(i).unwrap_or_default();
+        format!(
+            "a name cannot hold control characters (U+{:04X} at character {})",
+            u32::from(c),
+            i + 1
+        )
+    })
+}
+
 /// Tags normalised: trimmed, no blanks, no commas inside one, each once, in first-seen order.
 pub fn normalise_tags<'a>(tags: impl IntoIterator<Item = &'a str>) -> String {
     let mut out: Vec<&str> = Vec::new();
@@ -60,10 +92,8 @@ pub fn edit(db: &Path, run: RunId, edit: &RunEdit) -> Result<()> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(&sq)?;
-    let (tags, name): (String, String) = tx
-        .query_row("SELECT tags, name FROM runs WHERE id = ?1", [run], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+    let tags: String = tx
+        .query_row("SELECT tags FROM runs WHERE id = ?1", [run], |r| r.get(0))
         .optional()
         .map_err(&sq)?
         .ok_or(StoreError::NoRun(run))?;
@@ -77,10 +107,8 @@ pub fn edit(db: &Path, run: RunId, edit: &RunEdit) -> Result<()> {
     match edit {
         RunEdit::Rename(n) => {
             let n = n.trim();
-            if n.is_empty() {
-                return Err(StoreError::Invalid(format!(
-                    "run {run} (`{name}`): a name cannot be empty"
-                )));
+            if let Some(why) = name_problem(n) {
+                return Err(StoreError::Invalid(format!("run {run}: {why}")));
             }
             set("name", &n)
         }
