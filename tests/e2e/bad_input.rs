@@ -344,3 +344,40 @@ fn hostile_run_names_are_printed_escaped_and_refused_as_new_names() {
     assert!(err.contains("control characters"), "{err:?}");
     assert_eq!(runs_json(&dbp).len(), names.len(), "nothing was created");
 }
+
+/// A typo in `--db` creates nothing: reading commands refuse a missing database, naming it, and
+/// leave no file or folder behind; a folder is not a database.
+#[test]
+fn reading_commands_refuse_a_missing_database_and_create_nothing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let typo = dir.path().join("sub").join("typo.db");
+    let study = format!(
+        "{}/../experiments/studies/smoke-study.toml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    for args in [
+        vec!["runs"],
+        vec!["runs", "1", "--set-name", "x"],
+        vec!["check"],
+        vec!["export", "1", "--csv", "/dev/null"],
+        vec!["eval", "1"],
+        vec!["grads", "1"],
+        vec!["resume", "1"],
+        vec!["compact", "out.db.gz"],
+        vec!["study", &study, "--report", "md"],
+    ] {
+        let mut all = args.clone();
+        all.extend(["--db", s(&typo)]);
+        let err = run_err(&all);
+        assert!(
+            err.contains("no database at") && err.contains("typo.db"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            !dir.path().join("sub").exists(),
+            "{args:?} created the folder"
+        );
+    }
+    let err = run_err(&["runs", "--db", s(dir.path())]);
+    assert!(err.contains("is a folder, not a database"), "{err}");
+}

@@ -23,9 +23,9 @@ use super::args::{
     CheckArgs, CompactArgs, EvalArgs, EvalSplit, ExportArgs, GradsArgs, HwArgs, ImportArgs,
     NasArgs, ResumeArgs, RunsArgs, SlurmArgs, StudyArgs, StudyTaskArgs, TrainArgs,
 };
-use super::db_path;
 use super::signals::{self, stop_runs_on_signal};
 use super::text::{LINE_CHARS, NAME_CHARS, shown};
+use super::{db_path, existing_db};
 use crate::gui::figures;
 
 /// `shiftadd train`: start a run and follow it with a progress bar.
@@ -207,7 +207,7 @@ pub fn nas(a: NasArgs) -> anyhow::Result<ExitCode> {
 /// `shiftadd resume`: continue a run from its last checkpoint.
 pub fn resume(a: &ResumeArgs) -> anyhow::Result<ExitCode> {
     let (run, db) = (a.run, &a.db);
-    let db = db_path(db)?;
+    let db = existing_db(db)?;
     let manager = open_manager(&db)?;
     stop_runs_on_signal(&manager)?;
     manager.commands.send(Command::Resume { run, request: 1 })?;
@@ -223,7 +223,7 @@ pub fn hw(a: &HwArgs) -> anyhow::Result<ExitCode> {
 
 /// `shiftadd runs`: the runs table.
 pub fn runs(a: &RunsArgs) -> anyhow::Result<ExitCode> {
-    let db = db_path(&a.db)?;
+    let db = existing_db(&a.db)?;
     drop(store::open_rw(&db)?); // creates/migrates, and marks dead runs interrupted
     let mut edits = Vec::new();
     if let Some(n) = &a.set_name {
@@ -381,7 +381,7 @@ fn show_run(reader: &Reader, run: RunId, json: bool) -> anyhow::Result<()> {
 /// `shiftadd export`: a run's metrics as CSV and/or its tiny model.
 pub fn export(a: &ExportArgs) -> anyhow::Result<ExitCode> {
     let (run, csv, model, db) = (a.run, &a.csv, &a.model, &a.db);
-    let db = db_path(db)?;
+    let db = existing_db(db)?;
     if csv.is_none() && model.is_none() {
         bail!("nothing to export: pass --csv FILE and/or --model DIR");
     }
@@ -405,7 +405,7 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<ExitCode> {
     if a.images == Some(0) {
         bail!("--images: 0 images cannot be evaluated");
     }
-    let db = db_path(&a.db)?;
+    let db = existing_db(&a.db)?;
     let at = a.epoch.map_or(train::Weights::Last, train::Weights::Epoch);
     let split = match a.split {
         EvalSplit::Train => train::Split::Train,
@@ -479,7 +479,7 @@ pub fn grads(a: &GradsArgs) -> anyhow::Result<ExitCode> {
     if a.batches == 0 {
         bail!("--batches must be at least 1");
     }
-    let db = db_path(&a.db)?;
+    let db = existing_db(&a.db)?;
     let spec = train::ProbeSpec {
         batches: a.batches,
         width_on: !a.no_width,
@@ -580,7 +580,8 @@ pub fn study(a: &StudyArgs) -> anyhow::Result<ExitCode> {
     record_experiments_dir(&a.file);
     let db = db_path(&a.db)?;
     if let Some(r) = &a.report {
-        drop(store::open_rw(&db)?); // creates/migrates, and marks dead runs interrupted
+        let db = existing_db(&a.db)?;
+        drop(store::open_rw(&db)?); // migrates, and marks dead runs interrupted
         let reader = Reader::open(&db)?;
         let Some(id) = reader
             .studies()?
@@ -758,14 +759,14 @@ pub fn import(a: &ImportArgs) -> anyhow::Result<ExitCode> {
 
 /// `shiftadd compact`: a results copy of the database, small enough to commit.
 pub fn compact(a: &CompactArgs) -> anyhow::Result<ExitCode> {
-    let db = db_path(&a.db)?;
+    let db = existing_db(&a.db)?;
     let summary = store::compact::compact(&db, &a.out, a.steps_per_epoch)?;
     println!("{}: {summary}", a.out.display());
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn check(a: &CheckArgs) -> anyhow::Result<ExitCode> {
-    let db = db_path(&a.db)?;
+    let db = existing_db(&a.db)?;
     let report = store::check(&db)?;
     let counted = |n: Option<i64>| n.map_or_else(|| "?".to_owned(), |n| n.to_string());
     if report.problems.is_empty() {

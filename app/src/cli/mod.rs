@@ -94,6 +94,23 @@ pub(crate) fn db_path(arg: &DbArg) -> anyhow::Result<PathBuf> {
     Ok(base.join("shiftadd").join("studio.db"))
 }
 
+/// The database a reading command reads: [`db_path`]'s, which must exist — a typo in `--db`
+/// names no database, and reading never creates one (only commands that record do).
+pub(crate) fn existing_db(arg: &DbArg) -> anyhow::Result<PathBuf> {
+    let db = db_path(arg)?;
+    match std::fs::metadata(&db) {
+        Ok(m) if m.is_dir() => anyhow::bail!(
+            "{} is a folder, not a database (nothing was changed)",
+            db.display()
+        ),
+        Ok(_) => Ok(db),
+        Err(_) => anyhow::bail!(
+            "no database at {} (nothing was created: `shiftadd train`, `study` or the app make one)",
+            db.display()
+        ),
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         None => gui::run(&db_path(&DbArg { db: None })?),
