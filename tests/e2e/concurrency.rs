@@ -11,7 +11,7 @@ fn two_writers_and_a_polling_reader_never_see_a_locked_database() {
     let dbp = dir.path().join("studio.db");
     let cfg = tiny_config(dir.path(), "par", 1000, 3);
     // Create the schema first so the reader has something to read from its first poll.
-    crate::support::runs_json(&dbp);
+    drop(shiftadd_core::store::Writer::open(&dbp).expect("schema"));
     let done = Arc::new(AtomicBool::new(false));
     let reader = {
         let (done, dbp) = (done.clone(), dbp.clone());

@@ -1103,7 +1103,18 @@ fn compare_group_by_draws_one_band_per_group() {
         h,
         "train/loss grouped by train.lr: mean ± std (2 groups)"
     ));
-    // The groups as the plot names them.
+    // The groups as the plot names them, once both runs' series have loaded (the titles can
+    // come first on a loaded machine).
+    wait_for(h, "both runs' series", |h| {
+        shiftadd_app::gui::compare::groups_of(
+            h.state().data_cache(),
+            &[1, 2],
+            "train.lr",
+            "val/top1",
+        )
+        .iter()
+        .all(|g| g.name.ends_with("(n = 1)"))
+    });
     let data = h.state().data_cache();
     let groups = shiftadd_app::gui::compare::groups_of(data, &[1, 2], "train.lr", "val/top1");
     let names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
@@ -1237,7 +1248,9 @@ fn tracker_runs(db: &Path) -> PathBuf {
         })
         .collect();
     w.send(WriteOp::Metrics(rows)).expect("metrics");
-    let folder = db.parent().expect("dir").join("ck/run-2");
+    // Where the project keeps a run's checkpoints for this database (`<db>-checkpoints/run-2`):
+    // the only place deleting a run removes files from.
+    let folder = shiftadd_core::run::checkpoint_dir(db, 2);
     std::fs::create_dir_all(&folder).expect("mkdir");
     for ext in ["model.ot", "optim.ot"] {
         std::fs::write(folder.join(format!("epoch-0003.{ext}")), b"x").expect("write");

@@ -303,3 +303,52 @@ fn delete_never_trusts_a_recorded_path() {
         "the run's rows are gone"
     );
 }
+
+/// A zombie import: runs recorded as running elsewhere, with a heartbeat an hour in the future
+/// (another machine's clock) or one that is not a time at all. Opening the database marks them
+/// interrupted, saying why, and they can then be deleted; a run beating now stays running.
+#[test]
+fn a_heartbeat_from_another_clock_does_not_keep_a_run_alive() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("s.db");
+    let w = Writer::open(&db).expect("open");
+    let ids: Vec<RunId> = ["future", "text", "live"]
+        .iter()
+        .map(|n| w.create_run(new_run(n, "")).expect("run"))
+        .collect();
+    w.flush().expect("flush");
+    drop(w);
+    let c = rusqlite::Connection::open(&db).expect("raw");
+    let now = now_secs();
+    for (id, beat) in [
+        (ids[0], rusqlite::types::Value::Real(now + 3600.0)),
+        (ids[1], rusqlite::types::Value::Text("soon".into())),
+        (ids[2], rusqlite::types::Value::Real(now)),
+    ] {
+        c.execute(
+            "UPDATE runs SET status = 'running', heartbeat_at = ?2, owner_host = 'elsewhere',
+             owner_pid = 1 WHERE id = ?1",
+            rusqlite::params![id, beat],
+        )
+        .expect("zombie");
+    }
+    drop(c);
+    drop(Writer::open(&db).expect("opens"));
+    let r = Reader::open(&db).expect("reader");
+    let future = r.run(ids[0]).expect("run");
+    assert_eq!(future.status, Status::Interrupted);
+    assert!(
+        future
+            .reason
+            .as_deref()
+            .is_some_and(|x| x.contains("in the future")),
+        "{:?}",
+        future.reason
+    );
+    assert_eq!(r.run(ids[1]).expect("run").status, Status::Interrupted);
+    assert_eq!(r.run(ids[2]).expect("run").status, Status::Running);
+    drop(r);
+    for id in &ids[..2] {
+        manage::delete(&db, *id).expect("a swept zombie can be deleted");
+    }
+}

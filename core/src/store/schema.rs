@@ -533,17 +533,23 @@ fn sweep_dead_runs(conn: &Connection) -> rusqlite::Result<usize> {
             "SELECT id, heartbeat_at, owner_host, owner_pid FROM runs
              WHERE status IN ('queued', 'running', 'paused')",
         )?;
+        // Read leniently: a value of the wrong type (a damaged or hostile row) is no heartbeat
+        // and no owner, not an error that would make the whole database unopenable.
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, RunId>(0)?,
-                r.get::<_, Option<f64>>(1)?,
-                r.get::<_, Option<String>>(2)?,
-                r.get::<_, Option<i64>>(3)?,
+                r.get::<_, f64>(1).ok(),
+                r.get::<_, String>(2).ok(),
+                r.get::<_, i64>(3).ok(),
             ))
         })?;
         for row in rows {
             let (id, beat, owner_host, pid) = row?;
-            let stale = beat.is_none_or(|b| now - b > HEARTBEAT_STALE_SECS);
+            // A heartbeat from the future is another machine's clock (an imported run): it says
+            // nothing about whether anything still runs, so it counts as stale.
+            let stale = beat.is_none_or(|b| {
+                !b.is_finite() || now - b > HEARTBEAT_STALE_SECS || b - now > HEARTBEAT_STALE_SECS
+            });
             let owner_dead = owner_host.as_deref() == Some(host.as_str())
                 && pid.is_some_and(|p| p != i64::from(std::process::id()) && !pid_alive(p));
             if stale || owner_dead {
@@ -552,15 +558,25 @@ fn sweep_dead_runs(conn: &Connection) -> rusqlite::Result<usize> {
         }
     }
     for (id, beat) in &dead {
-        let reason = match beat {
-            Some(b) => format!(
+        let reason = match *beat {
+            Some(b) if b.is_finite() && b > now => format!(
+                "no process here runs it (its heartbeat is {:.0} s in the future: another \
+                 machine's clock)",
+                b - now
+            ),
+            Some(b) if b.is_finite() => format!(
                 "process ended without finishing (last heartbeat {:.0} s ago)",
                 now - b
             ),
+            Some(_) => "no process here runs it (its heartbeat is not a time)".to_owned(),
             None => "process ended before the run started".to_owned(),
         };
+        // A heartbeat that is not a time is dropped with the claim that the run is alive.
         conn.execute(
-            "UPDATE runs SET status = 'interrupted', reason = ?2 WHERE id = ?1",
+            "UPDATE runs SET status = 'interrupted', reason = ?2,
+                 heartbeat_at = CASE WHEN typeof(heartbeat_at) IN ('real', 'integer')
+                                     THEN heartbeat_at END
+             WHERE id = ?1",
             params![id, reason],
         )?;
         log::warn!("run {id} marked interrupted: {reason}");
