@@ -235,7 +235,8 @@ impl Manager {
         }
     }
 
-    /// Check the data and create the run row; `None` (after a `Rejected` event) if either fails.
+    /// Check the device and the data, and create the run row; `None` (after a `Rejected` event)
+    /// if any fails.
     fn create(
         &mut self,
         config: Config,
@@ -243,11 +244,14 @@ impl Manager {
         tags: String,
         request: u64,
     ) -> Option<(RunId, Config)> {
-        if let Err(e) = data::check_available(&config.data) {
-            self.emit(Event::Rejected {
-                request,
-                reason: e.to_string(),
-            });
+        // Everything that would fail the run at its start is refused before it exists: the
+        // device, then the data.
+        let device = crate::train::resolve_device(config.train.device).map(|_| ());
+        let checked = device
+            .map_err(|e| e.to_string())
+            .and_then(|()| data::check_available(&config.data).map_err(|e| e.to_string()));
+        if let Err(reason) = checked {
+            self.emit(Event::Rejected { request, reason });
             return None;
         }
         let new = NewRun {

@@ -113,7 +113,33 @@ fn bad_configs_data_and_divergence_are_reported_and_lose_nothing() {
         err.contains("train.bin") && err.contains("corrupt"),
         "{err}"
     );
-    // Both refused before a run row existed.
+    // A CIFAR-100 file of whole records, one of whose labels is out of range.
+    let rec = 2 + 3072;
+    let mut bad = vec![0u8; 3 * rec];
+    bad[rec + 1] = 250; // record 1's fine label
+    std::fs::write(cifar.join("train.bin"), &bad).expect("write");
+    std::fs::write(cifar.join("test.bin"), vec![0u8; rec]).expect("write");
+    let err = run_err(&[
+        "train",
+        s(&cfg),
+        "--db",
+        s(&dbp),
+        "--set",
+        "data.dataset=cifar100",
+        "--set",
+        &cdir,
+    ]);
+    assert!(
+        err.contains("train.bin") && err.contains("record 1: label 250 outside 0..100"),
+        "{err}"
+    );
+    // A device this machine does not have (the test machines have no GPU; on one with CUDA the
+    // run would start, so nothing is asserted there).
+    if !tch::Cuda::is_available() {
+        let err = run_err(&["train", s(&cfg), "--db", s(&dbp), "--device", "cuda"]);
+        assert!(err.contains("CUDA"), "{err}");
+    }
+    // All refused before a run row existed.
     assert_eq!(runs_json(&dbp).len(), 1);
 
     // Divergence.

@@ -20,8 +20,40 @@ pub fn check(dir: &Path, hundred: bool) -> Result<(), DataError> {
             })?
             .len();
         whole_records(path, len, hundred)?;
+        labels_in_range(path, hundred)?;
     }
     Ok(())
+}
+
+/// Every record of `path` has a label its data set has (read record by record; the pixels are
+/// skipped over, not kept).
+fn labels_in_range(path: &Path, hundred: bool) -> Result<(), DataError> {
+    use std::io::Read;
+    let label_bytes = if hundred { 2 } else { 1 };
+    let classes = if hundred { 100 } else { 10 };
+    let io = |source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file =
+        std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path).map_err(io)?);
+    let mut rec = vec![0u8; label_bytes + PIXELS];
+    let mut k = 0usize;
+    loop {
+        match file.read_exact(&mut rec) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(io(e)),
+        }
+        let label = rec[label_bytes - 1];
+        if usize::from(label) >= classes {
+            return Err(DataError::format(
+                path,
+                format!("record {k}: label {label} outside 0..{classes}"),
+            ));
+        }
+        k += 1;
+    }
 }
 
 /// Train and test splits from `dir` (the folder with the `.bin` files, or its parent).
