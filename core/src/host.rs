@@ -113,9 +113,19 @@ fn nvml() -> Option<&'static nvml_wrapper::Nvml> {
     N.get_or_init(|| nvml_wrapper::Nvml::init().ok()).as_ref()
 }
 
-/// `git` in `dir`: trimmed stdout of a successful command.
+/// `git` in `dir`: trimmed stdout of a successful command. The repository is not ours to trust:
+/// its config could name a program for `git status` to run (`core.fsmonitor`) or hooks, so both
+/// are switched off, and no optional lock is taken. (Clean filters its `.gitattributes` assign
+/// can still run on a modified file; reading whether the tree is dirty needs them.)
 fn git(dir: &Path, args: &[&str]) -> Option<String> {
     let out = std::process::Command::new("git")
+        .args([
+            "-c",
+            "core.fsmonitor=false",
+            "-c",
+            "core.hooksPath=/dev/null",
+        ])
+        .env("GIT_OPTIONAL_LOCKS", "0")
         .arg("-C")
         .arg(dir)
         .args(args)
@@ -239,6 +249,62 @@ impl SysSampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A repository whose config names a program for `git status` to run (`core.fsmonitor`):
+    /// reading its state runs nothing of it.
+    #[test]
+    fn reading_a_repository_runs_none_of_its_programs() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let repo = dir.path().join("repo");
+        let marker = dir.path().join("ran");
+        let hook = dir.path().join("hook.sh");
+        std::fs::create_dir(&repo).expect("mkdir");
+        std::fs::write(
+            &hook,
+            format!("#!/bin/sh\ntouch '{}'\nexit 1\n", marker.display()),
+        )
+        .expect("hook");
+        let sh = |args: &[&str]| {
+            let ok = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(args.join(" "))
+                .current_dir(&repo)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "{args:?}");
+        };
+        sh(&["chmod", "+x", &hook.display().to_string()]);
+        sh(&["git", "init", "-q"]);
+        sh(&["echo", "a", ">", "f"]);
+        sh(&["git", "add", "f"]);
+        sh(&[
+            "git",
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "user.name=t",
+            "commit",
+            "-qm",
+            "x",
+        ]);
+        sh(&[
+            "git",
+            "config",
+            "core.fsmonitor",
+            &hook.display().to_string(),
+        ]);
+        sh(&["echo", "b", ">", "f"]);
+        let status = git(&repo, &["status", "--porcelain", "--", "."]);
+        assert_eq!(status.as_deref(), Some("M f"), "the tree reads as dirty");
+        assert!(git(&repo, &["rev-parse", "HEAD"]).is_some_and(|c| c.len() == 40));
+        assert!(
+            !marker.exists(),
+            "git ran the repository's fsmonitor program"
+        );
+        // The same repository, read as git does by default, runs it: the test can fail.
+        sh(&["git", "status", "--porcelain", ">", "/dev/null"]);
+        assert!(marker.exists(), "plain git status runs core.fsmonitor");
+    }
 
     #[test]
     fn provenance_names_versions_cpu_and_this_repository() {
