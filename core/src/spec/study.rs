@@ -39,6 +39,11 @@ pub const METRICS: [&str; 6] = [
 ];
 
 /// Why a study file cannot run.
+/// The largest study file read (bytes).
+pub const MAX_STUDY_BYTES: u64 = 1 << 20;
+/// The most cells (variants × seeds) a study may hold.
+pub const MAX_CELLS: usize = 10_000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StudyError {
     #[error("cannot read study {path}: {source}")]
@@ -92,11 +97,31 @@ pub struct Study {
 }
 
 impl Study {
-    /// Read, expand and validate `path`; `sets` apply to the base (after `[config]`).
+    /// Read, expand and validate `path`; `sets` apply to the base (after `[config]`). A file
+    /// over [`MAX_STUDY_BYTES`] is refused before it is parsed (read no further than that, so
+    /// `/dev/zero` is refused too).
     pub fn load(path: &Path, sets: &[String]) -> Result<Self, StudyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| StudyError::Read {
+        use std::io::Read;
+        let read_err = |source| StudyError::Read {
             path: path.to_path_buf(),
             source,
+        };
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_STUDY_BYTES + 1).read_to_end(&mut bytes))
+            .map_err(read_err)?;
+        if bytes.len() as u64 > MAX_STUDY_BYTES {
+            return Err(StudyError::Invalid {
+                origin: path.display().to_string(),
+                message: format!(
+                    "the file is over {} KiB; a study file is a few variants and a grid",
+                    MAX_STUDY_BYTES / 1024
+                ),
+            });
+        }
+        let text = String::from_utf8(bytes).map_err(|_| StudyError::Invalid {
+            origin: path.display().to_string(),
+            message: "the file is not UTF-8 text".into(),
         })?;
         let dir = path.parent().unwrap_or_else(|| Path::new("."));
         Self::parse(&text, &path.display().to_string(), dir, sets)
@@ -180,18 +205,23 @@ impl Study {
             None => 2,
         };
         let mut variants = named_variants(t.remove("variant"), &bad)?;
-        variants.extend(grid_variants(t.remove("grid"), &bad)?);
+        variants.extend(grid_variants(t.remove("grid"), seeds.len(), &bad)?);
+        let cells = variants.len().saturating_mul(seeds.len());
+        if cells > MAX_CELLS {
+            return Err(bad(format!(
+                "{} variants × {} seeds is {cells} cells; a study holds at most {MAX_CELLS}",
+                variants.len(),
+                seeds.len()
+            )));
+        }
         if variants.is_empty() {
             return Err(bad(
                 "no variants: give [[variant]] blocks (name, set) or a [grid]".into(),
             ));
         }
-        if let Some(dup) = variants
-            .iter()
-            .enumerate()
-            .find(|(i, v)| variants[..*i].iter().any(|w| w.name == v.name))
-        {
-            return Err(bad(format!("two variants are named `{}`", dup.1.name)));
+        let mut names = std::collections::HashSet::new();
+        if let Some(dup) = variants.iter().find(|v| !names.insert(v.name.as_str())) {
+            return Err(bad(format!("two variants are named `{}`", dup.name)));
         }
         for v in &variants {
             match v.vs.as_deref() {
@@ -400,8 +430,11 @@ fn named_variants(
 }
 
 /// Every combination of a `[grid]`'s values, named `key=value,key=value`.
+/// Refused, with what it would have held, when its combinations × `seeds` exceed [`MAX_CELLS`]
+/// (counted before anything is expanded).
 fn grid_variants(
     value: Option<toml::Value>,
+    seeds: usize,
     bad: &dyn Fn(String) -> StudyError,
 ) -> Result<Vec<Variant>, StudyError> {
     let Some(value) = value else {
@@ -412,6 +445,15 @@ fn grid_variants(
             "`grid` must be a table of `\"section.key\" = [values]`".into(),
         ));
     };
+    let combinations = grid.values().fold(1usize, |n, v| {
+        n.saturating_mul(v.as_array().map_or(1, Vec::len).max(1))
+    });
+    if combinations.saturating_mul(seeds) > MAX_CELLS {
+        return Err(bad(format!(
+            "the grid has {combinations} combinations × {seeds} seeds; a study holds at most \
+             {MAX_CELLS} cells"
+        )));
+    }
     let mut out = vec![Variant::new("", Vec::new())];
     for (k, values) in grid {
         let toml::Value::Array(values) = values else {
@@ -451,6 +493,47 @@ mod tests {
 
     fn parse(text: &str) -> Result<Study, StudyError> {
         Study::parse(text, "t.toml", Path::new("."), &[])
+    }
+
+    /// A million-cell grid is refused from its list lengths, before anything is expanded; a
+    /// file over the size limit (or one without end, `/dev/zero`) before it is parsed.
+    #[test]
+    fn unbounded_study_files_are_refused_up_front() {
+        let values = format!(
+            "[{}]",
+            (0..10)
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let keys = ["a", "b", "c", "d", "e", "f"]
+            .iter()
+            .map(|k| format!("\"train.{k}\" = {values}\n"))
+            .collect::<String>();
+        let e = parse(&format!("name = \"g\"\nseeds = [0]\n[grid]\n{keys}"))
+            .expect_err("10^6 cells")
+            .to_string();
+        assert!(
+            e.contains("1000000 combinations") && e.contains("at most 10000 cells"),
+            "{e}"
+        );
+        let e = parse(&format!(
+            "name = \"g\"\nseeds = [0, 1, 2]\n[grid]\n\"train.lr\" = [{}]\n",
+            (0..4000)
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .expect_err("12,000 cells")
+        .to_string();
+        assert!(e.contains("4000 combinations × 3 seeds"), "{e}");
+        let dir = tempfile::tempdir().expect("tmp");
+        let big = dir.path().join("big.toml");
+        std::fs::write(&big, format!("name = \"x\"\n# {}\n", "y".repeat(2 << 20))).expect("write");
+        for path in [big.as_path(), Path::new("/dev/zero")] {
+            let e = Study::load(path, &[]).expect_err("too big").to_string();
+            assert!(e.contains("over 1024 KiB"), "{}: {e}", path.display());
+        }
     }
 
     #[test]
