@@ -41,6 +41,38 @@ fn smoke_preset_trains_lists_and_exports() {
     assert_eq!(val.len(), 5);
     assert!((val[4] - top1).abs() < 1e-9);
     assert!(text.lines().filter(|l| l.contains(",train/loss,")).count() > 400);
+    // Never over an existing file without --force, never through a symbolic link.
+    let id_s = id.to_string();
+    let err = crate::support::run_err(&["export", &id_s, "--csv", s(&csv), "--db", s(&db)]);
+    assert!(err.contains("exists: add --force"), "{err}");
+    run_ok(&["export", &id_s, "--csv", s(&csv), "--force", "--db", s(&db)]);
+    assert_eq!(
+        std::fs::read_to_string(&csv).expect("csv"),
+        text,
+        "replaced alike"
+    );
+    let precious = dir.path().join("precious.txt");
+    std::fs::write(&precious, "mine").expect("write");
+    let link = dir.path().join("link.csv");
+    std::os::unix::fs::symlink(&precious, &link).expect("symlink");
+    for force in [false, true] {
+        let mut args = vec!["export", &id_s, "--csv", s(&link), "--db", s(&db)];
+        if force {
+            args.push("--force");
+        }
+        let err = crate::support::run_err(&args);
+        assert!(err.contains("symbolic link"), "{err}");
+    }
+    assert_eq!(std::fs::read_to_string(&precious).expect("read"), "mine");
+    let models = dir.path().join("models");
+    std::fs::create_dir(&models).expect("mkdir");
+    std::fs::write(models.join("model.json"), "mine").expect("write");
+    let err = crate::support::run_err(&["export", &id_s, "--model", s(&models), "--db", s(&db)]);
+    assert!(err.contains("model.json exists"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(models.join("model.json")).expect("read"),
+        "mine"
+    );
 
     let table = String::from_utf8(run_ok(&["runs", "--db", s(&db)]).stdout).expect("utf8");
     assert!(

@@ -116,9 +116,12 @@ pub struct StudyArgs {
     /// Print the table from the database without training: md, csv or tex.
     #[arg(long, value_parser = ["md", "csv", "tex"])]
     pub report: Option<String>,
-    /// Write the table to this file instead of standard output.
+    /// Write the table to this file instead of standard output (a new file; see --force).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// With --out: replace the file if it exists (never through a symbolic link).
+    #[arg(long, requires = "out")]
+    pub force: bool,
     /// With --report: pair the variants against this one instead of the file's `baseline`
     /// (those with a `vs` of their own keep it), e.g. every remap against direct training.
     #[arg(long, value_name = "VARIANT", requires = "report")]
@@ -357,6 +360,9 @@ pub struct ExportArgs {
     /// Write the trained tiny MF model (safetensors + JSON) to this folder.
     #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
+    /// Replace files that exist (never through a symbolic link).
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub db: DbArg,
 }

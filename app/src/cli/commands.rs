@@ -386,11 +386,11 @@ pub fn export(a: &ExportArgs) -> anyhow::Result<ExitCode> {
         bail!("nothing to export: pass --csv FILE and/or --model DIR");
     }
     if let Some(csv) = csv {
-        let n = export_csv(&Reader::open(&db)?, run, csv)?;
+        let n = export_csv(&Reader::open(&db)?, run, csv, a.force)?;
         println!("wrote {n} metric rows of run {run} to {}", csv.display());
     }
     if let Some(dir) = model {
-        export_model(&db, run, dir)?;
+        export_model(&db, run, dir, a.force)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -577,6 +577,9 @@ pub fn grads(a: &GradsArgs) -> anyhow::Result<ExitCode> {
 /// print the table).
 pub fn study(a: &StudyArgs) -> anyhow::Result<ExitCode> {
     let spec = Study::load(&a.file, &a.sets)?;
+    if let Some(out) = &a.out {
+        check_destination(out, a.force)?;
+    }
     record_experiments_dir(&a.file);
     let db = db_path(&a.db)?;
     if let Some(r) = &a.report {
@@ -602,7 +605,7 @@ pub fn study(a: &StudyArgs) -> anyhow::Result<ExitCode> {
             let text = fit
                 .render(format)
                 .context("--fit writes md or csv (the loss table has no LaTeX form)")?;
-            write_table(&text, a.out.as_deref())?;
+            write_table(&text, a.out.as_deref(), a.force)?;
             return Ok(ExitCode::SUCCESS);
         }
         let mut spec = spec;
@@ -629,7 +632,7 @@ pub fn study(a: &StudyArgs) -> anyhow::Result<ExitCode> {
                 eprintln!("wrote {}", path.display());
             }
         }
-        write_table(&table.render(format), a.out.as_deref())?;
+        write_table(&table.render(format), a.out.as_deref(), a.force)?;
         return Ok(ExitCode::SUCCESS);
     }
     let parallel = a.parallel.unwrap_or(spec.parallel);
@@ -702,7 +705,8 @@ fn finish_study(
     };
     eprintln!("study {}: {}", outcome.study, outcome.counts());
     let table = report::table(spec, outcome.study, &Reader::open(db)?)?;
-    write_table(&table.render(Format::Markdown), out)?;
+    // `out` was checked before the study started (`study`): written as it is now.
+    write_table(&table.render(Format::Markdown), out, true)?;
     Ok(if outcome.failed > 0 {
         ExitCode::FAILURE
     } else {
@@ -795,9 +799,44 @@ pub fn check(a: &CheckArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::FAILURE)
 }
 
-fn write_table(text: &str, out: Option<&Path>) -> anyhow::Result<()> {
+/// Whether `path` may be written: never through a symbolic link (it would write wherever the
+/// link points), and over an existing file only with `--force`.
+fn check_destination(path: &Path, force: bool) -> anyhow::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => bail!(
+            "{} is a symbolic link: not written through (nothing was written; name the file itself)",
+            path.display()
+        ),
+        Ok(m) if m.is_dir() => bail!("{} is a folder (nothing was written)", path.display()),
+        Ok(_) if !force => bail!(
+            "{} exists: add --force to replace it (nothing was written)",
+            path.display()
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Create `path` for writing, as [`check_destination`] allows: a new file, or with `force` an
+/// existing regular file replaced.
+fn create_destination(path: &Path, force: bool) -> anyhow::Result<std::fs::File> {
+    check_destination(path, force)?;
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true);
+    if force {
+        open.create(true).truncate(true);
+    } else {
+        open.create_new(true);
+    }
+    open.open(path)
+        .with_context(|| format!("cannot create {}", path.display()))
+}
+
+fn write_table(text: &str, out: Option<&Path>, force: bool) -> anyhow::Result<()> {
     match out {
-        Some(p) => std::fs::write(p, text).with_context(|| format!("cannot write {}", p.display())),
+        Some(p) => create_destination(p, force).and_then(|mut f| {
+            f.write_all(text.as_bytes())
+                .with_context(|| format!("cannot write {}", p.display()))
+        }),
         None => {
             print!("{text}");
             Ok(())
@@ -1119,7 +1158,16 @@ fn list_runs(reader: &Reader, json: bool, all: bool) -> anyhow::Result<()> {
 }
 
 /// Export the tiny MF model, then evaluate it from the written files alone.
-fn export_model(db: &Path, run: RunId, dir: &Path) -> anyhow::Result<()> {
+fn export_model(db: &Path, run: RunId, dir: &Path, force: bool) -> anyhow::Result<()> {
+    if std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
+        bail!(
+            "{} is a symbolic link: not written through (nothing was written; name the folder itself)",
+            dir.display()
+        );
+    }
+    for f in ["model.safetensors", "model.json"] {
+        check_destination(&dir.join(f), force)?;
+    }
     let exported = export::export_run(db, run, dir)?;
     let reader = Reader::open(db)?;
     let cfg = Config::from_toml_str(&reader.config_toml(run)?, &format!("run {run}"), &[])?;
@@ -1137,12 +1185,10 @@ fn export_model(db: &Path, run: RunId, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn export_csv(reader: &Reader, run: RunId, path: &Path) -> anyhow::Result<usize> {
+fn export_csv(reader: &Reader, run: RunId, path: &Path, force: bool) -> anyhow::Result<usize> {
     reader.run(run)?; // a clear error for an unknown run
     let rows = reader.metrics(run)?;
-    let mut out = std::io::BufWriter::new(
-        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
-    );
+    let mut out = std::io::BufWriter::new(create_destination(path, force)?);
     writeln!(out, "run_id,key,step,epoch,wall_time,value")?;
     for m in &rows {
         writeln!(
