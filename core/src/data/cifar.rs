@@ -10,6 +10,9 @@ const PIXELS: usize = 3 * 32 * 32;
 pub fn check(dir: &Path, hundred: bool) -> Result<(), DataError> {
     let (train, test) = files(dir, hundred);
     for path in train.iter().chain(&test) {
+        if let Some(e) = super::not_a_file(path) {
+            return Err(e);
+        }
         if !path.is_file() {
             return Err(missing(path, hundred));
         }
@@ -76,7 +79,8 @@ fn files(dir: &Path, hundred: bool) -> (Vec<PathBuf>, Vec<PathBuf>) {
             "test_batch.bin",
         )
     };
-    let base = if dir.join(test_file).is_file() {
+    // Whatever is there by that name (a link, a device) decides, so that what it is can be said.
+    let base = if std::fs::symlink_metadata(dir.join(test_file)).is_ok() {
         dir.to_path_buf()
     } else {
         dir.join(sub)

@@ -128,6 +128,11 @@ fn payload_len(path: &Path, shape: &[usize]) -> Result<u64, DataError> {
 }
 
 fn find(dir: &Path, stem: &str) -> Result<PathBuf, DataError> {
+    for name in [stem.to_owned(), format!("{stem}.gz")] {
+        if let Some(e) = super::not_a_file(&dir.join(name)) {
+            return Err(e);
+        }
+    }
     [stem.to_owned(), format!("{stem}.gz")]
         .iter()
         .map(|name| dir.join(name))

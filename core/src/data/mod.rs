@@ -51,6 +51,40 @@ impl DataError {
     }
 }
 
+/// Why something at `path` cannot be read as a data file although it exists (`None`: it is a
+/// regular file, or nothing is there): a folder, a FIFO, a device, a socket or a loop of links —
+/// none has a length to check, and some never end.
+pub(crate) fn not_a_file(path: &Path) -> Option<DataError> {
+    use std::os::unix::fs::FileTypeExt;
+    let what = match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => return None,
+        Ok(m) => {
+            let t = m.file_type();
+            if t.is_dir() {
+                "a folder"
+            } else if t.is_fifo() {
+                "a FIFO (named pipe)"
+            } else if t.is_char_device() {
+                "a character device"
+            } else if t.is_block_device() {
+                "a block device"
+            } else if t.is_socket() {
+                "a socket"
+            } else {
+                "not a regular file"
+            }
+        }
+        // ELOOP: the links point at each other.
+        Err(e) if e.raw_os_error() == Some(40) => "a loop of symbolic links",
+        Err(_) if std::fs::symlink_metadata(path).is_ok() => "a link to nothing",
+        Err(_) => return None,
+    };
+    Some(DataError::format(
+        path,
+        format!("is {what}, not a data file (a data file is a regular file of fixed length)"),
+    ))
+}
+
 /// Images and labels of one split, in memory.
 #[derive(Debug, Clone)]
 pub struct Dataset {
@@ -162,6 +196,15 @@ pub fn check_available(cfg: &DataConfig) -> Result<(), DataError> {
         return Ok(());
     }
     let dir = data_dir(cfg);
+    if dir.exists() && !dir.is_dir() {
+        return Err(DataError::format(
+            &dir,
+            format!(
+                "is a file, not a folder: data.dir names the folder that holds {}'s files",
+                cfg.dataset.as_str()
+            ),
+        ));
+    }
     if !dir.is_dir() {
         return Err(DataError::Missing {
             what: format!("{} directory", cfg.dataset.as_str()),
@@ -403,6 +446,54 @@ fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A FIFO, a folder, a device, a loop of links or a file given where a data file or folder
+    /// belongs is named for what it is, not "not found" (and a FIFO is never opened: it would
+    /// wait for a writer).
+    #[test]
+    fn what_is_not_a_data_file_is_named() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let fm = dir.path().join("fm");
+        std::fs::create_dir(&fm).expect("mkdir");
+        let fifo = fm.join("train-images-idx3-ubyte");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(made, "mkfifo");
+        let cfg = |dataset: DatasetName, dir: &Path| DataConfig {
+            dataset,
+            dir: dir.display().to_string(),
+            ..DataConfig::default()
+        };
+        let err = |c: &DataConfig| check_available(c).expect_err("refused").to_string();
+        let e = err(&cfg(DatasetName::FashionMnist, &fm));
+        assert!(
+            e.contains("FIFO") && e.contains("train-images-idx3-ubyte"),
+            "{e}"
+        );
+        std::fs::remove_file(&fifo).expect("rm");
+        std::fs::create_dir(&fifo).expect("a folder in its place");
+        let e = err(&cfg(DatasetName::FashionMnist, &fm));
+        assert!(e.contains("is a folder, not a data file"), "{e}");
+        std::fs::remove_dir(&fifo).expect("rm");
+        std::os::unix::fs::symlink(fm.join("b"), fm.join("a")).expect("link");
+        std::os::unix::fs::symlink(fm.join("a"), fm.join("b")).expect("link");
+        std::os::unix::fs::symlink(fm.join("a"), &fifo).expect("link");
+        let e = err(&cfg(DatasetName::FashionMnist, &fm));
+        assert!(e.contains("loop of symbolic links"), "{e}");
+        let cifar = dir.path().join("cifar");
+        std::fs::create_dir(&cifar).expect("mkdir");
+        std::os::unix::fs::symlink("/dev/zero", cifar.join("test.bin")).expect("link");
+        std::fs::write(cifar.join("train.bin"), [0u8; 3074]).expect("write");
+        let e = err(&cfg(DatasetName::Cifar100, &cifar));
+        assert!(
+            e.contains("test.bin") && e.contains("character device"),
+            "{e}"
+        );
+        let e = err(&cfg(DatasetName::Cifar100, &cifar.join("train.bin")));
+        assert!(e.contains("is a file, not a folder"), "{e}");
+    }
 
     fn tiny_dataset() -> Dataset {
         Dataset {
