@@ -80,7 +80,8 @@ bench: setup
 	$(PYTHON) experiments/bench/epoch.py --threads $(BENCH_THREADS) --json target/bench-epoch.json
 	cargo bench -p shiftadd-app --bench ui_frame
 
-# A million mutated inputs per parser (config, study, idx, CIFAR, imported databases): 0 panics,
+# A million mutated inputs per parser (config, study, idx, CIFAR, models, databases imported,
+# listed and deleted from, nothing outside their checkpoint folders changed): 0 panics,
 # 0 hangs, or exit 1 with the first finding saved (issue 21). FUZZ_CASES / FUZZ_SEED to change.
 # The debug build: the engine is compiled at opt-level 2 there but keeps its overflow checks, so an
 # integer overflow on a mutated header is a finding too.

@@ -186,6 +186,18 @@ impl Layout {
     }
 }
 
+/// A file name for one cell of a study (`variant`, `seed`), unique whatever the names: the
+/// file-safe name (cut to 60 characters) and 16 hex digits of a stable hash of the exact name —
+/// `a b` and `a_b` read alike but name different files.
+pub(crate) fn cell_file(variant: &str, seed: u64) -> String {
+    // FNV-1a, 64 bits: stable across builds and platforms (std's hasher is not promised to be).
+    let hash = variant.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    let safe: String = file_safe(variant).chars().take(60).collect();
+    format!("{safe}-{hash:016x}-s{seed}")
+}
+
 /// A name as a file name: letters, digits, `-`, `_`, `.`; anything else becomes `_`.
 pub(crate) fn file_safe(name: &str) -> String {
     name.chars()
@@ -865,5 +877,14 @@ mod tests {
             "{s}"
         );
         assert_eq!(file_safe("add aug/2"), "add_aug_2");
+        // Two names that read alike as files are two files; one name is one file, always.
+        assert_ne!(cell_file("a b", 0), cell_file("a_b", 0));
+        assert_eq!(cell_file("a b", 0), cell_file("a b", 0));
+        assert_ne!(cell_file("a b", 0), cell_file("a b", 1));
+        assert!(cell_file("a b", 3).starts_with("a_b-") && cell_file("a b", 3).ends_with("-s3"));
+        assert!(
+            cell_file(&"x".repeat(500), 0).len() < 100,
+            "long names are cut"
+        );
     }
 }

@@ -315,14 +315,8 @@ fn hostile_run_names_are_printed_escaped_and_refused_as_new_names() {
     for name in names {
         let id = w
             .create_run(NewRun {
-                name: name.into(),
-                config_toml: String::new(),
-                dataset: "synthetic".into(),
-                model: "micro".into(),
-                operator: "mult".into(),
-                seed: 0,
                 tags: "ok,\u{1b}[2Jwipe".into(),
-                provenance: String::new(),
+                ..crate::support::synthetic_run(name, "mult")
             })
             .expect("run");
         w.status(id, Status::Failed, Some("bad\u{1b}[31mreason".into()));
@@ -406,4 +400,124 @@ fn reading_commands_refuse_a_missing_database_and_create_nothing() {
     }
     let err = run_err(&["runs", "--db", s(dir.path())]);
     assert!(err.contains("is a folder, not a database"), "{err}");
+}
+
+/// `shiftadd` as a user who cannot write `dir` or the files in it: as root, the same binary run as
+/// `nobody` (root writes whatever it likes); otherwise the folder and its files made read-only.
+fn as_reader_who_cannot_write(dir: &Path, args: &[&str]) -> std::process::Output {
+    use std::os::unix::fs::PermissionsExt;
+    let exe = env!("CARGO_BIN_EXE_shiftadd-under-test");
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let mut c = if root {
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", exe]);
+        c
+    } else {
+        std::process::Command::new(exe)
+    };
+    for e in std::fs::read_dir(dir).expect("dir").flatten() {
+        let mode = if e.path().is_dir() { 0o777 } else { 0o444 };
+        std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555)).expect("chmod");
+    let out = c
+        .args(args)
+        .env_remove("SHIFTADD_DB")
+        .env("SHIFTADD_LOG", "warn")
+        .env("HOME", dir)
+        .output()
+        .expect("spawn");
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    out
+}
+
+/// Issue 43, item 5: every command, `runs`, `check` and `export` included, failed on a database
+/// it could not write ("unable to open database file"), and a read of another user's file left
+/// `-wal`/`-shm` files behind. Now reading works and leaves the folder as it was; a change is
+/// refused, naming why.
+#[test]
+fn a_database_this_user_cannot_write_is_read_and_nothing_is_left_beside_it() {
+    use shiftadd_core::store::{MetricRow, Status, WriteOp, Writer, keys};
+    let top = tempfile::tempdir().expect("tmp");
+    let dir = top.path().join("ro");
+    let out = top.path().join("out");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::create_dir_all(&out).expect("out");
+    let dbp = dir.join("theirs.db");
+    {
+        let w = Writer::open(&dbp).expect("db");
+        let id = w
+            .create_run(crate::support::synthetic_run("theirs", "mult"))
+            .expect("run");
+        let rows = (0..5)
+            .map(|step| MetricRow {
+                run: id,
+                key: keys::TRAIN_LOSS.into(),
+                step,
+                epoch: 0,
+                wall_time: step as f64,
+                value: 1.0,
+            })
+            .collect();
+        w.send(WriteOp::Metrics(rows)).expect("metrics");
+        w.status(id, Status::Finished, None);
+        w.flush().expect("flush");
+    }
+    let listing = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(listing(&dir), ["theirs.db"], "the writer closed cleanly");
+    let before = std::fs::read(&dbp).expect("bytes");
+    // Another user may pass through the test's folder, and write the output folder.
+    for (d, mode) in [(top.path(), 0o755), (out.as_path(), 0o777)] {
+        std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .expect("chmod");
+    }
+    let csv = out.join("theirs.csv");
+    for args in [
+        vec!["runs"],
+        vec!["runs", "1"],
+        vec!["check"],
+        vec!["export", "1", "--csv", s(&csv)],
+    ] {
+        let mut all = args.clone();
+        all.extend(["--db", s(&dbp)]);
+        let o = as_reader_who_cannot_write(&dir, &all);
+        let (said, err) = (
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+        );
+        assert!(o.status.success(), "{args:?}: {err}");
+        assert!(
+            said.contains("theirs") || said.contains("ok") || said.contains("metric rows"),
+            "{args:?}: {said}"
+        );
+        assert_eq!(
+            listing(&dir),
+            ["theirs.db"],
+            "{args:?} left files beside it"
+        );
+    }
+    assert!(csv.is_file(), "the export was written");
+    let o = as_reader_who_cannot_write(&dir, &["runs", "--db", s(&dbp)]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("read-only here"));
+    // A change is refused, named, and changes nothing.
+    let o = as_reader_who_cannot_write(&dir, &["runs", "1", "--tag", "x", "--db", s(&dbp)]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("cannot be written by this user"), "{err}");
+    assert_eq!(listing(&dir), ["theirs.db"]);
+    assert!(
+        std::fs::read(&dbp).expect("bytes") == before,
+        "the file changed"
+    );
 }

@@ -249,6 +249,72 @@ fn selecting_two_runs_shows_their_config_diff() {
     assert_eq!(h.state().persisted().compare, vec![1, 2]);
 }
 
+/// Issue 43, item 5: on a database this user cannot write, the app browses (the runs are listed),
+/// shows "read-only", and a launch is refused with the reason instead of failing to open. (That
+/// such a file is detected and read without writing is `bad_input.rs`'s, as another user.)
+#[test]
+fn a_read_only_database_is_browsed_and_a_launch_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = seeded_db(dir.path());
+    let mut harness = Harness::builder()
+        .with_size([1500.0, 950.0])
+        .build_eframe(move |cc| {
+            let ctx = cc.egui_ctx.clone();
+            let waker: shiftadd_core::run::Waker = Arc::new(move || ctx.request_repaint());
+            let (commands, events) =
+                shiftadd_app::gui::backend::read_only_manager(&db, waker).expect("stand-in");
+            let mut backend = Backend::new(&db, experiments(), commands, events, &cc.egui_ctx)
+                .expect("ui-data thread");
+            backend.read_only = true;
+            StudioApp::new(backend, Persisted::default(), Arc::new(Mutex::new(None)))
+        });
+    let h = &mut harness;
+    wait_for(h, "the runs list", |h| has_label(h, "#2"));
+    assert!(has_label(h, "read-only"), "the top bar says so");
+    click(h, "smoke-shift-aug");
+    h.get_by_label("Launch run").click();
+    wait_for(h, "the refusal", |h| {
+        has_label_containing(h, "is read-only here")
+    });
+}
+
+/// Issue 43, item 2: one row of a hostile or damaged database (an unknown status, text in a
+/// metric's value) once made the whole runs table fail; now it is listed as damaged, the others
+/// as usual.
+#[test]
+fn a_damaged_row_is_shown_as_damaged_and_the_others_are_listed() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = seeded_db(dir.path());
+    rusqlite::Connection::open(&db)
+        .expect("raw")
+        .execute_batch(
+            "UPDATE runs SET status = 'zombie' WHERE name = 'beta';
+             UPDATE metrics SET value = 'x' WHERE run_id = 1 AND key = 'val/top1' AND step = 30;",
+        )
+        .expect("damage");
+    let mut f = fake_app(&db, Persisted::default());
+    let h = &mut f.harness;
+    wait_for(h, "the runs list", |h| has_label(h, "#2"));
+    assert!(has_label(h, "#1"), "the other run is listed");
+    let rows = &h.state().data().runs;
+    let statuses: Vec<Status> = rows.iter().map(|r| r.summary.status).collect();
+    assert_eq!(statuses, [Status::Damaged, Status::Damaged], "{statuses:?}");
+    assert!(has_label(h, "damaged"), "the status column says so");
+    let alpha = rows
+        .iter()
+        .find(|r| r.summary.name == "alpha")
+        .expect("alpha");
+    assert!(
+        alpha
+            .summary
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("metric's value")),
+        "{:?}",
+        alpha.summary.reason
+    );
+}
+
 /// A run trained by another process records an epoch's validation at the step of the epoch's last
 /// batch, seconds after that batch's own rows: the app, polling in between, still shows it (it
 /// once fetched only steps after the last one it held, and lost every live validation point).
@@ -258,16 +324,7 @@ fn a_live_runs_validation_written_after_its_last_batch_still_shows() {
     let db = dir.path().join("live.db");
     let w = Writer::open(&db).expect("db");
     let run = w
-        .create_run(NewRun {
-            name: "elsewhere".into(),
-            config_toml: Config::default().to_toml(),
-            dataset: "synthetic".into(),
-            model: "micro".into(),
-            operator: "add".into(),
-            seed: 0,
-            tags: String::new(),
-            provenance: String::new(),
-        })
+        .create_run(crate::support::synthetic_run("elsewhere", "add"))
         .expect("run");
     w.status(run, Status::Running, None);
     let loss_rows = |steps: std::ops::RangeInclusive<i64>| -> Vec<MetricRow> {
@@ -815,14 +872,9 @@ fn studies_view_shows_the_table_and_banded_curves() {
     ] {
         let run = w
             .create_run(NewRun {
-                name: format!("{variant}-s{seed}"),
-                config_toml: Config::default().to_toml(),
-                dataset: "synthetic".into(),
-                model: "micro".into(),
-                operator: "mult".into(),
                 seed,
                 tags: "study".into(),
-                provenance: String::new(),
+                ..crate::support::synthetic_run(&format!("{variant}-s{seed}"), "mult")
             })
             .expect("run");
         let metric = |key: &str, step: i64, value: f64| metric_row(run, key, step, value);
@@ -1224,14 +1276,8 @@ fn tracker_runs(db: &Path) -> PathBuf {
     let add = |name: &str, tags: &str| {
         let run = w
             .create_run(NewRun {
-                name: name.into(),
-                config_toml: Config::default().to_toml(),
-                dataset: "synthetic".into(),
-                model: "micro".into(),
-                operator: "shift".into(),
-                seed: 0,
                 tags: tags.into(),
-                provenance: String::new(),
+                ..crate::support::synthetic_run(name, "shift")
             })
             .expect("run");
         w.status(run, Status::Finished, None);
@@ -1294,16 +1340,7 @@ fn a_selection_persisted_for_one_database_is_not_applied_to_another() {
     let other = dir.path().join("other.db");
     let w = Writer::open(&other).expect("db");
     let run = w
-        .create_run(NewRun {
-            name: "fresh".into(),
-            config_toml: Config::default().to_toml(),
-            dataset: "synthetic".into(),
-            model: "micro".into(),
-            operator: "mult".into(),
-            seed: 0,
-            tags: String::new(),
-            provenance: String::new(),
-        })
+        .create_run(crate::support::synthetic_run("fresh", "mult"))
         .expect("run");
     w.status(run, Status::Finished, None);
     w.flush().expect("flush");

@@ -110,7 +110,8 @@ fn a_study_on_stand_in_slurm_is_one_array_whose_cells_are_imported_once() {
         "--shared",
         s(&shared),
         "--slurm-args",
-        "--partition=test --time=00:10:00",
+        // Split as a shell splits it: the quoted comment is one argument, spaces and all.
+        "--partition=test --time=00:10:00 --comment='two words'",
     ]);
     args.extend(one_epoch);
     let out = study_on_fake(dir.path(), &args, &[]);
@@ -146,6 +147,7 @@ fn a_study_on_stand_in_slurm_is_one_array_whose_cells_are_imported_once() {
             logs.as_str(),
             "--partition=test",
             "--time=00:10:00",
+            "--comment=two words",
             script.as_str(),
         ]
     );
@@ -188,6 +190,31 @@ fn a_study_on_stand_in_slurm_is_one_array_whose_cells_are_imported_once() {
     let out = study_on_fake(dir.path(), &args, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("4 already done"), "{}", stderr(&out));
+    assert!(
+        !dir.path().join("fake/sbatch.args").exists(),
+        "nothing submitted"
+    );
+
+    // An unclosed quote is refused, named, before anything is submitted.
+    let other = dir.path().join("other.db");
+    let bad = [
+        file.as_str(),
+        "--db",
+        s(&other),
+        "--executor",
+        "slurm",
+        "--shared",
+        s(&shared),
+        "--slurm-args",
+        "--comment='two words",
+    ];
+    let out = study_on_fake(dir.path(), &bad, &[]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("a quote is not closed"),
+        "{}",
+        stderr(&out)
+    );
     assert!(
         !dir.path().join("fake/sbatch.args").exists(),
         "nothing submitted"

@@ -130,3 +130,18 @@ pub fn damage_pages(db: &Path) {
     f.seek(SeekFrom::Start(4096)).expect("seek");
     f.write_all(&[0xA5; 4096 * 6]).expect("write");
 }
+
+/// A run of `micro` on synthetic data with the default config, seed 0 and no tags, as a test
+/// records one directly (set other fields with `NewRun { tags, ..synthetic_run(..) }`).
+pub fn synthetic_run(name: &str, operator: &str) -> shiftadd_core::store::NewRun {
+    shiftadd_core::store::NewRun {
+        name: name.into(),
+        config_toml: shiftadd_core::spec::config::Config::default().to_toml(),
+        dataset: "synthetic".into(),
+        model: "micro".into(),
+        operator: operator.into(),
+        seed: 0,
+        tags: String::new(),
+        provenance: String::new(),
+    }
+}

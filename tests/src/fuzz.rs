@@ -1,6 +1,8 @@
 //! A mutation fuzzer for the parsers that read what a user or another machine hands the tool:
 //! config TOML, study files, idx (plain and gzip), CIFAR binaries, exported models (`model.json`
-//! and `model.safetensors`, loaded and run on an input) and imported databases. Each case takes a valid seed file, applies a few random mutations (bit flips,
+//! and `model.safetensors`, loaded and run on an input) and databases (imported; and imported,
+//! listed and deleted from, with what must not change checked after every case). Each case takes
+//! a valid seed file, applies a few random mutations (bit flips,
 //! interesting bytes, inserted / deleted / duplicated ranges, truncation, splices of another
 //! seed) or, one case in ten, random bytes, and feeds it to the parser; a panic is a finding and
 //! so is a case slower than [`HANG`]. Errors are the expected outcome. The suite runs a few
@@ -170,6 +172,7 @@ pub fn targets(experiments: &Path, scratch: &Path) -> std::io::Result<Vec<Target
         idx_target(&scratch.join("idx"))?,
         cifar_target(&scratch.join("cifar"))?,
         import_target(&scratch.join("import"))?,
+        lifecycle_target(&scratch.join("lifecycle"))?,
         model_target(&scratch.join("model-json"), true)?,
         model_target(&scratch.join("model-st"), false)?,
     ])
@@ -310,6 +313,229 @@ fn import_target(dir: &Path) -> std::io::Result<Target> {
             store::import::inspect(&file).is_ok() && store::import::import(&target, &file).is_ok()
         }),
     })
+}
+
+/// A hostile database's whole life here (issue 43): the mutated file is listed and its runs
+/// deleted as a user's own database, then imported into a project database whose imported runs
+/// are listed and deleted in turn. The seeds hold runs whose checkpoint rows name files outside
+/// both databases' checkpoint folders (absolute, relative, and a link in the run's own folder to
+/// the outside), a zombie run (`running`, heartbeat an hour ahead) and damaged rows (an unknown
+/// status, text where a time belongs). The property, checked after every case, panics (a
+/// finding) when broken:
+/// - nothing changes outside `<db>-checkpoints/` of the two databases and the files themselves;
+/// - a listing never fails as a whole: a file with this code's schema that SQLite finds sound is
+///   always listed, damaged rows and all, and so is the project database after any import.
+fn lifecycle_target(dir: &Path) -> std::io::Result<Target> {
+    let outside = dir.join("outside");
+    let incoming = dir.join("incoming");
+    let project = dir.join("project");
+    for d in [&outside, &incoming, &project] {
+        std::fs::create_dir_all(d)?;
+    }
+    for f in ["important.txt", "important.tex", "epoch-0001.model.ot"] {
+        std::fs::write(outside.join(f), b"mine")?;
+    }
+    std::fs::create_dir_all(outside.join("run-1"))?;
+    std::fs::write(outside.join("run-1/epoch-0002.model.ot"), b"mine too")?;
+    std::fs::write(project.join("notes.txt"), b"the project's own notes")?;
+    let file = incoming.join("other.db");
+    let target = project.join("project.db");
+    let seeds = lifecycle_seeds(&incoming.join("seed.db"), &outside)?;
+    store::Writer::open(&target).map_err(std::io::Error::other)?;
+    let schema = schema_sql(&target).map_err(std::io::Error::other)?;
+    let dbs = [file.clone(), target.clone()];
+    let allowed = move |p: &Path| may_change(&dbs, p);
+    let before = tree(dir, &allowed)?;
+    let outside2 = outside.clone();
+    let dir = dir.to_path_buf();
+    Ok(Target {
+        name: "database lifecycle",
+        seeds,
+        run: Box::new(move |b| {
+            for suffix in ["", "-wal", "-shm", "-journal"] {
+                let _ = std::fs::remove_file(with_suffix(&file, suffix));
+            }
+            if std::fs::write(&file, b).is_err() || plant_checkpoints(&file, &outside2).is_err() {
+                return false;
+            }
+            // The file as the user's own database: listed, every run deleted.
+            let listed = store::Reader::open(&file).and_then(|r| r.runs());
+            if let Err(e) = &listed {
+                let sound = store::check(&file).is_ok_and(|c| c.problems.is_empty());
+                let ours = schema_sql(&file).is_ok_and(|s| s == schema);
+                assert!(!(sound && ours), "a sound database was not listed: {e}");
+            }
+            for run in listed.iter().flatten() {
+                let _ = store::manage::delete(&file, run.id);
+            }
+            // Into the project, as it came: refused whole, or every run it brought in listed and
+            // deleted (one still active, as a run beating on another machine is, refused).
+            for suffix in ["", "-wal", "-shm", "-journal"] {
+                let _ = std::fs::remove_file(with_suffix(&file, suffix));
+            }
+            if std::fs::write(&file, b).is_err() {
+                return false;
+            }
+            let imported = store::import::import(&target, &file).is_ok();
+            let runs = store::Reader::open(&target)
+                .and_then(|r| r.runs())
+                .unwrap_or_else(|e| panic!("the project database is not listed: {e}"));
+            for run in &runs {
+                if let Err(e) = store::manage::delete(&target, run.id) {
+                    assert!(
+                        run.status.is_active(),
+                        "an imported run cannot be deleted: {e}"
+                    );
+                }
+            }
+            let after = tree(&dir, &allowed).expect("walk the scratch folder");
+            if after != before {
+                let changed: Vec<_> = before
+                    .iter()
+                    .filter(|e| !after.contains(e))
+                    .chain(after.iter().filter(|e| !before.contains(e)))
+                    .collect();
+                panic!("a file outside the checkpoint folders changed: {changed:?}");
+            }
+            listed.is_ok() && imported
+        }),
+    })
+}
+
+/// Whether `p` is one of the databases `dbs`, a file SQLite keeps beside one, or in one's own
+/// checkpoint folder: what a case may change.
+fn may_change(dbs: &[PathBuf], p: &Path) -> bool {
+    dbs.iter().any(|db| {
+        ["", "-wal", "-shm", "-journal"]
+            .iter()
+            .any(|s| p == with_suffix(db, s))
+            || store::manage::checkpoint_dir(db, 0)
+                .parent()
+                .is_some_and(|own| p.starts_with(own))
+    })
+}
+
+/// The lifecycle seeds: a database with finished runs whose checkpoint rows name files outside,
+/// a zombie run, and a copy with damaged rows.
+fn lifecycle_seeds(seed: &Path, outside: &Path) -> std::io::Result<Vec<Vec<u8>>> {
+    fn io(e: impl std::error::Error + Send + Sync + 'static) -> std::io::Error {
+        std::io::Error::other(e)
+    }
+    {
+        let w = store::Writer::open(seed).map_err(io)?;
+        for (i, path) in [
+            outside.join("important").display().to_string(),
+            "../outside/important".to_owned(),
+            outside.join("epoch-0001").display().to_string(),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let run = w
+                .create_run(store::NewRun {
+                    name: format!("hostile {i}"),
+                    config_toml: Config::default().to_toml(),
+                    dataset: "synthetic".into(),
+                    model: "micro".into(),
+                    operator: "shift".into(),
+                    seed: i as u64,
+                    tags: "fuzz".into(),
+                    provenance: String::new(),
+                })
+                .map_err(io)?;
+            let rows = (0..5)
+                .map(|s| store::MetricRow {
+                    run,
+                    key: store::keys::VAL_TOP1.into(),
+                    step: s,
+                    epoch: s,
+                    value: 0.1 * s as f64,
+                    wall_time: 1.7e9 + s as f64,
+                })
+                .collect();
+            w.send(store::WriteOp::Metrics(rows)).map_err(io)?;
+            w.send(store::WriteOp::Checkpoint {
+                row: store::CheckpointRow {
+                    run,
+                    epoch: 1,
+                    step: 4,
+                    path,
+                    rng_state: "0".into(),
+                },
+                keep: 3,
+            })
+            .map_err(io)?;
+            w.status(run, store::Status::Finished, None);
+        }
+        w.flush().map_err(io)?;
+    }
+    let sql = |statements: &str| -> std::io::Result<Vec<u8>> {
+        let conn = rusqlite::Connection::open(seed).map_err(io)?;
+        conn.execute_batch(statements).map_err(io)?;
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .map_err(io)?;
+        drop(conn);
+        std::fs::read(seed)
+    };
+    let zombie = sql(
+        "UPDATE runs SET status = 'running', owner_host = 'elsewhere',
+         heartbeat_at = strftime('%s', 'now') + 3600 WHERE id = 1",
+    )?;
+    let damaged = sql("UPDATE runs SET status = 'exploded' WHERE id = 2;
+         UPDATE runs SET created_at = 'yesterday' WHERE id = 3;")?;
+    Ok(vec![zombie, damaged])
+}
+
+/// Each run's own checkpoint folder of database `db`, as a run leaves it (run 1 with its files)
+/// or as a hostile one would (run 2 a link to the outside folder).
+fn plant_checkpoints(db: &Path, outside: &Path) -> std::io::Result<()> {
+    let own = store::manage::checkpoint_dir(db, 1);
+    std::fs::create_dir_all(&own)?;
+    std::fs::write(own.join("epoch-0001.model.ot"), b"x")?;
+    let link = store::manage::checkpoint_dir(db, 2);
+    if std::fs::symlink_metadata(&link).is_err() {
+        std::os::unix::fs::symlink(outside, &link)?;
+    }
+    Ok(())
+}
+
+/// The `CREATE` statements of database `db`, in order: equal when two files share a schema.
+fn schema_sql(db: &Path) -> rusqlite::Result<String> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    conn.query_row(
+        "SELECT group_concat(sql, ';') FROM (SELECT sql FROM sqlite_master ORDER BY name)",
+        [],
+        |r| r.get::<_, Option<String>>(0),
+    )
+    .map(Option::unwrap_or_default)
+}
+
+/// Every entry under `root` but those `allowed` to change: its path, kind and content (a link's
+/// target, not what it points at).
+fn tree(root: &Path, allowed: &dyn Fn(&Path) -> bool) -> std::io::Result<Vec<(PathBuf, String)>> {
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let p = e?.path();
+            if allowed(&p) {
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(&p)?;
+            let what = if meta.is_symlink() {
+                format!("link to {}", std::fs::read_link(&p)?.display())
+            } else if meta.is_dir() {
+                todo.push(p.clone());
+                "folder".to_owned()
+            } else {
+                format!("{:?}", std::fs::read(&p)?)
+            };
+            out.push((p, what));
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// An exported tiny model (a Mult conv, a residual Add conv with its affine, pool, linear): the

@@ -160,8 +160,8 @@ pub struct SlurmArgs {
     /// as it goes).
     #[arg(long, value_parser = ["local", "slurm"], default_value = "local")]
     pub executor: String,
-    /// More sbatch arguments for --executor slurm, separated by spaces
-    /// (e.g. "--partition=gpu --time=04:00:00 --gres=gpu:1").
+    /// More sbatch arguments for --executor slurm, split as a shell splits them: separated by
+    /// spaces, quotes keep one whole (e.g. "--partition=gpu --time=04:00:00 --comment='two words'").
     #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
     pub slurm_args: Option<String>,
     /// A folder every node sees, for --executor slurm (default: `<db folder>/<db name>-slurm`).

@@ -224,7 +224,7 @@ pub fn hw(a: &HwArgs) -> anyhow::Result<ExitCode> {
 /// `shiftadd runs`: the runs table.
 pub fn runs(a: &RunsArgs) -> anyhow::Result<ExitCode> {
     let db = existing_db(&a.db)?;
-    drop(store::open_rw(&db)?); // creates/migrates, and marks dead runs interrupted
+    sweep(&db)?;
     let mut edits = Vec::new();
     if let Some(n) = &a.set_name {
         if a.runs.len() != 1 {
@@ -584,7 +584,7 @@ pub fn study(a: &StudyArgs) -> anyhow::Result<ExitCode> {
     let db = db_path(&a.db)?;
     if let Some(r) = &a.report {
         let db = existing_db(&a.db)?;
-        drop(store::open_rw(&db)?); // migrates, and marks dead runs interrupted
+        sweep(&db)?;
         let reader = Reader::open(&db)?;
         let Some(id) = reader
             .studies()?
@@ -678,12 +678,12 @@ fn slurm_spec(a: &SlurmArgs, db: &Path) -> anyhow::Result<Option<SlurmSpec>> {
         return Ok(None);
     }
     let args = a.slurm_args.as_deref().unwrap_or("");
-    let spec = SlurmSpec::for_db(
-        db,
-        a.shared.as_deref(),
-        args.split_whitespace().map(str::to_owned).collect(),
-    )
-    .context("--shared: cannot resolve the shared folder or this binary's path")?;
+    // Split as a shell would: quotes keep an argument with spaces whole.
+    let Some(args) = shlex::split(args) else {
+        bail!("--slurm-args `{args}`: a quote is not closed (nothing was submitted)");
+    };
+    let spec = SlurmSpec::for_db(db, a.shared.as_deref(), args)
+        .context("--shared: cannot resolve the shared folder or this binary's path")?;
     Ok(Some(spec))
 }
 
@@ -773,6 +773,26 @@ pub fn check(a: &CheckArgs) -> anyhow::Result<ExitCode> {
     let db = existing_db(&a.db)?;
     let report = store::check(&db)?;
     let counted = |n: Option<i64>| n.map_or_else(|| "?".to_owned(), |n| n.to_string());
+    if report.problems.is_empty() && !report.damaged.is_empty() {
+        let more = if report.damaged.len() >= store::DAMAGE_LIMIT {
+            " (the first ones)"
+        } else {
+            ""
+        };
+        println!(
+            "{}: {} row(s) hold values shiftadd cannot read{more}; they are listed as damaged, the others as usual:",
+            db.display(),
+            report.damaged.len()
+        );
+        for d in &report.damaged {
+            println!("  {}", shown(&d.to_string(), LINE_CHARS));
+        }
+        println!(
+            "Nothing was changed. Delete a damaged run with `shiftadd runs RUN --delete --db {}`.",
+            db.display()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     if report.problems.is_empty() {
         println!(
             "{}: ok (schema v{}, {} runs, {} metric rows)",
@@ -797,6 +817,23 @@ pub fn check(a: &CheckArgs) -> anyhow::Result<ExitCode> {
         db.display()
     );
     Ok(ExitCode::FAILURE)
+}
+
+/// Before a reading command reads `db`: migrate it and mark runs whose process died interrupted,
+/// where this user can write it; a read-only database (another user's file, a read-only mount) is
+/// read as it is, with a note saying so.
+fn sweep(db: &Path) -> anyhow::Result<()> {
+    match store::open_rw(db) {
+        Ok(_) => Ok(()),
+        Err(store::StoreError::ReadOnly { .. }) => {
+            eprintln!(
+                "note: {} is read-only here: read as it is (runs whose process died are not marked interrupted)",
+                db.display()
+            );
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Whether `path` may be written: never through a symbolic link (it would write wherever the

@@ -390,6 +390,13 @@ impl StudioApp {
             }
             ui.separator();
             ui.weak(format!("database {}", self.backend.db.display()));
+            if self.backend.read_only {
+                ui.colored_label(ui.visuals().warn_fg_color, "read-only")
+                    .on_hover_text(
+                        "This user cannot write the database (a read-only file, folder or mount): \
+                         runs can be browsed and exported, not started, edited or deleted.",
+                    );
+            }
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                 if ui
                     .small_button("?")

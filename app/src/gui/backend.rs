@@ -266,6 +266,9 @@ pub struct Backend {
     pub experiments_dir: PathBuf,
     /// NAS searches started from the app (shared with `gui::run`, which waits for them).
     pub searches: Arc<Mutex<Searches>>,
+    /// The database cannot be written by this user: the app browses it, and says so; every start
+    /// is refused by [`read_only_manager`] with the reason.
+    pub read_only: bool,
 }
 
 impl Backend {
@@ -288,8 +291,43 @@ impl Backend {
             loaded,
             experiments_dir,
             searches: Arc::new(Mutex::new(Searches::new(db, waker))),
+            read_only: false,
         })
     }
+}
+
+/// What stands in for the run manager on a database this user cannot write: every start, queue
+/// or resume is answered `Rejected` with the reason (nothing can be recorded); stop and pause
+/// have nothing to act on. Its thread ends when the commands' sender is dropped or at `Shutdown`.
+pub fn read_only_manager(
+    db: &Path,
+    waker: shiftadd_core::run::Waker,
+) -> std::io::Result<(Sender<Command>, Receiver<Event>)> {
+    let (cmd_tx, cmd_rx) = bounded::<Command>(64);
+    let (ev_tx, ev_rx) = bounded::<Event>(64);
+    let reason = format!(
+        "{} is read-only here (a read-only file, folder or mount): runs can be browsed, not started",
+        db.display()
+    );
+    std::thread::Builder::new()
+        .name("read-only".into())
+        .spawn(move || {
+            while let Ok(c) = cmd_rx.recv() {
+                let request = match c {
+                    Command::Start { request, .. }
+                    | Command::Queue { request, .. }
+                    | Command::Resume { request, .. } => request,
+                    Command::Shutdown => break,
+                    _ => continue,
+                };
+                let reason = reason.clone();
+                if ev_tx.send(Event::Rejected { request, reason }).is_err() {
+                    break;
+                }
+                waker();
+            }
+        })?;
+    Ok((cmd_tx, ev_rx))
 }
 
 /// Start the `ui-data` thread: it drains and de-duplicates queued requests, runs them, and

@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use shiftadd_core::run::{Event, spawn_manager};
+use shiftadd_core::store::StoreError;
 
 use backend::Backend;
 
@@ -42,7 +43,9 @@ pub use ctx::{ExitChoice, Persisted, View, ViewCtx};
 pub fn run(db: &Path) -> anyhow::Result<ExitCode> {
     let slot: Arc<OnceLock<egui::Context>> = Arc::new(OnceLock::new());
     let manager = match spawn_manager(db, backend::lazy_waker(slot.clone())) {
-        Ok(m) => m,
+        Ok(m) => Some(m),
+        // Browsing needs no writes: the app opens read-only, and says so.
+        Err(StoreError::ReadOnly { .. }) => None,
         Err(e) => {
             // A user who opened the app from a desktop sees no terminal: say it in a window too.
             let message = e.to_string();
@@ -60,8 +63,11 @@ pub fn run(db: &Path) -> anyhow::Result<ExitCode> {
             .with_min_inner_size([900.0, 600.0]),
         ..Default::default()
     };
-    let commands = manager.commands.clone();
-    let events = manager.events.clone();
+    let read_only = manager.is_none();
+    let (commands, events) = match &manager {
+        Some(m) => (m.commands.clone(), m.events.clone()),
+        None => backend::read_only_manager(db, backend::lazy_waker(slot.clone()))?,
+    };
     let app_exit = exit_choice.clone();
     let db_for_app = db.to_path_buf();
     let searches_slot: Arc<OnceLock<Arc<Mutex<searches::Searches>>>> = Arc::new(OnceLock::new());
@@ -71,7 +77,9 @@ pub fn run(db: &Path) -> anyhow::Result<ExitCode> {
         options,
         Box::new(move |cc| {
             let _ = slot.set(cc.egui_ctx.clone());
-            let backend = Backend::new(&db_for_app, experiments, commands, events, &cc.egui_ctx)?;
+            let mut backend =
+                Backend::new(&db_for_app, experiments, commands, events, &cc.egui_ctx)?;
+            backend.read_only = read_only;
             let _ = app_searches.set(backend.searches.clone());
             let persisted = StudioApp::restore(cc.storage);
             Ok(Box::new(StudioApp::new(backend, persisted, app_exit)))
@@ -90,7 +98,10 @@ pub fn run(db: &Path) -> anyhow::Result<ExitCode> {
         }
         s.wait_all();
     }
-    finish_headless(manager, db, choice)
+    match manager {
+        Some(manager) => finish_headless(manager, db, choice),
+        None => Ok(ExitCode::SUCCESS),
+    }
 }
 
 /// A small window saying why the database could not be opened (damaged, not ours, locked, …),

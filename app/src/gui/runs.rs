@@ -1056,7 +1056,7 @@ fn status_color(ui: &egui::Ui, status: Status) -> egui::Color32 {
     match status {
         Status::Running => egui::Color32::from_rgb(0x3c, 0xa0, 0x4c),
         Status::Paused | Status::Queued => egui::Color32::from_rgb(0xb0, 0xa0, 0x20),
-        Status::Failed => ui.visuals().error_fg_color,
+        Status::Failed | Status::Damaged => ui.visuals().error_fg_color,
         Status::Interrupted | Status::Stopped => ui.visuals().warn_fg_color,
         Status::Finished => ui.visuals().text_color(),
     }

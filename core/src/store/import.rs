@@ -202,29 +202,18 @@ fn migrated_copy(path: &Path) -> Result<TempDb> {
     Ok(copy)
 }
 
-/// A file name as an SQLite URI that opens it read-only.
-fn read_only_uri(path: &Path) -> Result<String> {
-    let abs = std::path::absolute(path).map_err(|source| StoreError::Dir {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut uri = String::from("file:");
-    for c in abs.to_string_lossy().chars() {
-        match c {
-            '%' => uri.push_str("%25"),
-            '?' => uri.push_str("%3f"),
-            '#' => uri.push_str("%23"),
-            c => uri.push(c),
-        }
-    }
-    uri.push_str("?mode=ro");
-    Ok(uri)
-}
-
 /// Merge the shiftadd database `source` into `target` (created and migrated if needed). A
 /// gzip-compressed file (a results database, `shiftadd compact OUT.db.gz`) is decompressed into a
 /// temporary file first.
 pub fn import(target: &Path, source: &Path) -> Result<ImportSummary> {
+    // First, before the file is read at all: opening the target's file (even to read its first
+    // bytes) and closing it again would drop the locks this process's own connections hold on it.
+    if std::path::absolute(target).ok() == std::path::absolute(source).ok() {
+        return Err(StoreError::NotOurs {
+            path: source.to_path_buf(),
+            why: "it is the database being imported into".into(),
+        });
+    }
     if super::files::is_gzip(source) {
         let plain = super::files::gunzip(source)?;
         return import(target, &plain.0).map_err(|e| StoreError::Compressed {
@@ -233,20 +222,28 @@ pub fn import(target: &Path, source: &Path) -> Result<ImportSummary> {
         });
     }
     let version = inspect(source)?;
-    if std::path::absolute(target).ok() == std::path::absolute(source).ok() {
-        return Err(StoreError::NotOurs {
-            path: source.to_path_buf(),
-            why: "it is the database being imported into".into(),
-        });
-    }
     let copy = (version < SCHEMA_VERSION)
         .then(|| migrated_copy(source))
         .transpose()?;
     let read_from = copy.as_ref().map_or(source, |c| c.0.as_path());
+    // Every row it brings in is checked before anything changes (the target is not even
+    // created): one unreadable row would take every listing of this database down with it.
+    let damaged = schema::read_only(read_from).and_then(|c| {
+        super::check::damaged_rows(&c, "main", 1).map_err(|e| StoreError::sqlite(source, e))
+    })?;
+    if let Some(d) = damaged.first() {
+        return Err(StoreError::DamagedRow {
+            path: source.to_path_buf(),
+            damage: d.to_string(),
+        });
+    }
     let mut conn = schema::open_rw(target)?;
     let sq = |source| StoreError::sqlite(target, source);
-    conn.execute("ATTACH DATABASE ?1 AS src", [read_only_uri(read_from)?])
-        .map_err(|e| StoreError::sqlite(source, e))?;
+    conn.execute(
+        "ATTACH DATABASE ?1 AS src",
+        [schema::sqlite_uri(read_from, "mode=ro")?],
+    )
+    .map_err(|e| StoreError::sqlite(source, e))?;
     let merged = merge(&mut conn).map_err(sq);
     conn.execute("DETACH DATABASE src", []).map_err(sq)?;
     merged

@@ -385,6 +385,146 @@ fn bad_files_are_refused_with_one_line_and_nothing_changed() {
     }
 }
 
+/// Issue 43, item 2: an unknown status, text where a time belongs, and text in a metric's value
+/// each broke every listing, and import took such a file in.
+#[test]
+fn a_damaged_row_is_listed_as_damaged_named_by_check_and_refused_by_import() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let hostile = dir.path().join("hostile.db");
+    {
+        let w = Writer::open(&hostile).expect("open");
+        for (i, name) in ["fine", "zombie", "yesterday", "x-metric", "fine-too"]
+            .iter()
+            .enumerate()
+        {
+            let id = w.create_run(run(name, i as u64)).expect("run");
+            w.send(metrics(id, 0..3)).expect("m");
+            w.send(WriteOp::Metrics(vec![MetricRow {
+                run: id,
+                key: keys::VAL_TOP1.into(),
+                step: 2,
+                epoch: 1,
+                wall_time: 2.0,
+                value: 50.0,
+            }]))
+            .expect("val");
+            w.status(id, Status::Finished, None);
+        }
+        w.flush().expect("flush");
+    }
+    Connection::open(&hostile)
+        .expect("raw")
+        .execute_batch(
+            "UPDATE runs SET status = 'zombie' WHERE name = 'zombie';
+             UPDATE runs SET created_at = 'yesterday' WHERE name = 'yesterday';
+             UPDATE metrics SET value = 'x' WHERE key = 'val/top1'
+                 AND run_id = (SELECT id FROM runs WHERE name = 'x-metric');",
+        )
+        .expect("damage");
+
+    // Listed: every run, the three damaged ones as damaged with the column named.
+    let listed = Reader::open(&hostile)
+        .expect("reader")
+        .runs()
+        .expect("listing");
+    let shown: Vec<(String, Status, Option<String>)> = listed
+        .iter()
+        .map(|r| (r.name.clone(), r.status, r.reason.clone()))
+        .collect();
+    assert_eq!(shown.len(), 5, "{shown:?}");
+    let damaged: Vec<&str> = listed
+        .iter()
+        .filter(|r| r.status == Status::Damaged)
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(damaged, ["zombie", "yesterday", "x-metric"], "{shown:?}");
+    let reason = |name: &str| {
+        let r = listed.iter().find(|r| r.name == name).expect("listed");
+        r.reason.clone().unwrap_or_default()
+    };
+    assert!(
+        reason("zombie").contains("\"zombie\""),
+        "{}",
+        reason("zombie")
+    );
+    assert!(
+        reason("yesterday").contains("created_at"),
+        "{}",
+        reason("yesterday")
+    );
+    assert!(
+        reason("x-metric").contains("metric's value"),
+        "{}",
+        reason("x-metric")
+    );
+    assert!(
+        listed
+            .iter()
+            .filter(|r| r.status == Status::Finished)
+            .all(|r| r.last_val_top1 == Some(50.0))
+    );
+
+    let reader = Reader::open(&hostile).expect("reader");
+    let summaries = reader.metric_summary(keys::VAL_TOP1).expect("summary");
+    assert_eq!(
+        summaries.len(),
+        4,
+        "the damaged value is left out, not the summary"
+    );
+
+    // Named by check: table, row, column, what it holds.
+    let report = check(&hostile).expect("check");
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let named: Vec<String> = report.damaged.iter().map(ToString::to_string).collect();
+    assert_eq!(named.len(), 3, "{named:?}");
+    assert!(
+        named
+            .iter()
+            .any(|d| d.starts_with("runs row id = 2: status holds the text \"zombie\"")),
+        "{named:?}"
+    );
+    assert!(
+        named
+            .iter()
+            .any(|d| d.starts_with("runs row id = 3: created_at holds the text \"yesterday\"")),
+        "{named:?}"
+    );
+    assert!(
+        named
+            .iter()
+            .any(|d| d.starts_with("metrics row run_id = 4, key = 'val/top1', step = 2: value")),
+        "{named:?}"
+    );
+
+    // Refused by import, naming the row and column, before the target is even created; a
+    // database that exists is left as it was.
+    let fresh = dir.path().join("fresh.db");
+    let err = import(&fresh, &hostile).expect_err("refused").to_string();
+    assert!(
+        err.contains("nothing was changed")
+            && err.contains(
+                "metrics row run_id = 4, key = 'val/top1', step = 2: value holds the text"
+            ),
+        "{err}"
+    );
+    assert!(!fresh.exists(), "the target was created");
+    let dst = dir.path().join("main.db");
+    let (w, _) = source(&dir.path().join("good.db"));
+    drop(w);
+    import(&dst, &dir.path().join("good.db")).expect("good");
+    let before = contents(&dst);
+    import(&dst, &hostile).expect_err("refused");
+    assert_eq!(contents(&dst), before);
+
+    // A damaged run can be deleted, and then the file is sound.
+    for name in ["zombie", "yesterday", "x-metric"] {
+        let id = listed.iter().find(|r| r.name == name).expect("listed").id;
+        manage::delete(&hostile, id).expect("delete a damaged run");
+    }
+    assert!(check(&hostile).expect("check").damaged.is_empty());
+    import(&dst, &hostile).expect("now it imports");
+}
+
 #[test]
 fn a_target_holding_text_that_is_not_utf8_is_merged_into_without_a_panic() {
     let dir = tempfile::tempdir().expect("tmp");

@@ -150,6 +150,17 @@ pub struct Deleted {
     pub files: usize,
 }
 
+/// Whatever a value holds, as text (bytes that are not UTF-8 replaced).
+fn lossy(v: rusqlite::types::ValueRef<'_>) -> String {
+    use rusqlite::types::ValueRef;
+    match v {
+        ValueRef::Null => String::new(),
+        ValueRef::Integer(n) => n.to_string(),
+        ValueRef::Real(x) => x.to_string(),
+        ValueRef::Text(b) | ValueRef::Blob(b) => String::from_utf8_lossy(b).into_owned(),
+    }
+}
+
 /// Delete run `run`: its rows everywhere (metrics, logs, histograms, hardware cost, checkpoints,
 /// its NAS candidates and study cells) and its checkpoint files. A run still active (queued,
 /// running, paused) is refused: stop it first. A NAS candidate whose proxy it was keeps its
@@ -160,14 +171,17 @@ pub fn delete(db: &Path, run: RunId) -> Result<Deleted> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(&sq)?;
-    let (name, status): (String, Status) = tx
+    // Read as whatever they hold: a damaged run (an unknown status, a name that is not text) is
+    // one a user must be able to delete.
+    let (name, status): (String, Option<Status>) = tx
         .query_row("SELECT name, status FROM runs WHERE id = ?1", [run], |r| {
-            Ok((r.get(0)?, r.get(1)?))
+            let (name, status) = (lossy(r.get_ref(0)?), lossy(r.get_ref(1)?));
+            Ok((name, Status::parse(&status)))
         })
         .optional()
         .map_err(&sq)?
         .ok_or(StoreError::NoRun(run))?;
-    if status.is_active() {
+    if let Some(status) = status.filter(|s| s.is_active()) {
         return Err(StoreError::Invalid(format!(
             "run {run} (`{name}`) is {status}: stop it before deleting it"
         )));

@@ -9,9 +9,10 @@
 //! * The schema version is `PRAGMA user_version`; a database from a newer version is refused.
 //!
 //! Layout: [`schema`] (ids, status, errors, migrations, opening connections), [`rows`] (what is
-//! written and read), [`writer`] (the writer thread), [`reader`] (queries), [`keys`] (the metric
-//! keys every layer writes and reads). This folder imports nothing else from the crate.
+//! written and read), [`writer`] (the writer thread), [`reader`] (queries), [`check`] (integrity and
+//! every row against the schema), [`keys`] (the metric keys every layer writes and reads). This folder imports nothing else from the crate.
 
+mod check;
 pub mod compact;
 mod files;
 pub mod import;
@@ -23,6 +24,7 @@ mod schema;
 pub mod snapshot;
 mod writer;
 
+pub use check::{CheckReport, DAMAGE_LIMIT, Damage, check};
 pub use reader::Reader;
 pub use rows::*;
 pub use schema::*;

@@ -9,7 +9,120 @@ use super::rows::{
     CheckpointRow, HistogramRow, HwCostRow, MetricRow, MetricSummary, NasCandidateRow, RunSummary,
     StudyJobRow, StudyRow, StudyRunRow,
 };
-use super::schema::{Result, RunId, StoreError, open_ro};
+use super::schema::{Result, RunId, Status, StoreError, open_ro};
+
+/// One row of [`Reader::runs`], read column by column: a column that does not hold what it
+/// should (an unknown status, text where a time belongs — a damaged or hostile file) is read as
+/// its default, and the run is listed as [`Status::Damaged`] with the first such column named in
+/// its `reason`, so one bad row never takes the others out of a listing.
+fn run_summary(r: &rusqlite::Row<'_>) -> RunSummary {
+    let mut c = Lenient {
+        row: r,
+        damage: None,
+    };
+    let status_text = c.text(2, "status");
+    let mut summary = RunSummary {
+        id: c.int(0, "id"),
+        name: c.text(1, "name"),
+        status: Status::Finished,
+        reason: c.opt(3, "reason"),
+        dataset: c.text(4, "dataset"),
+        model: c.text(5, "model"),
+        operator: c.text(6, "operator"),
+        seed: c.int(7, "seed"),
+        tags: c.text(8, "tags"),
+        created_at: c.real(9, "created_at"),
+        finished_at: c.opt(10, "finished_at"),
+        epochs_done: c.opt(11, "a metric's epoch"),
+        last_val_top1: c.opt(12, "a metric's value"),
+        best_val_top1: c.opt(13, "a metric's value"),
+        energy_mj: c.opt(14, "a metric's value"),
+        test_top1: c.opt(15, "a metric's value"),
+        energy_shiftaddnas_mj: c.opt(16, "a metric's value"),
+        energy_project_mj: c.opt(17, "a metric's value"),
+        uid: c.opt::<String>(18, "uid").unwrap_or_default(),
+        archived: c.opt(19, "archived").unwrap_or(false),
+        notes: c.text(20, "notes"),
+        started_at: c.opt(21, "started_at"),
+        heartbeat_at: c.opt(22, "heartbeat_at"),
+    };
+    match (Status::parse(&status_text), c.damage) {
+        (Some(status), None) => summary.status = status,
+        (None, None) => {
+            summary.status = Status::Damaged;
+            summary.reason = Some(format!(
+                "status holds {}, not a run status",
+                short(&status_text)
+            ));
+        }
+        (_, Some(damage)) => {
+            summary.status = Status::Damaged;
+            summary.reason = Some(damage);
+        }
+    }
+    summary
+}
+
+/// A row read leniently: the first column that cannot be read is remembered, its default used.
+struct Lenient<'a, 'r> {
+    row: &'a rusqlite::Row<'r>,
+    damage: Option<String>,
+}
+
+impl Lenient<'_, '_> {
+    fn get<T: rusqlite::types::FromSql + Default>(&mut self, i: usize, column: &str) -> T {
+        self.opt(i, column).unwrap_or_default()
+    }
+
+    fn opt<T: rusqlite::types::FromSql>(&mut self, i: usize, column: &str) -> Option<T> {
+        match self.row.get::<_, Option<T>>(i) {
+            Ok(v) => v,
+            Err(_) => {
+                if self.damage.is_none() {
+                    let found = match self.row.get_ref(i) {
+                        Ok(v) => found(v),
+                        Err(_) => "nothing readable".into(),
+                    };
+                    self.damage = Some(format!("{column} holds {found}"));
+                }
+                None
+            }
+        }
+    }
+
+    fn text(&mut self, i: usize, column: &str) -> String {
+        self.get(i, column)
+    }
+
+    fn int(&mut self, i: usize, column: &str) -> i64 {
+        self.get(i, column)
+    }
+
+    fn real(&mut self, i: usize, column: &str) -> f64 {
+        self.get(i, column)
+    }
+}
+
+/// A stored value as a person reads it: its kind, and text quoted and cut short.
+pub(super) fn found(v: rusqlite::types::ValueRef<'_>) -> String {
+    use rusqlite::types::ValueRef;
+    match v {
+        ValueRef::Null => "nothing (NULL)".into(),
+        ValueRef::Integer(n) => format!("the integer {n}"),
+        ValueRef::Real(x) => format!("the number {x}"),
+        ValueRef::Text(t) => format!("the text {}", short(&String::from_utf8_lossy(t))),
+        ValueRef::Blob(b) => format!("a blob of {} bytes", b.len()),
+    }
+}
+
+/// `text` quoted, cut to 40 characters.
+fn short(text: &str) -> String {
+    let mut cut: String = text.chars().take(40).collect();
+    if cut.len() < text.len() {
+        cut.push('…');
+    }
+    format!("{cut:?}")
+}
 
 /// Read-side queries over any connection.
 pub struct Reader {
@@ -73,33 +186,7 @@ impl Reader {
             ":hw_sim": sim,
             ":hw_project": project,
         };
-        self.all(sql, params, |r| {
-            Ok(RunSummary {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                status: r.get(2)?,
-                reason: r.get(3)?,
-                dataset: r.get(4)?,
-                model: r.get(5)?,
-                operator: r.get(6)?,
-                seed: r.get(7)?,
-                tags: r.get(8)?,
-                created_at: r.get(9)?,
-                finished_at: r.get(10)?,
-                epochs_done: r.get(11)?,
-                last_val_top1: r.get(12)?,
-                best_val_top1: r.get(13)?,
-                energy_mj: r.get(14)?,
-                test_top1: r.get(15)?,
-                energy_shiftaddnas_mj: r.get(16)?,
-                energy_project_mj: r.get(17)?,
-                uid: r.get(18)?,
-                archived: r.get(19)?,
-                notes: r.get(20)?,
-                started_at: r.get(21)?,
-                heartbeat_at: r.get(22)?,
-            })
-        })
+        self.all(sql, params, |r| Ok(run_summary(r)))
     }
 
     pub fn run(&self, id: RunId) -> Result<RunSummary> {
@@ -149,11 +236,14 @@ impl Reader {
     /// Per run that recorded `key`: its last value (highest step), the largest and the smallest.
     pub fn metric_summary(&self, key: &str) -> Result<Vec<MetricSummary>> {
         self.all(
+            // Numbers only: a value a damaged file holds as text is left out here (its run is
+            // listed as damaged), not the whole summary.
             "SELECT run_id,
                     (SELECT value FROM metrics l WHERE l.run_id = m.run_id AND l.key = ?1
-                     ORDER BY step DESC LIMIT 1),
+                     AND typeof(value) IN ('real', 'integer') ORDER BY step DESC LIMIT 1),
                     MAX(value), MIN(value)
-             FROM metrics m WHERE key = ?1 GROUP BY run_id",
+             FROM metrics m WHERE key = ?1 AND typeof(value) IN ('real', 'integer')
+             GROUP BY run_id",
             [key],
             |r| {
                 Ok(MetricSummary {

@@ -235,6 +235,17 @@ pub enum StoreError {
          (`shiftadd check --db {path}` lists the damage)"
     )]
     Corrupt { path: PathBuf, detail: String },
+    /// A database this process cannot write (a read-only file, folder or mount).
+    #[error(
+        "{path} cannot be written by this user (a read-only file, folder or mount): commands that \
+         only read it work; nothing was changed"
+    )]
+    ReadOnly { path: PathBuf },
+    /// A sound file with a row this code cannot read (`check::Damage`, its first such row).
+    #[error(
+        "{path}: {damage} (nothing was changed; `shiftadd check --db {path}` names every damaged row)"
+    )]
+    DamagedRow { path: PathBuf, damage: String },
     #[error("run {0} does not exist")]
     NoRun(RunId),
     /// A request the store refuses (the message says why; nothing was changed).
@@ -256,6 +267,9 @@ impl StoreError {
             Some(rusqlite::ErrorCode::DatabaseCorrupt) => Self::Corrupt {
                 path: path.to_path_buf(),
                 detail: one_line(&source.to_string()),
+            },
+            Some(rusqlite::ErrorCode::ReadOnly) => Self::ReadOnly {
+                path: path.to_path_buf(),
             },
             _ => Self::Sqlite {
                 path: path.to_path_buf(),
@@ -301,6 +315,10 @@ pub enum Status {
     Stopped,
     Failed,
     Interrupted,
+    /// Never stored: a row whose status or another column cannot be read is listed as damaged
+    /// (`RunSummary::reason` says which column and what it holds), so one bad row cannot take the
+    /// others out of a listing. `shiftadd check` names it; it can be deleted, not resumed.
+    Damaged,
 }
 
 impl Status {
@@ -313,9 +331,11 @@ impl Status {
             Self::Stopped => "stopped",
             Self::Failed => "failed",
             Self::Interrupted => "interrupted",
+            Self::Damaged => "damaged",
         }
     }
 
+    /// The statuses a database may hold (not [`Status::Damaged`], which is only ever read).
     pub const ALL: [Self; 7] = [
         Self::Queued,
         Self::Running,
@@ -413,6 +433,13 @@ sql_text_enum!(CandidateStatus, "NAS candidate status");
 /// upgrade): the whole opening is tried again, with a short random pause, for up to
 /// [`BUSY_TIMEOUT`].
 pub fn open_rw(path: &Path) -> Result<Connection> {
+    // A file this process cannot write is refused before SQLite opens it: it would open it
+    // read-only and leave `-wal`/`-shm` files (owned by this user) beside another user's file.
+    if path.is_file() && !file_writable(path) {
+        return Err(StoreError::ReadOnly {
+            path: path.to_path_buf(),
+        });
+    }
     let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
     let mut attempt: u32 = 0;
     loop {
@@ -599,13 +626,59 @@ fn check_version(conn: &Connection, path: &Path) -> Result<i64> {
     Ok(found)
 }
 
+/// Whether this process may write the file at `path` (its effective user and groups, and a
+/// read-only mount), asked with `access(2)`. Never by opening it: closing any descriptor of a
+/// database file drops every POSIX lock this process holds on it, so a connection of this
+/// process writing it (the run manager's writer, while a command reads) would lose its locks,
+/// and SQLite, believing itself the last user, would delete the `-shm` under it.
+pub fn file_writable(path: &Path) -> bool {
+    use rustix::fs::{Access, AtFlags, CWD, accessat};
+    accessat(CWD, path, Access::WRITE_OK, AtFlags::EACCESS).is_ok()
+}
+
+/// `path` as an SQLite URI (`file:/abs/path?query`).
+pub(super) fn sqlite_uri(path: &Path, query: &str) -> Result<String> {
+    let abs = std::path::absolute(path).map_err(|source| StoreError::Dir {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut uri = String::from("file:");
+    for c in abs.to_string_lossy().chars() {
+        match c {
+            '%' => uri.push_str("%25"),
+            '?' => uri.push_str("%3f"),
+            '#' => uri.push_str("%23"),
+            c => uri.push(c),
+        }
+    }
+    uri.push('?');
+    uri.push_str(query);
+    Ok(uri)
+}
+
 /// A read-only connection that waits for writers' locks (no version check).
-fn read_only(path: &Path) -> Result<Connection> {
+///
+/// A file this process cannot write (a read-only mount, another user's file) whose writers have
+/// all closed it (no `-wal`/`-shm` beside it) is opened as immutable: SQLite then creates
+/// nothing beside it, where a plain read-only open of a WAL database needs to create `-shm`
+/// (and fails on a read-only folder). A writer that is still at it (its `-wal`/`-shm` exist) is
+/// read the usual way, through its shared memory.
+pub(super) fn read_only(path: &Path) -> Result<Connection> {
     let sq = |source| StoreError::sqlite(path, source);
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
+    let side = |ext: &str| {
+        let mut p = path.as_os_str().to_owned();
+        p.push(ext);
+        PathBuf::from(p).exists()
+    };
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = if path.is_file() && !side("-wal") && !side("-shm") && !file_writable(path) {
+        Connection::open_with_flags(
+            sqlite_uri(path, "immutable=1")?,
+            flags | OpenFlags::SQLITE_OPEN_URI,
+        )
+    } else {
+        Connection::open_with_flags(path, flags)
+    }
     .map_err(sq)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(sq)?;
     Ok(conn)
@@ -625,57 +698,4 @@ pub fn open_ro(path: &Path) -> Result<Connection> {
         });
     }
     Ok(conn)
-}
-
-/// What `shiftadd check` found in a database file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckReport {
-    /// SQLite's `integrity_check` lines other than "ok" (at most 100).
-    pub problems: Vec<String>,
-    pub schema_version: i64,
-    /// Rows of `runs` and `metrics`, where they could be counted.
-    pub runs: Option<i64>,
-    pub metric_rows: Option<i64>,
-}
-
-/// Run SQLite's `integrity_check` on `path` (read-only; nothing is changed).
-pub fn check(path: &Path) -> Result<CheckReport> {
-    if !path.exists() {
-        return Err(StoreError::NoFile {
-            path: path.to_path_buf(),
-        });
-    }
-    let sq = |source| StoreError::sqlite(path, source);
-    let conn = read_only(path)?;
-    let checked: rusqlite::Result<Vec<String>> = conn
-        .prepare("PRAGMA integrity_check(100)")
-        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect());
-    let lines = match checked {
-        Ok(lines) => lines,
-        // Damage SQLite cannot even walk is itself the finding.
-        Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseCorrupt) => {
-            vec![one_line(&e.to_string())]
-        }
-        Err(e) => return Err(sq(e)),
-    };
-    // One finding a line (SQLite may return several in one row), its banner and "ok" left out.
-    let problems: Vec<String> = lines
-        .iter()
-        .flat_map(|l| l.lines())
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && *l != "ok" && !l.starts_with("*** in database"))
-        .map(str::to_owned)
-        .collect();
-    let count = |table: &str| {
-        conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
-            .ok()
-    };
-    Ok(CheckReport {
-        schema_version: conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap_or(-1),
-        runs: count("runs"),
-        metric_rows: count("metrics"),
-        problems,
-    })
 }

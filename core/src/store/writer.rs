@@ -452,6 +452,11 @@ fn set_status(
         Status::Queued | Status::Paused => {
             "UPDATE runs SET status = ?2, reason = ?3, heartbeat_at = ?4 WHERE id = ?1"
         }
+        Status::Damaged => {
+            return Err(rusqlite::Error::ToSqlConversionFailure(
+                "`damaged` is how an unreadable row is listed, never a status to store".into(),
+            ));
+        }
     };
     tx.execute(sql, params![run, status, reason, now])?;
     Ok(())

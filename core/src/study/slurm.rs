@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 use super::{Plan, StudyOutcome, StudyRunError, Todo};
-use crate::slurm::{Array, Layout, Manifest, SlurmSpec, Task, file_safe};
+use crate::slurm::{Array, Layout, Manifest, SlurmSpec, Task, cell_file};
 use crate::spec::study::Study;
 use crate::store::{Status, Writer};
 
@@ -32,7 +32,7 @@ pub fn run(
     let layout = Layout::of(&slurm.shared, &study.name, &identity);
     let mut tasks = Vec::new();
     for (v, seed, what) in &todo {
-        let file = file_safe(&format!("{}-s{seed}", v.name));
+        let file = cell_file(&v.name, *seed);
         match what {
             Todo::Resume(_) if layout.cell_db(&file).is_file() => out.resumed += 1,
             _ => out.trained += 1,
