@@ -631,7 +631,7 @@ std::pair<at::Tensor, at::Tensor> backward(const at::Tensor& x_in, const at::Ten
     }
   });
   // dF = sum_n g·colsᵀ − F · sum_{n,l} g
-  auto gsum = gy.view({g.n, g.o, g.l}).sum({0, 2}).view({g.o, 1});
+  auto gsum = gy.view({g.n, g.o, g.l}).sum(at::IntArrayRef{0, 2}).view({g.o, 1});
   auto df = partial.sum(0) - f.view({g.o, g.k}) * gsum;
   return {dx, df.view(f.sizes())};
 }

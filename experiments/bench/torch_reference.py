@@ -15,6 +15,9 @@ The same computations as the Rust benches, written the way a researcher would in
 
 Prints one JSON object on stdout: {"threads": n, "conv": {...}, "train": {...}}.
 Usage: python torch_reference.py [--threads 2] [--only conv|train] [--quick]
+                                 [--device cpu|cuda] [--batch 64] [--modes mult,add-aug] [--channels 1]
+         (`--device cuda`: every tensor made there, each timing synchronised; what the GPU
+          check, experiments/gpu/check.sh, compares the project's step with)
        python torch_reference.py --memory MODE [--steps N] [--batch 64]
          (build MODE's model and run N training steps, untimed: for `/usr/bin/time -v`;
           --steps 0 gives the baseline)
@@ -30,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 BATCH = 64
+CHANNELS = 1  # Fashion-MNIST; 3 for the synthetic data set the GPU check trains on
 RES = 32
 
 
@@ -251,7 +255,7 @@ class Net(torch.nn.Module):
         self.base = self.widths(1.0, 1.0)
         mx = self.widths(max_expand, max_width)
         role = kind
-        self.stem = Conv(1, mx["stem"], 3, 1, False, "mult", (1, stem))
+        self.stem = Conv(CHANNELS, mx["stem"], 3, 1, False, "mult", (CHANNELS, stem))
         self.stem_bn = BN(mx["stem"])
         self.layers = torch.nn.ModuleList()
         prev, prev_t = mx["stem"], stem
@@ -318,7 +322,7 @@ def train_step_fn(mode):
                           lr=0.05, momentum=0.9, nesterov=True)
     add_weights = [c.weight for c in net.modules() if isinstance(c, Conv) and c.role == "add"]
     aug_w = net.widths(AUG_EXPAND, AUG_WIDTH)
-    x = torch.randn(BATCH, 1, RES, RES)
+    x = torch.randn(BATCH, CHANNELS, RES, RES)
     y = torch.randint(0, 10, (BATCH,))
 
     def step():
@@ -339,13 +343,20 @@ def train_step_fn(mode):
     return step
 
 
+def sync():
+    if torch.cuda.is_available() and torch.get_default_device().type == "cuda":
+        torch.cuda.synchronize()
+
+
 def timeit(fn, min_iters, min_time):
     fn()  # warm-up
+    sync()
     times = []
     start = time.perf_counter()
     while len(times) < min_iters or time.perf_counter() - start < min_time:
         t = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - t)
         if time.perf_counter() - start > 4 * min_time and len(times) >= 2:
             break
@@ -381,9 +392,12 @@ def conv_bench(quick):
     return out
 
 
-def train_bench(quick):
+MODES = ["mult", "shift", "add", "mult-aug", "shift-aug", "add-aug"]
+
+
+def train_bench(quick, modes=MODES):
     out = {}
-    for mode in ["mult", "shift", "add", "mult-aug", "shift-aug", "add-aug"]:
+    for mode in modes:
         torch.manual_seed(0)
         step = train_step_fn(mode)
         slow = mode.startswith("add")
@@ -394,7 +408,7 @@ def train_bench(quick):
 
 
 def main():
-    global BATCH
+    global BATCH, CHANNELS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", choices=["conv", "train"])
@@ -402,20 +416,25 @@ def main():
     ap.add_argument("--memory", metavar="MODE")
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--batch", type=int, default=BATCH)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--channels", type=int, default=CHANNELS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    torch.set_default_device(args.device)
+    BATCH, CHANNELS = args.batch, args.channels
     if args.memory:
-        BATCH = args.batch
         step = train_step_fn(args.memory)
         for _ in range(args.steps):
             step()
         return
     torch.manual_seed(0)
-    result = {"threads": args.threads, "torch": torch.__version__, "batch": BATCH}
+    result = {"threads": args.threads, "torch": torch.__version__, "batch": BATCH,
+              "device": args.device}
     if args.only in (None, "conv"):
         result["conv"] = conv_bench(args.quick)
     if args.only in (None, "train"):
-        result["train"] = train_bench(args.quick)
+        result["train"] = train_bench(args.quick, args.modes.split(","))
         result["mult_macs_per_image"] = tiny_macs("mbv2-tiny")
     json.dump(result, sys.stdout, indent=1)
     print()

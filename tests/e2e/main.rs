@@ -5,6 +5,7 @@ mod bad_input;
 mod cli;
 mod concurrency;
 mod fuzz;
+mod gpu_check;
 mod gui;
 mod hardware;
 mod lifecycle;

@@ -900,3 +900,96 @@ fn separate_augmented_bn_keeps_the_augmented_gradient_off_the_tiny_models_bn() {
     let err = cfg.validate().expect_err("no augmented model").to_string();
     assert!(err.contains("aug.bn"), "{err}");
 }
+
+/// A seed means the same run on any device (issue 42): the weights are drawn on the CPU's
+/// generator, and after that nothing in a run — steps of every kind (Mult, Shift and Add, tiny and
+/// augmented), remap, validation, BN re-estimation, histograms, the test pass — draws from
+/// torch's generators: data order, crops, flips and sampled widths come from the run's own
+/// [`Rng`], which is the same on every device. Checked on the CPU: torch's generator, seeded and
+/// used for the weights as a run does, must be exactly where it was after the whole run. (CUDA
+/// draws from a generator of its own, so a draw anywhere here would be a different stream there.)
+///
+/// Torch's generator is global to the process, and the other tests seed it while they run: the
+/// check runs in a child process of this test binary, alone.
+#[test]
+fn a_run_draws_nothing_from_torchs_generators_after_its_seeded_init() {
+    const CHILD: &str = "SHIFTADD_TEST_ALONE";
+    let name = "train::tests::a_run_draws_nothing_from_torchs_generators_after_its_seeded_init";
+    if std::env::var_os(CHILD).is_none() {
+        let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args(["--exact", name, "--test-threads=1", "--nocapture"])
+            .env(CHILD, "1")
+            .output()
+            .expect("run the check alone");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains("1 passed"), "the check did not run: {text}");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    for (ops, hybrid) in [
+        ("mult", "none"),
+        ("shift", "mult"),
+        ("add", "mult"),
+        ("add", "mf"),
+    ] {
+        let set = [
+            "data.dataset=synthetic".to_owned(),
+            "data.synthetic_train=200".to_owned(),
+            "data.synthetic_test=32".to_owned(),
+            "data.val_images=16".to_owned(),
+            "model.name=micro".to_owned(),
+            format!("ops.kind={ops}"),
+            format!("aug.hybrid={hybrid}"),
+            "eval.bn_images=32".to_owned(),
+            "train.epochs=2".to_owned(),
+            "train.batch_size=32".to_owned(),
+            "train.seed=5".to_owned(),
+            "train.threads=1".to_owned(),
+        ];
+        let cfg = Config::from_toml_str("", "test", &set).expect("config");
+        // Where the generator is after the seeded init, and nothing else.
+        let splits = data::load(&cfg.data).expect("data");
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _net = super::context::build_seeded_net(&cfg, &vs.root(), &splits.train);
+        let after_init = Tensor::rand([4], (Kind::Double, Device::Cpu));
+        // Now the whole run.
+        let db = dir.path().join(format!("{ops}-{hybrid}.db"));
+        let writer = crate::store::Writer::open(&db).expect("db");
+        let run = writer
+            .create_run(crate::store::NewRun {
+                name: format!("{ops}-{hybrid}"),
+                config_toml: cfg.to_toml(),
+                dataset: "synthetic".into(),
+                model: "micro".into(),
+                operator: ops.into(),
+                seed: 5,
+                tags: String::new(),
+                provenance: String::new(),
+            })
+            .expect("run");
+        let control = crate::protocol::Control::default();
+        let ctx = super::context::RunContext {
+            run,
+            config: &cfg,
+            writer: &writer,
+            control: &control,
+            emit: &|_| {},
+            checkpoint_dir: dir.path().join(format!("ck-{ops}-{hybrid}")),
+            resume: None,
+            histogram_edges: HashMap::new(),
+        };
+        let outcome = super::trainer::train(&ctx).expect("train");
+        assert!(
+            matches!(outcome, super::Outcome::Finished { .. }),
+            "{outcome:?}"
+        );
+        let after_run = Tensor::rand([4], (Kind::Double, Device::Cpu));
+        assert!(
+            after_run.equal(&after_init),
+            "{ops} hybrid={hybrid}: the run drew from torch's generator after its init \
+             ({after_run} vs {after_init})"
+        );
+    }
+}
