@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 
 use egui::{Color32, Pos2, RawInput, Rect, Vec2};
 use egui_plot::{Line, Plot, PlotPoints};
+use shiftadd_app::chart::series::{Series, ema_debiased};
 use shiftadd_app::gui::ViewCtx;
 use shiftadd_app::gui::backend::RunRow;
 use shiftadd_app::gui::backend::StudyData;
 use shiftadd_app::gui::compare::{CompareSettings, CompareView};
 use shiftadd_app::gui::data::{DataCache, RunData};
 use shiftadd_app::gui::export::Export;
-use shiftadd_app::gui::plot::{Series, ema_debiased};
 use shiftadd_app::gui::runs::RunsView;
 use shiftadd_app::gui::study::StudyView;
 use shiftadd_core::spec::study::{Study, Variant};

@@ -21,6 +21,3 @@ pub mod train;
 
 pub use spec::config::Config;
 pub use store::RunId;
-
-#[cfg(test)]
-mod layering;

@@ -1522,7 +1522,7 @@ fn a_plot_switched_to_wall_time_and_log_y_changes_its_axes() {
         bounds(h).is_some_and(|b| b.max()[1] < 1.0 && b.min()[1] < -0.5)
     });
     let axes = shiftadd_app::gui::plot::plot_axes(&h.ctx, id);
-    assert!(axes.log_y && axes.x == shiftadd_app::gui::plot::XAxis::Wall);
+    assert!(axes.log_y && axes.x == shiftadd_app::chart::series::XAxis::Wall);
 }
 
 #[test]
@@ -1650,7 +1650,8 @@ fn render(h: &mut Harness<'static, StudioApp>) -> image::RgbaImage {
 
 #[test]
 fn rendered_plots_show_tick_labels_on_both_axes_and_no_legend_over_a_point() {
-    use shiftadd_app::gui::plot::{color, plot_transform};
+    use shiftadd_app::chart::format::color;
+    use shiftadd_app::gui::plot::plot_transform;
     for light in [false, true] {
         let dir = tempfile::tempdir().expect("tmp");
         let db = seeded_db(dir.path());

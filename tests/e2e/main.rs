@@ -8,6 +8,7 @@ mod fuzz;
 mod gpu_check;
 mod gui;
 mod hardware;
+mod layering;
 mod lifecycle;
 mod link;
 mod nas;

@@ -26,7 +26,7 @@ use super::args::{
 use super::signals::{self, stop_runs_on_signal};
 use super::text::{LINE_CHARS, NAME_CHARS, shown};
 use super::{db_path, existing_db};
-use crate::gui::figures;
+use crate::chart::figures;
 
 /// `shiftadd train`: start a run and follow it with a progress bar.
 pub fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {

@@ -12,12 +12,13 @@ use shiftadd_core::store::{RunId, keys};
 use super::ctx::ViewCtx;
 use super::data::DataCache;
 use super::export::ExportRequest;
-use super::plot::Series;
-use super::plot::{
-    Curve, PlotStyle, color, csv_field, hover_point, pareto_front, plot_header, series_plot,
-};
-use super::study::{Group, band_plot};
-use super::svg::{Chart, ChartSeries, Mark};
+use super::plot::{Curve, PlotStyle, hover_point, pareto_front, plot_header, series_plot};
+use super::study::band_plot;
+use crate::chart::bands::Group;
+use crate::chart::format::color;
+use crate::chart::format::csv_field;
+use crate::chart::series::Series;
+use crate::chart::svg::{Chart, ChartSeries, Mark};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -134,7 +135,7 @@ pub fn final_metrics(data: &DataCache, run: RunId, hw: HwModel) -> Final {
     let last = |k: &str| {
         series
             .and_then(|s| s.get(k))
-            .and_then(super::plot::Series::last)
+            .and_then(crate::chart::series::Series::last)
             .map(|p| p.1)
     };
     let best = series.and_then(|s| s.get(keys::VAL_TOP1)).and_then(|s| {
@@ -275,7 +276,7 @@ impl CompareView {
                     &key,
                     &curves,
                     PlotStyle {
-                        percent: super::plot::is_accuracy(&key),
+                        percent: crate::chart::format::is_accuracy(&key),
                         ..style
                     },
                     vcx.export,
@@ -526,7 +527,7 @@ fn scatter_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, selected: &[RunId]) {
             points: front.iter().map(|&i| [pts[i].2, pts[i].3]).collect(),
         });
         let b = shown.transform.bounds();
-        let f = |v: f64, s: f64| super::plot::format_num(v, s);
+        let f = |v: f64, s: f64| crate::chart::format::format_num(v, s);
         let chart = Chart {
             title: format!("Accuracy vs energy ({})", hw.title()),
             x_label: format!("energy per inference, mJ ({})", hw.title()),

@@ -10,7 +10,7 @@ use shiftadd_core::run::Event;
 use shiftadd_core::store::RunId;
 
 use super::backend::{Details, Loaded, NasData, Query, RunRow, StudyData};
-use super::plot::Series;
+use crate::chart::series::Series;
 
 /// Live state of a training run, from the manager's events.
 #[derive(Debug, Clone, PartialEq)]

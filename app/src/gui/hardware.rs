@@ -13,7 +13,7 @@ use super::backend::HwRecords;
 use super::ctx::ViewCtx;
 use super::export::ExportRequest;
 use super::plot::{hover_point, plot_header};
-use super::svg::{Chart, ChartSeries, Mark};
+use crate::chart::svg::{Chart, ChartSeries, Mark};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Model {
@@ -283,7 +283,7 @@ impl HardwareView {
             }
             series.reverse();
             let b = shown.transform.bounds();
-            let f = |v: f64, s: f64| super::plot::format_num(v, s);
+            let f = |v: f64, s: f64| crate::chart::format::format_num(v, s);
             let chart = Chart {
                 title: format!("Energy per layer (µJ), {}", hw.title()),
                 x_label: "layer".into(),

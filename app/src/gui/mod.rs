@@ -9,7 +9,6 @@ pub mod compare;
 pub mod ctx;
 pub mod data;
 pub mod export;
-pub mod figures;
 pub mod filter;
 pub mod form;
 pub mod hardware;
@@ -22,7 +21,6 @@ pub mod runs;
 pub mod searches;
 pub mod shortcuts;
 pub mod study;
-pub mod svg;
 pub mod weights;
 
 use std::path::{Path, PathBuf};

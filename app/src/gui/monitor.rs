@@ -8,7 +8,10 @@ use shiftadd_core::store::{RunId, keys};
 
 use super::ctx::ViewCtx;
 use super::data::{DataCache, RunData};
-use super::plot::{Curve, PlotStyle, Series, color, series_plot};
+use super::plot::{Curve, PlotStyle, series_plot};
+use crate::chart::format::color;
+use crate::chart::format::format_secs;
+use crate::chart::series::Series;
 
 pub struct MonitorView {
     pub show_log: bool,
@@ -17,19 +20,6 @@ pub struct MonitorView {
 impl Default for MonitorView {
     fn default() -> Self {
         Self { show_log: true }
-    }
-}
-
-/// `h:mm:ss` or `m:ss`.
-pub fn format_secs(s: f64) -> String {
-    if !s.is_finite() || s < 0.0 {
-        return "–".into();
-    }
-    let s = s.round() as u64;
-    if s >= 3600 {
-        format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
-    } else {
-        format!("{}:{:02}", s / 60, s % 60)
     }
 }
 
@@ -171,7 +161,7 @@ fn header_ui(ui: &mut egui::Ui, run: RunId, vcx: &mut ViewCtx<'_>) {
                 .data
                 .get(&run)
                 .and_then(|d| d.series.get(host_keys::THREADS))
-                .and_then(super::plot::Series::last)
+                .and_then(crate::chart::series::Series::last)
                 .map(|(_, t)| format!(" · {t:.0} threads"))
                 .unwrap_or_default();
             ui.weak(format!("{}{threads}", p.summary()))

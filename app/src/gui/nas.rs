@@ -15,8 +15,10 @@ use shiftadd_core::store::{CandidateStatus, NasCandidateRow, RunId};
 use super::backend::NasData;
 use super::ctx::ViewCtx;
 use super::export::ExportRequest;
-use super::plot::{color, csv_field, hover_point, plot_header};
+use super::plot::{hover_point, plot_header};
 use super::searches::job_ui;
+use crate::chart::format::color;
+use crate::chart::format::csv_field;
 
 #[derive(Default)]
 pub struct NasView {

@@ -1,5 +1,5 @@
-//! Plot helpers shared by the views: draw-time decimation, debiased-EMA smoothing, the Pareto
-//! front, readable ticks (1-2-5 steps, log axes labelled with their values), a legend beside
+//! Plot helpers shared by the views (the curves themselves, their smoothing and formatting are
+//! `chart/`'s): draw-time decimation, the Pareto front, readable ticks (1-2-5 steps, log axes labelled with their values), a legend beside
 //! the data, and the series plot widget: per-plot x axis (step, epoch, wall time, relative
 //! time) and log-x / log-y, a hover listing every curve at that x, CSV / PNG / SVG export.
 //!
@@ -7,117 +7,15 @@
 //! covers. Smoothing a decimated series would change with the zoom level.
 
 use egui::{Color32, Ui};
-use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use egui_plot::{GridInput, GridMark, Line, Plot, PlotBounds, PlotTransform, Points};
-use serde::{Deserialize, Serialize};
 
 use super::export::{Export, ExportRequest};
-use super::svg::{self, Chart, ChartSeries, Mark};
-
-/// One named curve: x (step) and y values, equally long, x ascending; with the epoch and wall
-/// time of each point when loaded from the store (empty otherwise).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Series {
-    pub xs: Vec<f64>,
-    pub ys: Vec<f64>,
-    pub epochs: Vec<f64>,
-    pub walls: Vec<f64>,
-}
-
-/// What a plot's x axis shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub enum XAxis {
-    #[default]
-    Step,
-    /// Fractional epochs: a per-step point sits within its epoch, a per-epoch one at its end.
-    Epoch,
-    /// Wall-clock time (UTC).
-    Wall,
-    /// Seconds since the curve's first point.
-    Relative,
-}
-
-impl XAxis {
-    pub const ALL: [Self; 4] = [Self::Step, Self::Epoch, Self::Wall, Self::Relative];
-
-    pub fn title(self) -> &'static str {
-        match self {
-            Self::Step => "step",
-            Self::Epoch => "epoch",
-            Self::Wall => "wall time (UTC)",
-            Self::Relative => "relative time",
-        }
-    }
-
-    /// A tick label for x value `v` (`step`: the tick spacing).
-    pub fn format(self, v: f64, step: f64) -> String {
-        match self {
-            Self::Step => format_count(v),
-            Self::Epoch => format_num(v, step),
-            Self::Wall => {
-                let t = v.rem_euclid(86_400.0) as u64;
-                if step < 60.0 {
-                    format!("{:02}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60)
-                } else {
-                    format!("{:02}:{:02}", t / 3600, t / 60 % 60)
-                }
-            }
-            Self::Relative => super::monitor::format_secs(v),
-        }
-    }
-}
-
-/// A plot's axes as the user set them (kept per plot, between starts).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(default)]
-pub struct PlotAxes {
-    pub x: XAxis,
-    pub log_x: bool,
-    pub log_y: bool,
-}
-
-/// `v` with as many decimals as tick spacing `step` needs.
-pub fn format_num(v: f64, step: f64) -> String {
-    let decimals = if step > 0.0 && step.is_finite() {
-        (-step.log10().floor()).clamp(0.0, 6.0) as usize
-    } else {
-        2
-    };
-    let s = format!("{v:.decimals$}");
-    if s == "-0" { "0".into() } else { s }
-}
-
-/// A count in few characters: 950, 12k, 1.5M.
-pub fn format_count(v: f64) -> String {
-    let a = v.abs();
-    if a >= 1e6 {
-        format!("{}M", trim(v / 1e6))
-    } else if a >= 1e4 {
-        format!("{}k", trim(v / 1e3))
-    } else {
-        format!("{v:.0}")
-    }
-}
-
-fn trim(v: f64) -> String {
-    let s = format!("{v:.1}");
-    s.strip_suffix(".0").map_or(s.clone(), str::to_owned)
-}
-
-/// A log axis' tick: the value whose log10 is `v`.
-pub fn format_log(v: f64) -> String {
-    let x = 10f64.powf(v);
-    if (v - v.round()).abs() < 1e-9 && !(-3.0..=4.0).contains(&v) {
-        format!("1e{}", v.round())
-    } else if x >= 1.0 {
-        trim(x).replace(".0", "")
-    } else {
-        format!("{:.*}", (-x.log10().floor()).clamp(0.0, 8.0) as usize, x)
-    }
-}
+use crate::chart::format::{csv_field, format_log, format_num};
+use crate::chart::series::{PlotAxes, Series, XAxis, ema_debiased};
+use crate::chart::svg::{self, Chart, ChartSeries, Mark};
 
 /// `plot` with readable ticks on both axes: 1-2-5 steps, a label about every 70 px along x and
 /// 28 px along y, numbers as [`format_num`] writes them; y values are labelled times `y_scale`
@@ -182,106 +80,6 @@ pub fn log_grid(input: &GridInput, label_px: f64) -> Vec<GridMark> {
     }
 }
 
-impl Series {
-    /// Append a stored metric row (rows come sorted by step).
-    pub fn push_row(&mut self, m: &shiftadd_core::store::MetricRow) {
-        self.xs.push(m.step as f64);
-        self.ys.push(m.value);
-        self.epochs.push(m.epoch as f64);
-        self.walls.push(m.wall_time);
-    }
-
-    /// A series of step-indexed points (tests, synthetic data).
-    pub fn new(xs: Vec<f64>, ys: Vec<f64>) -> Self {
-        Self {
-            xs,
-            ys,
-            ..Self::default()
-        }
-    }
-
-    /// The x values on `axis` (steps where the series lacks epochs or wall times).
-    pub fn x_values(&self, axis: XAxis) -> Cow<'_, [f64]> {
-        let n = self.xs.len();
-        match axis {
-            XAxis::Epoch if self.epochs.len() == n => {
-                Cow::Owned(fractional_epochs(&self.xs, &self.epochs))
-            }
-            XAxis::Wall if self.walls.len() == n => Cow::Borrowed(&self.walls),
-            XAxis::Relative if self.walls.len() == n => {
-                let t0 = self.walls.first().copied().unwrap_or(0.0);
-                Cow::Owned(self.walls.iter().map(|w| w - t0).collect())
-            }
-            _ => Cow::Borrowed(&self.xs),
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.xs.len()
-    }
-
-    /// Append `newer`'s points (sorted by step, as the store returns them) that are not held yet:
-    /// a point at the last held step replaces it, points before it are already held.
-    pub fn merge_newer(&mut self, newer: &Series) {
-        let has_epochs = newer.epochs.len() == newer.xs.len();
-        let has_walls = newer.walls.len() == newer.xs.len();
-        for i in 0..newer.xs.len() {
-            let (x, y) = (newer.xs[i], newer.ys[i]);
-            let epoch = has_epochs.then(|| newer.epochs[i]);
-            let wall = has_walls.then(|| newer.walls[i]);
-            match self.xs.last() {
-                Some(&last) if x < last => continue,
-                Some(&last) if x == last => {
-                    let j = self.xs.len() - 1;
-                    self.ys[j] = y;
-                    if let (Some(e), Some(held)) = (epoch, self.epochs.get_mut(j)) {
-                        *held = e;
-                    }
-                    if let (Some(w), Some(held)) = (wall, self.walls.get_mut(j)) {
-                        *held = w;
-                    }
-                }
-                _ => {
-                    self.xs.push(x);
-                    self.ys.push(y);
-                    self.epochs.extend(epoch);
-                    self.walls.extend(wall);
-                }
-            }
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.xs.is_empty()
-    }
-
-    pub fn last(&self) -> Option<(f64, f64)> {
-        Some((*self.xs.last()?, *self.ys.last()?))
-    }
-}
-
-/// Debiased exponential moving average (as TensorBoard and W&B smooth): `m_t = a m_{t-1} +
-/// (1-a) y_t`, divided by `1 - a^t` so the start is not pulled towards zero. Non-finite values
-/// pass through without entering the average. `a` in [0, 1); 0 returns the input.
-pub fn ema_debiased(ys: &[f64], a: f64) -> Vec<f64> {
-    if a <= 0.0 {
-        return ys.to_vec();
-    }
-    let a = a.min(0.999_999);
-    let mut m = 0.0;
-    let mut weight = 0.0;
-    ys.iter()
-        .map(|&y| {
-            if !y.is_finite() {
-                return y;
-            }
-            m = a * m + (1.0 - a) * y;
-            weight = a * weight + (1.0 - a);
-            m / weight
-        })
-        .collect()
-}
-
 /// Reduce the points with `x` in `[x_min, x_max]` to at most two per bucket (the minimum and
 /// maximum y of each of `buckets` equal x-intervals, in x order), plus the nearest point outside
 /// on each side so lines run to the edge. Series shorter than `2 * buckets` come back unchanged.
@@ -342,34 +140,6 @@ fn min_max_index(ys: &[f64]) -> (usize, usize) {
 
 pub use shiftadd_core::nas::pareto_front;
 
-/// Epoch coordinates of points at `steps` recorded in `epochs` (1-based): a point at the last
-/// step of epoch e sits at e, one part-way through at the fraction of that epoch's steps done.
-pub fn fractional_epochs(steps: &[f64], epochs: &[f64]) -> Vec<f64> {
-    let mut out = Vec::with_capacity(steps.len());
-    let mut i = 0;
-    let mut prev_end: Option<f64> = None;
-    while i < steps.len() {
-        let e = epochs[i];
-        let mut j = i;
-        while j + 1 < steps.len() && epochs[j + 1] == e {
-            j += 1;
-        }
-        let end = steps[j];
-        let start = prev_end.unwrap_or(steps[i] - 1.0);
-        for &s in &steps[i..=j] {
-            let frac = if end > start {
-                (s - start) / (end - start)
-            } else {
-                1.0
-            };
-            out.push(e - 1.0 + frac.clamp(0.0, 1.0));
-        }
-        prev_end = Some(end);
-        i = j + 1;
-    }
-    out
-}
-
 /// A curve as the user configured it for display.
 pub struct Curve<'a> {
     pub name: String,
@@ -401,11 +171,6 @@ impl Default for PlotStyle {
             percent: false,
         }
     }
-}
-
-/// Whether metric `key` is an accuracy (a fraction the app shows as %).
-pub fn is_accuracy(key: &str) -> bool {
-    shiftadd_core::study::report::is_accuracy(key)
 }
 
 /// Series shorter than this are drawn raw: an EMA over a handful of per-epoch points lags far
@@ -900,15 +665,6 @@ pub fn curves_csv(curves: &[Curve<'_>], smoothing: f64, x_min: f64, x_max: f64) 
     out
 }
 
-/// Quote a CSV field when it needs it.
-pub fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
-    }
-}
-
 /// The plot coordinates a hover label is about.
 pub fn hover_point(pos: &egui_plot::HoverPosition<'_>) -> egui_plot::PlotPoint {
     match pos {
@@ -917,86 +673,9 @@ pub fn hover_point(pos: &egui_plot::HoverPosition<'_>) -> egui_plot::PlotPoint {
     }
 }
 
-/// A palette of distinguishable colours for runs and curves: ten hues, then six darker shades
-/// of them, so that a study of up to 16 variants (`add-aug-factors` has 11) gives no two the
-/// same colour; beyond that it repeats.
-pub fn color(i: usize) -> Color32 {
-    const P: [Color32; 16] = [
-        Color32::from_rgb(0x4e, 0x9a, 0xf0),
-        Color32::from_rgb(0xf0, 0x8c, 0x3a),
-        Color32::from_rgb(0x5c, 0xc0, 0x6c),
-        Color32::from_rgb(0xe0, 0x50, 0x5a),
-        Color32::from_rgb(0xa8, 0x7c, 0xe0),
-        Color32::from_rgb(0xc0, 0x9a, 0x6a),
-        Color32::from_rgb(0xe8, 0x86, 0xc8),
-        Color32::from_rgb(0x9a, 0x9a, 0x9a),
-        Color32::from_rgb(0xd0, 0xc8, 0x40),
-        Color32::from_rgb(0x40, 0xc8, 0xd0),
-        Color32::from_rgb(0x22, 0x5e, 0xa8),
-        Color32::from_rgb(0xb0, 0x5a, 0x10),
-        Color32::from_rgb(0x2e, 0x8b, 0x3e),
-        Color32::from_rgb(0x9a, 0x20, 0x30),
-        Color32::from_rgb(0x6a, 0x48, 0xa8),
-        Color32::from_rgb(0x1c, 0x8c, 0x8c),
-    ];
-    P[i % P.len()]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sixteen_curves_get_sixteen_colours() {
-        for i in 0..16 {
-            for j in 0..i {
-                assert_ne!(color(i), color(j), "curves {j} and {i} share a colour");
-            }
-        }
-        assert_eq!(color(16), color(0));
-    }
-
-    #[test]
-    fn newer_points_extend_a_series_and_replace_its_last_step() {
-        let series = |xs: &[f64], ys: &[f64], walls: &[f64]| Series {
-            xs: xs.to_vec(),
-            ys: ys.to_vec(),
-            epochs: vec![0.0; xs.len()],
-            walls: walls.to_vec(),
-        };
-        let mut held = series(&[1.0, 2.0], &[0.1, 0.2], &[10.0, 20.0]);
-        // Step 1 is held already, step 2 is the last held one (fetched again), 3 and 4 are new.
-        held.merge_newer(&series(
-            &[1.0, 2.0, 3.0, 4.0],
-            &[9.0, 0.25, 0.3, 0.4],
-            &[11.0, 21.0, 30.0, 40.0],
-        ));
-        assert_eq!(held.xs, [1.0, 2.0, 3.0, 4.0]);
-        assert_eq!(held.ys, [0.1, 0.25, 0.3, 0.4]);
-        assert_eq!(held.walls, [10.0, 21.0, 30.0, 40.0]);
-        assert_eq!(held.epochs.len(), 4);
-        let mut empty = Series::default();
-        empty.merge_newer(&series(&[5.0], &[0.5], &[50.0]));
-        assert_eq!(
-            (empty.xs, empty.ys, empty.walls),
-            (vec![5.0], vec![0.5], vec![50.0])
-        );
-    }
-
-    #[test]
-    fn ema_is_debiased_and_zero_weight_is_identity() {
-        let ys = [10.0, 10.0, 10.0];
-        // Debiased: a constant series stays constant from the first point.
-        for v in ema_debiased(&ys, 0.9) {
-            assert!((v - 10.0).abs() < 1e-9, "{v}");
-        }
-        assert_eq!(ema_debiased(&[1.0, 2.0], 0.0), vec![1.0, 2.0]);
-        let s = ema_debiased(&[0.0, 1.0], 0.5);
-        // m1 = 0, w1 = .5; m2 = .5, w2 = .75 -> 0.6667
-        assert!((s[1] - 0.5 / 0.75).abs() < 1e-9);
-        let s = ema_debiased(&[1.0, f64::NAN, 1.0], 0.5);
-        assert!(s[1].is_nan() && (s[2] - 1.0).abs() < 1e-9);
-    }
 
     #[test]
     fn decimate_keeps_extremes_per_bucket_and_bounds_size() {

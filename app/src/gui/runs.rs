@@ -18,7 +18,7 @@ use super::backend::{Query, RunRow};
 use super::ctx::{Persisted, View};
 use super::data::DataCache;
 use super::filter::{self, Filter};
-use super::monitor::format_secs;
+use crate::chart::format::format_secs;
 
 /// Which figure of a metric a column shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -173,7 +173,7 @@ pub fn cell(row: &RunRow, col: &Col, hw: HwModel) -> Cell {
                 Agg::Best => m.max,
                 Agg::Min => m.min,
             });
-            if super::plot::is_accuracy(k) {
+            if crate::chart::format::is_accuracy(k) {
                 pct(v)
             } else {
                 Cell {

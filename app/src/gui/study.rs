@@ -19,9 +19,12 @@ use super::backend::StudyData;
 use super::ctx::ViewCtx;
 use super::data::DataCache;
 use super::export::ExportRequest;
-use super::figures;
-use super::plot::{Series, color, hover_point, plot_header};
+use super::plot::{hover_point, plot_header};
 use super::searches::job_ui;
+use crate::chart::bands::{Group, value_extent};
+use crate::chart::figures;
+use crate::chart::format::color;
+use crate::chart::series::Series;
 
 pub struct StudyView {
     /// The study shown (the latest until another is picked).
@@ -60,90 +63,6 @@ impl Default for StudyView {
             cache: None,
             cancel: None,
             cancel_said: None,
-        }
-    }
-}
-
-/// Per x (step) where every seed has a value: (x, mean, std). Series are sorted by x, so one
-/// cursor per series walks them once.
-pub fn band(series: &[&Series]) -> Vec<(f64, f64, f64)> {
-    let Some(first) = series.first() else {
-        return Vec::new();
-    };
-    let mut cursors = vec![0usize; series.len()];
-    let mut ys = Vec::with_capacity(series.len());
-    let mut out = Vec::new();
-    for &x in &first.xs {
-        ys.clear();
-        for (s, c) in series.iter().zip(cursors.iter_mut()) {
-            while *c < s.xs.len() && s.xs[*c] < x {
-                *c += 1;
-            }
-            if *c < s.xs.len() && s.xs[*c] == x {
-                ys.push(s.ys[*c]);
-            }
-        }
-        if ys.len() != series.len() || ys.iter().any(|y| !y.is_finite()) {
-            continue;
-        }
-        let n = ys.len() as f64;
-        let mean = ys.iter().sum::<f64>() / n;
-        let var = if ys.len() > 1 {
-            ys.iter().map(|y| (y - mean).powi(2)).sum::<f64>() / (n - 1.0)
-        } else {
-            0.0
-        };
-        out.push((x, mean, var.sqrt()));
-    }
-    out
-}
-
-/// At most about `max` points of `v`, evenly strided, the last kept (long curves draw as fast as
-/// short ones; a band is smooth at this resolution).
-pub fn thin<T: Copy>(v: Vec<T>, max: usize) -> Vec<T> {
-    if v.len() <= max {
-        return v;
-    }
-    let stride = v.len().div_ceil(max);
-    let last = v[v.len() - 1];
-    let mut out: Vec<T> = v.into_iter().step_by(stride).collect();
-    out.push(last);
-    out
-}
-
-/// A series as at most about `max` plot points (as [`thin`], without copying it whole first).
-fn thin_series(s: &Series, max: usize) -> Vec<[f64; 2]> {
-    let n = s.xs.len();
-    let stride = n.div_ceil(max.max(1)).max(1);
-    let mut out: Vec<[f64; 2]> = (0..n).step_by(stride).map(|i| [s.xs[i], s.ys[i]]).collect();
-    if n > 0 && !(n - 1).is_multiple_of(stride) {
-        out.push([s.xs[n - 1], s.ys[n - 1]]);
-    }
-    out
-}
-
-/// One group of curves, ready to draw: its colour index, name, band `(x, mean, std)` and (when
-/// seeds are drawn) its raw series thinned to plot points.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Group {
-    pub color: usize,
-    pub name: String,
-    pub band: Vec<(f64, f64, f64)>,
-    pub seeds: Vec<Vec<[f64; 2]>>,
-}
-
-impl Group {
-    /// The band of `series` (thinned for drawing), and their raw lines if `with_seeds`.
-    pub fn of(color: usize, name: String, series: &[&Series], with_seeds: bool) -> Self {
-        Self {
-            color,
-            name,
-            band: thin(band(series), 2000),
-            seeds: if with_seeds {
-                series.iter().map(|s| thin_series(s, 300)).collect()
-            } else {
-                Vec::new()
-            },
         }
     }
 }
@@ -586,7 +505,7 @@ fn recorded_keys(s: &StudyData, data: &DataCache) -> Vec<String> {
 /// groups carry them).
 pub fn band_plot(ui: &mut egui::Ui, id: &str, y_label: &str, groups: &[Group], height: f32) {
     // Accuracy reads in percent, as everywhere else: the labels are scaled, not the points.
-    let (k, unit) = if super::plot::is_accuracy(y_label) {
+    let (k, unit) = if crate::chart::format::is_accuracy(y_label) {
         (100.0, " %")
     } else {
         (1.0, "")
@@ -834,7 +753,10 @@ fn means_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, table: &Table, height: f32
     Plot::new(&id)
         .y_grid_spacer(|g| super::plot::nice_grid(&g, 28.0))
         .y_axis_formatter(move |m, _| {
-            format!("{}{unit}", super::plot::format_num(m.value, m.step_size))
+            format!(
+                "{}{unit}",
+                crate::chart::format::format_num(m.value, m.step_size)
+            )
         })
         .label_formatter(move |pos| {
             let pos = hover_point(pos);
@@ -911,46 +833,6 @@ fn means_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, table: &Table, height: f32
         .capture_if_requested(ui.ctx(), &id, header.region(ui));
 }
 
-/// The range the means plot shows (in the metric's units): every seed's value and every 95 %
-/// interval, with a margin of an eighth of the span on each side (a small one around a single
-/// value); `None` without a value. An accuracy's range stays within 0–100 %: a wide interval
-/// (one failed seed of three) would otherwise stretch the axis past what the metric can reach.
-pub(super) fn value_extent(table: &Table) -> Option<(f64, f64)> {
-    let (lo, hi) = raw_extent(table)?;
-    Some(if report::is_accuracy(&table.metric) {
-        (lo.max(0.0), hi.min(1.0))
-    } else {
-        (lo, hi)
-    })
-}
-
-fn raw_extent(table: &Table) -> Option<(f64, f64)> {
-    let mut lo = f64::INFINITY;
-    let mut hi = f64::NEG_INFINITY;
-    for r in &table.rows {
-        let ends = r
-            .summary
-            .iter()
-            .filter(|m| m.ci95.is_finite())
-            .flat_map(|m| [m.mean - m.ci95, m.mean + m.ci95]);
-        for v in r.values.iter().map(|(_, v)| *v).chain(ends) {
-            if v.is_finite() {
-                lo = lo.min(v);
-                hi = hi.max(v);
-            }
-        }
-    }
-    if lo > hi {
-        return None;
-    }
-    let pad = if hi - lo > 1e-12 {
-        (hi - lo) / 8.0
-    } else {
-        lo.abs().max(1e-3) * 0.02
-    };
-    Some((lo - pad, hi + pad))
-}
-
 /// The width of `text` in the font egui_plot draws tick labels with.
 fn text_width(ui: &egui::Ui, text: &str) -> f32 {
     let font = egui::TextStyle::Body.resolve(ui.style());
@@ -1001,7 +883,8 @@ mod tests {
 
     #[test]
     fn the_means_plot_fits_its_range_to_the_seeds_and_intervals() {
-        let row = |variant: &str, values: &[f64]| super::figures::tests::row(variant, values, 0);
+        let row =
+            |variant: &str, values: &[f64]| crate::chart::figures::tests::row(variant, values, 0);
         let mut table = Table {
             study: 1,
             name: "t".into(),
@@ -1075,32 +958,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn bands_are_mean_and_std_where_every_seed_has_a_point() {
-        let a = Series::new(vec![1.0, 2.0, 3.0], vec![0.2, 0.4, 0.6]);
-        let b = Series::new(vec![1.0, 3.0], vec![0.4, 0.8]);
-        let band = band(&[&a, &b]);
-        // x = 2 is missing in `b`; at x = 1: mean 0.3, std √0.02; at 3: 0.7, √0.02.
-        assert_eq!(band.len(), 2);
-        assert_eq!(band[0].0, 1.0);
-        assert!((band[0].1 - 0.3).abs() < 1e-12 && (band[0].2 - 0.02f64.sqrt()).abs() < 1e-12);
-        assert!((band[1].1 - 0.7).abs() < 1e-12);
-        assert!(super::band(&[]).is_empty());
-        let long: Vec<usize> = (0..10_000).collect();
-        let t = thin(long, 1000);
-        assert!(t.len() <= 1001 && t[0] == 0 && *t.last().expect("last") == 9_999);
-        assert_eq!(thin(vec![1, 2, 3], 10), [1, 2, 3]);
-        let s = Series::new(
-            (0..10).map(f64::from).collect(),
-            (0..10).map(|i| f64::from(i) * 2.0).collect(),
-        );
-        // Stride 4: points 0, 4, 8, and the last (9) kept.
-        assert_eq!(
-            thin_series(&s, 3),
-            [[0.0, 0.0], [4.0, 8.0], [8.0, 16.0], [9.0, 18.0]]
-        );
-        assert_eq!(thin_series(&s, 100).len(), 10);
-    }
     /// A study of three variants × two seeds whose runs each carry `val/top1` over `n` steps.
     fn live_study(n: usize) -> (StudyData, DataCache) {
         use shiftadd_core::spec::study::Variant;

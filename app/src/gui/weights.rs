@@ -11,8 +11,10 @@ use shiftadd_core::store::HistogramRow;
 
 use super::ctx::ViewCtx;
 use super::export::{Export, ExportRequest};
-use super::plot::{color, csv_field, plot_header};
-use super::svg::{Chart, ChartSeries, Mark};
+use super::plot::plot_header;
+use crate::chart::format::color;
+use crate::chart::format::csv_field;
+use crate::chart::svg::{Chart, ChartSeries, Mark};
 
 #[derive(Default)]
 pub struct WeightsView {
@@ -301,7 +303,7 @@ impl WeightsView {
         Plot::new(&id)
             .height(height.max(150.0))
             .x_grid_spacer(|g| super::plot::nice_grid(&g, 70.0))
-            .x_axis_formatter(|m, _| super::plot::format_num(m.value, m.step_size))
+            .x_axis_formatter(|m, _| crate::chart::format::format_num(m.value, m.step_size))
             .x_axis_label("weight")
             .y_axis_label("epoch")
             .y_axis_formatter(move |mark, _| {
@@ -500,7 +502,7 @@ fn histogram_ui(
             });
         }
         let b = shown.transform.bounds();
-        let f = |v: f64, s: f64| super::plot::format_num(v, s);
+        let f = |v: f64, s: f64| crate::chart::format::format_num(v, s);
         let chart = Chart {
             title: format!("{layer}: stored vs remapped weights, epoch {epoch}"),
             x_label: "weight".into(),

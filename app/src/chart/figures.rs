@@ -13,8 +13,9 @@ use shiftadd_core::spec::study::Study;
 use shiftadd_core::store::Reader;
 use shiftadd_core::study::report::{self, Row, Table};
 
-use super::plot::{Series, color, format_count, format_num};
-use super::study::{Group, value_extent};
+use super::bands::{Group, value_extent};
+use super::format::{color, format_count, format_num};
+use super::series::Series;
 use super::svg::{Chart, ChartSeries, Mark};
 
 /// The curves figure's title (the view's plot title).
@@ -293,7 +294,7 @@ pub fn require_recorded(
 }
 
 /// A metric as part of a file name: `val/top1` → `val-top1`.
-pub(super) fn slug(metric: &str) -> String {
+pub fn slug(metric: &str) -> String {
     metric
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
@@ -343,7 +344,7 @@ pub(crate) mod tests {
     use shiftadd_core::study::stats::Summary;
 
     use super::*;
-    use crate::gui::plot::Series;
+    use crate::chart::series::Series;
 
     /// A table row of `values` (seeds 0, 1, …) with `missing` cells still to come.
     pub(crate) fn row(variant: &str, values: &[f64], missing: usize) -> Row {
