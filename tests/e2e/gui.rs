@@ -1503,8 +1503,9 @@ fn a_plot_switched_to_wall_time_and_log_y_changes_its_axes() {
     let mut f = fake_app(&db, persisted);
     let h = &mut f.harness;
     let id = "run1-loss";
-    let bounds =
-        |h: &Harness<'static, StudioApp>| shiftadd_app::gui::plot::plotted_bounds(&h.ctx, id);
+    let bounds = |h: &Harness<'static, StudioApp>| {
+        shiftadd_app::gui::widgets::plot::plotted_bounds(&h.ctx, id)
+    };
     wait_for(h, "the loss plot over steps", |h| {
         bounds(h).is_some_and(|b| b.max()[0] >= 29.0 && b.max()[0] < 100.0)
     });
@@ -1521,7 +1522,7 @@ fn a_plot_switched_to_wall_time_and_log_y_changes_its_axes() {
     wait_for(h, "log y", |h| {
         bounds(h).is_some_and(|b| b.max()[1] < 1.0 && b.min()[1] < -0.5)
     });
-    let axes = shiftadd_app::gui::plot::plot_axes(&h.ctx, id);
+    let axes = shiftadd_app::gui::widgets::plot::plot_axes(&h.ctx, id);
     assert!(axes.log_y && axes.x == shiftadd_app::chart::series::XAxis::Wall);
 }
 
@@ -1651,7 +1652,7 @@ fn render(h: &mut Harness<'static, StudioApp>) -> image::RgbaImage {
 #[test]
 fn rendered_plots_show_tick_labels_on_both_axes_and_no_legend_over_a_point() {
     use shiftadd_app::chart::format::color;
-    use shiftadd_app::gui::plot::plot_transform;
+    use shiftadd_app::gui::widgets::plot::plot_transform;
     for light in [false, true] {
         let dir = tempfile::tempdir().expect("tmp");
         let db = seeded_db(dir.path());

@@ -3,7 +3,7 @@
 //! no folder's files import each other in a circle. For `core/src`: `spec/` never touches tensors
 //! (`tch`, `model/`, `ops/`), `store/` imports nothing else from the crate, and only the run
 //! manager starts training. For `app/src`: `chart/` (plot and chart maths, no drawing) imports
-//! nothing from `gui/` or `cli/`. It reads the sources, so a new `use` that breaks a rule fails
+//! nothing from `gui/` or `cli/`, and `gui/widgets/` imports no view. It reads the sources, so a new `use` that breaks a rule fails
 //! `make test`; `the_checker_fails_on_a_planted_climb` shows that it can.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -17,6 +17,11 @@ const CORE_FLOORS: &[&str] = &[
 
 /// `app/src`'s floors, bottom first (`lib` and `main` are the crate's roots, above all).
 const APP_FLOORS: &[&str] = &["chart", "gui", "cli"];
+
+/// The views of `app/src/gui` (one file each): `gui/widgets/` imports none of them.
+const APP_VIEWS: &[&str] = &[
+    "runs", "launch", "form", "monitor", "weights", "hardware", "compare", "nas", "study",
+];
 
 /// Folders of `app/src` whose files must not import each other in a circle (`gui/` still has one:
 /// issue 44 takes it apart into data, widgets and views).
@@ -252,6 +257,25 @@ fn app_modules_import_only_lower_floors_and_chart_draws_nothing_of_the_gui() {
     for folder in APP_ACYCLIC {
         if let Some(c) = circle(&files, folder) {
             panic!("import circle in app/src/{folder}: {c:?}");
+        }
+    }
+    // Widgets sit below every view: what two views share lives there, never in one of them.
+    let widgets: Vec<&File> = files
+        .iter()
+        .filter(|f| f.top == "gui" && f.file.starts_with("widgets/"))
+        .collect();
+    assert!(widgets.len() >= 4, "gui/widgets/ exists");
+    for f in widgets {
+        let used: BTreeSet<String> = names_after(&f.code, "super::super::")
+            .into_iter()
+            .chain(names_after(&f.code, "crate::gui::"))
+            .collect();
+        for view in APP_VIEWS {
+            assert!(
+                !used.contains(*view),
+                "gui/{} imports the {view} view; a widget imports no view",
+                f.file
+            );
         }
     }
 }

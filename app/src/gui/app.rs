@@ -12,8 +12,8 @@ use shiftadd_core::store::RunId;
 use super::backend::{Backend, DRAIN_BUDGET, Loaded, Query};
 use super::ctx::{ExitChoice, Persisted, View, ViewCtx};
 use super::data::DataCache;
-use super::export::Export;
 use super::shortcuts;
+use super::widgets::export::Export;
 use super::{compare, hardware, launch, monitor, nas, runs, study, weights};
 
 const PERSIST_KEY: &str = "shiftadd-studio";

@@ -11,9 +11,9 @@ use shiftadd_core::store::{RunId, keys};
 
 use super::ctx::ViewCtx;
 use super::data::DataCache;
-use super::export::ExportRequest;
-use super::plot::{Curve, PlotStyle, hover_point, pareto_front, plot_header, series_plot};
-use super::study::band_plot;
+use super::widgets::export::ExportRequest;
+use super::widgets::plot::band_plot;
+use super::widgets::plot::{Curve, PlotStyle, hover_point, pareto_front, plot_header, series_plot};
 use crate::chart::bands::Group;
 use crate::chart::format::color;
 use crate::chart::format::csv_field;
@@ -392,7 +392,7 @@ fn diff_ui(ui: &mut egui::Ui, data: &DataCache, runs: &[RunId], names: &[String]
 }
 
 fn scatter_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, selected: &[RunId]) {
-    super::hardware::hw_model_toggle(ui, vcx.hw_model);
+    super::widgets::common::hw_model_toggle(ui, vcx.hw_model);
     let hw = *vcx.hw_model;
     let id = format!("compare-pareto-{}", hw.as_str());
     let id = id.as_str();
@@ -449,7 +449,7 @@ fn scatter_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, selected: &[RunId]) {
     }
     entries.push(("Pareto front".to_owned(), front_color));
     let legend_h = 22.0 * (1.0 + (entries.len() as f32 / 4.0).floor());
-    let plot = super::plot::readable_ticks(
+    let plot = super::widgets::plot::readable_ticks(
         Plot::new(id).height((ui.available_height() - legend_h).max(200.0)),
         1.0,
         " %",
@@ -467,7 +467,7 @@ fn scatter_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, selected: &[RunId]) {
             })
             .map(|l| format!("{}\n{:.4} mJ, {:.2} %", l.2, l.0, l.1))
     });
-    let hidden = super::plot::hidden_curves(ui.ctx(), id);
+    let hidden = super::widgets::plot::hidden_curves(ui.ctx(), id);
     let shown = plot.show(ui, |p| {
         let (sel, other): (Vec<_>, Vec<_>) = pts
             .iter()
@@ -497,8 +497,8 @@ fn scatter_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, selected: &[RunId]) {
             p.line(Line::new("Pareto front", line).color(front_color));
         }
     });
-    super::plot::remember_transform(ui.ctx(), id, shown.transform);
-    super::plot::legend_row(ui, id, &entries);
+    super::widgets::plot::remember_transform(ui.ctx(), id, shown.transform);
+    super::widgets::plot::legend_row(ui, id, &entries);
     if header.svg {
         let mut series = vec![ChartSeries {
             name: "runs".into(),

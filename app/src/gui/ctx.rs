@@ -10,7 +10,7 @@ use shiftadd_core::spec::config::HwModel;
 use shiftadd_core::store::RunId;
 
 use super::data::DataCache;
-use super::export::Export;
+use super::widgets::export::Export;
 use super::{compare, runs, searches};
 
 /// The app's views.

@@ -11,8 +11,8 @@ use shiftadd_core::store::RunId;
 
 use super::backend::HwRecords;
 use super::ctx::ViewCtx;
-use super::export::ExportRequest;
-use super::plot::{hover_point, plot_header};
+use super::widgets::export::ExportRequest;
+use super::widgets::plot::{hover_point, plot_header};
 use crate::chart::svg::{Chart, ChartSeries, Mark};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -87,22 +87,6 @@ fn model_of(models: &[HwRecords], hw: HwModel, model: Model) -> Option<&HwRecord
         .find(|m| m.key == model.key() && m.hw_model == hw.as_str())
 }
 
-/// The toggle between the two cost models (shared by every energy figure of the app).
-pub fn hw_model_toggle(ui: &mut egui::Ui, hw: &mut HwModel) {
-    ui.horizontal_wrapped(|ui| {
-        ui.label("Cost model:");
-        ui.selectable_value(hw, HwModel::Shiftaddnas, HwModel::Shiftaddnas.title())
-            .on_hover_text(
-                "ShiftAddNAS's simulator (hw_utils.py), as the paper's energy figures use it: \
-                 Add layers' DRAM/buffer/NoC traffic is free, Shift layers move 10-bit words",
-            );
-        ui.selectable_value(hw, HwModel::Project, HwModel::Project.title())
-            .on_hover_text(
-                "the project's own Eyeriss-like model: the same data movement for every operator",
-            );
-    });
-}
-
 /// Energy segments per layer (µJ), in stacking order: compute of each op kind, other ops,
 /// then the memory levels.
 pub fn segments(layers: &[LayerCost]) -> Vec<(&'static str, Vec<f64>)> {
@@ -158,7 +142,7 @@ impl HardwareView {
         }
         let hw = *vcx.hw_model;
         ui.heading(format!("Hardware cost · run #{run} · {}", hw.title()));
-        hw_model_toggle(ui, vcx.hw_model);
+        super::widgets::common::hw_model_toggle(ui, vcx.hw_model);
         if !details.hw.iter().any(|m| m.hw_model == hw.as_str()) {
             ui.label(format!(
                 "Run #{run} was recorded before the {} existed: its costs are under the other \
@@ -225,7 +209,7 @@ impl HardwareView {
             .filter(|(_, (_, v))| v.iter().any(|x| *x != 0.0))
             .map(|(k, (name, _))| ((*name).to_owned(), SEGMENT_COLORS[k]))
             .collect();
-        let hidden = super::plot::hidden_curves(ui.ctx(), &id);
+        let hidden = super::widgets::plot::hidden_curves(ui.ctx(), &id);
         let shown = Plot::new(&id)
             .height((ui.available_height() - 30.0).max(200.0))
             .x_axis_label("layer")
@@ -257,7 +241,7 @@ impl HardwareView {
                     p.bar_chart(c);
                 }
             });
-        super::plot::legend_row(ui, &id, &entries);
+        super::widgets::plot::legend_row(ui, &id, &entries);
         if header.svg {
             // Stacked: each segment drawn as the running total from the top one down, so the
             // lower segments cover the upper ones' bases.

@@ -1,5 +1,6 @@
-//! The desktop app: a runs list always at hand and the views Launch, Monitor, Weights, Hardware
-//! and Compare. The UI thread never calls tch or blocks on I/O: commands go to the run manager,
+//! The desktop app: a runs list always at hand and the views Launch, Monitor, Weights, Hardware,
+//! Compare, NAS and Studies, drawn with the widgets of [`widgets`] and the curves and formats of
+//! [`crate::chart`]. The UI thread never calls tch or blocks on I/O: commands go to the run manager,
 //! queries to the `ui-data` thread, and both answer over bounded channels that the app drains
 //! under a time budget in [`eframe::App::logic`].
 
@@ -8,20 +9,18 @@ pub mod backend;
 pub mod compare;
 pub mod ctx;
 pub mod data;
-pub mod export;
 pub mod filter;
 pub mod form;
 pub mod hardware;
 pub mod launch;
-pub mod markdown;
 pub mod monitor;
 pub mod nas;
-pub mod plot;
 pub mod runs;
 pub mod searches;
 pub mod shortcuts;
 pub mod study;
 pub mod weights;
+pub mod widgets;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -8,7 +8,7 @@ use shiftadd_core::store::{RunId, keys};
 
 use super::ctx::ViewCtx;
 use super::data::{DataCache, RunData};
-use super::plot::{Curve, PlotStyle, series_plot};
+use super::widgets::plot::{Curve, PlotStyle, series_plot};
 use crate::chart::format::color;
 use crate::chart::format::format_secs;
 use crate::chart::series::Series;
@@ -181,7 +181,7 @@ fn header_ui(ui: &mut egui::Ui, run: RunId, vcx: &mut ViewCtx<'_>) {
     {
         egui::CollapsingHeader::new("Notes")
             .default_open(true)
-            .show(ui, |ui| super::markdown::show(ui, notes));
+            .show(ui, |ui| super::widgets::markdown::show(ui, notes));
     }
     if let Some(reason) = row.and_then(|r| r.summary.reason.as_ref()) {
         let failed = status == "failed";

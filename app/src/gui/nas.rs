@@ -14,9 +14,9 @@ use shiftadd_core::store::{CandidateStatus, NasCandidateRow, RunId};
 
 use super::backend::NasData;
 use super::ctx::ViewCtx;
-use super::export::ExportRequest;
-use super::plot::{hover_point, plot_header};
 use super::searches::job_ui;
+use super::widgets::export::ExportRequest;
+use super::widgets::plot::{hover_point, plot_header};
 use crate::chart::format::color;
 use crate::chart::format::csv_field;
 
@@ -293,8 +293,8 @@ fn scatter_ui(
         groups.iter().map(|g| (g.0.clone(), g.2)).collect();
     entries.push(("Pareto front (TargetNets)".into(), front_color));
     entries.push(("budget".into(), budget_color));
-    let hidden = super::plot::hidden_curves(ui.ctx(), &id);
-    let shown = super::plot::readable_ticks(Plot::new(&id), 1.0, " %")
+    let hidden = super::widgets::plot::hidden_curves(ui.ctx(), &id);
+    let shown = super::widgets::plot::readable_ticks(Plot::new(&id), 1.0, " %")
         .height((height - 90.0).max(200.0))
         .x_axis_label(format!("cost, {u}"))
         .y_axis_label("proxy top-1 %")
@@ -313,8 +313,8 @@ fn scatter_ui(
                 p.vline(VLine::new("budget", budget).color(budget_color));
             }
         });
-    super::plot::remember_transform(ui.ctx(), &id, shown.transform);
-    super::plot::legend_row(ui, &id, &entries);
+    super::widgets::plot::remember_transform(ui.ctx(), &id, shown.transform);
+    super::widgets::plot::legend_row(ui, &id, &entries);
     vcx.export
         .capture_if_requested(ui.ctx(), &id, header.region(ui));
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, bounded};
 
-use egui_plot::{AxisHints, FilledArea, GridMark, HLine, Line, LineStyle, Plot, Points};
+use egui_plot::{AxisHints, GridMark, HLine, Line, LineStyle, Plot, Points};
 use shiftadd_core::spec::study::Study;
 use shiftadd_core::store::{RunId, Status};
 use shiftadd_core::study::report::{self, Format, Table, Verdict, duration_text, paired_text};
@@ -18,9 +18,9 @@ use shiftadd_core::study::report::{self, Format, Table, Verdict, duration_text, 
 use super::backend::StudyData;
 use super::ctx::ViewCtx;
 use super::data::DataCache;
-use super::export::ExportRequest;
-use super::plot::{hover_point, plot_header};
 use super::searches::job_ui;
+use super::widgets::export::ExportRequest;
+use super::widgets::plot::{hover_point, plot_header};
 use crate::chart::bands::{Group, value_extent};
 use crate::chart::figures;
 use crate::chart::format::color;
@@ -399,7 +399,7 @@ impl StudyView {
                 ),
             });
         }
-        band_plot(ui, &id, &self.curve_metric, &groups, height - 60.0);
+        super::widgets::plot::band_plot(ui, &id, &self.curve_metric, &groups, height - 60.0);
         vcx.export
             .capture_if_requested(ui.ctx(), &id, header.region(ui));
     }
@@ -442,7 +442,7 @@ fn fit_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, s: &StudyData, height: f32) 
         .on_hover_text(FIT_HELP);
     ui.weak(format!("last epoch, augmented − tiny: {}", gaps.join("; ")))
         .on_hover_text(FIT_HELP);
-    let hidden = super::plot::hidden_curves(ui.ctx(), &id);
+    let hidden = super::widgets::plot::hidden_curves(ui.ctx(), &id);
     let entries: Vec<(String, egui::Color32)> = fit
         .rows
         .iter()
@@ -482,8 +482,8 @@ fn fit_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, s: &StudyData, height: f32) 
                 );
             }
         });
-    super::plot::remember_transform(ui.ctx(), &id, shown.transform);
-    super::plot::legend_row(ui, &id, &entries);
+    super::widgets::plot::remember_transform(ui.ctx(), &id, shown.transform);
+    super::widgets::plot::legend_row(ui, &id, &entries);
     vcx.export
         .capture_if_requested(ui.ctx(), &id, header.region(ui));
 }
@@ -499,77 +499,6 @@ fn recorded_keys(s: &StudyData, data: &DataCache) -> Vec<String> {
     keys.sort();
     keys.dedup();
     keys
-}
-
-/// Groups of curves as mean lines over ±std bands (over their raw seeds' lines, faint, where the
-/// groups carry them).
-pub fn band_plot(ui: &mut egui::Ui, id: &str, y_label: &str, groups: &[Group], height: f32) {
-    // Accuracy reads in percent, as everywhere else: the labels are scaled, not the points.
-    let (k, unit) = if crate::chart::format::is_accuracy(y_label) {
-        (100.0, " %")
-    } else {
-        (1.0, "")
-    };
-    // One point per curve (a one-epoch study) would give the plot no extent: frame it.
-    let ys: Vec<f64> = groups
-        .iter()
-        .flat_map(|g| g.band.iter().map(|b| b.1))
-        .collect();
-    let (lo, hi) = ys
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| {
-            (a.min(*y), b.max(*y))
-        });
-    let pad = if hi - lo < 1e-9 {
-        lo.abs().max(1.0) * 0.05
-    } else {
-        0.0
-    };
-    let hidden = super::plot::hidden_curves(ui.ctx(), id);
-    // Variants with nothing recorded yet have no curve to name.
-    let entries: Vec<(String, egui::Color32)> = groups
-        .iter()
-        .filter(|g| !g.band.is_empty())
-        .map(|g| (g.name.clone(), color(g.color)))
-        .collect();
-    let legend_h = 22.0 * (1.0 + (entries.len() as f32 / 4.0).floor());
-    let shown = super::plot::readable_ticks(Plot::new(id), k, unit)
-        .include_x(0.0)
-        .include_y(if lo.is_finite() { lo - pad } else { 0.0 })
-        .include_y(if hi.is_finite() { hi + pad } else { 1.0 })
-        .height((height - legend_h).max(200.0))
-        .x_axis_label("step")
-        .y_axis_label(y_label.to_owned())
-        .label_formatter(move |pos| {
-            let p = hover_point(pos);
-            Some(format!("step {:.0}: {:.4}{unit}", p.x, p.y * k))
-        })
-        .show(ui, |p| {
-            for g in groups.iter().filter(|g| !hidden.contains(&g.name)) {
-                let c = color(g.color);
-                for pts in &g.seeds {
-                    p.line(
-                        Line::new("", pts.clone())
-                            .color(c.gamma_multiply(0.3))
-                            .width(1.0)
-                            .allow_hover(false),
-                    );
-                }
-                // One mesh per band (a noisy band is not convex, so no polygon fan).
-                let xs: Vec<f64> = g.band.iter().map(|b| b.0).collect();
-                let lo: Vec<f64> = g.band.iter().map(|b| b.1 - b.2).collect();
-                let hi: Vec<f64> = g.band.iter().map(|b| b.1 + b.2).collect();
-                p.add(
-                    FilledArea::new(format!("{} ± std", g.name), &xs, &lo, &hi)
-                        .fill_color(c.gamma_multiply(0.25))
-                        .allow_hover(false),
-                );
-                let mean: Vec<[f64; 2]> = g.band.iter().map(|(x, m, _)| [*x, *m]).collect();
-                p.line(Line::new(g.name.clone(), mean).color(c).width(2.0));
-            }
-        });
-    super::plot::remember_transform(ui.ctx(), id, shown.transform);
-    super::plot::legend_row(ui, id, &entries);
 }
 
 /// This session's studies (started from Launch): progress, Stop, and how each ended.
@@ -751,7 +680,7 @@ fn means_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, table: &Table, height: f32
         .find(|r| r.variant == table.baseline)
         .and_then(|r| r.summary);
     Plot::new(&id)
-        .y_grid_spacer(|g| super::plot::nice_grid(&g, 28.0))
+        .y_grid_spacer(|g| super::widgets::plot::nice_grid(&g, 28.0))
         .y_axis_formatter(move |m, _| {
             format!(
                 "{}{unit}",

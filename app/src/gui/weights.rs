@@ -10,8 +10,8 @@ use egui_plot::{Bar, BarChart, Heatmap, Line, Plot, PlotPoint};
 use shiftadd_core::store::HistogramRow;
 
 use super::ctx::ViewCtx;
-use super::export::{Export, ExportRequest};
-use super::plot::plot_header;
+use super::widgets::export::{Export, ExportRequest};
+use super::widgets::plot::plot_header;
 use crate::chart::format::color;
 use crate::chart::format::csv_field;
 use crate::chart::svg::{Chart, ChartSeries, Mark};
@@ -302,7 +302,7 @@ impl WeightsView {
             .map_or(1.0, |r| r.edges[lo + 1] - r.edges[lo]);
         Plot::new(&id)
             .height(height.max(150.0))
-            .x_grid_spacer(|g| super::plot::nice_grid(&g, 70.0))
+            .x_grid_spacer(|g| super::widgets::plot::nice_grid(&g, 70.0))
             .x_axis_formatter(|m, _| crate::chart::format::format_num(m.value, m.step_size))
             .x_axis_label("weight")
             .y_axis_label("epoch")
@@ -415,8 +415,8 @@ fn histogram_ui(
             .enumerate()
             .map(|(i, (name, _))| ((*name).to_owned(), color(5 + i))),
     );
-    let hidden = super::plot::hidden_curves(ui.ctx(), &id);
-    let shown = super::plot::readable_ticks(Plot::new(&id), 1.0, "")
+    let hidden = super::widgets::plot::hidden_curves(ui.ctx(), &id);
+    let shown = super::widgets::plot::readable_ticks(Plot::new(&id), 1.0, "")
         .height((height - 24.0).max(150.0))
         .x_axis_label("weight")
         .y_axis_label("count")
@@ -457,7 +457,7 @@ fn histogram_ui(
                 );
             }
         });
-    super::plot::legend_row(ui, &id, &entries);
+    super::widgets::plot::legend_row(ui, &id, &entries);
     if header.svg {
         let mut series = Vec::new();
         for (i, (k, r)) in rows

@@ -10,9 +10,11 @@ use egui::{Color32, Ui};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use egui_plot::{GridInput, GridMark, Line, Plot, PlotBounds, PlotTransform, Points};
+use egui_plot::{FilledArea, GridInput, GridMark, Line, Plot, PlotBounds, PlotTransform, Points};
 
 use super::export::{Export, ExportRequest};
+use crate::chart::bands::Group;
+use crate::chart::format::color;
 use crate::chart::format::{csv_field, format_log, format_num};
 use crate::chart::series::{PlotAxes, Series, XAxis, ema_debiased};
 use crate::chart::svg::{self, Chart, ChartSeries, Mark};
@@ -671,6 +673,77 @@ pub fn hover_point(pos: &egui_plot::HoverPosition<'_>) -> egui_plot::PlotPoint {
         egui_plot::HoverPosition::NearDataPoint { position, .. }
         | egui_plot::HoverPosition::Elsewhere { position } => *position,
     }
+}
+
+/// Groups of curves as mean lines over ±std bands (over their raw seeds' lines, faint, where the
+/// groups carry them).
+pub fn band_plot(ui: &mut egui::Ui, id: &str, y_label: &str, groups: &[Group], height: f32) {
+    // Accuracy reads in percent, as everywhere else: the labels are scaled, not the points.
+    let (k, unit) = if crate::chart::format::is_accuracy(y_label) {
+        (100.0, " %")
+    } else {
+        (1.0, "")
+    };
+    // One point per curve (a one-epoch study) would give the plot no extent: frame it.
+    let ys: Vec<f64> = groups
+        .iter()
+        .flat_map(|g| g.band.iter().map(|b| b.1))
+        .collect();
+    let (lo, hi) = ys
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| {
+            (a.min(*y), b.max(*y))
+        });
+    let pad = if hi - lo < 1e-9 {
+        lo.abs().max(1.0) * 0.05
+    } else {
+        0.0
+    };
+    let hidden = hidden_curves(ui.ctx(), id);
+    // Variants with nothing recorded yet have no curve to name.
+    let entries: Vec<(String, egui::Color32)> = groups
+        .iter()
+        .filter(|g| !g.band.is_empty())
+        .map(|g| (g.name.clone(), color(g.color)))
+        .collect();
+    let legend_h = 22.0 * (1.0 + (entries.len() as f32 / 4.0).floor());
+    let shown = readable_ticks(Plot::new(id), k, unit)
+        .include_x(0.0)
+        .include_y(if lo.is_finite() { lo - pad } else { 0.0 })
+        .include_y(if hi.is_finite() { hi + pad } else { 1.0 })
+        .height((height - legend_h).max(200.0))
+        .x_axis_label("step")
+        .y_axis_label(y_label.to_owned())
+        .label_formatter(move |pos| {
+            let p = hover_point(pos);
+            Some(format!("step {:.0}: {:.4}{unit}", p.x, p.y * k))
+        })
+        .show(ui, |p| {
+            for g in groups.iter().filter(|g| !hidden.contains(&g.name)) {
+                let c = color(g.color);
+                for pts in &g.seeds {
+                    p.line(
+                        Line::new("", pts.clone())
+                            .color(c.gamma_multiply(0.3))
+                            .width(1.0)
+                            .allow_hover(false),
+                    );
+                }
+                // One mesh per band (a noisy band is not convex, so no polygon fan).
+                let xs: Vec<f64> = g.band.iter().map(|b| b.0).collect();
+                let lo: Vec<f64> = g.band.iter().map(|b| b.1 - b.2).collect();
+                let hi: Vec<f64> = g.band.iter().map(|b| b.1 + b.2).collect();
+                p.add(
+                    FilledArea::new(format!("{} ± std", g.name), &xs, &lo, &hi)
+                        .fill_color(c.gamma_multiply(0.25))
+                        .allow_hover(false),
+                );
+                let mean: Vec<[f64; 2]> = g.band.iter().map(|(x, m, _)| [*x, *m]).collect();
+                p.line(Line::new(g.name.clone(), mean).color(c).width(2.0));
+            }
+        });
+    remember_transform(ui.ctx(), id, shown.transform);
+    legend_row(ui, id, &entries);
 }
 
 #[cfg(test)]
