@@ -19,9 +19,10 @@ use shiftadd_app::chart::series::{Series, ema_debiased};
 use shiftadd_app::gui::ViewCtx;
 use shiftadd_app::gui::backend::RunRow;
 use shiftadd_app::gui::backend::StudyData;
-use shiftadd_app::gui::compare::{CompareSettings, CompareView};
+use shiftadd_app::gui::compare::CompareView;
 use shiftadd_app::gui::data::{DataCache, RunData};
 use shiftadd_app::gui::runs::RunsView;
+use shiftadd_app::gui::settings::CompareSettings;
 use shiftadd_app::gui::study::StudyView;
 use shiftadd_app::gui::widgets::export::Export;
 use shiftadd_core::spec::study::{Study, Variant};
@@ -288,9 +289,9 @@ fn runs_frame() {
     persisted
         .runs
         .columns
-        .push(shiftadd_app::gui::runs::Col::Config("train.lr".into()));
-    persisted.runs.sort = shiftadd_app::gui::runs::SortBy::Col(
-        shiftadd_app::gui::runs::Col::Config("train.lr".into()),
+        .push(shiftadd_app::gui::settings::Col::Config("train.lr".into()));
+    persisted.runs.sort = shiftadd_app::gui::settings::SortBy::Col(
+        shiftadd_app::gui::settings::Col::Config("train.lr".into()),
     );
     let mut view = RunsView::default();
     let (mut commands, mut changes) = (Vec::new(), Vec::new());

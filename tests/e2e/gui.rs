@@ -1138,7 +1138,7 @@ fn compare_group_by_draws_one_band_per_group() {
     let persisted = Persisted {
         view: View::Compare,
         compare: vec![1, 2],
-        compare_settings: shiftadd_app::gui::compare::CompareSettings {
+        compare_settings: shiftadd_app::gui::settings::CompareSettings {
             group_by: "train.lr".into(),
             ..Default::default()
         },
@@ -1388,7 +1388,7 @@ fn the_column_chooser_adds_a_config_key_column_and_the_filter_hides_proxies() {
             .runs
             .columns
             .iter()
-            .any(|c| matches!(c, shiftadd_app::gui::runs::Col::Config(k) if k == "train.lr"))
+            .any(|c| matches!(c, shiftadd_app::gui::settings::Col::Config(k) if k == "train.lr"))
     });
     h.key_press(egui::Key::Escape);
     h.step();

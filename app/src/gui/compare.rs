@@ -5,12 +5,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use egui_plot::{Line, MarkerShape, Plot, Points};
-use serde::{Deserialize, Serialize};
 use shiftadd_core::spec::config::HwModel;
 use shiftadd_core::store::{RunId, keys};
 
 use super::ctx::ViewCtx;
 use super::data::DataCache;
+use super::settings::CompareSettings;
 use super::widgets::export::ExportRequest;
 use super::widgets::plot::band_plot;
 use super::widgets::plot::{Curve, PlotStyle, hover_point, pareto_front, plot_header, series_plot};
@@ -19,29 +19,6 @@ use crate::chart::format::color;
 use crate::chart::format::csv_field;
 use crate::chart::series::Series;
 use crate::chart::svg::{Chart, ChartSeries, Mark};
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct CompareSettings {
-    /// The metric of each overlay plot.
-    pub metrics: [String; 2],
-    pub smoothing: f64,
-    pub log_y: bool,
-    /// Group the curves by this config key (empty: one curve per run): each group is drawn as
-    /// its mean over a ±std band.
-    pub group_by: String,
-}
-
-impl Default for CompareSettings {
-    fn default() -> Self {
-        Self {
-            metrics: [keys::VAL_TOP1.into(), keys::TRAIN_LOSS.into()],
-            smoothing: 0.6,
-            log_y: false,
-            group_by: String::new(),
-        }
-    }
-}
 
 #[derive(Default)]
 pub struct CompareView {}

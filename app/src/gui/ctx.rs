@@ -11,7 +11,7 @@ use shiftadd_core::store::RunId;
 
 use super::data::DataCache;
 use super::widgets::export::Export;
-use super::{compare, runs, searches};
+use super::{searches, settings};
 
 /// The app's views.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -61,8 +61,8 @@ pub struct Persisted {
     pub current: Option<RunId>,
     /// Runs selected for Compare.
     pub compare: Vec<RunId>,
-    pub runs: runs::RunsSettings,
-    pub compare_settings: compare::CompareSettings,
+    pub runs: settings::RunsSettings,
+    pub compare_settings: settings::CompareSettings,
     /// The cost model every energy figure is shown under (Hardware view's toggle).
     pub hw_model: HwModel,
     /// Light or dark (the top bar's toggle).

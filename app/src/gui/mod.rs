@@ -17,6 +17,7 @@ pub mod monitor;
 pub mod nas;
 pub mod runs;
 pub mod searches;
+pub mod settings;
 pub mod shortcuts;
 pub mod study;
 pub mod weights;
