@@ -77,7 +77,7 @@ fn wait_for(
             return;
         }
         assert!(
-            t0.elapsed() < Duration::from_secs(120),
+            t0.elapsed() < Duration::from_secs(300),
             "timed out waiting for {what}"
         );
         std::thread::sleep(Duration::from_millis(10));
