@@ -42,8 +42,28 @@ pub struct Report {
     pub hangs: u64,
     pub slowest: Duration,
     pub elapsed: Duration,
-    /// The first panic's message and the input that caused it (saved by the caller).
-    pub first_panic: Option<(String, Vec<u8>)>,
+    /// One panic per kind (its message with the numbers masked), the message and the input that
+    /// caused it, in the order found, at most [`MAX_FINDINGS`] (saved by the caller).
+    pub findings: Vec<(String, Vec<u8>)>,
+}
+
+/// Distinct findings a report keeps; the rest are counted in `panics`.
+pub const MAX_FINDINGS: usize = 16;
+
+/// A panic message's kind: the message with every run of digits replaced by `#`, so the same
+/// defect hit with other values (a row id, a version, a length) counts once.
+fn kind(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for c in message.chars() {
+        if c.is_ascii_digit() {
+            if !out.ends_with('#') {
+                out.push('#');
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// splitmix64: small, fast, and the same sequence everywhere for a seed.
@@ -115,7 +135,14 @@ fn mutate(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
 }
 
 /// Feed `cases` inputs to `target`, the sequence fixed by `seed`.
-pub fn fuzz(target: &mut Target, cases: u64, seed: u64) -> Report {
+/// `progress` is called every [`PROGRESS_EVERY`] cases with the report so far (a long run shows
+/// where it is and what it found).
+pub fn fuzz(
+    target: &mut Target,
+    cases: u64,
+    seed: u64,
+    progress: &mut dyn FnMut(u64, &Report),
+) -> Report {
     let mut rng = Rng(seed ^ 0x5eed);
     let mut report = Report {
         name: target.name,
@@ -125,10 +152,15 @@ pub fn fuzz(target: &mut Target, cases: u64, seed: u64) -> Report {
         hangs: 0,
         slowest: Duration::ZERO,
         elapsed: Duration::ZERO,
-        first_panic: None,
+        findings: Vec::new(),
     };
+    let mut kinds = std::collections::HashSet::new();
     let t0 = Instant::now();
-    for _ in 0..cases {
+    for case in 0..cases {
+        if case > 0 && case % PROGRESS_EVERY == 0 {
+            report.elapsed = t0.elapsed();
+            progress(case, &report);
+        }
         let input = mutate(&mut rng, &target.seeds);
         let start = Instant::now();
         let outcome = catch_unwind(AssertUnwindSafe(|| (target.run)(&input)));
@@ -142,13 +174,13 @@ pub fn fuzz(target: &mut Target, cases: u64, seed: u64) -> Report {
             Ok(false) => {}
             Err(payload) => {
                 report.panics += 1;
-                if report.first_panic.is_none() {
-                    let message = payload
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                        .unwrap_or_default();
-                    report.first_panic = Some((message, input));
+                let message = payload
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_default();
+                if report.findings.len() < MAX_FINDINGS && kinds.insert(kind(&message)) {
+                    report.findings.push((message, input));
                 }
             }
         }
@@ -156,6 +188,9 @@ pub fn fuzz(target: &mut Target, cases: u64, seed: u64) -> Report {
     report.elapsed = t0.elapsed();
     report
 }
+
+/// How often [`fuzz`] reports progress.
+pub const PROGRESS_EVERY: u64 = 10_000;
 
 /// Feed `target` one input (a saved finding) outside any `catch_unwind`: a panic shows where it
 /// happened, with a backtrace under `RUST_BACKTRACE=1`.
@@ -362,6 +397,8 @@ fn lifecycle_target(dir: &Path) -> std::io::Result<Target> {
             let listed = store::Reader::open(&file).and_then(|r| r.runs());
             if let Err(e) = &listed {
                 let sound = store::check(&file).is_ok_and(|c| c.problems.is_empty());
+                // Ours: this code's tables and indexes, at this code's schema version (a newer
+                // version is refused, rightly, whatever its tables).
                 let ours = schema_sql(&file).is_ok_and(|s| s == schema);
                 assert!(!(sound && ours), "a sound database was not listed: {e}");
             }
@@ -499,16 +536,20 @@ fn plant_checkpoints(db: &Path, outside: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The `CREATE` statements of database `db`, in order: equal when two files share a schema.
+/// The `CREATE` statements of database `db`, in order, and its schema version
+/// (`PRAGMA user_version`): equal when two files share a schema.
 fn schema_sql(db: &Path) -> rusqlite::Result<String> {
     let conn =
         rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    conn.query_row(
-        "SELECT group_concat(sql, ';') FROM (SELECT sql FROM sqlite_master ORDER BY name)",
-        [],
-        |r| r.get::<_, Option<String>>(0),
-    )
-    .map(Option::unwrap_or_default)
+    let sql = conn
+        .query_row(
+            "SELECT group_concat(sql, ';') FROM (SELECT sql FROM sqlite_master ORDER BY name)",
+            [],
+            |r| r.get::<_, Option<String>>(0),
+        )?
+        .unwrap_or_default();
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    Ok(format!("{sql}; user_version {version}"))
 }
 
 /// Every entry under `root` but those `allowed` to change: its path, kind and content (a link's

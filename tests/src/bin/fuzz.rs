@@ -1,6 +1,7 @@
 //! `make fuzz`: a million mutated inputs per parser (see `shiftadd_tests::fuzz`); prints one line
-//! per parser and exits 1 if any input made a parser panic or hang. The first such input is saved
-//! beside the scratch folder as `fuzz-finding-<parser>.bin`.
+//! per parser and exits 1 if any input made a parser panic or hang. One input per kind of panic
+//! (up to 16) is saved beside the scratch folder as `fuzz-finding-<parser>-<n>.bin`, its message
+//! printed; a progress line goes to stderr every 10,000 cases.
 //!
 //! fuzz [--cases N] [--seed S] [--only SUBSTRING] [--replay FILE]
 //!
@@ -67,20 +68,24 @@ fn main() -> ExitCode {
     let mut failed = false;
     println!("seed {seed}, {cases} cases per parser");
     for mut t in targets.into_iter().filter(|t| t.name.contains(&only)) {
-        let report = fuzz::fuzz(&mut t, cases, seed);
-        println!("{report}");
-        if let Some((message, input)) = &report.first_panic {
-            let file = std::env::temp_dir().join(format!(
-                "fuzz-finding-{}.bin",
-                report
-                    .name
-                    .replace(|c: char| !c.is_ascii_alphanumeric(), "-")
-            ));
-            let _ = std::fs::write(&file, input);
-            println!(
-                "  first panic: {message} (input saved to {})",
-                file.display()
+        let report = fuzz::fuzz(&mut t, cases, seed, &mut |done, r| {
+            eprintln!(
+                "  {}: {done}/{cases} cases, {:.0} s, {} panics ({} kinds), {} hangs",
+                r.name,
+                r.elapsed.as_secs_f64(),
+                r.panics,
+                r.findings.len(),
+                r.hangs
             );
+        });
+        println!("{report}");
+        let stem = report
+            .name
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "-");
+        for (n, (message, input)) in report.findings.iter().enumerate() {
+            let file = std::env::temp_dir().join(format!("fuzz-finding-{stem}-{}.bin", n + 1));
+            let _ = std::fs::write(&file, input);
+            println!("  panic {}: {message} (input saved to {})", n + 1, file.display());
         }
         failed |= report.panics > 0 || report.hangs > 0;
     }
