@@ -17,13 +17,13 @@ use egui::{Color32, Pos2, RawInput, Rect, Vec2};
 use egui_plot::{Line, Plot, PlotPoints};
 use shiftadd_app::chart::series::{Series, ema_debiased};
 use shiftadd_app::gui::ViewCtx;
-use shiftadd_app::gui::backend::RunRow;
-use shiftadd_app::gui::backend::StudyData;
-use shiftadd_app::gui::compare::CompareView;
-use shiftadd_app::gui::data::{DataCache, RunData};
-use shiftadd_app::gui::runs::RunsView;
+use shiftadd_app::gui::data::backend::RunRow;
+use shiftadd_app::gui::data::backend::StudyData;
+use shiftadd_app::gui::data::cache::{DataCache, RunData};
 use shiftadd_app::gui::settings::CompareSettings;
-use shiftadd_app::gui::study::StudyView;
+use shiftadd_app::gui::views::compare::CompareView;
+use shiftadd_app::gui::views::runs::RunsView;
+use shiftadd_app::gui::views::study::StudyView;
 use shiftadd_app::gui::widgets::export::Export;
 use shiftadd_core::spec::study::{Study, Variant};
 use shiftadd_core::store::{RunId, RunSummary, StudyRow, StudyRunRow, keys};
@@ -327,7 +327,7 @@ fn runs_frame() {
 struct Shell {
     export: Export,
     commands: Vec<shiftadd_core::run::Command>,
-    searches: shiftadd_app::gui::searches::Searches,
+    searches: shiftadd_app::gui::data::searches::Searches,
     hw_model: shiftadd_core::spec::config::HwModel,
 }
 
@@ -336,7 +336,7 @@ impl Shell {
         Self {
             export: Export::new(std::env::temp_dir().join("shiftadd-bench-exports"), None),
             commands: Vec::new(),
-            searches: shiftadd_app::gui::searches::Searches::new(
+            searches: shiftadd_app::gui::data::searches::Searches::new(
                 &std::env::temp_dir().join("shiftadd-bench.db"),
                 std::sync::Arc::new(|| {}),
             ),

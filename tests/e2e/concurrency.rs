@@ -15,19 +15,22 @@ fn two_writers_and_a_polling_reader_never_see_a_locked_database() {
     let done = Arc::new(AtomicBool::new(false));
     let reader = {
         let (done, dbp) = (done.clone(), dbp.clone());
-        std::thread::spawn(move || {
-            let reader = shiftadd_core::store::Reader::open(&dbp).expect("reader");
-            let mut polls = 0usize;
-            while !done.load(Ordering::SeqCst) {
-                let runs = reader.runs().expect("runs query never fails");
-                for r in &runs {
-                    reader.metrics(r.id).expect("metrics query never fails");
+        std::thread::Builder::new()
+            .name("reader".into())
+            .spawn(move || {
+                let reader = shiftadd_core::store::Reader::open(&dbp).expect("reader");
+                let mut polls = 0usize;
+                while !done.load(Ordering::SeqCst) {
+                    let runs = reader.runs().expect("runs query never fails");
+                    for r in &runs {
+                        reader.metrics(r.id).expect("metrics query never fails");
+                    }
+                    polls += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
                 }
-                polls += 1;
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            polls
-        })
+                polls
+            })
+            .expect("spawn")
     };
     let children: Vec<_> = (0..2)
         .map(|_| {

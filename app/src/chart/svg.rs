@@ -99,14 +99,73 @@ pub fn ticks(lo: f64, hi: f64, step: f64) -> Vec<f64> {
         .collect()
 }
 
+/// Where the plot area sits in the image, and data coordinates mapped onto it.
+struct Frame {
+    x0: f64,
+    x1: f64,
+    y0: f64,
+    y1: f64,
+    /// The plot area's width and height (px).
+    pw: f64,
+    ph: f64,
+    /// The image's height (px): taller than `H` by what slanted category labels need.
+    h: f64,
+}
+
+impl Frame {
+    fn sx(&self, x: f64) -> f64 {
+        LEFT + (x - self.x0) / (self.x1 - self.x0) * self.pw
+    }
+
+    fn sy(&self, y: f64) -> f64 {
+        TOP + self.ph - (y - self.y0) / (self.y1 - self.y0) * self.ph
+    }
+
+    fn xy(&self, p: &[f64; 2]) -> String {
+        format!("{:.2},{:.2}", self.sx(p[0]), self.sy(p[1]))
+    }
+}
+
 impl Chart<'_> {
-    /// The SVG document.
+    /// The SVG document: title, grid, tick labels, axis labels, the data clipped to the plot
+    /// area, and the legend right of it.
     pub fn render(&self) -> String {
-        let [[x0, y0], [x1, y1]] = self.bounds;
-        let (x1, y1) = (
-            if x1 > x0 { x1 } else { x0 + 1.0 },
-            if y1 > y0 { y1 } else { y0 + 1.0 },
+        let f = self.frame();
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{h}" viewBox="0 0 {W} {h}" font-family="Helvetica, Arial, sans-serif" font-size="12">"#,
+            h = f.h
         );
+        let _ = writeln!(s, r#"<rect width="{W}" height="{}" fill="white"/>"#, f.h);
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="22" font-size="15" font-weight="bold">{}</text>"#,
+            LEFT,
+            escape(&self.title)
+        );
+        let (xs, ys) = self.ticks(&f);
+        self.grid(&mut s, &f, &xs, &ys);
+        self.tick_labels(&mut s, &f, &xs, &ys);
+        self.axis_labels(&mut s, &f);
+        let _ = writeln!(
+            s,
+            r#"<clipPath id="plot-area"><rect x="{LEFT}" y="{TOP}" width="{}" height="{}"/></clipPath>"#,
+            f.pw, f.ph
+        );
+        let _ = writeln!(s, r#"<g clip-path="url(#plot-area)">"#);
+        for c in &self.series {
+            series(&mut s, &f, c);
+        }
+        s.push_str("</g>\n");
+        self.legend(&mut s, &f);
+        s.push_str("</svg>\n");
+        s
+    }
+
+    /// The bounds (an empty range widened to 1) and the image's size.
+    fn frame(&self) -> Frame {
+        let [[x0, y0], [x1, y1]] = self.bounds;
         // Slanted category labels take room below the axis: the image grows by it, the plot
         // area keeps its height.
         let longest = self
@@ -116,73 +175,78 @@ impl Chart<'_> {
             .max()
             .unwrap_or(0) as f64;
         let drop = (longest * CHAR_W * SLANT.to_radians().sin() - 8.0).max(0.0);
-        let h = H + drop;
-        let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
-        let sx = |x: f64| LEFT + (x - x0) / (x1 - x0) * pw;
-        let sy = |y: f64| TOP + ph - (y - y0) / (y1 - y0) * ph;
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{h}" viewBox="0 0 {W} {h}" font-family="Helvetica, Arial, sans-serif" font-size="12">"#
-        );
-        let _ = writeln!(s, r#"<rect width="{W}" height="{h}" fill="white"/>"#);
-        let _ = writeln!(
-            s,
-            r#"<text x="{}" y="22" font-size="15" font-weight="bold">{}</text>"#,
-            LEFT,
-            escape(&self.title)
-        );
-        // Grid and ticks.
+        Frame {
+            x0,
+            x1: if x1 > x0 { x1 } else { x0 + 1.0 },
+            y0,
+            y1: if y1 > y0 { y1 } else { y0 + 1.0 },
+            pw: W - LEFT - RIGHT,
+            ph: H - TOP - BOTTOM,
+            h: H + drop,
+        }
+    }
+
+    /// Where the ticks go: a 1-2-5 step on numeric axes, every category on a categorical x.
+    fn ticks(&self, f: &Frame) -> (Vec<f64>, Vec<f64>) {
+        let xs = if self.x_categories.is_empty() {
+            ticks(f.x0, f.x1, nice_step(f.x1 - f.x0, 6.0))
+        } else {
+            (0..self.x_categories.len())
+                .map(|i| i as f64)
+                .filter(|x| (f.x0..=f.x1).contains(x))
+                .collect()
+        };
+        (xs, ticks(f.y0, f.y1, nice_step(f.y1 - f.y0, 6.0)))
+    }
+
+    /// Grid lines at the ticks and the plot area's frame.
+    fn grid(&self, s: &mut String, f: &Frame, xs: &[f64], ys: &[f64]) {
         let _ = writeln!(
             s,
             r##"<g class="axes" stroke="#cccccc" stroke-width="0.5">"##
         );
-        let xs = if self.x_categories.is_empty() {
-            ticks(x0, x1, nice_step(x1 - x0, 6.0))
-        } else {
-            (0..self.x_categories.len())
-                .map(|i| i as f64)
-                .filter(|x| (x0..=x1).contains(x))
-                .collect()
-        };
-        let ys = ticks(y0, y1, nice_step(y1 - y0, 6.0));
-        for &x in &xs {
+        for &x in xs {
             let _ = writeln!(
                 s,
                 r#"<line x1="{:.1}" y1="{TOP}" x2="{:.1}" y2="{:.1}"/>"#,
-                sx(x),
-                sx(x),
-                TOP + ph
+                f.sx(x),
+                f.sx(x),
+                TOP + f.ph
             );
         }
-        for &y in &ys {
+        for &y in ys {
             let _ = writeln!(
                 s,
                 r#"<line x1="{LEFT}" y1="{:.1}" x2="{:.1}" y2="{:.1}"/>"#,
-                sy(y),
-                LEFT + pw,
-                sy(y)
+                f.sy(y),
+                LEFT + f.pw,
+                f.sy(y)
             );
         }
         s.push_str("</g>\n");
         let _ = writeln!(
             s,
-            r#"<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="black" stroke-width="1"/>"#
+            r#"<rect x="{LEFT}" y="{TOP}" width="{}" height="{}" fill="none" stroke="black" stroke-width="1"/>"#,
+            f.pw, f.ph
         );
-        let x_step = nice_step(x1 - x0, 6.0);
-        let y_step = nice_step(y1 - y0, 6.0);
+    }
+
+    /// The ticks' labels: numbers as the axis formats them, categories slanted.
+    fn tick_labels(&self, s: &mut String, f: &Frame, xs: &[f64], ys: &[f64]) {
+        let x_step = nice_step(f.x1 - f.x0, 6.0);
+        let y_step = nice_step(f.y1 - f.y0, 6.0);
         let _ = writeln!(s, r#"<g class="tick-labels" fill="black">"#);
-        for &x in &xs {
+        for &x in xs {
             if self.x_categories.is_empty() {
                 let _ = writeln!(
                     s,
                     r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
-                    sx(x),
-                    TOP + ph + 16.0,
+                    f.sx(x),
+                    TOP + f.ph + 16.0,
                     escape(&(self.x_fmt)(x, x_step))
                 );
             } else {
-                let (tx, ty) = (sx(x) + 4.0, TOP + ph + 14.0);
+                let (tx, ty) = (f.sx(x) + 4.0, TOP + f.ph + 14.0);
                 let _ = writeln!(
                     s,
                     r#"<text x="{tx:.1}" y="{ty:.1}" text-anchor="end" transform="rotate(-{SLANT} {tx:.1} {ty:.1})">{}</text>"#,
@@ -190,117 +254,40 @@ impl Chart<'_> {
                 );
             }
         }
-        for &y in &ys {
+        for &y in ys {
             let _ = writeln!(
                 s,
                 r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
                 LEFT - 6.0,
-                sy(y) + 4.0,
+                f.sy(y) + 4.0,
                 escape(&(self.y_fmt)(y, y_step))
             );
         }
         s.push_str("</g>\n");
+    }
+
+    fn axis_labels(&self, s: &mut String, f: &Frame) {
         let _ = writeln!(
             s,
             r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
-            LEFT + pw / 2.0,
-            h - 14.0,
+            LEFT + f.pw / 2.0,
+            f.h - 14.0,
             escape(&self.x_label)
         );
         let _ = writeln!(
             s,
             r#"<text transform="translate(18 {:.1}) rotate(-90)" text-anchor="middle">{}</text>"#,
-            TOP + ph / 2.0,
+            TOP + f.ph / 2.0,
             escape(&self.y_label)
         );
-        // Data, clipped to the plot area.
-        let _ = writeln!(
-            s,
-            r#"<clipPath id="plot-area"><rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}"/></clipPath>"#
-        );
-        let _ = writeln!(s, r#"<g clip-path="url(#plot-area)">"#);
-        for c in &self.series {
-            let color = hex(c.color);
-            let finite = c
-                .points
-                .iter()
-                .filter(|p| p[0].is_finite() && p[1].is_finite());
-            match c.mark {
-                Mark::Line => {
-                    let pts: Vec<String> = finite
-                        .map(|p| format!("{:.2},{:.2}", sx(p[0]), sy(p[1])))
-                        .collect();
-                    let _ = writeln!(
-                        s,
-                        r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"><title>{}</title></polyline>"#,
-                        pts.join(" "),
-                        escape(&c.name)
-                    );
-                }
-                Mark::Band => {
-                    let pts: Vec<String> = finite
-                        .map(|p| format!("{:.2},{:.2}", sx(p[0]), sy(p[1])))
-                        .collect();
-                    let _ = writeln!(
-                        s,
-                        r#"<polygon fill="{color}" fill-opacity="0.2" stroke="none" points="{}"/>"#,
-                        pts.join(" ")
-                    );
-                }
-                Mark::Points(r) => {
-                    for p in finite {
-                        let _ = writeln!(
-                            s,
-                            r#"<circle cx="{:.2}" cy="{:.2}" r="{r}" fill="{color}"/>"#,
-                            sx(p[0]),
-                            sy(p[1])
-                        );
-                    }
-                }
-                Mark::Dashed => {
-                    let pts: Vec<String> = finite
-                        .map(|p| format!("{:.2},{:.2}", sx(p[0]), sy(p[1])))
-                        .collect();
-                    let _ = writeln!(
-                        s,
-                        r#"<polyline fill="none" stroke="{color}" stroke-width="1.2" stroke-dasharray="6 4" points="{}"><title>{}</title></polyline>"#,
-                        pts.join(" "),
-                        escape(&c.name)
-                    );
-                }
-                Mark::Segments => {
-                    let whole = |pair: &&[[f64; 2]]| pair.iter().flatten().all(|v| v.is_finite());
-                    for pair in c.points.chunks_exact(2).filter(whole) {
-                        let _ = writeln!(
-                            s,
-                            r#"<line x1="{:.2}" y1="{:.2}" x2="{:.2}" y2="{:.2}" stroke="{color}" stroke-width="1.5"/>"#,
-                            sx(pair[0][0]),
-                            sy(pair[0][1]),
-                            sx(pair[1][0]),
-                            sy(pair[1][1])
-                        );
-                    }
-                }
-                Mark::Bars(w) => {
-                    for p in finite {
-                        let (a, b) = (sx(p[0] - w / 2.0), sx(p[0] + w / 2.0));
-                        let (top, base) = (sy(p[1].max(0.0)), sy(p[1].min(0.0)));
-                        let _ = writeln!(
-                            s,
-                            r#"<rect x="{a:.2}" y="{top:.2}" width="{:.2}" height="{:.2}" fill="{color}"/>"#,
-                            (b - a).max(0.5),
-                            (base - top).max(0.0)
-                        );
-                    }
-                }
-            }
-        }
-        s.push_str("</g>\n");
-        // The legend, right of the plot area.
+    }
+
+    /// One entry per named series, right of the plot area.
+    fn legend(&self, s: &mut String, f: &Frame) {
         let _ = writeln!(s, r#"<g class="legend">"#);
         let mut y = TOP + 8.0;
         for c in self.series.iter().filter(|c| !c.name.is_empty()) {
-            let lx = LEFT + pw + 14.0;
+            let lx = LEFT + f.pw + 14.0;
             let _ = writeln!(
                 s,
                 r#"<rect x="{lx}" y="{:.1}" width="14" height="4" fill="{}"/>"#,
@@ -315,8 +302,83 @@ impl Chart<'_> {
             );
             y += 18.0;
         }
-        s.push_str("</g>\n</svg>\n");
-        s
+        s.push_str("</g>\n");
+    }
+}
+
+/// One series' marks (points that are not finite are left out).
+fn series(s: &mut String, f: &Frame, c: &ChartSeries) {
+    let color = hex(c.color);
+    let finite = c
+        .points
+        .iter()
+        .filter(|p| p[0].is_finite() && p[1].is_finite());
+    let path = || {
+        finite
+            .clone()
+            .map(|p| f.xy(p))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    match c.mark {
+        Mark::Line => {
+            let _ = writeln!(
+                s,
+                r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"><title>{}</title></polyline>"#,
+                path(),
+                escape(&c.name)
+            );
+        }
+        Mark::Band => {
+            let _ = writeln!(
+                s,
+                r#"<polygon fill="{color}" fill-opacity="0.2" stroke="none" points="{}"/>"#,
+                path()
+            );
+        }
+        Mark::Points(r) => {
+            for p in finite {
+                let _ = writeln!(
+                    s,
+                    r#"<circle cx="{:.2}" cy="{:.2}" r="{r}" fill="{color}"/>"#,
+                    f.sx(p[0]),
+                    f.sy(p[1])
+                );
+            }
+        }
+        Mark::Dashed => {
+            let _ = writeln!(
+                s,
+                r#"<polyline fill="none" stroke="{color}" stroke-width="1.2" stroke-dasharray="6 4" points="{}"><title>{}</title></polyline>"#,
+                path(),
+                escape(&c.name)
+            );
+        }
+        Mark::Segments => {
+            let whole = |pair: &&[[f64; 2]]| pair.iter().flatten().all(|v| v.is_finite());
+            for pair in c.points.chunks_exact(2).filter(whole) {
+                let _ = writeln!(
+                    s,
+                    r#"<line x1="{:.2}" y1="{:.2}" x2="{:.2}" y2="{:.2}" stroke="{color}" stroke-width="1.5"/>"#,
+                    f.sx(pair[0][0]),
+                    f.sy(pair[0][1]),
+                    f.sx(pair[1][0]),
+                    f.sy(pair[1][1])
+                );
+            }
+        }
+        Mark::Bars(w) => {
+            for p in finite {
+                let (a, b) = (f.sx(p[0] - w / 2.0), f.sx(p[0] + w / 2.0));
+                let (top, base) = (f.sy(p[1].max(0.0)), f.sy(p[1].min(0.0)));
+                let _ = writeln!(
+                    s,
+                    r#"<rect x="{a:.2}" y="{top:.2}" width="{:.2}" height="{:.2}" fill="{color}"/>"#,
+                    (b - a).max(0.5),
+                    (base - top).max(0.0)
+                );
+            }
+        }
     }
 }
 

@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use shiftadd_core::run::{Command, Event};
 use shiftadd_core::store::RunId;
 
-use super::backend::{Backend, DRAIN_BUDGET, Loaded, Query};
-use super::ctx::{ExitChoice, Persisted, View, ViewCtx};
-use super::data::DataCache;
-use super::shortcuts;
-use super::widgets::export::Export;
-use super::{compare, hardware, launch, monitor, nas, runs, study, weights};
+use crate::gui::ctx::{ExitChoice, Persisted, View, ViewCtx};
+use crate::gui::data::backend::{Backend, DRAIN_BUDGET, Loaded, Query};
+use crate::gui::data::cache::DataCache;
+use crate::gui::shortcuts;
+use crate::gui::views::{compare, hardware, launch, monitor, nas, runs, study, weights};
+use crate::gui::widgets::export::Export;
 
 const PERSIST_KEY: &str = "shiftadd-studio";
 

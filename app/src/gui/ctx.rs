@@ -9,9 +9,10 @@ use shiftadd_core::run::Command;
 use shiftadd_core::spec::config::HwModel;
 use shiftadd_core::store::RunId;
 
-use super::data::DataCache;
-use super::widgets::export::Export;
-use super::{searches, settings};
+use crate::gui::data::cache::DataCache;
+use crate::gui::data::searches;
+use crate::gui::settings;
+use crate::gui::widgets::export::Export;
 
 /// The app's views.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

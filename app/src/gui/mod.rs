@@ -3,24 +3,22 @@
 //! [`crate::chart`]. The UI thread never calls tch or blocks on I/O: commands go to the run manager,
 //! queries to the `ui-data` thread, and both answer over bounded channels that the app drains
 //! under a time budget in [`eframe::App::logic`].
+//!
+//! Its floors, bottom first; each imports only from the ones below it (tests/e2e/layering.rs):
+//! - [`data`]: the `ui-data` thread and its queries ([`data::backend`]), the cache the views
+//!   read ([`data::cache`]), the runs filter, and the searches and studies started here;
+//! - [`widgets`]: plots, the Save dialog, Markdown, a job's progress line: any view may use them;
+//! - [`settings`]: what the views persist between sessions;
+//! - [`ctx`]: what a view gets each frame ([`ViewCtx`]); [`shortcuts`]: the keyboard;
+//! - [`views`]: one file (or folder) per view, none importing another;
+//! - `app`: the shell that lays the views out and drains the channels.
 
 mod app;
-pub mod backend;
-pub mod compare;
 pub mod ctx;
 pub mod data;
-pub mod filter;
-pub mod form;
-pub mod hardware;
-pub mod launch;
-pub mod monitor;
-pub mod nas;
-pub mod runs;
-pub mod searches;
 pub mod settings;
 pub mod shortcuts;
-pub mod study;
-pub mod weights;
+pub mod views;
 pub mod widgets;
 
 use std::path::{Path, PathBuf};
@@ -31,7 +29,8 @@ use std::time::Duration;
 use shiftadd_core::run::{Event, spawn_manager};
 use shiftadd_core::store::StoreError;
 
-use backend::Backend;
+use data::backend::{self, Backend};
+use data::searches;
 
 pub use app::StudioApp;
 pub use ctx::{ExitChoice, Persisted, View, ViewCtx};

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use shiftadd_core::spec::config::HwModel;
 use shiftadd_core::store::keys;
 
-use super::filter::Filter;
+use crate::gui::data::filter::Filter;
 
 /// Which figure of a metric a column shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

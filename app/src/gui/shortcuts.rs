@@ -8,8 +8,8 @@
 use egui::{Key, KeyboardShortcut, Modifiers};
 use shiftadd_core::run::Event;
 
-use super::ctx::View;
-use super::data::DataCache;
+use crate::gui::ctx::View;
+use crate::gui::data::cache::DataCache;
 
 /// What a shortcut asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,7 +115,9 @@ pub fn notify(title: &str, body: &str) {
         .stderr(std::process::Stdio::null())
         .spawn();
     if let Ok(mut child) = spawned {
-        // Reap it off the UI thread.
-        std::thread::spawn(move || child.wait());
+        // Reap it off the UI thread (a reaper that cannot start leaves a zombie until exit).
+        let _ = std::thread::Builder::new()
+            .name("notify-reaper".into())
+            .spawn(move || child.wait());
     }
 }

@@ -508,24 +508,20 @@ mod tests {
         (a - b).abs() <= 1e-9 * b.abs().max(1e-30)
     }
 
-    /// Reference values: `get_OPs_HW_metric(layer_dict, num_bits=bits)` of
-    /// `GATECH-EIC/ShiftAddNAS/CV/retraining_hybrid/hw_utils.py` at commit 97594b5 (Python 3.11),
-    /// on the `layer_dict` each case spells out (batch 1, `input_W = input_H`, `output_F =
-    /// output_E`): its returned energy (mJ), latency (s, printed as "ms"), `breakdown[0..6]`
-    /// (compute, DRAM, DRAM-GB, GB, NoC, RF; mJ), the chosen tiling (N0 N3 M0 M1 M2 M3 C0 C1 C2 C3
-    /// E1 E3), and the number of valid tilings it chose among.
-    #[test]
-    fn matches_the_reference_simulator_on_conv_add_shift_and_fc_layers() {
-        struct Case {
-            layer: SimLayer,
-            bits: i64,
-            energy: f64,
-            latency: f64,
-            breakdown: [f64; 6],
-            tiling: [i64; 12],
-            candidates: usize,
-        }
-        let cases = [
+    /// One layer of the reference simulator's: what it returned.
+    struct Case {
+        layer: SimLayer,
+        bits: i64,
+        energy: f64,
+        latency: f64,
+        breakdown: [f64; 6],
+        tiling: [i64; 12],
+        candidates: usize,
+    }
+
+    /// The reference's cases (see the test).
+    fn reference_cases() -> [Case; 5] {
+        [
             // {"type": "Conv", "kernel_size": 3, "stride": 1, "input_H": 32, "input_C": 16,
             //  "output_E": 32, "output_M": 32}
             Case {
@@ -617,42 +613,57 @@ mod tests {
                 tiling: [1, 1, 32, 2, 1, 1, 1, 24, 2, 1, 8, 1],
                 candidates: 9739,
             },
+        ]
+    }
+
+    /// Case `i`'s search against the reference: tiling, count, energy and its parts, latency.
+    fn check_case(i: usize, c: &Case) {
+        let got = search(&c.layer, c.bits);
+        let t = got.tiling;
+        let tiling = [
+            t.n0, t.n3, t.m0, t.m1, t.m2, t.m3, t.c0, t.c1, t.c2, t.c3, t.e1, t.e3,
         ];
-        for (i, c) in cases.iter().enumerate() {
-            let got = search(&c.layer, c.bits);
-            let t = got.tiling;
-            let tiling = [
-                t.n0, t.n3, t.m0, t.m1, t.m2, t.m3, t.c0, t.c1, t.c2, t.c3, t.e1, t.e3,
-            ];
-            assert_eq!(tiling, c.tiling, "case {i}: tiling");
-            assert_eq!(got.candidates, c.candidates, "case {i}: valid tilings");
-            assert_eq!(got.search, Search::Exact);
+        assert_eq!(tiling, c.tiling, "case {i}: tiling");
+        assert_eq!(got.candidates, c.candidates, "case {i}: valid tilings");
+        assert_eq!(got.search, Search::Exact);
+        assert!(
+            close(got.energy_mj, c.energy),
+            "case {i}: {} vs {}",
+            got.energy_mj,
+            c.energy
+        );
+        assert!(
+            close(got.latency_s, c.latency),
+            "case {i}: latency {}",
+            got.latency_s
+        );
+        let b = got.breakdown;
+        let parts = [b.compute, b.dram, b.dram_gb, b.gb, b.noc, b.rf];
+        for (k, (g, want)) in parts.iter().zip(c.breakdown).enumerate() {
             assert!(
-                close(got.energy_mj, c.energy),
-                "case {i}: {} vs {}",
-                got.energy_mj,
-                c.energy
+                close(*g, want) || (want == 0.0 && *g == 0.0),
+                "case {i}, part {k}: {g} vs {want}"
             );
-            assert!(
-                close(got.latency_s, c.latency),
-                "case {i}: latency {}",
-                got.latency_s
-            );
-            let b = got.breakdown;
-            let parts = [b.compute, b.dram, b.dram_gb, b.gb, b.noc, b.rf];
-            for (k, (g, want)) in parts.iter().zip(c.breakdown).enumerate() {
-                assert!(
-                    close(*g, want) || (want == 0.0 && *g == 0.0),
-                    "case {i}, part {k}: {g} vs {want}"
-                );
-            }
-            let sum: f64 = parts.iter().sum();
-            assert!(close(sum, got.energy_mj), "case {i}: the parts add up");
-            assert_eq!(
-                simulate(&c.layer, c.bits),
-                got,
-                "case {i}: the memo returns the search"
-            );
+        }
+        let sum: f64 = parts.iter().sum();
+        assert!(close(sum, got.energy_mj), "case {i}: the parts add up");
+        assert_eq!(
+            simulate(&c.layer, c.bits),
+            got,
+            "case {i}: the memo returns the search"
+        );
+    }
+
+    /// Reference values: `get_OPs_HW_metric(layer_dict, num_bits=bits)` of
+    /// `GATECH-EIC/ShiftAddNAS/CV/retraining_hybrid/hw_utils.py` at commit 97594b5 (Python 3.11),
+    /// on the `layer_dict` each case spells out (batch 1, `input_W = input_H`, `output_F =
+    /// output_E`): its returned energy (mJ), latency (s, printed as "ms"), `breakdown[0..6]`
+    /// (compute, DRAM, DRAM-GB, GB, NoC, RF; mJ), the chosen tiling (N0 N3 M0 M1 M2 M3 C0 C1 C2 C3
+    /// E1 E3), and the number of valid tilings it chose among.
+    #[test]
+    fn matches_the_reference_simulator_on_conv_add_shift_and_fc_layers() {
+        for (i, c) in reference_cases().iter().enumerate() {
+            check_case(i, c);
         }
     }
 

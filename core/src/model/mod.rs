@@ -3,8 +3,8 @@
 //! Every layer stores its *maximum* width and runs a leading-channel slice of it
 //! (`W_full[:c_out, :c_in]`, with BN parameters and running statistics sliced alike), so a sub-model
 //! is only a choice of widths: [`Widths`]. The tiny model is `ArchSpec::base_widths`; augmented
-//! sub-models (a later issue) choose larger per-block expand and per-stage width factors up to the
-//! maxima given at construction.
+//! sub-models (`aug.expand` and `aug.width`, or a NAS SubNet given as `aug.arch`) choose larger
+//! per-block expand and per-stage width factors up to the maxima given at construction.
 //!
 //! Each conv has a *role* (Mult, Shift or Add, from `ops.kind` and `ops.mf_layers`) and every
 //! forward pass an [`Exec`] mode that says how MF layers compute in it (tiny, augmented

@@ -742,6 +742,16 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_data()?;
+        self.validate_ops_and_aug()?;
+        self.validate_training()?;
+        self.validate_archs()?;
+        self.validate_nas()?;
+        self.validate_hw()
+    }
+
+    /// `[data]`: sizes, held-out images, CIFAR's folder.
+    fn validate_data(&self) -> Result<(), ConfigError> {
         let d = &self.data;
         range("data.synthetic_train", d.synthetic_train, 10, 1_000_000)?;
         range("data.synthetic_test", d.synthetic_test, 10, 1_000_000)?;
@@ -766,6 +776,11 @@ impl Config {
                 "CIFAR cannot be downloaded here: name the directory that holds the official binary version",
             ));
         }
+        Ok(())
+    }
+
+    /// `[ops]` and `[aug]`, and the keys of one that only apply with a value of the other.
+    fn validate_ops_and_aug(&self) -> Result<(), ConfigError> {
         let o = &self.ops;
         range("ops.weight_bits", o.weight_bits, 2, 8)?;
         frange("ops.add_eta", o.add_eta, 0.0, 100.0, false)?;
@@ -790,7 +805,8 @@ impl Config {
             return Err(invalid(
                 "aug.add_grad_ratio",
                 &a.add_grad_ratio.to_string(),
-                "sizes the AdderNet-scaled augmented gradient, so it applies to                  aug.add_grad = \"adder\" only; set that too, or remove it",
+                "sizes the AdderNet-scaled augmented gradient, so it applies to \
+                 aug.add_grad = \"adder\" only; set that too, or remove it",
             ));
         }
         if o.add_storage == AddStorage::Mult && o.kind != OpKind::Add {
@@ -812,6 +828,11 @@ impl Config {
                  trains no augmented model; use \"shared\"",
             ));
         }
+        Ok(())
+    }
+
+    /// `[remap]`, `[train]` and `[eval]`.
+    fn validate_training(&self) -> Result<(), ConfigError> {
         range("remap.bins", self.remap.bins, 2, 10_000)?;
         frange("remap.kl_weight", self.remap.kl_weight, 0.0, 1e3, true)?;
         let t = &self.train;
@@ -822,14 +843,14 @@ impl Config {
         frange("train.weight_decay", t.weight_decay, 0.0, 1.0, true)?;
         if let Some(wd) = t.add_weight_decay {
             frange("train.add_weight_decay", wd, 0.0, 1.0, true)?;
-            if o.kind != OpKind::Add {
+            if self.ops.kind != OpKind::Add {
                 return Err(invalid(
                     "train.add_weight_decay",
                     &wd.to_string(),
                     &format!(
                         "applies to Add layers, and this model has none (ops.kind = \"{}\"); \
                          remove it or use train.weight_decay",
-                        o.kind.as_str()
+                        self.ops.kind.as_str()
                     ),
                 ));
             }
@@ -847,6 +868,11 @@ impl Config {
         range("train.keep_checkpoints", t.keep_checkpoints, 1, 1000)?;
         range("eval.batch_size", self.eval.batch_size, 1, 8192)?;
         range("eval.bn_images", self.eval.bn_images, 0, 10_000_000)?;
+        Ok(())
+    }
+
+    /// `model.arch` and `aug.arch`: each valid, and the TargetNet a sub-model of the SubNet.
+    fn validate_archs(&self) -> Result<(), ConfigError> {
         for (key, arch) in [
             ("model.arch", &self.model.arch),
             ("aug.arch", &self.aug.arch),
@@ -872,6 +898,11 @@ impl Config {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// `[nas]`.
+    fn validate_nas(&self) -> Result<(), ConfigError> {
         let n = &self.nas;
         frange("nas.budget", n.budget, 0.0, 1e9, false)?;
         if n.multiples.is_empty() || n.multiples.iter().any(|m| !(1.0..=10.0).contains(m)) {
@@ -890,6 +921,11 @@ impl Config {
         range("nas.proxy_train", n.proxy_train, 10, 10_000_000)?;
         range("nas.proxy_val", n.proxy_val, 10, 10_000_000)?;
         range("nas.parallel", n.parallel, 1, 64)?;
+        Ok(())
+    }
+
+    /// `[hw]`: the bit width and a convention the cost model can charge.
+    fn validate_hw(&self) -> Result<(), ConfigError> {
         if ![8, 32].contains(&self.hw.bits) {
             return Err(invalid(
                 "hw.bits",

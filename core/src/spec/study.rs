@@ -153,38 +153,8 @@ impl Study {
             Some(_) => return Err(bad("`name` must be a non-empty string".into())),
             None => return Err(bad("`name` is missing".into())),
         };
-        let base_text = match t.remove("base") {
-            Some(toml::Value::String(p)) => {
-                let p = dir.join(p);
-                std::fs::read_to_string(&p)
-                    .map_err(|e| bad(format!("`base` = {}: {e}", p.display())))?
-            }
-            Some(_) => return Err(bad("`base` must be a path (a string)".into())),
-            None => String::new(),
-        };
-        let mut base: toml::Table =
-            toml::from_str(&base_text).map_err(|e| bad(format!("`base`: {}", e.message())))?;
-        match t.remove("config") {
-            Some(toml::Value::Table(inline)) => merge(&mut base, inline),
-            Some(_) => return Err(bad("`config` must be a table of config sections".into())),
-            None => {}
-        }
-        let base_toml = toml::to_string(&base).map_err(|e| bad(e.to_string()))?;
-        let seeds: Vec<u64> = match t.remove("seeds") {
-            Some(toml::Value::Array(a)) if !a.is_empty() => a
-                .iter()
-                .map(|v| v.as_integer().filter(|s| *s >= 0).map(|s| s as u64))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| bad("`seeds` must be non-negative integers".into()))?,
-            Some(_) => return Err(bad("`seeds` must be a non-empty list of integers".into())),
-            None => return Err(bad("`seeds` is missing (e.g. seeds = [0, 1, 2])".into())),
-        };
-        let mut unique = seeds.clone();
-        unique.sort_unstable();
-        unique.dedup();
-        if unique.len() != seeds.len() {
-            return Err(bad("`seeds` repeats a seed".into()));
-        }
+        let base_toml = base_config(&mut t, dir, &bad)?;
+        let seeds = parse_seeds(t.remove("seeds"), &bad)?;
         let metric = match t.remove("metric") {
             Some(toml::Value::String(m)) if METRICS.contains(&m.as_str()) => m,
             Some(v) => {
@@ -206,40 +176,7 @@ impl Study {
         };
         let mut variants = named_variants(t.remove("variant"), &bad)?;
         variants.extend(grid_variants(t.remove("grid"), seeds.len(), &bad)?);
-        let cells = variants.len().saturating_mul(seeds.len());
-        if cells > MAX_CELLS {
-            return Err(bad(format!(
-                "{} variants × {} seeds is {cells} cells; a study holds at most {MAX_CELLS}",
-                variants.len(),
-                seeds.len()
-            )));
-        }
-        if variants.is_empty() {
-            return Err(bad(
-                "no variants: give [[variant]] blocks (name, set) or a [grid]".into(),
-            ));
-        }
-        let mut names = std::collections::HashSet::new();
-        if let Some(dup) = variants.iter().find(|v| !names.insert(v.name.as_str())) {
-            return Err(bad(format!("two variants are named `{}`", dup.name)));
-        }
-        for v in &variants {
-            match v.vs.as_deref() {
-                Some(vs) if vs == v.name => {
-                    return Err(bad(format!(
-                        "variant `{}`: `vs` names the variant itself",
-                        v.name
-                    )));
-                }
-                Some(vs) if !variants.iter().any(|w| w.name == vs) => {
-                    return Err(bad(format!(
-                        "variant `{}`: `vs` = \"{vs}\" is not a variant",
-                        v.name
-                    )));
-                }
-                _ => {}
-            }
-        }
+        check_variants(&variants, seeds.len(), &bad)?;
         let baseline = match t.remove("baseline") {
             Some(toml::Value::String(b)) if variants.iter().any(|v| v.name == b) => b,
             Some(v) => {
@@ -383,6 +320,99 @@ fn overrides(
         out.push(format!("{k}={v}"));
     }
     Ok(out)
+}
+
+/// The study's base config as TOML: the file `base` names (relative to `dir`), with the
+/// inline `config` table merged over it.
+fn base_config(
+    t: &mut toml::Table,
+    dir: &Path,
+    bad: &dyn Fn(String) -> StudyError,
+) -> Result<String, StudyError> {
+    let base_text = match t.remove("base") {
+        Some(toml::Value::String(p)) => {
+            let p = dir.join(p);
+            std::fs::read_to_string(&p)
+                .map_err(|e| bad(format!("`base` = {}: {e}", p.display())))?
+        }
+        Some(_) => return Err(bad("`base` must be a path (a string)".into())),
+        None => String::new(),
+    };
+    let mut base: toml::Table =
+        toml::from_str(&base_text).map_err(|e| bad(format!("`base`: {}", e.message())))?;
+    match t.remove("config") {
+        Some(toml::Value::Table(inline)) => merge(&mut base, inline),
+        Some(_) => return Err(bad("`config` must be a table of config sections".into())),
+        None => {}
+    }
+    toml::to_string(&base).map_err(|e| bad(e.to_string()))
+}
+
+/// `seeds`: a non-empty list of distinct non-negative integers.
+fn parse_seeds(
+    value: Option<toml::Value>,
+    bad: &dyn Fn(String) -> StudyError,
+) -> Result<Vec<u64>, StudyError> {
+    let seeds: Vec<u64> = match value {
+        Some(toml::Value::Array(a)) if !a.is_empty() => a
+            .iter()
+            .map(|v| v.as_integer().filter(|s| *s >= 0).map(|s| s as u64))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| bad("`seeds` must be non-negative integers".into()))?,
+        Some(_) => return Err(bad("`seeds` must be a non-empty list of integers".into())),
+        None => return Err(bad("`seeds` is missing (e.g. seeds = [0, 1, 2])".into())),
+    };
+    let mut unique = seeds.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    if unique.len() != seeds.len() {
+        return Err(bad("`seeds` repeats a seed".into()));
+    }
+    Ok(seeds)
+}
+
+/// The variants as a study can run them: some, not too many cells, named once each, every
+/// `vs` naming another variant.
+fn check_variants(
+    variants: &[Variant],
+    seeds: usize,
+    bad: &dyn Fn(String) -> StudyError,
+) -> Result<(), StudyError> {
+    let cells = variants.len().saturating_mul(seeds);
+    if cells > MAX_CELLS {
+        return Err(bad(format!(
+            "{} variants × {} seeds is {cells} cells; a study holds at most {MAX_CELLS}",
+            variants.len(),
+            seeds
+        )));
+    }
+    if variants.is_empty() {
+        return Err(bad(
+            "no variants: give [[variant]] blocks (name, set) or a [grid]".into(),
+        ));
+    }
+    let mut names = std::collections::HashSet::new();
+    if let Some(dup) = variants.iter().find(|v| !names.insert(v.name.as_str())) {
+        return Err(bad(format!("two variants are named `{}`", dup.name)));
+    }
+    for v in variants {
+        match v.vs.as_deref() {
+            Some(vs) if vs == v.name => {
+                return Err(bad(format!(
+                    "variant `{}`: `vs` names the variant itself",
+                    v.name
+                )));
+            }
+            Some(vs) if !variants.iter().any(|w| w.name == vs) => {
+                return Err(bad(format!(
+                    "variant `{}`: `vs` = \"{vs}\" is not a variant",
+                    v.name
+                )));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn named_variants(

@@ -17,7 +17,7 @@ use std::path::Path;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use super::files::TempDb;
-use super::schema::{self, Result, SCHEMA_VERSION, StoreError};
+use super::schema::{self, Result, SCHEMA_VERSION, Status, StoreError};
 
 /// What merging one file did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -436,7 +436,9 @@ fn merge_studies(tx: &rusqlite::Transaction<'_>, sum: &mut ImportSummary) -> rus
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional()?;
-            let settled = |s: &str| s == "finished" || s == "failed";
+            // A status this code does not know (a damaged row) is not settled.
+            let settled =
+                |s: &str| matches!(Status::parse(s), Some(Status::Finished | Status::Failed));
             let incoming: String =
                 tx.query_row("SELECT status FROM main.runs WHERE id = ?1", [run], |r| {
                     r.get(0)

@@ -385,14 +385,11 @@ fn bad_files_are_refused_with_one_line_and_nothing_changed() {
     }
 }
 
-/// Issue 43, item 2: an unknown status, text where a time belongs, and text in a metric's value
-/// each broke every listing, and import took such a file in.
-#[test]
-fn a_damaged_row_is_listed_as_damaged_named_by_check_and_refused_by_import() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let hostile = dir.path().join("hostile.db");
+/// Five finished runs, of which three damaged: `zombie` (an unknown status), `yesterday` (text
+/// where a time belongs), `x-metric` (text in its validation metric's value).
+fn write_damaged(hostile: &Path) {
     {
-        let w = Writer::open(&hostile).expect("open");
+        let w = Writer::open(hostile).expect("open");
         for (i, name) in ["fine", "zombie", "yesterday", "x-metric", "fine-too"]
             .iter()
             .enumerate()
@@ -412,7 +409,7 @@ fn a_damaged_row_is_listed_as_damaged_named_by_check_and_refused_by_import() {
         }
         w.flush().expect("flush");
     }
-    Connection::open(&hostile)
+    Connection::open(hostile)
         .expect("raw")
         .execute_batch(
             "UPDATE runs SET status = 'zombie' WHERE name = 'zombie';
@@ -421,12 +418,11 @@ fn a_damaged_row_is_listed_as_damaged_named_by_check_and_refused_by_import() {
                  AND run_id = (SELECT id FROM runs WHERE name = 'x-metric');",
         )
         .expect("damage");
+}
 
-    // Listed: every run, the three damaged ones as damaged with the column named.
-    let listed = Reader::open(&hostile)
-        .expect("reader")
-        .runs()
-        .expect("listing");
+/// The listing of [`write_damaged`]'s file: all five runs, the three damaged ones as damaged
+/// with the column named.
+fn assert_listed_as_damaged(listed: &[RunSummary]) {
     let shown: Vec<(String, Status, Option<String>)> = listed
         .iter()
         .map(|r| (r.name.clone(), r.status, r.reason.clone()))
@@ -463,6 +459,22 @@ fn a_damaged_row_is_listed_as_damaged_named_by_check_and_refused_by_import() {
             .filter(|r| r.status == Status::Finished)
             .all(|r| r.last_val_top1 == Some(50.0))
     );
+}
+
+/// Issue 43, item 2: an unknown status, text where a time belongs, and text in a metric's value
+/// each broke every listing, and import took such a file in.
+#[test]
+fn a_damaged_row_is_listed_as_damaged_named_by_check_and_refused_by_import() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let hostile = dir.path().join("hostile.db");
+    write_damaged(&hostile);
+
+    // Listed: every run, the three damaged ones as damaged with the column named.
+    let listed = Reader::open(&hostile)
+        .expect("reader")
+        .runs()
+        .expect("listing");
+    assert_listed_as_damaged(&listed);
 
     let reader = Reader::open(&hostile).expect("reader");
     let summaries = reader.metric_summary(keys::VAL_TOP1).expect("summary");

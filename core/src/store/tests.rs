@@ -323,12 +323,15 @@ fn many_openers_of_a_new_database_at_once_all_succeed() {
         let handles: Vec<_> = (0..openers)
             .map(|i| {
                 let (db, gate) = (db.clone(), gate.clone());
-                std::thread::spawn(move || {
-                    gate.wait();
-                    let w = Writer::open(&db).map_err(|e| format!("open: {e}"))?;
-                    w.create_run(new_run(&format!("r{i}")))
-                        .map_err(|e| format!("create: {e}"))
-                })
+                std::thread::Builder::new()
+                    .name("opener".into())
+                    .spawn(move || {
+                        gate.wait();
+                        let w = Writer::open(&db).map_err(|e| format!("open: {e}"))?;
+                        w.create_run(new_run(&format!("r{i}")))
+                            .map_err(|e| format!("create: {e}"))
+                    })
+                    .expect("spawn")
             })
             .collect();
         let mut ids: Vec<RunId> = handles

@@ -226,49 +226,25 @@ pub fn run(
         }
     }
     let writer = manager.writer();
-    let Plan {
-        id,
-        mut out,
-        mut todo,
-    } = plan(study, db, writer, report)?;
+    let Plan { id, out, mut todo } = plan(study, db, writer, report)?;
     writer.flush()?;
     let parallel = parallel.max(1);
     report_left(study, id, db, parallel, "", report)?;
-    let mut next_request = 1u64 << 41;
-    // In flight: request → (cell, run once known).
-    let mut pending: HashMap<u64, (String, &Variant, u64, Option<RunId>)> = HashMap::new();
+    let mut cells = Cells {
+        study,
+        id,
+        parallel,
+        out,
+        pending: HashMap::new(),
+        next_request: 1u64 << 41,
+    };
     let result = loop {
-        while pending.len() < parallel
-            && let Some((v, seed, what)) = todo.pop_front()
+        while cells.pending.len() < parallel
+            && let Some(next) = todo.pop_front()
         {
-            next_request += 1;
-            let request = next_request;
-            let cell = cell_name(v, seed);
-            let command = match what {
-                Todo::Start => {
-                    let mut cfg = study.config(v, seed)?;
-                    cfg.train.threads = threads_per_cell(cfg.train.threads, parallel);
-                    out.trained += 1;
-                    Command::Start {
-                        config: Box::new(cfg),
-                        name: format!("{}-{}-s{seed}", study.name, v.name),
-                        tags: format!("study,study{id}"),
-                        request,
-                    }
-                }
-                Todo::Resume(run) => {
-                    out.resumed += 1;
-                    report(format!("resuming run {run} ({cell})"));
-                    Command::Resume { run, request }
-                }
-            };
-            manager
-                .commands
-                .send(command)
-                .map_err(|e| StudyRunError::ManagerGone(e.to_string()))?;
-            pending.insert(request, (cell, v, seed, None));
+            cells.send(manager, next, report)?;
         }
-        if pending.is_empty() {
+        if cells.pending.is_empty() {
             break Ok(());
         }
         if stop.load(Ordering::Relaxed) {
@@ -279,27 +255,125 @@ pub fn run(
             Err(RecvTimeoutError::Timeout) => continue,
             Err(e) => break Err(StudyRunError::ManagerGone(e.to_string())),
         };
-        let of_run = |pending: &HashMap<u64, (String, &Variant, u64, Option<RunId>)>, run| {
-            pending
-                .iter()
-                .find(|(_, p)| p.3 == Some(run))
-                .map(|(r, _)| *r)
+        if let Err(e) = cells.on_event(event, writer, report) {
+            break Err(e);
+        }
+    };
+    if result.is_err() {
+        // Leave nothing of this study training behind; every cell stays resumable.
+        for p in cells.pending.values() {
+            if let Some(run) = p.run {
+                let _ = manager.commands.send(Command::Stop(run));
+            }
+        }
+    }
+    writer.flush()?;
+    result.map(|()| cells.out)
+}
+
+/// A cell sent to the run manager: its name, variant and seed, and its run once created.
+struct InFlight<'s> {
+    cell: String,
+    variant: &'s Variant,
+    seed: u64,
+    run: Option<RunId>,
+}
+
+/// The cells of study `id` in flight, by the request that started them, and the tally so far.
+struct Cells<'s> {
+    study: &'s Study,
+    id: i64,
+    parallel: usize,
+    out: StudyOutcome,
+    pending: HashMap<u64, InFlight<'s>>,
+    next_request: u64,
+}
+
+impl<'s> Cells<'s> {
+    /// Start (or resume) one cell: its config's threads shared among the cells in parallel.
+    fn send(
+        &mut self,
+        manager: &ManagerHandle,
+        (v, seed, what): (&'s Variant, u64, Todo),
+        report: &mut dyn FnMut(String),
+    ) -> Result<(), StudyRunError> {
+        self.next_request += 1;
+        let request = self.next_request;
+        let cell = cell_name(v, seed);
+        let command = match what {
+            Todo::Start => {
+                let mut cfg = self.study.config(v, seed)?;
+                cfg.train.threads = threads_per_cell(cfg.train.threads, self.parallel);
+                self.out.trained += 1;
+                Command::Start {
+                    config: Box::new(cfg),
+                    name: format!("{}-{}-s{seed}", self.study.name, v.name),
+                    tags: format!("study,study{}", self.id),
+                    request,
+                }
+            }
+            Todo::Resume(run) => {
+                self.out.resumed += 1;
+                report(format!("resuming run {run} ({cell})"));
+                Command::Resume { run, request }
+            }
         };
+        manager
+            .commands
+            .send(command)
+            .map_err(|e| StudyRunError::ManagerGone(e.to_string()))?;
+        self.pending.insert(
+            request,
+            InFlight {
+                cell,
+                variant: v,
+                seed,
+                run: None,
+            },
+        );
+        Ok(())
+    }
+
+    /// The request whose cell runs as `run`.
+    fn of_run(&self, run: RunId) -> Option<u64> {
+        self.pending
+            .iter()
+            .find(|(_, p)| p.run == Some(run))
+            .map(|(r, _)| *r)
+    }
+
+    /// Take `run`'s cell out of flight, if it is one of ours.
+    fn settle(&mut self, run: RunId) -> Option<InFlight<'s>> {
+        let request = self.of_run(run)?;
+        self.pending.remove(&request)
+    }
+
+    /// Record what the manager says of a cell; an error ends the study (a cell refused or
+    /// stopped from outside, the database failing).
+    fn on_event(
+        &mut self,
+        event: Event,
+        writer: &Writer,
+        report: &mut dyn FnMut(String),
+    ) -> Result<(), StudyRunError> {
         match event {
             Event::Created { request, run } => {
-                if let Some(p) = pending.get_mut(&request) {
-                    p.3 = Some(run);
+                if let Some(p) = self.pending.get_mut(&request) {
+                    p.run = Some(run);
                     writer.send(WriteOp::StudyRun(StudyRunRow {
-                        study: id,
-                        variant: p.1.name.clone(),
-                        seed: p.2,
+                        study: self.id,
+                        variant: p.variant.name.clone(),
+                        seed: p.seed,
                         run,
                     }))?;
                 }
             }
             Event::Rejected { request, reason } => {
-                if let Some((cell, ..)) = pending.remove(&request) {
-                    break Err(StudyRunError::Refused { cell, reason });
+                if let Some(p) = self.pending.remove(&request) {
+                    return Err(StudyRunError::Refused {
+                        cell: p.cell,
+                        reason,
+                    });
                 }
             }
             Event::Finished {
@@ -307,45 +381,31 @@ pub fn run(
                 val_top1,
                 test_top1,
             } => {
-                if let Some(r) = of_run(&pending, run)
-                    && let Some((cell, ..)) = pending.remove(&r)
-                {
+                if let Some(p) = self.settle(run) {
                     let test =
                         test_top1.map_or_else(|| "-".into(), |t| format!("{:.2}", t * 100.0));
                     report(format!(
-                        "{cell}: run {run} finished, val top-1 {:.2} %, test top-1 {test} %",
+                        "{}: run {run} finished, val top-1 {:.2} %, test top-1 {test} %",
+                        p.cell,
                         val_top1 * 100.0
                     ));
                 }
             }
             Event::Failed { run, reason } => {
-                if let Some(r) = of_run(&pending, run)
-                    && let Some((cell, ..)) = pending.remove(&r)
-                {
-                    out.failed += 1;
-                    report(format!("{cell}: run {run} failed: {reason}"));
+                if let Some(p) = self.settle(run) {
+                    self.out.failed += 1;
+                    report(format!("{}: run {run} failed: {reason}", p.cell));
                 }
             }
             Event::Stopped { run } => {
-                if let Some(r) = of_run(&pending, run)
-                    && let Some((cell, ..)) = pending.remove(&r)
-                {
-                    break Err(StudyRunError::RunStopped { run, cell });
+                if let Some(p) = self.settle(run) {
+                    return Err(StudyRunError::RunStopped { run, cell: p.cell });
                 }
             }
             _ => {}
         }
-    };
-    if result.is_err() {
-        // Leave nothing of this study training behind; every cell stays resumable.
-        for (.., run) in pending.values() {
-            if let Some(run) = run {
-                let _ = manager.commands.send(Command::Stop(*run));
-            }
-        }
+        Ok(())
     }
-    writer.flush()?;
-    result.map(|()| out)
 }
 
 /// What a config trains, as text: the config with the thread count (which changes the speed, not

@@ -85,7 +85,11 @@ fn main() -> ExitCode {
         for (n, (message, input)) in report.findings.iter().enumerate() {
             let file = std::env::temp_dir().join(format!("fuzz-finding-{stem}-{}.bin", n + 1));
             let _ = std::fs::write(&file, input);
-            println!("  panic {}: {message} (input saved to {})", n + 1, file.display());
+            println!(
+                "  panic {}: {message} (input saved to {})",
+                n + 1,
+                file.display()
+            );
         }
         failed |= report.panics > 0 || report.hangs > 0;
     }

@@ -123,34 +123,37 @@ fn main() -> ExitCode {
             reader_errors.clone(),
             db.clone(),
         );
-        std::thread::spawn(move || {
-            let mut reader = None;
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(200));
-                if reader.is_none() {
-                    reader = Reader::open(&db).ok();
-                    continue;
-                }
-                let Some(r) = &reader else { continue };
-                match r.runs() {
-                    Ok(runs) => {
-                        for run in runs.iter().filter(|x| x.status == Status::Running) {
-                            if let Err(e) = r.metrics(run.id)
-                                && let Ok(mut v) = errors.lock()
-                            {
+        std::thread::Builder::new()
+            .name("soak-reader".into())
+            .spawn(move || {
+                let mut reader = None;
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(200));
+                    if reader.is_none() {
+                        reader = Reader::open(&db).ok();
+                        continue;
+                    }
+                    let Some(r) = &reader else { continue };
+                    match r.runs() {
+                        Ok(runs) => {
+                            for run in runs.iter().filter(|x| x.status == Status::Running) {
+                                if let Err(e) = r.metrics(run.id)
+                                    && let Ok(mut v) = errors.lock()
+                                {
+                                    v.push(e.to_string());
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            if let Ok(mut v) = errors.lock() {
                                 v.push(e.to_string());
                             }
                         }
                     }
-                    Err(e) => {
-                        if let Ok(mut v) = errors.lock() {
-                            v.push(e.to_string());
-                        }
-                    }
+                    polls.fetch_add(1, Ordering::Relaxed);
                 }
-                polls.fetch_add(1, Ordering::Relaxed);
-            }
-        })
+            })
+            .expect("spawn the reader")
     };
     let t0 = Instant::now();
     let total = Duration::from_secs_f64(minutes * 60.0);

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crossbeam_channel::{Receiver, Sender, unbounded};
+use crossbeam_channel::{Receiver, Sender, bounded};
 use egui::{ColorImage, Rect};
 
 /// What a plot asked to export.
@@ -66,7 +66,8 @@ pub struct Export {
 impl Export {
     /// Exports default to `default_dir`; the Save dialog opens in `last` when given.
     pub fn new(default_dir: PathBuf, last: Option<PathBuf>) -> Self {
-        let (done_tx, done_rx) = unbounded();
+        // Writers wait when 64 results are undrained (the UI drains them every frame).
+        let (done_tx, done_rx) = bounded(64);
         Self {
             dir: last.unwrap_or_else(|| default_dir.clone()),
             default_dir,
@@ -135,55 +136,7 @@ impl Export {
                             .desired_width(f32::INFINITY),
                     );
                     ui.end_row();
-                    ui.label("");
-                    ui.horizontal(|ui| {
-                        if ui
-                            .button("Up")
-                            .on_hover_text("the folder above this one")
-                            .clicked()
-                            && let Some(up) = Path::new(pending.folder.trim()).parent()
-                        {
-                            pending.folder = up.display().to_string();
-                        }
-                        if ui
-                            .button("Default")
-                            .on_hover_text(format!(
-                                "exports/ beside the database: {}",
-                                self.default_dir.display()
-                            ))
-                            .clicked()
-                        {
-                            pending.folder = self.default_dir.display().to_string();
-                        }
-                    });
-                    ui.end_row();
-                    ui.label("");
-                    egui::ScrollArea::vertical()
-                        .max_height(150.0)
-                        .auto_shrink([false, true])
-                        .show(ui, |ui| match &listing {
-                            Ok(subs) if subs.is_empty() => {
-                                ui.weak("no subfolders");
-                            }
-                            Ok(subs) => {
-                                for sub in subs {
-                                    if ui
-                                        .selectable_label(false, format!("{sub}/"))
-                                        .on_hover_text("open this folder")
-                                        .clicked()
-                                    {
-                                        pending.folder = Path::new(pending.folder.trim())
-                                            .join(sub)
-                                            .display()
-                                            .to_string();
-                                    }
-                                }
-                            }
-                            Err(why) => {
-                                ui.weak(why);
-                            }
-                        });
-                    ui.end_row();
+                    folder_rows(ui, &mut pending.folder, &listing, &self.default_dir);
                     ui.label("File name");
                     let file = ui.add(
                         egui::TextEdit::singleline(&mut pending.file).desired_width(f32::INFINITY),
@@ -251,7 +204,8 @@ impl Export {
         ctx.request_screenshot(move |image: Arc<ColorImage>| {
             let cropped = image.region(&rect, Some(ppp));
             let result = spawn_named("export", move || write_png(&path, &cropped).map(|()| path));
-            let _ = tx.send(result);
+            // On the UI thread: never wait (a full channel means 64 results undrained).
+            let _ = tx.try_send(result);
             waker.request_repaint();
         });
         ctx.request_repaint();
@@ -299,7 +253,7 @@ impl Export {
         if let Err(e) = spawned {
             let _ = self
                 .done_tx
-                .send(Err(format!("cannot start a thread: {e}")));
+                .try_send(Err(format!("cannot start a thread: {e}")));
         }
     }
 }
@@ -320,6 +274,62 @@ fn file_name(name: &str, ext: &str) -> String {
         })
         .collect();
     format!("{safe}-{stamp}.{ext}")
+}
+
+/// The Save dialog's rows under the folder field: Up and Default, then the folder's
+/// subfolders, a click opening one.
+fn folder_rows(
+    ui: &mut egui::Ui,
+    folder: &mut String,
+    listing: &Result<Vec<String>, String>,
+    default_dir: &Path,
+) {
+    ui.label("");
+    ui.horizontal(|ui| {
+        if ui
+            .button("Up")
+            .on_hover_text("the folder above this one")
+            .clicked()
+            && let Some(up) = Path::new(folder.trim()).parent()
+        {
+            *folder = up.display().to_string();
+        }
+        if ui
+            .button("Default")
+            .on_hover_text(format!(
+                "exports/ beside the database: {}",
+                default_dir.display()
+            ))
+            .clicked()
+        {
+            *folder = default_dir.display().to_string();
+        }
+    });
+    ui.end_row();
+    ui.label("");
+    egui::ScrollArea::vertical()
+        .max_height(150.0)
+        .auto_shrink([false, true])
+        .show(ui, |ui| match &listing {
+            Ok(subs) if subs.is_empty() => {
+                ui.weak("no subfolders");
+            }
+            Ok(subs) => {
+                for sub in subs {
+                    if ui
+                        .selectable_label(false, format!("{sub}/"))
+                        .on_hover_text("open this folder")
+                        .clicked()
+                    {
+                        *folder = Path::new(folder.trim()).join(sub).display().to_string();
+                    }
+                }
+            }
+            Err(why) => {
+                ui.weak(why);
+            }
+        });
+    ui.end_row();
 }
 
 /// The subfolders of the dialog's folder, listed again only when the folder changed.

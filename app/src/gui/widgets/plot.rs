@@ -291,9 +291,68 @@ pub fn series_plot(
         axes.x.title().to_owned()
     };
     let percent = style.percent;
+    let plot = series_frame(id, &style, axes, log_y, x_title.clone());
+    let hidden = hidden_curves(ui.ctx(), id);
+    let view = View { style, axes, log_y };
+    let mut drawn: Vec<Drawn> = Vec::new();
+    let mut pointer = None;
+    let response = plot.show(ui, |plot_ui| {
+        let bounds = plot_ui.plot_bounds();
+        let px = plot_ui.transform().frame().width().max(1.0) as usize;
+        // While the plot fits its data (not zoomed or panned), bucket whole series: cutting them
+        // to last frame's bounds would keep those bounds from ever growing.
+        let (x_min, x_max) = if !plot_ui.auto_bounds().x && bounds.is_valid_x() {
+            (bounds.min()[0], bounds.max()[0])
+        } else {
+            (f64::NEG_INFINITY, f64::INFINITY)
+        };
+        pointer = plot_ui.pointer_coordinate();
+        let ctx = plot_ui.ctx().clone();
+        for c in curves.iter().filter(|c| !hidden.contains(&c.name)) {
+            drawn.push(draw_curve(plot_ui, &ctx, id, c, view, (x_min, x_max, px)));
+        }
+    });
+    let plotted = *response.transform.bounds();
+    ui.data_mut(|d| d.insert_temp(bounds_id, plotted));
+    remember_transform(ui.ctx(), id, response.transform);
+    if let Some(p) = pointer.filter(|_| response.response.hovered()) {
+        hover_values(&response.response, p.x, &drawn, view);
+    }
+    let entries: Vec<(String, Color32)> =
+        curves.iter().map(|c| (c.name.clone(), c.color)).collect();
+    if entries.len() > 1 || entries.iter().any(|e| !e.0.is_empty()) {
+        legend_row(ui, id, &entries);
+    }
+    if header.svg {
+        let svg = SeriesSvg {
+            title,
+            x_title,
+            axes,
+            log_y,
+            percent,
+        };
+        export.request(ExportRequest::Text {
+            name: id.to_owned(),
+            ext: "svg",
+            text: svg.render(&drawn, plotted),
+        });
+    }
+    export.capture_if_requested(ui.ctx(), id, header.region(ui));
+}
+
+/// The empty plot a series plot draws into: its axes' labels, grids and tick formats, its x
+/// linked to other plots' when the style says.
+fn series_frame(
+    id: &str,
+    style: &PlotStyle,
+    axes: PlotAxes,
+    log_y: bool,
+    x_title: String,
+) -> Plot<'static> {
+    let percent = style.percent;
     let mut plot = Plot::new(id)
         .height(style.height)
-        .x_axis_label(x_title.clone())
+        .x_axis_label(x_title)
         .show_x(false)
         .show_y(false)
         .x_grid_spacer(|g| nice_grid(&g, 70.0))
@@ -312,68 +371,63 @@ pub fn series_plot(
             .link_axis(group, [true, false])
             .link_cursor(group, [true, false]);
     }
-    let hidden = hidden_curves(ui.ctx(), id);
-    let view = View { style, axes, log_y };
-    let mut drawn: Vec<Drawn> = Vec::new();
-    let mut pointer = None;
-    let response = plot.show(ui, |plot_ui| {
-        let bounds = plot_ui.plot_bounds();
-        let px = plot_ui.transform().frame().width().max(1.0) as usize;
-        // While the plot fits its data (not zoomed or panned), bucket whole series: cutting them
-        // to last frame's bounds would keep those bounds from ever growing.
-        let (x_min, x_max) = if !plot_ui.auto_bounds().x && bounds.is_valid_x() {
-            (bounds.min()[0], bounds.max()[0])
-        } else {
-            (f64::NEG_INFINITY, f64::INFINITY)
-        };
-        pointer = plot_ui.pointer_coordinate();
-        let ctx = plot_ui.ctx().clone();
-        for c in curves.iter().filter(|c| !hidden.contains(&c.name)) {
-            let cache_id = egui::Id::unique((id, &c.name, "curve-cache"));
-            let key = CacheKey::new(c.series, view, x_min, x_max, px);
-            let mut cache: CurveCache = ctx.data(|d| d.get_temp(cache_id)).unwrap_or_default();
-            if cache.key != Some(key) {
-                cache = CurveCache::build(c.series, view, x_min, x_max, px, key);
-                ctx.data_mut(|d| d.insert_temp(cache_id, cache.clone()));
-            }
-            if let Some(raw) = &cache.raw {
-                // Raw curve, faint, beneath the smoothed one.
-                plot_ui.line(
-                    Line::new("", raw.as_ref().clone())
-                        .color(c.color.gamma_multiply(0.25))
-                        .allow_hover(false)
-                        .id(egui::Id::unique((id, &c.name, "raw"))),
-                );
-            }
-            plot_ui.line(
-                Line::new(c.name.clone(), cache.shown.as_ref().clone())
-                    .color(c.color)
-                    .id(egui::Id::unique((id, &c.name))),
-            );
-            if cache.shown.len() <= 30 {
-                // Sparse series (per-epoch metrics): mark the points, a single one included.
-                plot_ui.points(
-                    Points::new("", cache.shown.as_ref().clone())
-                        .color(c.color)
-                        .radius(2.5)
-                        .allow_hover(false),
-                );
-            }
-            drawn.push((c.name.clone(), c.color, cache.shown.clone()));
-        }
-    });
-    let plotted = *response.transform.bounds();
-    ui.data_mut(|d| d.insert_temp(bounds_id, plotted));
-    remember_transform(ui.ctx(), id, response.transform);
-    if let Some(p) = pointer.filter(|_| response.response.hovered()) {
-        hover_values(&response.response, p.x, &drawn, view);
+    plot
+}
+
+/// Draw curve `c` (its raw values faint beneath when smoothed, its points marked when sparse),
+/// from the points cached for this view, x range and width (`px`), rebuilt when those change.
+fn draw_curve(
+    plot_ui: &mut egui_plot::PlotUi<'_>,
+    ctx: &egui::Context,
+    id: &str,
+    c: &Curve<'_>,
+    view: View,
+    (x_min, x_max, px): (f64, f64, usize),
+) -> Drawn {
+    let cache_id = egui::Id::unique((id, &c.name, "curve-cache"));
+    let key = CacheKey::new(c.series, view, x_min, x_max, px);
+    let mut cache: CurveCache = ctx.data(|d| d.get_temp(cache_id)).unwrap_or_default();
+    if cache.key != Some(key) {
+        cache = CurveCache::build(c.series, view, x_min, x_max, px, key);
+        ctx.data_mut(|d| d.insert_temp(cache_id, cache.clone()));
     }
-    let entries: Vec<(String, Color32)> =
-        curves.iter().map(|c| (c.name.clone(), c.color)).collect();
-    if entries.len() > 1 || entries.iter().any(|e| !e.0.is_empty()) {
-        legend_row(ui, id, &entries);
+    if let Some(raw) = &cache.raw {
+        // Raw curve, faint, beneath the smoothed one.
+        plot_ui.line(
+            Line::new("", raw.as_ref().clone())
+                .color(c.color.gamma_multiply(0.25))
+                .allow_hover(false)
+                .id(egui::Id::unique((id, &c.name, "raw"))),
+        );
     }
-    if header.svg {
+    plot_ui.line(
+        Line::new(c.name.clone(), cache.shown.as_ref().clone())
+            .color(c.color)
+            .id(egui::Id::unique((id, &c.name))),
+    );
+    if cache.shown.len() <= 30 {
+        // Sparse series (per-epoch metrics): mark the points, a single one included.
+        plot_ui.points(
+            Points::new("", cache.shown.as_ref().clone())
+                .color(c.color)
+                .radius(2.5)
+                .allow_hover(false),
+        );
+    }
+    (c.name.clone(), c.color, cache.shown.clone())
+}
+
+/// A series plot as the SVG export writes it: what it was titled and how its axes read.
+struct SeriesSvg<'a> {
+    title: &'a str,
+    x_title: String,
+    axes: PlotAxes,
+    log_y: bool,
+    percent: bool,
+}
+
+impl SeriesSvg<'_> {
+    fn render(&self, drawn: &[Drawn], plotted: PlotBounds) -> String {
         let series = drawn
             .iter()
             .map(|(name, color, pts)| ChartSeries {
@@ -383,25 +437,21 @@ pub fn series_plot(
                 points: pts.as_ref().clone(),
             })
             .collect();
+        let (axes, log_y, percent) = (self.axes, self.log_y, self.percent);
         let xf = move |v: f64, s: f64| x_label(v, s, axes);
         let yf = move |v: f64, s: f64| y_label(v, s, log_y, percent);
-        let chart = Chart {
-            title: title.to_owned(),
-            x_label: x_title,
+        Chart {
+            title: self.title.to_owned(),
+            x_label: self.x_title.clone(),
             y_label: if percent { "%".into() } else { String::new() },
             bounds: [plotted.min(), plotted.max()],
             series,
             x_fmt: &xf,
             y_fmt: &yf,
             x_categories: Vec::new(),
-        };
-        export.request(ExportRequest::Text {
-            name: id.to_owned(),
-            ext: "svg",
-            text: chart.render(),
-        });
+        }
+        .render()
     }
-    export.capture_if_requested(ui.ctx(), id, header.region(ui));
 }
 
 /// A curve as drawn this frame: name, colour, plotted points.

@@ -1,6 +1,6 @@
 //! The runs table: every run in the database, virtualised (only the visible rows are laid
 //! out), with chosen columns (built-in, any config key, any metric's last / best / min), sort by
-//! any column, the filter language of [`super::filter`], NAS proxies and study cells folded under
+//! any column, the filter language of [`crate::gui::data::filter`], NAS proxies and study cells folded under
 //! their search / study, shift-click range ticking, and run management (rename, tags, notes,
 //! archive, delete with confirmation). Click a name to make it the current run (Monitor,
 //! Weights, Hardware); tick runs to compare them.
@@ -13,12 +13,12 @@ use shiftadd_core::spec::config::HwModel;
 use shiftadd_core::store::manage::RunEdit;
 use shiftadd_core::store::{RunId, Status};
 
-use super::backend::{Query, RunRow};
-use super::ctx::{Persisted, View};
-use super::data::DataCache;
-use super::filter::{self, Filter};
-use super::settings::{Agg, Col, RunsSettings, SortBy};
 use crate::chart::format::format_secs;
+use crate::gui::ctx::{Persisted, View};
+use crate::gui::data::backend::{Query, RunRow};
+use crate::gui::data::cache::DataCache;
+use crate::gui::data::filter::{self, Filter};
+use crate::gui::settings::{Agg, Col, RunsSettings, SortBy};
 
 /// What a cell shows, and the number it sorts by (text sorts where there is none).
 pub struct Cell {
@@ -326,34 +326,42 @@ impl RunsView {
             return;
         }
         let (ids, lines) = (layout.ids.clone(), layout.lines.clone());
+        match_summary(ui, &ids, &lines, data.runs.len());
+        let clicks = self.table(ui, &ids, &lines, data, persisted, commands);
+        if let Some(by) = clicks.sort {
+            sort_by(&mut persisted.runs, by);
+        }
+        if let Some(g) = clicks.toggle
+            && !self.open.remove(&g)
+        {
+            self.open.insert(g);
+        }
+        if let Some((id, on, shift)) = clicks.tick {
+            self.tick(id, on, shift, (&ids, &lines), &mut persisted.compare);
+        }
+        self.dialog_ui(ui.ctx(), data, queries);
+    }
+
+    /// The table of `lines` (headers of folded groups, and runs by their index in `ids`), only
+    /// the visible rows laid out; what was clicked comes back to be applied after.
+    fn table(
+        &mut self,
+        ui: &mut egui::Ui,
+        ids: &[RunId],
+        lines: &[Line],
+        data: &DataCache,
+        persisted: &mut Persisted,
+        commands: &mut Vec<Command>,
+    ) -> TableClicks {
+        let settings = persisted.runs.clone();
+        let hw = persisted.hw_model;
         let index: HashMap<RunId, usize> = data
             .runs
             .iter()
             .enumerate()
             .map(|(i, r)| (r.summary.id, i))
             .collect();
-        let groups = lines
-            .iter()
-            .filter(|l| matches!(l, Line::Header { .. }))
-            .count();
-        let folded = ids.len()
-            - lines
-                .iter()
-                .filter(|l| matches!(l, Line::Run { .. }))
-                .count();
-        ui.weak(format!(
-            "{} of {} runs match{}",
-            ids.len(),
-            data.runs.len(),
-            match (folded, groups) {
-                (0, _) => String::new(),
-                (f, 0) => format!(" · {f} folded under their search (+ opens)"),
-                (f, g) => format!(" · {f} folded in {g} group(s) (+ opens)"),
-            }
-        ));
-        let mut sort_clicked: Option<SortBy> = None;
-        let mut tick: Option<(RunId, bool, bool)> = None;
-        let mut toggle: Option<Group> = None;
+        let mut clicks = TableClicks::default();
         let row_h = 20.0;
         // Sideways scrolling keeps the panel its own width however many columns are chosen.
         egui::ScrollArea::horizontal()
@@ -366,18 +374,15 @@ impl RunsView {
                     .column(TableColumn::initial(72.0).at_least(56.0))
                     .column(TableColumn::initial(170.0).at_least(60.0).clip(true));
                 for c in &settings.columns {
-                    let width = match c {
-                        Col::Status => 74.0,
-                        Col::Tags | Col::Data | Col::Energy => 96.0,
-                        Col::Config(_) | Col::Metric(..) => 88.0,
-                        Col::Model | Col::Duration => 64.0,
-                        _ => 52.0,
-                    };
-                    table = table.column(TableColumn::initial(width).at_least(30.0).clip(true));
+                    table = table.column(
+                        TableColumn::initial(column_width(c))
+                            .at_least(30.0)
+                            .clip(true),
+                    );
                 }
                 table
                     .header(row_h, |mut h| {
-                        for (by, title) in [
+                        let titles = [
                             (SortBy::Id, "Id".to_owned()),
                             (SortBy::Name, "Name".to_owned()),
                         ]
@@ -387,10 +392,11 @@ impl RunsView {
                                 .columns
                                 .iter()
                                 .map(|c| (SortBy::Col(c.clone()), c.title(hw))),
-                        ) {
+                        );
+                        for (by, title) in titles {
                             h.col(|ui| {
                                 if header(ui, &settings, &by, &title) {
-                                    sort_clicked = Some(by);
+                                    clicks.sort = Some(by);
                                 }
                             });
                         }
@@ -399,31 +405,14 @@ impl RunsView {
                         body.rows(row_h, lines.len(), |mut row| match lines[row.index()] {
                             Line::Header { group, members } => {
                                 let open = self.open.contains(&group);
-                                row.col(|ui| {
-                                    if ui.small_button(if open { "-" } else { "+" }).clicked() {
-                                        toggle = Some(group);
-                                    }
-                                });
-                                row.col(|ui| {
-                                    let what = match group {
-                                        Group::Search(s) => {
-                                            format!("NAS search #{s}: {members} proxies")
-                                        }
-                                        Group::Study(s) => format!("study {s}: {members} runs"),
-                                    };
-                                    if ui
-                                        .selectable_label(
-                                            false,
-                                            egui::RichText::new(what).italics(),
-                                        )
-                                        .clicked()
-                                    {
-                                        toggle = Some(group);
-                                    }
-                                });
-                                for _ in &settings.columns {
-                                    row.col(|_| {});
-                                }
+                                group_row(
+                                    &mut row,
+                                    group,
+                                    members,
+                                    open,
+                                    &settings.columns,
+                                    &mut clicks,
+                                );
                             }
                             Line::Run {
                                 index: i,
@@ -437,106 +426,121 @@ impl RunsView {
                                 else {
                                     return;
                                 };
-                                let id = r.summary.id;
-                                row.col(|ui| {
-                                    let mut ticked = persisted.compare.contains(&id);
-                                    let resp =
-                                        ui.checkbox(&mut ticked, format!("#{id}")).on_hover_text(
-                                            "compare this run (shift-click: tick a range)",
-                                        );
-                                    if resp.changed() {
-                                        tick = Some((id, ticked, ui.input(|i| i.modifiers.shift)));
-                                    }
-                                });
-                                row.col(|ui| {
-                                    ui.horizontal(|ui| {
-                                        if depth > 0 {
-                                            ui.add_space(14.0);
-                                        }
-                                        if members > 0 {
-                                            let g = Group::Search(id);
-                                            let open = self.open.contains(&g);
-                                            if ui
-                                                .small_button(if open { "-" } else { "+" })
-                                                .on_hover_text(format!("{members} proxy runs"))
-                                                .clicked()
-                                            {
-                                                toggle = Some(g);
-                                            }
-                                        }
-                                        self.name_cell(ui, r, data, persisted, commands);
-                                    });
-                                });
-                                for c in &settings.columns {
-                                    row.col(|ui| {
-                                        let v = cell(r, c, hw);
-                                        let resp = if *c == Col::Status {
-                                            ui.colored_label(
-                                                status_color(ui, r.summary.status),
-                                                v.text,
-                                            )
-                                        } else {
-                                            ui.label(v.text)
-                                        };
-                                        if *c == Col::Status
-                                            && let Some(reason) = &r.summary.reason
-                                        {
-                                            resp.on_hover_text(reason);
-                                        }
-                                    });
-                                }
+                                let at = RowAt { depth, members, hw };
+                                self.run_row(
+                                    &mut row,
+                                    r,
+                                    at,
+                                    data,
+                                    persisted,
+                                    commands,
+                                    &mut clicks,
+                                );
                             }
                         });
                     });
             });
-        if let Some(by) = sort_clicked {
-            let s = &mut persisted.runs;
-            if s.sort == by {
-                s.descending = !s.descending;
-            } else {
-                // Numbers read best highest first; names and text A to Z.
-                s.descending = matches!(&by, SortBy::Id)
-                    || matches!(&by, SortBy::Col(c) if !matches!(c, Col::Status | Col::Tags | Col::Data | Col::Model | Col::Op | Col::Hybrid));
-                s.sort = by;
+        clicks
+    }
+
+    /// One run's row: its compare tick, its name (with its group's fold button when it heads
+    /// one), and the chosen columns.
+    #[allow(clippy::too_many_arguments)]
+    fn run_row(
+        &mut self,
+        row: &mut egui_extras::TableRow<'_, '_>,
+        r: &RunRow,
+        at: RowAt,
+        data: &DataCache,
+        persisted: &mut Persisted,
+        commands: &mut Vec<Command>,
+        clicks: &mut TableClicks,
+    ) {
+        let id = r.summary.id;
+        row.col(|ui| {
+            let mut ticked = persisted.compare.contains(&id);
+            let resp = ui
+                .checkbox(&mut ticked, format!("#{id}"))
+                .on_hover_text("compare this run (shift-click: tick a range)");
+            if resp.changed() {
+                clicks.tick = Some((id, ticked, ui.input(|i| i.modifiers.shift)));
             }
-        }
-        if let Some(g) = toggle
-            && !self.open.remove(&g)
-        {
-            self.open.insert(g);
-        }
-        if let Some((id, on, shift)) = tick {
-            let range = match (shift, self.anchor) {
-                (true, Some(a)) => {
-                    // Runs between the anchor and this one, as the lines show them.
-                    let visible: Vec<RunId> = lines
-                        .iter()
-                        .filter_map(|l| match l {
-                            Line::Run { index, .. } => ids.get(*index).copied(),
-                            Line::Header { .. } => None,
-                        })
-                        .collect();
-                    match (
-                        visible.iter().position(|&r| r == a),
-                        visible.iter().position(|&r| r == id),
-                    ) {
-                        (Some(x), Some(y)) => visible[x.min(y)..=x.max(y)].to_vec(),
-                        _ => vec![id],
+        });
+        row.col(|ui| {
+            ui.horizontal(|ui| {
+                if at.depth > 0 {
+                    ui.add_space(14.0);
+                }
+                if at.members > 0 {
+                    let g = Group::Search(id);
+                    let open = self.open.contains(&g);
+                    if ui
+                        .small_button(if open { "-" } else { "+" })
+                        .on_hover_text(format!("{} proxy runs", at.members))
+                        .clicked()
+                    {
+                        clicks.toggle = Some(g);
                     }
                 }
-                _ => vec![id],
-            };
-            for r in range {
-                let has = persisted.compare.contains(&r);
-                if on && !has {
-                    persisted.compare.push(r);
-                } else if !on && has {
-                    persisted.compare.retain(|x| *x != r);
+                self.name_cell(ui, r, data, persisted, commands);
+            });
+        });
+        for c in &persisted.runs.columns {
+            row.col(|ui| {
+                let v = cell(r, c, at.hw);
+                let resp = if *c == Col::Status {
+                    ui.colored_label(status_color(ui, r.summary.status), v.text)
+                } else {
+                    ui.label(v.text)
+                };
+                if *c == Col::Status
+                    && let Some(reason) = &r.summary.reason
+                {
+                    resp.on_hover_text(reason);
+                }
+            });
+        }
+    }
+
+    /// Tick or untick run `id` for Compare; with shift, every run shown between the last one
+    /// ticked and this one.
+    fn tick(
+        &mut self,
+        id: RunId,
+        on: bool,
+        shift: bool,
+        (ids, lines): (&[RunId], &[Line]),
+        compare: &mut Vec<RunId>,
+    ) {
+        let range = match (shift, self.anchor) {
+            (true, Some(a)) => {
+                // Runs between the anchor and this one, as the lines show them.
+                let visible: Vec<RunId> = lines
+                    .iter()
+                    .filter_map(|l| match l {
+                        Line::Run { index, .. } => ids.get(*index).copied(),
+                        Line::Header { .. } => None,
+                    })
+                    .collect();
+                match (
+                    visible.iter().position(|&r| r == a),
+                    visible.iter().position(|&r| r == id),
+                ) {
+                    (Some(x), Some(y)) => visible[x.min(y)..=x.max(y)].to_vec(),
+                    _ => vec![id],
                 }
             }
-            self.anchor = Some(id);
+            _ => vec![id],
+        };
+        for r in range {
+            let has = compare.contains(&r);
+            if on && !has {
+                compare.push(r);
+            } else if !on && has {
+                compare.retain(|x| *x != r);
+            }
         }
-        self.dialog_ui(ui.ctx(), data, queries);
+        self.anchor = Some(id);
     }
 
     fn toolbar(
@@ -887,6 +891,99 @@ fn columns_menu(
         });
 }
 
+/// What a click in the runs table asked for, applied once the table is drawn.
+#[derive(Default)]
+struct TableClicks {
+    sort: Option<SortBy>,
+    /// (run, ticked, shift held)
+    tick: Option<(RunId, bool, bool)>,
+    toggle: Option<Group>,
+}
+
+/// Where a run's row sits: indented under its group, heading a folded search of `members`.
+#[derive(Clone, Copy)]
+struct RowAt {
+    depth: u8,
+    members: usize,
+    hw: HwModel,
+}
+
+/// "N of M runs match", and how many are folded away.
+fn match_summary(ui: &mut egui::Ui, ids: &[RunId], lines: &[Line], total: usize) {
+    let groups = lines
+        .iter()
+        .filter(|l| matches!(l, Line::Header { .. }))
+        .count();
+    let folded = ids.len()
+        - lines
+            .iter()
+            .filter(|l| matches!(l, Line::Run { .. }))
+            .count();
+    ui.weak(format!(
+        "{} of {total} runs match{}",
+        ids.len(),
+        match (folded, groups) {
+            (0, _) => String::new(),
+            (f, 0) => format!(" · {f} folded under their search (+ opens)"),
+            (f, g) => format!(" · {f} folded in {g} group(s) (+ opens)"),
+        }
+    ));
+}
+
+/// A column's starting width, by what it holds.
+fn column_width(c: &Col) -> f32 {
+    match c {
+        Col::Status => 74.0,
+        Col::Tags | Col::Data | Col::Energy => 96.0,
+        Col::Config(_) | Col::Metric(..) => 88.0,
+        Col::Model | Col::Duration => 64.0,
+        _ => 52.0,
+    }
+}
+
+/// A folded group's header row: its fold button and what it holds.
+fn group_row(
+    row: &mut egui_extras::TableRow<'_, '_>,
+    group: Group,
+    members: usize,
+    open: bool,
+    columns: &[Col],
+    clicks: &mut TableClicks,
+) {
+    row.col(|ui| {
+        if ui.small_button(if open { "-" } else { "+" }).clicked() {
+            clicks.toggle = Some(group);
+        }
+    });
+    row.col(|ui| {
+        let what = match group {
+            Group::Search(s) => format!("NAS search #{s}: {members} proxies"),
+            Group::Study(s) => format!("study {s}: {members} runs"),
+        };
+        if ui
+            .selectable_label(false, egui::RichText::new(what).italics())
+            .clicked()
+        {
+            clicks.toggle = Some(group);
+        }
+    });
+    for _ in columns {
+        row.col(|_| {});
+    }
+}
+
+/// Sort by `by`; a second click on the same column turns the order round.
+fn sort_by(s: &mut RunsSettings, by: SortBy) {
+    if s.sort == by {
+        s.descending = !s.descending;
+    } else {
+        // Numbers read best highest first; names and text A to Z.
+        s.descending = matches!(&by, SortBy::Id)
+            || matches!(&by, SortBy::Col(c) if !matches!(c, Col::Status | Col::Tags | Col::Data | Col::Model | Col::Op | Col::Hybrid));
+        s.sort = by;
+    }
+}
+
 /// A sortable column header; whether it was clicked.
 fn header(ui: &mut egui::Ui, settings: &RunsSettings, by: &SortBy, title: &str) -> bool {
     let arrow = if settings.sort == *by {
@@ -916,7 +1013,7 @@ fn status_color(ui: &egui::Ui, status: Status) -> egui::Color32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gui::backend::tests::row;
+    use crate::gui::data::backend::tests::row;
 
     fn ids(rows: &[&RunRow]) -> Vec<RunId> {
         rows.iter().map(|r| r.summary.id).collect()

@@ -4,16 +4,18 @@
 //! memory level; totals of the tiny MF model, the same architecture all-Mult, and the largest
 //! augmented model; latency.
 
+use std::collections::BTreeSet;
+
 use egui_plot::{Bar, BarChart, Plot};
 use shiftadd_core::hw::{CLOCK_HZ, LayerCost};
 use shiftadd_core::spec::config::HwModel;
 use shiftadd_core::store::RunId;
 
-use super::backend::HwRecords;
-use super::ctx::ViewCtx;
-use super::widgets::export::ExportRequest;
-use super::widgets::plot::{hover_point, plot_header};
 use crate::chart::svg::{Chart, ChartSeries, Mark};
+use crate::gui::ctx::ViewCtx;
+use crate::gui::data::backend::HwRecords;
+use crate::gui::widgets::export::ExportRequest;
+use crate::gui::widgets::plot::{hover_point, plot_header};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Model {
@@ -142,7 +144,7 @@ impl HardwareView {
         }
         let hw = *vcx.hw_model;
         ui.heading(format!("Hardware cost · run #{run} · {}", hw.title()));
-        super::widgets::common::hw_model_toggle(ui, vcx.hw_model);
+        crate::gui::widgets::common::hw_model_toggle(ui, vcx.hw_model);
         if !details.hw.iter().any(|m| m.hw_model == hw.as_str()) {
             ui.label(format!(
                 "Run #{run} was recorded before the {} existed: its costs are under the other \
@@ -182,21 +184,9 @@ impl HardwareView {
         );
         let segs = segments(layers);
         if header.csv {
-            let mut text = String::from("layer,name,op");
-            for (s, _) in &segs {
-                text.push_str(&format!(",{s} uJ"));
-            }
-            text.push('\n');
-            for (i, l) in layers.iter().enumerate() {
-                text.push_str(&format!("{i},{},{}", l.name, l.op));
-                for (_, v) in &segs {
-                    text.push_str(&format!(",{}", v[i]));
-                }
-                text.push('\n');
-            }
             vcx.export.request(ExportRequest::Csv {
                 name: id.clone(),
-                text,
+                text: segments_csv(layers, &segs),
             });
         }
         let names: Vec<String> = layers
@@ -209,7 +199,7 @@ impl HardwareView {
             .filter(|(_, (_, v))| v.iter().any(|x| *x != 0.0))
             .map(|(k, (name, _))| ((*name).to_owned(), SEGMENT_COLORS[k]))
             .collect();
-        let hidden = super::widgets::plot::hidden_curves(ui.ctx(), &id);
+        let hidden = crate::gui::widgets::plot::hidden_curves(ui.ctx(), &id);
         let shown = Plot::new(&id)
             .height((ui.available_height() - 30.0).max(200.0))
             .x_axis_label("layer")
@@ -241,31 +231,9 @@ impl HardwareView {
                     p.bar_chart(c);
                 }
             });
-        super::widgets::plot::legend_row(ui, &id, &entries);
+        crate::gui::widgets::plot::legend_row(ui, &id, &entries);
         if header.svg {
-            // Stacked: each segment drawn as the running total from the top one down, so the
-            // lower segments cover the upper ones' bases.
-            let mut totals = vec![0.0; layers.len()];
-            let mut series = Vec::new();
-            for (k, (name, values)) in segs.iter().enumerate() {
-                if values.iter().all(|v| *v == 0.0) || hidden.contains(*name) {
-                    continue;
-                }
-                for (t, v) in totals.iter_mut().zip(values) {
-                    *t += v;
-                }
-                series.push(ChartSeries {
-                    name: (*name).to_owned(),
-                    color: SEGMENT_COLORS[k],
-                    mark: Mark::Bars(0.8),
-                    points: totals
-                        .iter()
-                        .enumerate()
-                        .map(|(i, t)| [i as f64, *t])
-                        .collect(),
-                });
-            }
-            series.reverse();
+            let series = stacked_series(layers.len(), &segs, &hidden);
             let b = shown.transform.bounds();
             let f = |v: f64, s: f64| crate::chart::format::format_num(v, s);
             let chart = Chart {
@@ -287,6 +255,54 @@ impl HardwareView {
         vcx.export
             .capture_if_requested(ui.ctx(), &id, header.region(ui));
     }
+}
+
+/// One line per layer: its name, op and each segment's energy (µJ).
+fn segments_csv(layers: &[LayerCost], segs: &[(&str, Vec<f64>)]) -> String {
+    let mut text = String::from("layer,name,op");
+    for (s, _) in segs {
+        text.push_str(&format!(",{s} uJ"));
+    }
+    text.push('\n');
+    for (i, l) in layers.iter().enumerate() {
+        text.push_str(&format!("{i},{},{}", l.name, l.op));
+        for (_, v) in segs {
+            text.push_str(&format!(",{}", v[i]));
+        }
+        text.push('\n');
+    }
+    text
+}
+
+/// The segments not `hidden` as the SVG draws a stack: each segment as the running total from
+/// the top one down, so that the lower segments cover the upper ones' bases.
+fn stacked_series(
+    n: usize,
+    segs: &[(&str, Vec<f64>)],
+    hidden: &BTreeSet<String>,
+) -> Vec<ChartSeries> {
+    let mut totals = vec![0.0; n];
+    let mut series = Vec::new();
+    for (k, (name, values)) in segs.iter().enumerate() {
+        if values.iter().all(|v| *v == 0.0) || hidden.contains(*name) {
+            continue;
+        }
+        for (t, v) in totals.iter_mut().zip(values) {
+            *t += v;
+        }
+        series.push(ChartSeries {
+            name: (*name).to_owned(),
+            color: SEGMENT_COLORS[k],
+            mark: Mark::Bars(0.8),
+            points: totals
+                .iter()
+                .enumerate()
+                .map(|(i, t)| [i as f64, *t])
+                .collect(),
+        });
+    }
+    series.reverse();
+    series
 }
 
 /// The totals of the run's three models under cost model `hw`.

@@ -13,18 +13,18 @@ use crossbeam_channel::{Receiver, bounded};
 use egui_plot::{AxisHints, GridMark, HLine, Line, LineStyle, Plot, Points};
 use shiftadd_core::spec::study::Study;
 use shiftadd_core::store::{RunId, Status};
-use shiftadd_core::study::report::{self, Format, Table, Verdict, duration_text, paired_text};
+use shiftadd_core::study::report::{self, Format, Row, Table, Verdict, duration_text, paired_text};
 
-use super::backend::StudyData;
-use super::ctx::ViewCtx;
-use super::data::DataCache;
-use super::searches::job_ui;
-use super::widgets::export::ExportRequest;
-use super::widgets::plot::{hover_point, plot_header};
 use crate::chart::bands::{Group, value_extent};
 use crate::chart::figures;
 use crate::chart::format::color;
 use crate::chart::series::Series;
+use crate::gui::ctx::ViewCtx;
+use crate::gui::data::backend::StudyData;
+use crate::gui::data::cache::DataCache;
+use crate::gui::widgets::export::ExportRequest;
+use crate::gui::widgets::job::job_ui;
+use crate::gui::widgets::plot::{hover_point, plot_header};
 
 pub struct StudyView {
     /// The study shown (the latest until another is picked).
@@ -399,7 +399,7 @@ impl StudyView {
                 ),
             });
         }
-        super::widgets::plot::band_plot(ui, &id, &self.curve_metric, &groups, height - 60.0);
+        crate::gui::widgets::plot::band_plot(ui, &id, &self.curve_metric, &groups, height - 60.0);
         vcx.export
             .capture_if_requested(ui.ctx(), &id, header.region(ui));
     }
@@ -442,7 +442,7 @@ fn fit_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, s: &StudyData, height: f32) 
         .on_hover_text(FIT_HELP);
     ui.weak(format!("last epoch, augmented − tiny: {}", gaps.join("; ")))
         .on_hover_text(FIT_HELP);
-    let hidden = super::widgets::plot::hidden_curves(ui.ctx(), &id);
+    let hidden = crate::gui::widgets::plot::hidden_curves(ui.ctx(), &id);
     let entries: Vec<(String, egui::Color32)> = fit
         .rows
         .iter()
@@ -482,8 +482,8 @@ fn fit_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, s: &StudyData, height: f32) 
                 );
             }
         });
-    super::widgets::plot::remember_transform(ui.ctx(), &id, shown.transform);
-    super::widgets::plot::legend_row(ui, &id, &entries);
+    crate::gui::widgets::plot::remember_transform(ui.ctx(), &id, shown.transform);
+    crate::gui::widgets::plot::legend_row(ui, &id, &entries);
     vcx.export
         .capture_if_requested(ui.ctx(), &id, header.region(ui));
 }
@@ -519,7 +519,19 @@ fn jobs_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>) {
 /// The results table of study `s` (whose own metric is `own`), with its metric chooser (any key
 /// its cells recorded; the table and the means plot follow) and its exports.
 fn table_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, s: &StudyData, own: &str, table: &Table) {
-    let (k, _) = report::scale(&table.metric);
+    table_toolbar(ui, vcx, s, own, table);
+    table_grid(ui, table);
+}
+
+/// Above the table: the metric it reports (the study's own or any recorded one), what the
+/// numbers are, which way is better, and its export as CSV, Markdown or LaTeX.
+fn table_toolbar(
+    ui: &mut egui::Ui,
+    vcx: &mut ViewCtx<'_>,
+    s: &StudyData,
+    own: &str,
+    table: &Table,
+) {
     ui.horizontal_wrapped(|ui| {
         let chosen = vcx.data.study_metric(s.row.id).unwrap_or(own).to_owned();
         let mut pick = chosen.clone();
@@ -588,6 +600,12 @@ fn table_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, s: &StudyData, own: &str, 
             });
         }
     });
+}
+
+/// One row per variant: n, mean ± CI, spread, the paired difference to the baseline coloured
+/// by its verdict, and the time per cell.
+fn table_grid(ui: &mut egui::Ui, table: &Table) {
+    let (k, _) = report::scale(&table.metric);
     egui::Grid::new("study-table").striped(true).show(ui, |ui| {
         for h in [
             "Variant",
@@ -603,48 +621,52 @@ fn table_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, s: &StudyData, own: &str, 
         }
         ui.end_row();
         for r in &table.rows {
-            let name = egui::RichText::new(&r.variant);
-            ui.label(if r.best { name.strong() } else { name });
-            match r.summary {
-                Some(m) => {
-                    ui.label(r.count_text("to go"));
-                    let ci = if m.ci95.is_finite() {
-                        format!("{:.2} ± {:.2}", m.mean * k, m.ci95 * k)
-                    } else {
-                        format!("{:.2}", m.mean * k)
-                    };
-                    ui.label(ci);
-                    ui.label(format!("{:.2}", m.std * k));
-                    ui.label(format!("{:.2}", m.min * k));
-                    ui.label(format!("{:.2}", m.max * k));
-                }
-                None => {
-                    ui.label(r.count_text("to go"));
-                    // Mean, std, min, max: nothing yet (the paired column follows).
-                    for _ in 0..4 {
-                        ui.weak("–");
-                    }
-                }
-            }
-            let vs = paired_text(r, k, &table.baseline);
-            match table.verdict(r) {
-                Some(Verdict::Better) => {
-                    ui.colored_label(egui::Color32::from_rgb(0x5c, 0xc0, 0x6c), vs)
-                        .on_hover_text("better than its reference: the 95 % interval excludes 0");
-                }
-                Some(Verdict::Worse) => {
-                    ui.colored_label(egui::Color32::from_rgb(0xe0, 0x70, 0x5c), vs)
-                        .on_hover_text("worse than its reference: the 95 % interval excludes 0");
-                }
-                None => {
-                    ui.label(vs);
-                }
-            }
-            ui.label(duration_text(r.train_secs))
-                .on_hover_text("mean training time of the finished cells (evaluation excluded)");
+            table_row(ui, table, r, k);
             ui.end_row();
         }
     });
+}
+
+fn table_row(ui: &mut egui::Ui, table: &Table, r: &Row, k: f64) {
+    let name = egui::RichText::new(&r.variant);
+    ui.label(if r.best { name.strong() } else { name });
+    match r.summary {
+        Some(m) => {
+            ui.label(r.count_text("to go"));
+            let ci = if m.ci95.is_finite() {
+                format!("{:.2} ± {:.2}", m.mean * k, m.ci95 * k)
+            } else {
+                format!("{:.2}", m.mean * k)
+            };
+            ui.label(ci);
+            ui.label(format!("{:.2}", m.std * k));
+            ui.label(format!("{:.2}", m.min * k));
+            ui.label(format!("{:.2}", m.max * k));
+        }
+        None => {
+            ui.label(r.count_text("to go"));
+            // Mean, std, min, max: nothing yet (the paired column follows).
+            for _ in 0..4 {
+                ui.weak("–");
+            }
+        }
+    }
+    let vs = paired_text(r, k, &table.baseline);
+    match table.verdict(r) {
+        Some(Verdict::Better) => {
+            ui.colored_label(egui::Color32::from_rgb(0x5c, 0xc0, 0x6c), vs)
+                .on_hover_text("better than its reference: the 95 % interval excludes 0");
+        }
+        Some(Verdict::Worse) => {
+            ui.colored_label(egui::Color32::from_rgb(0xe0, 0x70, 0x5c), vs)
+                .on_hover_text("worse than its reference: the 95 % interval excludes 0");
+        }
+        None => {
+            ui.label(vs);
+        }
+    }
+    ui.label(duration_text(r.train_secs))
+        .on_hover_text("mean training time of the finished cells (evaluation excluded)");
 }
 
 /// The metric per variant on a range fitted to the values: each seed's value as a small mark, the
@@ -680,7 +702,7 @@ fn means_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, table: &Table, height: f32
         .find(|r| r.variant == table.baseline)
         .and_then(|r| r.summary);
     Plot::new(&id)
-        .y_grid_spacer(|g| super::widgets::plot::nice_grid(&g, 28.0))
+        .y_grid_spacer(|g| crate::gui::widgets::plot::nice_grid(&g, 28.0))
         .y_axis_formatter(move |m, _| {
             format!(
                 "{}{unit}",
@@ -904,7 +926,7 @@ mod tests {
                     .iter()
                     .map(|x| x * 0.01 + v as f64 + seed as f64)
                     .collect();
-                let mut rd = crate::gui::data::RunData::default();
+                let mut rd = crate::gui::data::cache::RunData::default();
                 rd.series.insert("val/top1".into(), Series::new(xs, ys));
                 data.data.insert(run, rd);
                 cells.push(StudyRunRow {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{Receiver, unbounded};
+use crossbeam_channel::{Receiver, bounded};
 use shiftadd_core::Config;
 use shiftadd_core::nas::{self, NasOutcome};
 use shiftadd_core::run::{ManagerHandle, Waker, spawn_manager};
@@ -78,7 +78,9 @@ impl<T> Job<T> {
     where
         T: Send + 'static,
     {
-        let (tx, rx) = unbounded();
+        // The view shows the newest line; a UI that has not drained 256 lines drops new ones
+        // until it does (the outcome comes through the thread's result, never a line).
+        let (tx, rx) = bounded(256);
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let handle = std::thread::Builder::new()
@@ -86,7 +88,7 @@ impl<T> Job<T> {
             .spawn(move || {
                 let manager = spawn_manager(&db, waker.clone()).map_err(|e| e.to_string())?;
                 let mut report = |line: String| {
-                    let _ = tx.send(line);
+                    let _ = tx.try_send(line);
                     waker();
                 };
                 let result = work(&db, &manager, &flag, &mut report);
@@ -270,70 +272,38 @@ impl Searches {
     }
 }
 
-/// One job's line in its view: progress and a Stop button while it runs, then how it ended.
-pub fn job_ui<T>(
-    ui: &mut egui::Ui,
-    job: &Job<T>,
-    (stop, hover): (&str, &str),
-    done: impl Fn(&T) -> String,
-) {
-    ui.horizontal(|ui| match &job.outcome {
-        None => {
-            // The button comes first: after the progress line, it would move whenever the line
-            // changes, and a click aimed at it could land where it no longer is.
-            if ui.button(stop).on_hover_text(hover).clicked() {
-                job.stop();
-            }
-            ui.spinner();
-            ui.label(format!("{}: {}", job.name, job.last));
+#[cfg(test)]
+impl<T: Send + 'static> Job<T> {
+    /// A job of this session that has not ended (as `job_ui` sees it); with `thread`, one whose
+    /// thread is still held (as `running` counts it).
+    pub(crate) fn running_for_test(last: &str, thread: bool) -> Self {
+        Job {
+            name: "smoke-study".into(),
+            stop: Arc::default(),
+            lines: crossbeam_channel::never(),
+            last: last.into(),
+            handle: thread.then(|| {
+                std::thread::Builder::new()
+                    .name("test-job".into())
+                    .spawn(|| Err(String::new()))
+                    .expect("spawn")
+            }),
+            outcome: None,
         }
-        Some(Ok(o)) => {
-            ui.label(format!("{}: {}", job.name, done(o)));
-        }
-        Some(Err(e)) => {
-            ui.colored_label(ui.visuals().warn_fg_color, format!("{}: {e}", job.name));
-        }
-    });
+    }
+
+    /// Whether Stop was pressed.
+    pub(crate) fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use egui::accesskit::{Rect, Role};
 
-    /// A job of this session that has not ended (as `job_ui` sees it); with `thread`, one whose
-    /// thread is still held (as `running` counts it).
     fn running_job<T: Send + 'static>(last: &str, thread: bool) -> Job<T> {
-        Job {
-            name: "smoke-study".into(),
-            stop: Arc::default(),
-            lines: unbounded().1,
-            last: last.into(),
-            handle: thread.then(|| std::thread::spawn(|| Err(String::new()))),
-            outcome: None,
-        }
-    }
-
-    /// One frame of `job_ui` with `events`; the Stop button's bounds in it.
-    fn frame(ctx: &egui::Context, job: &Job<()>, events: Vec<egui::Event>) -> Rect {
-        let input = egui::RawInput {
-            events,
-            ..Default::default()
-        };
-        let mut out = ctx.run_ui(input, |ui| {
-            job_ui(ui, job, ("Stop study", "stop it"), |()| String::new());
-        });
-        out.textures_delta.clear(); // no renderer here
-        let update = out
-            .platform_output
-            .accesskit_update
-            .expect("accesskit is on");
-        update
-            .nodes
-            .iter()
-            .find(|(_, n)| n.role() == Role::Button && n.label() == Some("Stop study"))
-            .and_then(|(_, n)| n.bounds())
-            .expect("a Stop button")
+        Job::running_for_test(last, thread)
     }
 
     #[test]
@@ -349,39 +319,6 @@ mod tests {
         assert_eq!(
             s.running_text().as_deref(),
             Some("1 NAS search and 2 studies")
-        );
-    }
-
-    /// A click aimed at Stop from one frame lands on it in the next, even when the progress line
-    /// changed in between (it changes whenever the job reports; the e2e test once missed).
-    #[test]
-    fn stop_stays_where_it_was_while_the_progress_line_changes() {
-        let ctx = egui::Context::default();
-        ctx.enable_accesskit();
-        let mut job: Job<()> = running_job("starting", false);
-        let _ = frame(&ctx, &job, Vec::new());
-        let aimed = frame(&ctx, &job, Vec::new());
-        job.last =
-            "study 2: 15 cells, 6 to train, 9 done; resuming run 22 (shift-aug / seed 0)".into();
-        let pos = egui::pos2(
-            ((aimed.x0 + aimed.x1) / 2.0) as f32,
-            ((aimed.y0 + aimed.y1) / 2.0) as f32,
-        );
-        let press = |pressed| egui::Event::PointerButton {
-            pos,
-            button: egui::PointerButton::Primary,
-            pressed,
-            modifiers: egui::Modifiers::default(),
-        };
-        let now = frame(
-            &ctx,
-            &job,
-            vec![egui::Event::PointerMoved(pos), press(true), press(false)],
-        );
-        assert_eq!(now, aimed, "the button moved with the line");
-        assert!(
-            job.stop.load(Ordering::Relaxed),
-            "the click stopped the job"
         );
     }
 }

@@ -9,8 +9,8 @@ use std::time::Instant;
 use shiftadd_core::run::Event;
 use shiftadd_core::store::RunId;
 
-use super::backend::{Details, Loaded, NasData, Query, RunRow, StudyData};
 use crate::chart::series::Series;
+use crate::gui::data::backend::{Details, Loaded, NasData, Query, RunRow, StudyData};
 
 /// Live state of a training run, from the manager's events.
 #[derive(Debug, Clone, PartialEq)]
@@ -130,7 +130,7 @@ impl DataCache {
             },
             Loaded::Details(d) => {
                 let entry = self.data.entry(d.run).or_default();
-                entry.config = super::backend::flatten_config(&d.config_toml);
+                entry.config = crate::gui::data::backend::flatten_config(&d.config_toml);
                 entry.details = Some(*d);
             }
             Loaded::Metrics {

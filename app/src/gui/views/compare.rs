@@ -8,17 +8,19 @@ use egui_plot::{Line, MarkerShape, Plot, Points};
 use shiftadd_core::spec::config::HwModel;
 use shiftadd_core::store::{RunId, keys};
 
-use super::ctx::ViewCtx;
-use super::data::DataCache;
-use super::settings::CompareSettings;
-use super::widgets::export::ExportRequest;
-use super::widgets::plot::band_plot;
-use super::widgets::plot::{Curve, PlotStyle, hover_point, pareto_front, plot_header, series_plot};
 use crate::chart::bands::Group;
 use crate::chart::format::color;
 use crate::chart::format::csv_field;
 use crate::chart::series::Series;
 use crate::chart::svg::{Chart, ChartSeries, Mark};
+use crate::gui::ctx::ViewCtx;
+use crate::gui::data::cache::DataCache;
+use crate::gui::settings::CompareSettings;
+use crate::gui::widgets::export::ExportRequest;
+use crate::gui::widgets::plot::band_plot;
+use crate::gui::widgets::plot::{
+    Curve, PlotStyle, hover_point, pareto_front, plot_header, series_plot,
+};
 
 #[derive(Default)]
 pub struct CompareView {}
@@ -161,105 +163,8 @@ impl CompareView {
             )
         };
         let names: Vec<String> = runs.iter().map(|&r| name(r)).collect();
-        ui.horizontal(|ui| {
-            ui.heading(format!("Comparing {} runs", runs.len()));
-            ui.separator();
-            ui.add(
-                egui::Slider::new(&mut settings.smoothing, 0.0..=0.99)
-                    .text("smoothing")
-                    .fixed_decimals(2),
-            )
-            .on_hover_text(
-                "debiased exponential moving average; the raw curve stays faint beneath",
-            );
-            ui.checkbox(&mut settings.log_y, "log y");
-            ui.separator();
-            let differing: Vec<String> = config_diff(vcx.data, &runs)
-                .into_iter()
-                .map(|(k, _)| k)
-                .collect();
-            let shown = if settings.group_by.is_empty() {
-                "(none)".to_owned()
-            } else {
-                settings.group_by.clone()
-            };
-            egui::ComboBox::from_id_salt("compare-group-by")
-                .selected_text(shown)
-                .show_ui(ui, |ui| {
-                    ui.selectable_value(&mut settings.group_by, String::new(), "(none)");
-                    for k in &differing {
-                        ui.selectable_value(&mut settings.group_by, k.clone(), k);
-                    }
-                })
-                .response
-                .accessible_name("group by")
-                .on_hover_text(
-                    "a config key: runs with the same value form a group, drawn as its mean ± std",
-                );
-        });
-        let keys: BTreeSet<String> = runs
-            .iter()
-            .filter_map(|r| vcx.data.data.get(r))
-            .flat_map(|d| d.series.keys().cloned())
-            .collect();
-        let plot_h = (ui.available_height() * 0.45).max(180.0);
-        let style = PlotStyle {
-            smoothing: settings.smoothing,
-            log_y: settings.log_y,
-            link_x: Some(egui::Id::unique("compare-x")),
-            height: plot_h,
-            percent: false,
-        };
-        ui.columns(2, |cols| {
-            for (i, col) in cols.iter_mut().enumerate() {
-                egui::ComboBox::from_id_salt(("compare-metric", i))
-                    .selected_text(settings.metrics[i].clone())
-                    .width(260.0)
-                    .show_ui(col, |ui| {
-                        for k in &keys {
-                            ui.selectable_value(&mut settings.metrics[i], k.clone(), k);
-                        }
-                    })
-                    .response
-                    .accessible_name(format!("metric of plot {}", i + 1));
-                let key = settings.metrics[i].clone();
-                if !settings.group_by.is_empty() {
-                    let groups = groups_of(vcx.data, &runs, &settings.group_by, &key);
-                    let id = format!("compare-{i}-grouped");
-                    let title = format!(
-                        "{key} grouped by {}: mean ± std ({} groups)",
-                        settings.group_by,
-                        groups.len()
-                    );
-                    plot_header(col, &id, &title, vcx.export, None, false);
-                    band_plot(col, &id, &key, &groups, plot_h);
-                    continue;
-                }
-                let curves: Vec<Curve<'_>> = runs
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(j, r)| {
-                        let s = vcx.data.data.get(r)?.series.get(&key)?;
-                        Some(Curve {
-                            name: names[j].clone(),
-                            series: s,
-                            color: color(j),
-                        })
-                    })
-                    .collect();
-                series_plot(
-                    col,
-                    &format!("compare-{i}"),
-                    &key,
-                    &curves,
-                    PlotStyle {
-                        percent: crate::chart::format::is_accuracy(&key),
-                        ..style
-                    },
-                    vcx.export,
-                );
-            }
-        });
+        toolbar(ui, vcx.data, &runs, settings);
+        plots(ui, vcx, &runs, &names, settings);
         ui.separator();
         ui.columns(2, |cols| {
             egui::ScrollArea::both()
@@ -272,6 +177,117 @@ impl CompareView {
             scatter_ui(&mut cols[1], vcx, &runs);
         });
     }
+}
+
+/// The heading, smoothing, log scale and the key to group by (one of the keys that differ).
+fn toolbar(ui: &mut egui::Ui, data: &DataCache, runs: &[RunId], settings: &mut CompareSettings) {
+    ui.horizontal(|ui| {
+        ui.heading(format!("Comparing {} runs", runs.len()));
+        ui.separator();
+        ui.add(
+            egui::Slider::new(&mut settings.smoothing, 0.0..=0.99)
+                .text("smoothing")
+                .fixed_decimals(2),
+        )
+        .on_hover_text("debiased exponential moving average; the raw curve stays faint beneath");
+        ui.checkbox(&mut settings.log_y, "log y");
+        ui.separator();
+        let differing: Vec<String> = config_diff(data, runs)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        let shown = if settings.group_by.is_empty() {
+            "(none)".to_owned()
+        } else {
+            settings.group_by.clone()
+        };
+        egui::ComboBox::from_id_salt("compare-group-by")
+            .selected_text(shown)
+            .show_ui(ui, |ui| {
+                ui.selectable_value(&mut settings.group_by, String::new(), "(none)");
+                for k in &differing {
+                    ui.selectable_value(&mut settings.group_by, k.clone(), k);
+                }
+            })
+            .response
+            .accessible_name("group by")
+            .on_hover_text(
+                "a config key: runs with the same value form a group, drawn as its mean ± std",
+            );
+    });
+}
+
+/// The two metric plots side by side: a curve per run, or a band per group.
+fn plots(
+    ui: &mut egui::Ui,
+    vcx: &mut ViewCtx<'_>,
+    runs: &[RunId],
+    names: &[String],
+    settings: &mut CompareSettings,
+) {
+    let keys: BTreeSet<String> = runs
+        .iter()
+        .filter_map(|r| vcx.data.data.get(r))
+        .flat_map(|d| d.series.keys().cloned())
+        .collect();
+    let plot_h = (ui.available_height() * 0.45).max(180.0);
+    let style = PlotStyle {
+        smoothing: settings.smoothing,
+        log_y: settings.log_y,
+        link_x: Some(egui::Id::unique("compare-x")),
+        height: plot_h,
+        percent: false,
+    };
+    ui.columns(2, |cols| {
+        for (i, col) in cols.iter_mut().enumerate() {
+            egui::ComboBox::from_id_salt(("compare-metric", i))
+                .selected_text(settings.metrics[i].clone())
+                .width(260.0)
+                .show_ui(col, |ui| {
+                    for k in &keys {
+                        ui.selectable_value(&mut settings.metrics[i], k.clone(), k);
+                    }
+                })
+                .response
+                .accessible_name(format!("metric of plot {}", i + 1));
+            let key = settings.metrics[i].clone();
+            if !settings.group_by.is_empty() {
+                let groups = groups_of(vcx.data, runs, &settings.group_by, &key);
+                let id = format!("compare-{i}-grouped");
+                let title = format!(
+                    "{key} grouped by {}: mean ± std ({} groups)",
+                    settings.group_by,
+                    groups.len()
+                );
+                plot_header(col, &id, &title, vcx.export, None, false);
+                band_plot(col, &id, &key, &groups, plot_h);
+                continue;
+            }
+            let curves: Vec<Curve<'_>> = runs
+                .iter()
+                .enumerate()
+                .filter_map(|(j, r)| {
+                    let s = vcx.data.data.get(r)?.series.get(&key)?;
+                    Some(Curve {
+                        name: names[j].clone(),
+                        series: s,
+                        color: color(j),
+                    })
+                })
+                .collect();
+            series_plot(
+                col,
+                &format!("compare-{i}"),
+                &key,
+                &curves,
+                PlotStyle {
+                    percent: crate::chart::format::is_accuracy(&key),
+                    ..style
+                },
+                vcx.export,
+            );
+        }
+    });
 }
 
 /// `runs` grouped by their value of config key `by`, each group's `key` curves as a band.
@@ -368,8 +384,79 @@ fn diff_ui(ui: &mut egui::Ui, data: &DataCache, runs: &[RunId], names: &[String]
         });
 }
 
+/// Every run with an energy under a cost model and a best accuracy: (run, name, energy mJ,
+/// best top-1 %), and the indices of those on the Pareto front.
+struct Scatter {
+    pts: Vec<(RunId, String, f64, f64)>,
+    front: Vec<usize>,
+}
+
+impl Scatter {
+    fn of(data: &DataCache, hw: HwModel) -> Scatter {
+        let pts: Vec<(RunId, String, f64, f64)> = data
+            .runs
+            .iter()
+            .filter_map(|r| {
+                let s = &r.summary;
+                let energy = s.energy_under(hw.as_str())?;
+                Some((s.id, s.name.clone(), energy, s.best_val_top1? * 100.0))
+            })
+            .collect();
+        let xy: Vec<(f64, f64)> = pts.iter().map(|p| (p.2, p.3)).collect();
+        let front = pareto_front(&xy);
+        Scatter { pts, front }
+    }
+
+    fn csv(&self, hw: HwModel) -> String {
+        let mut text = format!(
+            "run,name,energy_mj_{},best_top1_pct,on_front\n",
+            hw.as_str()
+        );
+        for (i, (r, n, e, a)) in self.pts.iter().enumerate() {
+            text.push_str(&format!(
+                "{r},{},{e},{a},{}\n",
+                csv_field(n),
+                self.front.contains(&i)
+            ));
+        }
+        text
+    }
+
+    /// The runs small, the `selected` ones large in their colours, and the front, for the SVG.
+    fn chart_series(&self, selected: &[RunId]) -> Vec<ChartSeries> {
+        let pts = &self.pts;
+        let mut series = vec![ChartSeries {
+            name: "runs".into(),
+            color: egui::Color32::GRAY,
+            mark: Mark::Points(3.0),
+            points: pts
+                .iter()
+                .filter(|q| !selected.contains(&q.0))
+                .map(|q| [q.2, q.3])
+                .collect(),
+        }];
+        for (j, r) in selected.iter().enumerate() {
+            if let Some(q) = pts.iter().find(|q| q.0 == *r) {
+                series.push(ChartSeries {
+                    name: format!("#{} {}", q.0, q.1),
+                    color: color(j),
+                    mark: Mark::Points(6.0),
+                    points: vec![[q.2, q.3]],
+                });
+            }
+        }
+        series.push(ChartSeries {
+            name: "Pareto front".into(),
+            color: egui::Color32::BLACK,
+            mark: Mark::Line,
+            points: self.front.iter().map(|&i| [pts[i].2, pts[i].3]).collect(),
+        });
+        series
+    }
+}
+
 fn scatter_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, selected: &[RunId]) {
-    super::widgets::common::hw_model_toggle(ui, vcx.hw_model);
+    crate::gui::widgets::common::hw_model_toggle(ui, vcx.hw_model);
     let hw = *vcx.hw_model;
     let id = format!("compare-pareto-{}", hw.as_str());
     let id = id.as_str();
@@ -384,33 +471,12 @@ fn scatter_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, selected: &[RunId]) {
         None,
         true,
     );
-    let pts: Vec<(RunId, String, f64, f64)> = vcx
-        .data
-        .runs
-        .iter()
-        .filter_map(|r| {
-            let s = &r.summary;
-            let energy = s.energy_under(hw.as_str())?;
-            Some((s.id, s.name.clone(), energy, s.best_val_top1? * 100.0))
-        })
-        .collect();
-    let xy: Vec<(f64, f64)> = pts.iter().map(|p| (p.2, p.3)).collect();
-    let front = pareto_front(&xy);
+    let scatter = Scatter::of(vcx.data, hw);
+    let (pts, front) = (&scatter.pts, &scatter.front);
     if header.csv {
-        let mut text = format!(
-            "run,name,energy_mj_{},best_top1_pct,on_front\n",
-            hw.as_str()
-        );
-        for (i, (r, n, e, a)) in pts.iter().enumerate() {
-            text.push_str(&format!(
-                "{r},{},{e},{a},{}\n",
-                csv_field(n),
-                front.contains(&i)
-            ));
-        }
         vcx.export.request(ExportRequest::Csv {
             name: id.into(),
-            text,
+            text: scatter.csv(hw),
         });
     }
     let labels: Vec<(f64, f64, String)> = pts
@@ -426,7 +492,7 @@ fn scatter_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, selected: &[RunId]) {
     }
     entries.push(("Pareto front".to_owned(), front_color));
     let legend_h = 22.0 * (1.0 + (entries.len() as f32 / 4.0).floor());
-    let plot = super::widgets::plot::readable_ticks(
+    let plot = crate::gui::widgets::plot::readable_ticks(
         Plot::new(id).height((ui.available_height() - legend_h).max(200.0)),
         1.0,
         " %",
@@ -444,7 +510,7 @@ fn scatter_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, selected: &[RunId]) {
             })
             .map(|l| format!("{}\n{:.4} mJ, {:.2} %", l.2, l.0, l.1))
     });
-    let hidden = super::widgets::plot::hidden_curves(ui.ctx(), id);
+    let hidden = crate::gui::widgets::plot::hidden_curves(ui.ctx(), id);
     let shown = plot.show(ui, |p| {
         let (sel, other): (Vec<_>, Vec<_>) = pts
             .iter()
@@ -474,35 +540,9 @@ fn scatter_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, selected: &[RunId]) {
             p.line(Line::new("Pareto front", line).color(front_color));
         }
     });
-    super::widgets::plot::remember_transform(ui.ctx(), id, shown.transform);
-    super::widgets::plot::legend_row(ui, id, &entries);
+    crate::gui::widgets::plot::remember_transform(ui.ctx(), id, shown.transform);
+    crate::gui::widgets::plot::legend_row(ui, id, &entries);
     if header.svg {
-        let mut series = vec![ChartSeries {
-            name: "runs".into(),
-            color: egui::Color32::GRAY,
-            mark: Mark::Points(3.0),
-            points: pts
-                .iter()
-                .filter(|q| !selected.contains(&q.0))
-                .map(|q| [q.2, q.3])
-                .collect(),
-        }];
-        for (j, r) in selected.iter().enumerate() {
-            if let Some(q) = pts.iter().find(|q| q.0 == *r) {
-                series.push(ChartSeries {
-                    name: format!("#{} {}", q.0, q.1),
-                    color: color(j),
-                    mark: Mark::Points(6.0),
-                    points: vec![[q.2, q.3]],
-                });
-            }
-        }
-        series.push(ChartSeries {
-            name: "Pareto front".into(),
-            color: egui::Color32::BLACK,
-            mark: Mark::Line,
-            points: front.iter().map(|&i| [pts[i].2, pts[i].3]).collect(),
-        });
         let b = shown.transform.bounds();
         let f = |v: f64, s: f64| crate::chart::format::format_num(v, s);
         let chart = Chart {
@@ -510,7 +550,7 @@ fn scatter_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, selected: &[RunId]) {
             x_label: format!("energy per inference, mJ ({})", hw.title()),
             y_label: "best validation top-1 %".into(),
             bounds: [b.min(), b.max()],
-            series,
+            series: scatter.chart_series(selected),
             x_fmt: &f,
             y_fmt: &f,
             x_categories: Vec::new(),

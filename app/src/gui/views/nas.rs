@@ -12,13 +12,13 @@ use shiftadd_core::run::Command;
 use shiftadd_core::spec::space::NasArch;
 use shiftadd_core::store::{CandidateStatus, NasCandidateRow, RunId};
 
-use super::backend::NasData;
-use super::ctx::ViewCtx;
-use super::searches::job_ui;
-use super::widgets::export::ExportRequest;
-use super::widgets::plot::{hover_point, plot_header};
 use crate::chart::format::color;
 use crate::chart::format::csv_field;
+use crate::gui::ctx::ViewCtx;
+use crate::gui::data::backend::NasData;
+use crate::gui::widgets::export::ExportRequest;
+use crate::gui::widgets::job::job_ui;
+use crate::gui::widgets::plot::{hover_point, plot_header};
 
 #[derive(Default)]
 pub struct NasView {
@@ -293,8 +293,8 @@ fn scatter_ui(
         groups.iter().map(|g| (g.0.clone(), g.2)).collect();
     entries.push(("Pareto front (TargetNets)".into(), front_color));
     entries.push(("budget".into(), budget_color));
-    let hidden = super::widgets::plot::hidden_curves(ui.ctx(), &id);
-    let shown = super::widgets::plot::readable_ticks(Plot::new(&id), 1.0, " %")
+    let hidden = crate::gui::widgets::plot::hidden_curves(ui.ctx(), &id);
+    let shown = crate::gui::widgets::plot::readable_ticks(Plot::new(&id), 1.0, " %")
         .height((height - 90.0).max(200.0))
         .x_axis_label(format!("cost, {u}"))
         .y_axis_label("proxy top-1 %")
@@ -313,8 +313,8 @@ fn scatter_ui(
                 p.vline(VLine::new("budget", budget).color(budget_color));
             }
         });
-    super::widgets::plot::remember_transform(ui.ctx(), &id, shown.transform);
-    super::widgets::plot::legend_row(ui, &id, &entries);
+    crate::gui::widgets::plot::remember_transform(ui.ctx(), &id, shown.transform);
+    crate::gui::widgets::plot::legend_row(ui, &id, &entries);
     vcx.export
         .capture_if_requested(ui.ctx(), &id, header.region(ui));
 }

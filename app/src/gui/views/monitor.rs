@@ -4,14 +4,14 @@
 
 use shiftadd_core::host::keys as host_keys;
 use shiftadd_core::run::Command;
-use shiftadd_core::store::{RunId, keys};
+use shiftadd_core::store::{RunId, Status, keys};
 
-use super::ctx::ViewCtx;
-use super::data::{DataCache, RunData};
-use super::widgets::plot::{Curve, PlotStyle, series_plot};
 use crate::chart::format::color;
 use crate::chart::format::format_secs;
 use crate::chart::series::Series;
+use crate::gui::ctx::ViewCtx;
+use crate::gui::data::cache::{DataCache, Live, RunData};
+use crate::gui::widgets::plot::{Curve, PlotStyle, series_plot};
 
 pub struct MonitorView {
     pub show_log: bool,
@@ -137,13 +137,13 @@ impl MonitorView {
 fn header_ui(ui: &mut egui::Ui, run: RunId, vcx: &mut ViewCtx<'_>) {
     let data: &DataCache = vcx.data;
     let row = data.row(run);
-    let status = row.map_or("…", |r| r.summary.status.as_str());
+    let status = row.map(|r| r.summary.status);
     ui.horizontal(|ui| {
         ui.heading(format!(
             "#{run} {}",
             row.map_or("", |r| r.summary.name.as_str())
         ));
-        ui.label(format!("status: {status}"));
+        ui.label(format!("status: {}", status.map_or("…", Status::as_str)));
         if let Some(r) = row {
             ui.weak(format!(
                 "{} · {} · {} · hybrid {}",
@@ -181,10 +181,10 @@ fn header_ui(ui: &mut egui::Ui, run: RunId, vcx: &mut ViewCtx<'_>) {
     {
         egui::CollapsingHeader::new("Notes")
             .default_open(true)
-            .show(ui, |ui| super::widgets::markdown::show(ui, notes));
+            .show(ui, |ui| crate::gui::widgets::markdown::show(ui, notes));
     }
     if let Some(reason) = row.and_then(|r| r.summary.reason.as_ref()) {
-        let failed = status == "failed";
+        let failed = status == Some(Status::Failed);
         let color = if failed {
             ui.visuals().error_fg_color
         } else {
@@ -196,7 +196,19 @@ fn header_ui(ui: &mut egui::Ui, run: RunId, vcx: &mut ViewCtx<'_>) {
         );
     }
     let live = data.live.get(&run).cloned();
-    ui.horizontal(|ui| match &live {
+    ui.horizontal(|ui| progress_ui(ui, run, status, live.as_ref(), vcx));
+}
+
+/// A run's progress bar with Stop and Pause / Resume while it trains (figures after the
+/// buttons, so that they do not move), or Resume / Stop for a run that is not training.
+fn progress_ui(
+    ui: &mut egui::Ui,
+    run: RunId,
+    status: Option<Status>,
+    live: Option<&Live>,
+    vcx: &mut ViewCtx<'_>,
+) {
+    match live {
         Some(l) => {
             let eta = l.eta_secs(vcx.now).map_or_else(|| "–".into(), format_secs);
             let text = format!(
@@ -237,8 +249,11 @@ fn header_ui(ui: &mut egui::Ui, run: RunId, vcx: &mut ViewCtx<'_>) {
             }
         }
         None => {
-            let resumable = matches!(status, "stopped" | "interrupted" | "failed");
-            if status == "queued" {
+            let resumable = matches!(
+                status,
+                Some(Status::Stopped | Status::Interrupted | Status::Failed)
+            );
+            if status == Some(Status::Queued) {
                 ui.label("waiting in the queue");
                 if ui
                     .button("Stop")
@@ -256,7 +271,7 @@ fn header_ui(ui: &mut egui::Ui, run: RunId, vcx: &mut ViewCtx<'_>) {
                 vcx.commands.push(Command::Resume { run, request: 0 });
             }
         }
-    });
+    }
 }
 
 fn log_ui(ui: &mut egui::Ui, d: &RunData) {

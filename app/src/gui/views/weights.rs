@@ -4,17 +4,17 @@
 //! their shared bin edges with fitted Gaussian and Laplace curves, an epoch slider, and a
 //! histogram-over-epochs heat map.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use egui_plot::{Bar, BarChart, Heatmap, Line, Plot, PlotPoint};
 use shiftadd_core::store::HistogramRow;
 
-use super::ctx::ViewCtx;
-use super::widgets::export::{Export, ExportRequest};
-use super::widgets::plot::plot_header;
 use crate::chart::format::color;
 use crate::chart::format::csv_field;
 use crate::chart::svg::{Chart, ChartSeries, Mark};
+use crate::gui::ctx::ViewCtx;
+use crate::gui::widgets::export::{Export, ExportRequest};
+use crate::gui::widgets::plot::plot_header;
 
 #[derive(Default)]
 pub struct WeightsView {
@@ -180,25 +180,15 @@ impl WeightsView {
         });
         let epoch = epochs.get(idx).copied().unwrap_or(0);
         let avail = ui.available_height();
+        let at = LayerPlot {
+            run,
+            layer: &layer,
+            hists,
+            epoch,
+        };
         ui.columns(2, |cols| {
-            histogram_ui(
-                &mut cols[0],
-                run,
-                &layer,
-                hists,
-                epoch,
-                avail - 30.0,
-                export,
-            );
-            self.heatmap_ui(
-                &mut cols[1],
-                run,
-                &layer,
-                hists,
-                epoch,
-                avail - 60.0,
-                export,
-            );
+            histogram_ui(&mut cols[0], &at, avail - 30.0, export);
+            self.heatmap_ui(&mut cols[1], &at, avail - 60.0, export);
         });
     }
 
@@ -243,18 +233,15 @@ impl WeightsView {
             });
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn heatmap_ui(
         &mut self,
         ui: &mut egui::Ui,
-        run: i64,
-        layer: &str,
-        hists: &LayerHists<'_>,
-        epoch: i64,
+        at: &LayerPlot<'_>,
         height: f32,
         export: &mut Export,
     ) {
-        let id = format!("run{run}-{layer}-heatmap");
+        let (hists, epoch) = (at.hists, at.epoch);
+        let id = at.id("heatmap");
         let kind = match self.heat_kind {
             HeatKind::Stored => "stored",
             HeatKind::Remapped => "remapped",
@@ -302,7 +289,7 @@ impl WeightsView {
             .map_or(1.0, |r| r.edges[lo + 1] - r.edges[lo]);
         Plot::new(&id)
             .height(height.max(150.0))
-            .x_grid_spacer(|g| super::widgets::plot::nice_grid(&g, 70.0))
+            .x_grid_spacer(|g| crate::gui::widgets::plot::nice_grid(&g, 70.0))
             .x_axis_formatter(|m, _| crate::chart::format::format_num(m.value, m.step_size))
             .x_axis_label("weight")
             .y_axis_label("epoch")
@@ -338,42 +325,157 @@ impl WeightsView {
     }
 }
 
-fn histogram_ui(
-    ui: &mut egui::Ui,
+/// What both of a layer's plots show: run, layer, its histograms, the epoch picked.
+struct LayerPlot<'a> {
     run: i64,
-    layer: &str,
-    hists: &LayerHists<'_>,
+    layer: &'a str,
+    hists: &'a LayerHists<'a>,
     epoch: i64,
-    height: f32,
-    export: &mut Export,
-) {
-    let id = format!("run{run}-{layer}-hist");
+}
+
+impl LayerPlot<'_> {
+    /// The plot's id (its memory, its export name): `run3-stem.conv-hist`.
+    fn id(&self, what: &str) -> String {
+        format!("run{}-{}-{what}", self.run, self.layer)
+    }
+}
+
+/// A layer's histogram at one epoch: the stored weights as bars, the remapped and pow2 ones as
+/// steps, and the Gaussian and Laplace fits to the stored ones (none when they do not vary).
+struct Histogram<'a> {
+    rows: Vec<(&'a str, &'a HistogramRow)>,
+    fits: Vec<(&'static str, Vec<[f64; 2]>)>,
+}
+
+impl<'a> Histogram<'a> {
+    fn at(hists: &LayerHists<'a>, epoch: i64) -> Option<Histogram<'a>> {
+        let rows: Vec<(&str, &HistogramRow)> = ["stored", "remapped", "pow2"]
+            .into_iter()
+            .filter_map(|k| Some((k, *hists.get(k)?.get(&epoch)?)))
+            .collect();
+        let stored = rows.first()?.1;
+        let total = stored.counts.iter().sum::<u64>() as f64;
+        let mean = stat(Some(&stored), "mean").unwrap_or(0.0);
+        let std = stat(Some(&stored), "std").unwrap_or(0.0);
+        let fits = if std > 0.0 {
+            vec![
+                (
+                    "Gaussian fit",
+                    fitted_counts(&stored.edges, total, gaussian_pdf(mean, std)),
+                ),
+                (
+                    "Laplace fit",
+                    fitted_counts(&stored.edges, total, laplace_pdf(mean, std)),
+                ),
+            ]
+        } else {
+            Vec::new()
+        };
+        Some(Histogram { rows, fits })
+    }
+
+    fn stored(&self) -> &'a HistogramRow {
+        self.rows[0].1
+    }
+
+    /// Every series' name and colour, in legend order.
+    fn entries(&self) -> Vec<(String, egui::Color32)> {
+        let rows = self
+            .rows
+            .iter()
+            .enumerate()
+            .map(|(i, (k, _))| ((*k).to_owned(), color(i)));
+        let fits = self
+            .fits
+            .iter()
+            .enumerate()
+            .map(|(i, (n, _))| ((*n).to_owned(), color(5 + i)));
+        rows.chain(fits).collect()
+    }
+
+    /// One line per bin of every series.
+    fn csv(&self) -> String {
+        let mut text = String::from("series,bin_low,bin_high,count\n");
+        for (k, r) in &self.rows {
+            for (i, c) in r.counts.iter().enumerate() {
+                text.push_str(&format!("{k},{},{},{c}\n", r.edges[i], r.edges[i + 1]));
+            }
+        }
+        let edges = &self.stored().edges;
+        for (name, pts) in &self.fits {
+            for (i, [_, y]) in pts.iter().enumerate() {
+                text.push_str(&format!(
+                    "{},{},{},{y}\n",
+                    csv_field(name),
+                    edges[i],
+                    edges[i + 1]
+                ));
+            }
+        }
+        text
+    }
+
+    /// The series not `hidden`, as the SVG export draws them.
+    fn chart_series(&self, hidden: &BTreeSet<String>) -> Vec<ChartSeries> {
+        let mut series = Vec::new();
+        for (i, (k, r)) in self
+            .rows
+            .iter()
+            .enumerate()
+            .filter(|(_, (k, _))| !hidden.contains(*k))
+        {
+            let width = r
+                .edges
+                .get(1)
+                .zip(r.edges.first())
+                .map_or(1.0, |(b, a)| b - a);
+            let (mark, points) = if i == 0 {
+                (Mark::Bars(width), bar_centres(r))
+            } else {
+                (Mark::Line, steps(r))
+            };
+            series.push(ChartSeries {
+                name: (*k).to_owned(),
+                color: color(i),
+                mark,
+                points,
+            });
+        }
+        for (i, (name, pts)) in self
+            .fits
+            .iter()
+            .enumerate()
+            .filter(|(_, (n, _))| !hidden.contains(*n))
+        {
+            series.push(ChartSeries {
+                name: (*name).to_owned(),
+                color: color(5 + i),
+                mark: Mark::Line,
+                points: pts.clone(),
+            });
+        }
+        series
+    }
+}
+
+/// Each bin's centre and count.
+fn bar_centres(r: &HistogramRow) -> Vec<[f64; 2]> {
+    r.counts
+        .iter()
+        .enumerate()
+        .map(|(b, &c)| [0.5 * (r.edges[b] + r.edges[b + 1]), c as f64])
+        .collect()
+}
+
+fn histogram_ui(ui: &mut egui::Ui, at: &LayerPlot<'_>, height: f32, export: &mut Export) {
+    let (layer, epoch) = (at.layer, at.epoch);
+    let id = at.id("hist");
     let header = plot_header(ui, &id, "Stored vs remapped weights", export, None, true);
-    let rows: Vec<(&str, &HistogramRow)> = ["stored", "remapped", "pow2"]
-        .into_iter()
-        .filter_map(|k| Some((k, *hists.get(k)?.get(&epoch)?)))
-        .collect();
-    let Some((_, stored)) = rows.first().copied() else {
+    let Some(h) = Histogram::at(at.hists, epoch) else {
         ui.label("no histogram at this epoch");
         return;
     };
-    let total = stored.counts.iter().sum::<u64>() as f64;
-    let mean = stat(Some(&stored), "mean").unwrap_or(0.0);
-    let std = stat(Some(&stored), "std").unwrap_or(0.0);
-    let fits: Vec<(&str, Vec<[f64; 2]>)> = if std > 0.0 {
-        vec![
-            (
-                "Gaussian fit",
-                fitted_counts(&stored.edges, total, gaussian_pdf(mean, std)),
-            ),
-            (
-                "Laplace fit",
-                fitted_counts(&stored.edges, total, laplace_pdf(mean, std)),
-            ),
-        ]
-    } else {
-        Vec::new()
-    };
+    let stored = h.stored();
     ui.label(format!(
         "epoch {epoch} · {} weights · out of range {} below, {} above",
         stored.counts.iter().sum::<u64>() + stored.underflow + stored.overflow,
@@ -381,48 +483,22 @@ fn histogram_ui(
         stored.overflow
     ));
     if header.csv {
-        let mut text = String::from("series,bin_low,bin_high,count\n");
-        for (k, r) in &rows {
-            for (i, c) in r.counts.iter().enumerate() {
-                text.push_str(&format!("{k},{},{},{c}\n", r.edges[i], r.edges[i + 1]));
-            }
-        }
-        for (name, pts) in &fits {
-            for (i, [_, y]) in pts.iter().enumerate() {
-                text.push_str(&format!(
-                    "{},{},{},{y}\n",
-                    csv_field(name),
-                    stored.edges[i],
-                    stored.edges[i + 1]
-                ));
-            }
-        }
         export.request(ExportRequest::Csv {
             name: id.clone(),
-            text,
+            text: h.csv(),
         });
     }
-    let all_epochs = hists.values().flat_map(|e| e.values().copied());
+    let all_epochs = at.hists.values().flat_map(|e| e.values().copied());
     let (lo, hi) = occupied_bins(all_epochs);
     let (x_min, x_max) = (stored.edges[lo], stored.edges[hi]);
-    let mut entries: Vec<(String, egui::Color32)> = rows
-        .iter()
-        .enumerate()
-        .map(|(i, (k, _))| ((*k).to_owned(), color(i)))
-        .collect();
-    entries.extend(
-        fits.iter()
-            .enumerate()
-            .map(|(i, (name, _))| ((*name).to_owned(), color(5 + i))),
-    );
-    let hidden = super::widgets::plot::hidden_curves(ui.ctx(), &id);
-    let shown = super::widgets::plot::readable_ticks(Plot::new(&id), 1.0, "")
+    let hidden = crate::gui::widgets::plot::hidden_curves(ui.ctx(), &id);
+    let shown = crate::gui::widgets::plot::readable_ticks(Plot::new(&id), 1.0, "")
         .height((height - 24.0).max(150.0))
         .x_axis_label("weight")
         .y_axis_label("count")
         .default_x_bounds(x_min, x_max)
         .show(ui, |p| {
-            for (i, (k, r)) in rows.iter().enumerate() {
+            for (i, (k, r)) in h.rows.iter().enumerate() {
                 if hidden.contains(*k) {
                     continue;
                 }
@@ -446,7 +522,7 @@ fn histogram_ui(
                     );
                 }
             }
-            for (i, (name, pts)) in fits.iter().enumerate() {
+            for (i, (name, pts)) in h.fits.iter().enumerate() {
                 if hidden.contains(*name) {
                     continue;
                 }
@@ -457,50 +533,8 @@ fn histogram_ui(
                 );
             }
         });
-    super::widgets::plot::legend_row(ui, &id, &entries);
+    crate::gui::widgets::plot::legend_row(ui, &id, &h.entries());
     if header.svg {
-        let mut series = Vec::new();
-        for (i, (k, r)) in rows
-            .iter()
-            .enumerate()
-            .filter(|(_, (k, _))| !hidden.contains(*k))
-        {
-            let width = r
-                .edges
-                .get(1)
-                .zip(r.edges.first())
-                .map_or(1.0, |(b, a)| b - a);
-            series.push(ChartSeries {
-                name: (*k).to_owned(),
-                color: color(i),
-                mark: if i == 0 {
-                    Mark::Bars(width)
-                } else {
-                    Mark::Line
-                },
-                points: if i == 0 {
-                    r.counts
-                        .iter()
-                        .enumerate()
-                        .map(|(b, &c)| [0.5 * (r.edges[b] + r.edges[b + 1]), c as f64])
-                        .collect()
-                } else {
-                    steps(r)
-                },
-            });
-        }
-        for (i, (name, pts)) in fits
-            .iter()
-            .enumerate()
-            .filter(|(_, (n, _))| !hidden.contains(*n))
-        {
-            series.push(ChartSeries {
-                name: (*name).to_owned(),
-                color: color(5 + i),
-                mark: Mark::Line,
-                points: pts.clone(),
-            });
-        }
         let b = shown.transform.bounds();
         let f = |v: f64, s: f64| crate::chart::format::format_num(v, s);
         let chart = Chart {
@@ -508,7 +542,7 @@ fn histogram_ui(
             x_label: "weight".into(),
             y_label: "count".into(),
             bounds: [b.min(), b.max()],
-            series,
+            series: h.chart_series(&hidden),
             x_fmt: &f,
             y_fmt: &f,
             x_categories: Vec::new(),

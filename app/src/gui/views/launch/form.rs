@@ -8,7 +8,7 @@ use shiftadd_core::Config;
 use shiftadd_core::spec::config::ConfigError;
 
 /// The config reference, compiled in: it supplies order, help and choices.
-const REFERENCE: &str = include_str!("../../../experiments/README.md");
+const REFERENCE: &str = include_str!("../../../../../experiments/README.md");
 
 /// What the reference says about one key.
 #[derive(Debug, Clone, Default, PartialEq)]

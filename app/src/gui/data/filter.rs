@@ -9,7 +9,7 @@
 //!   `last`, `test` (fractions, like the metrics), `energy` (mJ), `duration` (seconds);
 //! * `-term` negates any of these. Quotes keep spaces in one term: `name:"seed 0"`.
 
-use super::backend::RunRow;
+use crate::gui::data::backend::RunRow;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cmp {
@@ -202,7 +202,7 @@ fn term_holds(t: &Term, row: &RunRow) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gui::backend::tests::row;
+    use crate::gui::data::backend::tests::row;
     use shiftadd_core::store::{MetricSummary, Status};
 
     fn ids(rows: &[RunRow], f: &str) -> Vec<i64> {

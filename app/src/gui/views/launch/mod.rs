@@ -3,15 +3,16 @@
 //! and Start study: the form's config with one key varied over values × seeds — or a study file
 //! of `experiments/studies/` as it stands.
 
+pub mod form;
+
 use shiftadd_core::run::{Command, Event};
 use shiftadd_core::spec::study::Study;
-
-use super::searches::SlurmChoice;
 use shiftadd_core::store::RunId;
 
-use super::backend::Preset;
-use super::ctx::ViewCtx;
-use super::form::{Field, FieldKind, Form};
+use crate::gui::ctx::ViewCtx;
+use crate::gui::data::backend::Preset;
+use crate::gui::data::searches::SlurmChoice;
+use form::{Field, FieldKind, Form};
 
 #[derive(Default)]
 pub struct LaunchView {

@@ -22,8 +22,8 @@ use shiftadd_core::store::{
 use shiftadd_core::study::fit::Fit;
 use shiftadd_core::study::report::{self, Table};
 
-use super::searches::Searches;
 use crate::chart::series::Series;
+use crate::gui::data::searches::Searches;
 
 /// Requests to the `ui-data` thread.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

@@ -1,0 +1,88 @@
+//! The Hardware view: each model's totals under either cost model.
+
+use super::*;
+
+#[test]
+fn hardware_view_shows_each_models_totals_under_either_cost_model() {
+    use shiftadd_core::spec::config::HwModel;
+    use shiftadd_core::store::HwCostRow;
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = seeded_db(dir.path());
+    let mut cfg = Config::default();
+    let costs = shiftadd_core::hw::config_costs(&cfg, 3, 32, 10);
+    cfg.hw.model = HwModel::Project;
+    let project = shiftadd_core::hw::config_costs(&cfg, 3, 32, 10);
+    let mut rows = shiftadd_core::hw::cost_rows(1, &costs);
+    rows.extend(shiftadd_core::hw::cost_rows(1, &project));
+    rows.push(HwCostRow {
+        run: 1,
+        hw_model: "shiftaddnas".into(),
+        model: "augmented".into(),
+        layer_index: 999,
+        layer: "broken".into(),
+        detail: serde_json::json!({"name": "broken"}),
+    });
+    let w = Writer::open(&db).expect("db");
+    w.send(WriteOp::HwCost(rows)).expect("hw rows");
+    w.flush().expect("flush");
+    drop(w);
+    let persisted = Persisted {
+        view: View::Hardware,
+        current: Some(1),
+        ..Persisted::default()
+    }
+    .in_database(&db);
+    let mut f = fake_app(&db, persisted);
+    let h = &mut f.harness;
+    wait_for(h, "the totals", |h| has_label(h, "largest augmented"));
+    for c in &costs {
+        // MAC counts as the cost model computed them, one row per model.
+        let macs = c.layers.iter().map(|l| l.macs).sum::<i64>() as f64 / 1e6;
+        assert!(has_label(h, &format!("{macs:.2} M")), "{} MACs", c.label);
+    }
+    assert!(
+        has_label(h, "1 rows unreadable"),
+        "the broken row is reported"
+    );
+    let ratio = costs[2].energy_mj / costs[0].energy_mj;
+    assert!(
+        has_label(h, &format!("{ratio:.2}")),
+        "× tiny energy {ratio:.2}"
+    );
+    // The figures name their model; the toggle switches every total to the other.
+    assert!(has_label(
+        h,
+        "Hardware cost · run #1 · ShiftAddNAS simulator"
+    ));
+    let energy = |c: &shiftadd_core::hw::ModelCost| format!("{:.4}", c.energy_mj);
+    assert!(
+        has_label(h, &energy(&costs[1])),
+        "simulator: tiny all-Mult total"
+    );
+    click(h, "project model");
+    wait_for(h, "the project totals", |h| {
+        has_label(h, &energy(&project[1]))
+    });
+    assert!(has_label_containing(
+        h,
+        "Energy per layer (µJ), project model"
+    ));
+    assert!(
+        !has_label(h, "1 rows unreadable"),
+        "the broken row is the simulator's"
+    );
+    // The stacked bars as SVG, with the segments' names in its legend.
+    let (svg, texts) = export_svg(h);
+    assert!(
+        texts.iter().any(|t| t.contains("Energy per layer")),
+        "{texts:?}"
+    );
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("compute") || t.contains("DRAM")),
+        "{texts:?}"
+    );
+    assert!(svg.matches("<rect").count() > 5);
+}

@@ -1,0 +1,213 @@
+//! The runs list: damaged rows, persisted selection, columns and filter, editing runs.
+
+use super::*;
+
+/// Issue 43, item 2: one row of a hostile or damaged database (an unknown status, text in a
+/// metric's value) once made the whole runs table fail; now it is listed as damaged, the others
+/// as usual.
+#[test]
+fn a_damaged_row_is_shown_as_damaged_and_the_others_are_listed() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = seeded_db(dir.path());
+    rusqlite::Connection::open(&db)
+        .expect("raw")
+        .execute_batch(
+            "UPDATE runs SET status = 'zombie' WHERE name = 'beta';
+             UPDATE metrics SET value = 'x' WHERE run_id = 1 AND key = 'val/top1' AND step = 30;",
+        )
+        .expect("damage");
+    let mut f = fake_app(&db, Persisted::default());
+    let h = &mut f.harness;
+    wait_for(h, "the runs list", |h| has_label(h, "#2"));
+    assert!(has_label(h, "#1"), "the other run is listed");
+    let rows = &h.state().data().runs;
+    let statuses: Vec<Status> = rows.iter().map(|r| r.summary.status).collect();
+    assert_eq!(statuses, [Status::Damaged, Status::Damaged], "{statuses:?}");
+    assert!(has_label(h, "damaged"), "the status column says so");
+    let alpha = rows
+        .iter()
+        .find(|r| r.summary.name == "alpha")
+        .expect("alpha");
+    assert!(
+        alpha
+            .summary
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("metric's value")),
+        "{:?}",
+        alpha.summary.reason
+    );
+}
+
+#[test]
+fn a_selection_persisted_for_one_database_is_not_applied_to_another() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let seeded = seeded_db(dir.path());
+    // The selection of a session on the seeded database…
+    let mut f = fake_app(&seeded, Persisted::default());
+    wait_for(&mut f.harness, "the runs list", |h| has_label(h, "#2"));
+    f.harness.get_by_label("#2").click();
+    f.harness.step();
+    run_button(&mut f.harness, "alpha").click();
+    f.harness.step();
+    let saved = f.harness.state().persisted().clone();
+    assert_eq!((saved.current, saved.compare.clone()), (Some(1), vec![2]));
+    drop(f);
+    // …is kept when the same database opens again…
+    let mut again = fake_app(&seeded, saved.clone());
+    wait_for(&mut again.harness, "the runs list", |h| has_label(h, "#2"));
+    assert_eq!(again.harness.state().persisted().compare, vec![2]);
+    assert_eq!(again.harness.state().persisted().current, Some(1));
+    drop(again);
+    // …and dropped on another one: nothing ticked, nothing current, no error about run ids.
+    let other = dir.path().join("other.db");
+    let w = Writer::open(&other).expect("db");
+    let run = w
+        .create_run(crate::support::synthetic_run("fresh", "mult"))
+        .expect("run");
+    w.status(run, Status::Finished, None);
+    w.flush().expect("flush");
+    let mut f = fake_app(&other, saved);
+    wait_for(&mut f.harness, "the other runs list", |h| {
+        has_label(h, "fresh")
+    });
+    for _ in 0..20 {
+        f.harness.step();
+    }
+    let p = f.harness.state().persisted();
+    assert!(p.compare.is_empty(), "{:?}", p.compare);
+    assert_eq!(p.current, None);
+    assert!(f.harness.state().data().last_error.is_none());
+    assert!(!has_label(&f.harness, "Compare 1"));
+}
+
+#[test]
+fn the_column_chooser_adds_a_config_key_column_and_the_filter_hides_proxies() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = seeded_db(dir.path());
+    tracker_runs(&db);
+    let mut f = fake_app(&db, Persisted::default());
+    let h = &mut f.harness;
+    wait_for(h, "the runs list", |h| has_label(h, "#3"));
+    assert!(
+        !has_label(h, "#4"),
+        "proxies fold under their search by default"
+    );
+    click(h, "Columns");
+    wait_for(h, "the column chooser", |h| has_label(h, "add column"));
+    h.get_by_label("add column")
+        .set_text_value_accesskit("train.lr");
+    h.step();
+    wait_for(h, "the offer", |h| {
+        h.query_by_role_and_label(egui::accesskit::Role::Button, "train.lr")
+            .is_some()
+    });
+    h.get_by_role_and_label(egui::accesskit::Role::Button, "train.lr")
+        .click();
+    h.step();
+    wait_for(h, "the train.lr column", |h| {
+        h.state()
+            .persisted()
+            .runs
+            .columns
+            .iter()
+            .any(|c| matches!(c, shiftadd_app::gui::settings::Col::Config(k) if k == "train.lr"))
+    });
+    h.key_press(egui::Key::Escape);
+    h.step();
+    assert!(has_label(h, "train.lr"), "the header");
+    assert!(
+        has_label(h, "0.05") && has_label(h, "0.1"),
+        "each run's value"
+    );
+    // Unfolded, proxies list; `-tag:nas-proxy` hides them again.
+    click(h, "fold");
+    wait_for(h, "the proxies", |h| {
+        has_label(h, "#4") && has_label(h, "#5")
+    });
+    h.get_by_label("filter runs")
+        .set_text_value_accesskit("-tag:nas-proxy");
+    wait_for(h, "the filter", |h| !has_label(h, "#4"));
+    assert!(!has_label(h, "#5"));
+    assert!(has_label(h, "#1") && has_label(h, "#2") && has_label(h, "#3"));
+    h.get_by_label("filter runs")
+        .set_text_value_accesskit("val/top1>0.68");
+    // Its figures load with the runs: until then nothing matches.
+    wait_for(h, "the metric filter", |h| {
+        !has_label(h, "#2") && has_label(h, "#1")
+    });
+    assert!(has_label(h, "#1"), "alpha's last val/top1 is 0.7");
+}
+
+#[test]
+fn rename_tag_note_archive_and_delete_change_the_database() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = seeded_db(dir.path());
+    let folder = tracker_runs(&db);
+    let mut f = fake_app(&db, Persisted::default());
+    let h = &mut f.harness;
+    let reader = Reader::open(&db).expect("reader");
+    let run = |id| reader.run(id).expect("run");
+    wait_for(h, "the runs list", |h| has_label(h, "alpha"));
+    let menu = |h: &mut Harness<'static, StudioApp>, name: &str, item: &str| {
+        run_button(h, name).click_secondary();
+        h.step();
+        click(h, item);
+    };
+    // Each dialog: (run shown as, menu item, field, text typed, what the database then holds).
+    type Check<'a> = Box<dyn Fn() -> bool + 'a>;
+    let edits: [(&str, &str, &str, &str, Check<'_>); 3] = [
+        (
+            "alpha",
+            "Rename…",
+            "new name",
+            "alpha-renamed",
+            Box::new(|| run(1).name == "alpha-renamed"),
+        ),
+        (
+            "alpha-renamed",
+            "Tags…",
+            "tags",
+            "paper, keep",
+            Box::new(|| run(1).tags == "paper,keep"),
+        ),
+        (
+            "alpha-renamed",
+            "Notes…",
+            "notes",
+            "# Best so far\n- lr **0.1**",
+            Box::new(|| run(1).notes.contains("Best so far")),
+        ),
+    ];
+    for (name, item, field, text, saved) in edits {
+        menu(h, name, item);
+        wait_for(h, field, |h| has_label(h, field));
+        h.get_by_label(field).set_text_value_accesskit(text);
+        h.step();
+        click(h, "Save");
+        wait_for(h, item, |_| saved());
+    }
+    // Monitor shows the notes rendered.
+    run_button(h, "alpha-renamed").click();
+    wait_for(h, "the notes in Monitor", |h| has_label(h, "Best so far"));
+    menu(h, "alpha-renamed", "Archive");
+    wait_for(h, "the archive", |_| run(1).archived);
+    wait_for(h, "the archived run to hide", |h| {
+        !has_label(h, "alpha-renamed")
+    });
+    assert!(has_label(h, "beta"), "other runs stay listed");
+    // Delete, confirmed: run 2's rows and its checkpoint folder go, nothing else.
+    assert!(folder.exists());
+    menu(h, "beta", "Delete…");
+    wait_for(h, "the confirmation", |h| {
+        has_label_containing(h, "cannot be undone")
+    });
+    click(h, "Delete");
+    wait_for(h, "the delete", |_| reader.run(2).is_err());
+    assert!(!folder.exists(), "its checkpoint folder is removed");
+    assert!(reader.metrics(2).expect("metrics").is_empty());
+    assert_eq!(run(1).name, "alpha-renamed", "run 1 is untouched");
+    assert!(!reader.metrics(1).expect("metrics").is_empty());
+    assert_eq!(reader.runs().expect("runs").len(), 4);
+    wait_for(h, "the runs list without beta", |h| !has_label(h, "beta"));
+}
