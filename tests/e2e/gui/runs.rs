@@ -1,6 +1,7 @@
 //! The runs list: damaged rows, persisted selection, columns and filter, editing runs.
 
 use super::*;
+use shiftadd_core::store::manage::RunEdit;
 
 /// Issue 43, item 2: one row of a hostile or damaged database (an unknown status, text in a
 /// metric's value) once made the whole runs table fail; now it is listed as damaged, the others
@@ -81,6 +82,80 @@ fn a_selection_persisted_for_one_database_is_not_applied_to_another() {
     assert!(!has_label(&f.harness, "Compare 1"));
 }
 
+/// Issue 45: typing in the column chooser closed it on the first key, losing the text (the test
+/// above sets the field's text without pressing keys). Keys pressed as a keyboard does: the
+/// chooser stays open, the text arrives, and the offer is there to click.
+#[test]
+fn typing_in_the_column_chooser_keeps_it_open() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = seeded_db(dir.path());
+    let mut f = fake_app(&db, Persisted::default());
+    let h = &mut f.harness;
+    wait_for(h, "the runs list", |h| has_label(h, "#2"));
+    click(h, "Columns");
+    wait_for(h, "the column chooser", |h| has_label(h, "add column"));
+    h.get_by_label("add column").click();
+    h.step();
+    for c in "train.lr".chars() {
+        let key = egui::Key::from_name(&c.to_string());
+        if let Some(key) = key {
+            h.event(egui::Event::Key {
+                key,
+                physical_key: Some(key),
+                pressed: true,
+                repeat: false,
+                modifiers: egui::Modifiers::NONE,
+            });
+        }
+        h.event(egui::Event::Text(c.to_string()));
+        if let Some(key) = key {
+            h.event(egui::Event::Key {
+                key,
+                physical_key: Some(key),
+                pressed: false,
+                repeat: false,
+                modifiers: egui::Modifiers::NONE,
+            });
+        }
+        h.step();
+        assert!(
+            has_label(h, "add column"),
+            "the chooser closed after typing {c:?}"
+        );
+    }
+    assert_eq!(
+        h.get_by_label("add column").value().as_deref(),
+        Some("train.lr")
+    );
+    wait_for(h, "the offer", |h| {
+        h.query_by_role_and_label(egui::accesskit::Role::Button, "train.lr")
+            .is_some()
+    });
+}
+
+/// Issue 45: a long name was cut by its column with no way to read it but widening, and notes
+/// showed on hover as raw Markdown. Hovered, a run shows its whole name and its notes rendered.
+#[test]
+fn hovering_a_run_shows_its_whole_name_and_its_notes_rendered() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = seeded_db(dir.path());
+    let long = "a-run-name-far-longer-than-the-name-column-is-wide-seed-0";
+    shiftadd_core::store::manage::edit(&db, 1, &RunEdit::Rename(long.into())).expect("rename");
+    shiftadd_core::store::manage::edit(&db, 1, &RunEdit::SetNotes("Baseline for **all**".into()))
+        .expect("notes");
+    let mut f = fake_app(&db, Persisted::default());
+    let h = &mut f.harness;
+    wait_for(h, "the runs list", |h| has_label(h, long));
+    h.get_by_label(long).hover();
+    wait_for(h, "the tooltip", |h| {
+        h.query_all_by_label(long).count() == 2 && has_label_containing(h, "Baseline for all")
+    });
+    assert!(
+        !has_label_containing(h, "**"),
+        "notes are rendered, not shown raw"
+    );
+}
+
 #[test]
 fn the_column_chooser_adds_a_config_key_column_and_the_filter_hides_proxies() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -131,7 +206,7 @@ fn the_column_chooser_adds_a_config_key_column_and_the_filter_hides_proxies() {
     assert!(!has_label(h, "#5"));
     assert!(has_label(h, "#1") && has_label(h, "#2") && has_label(h, "#3"));
     h.get_by_label("filter runs")
-        .set_text_value_accesskit("val/top1>0.68");
+        .set_text_value_accesskit("val/top1>68");
     // Its figures load with the runs: until then nothing matches.
     wait_for(h, "the metric filter", |h| {
         !has_label(h, "#2") && has_label(h, "#1")

@@ -83,6 +83,8 @@ pub enum Loaded {
         rows: Vec<RunRow>,
         /// Every metric key recorded (for the column chooser).
         metric_keys: Vec<String>,
+        /// Every study's name, by id (the runs table's fold rows name their study).
+        study_names: BTreeMap<i64, String>,
     },
     /// What an edit or delete did (`Err`: why it did nothing).
     Managed(Result<String, String>),
@@ -425,6 +427,7 @@ fn answer(db: &Path, state: &mut DataState, q: Query) -> Loaded {
             Query::Runs { .. } => Loaded::Runs {
                 rows: Vec::new(),
                 metric_keys: Vec::new(),
+                study_names: BTreeMap::new(),
             },
             _ => Loaded::Error(format!("database {} does not exist yet", db.display())),
         };
@@ -520,7 +523,16 @@ fn runs(
             }
         })
         .collect();
-    Ok(Loaded::Runs { rows, metric_keys })
+    // A study table this code cannot read costs the fold rows their names, not the listing.
+    let study_names = r
+        .studies()
+        .map(|v| v.into_iter().map(|s| (s.id, s.name)).collect())
+        .unwrap_or_default();
+    Ok(Loaded::Runs {
+        rows,
+        metric_keys,
+        study_names,
+    })
 }
 
 fn details(r: &Reader, run: RunId) -> Result<Details, String> {

@@ -63,6 +63,8 @@ pub struct RunData {
 #[derive(Default)]
 pub struct DataCache {
     pub runs: Vec<RunRow>,
+    /// Every study's name, by id (loaded with the runs).
+    pub study_names: BTreeMap<i64, String>,
     pub runs_loaded: bool,
     pub data: HashMap<RunId, RunData>,
     pub live: HashMap<RunId, Live>,
@@ -112,12 +114,17 @@ impl DataCache {
 
     pub fn apply_loaded(&mut self, l: Loaded) {
         match l {
-            Loaded::Runs { rows, metric_keys } => {
+            Loaded::Runs {
+                rows,
+                metric_keys,
+                study_names,
+            } => {
                 let exists = |id: RunId| rows.iter().any(|r| r.summary.id == id);
                 // Runs deleted (here or elsewhere) leave no stale data behind.
                 self.data.retain(|id, _| exists(*id));
                 self.runs = rows;
                 self.metric_keys = metric_keys;
+                self.study_names = study_names;
                 self.runs_loaded = true;
                 self.runs_version += 1;
             }

@@ -4,11 +4,14 @@
 //! * `key:value` — `tag:nas-proxy` (one of the tags), `status:running`, `op:add`, `model:micro`,
 //!   `data:fashion`, `name:seed`, `is:archived` / `is:active`, or any config key
 //!   (`ops.kind:add`, `aug.hybrid:mult`);
-//! * `key>number` (also `>=`, `<`, `<=`, `=`, `!=`) — a metric's last value (`val/top1>0.6`,
+//! * `key>number` (also `>=`, `<`, `<=`, `=`, `!=`) — a metric's last value (`val/top1>60`,
 //!   `sys/rss_mb<500`), a config key (`train.lr<0.1`), or `id`, `seed`, `epochs`, `best`,
-//!   `last`, `test` (fractions, like the metrics), `energy` (mJ), `duration` (seconds);
+//!   `last`, `test`, `energy` (mJ), `duration` (seconds). Accuracies (`best`, `last`, `test`
+//!   and metrics such as `val/top1`) are in percent, as every table shows them; a value in
+//!   (0, 1] for one is hinted at ([`Filter::hints`]), since it is likely meant as a fraction;
 //! * `-term` negates any of these. Quotes keep spaces in one term: `name:"seed 0"`.
 
+use crate::chart::format::is_accuracy;
 use crate::gui::data::backend::RunRow;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +100,30 @@ impl Filter {
     pub fn matches(&self, row: &RunRow) -> bool {
         self.terms.iter().all(|(neg, t)| term_holds(t, row) != *neg)
     }
+
+    /// What the filter probably did not mean: an accuracy compared with a fraction.
+    pub fn hints(&self) -> Vec<String> {
+        self.terms
+            .iter()
+            .filter_map(|(_, t)| match t {
+                Term::Compare { key, value, .. }
+                    if in_percent(key) && *value > 0.0 && *value <= 1.0 =>
+                {
+                    Some(format!(
+                        "{key} is in percent here, as the table shows it: {value} means {value} %, \
+                         not {:.0} %",
+                        value * 100.0
+                    ))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Whether `key`'s values are accuracies, compared in percent (as shown).
+fn in_percent(key: &str) -> bool {
+    matches!(key, "best" | "last" | "test") || (key.contains('/') && is_accuracy(key))
 }
 
 fn parse_term(body: &str) -> Result<Term, String> {
@@ -146,8 +173,15 @@ fn config_text(v: &str) -> String {
     v.trim_matches('"').to_lowercase()
 }
 
-/// A number for `key` of `row`, if it has one.
+/// A number for `key` of `row`, if it has one, in the unit the table shows it (accuracies in
+/// percent).
 pub fn number(row: &RunRow, key: &str) -> Option<f64> {
+    let scale = if in_percent(key) { 100.0 } else { 1.0 };
+    stored(row, key).map(|v| v * scale)
+}
+
+/// `key`'s value of `row` as recorded (accuracies as fractions).
+fn stored(row: &RunRow, key: &str) -> Option<f64> {
     let s = &row.summary;
     match key {
         "id" => Some(s.id as f64),
@@ -189,10 +223,9 @@ fn term_holds(t: &Term, row: &RunRow) -> bool {
                 "active" => s.status.is_active(),
                 other => s.status.as_str() == other,
             },
-            k if k.contains('/') => row
-                .metrics
-                .get(k)
-                .is_some_and(|m| value.parse::<f64>().is_ok_and(|v| m.last == v)),
+            k if k.contains('/') => {
+                number(row, k).is_some_and(|x| value.parse::<f64>().is_ok_and(|v| x == v))
+            }
             k => row.config.get(k).is_some_and(|v| config_text(v) == *value),
         },
         Term::Compare { key, cmp, value } => number(row, key).is_some_and(|x| cmp.holds(x, *value)),
@@ -242,9 +275,12 @@ mod tests {
         assert_eq!(ids(&rows, "ops.kind:add"), [1]);
         assert_eq!(ids(&rows, "train.lr<0.1"), [1]);
         assert_eq!(ids(&rows, "train.lr>=0.8 -is:archived"), [2]);
-        assert_eq!(ids(&rows, "val/top1>0.6"), [1]);
+        assert_eq!(ids(&rows, "val/top1>60"), [1], "accuracies in percent");
+        assert_eq!(ids(&rows, "val/top1>66"), Vec::<i64>::new());
+        assert_eq!(ids(&rows, "val/top1=65"), [1]);
+        assert_eq!(ids(&rows, "val/top1:65"), [1]);
         assert_eq!(
-            ids(&rows, "-val/top1>0.6"),
+            ids(&rows, "-val/top1>60"),
             [2, 3],
             "no value: the comparison fails"
         );
@@ -262,6 +298,12 @@ mod tests {
                 .metric_keys(),
             ["val/top1"]
         );
+        // A fraction where percent belongs is hinted at; percent, a loss and a count are not.
+        let hints = Filter::parse("val/top1>0.6 best>=1 test>90 train/loss<0.5 epochs>0.5")
+            .expect("ok")
+            .hints();
+        assert_eq!(hints.len(), 2, "{hints:?}");
+        assert!(hints[0].starts_with("val/top1 is in percent") && hints[0].contains("not 60 %"));
     }
 
     #[test]

@@ -167,8 +167,10 @@ impl CompareView {
         plots(ui, vcx, &runs, &names, settings);
         ui.separator();
         ui.columns(2, |cols| {
+            // Wider than their half: the scroll bars stay visible so that the cut is seen.
             egui::ScrollArea::both()
                 .id_salt("compare-tables")
+                .scroll_bar_visibility(egui::scroll_area::ScrollBarVisibility::AlwaysVisible)
                 .show(&mut cols[0], |ui| {
                     final_table_ui(ui, vcx.data, &runs, &names, *vcx.hw_model);
                     ui.add_space(8.0);
@@ -377,11 +379,29 @@ fn diff_ui(ui: &mut egui::Ui, data: &DataCache, runs: &[RunId], names: &[String]
             for (k, values) in diff {
                 ui.monospace(k);
                 for v in values {
-                    ui.monospace(v);
+                    let shown = cell_text(&v, DIFF_CHARS);
+                    let cell = ui.monospace(&shown);
+                    if shown != v {
+                        cell.on_hover_text(&v);
+                    }
                 }
                 ui.end_row();
             }
         });
+}
+
+/// The widest a config diff's value is shown (a commit hash is 40 characters; a list of factors
+/// can be longer): the rest on hover, so that every run's column stays on screen.
+const DIFF_CHARS: usize = 18;
+
+/// `v` cut to `max` characters with an ellipsis, whole when it fits.
+fn cell_text(v: &str, max: usize) -> String {
+    if v.chars().count() <= max {
+        v.to_owned()
+    } else {
+        let head: String = v.chars().take(max.saturating_sub(1)).collect();
+        format!("{head}…")
+    }
 }
 
 /// Every run with an energy under a cost model and a best accuracy: (run, name, energy mJ,
@@ -563,4 +583,21 @@ fn scatter_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, selected: &[RunId]) {
     }
     vcx.export
         .capture_if_requested(ui.ctx(), id, header.region(ui));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A commit hash in the config diff pushed the other runs' columns off screen; it is cut to a
+    /// readable width now (whole on hover), and what fits is left as it is.
+    #[test]
+    fn long_diff_values_are_cut_and_short_ones_kept() {
+        let hash = "b5e5fd0778a1c2e3f4a5b6c7d8e9f0a1b2c3d4e5";
+        let shown = cell_text(hash, DIFF_CHARS);
+        assert_eq!(shown.chars().count(), DIFF_CHARS);
+        assert!(shown.starts_with("b5e5fd0778") && shown.ends_with('…'));
+        assert_eq!(cell_text("0.025", DIFF_CHARS), "0.025");
+        assert_eq!(cell_text("[1.0, 1.6, 2.2]", DIFF_CHARS), "[1.0, 1.6, 2.2]");
+    }
 }

@@ -5,7 +5,7 @@
 //! archive, delete with confirmation). Click a name to make it the current run (Monitor,
 //! Weights, Hardware); tick runs to compare them.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use egui_extras::{Column as TableColumn, TableBuilder};
 use shiftadd_core::run::Command;
@@ -326,6 +326,13 @@ impl RunsView {
             return;
         }
         let (ids, lines) = (layout.ids.clone(), layout.lines.clone());
+        // Parsing is cheap; a hint says what the filter probably did not mean.
+        for hint in Filter::parse(&settings.filter)
+            .map(|f| f.hints())
+            .unwrap_or_default()
+        {
+            ui.colored_label(ui.visuals().warn_fg_color, hint);
+        }
         match_summary(ui, &ids, &lines, data.runs.len());
         let clicks = self.table(ui, &ids, &lines, data, persisted, commands);
         if let Some(by) = clicks.sort {
@@ -405,10 +412,10 @@ impl RunsView {
                         body.rows(row_h, lines.len(), |mut row| match lines[row.index()] {
                             Line::Header { group, members } => {
                                 let open = self.open.contains(&group);
+                                let title = group_title(group, members, &data.study_names);
                                 group_row(
                                     &mut row,
-                                    group,
-                                    members,
+                                    (group, title),
                                     open,
                                     &settings.columns,
                                     &mut clicks,
@@ -561,19 +568,25 @@ impl RunsView {
             ui.heading("Runs");
             ui.add(
                 egui::TextEdit::singleline(&mut settings.filter)
-                    .hint_text("filter: op:add -tag:nas-proxy val/top1>0.6")
+                    .hint_text("filter: op:add -tag:nas-proxy val/top1>60")
                     .desired_width(250.0),
             )
             .accessible_name("filter runs")
             .on_hover_text(
                 "terms that must all hold: words (name, tags, status, model, …, notes), key:value \
                  (tag:, status:, op:, model:, is:archived, any config key such as ops.kind:add), \
-                 comparisons (val/top1>0.6, train.lr<0.1, epochs>=10, energy<0.1, duration>600), \
-                 and -term to negate any of them",
+                 comparisons (val/top1>60 in percent as shown, train.lr<0.1, epochs>=10, energy<0.1, \
+                 duration>600), and -term to negate any of them",
             );
-            ui.menu_button("Columns", |ui| {
-                columns_menu(ui, data, settings, *hw_model, &mut self.add_column);
-            });
+            // Clicks inside keep it open: a click into its text field closed it before a key
+            // was typed, and ticking several columns took as many trips.
+            let stay_open = egui::containers::menu::MenuConfig::new()
+                .close_behavior(egui::PopupCloseBehavior::CloseOnClickOutside);
+            egui::containers::menu::MenuButton::new("Columns")
+                .config(stay_open)
+                .ui(ui, |ui| {
+                    columns_menu(ui, data, settings, *hw_model, &mut self.add_column);
+                });
             ui.toggle_value(&mut settings.fold, "fold").on_hover_text(
                 "fold NAS proxies under their search and study cells under their study",
             );
@@ -632,12 +645,14 @@ impl RunsView {
         } else {
             egui::RichText::new(&s.name)
         };
-        let name = ui.selectable_label(selected, label);
-        let name = if s.notes.is_empty() {
-            name
-        } else {
-            name.on_hover_text(&s.notes)
-        };
+        // The column clips a long name: the whole of it, and the notes as Markdown, on hover.
+        let name = ui.selectable_label(selected, label).on_hover_ui(|ui| {
+            ui.strong(&s.name);
+            if !s.notes.trim().is_empty() {
+                ui.separator();
+                crate::gui::widgets::markdown::show(ui, &s.notes);
+            }
+        });
         if name.clicked() {
             persisted.current = Some(s.id);
             if matches!(persisted.view, View::Launch | View::Compare) {
@@ -944,8 +959,7 @@ fn column_width(c: &Col) -> f32 {
 /// A folded group's header row: its fold button and what it holds.
 fn group_row(
     row: &mut egui_extras::TableRow<'_, '_>,
-    group: Group,
-    members: usize,
+    (group, what): (Group, String),
     open: bool,
     columns: &[Col],
     clicks: &mut TableClicks,
@@ -956,10 +970,6 @@ fn group_row(
         }
     });
     row.col(|ui| {
-        let what = match group {
-            Group::Search(s) => format!("NAS search #{s}: {members} proxies"),
-            Group::Study(s) => format!("study {s}: {members} runs"),
-        };
         if ui
             .selectable_label(false, egui::RichText::new(what).italics())
             .clicked()
@@ -969,6 +979,17 @@ fn group_row(
     });
     for _ in columns {
         row.col(|_| {});
+    }
+}
+
+/// What a fold row says: the search, or the study by its name, and how many runs it holds.
+fn group_title(group: Group, members: usize, study_names: &BTreeMap<i64, String>) -> String {
+    match group {
+        Group::Search(s) => format!("NAS search #{s}: {members} proxies"),
+        Group::Study(s) => match study_names.get(&s) {
+            Some(name) => format!("study {s} {name}: {members} runs"),
+            None => format!("study {s}: {members} runs"),
+        },
     }
 }
 
@@ -1115,5 +1136,21 @@ mod tests {
             }
         );
         assert_eq!(lines(&refs, false, &HashSet::new()).len(), 7);
+    }
+
+    /// A fold row names its study (it said "study 7" alone, and a researcher had to look the
+    /// number up); a study whose name did not load keeps the number.
+    #[test]
+    fn fold_rows_name_their_study() {
+        let names: BTreeMap<i64, String> = [(7, "aug-control".to_owned())].into();
+        assert_eq!(
+            group_title(Group::Study(7), 9, &names),
+            "study 7 aug-control: 9 runs"
+        );
+        assert_eq!(group_title(Group::Study(8), 3, &names), "study 8: 3 runs");
+        assert_eq!(
+            group_title(Group::Search(2), 5, &names),
+            "NAS search #2: 5 proxies"
+        );
     }
 }
