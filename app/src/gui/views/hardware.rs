@@ -189,9 +189,10 @@ impl HardwareView {
                 text: segments_csv(layers, &segs),
             });
         }
-        let names: Vec<String> = layers
+        let hover: Vec<String> = layers
             .iter()
-            .map(|l| format!("{} ({})", l.name, l.op))
+            .enumerate()
+            .map(|(i, l)| layer_text(&format!("{} ({})", l.name, l.op), i, &segs))
             .collect();
         let entries: Vec<(String, egui::Color32)> = segs
             .iter()
@@ -204,12 +205,7 @@ impl HardwareView {
             .height((ui.available_height() - 30.0).max(200.0))
             .x_axis_label("layer")
             .y_axis_label("µJ")
-            .label_formatter(move |pos| {
-                let p = hover_point(pos);
-                let i = p.x.round();
-                (i >= 0.0 && (i as usize) < names.len())
-                    .then(|| format!("{}\n{:.3} µJ", names[i as usize], p.y))
-            })
+            .label_formatter(move |pos| layer_hover(&hover, hover_point(pos).x))
             .show(ui, |p| {
                 let mut charts: Vec<BarChart> = Vec::new();
                 for (k, (name, values)) in segs.iter().enumerate() {
@@ -255,6 +251,23 @@ impl HardwareView {
         vcx.export
             .capture_if_requested(ui.ctx(), &id, header.region(ui));
     }
+}
+
+/// What a layer's bar holds: its total and each segment that is not zero (µJ).
+fn layer_text(name: &str, i: usize, segs: &[(&str, Vec<f64>)]) -> String {
+    let total: f64 = segs.iter().map(|(_, v)| v[i]).sum();
+    let mut text = format!("{name}\n{total:.3} µJ");
+    for (seg, v) in segs.iter().filter(|(_, v)| v[i] != 0.0) {
+        text.push_str(&format!("\n  {seg}: {:.3}", v[i]));
+    }
+    text
+}
+
+/// The hover of the bar nearest `x` (the bars stand at 0, 1, …): the layer's figures, never the
+/// pointer's height.
+fn layer_hover(texts: &[String], x: f64) -> Option<String> {
+    let i = x.round();
+    (i >= 0.0).then(|| texts.get(i as usize)).flatten().cloned()
 }
 
 /// One line per layer: its name, op and each segment's energy (µJ).
@@ -352,4 +365,25 @@ fn totals_ui(ui: &mut egui::Ui, records: &[HwRecords], hw: HwModel) {
             ui.end_row();
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The per-layer chart's hover showed the pointer's height ("54.462 µJ" over a 44 µJ bar);
+    /// it shows the layer's total and its segments, whatever the pointer's height.
+    #[test]
+    fn a_layers_hover_is_its_total_and_segments() {
+        let segs: Vec<(&str, Vec<f64>)> =
+            vec![("compute", vec![1.0, 4.0]), ("DRAM", vec![0.0, 40.0])];
+        let texts: Vec<String> = (0..2)
+            .map(|i| layer_text(&format!("l{i}"), i, &segs))
+            .collect();
+        assert_eq!(texts[1], "l1\n44.000 µJ\n  compute: 4.000\n  DRAM: 40.000");
+        assert_eq!(texts[0], "l0\n1.000 µJ\n  compute: 1.000");
+        assert_eq!(layer_hover(&texts, 1.3).as_deref(), Some(texts[1].as_str()));
+        assert_eq!(layer_hover(&texts, -0.7), None);
+        assert_eq!(layer_hover(&texts, 2.0), None);
+    }
 }

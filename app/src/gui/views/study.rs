@@ -669,6 +669,23 @@ fn table_row(ui: &mut egui::Ui, table: &Table, r: &Row, k: f64) {
         .on_hover_text("mean training time of the finished cells (evaluation excluded)");
 }
 
+/// A variant's figures as the means plot's hover shows them: mean ± 95 % CI over n seeds, in the
+/// table's unit (`k`: 100 for accuracies).
+fn means_hover(r: &Row, k: f64) -> String {
+    let unit = if k > 1.0 { " %" } else { "" };
+    match r.summary {
+        Some(m) if m.ci95.is_finite() => format!(
+            "{}\nmean {:.2} ± {:.2}{unit} (95 % CI, n = {})",
+            r.variant,
+            m.mean * k,
+            m.ci95 * k,
+            m.n
+        ),
+        Some(m) => format!("{}\nmean {:.2}{unit} (n = {})", r.variant, m.mean * k, m.n),
+        None => format!("{}\nno finished cell yet", r.variant),
+    }
+}
+
 /// The metric per variant on a range fitted to the values: each seed's value as a small mark, the
 /// mean as a large point with its 95 % interval as whiskers, and the baseline's mean as a dashed
 /// line across. A bar from zero would hide what a study is about: differences of a point or two
@@ -692,7 +709,8 @@ fn means_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, table: &Table, height: f32
     let per_variant = 0.85 * (ui.available_width() - 60.0) / n.max(1.0) as f32;
     let variants: Vec<&str> = table.rows.iter().map(|r| r.variant.as_str()).collect();
     let names = fit_labels(&variants, per_variant, |t| text_width(ui, t));
-    let hover_names: Vec<String> = variants.iter().map(|v| (*v).to_owned()).collect();
+    // The hover says what the variant measured, not where the pointer is.
+    let hover_texts: Vec<String> = table.rows.iter().map(|r| means_hover(r, k)).collect();
     let whisker_color = ui.visuals().strong_text_color();
     let unit = if k > 1.0 { " %" } else { "" };
     let (lo, hi) = value_extent(table).unwrap_or((0.0, 1.0));
@@ -710,13 +728,11 @@ fn means_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, table: &Table, height: f32
             )
         })
         .label_formatter(move |pos| {
-            let pos = hover_point(pos);
-            let i = pos.x.round();
-            let name = (i >= 0.0)
-                .then(|| hover_names.get(i as usize))
+            let i = hover_point(pos).x.round();
+            (i >= 0.0)
+                .then(|| hover_texts.get(i as usize))
                 .flatten()
-                .map_or("", String::as_str);
-            Some(format!("{name}\n{:.2}{unit}", pos.y))
+                .cloned()
         })
         .include_x(-0.5)
         .include_x(n - 0.5)
@@ -831,6 +847,20 @@ fn fit_labels(names: &[&str], room: f32, width: impl Fn(&str) -> f32) -> Vec<Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The means plot's hover showed the pointer's height as if it were a value; it shows the
+    /// variant's mean ± CI and n now, whatever the pointer's height.
+    #[test]
+    fn the_means_hover_says_what_the_variant_measured() {
+        let row = crate::chart::figures::tests::row("shift-aug", &[0.898, 0.899, 0.896], 0);
+        let m = row.summary.expect("three seeds");
+        let text = means_hover(&row, 100.0);
+        assert!(text.starts_with("shift-aug\nmean "), "{text}");
+        assert!(text.contains(&format!("{:.2} ± {:.2} %", m.mean * 100.0, m.ci95 * 100.0)));
+        assert!(text.ends_with("n = 3)"), "{text}");
+        let empty = crate::chart::figures::tests::row("mf", &[], 0);
+        assert_eq!(means_hover(&empty, 100.0), "mf\nno finished cell yet");
+    }
 
     #[test]
     fn the_means_plot_fits_its_range_to_the_seeds_and_intervals() {

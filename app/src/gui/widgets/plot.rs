@@ -454,6 +454,33 @@ impl SeriesSvg<'_> {
     }
 }
 
+/// The band plot's hover at step `x`: each shown group's mean ± std at the recorded step
+/// nearest `x` (scaled by `k`, in `unit`), never the pointer's height.
+pub fn band_hover(
+    groups: &[Group],
+    hidden: &BTreeSet<String>,
+    x: f64,
+    (k, unit): (f64, &str),
+) -> Option<String> {
+    let mut lines = Vec::new();
+    for g in groups.iter().filter(|g| !hidden.contains(&g.name)) {
+        let Some(&(step, mean, std)) = g
+            .band
+            .iter()
+            .min_by(|a, b| (a.0 - x).abs().total_cmp(&(b.0 - x).abs()))
+        else {
+            continue;
+        };
+        lines.push(format!(
+            "{}: {:.2} ± {:.2}{unit} (step {step:.0})",
+            g.name,
+            mean * k,
+            std * k
+        ));
+    }
+    (!lines.is_empty()).then(|| lines.join("\n"))
+}
+
 /// A curve as drawn this frame: name, colour, plotted points.
 type Drawn = (String, Color32, Arc<Vec<[f64; 2]>>);
 
@@ -757,6 +784,7 @@ pub fn band_plot(ui: &mut egui::Ui, id: &str, y_label: &str, groups: &[Group], h
         .map(|g| (g.name.clone(), color(g.color)))
         .collect();
     let legend_h = 22.0 * (1.0 + (entries.len() as f32 / 4.0).floor());
+    let hidden_now = hidden.clone();
     let shown = readable_ticks(Plot::new(id), k, unit)
         .include_x(0.0)
         .include_y(if lo.is_finite() { lo - pad } else { 0.0 })
@@ -764,10 +792,7 @@ pub fn band_plot(ui: &mut egui::Ui, id: &str, y_label: &str, groups: &[Group], h
         .height((height - legend_h).max(200.0))
         .x_axis_label("step")
         .y_axis_label(y_label.to_owned())
-        .label_formatter(move |pos| {
-            let p = hover_point(pos);
-            Some(format!("step {:.0}: {:.4}{unit}", p.x, p.y * k))
-        })
+        .label_formatter(move |pos| band_hover(groups, &hidden_now, hover_point(pos).x, (k, unit)))
         .show(ui, |p| {
             for g in groups.iter().filter(|g| !hidden.contains(&g.name)) {
                 let c = color(g.color);
@@ -840,5 +865,34 @@ mod tests {
             csv.starts_with("series,step,smoothed,raw\n\"a,b\",0,1,1\n"),
             "{csv}"
         );
+    }
+
+    /// The band plot's hover showed the pointer's height as a value; it shows each group's
+    /// mean ± std at the nearest recorded step now, hidden groups left out.
+    #[test]
+    fn the_band_hover_reads_the_groups_not_the_pointer() {
+        let g = |name: &str, band: Vec<(f64, f64, f64)>| Group {
+            color: 0,
+            name: name.into(),
+            band,
+            seeds: Vec::new(),
+        };
+        let groups = [
+            g(
+                "lr = 0.1 (n = 3)",
+                vec![(100.0, 0.80, 0.01), (200.0, 0.85, 0.02)],
+            ),
+            g("lr = 0.5 (n = 3)", vec![(100.0, 0.70, 0.03)]),
+        ];
+        let none = BTreeSet::new();
+        let text = band_hover(&groups, &none, 190.0, (100.0, " %")).expect("a hover");
+        assert_eq!(
+            text,
+            "lr = 0.1 (n = 3): 85.00 ± 2.00 % (step 200)\nlr = 0.5 (n = 3): 70.00 ± 3.00 % (step 100)"
+        );
+        let hidden: BTreeSet<String> = ["lr = 0.5 (n = 3)".to_owned()].into();
+        let text = band_hover(&groups, &hidden, 90.0, (100.0, " %")).expect("a hover");
+        assert_eq!(text, "lr = 0.1 (n = 3): 80.00 ± 1.00 % (step 100)");
+        assert_eq!(band_hover(&[], &none, 5.0, (1.0, "")), None);
     }
 }
