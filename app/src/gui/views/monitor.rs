@@ -4,7 +4,8 @@
 
 use shiftadd_core::host::keys as host_keys;
 use shiftadd_core::run::Command;
-use shiftadd_core::store::{RunId, Status, keys};
+use shiftadd_core::spec::config::HwModel;
+use shiftadd_core::store::{RunId, RunSummary, Status, keys};
 
 use crate::chart::format::color;
 use crate::chart::format::format_secs;
@@ -270,8 +271,33 @@ fn progress_ui(
             {
                 vcx.commands.push(Command::Resume { run, request: 0 });
             }
+            if let Some(r) = vcx
+                .data
+                .row(run)
+                .filter(|_| status == Some(Status::Finished))
+            {
+                ui.label(finished_summary(&r.summary, *vcx.hw_model));
+            }
         }
     }
+}
+
+/// A finished run in one line: how long it trained, its accuracies, its energy under the cost
+/// model shown.
+fn finished_summary(s: &RunSummary, hw: HwModel) -> String {
+    let pct = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |v| format!("{:.2} %", v * 100.0));
+    let mut parts = vec![format!(
+        "trained {}",
+        s.duration_secs()
+            .map_or_else(|| "–".to_owned(), format_secs)
+    )];
+    parts.push(format!("best val {}", pct(s.best_val_top1)));
+    parts.push(format!("last val {}", pct(s.last_val_top1)));
+    parts.push(format!("test {}", pct(s.test_top1)));
+    if let Some(e) = s.energy_under(hw.as_str()) {
+        parts.push(format!("{e:.4} mJ ({})", hw.title()));
+    }
+    parts.join(" · ")
 }
 
 fn log_ui(ui: &mut egui::Ui, d: &RunData) {
@@ -312,5 +338,28 @@ mod tests {
         assert_eq!(format_secs(61.0), "1:01");
         assert_eq!(format_secs(3725.0), "1:02:05");
         assert_eq!(format_secs(f64::NAN), "–");
+    }
+
+    /// Monitor's header said nothing of a finished run's outcome; it sums it up in one line.
+    #[test]
+    fn a_finished_run_is_summed_up_in_one_line() {
+        let mut s = crate::gui::data::backend::tests::row(1, "mult-aug-s3", "").summary;
+        s.started_at = Some(100.0);
+        s.finished_at = Some(100.0 + 42.0 * 60.0);
+        s.best_val_top1 = Some(0.9088);
+        s.last_val_top1 = Some(0.9066);
+        s.test_top1 = Some(0.9049);
+        s.energy_shiftaddnas_mj = Some(0.1512);
+        let line = finished_summary(&s, HwModel::Shiftaddnas);
+        assert!(
+            line.contains("best val 90.88 %")
+                && line.contains("last val 90.66 %")
+                && line.contains("test 90.49 %")
+                && line.contains("0.1512 mJ"),
+            "{line}"
+        );
+        assert!(line.starts_with("trained 42"), "{line}");
+        s.test_top1 = None;
+        assert!(finished_summary(&s, HwModel::Project).contains("test –"));
     }
 }

@@ -971,7 +971,8 @@ fn group_row(
     });
     row.col(|ui| {
         if ui
-            .selectable_label(false, egui::RichText::new(what).italics())
+            .selectable_label(false, egui::RichText::new(&what).italics())
+            .on_hover_text(&what)
             .clicked()
         {
             clicks.toggle = Some(group);
