@@ -286,3 +286,73 @@ fn rename_tag_note_archive_and_delete_change_the_database() {
     assert_eq!(reader.runs().expect("runs").len(), 4);
     wait_for(h, "the runs list without beta", |h| !has_label(h, "beta"));
 }
+
+/// Issue 45: a queued run could not be deleted ("a training run cannot be deleted"). Delete takes
+/// it off the queue (Stop to the manager that queued it), then deletes it; one that stays queued
+/// (another process holds it) is not deleted, and the app says why.
+#[test]
+fn a_queued_run_is_taken_off_the_queue_and_deleted() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = seeded_db(dir.path());
+    let w = Writer::open(&db).expect("db");
+    let queued = w
+        .create_run(crate::support::synthetic_run("waiting", "mult"))
+        .expect("run");
+    w.status(queued, Status::Queued, None);
+    w.flush().expect("flush");
+    let mut f = fake_app(&db, Persisted::default());
+    let reader = Reader::open(&db).expect("reader");
+    let h = &mut f.harness;
+    wait_for(h, "the runs list", |h| has_label(h, "waiting"));
+    run_button(h, "waiting").click_secondary();
+    h.step();
+    click(h, "Delete…");
+    wait_for(h, "the confirmation", |h| {
+        has_label_containing(h, "taken off it, then deleted")
+    });
+    click(h, "Delete");
+    h.step();
+    // The app asks its manager to take the run off the queue; the manager (the test) does.
+    let sent: Vec<Command> = f.commands.try_iter().collect();
+    assert!(
+        sent.iter()
+            .any(|c| matches!(c, Command::Stop(r) if *r == queued)),
+        "{sent:?}"
+    );
+    assert!(reader.run(queued).is_ok(), "not deleted while queued");
+    w.status(queued, Status::Stopped, Some("taken off the queue".into()));
+    w.flush().expect("flush");
+    f.events
+        .send(Event::Stopped { run: queued })
+        .expect("event");
+    wait_for(h, "the delete", |_| reader.run(queued).is_err());
+    assert_eq!(reader.runs().expect("runs").len(), 2, "the others stay");
+    // Queued by another process: this app's Stop does nothing, the run stays, the app says so.
+    let other = w
+        .create_run(crate::support::synthetic_run("elsewhere", "mult"))
+        .expect("run");
+    w.status(other, Status::Queued, None);
+    w.flush().expect("flush");
+    f.events
+        .send(Event::Created {
+            request: 0,
+            run: other,
+        })
+        .expect("event");
+    let h = &mut f.harness;
+    wait_for(h, "the other queued run", |h| has_label(h, "elsewhere"));
+    run_button(h, "elsewhere").click_secondary();
+    h.step();
+    click(h, "Delete…");
+    wait_for(h, "the confirmation", |h| {
+        has_label_containing(h, "taken off it, then deleted")
+    });
+    click(h, "Delete");
+    wait_for(h, "the note", |h| {
+        has_label_containing(h, "still queued, by another process")
+    });
+    assert!(
+        reader.run(other).is_ok(),
+        "a run queued elsewhere is not deleted"
+    );
+}

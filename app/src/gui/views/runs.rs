@@ -6,6 +6,7 @@
 //! Weights, Hardware); tick runs to compare them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use egui_extras::{Column as TableColumn, TableBuilder};
 use shiftadd_core::run::Command;
@@ -274,6 +275,10 @@ pub struct RunsView {
     add_column: String,
     /// An archive / unarchive chosen in a context menu, sent after the frame.
     pending_archive: Option<(RunId, bool)>,
+    /// Runs to delete once the queued ones among them are off the queue, and since when.
+    pending_delete: Option<(Vec<RunId>, Instant)>,
+    /// Why a delete did not happen (shown above the table until the next one).
+    delete_note: Option<String>,
 }
 
 impl RunsView {
@@ -333,6 +338,9 @@ impl RunsView {
         {
             ui.colored_label(ui.visuals().warn_fg_color, hint);
         }
+        if let Some(note) = &self.delete_note {
+            ui.colored_label(ui.visuals().warn_fg_color, note);
+        }
         match_summary(ui, &ids, &lines, data.runs.len());
         let clicks = self.table(ui, &ids, &lines, data, persisted, commands);
         if let Some(by) = clicks.sort {
@@ -346,7 +354,7 @@ impl RunsView {
         if let Some((id, on, shift)) = clicks.tick {
             self.tick(id, on, shift, (&ids, &lines), &mut persisted.compare);
         }
-        self.dialog_ui(ui.ctx(), data, queries);
+        self.dialog_ui(ui.ctx(), data, commands, queries);
     }
 
     /// The table of `lines` (headers of folded groups, and runs by their index in `ids`), only
@@ -702,13 +710,43 @@ impl RunsView {
         });
     }
 
-    fn dialog_ui(&mut self, ctx: &egui::Context, data: &DataCache, queries: &mut Vec<Query>) {
+    /// Delete the runs of a pending delete once none is queued any more; a run this app's manager
+    /// did not queue stays queued (another process holds it), and the delete is dropped, said.
+    fn delete_when_dequeued(&mut self, data: &DataCache, queries: &mut Vec<Query>) {
+        let Some((runs, since)) = &self.pending_delete else {
+            return;
+        };
+        let still: Vec<RunId> = runs
+            .iter()
+            .copied()
+            .filter(|r| data.is_active(*r))
+            .collect();
+        if still.is_empty() {
+            queries.push(Query::Delete(runs.clone()));
+            self.pending_delete = None;
+        } else if since.elapsed() > DEQUEUE_WAIT {
+            self.delete_note = Some(format!(
+                "not deleted: run(s) {still:?} are still queued, by another process (a CLI train \
+                 or study): stop them there, then delete"
+            ));
+            self.pending_delete = None;
+        }
+    }
+
+    fn dialog_ui(
+        &mut self,
+        ctx: &egui::Context,
+        data: &DataCache,
+        commands: &mut Vec<Command>,
+        queries: &mut Vec<Query>,
+    ) {
         if let Some((run, to)) = self.pending_archive.take() {
             queries.push(Query::Edit {
                 run,
                 edit: RunEdit::Archive(to),
             });
         }
+        self.delete_when_dequeued(data, queries);
         let Some(dialog) = &mut self.dialog else {
             return;
         };
@@ -757,43 +795,21 @@ impl RunsView {
                         close = true;
                     }
                 }
-                Dialog::Delete(runs) => {
-                    let active: Vec<RunId> = runs
-                        .iter()
-                        .copied()
-                        .filter(|r| data.is_active(*r))
-                        .collect();
-                    let names: Vec<String> = runs
-                        .iter()
-                        .map(|r| {
-                            data.row(*r)
-                                .map_or_else(|| format!("#{r}"), |x| format!("#{r} `{}`", x.summary.name))
-                        })
-                        .collect();
-                    ui.heading(format!("Delete {} run(s)?", runs.len()));
-                    ui.label(format!(
-                        "{} — with every metric, log, histogram and checkpoint file recorded for them. This cannot be undone.",
-                        names.join(", ")
-                    ));
-                    if !active.is_empty() {
-                        ui.colored_label(
-                            ui.visuals().error_fg_color,
-                            format!("Stop run(s) {active:?} first: a training run cannot be deleted."),
-                        );
+                Dialog::Delete(runs) => match delete_dialog(ui, runs, data) {
+                    DeleteChoice::Undecided => {}
+                    DeleteChoice::Cancel => close = true,
+                    DeleteChoice::Delete => {
+                        queries.push(Query::Delete(runs.clone()));
+                        self.delete_note = None;
+                        close = true;
                     }
-                    ui.horizontal(|ui| {
-                        if ui
-                            .add_enabled(active.is_empty(), egui::Button::new("Delete"))
-                            .clicked()
-                        {
-                            queries.push(Query::Delete(runs.clone()));
-                            close = true;
-                        }
-                        if ui.button("Cancel").clicked() {
-                            close = true;
-                        }
-                    });
-                }
+                    DeleteChoice::DequeueThenDelete(queued) => {
+                        self.delete_note = None;
+                        commands.extend(queued.iter().map(|r| Command::Stop(*r)));
+                        self.pending_delete = Some((runs.clone(), Instant::now()));
+                        close = true;
+                    }
+                },
             }
             if ui.input(|i| i.key_pressed(egui::Key::Escape)) {
                 close = true;
@@ -904,6 +920,73 @@ fn columns_menu(
                 }
             }
         });
+}
+
+/// How long a delete waits for its queued runs to leave this app's queue.
+const DEQUEUE_WAIT: Duration = Duration::from_secs(10);
+
+/// What the Delete dialog decided this frame.
+enum DeleteChoice {
+    Undecided,
+    Cancel,
+    Delete,
+    /// Some runs wait in a queue: take them off it (Stop), then delete them all.
+    DequeueThenDelete(Vec<RunId>),
+}
+
+/// The Delete dialog for `runs`: a training (or paused) run must be stopped first; a queued one
+/// is taken off the queue and then deleted with the rest.
+fn delete_dialog(ui: &mut egui::Ui, runs: &[RunId], data: &DataCache) -> DeleteChoice {
+    let queued = |r: RunId| {
+        !data.live.contains_key(&r)
+            && data
+                .row(r)
+                .is_some_and(|x| x.summary.status == Status::Queued)
+    };
+    let (waiting, training): (Vec<RunId>, Vec<RunId>) = runs
+        .iter()
+        .copied()
+        .filter(|r| data.is_active(*r))
+        .partition(|r| queued(*r));
+    let names: Vec<String> = runs
+        .iter()
+        .map(|r| {
+            data.row(*r)
+                .map_or_else(|| format!("#{r}"), |x| format!("#{r} `{}`", x.summary.name))
+        })
+        .collect();
+    ui.heading(format!("Delete {} run(s)?", runs.len()));
+    ui.label(format!(
+        "{} — with every metric, log, histogram and checkpoint file recorded for them. This cannot be undone.",
+        names.join(", ")
+    ));
+    if !training.is_empty() {
+        ui.colored_label(
+            ui.visuals().error_fg_color,
+            format!("Stop run(s) {training:?} first: a training run cannot be deleted."),
+        );
+    } else if !waiting.is_empty() {
+        ui.label(format!(
+            "Run(s) {waiting:?} wait in the queue: they are taken off it, then deleted."
+        ));
+    }
+    let mut choice = DeleteChoice::Undecided;
+    ui.horizontal(|ui| {
+        if ui
+            .add_enabled(training.is_empty(), egui::Button::new("Delete"))
+            .clicked()
+        {
+            choice = if waiting.is_empty() {
+                DeleteChoice::Delete
+            } else {
+                DeleteChoice::DequeueThenDelete(waiting.clone())
+            };
+        }
+        if ui.button("Cancel").clicked() {
+            choice = DeleteChoice::Cancel;
+        }
+    });
+    choice
 }
 
 /// What a click in the runs table asked for, applied once the table is drawn.
