@@ -295,23 +295,30 @@ fn a_queued_run_is_taken_off_the_queue_and_deleted() {
     let dir = tempfile::tempdir().expect("tmp");
     let db = seeded_db(dir.path());
     let w = Writer::open(&db).expect("db");
-    let queued = w
-        .create_run(crate::support::synthetic_run("waiting", "mult"))
-        .expect("run");
-    w.status(queued, Status::Queued, None);
-    w.flush().expect("flush");
+    let queue = |name: &str| {
+        let run = w
+            .create_run(crate::support::synthetic_run(name, "mult"))
+            .expect("run");
+        w.status(run, Status::Queued, None);
+        w.flush().expect("flush");
+        run
+    };
+    // Its context menu's Delete…, confirmed.
+    let delete = |h: &mut Harness<'static, StudioApp>, name: &str| {
+        wait_for(h, name, |h| has_label(h, name));
+        run_button(h, name).click_secondary();
+        h.step();
+        click(h, "Delete…");
+        wait_for(h, "the confirmation", |h| {
+            has_label_containing(h, "taken off it, then deleted")
+        });
+        click(h, "Delete");
+        h.step();
+    };
+    let queued = queue("waiting");
     let mut f = fake_app(&db, Persisted::default());
     let reader = Reader::open(&db).expect("reader");
-    let h = &mut f.harness;
-    wait_for(h, "the runs list", |h| has_label(h, "waiting"));
-    run_button(h, "waiting").click_secondary();
-    h.step();
-    click(h, "Delete…");
-    wait_for(h, "the confirmation", |h| {
-        has_label_containing(h, "taken off it, then deleted")
-    });
-    click(h, "Delete");
-    h.step();
+    delete(&mut f.harness, "waiting");
     // The app asks its manager to take the run off the queue; the manager (the test) does.
     let sent: Vec<Command> = f.commands.try_iter().collect();
     assert!(
@@ -325,30 +332,20 @@ fn a_queued_run_is_taken_off_the_queue_and_deleted() {
     f.events
         .send(Event::Stopped { run: queued })
         .expect("event");
-    wait_for(h, "the delete", |_| reader.run(queued).is_err());
+    wait_for(&mut f.harness, "the delete", |_| {
+        reader.run(queued).is_err()
+    });
     assert_eq!(reader.runs().expect("runs").len(), 2, "the others stay");
     // Queued by another process: this app's Stop does nothing, the run stays, the app says so.
-    let other = w
-        .create_run(crate::support::synthetic_run("elsewhere", "mult"))
-        .expect("run");
-    w.status(other, Status::Queued, None);
-    w.flush().expect("flush");
+    let other = queue("elsewhere");
     f.events
         .send(Event::Created {
             request: 0,
             run: other,
         })
         .expect("event");
-    let h = &mut f.harness;
-    wait_for(h, "the other queued run", |h| has_label(h, "elsewhere"));
-    run_button(h, "elsewhere").click_secondary();
-    h.step();
-    click(h, "Delete…");
-    wait_for(h, "the confirmation", |h| {
-        has_label_containing(h, "taken off it, then deleted")
-    });
-    click(h, "Delete");
-    wait_for(h, "the note", |h| {
+    delete(&mut f.harness, "elsewhere");
+    wait_for(&mut f.harness, "the note", |h| {
         has_label_containing(h, "still queued, by another process")
     });
     assert!(
