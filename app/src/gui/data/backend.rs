@@ -74,7 +74,36 @@ impl RunRow {
     pub fn config_mut(&mut self) -> &mut BTreeMap<String, String> {
         Arc::make_mut(&mut self.config)
     }
+
+    /// Why the run is not learning, if it is not: past [`NOT_LEARNING_AFTER`] of its epochs, its
+    /// best validation top-1 is still within 1.5 × chance (1 / classes). Early epochs are left
+    /// alone; a dataset whose classes are unknown is not judged.
+    pub fn not_learning(&self) -> Option<String> {
+        let s = &self.summary;
+        let classes = match s.dataset.as_str() {
+            "cifar100" => 100.0,
+            "fashion-mnist" | "cifar10" | "synthetic" => 10.0,
+            _ => return None,
+        };
+        let total: f64 = self.config.get("train.epochs")?.parse().ok()?;
+        let done = s.epochs_done? as f64;
+        if total < 1.0 || done < (NOT_LEARNING_AFTER * total).max(1.0) {
+            return None;
+        }
+        let best = s.best_val_top1?;
+        (best <= 1.5 / classes).then(|| {
+            format!(
+                "not learning: best validation top-1 {:.1} % after {done:.0} of {total:.0} epochs \
+                 (chance is {:.0} %)",
+                best * 100.0,
+                100.0 / classes
+            )
+        })
+    }
 }
+
+/// The share of its epochs after which a run still at chance is flagged as not learning.
+pub const NOT_LEARNING_AFTER: f64 = 0.25;
 
 /// What the `ui-data` thread hands back.
 #[derive(Debug, Clone)]
@@ -716,5 +745,29 @@ pub(crate) mod tests {
         );
         assert_eq!(models[0].unreadable, 1);
         assert_eq!(models[3].unreadable, 0);
+    }
+
+    /// An Add + ShiftAddAug smoke run sat at chance (10.5 %) for its whole life and nothing said
+    /// so: past a quarter of its epochs at chance, a run is flagged; before, or learning, not.
+    #[test]
+    fn a_run_at_chance_past_a_quarter_of_its_epochs_is_flagged() {
+        let mut r = row(1, "add-aug", "");
+        r.config_mut().insert("train.epochs".into(), "20".into());
+        r.summary.best_val_top1 = Some(0.105);
+        r.summary.epochs_done = Some(4);
+        assert_eq!(r.not_learning(), None, "4 of 20 epochs: too early to say");
+        r.summary.epochs_done = Some(5);
+        let why = r.not_learning().expect("flagged");
+        assert!(
+            why.contains("10.5 %") && why.contains("5 of 20") && why.contains("chance is 10 %"),
+            "{why}"
+        );
+        r.summary.best_val_top1 = Some(0.31);
+        assert_eq!(r.not_learning(), None, "31 % is learning");
+        r.summary.dataset = "cifar100".into();
+        r.summary.best_val_top1 = Some(0.012);
+        assert!(r.not_learning().is_some(), "1.2 % on 100 classes");
+        r.summary.dataset = "unknown".into();
+        assert_eq!(r.not_learning(), None);
     }
 }

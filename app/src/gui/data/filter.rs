@@ -2,7 +2,7 @@
 //!
 //! * a word matches name, tags, status, dataset, model, operator, hybrid mode, notes or `#id`;
 //! * `key:value` — `tag:nas-proxy` (one of the tags), `status:running`, `op:add`, `model:micro`,
-//!   `data:fashion`, `name:seed`, `is:archived` / `is:active`, or any config key
+//!   `data:fashion`, `name:seed`, `is:archived` / `is:active` / `is:not-learning`, or any config key
 //!   (`ops.kind:add`, `aug.hybrid:mult`);
 //! * `key>number` (also `>=`, `<`, `<=`, `=`, `!=`) — a metric's last value (`val/top1>60`,
 //!   `sys/rss_mb<500`), a config key (`train.lr<0.1`), or `id`, `seed`, `epochs`, `best`,
@@ -221,6 +221,7 @@ fn term_holds(t: &Term, row: &RunRow) -> bool {
             "is" => match value.as_str() {
                 "archived" => s.archived,
                 "active" => s.status.is_active(),
+                "not-learning" => row.not_learning().is_some(),
                 other => s.status.as_str() == other,
             },
             k if k.contains('/') => {
@@ -304,6 +305,22 @@ mod tests {
             .hints();
         assert_eq!(hints.len(), 2, "{hints:?}");
         assert!(hints[0].starts_with("val/top1 is in percent") && hints[0].contains("not 60 %"));
+    }
+
+    #[test]
+    fn is_not_learning_finds_runs_at_chance() {
+        let mut stuck = row(1, "add-aug", "");
+        stuck
+            .config_mut()
+            .insert("train.epochs".into(), "20".into());
+        stuck.summary.epochs_done = Some(20);
+        stuck.summary.best_val_top1 = Some(0.105);
+        let mut fine = stuck.clone();
+        fine.summary.id = 2;
+        fine.summary.best_val_top1 = Some(0.85);
+        let rows = vec![stuck, fine];
+        assert_eq!(ids(&rows, "is:not-learning"), [1]);
+        assert_eq!(ids(&rows, "-is:not-learning"), [2]);
     }
 
     #[test]

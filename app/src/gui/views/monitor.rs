@@ -11,6 +11,7 @@ use crate::chart::format::color;
 use crate::chart::format::format_secs;
 use crate::chart::series::Series;
 use crate::gui::ctx::ViewCtx;
+use crate::gui::data::backend::RunRow;
 use crate::gui::data::cache::{DataCache, Live, RunData};
 use crate::gui::widgets::plot::{Curve, PlotStyle, series_plot};
 
@@ -195,6 +196,9 @@ fn header_ui(ui: &mut egui::Ui, run: RunId, vcx: &mut ViewCtx<'_>) {
             color,
             format!("{}: {reason}", if failed { "failed" } else { "note" }),
         );
+    }
+    if let Some(why) = row.and_then(RunRow::not_learning) {
+        ui.colored_label(ui.visuals().warn_fg_color, why);
     }
     let live = data.live.get(&run).cloned();
     ui.horizontal(|ui| progress_ui(ui, run, status, live.as_ref(), vcx));

@@ -503,15 +503,16 @@ impl RunsView {
         for c in &persisted.runs.columns {
             row.col(|ui| {
                 let v = cell(r, c, at.hw);
-                let resp = if *c == Col::Status {
-                    ui.colored_label(status_color(ui, r.summary.status), v.text)
+                if *c != Col::Status {
+                    ui.label(v.text);
+                } else if let Some(why) = r.not_learning() {
+                    ui.colored_label(ui.visuals().warn_fg_color, format!("{} ⚠", v.text))
+                        .on_hover_text(why);
                 } else {
-                    ui.label(v.text)
-                };
-                if *c == Col::Status
-                    && let Some(reason) = &r.summary.reason
-                {
-                    resp.on_hover_text(reason);
+                    let resp = ui.colored_label(status_color(ui, r.summary.status), v.text);
+                    if let Some(reason) = &r.summary.reason {
+                        resp.on_hover_text(reason);
+                    }
                 }
             });
         }
@@ -582,7 +583,7 @@ impl RunsView {
             .accessible_name("filter runs")
             .on_hover_text(
                 "terms that must all hold: words (name, tags, status, model, …, notes), key:value \
-                 (tag:, status:, op:, model:, is:archived, any config key such as ops.kind:add), \
+                 (tag:, status:, op:, model:, is:archived, is:not-learning, any config key such as ops.kind:add), \
                  comparisons (val/top1>60 in percent as shown, train.lr<0.1, epochs>=10, energy<0.1, \
                  duration>600), and -term to negate any of them",
             );
