@@ -287,6 +287,15 @@ fn scatter_ui(
             groups.push((name, shape, c, pts));
         }
     }
+    if groups.is_empty() {
+        // No candidate scored yet: say so, not axes around nothing with a negative cost.
+        crate::gui::widgets::plot::empty_plot(
+            ui,
+            "Candidates (the first proxy is training)",
+            (height - 90.0).max(200.0),
+        );
+        return;
+    }
     let front_color = ui.visuals().strong_text_color();
     let budget_color = egui::Color32::from_rgb(0xe0, 0x50, 0x5a);
     let mut entries: Vec<(String, egui::Color32)> =

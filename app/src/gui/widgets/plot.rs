@@ -291,8 +291,22 @@ pub fn series_plot(
         axes.x.title().to_owned()
     };
     let percent = style.percent;
-    let plot = series_frame(id, &style, axes, log_y, x_title.clone());
+    if curves.iter().all(|c| c.series.is_empty()) {
+        // No point yet: say so where the plot will be, instead of axes around nothing.
+        // The legend row it would have: the plots beside it stay level.
+        empty_plot(ui, title, style.height + 22.0);
+        return;
+    }
     let hidden = hidden_curves(ui.ctx(), id);
+    let mut plot = series_frame(id, &style, axes, log_y, x_title.clone());
+    // One point, or a constant: a range around it, not a sliver of ticks that read alike.
+    let (xs, ys) = flat_extents(curves, &hidden, axes, log_y);
+    if let Some((lo, hi)) = xs {
+        plot = plot.include_x(lo).include_x(hi);
+    }
+    if let Some((lo, hi)) = ys {
+        plot = plot.include_y(lo).include_y(hi);
+    }
     let view = View { style, axes, log_y };
     let mut drawn: Vec<Drawn> = Vec::new();
     let mut pointer = None;
@@ -338,6 +352,67 @@ pub fn series_plot(
         });
     }
     export.capture_if_requested(ui.ctx(), id, header.region(ui));
+}
+
+/// Where a plot with nothing to draw stands: its height, and what it waits for.
+pub fn empty_plot(ui: &mut Ui, title: &str, height: f32) {
+    let size = egui::vec2(ui.available_width(), height);
+    ui.allocate_ui(size, |ui| {
+        ui.set_min_size(size);
+        ui.centered_and_justified(|ui| {
+            ui.weak(format!("{title}: nothing recorded yet"));
+        });
+    });
+}
+
+/// A range of plotted values: (low, high).
+pub type Range = (f64, f64);
+
+/// For each axis along which every shown point of `curves` sits at one value (one point, or a
+/// constant), a range around that value in plotted coordinates (log axes: log10): x by 5 % or at
+/// least 1, y by 5 % or at least 0.001 (0.1 on a log axis), never below 0 for values that are
+/// not. `None` where the points spread (the plot fits them itself).
+pub fn flat_extents(
+    curves: &[Curve<'_>],
+    hidden: &BTreeSet<String>,
+    axes: PlotAxes,
+    log_y: bool,
+) -> (Option<Range>, Option<Range>) {
+    let plotted = |v: f64, log: bool| {
+        if log {
+            (v > 0.0).then(|| v.log10())
+        } else {
+            Some(v)
+        }
+    };
+    let shown = curves.iter().filter(|c| !hidden.contains(&c.name));
+    let (mut xs, mut ys) = (Vec::new(), Vec::new());
+    for c in shown {
+        let x_values = c.series.x_values(axes.x);
+        for (x, y) in x_values.iter().zip(&c.series.ys) {
+            if let (Some(x), Some(y)) = (plotted(*x, axes.log_x), plotted(*y, log_y))
+                && x.is_finite()
+                && y.is_finite()
+            {
+                xs.push(x);
+                ys.push(y);
+            }
+        }
+    }
+    let flat = |v: &[f64], min_pad: f64, log: bool| {
+        let first = *v.first()?;
+        if v.iter().any(|x| *x != first) {
+            return None;
+        }
+        let pad = (first.abs() * 0.05).max(if log { 0.1 } else { min_pad });
+        let lo = if !log && first >= 0.0 {
+            (first - pad).max(0.0)
+        } else {
+            first - pad
+        };
+        Some((lo, first + pad))
+    };
+    (flat(&xs, 1.0, axes.log_x), flat(&ys, 1e-3, log_y))
 }
 
 /// The empty plot a series plot draws into: its axes' labels, grids and tick formats, its x
@@ -894,5 +969,91 @@ mod tests {
         let text = band_hover(&groups, &hidden, 90.0, (100.0, " %")).expect("a hover");
         assert_eq!(text, "lr = 0.1 (n = 3): 80.00 ± 1.00 % (step 100)");
         assert_eq!(band_hover(&[], &none, 5.0, (1.0, "")), None);
+    }
+
+    /// One point, or a constant, drew axes around a sliver ("3 3 3 3 3" on x, a negative
+    /// accuracy on y); they get a range around the value now, not below 0 for what is not.
+    #[test]
+    fn one_point_and_constant_series_get_a_range_around_them() {
+        let one = Series::new(vec![3.0], vec![0.8]);
+        let constant = Series::new(vec![10.0, 20.0, 30.0], vec![0.0; 3]);
+        let curve = |s| Curve {
+            name: "c".into(),
+            series: s,
+            color: Color32::WHITE,
+        };
+        let none = BTreeSet::new();
+        let axes = PlotAxes::default();
+        let (x, y) = flat_extents(&[curve(&one)], &none, axes, false);
+        assert_eq!(x, Some((2.0, 4.0)));
+        let (lo, hi) = y.expect("a y range");
+        assert!(
+            (lo - 0.76).abs() < 1e-12 && (hi - 0.84).abs() < 1e-12,
+            "{lo} {hi}"
+        );
+        let (x, y) = flat_extents(&[curve(&constant)], &none, axes, false);
+        assert_eq!(x, None, "x spreads");
+        assert_eq!(
+            y,
+            Some((0.0, 1e-3)),
+            "never below 0 for a quantity that is not"
+        );
+        let (_, y) = flat_extents(&[curve(&one)], &none, axes, true);
+        let (lo, hi) = y.expect("log y");
+        assert!((lo - (0.8f64.log10() - 0.1)).abs() < 1e-12 && hi > lo);
+        let hidden: BTreeSet<String> = ["c".to_owned()].into();
+        assert_eq!(
+            flat_extents(&[curve(&one)], &hidden, axes, false),
+            (None, None)
+        );
+    }
+
+    /// A plot with no point drew axes from -0.5 to 0.5 around nothing; it says what it waits
+    /// for instead, and draws no plot.
+    #[test]
+    fn an_empty_plot_says_it_waits_and_draws_no_axes() {
+        let ctx = egui::Context::default();
+        ctx.enable_accesskit();
+        let empty = Series::default();
+        // Nothing is exported: the folder is never written.
+        let mut export = Export::new(std::env::temp_dir().join("unused-exports"), None);
+        let mut labels = Vec::new();
+        for _ in 0..2 {
+            let mut out = ctx.run_ui(egui::RawInput::default(), |ui| {
+                let curves = [Curve {
+                    name: "val".into(),
+                    series: &empty,
+                    color: Color32::WHITE,
+                }];
+                series_plot(
+                    ui,
+                    "empty-val",
+                    "Validation top-1",
+                    &curves,
+                    PlotStyle::default(),
+                    &mut export,
+                );
+            });
+            out.textures_delta.clear(); // no renderer here
+            // Updates are incremental: a node unchanged since the last frame is not sent again.
+            labels.extend(
+                out.platform_output
+                    .accesskit_update
+                    .expect("accesskit is on")
+                    .nodes
+                    .iter()
+                    .filter_map(|(_, n)| n.label().or(n.value()).map(str::to_owned)),
+            );
+        }
+        assert!(
+            labels
+                .iter()
+                .any(|l| l == "Validation top-1: nothing recorded yet"),
+            "{labels:?}"
+        );
+        assert!(
+            plotted_bounds(&ctx, "empty-val").is_none(),
+            "no plot was drawn"
+        );
     }
 }
