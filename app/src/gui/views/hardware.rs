@@ -170,6 +170,14 @@ impl HardwareView {
             }
         });
         let layers: &[LayerCost] = model_of(&details.hw, hw, self.model).map_or(&[], |m| &m.layers);
+        if layers.is_empty() {
+            crate::gui::widgets::plot::empty_plot(
+                ui,
+                &format!("Energy per layer of the {}", self.model.title()),
+                (ui.available_height() - 30.0).max(200.0),
+            );
+            return;
+        }
         let id = format!("run{run}-hw-{}-{}", hw.as_str(), self.model.key());
         let header = plot_header(
             ui,

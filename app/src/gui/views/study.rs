@@ -713,7 +713,10 @@ fn means_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, table: &Table, height: f32
     let hover_texts: Vec<String> = table.rows.iter().map(|r| means_hover(r, k)).collect();
     let whisker_color = ui.visuals().strong_text_color();
     let unit = if k > 1.0 { " %" } else { "" };
-    let (lo, hi) = value_extent(table).unwrap_or((0.0, 1.0));
+    let Some((lo, hi)) = value_extent(table) else {
+        crate::gui::widgets::plot::empty_plot(ui, &table.metric, height);
+        return;
+    };
     let baseline = table
         .rows
         .iter()

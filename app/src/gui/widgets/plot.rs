@@ -836,6 +836,10 @@ pub fn band_plot(ui: &mut egui::Ui, id: &str, y_label: &str, groups: &[Group], h
     } else {
         (1.0, "")
     };
+    if groups.iter().all(|g| g.band.is_empty()) {
+        empty_plot(ui, y_label, height);
+        return;
+    }
     // One point per curve (a one-epoch study) would give the plot no extent: frame it.
     let ys: Vec<f64> = groups
         .iter()
@@ -1008,34 +1012,12 @@ mod tests {
         );
     }
 
-    /// A plot with no point drew axes from -0.5 to 0.5 around nothing; it says what it waits
-    /// for instead, and draws no plot.
-    #[test]
-    fn an_empty_plot_says_it_waits_and_draws_no_axes() {
-        let ctx = egui::Context::default();
-        ctx.enable_accesskit();
-        let empty = Series::default();
-        // Nothing is exported: the folder is never written.
-        let mut export = Export::new(std::env::temp_dir().join("unused-exports"), None);
+    /// The labels `draw` puts on screen over two frames (AccessKit updates are incremental).
+    fn labels_drawn(ctx: &egui::Context, mut draw: impl FnMut(&mut Ui)) -> Vec<String> {
         let mut labels = Vec::new();
         for _ in 0..2 {
-            let mut out = ctx.run_ui(egui::RawInput::default(), |ui| {
-                let curves = [Curve {
-                    name: "val".into(),
-                    series: &empty,
-                    color: Color32::WHITE,
-                }];
-                series_plot(
-                    ui,
-                    "empty-val",
-                    "Validation top-1",
-                    &curves,
-                    PlotStyle::default(),
-                    &mut export,
-                );
-            });
+            let mut out = ctx.run_ui(egui::RawInput::default(), &mut draw);
             out.textures_delta.clear(); // no renderer here
-            // Updates are incremental: a node unchanged since the last frame is not sent again.
             labels.extend(
                 out.platform_output
                     .accesskit_update
@@ -1045,6 +1027,55 @@ mod tests {
                     .filter_map(|(_, n)| n.label().or(n.value()).map(str::to_owned)),
             );
         }
+        labels
+    }
+
+    /// A band plot of groups with nothing recorded (a study whose cells have not reported) says
+    /// so, with no axes.
+    #[test]
+    fn an_empty_band_plot_says_it_waits() {
+        let ctx = egui::Context::default();
+        ctx.enable_accesskit();
+        let groups = [Group {
+            color: 0,
+            name: "mult".into(),
+            band: Vec::new(),
+            seeds: Vec::new(),
+        }];
+        let labels = labels_drawn(&ctx, |ui| {
+            band_plot(ui, "empty-band", "val/top1", &groups, 200.0);
+        });
+        assert!(
+            labels.iter().any(|l| l == "val/top1: nothing recorded yet"),
+            "{labels:?}"
+        );
+        assert!(plot_transform(&ctx, "empty-band").is_none());
+    }
+
+    /// A plot with no point drew axes from -0.5 to 0.5 around nothing; it says what it waits
+    /// for instead, and draws no plot.
+    #[test]
+    fn an_empty_plot_says_it_waits_and_draws_no_axes() {
+        let ctx = egui::Context::default();
+        ctx.enable_accesskit();
+        let empty = Series::default();
+        // Nothing is exported: the folder is never written.
+        let mut export = Export::new(std::env::temp_dir().join("unused-exports"), None);
+        let labels = labels_drawn(&ctx, |ui| {
+            let curves = [Curve {
+                name: "val".into(),
+                series: &empty,
+                color: Color32::WHITE,
+            }];
+            series_plot(
+                ui,
+                "empty-val",
+                "Validation top-1",
+                &curves,
+                PlotStyle::default(),
+                &mut export,
+            );
+        });
         assert!(
             labels
                 .iter()
