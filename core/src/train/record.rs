@@ -88,8 +88,9 @@ pub(super) fn record_hw_cost(ctx: &RunContext<'_>, d: &data::Dataset) -> Result<
     Ok(())
 }
 
-/// Histogram rows of every MF layer's weight views at `epoch`; bin edges are fixed per layer at
-/// its first snapshot (kept in `edges`).
+/// Histogram rows of every MF layer's weight views at `epoch`; bin edges are fitted to each
+/// snapshot's stored weights (and kept in `edges`, which a checkpoint carries): Add weights grow
+/// tens-fold in training, and edges fixed at the first snapshot left most of them out of range.
 pub fn weight_snapshot(
     net: &Net,
     run: RunId,
@@ -100,10 +101,8 @@ pub fn weight_snapshot(
     for lw in net.mf_weights() {
         let stored = Vec::<f32>::try_from(lw.stored.flatten(0, -1).to_kind(Kind::Float))?;
         let remapped = Vec::<f32>::try_from(lw.remapped.flatten(0, -1).to_kind(Kind::Float))?;
-        let e = edges
-            .entry(lw.name.clone())
-            .or_insert_with(|| Edges::around(&stored, HIST_BINS, HIST_WIDTH_SD))
-            .clone();
+        let e = Edges::around(&stored, HIST_BINS, HIST_WIDTH_SD);
+        edges.insert(lw.name.clone(), e.clone());
         let mut views = vec![("stored", stored.clone()), ("remapped", remapped)];
         if let Some(p) = &lw.pow2 {
             views.push((
@@ -147,6 +146,6 @@ pub fn largest_add_std(rows: &[HistogramRow]) -> Option<f64> {
 
 /// Bins of the discrepancy histograms.
 pub const HIST_BINS: usize = 100;
-/// Half-width of the histogram range, in standard deviations of the stored weights at the first
-/// snapshot (wide, because Add weights grow several-fold during training).
+/// Half-width of the histogram range, in standard deviations of the snapshot's stored weights
+/// (wide enough for the remapped and power-of-two views, which share the stored view's bins).
 pub const HIST_WIDTH_SD: f64 = 10.0;

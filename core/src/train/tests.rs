@@ -176,6 +176,47 @@ fn the_largest_add_weight_std_is_read_off_the_stored_histograms() {
     assert_eq!(super::record::largest_add_std(&rows), None);
 }
 
+/// Issue 45: histogram edges were fixed at a layer's first snapshot, and an Add layer whose weights
+/// grew showed "out of range 115 below, 20 above" of 432 weights. Each snapshot's edges fit its
+/// weights now: after a thirty-fold growth, nothing of the stored view is out of range.
+#[test]
+fn histogram_edges_follow_weights_that_grow() {
+    let mut cfg = Config::default();
+    cfg.ops.kind = crate::spec::config::OpKind::Add;
+    let vs = nn::VarStore::new(Device::Cpu);
+    let net = build_net(&cfg, &vs.root(), &micro_data());
+    let mut edges = HashMap::new();
+    let before = super::record::weight_snapshot(&net, 1, 0, &mut edges).expect("rows");
+    for w in net.add_weights() {
+        tch::no_grad(|| {
+            let _ = w.weight.shallow_clone().g_mul_scalar_(30.0);
+        });
+    }
+    let after = super::record::weight_snapshot(&net, 1, 1, &mut edges).expect("rows");
+    let outside = |rows: &[crate::store::HistogramRow]| {
+        rows.iter()
+            .filter(|r| r.kind == "stored")
+            .map(|r| {
+                let total = r.counts.iter().sum::<u64>() + r.underflow + r.overflow;
+                (r.underflow + r.overflow) as f64 / total as f64
+            })
+            .fold(0.0, f64::max)
+    };
+    assert_eq!(outside(&before), 0.0);
+    assert_eq!(outside(&after), 0.0, "grown weights stay in range");
+    let width = |rows: &[crate::store::HistogramRow]| {
+        let r = rows
+            .iter()
+            .find(|r| r.kind == "stored")
+            .expect("a stored view");
+        r.edges[r.edges.len() - 1] - r.edges[0]
+    };
+    assert!(
+        width(&after) > 10.0 * width(&before),
+        "the range grew with the weights"
+    );
+}
+
 #[test]
 fn sgd_nesterov_matches_hand_computation() {
     let vs = nn::VarStore::new(Device::Cpu);

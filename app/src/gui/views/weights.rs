@@ -31,6 +31,9 @@ pub enum HeatKind {
     Remapped,
 }
 
+/// Columns of the heat map over epochs.
+const HEAT_BINS: usize = 100;
+
 /// One layer's histograms: kind → epoch → row.
 type LayerHists<'a> = BTreeMap<&'a str, BTreeMap<i64, &'a HistogramRow>>;
 
@@ -77,6 +80,33 @@ pub fn gaussian_pdf(mean: f64, std: f64) -> impl Fn(f64) -> f64 {
 pub fn laplace_pdf(mean: f64, std: f64) -> impl Fn(f64) -> f64 {
     let b = std / std::f64::consts::SQRT_2;
     move |x| (-(x - mean).abs() / b).exp() / (2.0 * b)
+}
+
+/// The weights' range over `rows`, each with its own edges (snapshots fit their edges to their
+/// weights since issue 45): the union of each row's occupied bins, in weight units.
+fn occupied_range<'a>(rows: impl Iterator<Item = &'a HistogramRow>) -> Option<(f64, f64)> {
+    rows.filter(|r| r.edges.len() == r.counts.len() + 1 && !r.counts.is_empty())
+        .map(|r| {
+            let (lo, hi) = occupied_bins(std::iter::once(r));
+            (r.edges[lo], r.edges[hi])
+        })
+        .reduce(|(a, b), (c, d)| (a.min(c), b.max(d)))
+        .filter(|(lo, hi)| hi > lo)
+}
+
+/// `r`'s counts moved onto `bins` equal bins over `[lo, hi)`, each count to the bin of its own
+/// bin's centre (rows recorded with different edges then share one grid, as the heat map needs).
+fn rebin(r: &HistogramRow, (lo, hi): (f64, f64), bins: usize) -> Vec<u64> {
+    let mut out = vec![0; bins];
+    let width = (hi - lo) / bins as f64;
+    for (i, &c) in r.counts.iter().enumerate().filter(|(_, c)| **c > 0) {
+        let centre = 0.5 * (r.edges[i] + r.edges[i + 1]);
+        let j = ((centre - lo) / width).floor();
+        if j >= 0.0 && (j as usize) < bins {
+            out[j as usize] += c;
+        }
+    }
+    out
 }
 
 /// The bins `lo..hi` that hold any weight in any of `rows` (two bins of margin each side), so
@@ -259,14 +289,13 @@ impl WeightsView {
             ui.radio_value(&mut self.heat_kind, HeatKind::Remapped, "remapped");
         });
         let Some(rows) = hists.get(kind) else { return };
-        let (lo, hi) = occupied_bins(rows.values().copied());
-        let cols = hi - lo;
+        // One grid for every epoch (their edges differ: each snapshot fits its own weights).
+        let cols = HEAT_BINS;
+        let range = occupied_range(rows.values().copied()).unwrap_or((0.0, 1.0));
         // Row 0 (the first epoch) is drawn at the bottom.
         let mut values = Vec::with_capacity(rows.len() * cols);
         for r in rows.values() {
-            if r.counts.len() >= hi {
-                values.extend(r.counts[lo..hi].iter().map(|&c| (c as f64).ln_1p()));
-            }
+            values.extend(rebin(r, range, cols).iter().map(|&c| (c as f64).ln_1p()));
         }
         if header.csv {
             let mut text = String::from("epoch,bin_low,bin_high,count\n");
@@ -282,11 +311,8 @@ impl WeightsView {
         }
         let n_rows = values.len() / cols.max(1);
         let epochs: Vec<i64> = rows.keys().copied().collect();
-        let first_edge = rows.values().next().map_or(0.0, |r| r.edges[lo]);
-        let bin_width = rows
-            .values()
-            .next()
-            .map_or(1.0, |r| r.edges[lo + 1] - r.edges[lo]);
+        let first_edge = range.0;
+        let bin_width = (range.1 - range.0) / cols as f64;
         Plot::new(&id)
             .height(height.max(150.0))
             .x_grid_spacer(|g| crate::gui::widgets::plot::nice_grid(&g, 70.0))
@@ -488,9 +514,10 @@ fn histogram_ui(ui: &mut egui::Ui, at: &LayerPlot<'_>, height: f32, export: &mut
             text: h.csv(),
         });
     }
+    // Every epoch's weights in view: the slider does not move the axis.
     let all_epochs = at.hists.values().flat_map(|e| e.values().copied());
-    let (lo, hi) = occupied_bins(all_epochs);
-    let (x_min, x_max) = (stored.edges[lo], stored.edges[hi]);
+    let whole = (stored.edges[0], stored.edges[stored.edges.len() - 1]);
+    let (x_min, x_max) = occupied_range(all_epochs).unwrap_or(whole);
     let hidden = crate::gui::widgets::plot::hidden_curves(ui.ctx(), &id);
     let shown = crate::gui::widgets::plot::readable_ticks(Plot::new(&id), 1.0, "")
         .height((height - 24.0).max(150.0))
@@ -559,6 +586,35 @@ fn histogram_ui(ui: &mut egui::Ui, at: &LayerPlot<'_>, height: f32, export: &mut
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Snapshots with edges of their own (weights that grew tenfold) share one range and one
+    /// heat-map grid; every count lands in it.
+    #[test]
+    fn epochs_with_their_own_edges_share_one_range_and_grid() {
+        let row = |edges: Vec<f64>, counts: Vec<u64>| HistogramRow {
+            run: 1,
+            layer: "l".into(),
+            kind: "stored".into(),
+            epoch: 0,
+            edges,
+            counts,
+            underflow: 0,
+            overflow: 0,
+            stats: serde_json::Value::Null,
+        };
+        let early = row(vec![-1.0, -0.5, 0.0, 0.5, 1.0], vec![1, 4, 4, 1]);
+        let late = row(vec![-10.0, -5.0, 0.0, 5.0, 10.0], vec![2, 3, 3, 2]);
+        let range = occupied_range([&early, &late].into_iter()).expect("a range");
+        assert_eq!(range, (-10.0, 10.0));
+        let grid = rebin(&early, range, 20);
+        assert_eq!(grid.iter().sum::<u64>(), 10, "every count kept");
+        assert_eq!(&grid[9..11], &[5, 5], "the early weights sit in the middle");
+        assert_eq!(rebin(&late, range, 20).iter().sum::<u64>(), 10);
+        assert_eq!(
+            occupied_range([&row(vec![0.0, 1.0], vec![0])].into_iter()),
+            Some((0.0, 1.0))
+        );
+    }
 
     #[test]
     fn plots_zoom_to_the_occupied_bins() {
