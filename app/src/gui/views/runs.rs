@@ -506,7 +506,7 @@ impl RunsView {
                 if *c != Col::Status {
                     ui.label(v.text);
                 } else if let Some(why) = r.not_learning() {
-                    ui.colored_label(ui.visuals().warn_fg_color, format!("{} ⚠", v.text))
+                    ui.colored_label(ui.visuals().warn_fg_color, format!("{} !", v.text))
                         .on_hover_text(why);
                 } else {
                     let resp = ui.colored_label(status_color(ui, r.summary.status), v.text);
