@@ -262,6 +262,8 @@ struct Layout {
     ids: Vec<RunId>,
     lines: Vec<Line>,
     error: Option<String>,
+    /// [`Filter::hints`] of the filter.
+    hints: Vec<String>,
 }
 
 /// The runs panel's state of this session.
@@ -294,11 +296,15 @@ impl RunsView {
                 }
                 Err(e) => (Vec::new(), Vec::new(), Some(e)),
             };
+            let hints = Filter::parse(&settings.filter)
+                .map(|f| f.hints())
+                .unwrap_or_default();
             self.layout = Some(Layout {
                 key,
                 ids,
                 lines,
                 error,
+                hints,
             });
         }
         self.layout.as_ref().expect("set above")
@@ -331,11 +337,8 @@ impl RunsView {
             return;
         }
         let (ids, lines) = (layout.ids.clone(), layout.lines.clone());
-        // Parsing is cheap; a hint says what the filter probably did not mean.
-        for hint in Filter::parse(&settings.filter)
-            .map(|f| f.hints())
-            .unwrap_or_default()
-        {
+        // What the filter probably did not mean (worked out with the layout, not every frame).
+        for hint in &layout.hints {
             ui.colored_label(ui.visuals().warn_fg_color, hint);
         }
         if let Some(note) = &self.delete_note {

@@ -385,25 +385,32 @@ pub fn flat_extents(
             Some(v)
         }
     };
-    let shown = curves.iter().filter(|c| !hidden.contains(&c.name));
-    let (mut xs, mut ys) = (Vec::new(), Vec::new());
-    for c in shown {
+    // The value each axis sits at, while every point so far shares it (`Some(None)`: none yet,
+    // `None`: they spread). Drawn every frame over every point, so it stops at the first spread
+    // of both axes.
+    let (mut x_at, mut y_at): (Option<Option<f64>>, Option<Option<f64>>) = (Some(None), Some(None));
+    let same = |at: &mut Option<Option<f64>>, v: f64| match *at {
+        Some(None) => *at = Some(Some(v)),
+        Some(Some(held)) if held != v => *at = None,
+        _ => {}
+    };
+    'curves: for c in curves.iter().filter(|c| !hidden.contains(&c.name)) {
         let x_values = c.series.x_values(axes.x);
         for (x, y) in x_values.iter().zip(&c.series.ys) {
             if let (Some(x), Some(y)) = (plotted(*x, axes.log_x), plotted(*y, log_y))
                 && x.is_finite()
                 && y.is_finite()
             {
-                xs.push(x);
-                ys.push(y);
+                same(&mut x_at, x);
+                same(&mut y_at, y);
+                if x_at.is_none() && y_at.is_none() {
+                    break 'curves;
+                }
             }
         }
     }
-    let flat = |v: &[f64], min_pad: f64, log: bool| {
-        let first = *v.first()?;
-        if v.iter().any(|x| *x != first) {
-            return None;
-        }
+    let flat = |at: Option<Option<f64>>, min_pad: f64, log: bool| {
+        let first = at.flatten()?;
         let pad = (first.abs() * 0.05).max(if log { 0.1 } else { min_pad });
         let lo = if !log && first >= 0.0 {
             (first - pad).max(0.0)
@@ -412,7 +419,7 @@ pub fn flat_extents(
         };
         Some((lo, first + pad))
     };
-    (flat(&xs, 1.0, axes.log_x), flat(&ys, 1e-3, log_y))
+    (flat(x_at, 1.0, axes.log_x), flat(y_at, 1e-3, log_y))
 }
 
 /// The empty plot a series plot draws into: its axes' labels, grids and tick formats, its x
