@@ -15,6 +15,7 @@ use crate::gui::data::cache::DataCache;
 use crate::gui::shortcuts;
 use crate::gui::views::{compare, hardware, launch, monitor, nas, runs, study, weights};
 use crate::gui::widgets::export::Export;
+use crate::gui::widgets::markdown;
 
 const PERSIST_KEY: &str = "shiftadd-studio";
 
@@ -437,19 +438,19 @@ impl StudioApp {
             }
             if let Some(s) = self.export.status() {
                 ui.separator();
-                ui.label(s);
+                markdown::label(ui, &s, None);
             }
             if let Some(s) = &self.data.managed {
                 ui.separator();
-                ui.label(s);
+                markdown::label(ui, s, None);
             }
             if let Some(s) = &self.status {
                 ui.separator();
-                ui.colored_label(ui.visuals().warn_fg_color, s);
+                markdown::label(ui, s, Some(ui.visuals().warn_fg_color));
             }
             if let Some(e) = &self.data.last_error {
                 ui.separator();
-                ui.colored_label(ui.visuals().error_fg_color, e);
+                markdown::label(ui, e, Some(ui.visuals().error_fg_color));
             }
         });
     }

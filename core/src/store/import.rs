@@ -17,7 +17,7 @@ use std::path::Path;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use super::files::TempDb;
-use super::schema::{self, Result, SCHEMA_VERSION, Status, StoreError};
+use super::schema::{self, NEXT_RUN_ID, Result, SCHEMA_VERSION, Status, StoreError};
 
 /// What merging one file did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -340,8 +340,8 @@ fn merge(conn: &mut Connection) -> rusqlite::Result<ImportSummary> {
             None => {
                 tx.execute(
                     &format!(
-                        "INSERT INTO main.runs ({RUN_COLUMNS}) SELECT {RUN_COLUMNS} FROM src.runs
-                         WHERE id = ?1"
+                        "INSERT INTO main.runs (id, {RUN_COLUMNS})
+                         SELECT {NEXT_RUN_ID}, {RUN_COLUMNS} FROM src.runs WHERE id = ?1"
                     ),
                     [src],
                 )?;

@@ -352,3 +352,41 @@ fn a_heartbeat_from_another_clock_does_not_keep_a_run_alive() {
         manage::delete(&db, *id).expect("a swept zombie can be deleted");
     }
 }
+
+#[test]
+fn a_deleted_runs_id_is_never_given_again() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("s.db");
+    let w = Writer::open(&db).expect("open");
+    let a = w.create_run(new_run("a", "")).expect("a");
+    let b = w.create_run(new_run("b", "")).expect("b");
+    for id in [a, b] {
+        w.status(id, Status::Finished, None);
+    }
+    w.flush().expect("flush");
+    // The newest run goes: SQLite's rowid alone would hand its id to the next run.
+    manage::delete(&db, b).expect("delete b");
+    let c = w.create_run(new_run("c", "")).expect("c");
+    assert!(c > b, "run {c} took the id of deleted run {b} or lower");
+    w.status(c, Status::Finished, None);
+    w.flush().expect("flush");
+    // Every run deleted, the floor still holds; and an import takes ids above it too.
+    manage::delete(&db, a).expect("delete a");
+    manage::delete(&db, c).expect("delete c");
+    let other = dir.path().join("other.db");
+    let o = Writer::open(&other).expect("other");
+    let x = o.create_run(new_run("x", "")).expect("x");
+    o.status(x, Status::Finished, None);
+    o.flush().expect("flush");
+    drop(o);
+    super::import::import(&db, &other).expect("import");
+    let runs = Reader::open(&db).expect("reader").runs().expect("runs");
+    assert_eq!(runs.len(), 1);
+    assert!(
+        runs[0].id > c,
+        "the imported run took id {} ≤ {c}",
+        runs[0].id
+    );
+    let d = w.create_run(new_run("d", "")).expect("d");
+    assert!(d > runs[0].id);
+}

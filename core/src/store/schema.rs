@@ -179,7 +179,20 @@ pub(super) const MIGRATIONS: &[&str] = &[
         JOIN metrics m ON m.run_id = l.run_id AND m.key = 'train/epoch_loss' AND m.epoch = l.epoch
         WHERE l.key = 'train/loss_aug'
         GROUP BY l.run_id, l.epoch, m.step;",
+    // v11: a deleted run's id is never given again (SQLite's rowid would hand the largest id out
+    // again once its run is gone, and a note, a log or a paper that names "run 12" would then
+    // point at another run). `run_id_floor` holds the largest id ever deleted; new runs take
+    // `NEXT_RUN_ID`, above it and above every run there is.
+    "CREATE TABLE run_id_floor (id INTEGER NOT NULL);
+    INSERT INTO run_id_floor VALUES (0);
+    CREATE TRIGGER runs_id_floor AFTER DELETE ON runs BEGIN
+        UPDATE run_id_floor SET id = max(id, OLD.id);
+    END;",
 ];
+
+/// The id a new run takes: one above the largest there is and the largest ever deleted (v11).
+pub(super) const NEXT_RUN_ID: &str = "(SELECT max(coalesce((SELECT max(id) FROM main.runs), 0),
+     coalesce((SELECT max(id) FROM main.run_id_floor), 0)) + 1)";
 
 /// The schema version whose migration adds `runs.uid`.
 const UID_VERSION: usize = 5;

@@ -14,7 +14,7 @@ use super::rows::{
     StudyRunRow,
 };
 use super::schema::{
-    HEARTBEAT_EVERY, Result, RunId, Status, StoreError, hostname, now_secs, open_rw,
+    HEARTBEAT_EVERY, NEXT_RUN_ID, Result, RunId, Status, StoreError, hostname, now_secs, open_rw,
 };
 
 /// Messages to the writer thread. Ops with a `reply` are answered after their transaction commits.
@@ -410,11 +410,13 @@ fn apply_one(
 /// Insert a run row (status `queued`, owned by this process); its id.
 fn create_run(tx: &rusqlite::Transaction<'_>, run: &NewRun, now: f64) -> rusqlite::Result<RunId> {
     tx.execute(
-        "INSERT INTO runs (name, status, config, dataset, model, operator, seed, tags,
-                           app_version, created_at, heartbeat_at, owner_host, owner_pid, uid,
-                           provenance)
-         VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11,
-                 lower(hex(randomblob(16))), ?12)",
+        &format!(
+            "INSERT INTO runs (id, name, status, config, dataset, model, operator, seed, tags,
+                               app_version, created_at, heartbeat_at, owner_host, owner_pid, uid,
+                               provenance)
+             VALUES ({NEXT_RUN_ID}, ?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11,
+                     lower(hex(randomblob(16))), ?12)"
+        ),
         params![
             run.name,
             run.config_toml,

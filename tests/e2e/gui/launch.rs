@@ -33,6 +33,13 @@ fn launching_a_preset_sends_its_config() {
     wait_for(h, "the run to be followed", |h| {
         h.state().persisted().view == View::Monitor && h.state().persisted().current == Some(42)
     });
+    // Back in Launch the answer is still there, until the form changes: then it is stale.
+    click(h, "Launch");
+    assert!(has_label(h, "run 42 started"));
+    h.get_by_label("train.epochs").set_text_value_accesskit("3");
+    h.step();
+    h.step();
+    assert!(!has_label(h, "run 42 started"), "a stale status line stays");
 }
 
 #[test]
@@ -41,13 +48,24 @@ fn invalid_value_disables_launch_and_shows_the_message() {
     let mut f = fake_app(&dir.path().join("new.db"), Persisted::default());
     let h = &mut f.harness;
     wait_for(h, "presets", |h| has_label(h, "smoke"));
+    let field_top = |h: &Harness<'static, StudioApp>| h.get_by_label("train.epochs").rect().top();
+    let before = field_top(h);
     h.get_by_label("train.epochs").set_text_value_accesskit("0");
     h.step();
     h.step();
+    // The status line ("1 invalid value(s)…") has its row already: the form does not move.
+    assert!(has_label(h, "1 invalid value(s): Launch is disabled"));
+    assert_eq!(
+        field_top(h),
+        before,
+        "the form jumped when a status line appeared"
+    );
     let cli_message = Config::from_toml_str("", "form", &["train.epochs=0".into()])
         .expect_err("refused")
         .to_string();
-    assert!(has_label(h, &cli_message), "inline message: {cli_message}");
+    // The CLI's message, its `key` styled as code rather than in backticks.
+    let shown = cli_message.replace('`', "");
+    assert!(has_label(h, &shown), "inline message: {shown}");
     assert!(
         h.get_by_label("Launch run").accesskit_node().is_disabled(),
         "Launch is disabled"

@@ -312,6 +312,12 @@ fn a_queued_run_is_taken_off_the_queue_and_deleted() {
         wait_for(h, "the confirmation", |h| {
             has_label_containing(h, "taken off it, then deleted")
         });
+        // The dialog names the run styled, not with Markdown's backticks.
+        assert!(has_label_containing(
+            h,
+            &format!(" {name} — with every metric")
+        ));
+        assert!(!has_label_containing(h, "`"), "raw Markdown in the dialog");
         click(h, "Delete");
         h.step();
     };

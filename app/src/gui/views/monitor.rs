@@ -13,6 +13,7 @@ use crate::chart::series::Series;
 use crate::gui::ctx::ViewCtx;
 use crate::gui::data::backend::RunRow;
 use crate::gui::data::cache::{DataCache, Live, RunData};
+use crate::gui::widgets::markdown;
 use crate::gui::widgets::plot::{Curve, PlotStyle, series_plot};
 
 pub struct MonitorView {
@@ -183,7 +184,7 @@ fn header_ui(ui: &mut egui::Ui, run: RunId, vcx: &mut ViewCtx<'_>) {
     {
         egui::CollapsingHeader::new("Notes")
             .default_open(true)
-            .show(ui, |ui| crate::gui::widgets::markdown::show(ui, notes));
+            .show(ui, |ui| markdown::show(ui, notes));
     }
     if let Some(reason) = row.and_then(|r| r.summary.reason.as_ref()) {
         let failed = status == Some(Status::Failed);
@@ -192,10 +193,8 @@ fn header_ui(ui: &mut egui::Ui, run: RunId, vcx: &mut ViewCtx<'_>) {
         } else {
             ui.visuals().warn_fg_color
         };
-        ui.colored_label(
-            color,
-            format!("{}: {reason}", if failed { "failed" } else { "note" }),
-        );
+        let line = format!("{}: {reason}", if failed { "failed" } else { "note" });
+        markdown::label(ui, &line, Some(color));
     }
     if let Some(why) = row.and_then(RunRow::not_learning) {
         ui.colored_label(ui.visuals().warn_fg_color, why);

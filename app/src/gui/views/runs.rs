@@ -20,6 +20,7 @@ use crate::gui::data::backend::{Query, RunRow};
 use crate::gui::data::cache::DataCache;
 use crate::gui::data::filter::{self, Filter};
 use crate::gui::settings::{Agg, Col, RunsSettings, SortBy};
+use crate::gui::widgets::markdown;
 
 /// What a cell shows, and the number it sorts by (text sorts where there is none).
 pub struct Cell {
@@ -333,7 +334,8 @@ impl RunsView {
         let settings = persisted.runs.clone();
         let layout = self.layout(data, &settings, hw);
         if let Some(e) = &layout.error {
-            ui.colored_label(ui.visuals().error_fg_color, format!("filter: {e}"));
+            let line = format!("filter: {e}");
+            markdown::label(ui, &line, Some(ui.visuals().error_fg_color));
             return;
         }
         let (ids, lines) = (layout.ids.clone(), layout.lines.clone());
@@ -514,7 +516,7 @@ impl RunsView {
                 } else {
                     let resp = ui.colored_label(status_color(ui, r.summary.status), v.text);
                     if let Some(reason) = &r.summary.reason {
-                        resp.on_hover_text(reason);
+                        markdown::hover(resp, reason);
                     }
                 }
             });
@@ -662,7 +664,7 @@ impl RunsView {
             ui.strong(&s.name);
             if !s.notes.trim().is_empty() {
                 ui.separator();
-                crate::gui::widgets::markdown::show(ui, &s.notes);
+                markdown::show(ui, &s.notes);
             }
         });
         if name.clicked() {
@@ -960,18 +962,27 @@ fn delete_dialog(ui: &mut egui::Ui, runs: &[RunId], data: &DataCache) -> DeleteC
         })
         .collect();
     ui.heading(format!("Delete {} run(s)?", runs.len()));
-    ui.label(format!(
+    let what = format!(
         "{} — with every metric, log, histogram and checkpoint file recorded for them. This cannot be undone.",
         names.join(", ")
-    ));
+    );
+    ui.horizontal_wrapped(|ui| markdown::label(ui, &what, None));
+    let ids = |runs: &[RunId]| {
+        let ids: Vec<String> = runs.iter().map(|r| format!("#{r}")).collect();
+        ids.join(", ")
+    };
     if !training.is_empty() {
         ui.colored_label(
             ui.visuals().error_fg_color,
-            format!("Stop run(s) {training:?} first: a training run cannot be deleted."),
+            format!(
+                "Stop run(s) {} first: a training run cannot be deleted.",
+                ids(&training)
+            ),
         );
     } else if !waiting.is_empty() {
         ui.label(format!(
-            "Run(s) {waiting:?} wait in the queue: they are taken off it, then deleted."
+            "Run(s) {} wait in the queue: they are taken off it, then deleted.",
+            ids(&waiting)
         ));
     }
     let mut choice = DeleteChoice::Undecided;

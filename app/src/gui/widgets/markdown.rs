@@ -41,7 +41,26 @@ pub fn show(ui: &mut Ui, text: &str) {
     }
 }
 
-/// The spans of one line: bold, italic and code marked, the markers removed.
+/// One line of inline Markdown — `` `code` ``, `**bold**`, `*italic*` — as a label, in `color`
+/// (the text colour when `None`): messages from the core name keys and files in backticks, and a
+/// status line, a dialog or a tooltip shows them styled, never the markers.
+pub fn label(ui: &mut Ui, text: &str, color: Option<egui::Color32>) -> egui::Response {
+    let job = job(ui, text, color);
+    ui.label(job)
+}
+
+/// One line of inline Markdown laid out for a label of one's own (e.g. one that truncates).
+pub fn job(ui: &Ui, text: &str, color: Option<egui::Color32>) -> LayoutJob {
+    inline_in(ui, text, color.unwrap_or_else(|| ui.visuals().text_color()))
+}
+
+/// `response`'s tooltip as Markdown (see [`show`]).
+pub fn hover(response: egui::Response, text: &str) -> egui::Response {
+    response.on_hover_ui(|ui| show(ui, text))
+}
+
+/// The spans of one line: bold, italic and code marked, the markers removed. A marker opens a
+/// style only where the line closes it again (`val/*` or a lone backtick stay as written).
 pub fn spans(text: &str) -> Vec<(String, bool, bool, bool)> {
     let mut out: Vec<(String, bool, bool, bool)> = Vec::new();
     let (mut bold, mut italic, mut code) = (false, false, false);
@@ -52,18 +71,36 @@ pub fn spans(text: &str) -> Vec<(String, bool, bool, bool)> {
             out.push((std::mem::take(cur), b, i, c));
         }
     };
+    // Whether `marker` occurs again after the current position (a style it opens is closed).
+    let closes = |rest: &std::iter::Peekable<std::str::Chars<'_>>, marker: &str| {
+        rest.clone().collect::<String>().contains(marker)
+    };
+    // An emphasis opens only before a non-space (`2 * 3` and `val/* x` stay as written).
+    let opens = |rest: &std::iter::Peekable<std::str::Chars<'_>>| {
+        rest.clone().next().is_some_and(|c| !c.is_whitespace())
+    };
     while let Some(ch) = chars.next() {
         match ch {
-            '`' => {
+            '`' if code || closes(&chars, "`") => {
                 flush(&mut cur, bold, italic, code, &mut out);
                 code = !code;
             }
-            '*' if !code && chars.peek() == Some(&'*') => {
+            '*' if !code
+                && chars.peek() == Some(&'*')
+                && (bold || {
+                    let mut after = chars.clone();
+                    after.next();
+                    opens(&after) && closes(&after, "**")
+                }) =>
+            {
                 chars.next();
                 flush(&mut cur, bold, italic, code, &mut out);
                 bold = !bold;
             }
-            '*' if !code => {
+            '*' if !code
+                && chars.peek() != Some(&'*')
+                && (italic || opens(&chars) && closes(&chars, "*")) =>
+            {
                 flush(&mut cur, bold, italic, code, &mut out);
                 italic = !italic;
             }
@@ -75,11 +112,14 @@ pub fn spans(text: &str) -> Vec<(String, bool, bool, bool)> {
 }
 
 fn inline(ui: &Ui, text: &str) -> LayoutJob {
+    inline_in(ui, text, ui.visuals().text_color())
+}
+
+fn inline_in(ui: &Ui, text: &str, normal: egui::Color32) -> LayoutJob {
     let mut job = LayoutJob::default();
     let body = egui::TextStyle::Body.resolve(ui.style());
     let mono = FontId::monospace(body.size);
     let strong = ui.visuals().strong_text_color();
-    let normal = ui.visuals().text_color();
     for (s, bold, italic, code) in spans(text) {
         job.append(
             &s,
@@ -115,6 +155,22 @@ mod tests {
                 ("c".into(), false, true, false),
                 (" ".into(), false, false, false),
                 ("d*e".into(), false, false, true),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_marker_never_closed_stays_as_written() {
+        let plain = |s: &str| vec![(s.to_owned(), false, false, false)];
+        assert_eq!(spans("keys under `train.*"), plain("keys under `train.*"));
+        assert_eq!(spans("val/* and 2*3"), plain("val/* and 2*3"));
+        assert_eq!(spans("a ** b"), plain("a ** b"));
+        assert_eq!(
+            spans("run 3 (`x`) is running"),
+            vec![
+                ("run 3 (".into(), false, false, false),
+                ("x".into(), false, false, true),
+                (") is running".into(), false, false, false),
             ]
         );
     }

@@ -12,6 +12,7 @@ use shiftadd_core::store::RunId;
 use crate::gui::ctx::ViewCtx;
 use crate::gui::data::backend::Preset;
 use crate::gui::data::searches::SlurmChoice;
+use crate::gui::widgets::markdown;
 use form::{Field, FieldKind, Form};
 
 #[derive(Default)]
@@ -207,13 +208,14 @@ impl LaunchView {
         egui::CentralPanel::default().show(ui, |ui| {
             self.actions_ui(ui, vcx);
             ui.separator();
-            egui::ScrollArea::vertical()
+            let changed = egui::ScrollArea::vertical()
                 .auto_shrink([false, false])
-                .show(ui, |ui| {
-                    if form_ui(ui, &mut self.form) {
-                        self.form.validate();
-                    }
-                });
+                .show(ui, |ui| form_ui(ui, &mut self.form))
+                .inner;
+            if changed {
+                self.form.validate();
+                self.form_changed();
+            }
         });
     }
 
@@ -229,6 +231,7 @@ impl LaunchView {
         if let Some(i) = chosen {
             let p = &self.presets[i];
             self.form.load_preset(&p.name, &p.text);
+            self.form_changed();
         }
     }
 
@@ -281,7 +284,7 @@ impl LaunchView {
                 }
             }
             Err(e) => {
-                ui.colored_label(ui.visuals().error_fg_color, e);
+                markdown::label(ui, e, Some(ui.visuals().error_fg_color));
             }
         }
     }
@@ -395,6 +398,7 @@ impl LaunchView {
                     Some(p) => self.form.load_preset(&p.name, &p.text),
                     None => self.form = Form::default(),
                 }
+                self.form_changed();
             }
         });
         executor_ui(ui, &mut self.study);
@@ -423,24 +427,49 @@ impl LaunchView {
                 self.start_study(vcx);
             }
         });
-        if let Some(e) = &self.form.general_error {
-            ui.colored_label(ui.visuals().error_fg_color, e);
-        }
+        self.status_row(ui);
+    }
+
+    /// One line, always there, so that the form below never moves: what the form's state or
+    /// the last action says, the most pressing first, the whole of it on hover where it is cut.
+    fn status_row(&self, ui: &mut egui::Ui) {
+        let error = Some(ui.visuals().error_fg_color);
+        let mut parts: Vec<(String, Option<egui::Color32>)> = Vec::new();
         let n_errors = self.form.errors.len();
         if n_errors > 0 {
-            ui.colored_label(
-                ui.visuals().error_fg_color,
+            parts.push((
                 format!("{n_errors} invalid value(s): Launch is disabled"),
-            );
+                error,
+            ));
+        }
+        if let Some(e) = &self.form.general_error {
+            parts.push((e.clone(), error));
         }
         match &self.outcome {
-            Some(Ok(m)) => {
-                ui.label(m);
-            }
-            Some(Err(e)) => {
-                ui.colored_label(ui.visuals().error_fg_color, format!("refused: {e}"));
-            }
+            Some(Ok(m)) => parts.push((m.clone(), None)),
+            Some(Err(e)) => parts.push((format!("refused: {e}"), error)),
             None => {}
+        }
+        let height = ui.text_style_height(&egui::TextStyle::Body);
+        let size = egui::vec2(ui.available_width(), height);
+        let layout = egui::Layout::left_to_right(egui::Align::Center);
+        ui.allocate_ui_with_layout(size, layout, |ui| {
+            ui.set_min_size(size);
+            let Some((_, color)) = parts.first() else {
+                return;
+            };
+            let texts: Vec<&str> = parts.iter().map(|(t, _)| t.as_str()).collect();
+            let job = markdown::job(ui, &texts.join(" · "), *color);
+            let line = ui.add(egui::Label::new(job).truncate());
+            markdown::hover(line, &texts.join("\n\n"));
+        });
+    }
+
+    /// The last action's outcome is about the form as it was: an edit makes it stale (an answer
+    /// still awaited stays).
+    fn form_changed(&mut self) {
+        if self.pending.is_empty() {
+            self.outcome = None;
         }
     }
 }
@@ -521,7 +550,7 @@ pub fn form_ui(ui: &mut egui::Ui, form: &mut Form) -> bool {
     }
     // A message not tied to a field.
     if let Some(e) = form.errors.get("") {
-        ui.colored_label(ui.visuals().error_fg_color, e);
+        markdown::label(ui, e, Some(ui.visuals().error_fg_color));
     }
     changed
 }
@@ -586,7 +615,7 @@ fn field_ui(ui: &mut egui::Ui, f: &mut Field, error: Option<&str>) -> bool {
     ui.vertical(|ui| {
         ui.weak(format!("default {}", display_default(f)));
         if let Some(e) = error {
-            ui.colored_label(ui.visuals().error_fg_color, e);
+            markdown::label(ui, e, Some(ui.visuals().error_fg_color));
         }
     });
     changed
