@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, bounded};
 
-use egui_plot::{AxisHints, GridMark, HLine, Line, LineStyle, Plot, Points};
+use egui_plot::{AxisHints, GridMark, HLine, Line, LineStyle, Plot, Points, VLine};
 use shiftadd_core::spec::study::Study;
 use shiftadd_core::store::{RunId, Status};
 use shiftadd_core::study::report::{self, Format, Row, Table, Verdict, duration_text, paired_text};
@@ -702,105 +702,231 @@ fn means_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, table: &Table, height: f32
             text: figures::means_svg(&format!("{}: {title}", table.name), table),
         });
     }
-    let n = table.rows.len() as f64;
-    // egui_plot leaves out a tick label wider than the space between ticks: shorten the names to
-    // fit (the full name is the hover text). The plot's frame is the width less the y axis, and a
-    // margin on each side.
-    let per_variant = 0.85 * (ui.available_width() - 60.0) / n.max(1.0) as f32;
-    let variants: Vec<&str> = table.rows.iter().map(|r| r.variant.as_str()).collect();
-    let names = fit_labels(&variants, per_variant, |t| text_width(ui, t));
-    // The hover says what the variant measured, not where the pointer is.
-    let hover_texts: Vec<String> = table.rows.iter().map(|r| means_hover(r, k)).collect();
-    let whisker_color = ui.visuals().strong_text_color();
-    let unit = if k > 1.0 { " %" } else { "" };
     let Some((lo, hi)) = value_extent(table) else {
         crate::gui::widgets::plot::empty_plot(ui, &table.metric, height);
         return;
     };
+    let layout = MeansLayout::fit(ui, table);
+    let plot = means_axes(Plot::new(&id), &layout, table, (lo * k, hi * k), k);
+    let plot = plot.height(if layout.across {
+        (height - 30.0).max(200.0)
+    } else {
+        (height - 30.0).max(28.0 * layout.n as f32 + 60.0)
+    });
+    let whisker_color = ui.visuals().strong_text_color();
     let baseline = table
         .rows
         .iter()
         .find(|r| r.variant == table.baseline)
         .and_then(|r| r.summary);
-    Plot::new(&id)
-        .y_grid_spacer(|g| crate::gui::widgets::plot::nice_grid(&g, 28.0))
-        .y_axis_formatter(move |m, _| {
-            format!(
-                "{}{unit}",
-                crate::chart::format::format_num(m.value, m.step_size)
-            )
-        })
-        .label_formatter(move |pos| {
-            let i = hover_point(pos).x.round();
-            (i >= 0.0)
-                .then(|| hover_texts.get(i as usize))
-                .flatten()
-                .cloned()
-        })
-        .include_x(-0.5)
-        .include_x(n - 0.5)
-        .include_y(lo * k)
-        .include_y(hi * k)
-        .height((height - 30.0).max(200.0))
-        // A mark under every variant, each labelled whenever its name fits (the default axis
-        // labels only marks 60 points apart).
-        .x_grid_spacer(|g| {
-            let (lo, hi) = g.bounds;
-            (lo.ceil() as i64..=hi.floor() as i64)
-                .map(|i| GridMark {
-                    value: i as f64,
-                    step_size: 1.0,
-                })
-                .collect()
-        })
-        .custom_x_axes(vec![
-            AxisHints::new_x()
-                .label_spacing(10.0..=20.0)
-                .formatter(move |mark, _| {
-                    let i = mark.value.round();
-                    if (mark.value - i).abs() < 1e-6 && i >= 0.0 {
-                        names.get(i as usize).cloned().unwrap_or_default()
-                    } else {
-                        String::new()
-                    }
-                }),
-        ])
-        .y_axis_label(table.metric.clone())
-        .show(ui, |p| {
-            if let Some(b) = baseline {
-                p.hline(
-                    HLine::new(format!("{} (baseline) mean", table.baseline), b.mean * k)
-                        .color(whisker_color.gamma_multiply(0.5))
-                        .style(LineStyle::dashed_loose()),
-                );
+    plot.show(ui, |p| {
+        if let Some(b) = baseline {
+            let name = format!("{} (baseline) mean", table.baseline);
+            let style = LineStyle::dashed_loose();
+            let color = whisker_color.gamma_multiply(0.5);
+            if layout.across {
+                p.hline(HLine::new(name, b.mean * k).color(color).style(style));
+            } else {
+                p.vline(VLine::new(name, b.mean * k).color(color).style(style));
             }
-            for (i, r) in table.rows.iter().enumerate() {
-                let c = color(i);
-                let marks = figures::marks(i as f64, r, (lo, hi), k);
+        }
+        for (i, r) in table.rows.iter().enumerate() {
+            let c = color(i);
+            let marks = figures::marks(layout.slot(i), r, (lo, hi), k);
+            let place = |pts: Vec<[f64; 2]>| -> Vec<[f64; 2]> {
+                pts.into_iter().map(|q| layout.place(q)).collect()
+            };
+            p.points(
+                Points::new(format!("{} seeds", r.variant), place(marks.seeds))
+                    .color(c.gamma_multiply(0.8))
+                    .radius(2.5),
+            );
+            for (j, segment) in marks.whisker.into_iter().enumerate() {
+                let name = if j == 0 {
+                    format!("{} 95 % CI", r.variant)
+                } else {
+                    String::new()
+                };
+                p.line(Line::new(name, place(segment.to_vec())).color(whisker_color));
+            }
+            if let Some(mean) = marks.mean {
                 p.points(
-                    Points::new(format!("{} seeds", r.variant), marks.seeds)
-                        .color(c.gamma_multiply(0.8))
-                        .radius(2.5),
+                    Points::new(r.variant.clone(), vec![layout.place(mean)])
+                        .color(c)
+                        .radius(5.0),
                 );
-                for (j, segment) in marks.whisker.into_iter().enumerate() {
-                    let name = if j == 0 {
-                        format!("{} 95 % CI", r.variant)
-                    } else {
-                        String::new()
-                    };
-                    p.line(Line::new(name, segment.to_vec()).color(whisker_color));
-                }
-                if let Some(mean) = marks.mean {
-                    p.points(
-                        Points::new(r.variant.clone(), vec![mean])
-                            .color(c)
-                            .radius(5.0),
-                    );
-                }
             }
-        });
+        }
+    });
     vcx.export
         .capture_if_requested(ui.ctx(), &id, header.region(ui));
+}
+
+/// How the means plot lays its variants out: across the x axis while every name fits under its
+/// mark whole; otherwise one row each, top to bottom, with the names beside the rows (a forest
+/// plot), where a name has the width of the longest rather than a share of the plot's width.
+struct MeansLayout {
+    across: bool,
+    n: usize,
+    names: Vec<String>,
+    /// The width the names take beside the rows.
+    name_room: f32,
+}
+
+impl MeansLayout {
+    fn fit(ui: &egui::Ui, table: &Table) -> Self {
+        let n = table.rows.len();
+        let variants: Vec<&str> = table.rows.iter().map(|r| r.variant.as_str()).collect();
+        // egui_plot leaves out a tick label wider than the space between ticks: the frame is the
+        // width less the y axis, and a margin on each side.
+        let per_variant = 0.85 * (ui.available_width() - 60.0) / n.max(1) as f32;
+        let width = |t: &str| text_width(ui, t);
+        let under = fit_labels(&variants, per_variant, width);
+        if under.iter().zip(&variants).all(|(a, b)| a == b) {
+            return Self {
+                across: true,
+                n,
+                names: under,
+                name_room: 0.0,
+            };
+        }
+        let widest = variants.iter().map(|v| width(v)).fold(0.0, f32::max);
+        let name_room = widest.min(0.4 * ui.available_width()).max(40.0);
+        Self {
+            across: false,
+            n,
+            names: fit_labels(&variants, name_room, width),
+            name_room,
+        }
+    }
+
+    /// Variant `i`'s position on the variants' axis (the first on top when they are rows).
+    fn slot(&self, i: usize) -> f64 {
+        if self.across {
+            i as f64
+        } else {
+            (self.n - 1 - i) as f64
+        }
+    }
+
+    /// The variant at `pos` on the variants' axis.
+    fn variant_at(&self, pos: f64) -> Option<usize> {
+        let p = pos.round();
+        let i = if self.across {
+            p
+        } else {
+            self.n as f64 - 1.0 - p
+        };
+        (i >= 0.0 && i < self.n as f64).then_some(i as usize)
+    }
+
+    /// A point given as (variant's slot, value) in plot coordinates.
+    fn place(&self, [slot, value]: [f64; 2]) -> [f64; 2] {
+        if self.across {
+            [slot, value]
+        } else {
+            [value, slot]
+        }
+    }
+}
+
+/// The means plot's axes: the metric's (with its unit, ticks fitted) and the variants' (a mark
+/// under every variant, each named), in `layout`'s orientation; the hover names the variant.
+fn means_axes<'a>(
+    plot: Plot<'a>,
+    layout: &MeansLayout,
+    table: &Table,
+    (lo, hi): (f64, f64),
+    k: f64,
+) -> Plot<'a> {
+    let unit = if k > 1.0 { " %" } else { "" };
+    let values = move |m: GridMark, _: &std::ops::RangeInclusive<f64>| {
+        format!(
+            "{}{unit}",
+            crate::chart::format::format_num(m.value, m.step_size)
+        )
+    };
+    let names = layout.names.clone();
+    let name_of = move |mark: GridMark, _: &std::ops::RangeInclusive<f64>| {
+        let i = mark.value.round();
+        if (mark.value - i).abs() < 1e-6 && i >= 0.0 {
+            names.get(i as usize).cloned().unwrap_or_default()
+        } else {
+            String::new()
+        }
+    };
+    let n = layout.n;
+    let across = layout.across;
+    let names_at = move |mark: GridMark, r: &std::ops::RangeInclusive<f64>| {
+        // Rows run top to bottom: the mark at the top is the first variant.
+        let flipped = GridMark {
+            value: if across {
+                mark.value
+            } else {
+                n as f64 - 1.0 - mark.value
+            },
+            ..mark
+        };
+        name_of(flipped, r)
+    };
+    let every_variant = |g: egui_plot::GridInput| {
+        let (lo, hi) = g.bounds;
+        (lo.ceil() as i64..=hi.floor() as i64)
+            .map(|i| GridMark {
+                value: i as f64,
+                step_size: 1.0,
+            })
+            .collect()
+    };
+    // The hover says what the variant measured, not where the pointer is.
+    let hover_texts: Vec<String> = table.rows.iter().map(|r| means_hover(r, k)).collect();
+    let (slots, pick) = (
+        (-0.5, n as f64 - 0.5),
+        MeansLayout {
+            names: Vec::new(),
+            ..*layout
+        },
+    );
+    let plot = plot.label_formatter(move |pos| {
+        let p = hover_point(pos);
+        pick.variant_at(if pick.across { p.x } else { p.y })
+            .and_then(|i| hover_texts.get(i))
+            .cloned()
+    });
+    // A labelled value about every 28 px up the y axis, every 50 px along the x axis (its labels
+    // lie side by side).
+    let nice =
+        |px: f64| move |g: egui_plot::GridInput| crate::gui::widgets::plot::nice_grid(&g, px);
+    if across {
+        plot.y_grid_spacer(nice(28.0))
+            .y_axis_formatter(values)
+            .x_grid_spacer(every_variant)
+            .include_x(slots.0)
+            .include_x(slots.1)
+            .include_y(lo)
+            .include_y(hi)
+            .custom_x_axes(vec![
+                AxisHints::new_x()
+                    .label_spacing(10.0..=20.0)
+                    .formatter(names_at),
+            ])
+            .y_axis_label(table.metric.clone())
+    } else {
+        plot.x_grid_spacer(nice(50.0))
+            .x_axis_formatter(values)
+            .y_grid_spacer(every_variant)
+            .include_y(slots.0)
+            .include_y(slots.1)
+            .include_x(lo)
+            .include_x(hi)
+            .custom_y_axes(vec![
+                AxisHints::new_y()
+                    .label_spacing(10.0..=20.0)
+                    .min_thickness(layout.name_room + 8.0)
+                    .formatter(names_at),
+            ])
+            .x_axis_label(table.metric.clone())
+    }
 }
 
 /// The width of `text` in the font egui_plot draws tick labels with.
@@ -863,6 +989,56 @@ mod tests {
         assert!(text.ends_with("n = 3)"), "{text}");
         let empty = crate::chart::figures::tests::row("mf", &[], 0);
         assert_eq!(means_hover(&empty, 100.0), "mf\nno finished cell yet");
+    }
+
+    #[test]
+    fn many_variants_become_rows_with_their_names_whole() {
+        let row = |variant: &str| crate::chart::figures::tests::row(variant, &[0.85, 0.86], 0);
+        let table = |names: &[&str]| Table {
+            study: 1,
+            name: "t".into(),
+            metric: "test/top1".into(),
+            baseline: names[0].into(),
+            rows: names.iter().map(|n| row(n)).collect(),
+            left: Default::default(),
+        };
+        // The layout as a 520-point wide column of the Studies view sees it.
+        let fit = |t: &Table| {
+            let ctx = egui::Context::default();
+            let mut layout = None;
+            let input = egui::RawInput {
+                screen_rect: Some(egui::Rect::from_min_size(
+                    egui::Pos2::ZERO,
+                    egui::vec2(520.0, 600.0),
+                )),
+                ..Default::default()
+            };
+            let mut out = ctx.run_ui(input, |ui| layout = Some(MeansLayout::fit(ui, t)));
+            out.textures_delta.clear();
+            layout.expect("laid out")
+        };
+        let few = fit(&table(&["mult", "shift"]));
+        assert!(few.across && few.names == ["mult", "shift"]);
+        // Issue 45: at 6+ variants the names under the marks were cut to "di…t a…r wi…f".
+        let names = [
+            "direct-none",
+            "aug-none+adder",
+            "aug-none+adder+bn",
+            "direct",
+            "aug",
+            "aug+bn",
+            "width-all-epochs",
+            "width-off",
+        ];
+        let many = fit(&table(&names));
+        assert!(!many.across, "eight long names side by side");
+        assert_eq!(many.names, names, "every name whole beside its row");
+        // The first variant is the top row, and the hover finds each by its row.
+        assert_eq!(many.slot(0), 7.0);
+        assert_eq!(many.variant_at(7.2), Some(0));
+        assert_eq!(many.variant_at(0.0), Some(7));
+        assert_eq!(many.variant_at(8.0), None);
+        assert_eq!(many.place([7.0, 86.0]), [86.0, 7.0]);
     }
 
     #[test]
