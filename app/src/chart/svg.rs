@@ -121,14 +121,131 @@ impl Frame {
         TOP + self.ph - (y - self.y0) / (self.y1 - self.y0) * self.ph
     }
 
-    fn xy(&self, p: &[f64; 2]) -> String {
-        format!("{:.2},{:.2}", self.sx(p[0]), self.sy(p[1]))
+    /// `p` in image coordinates.
+    fn px(&self, p: &[f64; 2]) -> Px {
+        (self.sx(p[0]), self.sy(p[1]))
+    }
+
+    /// The plot area in image coordinates: left, top, right, bottom.
+    fn area(&self) -> [f64; 4] {
+        [LEFT, TOP, LEFT + self.pw, TOP + self.ph]
     }
 }
 
+/// A point in image coordinates.
+type Px = (f64, f64);
+
+/// A line at most this many points long is drawn with a marker on each (one point alone would
+/// not show at all).
+const SPARSE: usize = 24;
+
+fn inside((x, y): Px, [l, t, r, b]: [f64; 4]) -> bool {
+    (l - 1e-9..=r + 1e-9).contains(&x) && (t - 1e-9..=b + 1e-9).contains(&y)
+}
+
+/// The part of segment `a`–`b` inside `area` (Liang–Barsky), if any.
+fn clip_segment(a: Px, b: Px, [l, t, r, bt]: [f64; 4]) -> Option<(Px, Px)> {
+    let (dx, dy) = (b.0 - a.0, b.1 - a.1);
+    let (mut t0, mut t1) = (0.0f64, 1.0f64);
+    for (p, q) in [(-dx, a.0 - l), (dx, r - a.0), (-dy, a.1 - t), (dy, bt - a.1)] {
+        if p == 0.0 {
+            if q < 0.0 {
+                return None;
+            }
+        } else {
+            let u = q / p;
+            if p < 0.0 {
+                t0 = t0.max(u);
+            } else {
+                t1 = t1.min(u);
+            }
+        }
+    }
+    (t0 <= t1).then(|| {
+        let at = |u: f64| (a.0 + u * dx, a.1 + u * dy);
+        (at(t0), at(t1))
+    })
+}
+
+/// The runs of a polyline inside `area` (a line leaving the area and coming back is two runs; a
+/// lone point inside is a run of one).
+fn clip_polyline(points: &[Px], area: [f64; 4]) -> Vec<Vec<Px>> {
+    if let [p] = points {
+        return if inside(*p, area) {
+            vec![vec![*p]]
+        } else {
+            Vec::new()
+        };
+    }
+    let mut runs: Vec<Vec<Px>> = Vec::new();
+    let mut run: Vec<Px> = Vec::new();
+    for w in points.windows(2) {
+        match clip_segment(w[0], w[1], area) {
+            Some((a, b)) => {
+                let joins = run.last().is_some_and(|l| (l.0 - a.0).abs() + (l.1 - a.1).abs() < 1e-9);
+                if !joins && !run.is_empty() {
+                    runs.push(std::mem::take(&mut run));
+                }
+                if run.is_empty() {
+                    run.push(a);
+                }
+                run.push(b);
+            }
+            None if !run.is_empty() => runs.push(std::mem::take(&mut run)),
+            None => {}
+        }
+    }
+    if !run.is_empty() {
+        runs.push(run);
+    }
+    runs
+}
+
+/// A polygon cut to `area` (Sutherland–Hodgman, one edge of the area at a time).
+fn clip_polygon(points: &[Px], [l, t, r, b]: [f64; 4]) -> Vec<Px> {
+    // Each edge: whether a point is on the area's side, and where a segment crosses it.
+    type Edge = (fn(Px, f64) -> bool, fn(Px, Px, f64) -> Px, f64);
+    let cross_x = |a: Px, c: Px, x: f64| (x, a.1 + (c.1 - a.1) * (x - a.0) / (c.0 - a.0));
+    let cross_y = |a: Px, c: Px, y: f64| (a.0 + (c.0 - a.0) * (y - a.1) / (c.1 - a.1), y);
+    let edges: [Edge; 4] = [
+        (|p, v| p.0 >= v, cross_x, l),
+        (|p, v| p.0 <= v, cross_x, r),
+        (|p, v| p.1 >= v, cross_y, t),
+        (|p, v| p.1 <= v, cross_y, b),
+    ];
+    let mut poly = points.to_vec();
+    for (keep, cross, v) in edges {
+        let mut out = Vec::with_capacity(poly.len() + 4);
+        for (i, &cur) in poly.iter().enumerate() {
+            let prev = poly[(i + poly.len() - 1) % poly.len()];
+            match (keep(prev, v), keep(cur, v)) {
+                (true, true) => out.push(cur),
+                (true, false) => out.push(cross(prev, cur, v)),
+                (false, true) => {
+                    out.push(cross(prev, cur, v));
+                    out.push(cur);
+                }
+                (false, false) => {}
+            }
+        }
+        poly = out;
+        if poly.is_empty() {
+            break;
+        }
+    }
+    poly
+}
+
+fn points_attr(run: &[Px]) -> String {
+    run.iter()
+        .map(|(x, y)| format!("{x:.2},{y:.2}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 impl Chart<'_> {
-    /// The SVG document: title, grid, tick labels, axis labels, the data clipped to the plot
-    /// area, and the legend right of it.
+    /// The SVG document: title, grid, tick labels, axis labels, the data cut to the plot area
+    /// (a sparse line with a marker on each point), and the legend right of it.
     pub fn render(&self) -> String {
         let f = self.frame();
         let mut s = String::new();
@@ -148,12 +265,9 @@ impl Chart<'_> {
         self.grid(&mut s, &f, &xs, &ys);
         self.tick_labels(&mut s, &f, &xs, &ys);
         self.axis_labels(&mut s, &f);
-        let _ = writeln!(
-            s,
-            r#"<clipPath id="plot-area"><rect x="{LEFT}" y="{TOP}" width="{}" height="{}"/></clipPath>"#,
-            f.pw, f.ph
-        );
-        let _ = writeln!(s, r#"<g clip-path="url(#plot-area)">"#);
+        // The data, cut to the plot area here rather than by a clip-path (which some renderers
+        // and editors drop, leaving curves over the axes).
+        s.push_str("<g class=\"data\">\n");
         for c in &self.series {
             series(&mut s, &f, c);
         }
@@ -306,77 +420,85 @@ impl Chart<'_> {
     }
 }
 
-/// One series' marks (points that are not finite are left out).
+/// One series' marks, cut to the plot area (points that are not finite are left out).
 fn series(s: &mut String, f: &Frame, c: &ChartSeries) {
     let color = hex(c.color);
-    let finite = c
+    let area = f.area();
+    let finite: Vec<&[f64; 2]> = c
         .points
         .iter()
-        .filter(|p| p[0].is_finite() && p[1].is_finite());
-    let path = || {
-        finite
-            .clone()
-            .map(|p| f.xy(p))
-            .collect::<Vec<_>>()
-            .join(" ")
+        .filter(|p| p[0].is_finite() && p[1].is_finite())
+        .collect();
+    let pixels: Vec<Px> = finite.iter().map(|p| f.px(p)).collect();
+    let dot = |s: &mut String, (x, y): Px, r: f32| {
+        let _ = writeln!(
+            s,
+            r#"<circle cx="{x:.2}" cy="{y:.2}" r="{r}" fill="{color}"/>"#
+        );
     };
     match c.mark {
-        Mark::Line => {
-            let _ = writeln!(
-                s,
-                r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"><title>{}</title></polyline>"#,
-                path(),
-                escape(&c.name)
-            );
-        }
-        Mark::Band => {
-            let _ = writeln!(
-                s,
-                r#"<polygon fill="{color}" fill-opacity="0.2" stroke="none" points="{}"/>"#,
-                path()
-            );
-        }
-        Mark::Points(r) => {
-            for p in finite {
+        Mark::Line | Mark::Dashed => {
+            let style = if c.mark == Mark::Dashed {
+                r#"stroke-width="1.2" stroke-dasharray="6 4""#
+            } else {
+                r#"stroke-width="1.5""#
+            };
+            for run in clip_polyline(&pixels, area).iter().filter(|r| r.len() > 1) {
                 let _ = writeln!(
                     s,
-                    r#"<circle cx="{:.2}" cy="{:.2}" r="{r}" fill="{color}"/>"#,
-                    f.sx(p[0]),
-                    f.sy(p[1])
+                    r#"<polyline fill="none" stroke="{color}" {style} points="{}"><title>{}</title></polyline>"#,
+                    points_attr(run),
+                    escape(&c.name)
+                );
+            }
+            // A reference level (dashed) is not data: no markers.
+            if c.mark == Mark::Line && pixels.len() <= SPARSE {
+                for &p in pixels.iter().filter(|&&p| inside(p, area)) {
+                    dot(s, p, 2.5);
+                }
+            }
+        }
+        Mark::Band => {
+            let poly = clip_polygon(&pixels, area);
+            if poly.len() >= 3 {
+                let _ = writeln!(
+                    s,
+                    r#"<polygon fill="{color}" fill-opacity="0.2" stroke="none" points="{}"/>"#,
+                    points_attr(&poly)
                 );
             }
         }
-        Mark::Dashed => {
-            let _ = writeln!(
-                s,
-                r#"<polyline fill="none" stroke="{color}" stroke-width="1.2" stroke-dasharray="6 4" points="{}"><title>{}</title></polyline>"#,
-                path(),
-                escape(&c.name)
-            );
+        Mark::Points(r) => {
+            for &p in pixels.iter().filter(|&&p| inside(p, area)) {
+                dot(s, p, r);
+            }
         }
         Mark::Segments => {
             let whole = |pair: &&[[f64; 2]]| pair.iter().flatten().all(|v| v.is_finite());
             for pair in c.points.chunks_exact(2).filter(whole) {
-                let _ = writeln!(
-                    s,
-                    r#"<line x1="{:.2}" y1="{:.2}" x2="{:.2}" y2="{:.2}" stroke="{color}" stroke-width="1.5"/>"#,
-                    f.sx(pair[0][0]),
-                    f.sy(pair[0][1]),
-                    f.sx(pair[1][0]),
-                    f.sy(pair[1][1])
-                );
+                if let Some(((x1, y1), (x2, y2))) = clip_segment(f.px(&pair[0]), f.px(&pair[1]), area)
+                {
+                    let _ = writeln!(
+                        s,
+                        r#"<line x1="{x1:.2}" y1="{y1:.2}" x2="{x2:.2}" y2="{y2:.2}" stroke="{color}" stroke-width="1.5"/>"#
+                    );
+                }
             }
         }
         Mark::Bars(w) => {
+            let [l, t, r, b] = area;
             for p in finite {
-                let (a, b) = (f.sx(p[0] - w / 2.0), f.sx(p[0] + w / 2.0));
-                let (top, base) = (f.sy(p[1].max(0.0)), f.sy(p[1].min(0.0)));
-                let _ = writeln!(
-                    s,
-                    r#"<rect x="{a:.2}" y="{top:.2}" width="{:.2}" height="{:.2}" fill="{color}"/>"#,
-                    (b - a).max(0.5),
-                    (base - top).max(0.0)
-                );
+                let (a, z) = (f.sx(p[0] - w / 2.0).max(l), f.sx(p[0] + w / 2.0).min(r));
+                let top = f.sy(p[1].max(0.0)).clamp(t, b);
+                let base = f.sy(p[1].min(0.0)).clamp(t, b);
+                if z > a {
+                    let _ = writeln!(
+                        s,
+                        r#"<rect x="{a:.2}" y="{top:.2}" width="{:.2}" height="{:.2}" fill="{color}"/>"#,
+                        (z - a).max(0.5),
+                        (base - top).max(0.0)
+                    );
+                }
             }
         }
     }
@@ -431,6 +553,97 @@ mod tests {
         assert!(svg.contains("#ff0000"));
     }
 
+    /// Issue 45: curves sat in a clip-path that some renderers drop, and a one-point series did
+    /// not show at all. The data is cut to the plot area in the file itself, and a sparse line
+    /// has a marker on each point.
+    #[test]
+    fn data_is_cut_to_the_plot_area_without_a_clip_path_and_sparse_lines_have_markers() {
+        let f = |v: f64, _s: f64| format!("{v}");
+        let line = |name: &str, mark: Mark, points: Vec<[f64; 2]>| ChartSeries {
+            name: name.into(),
+            color: Color32::RED,
+            mark,
+            points,
+        };
+        let chart = Chart {
+            title: String::new(),
+            x_label: String::new(),
+            y_label: String::new(),
+            bounds: [[0.0, 0.0], [10.0, 1.0]],
+            series: vec![
+                // Out over the top between x = 3 and 7, back in after: two runs.
+                line(
+                    "dense",
+                    Mark::Line,
+                    (0..=100)
+                        .map(|i| {
+                            let x = i as f64 / 10.0;
+                            [x, if (3.0..=7.0).contains(&x) { 2.0 } else { 0.5 }]
+                        })
+                        .collect(),
+                ),
+                line("one", Mark::Line, vec![[5.0, 0.25]]),
+                line("far", Mark::Line, vec![[20.0, 5.0]]),
+                line(
+                    "band",
+                    Mark::Band,
+                    vec![[-5.0, 2.0], [15.0, 2.0], [15.0, -1.0], [-5.0, -1.0]],
+                ),
+                line("whisker", Mark::Segments, vec![[2.0, -3.0], [2.0, 0.5]]),
+            ],
+            x_fmt: &f,
+            y_fmt: &f,
+            x_categories: Vec::new(),
+        };
+        let svg = chart.render();
+        assert!(!svg.contains("clip"), "{svg}");
+        let doc = roxmltree::Document::parse(&svg).expect("XML");
+        let data = doc
+            .descendants()
+            .find(|n| n.attribute("class") == Some("data"))
+            .expect("the data group");
+        let [l, t, r, b] = [LEFT, TOP, W - RIGHT, H - BOTTOM];
+        let within = |x: f64, y: f64| {
+            (l - 0.01..=r + 0.01).contains(&x) && (t - 0.01..=b + 0.01).contains(&y)
+        };
+        let mut coords = Vec::new();
+        for n in data.descendants().filter(|n| n.is_element()) {
+            if let Some(points) = n.attribute("points") {
+                for xy in points.split(' ') {
+                    let (x, y) = xy.split_once(',').expect("x,y");
+                    coords.push((x.parse::<f64>().expect("x"), y.parse::<f64>().expect("y")));
+                }
+            }
+            for (ax, ay) in [("cx", "cy"), ("x1", "y1"), ("x2", "y2")] {
+                if let (Some(x), Some(y)) = (n.attribute(ax), n.attribute(ay)) {
+                    coords.push((x.parse().expect("x"), y.parse().expect("y")));
+                }
+            }
+        }
+        assert!(coords.len() > 60, "{}", coords.len());
+        for (x, y) in &coords {
+            assert!(within(*x, *y), "({x}, {y}) outside the plot area");
+        }
+        let dense = data
+            .descendants()
+            .filter(|n| n.has_tag_name("polyline"))
+            .count();
+        assert_eq!(dense, 2, "the line leaves the area and comes back: two runs");
+        let circles = data.descendants().filter(|n| n.has_tag_name("circle")).count();
+        assert_eq!(circles, 1, "the one-point line shows as a marker; the far one not at all");
+        let band = data
+            .descendants()
+            .find(|n| n.has_tag_name("polygon"))
+            .expect("band");
+        assert_eq!(
+            band.attribute("points").expect("points").split(' ').count(),
+            4,
+            "the band cut to the area's four corners"
+        );
+        let whisker = data.descendants().find(|n| n.has_tag_name("line")).expect("whisker");
+        assert_eq!(whisker.attribute("y1"), Some(format!("{b:.2}").as_str()));
+    }
+
     #[test]
     fn categories_slant_under_their_places_and_grow_the_image() {
         let f = |v: f64, _s: f64| format!("{v}");
@@ -482,7 +695,7 @@ mod tests {
             "{long}"
         );
         let data = short
-            .split("clip-path=\"url(#plot-area)\">")
+            .split("<g class=\"data\">")
             .nth(1)
             .expect("data");
         assert_eq!(data.matches("<line").count(), 1, "{data}");
