@@ -147,7 +147,12 @@ fn inside((x, y): Px, [l, t, r, b]: [f64; 4]) -> bool {
 fn clip_segment(a: Px, b: Px, [l, t, r, bt]: [f64; 4]) -> Option<(Px, Px)> {
     let (dx, dy) = (b.0 - a.0, b.1 - a.1);
     let (mut t0, mut t1) = (0.0f64, 1.0f64);
-    for (p, q) in [(-dx, a.0 - l), (dx, r - a.0), (-dy, a.1 - t), (dy, bt - a.1)] {
+    for (p, q) in [
+        (-dx, a.0 - l),
+        (dx, r - a.0),
+        (-dy, a.1 - t),
+        (dy, bt - a.1),
+    ] {
         if p == 0.0 {
             if q < 0.0 {
                 return None;
@@ -182,7 +187,9 @@ fn clip_polyline(points: &[Px], area: [f64; 4]) -> Vec<Vec<Px>> {
     for w in points.windows(2) {
         match clip_segment(w[0], w[1], area) {
             Some((a, b)) => {
-                let joins = run.last().is_some_and(|l| (l.0 - a.0).abs() + (l.1 - a.1).abs() < 1e-9);
+                let joins = run
+                    .last()
+                    .is_some_and(|l| (l.0 - a.0).abs() + (l.1 - a.1).abs() < 1e-9);
                 if !joins && !run.is_empty() {
                     runs.push(std::mem::take(&mut run));
                 }
@@ -476,7 +483,8 @@ fn series(s: &mut String, f: &Frame, c: &ChartSeries) {
         Mark::Segments => {
             let whole = |pair: &&[[f64; 2]]| pair.iter().flatten().all(|v| v.is_finite());
             for pair in c.points.chunks_exact(2).filter(whole) {
-                if let Some(((x1, y1), (x2, y2))) = clip_segment(f.px(&pair[0]), f.px(&pair[1]), area)
+                if let Some(((x1, y1), (x2, y2))) =
+                    clip_segment(f.px(&pair[0]), f.px(&pair[1]), area)
                 {
                     let _ = writeln!(
                         s,
@@ -607,7 +615,7 @@ mod tests {
             (l - 0.01..=r + 0.01).contains(&x) && (t - 0.01..=b + 0.01).contains(&y)
         };
         let mut coords = Vec::new();
-        for n in data.descendants().filter(|n| n.is_element()) {
+        for n in data.descendants().filter(roxmltree::Node::is_element) {
             if let Some(points) = n.attribute("points") {
                 for xy in points.split(' ') {
                     let (x, y) = xy.split_once(',').expect("x,y");
@@ -628,9 +636,18 @@ mod tests {
             .descendants()
             .filter(|n| n.has_tag_name("polyline"))
             .count();
-        assert_eq!(dense, 2, "the line leaves the area and comes back: two runs");
-        let circles = data.descendants().filter(|n| n.has_tag_name("circle")).count();
-        assert_eq!(circles, 1, "the one-point line shows as a marker; the far one not at all");
+        assert_eq!(
+            dense, 2,
+            "the line leaves the area and comes back: two runs"
+        );
+        let circles = data
+            .descendants()
+            .filter(|n| n.has_tag_name("circle"))
+            .count();
+        assert_eq!(
+            circles, 1,
+            "the one-point line shows as a marker; the far one not at all"
+        );
         let band = data
             .descendants()
             .find(|n| n.has_tag_name("polygon"))
@@ -640,7 +657,10 @@ mod tests {
             4,
             "the band cut to the area's four corners"
         );
-        let whisker = data.descendants().find(|n| n.has_tag_name("line")).expect("whisker");
+        let whisker = data
+            .descendants()
+            .find(|n| n.has_tag_name("line"))
+            .expect("whisker");
         assert_eq!(whisker.attribute("y1"), Some(format!("{b:.2}").as_str()));
     }
 
@@ -694,10 +714,7 @@ mod tests {
             long.contains(&format!(r#"<text x="{:.1}""#, x1 + 4.0)),
             "{long}"
         );
-        let data = short
-            .split("<g class=\"data\">")
-            .nth(1)
-            .expect("data");
+        let data = short.split("<g class=\"data\">").nth(1).expect("data");
         assert_eq!(data.matches("<line").count(), 1, "{data}");
     }
 }

@@ -520,6 +520,18 @@ impl eframe::App for StudioApp {
         let Ok(mut searches) = shared.lock() else {
             return;
         };
+        // Exports are named after what the view shows.
+        let run_name = |run: Option<RunId>| {
+            run.and_then(|r| data.row(r))
+                .map(|r| r.summary.name.clone())
+        };
+        export.subject = match persisted.view {
+            View::Monitor | View::Weights | View::Hardware => run_name(persisted.current),
+            View::Nas => run_name(nas.search).or_else(|| Some("nas".into())),
+            View::Studies => study.shown_name(data),
+            View::Compare => Some("compare".into()),
+            View::Launch => None,
+        };
         let mut vcx = ViewCtx {
             data,
             current: persisted.current,

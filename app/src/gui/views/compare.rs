@@ -562,7 +562,7 @@ fn scatter_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, selected: &[RunId]) {
     });
     crate::gui::widgets::plot::remember_transform(ui.ctx(), id, shown.transform);
     crate::gui::widgets::plot::legend_row(ui, id, &entries);
-    if header.svg {
+    if header.wants_vector() {
         let b = shown.transform.bounds();
         let f = |v: f64, s: f64| crate::chart::format::format_num(v, s);
         let chart = Chart {
@@ -575,11 +575,7 @@ fn scatter_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, selected: &[RunId]) {
             y_fmt: &f,
             x_categories: Vec::new(),
         };
-        vcx.export.request(ExportRequest::Text {
-            name: id.to_owned(),
-            ext: "svg",
-            text: chart.render(),
-        });
+        header.vector_export(vcx.export, id, chart.render());
     }
     vcx.export
         .capture_if_requested(ui.ctx(), id, header.region(ui));

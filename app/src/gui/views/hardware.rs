@@ -236,7 +236,7 @@ impl HardwareView {
                 }
             });
         crate::gui::widgets::plot::legend_row(ui, &id, &entries);
-        if header.svg {
+        if header.wants_vector() {
             let series = stacked_series(layers.len(), &segs, &hidden);
             let b = shown.transform.bounds();
             let f = |v: f64, s: f64| crate::chart::format::format_num(v, s);
@@ -250,11 +250,7 @@ impl HardwareView {
                 y_fmt: &f,
                 x_categories: Vec::new(),
             };
-            vcx.export.request(ExportRequest::Text {
-                name: id.clone(),
-                ext: "svg",
-                text: chart.render(),
-            });
+            header.vector_export(vcx.export, &id, chart.render());
         }
         vcx.export
             .capture_if_requested(ui.ctx(), &id, header.region(ui));

@@ -74,6 +74,12 @@ impl StudyView {
             .or_else(|| studies.last())
     }
 
+    /// The name of the study shown (exports are named after it).
+    pub fn shown_name(&self, data: &DataCache) -> Option<String> {
+        self.current(data.studies.as_deref()?)
+            .map(|s| s.row.name.clone())
+    }
+
     /// The runs whose curves the view draws: every cell of the study shown.
     pub fn visible_runs(&self, data: &DataCache) -> Vec<RunId> {
         data.studies
@@ -388,16 +394,13 @@ impl StudyView {
                 text,
             });
         }
-        if header.svg {
-            vcx.export.request(ExportRequest::Text {
-                name: id.clone(),
-                ext: "svg",
-                text: figures::curves_svg(
-                    &format!("{}: {title}", s.row.name),
-                    &self.curve_metric,
-                    &groups,
-                ),
-            });
+        if header.wants_vector() {
+            let svg = figures::curves_svg(
+                &format!("{}: {title}", s.row.name),
+                &self.curve_metric,
+                &groups,
+            );
+            header.vector_export(vcx.export, &id, svg);
         }
         crate::gui::widgets::plot::band_plot(ui, &id, &self.curve_metric, &groups, height - 60.0);
         vcx.export
@@ -695,12 +698,9 @@ fn means_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, table: &Table, height: f32
     let id = format!("study{}-means", table.study);
     let title = figures::means_title(&table.metric);
     let header = plot_header(ui, &id, &title, vcx.export, None, true);
-    if header.svg {
-        vcx.export.request(ExportRequest::Text {
-            name: id.clone(),
-            ext: "svg",
-            text: figures::means_svg(&format!("{}: {title}", table.name), table),
-        });
+    if header.wants_vector() {
+        let svg = figures::means_svg(&format!("{}: {title}", table.name), table);
+        header.vector_export(vcx.export, &id, svg);
     }
     let Some((lo, hi)) = value_extent(table) else {
         crate::gui::widgets::plot::empty_plot(ui, &table.metric, height);

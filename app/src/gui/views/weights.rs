@@ -561,7 +561,7 @@ fn histogram_ui(ui: &mut egui::Ui, at: &LayerPlot<'_>, height: f32, export: &mut
             }
         });
     crate::gui::widgets::plot::legend_row(ui, &id, &h.entries());
-    if header.svg {
+    if header.wants_vector() {
         let b = shown.transform.bounds();
         let f = |v: f64, s: f64| crate::chart::format::format_num(v, s);
         let chart = Chart {
@@ -574,11 +574,7 @@ fn histogram_ui(ui: &mut egui::Ui, at: &LayerPlot<'_>, height: f32, export: &mut
             y_fmt: &f,
             x_categories: Vec::new(),
         };
-        export.request(ExportRequest::Text {
-            name: id.clone(),
-            ext: "svg",
-            text: chart.render(),
-        });
+        header.vector_export(export, &id, chart.render());
     }
     export.capture_if_requested(ui.ctx(), &id, header.region(ui));
 }

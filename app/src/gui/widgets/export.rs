@@ -10,6 +10,8 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use egui::{ColorImage, Rect};
 
+use super::figure::FigureSize;
+
 /// What a plot asked to export.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ExportRequest {
@@ -21,8 +23,11 @@ pub enum ExportRequest {
         ext: &'static str,
         text: String,
     },
-    /// Capture the plot named `name` from the next rendered frame.
+    /// Capture the plot named `name` from the next rendered frame (a plot with no SVG of its
+    /// own; the area below its title row).
     Png { name: String },
+    /// Draw this SVG off screen as a PNG, at the size the Save dialog sets.
+    Figure { name: String, svg: String },
 }
 
 impl ExportRequest {
@@ -30,7 +35,7 @@ impl ExportRequest {
         match self {
             Self::Csv { name, .. } => (name, "csv"),
             Self::Text { name, ext, .. } => (name, ext),
-            Self::Png { name } => (name, "png"),
+            Self::Png { name } | Self::Figure { name, .. } => (name, "png"),
         }
     }
 }
@@ -41,6 +46,8 @@ const MAX_LISTED: usize = 500;
 /// An export waiting in the Save dialog for where to go.
 struct Pending {
     request: ExportRequest,
+    /// A figure's size (as last chosen).
+    size: FigureSize,
     folder: String,
     file: String,
     /// The folder last listed and its subfolders (or why it could not be read).
@@ -61,6 +68,12 @@ pub struct Export {
     /// Every file written, most recent last (tests and the status line read it).
     pub written: Vec<PathBuf>,
     pub last_error: Option<String>,
+    /// What the view shows (a run's or a study's name): the start of an export's file name.
+    pub subject: Option<String>,
+    /// Each plot's title, by its id, as its header last drew it: the rest of the file name.
+    titles: std::collections::HashMap<String, String>,
+    /// The size the last figure was drawn at.
+    size: FigureSize,
 }
 
 impl Export {
@@ -77,6 +90,16 @@ impl Export {
             done_rx,
             written: Vec::new(),
             last_error: None,
+            subject: None,
+            titles: std::collections::HashMap::new(),
+            size: FigureSize::default(),
+        }
+    }
+
+    /// Plot `id` is titled `title` (its header says so every frame; stored when it changes).
+    pub fn title(&mut self, id: &str, title: &str) {
+        if self.titles.get(id).map(String::as_str) != Some(title) {
+            self.titles.insert(id.to_owned(), title.to_owned());
         }
     }
 
@@ -94,9 +117,11 @@ impl Export {
     /// while it is open replaces the one waiting).
     pub fn request(&mut self, r: ExportRequest) {
         let (name, ext) = r.name_and_ext();
-        let file = file_name(name, ext);
+        let title = self.titles.get(name).map_or(name, String::as_str);
+        let file = file_name(self.subject.as_deref(), title, ext);
         self.pending = Some(Pending {
             request: r,
+            size: self.size,
             folder: self.dir.display().to_string(),
             file,
             listed: None,
@@ -112,6 +137,12 @@ impl Export {
                 });
             }
             ExportRequest::Png { name } => self.png_wanted.push((name, path)),
+            ExportRequest::Figure { svg, .. } => {
+                let size = self.size;
+                self.spawn_write(path, move |p| {
+                    super::figure::rasterize(&svg, size).and_then(|img| write_png(p, &img))
+                });
+            }
         }
     }
 
@@ -124,7 +155,8 @@ impl Export {
         let modal = egui::Modal::new(egui::Id::unique("export-save-dialog")).show(ctx, |ui| {
             ui.set_width(520.0);
             let (name, ext) = pending.request.name_and_ext();
-            ui.heading(format!("Export {name} as {}", ext.to_uppercase()));
+            let what = self.titles.get(name).map_or(name, String::as_str);
+            ui.heading(format!("Export {what} as {}", ext.to_uppercase()));
             ui.add_space(4.0);
             egui::Grid::new("export-save-grid")
                 .num_columns(2)
@@ -145,6 +177,9 @@ impl Export {
                         choice = Some(true);
                     }
                     ui.end_row();
+                    if matches!(pending.request, ExportRequest::Figure { .. }) {
+                        figure_rows(ui, &mut pending.size);
+                    }
                 });
             let target = Path::new(pending.folder.trim()).join(pending.file.trim());
             let problem = save_problem(pending.folder.trim(), pending.file.trim(), &target);
@@ -178,6 +213,7 @@ impl Export {
         match choice {
             Some(true) if can_save => {
                 let p = self.pending.take()?;
+                self.size = p.size;
                 let folder = PathBuf::from(p.folder.trim());
                 self.save(p.request, folder.join(p.file.trim()));
                 self.dir.clone_from(&folder);
@@ -258,22 +294,56 @@ impl Export {
     }
 }
 
-/// `<name>-<milliseconds>.<ext>`, the name reduced to letters, digits and dashes.
-fn file_name(name: &str, ext: &str) -> String {
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    let safe: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
+/// `<subject>_<what>.<ext>`: what the view shows (a run's or a study's name) and the plot's
+/// title up to its first `:` or `,` (`aug-control_test-top1-by-variant.svg`), each reduced to
+/// letters, digits, dots and dashes. An export of the same plot again proposes the same name
+/// (the dialog says that it replaces the file).
+fn file_name(subject: Option<&str>, title: &str, ext: &str) -> String {
+    let safe = |s: &str| -> String {
+        let mut out = String::new();
+        for c in s.trim().chars() {
+            let c = if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
                 c
             } else {
-                '_'
+                '-'
+            };
+            if !(c == '-' && out.ends_with('-')) {
+                out.push(c);
             }
-        })
-        .collect();
-    format!("{safe}-{stamp}.{ext}")
+        }
+        out.trim_matches('-').to_owned()
+    };
+    let what = safe(title.split([':', ',']).next().unwrap_or(title));
+    let stem = match subject.map(safe).filter(|s| !s.is_empty()) {
+        Some(subject) if !what.is_empty() => format!("{subject}_{what}"),
+        Some(subject) => subject,
+        None if what.is_empty() => "export".to_owned(),
+        None => what,
+    };
+    format!("{stem}.{ext}")
+}
+
+/// The Save dialog's rows for a figure: its width in points and its pixels per point.
+fn figure_rows(ui: &mut egui::Ui, size: &mut FigureSize) {
+    let label = ui.label("Width");
+    ui.horizontal(|ui| {
+        ui.add(
+            egui::DragValue::new(&mut size.width)
+                .range(FigureSize::WIDTH)
+                .speed(10.0)
+                .suffix(" pt"),
+        )
+        .labelled_by(label.id);
+        ui.label("Scale");
+        for k in [1.0, 2.0, 3.0, 4.0] {
+            ui.selectable_value(&mut size.scale, k, format!("{k}×"));
+        }
+        ui.weak(format!(
+            "{} px wide",
+            (size.width * size.scale).round() as u32
+        ));
+    });
+    ui.end_row();
 }
 
 /// The Save dialog's rows under the folder field: Up and Default, then the folder's
@@ -441,7 +511,7 @@ mod tests {
     fn csv_request_writes_a_file() {
         let dir = std::env::temp_dir().join(format!("shiftadd-csv-{}", std::process::id()));
         let mut e = Export::new(dir.clone(), None);
-        let name = file_name("loss plot", "csv");
+        let name = file_name(None, "loss plot", "csv");
         e.save(
             ExportRequest::Csv {
                 name: "loss plot".into(),
@@ -457,10 +527,29 @@ mod tests {
         let p = e.written.last().expect("written").clone();
         assert!(
             p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("loss_plot-"))
+                .is_some_and(|n| n.to_string_lossy() == "loss-plot.csv")
         );
         assert_eq!(std::fs::read_to_string(&p).expect("read"), "a,b\n");
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn file_names_say_what_the_view_shows_and_the_plot() {
+        assert_eq!(
+            file_name(
+                Some("aug-control"),
+                "test/top1 by variant: mean ± 95 % CI",
+                "svg"
+            ),
+            "aug-control_test-top1-by-variant.svg"
+        );
+        assert_eq!(
+            file_name(Some("smoke shift/aug"), "Validation top-1", "png"),
+            "smoke-shift-aug_Validation-top-1.png"
+        );
+        assert_eq!(file_name(None, "Loss", "csv"), "Loss.csv");
+        assert_eq!(file_name(Some("  "), "", "csv"), "export.csv");
+        assert_eq!(file_name(Some("../x"), "", "csv"), "..-x.csv");
     }
 
     #[test]
@@ -477,11 +566,7 @@ mod tests {
         });
         assert_eq!(e.dialog_folder(), Some(dir.display().to_string().as_str()));
         let p = e.pending.as_mut().expect("pending");
-        assert!(
-            p.file.starts_with("loss-") && p.file.ends_with(".png"),
-            "{}",
-            p.file
-        );
+        assert_eq!(p.file, "loss.png");
         assert_eq!(list_subfolders(p), Ok(vec!["a".to_owned(), "b".to_owned()]));
         p.folder = dir.join("new").display().to_string();
         assert!(list_subfolders(p).is_err_and(|e| e.contains("created when you save")));

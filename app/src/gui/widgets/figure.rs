@@ -95,10 +95,25 @@ mod tests {
 
     #[test]
     fn a_figure_is_drawn_at_the_size_and_scale_asked_for_with_its_text() {
-        let img = rasterize(SVG, FigureSize { width: 380.0, scale: 2.0 }).expect("drawn");
-        assert_eq!(img.size, [760, 440], "380 points at 2× keep the SVG's proportions");
+        let img = rasterize(
+            SVG,
+            FigureSize {
+                width: 380.0,
+                scale: 2.0,
+            },
+        )
+        .expect("drawn");
+        assert_eq!(
+            img.size,
+            [760, 440],
+            "380 points at 2× keep the SVG's proportions"
+        );
         let at = |x: usize, y: usize| img.pixels[y * img.size[0] + x];
-        assert_eq!(at(150, 150), egui::Color32::from_rgb(255, 0, 0), "the red box");
+        assert_eq!(
+            at(150, 150),
+            egui::Color32::from_rgb(255, 0, 0),
+            "the red box"
+        );
         assert_eq!(at(10, 10), egui::Color32::WHITE, "a white background");
         // The text is drawn with the bundled font: dark pixels where "loss" stands.
         let dark = (290..310)
@@ -106,9 +121,25 @@ mod tests {
             .filter(|&(x, y)| at(x, y).r() < 128)
             .count();
         assert!(dark > 50, "{dark} dark pixels: the text was not drawn");
-        let big = rasterize(SVG, FigureSize { width: 760.0, scale: 3.0 }).expect("drawn");
+        let big = rasterize(
+            SVG,
+            FigureSize {
+                width: 760.0,
+                scale: 3.0,
+            },
+        )
+        .expect("drawn");
         assert_eq!(big.size, [2280, 1320]);
-        assert!(rasterize(SVG, FigureSize { width: 10.0, scale: 1.0 }).is_err());
+        assert!(
+            rasterize(
+                SVG,
+                FigureSize {
+                    width: 10.0,
+                    scale: 1.0
+                }
+            )
+            .is_err()
+        );
         assert!(rasterize("not svg", FigureSize::default()).is_err());
     }
 }

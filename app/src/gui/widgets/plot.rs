@@ -337,7 +337,7 @@ pub fn series_plot(
     if entries.len() > 1 || entries.iter().any(|e| !e.0.is_empty()) {
         legend_row(ui, id, &entries);
     }
-    if header.svg {
+    if header.wants_vector() {
         let svg = SeriesSvg {
             title,
             x_title,
@@ -345,11 +345,7 @@ pub fn series_plot(
             log_y,
             percent,
         };
-        export.request(ExportRequest::Text {
-            name: id.to_owned(),
-            ext: "svg",
-            text: svg.render(&drawn, plotted),
-        });
+        header.vector_export(export, id, svg.render(&drawn, plotted));
     }
     export.capture_if_requested(ui.ctx(), id, header.region(ui));
 }
@@ -619,19 +615,41 @@ fn hover_values(response: &egui::Response, x: f64, drawn: &[Drawn], view: View) 
 /// Where a plot (with its title row) starts, and which of its export buttons were clicked.
 pub struct PlotHeader {
     pub csv: bool,
-    pub svg: bool,
+    svg: bool,
+    /// PNG asked for of a plot that has an SVG: drawn off screen from it.
+    png: bool,
+    /// Below the title row.
     top_left: egui::Pos2,
     width: f32,
 }
 
 impl PlotHeader {
-    /// The area from the title row down to where `ui` is now (after the plot): what a PNG of
-    /// the plot shows, axes and legend included.
+    /// The area from below the title row down to where `ui` is now (after the plot): what a
+    /// screen capture of a plot without an SVG shows, axes and legend included, buttons not.
     pub fn region(&self, ui: &Ui) -> egui::Rect {
         egui::Rect::from_min_max(
             self.top_left,
             egui::pos2(self.top_left.x + self.width, ui.cursor().min.y),
         )
+    }
+
+    /// Whether SVG or PNG was asked for of a plot that has an SVG (call [`Self::vector_export`]).
+    pub fn wants_vector(&self) -> bool {
+        self.svg || self.png
+    }
+
+    /// Export plot `id`'s figure as asked: the SVG itself, or a PNG drawn from it off screen.
+    pub fn vector_export(&self, export: &mut Export, id: &str, svg: String) {
+        let name = id.to_owned();
+        export.request(if self.svg {
+            ExportRequest::Text {
+                name,
+                ext: "svg",
+                text: svg,
+            }
+        } else {
+            ExportRequest::Figure { name, svg }
+        });
     }
 }
 
@@ -645,18 +663,22 @@ pub fn plot_header(
     axes: Option<&mut PlotAxes>,
     vector: bool,
 ) -> PlotHeader {
-    let top_left = ui.cursor().min;
+    export.title(id, title);
     let width = ui.available_width();
-    let (csv, svg) = ui
+    let (csv, svg, png) = ui
         .horizontal(|ui| {
             // Buttons from the right first; the title takes what is left, cut short with "…"
             // (full on hover) rather than pushing the plot wider than its column.
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-                if ui
+                let png = ui
                     .small_button("PNG")
-                    .on_hover_text("save this plot as a PNG image")
-                    .clicked()
-                {
+                    .on_hover_text(if vector {
+                        "save this plot as a PNG image, drawn at the size and scale you choose"
+                    } else {
+                        "save this plot as a PNG image, as on screen"
+                    })
+                    .clicked();
+                if png && !vector {
                     export.request(ExportRequest::Png {
                         name: id.to_owned(),
                     });
@@ -698,7 +720,7 @@ pub fn plot_header(
                 ui.with_layout(egui::Layout::left_to_right(egui::Align::Center), |ui| {
                     ui.add(egui::Label::new(egui::RichText::new(title).strong()).truncate());
                 });
-                (csv, svg)
+                (csv, svg, png && vector)
             })
             .inner
         })
@@ -706,7 +728,8 @@ pub fn plot_header(
     PlotHeader {
         csv,
         svg,
-        top_left,
+        png,
+        top_left: ui.cursor().min,
         width,
     }
 }
