@@ -152,6 +152,7 @@ fn study_data() -> DataCache {
             missing: 0,
             failed: 0,
             running: 0,
+            pruned: 0,
             summary: Summary::of(&xs),
             values,
             against: (v > 0).then(|| variants[0].name.clone()),
@@ -177,6 +178,7 @@ fn study_data() -> DataCache {
         baseline: variants[0].name.clone(),
         parallel: 2,
         variants,
+        prune: None,
     };
     let table = Table {
         study: 1,

@@ -572,3 +572,67 @@ fn bad_study_files_stop_before_anything_runs() {
         "nothing ran, so no database was even created"
     );
 }
+
+/// Issue 45: pruning. A study with a hopeless variant (a learning rate that leaves it at chance)
+/// under the median rule with a margin: its cells stop after the warm-up, are recorded `pruned`
+/// with the reason, count as settled (the table says so, a rerun trains nothing), and trained
+/// fewer epochs than their config asks; the good cells are not touched.
+#[test]
+fn a_hopeless_variant_is_pruned_and_saves_its_epochs() {
+    let dir = tempfile::tempdir().expect("tmp");
+    tiny_config(dir.path(), "base", 3000, 5);
+    let file = dir.path().join("prune.toml");
+    std::fs::write(
+        &file,
+        "name = \"prune\"\nbase = \"base.toml\"\nseeds = [0, 1]\nparallel = 2\n\
+         [prune]\nwarmup_epochs = 2\nmin_cells = 2\nmargin_points = 5\n\
+         [[variant]]\nname = \"good\"\n\
+         [[variant]]\nname = \"hopeless\"\nset = { \"train.lr\" = 1e-7 }\n",
+    )
+    .expect("write");
+    let dbp = dir.path().join("studio.db");
+    let out = run_ok(&["study", s(&file), "--db", s(&dbp)]);
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    let cells = cells(&dbp);
+    let c = db(&dbp);
+    let epochs_trained = |run: i64| -> i64 {
+        c.query_row(
+            "SELECT COALESCE(MAX(epoch), 0) FROM metrics WHERE run_id = ?1 AND key = 'val/top1'",
+            [run],
+            |r| r.get(0),
+        )
+        .expect("epochs")
+    };
+    for seed in [0, 1] {
+        let (good, status) = &cells[&("good".to_owned(), seed)];
+        assert_eq!(status, "finished", "{log}");
+        assert_eq!(epochs_trained(*good), 5);
+        let (bad, status) = &cells[&("hopeless".to_owned(), seed)];
+        assert_eq!(status, "pruned", "{log}");
+        let reason: String = c
+            .query_row("SELECT reason FROM runs WHERE id = ?1", [bad], |r| r.get(0))
+            .expect("reason");
+        assert!(
+            reason.starts_with("pruned after epoch ")
+                && reason.contains(": best val/top1")
+                && reason.contains("below the median of"),
+            "{reason}"
+        );
+        let trained = epochs_trained(*bad);
+        assert!(
+            (2..5).contains(&trained),
+            "pruned run trained {trained} of 5 epochs"
+        );
+    }
+    assert!(table.contains("| hopeless | 0 (2 pruned) |"), "{table}");
+    assert!(log.contains("2 pruned"), "{log}");
+    // Settled: a rerun trains nothing and keeps them pruned.
+    let again = run_ok(&["study", s(&file), "--db", s(&dbp)]);
+    let log = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        log.contains("0 to train") && log.contains("2 pruned"),
+        "{log}"
+    );
+    assert_eq!(self::cells(&dbp), cells);
+}

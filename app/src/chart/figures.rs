@@ -358,6 +358,7 @@ pub(crate) mod tests {
             missing,
             failed: 0,
             running: 0,
+            pruned: 0,
             summary: Summary::of(values),
             against: None,
             paired: None,

@@ -20,6 +20,11 @@
 //!
 //! [grid]                      # or: every combination of these values is a variant
 //! "ops.kind" = ["shift", "add"]
+//!
+//! [prune]                     # optional: stop hopeless cells early (median rule)
+//! warmup_epochs = 2           # never before a cell has trained this many epochs
+//! min_cells = 3               # other cells that must have reached that epoch
+//! margin_points = 10.0        # prune only this many points of val/top1 below their median
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -83,6 +88,29 @@ impl Variant {
     }
 }
 
+/// A study's pruning rule (`[prune]`), the median rule of Optuna's `MedianPruner` with a margin:
+/// after each epoch from `warmup_epochs` on, a cell whose best validation top-1 so far lies more
+/// than `margin_points` below the median of the other cells' best at the same epoch (at least
+/// `min_cells` of them, any variant, finished or in flight) is stopped and recorded as `pruned`
+/// with the reason. Applies to cells trained here (not on Slurm, where each cell runs alone).
+/// How a study trains, not what it measures: not part of its identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prune {
+    pub warmup_epochs: i64,
+    pub min_cells: usize,
+    pub margin_points: f64,
+}
+
+impl Default for Prune {
+    fn default() -> Self {
+        Self {
+            warmup_epochs: 2,
+            min_cells: 3,
+            margin_points: 0.0,
+        }
+    }
+}
+
 /// A validated study: every variant × seed config resolves.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Study {
@@ -94,6 +122,8 @@ pub struct Study {
     pub baseline: String,
     pub parallel: usize,
     pub variants: Vec<Variant>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune: Option<Prune>,
 }
 
 impl Study {
@@ -141,6 +171,7 @@ impl Study {
         let mut t: toml::Table = toml::from_str(text).map_err(|e| bad(e.message().to_owned()))?;
         let known = [
             "name", "base", "config", "seeds", "metric", "baseline", "parallel", "variant", "grid",
+            "prune",
         ];
         if let Some(k) = t.keys().find(|k| !known.contains(&k.as_str())) {
             return Err(bad(format!(
@@ -174,6 +205,7 @@ impl Study {
             }
             None => 2,
         };
+        let prune = parse_prune(t.remove("prune"), &bad)?;
         let mut variants = named_variants(t.remove("variant"), &bad)?;
         variants.extend(grid_variants(t.remove("grid"), seeds.len(), &bad)?);
         check_variants(&variants, seeds.len(), &bad)?;
@@ -199,6 +231,7 @@ impl Study {
             baseline,
             parallel,
             variants,
+            prune,
         };
         let extra: Vec<String> = sets.to_vec();
         for v in &study.variants {
@@ -346,6 +379,55 @@ fn base_config(
         None => {}
     }
     toml::to_string(&base).map_err(|e| bad(e.to_string()))
+}
+
+/// `[prune]`: the keys of [`Prune`], each optional (its default), none other.
+fn parse_prune(
+    v: Option<toml::Value>,
+    bad: &dyn Fn(String) -> StudyError,
+) -> Result<Option<Prune>, StudyError> {
+    let table = match v {
+        None => return Ok(None),
+        Some(toml::Value::Table(t)) => t,
+        Some(v) => return Err(bad(format!("`prune` = {v}: must be a table ([prune])"))),
+    };
+    let mut p = Prune::default();
+    for (k, v) in table {
+        match (k.as_str(), v) {
+            ("warmup_epochs", toml::Value::Integer(n)) if (1..=100_000).contains(&n) => {
+                p.warmup_epochs = n;
+            }
+            ("min_cells", toml::Value::Integer(n)) if (1..=10_000).contains(&n) => {
+                p.min_cells = n as usize;
+            }
+            ("margin_points", v)
+                if v.as_float()
+                    .or(v.as_integer().map(|i| i as f64))
+                    .is_some_and(|m| (0.0..=100.0).contains(&m)) =>
+            {
+                p.margin_points = v
+                    .as_float()
+                    .or(v.as_integer().map(|i| i as f64))
+                    .unwrap_or(0.0);
+            }
+            ("warmup_epochs" | "min_cells", v) => {
+                return Err(bad(format!(
+                    "`prune.{k}` = {v}: must be a positive integer"
+                )));
+            }
+            ("margin_points", v) => {
+                return Err(bad(format!(
+                    "`prune.margin_points` = {v}: must be a number of points in [0, 100]"
+                )));
+            }
+            (k, _) => {
+                return Err(bad(format!(
+                    "unknown key `prune.{k}` (allowed: warmup_epochs, min_cells, margin_points)"
+                )));
+            }
+        }
+    }
+    Ok(Some(p))
 }
 
 /// `seeds`: a non-empty list of distinct non-negative integers.

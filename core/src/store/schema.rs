@@ -328,6 +328,9 @@ pub enum Status {
     Stopped,
     Failed,
     Interrupted,
+    /// Stopped by a study's pruning rule (`reason` says which and why): settled, like a
+    /// finished run, but with no final metrics; a rerun of the study does not train it again.
+    Pruned,
     /// Never stored: a row whose status or another column cannot be read is listed as damaged
     /// (`RunSummary::reason` says which column and what it holds), so one bad row cannot take the
     /// others out of a listing. `shiftadd check` names it; it can be deleted, not resumed.
@@ -344,12 +347,13 @@ impl Status {
             Self::Stopped => "stopped",
             Self::Failed => "failed",
             Self::Interrupted => "interrupted",
+            Self::Pruned => "pruned",
             Self::Damaged => "damaged",
         }
     }
 
     /// The statuses a database may hold (not [`Status::Damaged`], which is only ever read).
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Queued,
         Self::Running,
         Self::Paused,
@@ -357,6 +361,7 @@ impl Status {
         Self::Stopped,
         Self::Failed,
         Self::Interrupted,
+        Self::Pruned,
     ];
 
     pub fn parse(s: &str) -> Option<Self> {

@@ -448,7 +448,11 @@ fn set_status(
             "UPDATE runs SET status = ?2, reason = ?3, started_at = COALESCE(started_at, ?4),
              finished_at = NULL WHERE id = ?1"
         }
-        Status::Finished | Status::Stopped | Status::Failed | Status::Interrupted => {
+        Status::Finished
+        | Status::Stopped
+        | Status::Failed
+        | Status::Interrupted
+        | Status::Pruned => {
             "UPDATE runs SET status = ?2, reason = ?3, finished_at = ?4 WHERE id = ?1"
         }
         Status::Queued | Status::Paused => {

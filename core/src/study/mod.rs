@@ -8,6 +8,7 @@
 //! [`fit`] the augmented models' training loss beside the tiny models'.
 
 pub mod fit;
+pub mod prune;
 pub mod report;
 pub mod slurm;
 pub mod stats;
@@ -23,6 +24,7 @@ use crate::run::{Command, Event, ManagerHandle};
 use crate::spec::config::{Config, ConfigError};
 use crate::spec::study::{Study, Variant};
 use crate::store::{Reader, RunId, Status, StoreError, StudyRunRow, WriteOp, Writer};
+use prune::Curves;
 
 /// Why a study ended without a complete table.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +70,8 @@ pub struct StudyOutcome {
     pub adopted: usize,
     /// Cells whose run failed (kept: a failed run is not retried).
     pub failed: usize,
+    /// Cells stopped by the study's pruning rule (this time or before; not retrained).
+    pub pruned: usize,
 }
 
 impl StudyOutcome {
@@ -78,8 +82,13 @@ impl StudyOutcome {
         } else {
             String::new()
         };
+        let pruned = if self.pruned > 0 {
+            format!(", {} pruned", self.pruned)
+        } else {
+            String::new()
+        };
         format!(
-            "{} trained, {} resumed, {} already done{adopted}, {} failed",
+            "{} trained, {} resumed, {} already done{adopted}, {} failed{pruned}",
             self.trained, self.resumed, self.reused, self.failed
         )
     }
@@ -137,6 +146,7 @@ fn plan<'s>(
         reused: 0,
         adopted: 0,
         failed: 0,
+        pruned: 0,
     };
     let runs = reader.runs()?;
     let status: HashMap<RunId, Status> = runs.iter().map(|r| (r.id, r.status)).collect();
@@ -190,6 +200,10 @@ fn plan<'s>(
                     out.reused += 1;
                     out.failed += 1;
                 }
+                Status::Pruned => {
+                    out.reused += 1;
+                    out.pruned += 1;
+                }
                 Status::Stopped | Status::Interrupted => {
                     todo.push_back((v, seed, Todo::Resume(run)));
                 }
@@ -237,6 +251,10 @@ pub fn run(
         out,
         pending: HashMap::new(),
         next_request: 1u64 << 41,
+        curves: match &study.prune {
+            Some(_) => recorded_curves(id, db)?,
+            None => Curves::default(),
+        },
     };
     let result = loop {
         while cells.pending.len() < parallel
@@ -255,7 +273,7 @@ pub fn run(
             Err(RecvTimeoutError::Timeout) => continue,
             Err(e) => break Err(StudyRunError::ManagerGone(e.to_string())),
         };
-        if let Err(e) = cells.on_event(event, writer, report) {
+        if let Err(e) = cells.on_event(event, writer, &manager.commands, report) {
             break Err(e);
         }
     };
@@ -277,6 +295,8 @@ struct InFlight<'s> {
     variant: &'s Variant,
     seed: u64,
     run: Option<RunId>,
+    /// Why it is being stopped by the pruning rule (the stop sent, not yet done).
+    pruned: Option<String>,
 }
 
 /// The cells of study `id` in flight, by the request that started them, and the tally so far.
@@ -287,6 +307,8 @@ struct Cells<'s> {
     out: StudyOutcome,
     pending: HashMap<u64, InFlight<'s>>,
     next_request: u64,
+    /// The cells' validation curves, for the pruning rule (empty without one).
+    curves: Curves,
 }
 
 impl<'s> Cells<'s> {
@@ -329,6 +351,7 @@ impl<'s> Cells<'s> {
                 variant: v,
                 seed,
                 run: None,
+                pruned: None,
             },
         );
         Ok(())
@@ -348,15 +371,53 @@ impl<'s> Cells<'s> {
         self.pending.remove(&request)
     }
 
+    /// A cell's epoch ended: note its validation top-1 and, under a pruning rule, stop it if it
+    /// has fallen out of reach (it is recorded as pruned once it has stopped).
+    fn on_epoch(
+        &mut self,
+        run: RunId,
+        epoch: i64,
+        val_top1: f64,
+        commands: &crossbeam_channel::Sender<Command>,
+        report: &mut dyn FnMut(String),
+    ) -> Result<(), StudyRunError> {
+        let Some(rule) = &self.study.prune else {
+            return Ok(());
+        };
+        let Some(request) = self.of_run(run) else {
+            return Ok(());
+        };
+        self.curves.record(run, epoch, val_top1);
+        let verdict = self.curves.verdict(rule, run, epoch);
+        let Some(p) = self.pending.get_mut(&request) else {
+            return Ok(());
+        };
+        if let (None, Some(why)) = (&p.pruned, verdict) {
+            report(format!("{}: run {run} {why}", p.cell));
+            p.pruned = Some(why);
+            commands
+                .send(Command::Stop(run))
+                .map_err(|e| StudyRunError::ManagerGone(e.to_string()))?;
+        }
+        Ok(())
+    }
+
     /// Record what the manager says of a cell; an error ends the study (a cell refused or
     /// stopped from outside, the database failing).
     fn on_event(
         &mut self,
         event: Event,
         writer: &Writer,
+        commands: &crossbeam_channel::Sender<Command>,
         report: &mut dyn FnMut(String),
     ) -> Result<(), StudyRunError> {
         match event {
+            Event::EpochEnded {
+                run,
+                epoch,
+                val_top1,
+                ..
+            } => self.on_epoch(run, epoch, val_top1, commands, report)?,
             Event::Created { request, run } => {
                 if let Some(p) = self.pending.get_mut(&request) {
                     p.run = Some(run);
@@ -397,11 +458,16 @@ impl<'s> Cells<'s> {
                     report(format!("{}: run {run} failed: {reason}", p.cell));
                 }
             }
-            Event::Stopped { run } => {
-                if let Some(p) = self.settle(run) {
-                    return Err(StudyRunError::RunStopped { run, cell: p.cell });
+            Event::Stopped { run } => match self.settle(run) {
+                Some(InFlight {
+                    pruned: Some(why), ..
+                }) => {
+                    self.out.pruned += 1;
+                    writer.status(run, Status::Pruned, Some(why));
                 }
-            }
+                Some(p) => return Err(StudyRunError::RunStopped { run, cell: p.cell }),
+                None => {}
+            },
             _ => {}
         }
         Ok(())
@@ -428,6 +494,18 @@ fn report_left(
         report(format!("{left}{note}"));
     }
     Ok(())
+}
+
+/// The validation curves of study `id`'s cells recorded so far (the pruning rule's reference).
+fn recorded_curves(id: i64, db: &Path) -> Result<Curves, StudyRunError> {
+    let reader = Reader::open(db)?;
+    let mut curves = Curves::default();
+    for cell in reader.study_runs(id)? {
+        for m in reader.metric_series(cell.run, crate::store::keys::VAL_TOP1)? {
+            curves.record(cell.run, m.epoch, m.value);
+        }
+    }
+    Ok(curves)
 }
 
 fn training_key(cfg: &Config) -> String {

@@ -23,6 +23,8 @@ pub struct Row {
     pub failed: usize,
     /// Of those, cells whose run is training now.
     pub running: usize,
+    /// Of those, cells stopped by the study's pruning rule: not coming.
+    pub pruned: usize,
     pub summary: Option<Summary>,
     /// The variant this row is paired against: the study's baseline, or the variant's own `vs`
     /// (`None` for the baseline itself).
@@ -42,7 +44,9 @@ impl Row {
     /// report, "to go" while it runs).
     pub fn count_text(&self, pending: &str) -> String {
         let n = self.summary.map_or(0, |m| m.n);
-        let waiting = self.missing.saturating_sub(self.failed + self.running);
+        let waiting = self
+            .missing
+            .saturating_sub(self.failed + self.running + self.pruned);
         let mut parts = Vec::new();
         if self.running > 0 {
             parts.push(format!("{} training", self.running));
@@ -52,6 +56,9 @@ impl Row {
         }
         if self.failed > 0 {
             parts.push(format!("{} failed", self.failed));
+        }
+        if self.pruned > 0 {
+            parts.push(format!("{} pruned", self.pruned));
         }
         if parts.is_empty() {
             n.to_string()
@@ -268,7 +275,7 @@ pub fn table(study: &Study, id: i64, reader: &Reader) -> Result<Table, StoreErro
     for v in &study.variants {
         let mut values = Vec::new();
         let mut secs = Vec::new();
-        let (mut failed, mut running) = (0, 0);
+        let (mut failed, mut running, mut pruned) = (0, 0, 0);
         for &seed in &study.seeds {
             let cell = cells.iter().find(|c| c.variant == v.name && c.seed == seed);
             let state = cell.and_then(|c| status.get(&c.run).copied());
@@ -287,7 +294,10 @@ pub fn table(study: &Study, id: i64, reader: &Reader) -> Result<Table, StoreErro
                     epochs,
                     done: timed.as_ref().map_or(0, |t| t.done),
                     secs: timed.as_ref().map_or(0.0, |t| t.secs),
-                    settled: matches!(state, Some(Status::Finished | Status::Failed)),
+                    settled: matches!(
+                        state,
+                        Some(Status::Finished | Status::Failed | Status::Pruned)
+                    ),
                     kind: config.as_ref().map(pace_kind),
                 });
             }
@@ -304,6 +314,10 @@ pub fn table(study: &Study, id: i64, reader: &Reader) -> Result<Table, StoreErro
                     running += 1;
                     continue;
                 }
+                Some(Status::Pruned) => {
+                    pruned += 1;
+                    continue;
+                }
                 _ => continue,
             }
             if let Some(x) = reader.last_metric(c.run, &study.metric)? {
@@ -317,6 +331,7 @@ pub fn table(study: &Study, id: i64, reader: &Reader) -> Result<Table, StoreErro
             missing: study.seeds.len() - values.len(),
             failed,
             running,
+            pruned,
             summary: Summary::of(&xs),
             values,
             against: study.reference_of(v).map(str::to_owned),
@@ -632,7 +647,7 @@ impl Table {
 
     fn csv(&self) -> String {
         let mut s = String::from(
-            "variant,n,missing,failed,running,mean,ci95,std,min,max,against,diff,diff_ci95,p_value,pairs,significant,best,train_secs,values\n",
+            "variant,n,missing,failed,running,pruned,mean,ci95,std,min,max,against,diff,diff_ci95,p_value,pairs,significant,best,train_secs,values\n",
         );
         let f = |x: Option<f64>| {
             x.filter(|v| v.is_finite())
@@ -643,12 +658,13 @@ impl Table {
             let p = r.paired;
             let values: Vec<String> = r.values.iter().map(|(sd, v)| format!("{sd}:{v}")).collect();
             s.push_str(&format!(
-                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
                 csv_field(&r.variant),
                 m.map_or(0, |m| m.n),
                 r.missing,
                 r.failed,
                 r.running,
+                r.pruned,
                 f(m.map(|m| m.mean)),
                 f(m.map(|m| m.ci95)),
                 f(m.map(|m| m.std)),
@@ -724,6 +740,7 @@ mod tests {
             missing: 0,
             failed: 0,
             running: 0,
+            pruned: 0,
             summary: Summary::of(&xs),
             against: against.map(str::to_owned),
             paired: None,

@@ -1127,6 +1127,7 @@ fn status_color(ui: &egui::Ui, status: Status) -> egui::Color32 {
         Status::Failed | Status::Damaged => ui.visuals().error_fg_color,
         Status::Interrupted | Status::Stopped => ui.visuals().warn_fg_color,
         Status::Finished => ui.visuals().text_color(),
+        Status::Pruned => ui.visuals().weak_text_color(),
     }
 }
 

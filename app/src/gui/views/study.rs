@@ -1154,6 +1154,7 @@ mod tests {
             baseline: "v0".into(),
             parallel: 2,
             variants,
+            prune: None,
         };
         let row = StudyRow {
             id: 1,
