@@ -348,16 +348,22 @@ impl StudyView {
                         ui.selectable_value(&mut self.curve_metric, FIT.into(), FIT)
                             .on_hover_text(FIT_HELP);
                     }
+                    ui.selectable_value(&mut self.curve_metric, PARALLEL.into(), PARALLEL)
+                        .on_hover_text(PARALLEL_HELP);
                     for k in &keys {
                         ui.selectable_value(&mut self.curve_metric, k.clone(), k);
                     }
                 });
-            if self.curve_metric != FIT {
+            if self.curve_metric != FIT && self.curve_metric != PARALLEL {
                 ui.checkbox(&mut self.show_seeds, "seeds");
             }
         });
         if self.curve_metric == FIT {
             fit_ui(ui, vcx, s, height);
+            return;
+        }
+        if self.curve_metric == PARALLEL {
+            parallel_ui(ui, vcx, s, height);
             return;
         }
         let id = format!("study{}-curves", s.row.id);
@@ -406,6 +412,100 @@ impl StudyView {
         vcx.export
             .capture_if_requested(ui.ctx(), &id, header.region(ui));
     }
+}
+
+/// The curves chooser's entry for the parallel coordinates ([`parallel_ui`]).
+const PARALLEL: &str = "parallel coordinates";
+const PARALLEL_HELP: &str = "Every finished cell as a line across the config keys that vary \
+    between the cells, its table metric, its best validation top-1 and its energy; drag along an \
+    axis to keep a range (click the axis to clear it). Below: how much of the metric's variance \
+    each key explains on its own.";
+
+/// The study's cells in parallel coordinates (config keys that vary, then the table's metric,
+/// best validation top-1 and energy), brushable, and each key's importance for the table's
+/// metric beneath.
+fn parallel_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, s: &StudyData, height: f32) {
+    let (Some(spec), Some(table)) = (&s.study, &s.table) else {
+        crate::gui::widgets::plot::empty_plot(ui, PARALLEL, height);
+        return;
+    };
+    let hw = *vcx.hw_model;
+    let (k, _) = report::scale(&table.metric);
+    let unit = |k: f64| if k > 1.0 { " %" } else { "" };
+    let mut cells = Vec::new();
+    for c in &s.cells {
+        let Some(row) = vcx.data.row(c.run) else {
+            continue;
+        };
+        let Some(group) = spec.variants.iter().position(|v| v.name == c.variant) else {
+            continue;
+        };
+        let value = table
+            .rows
+            .iter()
+            .find(|r| r.variant == c.variant)
+            .and_then(|r| r.values.iter().find(|(seed, _)| *seed == c.seed))
+            .map(|(_, v)| v * k);
+        let r = &row.summary;
+        cells.push(crate::chart::parallel::Cell {
+            run: c.run,
+            group,
+            label: format!("{} / seed {} (run #{})", c.variant, c.seed, c.run),
+            config: (*row.config).clone(),
+            metrics: vec![
+                (format!("{}{}", table.metric, unit(k)), value),
+                ("val/top1 best %".into(), r.best_val_top1.map(|v| v * 100.0)),
+                (
+                    format!("energy mJ ({})", hw.title()),
+                    r.energy_under(hw.as_str()),
+                ),
+            ],
+        });
+    }
+    let labels: Vec<String> = cells.iter().map(|c| c.label.clone()).collect();
+    let coords = crate::chart::parallel::coords(&cells);
+    let importance = crate::chart::parallel::importance(&cells, 0);
+    let rows = importance.len().min(6) as f32;
+    let plot_height = (height - 70.0 - 22.0 * rows).max(180.0);
+    let kept = crate::gui::widgets::parallel::parallel_plot(
+        ui,
+        &format!("study{}-parallel", s.row.id),
+        &coords,
+        &labels,
+        color,
+        plot_height,
+    );
+    let n_kept = kept.iter().filter(|k| **k).count();
+    ui.weak(format!(
+        "{n_kept} of {} cells kept by the brushes",
+        kept.len()
+    ));
+    if importance.is_empty() {
+        ui.weak("importance: needs two finished cells whose metric differs");
+        return;
+    }
+    ui.label(format!(
+        "Importance for {}: the share of its variance over the {} finished cells each key explains alone",
+        table.metric,
+        cells.iter().filter(|c| c.metrics[0].1.is_some()).count()
+    ))
+    .on_hover_text(
+        "first-order functional ANOVA on the cells: Σ n·(group mean − mean)² / Σ (value − mean)² per key. \
+         Exact on a full grid; keys that only vary together share their credit; train.seed is the noise floor.",
+    );
+    egui::Grid::new("study-importance")
+        .num_columns(2)
+        .show(ui, |ui| {
+            for (key, share) in importance.iter().take(6) {
+                ui.label(key);
+                ui.add(
+                    egui::ProgressBar::new(*share as f32)
+                        .desired_width(220.0)
+                        .text(format!("{:.0} %", share * 100.0)),
+                );
+                ui.end_row();
+            }
+        });
 }
 
 /// The curves chooser's entry for the augmented models' fit ([`fit_ui`]).
