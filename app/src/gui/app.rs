@@ -12,6 +12,7 @@ use shiftadd_core::store::RunId;
 use crate::gui::ctx::{ExitChoice, Persisted, View, ViewCtx};
 use crate::gui::data::backend::{Backend, DRAIN_BUDGET, Loaded, Query};
 use crate::gui::data::cache::DataCache;
+use crate::gui::data::opening::Opening;
 use crate::gui::shortcuts;
 use crate::gui::views::{compare, hardware, launch, monitor, nas, runs, study, weights};
 use crate::gui::widgets::export::Export;
@@ -391,7 +392,7 @@ impl StudioApp {
             }
             ui.separator();
             ui.weak(format!("database {}", self.backend.db.display()));
-            if self.backend.read_only {
+            if self.backend.is_read_only() {
                 ui.colored_label(ui.visuals().warn_fg_color, "read-only")
                     .on_hover_text(
                         "This user cannot write the database (a read-only file, folder or mount): \
@@ -443,6 +444,16 @@ impl StudioApp {
             if let Some(s) = &self.data.managed {
                 ui.separator();
                 markdown::label(ui, s, None);
+            }
+            let opening = self.backend.opening();
+            if let Some(s) = opening.status() {
+                ui.separator();
+                if matches!(opening, Opening::Checking { .. }) {
+                    ui.spinner();
+                    markdown::label(ui, &s, None);
+                } else {
+                    markdown::label(ui, &s, Some(ui.visuals().error_fg_color));
+                }
             }
             if let Some(s) = &self.status {
                 ui.separator();

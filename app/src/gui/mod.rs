@@ -26,7 +26,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use shiftadd_core::run::{Event, spawn_manager};
+use shiftadd_core::run::Event;
 use shiftadd_core::store::StoreError;
 
 use data::backend::{self, Backend};
@@ -39,17 +39,21 @@ pub use ctx::{ExitChoice, Persisted, View, ViewCtx};
 /// runs left training headless have ended.
 pub fn run(db: &Path) -> anyhow::Result<ExitCode> {
     let slot: Arc<OnceLock<egui::Context>> = Arc::new(OnceLock::new());
-    let manager = match spawn_manager(db, backend::lazy_waker(slot.clone())) {
-        Ok(m) => Some(m),
-        // Browsing needs no writes: the app opens read-only, and says so.
-        Err(StoreError::ReadOnly { .. }) => None,
+    // A file that is not a database at all (or not ours, or from a newer version) is refused
+    // before any window, in one of its own: that check reads the header only. Checking a large
+    // database's pages and migrating it happen behind the window ([`data::opening`]).
+    // (A new file is created by the writer; an older schema is migrated by it.)
+    match shiftadd_core::store::Reader::open(db) {
+        Ok(_) | Err(StoreError::NotMigrated { .. }) => {}
+        Err(_) if !db.exists() => {}
         Err(e) => {
             // A user who opened the app from a desktop sees no terminal: say it in a window too.
             let message = e.to_string();
             let _ = show_open_failed(db, &message);
             return Err(e.into());
         }
-    };
+    }
+    let opening = data::opening::open_in_background(db, backend::lazy_waker(slot.clone()))?;
     let exit_choice = Arc::new(Mutex::new(None));
     let experiments = experiments_dir();
     shiftadd_core::host::set_experiments_dir(&experiments);
@@ -60,11 +64,11 @@ pub fn run(db: &Path) -> anyhow::Result<ExitCode> {
             .with_min_inner_size([900.0, 600.0]),
         ..Default::default()
     };
-    let read_only = manager.is_none();
-    let (commands, events) = match &manager {
-        Some(m) => (m.commands.clone(), m.events.clone()),
-        None => backend::read_only_manager(db, backend::lazy_waker(slot.clone()))?,
-    };
+    let (commands, events, state) = (
+        opening.commands.clone(),
+        opening.events.clone(),
+        opening.state.clone(),
+    );
     let app_exit = exit_choice.clone();
     let db_for_app = db.to_path_buf();
     let searches_slot: Arc<OnceLock<Arc<Mutex<searches::Searches>>>> = Arc::new(OnceLock::new());
@@ -76,7 +80,7 @@ pub fn run(db: &Path) -> anyhow::Result<ExitCode> {
             let _ = slot.set(cc.egui_ctx.clone());
             let mut backend =
                 Backend::new(&db_for_app, experiments, commands, events, &cc.egui_ctx)?;
-            backend.read_only = read_only;
+            backend.opening = state;
             let _ = app_searches.set(backend.searches.clone());
             let persisted = StudioApp::restore(cc.storage);
             Ok(Box::new(StudioApp::new(backend, persisted, app_exit)))
@@ -95,7 +99,7 @@ pub fn run(db: &Path) -> anyhow::Result<ExitCode> {
         }
         s.wait_all();
     }
-    match manager {
+    match opening.finish() {
         Some(manager) => finish_headless(manager, db, choice),
         None => Ok(ExitCode::SUCCESS),
     }

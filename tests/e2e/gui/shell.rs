@@ -373,3 +373,65 @@ fn a_damaged_database_opens_a_window_that_says_how_to_salvage_it() {
         "nothing was changed"
     );
 }
+
+/// Issue 45: the window waited for the database's quick check (every page of a large file). The
+/// run manager now opens behind the window: its channels work at once (a command waits), the
+/// state says "checking", then ready — and a damaged file leaves the window browsing, every start
+/// refused with why, the file unchanged.
+#[test]
+fn the_database_opens_behind_the_window() {
+    use shiftadd_app::gui::data::opening::{Opening, open_in_background};
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = seeded_db(dir.path());
+    let bytes = std::fs::metadata(&db).expect("size").len();
+    let o = open_in_background(&db, Arc::new(|| {})).expect("thread");
+    let first = o.state.lock().expect("state").clone();
+    assert!(
+        first == Opening::Checking { bytes } || first == Opening::Ready,
+        "{first:?}"
+    );
+    assert!(
+        Opening::Checking { bytes: 734_000_000 }
+            .status()
+            .is_some_and(|s| s.starts_with("checking the database (734 MB)")),
+    );
+    let t0 = Instant::now();
+    while *o.state.lock().expect("state") != Opening::Ready {
+        assert!(t0.elapsed() < Duration::from_secs(30), "never ready");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let manager = o.finish().expect("the manager, for after the window");
+    manager.shutdown();
+    // A damaged file: the state says why, a start is refused with it, nothing is written.
+    let bad = dir.path().join("bad.db");
+    std::fs::copy(&db, &bad).expect("copy");
+    crate::support::damage_pages(&bad);
+    let before = std::fs::read(&bad).expect("read");
+    let o = open_in_background(&bad, Arc::new(|| {})).expect("thread");
+    let t0 = Instant::now();
+    let why = loop {
+        if let Opening::Failed(why) = o.state.lock().expect("state").clone() {
+            break why;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "no verdict");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(why.contains("damaged"), "{why}");
+    o.commands
+        .send(Command::Resume { run: 1, request: 7 })
+        .expect("send");
+    match o.events.recv_timeout(Duration::from_secs(10)) {
+        Ok(Event::Rejected { request: 7, reason }) => {
+            assert!(
+                reason.starts_with("the database cannot be written"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected the refusal, got {other:?}"),
+    }
+    assert!(o.finish().is_none());
+    assert!(
+        std::fs::read(&bad).expect("read") == before,
+        "nothing was changed"
+    );
+}

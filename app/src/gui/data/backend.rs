@@ -23,6 +23,7 @@ use shiftadd_core::study::fit::Fit;
 use shiftadd_core::study::report::{self, Table};
 
 use crate::chart::series::Series;
+use crate::gui::data::opening::Opening;
 use crate::gui::data::searches::Searches;
 
 /// Requests to the `ui-data` thread.
@@ -300,6 +301,9 @@ pub struct Backend {
     /// The database cannot be written by this user: the app browses it, and says so; every start
     /// is refused by [`read_only_manager`] with the reason.
     pub read_only: bool,
+    /// How opening the database for writing stands ([`super::opening`]; ready unless the app
+    /// opened it in the background).
+    pub opening: Arc<Mutex<Opening>>,
 }
 
 impl Backend {
@@ -323,7 +327,18 @@ impl Backend {
             experiments_dir,
             searches: Arc::new(Mutex::new(Searches::new(db, waker))),
             read_only: false,
+            opening: Arc::new(Mutex::new(Opening::Ready)),
         })
+    }
+
+    /// How opening the database stands now.
+    pub fn opening(&self) -> Opening {
+        self.opening.lock().map_or(Opening::Ready, |o| o.clone())
+    }
+
+    /// Whether the database is browsed only (this user cannot write it).
+    pub fn is_read_only(&self) -> bool {
+        self.read_only || self.opening() == Opening::ReadOnly
     }
 }
 
@@ -336,27 +351,17 @@ pub fn read_only_manager(
 ) -> std::io::Result<(Sender<Command>, Receiver<Event>)> {
     let (cmd_tx, cmd_rx) = bounded::<Command>(64);
     let (ev_tx, ev_rx) = bounded::<Event>(64);
-    let reason = format!(
-        "{} is read-only here (a read-only file, folder or mount): runs can be browsed, not started",
-        db.display()
+    let reason = super::opening::refusal(
+        db,
+        &StoreError::ReadOnly {
+            path: db.to_path_buf(),
+        },
     );
     std::thread::Builder::new()
         .name("read-only".into())
         .spawn(move || {
-            while let Ok(c) = cmd_rx.recv() {
-                let request = match c {
-                    Command::Start { request, .. }
-                    | Command::Queue { request, .. }
-                    | Command::Resume { request, .. } => request,
-                    Command::Shutdown => break,
-                    _ => continue,
-                };
-                let reason = reason.clone();
-                if ev_tx.send(Event::Rejected { request, reason }).is_err() {
-                    break;
-                }
-                waker();
-            }
+            let never = std::sync::atomic::AtomicBool::new(false);
+            super::opening::refuse(&reason, &cmd_rx, &ev_tx, &waker, &never);
         })?;
     Ok((cmd_tx, ev_rx))
 }

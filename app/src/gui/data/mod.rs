@@ -6,4 +6,5 @@
 pub mod backend;
 pub mod cache;
 pub mod filter;
+pub mod opening;
 pub mod searches;
