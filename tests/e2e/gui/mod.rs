@@ -13,6 +13,7 @@ mod nas;
 mod runs;
 mod shell;
 mod studies;
+mod ticks;
 mod weights;
 
 use std::path::{Path, PathBuf};

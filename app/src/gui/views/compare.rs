@@ -499,6 +499,17 @@ fn scatter_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, selected: &[RunId]) {
             text: scatter.csv(hw),
         });
     }
+    if pts.is_empty() {
+        crate::gui::widgets::plot::empty_plot(
+            ui,
+            "Accuracy vs energy (runs with both recorded)",
+            (ui.available_height() - 22.0).max(200.0),
+        );
+        return;
+    }
+    // Energy from 0 (a single run, or runs of one energy, would otherwise get an axis around
+    // it that runs negative).
+    let x_max = pts.iter().map(|p| p.2).fold(0.0, f64::max);
     let labels: Vec<(f64, f64, String)> = pts
         .iter()
         .map(|p| (p.2, p.3, format!("#{} {}", p.0, p.1)))
@@ -514,9 +525,15 @@ fn scatter_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, selected: &[RunId]) {
     let legend_h = 22.0 * (1.0 + (entries.len() as f32 / 4.0).floor());
     let plot = crate::gui::widgets::plot::readable_ticks(
         Plot::new(id).height((ui.available_height() - legend_h).max(200.0)),
+        ui.ctx(),
+        id,
+        [true, true],
         1.0,
         " %",
     )
+    .include_x(0.0)
+    .include_x(x_max * 1.08)
+    .set_margin_fraction(egui::vec2(0.0, 0.05))
     .x_axis_label(format!("energy per inference, mJ ({})", hw.title()))
     .y_axis_label("best top-1 %")
     .label_formatter(move |pos| {

@@ -210,6 +210,14 @@ impl HardwareView {
             .collect();
         let hidden = crate::gui::widgets::plot::hidden_curves(ui.ctx(), &id);
         let shown = Plot::new(&id)
+            .y_grid_spacer(|g| crate::gui::widgets::plot::nice_grid(&g, 28.0))
+            .y_axis_formatter(crate::gui::widgets::plot::logged(
+                ui.ctx(),
+                &id,
+                1,
+                true,
+                |m, _| crate::chart::format::format_num(m.value, m.step_size),
+            ))
             .height((ui.available_height() - 30.0).max(200.0))
             .x_axis_label("layer")
             .y_axis_label("µJ")

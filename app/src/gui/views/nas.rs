@@ -303,25 +303,32 @@ fn scatter_ui(
     entries.push(("Pareto front (TargetNets)".into(), front_color));
     entries.push(("budget".into(), budget_color));
     let hidden = crate::gui::widgets::plot::hidden_curves(ui.ctx(), &id);
-    let shown = crate::gui::widgets::plot::readable_ticks(Plot::new(&id), 1.0, " %")
-        .height((height - 90.0).max(200.0))
-        .x_axis_label(format!("cost, {u}"))
-        .y_axis_label("proxy top-1 %")
-        .label_formatter(move |pos| {
-            let p = hover_point(pos);
-            Some(format!("{:.4} {u_owned}\n{:.2} %", p.x, p.y))
-        })
-        .show(ui, |p| {
-            for (name, shape, c, pts) in groups.into_iter().filter(|g| !hidden.contains(&g.0)) {
-                p.points(Points::new(name, pts).shape(shape).radius(5.0).color(c));
-            }
-            if front.len() > 1 && !hidden.contains("Pareto front (TargetNets)") {
-                p.line(Line::new("Pareto front (TargetNets)", front).color(front_color));
-            }
-            if budget.is_finite() && !hidden.contains("budget") {
-                p.vline(VLine::new("budget", budget).color(budget_color));
-            }
-        });
+    let shown = crate::gui::widgets::plot::readable_ticks(
+        Plot::new(&id),
+        ui.ctx(),
+        &id,
+        [true, true],
+        1.0,
+        " %",
+    )
+    .height((height - 90.0).max(200.0))
+    .x_axis_label(format!("cost, {u}"))
+    .y_axis_label("proxy top-1 %")
+    .label_formatter(move |pos| {
+        let p = hover_point(pos);
+        Some(format!("{:.4} {u_owned}\n{:.2} %", p.x, p.y))
+    })
+    .show(ui, |p| {
+        for (name, shape, c, pts) in groups.into_iter().filter(|g| !hidden.contains(&g.0)) {
+            p.points(Points::new(name, pts).shape(shape).radius(5.0).color(c));
+        }
+        if front.len() > 1 && !hidden.contains("Pareto front (TargetNets)") {
+            p.line(Line::new("Pareto front (TargetNets)", front).color(front_color));
+        }
+        if budget.is_finite() && !hidden.contains("budget") {
+            p.vline(VLine::new("budget", budget).color(budget_color));
+        }
+    });
     crate::gui::widgets::plot::remember_transform(ui.ctx(), &id, shown.transform);
     crate::gui::widgets::plot::legend_row(ui, &id, &entries);
     vcx.export

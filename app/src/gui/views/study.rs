@@ -551,40 +551,47 @@ fn fit_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, s: &StudyData, height: f32) 
         .iter()
         .map(|r| (r.variant.clone(), color(color_of(&r.variant))))
         .collect();
-    let shown = Plot::new(&id)
-        .height((height - 130.0).max(200.0))
-        .x_axis_label("epoch")
-        .y_axis_label("training loss")
-        .label_formatter(|pos| {
-            let p = hover_point(pos);
-            Some(format!("epoch {:.0}: {:.4}", p.x, p.y))
-        })
-        .show(ui, |p| {
-            for r in fit.rows.iter().filter(|r| !hidden.contains(&r.variant)) {
-                let c = color(color_of(&r.variant));
-                let tiny: Vec<[f64; 2]> = r
-                    .points
-                    .iter()
-                    .map(|q| [q.epoch as f64, q.tiny.mean])
-                    .collect();
-                let aug: Vec<[f64; 2]> = r
-                    .points
-                    .iter()
-                    .map(|q| [q.epoch as f64, q.aug.mean])
-                    .collect();
-                p.line(
-                    Line::new(format!("{} tiny", r.variant), tiny)
-                        .color(c)
-                        .width(2.0),
-                );
-                p.line(
-                    Line::new(format!("{} augmented", r.variant), aug)
-                        .color(c)
-                        .width(2.0)
-                        .style(LineStyle::dashed_loose()),
-                );
-            }
-        });
+    let shown = crate::gui::widgets::plot::readable_ticks(
+        Plot::new(&id),
+        ui.ctx(),
+        &id,
+        [true, true],
+        1.0,
+        "",
+    )
+    .height((height - 130.0).max(200.0))
+    .x_axis_label("epoch")
+    .y_axis_label("training loss")
+    .label_formatter(|pos| {
+        let p = hover_point(pos);
+        Some(format!("epoch {:.0}: {:.4}", p.x, p.y))
+    })
+    .show(ui, |p| {
+        for r in fit.rows.iter().filter(|r| !hidden.contains(&r.variant)) {
+            let c = color(color_of(&r.variant));
+            let tiny: Vec<[f64; 2]> = r
+                .points
+                .iter()
+                .map(|q| [q.epoch as f64, q.tiny.mean])
+                .collect();
+            let aug: Vec<[f64; 2]> = r
+                .points
+                .iter()
+                .map(|q| [q.epoch as f64, q.aug.mean])
+                .collect();
+            p.line(
+                Line::new(format!("{} tiny", r.variant), tiny)
+                    .color(c)
+                    .width(2.0),
+            );
+            p.line(
+                Line::new(format!("{} augmented", r.variant), aug)
+                    .color(c)
+                    .width(2.0)
+                    .style(LineStyle::dashed_loose()),
+            );
+        }
+    });
     crate::gui::widgets::plot::remember_transform(ui.ctx(), &id, shown.transform);
     crate::gui::widgets::plot::legend_row(ui, &id, &entries);
     vcx.export
@@ -807,7 +814,15 @@ fn means_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, table: &Table, height: f32
         return;
     };
     let layout = MeansLayout::fit(ui, table);
-    let plot = means_axes(Plot::new(&id), &layout, table, (lo * k, hi * k), k);
+    let plot = means_axes(
+        Plot::new(&id),
+        ui.ctx(),
+        &id,
+        &layout,
+        table,
+        (lo * k, hi * k),
+        k,
+    );
     let plot = plot.height(if layout.across {
         (height - 30.0).max(200.0)
     } else {
@@ -934,18 +949,27 @@ impl MeansLayout {
 /// under every variant, each named), in `layout`'s orientation; the hover names the variant.
 fn means_axes<'a>(
     plot: Plot<'a>,
+    ctx: &egui::Context,
+    id: &str,
     layout: &MeansLayout,
     table: &Table,
     (lo, hi): (f64, f64),
     k: f64,
 ) -> Plot<'a> {
     let unit = if k > 1.0 { " %" } else { "" };
-    let values = move |m: GridMark, _: &std::ops::RangeInclusive<f64>| {
-        format!(
-            "{}{unit}",
-            crate::chart::format::format_num(m.value, m.step_size)
-        )
-    };
+    let (value_axis, name_axis) = if layout.across { (1, 0) } else { (0, 1) };
+    let values = crate::gui::widgets::plot::logged(
+        ctx,
+        id,
+        value_axis,
+        true,
+        move |m: GridMark, _: &std::ops::RangeInclusive<f64>| {
+            format!(
+                "{}{unit}",
+                crate::chart::format::format_num(m.value, m.step_size)
+            )
+        },
+    );
     let names = layout.names.clone();
     let name_of = move |mark: GridMark, _: &std::ops::RangeInclusive<f64>| {
         let i = mark.value.round();
@@ -957,7 +981,7 @@ fn means_axes<'a>(
     };
     let n = layout.n;
     let across = layout.across;
-    let names_at = move |mark: GridMark, r: &std::ops::RangeInclusive<f64>| {
+    let names_at = move |mark: GridMark, r: &std::ops::RangeInclusive<f64>| -> String {
         // Rows run top to bottom: the mark at the top is the first variant.
         let flipped = GridMark {
             value: if across {
@@ -1006,9 +1030,9 @@ fn means_axes<'a>(
             .include_y(lo)
             .include_y(hi)
             .custom_x_axes(vec![
-                AxisHints::new_x()
-                    .label_spacing(10.0..=20.0)
-                    .formatter(names_at),
+                AxisHints::new_x().label_spacing(10.0..=20.0).formatter(
+                    crate::gui::widgets::plot::logged(ctx, id, name_axis, false, names_at),
+                ),
             ])
             .y_axis_label(table.metric.clone())
     } else {
@@ -1023,7 +1047,9 @@ fn means_axes<'a>(
                 AxisHints::new_y()
                     .label_spacing(10.0..=20.0)
                     .min_thickness(layout.name_room + 8.0)
-                    .formatter(names_at),
+                    .formatter(crate::gui::widgets::plot::logged(
+                        ctx, id, name_axis, false, names_at,
+                    )),
             ])
             .x_axis_label(table.metric.clone())
     }

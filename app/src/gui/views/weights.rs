@@ -316,20 +316,32 @@ impl WeightsView {
         Plot::new(&id)
             .height(height.max(150.0))
             .x_grid_spacer(|g| crate::gui::widgets::plot::nice_grid(&g, 70.0))
-            .x_axis_formatter(|m, _| crate::chart::format::format_num(m.value, m.step_size))
+            .x_axis_formatter(crate::gui::widgets::plot::logged(
+                ui.ctx(),
+                &id,
+                0,
+                false,
+                |m, _| crate::chart::format::format_num(m.value, m.step_size),
+            ))
             .x_axis_label("weight")
             .y_axis_label("epoch")
-            .y_axis_formatter(move |mark, _| {
-                // Row k is centred on y = k.
-                let row = mark.value;
-                if row.fract().abs() < 1e-9 && row >= 0.0 {
-                    epochs
-                        .get(row as usize)
-                        .map_or_else(String::new, ToString::to_string)
-                } else {
-                    String::new()
-                }
-            })
+            .y_axis_formatter(crate::gui::widgets::plot::logged(
+                ui.ctx(),
+                &id,
+                1,
+                true,
+                move |mark, _| {
+                    // Row k is centred on y = k.
+                    let row = mark.value;
+                    if row.fract().abs() < 1e-9 && row >= 0.0 {
+                        epochs
+                            .get(row as usize)
+                            .map_or_else(String::new, ToString::to_string)
+                    } else {
+                        String::new()
+                    }
+                },
+            ))
             .show(ui, |p| {
                 if n_rows > 0 {
                     p.heatmap(
@@ -519,47 +531,66 @@ fn histogram_ui(ui: &mut egui::Ui, at: &LayerPlot<'_>, height: f32, export: &mut
     let whole = (stored.edges[0], stored.edges[stored.edges.len() - 1]);
     let (x_min, x_max) = occupied_range(all_epochs).unwrap_or(whole);
     let hidden = crate::gui::widgets::plot::hidden_curves(ui.ctx(), &id);
-    let shown = crate::gui::widgets::plot::readable_ticks(Plot::new(&id), 1.0, "")
-        .height((height - 24.0).max(150.0))
-        .x_axis_label("weight")
-        .y_axis_label("count")
-        .default_x_bounds(x_min, x_max)
-        .show(ui, |p| {
-            for (i, (k, r)) in h.rows.iter().enumerate() {
-                if hidden.contains(*k) {
-                    continue;
-                }
-                if i == 0 {
-                    let bars = r
-                        .counts
-                        .iter()
-                        .enumerate()
-                        .map(|(b, &c)| {
-                            let (a, e) = (r.edges[b], r.edges[b + 1]);
-                            Bar::new(0.5 * (a + e), c as f64).width(e - a)
-                        })
-                        .collect();
-                    p.bar_chart(BarChart::new(*k, bars).color(color(i).gamma_multiply(0.6)));
-                } else {
-                    p.line(
-                        Line::new(*k, steps(r))
-                            .color(color(i))
-                            .width(1.5)
-                            .allow_band(false),
-                    );
-                }
+    let tallest = h
+        .rows
+        .iter()
+        .flat_map(|(_, r)| r.counts.iter().copied())
+        .max()
+        .unwrap_or(0);
+    let y_top = (tallest as f64 * 1.15).max(1.0);
+    let shown = crate::gui::widgets::plot::readable_ticks(
+        Plot::new(&id),
+        ui.ctx(),
+        &id,
+        [false, true],
+        1.0,
+        "",
+    )
+    // Counts: whole, from 0 (the bars stand on it), above the tallest bar.
+    .y_grid_spacer(|g| {
+        crate::gui::widgets::plot::whole_marks(crate::gui::widgets::plot::nice_grid(&g, 28.0), 1.0)
+    })
+    .default_y_bounds(0.0, y_top)
+    .height((height - 24.0).max(150.0))
+    .x_axis_label("weight")
+    .y_axis_label("count")
+    .default_x_bounds(x_min, x_max)
+    .show(ui, |p| {
+        for (i, (k, r)) in h.rows.iter().enumerate() {
+            if hidden.contains(*k) {
+                continue;
             }
-            for (i, (name, pts)) in h.fits.iter().enumerate() {
-                if hidden.contains(*name) {
-                    continue;
-                }
+            if i == 0 {
+                let bars = r
+                    .counts
+                    .iter()
+                    .enumerate()
+                    .map(|(b, &c)| {
+                        let (a, e) = (r.edges[b], r.edges[b + 1]);
+                        Bar::new(0.5 * (a + e), c as f64).width(e - a)
+                    })
+                    .collect();
+                p.bar_chart(BarChart::new(*k, bars).color(color(i).gamma_multiply(0.6)));
+            } else {
                 p.line(
-                    Line::new(*name, pts.clone())
-                        .color(color(5 + i))
-                        .style(egui_plot::LineStyle::dashed_loose()),
+                    Line::new(*k, steps(r))
+                        .color(color(i))
+                        .width(1.5)
+                        .allow_band(false),
                 );
             }
-        });
+        }
+        for (i, (name, pts)) in h.fits.iter().enumerate() {
+            if hidden.contains(*name) {
+                continue;
+            }
+            p.line(
+                Line::new(*name, pts.clone())
+                    .color(color(5 + i))
+                    .style(egui_plot::LineStyle::dashed_loose()),
+            );
+        }
+    });
     crate::gui::widgets::plot::legend_row(ui, &id, &h.entries());
     if header.wants_vector() {
         let b = shown.transform.bounds();

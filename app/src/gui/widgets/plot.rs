@@ -7,8 +7,8 @@
 //! covers. Smoothing a decimated series would change with the zoom level.
 
 use egui::{Color32, Ui};
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 use egui_plot::{FilledArea, GridInput, GridMark, Line, Plot, PlotBounds, PlotTransform, Points};
 
@@ -19,20 +19,102 @@ use crate::chart::format::{csv_field, format_log, format_num};
 use crate::chart::series::{PlotAxes, Series, XAxis, ema_debiased};
 use crate::chart::svg::{self, Chart, ChartSeries, Mark};
 
-/// `plot` with readable ticks on both axes: 1-2-5 steps, a label about every 70 px along x and
-/// 28 px along y, numbers as [`format_num`] writes them; y values are labelled times `y_scale`
-/// with `y_unit` appended (a fraction plotted as is, read in %: 100, " %"), so no point is copied
-/// to change its unit.
-pub fn readable_ticks<'a>(plot: Plot<'a>, y_scale: f64, y_unit: &'static str) -> Plot<'a> {
+/// `plot` (with id `id`) with readable ticks on both axes: 1-2-5 steps, a label about every 70 px
+/// along x and 28 px along y, numbers as [`format_num`] writes them; y values are labelled times
+/// `y_scale` with `y_unit` appended (a fraction plotted as is, read in %: 100, " %"), so no point
+/// is copied to change its unit. `quantities` says which axes hold quantities that cannot be
+/// negative ([`TickLog`]).
+pub fn readable_ticks<'a>(
+    plot: Plot<'a>,
+    ctx: &egui::Context,
+    id: &str,
+    quantities: [bool; 2],
+    y_scale: f64,
+    y_unit: &'static str,
+) -> Plot<'a> {
     plot.x_grid_spacer(|g| nice_grid(&g, 70.0))
         .y_grid_spacer(|g| nice_grid(&g, 28.0))
-        .x_axis_formatter(|m, _| format_num(m.value, m.step_size))
-        .y_axis_formatter(move |m, _| {
+        .x_axis_formatter(logged(ctx, id, 0, quantities[0], |m, _| {
+            format_num(m.value, m.step_size)
+        }))
+        .y_axis_formatter(logged(ctx, id, 1, quantities[1], move |m, _| {
             format!(
                 "{}{y_unit}",
                 format_num(m.value * y_scale, m.step_size * y_scale)
             )
+        }))
+}
+
+/// The tick labels every plot wrote in its last frame, by plot id and axis (0: x, 1: y), with
+/// whether the axis holds a quantity that cannot be negative — so that a test can check every
+/// plot of a view: no label repeated on an axis, none negative where nothing can be.
+#[derive(Clone, Default)]
+pub struct TickLog(Arc<Mutex<HashMap<(String, usize), AxisTicks>>>);
+
+/// One axis' labels in one frame.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AxisTicks {
+    pub labels: Vec<String>,
+    pub quantity: bool,
+    pass: u64,
+}
+
+impl TickLog {
+    fn of(ctx: &egui::Context) -> Self {
+        ctx.data_mut(|d| {
+            d.get_temp_mut_or_default::<Self>(egui::Id::NULL.with("tick-log"))
+                .clone()
         })
+    }
+
+    /// Every axis' labels of the last frame each plot was drawn in.
+    pub fn read(ctx: &egui::Context) -> Vec<(String, usize, AxisTicks)> {
+        let log = Self::of(ctx);
+        let Ok(map) = log.0.lock() else {
+            return Vec::new();
+        };
+        let mut out: Vec<_> = map
+            .iter()
+            .map(|((id, axis), t)| (id.clone(), *axis, t.clone()))
+            .collect();
+        out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        out
+    }
+
+    /// Forget every plot's labels (a test's next frames log afresh).
+    pub fn clear(ctx: &egui::Context) {
+        if let Ok(mut map) = Self::of(ctx).0.lock() {
+            map.clear();
+        }
+    }
+}
+
+/// `fmt` as plot `id`'s formatter of `axis` (0: x, 1: y), each label it writes noted in the
+/// [`TickLog`] (an axis' labels start afresh every frame).
+pub fn logged<'a>(
+    ctx: &egui::Context,
+    id: &str,
+    axis: usize,
+    quantity: bool,
+    fmt: impl Fn(GridMark, &std::ops::RangeInclusive<f64>) -> String + 'a,
+) -> impl Fn(GridMark, &std::ops::RangeInclusive<f64>) -> String + 'a {
+    let (log, key, ctx) = (TickLog::of(ctx), (id.to_owned(), axis), ctx.clone());
+    move |m, r| {
+        let label = fmt(m, r);
+        if !label.is_empty()
+            && let Ok(mut map) = log.0.lock()
+        {
+            let pass = ctx.cumulative_pass_nr();
+            let t = map.entry(key.clone()).or_default();
+            if t.pass != pass {
+                t.labels.clear();
+                t.pass = pass;
+            }
+            t.quantity = quantity;
+            t.labels.push(label.clone());
+        }
+        label
+    }
 }
 
 /// Grid marks at 1-2-5 steps with a labelled tick about every `label_px` pixels (egui_plot's
@@ -61,6 +143,21 @@ pub fn nice_grid(input: &GridInput, label_px: f64) -> Vec<GridMark> {
                 fine
             };
             GridMark { value, step_size }
+        })
+        .collect()
+}
+
+/// `marks` at multiples of `unit` only, none finer than it (`unit` 0: all of them).
+pub fn whole_marks(marks: Vec<GridMark>, unit: f64) -> Vec<GridMark> {
+    if unit <= 0.0 {
+        return marks;
+    }
+    marks
+        .into_iter()
+        .filter(|m| ((m.value / unit).round() * unit - m.value).abs() < unit * 1e-6)
+        .map(|m| GridMark {
+            step_size: m.step_size.max(unit),
+            ..m
         })
         .collect()
 }
@@ -298,9 +395,23 @@ pub fn series_plot(
         return;
     }
     let hidden = hidden_curves(ui.ctx(), id);
-    let mut plot = series_frame(id, &style, axes, log_y, x_title.clone());
+    // A metric that never goes below 0 should not be drawn on an axis that does.
+    let y_quantity = curves
+        .iter()
+        .all(|c| c.series.ys.iter().all(|v| v.is_nan() || *v >= 0.0));
+    let mut plot = series_frame(
+        ui.ctx(),
+        id,
+        &style,
+        axes,
+        log_y,
+        x_title.clone(),
+        y_quantity,
+    );
     // One point, or a constant: a range around it, not a sliver of ticks that read alike.
-    let (xs, ys) = flat_extents(curves, &hidden, axes, log_y);
+    // In the points' units: an accuracy is plotted in percent.
+    let y_scale = if style.percent { 100.0 } else { 1.0 };
+    let (xs, ys) = flat_extents(curves, &hidden, axes, log_y, y_scale);
     if let Some((lo, hi)) = xs {
         plot = plot.include_x(lo).include_x(hi);
     }
@@ -373,6 +484,7 @@ pub fn flat_extents(
     hidden: &BTreeSet<String>,
     axes: PlotAxes,
     log_y: bool,
+    y_scale: f64,
 ) -> (Option<Range>, Option<Range>) {
     let plotted = |v: f64, log: bool| {
         if log {
@@ -393,7 +505,7 @@ pub fn flat_extents(
     'curves: for c in curves.iter().filter(|c| !hidden.contains(&c.name)) {
         let x_values = c.series.x_values(axes.x);
         for (x, y) in x_values.iter().zip(&c.series.ys) {
-            if let (Some(x), Some(y)) = (plotted(*x, axes.log_x), plotted(*y, log_y))
+            if let (Some(x), Some(y)) = (plotted(*x, axes.log_x), plotted(*y * y_scale, log_y))
                 && x.is_finite()
                 && y.is_finite()
             {
@@ -421,11 +533,13 @@ pub fn flat_extents(
 /// The empty plot a series plot draws into: its axes' labels, grids and tick formats, its x
 /// linked to other plots' when the style says.
 fn series_frame(
+    ctx: &egui::Context,
     id: &str,
     style: &PlotStyle,
     axes: PlotAxes,
     log_y: bool,
     x_title: String,
+    y_quantity: bool,
 ) -> Plot<'static> {
     let percent = style.percent;
     let mut plot = Plot::new(id)
@@ -433,7 +547,12 @@ fn series_frame(
         .x_axis_label(x_title)
         .show_x(false)
         .show_y(false)
-        .x_grid_spacer(|g| nice_grid(&g, 70.0))
+        // Steps and seconds are labelled whole: no marks between them (a short range would
+        // read "9 9 9 10 10 10").
+        .x_grid_spacer(move |g| {
+            let whole = !axes.log_x && axes.x != XAxis::Epoch;
+            whole_marks(nice_grid(&g, 70.0), if whole { 1.0 } else { 0.0 })
+        })
         .y_grid_spacer(move |g| {
             if log_y {
                 log_grid(&g, 28.0)
@@ -441,8 +560,13 @@ fn series_frame(
                 nice_grid(&g, 28.0)
             }
         })
-        .x_axis_formatter(move |m, _| x_label(m.value, m.step_size, axes))
-        .y_axis_formatter(move |m, _| y_label(m.value, m.step_size, log_y, percent))
+        // x is a step, an epoch or a time; y whatever the curves hold.
+        .x_axis_formatter(logged(ctx, id, 0, true, move |m, _| {
+            x_label(m.value, m.step_size, axes)
+        }))
+        .y_axis_formatter(logged(ctx, id, 1, y_quantity, move |m, _| {
+            y_label(m.value, m.step_size, log_y, percent)
+        }))
         .y_axis_min_width(36.0);
     if let Some(group) = style.link_x {
         plot = plot
@@ -894,8 +1018,16 @@ pub fn band_plot(ui: &mut egui::Ui, id: &str, y_label: &str, groups: &[Group], h
         .collect();
     let legend_h = 22.0 * (1.0 + (entries.len() as f32 / 4.0).floor());
     let hidden_now = hidden.clone();
-    let shown = readable_ticks(Plot::new(id), k, unit)
+    // Steps from 0 (no margin below it: a step is never negative), labelled whole.
+    let x_max = groups
+        .iter()
+        .flat_map(|g| g.band.iter().map(|b| b.0))
+        .fold(0.0, f64::max);
+    let shown = readable_ticks(Plot::new(id), ui.ctx(), id, [true, true], k, unit)
+        .x_grid_spacer(|g| whole_marks(nice_grid(&g, 70.0), 1.0))
+        .set_margin_fraction(egui::vec2(0.0, 0.05))
         .include_x(0.0)
+        .include_x((x_max * 1.03).max(1.0))
         .include_y(if lo.is_finite() { lo - pad } else { 0.0 })
         .include_y(if hi.is_finite() { hi + pad } else { 1.0 })
         .height((height - legend_h).max(200.0))
@@ -1018,26 +1150,26 @@ mod tests {
         };
         let none = BTreeSet::new();
         let axes = PlotAxes::default();
-        let (x, y) = flat_extents(&[curve(&one)], &none, axes, false);
+        let (x, y) = flat_extents(&[curve(&one)], &none, axes, false, 1.0);
         assert_eq!(x, Some((2.0, 4.0)));
         let (lo, hi) = y.expect("a y range");
         assert!(
             (lo - 0.76).abs() < 1e-12 && (hi - 0.84).abs() < 1e-12,
             "{lo} {hi}"
         );
-        let (x, y) = flat_extents(&[curve(&constant)], &none, axes, false);
+        let (x, y) = flat_extents(&[curve(&constant)], &none, axes, false, 1.0);
         assert_eq!(x, None, "x spreads");
         assert_eq!(
             y,
             Some((0.0, 1e-3)),
             "never below 0 for a quantity that is not"
         );
-        let (_, y) = flat_extents(&[curve(&one)], &none, axes, true);
+        let (_, y) = flat_extents(&[curve(&one)], &none, axes, true, 1.0);
         let (lo, hi) = y.expect("log y");
         assert!((lo - (0.8f64.log10() - 0.1)).abs() < 1e-12 && hi > lo);
         let hidden: BTreeSet<String> = ["c".to_owned()].into();
         assert_eq!(
-            flat_extents(&[curve(&one)], &hidden, axes, false),
+            flat_extents(&[curve(&one)], &hidden, axes, false, 1.0),
             (None, None)
         );
     }
