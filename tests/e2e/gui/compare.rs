@@ -117,3 +117,35 @@ fn svg_export_of_a_compare_plot_has_axes_and_the_run_names() {
         "a line per run"
     );
 }
+
+/// Issue 45: Compare's tables lost their right columns off screen, and scrolling to them took
+/// the run names away too. Scrolled sideways to the last column, each table keeps its first
+/// column (the run, the key) where it was.
+#[test]
+fn compare_tables_keep_their_first_column_when_scrolled_sideways() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = seeded_db(dir.path());
+    let persisted = Persisted {
+        view: View::Compare,
+        compare: vec![1, 2],
+        ..Persisted::default()
+    }
+    .in_database(&db);
+    let mut f = fake_app(&db, persisted);
+    let h = &mut f.harness;
+    wait_for(h, "the tables", |h| {
+        has_label(h, "img/s") && has_label(h, "Config diff (1 keys differ)")
+    });
+    let left = |h: &Harness<'static, StudioApp>, label: &str| h.get_by_label(label).rect().left();
+    let (run, key, status) = (left(h, "Run"), left(h, "key"), left(h, "Val best top-1 %"));
+    h.get_by_label("img/s").scroll_to_me();
+    for _ in 0..5 {
+        h.step();
+    }
+    assert!(
+        left(h, "Val best top-1 %") < status - 20.0,
+        "the other columns scrolled"
+    );
+    assert_eq!(left(h, "Run"), run, "the run column stays");
+    assert_eq!(left(h, "key"), key, "the key column stays");
+}

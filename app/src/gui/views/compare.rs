@@ -16,6 +16,7 @@ use crate::chart::svg::{Chart, ChartSeries, Mark};
 use crate::gui::ctx::ViewCtx;
 use crate::gui::data::cache::DataCache;
 use crate::gui::settings::CompareSettings;
+use crate::gui::widgets::common::frozen_grid;
 use crate::gui::widgets::export::ExportRequest;
 use crate::gui::widgets::plot::band_plot;
 use crate::gui::widgets::plot::{
@@ -167,10 +168,10 @@ impl CompareView {
         plots(ui, vcx, &runs, &names, settings);
         ui.separator();
         ui.columns(2, |cols| {
-            // Wider than their half: the scroll bars stay visible so that the cut is seen.
-            egui::ScrollArea::both()
+            // Wider than their half: each table's first column stays, the rest scrolls sideways
+            // with its bar shown, so that the cut is seen.
+            egui::ScrollArea::vertical()
                 .id_salt("compare-tables")
-                .scroll_bar_visibility(egui::scroll_area::ScrollBarVisibility::AlwaysVisible)
                 .show(&mut cols[0], |ui| {
                     final_table_ui(ui, vcx.data, &runs, &names, *vcx.hw_model);
                     ui.add_space(8.0);
@@ -328,37 +329,50 @@ fn final_table_ui(
         "Final metrics (energy and latency: {})",
         hw.title()
     ));
-    egui::Grid::new("compare-final")
-        .striped(true)
-        .show(ui, |ui| {
-            for h in [
-                "Run",
-                "Status",
-                "Val best top-1 %",
-                "Val last top-1 %",
-                "Test top-1 %",
-                "Loss",
-                "Energy mJ",
-                "Latency ms",
-                "img/s",
-            ] {
-                ui.strong(h);
+    let finals: Vec<_> = runs.iter().map(|&r| final_metrics(data, r, hw)).collect();
+    let heads = [
+        "Status",
+        "Val best top-1 %",
+        "Val last top-1 %",
+        "Test top-1 %",
+        "Loss",
+        "Energy mJ",
+        "Latency ms",
+        "img/s",
+    ];
+    frozen_grid(
+        ui,
+        "compare-final",
+        runs.len() + 1,
+        |ui, row| match row {
+            0 => {
+                ui.strong("Run");
             }
-            ui.end_row();
-            for (j, &r) in runs.iter().enumerate() {
-                let f = final_metrics(data, r, hw);
-                ui.colored_label(color(j), &names[j]);
-                ui.label(data.row(r).map_or("…", |row| row.summary.status.as_str()));
-                ui.label(opt(f.best_top1, 100.0, 2));
-                ui.label(opt(f.last_top1, 100.0, 2));
-                ui.label(opt(f.test_top1, 100.0, 2));
-                ui.label(opt(f.last_loss, 1.0, 3));
-                ui.label(opt(f.energy_mj, 1.0, 4));
-                ui.label(opt(f.latency_ms, 1.0, 3));
-                ui.label(opt(f.images_per_sec, 1.0, 0));
-                ui.end_row();
+            r => {
+                ui.colored_label(color(r - 1), &names[r - 1]);
             }
-        });
+        },
+        |ui, row| {
+            let Some(r) = row.checked_sub(1) else {
+                for h in heads {
+                    ui.strong(h);
+                }
+                return;
+            };
+            let f = &finals[r];
+            ui.label(
+                data.row(runs[r])
+                    .map_or("…", |row| row.summary.status.as_str()),
+            );
+            ui.label(opt(f.best_top1, 100.0, 2));
+            ui.label(opt(f.last_top1, 100.0, 2));
+            ui.label(opt(f.test_top1, 100.0, 2));
+            ui.label(opt(f.last_loss, 1.0, 3));
+            ui.label(opt(f.energy_mj, 1.0, 4));
+            ui.label(opt(f.latency_ms, 1.0, 3));
+            ui.label(opt(f.images_per_sec, 1.0, 0));
+        },
+    );
 }
 
 fn diff_ui(ui: &mut egui::Ui, data: &DataCache, runs: &[RunId], names: &[String]) {
@@ -368,26 +382,34 @@ fn diff_ui(ui: &mut egui::Ui, data: &DataCache, runs: &[RunId], names: &[String]
         ui.weak("identical configs (or still loading)");
         return;
     }
-    egui::Grid::new("compare-diff")
-        .striped(true)
-        .show(ui, |ui| {
-            ui.strong("key");
-            for (j, n) in names.iter().enumerate() {
-                ui.colored_label(color(j), n);
+    frozen_grid(
+        ui,
+        "compare-diff",
+        diff.len() + 1,
+        |ui, row| match row {
+            0 => {
+                ui.strong("key");
             }
-            ui.end_row();
-            for (k, values) in diff {
-                ui.monospace(k);
-                for v in values {
-                    let shown = cell_text(&v, DIFF_CHARS);
-                    let cell = ui.monospace(&shown);
-                    if shown != v {
-                        cell.on_hover_text(&v);
-                    }
+            r => {
+                ui.monospace(&diff[r - 1].0);
+            }
+        },
+        |ui, row| {
+            let Some(r) = row.checked_sub(1) else {
+                for (j, n) in names.iter().enumerate() {
+                    ui.colored_label(color(j), n);
                 }
-                ui.end_row();
+                return;
+            };
+            for v in &diff[r].1 {
+                let shown = cell_text(v, DIFF_CHARS);
+                let cell = ui.monospace(&shown);
+                if shown != *v {
+                    cell.on_hover_text(v);
+                }
             }
-        });
+        },
+    );
 }
 
 /// The widest a config diff's value is shown (a commit hash is 40 characters; a list of factors
