@@ -383,9 +383,11 @@ impl RunsView {
             .collect();
         let mut clicks = TableClicks::default();
         let row_h = 20.0;
-        // Sideways scrolling keeps the panel its own width however many columns are chosen.
+        // Sideways scrolling keeps the panel its own width however many columns are chosen; its
+        // bar is always shown, so that columns past the edge are seen to be there.
         egui::ScrollArea::horizontal()
             .id_salt("runs-table-x")
+            .scroll_bar_visibility(egui::scroll_area::ScrollBarVisibility::AlwaysVisible)
             .show(ui, |ui| {
                 let mut table = TableBuilder::new(ui)
                     .striped(true)
