@@ -137,7 +137,7 @@ type Px = (f64, f64);
 
 /// A line at most this many points long is drawn with a marker on each (one point alone would
 /// not show at all).
-const SPARSE: usize = 24;
+const SPARSE: usize = 12;
 
 fn inside((x, y): Px, [l, t, r, b]: [f64; 4]) -> bool {
     (l - 1e-9..=r + 1e-9).contains(&x) && (t - 1e-9..=b + 1e-9).contains(&y)
