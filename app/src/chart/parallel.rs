@@ -5,6 +5,7 @@
 //! are exact, and keys that only ever vary together share their credit). Nothing is drawn here.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use shiftadd_core::store::RunId;
 
@@ -18,8 +19,9 @@ pub struct Cell {
     /// Its variant's place in the study (the colour).
     pub group: usize,
     pub label: String,
-    /// Its resolved config, `section.key` → the value as TOML text.
-    pub config: BTreeMap<String, String>,
+    /// Its resolved config, `section.key` → the value as TOML text (the run row's, shared: the
+    /// view builds its cells every frame).
+    pub config: Arc<BTreeMap<String, String>>,
     /// Its metrics by axis name (`None`: not recorded).
     pub metrics: Vec<(String, Option<f64>)>,
 }
@@ -279,7 +281,7 @@ mod tests {
             run,
             group: usize::from(kind == "shift"),
             label: format!("{kind} {lr} s{seed}"),
-            config,
+            config: Arc::new(config),
             metrics: vec![("test/top1".into(), top1)],
         }
     }

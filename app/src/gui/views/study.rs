@@ -451,7 +451,7 @@ fn parallel_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, s: &StudyData, height: 
             run: c.run,
             group,
             label: format!("{} / seed {} (run #{})", c.variant, c.seed, c.run),
-            config: (*row.config).clone(),
+            config: row.config.clone(),
             metrics: vec![
                 (format!("{}{}", table.metric, unit(k)), value),
                 ("val/top1 best %".into(), r.best_val_top1.map(|v| v * 100.0)),
