@@ -11,6 +11,7 @@ pub mod model;
 pub mod nas;
 pub mod ops;
 pub mod protocol;
+pub mod prune;
 pub mod rng;
 pub mod run;
 pub mod slurm;

@@ -8,6 +8,16 @@ use shiftadd_core::store::Reader;
 
 use crate::support::{run_ok, s};
 
+/// The run row of the one search in a database.
+fn search_row(reader: &Reader) -> shiftadd_core::store::RunSummary {
+    reader
+        .runs()
+        .expect("runs")
+        .into_iter()
+        .find(|r| r.model == shiftadd_core::nas::SEARCH_MODEL)
+        .expect("the search has a run row")
+}
+
 #[test]
 fn nas_smoke_searches_within_budget_and_resumes_without_retraining() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -24,12 +34,7 @@ fn nas_smoke_searches_within_budget_and_resumes_without_retraining() {
     let cfg = Config::load(std::path::Path::new(preset), &[]).expect("preset");
     let shape = cfg.data.dataset.input_shape();
     let reader = Reader::open(&db).expect("db");
-    let search = reader
-        .runs()
-        .expect("runs")
-        .into_iter()
-        .find(|r| r.model == shiftadd_core::nas::SEARCH_MODEL)
-        .expect("the search has a run row");
+    let search = search_row(&reader);
     assert_eq!(search.status, shiftadd_core::store::Status::Finished);
     let rows = reader.nas_candidates(search.id).expect("candidates");
     let n = &cfg.nas;
@@ -121,5 +126,111 @@ fn nas_smoke_searches_within_budget_and_resumes_without_retraining() {
     assert_eq!(
         String::from_utf8_lossy(&again.stdout).lines().last(),
         Some(best_json.as_str())
+    );
+}
+
+/// `nas.prune`: a proxy that falls below its stage's median after an epoch is stopped there and
+/// settled as pruned (its run `pruned` with the reason, its candidate scored at the stop, never
+/// the stage's choice); every decision is the median rule's on the stored curves, the others run
+/// all their epochs; a rerun replays the pruned ones without training them.
+#[test]
+fn nas_pruning_stops_proxies_below_the_median_and_replays_them() {
+    use shiftadd_core::prune::Curves;
+    use shiftadd_core::store::{CandidateStatus, Status, keys};
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("prune.db");
+    let preset = concat!(env!("CARGO_MANIFEST_DIR"), "/../experiments/nas-smoke.toml");
+    let sets = [
+        "nas.prune=true",
+        "nas.proxy_epochs=3",
+        "nas.prune_warmup_epochs=1",
+        "nas.prune_min_candidates=1",
+        "nas.population=4",
+        "nas.generations=1",
+        // One at a time: each decision sees every earlier candidate's whole curve.
+        "nas.parallel=1",
+    ];
+    let mut args = vec!["nas", preset, "--db", s(&db)];
+    for set in &sets {
+        args.extend(["--set", set]);
+    }
+    let out = run_ok(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let overrides: Vec<String> = sets.iter().map(|s| (*s).to_owned()).collect();
+    let cfg = Config::load(std::path::Path::new(preset), &overrides).expect("preset");
+    let rule = cfg.nas.prune_rule().expect("pruning on");
+    let reader = Reader::open(&db).expect("db");
+    let search = search_row(&reader);
+    let mut rows = reader.nas_candidates(search.id).expect("candidates");
+    rows.sort_by_key(|r| r.proxy_run);
+    let mut pruned = 0;
+    let mut epochs_cut = 0;
+    for stage in [1, 2] {
+        // Replay the stage in launch order through the rule: the earlier candidates' curves are
+        // the reference of each decision.
+        let mut curves = Curves::new("candidates");
+        for r in rows.iter().filter(|r| r.stage == stage) {
+            let run = r.proxy_run.expect("proxy run");
+            let series = reader.metric_series(run, keys::VAL_TOP1).expect("series");
+            let mut verdict = None;
+            for m in &series {
+                curves.record(run, m.epoch, m.value);
+                // No verdict after the last epoch: the run has ended by then.
+                if verdict.is_none() && m.epoch < cfg.nas.proxy_epochs as i64 {
+                    verdict = curves
+                        .verdict(&rule, run, m.epoch)
+                        .map(|why| (m.epoch, why));
+                }
+            }
+            let summary = reader.run(run).expect("proxy row");
+            let last = series.last().expect("an epoch").clone();
+            match verdict {
+                Some((epoch, why)) => {
+                    pruned += 1;
+                    epochs_cut += cfg.nas.proxy_epochs as i64 - epoch;
+                    assert_eq!(r.status, CandidateStatus::Pruned, "{r:?}: {why}");
+                    assert_eq!(summary.status, Status::Pruned, "proxy run {run}");
+                    assert_eq!(last.epoch, epoch, "run {run} stopped after epoch {epoch}");
+                    assert_eq!(r.proxy_accuracy, Some(last.value), "scored at the stop");
+                    let recorded = summary.reason.clone().unwrap_or_default();
+                    assert!(
+                        recorded.contains("below the median") && recorded.contains("candidates"),
+                        "run {run}'s reason: {recorded}"
+                    );
+                }
+                None => {
+                    assert_eq!(r.status, CandidateStatus::Done, "{r:?}");
+                    assert_eq!(
+                        last.epoch, cfg.nas.proxy_epochs as i64,
+                        "run {run} ran its course"
+                    );
+                }
+            }
+        }
+    }
+    assert!(pruned > 0, "nothing pruned:\n{stderr}");
+    assert!(
+        stderr.contains(&format!("({pruned} of them pruned)")),
+        "the summary counts the pruned:\n{stderr}"
+    );
+    eprintln!(
+        "pruning: {pruned} of {} proxies pruned, {epochs_cut} of {} proxy epochs not trained",
+        rows.len(),
+        rows.len() * cfg.nas.proxy_epochs
+    );
+    // The stage's choices ran their course.
+    let chosen = shiftadd_core::nas::best_subnet(&rows).expect("a SubNet");
+    assert!(rows.iter().any(|r| r.stage == 1
+        && r.status == CandidateStatus::Done
+        && NasArch::from_json(&r.arch).is_ok_and(|a| a == chosen)));
+
+    // A rerun replays every candidate, pruned ones included.
+    let again_args = args.clone();
+    let again = run_ok(&again_args);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        stderr.contains(&format!("0 candidates trained, {} reused", rows.len())),
+        "rerun retrained something:\n{stderr}"
     );
 }

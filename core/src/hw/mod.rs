@@ -268,6 +268,22 @@ pub fn config_costs(cfg: &Config, channels: i64, resolution: i64, classes: i64) 
     out
 }
 
+/// What training records of a config's hardware cost, priced again from the config alone (the
+/// dataset's input shape as `shiftadd hw` takes it): the rows of [`config_costs`] under each cost
+/// model, for run `run`. For runs whose records a database does not hold (a compacted results
+/// database leaves them out).
+pub fn priced_rows(run: RunId, cfg: &Config) -> Vec<HwCostRow> {
+    let (channels, resolution, classes) = cfg.data.dataset.input_shape();
+    HwModel::ALL
+        .into_iter()
+        .flat_map(|model| {
+            let mut c = cfg.clone();
+            c.hw = under(&c.hw, model);
+            cost_rows(run, &config_costs(&c, channels, resolution, classes))
+        })
+        .collect()
+}
+
 /// The store rows of a config's costed models, as [`config_costs`] returns them (`tiny`,
 /// `tiny-mult`, `augmented`; repeated per cost model), for run `run`.
 pub fn cost_rows(run: RunId, costs: &[ModelCost]) -> Vec<HwCostRow> {

@@ -1,4 +1,6 @@
-//! Proxies trained here, through the search's run manager, `nas.parallel` at a time.
+//! Proxies trained here, through the search's run manager, `nas.parallel` at a time; under
+//! `nas.prune` a proxy that falls out of reach of its stage's others is stopped after an epoch
+//! and settled as pruned.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -6,9 +8,10 @@ use std::time::Duration;
 
 use crossbeam_channel::RecvTimeoutError;
 
-use super::{Batch, NasError, Search, proxy_config};
+use super::{Batch, NasError, Proxy, Search, proxy_config};
+use crate::prune::Curves;
 use crate::run::{Command, Event};
-use crate::store::{CandidateStatus, NasCandidateRow, RunId};
+use crate::store::{CandidateStatus, NasCandidateRow, RunId, Status};
 
 impl Search<'_> {
     /// Start candidate `i`'s proxy training; its request id and its (pending) row.
@@ -52,18 +55,47 @@ impl Search<'_> {
         Ok((request, row))
     }
 
+    /// A proxy run's epoch ended: under a pruning rule, note its validation top-1 in its
+    /// stage's curves and stop it if it has fallen out of reach. Why, once it is being stopped.
+    fn prune_verdict(
+        &mut self,
+        stage: i64,
+        run: RunId,
+        epoch: i64,
+        val_top1: f64,
+    ) -> Option<String> {
+        let rule = self.cfg.nas.prune_rule()?;
+        let curves = self
+            .curves
+            .entry(stage)
+            .or_insert_with(|| Curves::new("candidates"));
+        curves.record(run, epoch, val_top1);
+        if epoch >= self.cfg.nas.proxy_epochs as i64 {
+            // Its last epoch: it is ending anyway, and a stop now would race its end.
+            return None;
+        }
+        let why = curves.verdict(&rule, run, epoch)?;
+        (self.report)(format!("stage {stage}: proxy run {run} {why}"));
+        let _ = self.manager.commands.send(Command::Stop(run));
+        Some(why)
+    }
+
     /// Train the candidates `todo` of the batch, their scores into `out`; on an error the
     /// proxies in flight stop, each recorded as stopped.
     pub(super) fn evaluate_locally(
         &mut self,
         at: &Batch<'_>,
         mut todo: VecDeque<usize>,
-        out: &mut [f64],
+        out: &mut [Proxy],
     ) -> Result<(), NasError> {
         let parallel = self.cfg.nas.parallel.max(1);
         let threads = self.threads_per_candidate();
         // In flight, by request id: (batch index, the candidate's row).
         let mut pending: HashMap<u64, (usize, NasCandidateRow)> = HashMap::new();
+        // Proxy runs being stopped by the pruning rule, and why; each proxy's last validation
+        // top-1 (a pruned one's score, as a finished one's is its last).
+        let mut pruning: HashMap<RunId, String> = HashMap::new();
+        let mut last: HashMap<RunId, f64> = HashMap::new();
         let result = loop {
             while pending.len() < parallel
                 && let Some(i) = todo.pop_front()
@@ -88,7 +120,21 @@ impl Search<'_> {
                     .find(|(_, (_, row))| row.proxy_run == Some(run))
                     .map(|(r, _)| *r)
             };
-            let (request, accuracy) = match event {
+            let (request, accuracy, pruned) = match event {
+                Event::EpochEnded {
+                    run,
+                    epoch,
+                    val_top1,
+                    ..
+                } if of_run(&pending, run).is_some() => {
+                    last.insert(run, val_top1);
+                    if !pruning.contains_key(&run)
+                        && let Some(why) = self.prune_verdict(at.stage, run, epoch, val_top1)
+                    {
+                        pruning.insert(run, why);
+                    }
+                    continue;
+                }
                 Event::Created { request, run } if pending.contains_key(&request) => {
                     if let Some((_, row)) = pending.get_mut(&request) {
                         row.proxy_run = Some(run);
@@ -101,7 +147,8 @@ impl Search<'_> {
                     break Err(NasError::ProxyRefused(reason));
                 }
                 Event::Finished { run, val_top1, .. } => match of_run(&pending, run) {
-                    Some(r) => (r, Some(val_top1)),
+                    // The stop came after its last epoch: it ran its course.
+                    Some(r) => (r, Some(val_top1), false),
                     None => continue,
                 },
                 Event::Failed { run, reason } => match of_run(&pending, run) {
@@ -110,19 +157,26 @@ impl Search<'_> {
                             "stage {} gen {}: proxy run {run} failed: {reason}",
                             at.stage, at.generation
                         ));
-                        (r, None)
+                        (r, None, false)
                     }
                     None => continue,
                 },
                 Event::Stopped { run } if of_run(&pending, run).is_some() => {
-                    break Err(NasError::ProxyStopped(run));
+                    let Some(why) = pruning.remove(&run) else {
+                        break Err(NasError::ProxyStopped(run));
+                    };
+                    let Some(r) = of_run(&pending, run) else {
+                        continue;
+                    };
+                    self.manager.writer().status(run, Status::Pruned, Some(why));
+                    (r, last.get(&run).copied(), true)
                 }
                 _ => continue,
             };
             let Some((i, row)) = pending.remove(&request) else {
                 continue;
             };
-            out[i] = self.settle(row, accuracy, "")?;
+            out[i] = self.settle(row, accuracy, pruned, "")?;
         };
         if let Err(e) = result {
             // Leave nothing of this search training behind; finished candidates stay stored, and

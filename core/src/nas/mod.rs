@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
+use crate::prune::Curves;
 use crate::rng::Rng;
 use crate::run::ManagerHandle;
 use crate::slurm::SlurmSpec;
@@ -42,6 +43,22 @@ pub struct NasOutcome {
     /// Candidates whose proxy training was skipped because a stored result existed.
     pub reused: usize,
     pub evaluated: usize,
+    /// Candidates whose proxy training the pruning rule (`nas.prune`) stopped early, this time.
+    pub pruned: usize,
+}
+
+impl NasOutcome {
+    /// What the search trained: "12 candidates trained (3 of them pruned), 4 reused from earlier".
+    pub fn tally(&self) -> String {
+        let pruned = match self.pruned {
+            0 => String::new(),
+            n => format!(" ({n} of them pruned)"),
+        };
+        format!(
+            "{} candidates trained{pruned}, {} reused from earlier",
+            self.evaluated, self.reused
+        )
+    }
 }
 
 /// An evaluated candidate.
@@ -50,6 +67,16 @@ struct Scored {
     arch: NasArch,
     cost: f64,
     proxy: f64,
+    /// Pruned: `proxy` is its last before the stop, and it is never the stage's choice.
+    pruned: bool,
+}
+
+/// A candidate's proxy score (0 for a failed training), and whether the pruning rule cut its
+/// training short.
+#[derive(Debug, Clone, Copy, Default)]
+struct Proxy {
+    accuracy: f64,
+    pruned: bool,
 }
 
 /// The config of a candidate's proxy training.
@@ -176,6 +203,10 @@ struct Search<'a> {
     /// Proxy runs started (names them).
     launched: usize,
     next_request: u64,
+    /// Under `nas.prune`: each stage's proxy validation curves (stored candidates' and those
+    /// trained here), the pruning rule's reference.
+    curves: HashMap<i64, Curves>,
+    pruned: usize,
 }
 
 /// One generation's candidates (architecture, cost) at a stage, inside `subnet` in stage 2.
@@ -187,12 +218,19 @@ struct Batch<'b> {
 }
 
 impl Search<'_> {
-    /// The stored proxy accuracy of `arch` at `stage`, if it was evaluated before.
-    fn stored_accuracy(&self, stage: i64, arch: &NasArch) -> Option<f64> {
-        self.stored
-            .get(&(stage, arch.to_json()))
-            .filter(|row| row.status == CandidateStatus::Done)
-            .and_then(|row| row.proxy_accuracy)
+    /// The stored proxy score of `arch` at `stage`, if it was settled before (evaluated or
+    /// pruned).
+    fn stored_proxy(&self, stage: i64, arch: &NasArch) -> Option<Proxy> {
+        let row = self.stored.get(&(stage, arch.to_json()))?;
+        let pruned = match row.status {
+            CandidateStatus::Done => false,
+            CandidateStatus::Pruned => true,
+            _ => return None,
+        };
+        Some(Proxy {
+            accuracy: row.proxy_accuracy?,
+            pruned,
+        })
     }
 
     /// Torch threads of one proxy training: the `train.threads` budget (0: the cores) split
@@ -205,23 +243,24 @@ impl Search<'_> {
         (budget / self.cfg.nas.parallel.max(1)).max(1)
     }
 
-    /// The stored proxy accuracies of `batch` (0 where none), and the indices still to train.
+    /// The stored proxy scores of `batch` (0 where none), and the indices still to train.
     fn reuse_stored(
         &mut self,
         stage: i64,
         generation: i64,
         batch: &[(NasArch, f64)],
-    ) -> (Vec<f64>, std::collections::VecDeque<usize>) {
-        let mut out = vec![0.0; batch.len()];
+    ) -> (Vec<Proxy>, std::collections::VecDeque<usize>) {
+        let mut out = vec![Proxy::default(); batch.len()];
         let mut todo = std::collections::VecDeque::new();
         for (i, (arch, cost)) in batch.iter().enumerate() {
-            match self.stored_accuracy(stage, arch) {
-                Some(acc) => {
+            match self.stored_proxy(stage, arch) {
+                Some(proxy) => {
                     self.reused += 1;
-                    out[i] = acc;
+                    out[i] = proxy;
                     (self.report)(format!(
-                        "stage {stage} gen {generation}: cost {cost:.4}, proxy top-1 {:.2} % (stored)",
-                        acc * 100.0
+                        "stage {stage} gen {generation}: cost {cost:.4}, proxy top-1 {:.2} % (stored{})",
+                        proxy.accuracy * 100.0,
+                        if proxy.pruned { ", pruned" } else { "" }
                     ));
                 }
                 None => todo.push_back(i),
@@ -238,7 +277,7 @@ impl Search<'_> {
         generation: i64,
         batch: &[(NasArch, f64)],
         subnet: Option<&NasArch>,
-    ) -> Result<Vec<f64>, NasError> {
+    ) -> Result<Vec<Proxy>, NasError> {
         let (mut out, todo) = self.reuse_stored(stage, generation, batch);
         let at = Batch {
             stage,
@@ -253,32 +292,45 @@ impl Search<'_> {
         Ok(out)
     }
 
-    /// Record candidate `row`'s proxy `accuracy` (none: its training failed), keep it for the
-    /// rest of the search, and say so; its score (0 for a failed one).
+    /// Record candidate `row`'s proxy `accuracy` (none: its training failed; `pruned`: its
+    /// last before the pruning rule stopped it), keep it for the rest of the search, and say so;
+    /// its score (0 for a failed one).
     fn settle(
         &mut self,
         mut row: NasCandidateRow,
         accuracy: Option<f64>,
+        pruned: bool,
         how: &str,
-    ) -> Result<f64, NasError> {
+    ) -> Result<Proxy, NasError> {
         self.evaluated += 1;
         row.proxy_accuracy = accuracy;
-        row.status = if accuracy.is_some() {
-            CandidateStatus::Done
-        } else {
-            CandidateStatus::Failed
+        row.status = match (accuracy, pruned) {
+            (None, _) => CandidateStatus::Failed,
+            (Some(_), false) => CandidateStatus::Done,
+            (Some(_), true) => {
+                self.pruned += 1;
+                CandidateStatus::Pruned
+            }
         };
         self.record(row.clone())?;
         (self.report)(format!(
-            "stage {} gen {}: cost {:.4}, proxy top-1 {:.2} % (run {}{how})",
+            "stage {} gen {}: cost {:.4}, proxy top-1 {:.2} % (run {}{how}{})",
             row.stage,
             row.generation,
             row.cost,
             accuracy.unwrap_or(0.0) * 100.0,
-            row.proxy_run.unwrap_or_default()
+            row.proxy_run.unwrap_or_default(),
+            if row.status == CandidateStatus::Pruned {
+                ", pruned"
+            } else {
+                ""
+            }
         ));
         self.stored.insert((row.stage, row.arch.clone()), row);
-        Ok(accuracy.unwrap_or(0.0))
+        Ok(Proxy {
+            accuracy: accuracy.unwrap_or(0.0),
+            pruned: pruned && accuracy.is_some(),
+        })
     }
 
     fn record(&self, row: NasCandidateRow) -> Result<(), NasError> {
@@ -346,17 +398,26 @@ impl Search<'_> {
                 batch.push((arch, cost));
             }
             let proxies = self.evaluate_all(stage, generation, &batch, subnet)?;
-            for ((arch, cost), proxy) in batch.into_iter().zip(proxies) {
-                scored.push(Scored { arch, cost, proxy });
+            for ((arch, cost), p) in batch.into_iter().zip(proxies) {
+                scored.push(Scored {
+                    arch,
+                    cost,
+                    proxy: p.accuracy,
+                    pruned: p.pruned,
+                });
             }
         }
         Ok(scored)
     }
 }
 
+/// The stage's choice: the best candidate whose proxy training ran its course (a pruned one
+/// only where nothing else was evaluated).
 fn best(scored: &[Scored]) -> Option<&Scored> {
+    let any_full = scored.iter().any(|s| !s.pruned);
     scored
         .iter()
+        .filter(|s| !(any_full && s.pruned))
         .max_by(|a, b| rank((a.proxy, a.cost), (b.proxy, b.cost)))
 }
 
@@ -446,7 +507,12 @@ pub fn search_on(
         evaluated: 0,
         launched: 0,
         next_request: 1 << 40,
+        curves: HashMap::new(),
+        pruned: 0,
     };
+    if cfg.nas.prune_rule().is_some() {
+        s.curves = stored_curves(&reader, &s.stored)?;
+    }
     let result = run_stages(&mut s);
     match &result {
         Ok(o) => {
@@ -530,7 +596,29 @@ fn run_stages(s: &mut Search<'_>) -> Result<NasOutcome, NasError> {
         target_proxy: target.proxy,
         reused: s.reused,
         evaluated: s.evaluated,
+        pruned: s.pruned,
     })
+}
+
+/// Each stage's proxy validation curves of the settled candidates in `stored`, the pruning
+/// rule's reference when a search resumes.
+fn stored_curves(
+    reader: &Reader,
+    stored: &HashMap<(i64, String), NasCandidateRow>,
+) -> Result<HashMap<i64, Curves>, NasError> {
+    let mut out: HashMap<i64, Curves> = HashMap::new();
+    for row in stored.values() {
+        let settled = matches!(row.status, CandidateStatus::Done | CandidateStatus::Pruned);
+        if let (true, Some(run)) = (settled, row.proxy_run) {
+            let curves = out
+                .entry(row.stage)
+                .or_insert_with(|| Curves::new("candidates"));
+            for m in reader.metric_series(run, crate::store::keys::VAL_TOP1)? {
+                curves.record(run, m.epoch, m.value);
+            }
+        }
+    }
+    Ok(out)
 }
 
 pub fn unit(kind: BudgetKind) -> &'static str {

@@ -1,7 +1,7 @@
 //! Proxies trained on a Slurm cluster: one job array per generation (`nas.parallel` at once),
 //! each proxy scored from its imported run's last validation top-1, as a local one is.
 
-use super::{Batch, NasError, Search, proxy_config};
+use super::{Batch, NasError, Proxy, Search, proxy_config};
 use crate::slurm::{Array, Layout, Manifest, SlurmSpec, Task};
 use crate::store::{CandidateStatus, NasCandidateRow, Reader, Status, WriteOp, keys};
 
@@ -13,7 +13,7 @@ impl Search<'_> {
         slurm: &SlurmSpec,
         at: &Batch<'_>,
         todo: &[usize],
-        out: &mut [f64],
+        out: &mut [Proxy],
     ) -> Result<(), NasError> {
         if todo.is_empty() {
             return Ok(());
@@ -79,7 +79,7 @@ impl Search<'_> {
                 slurm: Some(format!("{}_{k} {}", d.job, d.ended_text(k))),
                 ..rows[k].clone()
             };
-            out[i] = self.settle(row, accuracy, ", on Slurm")?;
+            out[i] = self.settle(row, accuracy, false, ", on Slurm")?;
         }
         if d.stopped() {
             return Err(NasError::Stopped);

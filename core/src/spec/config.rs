@@ -683,6 +683,26 @@ pub struct NasConfig {
     pub parallel: usize,
     /// Seed of the search (sampling, mutation, crossover).
     pub seed: u64,
+    /// Stop a candidate's proxy training once it falls out of reach: the median rule of
+    /// [`crate::spec::study::Prune`] over the stage's other candidates (see [`Self::prune_rule`]).
+    pub prune: bool,
+    /// The first epoch after which a candidate may be pruned (below `proxy_epochs`).
+    pub prune_warmup_epochs: usize,
+    /// Other candidates of the stage that must have reached that epoch before the rule speaks.
+    pub prune_min_candidates: usize,
+    /// Prune only this many points of proxy top-1 below the others' median.
+    pub prune_margin_points: f64,
+}
+
+impl NasConfig {
+    /// The pruning rule of the proxy trainings, if `prune` is on.
+    pub fn prune_rule(&self) -> Option<crate::spec::study::Prune> {
+        self.prune.then_some(crate::spec::study::Prune {
+            warmup_epochs: self.prune_warmup_epochs as i64,
+            min_cells: self.prune_min_candidates,
+            margin_points: self.prune_margin_points,
+        })
+    }
 }
 
 impl Default for NasConfig {
@@ -701,6 +721,10 @@ impl Default for NasConfig {
             proxy_val: 500,
             parallel: 2,
             seed: 0,
+            prune: false,
+            prune_warmup_epochs: 1,
+            prune_min_candidates: 2,
+            prune_margin_points: 0.0,
         }
     }
 }
@@ -921,6 +945,27 @@ impl Config {
         range("nas.proxy_train", n.proxy_train, 10, 10_000_000)?;
         range("nas.proxy_val", n.proxy_val, 10, 10_000_000)?;
         range("nas.parallel", n.parallel, 1, 64)?;
+        range("nas.prune_min_candidates", n.prune_min_candidates, 1, 1000)?;
+        frange(
+            "nas.prune_margin_points",
+            n.prune_margin_points,
+            0.0,
+            100.0,
+            true,
+        )?;
+        if n.prune {
+            range("nas.prune_warmup_epochs", n.prune_warmup_epochs, 1, 1000)?;
+            if n.prune_warmup_epochs >= n.proxy_epochs {
+                return Err(invalid(
+                    "nas.prune_warmup_epochs",
+                    &n.prune_warmup_epochs.to_string(),
+                    &format!(
+                        "must be below nas.proxy_epochs ({}): a candidate is pruned after an epoch that is not its last, so pruning needs proxy_epochs of 2 or more",
+                        n.proxy_epochs
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -1148,6 +1193,23 @@ mod tests {
             err.contains("train.momentum") && err.contains("1.5"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn nas_pruning_needs_an_epoch_to_prune_after() {
+        let err = parse("", &["nas.prune=true"]).unwrap_err().to_string();
+        assert!(
+            err.contains("nas.prune_warmup_epochs") && err.contains("proxy_epochs (1)"),
+            "{err}"
+        );
+        let c = parse("", &["nas.prune=true", "nas.proxy_epochs=3"]).expect("valid");
+        let rule = c.nas.prune_rule().expect("on");
+        assert_eq!((rule.warmup_epochs, rule.min_cells), (1, 2));
+        assert_eq!(Config::default().nas.prune_rule(), None, "off by default");
+        let err = parse("", &["nas.prune_margin_points=-1"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nas.prune_margin_points"), "{err}");
     }
 
     #[test]

@@ -90,13 +90,14 @@ pub fn compact(db: &Path, to: &Path, steps_per_epoch: usize) -> Result<CompactSu
                 .map_err(sq)
         };
         summary.metrics_before = count("SELECT COUNT(*) FROM metrics")?;
-        summary.unsettled =
-            count("SELECT COUNT(*) FROM runs WHERE status NOT IN ('finished', 'failed')")?;
+        summary.unsettled = count(
+            "SELECT COUNT(*) FROM runs WHERE status NOT IN ('finished', 'failed', 'pruned')",
+        )?;
         // Every `stride`-th step from the epoch's first, and its last: at most `keep` points.
         let keep = steps_per_epoch.max(2) as i64;
         conn.execute_batch(&format!(
             "BEGIN;
-             DELETE FROM runs WHERE status NOT IN ('finished', 'failed');
+             DELETE FROM runs WHERE status NOT IN ('finished', 'failed', 'pruned');
              DELETE FROM checkpoints;
              DELETE FROM hw_cost;
              DELETE FROM study_jobs;

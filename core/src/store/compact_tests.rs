@@ -66,17 +66,20 @@ fn record(w: &Writer, run: RunId) {
     w.send(hw_cost(run)).expect("hw");
 }
 
-/// A study with a finished cell and a stopped one.
+/// A study with a finished cell, a stopped one and a pruned one.
 fn source(db: &Path) -> [RunId; 2] {
     let w = Writer::open(db).expect("open");
     let done = w.create_run(run("done", 0)).expect("done");
     let stopped = w.create_run(run("stopped", 1)).expect("stopped");
+    let pruned = w.create_run(run("pruned", 2)).expect("pruned");
     for id in [done, stopped] {
         w.status(id, Status::Running, None);
         record(&w, id);
     }
+    // Pruned before it recorded anything worth keeping here (its status is what counts).
+    w.status(pruned, Status::Running, None);
     let study = w.create_study("s", "identity-1", "{}").expect("study");
-    for (seed, r) in [(0, done), (1, stopped)] {
+    for (seed, r) in [(0, done), (1, stopped), (2, pruned)] {
         w.send(WriteOp::StudyRun(StudyRunRow {
             study,
             variant: "shift".into(),
@@ -87,6 +90,7 @@ fn source(db: &Path) -> [RunId; 2] {
     }
     w.status(done, Status::Finished, None);
     w.status(stopped, Status::Stopped, Some("stopped by the user".into()));
+    w.status(pruned, Status::Pruned, Some("pruned after epoch 2".into()));
     w.flush().expect("flush");
     [done, stopped]
 }
@@ -104,13 +108,13 @@ fn a_compact_copy_keeps_the_results_and_imports_gzipped() {
     let out = dir.path().join("results").join("r.db.gz");
     let sum = compact(&db, &out, 8).expect("compact");
     assert!(is_gzip(&out), "a .gz name is written compressed");
-    assert_eq!((sum.runs, sum.unsettled, sum.studies), (1, 1, 1), "{sum}");
+    assert_eq!((sum.runs, sum.unsettled, sum.studies), (2, 1, 1), "{sum}");
     assert_eq!(sum.metrics_before, 2 * (2 * 120 + 3 * 3));
     assert!(sum.bytes > 0 && sum.bytes == std::fs::metadata(&out).expect("meta").len());
 
     let mine = dir.path().join("mine.db");
     let got = import(&mine, &out).expect("import");
-    assert_eq!((got.added, got.studies_added, got.cells_added), (1, 1, 1));
+    assert_eq!((got.added, got.studies_added, got.cells_added), (2, 1, 2));
     let c = Connection::open(&mine).expect("open");
     assert_eq!(count(&c, "SELECT COUNT(*) FROM checkpoints"), 0);
     assert_eq!(count(&c, "SELECT COUNT(*) FROM hw_cost"), 0);
@@ -118,6 +122,14 @@ fn a_compact_copy_keeps_the_results_and_imports_gzipped() {
         count(&c, "SELECT COUNT(*) FROM runs WHERE name = 'stopped'"),
         0,
         "a run in flight is left out: its cell trains again"
+    );
+    assert_eq!(
+        count(
+            &c,
+            "SELECT COUNT(*) FROM runs WHERE name = 'pruned' AND status = 'pruned'"
+        ),
+        1,
+        "a pruned cell is settled: kept, so that it is not trained again"
     );
     // Per step: at most 8 points an epoch, every epoch's last step among them.
     let per_epoch: Vec<(String, i64, i64, i64)> = c
@@ -163,9 +175,9 @@ fn a_compact_copy_keeps_the_results_and_imports_gzipped() {
     assert_eq!(epochs, [0, 3], "the first and last epoch's histograms");
     let r = Reader::open(&mine).expect("reader");
     let runs = r.runs().expect("runs");
-    assert_eq!(runs.len(), 1);
+    assert_eq!(runs.len(), 2);
     assert_ne!(runs[0].id, 0);
-    assert_eq!(r.study_runs(1).expect("cells").len(), 1);
+    assert_eq!(r.study_runs(1).expect("cells").len(), 2);
     drop(r);
 
     // Importing the copy into the database it came from changes nothing there.

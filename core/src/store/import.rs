@@ -264,6 +264,10 @@ const FINGERPRINT: &str = "SELECT r.status, r.reason, r.name, r.tags, r.notes, r
            WHERE n.run_id = r.id)
     FROM {db}.runs r WHERE r.id = ?1";
 
+/// The column of [`FINGERPRINT`] that holds the tags: compared with the ids they name left out
+/// (an imported run's `nas3` is renumbered to its search's id here).
+const FINGERPRINT_TAGS: usize = 3;
+
 /// When a record of a run was last changed (its clock: every change moves one of these).
 const UPDATED: &str = "SELECT MAX(created_at, COALESCE(started_at, 0), COALESCE(finished_at, 0),
         COALESCE(heartbeat_at, 0), COALESCE(edited_at, 0)) FROM {db}.runs WHERE id = ?1";
@@ -280,6 +284,11 @@ fn fingerprint(
         (0..n)
             .map(|i| {
                 r.get_ref(i).map(|v| match v {
+                    rusqlite::types::ValueRef::Text(b) if i == FINGERPRINT_TAGS => {
+                        let tags = String::from_utf8_lossy(b);
+                        let unnumbered = renumber_tags(&tags, |_| Some(0), |_| Some(0));
+                        rusqlite::types::Value::Blob(unnumbered.into_bytes())
+                    }
                     rusqlite::types::ValueRef::Text(b) => rusqlite::types::Value::Blob(b.to_vec()),
                     v => v.into(),
                 })
@@ -379,7 +388,7 @@ fn merge(conn: &mut Connection) -> rusqlite::Result<ImportSummary> {
             params![src, dst],
         )?;
     }
-    for (src, dst) in copied {
+    for &(src, dst) in &copied {
         tx.execute(
             "INSERT INTO main.nas_candidates
                  (run_id, stage, generation, arch, cost, proxy_accuracy, status, proxy_run, slurm)
@@ -389,13 +398,66 @@ fn merge(conn: &mut Connection) -> rusqlite::Result<ImportSummary> {
             params![dst, src],
         )?;
     }
-    merge_studies(&tx, &mut sum)?;
+    let studies = merge_studies(&tx, &mut sum)?;
+    // Tags that name a search or a study by id (`nas3`, `study7`) name them as numbered here.
+    for &(_, dst) in &copied {
+        let tags: String =
+            tx.query_row("SELECT tags FROM main.runs WHERE id = ?1", [dst], |r| {
+                r.get(0)
+            })?;
+        let run = |id: i64| {
+            tx.query_row(
+                "SELECT dst FROM temp.import_map WHERE src = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()
+            .ok()
+            .flatten()
+        };
+        let renamed = renumber_tags(&tags, run, |id| studies.get(&id).copied());
+        if renamed != tags {
+            tx.execute(
+                "UPDATE main.runs SET tags = ?1 WHERE id = ?2",
+                params![renamed, dst],
+            )?;
+        }
+    }
     tx.execute("DELETE FROM temp.import_map", [])?;
     tx.commit()?;
     Ok(sum)
 }
 
-fn merge_studies(tx: &rusqlite::Transaction<'_>, sum: &mut ImportSummary) -> rusqlite::Result<()> {
+/// `tags` with each tag that names a run by id (`nas3`: a NAS proxy's or chosen TargetNet's
+/// search) or a study (`study7`) renumbered through `run` and `study` (a source id to its id
+/// here; an id neither knows stays as it was).
+fn renumber_tags(
+    tags: &str,
+    run: impl Fn(i64) -> Option<i64>,
+    study: impl Fn(i64) -> Option<i64>,
+) -> String {
+    tags.split(',')
+        .map(|t| {
+            let numbered = |prefix: &str| t.strip_prefix(prefix)?.parse::<i64>().ok();
+            if let Some(to) = numbered("nas").and_then(&run) {
+                format!("nas{to}")
+            } else if let Some(to) = numbered("study").and_then(&study) {
+                format!("study{to}")
+            } else {
+                t.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Merge the source's studies into this database's (one per identity) and their cells; each
+/// source study's id here.
+fn merge_studies(
+    tx: &rusqlite::Transaction<'_>,
+    sum: &mut ImportSummary,
+) -> rusqlite::Result<std::collections::HashMap<i64, i64>> {
+    let mut ids = std::collections::HashMap::new();
     let studies: Vec<(i64, String)> = tx
         .prepare("SELECT id, identity FROM src.studies ORDER BY id")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -420,6 +482,7 @@ fn merge_studies(tx: &rusqlite::Transaction<'_>, sum: &mut ImportSummary) -> rus
                 tx.last_insert_rowid()
             }
         };
+        ids.insert(src_study, study);
         let cells: Vec<(String, i64, i64)> = tx
             .prepare(
                 "SELECT s.variant, s.seed, m.dst FROM src.study_runs s
@@ -437,8 +500,12 @@ fn merge_studies(tx: &rusqlite::Transaction<'_>, sum: &mut ImportSummary) -> rus
                 )
                 .optional()?;
             // A status this code does not know (a damaged row) is not settled.
-            let settled =
-                |s: &str| matches!(Status::parse(s), Some(Status::Finished | Status::Failed));
+            let settled = |s: &str| {
+                matches!(
+                    Status::parse(s),
+                    Some(Status::Finished | Status::Failed | Status::Pruned)
+                )
+            };
             let incoming: String =
                 tx.query_row("SELECT status FROM main.runs WHERE id = ?1", [run], |r| {
                     r.get(0)
@@ -465,5 +532,5 @@ fn merge_studies(tx: &rusqlite::Transaction<'_>, sum: &mut ImportSummary) -> rus
             }
         }
     }
-    Ok(())
+    Ok(ids)
 }

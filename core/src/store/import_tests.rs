@@ -170,10 +170,26 @@ fn snapshot(from: &Path, to: &Path) {
 fn a_file_imported_twice_is_merged_once_with_everything_recorded() {
     let dir = tempfile::tempdir().expect("tmp");
     let (src, dst) = (dir.path().join("job.db"), dir.path().join("main.db"));
-    let (w, [a, _, _]) = source(&src);
-    // The target already holds a run of its own, so local ids differ from the file's.
+    let (w, [a, b, search]) = source(&src);
+    // Tags that name the search and the study by their ids in the file.
+    let conn = Connection::open(&src).expect("src");
+    for (id, tags) in [
+        (a, "study,study1".to_owned()),
+        (b, format!("nas-proxy,nas{search},keep9")),
+    ] {
+        conn.execute(
+            "UPDATE runs SET tags = ?1 WHERE id = ?2",
+            rusqlite::params![tags, id],
+        )
+        .expect("tags");
+    }
+    drop(conn);
+    // The target already holds a run and a study of its own, so local ids differ from the file's.
     let local = Writer::open(&dst).expect("dst");
     local.create_run(run("mine", 9)).expect("mine");
+    local
+        .create_study("other", "identity-0", "{}")
+        .expect("study");
     local.flush().expect("flush");
     drop(local);
     let first = import(&dst, &src).expect("import");
@@ -207,8 +223,22 @@ fn a_file_imported_twice_is_merged_once_with_everything_recorded() {
         Some(cell_b.id),
         "proxy run mapped to its local id"
     );
-    let study = r.studies().expect("studies");
+    let study: Vec<_> = r
+        .studies()
+        .expect("studies")
+        .into_iter()
+        .filter(|s| s.name == "s")
+        .collect();
     assert_eq!(study.len(), 1);
+    assert_ne!(study[0].id, 1, "the file's study takes a new local id");
+    assert_eq!(
+        (cell_a.tags.as_str(), cell_b.tags.clone()),
+        (
+            format!("study,study{}", study[0].id).as_str(),
+            format!("nas-proxy,nas{},keep9", search.id)
+        ),
+        "tags name the search and the study by their local ids"
+    );
     let cells = r.study_runs(study[0].id).expect("cells");
     assert_eq!(
         cells.iter().map(|c| c.run).collect::<Vec<_>>(),

@@ -391,10 +391,20 @@ pub enum CandidateStatus {
     Failed,
     /// The search was stopped while it trained (a resumed search trains it again).
     Stopped,
+    /// Its proxy training was stopped early by the search's pruning rule (`nas.prune`);
+    /// `proxy_accuracy` holds its last validation top-1 before the stop. Settled: never trained again,
+    /// never chosen.
+    Pruned,
 }
 
 impl CandidateStatus {
-    pub const ALL: [Self; 4] = [Self::Pending, Self::Done, Self::Failed, Self::Stopped];
+    pub const ALL: [Self; 5] = [
+        Self::Pending,
+        Self::Done,
+        Self::Failed,
+        Self::Stopped,
+        Self::Pruned,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -402,6 +412,7 @@ impl CandidateStatus {
             Self::Done => "done",
             Self::Failed => "failed",
             Self::Stopped => "stopped",
+            Self::Pruned => "pruned",
         }
     }
 

@@ -8,7 +8,6 @@
 //! [`fit`] the augmented models' training loss beside the tiny models'.
 
 pub mod fit;
-pub mod prune;
 pub mod report;
 pub mod slurm;
 pub mod stats;
@@ -20,11 +19,11 @@ use std::time::Duration;
 
 use crossbeam_channel::RecvTimeoutError;
 
+use crate::prune::Curves;
 use crate::run::{Command, Event, ManagerHandle};
 use crate::spec::config::{Config, ConfigError};
 use crate::spec::study::{Study, Variant};
 use crate::store::{Reader, RunId, Status, StoreError, StudyRunRow, WriteOp, Writer};
-use prune::Curves;
 
 /// Why a study ended without a complete table.
 #[derive(Debug, thiserror::Error)]
@@ -253,7 +252,7 @@ pub fn run(
         next_request: 1u64 << 41,
         curves: match &study.prune {
             Some(_) => recorded_curves(id, db)?,
-            None => Curves::default(),
+            None => Curves::new("cells"),
         },
     };
     let result = loop {
@@ -297,6 +296,8 @@ struct InFlight<'s> {
     run: Option<RunId>,
     /// Why it is being stopped by the pruning rule (the stop sent, not yet done).
     pruned: Option<String>,
+    /// Its config's epochs: after the last no verdict is given (a stop would race its end).
+    epochs: i64,
 }
 
 /// The cells of study `id` in flight, by the request that started them, and the tally so far.
@@ -322,9 +323,10 @@ impl<'s> Cells<'s> {
         self.next_request += 1;
         let request = self.next_request;
         let cell = cell_name(v, seed);
+        let mut cfg = self.study.config(v, seed)?;
+        let epochs = cfg.train.epochs as i64;
         let command = match what {
             Todo::Start => {
-                let mut cfg = self.study.config(v, seed)?;
                 cfg.train.threads = threads_per_cell(cfg.train.threads, self.parallel);
                 self.out.trained += 1;
                 Command::Start {
@@ -352,6 +354,7 @@ impl<'s> Cells<'s> {
                 seed,
                 run: None,
                 pruned: None,
+                epochs,
             },
         );
         Ok(())
@@ -392,7 +395,7 @@ impl<'s> Cells<'s> {
         let Some(p) = self.pending.get_mut(&request) else {
             return Ok(());
         };
-        if let (None, Some(why)) = (&p.pruned, verdict) {
+        if let (None, Some(why), true) = (&p.pruned, verdict, epoch < p.epochs) {
             report(format!("{}: run {run} {why}", p.cell));
             p.pruned = Some(why);
             commands
@@ -499,7 +502,7 @@ fn report_left(
 /// The validation curves of study `id`'s cells recorded so far (the pruning rule's reference).
 fn recorded_curves(id: i64, db: &Path) -> Result<Curves, StudyRunError> {
     let reader = Reader::open(db)?;
-    let mut curves = Curves::default();
+    let mut curves = Curves::new("cells");
     for cell in reader.study_runs(id)? {
         for m in reader.metric_series(cell.run, crate::store::keys::VAL_TOP1)? {
             curves.record(cell.run, m.epoch, m.value);

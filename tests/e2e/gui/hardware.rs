@@ -86,3 +86,38 @@ fn hardware_view_shows_each_models_totals_under_either_cost_model() {
     );
     assert!(svg.matches("<rect").count() > 5);
 }
+
+/// Issue 45: a finished run from a compacted results database (which leaves cost records out)
+/// showed "no hardware-cost records yet (they are written when training starts)". Now its cost
+/// is priced from its config, as `shiftadd hw` prices it, and the view says so.
+#[test]
+fn a_run_without_cost_records_is_priced_from_its_config() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = seeded_db(dir.path());
+    let persisted = Persisted {
+        view: View::Hardware,
+        current: Some(2),
+        ..Persisted::default()
+    }
+    .in_database(&db);
+    let mut f = fake_app(&db, persisted);
+    let h = &mut f.harness;
+    wait_for(h, "the totals", |h| has_label(h, "largest augmented"));
+    assert!(has_label_containing(h, "Priced from the run's config"));
+    // Run 2's config as stored: the seeded database's synthetic data, 3 × 32 × 32, 10 classes.
+    let cfg = Config::from_toml_str(
+        &shiftadd_core::store::Reader::open(&db)
+            .expect("reader")
+            .config_toml(2)
+            .expect("config"),
+        "run 2",
+        &[],
+    )
+    .expect("config");
+    let costs = shiftadd_core::hw::config_costs(&cfg, 3, 32, 10);
+    let macs = costs[0].layers.iter().map(|l| l.macs).sum::<i64>() as f64 / 1e6;
+    assert!(
+        has_label(h, &format!("{macs:.2} M")),
+        "the tiny model's MACs"
+    );
+}

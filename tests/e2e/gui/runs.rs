@@ -359,3 +359,96 @@ fn a_queued_run_is_taken_off_the_queue_and_deleted() {
         "a run queued elsewhere is not deleted"
     );
 }
+
+/// Issue 45: the runs table scrolled sideways took the run's id and name off screen. Now they
+/// stay in place while the chosen columns scroll, and the two parts scroll down together: each
+/// visible run's tick stays on the line of its own seed.
+#[test]
+fn the_runs_table_keeps_id_and_name_in_place_and_its_rows_in_step() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("many.db");
+    let w = Writer::open(&db).expect("db");
+    for i in 0..80u64 {
+        let run = w
+            .create_run(NewRun {
+                seed: 1000 + i,
+                ..crate::support::synthetic_run(&format!("run-{i:02}"), "shift")
+            })
+            .expect("run");
+        w.status(run, Status::Finished, None);
+    }
+    w.flush().expect("flush");
+    let mut persisted = Persisted::default();
+    persisted.runs.columns = shiftadd_app::gui::settings::Col::BUILT_IN.to_vec();
+    let mut f = fake_app(&db, persisted);
+    let h = &mut f.harness;
+    // Run k (id) has seed 999 + k. Every run on screen shows both, on one line.
+    let rows_in_step = |h: &Harness<'static, StudioApp>| -> Vec<(u64, egui::Rect, egui::Rect)> {
+        (1..=80u64)
+            .filter_map(|k| {
+                let tick = h.query_by_label(&format!("#{k}"))?.rect();
+                let seed = h.query_by_label(&(999 + k).to_string())?.rect();
+                Some((k, tick, seed))
+            })
+            .collect()
+    };
+    wait_for(h, "the runs", |h| {
+        h.state().data().runs_loaded && rows_in_step(h).len() > 5
+    });
+    let shown = rows_in_step(h);
+    assert!(shown.len() > 5, "{} rows on screen", shown.len());
+    // A tick box and a label sit a little apart on their line; that offset must not change.
+    let d0 = shown[1].1.center().y - shown[1].2.center().y;
+    let first = shown[0].0;
+    let x0 = shown[0].1.left();
+    // Down: scrolled from the chosen columns' part (the part with the bar).
+    let seed_label = (999 + shown[2].0).to_string();
+    for _ in 0..4 {
+        h.get_by_label(&seed_label).scroll_down();
+        h.step();
+    }
+    for _ in 0..3 {
+        h.step();
+    }
+    let moved = rows_in_step(h);
+    assert!(
+        moved.first().is_some_and(|m| m.0 != first),
+        "the table scrolled down: first row {first} then {:?}",
+        moved.first().map(|m| m.0)
+    );
+    // (The bottom row may be cut by the sideways bar, which only the chosen columns have.)
+    for (k, tick, seed) in moved.iter().filter(|m| m.1.bottom() < 900.0) {
+        assert!(
+            (tick.center().y - seed.center().y - d0).abs() < 1.0,
+            "run {k}: its tick at y {} and its seed at y {}",
+            tick.center().y,
+            seed.center().y
+        );
+    }
+    // Sideways: the seed column scrolls out of the way; id and name stay where they were.
+    let k = moved[1].0;
+    let seed_x = moved[1].2.left();
+    h.get_by_label("Duration").scroll_to_me();
+    for _ in 0..5 {
+        h.step();
+    }
+    let tick = h.get_by_label(&format!("#{k}")).rect();
+    let name = h.get_by_label(&format!("run-{:02}", k - 1)).rect();
+    assert!(
+        (tick.left() - x0).abs() < 1.0,
+        "the id column moved: {} then {}",
+        x0,
+        tick.left()
+    );
+    assert!(
+        name.left() > tick.left() && name.left() < tick.left() + 200.0,
+        "{name:?}"
+    );
+    let after = h
+        .query_by_label(&(999 + k).to_string())
+        .map(|n| n.rect().left());
+    assert!(
+        after.is_none_or(|x| x < seed_x - 50.0),
+        "the chosen columns scrolled: seed at x {seed_x}, then {after:?}"
+    );
+}

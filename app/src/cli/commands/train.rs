@@ -176,9 +176,8 @@ pub fn nas(a: NasArgs) -> anyhow::Result<ExitCode> {
     println!("{arch}");
     let sub = outcome.subnet.to_json();
     eprintln!(
-        "{} candidates trained, {} reused from earlier; train it inside its SubNet with:\n  shiftadd train {} --set 'model.arch={arch}' --set 'aug.arch={sub}'",
-        outcome.evaluated,
-        outcome.reused,
+        "{}; train it inside its SubNet with:\n  shiftadd train {} --set 'model.arch={arch}' --set 'aug.arch={sub}'",
+        outcome.tally(),
         config.display()
     );
     if !train_best {

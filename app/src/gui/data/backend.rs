@@ -152,6 +152,9 @@ pub struct Details {
     /// The hardware-cost records per model, parsed (in the order `tiny`, `tiny-mult`, `augmented`
     /// as stored).
     pub hw: Vec<HwRecords>,
+    /// `hw` was priced from the config here: the database holds no records of it (a compacted
+    /// results database leaves them out).
+    pub hw_priced: bool,
     /// Where it ran (`None` for runs recorded before provenance was kept).
     pub provenance: Option<shiftadd_core::host::Provenance>,
 }
@@ -250,8 +253,9 @@ impl HwRecords {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NasData {
     pub rows: Vec<NasCandidateRow>,
-    /// The best-architectures table: indices into `rows` of evaluated candidates, TargetNets
-    /// first, best proxy accuracy first, each with its parsed architecture.
+    /// The best-architectures table: indices into `rows` of evaluated candidates (not pruned:
+    /// a pruned proxy's score is from before its stop), TargetNets first, best proxy accuracy
+    /// first, each with its parsed architecture.
     pub best: Vec<(usize, Option<NasArch>)>,
     /// The SubNet the TargetNets sit in (the best stage-1 candidate).
     pub subnet: Option<NasArch>,
@@ -260,7 +264,10 @@ pub struct NasData {
 impl NasData {
     pub fn new(rows: Vec<NasCandidateRow>) -> Self {
         let mut best: Vec<usize> = (0..rows.len())
-            .filter(|&i| rows[i].proxy_accuracy.is_some())
+            .filter(|&i| {
+                rows[i].status == shiftadd_core::store::CandidateStatus::Done
+                    && rows[i].proxy_accuracy.is_some()
+            })
             .collect();
         let acc = |i: usize| rows[i].proxy_accuracy.unwrap_or(0.0);
         best.sort_by(|&a, &b| {
@@ -572,15 +579,22 @@ fn runs(
 fn details(r: &Reader, run: RunId) -> Result<Details, String> {
     let e = |e: shiftadd_core::store::StoreError| e.to_string();
     let config_toml = r.config_toml(run).map_err(e)?;
+    let config = Config::from_toml_str(&config_toml, &format!("run {run}"), &[])
+        .ok()
+        .map(Arc::new);
+    let mut hw_rows = r.hw_cost(run).map_err(e)?;
+    let hw_priced = hw_rows.is_empty() && config.is_some();
+    if let (true, Some(cfg)) = (hw_priced, &config) {
+        hw_rows = shiftadd_core::hw::priced_rows(run, cfg);
+    }
     Ok(Details {
         run,
-        config: Config::from_toml_str(&config_toml, &format!("run {run}"), &[])
-            .ok()
-            .map(Arc::new),
+        config,
         config_toml,
         logs: r.logs(run).map_err(e)?,
         histograms: r.histograms(run).map_err(e)?,
-        hw: HwRecords::from_rows(&r.hw_cost(run).map_err(e)?),
+        hw: HwRecords::from_rows(&hw_rows),
+        hw_priced,
         provenance: serde_json::from_str(&r.provenance(run).map_err(e)?).ok(),
     })
 }

@@ -139,12 +139,20 @@ impl HardwareView {
             return;
         };
         if details.hw.is_empty() {
-            ui.label(format!("Run #{run} has no hardware-cost records yet (they are written when training starts)."));
+            ui.label(format!(
+                "Run #{run} has no hardware-cost records, and its config cannot be read to price it."
+            ));
             return;
         }
         let hw = *vcx.hw_model;
         ui.heading(format!("Hardware cost · run #{run} · {}", hw.title()));
         crate::gui::widgets::common::hw_model_toggle(ui, vcx.hw_model);
+        if details.hw_priced {
+            ui.weak(
+                "Priced from the run's config: this database holds no cost records of it \
+                 (a compacted results database leaves them out).",
+            );
+        }
         if !details.hw.iter().any(|m| m.hw_model == hw.as_str()) {
             ui.label(format!(
                 "Run #{run} was recorded before the {} existed: its costs are under the other \

@@ -100,13 +100,15 @@ impl NasView {
             (c.nas.budget, format!("{unit} ({})", c.hw.model.title()))
         });
         let rows = &nas.rows;
-        let done = rows
-            .iter()
-            .filter(|r| r.status == CandidateStatus::Done)
-            .count();
+        let count = |st: CandidateStatus| rows.iter().filter(|r| r.status == st).count();
+        let pruned = match count(CandidateStatus::Pruned) {
+            0 => String::new(),
+            n => format!(", {n} pruned"),
+        };
         ui.label(format!(
-            "{} candidates ({done} evaluated) · TargetNet budget {budget} {u} · stage 1 costs are of the multiplicative SubNet, stage 2 of the MF TargetNet",
-            rows.len()
+            "{} candidates ({} evaluated{pruned}) · TargetNet budget {budget} {u} · stage 1 costs are of the multiplicative SubNet, stage 2 of the MF TargetNet",
+            rows.len(),
+            count(CandidateStatus::Done)
         ));
         slurm_line(ui, rows);
         let avail = ui.available_height();
@@ -176,6 +178,9 @@ impl NasView {
     }
 }
 
+/// The legend's name of the pruned candidates' points.
+const PRUNED_SERIES: &str = "pruned (score at the stop)";
+
 /// Where the proxies trained on Slurm are, at a glance: "On Slurm: 2 COMPLETED, 1 RUNNING of 4
 /// proxies" (the state is the second word of each candidate's `slurm` record).
 fn slurm_line(ui: &mut egui::Ui, rows: &[NasCandidateRow]) {
@@ -208,12 +213,7 @@ fn jobs_ui(ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>) {
                 "Stop search",
                 "stop its proxy runs; starting the same config again resumes it, reusing every stored candidate",
             ),
-            |o| {
-                format!(
-                    "finished (search #{}; {} candidates trained, {} reused)",
-                    o.search, o.evaluated, o.reused
-                )
-            },
+            |o| format!("finished (search #{}; {})", o.search, o.tally()),
         );
     }
 }
@@ -255,9 +255,11 @@ fn scatter_ui(
             text,
         });
     }
+    // A pruned proxy's score is from before its stop: shown, never on the front.
+    let pruned = |r: &&NasCandidateRow| r.status == CandidateStatus::Pruned;
     let stage2: Vec<(f64, f64)> = rows
         .iter()
-        .filter(|r| r.stage == 2)
+        .filter(|r| r.stage == 2 && !pruned(r))
         .map(|r| (r.cost, r.proxy_accuracy.map_or(f64::NAN, |a| a * 100.0)))
         .collect();
     let front: Vec<[f64; 2]> = pareto_front(&stage2)
@@ -272,7 +274,7 @@ fn scatter_ui(
         for g in 0..=generations {
             let pts: Vec<[f64; 2]> = rows
                 .iter()
-                .filter(|r| r.stage == stage && r.generation == g)
+                .filter(|r| r.stage == stage && r.generation == g && !pruned(r))
                 .filter_map(|r| Some([r.cost, r.proxy_accuracy? * 100.0]))
                 .collect();
             if pts.is_empty() {
@@ -286,6 +288,15 @@ fn scatter_ui(
             let c = color(g as usize + if stage == 2 { 4 } else { 0 });
             groups.push((name, shape, c, pts));
         }
+    }
+    let cut: Vec<[f64; 2]> = rows
+        .iter()
+        .filter(pruned)
+        .filter_map(|r| Some([r.cost, r.proxy_accuracy? * 100.0]))
+        .collect();
+    if !cut.is_empty() {
+        let grey = ui.visuals().weak_text_color();
+        groups.push((PRUNED_SERIES.to_owned(), MarkerShape::Cross, grey, cut));
     }
     if groups.is_empty() {
         // No candidate scored yet: say so, not axes around nothing with a negative cost.

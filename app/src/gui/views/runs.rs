@@ -363,7 +363,9 @@ impl RunsView {
     }
 
     /// The table of `lines` (headers of folded groups, and runs by their index in `ids`), only
-    /// the visible rows laid out; what was clicked comes back to be applied after.
+    /// the visible rows laid out; what was clicked comes back to be applied after. Id and name
+    /// stay in place while the chosen columns scroll sideways: two tables side by side, rows of
+    /// one height, scrolled together (whichever the pointer moved sets both, from the next frame).
     fn table(
         &mut self,
         ui: &mut egui::Ui,
@@ -373,28 +375,92 @@ impl RunsView {
         persisted: &mut Persisted,
         commands: &mut Vec<Command>,
     ) -> TableClicks {
+        let mut clicks = TableClicks::default();
+        let y_id = egui::Id::unique("runs-table-y");
+        let y = ui.data(|d| d.get_temp::<f32>(y_id)).unwrap_or(0.0);
+        let mut offsets = [y, y];
+        let rows = TableRows {
+            ids,
+            lines,
+            data,
+            y,
+        };
+        let chosen = !persisted.runs.columns.is_empty();
+        ui.horizontal_top(|ui| {
+            // Each part in a column of its own: a table lays its header and body out in turn.
+            offsets[0] = ui
+                .vertical(|ui| {
+                    let frozen = Part::Frozen { alone: !chosen };
+                    self.part(ui, frozen, &rows, persisted, commands, &mut clicks)
+                })
+                .inner;
+            if chosen {
+                // The bar is always shown, so that columns past the edge are seen to be there.
+                egui::ScrollArea::horizontal()
+                    .id_salt("runs-table-x")
+                    .scroll_bar_visibility(egui::scroll_area::ScrollBarVisibility::AlwaysVisible)
+                    .show(ui, |ui| {
+                        offsets[1] = ui
+                            .vertical(|ui| {
+                                self.part(ui, Part::Chosen, &rows, persisted, commands, &mut clicks)
+                            })
+                            .inner;
+                    });
+            }
+        });
+        if let Some(moved) = offsets.into_iter().find(|o| (o - y).abs() > 0.5) {
+            ui.data_mut(|d| d.insert_temp(y_id, moved));
+            ui.ctx().request_repaint();
+        }
+        clicks
+    }
+
+    /// One part of the runs table (see [`Self::table`]); its vertical scroll offset after this
+    /// frame's input.
+    fn part(
+        &mut self,
+        ui: &mut egui::Ui,
+        part: Part,
+        rows: &TableRows<'_>,
+        persisted: &mut Persisted,
+        commands: &mut Vec<Command>,
+        clicks: &mut TableClicks,
+    ) -> f32 {
         let settings = persisted.runs.clone();
         let hw = persisted.hw_model;
+        let data = rows.data;
         let index: HashMap<RunId, usize> = data
             .runs
             .iter()
             .enumerate()
             .map(|(i, r)| (r.summary.id, i))
             .collect();
-        let mut clicks = TableClicks::default();
         let row_h = 20.0;
-        // Sideways scrolling keeps the panel its own width however many columns are chosen; its
-        // bar is always shown, so that columns past the edge are seen to be there.
-        egui::ScrollArea::horizontal()
-            .id_salt("runs-table-x")
-            .scroll_bar_visibility(egui::scroll_area::ScrollBarVisibility::AlwaysVisible)
-            .show(ui, |ui| {
-                let mut table = TableBuilder::new(ui)
-                    .striped(true)
-                    .resizable(true)
-                    .auto_shrink([false, false])
+        let mut table = TableBuilder::new(ui)
+            .id_salt(part)
+            .striped(true)
+            .resizable(true)
+            .vertical_scroll_offset(rows.y)
+            .animate_scrolling(false);
+        let titles: Vec<(SortBy, String)> = match part {
+            Part::Frozen { alone } => {
+                table = table
+                    .auto_shrink([!alone, false])
                     .column(TableColumn::initial(72.0).at_least(56.0))
                     .column(TableColumn::initial(170.0).at_least(60.0).clip(true));
+                if !alone {
+                    // The chosen columns' bar scrolls both.
+                    table = table.scroll_bar_visibility(
+                        egui::scroll_area::ScrollBarVisibility::AlwaysHidden,
+                    );
+                }
+                vec![
+                    (SortBy::Id, "Id".to_owned()),
+                    (SortBy::Name, "Name".to_owned()),
+                ]
+            }
+            Part::Chosen => {
+                table = table.auto_shrink([false, false]);
                 for c in &settings.columns {
                     table = table.column(
                         TableColumn::initial(column_width(c))
@@ -402,67 +468,58 @@ impl RunsView {
                             .clip(true),
                     );
                 }
-                table
-                    .header(row_h, |mut h| {
-                        let titles = [
-                            (SortBy::Id, "Id".to_owned()),
-                            (SortBy::Name, "Name".to_owned()),
-                        ]
-                        .into_iter()
-                        .chain(
-                            settings
-                                .columns
-                                .iter()
-                                .map(|c| (SortBy::Col(c.clone()), c.title(hw))),
-                        );
-                        for (by, title) in titles {
-                            h.col(|ui| {
-                                if header(ui, &settings, &by, &title) {
-                                    clicks.sort = Some(by);
-                                }
-                            });
+                settings
+                    .columns
+                    .iter()
+                    .map(|c| (SortBy::Col(c.clone()), c.title(hw)))
+                    .collect()
+            }
+        };
+        let shown = table
+            .header(row_h, |mut h| {
+                for (by, title) in titles {
+                    h.col(|ui| {
+                        if header(ui, &settings, &by, &title) {
+                            clicks.sort = Some(by);
                         }
-                    })
-                    .body(|body| {
-                        body.rows(row_h, lines.len(), |mut row| match lines[row.index()] {
-                            Line::Header { group, members } => {
-                                let open = self.open.contains(&group);
-                                let title = group_title(group, members, &data.study_names);
-                                group_row(
-                                    &mut row,
-                                    (group, title),
-                                    open,
-                                    &settings.columns,
-                                    &mut clicks,
-                                );
-                            }
-                            Line::Run {
-                                index: i,
-                                depth,
-                                members,
-                            } => {
-                                let Some(r) = ids
-                                    .get(i)
-                                    .and_then(|id| index.get(id))
-                                    .map(|&j| &data.runs[j])
-                                else {
-                                    return;
-                                };
-                                let at = RowAt { depth, members, hw };
-                                self.run_row(
-                                    &mut row,
-                                    r,
-                                    at,
-                                    data,
-                                    persisted,
-                                    commands,
-                                    &mut clicks,
-                                );
-                            }
-                        });
                     });
+                }
+            })
+            .body(|body| {
+                body.rows(row_h, rows.lines.len(), |mut row| {
+                    match rows.lines[row.index()] {
+                        Line::Header { group, members } => {
+                            let open = self.open.contains(&group);
+                            let title = group_title(group, members, &data.study_names);
+                            group_row(
+                                &mut row,
+                                part,
+                                (group, title),
+                                open,
+                                &settings.columns,
+                                clicks,
+                            );
+                        }
+                        Line::Run {
+                            index: i,
+                            depth,
+                            members,
+                        } => {
+                            let Some(r) = rows
+                                .ids
+                                .get(i)
+                                .and_then(|id| index.get(id))
+                                .map(|&j| &data.runs[j])
+                            else {
+                                return;
+                            };
+                            let at = RowAt { depth, members, hw };
+                            self.run_row(&mut row, part, r, at, data, persisted, commands, clicks);
+                        }
+                    }
+                });
             });
-        clicks
+        shown.state.clamped_offset().y
     }
 
     /// One run's row: its compare tick, its name (with its group's fold button when it heads
@@ -471,6 +528,7 @@ impl RunsView {
     fn run_row(
         &mut self,
         row: &mut egui_extras::TableRow<'_, '_>,
+        part: Part,
         r: &RunRow,
         at: RowAt,
         data: &DataCache,
@@ -479,6 +537,25 @@ impl RunsView {
         clicks: &mut TableClicks,
     ) {
         let id = r.summary.id;
+        if part == Part::Chosen {
+            for c in &persisted.runs.columns {
+                row.col(|ui| {
+                    let v = cell(r, c, at.hw);
+                    if *c != Col::Status {
+                        ui.label(v.text);
+                    } else if let Some(why) = r.not_learning() {
+                        ui.colored_label(ui.visuals().warn_fg_color, format!("{} !", v.text))
+                            .on_hover_text(why);
+                    } else {
+                        let resp = ui.colored_label(status_color(ui, r.summary.status), v.text);
+                        if let Some(reason) = &r.summary.reason {
+                            markdown::hover(resp, reason);
+                        }
+                    }
+                });
+            }
+            return;
+        }
         row.col(|ui| {
             let mut ticked = persisted.compare.contains(&id);
             let resp = ui
@@ -507,22 +584,6 @@ impl RunsView {
                 self.name_cell(ui, r, data, persisted, commands);
             });
         });
-        for c in &persisted.runs.columns {
-            row.col(|ui| {
-                let v = cell(r, c, at.hw);
-                if *c != Col::Status {
-                    ui.label(v.text);
-                } else if let Some(why) = r.not_learning() {
-                    ui.colored_label(ui.visuals().warn_fg_color, format!("{} !", v.text))
-                        .on_hover_text(why);
-                } else {
-                    let resp = ui.colored_label(status_color(ui, r.summary.status), v.text);
-                    if let Some(reason) = &r.summary.reason {
-                        markdown::hover(resp, reason);
-                    }
-                }
-            });
-        }
     }
 
     /// Tick or untick run `id` for Compare; with shift, every run shown between the last one
@@ -1006,6 +1067,26 @@ fn delete_dialog(ui: &mut egui::Ui, runs: &[RunId], data: &DataCache) -> DeleteC
     choice
 }
 
+/// The two parts of the runs table: id and name, which stay in place, and the chosen columns,
+/// which scroll sideways.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Part {
+    /// `alone`: no column is chosen, so this part has the vertical scroll bar.
+    Frozen {
+        alone: bool,
+    },
+    Chosen,
+}
+
+/// What both parts of the runs table draw: the lines, the runs they index, and the vertical
+/// scroll offset they share this frame.
+struct TableRows<'a> {
+    ids: &'a [RunId],
+    lines: &'a [Line],
+    data: &'a DataCache,
+    y: f32,
+}
+
 /// What a click in the runs table asked for, applied once the table is drawn.
 #[derive(Default)]
 struct TableClicks {
@@ -1059,11 +1140,18 @@ fn column_width(c: &Col) -> f32 {
 /// A folded group's header row: its fold button and what it holds.
 fn group_row(
     row: &mut egui_extras::TableRow<'_, '_>,
+    part: Part,
     (group, what): (Group, String),
     open: bool,
     columns: &[Col],
     clicks: &mut TableClicks,
 ) {
+    if part == Part::Chosen {
+        for _ in columns {
+            row.col(|_| {});
+        }
+        return;
+    }
     row.col(|ui| {
         if ui.small_button(if open { "-" } else { "+" }).clicked() {
             clicks.toggle = Some(group);
@@ -1078,9 +1166,6 @@ fn group_row(
             clicks.toggle = Some(group);
         }
     });
-    for _ in columns {
-        row.col(|_| {});
-    }
 }
 
 /// What a fold row says: the search, or the study by its name, and how many runs it holds.

@@ -1,19 +1,30 @@
-//! A study's pruning decisions ([`Prune`]: the median rule with a margin): the cells' best
-//! validation top-1 so far, epoch by epoch, and whether a cell has fallen out of reach.
+//! Pruning decisions ([`Prune`]: the median rule with a margin), shared by the study driver (a
+//! study's cells) and the NAS driver (a stage's proxy trainings): each run's best validation
+//! top-1 so far, epoch by epoch, and whether a run has fallen out of reach of the others.
 
 use std::collections::HashMap;
 
 use crate::spec::study::Prune;
 use crate::store::RunId;
 
-/// Each cell's validation top-1 by epoch (finished cells from the database, cells in flight as
+/// Each run's validation top-1 by epoch (finished runs from the database, runs in flight as
 /// their epochs end).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Curves {
     by_run: HashMap<RunId, Vec<(i64, f64)>>,
+    /// What the runs are, in a verdict's words ("cells", "candidates").
+    noun: &'static str,
 }
 
 impl Curves {
+    /// No curve yet; `noun` names the runs in verdicts ("cells" of a study).
+    pub fn new(noun: &'static str) -> Self {
+        Self {
+            by_run: HashMap::new(),
+            noun,
+        }
+    }
+
     /// `run`'s validation top-1 after `epoch` (a value recorded again replaces the earlier one).
     pub fn record(&mut self, run: RunId, epoch: i64, value: f64) {
         if !value.is_finite() {
@@ -39,7 +50,7 @@ impl Curves {
     }
 
     /// Why `run` is to be pruned after `epoch` under `rule`, or `None` while it is in reach (or
-    /// the rule cannot tell yet: before the warm-up, with too few other cells at that epoch).
+    /// the rule cannot tell yet: before the warm-up, with too few other runs at that epoch).
     pub fn verdict(&self, rule: &Prune, run: RunId, epoch: i64) -> Option<String> {
         if epoch < rule.warmup_epochs {
             return None;
@@ -64,8 +75,9 @@ impl Curves {
         let bar = median - rule.margin_points / 100.0;
         (own < bar).then(|| {
             format!(
-                "pruned after epoch {epoch}: best val/top1 {:.2} % is below the median of {n} other cells ({:.2} %){}",
+                "pruned after epoch {epoch}: best val/top1 {:.2} % is below the median of {n} other {} ({:.2} %){}",
                 own * 100.0,
+                self.noun,
                 median * 100.0,
                 if rule.margin_points > 0.0 {
                     format!(" less {} points", rule.margin_points)
@@ -91,7 +103,7 @@ mod tests {
 
     #[test]
     fn a_cell_far_below_the_median_is_pruned_once_the_rule_can_tell() {
-        let mut c = Curves::default();
+        let mut c = Curves::new("cells");
         // Three good cells, one at chance.
         for (run, top1) in [
             (1, [0.70, 0.80, 0.85]),
@@ -120,7 +132,7 @@ mod tests {
             "9 has not reached epoch 3"
         );
         c.record(9, 3, 0.12);
-        let mut few = Curves::default();
+        let mut few = Curves::new("cells");
         few.record(1, 2, 0.8);
         few.record(9, 2, 0.1);
         assert_eq!(few.verdict(&rule(10.0), 9, 2), None, "one other cell only");
@@ -128,7 +140,7 @@ mod tests {
 
     #[test]
     fn the_best_so_far_counts_not_the_last_value() {
-        let mut c = Curves::default();
+        let mut c = Curves::new("cells");
         for run in 1..=3 {
             c.record(run, 2, 0.5);
         }
