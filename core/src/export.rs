@@ -184,6 +184,11 @@ impl ExportedModel {
         })
     }
 
+    /// Whether the export holds tensor `name`.
+    pub fn has_tensor(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
     pub fn tensor(&self, name: &str) -> Result<&Tensor, ExportError> {
         self.tensors.get(name).ok_or_else(|| ExportError::File {
             path: PathBuf::from("model.safetensors"),

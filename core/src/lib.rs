@@ -4,6 +4,7 @@
 
 pub mod alloc;
 pub mod data;
+pub mod deploy;
 pub mod export;
 pub mod host;
 pub mod hw;

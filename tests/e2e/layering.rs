@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 
 /// `core/src`'s floors, bottom first: a module may import only modules listed before it.
 const CORE_FLOORS: &[&str] = &[
-    "alloc", "rng", "store", "host", "spec", "hw", "ops", "data", "protocol", "model", "train",
-    "run", "slurm", "export", "nas", "study",
+    "alloc", "rng", "store", "host", "spec", "prune", "hw", "ops", "data", "protocol", "model",
+    "train", "run", "slurm", "export", "deploy", "nas", "study",
 ];
 
 /// `app/src`'s floors, bottom first (`lib` and `main` are the crate's roots, above all).
@@ -404,6 +404,13 @@ fn core_spec_has_no_tensors_store_imports_nothing_and_only_the_run_manager_train
                 "store/{} imports from the crate: {outside:?}",
                 f.file
             );
+        }
+        // The integer program runs without libtorch: only the files that read a float export
+        // (`mod.rs`, `float.rs`; the tests write one) may touch tensors.
+        if f.top == "deploy" && !["mod", "float", "tests"].contains(&f.file.as_str()) {
+            for banned in ["tch::", "torch_sys", "crate::export", "crate::model"] {
+                assert!(!f.code.contains(banned), "deploy/{} uses {banned}", f.file);
+            }
         }
         if f.code.contains("train::train(") {
             assert_eq!(

@@ -185,6 +185,13 @@ fn shift_and_add_smoke_runs_record_discrepancy_histograms() {
             grads_splits_the_update_of_the_shared_weights(&dbp, id);
         }
         eval_reproduces_the_recorded_validation(&dbp, id);
+        the_integer_program_follows_the_float_model_and_its_c_agrees(
+            &dbp,
+            id,
+            op,
+            &cfg,
+            dir.path(),
+        );
         if op == "shift" {
             for name in mf_convs {
                 let w = exported.tensor(&format!("{name}.weight")).expect("weight");
@@ -260,6 +267,108 @@ fn grads_splits_the_update_of_the_shared_weights(dbp: &std::path::Path, id: i64)
     let id = id.to_string();
     let err = crate::support::run_err(&["grads", &id, "--db", s(dbp), "--set", "aug.hybrid=none"]);
     assert!(err.contains("directly"), "{err}");
+}
+
+/// `shiftadd export RUN --int DIR` on a trained run (issue 46): the integer program agrees with
+/// the float model on nearly every test image, its MF layers multiply only in their
+/// requantisation (and not at all with `--bn-pow2`), and its generated C, compiled with the
+/// system's `cc`, gives the Rust interpreter's logits bit for bit.
+fn the_integer_program_follows_the_float_model_and_its_c_agrees(
+    dbp: &std::path::Path,
+    id: i64,
+    op: &str,
+    cfg: &shiftadd_core::Config,
+    tmp: &std::path::Path,
+) {
+    use shiftadd_core::deploy;
+    let report = |dir: &std::path::Path| -> serde_json::Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(dir.join(deploy::REPORT_FILE)).expect("report"),
+        )
+        .expect("json")
+    };
+    let int_dir = tmp.join(format!("int-{op}"));
+    let args = [
+        "export",
+        &id.to_string(),
+        "--int",
+        s(&int_dir),
+        "--images",
+        "300",
+        "--db",
+        s(dbp),
+    ];
+    let out = run_ok(&args);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("multiplications in MF layers"), "{text}");
+    let r = report(&int_dir);
+    let t = &r["test"];
+    assert_eq!(t["images"], 300);
+    assert!(
+        t["agreement"].as_f64().expect("agreement") >= 0.95,
+        "{op}: {t}"
+    );
+    let (int, float) = (
+        t["int_top1"].as_f64().expect("int"),
+        t["float_top1"].as_f64().expect("float"),
+    );
+    assert!(
+        (int - float).abs() <= 0.03,
+        "{op}: integer {int} vs float {float}"
+    );
+    assert!(r["costs"]["mf_multiplies"].as_u64().expect("mf") > 0);
+    let layers = r["costs"]["layers"].as_array().expect("layers");
+    assert_eq!(
+        layers.iter().filter(|l| l["mf"] == true).count(),
+        7,
+        "{op}: the 7 MF layers"
+    );
+    let pow2_dir = tmp.join(format!("int-{op}-pow2"));
+    let mut pow2 = args.to_vec();
+    pow2[3] = s(&pow2_dir);
+    pow2.push("--bn-pow2");
+    run_ok(&pow2);
+    assert_eq!(
+        report(&pow2_dir)["costs"]["mf_multiplies"],
+        0,
+        "{op}: no multiply with --bn-pow2"
+    );
+    // The C: compiled and run on the first 100 test images, the interpreter's logits exactly.
+    let model = deploy::load(&int_dir.join(deploy::INT_FILE)).expect("int_model.json");
+    let splits = shiftadd_core::data::load(&cfg.data).expect("data");
+    let size = splits.test.image_size();
+    let images = &splits.test.images[..100 * size];
+    std::fs::write(int_dir.join("images.bin"), images).expect("images");
+    let exe = int_dir.join("classify");
+    let cc = std::process::Command::new("cc")
+        .args(["-std=c99", "-O2", "-Wall", "-Werror", "-o"])
+        .arg(&exe)
+        .arg(int_dir.join("model.c"))
+        .arg(int_dir.join("main.c"))
+        .output()
+        .expect("cc");
+    assert!(
+        cc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    let ran = std::process::Command::new(&exe)
+        .arg(int_dir.join("images.bin"))
+        .output()
+        .expect("classify");
+    let lines: Vec<String> = String::from_utf8_lossy(&ran.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(lines.len(), 100);
+    for (k, line) in lines.iter().enumerate() {
+        let logits = model.run(model.input(&images[k * size..(k + 1) * size]), None);
+        let want: Vec<String> = logits.iter().map(ToString::to_string).collect();
+        assert!(
+            line.starts_with(&want.join(" ")),
+            "{op} image {k}: C {line} vs Rust {want:?}"
+        );
+    }
 }
 
 /// `shiftadd eval` from the last checkpoint: with the statistics saved in it, and with them

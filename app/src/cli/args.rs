@@ -360,6 +360,20 @@ pub struct ExportArgs {
     /// Write the trained tiny MF model (safetensors + JSON) to this folder.
     #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
+    /// Write the tiny model as an integer program (no multiplication in its MF layers) to this
+    /// folder, with its C source, and evaluate it against the float model on the test split:
+    /// integer vs float top-1, agreement, per-layer error, operation counts, flash and SRAM.
+    #[arg(long, value_name = "DIR")]
+    pub int: Option<PathBuf>,
+    /// Signed bits of the integer program's activations (4–16).
+    #[arg(long, default_value_t = 16, requires = "int")]
+    pub act_bits: u32,
+    /// Round each MF layer's BN scale to a power of two: a shift, no multiply left at all.
+    #[arg(long, requires = "int")]
+    pub bn_pow2: bool,
+    /// Evaluate the integer program on the first N test images only.
+    #[arg(long, value_name = "N", requires = "int")]
+    pub images: Option<usize>,
     /// Replace files that exist (never through a symbolic link).
     #[arg(long)]
     pub force: bool,

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use shiftadd_core::store::manage::{self, RunEdit};
 use shiftadd_core::store::{self, Reader, RunId};
-use shiftadd_core::{Config, export, host};
+use shiftadd_core::{Config, deploy, export, host};
 
 use super::{check_destination, create_destination, pct, sweep};
 use crate::cli::args::{CheckArgs, CompactArgs, ExportArgs, ImportArgs, RunsArgs};
@@ -162,8 +162,8 @@ fn show_run(reader: &Reader, run: RunId, json: bool) -> anyhow::Result<()> {
 pub fn export(a: &ExportArgs) -> anyhow::Result<ExitCode> {
     let (run, csv, model, db) = (a.run, &a.csv, &a.model, &a.db);
     let db = existing_db(db)?;
-    if csv.is_none() && model.is_none() {
-        bail!("nothing to export: pass --csv FILE and/or --model DIR");
+    if csv.is_none() && model.is_none() && a.int.is_none() {
+        bail!("nothing to export: pass --csv FILE, --model DIR and/or --int DIR");
     }
     if let Some(csv) = csv {
         let n = export_csv(&Reader::open(&db)?, run, csv, a.force)?;
@@ -172,7 +172,46 @@ pub fn export(a: &ExportArgs) -> anyhow::Result<ExitCode> {
     if let Some(dir) = model {
         export_model(&db, run, dir, a.force)?;
     }
+    if let Some(dir) = &a.int {
+        export_int(&db, run, dir, a)?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `export --int DIR`: the integer program, its C, and how it compares with the float model.
+fn export_int(db: &Path, run: RunId, dir: &Path, a: &ExportArgs) -> anyhow::Result<()> {
+    if std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
+        bail!(
+            "{} is a symbolic link: not written through (nothing was written; name the folder itself)",
+            dir.display()
+        );
+    }
+    let files = [
+        "model.safetensors",
+        "model.json",
+        deploy::INT_FILE,
+        deploy::REPORT_FILE,
+    ];
+    for f in files.iter().chain(&deploy::c::FILES) {
+        check_destination(&dir.join(f), a.force)?;
+    }
+    let opts = deploy::IntOptions {
+        act_bits: a.act_bits,
+        bn_pow2: a.bn_pow2,
+        ..deploy::IntOptions::default()
+    };
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let (model, report) = deploy::export_int(db, run, dir, opts, a.images, threads)?;
+    deploy::c::write(&model, dir)?;
+    print!("{}", deploy::report_text(&report));
+    println!(
+        "wrote {}, {} and C ({}) to {}",
+        deploy::INT_FILE,
+        deploy::REPORT_FILE,
+        deploy::c::FILES.join(", "),
+        dir.display()
+    );
+    Ok(())
 }
 
 /// `shiftadd import`: check every file, then merge each in its own transaction.

@@ -217,7 +217,18 @@ impl HardwareView {
             .map(|(k, (name, _))| ((*name).to_owned(), SEGMENT_COLORS[k]))
             .collect();
         let hidden = crate::gui::widgets::plot::hidden_curves(ui.ctx(), &id);
+        // Energy from 0 (a margin below would read as negative energy) to the tallest stack.
+        let top = (0..layers.len())
+            .map(|i| {
+                segs.iter()
+                    .filter(|(name, _)| !hidden.contains(*name))
+                    .map(|(_, v)| v[i].max(0.0))
+                    .sum::<f64>()
+            })
+            .fold(0.0, f64::max);
         let shown = Plot::new(&id)
+            .default_y_bounds(0.0, if top > 0.0 { top * 1.08 } else { 1.0 })
+            .default_x_bounds(-0.6, layers.len() as f64 - 0.4)
             .y_grid_spacer(|g| crate::gui::widgets::plot::nice_grid(&g, 28.0))
             .y_axis_formatter(crate::gui::widgets::plot::logged(
                 ui.ctx(),
