@@ -3,12 +3,12 @@
 //! count, as `|0 − w|` is part of its sum), the bits its accumulators need, the bytes its
 //! weights take (as the generated C stores them, and packed), and its peak activation memory.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::program::{IntConv, IntModel, IntStep, IntWeights};
 
 /// Integer operations by kind.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpCounts {
     pub shift: u64,
     pub add_sub: u64,
@@ -28,7 +28,7 @@ impl std::ops::AddAssign for OpCounts {
 }
 
 /// One layer's share.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LayerCount {
     pub name: String,
     /// `shift`, `add`, `mult` for convs; `residual`, `pool`, `argmax`.
@@ -45,7 +45,7 @@ pub struct LayerCount {
 }
 
 /// The program's cost in one place.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Costs {
     pub layers: Vec<LayerCount>,
     pub total: OpCounts,

@@ -17,7 +17,7 @@ mod tests;
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::data::{self, Dataset};
 use crate::export::{ExportError, ExportedModel};
@@ -33,7 +33,7 @@ pub const INT_FILE: &str = "int_model.json";
 pub const REPORT_FILE: &str = "int_report.json";
 
 /// How far the integer program's activations are from the float program's at one step.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LayerDiff {
     pub step: usize,
     pub name: String,
@@ -46,7 +46,7 @@ pub struct LayerDiff {
 }
 
 /// The integer program against the float one on a split.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Agreement {
     pub images: usize,
     pub int_top1: f64,
@@ -57,7 +57,7 @@ pub struct Agreement {
 }
 
 /// What `export --int` reports.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IntReport {
     pub run: RunId,
     pub act_bits: u32,
@@ -87,14 +87,17 @@ fn step_names(model: &IntModel) -> Vec<String> {
 }
 
 /// Run both programs on the first `limit` images of `data` (all of them without one), on
-/// `threads` threads.
+/// `threads` threads; `progress` hears how many images are done, now and then.
 pub fn agreement(
     model: &IntModel,
     net: &FloatNet,
     data: &Dataset,
     limit: Option<usize>,
     threads: usize,
+    progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Agreement {
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let done = &done;
     let n = limit.map_or(data.len(), |l| l.min(data.len()));
     let size = data.image_size();
     let names = step_names(model);
@@ -119,6 +122,10 @@ pub fn agreement(
                         ..Tally::default()
                     };
                     for i in start..(start + chunk).min(n) {
+                        let k = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                        if k.is_multiple_of(500) {
+                            progress(k, n);
+                        }
                         let image = &data.images[i * size..(i + 1) * size];
                         let label = usize::from(data.labels[i]);
                         let mut ft = Vec::new();
@@ -207,6 +214,16 @@ pub fn save(model: &IntModel, dir: &Path) -> Result<PathBuf, ExportError> {
     Ok(path)
 }
 
+/// Read an `int_report.json` (what the app shows of an earlier `export --int`).
+pub fn load_report(path: &Path) -> Result<IntReport, ExportError> {
+    let bad = |message: String| ExportError::File {
+        path: path.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    serde_json::from_str(&text).map_err(|e| bad(e.to_string()))
+}
+
 /// Read and check an `int_model.json`; a file that does not hold together is refused naming
 /// the file and what is wrong.
 pub fn load(path: &Path) -> Result<IntModel, ExportError> {
@@ -229,7 +246,8 @@ fn calibration_images(net: &FloatNet, train: &Dataset, n: usize) -> Vec<Vec<f64>
 }
 
 /// Export run `run`'s tiny model as an integer program into `dir` (with the float export beside
-/// it), evaluate both on the test split (the first `limit` images) and write the report.
+/// it), evaluate both on the test split (the first `limit` images; `progress` hears how many
+/// are done) and write the report.
 pub fn export_int(
     db: &Path,
     run: RunId,
@@ -237,6 +255,7 @@ pub fn export_int(
     opts: IntOptions,
     limit: Option<usize>,
     threads: usize,
+    progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<(IntModel, IntReport), ExportError> {
     let exported = crate::export::export_run(db, run, dir)?;
     let reader = Reader::open(db)?;
@@ -262,7 +281,7 @@ pub fn export_int(
             message,
         })?;
     save(&model, dir)?;
-    let test = agreement(&model, &net, &splits.test, limit, threads);
+    let test = agreement(&model, &net, &splits.test, limit, threads, progress);
     let report = IntReport {
         run,
         act_bits: opts.act_bits,

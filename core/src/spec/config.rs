@@ -652,6 +652,30 @@ impl Default for HwConfig {
     }
 }
 
+/// A pruning rule, a study's (`[prune]`) or a NAS search's proxies' (`nas.prune`): the median
+/// rule of Optuna's `MedianPruner` with a margin. After each epoch from `warmup_epochs` on, a
+/// cell whose best validation top-1 so far lies more than `margin_points` below the median of
+/// the other cells' best at the same epoch (at least `min_cells` of them, any variant, finished
+/// or in flight) is stopped and recorded as `pruned` with the reason. Applies to cells trained
+/// here (not on Slurm, where each cell runs alone). How a study trains, not what it measures:
+/// not part of a study's identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prune {
+    pub warmup_epochs: i64,
+    pub min_cells: usize,
+    pub margin_points: f64,
+}
+
+impl Default for Prune {
+    fn default() -> Self {
+        Self {
+            warmup_epochs: 2,
+            min_cells: 3,
+            margin_points: 0.0,
+        }
+    }
+}
+
 /// The two-stage NAS (method.md §6); CPU-sized defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -684,7 +708,7 @@ pub struct NasConfig {
     /// Seed of the search (sampling, mutation, crossover).
     pub seed: u64,
     /// Stop a candidate's proxy training once it falls out of reach: the median rule of
-    /// [`crate::spec::study::Prune`] over the stage's other candidates (see [`Self::prune_rule`]).
+    /// [`Prune`] over the stage's other candidates (see [`Self::prune_rule`]).
     pub prune: bool,
     /// The first epoch after which a candidate may be pruned (below `proxy_epochs`).
     pub prune_warmup_epochs: usize,
@@ -696,8 +720,8 @@ pub struct NasConfig {
 
 impl NasConfig {
     /// The pruning rule of the proxy trainings, if `prune` is on.
-    pub fn prune_rule(&self) -> Option<crate::spec::study::Prune> {
-        self.prune.then_some(crate::spec::study::Prune {
+    pub fn prune_rule(&self) -> Option<Prune> {
+        self.prune.then_some(Prune {
             warmup_epochs: self.prune_warmup_epochs as i64,
             min_cells: self.prune_min_candidates,
             margin_points: self.prune_margin_points,

@@ -88,28 +88,7 @@ impl Variant {
     }
 }
 
-/// A study's pruning rule (`[prune]`), the median rule of Optuna's `MedianPruner` with a margin:
-/// after each epoch from `warmup_epochs` on, a cell whose best validation top-1 so far lies more
-/// than `margin_points` below the median of the other cells' best at the same epoch (at least
-/// `min_cells` of them, any variant, finished or in flight) is stopped and recorded as `pruned`
-/// with the reason. Applies to cells trained here (not on Slurm, where each cell runs alone).
-/// How a study trains, not what it measures: not part of its identity.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Prune {
-    pub warmup_epochs: i64,
-    pub min_cells: usize,
-    pub margin_points: f64,
-}
-
-impl Default for Prune {
-    fn default() -> Self {
-        Self {
-            warmup_epochs: 2,
-            min_cells: 3,
-            margin_points: 0.0,
-        }
-    }
-}
+pub use super::config::Prune;
 
 /// A validated study: every variant × seed config resolves.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -121,3 +121,96 @@ fn a_run_without_cost_records_is_priced_from_its_config() {
         "the tiny model's MACs"
     );
 }
+
+/// Issue 46: the deployment card shows what an integer program of the run gave (read from
+/// `exports/run-N-int/int_report.json` beside the database, as `export --int` or the card's
+/// button writes it): accuracies and agreement, multiplications left in MF layers, flash, SRAM.
+#[test]
+fn the_deployment_card_shows_the_integer_programs_report() {
+    use shiftadd_core::deploy::count::{Costs, LayerCount, OpCounts};
+    use shiftadd_core::deploy::{Agreement, IntReport, REPORT_FILE};
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = seeded_db(dir.path());
+    let layer = |name: &str, kind: &str, mf: bool, mul: u64| LayerCount {
+        name: name.into(),
+        kind: kind.into(),
+        mf,
+        ops: OpCounts {
+            mul,
+            add_sub: 1000,
+            ..OpCounts::default()
+        },
+        acc_bits: 30,
+        flash_bytes: 100,
+        packed_weight_bits: 400,
+    };
+    let report = IntReport {
+        run: 1,
+        act_bits: 16,
+        bn_pow2: false,
+        export_top1: 0.885,
+        test: Agreement {
+            images: 300,
+            int_top1: 0.88,
+            float_top1: 0.885,
+            agreement: 0.99,
+            layers: Vec::new(),
+        },
+        costs: Costs {
+            layers: vec![
+                layer("stem.conv", "mult", false, 5000),
+                layer("blocks.0.dw", "shift", true, 768),
+                layer("fc", "mult", false, 640),
+            ],
+            total: OpCounts::default(),
+            mf_multiplies: 768,
+            flash_bytes: 18 * 1024,
+            peak_sram_bytes: 128 * 1024,
+        },
+    };
+    let out = dir.path().join("exports").join("run-1-int");
+    std::fs::create_dir_all(&out).expect("dir");
+    std::fs::write(
+        out.join(REPORT_FILE),
+        serde_json::to_string(&report).expect("json"),
+    )
+    .expect("write");
+    let persisted = Persisted {
+        view: View::Hardware,
+        current: Some(1),
+        ..Persisted::default()
+    }
+    .in_database(&db);
+    let mut f = fake_app(&db, persisted);
+    let h = &mut f.harness;
+    wait_for(h, "the card", |h| {
+        has_label_containing(h, "integer 88.00 % vs float 88.50 % top-1")
+    });
+    assert!(has_label_containing(
+        h,
+        "the same class on 99.00 % of 300 test images"
+    ));
+    assert!(has_label_containing(
+        h,
+        "multiplications left in MF layers: 768"
+    ));
+    assert!(
+        has_label_containing(h, "flash 18.0 KiB") && has_label_containing(h, "peak SRAM 128.0 KiB")
+    );
+    assert!(
+        has_label(h, "Make again"),
+        "a report is there: the button makes it again"
+    );
+    // Run 2 has none: the card offers to make it.
+    let persisted = Persisted {
+        view: View::Hardware,
+        current: Some(2),
+        ..Persisted::default()
+    }
+    .in_database(&db);
+    let mut g = fake_app(&db, persisted);
+    wait_for(&mut g.harness, "the offer", |h| {
+        has_label(h, "Make the integer program")
+    });
+}

@@ -201,7 +201,7 @@ fn export_int(db: &Path, run: RunId, dir: &Path, a: &ExportArgs) -> anyhow::Resu
         ..deploy::IntOptions::default()
     };
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    let (model, report) = deploy::export_int(db, run, dir, opts, a.images, threads)?;
+    let (model, report) = deploy::export_int(db, run, dir, opts, a.images, threads, &|_, _| {})?;
     deploy::c::write(&model, dir)?;
     print!("{}", deploy::report_text(&report));
     println!(

@@ -10,11 +10,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, bounded};
+use std::collections::BTreeMap;
+
 use shiftadd_core::Config;
+use shiftadd_core::deploy::{self, IntReport};
 use shiftadd_core::nas::{self, NasOutcome};
 use shiftadd_core::run::{ManagerHandle, Waker, spawn_manager};
 use shiftadd_core::slurm::SlurmSpec;
 use shiftadd_core::spec::study::Study;
+use shiftadd_core::store::RunId;
 use shiftadd_core::study::{self, StudyOutcome};
 
 /// One search or study of this session; `T` is how it ends.
@@ -33,6 +37,8 @@ pub struct Job<T> {
 pub type SearchJob = Job<NasOutcome>;
 /// A study of this session.
 pub type StudyJob = Job<StudyOutcome>;
+/// An integer program of a run made in this session (`export --int`).
+pub type DeployJob = Job<IntReport>;
 
 impl<T> Job<T> {
     pub fn running(&self) -> bool {
@@ -58,6 +64,38 @@ impl<T> Job<T> {
             );
         }
         lines
+    }
+
+    /// Run `work` on a thread named `thread` (no run manager: it trains nothing).
+    fn spawn_plain(
+        name: String,
+        thread: &str,
+        waker: Waker,
+        work: impl FnOnce(&(dyn Fn(String) + Sync)) -> Result<T, String> + Send + 'static,
+    ) -> std::io::Result<Self>
+    where
+        T: Send + 'static,
+    {
+        let (tx, rx) = bounded(256);
+        let handle = std::thread::Builder::new()
+            .name(thread.into())
+            .spawn(move || {
+                let report = |line: String| {
+                    let _ = tx.try_send(line);
+                    waker();
+                };
+                let result = work(&report);
+                waker();
+                result
+            })?;
+        Ok(Self {
+            name,
+            stop: Arc::new(AtomicBool::new(false)),
+            lines: rx,
+            last: "starting".into(),
+            handle: Some(handle),
+            outcome: None,
+        })
     }
 
     /// Run `work` on a thread named `thread` with its own run manager on `db`.
@@ -121,6 +159,10 @@ pub struct Searches {
     waker: Waker,
     pub jobs: Vec<SearchJob>,
     pub studies: Vec<StudyJob>,
+    /// Integer programs being made, by run.
+    pub deploys: BTreeMap<RunId, DeployJob>,
+    /// Reports of integer programs read from `exports/` (`None`: there is none yet), by run.
+    pub reports: BTreeMap<RunId, Option<IntReport>>,
 }
 
 impl Searches {
@@ -130,7 +172,53 @@ impl Searches {
             waker,
             jobs: Vec::new(),
             studies: Vec::new(),
+            deploys: BTreeMap::new(),
+            reports: BTreeMap::new(),
         }
+    }
+
+    /// Where the app keeps run `run`'s integer program: `exports/run-<id>-int/` beside the
+    /// database.
+    pub fn deploy_dir(&self, run: RunId) -> PathBuf {
+        self.db
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("exports")
+            .join(format!("run-{run}-int"))
+    }
+
+    /// The report of run `run`'s integer program, if one was made (read once, then kept).
+    pub fn report(&mut self, run: RunId) -> Option<&IntReport> {
+        let dir = self.deploy_dir(run);
+        self.reports
+            .entry(run)
+            .or_insert_with(|| deploy::load_report(&dir.join(deploy::REPORT_FILE)).ok())
+            .as_ref()
+    }
+
+    /// Make run `run`'s integer program as `shiftadd export RUN --int` does, into
+    /// [`Self::deploy_dir`], evaluated on the whole test split.
+    pub fn start_deploy(&mut self, run: RunId, opts: deploy::IntOptions) -> std::io::Result<()> {
+        let (db, dir) = (self.db.clone(), self.deploy_dir(run));
+        let job = Job::spawn_plain(
+            format!("integer program of run {run}"),
+            "deploy",
+            self.waker.clone(),
+            move |report| {
+                report("exporting, calibrating and evaluating on the test split".into());
+                let threads =
+                    std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+                let progress =
+                    |k: usize, n: usize| report(format!("evaluated {k} of {n} test images"));
+                let (model, r) = deploy::export_int(&db, run, &dir, opts, None, threads, &progress)
+                    .map_err(|e| e.to_string())?;
+                deploy::c::write(&model, &dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                Ok(r)
+            },
+        )?;
+        self.reports.remove(&run);
+        self.deploys.insert(run, job);
+        Ok(())
     }
 
     /// Start searching `config` (its `[nas]` section and training recipe) under `name`. Like
@@ -195,6 +283,14 @@ impl Searches {
     pub fn poll(&mut self) -> Vec<String> {
         let mut lines: Vec<String> = self.jobs.iter_mut().flat_map(Job::poll).collect();
         lines.extend(self.studies.iter_mut().flat_map(Job::poll));
+        for (run, job) in &mut self.deploys {
+            job.poll();
+            if let Some(Ok(r)) = &job.outcome
+                && !matches!(self.reports.get(run), Some(Some(_)))
+            {
+                self.reports.insert(*run, Some(r.clone()));
+            }
+        }
         lines
     }
 

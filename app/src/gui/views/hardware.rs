@@ -48,6 +48,9 @@ impl Model {
 #[derive(Default)]
 pub struct HardwareView {
     pub model: Model,
+    /// How the next integer program is made (the deployment card's options).
+    pub deploy_pow2: bool,
+    pub deploy_8bit: bool,
 }
 
 /// Totals of one model from its per-layer rows.
@@ -163,7 +166,72 @@ impl HardwareView {
         }
         totals_ui(ui, &details.hw, hw);
         ui.separator();
+        self.deploy_ui(ui, vcx, run);
+        ui.separator();
         self.per_layer_ui(ui, vcx, run, hw);
+    }
+
+    /// The deployment card: the run as an integer program (`shiftadd export RUN --int`) — its
+    /// accuracy beside the float model's, the multiplications left by layer, flash and SRAM —
+    /// or the button that makes it.
+    fn deploy_ui(&mut self, ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, run: RunId) {
+        let running = vcx
+            .searches
+            .deploys
+            .get(&run)
+            .filter(|j| j.running())
+            .map(|j| j.last.clone());
+        let failed = vcx
+            .searches
+            .deploys
+            .get(&run)
+            .and_then(|j| j.outcome.as_ref())
+            .and_then(|o| o.as_ref().err().cloned());
+        ui.horizontal(|ui| {
+            ui.strong("Deployment without multipliers");
+            if let Some(last) = &running {
+                ui.spinner();
+                ui.label(format!("making the integer program: {last}"));
+                return;
+            }
+            let made = vcx.searches.report(run).is_some();
+            let label = if made { "Make again" } else { "Make the integer program" };
+            if ui
+                .button(label)
+                .on_hover_text(
+                    "as `shiftadd export RUN --int`: integer activations, Shift layers as shifts, \
+                     Add layers as integer |x − w| sums, int8 stem and classifier; evaluated \
+                     against the float model on the whole test split (a minute or so); written \
+                     with its C to exports/ beside the database",
+                )
+                .clicked()
+                && let Err(e) = vcx.searches.start_deploy(
+                    run,
+                    shiftadd_core::deploy::IntOptions {
+                        act_bits: if self.deploy_8bit { 8 } else { 16 },
+                        bn_pow2: self.deploy_pow2,
+                        ..shiftadd_core::deploy::IntOptions::default()
+                    },
+                )
+            {
+                vcx.searches.reports.insert(run, None);
+                ui.colored_label(ui.visuals().error_fg_color, e.to_string());
+            }
+            ui.checkbox(&mut self.deploy_pow2, "BN as shifts")
+                .on_hover_text("round each MF layer's BN scale to a power of two: no multiplication left at all");
+            ui.checkbox(&mut self.deploy_8bit, "8-bit activations");
+        });
+        if let Some(e) = failed {
+            crate::gui::widgets::markdown::label(ui, &e, Some(ui.visuals().warn_fg_color));
+        }
+        let dir = vcx.searches.deploy_dir(run);
+        let Some(r) = vcx.searches.report(run).cloned() else {
+            if running.is_none() {
+                ui.weak("No integer program of this run yet (it needs the run's checkpoint).");
+            }
+            return;
+        };
+        deploy_card(ui, run, &r, &dir);
     }
 
     /// The per-layer energy chart of the chosen model (and its CSV / PNG export).
@@ -396,6 +464,100 @@ fn totals_ui(ui: &mut egui::Ui, records: &[HwRecords], hw: HwModel) {
             ui.end_row();
         }
     });
+}
+
+/// What an integer program of the run gave: accuracy and agreement, multiplications left by
+/// layer (a chart), flash and SRAM.
+fn deploy_card(
+    ui: &mut egui::Ui,
+    run: RunId,
+    r: &shiftadd_core::deploy::IntReport,
+    dir: &std::path::Path,
+) {
+    let t = &r.test;
+    let c = &r.costs;
+    ui.label(format!(
+        "integer {:.2} % vs float {:.2} % top-1 · the same class on {:.2} % of {} test images · {}-bit activations{}",
+        t.int_top1 * 100.0,
+        t.float_top1 * 100.0,
+        t.agreement * 100.0,
+        t.images,
+        r.act_bits,
+        if r.bn_pow2 { ", BN as shifts" } else { "" }
+    ));
+    let packed: u64 = c.layers.iter().map(|l| l.packed_weight_bits).sum();
+    ui.label(format!(
+        "multiplications left in MF layers: {}{} · flash {:.1} KiB (weights packed {:.1} KiB) · peak SRAM {:.1} KiB",
+        c.mf_multiplies,
+        if c.mf_multiplies > 0 { " (their BN requantisation)" } else { "" },
+        c.flash_bytes as f64 / 1024.0,
+        packed as f64 / 8.0 / 1024.0,
+        c.peak_sram_bytes as f64 / 1024.0
+    ));
+    let id = format!("run{run}-deploy-mul");
+    let layers: Vec<_> = c.layers.iter().filter(|l| l.kind != "argmax").collect();
+    let names: Vec<String> = layers.iter().map(|l| l.name.clone()).collect();
+    let top = layers.iter().map(|l| l.ops.mul).max().unwrap_or(0) as f64;
+    let mf_color = egui::Color32::from_rgb(0x4e, 0x9a, 0xf0);
+    let other = ui.visuals().weak_text_color();
+    let bars = |mf: bool| -> Vec<Bar> {
+        layers
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.mf == mf)
+            .map(|(i, l)| {
+                Bar::new(i as f64, l.ops.mul as f64)
+                    .name(&l.name)
+                    .width(0.7)
+            })
+            .collect()
+    };
+    let hover_lines: Vec<String> = layers
+        .iter()
+        .map(|l| format!("{} ({}): {} multiplications", l.name, l.kind, l.ops.mul))
+        .collect();
+    Plot::new(&id)
+        .height(130.0)
+        .default_y_bounds(0.0, if top > 0.0 { top * 1.1 } else { 1.0 })
+        .default_x_bounds(-0.6, layers.len() as f64 - 0.4)
+        .allow_drag(false)
+        .allow_zoom(false)
+        .allow_scroll(false)
+        .y_axis_label("multiplications")
+        .x_axis_formatter(crate::gui::widgets::plot::logged(
+            ui.ctx(),
+            &id,
+            0,
+            false,
+            move |m, _| {
+                let i = m.value.round();
+                if (m.value - i).abs() > 1e-6 || i < 0.0 {
+                    return String::new();
+                }
+                names.get(i as usize).cloned().unwrap_or_default()
+            },
+        ))
+        .y_axis_formatter(crate::gui::widgets::plot::logged(
+            ui.ctx(),
+            &id,
+            1,
+            true,
+            |m, _| crate::chart::format::format_num(m.value, m.step_size),
+        ))
+        .label_formatter(move |pos| {
+            let i = hover_point(pos).x.round();
+            (i >= 0.0)
+                .then(|| hover_lines.get(i as usize).cloned())
+                .flatten()
+        })
+        .show(ui, |p| {
+            p.bar_chart(BarChart::new("MF layers", bars(true)).color(mf_color));
+            p.bar_chart(BarChart::new("stem, pool, classifier", bars(false)).color(other));
+        });
+    ui.weak(format!(
+        "Blue: MF layers (their multiplications are the per-channel BN requantisation; none with BN as shifts); grey: the int8 stem and classifier and the pool. Files: {}",
+        dir.display()
+    ));
 }
 
 #[cfg(test)]
