@@ -2,6 +2,17 @@
 
 use super::*;
 
+/// The app on `db`, showing run `run` in the Hardware view.
+fn hardware_app(db: &std::path::Path, run: i64) -> Fake {
+    let persisted = Persisted {
+        view: View::Hardware,
+        current: Some(run),
+        ..Persisted::default()
+    }
+    .in_database(db);
+    fake_app(db, persisted)
+}
+
 #[test]
 fn hardware_view_shows_each_models_totals_under_either_cost_model() {
     use shiftadd_core::spec::config::HwModel;
@@ -27,13 +38,7 @@ fn hardware_view_shows_each_models_totals_under_either_cost_model() {
     w.send(WriteOp::HwCost(rows)).expect("hw rows");
     w.flush().expect("flush");
     drop(w);
-    let persisted = Persisted {
-        view: View::Hardware,
-        current: Some(1),
-        ..Persisted::default()
-    }
-    .in_database(&db);
-    let mut f = fake_app(&db, persisted);
+    let mut f = hardware_app(&db, 1);
     let h = &mut f.harness;
     wait_for(h, "the totals", |h| has_label(h, "largest augmented"));
     for c in &costs {
@@ -94,13 +99,7 @@ fn hardware_view_shows_each_models_totals_under_either_cost_model() {
 fn a_run_without_cost_records_is_priced_from_its_config() {
     let dir = tempfile::tempdir().expect("tmp");
     let db = seeded_db(dir.path());
-    let persisted = Persisted {
-        view: View::Hardware,
-        current: Some(2),
-        ..Persisted::default()
-    }
-    .in_database(&db);
-    let mut f = fake_app(&db, persisted);
+    let mut f = hardware_app(&db, 2);
     let h = &mut f.harness;
     wait_for(h, "the totals", |h| has_label(h, "largest augmented"));
     assert!(has_label_containing(h, "Priced from the run's config"));
@@ -176,13 +175,7 @@ fn the_deployment_card_shows_the_integer_programs_report() {
         serde_json::to_string(&report).expect("json"),
     )
     .expect("write");
-    let persisted = Persisted {
-        view: View::Hardware,
-        current: Some(1),
-        ..Persisted::default()
-    }
-    .in_database(&db);
-    let mut f = fake_app(&db, persisted);
+    let mut f = hardware_app(&db, 1);
     let h = &mut f.harness;
     wait_for(h, "the card", |h| {
         has_label_containing(h, "integer 88.00 % vs float 88.50 % top-1")
@@ -203,13 +196,7 @@ fn the_deployment_card_shows_the_integer_programs_report() {
         "a report is there: the button makes it again"
     );
     // Run 2 has none: the card offers to make it.
-    let persisted = Persisted {
-        view: View::Hardware,
-        current: Some(2),
-        ..Persisted::default()
-    }
-    .in_database(&db);
-    let mut g = fake_app(&db, persisted);
+    let mut g = hardware_app(&db, 2);
     wait_for(&mut g.harness, "the offer", |h| {
         has_label(h, "Make the integer program")
     });
