@@ -271,7 +271,7 @@ fn grads_splits_the_update_of_the_shared_weights(dbp: &std::path::Path, id: i64)
 
 /// `shiftadd export RUN --int DIR` on a trained run (issue 46): the integer program agrees with
 /// the float model on nearly every test image, its MF layers multiply only in their
-/// requantisation (and not at all with `--bn-pow2`), and its generated C, compiled with the
+/// requantisation (and not at all with `--bn-shifts 2`), and its generated C, compiled with the
 /// system's `cc`, gives the Rust interpreter's logits bit for bit.
 fn the_integer_program_follows_the_float_model_and_its_c_agrees(
     dbp: &std::path::Path,
@@ -326,12 +326,12 @@ fn the_integer_program_follows_the_float_model_and_its_c_agrees(
     let pow2_dir = tmp.join(format!("int-{op}-pow2"));
     let mut pow2 = args.to_vec();
     pow2[3] = s(&pow2_dir);
-    pow2.push("--bn-pow2");
+    pow2.extend(["--bn-shifts", "2"]);
     run_ok(&pow2);
     assert_eq!(
         report(&pow2_dir)["costs"]["mf_multiplies"],
         0,
-        "{op}: no multiply with --bn-pow2"
+        "{op}: no multiply with --bn-shifts"
     );
     // The C: compiled and run on the first 100 test images, the interpreter's logits exactly.
     let model = deploy::load(&int_dir.join(deploy::INT_FILE)).expect("int_model.json");

@@ -368,9 +368,10 @@ pub struct ExportArgs {
     /// Signed bits of the integer program's activations (4–16).
     #[arg(long, default_value_t = 16, requires = "int")]
     pub act_bits: u32,
-    /// Round each MF layer's BN scale to a power of two: a shift, no multiply left at all.
-    #[arg(long, requires = "int")]
-    pub bn_pow2: bool,
+    /// Round each MF layer's BN multiplier to N signed powers of two: N shifts and N − 1
+    /// additions, no multiply left in any MF layer (1: a bare power of two; 0: a multiplier).
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "int", value_parser = clap::value_parser!(u32).range(0..=4))]
+    pub bn_shifts: u32,
     /// Evaluate the integer program on the first N test images only.
     #[arg(long, value_name = "N", requires = "int")]
     pub images: Option<usize>,

@@ -11,9 +11,10 @@ use crate::spec::config::OpKind;
 pub struct IntOptions {
     /// Signed bits of every activation (16: int16 tensors; 8: int8).
     pub act_bits: u32,
-    /// Round each requantisation scale to a power of two: no multiply left after any layer,
-    /// at an accuracy cost the evaluation measures.
-    pub bn_pow2: bool,
+    /// Round each MF layer's requantisation multiplier to this many signed powers of two (0:
+    /// keep a full multiplier): `·mult` becomes shifts and additions, no multiply left in any MF
+    /// layer; 1 is a bare power of two. The accuracy cost is what the evaluation measures.
+    pub bn_shifts: u32,
     /// Bits of a requantisation multiplier (at most; fewer where the accumulator is wide).
     pub mult_bits: u32,
     /// Headroom over the largest calibrated value of a tensor when its grid is chosen.
@@ -24,7 +25,7 @@ impl Default for IntOptions {
     fn default() -> Self {
         Self {
             act_bits: 16,
-            bn_pow2: false,
+            bn_shifts: 0,
             mult_bits: 15,
             headroom: 1.25,
         }
@@ -50,18 +51,34 @@ pub fn frac_for(max_abs: f64, bits: u32) -> i32 {
     ((top / max_abs).log2().floor() as i32).clamp(-32, 40)
 }
 
-/// `scale` as `mult·2^-shift` with `mult` of at most `bits` bits (sign apart), or a bare power
-/// of two (`mult` = ±1) when `pow2`.
-pub fn multiplier(scale: f64, bits: u32, pow2: bool) -> (i64, i32) {
+/// `scale` as `mult·2^-shift` with `mult` of at most `bits` bits (sign apart) and, when `terms`
+/// is not 0, at most `terms` nonzero signed binary digits (each the nearest power of two to
+/// what is left, so 1 is the scale rounded to a power of two).
+pub fn multiplier(scale: f64, bits: u32, terms: u32) -> (i64, i32) {
+    let (m, shift) = full_multiplier(scale, bits);
+    if terms == 0 || m == 0 {
+        return (m, shift);
+    }
+    let mut left = m;
+    let mut kept = 0i64;
+    for _ in 0..terms {
+        if left == 0 {
+            break;
+        }
+        let p = (left.unsigned_abs() as f64).log2().round() as u32;
+        let digit = left.signum() << p;
+        kept += digit;
+        left -= digit;
+    }
+    (kept, shift)
+}
+
+fn full_multiplier(scale: f64, bits: u32) -> (i64, i32) {
     if scale == 0.0 || !scale.is_finite() {
         return (0, 0);
     }
     let sign = if scale < 0.0 { -1 } else { 1 };
     let a = scale.abs();
-    if pow2 {
-        let e = a.log2().round() as i32;
-        return (sign, (-e).clamp(-62, 62));
-    }
     let e = a.log2().floor() as i32;
     let mut shift = bits as i32 - 1 - e;
     let mut m = (a * 2f64.powi(shift)).round() as i64;
@@ -160,7 +177,7 @@ pub fn build(
             FloatStep::Pool { channels, area } => {
                 let out_frac = grid(i);
                 let scale = 2f64.powi(out_frac - frac) / *area as f64;
-                let (mult, shift) = multiplier(scale, opts.mult_bits, false);
+                let (mult, shift) = multiplier(scale, opts.mult_bits, 0);
                 frac = out_frac;
                 IntStep::Pool {
                     channels: *channels,
@@ -179,7 +196,7 @@ pub fn build(
         dataset: source.dataset,
         operator: source.operator,
         act_bits: bits,
-        bn_pow2: opts.bn_pow2,
+        bn_shifts: opts.bn_shifts,
         input: net.input,
         input_frac,
         lut,
@@ -272,11 +289,18 @@ fn int_conv(
             (IntWeights::Mult { w }, in_frac)
         }
     };
+    // Shift-add multipliers are for MF layers; a Mult layer multiplies anyway.
+    let terms = if c.op == OpKind::Mult {
+        0
+    } else {
+        opts.bn_shifts
+    };
     let mut requant = Requant {
         mean: Vec::with_capacity(n),
         mult: Vec::with_capacity(n),
         shift: Vec::with_capacity(n),
         bias: Vec::with_capacity(n),
+        terms,
     };
     let mut widest = 0f64;
     for o in 0..n {
@@ -291,8 +315,7 @@ fn int_conv(
     let mult_bits = opts.mult_bits.min(62 - acc_bits);
     for (o, ws) in wscale.iter().enumerate() {
         let eff = ws * c.scale[o] * 2f64.powi(out_frac - acc_frac);
-        // The power-of-two option is for MF layers; a Mult layer multiplies anyway.
-        let (m, s) = multiplier(eff, mult_bits, opts.bn_pow2 && c.op != OpKind::Mult);
+        let (m, s) = multiplier(eff, mult_bits, terms);
         requant.mult.push(m);
         requant.shift.push(s);
         requant

@@ -9,7 +9,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::program::{IntModel, IntStep, IntWeights};
+use super::program::{IntModel, IntStep, IntWeights, signed_digits};
 
 /// The files written.
 pub const FILES: [&str; 3] = ["model.h", "model.c", "main.c"];
@@ -99,10 +99,34 @@ pub fn generate(model: &IntModel) -> (String, String, String) {
                     list(&r.bias)
                 )
                 .ok();
+                // Shift-add multipliers: each channel's signed digits, `terms` a channel.
+                let terms = r.terms as usize;
+                let digits = if terms > 0 {
+                    let mut sign = Vec::new();
+                    let mut exp = Vec::new();
+                    for &m in &r.mult {
+                        let d = signed_digits(m);
+                        for t in 0..terms {
+                            let (s, e) = d.get(t).copied().unwrap_or((0, 0));
+                            sign.push(i32::from(s));
+                            exp.push(e);
+                        }
+                    }
+                    writeln!(
+                        data,
+                        "static const int8_t {id}_dsign[] = {{{}}};\nstatic const uint8_t {id}_dshift[] = {{{}}};",
+                        list(sign),
+                        list(exp)
+                    )
+                    .ok();
+                    format!("{id}_dsign, {id}_dshift")
+                } else {
+                    "0, 0".to_owned()
+                };
                 let six = super::interp::round_shift(6, -conv.out_frac);
                 writeln!(
                     data,
-                    "static const struct layer {id} = {{{}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {six}, {id}_mean, {id}_mult, {id}_shift, {id}_bias}};\n",
+                    "static const struct layer {id} = {{{}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {terms}, {six}, {id}_mean, {id}_mult, {id}_shift, {id}_bias, {digits}}};\n",
                     g.input.0,
                     g.input.1,
                     g.input.2,
@@ -114,7 +138,6 @@ pub fn generate(model: &IntModel) -> (String, String, String) {
                     g.pad,
                     g.groups,
                     i32::from(conv.relu6),
-                    i32::from(r.multiplier_free()),
                 )
                 .ok();
                 let to = free(cur, &saved);
@@ -211,12 +234,14 @@ pub fn generate(model: &IntModel) -> (String, String, String) {
 typedef {act} act_t;
 
 struct layer {{
-    int c, h, w, oc, oh, ow, k, stride, pad, groups, relu6, shift_only;
+    int c, h, w, oc, oh, ow, k, stride, pad, groups, relu6, terms;
     int64_t six;
     const int64_t *mean;
     const int32_t *mult;
     const int8_t *shift;
     const int64_t *bias;
+    const int8_t *dsign; /* terms > 0: each channel's multiplier as signed powers of two */
+    const uint8_t *dshift;
 }};
 
 static int64_t rshift(int64_t v, int s) {{
@@ -227,12 +252,17 @@ static act_t sat(int64_t v) {{
     return (act_t)(v < {lo}LL ? {lo}LL : v > {hi}LL ? {hi}LL : v);
 }}
 
-/* Requantise one output of channel o: BN and scales in one multiply and a rounding shift, or a
-   bare shift where the scale is a power of two (no multiply). */
+/* Requantise one output of channel o: BN and scales in one multiply and a rounding shift, or,
+   with terms > 0, the multiplier's signed powers of two as shifts and additions (no multiply). */
 static act_t finish(const struct layer *L, int o, int64_t acc) {{
-    int64_t d = acc - L->mean[o], v;
-    if (L->shift_only) v = L->mult[o] > 0 ? d : L->mult[o] < 0 ? -d : 0;
-    else v = d * L->mult[o];
+    int64_t d = acc - L->mean[o], v = 0;
+    if (L->terms) {{
+        for (int t = 0; t < L->terms; t++) {{
+            int s = L->dsign[o * L->terms + t];
+            int64_t p = (int64_t)((uint64_t)d << L->dshift[o * L->terms + t]);
+            v += s > 0 ? p : s < 0 ? -p : 0;
+        }}
+    }} else v = d * L->mult[o];
     v = rshift(v, L->shift[o]) + L->bias[o];
     if (L->relu6) v = v < 0 ? 0 : v > L->six ? L->six : v;
     return sat(v);

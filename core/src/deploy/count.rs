@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::program::{IntConv, IntModel, IntStep, IntWeights};
+use super::program::{IntConv, IntModel, IntStep, IntWeights, signed_digits};
 
 /// Integer operations by kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,7 +49,7 @@ pub struct LayerCount {
 pub struct Costs {
     pub layers: Vec<LayerCount>,
     pub total: OpCounts,
-    /// Multiplications inside MF layers (their requantisation's; zero with `bn_pow2`).
+    /// Multiplications inside MF layers (their requantisation's; zero with `bn_shifts`).
     pub mf_multiplies: u64,
     pub flash_bytes: u64,
     /// The largest sum of live activations (input, output and saved ones) over the steps, as
@@ -114,12 +114,20 @@ fn conv_count(c: &IntConv) -> LayerCount {
             ("mult", false, w.len() as u64, w.len() as u64 * 8)
         }
     };
-    // Requantisation of each output: − mean, × mult (unless ±1), rounding shift, + bias, clamp.
+    // Requantisation of each output: − mean, × mult (or its signed digits: a shift each, an
+    // addition between two), rounding shift (and its rounding addition), + bias, clamp.
     let outputs = (oc * oh * ow) as u64;
-    let plain = c.requant.mult.iter().filter(|m| m.abs() <= 1).count() as u64;
     let per_channel = outputs / oc as u64;
+    for &m in &c.requant.mult {
+        if c.requant.multiplier_free() {
+            let digits = signed_digits(m).len() as u64;
+            ops.shift += digits * per_channel;
+            ops.add_sub += digits.saturating_sub(1) * per_channel;
+        } else {
+            ops.mul += per_channel;
+        }
+    }
     ops.add_sub += 3 * outputs;
-    ops.mul += (oc as u64 - plain) * per_channel;
     ops.shift += outputs;
     ops.cmp += 2 * outputs;
     LayerCount {

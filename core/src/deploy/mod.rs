@@ -61,7 +61,8 @@ pub struct Agreement {
 pub struct IntReport {
     pub run: RunId,
     pub act_bits: u32,
-    pub bn_pow2: bool,
+    /// Signed powers of two of the MF layers' requantisation multipliers (0: full multipliers).
+    pub bn_shifts: u32,
     /// The float export's own top-1 through libtorch, as `export` evaluates it.
     pub export_top1: f64,
     pub test: Agreement,
@@ -285,7 +286,7 @@ pub fn export_int(
     let report = IntReport {
         run,
         act_bits: opts.act_bits,
-        bn_pow2: opts.bn_pow2,
+        bn_shifts: opts.bn_shifts,
         export_top1,
         test,
         costs: count::costs(&model),
@@ -307,10 +308,10 @@ pub fn report_text(r: &IntReport) -> String {
     use std::fmt::Write as _;
     let t = &r.test;
     let mut s = String::new();
-    let bn = if r.bn_pow2 {
-        "BN scales rounded to powers of two"
-    } else {
-        "BN as a per-channel multiply and shift"
+    let bn = match r.bn_shifts {
+        0 => "BN as a per-channel multiply and shift".to_owned(),
+        1 => "MF layers' BN scales rounded to powers of two".to_owned(),
+        n => format!("MF layers' BN multipliers as {n} shifts"),
     };
     writeln!(
         s,

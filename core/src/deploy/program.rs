@@ -10,7 +10,8 @@
 //!   scale per output channel, folded into its requantisation;
 //! - after each conv, per output channel: `((acc − mean)·mult) >> shift + bias`, clamped to
 //!   [0, 6] (ReLU6) or to the activation range: BN and the weight scale in one multiply and one
-//!   rounding shift, or (`bn_pow2`) a bare shift with the scale rounded to a power of two;
+//!   rounding shift, or (`bn_shifts` = N) with the multiplier rounded to N signed powers of two,
+//!   so that `·mult` is N shifts and N − 1 additions and the layer multiplies nothing;
 //! - residual adds align both operands to the output grid by shifts; the average pool sums and
 //!   requantises once per channel; the prediction is the largest logit.
 
@@ -57,20 +58,42 @@ impl IntWeights {
 }
 
 /// Per output channel: `out = round_shift((acc − mean)·mult, shift) + bias`, then the clamp.
-/// `shift` > 0 is a rounding right shift, ≤ 0 a left shift.
+/// `shift` > 0 is a rounding right shift, ≤ 0 a left shift. With `terms` > 0 every `mult` has at
+/// most that many nonzero signed binary digits ([`signed_digits`]): `·mult` is computed as that
+/// many shifts and additions, no multiplication.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Requant {
     pub mean: Vec<i64>,
     pub mult: Vec<i64>,
     pub shift: Vec<i32>,
     pub bias: Vec<i64>,
+    pub terms: u32,
 }
 
 impl Requant {
-    /// Whether every multiplier is ±1 or 0 (the scale is a power of two: a shift, no multiply).
+    /// Whether `·mult` is shifts and additions (no multiply).
     pub fn multiplier_free(&self) -> bool {
-        self.mult.iter().all(|m| m.abs() <= 1)
+        self.terms > 0
     }
+}
+
+/// The non-adjacent form of `m`: its fewest signed powers of two, `(sign, exponent)` from the
+/// lowest (`m` = Σ sign·2^exponent).
+pub fn signed_digits(m: i64) -> Vec<(i8, u32)> {
+    let mut out = Vec::new();
+    let mut v = i128::from(m);
+    let mut e = 0;
+    while v != 0 {
+        if v & 1 == 1 {
+            // 1 where the next bit is 0 (…01), −1 where it is 1 (…11).
+            let d: i8 = if v & 3 == 1 { 1 } else { -1 };
+            out.push((d, e));
+            v -= i128::from(d);
+        }
+        v >>= 1;
+        e += 1;
+    }
+    out
 }
 
 /// A conv (the classifier is a 1 × 1 conv on [C, 1, 1]) of the integer program.
@@ -122,8 +145,9 @@ pub struct IntModel {
     pub operator: OpKind,
     /// Signed bits of every activation tensor.
     pub act_bits: u32,
-    /// Whether BN scales were rounded to powers of two (no multiply in MF layers at all).
-    pub bn_pow2: bool,
+    /// Signed powers of two each MF layer's requantisation multiplier was rounded to (0: a full
+    /// multiplier; N: N shifts and N − 1 additions, no multiply in MF layers at all).
+    pub bn_shifts: u32,
     /// Input [channels, height, width]; `lut[c][byte]` is the normalised pixel on `input_frac`.
     pub input: [usize; 3],
     pub input_frac: i32,
@@ -208,6 +232,16 @@ impl IntModel {
                                 "requant.{name} has {len} entries for {n} channels"
                             )));
                         }
+                    }
+                    if r.terms > 0
+                        && r.mult
+                            .iter()
+                            .any(|&m| signed_digits(m).len() > r.terms as usize)
+                    {
+                        return Err(at(&format!(
+                            "a requant.mult has more than {} signed binary digits",
+                            r.terms
+                        )));
                     }
                     if !r.shift.iter().all(|&s| shift_ok(s))
                         || !r.mult.iter().all(|m| m.abs() < 1 << 31)

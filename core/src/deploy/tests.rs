@@ -2,7 +2,7 @@ use super::build::{IntOptions, Source, build, multiplier};
 use super::float::{FloatConv, FloatNet, FloatStep};
 use super::interp::{accumulate, argmax, round_shift};
 use super::kernel::Geometry;
-use super::program::{IntConv, IntModel, IntStep, IntWeights, Requant};
+use super::program::{IntConv, IntModel, IntStep, IntWeights, Requant, signed_digits};
 use super::*;
 use crate::rng::Rng;
 use crate::spec::config::OpKind;
@@ -34,6 +34,7 @@ fn conv_with(geo: Geometry, weights: IntWeights, in_frac: i32, acc_frac: i32) ->
             mult: vec![1; n],
             shift: vec![0; n],
             bias: vec![0; n],
+            terms: 0,
         },
         relu6: false,
         out_frac: in_frac,
@@ -160,17 +161,32 @@ fn rounding_shifts_and_multipliers() {
     assert_eq!(round_shift(-5, 1), -2, "−2.5 rounds up");
     assert_eq!(round_shift(3, -2), 12);
     for scale in [0.37, -1.9e-4, 3.0, 1.0 / 3.0, -7.5e3] {
-        let (m, s) = multiplier(scale, 15, false);
+        let (m, s) = multiplier(scale, 15, 0);
         let back = m as f64 * 2f64.powi(-s);
         assert!(((back - scale) / scale).abs() < 1e-4, "{scale}: {m}·2^-{s}");
         assert!(m.unsigned_abs() < 1 << 15);
-        let (p, e) = multiplier(scale, 15, true);
-        assert_eq!(p, scale.signum() as i64);
-        let back = 2f64.powi(-e);
-        assert!(
-            back / scale.abs() < 1.5 && scale.abs() / back < 1.5,
-            "{scale}: 2^-{e}"
-        );
+        // One signed digit: the scale rounded to a power of two; more digits, closer.
+        let mut last = f64::INFINITY;
+        for terms in 1..=4 {
+            let (p, e) = multiplier(scale, 15, terms);
+            assert!(signed_digits(p).len() <= terms as usize, "{scale}: {p}");
+            let back = p as f64 * 2f64.powi(-e);
+            let err = ((back - scale) / scale).abs();
+            assert!(
+                err <= 0.5f64.powi(terms as i32 + 1) * 1.5,
+                "{scale}, {terms} digits: {err}"
+            );
+            assert!(err <= last + 1e-12);
+            last = err;
+        }
+    }
+    // Signed digits: their sum is the number, no two adjacent are nonzero (the fewest digits).
+    let mut rng = Rng::new(2);
+    for _ in 0..1000 {
+        let m = rng.below(1 << 20) as i64 - (1 << 19);
+        let d = signed_digits(m);
+        assert_eq!(d.iter().map(|&(s, e)| i64::from(s) << e).sum::<i64>(), m);
+        assert!(d.windows(2).all(|w| w[1].1 > w[0].1 + 1), "{m}: {d:?}");
     }
 }
 
@@ -310,14 +326,14 @@ fn the_integer_program_follows_the_float_one() {
     let pow2 = tiny_int(
         &net,
         IntOptions {
-            bn_pow2: true,
+            bn_shifts: 2,
             ..IntOptions::default()
         },
     );
     assert_eq!(
         count::costs(&pow2).mf_multiplies,
         0,
-        "with bn_pow2 none is left"
+        "with bn_shifts none is left"
     );
     assert_eq!(
         costs
@@ -444,12 +460,12 @@ fn the_generated_c_agrees_with_the_interpreter_bit_for_bit() {
     }) else {
         panic!("no C compiler (cc, gcc or clang) on PATH: the generated C cannot be checked");
     };
-    for (seed, pow2) in [(3, false), (4, true)] {
+    for (seed, shifts) in [(3, 0), (4, 1), (5, 2)] {
         let net = tiny_net(seed);
         let model = tiny_int(
             &net,
             IntOptions {
-                bn_pow2: pow2,
+                bn_shifts: shifts,
                 ..IntOptions::default()
             },
         );
@@ -495,7 +511,7 @@ fn the_generated_c_agrees_with_the_interpreter_bit_for_bit() {
                     .join(" "),
                 argmax(&logits)
             );
-            assert_eq!(line, &want, "bn_pow2 {pow2}");
+            assert_eq!(line, &want, "bn_shifts {shifts}");
         }
     }
 }

@@ -147,7 +147,7 @@ fn the_deployment_card_shows_the_integer_programs_report() {
     let report = IntReport {
         run: 1,
         act_bits: 16,
-        bn_pow2: false,
+        bn_shifts: 0,
         export_top1: 0.885,
         test: Agreement {
             images: 300,

@@ -197,7 +197,7 @@ fn export_int(db: &Path, run: RunId, dir: &Path, a: &ExportArgs) -> anyhow::Resu
     }
     let opts = deploy::IntOptions {
         act_bits: a.act_bits,
-        bn_pow2: a.bn_pow2,
+        bn_shifts: a.bn_shifts,
         ..deploy::IntOptions::default()
     };
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);

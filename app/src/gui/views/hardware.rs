@@ -49,7 +49,8 @@ impl Model {
 pub struct HardwareView {
     pub model: Model,
     /// How the next integer program is made (the deployment card's options).
-    pub deploy_pow2: bool,
+    /// Signed powers of two of the MF layers' BN multipliers (0: a multiplier).
+    pub deploy_shifts: u32,
     pub deploy_8bit: bool,
 }
 
@@ -209,7 +210,7 @@ impl HardwareView {
                     run,
                     shiftadd_core::deploy::IntOptions {
                         act_bits: if self.deploy_8bit { 8 } else { 16 },
-                        bn_pow2: self.deploy_pow2,
+                        bn_shifts: self.deploy_shifts,
                         ..shiftadd_core::deploy::IntOptions::default()
                     },
                 )
@@ -217,8 +218,23 @@ impl HardwareView {
                 vcx.searches.reports.insert(run, None);
                 ui.colored_label(ui.visuals().error_fg_color, e.to_string());
             }
-            ui.checkbox(&mut self.deploy_pow2, "BN as shifts")
-                .on_hover_text("round each MF layer's BN scale to a power of two: no multiplication left at all");
+            let shifts = |n: u32| match n {
+                0 => "BN: multiply".to_owned(),
+                1 => "BN: 1 shift".to_owned(),
+                n => format!("BN: {n} shifts"),
+            };
+            egui::ComboBox::from_id_salt("deploy-shifts")
+                .selected_text(shifts(self.deploy_shifts))
+                .show_ui(ui, |ui| {
+                    for n in 0..=3 {
+                        ui.selectable_value(&mut self.deploy_shifts, n, shifts(n));
+                    }
+                })
+                .response
+                .on_hover_text(
+                    "how MF layers requantise: a multiply per output, or the BN multiplier rounded to \
+                     1–3 signed powers of two (shifts and additions, no multiplication left at all)",
+                );
             ui.checkbox(&mut self.deploy_8bit, "8-bit activations");
         });
         if let Some(e) = failed {
@@ -483,7 +499,11 @@ fn deploy_card(
         t.agreement * 100.0,
         t.images,
         r.act_bits,
-        if r.bn_pow2 { ", BN as shifts" } else { "" }
+        match r.bn_shifts {
+            0 => String::new(),
+            1 => ", BN as 1 shift".to_owned(),
+            n => format!(", BN as {n} shifts"),
+        }
     ));
     let packed: u64 = c.layers.iter().map(|l| l.packed_weight_bits).sum();
     ui.label(format!(
