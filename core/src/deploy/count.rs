@@ -136,8 +136,9 @@ fn conv_count(c: &IntConv) -> LayerCount {
         mf,
         ops,
         acc_bits: c.acc_bits,
-        // mean (8), mult (4), shift (1), bias (8) per channel.
-        flash_bytes: flash + 21 * oc as u64,
+        // mean (8), mult (4), shift (1), bias (8) per channel, and each signed digit's sign and
+        // shift (1 + 1) where the multiplier is shifts.
+        flash_bytes: flash + (21 + 2 * u64::from(c.requant.terms)) * oc as u64,
         packed_weight_bits: packed,
     }
 }
