@@ -84,7 +84,7 @@ impl IntModel {
                         .map(|(&a, &b)| {
                             saturate(
                                 round_shift(i64::from(a), *shift_current)
-                                    + round_shift(i64::from(b), *shift_saved),
+                                    .wrapping_add(round_shift(i64::from(b), *shift_saved)),
                             )
                         })
                         .collect()

@@ -157,6 +157,28 @@ pub struct IntModel {
 }
 
 impl IntModel {
+    /// Whether output channel `o` of `conv` computes inside 63 bits on any input: its largest
+    /// |accumulator − mean| times |mult| (a program the builder made always does; a hostile file
+    /// need not).
+    fn fits_63_bits(&self, conv: &IntConv, o: usize) -> bool {
+        let g = &conv.geo;
+        let per_out = g.weights() / g.out.0.max(1);
+        let taps = o * per_out..(o + 1) * per_out;
+        let x = 2f64.powi(self.act_bits as i32 - 1);
+        let bound: f64 = match &conv.weights {
+            IntWeights::Shift { sign, shl } => taps
+                .filter(|&i| sign[i] != 0)
+                .map(|i| x * 2f64.powi(i32::from(shl[i])))
+                .sum(),
+            IntWeights::Add { w } => taps.map(|i| x + f64::from(w[i]).abs()).sum(),
+            IntWeights::Mult { w } => taps.map(|i| x * f64::from(w[i]).abs()).sum(),
+        };
+        let r = &conv.requant;
+        let centred = bound + (r.mean[o] as f64).abs();
+        centred * (r.mult[o].abs().max(1) as f64) < 2f64.powi(62)
+            && (r.bias[o] as f64).abs() < 2f64.powi(62)
+    }
+
     /// The largest and smallest value of an activation.
     pub fn act_range(&self) -> (i64, i64) {
         let top = (1i64 << (self.act_bits - 1)) - 1;
@@ -219,6 +241,14 @@ impl IntModel {
                     {
                         return Err(at("shift weights: sign outside −1..1 or shift beyond 40"));
                     }
+                    if [g.input.0, g.input.1, g.input.2, g.out.0, g.k]
+                        .iter()
+                        .any(|&d| d > 4096)
+                        || g.input.0 * g.input.1 * g.input.2 > 1 << 24
+                        || g.out.0 * g.out.1 * g.out.2 > 1 << 24
+                    {
+                        return Err(at("a dimension beyond what a tiny model has"));
+                    }
                     let r = &conv.requant;
                     let n = g.out.0;
                     for (name, len) in [
@@ -253,6 +283,11 @@ impl IntModel {
                         return Err(at(
                             "a grid, shift, multiplier or accumulator width out of range",
                         ));
+                    }
+                    if let Some(o) = (0..n).find(|&o| !self.fits_63_bits(conv, o)) {
+                        return Err(at(&format!(
+                            "channel {o}'s accumulator times its multiplier could pass 63 bits"
+                        )));
                     }
                     shape = g.out;
                 }

@@ -515,3 +515,26 @@ fn the_generated_c_agrees_with_the_interpreter_bit_for_bit() {
         }
     }
 }
+
+#[test]
+fn a_hostile_program_is_refused_before_it_can_overflow() {
+    let net = tiny_net(3);
+    let model = tiny_int(&net, IntOptions::default());
+    let mut wide = model.clone();
+    if let IntStep::Conv(c) = &mut wide.steps[3]
+        && let IntWeights::Add { w } = &mut c.weights
+    {
+        w[0] = i32::MAX;
+        c.requant.mult[0] = (1 << 31) - 1;
+    }
+    let err = wide.validate().unwrap_err();
+    assert!(err.contains("layer pw") && err.contains("63 bits"), "{err}");
+    let mut big = model.clone();
+    if let IntStep::Conv(c) = &mut big.steps[0] {
+        c.geo.out.0 = 1 << 20;
+    }
+    assert!(big.validate().is_err());
+    // What passes runs without a panic on any image (the built one does).
+    let image = images(3, 1, 64).remove(0);
+    assert_eq!(model.run(model.input(&image), None).len(), 3);
+}
