@@ -77,14 +77,6 @@ impl Geometry {
             .count()
     }
 
-    /// Taps of one output channel that fall on the input (not the padding), summed over its
-    /// positions: what a kernel that skips the padding executes per output channel.
-    pub fn taps_inside(&self) -> usize {
-        let rows: usize = (0..self.k).map(|ky| self.reads(true, ky)).sum();
-        let cols: usize = (0..self.k).map(|kx| self.reads(false, kx)).sum();
-        rows * cols * self.per_group()
-    }
-
     /// Every tap of one output channel, padding included.
     pub fn taps_all(&self) -> usize {
         self.out.1 * self.out.2 * self.k * self.k * self.per_group()

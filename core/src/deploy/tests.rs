@@ -273,6 +273,24 @@ fn tiny_net(seed: u64) -> FloatNet {
     }
 }
 
+/// Taps of one output channel that read the input rather than the padding, counted one by one.
+fn taps_inside(g: &Geometry) -> usize {
+    let (_, h, w) = g.input;
+    let mut n = 0;
+    for oy in 0..g.out.1 {
+        for ox in 0..g.out.2 {
+            for ky in 0..g.k {
+                for kx in 0..g.k {
+                    let y = (oy * g.stride + ky) as isize - g.pad as isize;
+                    let x = (ox * g.stride + kx) as isize - g.pad as isize;
+                    n += usize::from(y >= 0 && x >= 0 && (y as usize) < h && (x as usize) < w);
+                }
+            }
+        }
+    }
+    n * g.per_group()
+}
+
 fn images(seed: u64, n: usize, size: usize) -> Vec<Vec<u8>> {
     let mut rng = Rng::new(seed);
     (0..n)
@@ -352,7 +370,7 @@ fn the_integer_program_follows_the_float_one() {
             };
             let zero = w.iter().filter(|&&v| v == 0).count();
             assert_eq!(zero, 0, "seeded weights have no zero");
-            (stem.geo.taps_inside() * stem.geo.out.0 + stem.geo.out.0 * 16) as u64
+            (taps_inside(&stem.geo) * stem.geo.out.0 + stem.geo.out.0 * 16) as u64
         })
     );
     // Peak memory: the stem's input and output plus nothing saved, or the residual's three.

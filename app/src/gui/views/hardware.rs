@@ -241,13 +241,13 @@ impl HardwareView {
             crate::gui::widgets::markdown::label(ui, &e, Some(ui.visuals().warn_fg_color));
         }
         let dir = vcx.searches.deploy_dir(run);
-        let Some(r) = vcx.searches.report(run).cloned() else {
-            if running.is_none() {
+        match vcx.searches.report(run) {
+            Some(r) => deploy_card(ui, run, r, &dir),
+            None if running.is_none() => {
                 ui.weak("No integer program of this run yet (it needs the run's checkpoint).");
             }
-            return;
-        };
-        deploy_card(ui, run, &r, &dir);
+            None => {}
+        }
     }
 
     /// The per-layer energy chart of the chosen model (and its CSV / PNG export).
