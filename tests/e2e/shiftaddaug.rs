@@ -317,6 +317,32 @@ fn the_integer_program_follows_the_float_model_and_its_c_agrees(
         "{op}: integer {int} vs float {float}"
     );
     assert!(r["costs"]["mf_multiplies"].as_u64().expect("mf") > 0);
+    // Its energy under each hardware model, beside the float model priced from the very layers
+    // the Hardware view prices for this config: the program's convs are the tiny model's.
+    let (channels, resolution, classes) = cfg.data.dataset.input_shape();
+    let energy = r["energy"].as_array().expect("energy");
+    assert_eq!(
+        energy.len(),
+        shiftadd_core::spec::config::HwModel::ALL.len(),
+        "{op}"
+    );
+    for e in energy {
+        let model: shiftadd_core::spec::config::HwModel =
+            serde_json::from_value(e["model"].clone()).expect("model");
+        let mut c = cfg.clone();
+        c.hw = shiftadd_core::hw::under(&c.hw, model);
+        let want = shiftadd_core::hw::config_costs(&c, channels, resolution, classes)[0].energy_mj;
+        let got = e["float_energy_mj"].as_f64().expect("float energy");
+        assert!(
+            (got - want).abs() <= 1e-9 * want,
+            "{op} under {model:?}: {got} vs the Hardware view's {want}"
+        );
+        let (compute, memory) = (
+            e["compute_mj"].as_f64().expect("compute"),
+            e["memory_mj"].as_f64().expect("memory"),
+        );
+        assert!(compute > 0.0 && memory > 0.0, "{op}: {e}");
+    }
     let layers = r["costs"]["layers"].as_array().expect("layers");
     assert_eq!(
         layers.iter().filter(|l| l["mf"] == true).count(),

@@ -36,6 +36,11 @@ pub struct LayerCount {
     /// A multiplication-free layer (Shift or Add).
     pub mf: bool,
     pub ops: OpCounts,
+    /// The part of `ops` on operands of the activations' width (a tap's shift, multiply,
+    /// subtraction and absolute value; saturating compares); the rest (accumulation,
+    /// requantisation) is on the accumulator's. What [`super::energy`] prices at either width.
+    #[serde(default)]
+    pub narrow: OpCounts,
     /// Bits its accumulator needs (0 where none).
     pub acc_bits: u32,
     /// Weights and requantisation constants as the generated C stores them, and the weights
@@ -79,6 +84,7 @@ fn conv_count(c: &IntConv) -> LayerCount {
         inside(kk / k, kk % k)
     };
     let mut ops = OpCounts::default();
+    let mut narrow = OpCounts::default();
     let (kind, mf, flash, packed) = match &c.weights {
         IntWeights::Shift { sign, shl } => {
             for (i, (&s, &l)) in sign.iter().zip(shl).enumerate() {
@@ -86,7 +92,7 @@ fn conv_count(c: &IntConv) -> LayerCount {
                     let n = at(i % per_out);
                     ops.add_sub += n;
                     if l > 0 {
-                        ops.shift += n;
+                        narrow.shift += n;
                     }
                 }
             }
@@ -96,8 +102,10 @@ fn conv_count(c: &IntConv) -> LayerCount {
         }
         IntWeights::Add { w } => {
             let taps = (g.taps_all() * oc) as u64;
-            ops.add_sub += 2 * taps;
-            ops.abs += taps;
+            // q − w on the activations' grid, its absolute value, then the accumulation.
+            narrow.add_sub += taps;
+            narrow.abs += taps;
+            ops.add_sub += taps;
             // The generated C stores them as int32; packed, each needs the bits of the largest.
             let top = w.iter().map(|v| v.unsigned_abs()).max().unwrap_or(0);
             let bits = signed_bits(u64::from(top));
@@ -107,7 +115,7 @@ fn conv_count(c: &IntConv) -> LayerCount {
             for (i, &v) in w.iter().enumerate() {
                 if v != 0 {
                     let n = at(i % per_out);
-                    ops.mul += n;
+                    narrow.mul += n;
                     ops.add_sub += n;
                 }
             }
@@ -129,12 +137,14 @@ fn conv_count(c: &IntConv) -> LayerCount {
     }
     ops.add_sub += 3 * outputs;
     ops.shift += outputs;
-    ops.cmp += 2 * outputs;
+    narrow.cmp += 2 * outputs;
+    ops += narrow;
     LayerCount {
         name: c.name.clone(),
         kind: kind.into(),
         mf,
         ops,
+        narrow,
         acc_bits: c.acc_bits,
         // mean (8), mult (4), shift (1), bias (8) per channel, and each signed digit's sign and
         // shift (1 + 1) where the multiplier is shifts.
@@ -170,16 +180,19 @@ pub fn costs(model: &IntModel) -> Costs {
                 saved.pop();
                 residual += 1;
                 let shifts = u64::from(*shift_current != 0) + u64::from(*shift_saved != 0);
+                // Every operand is an activation.
+                let ops = OpCounts {
+                    shift: shifts * live,
+                    add_sub: live,
+                    cmp: 2 * live,
+                    ..OpCounts::default()
+                };
                 layers.push(LayerCount {
                     name: format!("residual {residual}"),
                     kind: "residual".into(),
                     mf: false,
-                    ops: OpCounts {
-                        shift: shifts * live,
-                        add_sub: live,
-                        cmp: 2 * live,
-                        ..OpCounts::default()
-                    },
+                    ops,
+                    narrow: ops,
                     acc_bits: model.act_bits + 1,
                     flash_bytes: 0,
                     packed_weight_bits: 0,
@@ -200,6 +213,10 @@ pub fn costs(model: &IntModel) -> Costs {
                         cmp: 2 * ch,
                         ..OpCounts::default()
                     },
+                    narrow: OpCounts {
+                        cmp: 2 * ch,
+                        ..OpCounts::default()
+                    },
                     acc_bits: model.act_bits + signed_bits(*area as u64) as u32,
                     flash_bytes: 0,
                     packed_weight_bits: 0,
@@ -207,14 +224,16 @@ pub fn costs(model: &IntModel) -> Costs {
             }
         }
     }
+    let argmax = OpCounts {
+        cmp: model.classes.saturating_sub(1) as u64,
+        ..OpCounts::default()
+    };
     layers.push(LayerCount {
         name: "argmax".into(),
         kind: "argmax".into(),
         mf: false,
-        ops: OpCounts {
-            cmp: model.classes.saturating_sub(1) as u64,
-            ..OpCounts::default()
-        },
+        ops: argmax,
+        narrow: argmax,
         acc_bits: 0,
         flash_bytes: 0,
         packed_weight_bits: 0,

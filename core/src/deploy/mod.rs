@@ -8,6 +8,7 @@
 pub mod build;
 pub mod c;
 pub mod count;
+pub mod energy;
 pub mod float;
 pub mod interp;
 pub mod kernel;
@@ -67,6 +68,9 @@ pub struct IntReport {
     pub export_top1: f64,
     pub test: Agreement,
     pub costs: Costs,
+    /// Per image under each hardware model (empty in reports written before it was priced).
+    #[serde(default)]
+    pub energy: Vec<energy::IntEnergy>,
 }
 
 /// Names of the steps as the report shows them.
@@ -283,13 +287,15 @@ pub fn export_int(
         })?;
     save(&model, dir)?;
     let test = agreement(&model, &net, &splits.test, limit, threads, progress);
+    let costs = count::costs(&model);
     let report = IntReport {
         run,
         act_bits: opts.act_bits,
         bn_shifts: opts.bn_shifts,
         export_top1,
         test,
-        costs: count::costs(&model),
+        energy: energy::energies(&model, &costs, &cfg.hw),
+        costs,
     };
     let rp = dir.join(REPORT_FILE);
     let text = serde_json::to_string_pretty(&report).map_err(|e| ExportError::File {
@@ -365,5 +371,19 @@ pub fn report_text(r: &IntReport) -> String {
         r.costs.peak_sram_bytes as f64 / 1024.0
     )
     .ok();
+    for e in &r.energy {
+        writeln!(
+            s,
+            "  energy per image, {}: {:.4} mJ (compute {:.4}, {}-bit data movement {:.4}); the float model as the Hardware view prices it: {:.4} mJ (compute {:.4})",
+            e.model.title(),
+            e.energy_mj,
+            e.compute_mj,
+            e.word_bits,
+            e.memory_mj,
+            e.float_energy_mj,
+            e.float_compute_mj
+        )
+        .ok();
+    }
     s
 }

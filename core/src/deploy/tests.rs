@@ -556,3 +556,112 @@ fn a_hostile_program_is_refused_before_it_can_overflow() {
     let image = images(3, 1, 64).remove(0);
     assert_eq!(model.run(model.input(&image), None).len(), 3);
 }
+
+#[test]
+fn operations_are_priced_at_their_operands_width() {
+    use super::count::OpCounts;
+    use super::energy::price;
+    let ops = OpCounts {
+        shift: 10,
+        add_sub: 20,
+        abs: 5,
+        mul: 3,
+        cmp: 4,
+    };
+    let narrow = OpCounts {
+        shift: 10,
+        add_sub: 5,
+        abs: 5,
+        mul: 3,
+        cmp: 4,
+    };
+    // 8-bit operands at the table's 8-bit row; the 15 accumulating additions at 32 bits.
+    let eight = 10.0 * 0.024 + 14.0 * 0.03 + 3.0 * 0.2 + 15.0 * 0.9;
+    // 16-bit operands have no row of their own: the 32-bit one.
+    let sixteen = 10.0 * 0.13 + 14.0 * 0.9 + 3.0 * 3.7 + 15.0 * 0.9;
+    assert!((price(&ops, &narrow, 8) - eight).abs() < 1e-9);
+    assert!((price(&ops, &narrow, 16) - sixteen).abs() < 1e-9);
+    assert!((price(&ops, &OpCounts::default(), 8) - price(&ops, &ops, 32)).abs() < 1e-9);
+}
+
+#[test]
+fn the_programs_convs_are_the_layers_the_hardware_models_price() {
+    use super::energy::{energies, hw_layers};
+    use crate::spec::config::{HwConfig, HwModel};
+    use crate::spec::layers::LayerKind;
+    let net = tiny_net(3);
+    let model = tiny_int(&net, IntOptions::default());
+    let layers = hw_layers(&model);
+    let kinds: Vec<_> = layers.iter().map(|l| l.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            LayerKind::Conv,
+            LayerKind::Depthwise,
+            LayerKind::Pointwise,
+            LayerKind::Linear
+        ]
+    );
+    let flags: Vec<_> = layers
+        .iter()
+        .map(|l| (l.bn, l.relu6, l.residual_add))
+        .collect();
+    assert_eq!(
+        flags,
+        [
+            (true, true, false),
+            (true, true, false),
+            (true, false, true),
+            (false, false, false)
+        ]
+    );
+    assert_eq!(
+        (
+            layers[0].h_in,
+            layers[0].h_out,
+            layers[0].stride,
+            layers[1].groups
+        ),
+        (8, 4, 2, 4)
+    );
+    assert_eq!(
+        layers.iter().map(|l| l.op).collect::<Vec<_>>(),
+        [OpKind::Mult, OpKind::Shift, OpKind::Add, OpKind::Mult]
+    );
+    // 8-bit activations move half the data of 16-bit ones (the project model scales by width)
+    // and compute for less; every counted step is priced, only convs move data.
+    let at = |act_bits: u32| {
+        let m = tiny_int(
+            &net,
+            IntOptions {
+                act_bits,
+                ..IntOptions::default()
+            },
+        );
+        let costs = count::costs(&m);
+        let e = energies(&m, &costs, &HwConfig::default());
+        assert_eq!(
+            e.iter().map(|e| e.model).collect::<Vec<_>>(),
+            HwModel::ALL.to_vec()
+        );
+        assert_eq!(e[0].layers.len(), costs.layers.len());
+        assert!(
+            e[0].layers
+                .iter()
+                .all(|l| (l.memory_pj > 0.0) == layers.iter().any(|h| h.name == l.name))
+        );
+        e
+    };
+    let (e16, e8) = (at(16), at(8));
+    let project = |e: &[energy::IntEnergy]| {
+        e.iter()
+            .find(|e| e.model == HwModel::Project)
+            .cloned()
+            .expect("project")
+    };
+    let (p16, p8) = (project(&e16), project(&e8));
+    assert!((p8.memory_mj * 2.0 - p16.memory_mj).abs() < 1e-12 * p16.memory_mj.max(1.0));
+    assert!(p8.compute_mj < p16.compute_mj);
+    assert_eq!((p8.word_bits, p16.word_bits), (8, 16));
+    assert!((p16.energy_mj - p16.compute_mj - p16.memory_mj).abs() < 1e-15);
+}

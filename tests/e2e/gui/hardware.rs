@@ -127,7 +127,9 @@ fn a_run_without_cost_records_is_priced_from_its_config() {
 #[test]
 fn the_deployment_card_shows_the_integer_programs_report() {
     use shiftadd_core::deploy::count::{Costs, LayerCount, OpCounts};
+    use shiftadd_core::deploy::energy::IntEnergy;
     use shiftadd_core::deploy::{Agreement, IntReport, REPORT_FILE};
+    use shiftadd_core::spec::config::HwModel;
 
     let dir = tempfile::tempdir().expect("tmp");
     let db = seeded_db(dir.path());
@@ -140,6 +142,7 @@ fn the_deployment_card_shows_the_integer_programs_report() {
             add_sub: 1000,
             ..OpCounts::default()
         },
+        narrow: OpCounts::default(),
         acc_bits: 30,
         flash_bytes: 100,
         packed_weight_bits: 400,
@@ -167,6 +170,16 @@ fn the_deployment_card_shows_the_integer_programs_report() {
             flash_bytes: 18 * 1024,
             peak_sram_bytes: 128 * 1024,
         },
+        energy: vec![IntEnergy {
+            model: HwModel::Shiftaddnas,
+            word_bits: 16,
+            compute_mj: 0.0125,
+            memory_mj: 0.25,
+            energy_mj: 0.2625,
+            float_compute_mj: 0.05,
+            float_energy_mj: 0.5,
+            layers: Vec::new(),
+        }],
     };
     let out = dir.path().join("exports").join("run-1-int");
     std::fs::create_dir_all(&out).expect("dir");
@@ -190,6 +203,16 @@ fn the_deployment_card_shows_the_integer_programs_report() {
     ));
     assert!(
         has_label_containing(h, "flash 18.0 KiB") && has_label_containing(h, "peak SRAM 128.0 KiB")
+    );
+    assert!(
+        has_label_containing(
+            h,
+            &format!(
+                "{}: 262.50 µJ (compute 12.50, 16-bit data 250.00; the float model 500.00)",
+                HwModel::Shiftaddnas.title()
+            )
+        ),
+        "the integer program's energy beside the float model's"
     );
     assert!(
         has_label(h, "Make again"),

@@ -514,6 +514,24 @@ fn deploy_card(
         packed as f64 / 8.0 / 1024.0,
         c.peak_sram_bytes as f64 / 1024.0
     ));
+    if !r.energy.is_empty() {
+        let each: Vec<String> = r
+            .energy
+            .iter()
+            .map(|e| {
+                format!(
+                    "{}: {:.2} µJ (compute {:.2}, {}-bit data {:.2}; the float model {:.2})",
+                    e.model.title(),
+                    e.energy_mj * 1e3,
+                    e.compute_mj * 1e3,
+                    e.word_bits,
+                    e.memory_mj * 1e3,
+                    e.float_energy_mj * 1e3
+                )
+            })
+            .collect();
+        ui.label(format!("energy per image · {}", each.join(" · ")));
+    }
     let id = format!("run{run}-deploy-mul");
     let layers: Vec<_> = c.layers.iter().filter(|l| l.kind != "argmax").collect();
     let names: Vec<String> = layers.iter().map(|l| l.name.clone()).collect();
