@@ -11,6 +11,7 @@ mod hardware;
 mod layering;
 mod lifecycle;
 mod link;
+mod models;
 mod nas;
 mod shiftaddaug;
 mod slurm;

@@ -555,6 +555,23 @@ mod tests {
         assert_eq!(kernels, vec![7, 3, 7, 5]);
         assert_eq!(mc.blocks.last().map(|b| b.mid_c), Some(480));
         assert_eq!(mc.head_c, None);
+
+        // ProxylessNAS w0.35: NetAug's widths, and its shortcut rule — the first block of the
+        // 96·0.35 stage maps 32 → 32 at stride 1 but adds no shortcut; the blocks after it do.
+        let px = ArchSpec::named(ModelName::ProxylessW035, 3, 32, 10);
+        let outs: Vec<i64> = px.blocks.iter().map(|b| b.out_c).collect();
+        assert_eq!(
+            outs,
+            [
+                8, 16, 16, 16, 16, 16, 16, 32, 32, 32, 32, 32, 32, 32, 32, 64, 64, 64, 64, 112
+            ]
+        );
+        assert_eq!((px.stem_c, px.head_c), (16, Some(1280)));
+        let first96 = &px.blocks[11];
+        assert_eq!((first96.in_c, first96.out_c, first96.stride), (32, 32, 1));
+        assert!(!first96.residual() && px.blocks[12].residual());
+        let head = px.blocks.last().expect("blocks");
+        assert_eq!((head.in_c, head.mid_c, head.kernel), (64, 384, 7));
     }
 
     #[test]
@@ -563,6 +580,7 @@ mod tests {
             (ModelName::Micro, 3),
             (ModelName::Mbv2Tiny, 1),
             (ModelName::Mcunet, 3),
+            (ModelName::ProxylessW035, 1),
         ] {
             let vs = nn::VarStore::new(Device::Cpu);
             let net = Net::plain(&vs.root(), ArchSpec::named(name, c, 32, 10));
@@ -837,6 +855,35 @@ mod tests {
                 assert!(perms.iter().all(|p| !p.var.starts_with("stem")));
             }
         }
+    }
+
+    /// ProxylessNAS w0.35 at its widest augmented width: sorting (kernels up to 7, a stage whose
+    /// first block adds no shortcut though its shape allows one) keeps the network's function,
+    /// and the tiny model is its leading slice.
+    #[test]
+    fn proxyless_sorts_its_channels_and_keeps_its_function() {
+        tch::manual_seed(5);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let spec = ArchSpec::named(ModelName::ProxylessW035, 1, 32, 10);
+        let max = spec.max_widths(&AugConfig::default());
+        let net = Net::new(&vs.root(), spec, max, &ops(OpKind::Shift, MfLayers::Body));
+        randomise_bn(&net);
+        let x = Tensor::randn([2, 1, 32, 32], (Kind::Float, Device::Cpu));
+        let (max, base) = (net.max.clone(), net.spec.base_widths());
+        let before = net.forward(&x, &max, false, Exec::Mult).expect("forward");
+        let tiny = net.forward(&x, &base, false, Exec::Tiny).expect("forward");
+        assert_eq!(tiny.size(), vec![2, 10]);
+        let perms = net.sort_channels(false);
+        assert!(
+            perms.len() >= net.blocks.len(),
+            "{} permutations",
+            perms.len()
+        );
+        let after = net.forward(&x, &max, false, Exec::Mult).expect("forward");
+        assert!(
+            before.allclose(&after, 1e-3, 1e-3, false),
+            "the widest network changed under sorting"
+        );
     }
 
     /// `aug.bn = "separate"`: augmented passes normalise with their own γ, β and the tiny model

@@ -20,11 +20,15 @@ pub struct BlockSpec {
     /// The tiny model runs this block. `false`: a block of the augmented SubNet only (depth
     /// augmentation, method.md §6); such a block is always residual, so skipping it is the identity.
     pub tiny: bool,
+    /// The block may add its input to its output (when its shape allows). `false` for a stage's
+    /// first block in the models taken from NetAug's code (`proxyless-w0.35`), whose shortcut
+    /// rule excludes it even where stride and channels would allow one.
+    pub shortcut: bool,
 }
 
 impl BlockSpec {
     pub fn residual(&self) -> bool {
-        self.stride == 1 && self.in_c == self.out_c
+        self.shortcut && self.stride == 1 && self.in_c == self.out_c
     }
 }
 
@@ -86,6 +90,27 @@ impl ArchSpec {
                 plans.push(plan(112, &[6], &[3], 1)); // head MBConv(56→112, k3, e6)
                 (w(32.0), plans, Some(448))
             }
+            // ProxylessNAS-Mobile (Cai et al., ICLR 2019) at width 0.35 as NetAug builds it
+            // (`models/base/proxylessnas.py` of mit-han-lab/tinyml): every width
+            // make_divisible(w · 0.35, 8), the first block a depthwise-separable conv (expand 1),
+            // then five searched stages and a head MBConv(k7, e6) to 320·0.35; the 1×1 head conv
+            // keeps 1,280 channels (NetAug's max(·, 1280)).
+            ModelName::ProxylessW035 => {
+                let w = |c: f64| make_divisible(c * 0.35, 8);
+                (
+                    w(32.0),
+                    vec![
+                        plan(w(16.0), &[1], &[3], 1),
+                        plan(w(32.0), &[3, 3], &[5, 3], first_down),
+                        plan(w(40.0), &[3, 3, 3, 3], &[7, 3, 5, 5], 2),
+                        plan(w(80.0), &[6, 3, 3, 3], &[7, 5, 5, 5], 2),
+                        plan(w(96.0), &[6, 3, 3, 3], &[5, 5, 5, 5], 1),
+                        plan(w(192.0), &[6, 6, 3, 3], &[7, 7, 7, 7], 2),
+                        plan(w(320.0), &[6], &[7], 1), // head MBConv(64→112, k7, e6)
+                    ],
+                    Some(w(1280.0).max(1280)),
+                )
+            }
             ModelName::Mcunet => (
                 16,
                 vec![
@@ -100,6 +125,9 @@ impl ArchSpec {
                 None,
             ),
         };
+        // NetAug's shortcut rule: never on a stage's first block. The models defined before it
+        // keep theirs (at 32 px `mbv2-tiny`'s second stage starts 8 → 8 at stride 1, residual).
+        let first_block_shortcut = name != ModelName::ProxylessW035;
         let mut blocks = Vec::new();
         let mut in_c = stem_c;
         for (stage, p) in plans.iter().enumerate() {
@@ -113,6 +141,7 @@ impl ArchSpec {
                     stride: if i == 0 { p.stride } else { 1 },
                     expand: e != 1,
                     tiny: true,
+                    shortcut: i != 0 || first_block_shortcut,
                 });
                 in_c = p.out_c;
             }
@@ -372,6 +401,7 @@ impl NasArch {
             stride: 1,
             expand: false,
             tiny: true,
+            shortcut: true,
         }];
         let mut in_c = w(16.0);
         for (i, (s, (base, stride))) in self.stages.iter().zip(STAGE_BASE).enumerate() {
@@ -387,6 +417,7 @@ impl NasArch {
                     stride: if j == 0 { stride } else { 1 },
                     expand: true,
                     tiny: true,
+                    shortcut: true,
                 });
                 in_c = out_c;
             }
@@ -400,6 +431,7 @@ impl NasArch {
             stride: 1,
             expand: true,
             tiny: true,
+            shortcut: true,
         });
         ArchSpec {
             in_channels,
@@ -458,6 +490,7 @@ impl NasArch {
                             stride: 1,
                             expand: sb.expand,
                             tiny: false,
+                            shortcut: true,
                         }
                     }
                 };

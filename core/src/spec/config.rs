@@ -186,6 +186,9 @@ pub enum ModelName {
     Mbv2Tiny,
     #[serde(rename = "mcunet")]
     Mcunet,
+    /// ProxylessNAS-Mobile at width 0.35, as NetAug trains it.
+    #[serde(rename = "proxyless-w0.35")]
+    ProxylessW035,
 }
 
 impl ModelName {
@@ -194,6 +197,7 @@ impl ModelName {
             Self::Micro => "micro",
             Self::Mbv2Tiny => "mbv2-tiny",
             Self::Mcunet => "mcunet",
+            Self::ProxylessW035 => "proxyless-w0.35",
         }
     }
 }
