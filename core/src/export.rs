@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, TchError, Tensor, nn};
 
 use crate::data::{self, DataError};
-use crate::model::{Program, Step};
+use crate::model::{Program, Step, activate, step_act};
 use crate::ops::{adder, shift};
 use crate::spec::config::{Config, DataConfig, OpKind};
 use crate::store::{Reader, RunId, StoreError};
@@ -154,6 +154,33 @@ fn check_ranges(json: &ModelJson) -> Result<(), String> {
     Ok(())
 }
 
+/// A conv of `x` by `w` through operator `op` (`(stride, pad, groups)`), Shift layers' inputs
+/// on 16.16 fixed point where `fixed`.
+fn op_conv(
+    x: &Tensor,
+    w: &Tensor,
+    op: OpKind,
+    fixed: bool,
+    (stride, pad, groups): (i64, i64, i64),
+) -> Result<Tensor, TchError> {
+    let input = if fixed {
+        shift::fixed_point_16_16(x)
+    } else {
+        x.shallow_clone()
+    };
+    match op {
+        OpKind::Add => adder::adder_conv2d(&input, w, stride, pad, groups),
+        OpKind::Mult | OpKind::Shift => input.f_conv2d(
+            w,
+            None::<Tensor>,
+            [stride, stride],
+            [pad, pad],
+            [1, 1],
+            groups,
+        ),
+    }
+}
+
 /// An exported tiny model, loaded from its two files.
 pub struct ExportedModel {
     pub json: ModelJson,
@@ -211,24 +238,10 @@ impl ExportedModel {
                     relu6,
                     act_fixed_point,
                     folded_bn,
+                    act,
                 } => {
                     let w = self.tensor(&format!("{name}.weight"))?;
-                    let input = if *act_fixed_point {
-                        shift::fixed_point_16_16(&x)
-                    } else {
-                        x.shallow_clone()
-                    };
-                    let mut y = match op {
-                        OpKind::Add => adder::adder_conv2d(&input, w, *stride, *pad, *groups)?,
-                        OpKind::Mult | OpKind::Shift => input.f_conv2d(
-                            w,
-                            None::<Tensor>,
-                            [*stride, *stride],
-                            [*pad, *pad],
-                            [1, 1],
-                            *groups,
-                        )?,
-                    };
+                    let mut y = op_conv(&x, w, *op, *act_fixed_point, (*stride, *pad, *groups))?;
                     let per_channel = |t: &str| -> Result<Tensor, ExportError> {
                         Ok(self.tensor(&format!("{name}.{t}"))?.f_view([1, -1, 1, 1])?)
                     };
@@ -245,7 +258,22 @@ impl ExportedModel {
                             .f_mul(&per_channel("scale")?)?
                             .f_add(&per_channel("shift")?)?;
                     }
-                    if *relu6 { y.f_relu6()? } else { y }
+                    activate(&y, step_act(*relu6, *act))?
+                }
+                Step::Se {
+                    name,
+                    op,
+                    act_fixed_point,
+                } => {
+                    let part = |p: &str, input: &Tensor| -> Result<Tensor, ExportError> {
+                        let w = self.tensor(&format!("{name}.{p}.weight"))?;
+                        let b = self.tensor(&format!("{name}.{p}.bias"))?;
+                        Ok(op_conv(input, w, *op, *act_fixed_point, (1, 0, 1))?
+                            .f_add(&b.f_view([1, -1, 1, 1])?)?)
+                    };
+                    let pooled = x.f_mean_dim(&[2i64, 3][..], true, Kind::Float)?;
+                    let gate = part("expand", &part("reduce", &pooled)?.f_relu()?)?;
+                    x.f_mul(&gate.f_hardsigmoid()?)?
                 }
                 Step::Save => {
                     saved.push(x.shallow_clone());
@@ -262,6 +290,7 @@ impl ExportedModel {
                 Step::Linear {
                     name,
                     act_fixed_point,
+                    act,
                     ..
                 } => {
                     let input = if *act_fixed_point {
@@ -269,10 +298,11 @@ impl ExportedModel {
                     } else {
                         x.shallow_clone()
                     };
-                    input.f_linear(
+                    let y = input.f_linear(
                         self.tensor(&format!("{name}.weight"))?,
                         Some(self.tensor(&format!("{name}.bias"))?),
-                    )?
+                    )?;
+                    activate(&y, act.unwrap_or_default())?
                 }
             };
         }

@@ -597,6 +597,7 @@ fn model_target(dir: &Path, json: bool) -> std::io::Result<Target> {
         relu6,
         act_fixed_point: op == OpKind::Add,
         folded_bn,
+        act: None,
     };
     let model = ModelJson {
         format: FORMAT.into(),
@@ -618,6 +619,7 @@ fn model_target(dir: &Path, json: bool) -> std::io::Result<Target> {
                 name: "fc".into(),
                 op: OpKind::Mult,
                 act_fixed_point: false,
+                act: None,
             },
         ],
     };

@@ -19,6 +19,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::hw::{self, unit_energy};
+use crate::spec::arch::Act;
 use crate::spec::config::{HwConfig, HwModel, OpKind};
 use crate::spec::layers::{Layer, LayerKind};
 
@@ -86,8 +87,9 @@ pub fn hw_layers(model: &IntModel) -> Vec<Layer> {
             h_out: n(h_out),
             w_out: n(w_out),
             bn: !classifier,
-            relu6: c.relu6,
+            act: if c.relu6 { Act::Relu6 } else { Act::None },
             residual_add: matches!(model.steps.get(i + 1), Some(IntStep::AddSaved { .. })),
+            gated: 0,
         });
     }
     out

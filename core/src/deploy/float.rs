@@ -5,7 +5,8 @@
 //! average pool and the classifier; a Shift layer's input rounded to 16.16 where the run did so.
 
 use crate::export::{ExportError, ExportedModel};
-use crate::model::Step;
+use crate::model::{Step, step_act};
+use crate::spec::arch::Act;
 use crate::spec::config::OpKind;
 
 use super::kernel::{Geometry, conv};
@@ -78,10 +79,46 @@ pub(super) fn mismatch(tensor: &str, why: &str) -> ExportError {
     }
 }
 
+/// What the integer program does not cover yet (`mbv3-w0.35`'s h-swish, ReLU, SE and the dense
+/// layer before its classifier), refused naming the first step that has it.
+fn unsupported(steps: &[Step]) -> Result<(), ExportError> {
+    let refuse = |what: String| {
+        Err(ExportError::File {
+            path: "model.json".into(),
+            message: format!(
+                "{what}: the integer program covers networks of ReLU6 convs, residual adds, pooling and one classifier (not yet h-swish, ReLU, squeeze-and-excitation or a dense layer before the classifier)"
+            ),
+        })
+    };
+    for step in steps {
+        match step {
+            Step::Conv {
+                name,
+                relu6,
+                act: Some(act),
+                ..
+            } if step_act(*relu6, Some(*act)) != Act::Relu6 => {
+                return refuse(format!("conv {name} ends in {act:?}"));
+            }
+            Step::Se { name, .. } => return refuse(format!("{name} is squeeze-and-excitation")),
+            Step::Linear {
+                name,
+                act: Some(act),
+                ..
+            } if *act != Act::None => {
+                return refuse(format!("dense layer {name} ends in {act:?}"));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 impl FloatNet {
     /// Read the program of an export, checking every tensor against the shapes its steps imply.
     pub fn from_export(model: &ExportedModel) -> Result<Self, ExportError> {
         let json = &model.json;
+        unsupported(&json.steps)?;
         let [c, h, w] = json.input.map(|v| v as usize);
         let mut shape = (c, h, w);
         let mut steps = Vec::new();
@@ -97,6 +134,7 @@ impl FloatNet {
                     relu6,
                     act_fixed_point,
                     folded_bn,
+                    ..
                 } => {
                     let dims = model.tensor(&format!("{name}.weight"))?.size();
                     let [out, per_group, k, k2] = dims[..] else {
@@ -172,6 +210,7 @@ impl FloatNet {
                     }
                     steps.push(FloatStep::AddSaved);
                 }
+                Step::Se { .. } => unsupported(std::slice::from_ref(step))?,
                 Step::Pool => {
                     steps.push(FloatStep::Pool {
                         channels: shape.0,
@@ -183,6 +222,7 @@ impl FloatNet {
                     name,
                     op,
                     act_fixed_point,
+                    ..
                 } => {
                     let classes = json.classes as usize;
                     let geo = Geometry::new(shape, classes, 1, 1, 0, 1)

@@ -434,6 +434,7 @@ fn a_float_export_that_does_not_fit_its_program_is_refused_naming_the_tensor() {
                 name: "fc".into(),
                 op: OpKind::Mult,
                 act_fixed_point: false,
+                act: None,
             },
         ],
     };
@@ -604,7 +605,7 @@ fn the_programs_convs_are_the_layers_the_hardware_models_price() {
     );
     let flags: Vec<_> = layers
         .iter()
-        .map(|l| (l.bn, l.relu6, l.residual_add))
+        .map(|l| (l.bn, l.act == crate::spec::arch::Act::Relu6, l.residual_add))
         .collect();
     assert_eq!(
         flags,

@@ -11,8 +11,10 @@
 //!
 //! `paper` convention: one op of the layer's kind per MAC. `full`: Mult MAC = mult + add, Shift MAC
 //! = shift + add, Add MAC = 2 adds. Besides the MACs, every conv output element costs one BN
-//! (one mult + one add: BN folds into a per-channel affine), ReLU6 two comparisons (charged as adds)
-//! and a residual one add; these are reported as `other` so the operator comparison stays visible.
+//! (one mult + one add: BN folds into a per-channel affine), ReLU6 two comparisons (charged as adds;
+//! ReLU one; h-swish an add, two compares and two mults, h-sigmoid one mult fewer), a residual one
+//! add, and an SE gate one mult per gated activation; these are reported as `other` so the
+//! operator comparison stays visible.
 //!
 use serde::{Deserialize, Serialize};
 
@@ -169,11 +171,10 @@ pub fn model_cost(label: &str, list: &[Layer], hw: &HwConfig) -> ModelCost {
 /// One layer's cost under `hw.model`.
 pub fn layer_cost(l: &Layer, hw: &HwConfig) -> LayerCost {
     let out = l.out_activations();
-    let (bn, relu, res) = (
-        i64::from(l.bn) * out,
-        i64::from(l.relu6) * out,
-        i64::from(l.residual_add) * out,
-    );
+    let (bn, res) = (i64::from(l.bn) * out, i64::from(l.residual_add) * out);
+    // The activation's multiplications and additions, and the gate's multiplications (SE).
+    let (act_mul, act_add) = l.act.ops();
+    let (mul, add) = (act_mul * out + l.gated, act_add * out + res);
     let mut cost = LayerCost {
         name: l.name.clone(),
         kind: l.kind.as_str().to_owned(),
@@ -188,7 +189,7 @@ pub fn layer_cost(l: &Layer, hw: &HwConfig) -> LayerCost {
         params: l.params(),
         in_activations: l.in_activations(),
         out_activations: out,
-        other_ops: 2 * bn + 2 * relu + res,
+        other_ops: 2 * bn + mul + add,
         compute_pj: 0.0,
         other_pj: 0.0,
         memory: MemEnergy::default(),
@@ -199,9 +200,8 @@ pub fn layer_cost(l: &Layer, hw: &HwConfig) -> LayerCost {
         HwModel::Project => {
             let mv = project::movement(l, hw.bits, hw.mode);
             cost.compute_pj = mac_energy(l.op, l.macs(), hw.bits, hw.convention);
-            cost.other_pj = bn as f64
-                * (unit_energy(OpKind::Mult, hw.bits) + unit_energy(OpKind::Add, hw.bits))
-                + (2 * relu + res) as f64 * unit_energy(OpKind::Add, hw.bits);
+            cost.other_pj = (bn + mul) as f64 * unit_energy(OpKind::Mult, hw.bits)
+                + (bn + add) as f64 * unit_energy(OpKind::Add, hw.bits);
             cost.memory = mv.energy;
             cost.tiling = LayerTiling::Project(mv.tiling);
             cost.cycles = mv.cycles;
@@ -338,8 +338,9 @@ pub(crate) mod tests {
             h_out,
             w_out: h_out,
             bn: kind != LayerKind::Linear,
-            relu6: true,
+            act: crate::spec::arch::Act::Relu6,
             residual_add: false,
+            gated: 0,
         }
     }
 

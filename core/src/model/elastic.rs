@@ -8,7 +8,7 @@ use tch::nn::{self, Init};
 use tch::{Kind, TchError, Tensor};
 
 use crate::ops::{self, adder, remap::Remap, shift};
-use crate::spec::arch::OpSpec;
+use crate::spec::arch::{Act, OpSpec};
 use crate::spec::config::{OpKind, RemapKind};
 
 /// How MF layers compute in one forward pass (method.md §4, `aug.hybrid`).
@@ -408,13 +408,13 @@ impl ElasticBn {
     }
 
     /// Batch norm of `x` [N, C, H, W] (sliced to its C channels) as a pass in `exec` computes it,
-    /// then ReLU6 when `relu6`. In training one fused op ([`ops::bn`]); in evaluation
+    /// then `act`. In training one fused op ([`ops::bn`], with ReLU6 fused in); in evaluation
     /// (x − running mean)·γ/σ + β, centred first.
     pub fn forward(
         &self,
         x: &Tensor,
         train: bool,
-        relu6: bool,
+        act: Act,
         exec: Exec,
     ) -> Result<Tensor, TchError> {
         let c = x.size()[1];
@@ -433,7 +433,12 @@ impl ElasticBn {
                 momentum: self.momentum.get(),
                 eps: BN_EPS,
             };
-            return ops::bn::batch_norm_train(x, &p, relu6);
+            let y = ops::bn::batch_norm_train(x, &p, act == Act::Relu6)?;
+            return if act == Act::Relu6 {
+                Ok(y)
+            } else {
+                activate(&y, act)
+            };
         }
         // Centred first, as the training kernel is: ATen's inference batch norm computes
         // x·a + (b − mean·a), which cancels away the small spread of an Add layer's outputs
@@ -443,7 +448,7 @@ impl ElasticBn {
         let y = (x.f_sub(&running_mean.f_view(shape)?)?)
             .f_mul(&a)?
             .f_add(&bias.f_view(shape)?)?;
-        Ok(if relu6 { y.relu6() } else { y })
+        activate(&y, act)
     }
 
     /// Every per-channel tensor with its variable name (what channel sorting permutes).
@@ -459,6 +464,17 @@ impl ElasticBn {
             v.push((b, format!("{}.aug_bias", self.name)));
         }
         v
+    }
+}
+
+/// `act` applied to `x`.
+pub fn activate(x: &Tensor, act: Act) -> Result<Tensor, TchError> {
+    match act {
+        Act::None => Ok(x.shallow_clone()),
+        Act::Relu => x.f_relu(),
+        Act::Relu6 => x.f_relu6(),
+        Act::HSwish => x.f_hardswish(),
+        Act::HSigmoid => x.f_hardsigmoid(),
     }
 }
 

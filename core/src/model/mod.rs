@@ -1,4 +1,5 @@
-//! Elastic models: `micro`, `mbv2-tiny` and `mcunet` (method.md §3).
+//! Elastic models: `micro`, `mbv2-tiny`, `mcunet`, `proxyless-w0.35` and `mbv3-w0.35` (method.md §3;
+//! the last with h-swish, squeeze-and-excitation and a dense layer after pooling).
 //!
 //! Every layer stores its *maximum* width and runs a leading-channel slice of it
 //! (`W_full[:c_out, :c_in]`, with BN parameters and running statistics sliced alike), so a sub-model
@@ -20,8 +21,8 @@ mod elastic;
 mod program;
 mod sort;
 
-pub use elastic::{ElasticBn, ElasticConv, Exec, LayerWeights};
-pub use program::{Program, Step};
+pub use elastic::{ElasticBn, ElasticConv, Exec, LayerWeights, activate};
+pub use program::{Program, Step, step_act};
 pub use sort::Permutation;
 
 use tch::nn::{self, Init};
@@ -29,8 +30,8 @@ use tch::{Kind, TchError, Tensor};
 
 use crate::ops::layout;
 use crate::rng::Rng;
-use crate::spec::arch::{ArchSpec, BlockSpec, GradScale, OpSpec, Widths};
-use crate::spec::config::AugConfig;
+use crate::spec::arch::{Act, ArchSpec, BlockSpec, GradScale, OpSpec, Widths, se_channels};
+use crate::spec::config::{AugConfig, OpKind};
 
 use elastic::{BN_MOMENTUM, ConvShape};
 
@@ -42,6 +43,50 @@ struct Block {
     dw_bn: ElasticBn,
     project: ElasticConv,
     project_bn: ElasticBn,
+    se: Option<Se>,
+}
+
+/// Squeeze-and-excitation on a block's mid channels: two 1×1 convs with biases around the
+/// pooled features, the second's h-sigmoid gating every channel. Its hidden width follows the
+/// mid width a sub-model runs ([`se_channels`]), a leading slice like every other layer's.
+#[derive(Debug)]
+struct Se {
+    reduce: ElasticConv,
+    reduce_bias: Tensor,
+    expand: ElasticConv,
+    expand_bias: Tensor,
+}
+
+impl Se {
+    fn new(p: &nn::Path<'_>, (max_mid, tiny_mid): (i64, i64), role: OpKind, ops: &OpSpec) -> Self {
+        let (max_h, tiny_h) = (se_channels(max_mid), se_channels(tiny_mid));
+        let (rp, ep) = (p / "reduce", p / "expand");
+        Self {
+            reduce: ElasticConv::new(
+                &rp,
+                ConvShape::pointwise(max_mid, max_h, (tiny_mid, tiny_h), role),
+                ops,
+            ),
+            reduce_bias: rp.var("bias", &[max_h], Init::Const(0.0)),
+            expand: ElasticConv::new(
+                &ep,
+                ConvShape::pointwise(max_h, max_mid, (tiny_h, tiny_mid), role),
+                ops,
+            ),
+            expand_bias: ep.var("bias", &[max_mid], Init::Const(0.0)),
+        }
+    }
+
+    /// `x` [N, C, H, W] gated per channel.
+    fn forward(&self, x: &Tensor, exec: Exec) -> Result<Tensor, TchError> {
+        let c = x.size()[1];
+        let h = se_channels(c);
+        let bias = |b: &Tensor, n: i64| b.narrow(0, 0, n).view([1, n, 1, 1]);
+        let pooled = x.f_mean_dim(&[2i64, 3][..], true, Kind::Float)?;
+        let r = (self.reduce.forward(&pooled, h, exec)? + bias(&self.reduce_bias, h)).f_relu()?;
+        let g = (self.expand.forward(&r, c, exec)? + bias(&self.expand_bias, c)).f_hardsigmoid()?;
+        x.f_mul(&g)
+    }
 }
 
 impl Block {
@@ -97,6 +142,9 @@ impl Block {
                 ops,
             ),
             project_bn: ElasticBn::new(&(p / "project_bn"), out, ops.separate_aug_bn),
+            se: b
+                .se
+                .then(|| Se::new(&(p / "se"), (dw_c, dw_tiny), ops.se_role(b), ops)),
         }
     }
 }
@@ -149,6 +197,8 @@ pub struct Net {
     stem_bn: ElasticBn,
     blocks: Vec<Block>,
     head: Option<(ElasticConv, ElasticBn)>,
+    /// The 1×1 conv with bias on the pooled features (`ArchSpec::final_c`), Mult.
+    final_conv: Option<(ElasticConv, Tensor)>,
     /// The classifier, stored as a 1×1 "conv" weight [classes, features, 1, 1].
     fc: ElasticConv,
     fc_bias: Tensor,
@@ -195,7 +245,12 @@ impl Net {
                 ElasticBn::new(&(&p / "bn"), h, ops.separate_aug_bn),
             )
         });
-        let features = (max.head.unwrap_or(prev), base.head.unwrap_or(prev_tiny));
+        let pooled = (max.head.unwrap_or(prev), base.head.unwrap_or(prev_tiny));
+        // Not width-augmented: the augmented head feeds it more channels, its output stays.
+        let final_conv = spec
+            .final_c
+            .map(|f| classifier(&(root / "final"), pooled, f, &OpSpec::mult()));
+        let features = spec.final_c.map_or(pooled, |f| (f, f));
         let (fc, fc_bias) = classifier(&(root / "fc"), features, spec.classes, ops);
         let mut net = Self {
             spec,
@@ -203,6 +258,7 @@ impl Net {
             stem_bn,
             blocks,
             head,
+            final_conv,
             fc,
             fc_bias,
             max,
@@ -281,16 +337,20 @@ impl Net {
         } else {
             x.shallow_clone()
         };
-        let mut x =
-            self.stem_bn
-                .forward(&self.stem.forward(&x, w.stem, exec)?, train, true, exec)?;
+        let mut x = self.stem_bn.forward(
+            &self.stem.forward(&x, w.stem, exec)?,
+            train,
+            self.spec.stem_act,
+            exec,
+        )?;
         for (i, b) in self.blocks.iter().enumerate() {
             if !w.active[i] {
                 continue;
             }
+            let act = b.spec.act;
             let mut h = match &b.expand {
                 Some((conv, bn)) => {
-                    bn.forward(&conv.forward(&x, w.mid[i], exec)?, train, true, exec)?
+                    bn.forward(&conv.forward(&x, w.mid[i], exec)?, train, act, exec)?
                 }
                 None => x.shallow_clone(),
             };
@@ -298,13 +358,16 @@ impl Net {
             h = b.dw_bn.forward(
                 &b.dw.forward_kernel(&h, c, w.kernel[i], exec)?,
                 train,
-                true,
+                act,
                 exec,
             )?;
+            if let Some(se) = &b.se {
+                h = se.forward(&h, exec)?;
+            }
             h = b.project_bn.forward(
                 &b.project.forward(&h, w.out[i], exec)?,
                 train,
-                false,
+                Act::None,
                 exec,
             )?;
             x = if b.spec.residual() && h.size() == x.size() {
@@ -314,9 +377,18 @@ impl Net {
             };
         }
         if let (Some((conv, bn)), Some(hc)) = (&self.head, w.head) {
-            x = bn.forward(&conv.forward(&x, hc, exec)?, train, true, exec)?;
+            x = bn.forward(
+                &conv.forward(&x, hc, exec)?,
+                train,
+                self.spec.head_act,
+                exec,
+            )?;
         }
-        let pooled = x.f_mean_dim(&[2i64, 3][..], true, Kind::Float)?;
+        let mut pooled = x.f_mean_dim(&[2i64, 3][..], true, Kind::Float)?;
+        if let (Some((conv, bias)), Some(f)) = (&self.final_conv, self.spec.final_c) {
+            let y = conv.forward(&pooled, f, Exec::Mult)? + bias.view([1, f, 1, 1]);
+            pooled = elastic::activate(&y, Act::HSwish)?;
+        }
         let logits = self.fc.forward(&pooled, self.spec.classes, exec)?;
         Ok(logits.flatten(1, -1) + &self.fc_bias)
     }
@@ -326,9 +398,16 @@ impl Net {
         for b in &self.blocks {
             v.extend(b.expand.as_ref().map(|(c, _)| c));
             v.push(&b.dw);
+            v.extend(
+                b.se.as_ref()
+                    .map(|se| [&se.reduce, &se.expand])
+                    .into_iter()
+                    .flatten(),
+            );
             v.push(&b.project);
         }
         v.extend(self.head.as_ref().map(|(c, _)| c));
+        v.extend(self.final_conv.as_ref().map(|(c, _)| c));
         v.push(&self.fc);
         v
     }
@@ -396,7 +475,12 @@ impl Net {
             let base = self.spec.base_widths();
             let mut p = Program::default();
             let mut c = self.spec.in_channels;
-            p.conv(&self.stem, &self.stem_bn, (c, base.stem), true);
+            p.conv(
+                &self.stem,
+                &self.stem_bn,
+                (c, base.stem),
+                self.spec.stem_act,
+            );
             c = base.stem;
             for (i, b) in self.blocks.iter().enumerate() {
                 if !b.spec.tiny {
@@ -406,22 +490,34 @@ impl Net {
                     p.steps.push(Step::Save);
                 }
                 if let Some((conv, bn)) = &b.expand {
-                    p.conv(conv, bn, (c, base.mid[i]), true);
+                    p.conv(conv, bn, (c, base.mid[i]), b.spec.act);
                     c = base.mid[i];
                 }
-                p.conv(&b.dw, &b.dw_bn, (c, c), true);
-                p.conv(&b.project, &b.project_bn, (c, base.out[i]), false);
+                p.conv(&b.dw, &b.dw_bn, (c, c), b.spec.act);
+                if let Some(se) = &b.se {
+                    p.se(
+                        &format!("blocks.{i}.se"),
+                        (&se.reduce, &se.reduce_bias),
+                        (&se.expand, &se.expand_bias),
+                        (c, se_channels(c)),
+                    );
+                }
+                p.conv(&b.project, &b.project_bn, (c, base.out[i]), Act::None);
                 c = base.out[i];
                 if b.spec.residual() {
                     p.steps.push(Step::AddSaved);
                 }
             }
             if let (Some((conv, bn)), Some(h)) = (&self.head, base.head) {
-                p.conv(conv, bn, (c, h), true);
+                p.conv(conv, bn, (c, h), self.spec.head_act);
                 c = h;
             }
             p.steps.push(Step::Pool);
-            p.linear(&self.fc, &self.fc_bias, c, self.spec.classes);
+            if let (Some((conv, bias)), Some(f)) = (&self.final_conv, self.spec.final_c) {
+                p.linear(conv, bias, (c, f), Act::HSwish);
+                c = f;
+            }
+            p.linear(&self.fc, &self.fc_bias, (c, self.spec.classes), Act::None);
             p
         })
     }
@@ -500,7 +596,7 @@ mod tests {
                 .max()
                 .double_value(&[])
         };
-        let got = bn.forward(&x, false, false, Exec::Tiny).expect("bn");
+        let got = bn.forward(&x, false, Act::None, Exec::Tiny).expect("bn");
         assert!(err(&got) < 1e-4, "max error {}", err(&got));
         let aten = x.batch_norm(
             Some(&bn.weight),
@@ -572,6 +668,28 @@ mod tests {
         assert!(!first96.residual() && px.blocks[12].residual());
         let head = px.blocks.last().expect("blocks");
         assert_eq!((head.in_c, head.mid_c, head.kernel), (64, 384, 7));
+
+        // MobileNetV3 w0.35: NetAug's mids and SE placement, the stem's residual separable
+        // block, ReLU then h-swish, the head conv and the 1,280-wide dense layer after pooling.
+        let v3 = ArchSpec::named(ModelName::Mbv3W035, 3, 32, 10);
+        let mids: Vec<i64> = v3.blocks.iter().map(|b| b.mid_c).collect();
+        assert_eq!(
+            mids,
+            [
+                8, 24, 24, 24, 40, 40, 88, 72, 64, 64, 168, 232, 232, 336, 336
+            ]
+        );
+        let se: Vec<usize> = (0..v3.blocks.len()).filter(|&i| v3.blocks[i].se).collect();
+        assert_eq!(se, [3, 4, 5, 10, 11, 12, 13, 14]);
+        assert!(v3.blocks[0].residual() && !v3.blocks[0].expand);
+        assert_eq!(v3.blocks[5].act, Act::Relu);
+        assert_eq!(v3.blocks[6].act, Act::HSwish);
+        assert_eq!(
+            (v3.stem_c, v3.stem_act, v3.head_c, v3.final_c),
+            (8, Act::HSwish, Some(336), Some(1280))
+        );
+        assert_eq!(se_channels(24), 16, "NetAug's floor of 16");
+        assert_eq!(se_channels(336), 88);
     }
 
     #[test]
@@ -581,6 +699,7 @@ mod tests {
             (ModelName::Mbv2Tiny, 1),
             (ModelName::Mcunet, 3),
             (ModelName::ProxylessW035, 1),
+            (ModelName::Mbv3W035, 3),
         ] {
             let vs = nn::VarStore::new(Device::Cpu);
             let net = Net::plain(&vs.root(), ArchSpec::named(name, c, 32, 10));
@@ -646,6 +765,7 @@ mod tests {
             add_unit_init: false,
             add_mult_storage: false,
             separate_aug_bn: false,
+            se_mf: false,
         }
     }
 
@@ -857,33 +977,58 @@ mod tests {
         }
     }
 
-    /// ProxylessNAS w0.35 at its widest augmented width: sorting (kernels up to 7, a stage whose
-    /// first block adds no shortcut though its shape allows one) keeps the network's function,
+    /// ProxylessNAS and MobileNetV3 w0.35 at their widest augmented width: sorting (kernels up
+    /// to 7, a stage whose first block adds no shortcut though its shape allows one; SE's convs,
+    /// MF here, sorted with their block, its hidden channels too) keeps the network's function,
     /// and the tiny model is its leading slice.
     #[test]
-    fn proxyless_sorts_its_channels_and_keeps_its_function() {
+    fn the_paper_models_sort_their_channels_and_keep_their_function() {
         tch::manual_seed(5);
-        let vs = nn::VarStore::new(Device::Cpu);
-        let spec = ArchSpec::named(ModelName::ProxylessW035, 1, 32, 10);
-        let max = spec.max_widths(&AugConfig::default());
-        let net = Net::new(&vs.root(), spec, max, &ops(OpKind::Shift, MfLayers::Body));
-        randomise_bn(&net);
-        let x = Tensor::randn([2, 1, 32, 32], (Kind::Float, Device::Cpu));
-        let (max, base) = (net.max.clone(), net.spec.base_widths());
-        let before = net.forward(&x, &max, false, Exec::Mult).expect("forward");
-        let tiny = net.forward(&x, &base, false, Exec::Tiny).expect("forward");
-        assert_eq!(tiny.size(), vec![2, 10]);
-        let perms = net.sort_channels(false);
-        assert!(
-            perms.len() >= net.blocks.len(),
-            "{} permutations",
-            perms.len()
-        );
-        let after = net.forward(&x, &max, false, Exec::Mult).expect("forward");
-        assert!(
-            before.allclose(&after, 1e-3, 1e-3, false),
-            "the widest network changed under sorting"
-        );
+        for (name, kind) in [
+            (ModelName::ProxylessW035, OpKind::Shift),
+            (ModelName::Mbv3W035, OpKind::Add),
+        ] {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let spec = ArchSpec::named(name, 1, 32, 10);
+            let max = spec.max_widths(&AugConfig::default());
+            let ops = OpSpec {
+                se_mf: true,
+                ..ops(kind, MfLayers::Body)
+            };
+            let net = Net::new(&vs.root(), spec, max, &ops);
+            randomise_bn(&net);
+            let x = Tensor::randn([2, 1, 32, 32], (Kind::Float, Device::Cpu));
+            let (max, base) = (net.max.clone(), net.spec.base_widths());
+            let before = net.forward(&x, &max, false, Exec::Mult).expect("forward");
+            let tiny = net.forward(&x, &base, false, Exec::Tiny).expect("forward");
+            assert_eq!(tiny.size(), vec![2, 10]);
+            let perms = net.sort_channels(false);
+            assert!(
+                perms.len() >= net.blocks.len(),
+                "{name:?}: {} permutations",
+                perms.len()
+            );
+            if name == ModelName::Mbv3W035 {
+                assert!(perms.iter().any(|p| p.var.ends_with("se.reduce.bias")));
+                assert!(perms.iter().any(|p| p.var.ends_with("se.expand.bias")));
+                assert!(
+                    net.convs()
+                        .iter()
+                        .any(|c| c.name.ends_with("se.reduce") && c.role == kind)
+                );
+            }
+            let after = net.forward(&x, &max, false, Exec::Mult).expect("forward");
+            // ReLU and h-swish do not bound activations as ReLU6 does: float32 rounding of the
+            // reordered sums grows through 15 blocks of randomised BN to ~1e-4 of the logits'
+            // range (with ReLU6 everywhere the same net agrees to 1e-3 absolute); a wrong
+            // permutation changes them by their own size.
+            let scale = before.abs().max().double_value(&[]);
+            assert!(
+                before.allclose(&after, 1e-3, 1e-3 * scale, false),
+                "{name:?}: the widest network changed under sorting: {} of {scale}",
+                (&before - &after).abs().max().double_value(&[])
+            );
+        }
     }
 
     /// `aug.bn = "separate"`: augmented passes normalise with their own γ, β and the tiny model

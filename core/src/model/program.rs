@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
+use crate::spec::arch::Act;
 use crate::spec::config::OpKind;
 
 use super::elastic::{BN_EPS, ElasticBn, ElasticConv};
@@ -16,7 +17,8 @@ use super::elastic::{BN_EPS, ElasticBn, ElasticConv};
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Step {
     /// A conv through its operator, then `y·scale + shift` per channel (MF convs) or a bias (Mult
-    /// convs, `folded_bn`), then ReLU6 if `relu6`.
+    /// convs, `folded_bn`), then ReLU6 if `relu6`, or `act` where it is given (ReLU, h-swish:
+    /// absent from programs without them, so earlier exports read as they were written).
     Conv {
         name: String,
         op: OpKind,
@@ -26,6 +28,16 @@ pub enum Step {
         relu6: bool,
         act_fixed_point: bool,
         folded_bn: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        act: Option<Act>,
+    },
+    /// Squeeze-and-excitation: `x · h_sigmoid(E(relu(R(mean(x)) + r)) + e)` per channel, `R`
+    /// and `E` 1×1 convs through `op` (`<name>.reduce.weight` / `.bias`, `<name>.expand.weight`
+    /// / `.bias`).
+    Se {
+        name: String,
+        op: OpKind,
+        act_fixed_point: bool,
     },
     /// Remember the current activation (a residual block's input).
     Save,
@@ -33,11 +45,28 @@ pub enum Step {
     AddSaved,
     /// Global average pool to [N, C].
     Pool,
+    /// A dense layer on the pooled features, with bias: the classifier (`fc`), or before it
+    /// `final` with its activation (`act`).
     Linear {
         name: String,
         op: OpKind,
         act_fixed_point: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        act: Option<Act>,
     },
+}
+
+/// A step's activation as written: `act` where given, else ReLU6 or none.
+pub fn step_act(relu6: bool, act: Option<Act>) -> Act {
+    act.unwrap_or(if relu6 { Act::Relu6 } else { Act::None })
+}
+
+/// How a step writes `act`: (`relu6`, `act` where ReLU6 and none do not say it).
+fn write_act(act: Act) -> (bool, Option<Act>) {
+    (
+        act == Act::Relu6,
+        (!matches!(act, Act::Relu6 | Act::None)).then_some(act),
+    )
 }
 
 /// The tiny model as a program: its steps in execution order and their named tensors.
@@ -54,7 +83,7 @@ impl Program {
         conv: &ElasticConv,
         bn: &ElasticBn,
         (c_in, c_out): (i64, i64),
-        relu6: bool,
+        act: Act,
     ) {
         let w = conv.tiny_slice(c_in, c_out);
         let scale =
@@ -79,6 +108,7 @@ impl Program {
             self.tensors.push((format!("{name}.scale"), scale));
             self.tensors.push((format!("{name}.bias"), bias.copy()));
         }
+        let (relu6, act) = write_act(act);
         self.steps.push(Step::Conv {
             name,
             op: conv.role,
@@ -88,23 +118,64 @@ impl Program {
             relu6,
             act_fixed_point: conv.role == OpKind::Shift && conv.act_fixed_point,
             folded_bn,
+            act,
         });
     }
 
-    /// Append the classifier on `c` features.
-    pub(super) fn linear(&mut self, fc: &ElasticConv, bias: &Tensor, c: i64, classes: i64) {
-        let w = fc.tiny_slice(c, classes);
-        let weight = match fc.role {
+    /// The weights `conv`'s operator uses on its tiny `c_in` → `out` slice, as exported.
+    fn weight(conv: &ElasticConv, c_in: i64, out: i64) -> Tensor {
+        let w = conv.tiny_slice(c_in, out);
+        match conv.role {
             OpKind::Mult => w.copy(),
-            _ => fc.mf_weight_exact(&w),
-        };
+            _ => conv.mf_weight_exact(&w),
+        }
+    }
+
+    /// Append squeeze-and-excitation on `c` channels through `hidden` ones.
+    pub(super) fn se(
+        &mut self,
+        name: &str,
+        (reduce, reduce_bias): (&ElasticConv, &Tensor),
+        (expand, expand_bias): (&ElasticConv, &Tensor),
+        (c, hidden): (i64, i64),
+    ) {
+        let parts = [
+            ("reduce", reduce, reduce_bias, (c, hidden)),
+            ("expand", expand, expand_bias, (hidden, c)),
+        ];
+        for (part, conv, bias, (i, o)) in parts {
+            self.tensors
+                .push((format!("{name}.{part}.weight"), Self::weight(conv, i, o)));
+            self.tensors
+                .push((format!("{name}.{part}.bias"), bias.narrow(0, 0, o).copy()));
+        }
+        self.steps.push(Step::Se {
+            name: name.to_owned(),
+            op: reduce.role,
+            act_fixed_point: reduce.role == OpKind::Shift && reduce.act_fixed_point,
+        });
+    }
+
+    /// Append a dense layer of `c` → `out` features with its bias, then `act`.
+    pub(super) fn linear(
+        &mut self,
+        fc: &ElasticConv,
+        bias: &Tensor,
+        (c, out): (i64, i64),
+        act: Act,
+    ) {
+        let name = fc.name.clone();
+        self.tensors.push((
+            format!("{name}.weight"),
+            Self::weight(fc, c, out).flatten(1, -1),
+        ));
         self.tensors
-            .push(("fc.weight".to_owned(), weight.flatten(1, -1)));
-        self.tensors.push(("fc.bias".to_owned(), bias.copy()));
+            .push((format!("{name}.bias"), bias.narrow(0, 0, out).copy()));
         self.steps.push(Step::Linear {
-            name: "fc".into(),
+            name,
             op: fc.role,
             act_fixed_point: fc.role == OpKind::Shift && fc.act_fixed_point,
+            act: (act != Act::None).then_some(act),
         });
     }
 }

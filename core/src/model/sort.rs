@@ -4,8 +4,8 @@
 
 use tch::{Kind, Tensor};
 
-use super::Net;
 use super::elastic::{ElasticBn, ElasticConv};
+use super::{Block, Net};
 
 /// A reordering of one dimension of one variable (channel sorting); the optimizer applies the same
 /// to its state.
@@ -31,8 +31,21 @@ impl Net {
                 if let Some((expand, expand_bn)) = &b.expand {
                     let perm = consumer_order(&b.project.weight);
                     permute_out(expand, Some(expand_bn), &perm, &mut perms);
-                    permute_out(&b.dw, Some(&b.dw_bn), &perm, &mut perms);
-                    permute_in(&b.project, &perm, &mut perms);
+                    b.permute_mid(&perm, &mut perms);
+                }
+                if let Some(se) = &b.se {
+                    // SE's hidden channels by their consumer's input columns, as NetAug sorts
+                    // them with their block.
+                    let perm = consumer_order(&se.expand.weight);
+                    permute_out(&se.reduce, None, &perm, &mut perms);
+                    reorder(
+                        &se.reduce_bias,
+                        format!("{}.bias", se.reduce.name),
+                        0,
+                        &perm,
+                        &mut perms,
+                    );
+                    permute_in(&se.expand, &perm, &mut perms);
                 }
             }
             if stage_channels {
@@ -83,24 +96,48 @@ impl Net {
                 any_reader = true;
                 match &b.expand {
                     Some((expand, _)) => permute_in(expand, &perm, perms),
-                    None => {
-                        permute_out(&b.dw, Some(&b.dw_bn), &perm, perms);
-                        permute_in(&b.project, &perm, perms);
-                    }
+                    None => b.permute_mid(&perm, perms),
                 }
             }
             if !any_reader {
                 match &self.head {
                     Some((conv, _)) => permute_in(conv, &perm, perms),
-                    None => permute_in(&self.fc, &perm, perms),
+                    None => permute_in(self.pooled_consumer(), &perm, perms),
                 }
             }
         }
         if let Some((conv, bn)) = &self.head {
             let perm = importance_order(&[&conv.weight]);
             permute_out(conv, Some(bn), &perm, perms);
-            permute_in(&self.fc, &perm, perms);
+            permute_in(self.pooled_consumer(), &perm, perms);
         }
+    }
+
+    /// The layer reading the pooled features: the final conv where there is one, else the
+    /// classifier.
+    fn pooled_consumer(&self) -> &ElasticConv {
+        self.final_conv.as_ref().map_or(&self.fc, |(c, _)| c)
+    }
+}
+
+impl Block {
+    /// Reorder the block's mid channels (the expand conv's output, where it has one, is the
+    /// caller's): the depthwise conv and its BN, SE's input columns and output rows, the
+    /// project conv's input columns.
+    fn permute_mid(&self, perm: &Tensor, perms: &mut Vec<Permutation>) {
+        permute_out(&self.dw, Some(&self.dw_bn), perm, perms);
+        if let Some(se) = &self.se {
+            permute_in(&se.reduce, perm, perms);
+            permute_out(&se.expand, None, perm, perms);
+            reorder(
+                &se.expand_bias,
+                format!("{}.bias", se.expand.name),
+                0,
+                perm,
+                perms,
+            );
+        }
+        permute_in(&self.project, perm, perms);
     }
 }
 

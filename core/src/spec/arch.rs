@@ -3,8 +3,46 @@
 //! TargetNet inside its SubNet), the widths of its sub-models ([`Widths`]: the tiny one, the
 //! largest augmented one), and the operator of every layer ([`OpSpec`]). No tensors.
 
+use serde::{Deserialize, Serialize};
+
 use super::config::{AugConfig, Config, Hybrid, MfLayers, ModelName, OpKind, RemapKind};
 use super::space::{NasArch, STAGE_BASE};
+
+/// An activation after a layer (its BN, where it has one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Act {
+    #[default]
+    None,
+    Relu,
+    Relu6,
+    /// MobileNetV3's `x · relu6(x + 3) / 6`.
+    HSwish,
+    /// `relu6(x + 3) / 6` (the SE gate).
+    HSigmoid,
+}
+
+impl Act {
+    /// Multiplications and additions (compares counted as additions) per element, as the
+    /// hardware models charge them: `relu` a compare, `relu6` two, `h_sigmoid` an addition, two
+    /// compares and a multiply by 1/6, `h_swish` that and the multiply by `x`.
+    pub fn ops(self) -> (i64, i64) {
+        match self {
+            Self::None => (0, 0),
+            Self::Relu => (0, 1),
+            Self::Relu6 => (0, 2),
+            Self::HSigmoid => (1, 3),
+            Self::HSwish => (2, 3),
+        }
+    }
+}
+
+/// Squeeze-and-excitation (MobileNetV3, as NetAug builds it): pool, a 1×1 conv to
+/// [`se_channels`]`(mid)` with bias, ReLU, a 1×1 conv back with bias, h-sigmoid, and the block's
+/// mid channels multiplied by that gate.
+pub fn se_channels(mid: i64) -> i64 {
+    make_divisible(mid as f64 / 4.0, 8).max(16)
+}
 
 /// One inverted-residual block (1×1 expand → k×k depthwise → 1×1 project).
 #[derive(Debug, Clone, PartialEq)]
@@ -21,9 +59,13 @@ pub struct BlockSpec {
     /// augmentation, method.md §6); such a block is always residual, so skipping it is the identity.
     pub tiny: bool,
     /// The block may add its input to its output (when its shape allows). `false` for a stage's
-    /// first block in the models taken from NetAug's code (`proxyless-w0.35`), whose shortcut
-    /// rule excludes it even where stride and channels would allow one.
+    /// first block in the models taken from NetAug's code (`proxyless-w0.35`, `mbv3-w0.35`), whose
+    /// shortcut rule excludes it even where stride and channels would allow one.
     pub shortcut: bool,
+    /// The activation after the expand and depthwise convs (the project conv has none).
+    pub act: Act,
+    /// Squeeze-and-excitation on the depthwise conv's output.
+    pub se: bool,
 }
 
 impl BlockSpec {
@@ -41,6 +83,12 @@ pub struct ArchSpec {
     pub blocks: Vec<BlockSpec>,
     /// 1×1 conv after the blocks (`mbv2-tiny`); `None` feeds the pooled features to the classifier.
     pub head_c: Option<i64>,
+    /// The activation after the stem and after the head conv.
+    pub stem_act: Act,
+    pub head_act: Act,
+    /// A 1×1 conv with bias (no BN) and h-swish on the pooled features, before the classifier
+    /// (`mbv3-w0.35`: 1,280); not width-augmented.
+    pub final_c: Option<i64>,
     pub classes: i64,
     /// With an augmented SubNet (`aug.arch`): its channel counts per block, the most any augmented
     /// sub-model may use. `None`: augmentation widths are bounded by the `aug` factors only.
@@ -63,6 +111,28 @@ struct StagePlan {
     expands: Vec<i64>,
     kernels: Vec<i64>,
     stride: i64,
+    /// Each block's mid channels, where the model gives them outright (`mbv3-w0.35`); else
+    /// `in × expand`.
+    mids: Vec<i64>,
+    act: Act,
+    se: bool,
+}
+
+impl StagePlan {
+    /// The stage with activation `act`, SE in every block if `se`.
+    fn with(self, act: Act, se: bool) -> Self {
+        Self { act, se, ..self }
+    }
+}
+
+/// The named models' structure beyond their stages.
+struct Frame {
+    stem_c: i64,
+    plans: Vec<StagePlan>,
+    head_c: Option<i64>,
+    stem_act: Act,
+    head_act: Act,
+    final_c: Option<i64>,
 }
 
 impl ArchSpec {
@@ -72,14 +142,22 @@ impl ArchSpec {
         let small = resolution <= 32;
         let first_down = if small { 1 } else { 2 };
         let stem_stride = if small { 1 } else { 2 };
-        let (stem_c, plans, head_c) = match name {
-            ModelName::Micro => (
+        let w = |c: f64| make_divisible(c * 0.35, 8);
+        let relu6 = |stem_c, plans, head_c| Frame {
+            stem_c,
+            plans,
+            head_c,
+            stem_act: Act::Relu6,
+            head_act: Act::Relu6,
+            final_c: None,
+        };
+        let frame = match name {
+            ModelName::Micro => relu6(
                 16,
                 vec![plan(24, &[3], &[3], 2), plan(32, &[3], &[3], 2)],
                 Some(64),
             ),
             ModelName::Mbv2Tiny => {
-                let w = |c: f64| make_divisible(c * 0.35, 8);
                 let mut plans = vec![
                     plan(w(16.0), &[1], &[3], 1),
                     plan(w(24.0), &[6; 2], &[3; 2], first_down),
@@ -88,30 +166,28 @@ impl ArchSpec {
                     plans.push(plan(w(c), &vec![6; n], &vec![3; n], s));
                 }
                 plans.push(plan(112, &[6], &[3], 1)); // head MBConv(56→112, k3, e6)
-                (w(32.0), plans, Some(448))
+                relu6(w(32.0), plans, Some(448))
             }
             // ProxylessNAS-Mobile (Cai et al., ICLR 2019) at width 0.35 as NetAug builds it
             // (`models/base/proxylessnas.py` of mit-han-lab/tinyml): every width
             // make_divisible(w · 0.35, 8), the first block a depthwise-separable conv (expand 1),
             // then five searched stages and a head MBConv(k7, e6) to 320·0.35; the 1×1 head conv
             // keeps 1,280 channels (NetAug's max(·, 1280)).
-            ModelName::ProxylessW035 => {
-                let w = |c: f64| make_divisible(c * 0.35, 8);
-                (
-                    w(32.0),
-                    vec![
-                        plan(w(16.0), &[1], &[3], 1),
-                        plan(w(32.0), &[3, 3], &[5, 3], first_down),
-                        plan(w(40.0), &[3, 3, 3, 3], &[7, 3, 5, 5], 2),
-                        plan(w(80.0), &[6, 3, 3, 3], &[7, 5, 5, 5], 2),
-                        plan(w(96.0), &[6, 3, 3, 3], &[5, 5, 5, 5], 1),
-                        plan(w(192.0), &[6, 6, 3, 3], &[7, 7, 7, 7], 2),
-                        plan(w(320.0), &[6], &[7], 1), // head MBConv(64→112, k7, e6)
-                    ],
-                    Some(w(1280.0).max(1280)),
-                )
-            }
-            ModelName::Mcunet => (
+            ModelName::ProxylessW035 => relu6(
+                w(32.0),
+                vec![
+                    plan(w(16.0), &[1], &[3], 1),
+                    plan(w(32.0), &[3, 3], &[5, 3], first_down),
+                    plan(w(40.0), &[3, 3, 3, 3], &[7, 3, 5, 5], 2),
+                    plan(w(80.0), &[6, 3, 3, 3], &[7, 5, 5, 5], 2),
+                    plan(w(96.0), &[6, 3, 3, 3], &[5, 5, 5, 5], 1),
+                    plan(w(192.0), &[6, 6, 3, 3], &[7, 7, 7, 7], 2),
+                    plan(w(320.0), &[6], &[7], 1), // head MBConv(64→112, k7, e6)
+                ],
+                Some(w(1280.0).max(1280)),
+            ),
+            ModelName::Mbv3W035 => mbv3_frame(0.35, first_down),
+            ModelName::Mcunet => relu6(
                 16,
                 vec![
                     plan(8, &[1], &[3], 1),
@@ -125,33 +201,60 @@ impl ArchSpec {
                 None,
             ),
         };
-        // NetAug's shortcut rule: never on a stage's first block. The models defined before it
-        // keep theirs (at 32 px `mbv2-tiny`'s second stage starts 8 → 8 at stride 1, residual).
-        let first_block_shortcut = name != ModelName::ProxylessW035;
+        // NetAug's shortcut rule: never on a stage's first block but the stem's separable block
+        // (which has one where its shape allows: `mbv3-w0.35`). The models defined before it keep
+        // theirs (at 32 px `mbv2-tiny`'s second stage starts 8 → 8 at stride 1, residual).
+        let netaug = matches!(name, ModelName::ProxylessW035 | ModelName::Mbv3W035);
+        Self::from_frame(&frame, !netaug, (in_channels, stem_stride, classes))
+    }
+
+    /// MobileNetV3-Large at width multiplier `width` (1.0: the paper's), as [`Self::named`]
+    /// builds `mbv3-w0.35`, for `resolution`-pixel inputs.
+    pub fn mbv3(width: f64, in_channels: i64, resolution: i64, classes: i64) -> Self {
+        let small = resolution <= 32;
+        let frame = mbv3_frame(width, if small { 1 } else { 2 });
+        Self::from_frame(
+            &frame,
+            false,
+            (in_channels, if small { 1 } else { 2 }, classes),
+        )
+    }
+
+    fn from_frame(
+        frame: &Frame,
+        first_block_shortcut: bool,
+        (in_channels, stem_stride, classes): (i64, i64, i64),
+    ) -> Self {
         let mut blocks = Vec::new();
-        let mut in_c = stem_c;
-        for (stage, p) in plans.iter().enumerate() {
+        let mut in_c = frame.stem_c;
+        for (stage, p) in frame.plans.iter().enumerate() {
             for (i, (&e, &k)) in p.expands.iter().zip(&p.kernels).enumerate() {
+                let mid_c = p.mids.get(i).copied().unwrap_or(in_c * e);
                 blocks.push(BlockSpec {
                     stage,
                     in_c,
                     out_c: p.out_c,
-                    mid_c: in_c * e,
+                    mid_c,
                     kernel: k,
                     stride: if i == 0 { p.stride } else { 1 },
-                    expand: e != 1,
+                    expand: mid_c != in_c || e > 1,
                     tiny: true,
-                    shortcut: i != 0 || first_block_shortcut,
+                    shortcut: i != 0 || stage == 0 || first_block_shortcut,
+                    act: p.act,
+                    se: p.se,
                 });
                 in_c = p.out_c;
             }
         }
         Self {
             in_channels,
-            stem_c,
+            stem_c: frame.stem_c,
             stem_stride,
             blocks,
-            head_c,
+            head_c: frame.head_c,
+            stem_act: frame.stem_act,
+            head_act: frame.head_act,
+            final_c: frame.final_c,
             classes,
             aug_cap: None,
         }
@@ -173,12 +276,47 @@ impl ArchSpec {
     }
 }
 
+/// MobileNetV3-Large (Howard et al., ICCV 2019) at width `width` as NetAug builds it
+/// (`models/base/mbv3.py` of mit-han-lab/tinyml): h-swish stem, a residual depthwise-separable
+/// block with ReLU, five stages whose mid channels are make_divisible(round(mid · width), 8) of
+/// the paper's, ReLU in the first two and h-swish after, SE in the second, fourth and fifth; a
+/// 1×1 head conv to 960 · width (BN, h-swish), pooling, a 1×1 conv to max(1280 · width, 1280)
+/// (bias, h-swish), the classifier. `first_down`: the first downsampling stage's stride.
+fn mbv3_frame(width: f64, first_down: i64) -> Frame {
+    let w = |c: f64| make_divisible(c * width, 8);
+    let stage = |out: f64, mids: &[f64], k: i64, stride: i64| StagePlan {
+        mids: mids
+            .iter()
+            .map(|m| make_divisible((m * width).round(), 8))
+            .collect(),
+        ..plan(w(out), &vec![0; mids.len()], &vec![k; mids.len()], stride)
+    };
+    Frame {
+        stem_c: w(16.0),
+        plans: vec![
+            plan(w(16.0), &[1], &[3], 1).with(Act::Relu, false),
+            stage(24.0, &[64.0, 72.0], 3, first_down).with(Act::Relu, false),
+            stage(40.0, &[72.0, 120.0, 120.0], 5, 2).with(Act::Relu, true),
+            stage(80.0, &[240.0, 200.0, 184.0, 184.0], 3, 2).with(Act::HSwish, false),
+            stage(112.0, &[480.0, 672.0], 3, 1).with(Act::HSwish, true),
+            stage(160.0, &[672.0, 960.0, 960.0], 5, 2).with(Act::HSwish, true),
+        ],
+        head_c: Some(w(960.0)),
+        stem_act: Act::HSwish,
+        head_act: Act::HSwish,
+        final_c: Some(w(1280.0).max(1280)),
+    }
+}
+
 fn plan(out_c: i64, expands: &[i64], kernels: &[i64], stride: i64) -> StagePlan {
     StagePlan {
         out_c,
         expands: expands.to_vec(),
         kernels: kernels.to_vec(),
         stride,
+        mids: Vec::new(),
+        act: Act::Relu6,
+        se: false,
     }
 }
 
@@ -317,6 +455,8 @@ pub struct OpSpec {
     pub add_mult_storage: bool,
     /// The augmented passes' BN γ, β are their own (`aug.bn = "separate"`).
     pub separate_aug_bn: bool,
+    /// SE convs take the block's operator (`ops.se = "mf"`); else they are Mult.
+    pub se_mf: bool,
 }
 
 impl OpSpec {
@@ -334,6 +474,7 @@ impl OpSpec {
             add_unit_init: false,
             add_mult_storage: false,
             separate_aug_bn: false,
+            se_mf: false,
         }
     }
 
@@ -353,6 +494,16 @@ impl OpSpec {
             add_unit_init: c.ops.add_init == crate::spec::config::AddInit::Unit,
             add_mult_storage: c.ops.add_storage == crate::spec::config::AddStorage::Mult,
             separate_aug_bn: c.aug.bn == crate::spec::config::AugBn::Separate,
+            se_mf: c.ops.se == crate::spec::config::SeOp::Mf,
+        }
+    }
+
+    /// The operator of an SE conv of `block`.
+    pub fn se_role(&self, block: &BlockSpec) -> OpKind {
+        if self.se_mf {
+            self.block_role(block, true)
+        } else {
+            OpKind::Mult
         }
     }
 
@@ -402,6 +553,8 @@ impl NasArch {
             expand: false,
             tiny: true,
             shortcut: true,
+            act: Act::Relu6,
+            se: false,
         }];
         let mut in_c = w(16.0);
         for (i, (s, (base, stride))) in self.stages.iter().zip(STAGE_BASE).enumerate() {
@@ -418,6 +571,8 @@ impl NasArch {
                     expand: true,
                     tiny: true,
                     shortcut: true,
+                    act: Act::Relu6,
+                    se: false,
                 });
                 in_c = out_c;
             }
@@ -432,6 +587,8 @@ impl NasArch {
             expand: true,
             tiny: true,
             shortcut: true,
+            act: Act::Relu6,
+            se: false,
         });
         ArchSpec {
             in_channels,
@@ -439,6 +596,9 @@ impl NasArch {
             stem_stride: if small { 1 } else { 2 },
             blocks,
             head_c: Some(448),
+            stem_act: Act::Relu6,
+            head_act: Act::Relu6,
+            final_c: None,
             classes,
             aug_cap: None,
         }
@@ -491,6 +651,8 @@ impl NasArch {
                             expand: sb.expand,
                             tiny: false,
                             shortcut: true,
+                            act: sb.act,
+                            se: sb.se,
                         }
                     }
                 };

@@ -189,6 +189,9 @@ pub enum ModelName {
     /// ProxylessNAS-Mobile at width 0.35, as NetAug trains it.
     #[serde(rename = "proxyless-w0.35")]
     ProxylessW035,
+    /// MobileNetV3-Large at width 0.35, as NetAug trains it.
+    #[serde(rename = "mbv3-w0.35")]
+    Mbv3W035,
 }
 
 impl ModelName {
@@ -198,6 +201,7 @@ impl ModelName {
             Self::Mbv2Tiny => "mbv2-tiny",
             Self::Mcunet => "mcunet",
             Self::ProxylessW035 => "proxyless-w0.35",
+            Self::Mbv3W035 => "mbv3-w0.35",
         }
     }
 }
@@ -283,6 +287,24 @@ pub struct OpsConfig {
     /// At whose scale an Add layer's shared tensor is stored: the Add operator's (the Mult view
     /// sees it as it is) or the multiplicative model's (the Add view rescales it).
     pub add_storage: AddStorage,
+    /// The operator of squeeze-and-excitation's two 1×1 convs (`mbv3-w0.35`).
+    pub se: SeOp,
+}
+
+/// What squeeze-and-excitation's two 1×1 convs compute with (issue 47).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SeOp {
+    /// Multiplicative, whatever `ops.kind`: they are dense layers on pooled features, as the
+    /// classifier is, which the paper keeps multiplicative. What MF SE convs would save is
+    /// measured in RESULTS.md ("The paper's other models"): under the ShiftAddNAS simulator a
+    /// tenth of `mbv3-w0.35`'s energy with Shift (its 10-bit Shift words cut the SE weights'
+    /// traffic), under the project model nothing to speak of; and an Add SE conv, with no BN to
+    /// centre its negative L1 distances, starts with its ReLU zeroing them: a constant gate.
+    #[default]
+    Mult,
+    /// The block's operator (`ops.kind`), like the block's other convs.
+    Mf,
 }
 
 /// Where the scale of an Add layer's shared tensor lives (issue 41). Both views of the tensor
@@ -332,6 +354,7 @@ impl Default for OpsConfig {
             add_eta_relative: true,
             add_init: AddInit::Unit,
             add_storage: AddStorage::Add,
+            se: SeOp::Mult,
         }
     }
 }
