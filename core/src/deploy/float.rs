@@ -98,7 +98,7 @@ fn unsupported(steps: &[Step]) -> Result<(), ExportError> {
                 act: Some(act),
                 ..
             } if step_act(*relu6, Some(*act)) != Act::Relu6 => {
-                return refuse(format!("conv {name} ends in {act:?}"));
+                return refuse(format!("conv {name} ends in {}", act.label()));
             }
             Step::Se { name, .. } => return refuse(format!("{name} is squeeze-and-excitation")),
             Step::Linear {
@@ -106,7 +106,7 @@ fn unsupported(steps: &[Step]) -> Result<(), ExportError> {
                 act: Some(act),
                 ..
             } if *act != Act::None => {
-                return refuse(format!("dense layer {name} ends in {act:?}"));
+                return refuse(format!("dense layer {name} ends in {}", act.label()));
             }
             _ => {}
         }

@@ -270,8 +270,9 @@ pub fn export_int(
             message: e.to_string(),
         })?;
     let float = ExportedModel::load(dir)?;
-    let export_top1 = float.evaluate(&cfg.data, 256)?;
+    // A program the integer one cannot follow is refused before the float one is evaluated.
     let net = FloatNet::from_export(&float)?;
+    let export_top1 = float.evaluate(&cfg.data, 256)?;
     let splits = data::load(&cfg.data)?;
     let calibration = calibration_images(&net, &splits.train, 256);
     let source = Source {

@@ -23,6 +23,17 @@ pub enum Act {
 }
 
 impl Act {
+    /// Its name as papers write it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::None => "no activation",
+            Self::Relu => "ReLU",
+            Self::Relu6 => "ReLU6",
+            Self::HSwish => "h-swish",
+            Self::HSigmoid => "h-sigmoid",
+        }
+    }
+
     /// Multiplications and additions (compares counted as additions) per element, as the
     /// hardware models charge them: `relu` a compare, `relu6` two, `h_sigmoid` an addition, two
     /// compares and a multiply by 1/6, `h_swish` that and the multiply by `x`.
