@@ -8,6 +8,7 @@
 
 mod cifar;
 mod idx;
+pub mod segment;
 mod synthetic;
 
 use std::path::{Path, PathBuf};

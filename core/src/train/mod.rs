@@ -6,13 +6,15 @@
 //! Layout: [`trainer`] (the loop), [`context`] (what a run is given, its device and model),
 //! [`sgd`] (optimiser, schedule), [`step`] (one training step), [`eval`] (evaluation, BN
 //! re-estimation), [`checkpoint`] (save, and what resume reads), [`record`] (metrics, hardware
-//! cost, histograms), [`probe`] (where a step's update of the shared weights comes from),
+//! cost, histograms), [`miou`] (segmentation scores from a confusion matrix), [`probe`] (where a
+//! step's update of the shared weights comes from),
 //! [`reeval`] (a checkpoint evaluated again under other BN statistics). Only the run manager
 //! (`run.rs`) starts [`train`].
 
 mod checkpoint;
 mod context;
 mod eval;
+mod miou;
 mod probe;
 mod record;
 mod reeval;
@@ -22,6 +24,7 @@ mod trainer;
 
 pub use context::{RunContext, build_net, build_seeded_net, resolve_device};
 pub use eval::{Scores, evaluate, in_order, reestimate_bn, score};
+pub use miou::Confusion;
 pub use probe::{
     GradSource, ParamKind, ProbeError, ProbeSpec, RunProbe, Sources, Weights, grad_sources,
     probe_run,
