@@ -40,8 +40,8 @@ def ci(values, signed=False):
 
 def same(values, fmt="{:,}"):
     """One value when every run has it, else their range."""
-    lo, hi = min(values), max(values)
-    return fmt.format(lo) if lo == hi else f"{fmt.format(lo)}–{fmt.format(hi)}"
+    lo, hi = fmt.format(min(values)), fmt.format(max(values))
+    return lo if lo == hi else f"{lo}–{hi}"
 
 
 def energy(report, model):
