@@ -103,9 +103,21 @@ fn has_label(h: &Harness<'static, StudioApp>, label: &str) -> bool {
     h.query_all_by_label(label).next().is_some()
 }
 
-/// Wait for the widget labelled `label`, then click it.
+/// Wait for the widget labelled `label`, scroll it into view (as a user scrolls a long list),
+/// then click it.
 fn click(h: &mut Harness<'static, StudioApp>, label: &str) {
     wait_for(h, label, |h| has_label(h, label));
+    h.get_by_label(label).scroll_to_me();
+    // Until the scroll has settled: a click aims at where the widget is drawn.
+    let mut at = h.get_by_label(label).rect();
+    for _ in 0..50 {
+        h.step();
+        let now = h.get_by_label(label).rect();
+        if now == at {
+            break;
+        }
+        at = now;
+    }
     h.get_by_label(label).click();
     h.step();
 }

@@ -225,7 +225,8 @@ impl LaunchView {
             ui.spinner();
         }
         let preset = self.form.preset.clone();
-        let chosen = preset_list(ui, "preset-list", &self.presets, 0.6, |p| {
+        let height = ui.available_height() * 0.6;
+        let chosen = preset_list(ui, "preset-list", &self.presets, height, |p| {
             preset.as_deref() == Some(p.name.as_str())
         });
         if let Some(i) = chosen {
@@ -242,11 +243,15 @@ impl LaunchView {
         if self.presets_loaded && self.study_files.is_empty() {
             ui.weak("none in experiments/studies/");
         }
+        // The picked file's summary and its Start button sit above the list, so they stay in
+        // view however many files there are; the list scrolls in the height left.
+        self.study_file_summary_ui(ui, vcx);
         let picked = self
             .study_file
             .as_ref()
             .map(|(i, _)| &self.study_files[*i].path);
-        let chosen = preset_list(ui, "study-file-list", &self.study_files, 1.0, |p| {
+        let height = ui.available_height();
+        let chosen = preset_list(ui, "study-file-list", &self.study_files, height, |p| {
             picked == Some(&p.path)
         });
         if let Some(i) = chosen {
@@ -254,7 +259,12 @@ impl LaunchView {
             let study = Study::load(&self.study_files[i].path, &[]).map_err(|e| e.to_string());
             self.study_file = Some((i, study));
         }
+    }
+
+    /// What the picked study file runs, and the button that starts it.
+    fn study_file_summary_ui(&mut self, ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>) {
         let Some((i, study)) = &self.study_file else {
+            ui.weak("pick a file to see what it runs");
             return;
         };
         match study {
@@ -480,13 +490,13 @@ fn preset_list(
     ui: &mut egui::Ui,
     id: &str,
     presets: &[Preset],
-    share: f32,
+    max_height: f32,
     selected: impl Fn(&Preset) -> bool,
 ) -> Option<usize> {
     let mut chosen = None;
     egui::ScrollArea::vertical()
         .id_salt(id)
-        .max_height(ui.available_height() * share)
+        .max_height(max_height)
         .show(ui, |ui| {
             for (i, p) in presets.iter().enumerate() {
                 // One line each: a long name is cut with "…" (and shown whole on hover).
