@@ -1019,12 +1019,13 @@ mod tests {
             }
             let after = net.forward(&x, &max, false, Exec::Mult).expect("forward");
             // ReLU and h-swish do not bound activations as ReLU6 does: float32 rounding of the
-            // reordered sums grows through 15 blocks of randomised BN to ~1e-4 of the logits'
-            // range (with ReLU6 everywhere the same net agrees to 1e-3 absolute); a wrong
-            // permutation changes them by their own size.
+            // reordered sums grows through 15 blocks of randomised BN to 0.05–0.4 % of the
+            // logits' range, with the draw (tests share torch's generator, so the draw varies);
+            // with ReLU6 everywhere the same net agrees to 1e-3 absolute. A wrong permutation
+            // (SE's input columns left unsorted: tried) changes them by 170 % of it.
             let scale = before.abs().max().double_value(&[]);
             assert!(
-                before.allclose(&after, 1e-3, 1e-3 * scale, false),
+                before.allclose(&after, 1e-3, 2e-2 * scale, false),
                 "{name:?}: the widest network changed under sorting: {} of {scale}",
                 (&before - &after).abs().max().double_value(&[])
             );
