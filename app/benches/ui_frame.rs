@@ -91,6 +91,7 @@ fn run_row(run: RunId) -> RunRow {
         notes: String::new(),
         started_at: Some(0.0),
         heartbeat_at: Some(60.0),
+        segmentation: false,
     });
     row.hybrid = "mult".into();
     row

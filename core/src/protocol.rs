@@ -75,11 +75,13 @@ pub enum Event {
         loss: f64,
         images_per_sec: f64,
     },
+    /// `val_score`: the epoch's validation top-1, or mean IoU for segmentation (the figure runs
+    /// are selected on); `val_top5`: its top-5 (`None` for segmentation).
     EpochEnded {
         run: RunId,
         epoch: i64,
-        val_top1: f64,
-        val_top5: f64,
+        val_score: f64,
+        val_top5: Option<f64>,
     },
     CheckpointSaved {
         run: RunId,
@@ -92,12 +94,12 @@ pub enum Event {
     Resumed {
         run: RunId,
     },
-    /// `val_top1`: the last validation top-1; `test_top1`: the test set's, evaluated once at
-    /// the end (`None` when the config turns it off).
+    /// `val_score`: the last validation top-1 (mean IoU for segmentation); `test_score`: the
+    /// test set's, evaluated once at the end (`None` when the config turns it off).
     Finished {
         run: RunId,
-        val_top1: f64,
-        test_top1: Option<f64>,
+        val_score: f64,
+        test_score: Option<f64>,
     },
     Stopped {
         run: RunId,

@@ -391,14 +391,14 @@ impl Manager {
                         .unwrap_or_else(|payload| Err(TrainError::Panic(panic_message(&*payload))));
                 let event = match result {
                     Ok(Outcome::Finished {
-                        val_top1,
-                        test_top1,
+                        val_score,
+                        test_score,
                     }) => {
                         writer.status(run, Status::Finished, None);
                         Event::Finished {
                             run,
-                            val_top1,
-                            test_top1,
+                            val_score,
+                            test_score,
                         }
                     }
                     Ok(Outcome::Stopped) => {

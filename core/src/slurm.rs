@@ -787,10 +787,10 @@ pub fn run_task(
             }
             Event::Rejected { reason, .. } => break Ok(CellOutcome::Failed(reason)),
             Event::EpochEnded {
-                epoch, val_top1, ..
+                epoch, val_score, ..
             } => report(format!(
-                "epoch {epoch}: val top-1 {:.2} %",
-                val_top1 * 100.0
+                "epoch {epoch}: val {:.2} % (top-1; mIoU for segmentation)",
+                val_score * 100.0
             )),
             Event::Finished { .. } => break Ok(CellOutcome::Finished),
             Event::Failed { reason, .. } => break Ok(CellOutcome::Failed(reason)),

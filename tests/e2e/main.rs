@@ -13,6 +13,7 @@ mod lifecycle;
 mod link;
 mod models;
 mod nas;
+mod segmentation;
 mod shiftaddaug;
 mod slurm;
 mod study;

@@ -3,7 +3,7 @@
 //! Mult, Shift and Add, trained directly and inside a multiplicative augmented model. Small
 //! synthetic inputs, a few steps: the machinery, not accuracy.
 
-use crate::support::{db, last_step, run_ok, runs_json, s, signal, tiny_config, wait_until};
+use crate::support::{db, preempt_and_resume, run_ok, runs_json, s, tiny_config};
 
 #[test]
 fn proxyless_trains_resumes_and_exports_with_every_operator() {
@@ -46,23 +46,7 @@ fn every_operator(model: &str, mf_convs: usize, se: usize) {
             args.extend(["--set", set]);
         }
         // Stopped a few steps in (as a cluster preempts a job), then resumed to the end.
-        let child = crate::support::bin()
-            .args(&args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn");
-        wait_until(
-            &format!("{name}: three steps"),
-            std::time::Duration::from_millis(20),
-            || last_step(&dbp) >= 3,
-        );
-        signal(&child, libc::SIGTERM);
-        let out = child.wait_with_output().expect("reaped");
-        assert!(!out.status.success(), "{name}: stopped, not finished");
-        let listed = runs_json(&dbp);
-        assert_eq!(listed[0]["status"], "stopped", "{name}: {listed:?}");
-        run_ok(&["resume", "1", "--db", s(&dbp)]);
+        preempt_and_resume(&name, &args, &dbp);
         let listed = runs_json(&dbp);
         assert_eq!(listed[0]["status"], "finished", "{name}");
         assert_eq!(listed[0]["model"], model, "{name}");

@@ -32,7 +32,7 @@ fn nas_smoke_searches_within_budget_and_resumes_without_retraining() {
     eprintln!("nas-smoke took {minutes:.1} min");
 
     let cfg = Config::load(std::path::Path::new(preset), &[]).expect("preset");
-    let shape = cfg.data.dataset.input_shape();
+    let shape = cfg.data.input_shape();
     let reader = Reader::open(&db).expect("db");
     let search = search_row(&reader);
     assert_eq!(search.status, shiftadd_core::store::Status::Finished);

@@ -319,7 +319,7 @@ fn the_integer_program_follows_the_float_model_and_its_c_agrees(
     assert!(r["costs"]["mf_multiplies"].as_u64().expect("mf") > 0);
     // Its energy under each hardware model, beside the float model priced from the very layers
     // the Hardware view prices for this config: the program's convs are the tiny model's.
-    let (channels, resolution, classes) = cfg.data.dataset.input_shape();
+    let (channels, resolution, classes) = cfg.data.input_shape();
     let energy = r["energy"].as_array().expect("energy");
     assert_eq!(
         energy.len(),

@@ -145,3 +145,25 @@ pub fn synthetic_run(name: &str, operator: &str) -> shiftadd_core::store::NewRun
         provenance: String::new(),
     }
 }
+
+/// Run `shiftadd <args>` (a `train` writing run 1 into `dbp`), stop it with SIGTERM three steps
+/// in (as a cluster preempts a job), check it stopped, and resume it to the end.
+pub fn preempt_and_resume(name: &str, args: &[&str], dbp: &Path) {
+    let child = bin()
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    wait_until(
+        &format!("{name}: three steps"),
+        std::time::Duration::from_millis(20),
+        || last_step(dbp) >= 3,
+    );
+    signal(&child, libc::SIGTERM);
+    let out = child.wait_with_output().expect("reaped");
+    assert!(!out.status.success(), "{name}: stopped, not finished");
+    let listed = runs_json(dbp);
+    assert_eq!(listed[0]["status"], "stopped", "{name}: {listed:?}");
+    run_ok(&["resume", "1", "--db", s(dbp)]);
+}

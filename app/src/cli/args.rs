@@ -375,6 +375,16 @@ pub struct ExportArgs {
     /// Evaluate the integer program on the first N test images only.
     #[arg(long, value_name = "N", requires = "int")]
     pub images: Option<usize>,
+    /// A segmentation run: write a PNG of its first validation images, each with its ground
+    /// truth and the last checkpoint's predicted mask (and those of `--beside` runs).
+    #[arg(long, value_name = "FILE.png")]
+    pub masks: Option<PathBuf>,
+    /// With `--masks`: other runs (on the same data) whose predictions go beside this one's.
+    #[arg(long, value_name = "RUN", requires = "masks", num_args = 1..)]
+    pub beside: Vec<RunId>,
+    /// With `--masks`: how many validation images (rows).
+    #[arg(long, value_name = "N", default_value_t = 4, requires = "masks", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub mask_images: u32,
     /// Replace files that exist (never through a symbolic link).
     #[arg(long)]
     pub force: bool,

@@ -158,25 +158,25 @@ pub fn finish_headless(
                 Ok(Event::EpochEnded {
                     run,
                     epoch,
-                    val_top1,
-                    ..
+                    val_score,
+                    val_top5,
                 }) => {
+                    let metric = if val_top5.is_some() { "top-1" } else { "mIoU" };
                     eprintln!(
-                        "run {run}: epoch {epoch}: val top-1 {:.2} %",
-                        val_top1 * 100.0
+                        "run {run}: epoch {epoch}: val {metric} {:.2} %",
+                        val_score * 100.0
                     );
                 }
                 Ok(Event::Finished {
                     run,
-                    val_top1,
-                    test_top1,
+                    val_score,
+                    test_score,
                 }) => {
-                    let test = test_top1.map_or(String::new(), |t| {
-                        format!(", test top-1 {:.2} %", t * 100.0)
-                    });
+                    let test =
+                        test_score.map_or(String::new(), |t| format!(", test {:.2} %", t * 100.0));
                     eprintln!(
-                        "run {run} finished: val top-1 {:.2} %{test}",
-                        val_top1 * 100.0
+                        "run {run} finished: val {:.2} %{test} (top-1; mIoU for segmentation)",
+                        val_score * 100.0
                     );
                 }
                 Ok(Event::Failed { run, reason }) => eprintln!("run {run} failed: {reason}"),

@@ -154,6 +154,7 @@ fn read_records(paths: &[PathBuf], hundred: bool) -> Result<Dataset, DataError> 
         classes,
         images,
         labels,
+        masks: Vec::new(),
     })
 }
 

@@ -224,6 +224,7 @@ fn load_split(dir: &Path, images: &str, labels: &str) -> Result<Dataset, DataErr
         classes: 10,
         images: padded,
         labels: label_bytes.into_iter().map(u16::from).collect(),
+        masks: Vec::new(),
     })
 }
 

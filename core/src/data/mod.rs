@@ -95,16 +95,43 @@ pub struct Dataset {
     pub classes: usize,
     /// `len * channels * height * width` bytes, NCHW.
     pub images: Vec<u8>,
+    /// A class per image (classification; empty for segmentation).
     pub labels: Vec<u16>,
+    /// A class per pixel, `len * height * width` bytes (segmentation: [`segment::IGNORE`] is not
+    /// scored; empty for classification).
+    pub masks: Vec<u8>,
 }
 
 impl Dataset {
     pub fn len(&self) -> usize {
-        self.labels.len()
+        self.images.len() / self.image_size().max(1)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
+        self.images.is_empty()
+    }
+
+    /// Whether its targets are per pixel.
+    pub fn is_segmentation(&self) -> bool {
+        !self.masks.is_empty()
+    }
+
+    /// Image `i` and its mask (empty for classification).
+    pub fn item(&self, i: usize) -> (&[u8], &[u8]) {
+        let (n, m) = (self.image_size(), self.plane_if_masked());
+        (
+            &self.images[i * n..(i + 1) * n],
+            &self.masks[i * m..(i + 1) * m],
+        )
+    }
+
+    /// Mask bytes per image: `height × width` with masks, else 0.
+    fn plane_if_masked(&self) -> usize {
+        if self.is_segmentation() {
+            self.height * self.width
+        } else {
+            0
+        }
     }
 
     pub fn image_size(&self) -> usize {
@@ -114,13 +141,19 @@ impl Dataset {
     /// Remove the last `n` images and return them as a dataset of their own.
     fn split_off_last(&mut self, n: usize) -> Self {
         let keep = self.len() - n.min(self.len());
+        let labels = if self.labels.is_empty() {
+            Vec::new()
+        } else {
+            self.labels.split_off(keep)
+        };
         Self {
             channels: self.channels,
             height: self.height,
             width: self.width,
             classes: self.classes,
+            masks: self.masks.split_off(keep * self.plane_if_masked()),
             images: self.images.split_off(keep * self.image_size()),
-            labels: self.labels.split_off(keep),
+            labels,
         }
     }
 
@@ -133,13 +166,15 @@ impl Dataset {
             width: self.width,
             classes: self.classes,
             images: self.images[..n * self.image_size()].to_vec(),
-            labels: self.labels[..n].to_vec(),
+            labels: self.labels[..n.min(self.labels.len())].to_vec(),
+            masks: self.masks[..n * self.plane_if_masked()].to_vec(),
         }
     }
 
     fn truncate(&mut self, n: usize) {
         if n > 0 && n < self.len() {
             self.labels.truncate(n);
+            self.masks.truncate(n * self.plane_if_masked());
             self.images.truncate(n * self.image_size());
         }
     }
@@ -179,9 +214,30 @@ pub struct Splits {
     pub norm: Vec<(f32, f32)>,
 }
 
+impl Splits {
+    /// The splits as configured: training and test cut to `train_subset` / `test_subset`, the
+    /// normalisation of what is left for training.
+    fn of(cfg: &DataConfig, mut train: Dataset, val: Dataset, mut test: Dataset) -> Self {
+        train.truncate(cfg.train_subset);
+        test.truncate(cfg.test_subset);
+        let norm = train.channel_stats();
+        Self {
+            name: cfg.dataset,
+            train: Arc::new(train),
+            val: Arc::new(val),
+            test: Arc::new(test),
+            norm,
+        }
+    }
+}
+
 /// The directory a dataset is read from.
 pub fn data_dir(cfg: &DataConfig) -> PathBuf {
-    if cfg.dir.is_empty() && cfg.dataset == DatasetName::FashionMnist {
+    let fmnist = matches!(
+        cfg.dataset,
+        DatasetName::FashionMnist | DatasetName::FashionMnistScenes
+    );
+    if cfg.dir.is_empty() && fmnist {
         PathBuf::from(FASHION_MNIST_DIR)
     } else {
         PathBuf::from(&cfg.dir)
@@ -215,16 +271,19 @@ pub fn check_available(cfg: &DataConfig) -> Result<(), DataError> {
     }
     match cfg.dataset {
         DatasetName::Synthetic => Ok(()),
-        DatasetName::FashionMnist => idx::check_fashion_mnist(&dir),
+        DatasetName::FashionMnist | DatasetName::FashionMnistScenes => {
+            idx::check_fashion_mnist(&dir)
+        }
         DatasetName::Cifar10 => cifar::check(&dir, false),
         DatasetName::Cifar100 => cifar::check(&dir, true),
+        DatasetName::Voc => segment::check_voc(&dir, cfg.voc_classes),
     }
 }
 
 fn hint(name: DatasetName) -> &'static str {
     match name {
         DatasetName::Synthetic => "built in",
-        DatasetName::FashionMnist => {
+        DatasetName::FashionMnist | DatasetName::FashionMnistScenes => {
             "expected the idx files train-images-idx3-ubyte[.gz] etc.; `apt-get install dataset-fashion-mnist` provides them"
         }
         DatasetName::Cifar10 => {
@@ -233,6 +292,9 @@ fn hint(name: DatasetName) -> &'static str {
         DatasetName::Cifar100 => {
             "expected the CIFAR-100 binary version: train.bin and test.bin (or their folder cifar-100-binary)"
         }
+        DatasetName::Voc => {
+            "expected the Pascal VOC layout: JPEGImages/, SegmentationClass/ and ImageSets/Segmentation/{train,val}.txt"
+        }
     }
 }
 
@@ -240,7 +302,10 @@ fn hint(name: DatasetName) -> &'static str {
 pub fn load(cfg: &DataConfig) -> Result<Splits, DataError> {
     check_available(cfg)?;
     let dir = data_dir(cfg);
-    let (mut train, mut test) = match cfg.dataset {
+    if cfg.dataset == DatasetName::FashionMnistScenes {
+        return load_scenes(cfg, &dir);
+    }
+    let (mut train, test) = match cfg.dataset {
         DatasetName::Synthetic => (
             synthetic::generate(cfg.synthetic_seed, 0, cfg.synthetic_train),
             synthetic::generate(cfg.synthetic_seed, 1, cfg.synthetic_test),
@@ -248,6 +313,16 @@ pub fn load(cfg: &DataConfig) -> Result<Splits, DataError> {
         DatasetName::FashionMnist => idx::load_fashion_mnist(&dir)?,
         DatasetName::Cifar10 => cifar::load(&dir, false)?,
         DatasetName::Cifar100 => cifar::load(&dir, true)?,
+        DatasetName::FashionMnistScenes => unreachable!("composed above"),
+        // VOC's `val` list is its public benchmark split: the test split here, as Fashion-MNIST's
+        // and CIFAR's test files are; validation is held out of `train` like theirs.
+        DatasetName::Voc => {
+            let (classes, size, rgb) = (cfg.voc_classes, cfg.voc_size, cfg.voc_rgb);
+            (
+                segment::load_voc(&dir, "train", classes, size, rgb)?,
+                segment::load_voc(&dir, "val", classes, size, rgb)?,
+            )
+        }
     };
     let n_val = cfg.val_images.resolve(cfg.dataset, train.len());
     if n_val == 0 || n_val >= train.len() {
@@ -260,19 +335,42 @@ pub fn load(cfg: &DataConfig) -> Result<Splits, DataError> {
         ));
     }
     let val = train.split_off_last(n_val);
-    train.truncate(cfg.train_subset);
-    test.truncate(cfg.test_subset);
-    let norm = train.channel_stats();
-    Ok(Splits {
-        name: cfg.dataset,
-        train: Arc::new(train),
-        val: Arc::new(val),
-        test: Arc::new(test),
-        norm,
-    })
+    Ok(Splits::of(cfg, train, val, test))
 }
 
-/// One batch, ready to become tensors: `images` is `n * c * h * w` normalised floats.
+/// `fashion-mnist-scenes`: canvases composed from Fashion-MNIST's items, each split from items
+/// of its own — training canvases from the training file's first nine tenths, validation ones
+/// from its last tenth, test ones from the test file — so no item of a scored canvas was seen in
+/// training.
+fn load_scenes(cfg: &DataConfig, dir: &Path) -> Result<Splits, DataError> {
+    let (mut items, test_items) = idx::load_fashion_mnist(dir)?;
+    let val_items = items.split_off_last(items.len() / 10);
+    let n_val = cfg.val_images.resolve(cfg.dataset, cfg.scenes_train);
+    if n_val == 0 || n_val >= cfg.scenes_train {
+        return Err(DataError::format(
+            dir,
+            format!(
+                "data.val_images = {n_val}: data.scenes_train is {}; validation needs at least one scene and must leave training scenes",
+                cfg.scenes_train
+            ),
+        ));
+    }
+    let params = segment::Composite {
+        canvas: cfg.canvas,
+        items: (cfg.items_min, cfg.items_max),
+        foreground: cfg.foreground,
+        edge: cfg.edge,
+    };
+    let seed = cfg.scenes_seed;
+    let train = segment::compose(&items, cfg.scenes_train - n_val, &params, seed);
+    let val = segment::compose(&val_items, n_val, &params, seed ^ 0x5EED_0001);
+    let test = segment::compose(&test_items, cfg.scenes_test, &params, seed ^ 0x5EED_0002);
+    Ok(Splits::of(cfg, train, val, test))
+}
+
+/// One batch, ready to become tensors: `images` is `n * c * h * w` normalised floats; `labels`
+/// a class per image, or per pixel (`n * h * w`, [`segment::IGNORE`] not scored) for a
+/// segmentation set.
 #[derive(Debug, Clone)]
 pub struct Batch {
     pub images: Vec<f32>,
@@ -380,14 +478,17 @@ fn make_batch(data: &Dataset, norm: &[(f32, f32)], idx: &[usize], spec: LoaderSp
     let (c, h, w) = (data.channels, data.height, data.width);
     let size = data.image_size();
     let mut images = vec![0f32; idx.len() * size];
-    let mut labels = Vec::with_capacity(idx.len());
+    let plane = if data.is_segmentation() { h * w } else { 0 };
+    let mut labels = Vec::with_capacity(idx.len() * plane.max(1));
     // Per-channel lookup table: byte -> normalised float; padding is a zero byte (black).
     let lut: Vec<[f32; 256]> = norm
         .iter()
         .map(|&(m, s)| std::array::from_fn(|v| (v as f32 / 255.0 - m) / s))
         .collect();
     for (slot, &i) in idx.iter().enumerate() {
-        labels.push(i64::from(data.labels[i]));
+        if plane == 0 {
+            labels.push(i64::from(data.labels[i]));
+        }
         let src = &data.images[i * size..(i + 1) * size];
         let dst = &mut images[slot * size..(slot + 1) * size];
         let (dx, dy, flip) = if spec.train && spec.augment {
@@ -400,20 +501,32 @@ fn make_batch(data: &Dataset, norm: &[(f32, f32)], idx: &[usize], spec: LoaderSp
         } else {
             (0, 0, false)
         };
+        // Where output pixel (x, y) reads from: the same crop and flip for every channel and
+        // the mask; `None` in the padding (black, and not scored).
+        let source = |x: usize, y: usize| -> Option<usize> {
+            let (sy, sx) = (
+                y as isize + dy,
+                (if flip { w - 1 - x } else { x }) as isize + dx,
+            );
+            (sy >= 0 && sx >= 0 && sy < h as isize && sx < w as isize)
+                .then(|| sy as usize * w + sx as usize)
+        };
         for ch in 0..c {
             let table = &lut[ch];
-            let plane = &src[ch * h * w..(ch + 1) * h * w];
+            let src_plane = &src[ch * h * w..(ch + 1) * h * w];
             for y in 0..h {
-                let sy = y as isize + dy;
                 for x in 0..w {
-                    let xx = if flip { w - 1 - x } else { x };
-                    let sx = xx as isize + dx;
-                    let byte = if sy < 0 || sx < 0 || sy >= h as isize || sx >= w as isize {
-                        0
-                    } else {
-                        plane[sy as usize * w + sx as usize]
-                    };
+                    let byte = source(x, y).map_or(0, |at| src_plane[at]);
                     dst[ch * h * w + y * w + x] = table[byte as usize];
+                }
+            }
+        }
+        if plane > 0 {
+            let mask = &data.masks[i * plane..(i + 1) * plane];
+            for y in 0..h {
+                for x in 0..w {
+                    let m = source(x, y).map_or(segment::IGNORE, |at| mask[at]);
+                    labels.push(i64::from(m));
                 }
             }
         }
@@ -504,6 +617,7 @@ mod tests {
             classes: 2,
             images: (0..64u8).collect(),
             labels: vec![0, 1, 0, 1],
+            masks: Vec::new(),
         }
     }
 
@@ -547,6 +661,51 @@ mod tests {
         assert_eq!(eval[0].labels, vec![0, 1, 0]);
         let (m, s) = norm[0];
         assert!((eval[0].images[5] - (5.0 / 255.0 - m) / s).abs() < 1e-6);
+    }
+
+    /// A segmentation batch's mask takes the image's crop and flip pixel for pixel, and the
+    /// padding the crop brings in is not scored.
+    #[test]
+    fn masks_follow_their_images_crop_and_flip() {
+        let (h, w) = (6, 5);
+        let n = 8;
+        // Image bytes 1 + the pixel's index; masks the same index (below IGNORE).
+        let images: Vec<u8> = (0..n)
+            .flat_map(|_| (0..h * w).map(|p| 1 + p as u8))
+            .collect();
+        let data = Arc::new(Dataset {
+            channels: 1,
+            height: h,
+            width: w,
+            classes: 40,
+            masks: images.iter().map(|v| v - 1).collect(),
+            images,
+            labels: Vec::new(),
+        });
+        assert!(data.is_segmentation() && data.len() == n);
+        let norm = [(0.0, 1.0)];
+        let spec = LoaderSpec {
+            batch_size: n,
+            train: true,
+            augment: true,
+            seed: 11,
+            epoch: 0,
+            prefetch: 1,
+        };
+        let b = Loader::new(data, &norm, spec).next().expect("a batch");
+        assert_eq!((b.images.len(), b.labels.len()), (n * h * w, n * h * w));
+        let (mut padded, mut moved) = (0, 0);
+        for (i, (&x, &m)) in b.images.iter().zip(&b.labels).enumerate() {
+            let byte = (x * 255.0).round() as i64;
+            if byte == 0 {
+                assert_eq!(m, i64::from(segment::IGNORE), "padding is not scored");
+                padded += 1;
+            } else {
+                assert_eq!(m, byte - 1, "pixel {i}: the mask moved with its image");
+                moved += i64::from(byte - 1 != (i % (h * w)) as i64);
+            }
+        }
+        assert!(padded > 0 && moved > 0, "crops and flips were drawn");
     }
 
     #[test]

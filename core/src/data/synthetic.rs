@@ -30,6 +30,7 @@ pub fn generate(seed: u64, split: u64, n: usize) -> Dataset {
         classes: CLASSES,
         images,
         labels,
+        masks: Vec::new(),
     }
 }
 

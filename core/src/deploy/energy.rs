@@ -90,6 +90,7 @@ pub fn hw_layers(model: &IntModel) -> Vec<Layer> {
             act: if c.relu6 { Act::Relu6 } else { Act::None },
             residual_add: matches!(model.steps.get(i + 1), Some(IntStep::AddSaved { .. })),
             gated: 0,
+            upsampled: 0,
         });
     }
     out

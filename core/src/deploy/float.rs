@@ -86,7 +86,7 @@ fn unsupported(steps: &[Step]) -> Result<(), ExportError> {
         Err(ExportError::File {
             path: "model.json".into(),
             message: format!(
-                "{what}: the integer program covers networks of ReLU6 convs, residual adds, pooling and one classifier (not yet h-swish, ReLU, squeeze-and-excitation or a dense layer before the classifier)"
+                "{what}: the integer program covers classifiers of ReLU6 convs, residual adds, pooling and one dense layer (not yet h-swish, ReLU, squeeze-and-excitation, a dense layer before the classifier, or a segmentation head)"
             ),
         })
     };
@@ -101,6 +101,11 @@ fn unsupported(steps: &[Step]) -> Result<(), ExportError> {
                 return refuse(format!("conv {name} ends in {}", act.label()));
             }
             Step::Se { name, .. } => return refuse(format!("{name} is squeeze-and-excitation")),
+            Step::SegHead { high, .. } => {
+                return refuse(format!(
+                    "the model ends in a segmentation head ({high} classifies pixels)"
+                ));
+            }
             Step::Linear {
                 name,
                 act: Some(act),
@@ -210,7 +215,7 @@ impl FloatNet {
                     }
                     steps.push(FloatStep::AddSaved);
                 }
-                Step::Se { .. } => unsupported(std::slice::from_ref(step))?,
+                Step::Se { .. } | Step::SegHead { .. } => unsupported(std::slice::from_ref(step))?,
                 Step::Pool => {
                     steps.push(FloatStep::Pool {
                         channels: shape.0,

@@ -174,7 +174,10 @@ pub fn layer_cost(l: &Layer, hw: &HwConfig) -> LayerCost {
     let (bn, res) = (i64::from(l.bn) * out, i64::from(l.residual_add) * out);
     // The activation's multiplications and additions, and the gate's multiplications (SE).
     let (act_mul, act_add) = l.act.ops();
-    let (mul, add) = (act_mul * out + l.gated, act_add * out + res);
+    let (mul, add) = (
+        act_mul * out + l.gated + 4 * l.upsampled,
+        act_add * out + res + 3 * l.upsampled,
+    );
     let mut cost = LayerCost {
         name: l.name.clone(),
         kind: l.kind.as_str().to_owned(),
@@ -273,7 +276,7 @@ pub fn config_costs(cfg: &Config, channels: i64, resolution: i64, classes: i64) 
 /// model, for run `run`. For runs whose records a database does not hold (a compacted results
 /// database leaves them out).
 pub fn priced_rows(run: RunId, cfg: &Config) -> Vec<HwCostRow> {
-    let (channels, resolution, classes) = cfg.data.dataset.input_shape();
+    let (channels, resolution, classes) = cfg.data.input_shape();
     HwModel::ALL
         .into_iter()
         .flat_map(|model| {
@@ -341,6 +344,7 @@ pub(crate) mod tests {
             act: crate::spec::arch::Act::Relu6,
             residual_add: false,
             gated: 0,
+            upsampled: 0,
         }
     }
 

@@ -19,10 +19,12 @@
 
 mod elastic;
 mod program;
+mod seg;
 mod sort;
 
 pub use elastic::{ElasticBn, ElasticConv, Exec, LayerWeights, activate};
 pub use program::{Program, Step, step_act};
+pub use seg::upsample;
 pub use sort::Permutation;
 
 use tch::nn::{self, Init};
@@ -199,6 +201,8 @@ pub struct Net {
     head: Option<(ElasticConv, ElasticBn)>,
     /// The 1×1 conv with bias on the pooled features (`ArchSpec::final_c`), Mult.
     final_conv: Option<(ElasticConv, Tensor)>,
+    /// The segmentation head (`spec.seg`), whose high branch's classifier is `fc`.
+    seg: Option<seg::SegLayers>,
     /// The classifier, stored as a 1×1 "conv" weight [classes, features, 1, 1].
     fc: ElasticConv,
     fc_bias: Tensor,
@@ -250,7 +254,18 @@ impl Net {
         let final_conv = spec
             .final_c
             .map(|f| classifier(&(root / "final"), pooled, f, &OpSpec::mult()));
-        let features = spec.final_c.map_or(pooled, |f| (f, f));
+        let seg = spec.seg.map(|head| {
+            let skip = (
+                spec.tap_channels(&max, head.tap),
+                spec.tap_channels(&base, head.tap),
+            );
+            seg::SegLayers::new(&(root / "seg"), head, (pooled, skip), spec.classes, ops)
+        });
+        let features = match (spec.final_c, &seg) {
+            (_, Some(s)) => (s.spec.channels, s.spec.channels),
+            (Some(f), None) => (f, f),
+            (None, None) => pooled,
+        };
         let (fc, fc_bias) = classifier(&(root / "fc"), features, spec.classes, ops);
         let mut net = Self {
             spec,
@@ -259,6 +274,7 @@ impl Net {
             blocks,
             head,
             final_conv,
+            seg,
             fc,
             fc_bias,
             max,
@@ -323,8 +339,9 @@ impl Net {
         exec != Exec::Mult && self.has_add
     }
 
-    /// Logits of the sub-model `w` for a batch `x` [N, C, H, W]. A pass without Add layers runs
-    /// channels-last on the CPU ([`layout`]).
+    /// Logits of the sub-model `w` for a batch `x` [N, C, H, W]: [N, classes], or with a
+    /// segmentation head [N, classes, H, W]. A pass without Add layers runs channels-last on
+    /// the CPU ([`layout`]).
     pub fn forward(
         &self,
         x: &Tensor,
@@ -337,12 +354,15 @@ impl Net {
         } else {
             x.shallow_clone()
         };
+        let size = [x.size()[2], x.size()[3]];
         let mut x = self.stem_bn.forward(
             &self.stem.forward(&x, w.stem, exec)?,
             train,
             self.spec.stem_act,
             exec,
         )?;
+        let tap = self.seg.as_ref().map(|s| s.spec.tap);
+        let mut skip = (tap == Some(None)).then(|| x.shallow_clone());
         for (i, b) in self.blocks.iter().enumerate() {
             if !w.active[i] {
                 continue;
@@ -375,6 +395,9 @@ impl Net {
             } else {
                 h
             };
+            if tap == Some(Some(i)) {
+                skip = Some(x.shallow_clone());
+            }
         }
         if let (Some((conv, bn)), Some(hc)) = (&self.head, w.head) {
             x = bn.forward(
@@ -383,6 +406,9 @@ impl Net {
                 self.spec.head_act,
                 exec,
             )?;
+        }
+        if let (Some(seg), Some(skip)) = (&self.seg, &skip) {
+            return seg.forward((&x, skip), (&self.fc, &self.fc_bias), size, train, exec);
         }
         let mut pooled = x.f_mean_dim(&[2i64, 3][..], true, Kind::Float)?;
         if let (Some((conv, bias)), Some(f)) = (&self.final_conv, self.spec.final_c) {
@@ -408,6 +434,7 @@ impl Net {
         }
         v.extend(self.head.as_ref().map(|(c, _)| c));
         v.extend(self.final_conv.as_ref().map(|(c, _)| c));
+        v.extend(self.seg.iter().flat_map(seg::SegLayers::convs));
         v.push(&self.fc);
         v
     }
@@ -420,6 +447,7 @@ impl Net {
             v.push(&b.project_bn);
         }
         v.extend(self.head.as_ref().map(|(_, n)| n));
+        v.extend(self.seg.as_ref().map(|s| &s.cbr_bn));
         v
     }
 
@@ -482,6 +510,10 @@ impl Net {
                 self.spec.stem_act,
             );
             c = base.stem;
+            let tap = self.seg.as_ref().map(|s| s.spec.tap);
+            if tap == Some(None) {
+                p.steps.push(Step::Save);
+            }
             for (i, b) in self.blocks.iter().enumerate() {
                 if !b.spec.tiny {
                     continue;
@@ -507,10 +539,18 @@ impl Net {
                 if b.spec.residual() {
                     p.steps.push(Step::AddSaved);
                 }
+                if tap == Some(Some(i)) {
+                    p.steps.push(Step::Save);
+                }
             }
             if let (Some((conv, bn)), Some(h)) = (&self.head, base.head) {
                 p.conv(conv, bn, (c, h), self.spec.head_act);
                 c = h;
+            }
+            if let Some(seg) = &self.seg {
+                let skip = self.spec.tap_channels(&base, seg.spec.tap);
+                seg.program(&mut p, (&self.fc, &self.fc_bias), (c, skip));
+                return p;
             }
             p.steps.push(Step::Pool);
             if let (Some((conv, bias)), Some(f)) = (&self.final_conv, self.spec.final_c) {
@@ -713,6 +753,83 @@ mod tests {
                 32 / total_stride >= 2,
                 "{name:?}: last feature map at least 2×2"
             );
+        }
+    }
+
+    /// Segmentation (issue 48): every model at 48 px ends at a 6 × 6 map (output stride 8),
+    /// taps its skip map one downsampling earlier, and returns per-pixel logits at the input
+    /// size — tiny, augmented and split passes alike; its head's layers are the hardware
+    /// models' last four, at those maps.
+    #[test]
+    fn segmentation_models_give_a_logit_per_pixel() {
+        use crate::spec::config::{Config, ModelName as M, Task};
+        use crate::spec::layers::layers;
+        for name in [
+            M::Micro,
+            M::Mbv2Tiny,
+            M::Mcunet,
+            M::ProxylessW035,
+            M::Mbv3W035,
+        ] {
+            let mut cfg = Config::default();
+            cfg.model.name = name;
+            cfg.model.task = Task::Segmentation;
+            cfg.model.seg_channels = 16;
+            cfg.ops.kind = OpKind::Shift;
+            let spec = ArchSpec::from_config(&cfg, 1, 48, 11);
+            assert_eq!(spec.output_stride(), 8, "{name:?}");
+            assert_eq!(spec.final_c, None, "{name:?}: no dense layer after pooling");
+            let seg = spec.seg.expect("a head");
+            let tap = seg.tap.expect("a block before the last downsampling");
+            let stride_at_tap: i64 = spec.stem_stride
+                * spec.blocks[..=tap]
+                    .iter()
+                    .map(|b| b.stride)
+                    .product::<i64>();
+            assert_eq!(
+                stride_at_tap, 4,
+                "{name:?}: the skip map one downsampling earlier"
+            );
+            assert!(spec.blocks[tap + 1..].iter().any(|b| b.stride == 2));
+            let vs = nn::VarStore::new(Device::Cpu);
+            let ops = OpSpec::from_config(&cfg);
+            let max = spec.max_widths(&cfg.aug);
+            let net = Net::new(&vs.root(), spec.clone(), max.clone(), &ops);
+            let x = Tensor::randn([2, 1, 48, 48], (Kind::Float, Device::Cpu));
+            for (w, exec) in [
+                (spec.base_widths(), Exec::Tiny),
+                (max.clone(), Exec::Mult),
+                (max.clone(), Exec::Split),
+            ] {
+                let y = net.forward(&x, &w, true, exec).expect("forward");
+                assert_eq!(y.size(), vec![2, 11, 48, 48], "{name:?} {exec:?}");
+            }
+            let l = layers(&spec, &spec.base_widths(), &ops, 48);
+            let tail: Vec<(&str, i64, i64)> = l[l.len() - 4..]
+                .iter()
+                .map(|l| (l.name.as_str(), l.h_in, l.c_out))
+                .collect();
+            assert_eq!(
+                tail,
+                [
+                    ("seg.cbr", 6, 16),
+                    ("seg.gate", 1, 16),
+                    ("fc", 12, 11),
+                    ("seg.low", 12, 11)
+                ],
+                "{name:?}"
+            );
+            let (gate, low) = (&l[l.len() - 3], &l[l.len() - 1]);
+            assert_eq!(gate.gated, 16 * 6 * 6, "the gate scales the 6 × 6 branch");
+            assert_eq!(gate.upsampled, 16 * 12 * 12, "upsampled to the skip map");
+            assert_eq!(
+                low.upsampled,
+                11 * 48 * 48,
+                "the logits upsampled to the input"
+            );
+            assert!(low.residual_add, "the two classifiers' logits summed");
+            assert_eq!(l[l.len() - 4].op, OpKind::Shift, "cbr is a body conv: MF");
+            assert_eq!(low.op, OpKind::Mult, "the classifiers are Mult, as `fc` is");
         }
     }
 

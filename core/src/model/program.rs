@@ -39,7 +39,8 @@ pub enum Step {
         op: OpKind,
         act_fixed_point: bool,
     },
-    /// Remember the current activation (a residual block's input).
+    /// Remember the current activation (a residual block's input, or the segmentation head's
+    /// skip map).
     Save,
     /// Add the remembered activation.
     AddSaved,
@@ -53,6 +54,19 @@ pub enum Step {
         act_fixed_point: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         act: Option<Act>,
+    },
+    /// LR-ASPP on the current map and the remembered skip map (popped), then bilinear
+    /// upsampling to the input size: `cbr` (a [`Step::Conv`]: 1×1, BN, ReLU) gated per channel
+    /// by h_sigmoid(`<gate>.weight` · mean(x)), upsampled to the skip map and classified by
+    /// `<high>.weight` / `.bias`, plus `<low>.weight` / `.bias` on the skip map. The three 1×1
+    /// layers compute through `op`.
+    SegHead {
+        cbr: Box<Step>,
+        gate: String,
+        high: String,
+        low: String,
+        op: OpKind,
+        act_fixed_point: bool,
     },
 }
 
@@ -85,6 +99,18 @@ impl Program {
         (c_in, c_out): (i64, i64),
         act: Act,
     ) {
+        let step = self.conv_step(conv, bn, (c_in, c_out), act);
+        self.steps.push(step);
+    }
+
+    /// [`Self::conv`]'s tensors, and its step (not appended).
+    fn conv_step(
+        &mut self,
+        conv: &ElasticConv,
+        bn: &ElasticBn,
+        (c_in, c_out): (i64, i64),
+        act: Act,
+    ) -> Step {
         let w = conv.tiny_slice(c_in, c_out);
         let scale =
             bn.weight.narrow(0, 0, c_out) / (bn.running_var.narrow(0, 0, c_out) + BN_EPS).sqrt();
@@ -109,7 +135,7 @@ impl Program {
             self.tensors.push((format!("{name}.bias"), bias.copy()));
         }
         let (relu6, act) = write_act(act);
-        self.steps.push(Step::Conv {
+        Step::Conv {
             name,
             op: conv.role,
             stride: conv.stride,
@@ -119,6 +145,41 @@ impl Program {
             act_fixed_point: conv.role == OpKind::Shift && conv.act_fixed_point,
             folded_bn,
             act,
+        }
+    }
+
+    /// Append the segmentation head ([`Step::SegHead`]): `cbr` on `features` channels to `c`,
+    /// the gate, the high classifier `fc` on `c`, the low one on `skip` channels.
+    pub(super) fn seg_head(
+        &mut self,
+        (cbr, cbr_bn, features, c): (&ElasticConv, &ElasticBn, i64, i64),
+        gate: &ElasticConv,
+        (fc, fc_bias): (&ElasticConv, &Tensor),
+        (low, low_bias, skip): (&ElasticConv, &Tensor, i64),
+        classes: i64,
+    ) {
+        let cbr = self.conv_step(cbr, cbr_bn, (features, c), Act::Relu);
+        self.tensors.push((
+            format!("{}.weight", gate.name),
+            Self::weight(gate, features, c),
+        ));
+        for (conv, bias, c_in) in [(fc, fc_bias, c), (low, low_bias, skip)] {
+            self.tensors.push((
+                format!("{}.weight", conv.name),
+                Self::weight(conv, c_in, classes),
+            ));
+            self.tensors.push((
+                format!("{}.bias", conv.name),
+                bias.narrow(0, 0, classes).copy(),
+            ));
+        }
+        self.steps.push(Step::SegHead {
+            cbr: Box::new(cbr),
+            gate: gate.name.clone(),
+            high: fc.name.clone(),
+            low: low.name.clone(),
+            op: fc.role,
+            act_fixed_point: fc.role == OpKind::Shift && fc.act_fixed_point,
         });
     }
 

@@ -62,14 +62,14 @@ impl Search<'_> {
         stage: i64,
         run: RunId,
         epoch: i64,
-        val_top1: f64,
+        val_score: f64,
     ) -> Option<String> {
         let rule = self.cfg.nas.prune_rule()?;
         let curves = self
             .curves
             .entry(stage)
             .or_insert_with(|| Curves::new("candidates"));
-        curves.record(run, epoch, val_top1);
+        curves.record(run, epoch, val_score);
         if epoch >= self.cfg.nas.proxy_epochs as i64 {
             // Its last epoch: it is ending anyway, and a stop now would race its end.
             return None;
@@ -124,12 +124,12 @@ impl Search<'_> {
                 Event::EpochEnded {
                     run,
                     epoch,
-                    val_top1,
+                    val_score,
                     ..
                 } if of_run(&pending, run).is_some() => {
-                    last.insert(run, val_top1);
+                    last.insert(run, val_score);
                     if !pruning.contains_key(&run)
-                        && let Some(why) = self.prune_verdict(at.stage, run, epoch, val_top1)
+                        && let Some(why) = self.prune_verdict(at.stage, run, epoch, val_score)
                     {
                         pruning.insert(run, why);
                     }
@@ -146,9 +146,9 @@ impl Search<'_> {
                 Event::Rejected { request, reason } if pending.contains_key(&request) => {
                     break Err(NasError::ProxyRefused(reason));
                 }
-                Event::Finished { run, val_top1, .. } => match of_run(&pending, run) {
+                Event::Finished { run, val_score, .. } => match of_run(&pending, run) {
                     // The stop came after its last epoch: it ran its course.
-                    Some(r) => (r, Some(val_top1), false),
+                    Some(r) => (r, Some(val_score), false),
                     None => continue,
                 },
                 Event::Failed { run, reason } => match of_run(&pending, run) {

@@ -181,6 +181,12 @@ pub enum NasError {
     /// A stage produced no candidate at all.
     #[error("{0}")]
     Empty(&'static str),
+    #[error(
+        "model.task = \"segmentation\": the NAS scores candidates by a classifier's proxy top-1 \
+         and prices a classifier's layers; search the backbone on the classification data set \
+         (e.g. fashion-mnist), then train it with the segmentation head (model.arch)"
+    )]
+    Segmentation,
     /// The thread running the search panicked (reported by whoever joined it).
     #[error("the search thread panicked")]
     Panicked,
@@ -454,6 +460,9 @@ pub fn search_on(
     stop: &AtomicBool,
     report: &mut dyn FnMut(String),
 ) -> Result<NasOutcome, NasError> {
+    if cfg.model.task == crate::spec::config::Task::Segmentation {
+        return Err(NasError::Segmentation);
+    }
     crate::data::check_available(&cfg.data)?;
     let writer = manager.writer();
     writer.flush()?;
@@ -502,7 +511,7 @@ pub fn search_on(
         search,
         stored,
         report,
-        shape: cfg.data.dataset.input_shape(),
+        shape: cfg.data.input_shape(),
         reused: 0,
         evaluated: 0,
         launched: 0,

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::config::{AugConfig, Config, Hybrid, MfLayers, ModelName, OpKind, RemapKind};
+use super::config::{AugConfig, Config, Hybrid, MfLayers, ModelName, OpKind, RemapKind, Task};
 use super::space::{NasArch, STAGE_BASE};
 
 /// An activation after a layer (its BN, where it has one).
@@ -104,6 +104,24 @@ pub struct ArchSpec {
     /// With an augmented SubNet (`aug.arch`): its channel counts per block, the most any augmented
     /// sub-model may use. `None`: augmentation widths are bounded by the `aug` factors only.
     pub aug_cap: Option<Widths>,
+    /// The segmentation head in place of pooling and the classifier (`model.task =
+    /// "segmentation"`); `None`: a classifier.
+    pub seg: Option<SegHead>,
+}
+
+/// LR-ASPP (Howard et al., "Searching for MobileNetV3", ICCV 2019), the segmentation head of the
+/// tiny-model segmentation papers: on the backbone's last map, a 1×1 conv (BN, ReLU) to
+/// `channels`, gated per channel by a sigmoid of a 1×1 conv of the pooled map; upsampled to the
+/// skip map (the `tap` block's output, one downsampling earlier), a 1×1 classifier on each of
+/// the two, summed, and upsampled to the input. Only 1×1 convs and one pooled gate: its cost is
+/// a few per cent of a tiny backbone's, where an ASPP or a decoder of 3×3 convs would rival it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SegHead {
+    /// The block whose output is the skip map (`None`: the stem's): the last block of the tiny
+    /// model before the final downsampling.
+    pub tap: Option<usize>,
+    /// Channels of the gated branch.
+    pub channels: i64,
 }
 
 /// MobileNet channel rounding: to a multiple of 8, never below 90 % of the request.
@@ -268,18 +286,66 @@ impl ArchSpec {
             final_c: frame.final_c,
             classes,
             aug_cap: None,
+            seg: None,
         }
     }
 
     /// The configured architecture: `model.arch` (a NAS architecture) when set, else `model.name`;
     /// with `aug.arch` too, the TargetNet inside that SubNet (see [`crate::spec::space::NasArch::to_spec_within`]).
+    ///
+    /// A segmentation model whose last map would be under 6 px on a side takes the small-input
+    /// strides (the stem and the first downsampling stage at stride 1) — as segmentation
+    /// backbones drop their last downsampling (DeepLab's output stride) — so that at 48 px every
+    /// model ends at 6 × 6 (output stride 8) rather than 2 × 2; it carries the [`SegHead`]
+    /// instead of its classifier.
     pub fn from_config(cfg: &Config, in_channels: i64, resolution: i64, classes: i64) -> Self {
-        let shape = (in_channels, resolution, classes);
-        match (&cfg.model.arch, &cfg.aug.arch) {
-            (Some(target), Some(sub)) => target.to_spec_within(sub, shape),
-            (Some(target), None) => target.to_spec(in_channels, resolution, classes),
-            (None, _) => Self::named(cfg.model.name, in_channels, resolution, classes),
+        let build = |res: i64| match (&cfg.model.arch, &cfg.aug.arch) {
+            (Some(target), Some(sub)) => target.to_spec_within(sub, (in_channels, res, classes)),
+            (Some(target), None) => target.to_spec(in_channels, res, classes),
+            (None, _) => Self::named(cfg.model.name, in_channels, res, classes),
+        };
+        let mut spec = build(resolution);
+        if cfg.model.task != Task::Segmentation {
+            return spec;
         }
+        if resolution > 32 && resolution / spec.output_stride() < 6 {
+            // The strides' rule reads the resolution only as "small" (≤ 32 px) or not.
+            spec = build(32);
+        }
+        spec.final_c = None;
+        spec.seg = Some(SegHead {
+            tap: spec.skip_tap(),
+            channels: cfg.model.seg_channels,
+        });
+        spec
+    }
+
+    /// How many input pixels a step of the last map spans.
+    pub fn output_stride(&self) -> i64 {
+        self.blocks.iter().map(|b| b.stride).product::<i64>() * self.stem_stride
+    }
+
+    /// The last tiny block whose output is at a smaller stride than the final map (`None`: no
+    /// block downsamples, or only the first does: the stem's output).
+    fn skip_tap(&self) -> Option<usize> {
+        let mut stride = self.stem_stride;
+        let strides: Vec<i64> = self
+            .blocks
+            .iter()
+            .map(|b| {
+                stride *= b.stride;
+                stride
+            })
+            .collect();
+        let last = stride;
+        (0..self.blocks.len())
+            .rev()
+            .find(|&i| self.blocks[i].tiny && strides[i] < last)
+    }
+
+    /// Output channels of block `tap` (`None`: the stem) in widths `w`.
+    pub fn tap_channels(&self, w: &Widths, tap: Option<usize>) -> i64 {
+        tap.map_or(w.stem, |i| w.out[i])
     }
 
     pub fn stages(&self) -> usize {
@@ -612,6 +678,7 @@ impl NasArch {
             final_c: None,
             classes,
             aug_cap: None,
+            seg: None,
         }
     }
 

@@ -50,6 +50,11 @@ pub enum DatasetName {
     FashionMnist,
     Cifar10,
     Cifar100,
+    /// Segmentation: Fashion-MNIST items composed on larger canvases (`data.canvas`, …), with a
+    /// class per pixel (0 the background, item class + 1 its foreground).
+    FashionMnistScenes,
+    /// Segmentation: a folder in the Pascal VOC layout (`data.dir`, `data.voc_*`).
+    Voc,
 }
 
 impl DatasetName {
@@ -59,17 +64,14 @@ impl DatasetName {
             Self::FashionMnist => "fashion-mnist",
             Self::Cifar10 => "cifar10",
             Self::Cifar100 => "cifar100",
+            Self::FashionMnistScenes => "fashion-mnist-scenes",
+            Self::Voc => "voc",
         }
     }
 
-    /// `(channels, resolution, classes)` of the images as the models see them (Fashion-MNIST is
-    /// padded to 32 px), known without reading any file.
-    pub fn input_shape(self) -> (i64, i64, i64) {
-        match self {
-            Self::Synthetic | Self::Cifar10 => (3, 32, 10),
-            Self::FashionMnist => (1, 32, 10),
-            Self::Cifar100 => (3, 32, 100),
-        }
+    /// Whether its images come with a class per pixel (`model.task = "segmentation"`).
+    pub fn is_segmentation(self) -> bool {
+        matches!(self, Self::FashionMnistScenes | Self::Voc)
     }
 }
 
@@ -96,6 +98,27 @@ pub struct DataConfig {
     pub augment: bool,
     /// Batches prepared ahead by the loader thread.
     pub prefetch: usize,
+    /// `fashion-mnist-scenes`: side of the square canvas (pixels).
+    pub canvas: usize,
+    /// `fashion-mnist-scenes`: items per canvas, from `items_min` to `items_max`.
+    pub items_min: usize,
+    pub items_max: usize,
+    /// `fashion-mnist-scenes`: intensity from which an item's pixel is its class.
+    pub foreground: u8,
+    /// `fashion-mnist-scenes`: intensity from which, below `foreground`, a pixel is not scored.
+    pub edge: u8,
+    /// `fashion-mnist-scenes`: canvases composed from the training items (validation is held
+    /// out of them) and from the test items.
+    pub scenes_train: usize,
+    pub scenes_test: usize,
+    /// `fashion-mnist-scenes`: seed of the composition (the scenes, not the training order).
+    pub scenes_seed: u64,
+    /// `voc`: classes, background included (mask values below it, or 255: not scored).
+    pub voc_classes: usize,
+    /// `voc`: side images and masks are resized to (bilinear; masks nearest).
+    pub voc_size: usize,
+    /// `voc`: keep the three colour channels (else luma).
+    pub voc_rgb: bool,
 }
 
 impl Default for DataConfig {
@@ -111,6 +134,35 @@ impl Default for DataConfig {
             test_subset: 0,
             augment: true,
             prefetch: 4,
+            canvas: 48,
+            items_min: 3,
+            items_max: 5,
+            foreground: 64,
+            edge: 16,
+            scenes_train: 10_000,
+            scenes_test: 2_000,
+            scenes_seed: 1,
+            voc_classes: 21,
+            voc_size: 64,
+            voc_rgb: true,
+        }
+    }
+}
+
+impl DataConfig {
+    /// `(channels, resolution, classes)` of the images as the models see them (Fashion-MNIST is
+    /// padded to 32 px), known without reading any file.
+    pub fn input_shape(&self) -> (i64, i64, i64) {
+        match self.dataset {
+            DatasetName::Synthetic | DatasetName::Cifar10 => (3, 32, 10),
+            DatasetName::FashionMnist => (1, 32, 10),
+            DatasetName::Cifar100 => (3, 32, 100),
+            DatasetName::FashionMnistScenes => (1, self.canvas as i64, 11),
+            DatasetName::Voc => (
+                if self.voc_rgb { 3 } else { 1 },
+                self.voc_size as i64,
+                self.voc_classes as i64,
+            ),
         }
     }
 }
@@ -214,6 +266,31 @@ pub struct ModelConfig {
     /// [`NasArch`] (`""`: none); parsed and validated once, when the config is read.
     #[serde(with = "arch_text")]
     pub arch: Option<NasArch>,
+    /// What the model predicts: a class per image, or a class per pixel (a segmentation head on
+    /// the backbone; the data set must be a segmentation one).
+    pub task: Task,
+    /// The segmentation head's channels (LR-ASPP's inner width; `task = "segmentation"`).
+    pub seg_channels: i64,
+}
+
+/// What a model predicts (issue 48).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    /// A class per image: pooling and a classifier; scored by top-1.
+    #[default]
+    Classification,
+    /// A class per pixel: an LR-ASPP head and upsampling to the input size; scored by mean IoU.
+    Segmentation,
+}
+
+impl Task {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Classification => "classification",
+            Self::Segmentation => "segmentation",
+        }
+    }
 }
 
 impl ModelConfig {
@@ -233,6 +310,8 @@ impl Default for ModelConfig {
         Self {
             name: ModelName::Micro,
             arch: None,
+            task: Task::Classification,
+            seg_channels: 64,
         }
     }
 }
@@ -844,11 +923,65 @@ impl Config {
                 ));
             }
         }
-        if matches!(d.dataset, DatasetName::Cifar10 | DatasetName::Cifar100) && d.dir.is_empty() {
+        self.validate_task()?;
+        if matches!(
+            d.dataset,
+            DatasetName::Cifar10 | DatasetName::Cifar100 | DatasetName::Voc
+        ) && d.dir.is_empty()
+        {
             return Err(invalid(
                 "data.dir",
                 "\"\"",
-                "CIFAR cannot be downloaded here: name the directory that holds the official binary version",
+                "nothing can be downloaded here: name the directory that holds the data set \
+                 (CIFAR: its official binary version; VOC: the folder with JPEGImages/)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `model.task` against the data set, and the segmentation keys.
+    fn validate_task(&self) -> Result<(), ConfigError> {
+        let (d, m) = (&self.data, &self.model);
+        let seg = m.task == Task::Segmentation;
+        if seg != d.dataset.is_segmentation() {
+            return Err(invalid(
+                "model.task",
+                &format!("\"{}\"", m.task.as_str()),
+                &format!(
+                    "data.dataset = \"{}\" {}",
+                    d.dataset.as_str(),
+                    if seg {
+                        "has a class per image: segmentation needs \"fashion-mnist-scenes\" or \"voc\""
+                    } else {
+                        "has a class per pixel: set model.task = \"segmentation\""
+                    }
+                ),
+            ));
+        }
+        range("model.seg_channels", m.seg_channels, 1, 4096)?;
+        range("data.canvas", d.canvas, 32, 1024)?;
+        range("data.items_min", d.items_min, 1, 64)?;
+        range("data.items_max", d.items_max, d.items_min, 64)?;
+        if d.edge > d.foreground {
+            return Err(invalid(
+                "data.edge",
+                &d.edge.to_string(),
+                &format!(
+                    "must be at most data.foreground ({}): pixels from edge to foreground are the outline not scored",
+                    d.foreground
+                ),
+            ));
+        }
+        range("data.scenes_train", d.scenes_train, 10, 1_000_000)?;
+        range("data.scenes_test", d.scenes_test, 1, 1_000_000)?;
+        range("data.voc_classes", d.voc_classes, 2, 255)?;
+        range("data.voc_size", d.voc_size, 8, 1024)?;
+        if seg && self.aug.sort_stage_channels {
+            return Err(invalid(
+                "aug.sort_stage_channels",
+                "true",
+                "sorts stage outputs for a classifier's consumers; the segmentation head reads a \
+                 stage's output too, which it does not reorder: use false (NetAug's sorting)",
             ));
         }
         Ok(())

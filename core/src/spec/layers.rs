@@ -54,8 +54,11 @@ pub struct Layer {
     /// Its output is added to the block input (the project conv of a residual block).
     pub residual_add: bool,
     /// Activations multiplied by the gate this layer computes (SE's second conv: every element
-    /// of its block's mid map), a multiplication each.
+    /// of its block's mid map; the segmentation head's gate), a multiplication each.
     pub gated: i64,
+    /// Elements bilinearly interpolated after it (the segmentation head's upsampling), four
+    /// multiplications and three additions each.
+    pub upsampled: i64,
 }
 
 impl Layer {
@@ -94,6 +97,7 @@ struct After {
     act: Act,
     residual_add: bool,
     gated: i64,
+    upsampled: i64,
 }
 
 impl After {
@@ -104,6 +108,7 @@ impl After {
             act,
             residual_add: false,
             gated: 0,
+            upsampled: 0,
         }
     }
 
@@ -149,6 +154,7 @@ pub fn layers(spec: &ArchSpec, w: &Widths, ops: &OpSpec, resolution: i64) -> Vec
             act: after.act,
             residual_add: after.residual_add,
             gated: after.gated,
+            upsampled: after.upsampled,
         });
         *size = h_out;
     };
@@ -162,6 +168,8 @@ pub fn layers(spec: &ArchSpec, w: &Widths, ops: &OpSpec, resolution: i64) -> Vec
         After::bn(spec.stem_act),
     );
     let mut c = w.stem;
+    let tap = spec.seg.map(|s| s.tap);
+    let mut skip = (c, size);
     for (i, b) in spec.blocks.iter().enumerate() {
         if !w.active[i] {
             continue;
@@ -226,6 +234,9 @@ pub fn layers(spec: &ArchSpec, w: &Widths, ops: &OpSpec, resolution: i64) -> Vec
             },
         );
         c = w.out[i];
+        if tap == Some(Some(i)) {
+            skip = (c, size);
+        }
     }
     if let Some(h) = w.head {
         push(
@@ -238,6 +249,67 @@ pub fn layers(spec: &ArchSpec, w: &Widths, ops: &OpSpec, resolution: i64) -> Vec
             After::bn(spec.head_act),
         );
         c = h;
+    }
+    if let Some(seg) = spec.seg {
+        // LR-ASPP: the gated branch at the last map, upsampled to the skip map; a classifier on
+        // each (their sum an addition per logit), the logits upsampled to the input.
+        let (ch, (skip_c, mut skip_size)) = (seg.channels, skip);
+        push(
+            "seg.cbr".into(),
+            LayerKind::Pointwise,
+            ops.conv_role(false, true),
+            (c, ch),
+            (1, 1),
+            &mut size,
+            After::bn(Act::Relu),
+        );
+        let (gated, mut one) = (ch * size * size, 1);
+        push(
+            "seg.gate".into(),
+            LayerKind::Linear,
+            ops.classifier_role(),
+            (c, ch),
+            (1, 1),
+            &mut one,
+            After {
+                gated,
+                upsampled: if skip_size == size {
+                    0
+                } else {
+                    ch * skip_size * skip_size
+                },
+                ..After::bias(Act::HSigmoid)
+            },
+        );
+        let mut at_skip = skip_size;
+        push(
+            "fc".into(),
+            LayerKind::Pointwise,
+            ops.classifier_role(),
+            (ch, spec.classes),
+            (1, 1),
+            &mut at_skip,
+            After::bias(Act::None),
+        );
+        let upsampled = if skip_size == resolution {
+            0
+        } else {
+            spec.classes * resolution * resolution
+        };
+        push(
+            "seg.low".into(),
+            LayerKind::Pointwise,
+            ops.classifier_role(),
+            (skip_c, spec.classes),
+            (1, 1),
+            &mut skip_size,
+            After {
+                residual_add: true,
+                upsampled,
+                ..After::bias(Act::None)
+            },
+        );
+        return out;
     }
     // Global average pooling, then (MobileNetV3) a dense layer, then the classifier, on a 1×1
     // "map".
@@ -289,6 +361,7 @@ mod tests {
             act: Act::Relu6,
             residual_add: false,
             gated: 0,
+            upsampled: 0,
         };
         assert_eq!(l.macs(), 48 * 8 * 8 * 9);
         assert_eq!(l.params(), 48 * 9);

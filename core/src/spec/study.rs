@@ -33,15 +33,25 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{Config, ConfigError, apply_override};
 
-/// The metrics a study may report: the tiny model's final validation and test figures.
-pub const METRICS: [&str; 6] = [
+/// The metrics a study may report: the tiny model's final validation and test figures
+/// (segmentation studies: mean IoU and pixel accuracy in place of top-1 and top-5).
+pub const METRICS: [&str; 10] = [
     "test/top1",
     "test/top5",
     "test/loss",
     "val/top1",
     "val/top5",
     "val/loss",
+    "test/miou",
+    "test/pixel_acc",
+    "val/miou",
+    "val/pixel_acc",
 ];
+
+/// Whether `metric` is one only a segmentation run records (`*/loss` is either's).
+fn is_segmentation_metric(metric: &str) -> bool {
+    metric.ends_with("/miou") || metric.ends_with("/pixel_acc")
+}
 
 /// Why a study file cannot run.
 /// The largest study file read (bytes).
@@ -165,6 +175,7 @@ impl Study {
         };
         let base_toml = base_config(&mut t, dir, &bad)?;
         let seeds = parse_seeds(t.remove("seeds"), &bad)?;
+        let metric_given = t.contains_key("metric");
         let metric = match t.remove("metric") {
             Some(toml::Value::String(m)) if METRICS.contains(&m.as_str()) => m,
             Some(v) => {
@@ -213,15 +224,36 @@ impl Study {
             prune,
         };
         let extra: Vec<String> = sets.to_vec();
+        let mut study = study;
         for v in &study.variants {
             for &seed in &study.seeds {
-                study
-                    .config_with(v, seed, &extra)
-                    .map_err(|source| StudyError::Config {
-                        origin: origin.to_owned(),
-                        variant: v.name.clone(),
-                        source,
-                    })?;
+                let cfg =
+                    study
+                        .config_with(v, seed, &extra)
+                        .map_err(|source| StudyError::Config {
+                            origin: origin.to_owned(),
+                            variant: v.name.clone(),
+                            source,
+                        })?;
+                // A segmentation cell records mIoU and pixel accuracy, a classifier top-1/top-5.
+                let seg = cfg.model.task == crate::spec::config::Task::Segmentation;
+                let either = study.metric.ends_with("/loss");
+                if metric_given && !either && seg != is_segmentation_metric(&study.metric) {
+                    return Err(bad(format!(
+                        "`metric` = {:?}: variant {} is {} (model.task); its metrics are {}",
+                        study.metric,
+                        v.name,
+                        cfg.model.task.as_str(),
+                        if seg {
+                            "test/miou, test/pixel_acc, test/loss and their val/ ones"
+                        } else {
+                            "test/top1, test/top5, test/loss and their val/ ones"
+                        }
+                    )));
+                }
+                if !metric_given && seg {
+                    study.metric = "test/miou".into();
+                }
             }
         }
         Ok(Self {

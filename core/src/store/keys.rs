@@ -37,6 +37,33 @@ pub const VAL_TOP1_AUG_LEGACY: &str = "val/top1_aug";
 pub const TEST_TOP1: &str = "test/top1";
 pub const TEST_TOP5: &str = "test/top5";
 pub const TEST_LOSS: &str = "test/loss";
+/// Segmentation (`model.task = "segmentation"`), in place of top-1 and top-5: the tiny model's
+/// mean IoU (over the classes present) and pixel accuracy, every epoch on the validation split
+/// and once at the end on the test split; `val/iou/<class>` and `test/iou/<class>` per class
+/// (class 0 is the background).
+pub const VAL_MIOU: &str = "val/miou";
+pub const VAL_PIXEL_ACC: &str = "val/pixel_acc";
+pub const TEST_MIOU: &str = "test/miou";
+pub const TEST_PIXEL_ACC: &str = "test/pixel_acc";
+/// The widest augmented configuration's mean IoU on validation (`eval.aug_top1`).
+pub const VAL_MIOU_WIDEST: &str = "val/miou_widest";
+
+/// `<split>/iou/<class>`: one class's IoU (`split` `val` or `test`).
+pub fn iou_of(split: &str, class: usize) -> String {
+    format!("{split}/iou/{class}")
+}
+
+/// The key a run is selected and compared on for a split (`val` or `test`): top-1, or mean IoU
+/// for segmentation.
+pub fn primary(split: &str, segmentation: bool) -> &'static str {
+    match (split, segmentation) {
+        ("test", false) => TEST_TOP1,
+        ("test", true) => TEST_MIOU,
+        (_, false) => VAL_TOP1,
+        (_, true) => VAL_MIOU,
+    }
+}
+
 /// Hardware cost of the tiny model under the run's own `hw.model` (step 0).
 pub const HW_ENERGY_MJ: &str = "hw/energy_mj";
 pub const HW_COMPUTE_MJ: &str = "hw/compute_mj";

@@ -45,6 +45,7 @@ fn run_summary(r: &rusqlite::Row<'_>) -> RunSummary {
         notes: c.text(20, "notes"),
         started_at: c.opt(21, "started_at"),
         heartbeat_at: c.opt(22, "heartbeat_at"),
+        segmentation: c.opt(23, "a flag").unwrap_or(false),
     };
     match (Status::parse(&status_text), c.damage) {
         (Some(status), None) => summary.status = status,
@@ -158,14 +159,16 @@ impl Reader {
     pub fn runs(&self) -> Result<Vec<RunSummary>> {
         let sql = "SELECT r.id, r.name, r.status, r.reason, r.dataset, r.model, r.operator, r.seed, r.tags,
                    r.created_at, r.finished_at,
-                   (SELECT MAX(epoch) FROM metrics m WHERE m.run_id = r.id AND m.key = :val_top1),
-                   (SELECT value FROM metrics m WHERE m.run_id = r.id AND m.key = :val_top1
-                        ORDER BY step DESC LIMIT 1),
-                   (SELECT MAX(value) FROM metrics m WHERE m.run_id = r.id AND m.key = :val_top1),
+                   (SELECT MAX(epoch) FROM metrics m WHERE m.run_id = r.id
+                        AND m.key IN (:val_top1, :val_miou)),
+                   (SELECT value FROM metrics m WHERE m.run_id = r.id
+                        AND m.key IN (:val_top1, :val_miou) ORDER BY step DESC LIMIT 1),
+                   (SELECT MAX(value) FROM metrics m WHERE m.run_id = r.id
+                        AND m.key IN (:val_top1, :val_miou)),
                    (SELECT value FROM metrics m WHERE m.run_id = r.id AND m.key = :hw_energy
                         ORDER BY step LIMIT 1),
-                   (SELECT value FROM metrics m WHERE m.run_id = r.id AND m.key = :test_top1
-                        ORDER BY step DESC LIMIT 1),
+                   (SELECT value FROM metrics m WHERE m.run_id = r.id
+                        AND m.key IN (:test_top1, :test_miou) ORDER BY step DESC LIMIT 1),
                    (SELECT value FROM metrics m WHERE m.run_id = r.id
                         AND m.key = :hw_sim ORDER BY step LIMIT 1),
                    COALESCE(
@@ -173,7 +176,8 @@ impl Reader {
                             AND m.key = :hw_project ORDER BY step LIMIT 1),
                        (SELECT value FROM metrics m WHERE m.run_id = r.id
                             AND m.key = :hw_energy ORDER BY step LIMIT 1)),
-                   r.uid, r.archived, r.notes, r.started_at, r.heartbeat_at
+                   r.uid, r.archived, r.notes, r.started_at, r.heartbeat_at,
+                   EXISTS (SELECT 1 FROM metrics m WHERE m.run_id = r.id AND m.key = :val_miou)
                    FROM runs r ORDER BY r.id";
         let (sim, project) = (
             keys::hw_under("shiftaddnas", "energy_mj"),
@@ -181,6 +185,8 @@ impl Reader {
         );
         let params = rusqlite::named_params! {
             ":val_top1": keys::VAL_TOP1,
+            ":val_miou": keys::VAL_MIOU,
+            ":test_miou": keys::TEST_MIOU,
             ":hw_energy": keys::HW_ENERGY_MJ,
             ":test_top1": keys::TEST_TOP1,
             ":hw_sim": sim,

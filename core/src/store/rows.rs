@@ -164,10 +164,13 @@ pub struct RunSummary {
     pub created_at: f64,
     pub finished_at: Option<f64>,
     pub epochs_done: Option<i64>,
+    /// The last and the best validation top-1 — mean IoU for a segmentation run
+    /// (`segmentation`): the figure runs are selected on.
     pub last_val_top1: Option<f64>,
     pub best_val_top1: Option<f64>,
-    /// Top-1 on the test set, evaluated once at the end of the run (`test/top1`); `None` for runs
-    /// recorded before the validation split existed, or still training.
+    /// Top-1 (mean IoU for segmentation) on the test set, evaluated once at the end of the run
+    /// (`test/top1`, `test/miou`); `None` for runs recorded before the validation split
+    /// existed, or still training.
     pub test_top1: Option<f64>,
     /// Energy per inference of the tiny model under the run's own `hw.model` (`hw/energy_mj`).
     pub energy_mj: Option<f64>,
@@ -182,6 +185,8 @@ pub struct RunSummary {
     pub notes: String,
     pub started_at: Option<f64>,
     pub heartbeat_at: Option<f64>,
+    /// It scores pixels: its `*_top1` figures are mean IoU.
+    pub segmentation: bool,
 }
 
 impl RunSummary {

@@ -380,7 +380,7 @@ impl<'s> Cells<'s> {
         &mut self,
         run: RunId,
         epoch: i64,
-        val_top1: f64,
+        val_score: f64,
         commands: &crossbeam_channel::Sender<Command>,
         report: &mut dyn FnMut(String),
     ) -> Result<(), StudyRunError> {
@@ -390,7 +390,7 @@ impl<'s> Cells<'s> {
         let Some(request) = self.of_run(run) else {
             return Ok(());
         };
-        self.curves.record(run, epoch, val_top1);
+        self.curves.record(run, epoch, val_score);
         let verdict = self.curves.verdict(rule, run, epoch);
         let Some(p) = self.pending.get_mut(&request) else {
             return Ok(());
@@ -418,9 +418,9 @@ impl<'s> Cells<'s> {
             Event::EpochEnded {
                 run,
                 epoch,
-                val_top1,
+                val_score,
                 ..
-            } => self.on_epoch(run, epoch, val_top1, commands, report)?,
+            } => self.on_epoch(run, epoch, val_score, commands, report)?,
             Event::Created { request, run } => {
                 if let Some(p) = self.pending.get_mut(&request) {
                     p.run = Some(run);
@@ -442,16 +442,16 @@ impl<'s> Cells<'s> {
             }
             Event::Finished {
                 run,
-                val_top1,
-                test_top1,
+                val_score,
+                test_score,
             } => {
                 if let Some(p) = self.settle(run) {
                     let test =
-                        test_top1.map_or_else(|| "-".into(), |t| format!("{:.2}", t * 100.0));
+                        test_score.map_or_else(|| "-".into(), |t| format!("{:.2}", t * 100.0));
                     report(format!(
-                        "{}: run {run} finished, val top-1 {:.2} %, test top-1 {test} %",
+                        "{}: run {run} finished, val {:.2} %, test {test} % (top-1; mIoU for segmentation)",
                         p.cell,
-                        val_top1 * 100.0
+                        val_score * 100.0
                     ));
                 }
             }
@@ -504,8 +504,11 @@ fn recorded_curves(id: i64, db: &Path) -> Result<Curves, StudyRunError> {
     let reader = Reader::open(db)?;
     let mut curves = Curves::new("cells");
     for cell in reader.study_runs(id)? {
-        for m in reader.metric_series(cell.run, crate::store::keys::VAL_TOP1)? {
-            curves.record(cell.run, m.epoch, m.value);
+        // Top-1, or mean IoU for a segmentation cell (a run records one of the two).
+        for key in [crate::store::keys::VAL_TOP1, crate::store::keys::VAL_MIOU] {
+            for m in reader.metric_series(cell.run, key)? {
+                curves.record(cell.run, m.epoch, m.value);
+            }
         }
     }
     Ok(curves)

@@ -38,6 +38,18 @@ impl Confusion {
         }
     }
 
+    /// Add counts laid out as `counts` is (a bincount of `target × classes + predicted`).
+    pub fn add_counts(&mut self, counts: &[i64]) {
+        assert_eq!(
+            counts.len(),
+            self.counts.len(),
+            "a count per (target, predicted)"
+        );
+        for (a, &b) in self.counts.iter_mut().zip(counts) {
+            *a += b.max(0) as u64;
+        }
+    }
+
     /// Merge counts from another matrix of the same classes (another thread's share).
     pub fn merge(&mut self, other: &Self) {
         assert_eq!(self.classes, other.classes);

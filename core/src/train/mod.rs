@@ -67,11 +67,11 @@ pub enum TrainError {
 /// How a training call ended (errors aside).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Outcome {
-    /// `val_top1`: the last epoch's validation top-1; `test_top1`: the test set's, evaluated once
-    /// at the end (`None` with `eval.test = false`).
+    /// `val_score`: the last epoch's validation top-1 (mean IoU for segmentation);
+    /// `test_score`: the test set's, evaluated once at the end (`None` with `eval.test = false`).
     Finished {
-        val_top1: f64,
-        test_top1: Option<f64>,
+        val_score: f64,
+        test_score: Option<f64>,
     },
     Stopped,
 }

@@ -197,7 +197,7 @@ pub fn grad_sources(
     };
     for batch in loader {
         let x = to_images(&batch.images, batch.n, train, device);
-        let y = Tensor::from_slice(&batch.labels).to(device);
+        let y = super::eval::to_targets(&batch.labels, batch.n, train, device);
         zero(&mut params);
         tiny_loss += tiny_backward(net, cfg, &tiny, &x, &y)?.double_value(&[]);
         let gt = grads(&params);

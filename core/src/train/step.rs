@@ -9,6 +9,10 @@ use crate::spec::arch::Widths;
 use crate::spec::config::{AugGrad, Config, Hybrid};
 
 use super::TrainError;
+
+/// Targets not scored: a segmentation mask's [`crate::data::segment::IGNORE`] (no class label
+/// reaches it).
+const IGNORE_INDEX: i64 = crate::data::segment::IGNORE as i64;
 use super::sgd::Sgd;
 
 /// What one training step needs besides the batch.
@@ -83,7 +87,7 @@ pub(super) fn tiny_backward(
 ) -> Result<Tensor, TrainError> {
     let ls = cfg.train.label_smoothing;
     let logits = net.forward(x, tiny, true, Exec::Tiny)?;
-    let ce = logits.f_cross_entropy_loss::<Tensor>(y, None, Reduction::Mean, -100, ls)?;
+    let ce = logits.f_cross_entropy_loss::<Tensor>(y, None, Reduction::Mean, IGNORE_INDEX, ls)?;
     let out = ce.detach();
     // Out of place: `out` shares the cross-entropy's storage.
     let loss = match net
@@ -128,7 +132,8 @@ impl AugHalf<'_> {
         let ls = cfg.train.label_smoothing;
         let widths = self.net.sample_widths(&cfg.aug, rng, self.width_on);
         let logits = self.net.forward(x, &widths, true, self.exec)?;
-        let loss = logits.f_cross_entropy_loss::<Tensor>(y, None, Reduction::Mean, -100, ls)?;
+        let loss =
+            logits.f_cross_entropy_loss::<Tensor>(y, None, Reduction::Mean, IGNORE_INDEX, ls)?;
         let out = loss.detach();
         (loss * cfg.aug.alpha).backward();
         Ok(out)

@@ -329,6 +329,7 @@ fn micro_data() -> data::Dataset {
         classes: 10,
         images: Vec::new(),
         labels: Vec::new(),
+        masks: Vec::new(),
     }
 }
 

@@ -20,7 +20,7 @@ use crate::store::{CheckpointRow, Status, WriteOp, keys, now_secs};
 
 use super::checkpoint::{CheckpointMeta, Partial, checkpoint_paths, save_checkpoint};
 use super::context::{RunContext, build_seeded_net, resolve_device};
-use super::eval::{Scores, evaluate, reestimate_bn, to_images};
+use super::eval::{Scores, evaluate, reestimate_bn, to_images, to_targets};
 use super::record::{MetricSink, largest_add_std, record_hw_cost, weight_snapshot};
 use super::sgd::{Sgd, lr_at};
 use super::step::{StepLosses, StepSpec, aug_exec, train_step};
@@ -182,12 +182,12 @@ pub fn train(ctx: &RunContext<'_>) -> Result<Outcome, TrainError> {
         step: tr.step,
         total_steps: tr.sched.total_steps,
     });
-    let mut val_top1 = 0.0;
+    let mut val_score = 0.0;
     for epoch in epoch0..epochs {
         let result = tr.train_epoch(epoch, std::mem::take(&mut partial), &mut sink);
         match result.inspect_err(|_| sink.ship())? {
             EpochRun::Done(stats) => {
-                val_top1 = tr.end_epoch(epoch as i64 + 1, &stats, &mut sink)?;
+                val_score = tr.end_epoch(epoch as i64 + 1, &stats, &mut sink)?;
             }
             EpochRun::Stopped(part) => {
                 sink.ship();
@@ -208,16 +208,16 @@ pub fn train(ctx: &RunContext<'_>) -> Result<Outcome, TrainError> {
     if epoch0 == epochs {
         // Resumed after its last epoch (stopped before the test evaluation): the checkpoint holds
         // the tiny model's BN statistics, so this repeats that epoch's validation figure.
-        val_top1 = tr.eval_tiny(&tr.splits.val)?.top1;
+        val_score = tr.eval_tiny(&tr.splits.val)?.primary();
     }
-    let test_top1 = if tr.cfg.eval.test {
+    let test_score = if tr.cfg.eval.test {
         Some(tr.test(&mut sink)?)
     } else {
         None
     };
     Ok(Outcome::Finished {
-        val_top1,
-        test_top1,
+        val_score,
+        test_score,
     })
 }
 
@@ -370,7 +370,7 @@ impl<'a> Trainer<'a> {
             }
             let step_start = Instant::now();
             let x = to_images(&batch.images, batch.n, d, self.device);
-            let y = Tensor::from_slice(&batch.labels).to(self.device);
+            let y = to_targets(&batch.labels, batch.n, d, self.device);
             let s = &self.sched;
             let lr = lr_at(self.step, s.warmup, s.total_steps, s.peak);
             let spec = StepSpec {
@@ -428,7 +428,11 @@ impl<'a> Trainer<'a> {
             let max = &self.net.max;
             reestimate_bn(&self.net, max, exec, splits, bn, eb, device)?;
             let widest = evaluate(&self.net, max, exec, &splits.val, &splits.norm, eb, device)?;
-            sink.push(keys::VAL_TOP1_WIDEST, step, epoch_no, widest.top1);
+            let key = match widest.seg {
+                Some(_) => keys::VAL_MIOU_WIDEST,
+                None => keys::VAL_TOP1_WIDEST,
+            };
+            sink.push(key, step, epoch_no, widest.primary());
         }
         // Last, so the running statistics saved with the checkpoint are the tiny model's.
         reestimate_bn(&self.net, &self.tiny, Exec::Tiny, splits, bn, eb, device)?;
@@ -447,9 +451,7 @@ impl<'a> Trainer<'a> {
             epoch_no,
             images_per_sec,
         );
-        sink.push(keys::VAL_TOP1, step, epoch_no, val.top1);
-        sink.push(keys::VAL_TOP5, step, epoch_no, val.top5);
-        sink.push(keys::VAL_LOSS, step, epoch_no, val.loss);
+        push_scores(sink, "val", (step, epoch_no), &val);
         sink.push(keys::VAL_BN_OFFSET, step, epoch_no, bn_offset);
         for (key, value) in self.sys.sample(true) {
             sink.push(key, step, epoch_no, value);
@@ -464,17 +466,16 @@ impl<'a> Trainer<'a> {
             ctx.run,
             log::Level::Info,
             format!(
-                "epoch {epoch_no}/{}: val top-1 {:.2} %, top-5 {:.2} %, {images_per_sec:.0} images/s",
+                "epoch {epoch_no}/{}: val {}, {images_per_sec:.0} images/s",
                 cfg.train.epochs,
-                val.top1 * 100.0,
-                val.top5 * 100.0,
+                describe(&val),
             ),
         );
         (ctx.emit)(Event::EpochEnded {
             run: ctx.run,
             epoch: epoch_no,
-            val_top1: val.top1,
-            val_top5: val.top5,
+            val_score: val.primary(),
+            val_top5: val.seg.is_none().then_some(val.top5),
         });
         save_checkpoint(
             ctx,
@@ -490,7 +491,7 @@ impl<'a> Trainer<'a> {
             epoch: epoch_no,
             step,
         });
-        Ok(val.top1)
+        Ok(val.primary())
     }
 
     /// The largest |running mean| / σ of the tiny model's BN layers; the first time it passes
@@ -520,26 +521,63 @@ impl<'a> Trainer<'a> {
         offset
     }
 
-    /// The test split, once, at the end (`test/*`); its top-1.
+    /// The test split, once, at the end (`test/*`); its top-1 (mean IoU for segmentation).
     fn test(&self, sink: &mut MetricSink<'_>) -> Result<f64, TrainError> {
         // The tiny model's BN statistics are those of the last epoch's re-estimation (saved with
         // its checkpoint, so a resumed run that had already trained every epoch has them too).
         let test = self.eval_tiny(&self.splits.test)?;
         let epoch = self.cfg.train.epochs as i64;
-        sink.push(keys::TEST_TOP1, self.step, epoch, test.top1);
-        sink.push(keys::TEST_TOP5, self.step, epoch, test.top5);
-        sink.push(keys::TEST_LOSS, self.step, epoch, test.loss);
+        push_scores(sink, "test", (self.step, epoch), &test);
         sink.ship();
         self.ctx.writer.log(
             self.ctx.run,
             log::Level::Info,
             format!(
-                "test: top-1 {:.2} %, top-5 {:.2} % ({} images, evaluated once at the end)",
-                test.top1 * 100.0,
-                test.top5 * 100.0,
+                "test: {} ({} images, evaluated once at the end)",
+                describe(&test),
                 self.splits.test.len()
             ),
         );
-        Ok(test.top1)
+        Ok(test.primary())
+    }
+}
+
+/// Record one evaluation's scores under `split` (`val` or `test`): top-1, top-5 and loss, or
+/// for segmentation mean IoU, pixel accuracy, loss and each class's IoU.
+fn push_scores(sink: &mut MetricSink<'_>, split: &str, (step, epoch): (i64, i64), s: &Scores) {
+    let test = split == "test";
+    let pick = |val: &'static str, test_key: &'static str| if test { test_key } else { val };
+    sink.push(pick(keys::VAL_LOSS, keys::TEST_LOSS), step, epoch, s.loss);
+    match &s.seg {
+        None => {
+            sink.push(pick(keys::VAL_TOP1, keys::TEST_TOP1), step, epoch, s.top1);
+            sink.push(pick(keys::VAL_TOP5, keys::TEST_TOP5), step, epoch, s.top5);
+        }
+        Some(seg) => {
+            sink.push(pick(keys::VAL_MIOU, keys::TEST_MIOU), step, epoch, seg.miou);
+            let acc = pick(keys::VAL_PIXEL_ACC, keys::TEST_PIXEL_ACC);
+            sink.push(acc, step, epoch, seg.pixel_accuracy);
+            for (class, iou) in seg.iou.iter().enumerate() {
+                if let Some(iou) = iou {
+                    sink.push(&keys::iou_of(split, class), step, epoch, *iou);
+                }
+            }
+        }
+    }
+}
+
+/// An evaluation in the log's words.
+fn describe(s: &Scores) -> String {
+    match &s.seg {
+        None => format!(
+            "top-1 {:.2} %, top-5 {:.2} %",
+            s.top1 * 100.0,
+            s.top5 * 100.0
+        ),
+        Some(seg) => format!(
+            "mIoU {:.2} %, pixel accuracy {:.2} %",
+            seg.miou * 100.0,
+            seg.pixel_accuracy * 100.0
+        ),
     }
 }

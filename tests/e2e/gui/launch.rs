@@ -7,9 +7,7 @@ fn launching_a_preset_sends_its_config() {
     let dir = tempfile::tempdir().expect("tmp");
     let mut f = fake_app(&dir.path().join("new.db"), Persisted::default());
     let h = &mut f.harness;
-    wait_for(h, "presets", |h| has_label(h, "smoke-shift-aug"));
-    h.get_by_label("smoke-shift-aug").click();
-    h.step();
+    click(h, "smoke-shift-aug");
     h.get_by_label("Launch run").click();
     h.step();
     let cmd = f.commands.try_recv().expect("a command was sent");

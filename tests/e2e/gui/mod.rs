@@ -108,12 +108,15 @@ fn has_label(h: &Harness<'static, StudioApp>, label: &str) -> bool {
 fn click(h: &mut Harness<'static, StudioApp>, label: &str) {
     wait_for(h, label, |h| has_label(h, label));
     h.get_by_label(label).scroll_to_me();
-    // Until the scroll has settled: a click aims at where the widget is drawn.
+    // Until the scroll has settled — the widget still for a few frames, since an animated
+    // scroll may start a frame late — a click aims at where the widget is drawn.
     let mut at = h.get_by_label(label).rect();
-    for _ in 0..50 {
+    let mut still = 0;
+    for _ in 0..100 {
         h.step();
         let now = h.get_by_label(label).rect();
-        if now == at {
+        still = if now == at { still + 1 } else { 0 };
+        if still >= 3 {
             break;
         }
         at = now;

@@ -205,7 +205,7 @@ fn hw_report(
     let mut all = Vec::new();
     for path in configs {
         let cfg = Config::load(path, sets)?;
-        let (c, res, classes) = cfg.data.dataset.input_shape();
+        let (c, res, classes) = cfg.data.input_shape();
         all.push((path, cfg.clone(), hw::config_costs(&cfg, c, res, classes)));
     }
     if json {

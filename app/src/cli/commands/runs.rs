@@ -162,8 +162,8 @@ fn show_run(reader: &Reader, run: RunId, json: bool) -> anyhow::Result<()> {
 pub fn export(a: &ExportArgs) -> anyhow::Result<ExitCode> {
     let (run, csv, model, db) = (a.run, &a.csv, &a.model, &a.db);
     let db = existing_db(db)?;
-    if csv.is_none() && model.is_none() && a.int.is_none() {
-        bail!("nothing to export: pass --csv FILE, --model DIR and/or --int DIR");
+    if csv.is_none() && model.is_none() && a.int.is_none() && a.masks.is_none() {
+        bail!("nothing to export: pass --csv FILE, --model DIR, --int DIR and/or --masks FILE.png");
     }
     if let Some(csv) = csv {
         let n = export_csv(&Reader::open(&db)?, run, csv, a.force)?;
@@ -174,6 +174,25 @@ pub fn export(a: &ExportArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(dir) = &a.int {
         export_int(&db, run, dir, a)?;
+    }
+    if let Some(png) = &a.masks {
+        check_destination(png, a.force)?;
+        let n = a.mask_images as usize;
+        let panels = std::iter::once(run)
+            .chain(a.beside.iter().copied())
+            .map(|r| export::predict_masks(&db, r, n))
+            .collect::<Result<Vec<_>, _>>()?;
+        export::write_png(&panels.iter().collect::<Vec<_>>(), 4, png)?;
+        let epochs: Vec<String> = panels
+            .iter()
+            .map(|p| format!("run {} at epoch {}", p.run, p.epoch))
+            .collect();
+        println!(
+            "wrote {} validation images with their masks, true and predicted ({}), to {}",
+            panels[0].len(),
+            epochs.join(", "),
+            png.display()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -207,6 +207,7 @@ pub fn resume(a: &ResumeArgs) -> anyhow::Result<ExitCode> {
 /// Drive the progress bar from the manager's events until the run ends.
 fn follow(manager: ManagerHandle, db: &Path) -> anyhow::Result<ExitCode> {
     let bar = ProgressBar::new(0);
+    let mut metric = "top-1";
     bar.set_style(
         ProgressStyle::with_template("{prefix} [{bar:28}] {pos}/{len} steps {msg} ETA {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -263,25 +264,32 @@ fn follow(manager: ManagerHandle, db: &Path) -> anyhow::Result<ExitCode> {
             }
             Event::EpochEnded {
                 epoch,
-                val_top1,
+                val_score,
                 val_top5,
                 ..
-            } => say(format!(
-                "epoch {epoch}: val top-1 {:.2} %  top-5 {:.2} %",
-                val_top1 * 100.0,
-                val_top5 * 100.0
-            )),
+            } => {
+                // A segmentation run has no top-5: its score is the mean IoU.
+                metric = if val_top5.is_some() { "top-1" } else { "mIoU" };
+                say(match val_top5 {
+                    Some(top5) => format!(
+                        "epoch {epoch}: val top-1 {:.2} %  top-5 {:.2} %",
+                        val_score * 100.0,
+                        top5 * 100.0
+                    ),
+                    None => format!("epoch {epoch}: val mIoU {:.2} %", val_score * 100.0),
+                });
+            }
             Event::Finished {
                 run,
-                val_top1,
-                test_top1,
+                val_score,
+                test_score,
             } => {
                 bar.finish_and_clear();
                 eprintln!(
-                    "run {run} finished: val top-1 {:.2} %{} (database {})",
-                    val_top1 * 100.0,
-                    test_top1.map_or(String::new(), |t| format!(
-                        ", test top-1 {:.2} %",
+                    "run {run} finished: val {metric} {:.2} %{} (database {})",
+                    val_score * 100.0,
+                    test_score.map_or(String::new(), |t| format!(
+                        ", test {metric} {:.2} %",
                         t * 100.0
                     )),
                     db.display()

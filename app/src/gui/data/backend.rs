@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 use shiftadd_core::Config;
+use shiftadd_core::export::MaskPanel;
 use shiftadd_core::hw::LayerCost;
 use shiftadd_core::nas::best_subnet;
 use shiftadd_core::run::{Command, Event};
@@ -48,7 +49,13 @@ pub enum Query {
     /// Every study with its table: of the metric chosen for it here (by study id), else of the
     /// study's own.
     Studies { metrics: BTreeMap<i64, String> },
+    /// A segmentation run's first validation images with their masks, true and predicted by its
+    /// last checkpoint (`epoch`: the epochs done when asked, which keys the answer).
+    Masks { run: RunId, epoch: i64 },
 }
+
+/// Validation images the masks panel shows.
+pub const MASK_IMAGES: usize = 4;
 
 /// One row of the runs table: the stored summary plus what the table derives from the config.
 #[derive(Debug, Clone)]
@@ -136,6 +143,11 @@ pub enum Loaded {
         nas: Arc<NasData>,
     },
     Studies(Arc<Vec<StudyData>>),
+    Masks {
+        run: RunId,
+        epoch: i64,
+        panel: Result<Arc<MaskPanel>, String>,
+    },
     /// A query failed; the message names what and why.
     Error(String),
 }
@@ -456,6 +468,13 @@ fn answer(db: &Path, state: &mut DataState, q: Query) -> Loaded {
     if let Query::Presets(dir) = &q {
         return read_presets(dir);
     }
+    if let Query::Masks { run, epoch } = q {
+        // Loads the run's data and checkpoint: about a second, once an epoch.
+        let panel = shiftadd_core::export::predict_masks(db, run, MASK_IMAGES)
+            .map(Arc::new)
+            .map_err(|e| e.to_string());
+        return Loaded::Masks { run, epoch, panel };
+    }
     if matches!(q, Query::Edit { .. } | Query::Delete(_)) {
         // The reader's snapshot must not pin what the change removes.
         state.reader = None;
@@ -504,7 +523,7 @@ fn answer(db: &Path, state: &mut DataState, q: Query) -> Loaded {
             runs(r, &mut state.configs, &metrics, keys)
         }
         Query::Details(run) => details(r, run).map(|d| Loaded::Details(Box::new(d))),
-        Query::Edit { .. } | Query::Delete(_) => Err("changes are applied above".into()),
+        Query::Edit { .. } | Query::Delete(_) | Query::Masks { .. } => Err("answered above".into()),
         Query::Metrics { run, from } => metrics(r, run, from),
         Query::Presets(dir) => Ok(read_presets(&dir)),
         Query::Studies { metrics } => studies(r, &metrics)
@@ -709,6 +728,7 @@ pub(crate) mod tests {
             notes: String::new(),
             started_at: None,
             heartbeat_at: None,
+            segmentation: false,
         });
         r.hybrid = "mult".into();
         r

@@ -2,10 +2,11 @@
 //! the live progress the run manager reports. Filled from [`Loaded`] answers and [`Event`]s; the
 //! views only read it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
+use shiftadd_core::export::MaskPanel;
 use shiftadd_core::run::Event;
 use shiftadd_core::store::RunId;
 
@@ -94,6 +95,12 @@ pub struct DataCache {
     pub managed: Option<String>,
     /// Counts runs lists received (views cache what they derive from the list by it).
     pub runs_version: u64,
+    /// Segmentation runs' mask panels, by run: for the epochs done when asked, and the panel
+    /// (or why there is none).
+    pub masks: HashMap<RunId, (i64, Result<Arc<MaskPanel>, String>)>,
+    /// Mask panels to ask for (run, epochs done), and those asked for.
+    masks_wanted: BTreeSet<(RunId, i64)>,
+    masks_in_flight: HashSet<RunId>,
 }
 
 impl DataCache {
@@ -163,6 +170,10 @@ impl DataCache {
                 self.nas.insert(run, nas);
             }
             Loaded::Studies(s) => self.studies = Some(s),
+            Loaded::Masks { run, epoch, panel } => {
+                self.masks_in_flight.remove(&run);
+                self.masks.insert(run, (epoch, panel));
+            }
             Loaded::Error(e) => {
                 log::warn!("{e}");
                 self.last_error = Some(e);
@@ -310,11 +321,20 @@ impl DataCache {
         }
     }
 
+    /// Ask for `run`'s mask panel at `epoch` epochs done, unless it is held or on its way.
+    pub fn want_masks(&mut self, run: RunId, epoch: i64) {
+        let held = self.masks.get(&run).is_some_and(|(e, _)| *e == epoch);
+        if !held && !self.masks_in_flight.contains(&run) {
+            self.masks_wanted.insert((run, epoch));
+        }
+    }
+
     /// Whether [`Self::queries`] would send anything for `visible`.
     pub fn has_pending(&self, visible: &[RunId]) -> bool {
         self.runs_stale
             || self.studies_stale
             || !self.stale_nas.is_empty()
+            || !self.masks_wanted.is_empty()
             || visible.iter().any(|r| {
                 self.stale_details.contains(r)
                     || (self.stale_metrics.contains(r) && !self.in_flight.contains(r))
@@ -331,6 +351,10 @@ impl DataCache {
         }
         for run in std::mem::take(&mut self.stale_nas) {
             out.push(Query::Nas(run));
+        }
+        for (run, epoch) in std::mem::take(&mut self.masks_wanted) {
+            self.masks_in_flight.insert(run);
+            out.push(Query::Masks { run, epoch });
         }
         if std::mem::take(&mut self.studies_stale) {
             out.push(Query::Studies {
@@ -369,6 +393,10 @@ impl DataCache {
                 self.stale_nas.insert(*run);
             }
             Query::Studies { .. } => self.studies_stale = true,
+            Query::Masks { run, epoch } => {
+                self.masks_in_flight.remove(run);
+                self.masks_wanted.insert((*run, *epoch));
+            }
             Query::Presets(_) => {}
         }
     }

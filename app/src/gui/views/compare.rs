@@ -24,7 +24,10 @@ use crate::gui::widgets::plot::{
 };
 
 #[derive(Default)]
-pub struct CompareView {}
+pub struct CompareView {
+    /// The side-by-side masks drawn: each run's checkpoint step, and the texture.
+    masks: Option<(Vec<(RunId, i64)>, egui::TextureHandle)>,
+}
 
 /// Config keys whose values differ between `runs` (a key missing from a run counts as
 /// different), with each run's value.
@@ -167,6 +170,18 @@ impl CompareView {
         toolbar(ui, vcx.data, &runs, settings);
         plots(ui, vcx, &runs, &names, settings);
         ui.separator();
+        let segmentation = runs
+            .iter()
+            .all(|&r| vcx.data.row(r).is_some_and(|row| row.summary.segmentation));
+        if segmentation {
+            for &r in &runs {
+                let done = vcx.data.row(r).and_then(|row| row.summary.epochs_done);
+                if let Some(done) = done.filter(|&d| d > 0) {
+                    vcx.data.want_masks(r, done);
+                }
+            }
+        }
+        let masks = &mut self.masks;
         ui.columns(2, |cols| {
             // Wider than their half: each table's first column stays, the rest scrolls sideways
             // with its bar shown, so that the cut is seen.
@@ -176,9 +191,61 @@ impl CompareView {
                     final_table_ui(ui, vcx.data, &runs, &names, *vcx.hw_model);
                     ui.add_space(8.0);
                     diff_ui(ui, vcx.data, &runs, &names);
+                    if segmentation {
+                        ui.add_space(8.0);
+                        masks_ui(ui, vcx.data, &runs, masks);
+                    }
                 });
             scatter_ui(&mut cols[1], vcx, &runs);
         });
+    }
+}
+
+/// Segmentation runs' predictions side by side on the same validation images: a column per
+/// image; rows the image, its truth, then each run's prediction in the order ticked.
+fn masks_ui(
+    ui: &mut egui::Ui,
+    data: &DataCache,
+    runs: &[RunId],
+    drawn: &mut Option<(Vec<(RunId, i64)>, egui::TextureHandle)>,
+) {
+    ui.strong("Validation masks (image, truth, then each run's prediction, in the order ticked)");
+    let mut panels = Vec::new();
+    for &r in runs {
+        match data.masks.get(&r).map(|(_, p)| p) {
+            Some(Ok(p)) => panels.push(p.clone()),
+            Some(Err(why)) => {
+                ui.label(format!("#{r}: no masks: {why}"));
+                return;
+            }
+            None => {
+                ui.label("Predicting the masks…");
+                return;
+            }
+        }
+    }
+    let key: Vec<(RunId, i64)> = panels.iter().map(|p| (p.run, p.step)).collect();
+    if drawn.as_ref().is_none_or(|(k, _)| *k != key) {
+        let refs: Vec<&shiftadd_core::export::MaskPanel> = panels.iter().map(|p| &**p).collect();
+        match shiftadd_core::export::render_panels(&refs, 1, true) {
+            Ok(((w, h), rgb)) => {
+                let tex = ui.ctx().load_texture(
+                    "compare-masks",
+                    egui::ColorImage::from_rgb([w, h], &rgb),
+                    egui::TextureOptions::NEAREST,
+                );
+                *drawn = Some((key, tex));
+            }
+            Err(why) => {
+                ui.label(why);
+                return;
+            }
+        }
+    }
+    if let Some((_, tex)) = drawn {
+        let size = tex.size_vec2();
+        let fit = (ui.available_width() / size.x).clamp(0.5, 4.0);
+        ui.add(egui::Image::new((tex.id(), size * fit)).alt_text("validation masks side by side"));
     }
 }
 
@@ -364,9 +431,21 @@ fn final_table_ui(
                 data.row(runs[r])
                     .map_or("…", |row| row.summary.status.as_str()),
             );
-            ui.label(opt(f.best_top1, 100.0, 2));
-            ui.label(opt(f.last_top1, 100.0, 2));
-            ui.label(opt(f.test_top1, 100.0, 2));
+            // A segmentation run's scores are mean IoU, marked so.
+            let seg = data
+                .row(runs[r])
+                .is_some_and(|row| row.summary.segmentation);
+            let score = |v: Option<f64>| {
+                let t = opt(v, 100.0, 2);
+                if seg && v.is_some() {
+                    format!("{t} mIoU")
+                } else {
+                    t
+                }
+            };
+            ui.label(score(f.best_top1));
+            ui.label(score(f.last_top1));
+            ui.label(score(f.test_top1));
             ui.label(opt(f.last_loss, 1.0, 3));
             ui.label(opt(f.energy_mj, 1.0, 4));
             ui.label(opt(f.latency_ms, 1.0, 3));

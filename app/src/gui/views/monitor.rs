@@ -1,7 +1,12 @@
-//! Monitor: the current run's live curves (loss of the tiny and augmented models, tiny top-1,
-//! learning rate, images/s), progress with epoch, step and ETA, Pause / Resume / Stop, and the
-//! run's log with its failure reason.
+//! Monitor: the current run's live curves (loss of the tiny and augmented models, tiny top-1 —
+//! mean IoU and pixel accuracy for segmentation — learning rate, images/s), progress with epoch,
+//! step and ETA, Pause / Resume / Stop, the run's log with its failure reason, and for a
+//! segmentation run its first validation images with their true and predicted masks, predicted
+//! anew from each epoch's checkpoint.
 
+use std::sync::Arc;
+
+use shiftadd_core::export::{MaskPanel, render_panels};
 use shiftadd_core::host::keys as host_keys;
 use shiftadd_core::run::Command;
 use shiftadd_core::spec::config::HwModel;
@@ -13,16 +18,22 @@ use crate::chart::series::Series;
 use crate::gui::ctx::ViewCtx;
 use crate::gui::data::backend::RunRow;
 use crate::gui::data::cache::{DataCache, Live, RunData};
+use crate::gui::widgets::export::{Export, ExportRequest};
 use crate::gui::widgets::markdown;
 use crate::gui::widgets::plot::{Curve, PlotStyle, series_plot};
 
 pub struct MonitorView {
     pub show_log: bool,
+    /// The masks panel drawn: (run, its checkpoint's step) and its texture.
+    masks: Option<((RunId, i64), egui::TextureHandle)>,
 }
 
 impl Default for MonitorView {
     fn default() -> Self {
-        Self { show_log: true }
+        Self {
+            show_log: true,
+            masks: None,
+        }
     }
 }
 
@@ -34,6 +45,20 @@ impl MonitorView {
         };
         header_ui(ui, run, vcx);
         ui.separator();
+        let seg = vcx
+            .data
+            .row(run)
+            .map(|r| (r.summary.segmentation, r.summary.epochs_done));
+        let seg_epochs = match seg {
+            Some((true, done)) => {
+                let done = done.unwrap_or(0);
+                if done > 0 {
+                    vcx.data.want_masks(run, done);
+                }
+                Some(done)
+            }
+            _ => None,
+        };
         let empty = RunData::default();
         let d = vcx.data.data.get(&run).unwrap_or(&empty);
         let log_height = if self.show_log { 180.0 } else { 24.0 };
@@ -70,11 +95,15 @@ impl MonitorView {
                 style,
                 vcx.export,
             );
-            series_plot(
-                &mut cols[1],
-                &format!("run{run}-top1"),
-                "Validation top-1",
-                &curves(&[
+            let scores: &[(&str, &str)] = if seg_epochs.is_some() {
+                &[
+                    (keys::VAL_MIOU, "tiny mIoU (validation)"),
+                    (keys::TEST_MIOU, "tiny mIoU (test, end of run)"),
+                    (keys::VAL_PIXEL_ACC, "tiny pixel accuracy (validation)"),
+                    (keys::VAL_MIOU_WIDEST, "exact widest augmented config, mIoU"),
+                ]
+            } else {
+                &[
                     (keys::VAL_TOP1, "tiny (validation)"),
                     (keys::TEST_TOP1, "tiny (test, end of run)"),
                     (keys::VAL_TOP1_WIDEST, "exact widest augmented config"),
@@ -82,7 +111,17 @@ impl MonitorView {
                         keys::VAL_TOP1_AUG_LEGACY,
                         "widest augmented (runs before the validation split: on test)",
                     ),
-                ]),
+                ]
+            };
+            series_plot(
+                &mut cols[1],
+                &format!("run{run}-top1"),
+                if seg_epochs.is_some() {
+                    "Validation mIoU and pixel accuracy"
+                } else {
+                    "Validation top-1"
+                },
+                &curves(scores),
                 PlotStyle {
                     percent: true,
                     ..style
@@ -97,14 +136,20 @@ impl MonitorView {
                 style,
                 vcx.export,
             );
-            series_plot(
-                &mut cols[1],
-                &format!("run{run}-speed"),
-                "Images / s",
-                &curves(&[(keys::TRAIN_IMAGES_PER_SEC, "images/s")]),
-                style,
-                vcx.export,
-            );
+            match seg_epochs {
+                Some(done) => {
+                    let held = vcx.data.masks.get(&run).map(|(_, p)| p.clone());
+                    self.masks_ui(&mut cols[1], (run, done), held, plot_h, vcx.export);
+                }
+                None => series_plot(
+                    &mut cols[1],
+                    &format!("run{run}-speed"),
+                    "Images / s",
+                    &curves(&[(keys::TRAIN_IMAGES_PER_SEC, "images/s")]),
+                    style,
+                    vcx.export,
+                ),
+            }
             if system {
                 series_plot(
                     &mut cols[0],
@@ -133,6 +178,78 @@ impl MonitorView {
         ui.checkbox(&mut self.show_log, "Log");
         if self.show_log {
             log_ui(ui, d);
+        }
+    }
+}
+
+impl MonitorView {
+    /// A segmentation run's first validation images (columns): the image, its ground truth,
+    /// the last checkpoint's prediction, coloured by class (VOC's palette; white: not scored).
+    fn masks_ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        (run, done): (RunId, i64),
+        panel: Option<Result<Arc<MaskPanel>, String>>,
+        height: f32,
+        export: &mut Export,
+    ) {
+        ui.horizontal(|ui| {
+            ui.strong("Validation masks");
+            if let Some(Ok(p)) = &panel {
+                ui.label(format!("· image, truth, prediction · epoch {}", p.epoch));
+            }
+        });
+        let p = match panel {
+            None if done == 0 => {
+                ui.label("Masks appear after the first epoch's checkpoint.");
+                return;
+            }
+            None => {
+                ui.label("Predicting the masks…");
+                return;
+            }
+            Some(Err(why)) => {
+                ui.label(format!("No masks: {why}"));
+                return;
+            }
+            Some(Ok(p)) => p,
+        };
+        let key = (run, p.step);
+        if self.masks.as_ref().is_none_or(|(k, _)| *k != key) {
+            match render_panels(&[&p], 1, true) {
+                Ok(((w, h), rgb)) => {
+                    let image = egui::ColorImage::from_rgb([w, h], &rgb);
+                    let tex = ui.ctx().load_texture(
+                        format!("masks-{run}"),
+                        image,
+                        egui::TextureOptions::NEAREST,
+                    );
+                    self.masks = Some((key, tex));
+                }
+                Err(why) => {
+                    ui.label(why);
+                    return;
+                }
+            }
+        }
+        let Some((_, tex)) = &self.masks else {
+            return;
+        };
+        let size = tex.size_vec2();
+        let fit = ((height - 30.0) / size.y)
+            .min(ui.available_width() / size.x)
+            .max(0.5);
+        ui.add(egui::Image::new((tex.id(), size * fit)).alt_text(format!(
+            "validation masks of run {run}: image, truth and prediction for {} images",
+            p.len()
+        )));
+        if ui.button("Save PNG…").clicked()
+            && let Ok(((w, h), rgb)) = render_panels(&[&p], 4, false)
+        {
+            export.request(ExportRequest::Image {
+                name: format!("run{run}-masks"),
+                image: Arc::new(egui::ColorImage::from_rgb([w, h], &rgb)),
+            });
         }
     }
 }

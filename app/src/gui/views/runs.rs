@@ -35,6 +35,15 @@ fn pct(v: Option<f64>) -> Cell {
     }
 }
 
+/// A run's score: top-1, or for a segmentation run its mean IoU, marked so.
+fn score(v: Option<f64>, segmentation: bool) -> Cell {
+    let mut c = pct(v);
+    if segmentation && v.is_some() {
+        c.text.push_str(" mIoU");
+    }
+    c
+}
+
 fn text(s: &str) -> Cell {
     Cell {
         text: s.to_owned(),
@@ -56,9 +65,9 @@ pub fn cell(row: &RunRow, col: &Col, hw: HwModel) -> Cell {
             text: s.seed.to_string(),
             num: Some(s.seed as f64),
         },
-        Col::ValBest => pct(s.best_val_top1),
-        Col::ValLast => pct(s.last_val_top1),
-        Col::Test => pct(s.test_top1),
+        Col::ValBest => score(s.best_val_top1, s.segmentation),
+        Col::ValLast => score(s.last_val_top1, s.segmentation),
+        Col::Test => score(s.test_top1, s.segmentation),
         Col::Energy => {
             let e = s.energy_under(hw.as_str());
             Cell {

@@ -28,6 +28,11 @@ pub enum ExportRequest {
     Png { name: String },
     /// Draw this SVG off screen as a PNG, at the size the Save dialog sets.
     Figure { name: String, svg: String },
+    /// Write this picture as a PNG (a segmentation run's masks).
+    Image {
+        name: String,
+        image: Arc<ColorImage>,
+    },
 }
 
 impl ExportRequest {
@@ -35,7 +40,9 @@ impl ExportRequest {
         match self {
             Self::Csv { name, .. } => (name, "csv"),
             Self::Text { name, ext, .. } => (name, ext),
-            Self::Png { name } | Self::Figure { name, .. } => (name, "png"),
+            Self::Png { name } | Self::Figure { name, .. } | Self::Image { name, .. } => {
+                (name, "png")
+            }
         }
     }
 }
@@ -137,6 +144,9 @@ impl Export {
                 });
             }
             ExportRequest::Png { name } => self.png_wanted.push((name, path)),
+            ExportRequest::Image { image, .. } => {
+                self.spawn_write(path, move |p| write_png(p, &image));
+            }
             ExportRequest::Figure { svg, .. } => {
                 let size = self.size;
                 self.spawn_write(path, move |p| {

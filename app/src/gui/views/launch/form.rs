@@ -300,8 +300,17 @@ mod tests {
                 let mut g = f.clone();
                 g.text.clone_from(c);
                 let mut sets = vec![g.override_arg()];
-                if f.path() == "data.dataset" && c.starts_with("cifar") {
+                if f.path() == "data.dataset" && (c.starts_with("cifar") || c == "voc") {
                     sets.push("data.dir=\"/x\"".into());
+                }
+                // A class per pixel needs a segmentation model, and the other way round.
+                if f.path() == "data.dataset"
+                    && ["fashion-mnist-scenes", "voc"].contains(&c.as_str())
+                {
+                    sets.push("model.task=\"segmentation\"".into());
+                }
+                if f.path() == "model.task" && c == "segmentation" {
+                    sets.push("data.dataset=\"fashion-mnist-scenes\"".into());
                 }
                 if f.path() == "hw.convention" && c == "full" {
                     sets.push("hw.model=\"project\"".into());

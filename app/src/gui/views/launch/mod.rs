@@ -225,7 +225,9 @@ impl LaunchView {
             ui.spinner();
         }
         let preset = self.form.preset.clone();
-        let height = ui.available_height() * 0.6;
+        // Two fifths of the panel: the study files below keep room for their summary, Start
+        // button and list whatever the number of presets.
+        let height = ui.available_height() * 0.4;
         let chosen = preset_list(ui, "preset-list", &self.presets, height, |p| {
             preset.as_deref() == Some(p.name.as_str())
         });
@@ -250,7 +252,7 @@ impl LaunchView {
             .study_file
             .as_ref()
             .map(|(i, _)| &self.study_files[*i].path);
-        let height = ui.available_height();
+        let height = ui.available_height().max(96.0);
         let chosen = preset_list(ui, "study-file-list", &self.study_files, height, |p| {
             picked == Some(&p.path)
         });

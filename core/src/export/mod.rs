@@ -13,11 +13,15 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, TchError, Tensor, nn};
 
 use crate::data::{self, DataError};
-use crate::model::{Program, Step, activate, step_act};
+use crate::model::{Program, Step, activate, step_act, upsample};
 use crate::ops::{adder, shift};
 use crate::spec::config::{Config, DataConfig, OpKind};
 use crate::store::{Reader, RunId, StoreError};
 use crate::train;
+
+mod masks;
+
+pub use masks::{MaskPanel, class_colour, predict_masks, render_panels, write_png};
 
 pub const FORMAT: &str = "shiftadd-tiny-v1";
 
@@ -61,28 +65,60 @@ pub struct Exported {
     pub tensors: usize,
 }
 
+/// A run's model as its last checkpoint holds it, with the config and data it trained on.
+pub(crate) struct RunModel {
+    pub summary: crate::store::RunSummary,
+    pub cfg: Config,
+    pub checkpoint: crate::store::CheckpointRow,
+    pub splits: data::Splits,
+    pub net: crate::model::Net,
+    /// Owns the net's tensors.
+    _vs: nn::VarStore,
+}
+
+impl RunModel {
+    /// Load `run` of the database `db` from its last checkpoint, on the CPU.
+    pub fn load(db: &Path, run: RunId) -> Result<Self, ExportError> {
+        let reader = Reader::open(db)?;
+        let summary = reader.run(run)?;
+        let toml = reader.config_toml(run)?;
+        let cfg = Config::from_toml_str(&toml, &format!("run {run}"), &[]).map_err(|e| {
+            ExportError::Config {
+                run,
+                message: e.to_string(),
+            }
+        })?;
+        let checkpoint = reader
+            .last_checkpoint(run)?
+            .ok_or(ExportError::NoCheckpoint(run))?;
+        let splits = data::load(&cfg.data)?;
+        let mut vs = nn::VarStore::new(Device::Cpu);
+        let net = train::build_net(&cfg, &vs.root(), &splits.train);
+        let model_file = Path::new(&checkpoint.path).with_extension("model.ot");
+        vs.load(&model_file).map_err(|e| ExportError::File {
+            path: model_file.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(Self {
+            summary,
+            cfg,
+            checkpoint,
+            splits,
+            net,
+            _vs: vs,
+        })
+    }
+}
+
 /// Write the tiny MF model of `run`'s last checkpoint into `dir`.
 pub fn export_run(db: &Path, run: RunId, dir: &Path) -> Result<Exported, ExportError> {
-    let reader = Reader::open(db)?;
-    let summary = reader.run(run)?;
-    let toml = reader.config_toml(run)?;
-    let cfg = Config::from_toml_str(&toml, &format!("run {run}"), &[]).map_err(|e| {
-        ExportError::Config {
-            run,
-            message: e.to_string(),
-        }
-    })?;
-    let ckpt = reader
-        .last_checkpoint(run)?
-        .ok_or(ExportError::NoCheckpoint(run))?;
-    let splits = data::load(&cfg.data)?;
-    let mut vs = nn::VarStore::new(Device::Cpu);
-    let net = train::build_net(&cfg, &vs.root(), &splits.train);
-    let model_file = Path::new(&ckpt.path).with_extension("model.ot");
-    vs.load(&model_file).map_err(|e| ExportError::File {
-        path: model_file.clone(),
-        message: e.to_string(),
-    })?;
+    let RunModel {
+        summary,
+        cfg,
+        splits,
+        net,
+        ..
+    } = RunModel::load(db, run)?;
     let Program { steps, tensors } = net.tiny_program();
     let d = &splits.train;
     let json = ModelJson {
@@ -135,13 +171,17 @@ fn check_ranges(json: &ModelJson) -> Result<(), String> {
         ));
     }
     for step in &json.steps {
+        let conv = match step {
+            Step::SegHead { cbr, .. } => cbr.as_ref(),
+            other => other,
+        };
         if let Step::Conv {
             name,
             stride,
             pad,
             groups,
             ..
-        } = step
+        } = conv
             && (!(1..=16).contains(stride)
                 || !(0..=16).contains(pad)
                 || !(1..=4096).contains(groups))
@@ -223,42 +263,94 @@ impl ExportedModel {
         })
     }
 
-    /// Logits for a normalised batch `x` [N, C, H, W].
+    /// A [`Step::Conv`] on `x` (any other step: `x` unchanged).
+    fn conv(&self, step: &Step, x: &Tensor) -> Result<Tensor, ExportError> {
+        let Step::Conv {
+            name,
+            op,
+            stride,
+            pad,
+            groups,
+            relu6,
+            act_fixed_point,
+            folded_bn,
+            act,
+        } = step
+        else {
+            return Ok(x.shallow_clone());
+        };
+        let w = self.tensor(&format!("{name}.weight"))?;
+        let mut y = op_conv(x, w, *op, *act_fixed_point, (*stride, *pad, *groups))?;
+        let per_channel = |t: &str| -> Result<Tensor, ExportError> {
+            Ok(self.tensor(&format!("{name}.{t}"))?.f_view([1, -1, 1, 1])?)
+        };
+        if *folded_bn {
+            y = y.f_add(&per_channel("bias")?)?;
+        } else if self.tensors.contains_key(&format!("{name}.mean")) {
+            y = y
+                .f_sub(&per_channel("mean")?)?
+                .f_mul(&per_channel("scale")?)?
+                .f_add(&per_channel("bias")?)?;
+        } else {
+            // Exports before the centred form: y·scale + shift.
+            y = y
+                .f_mul(&per_channel("scale")?)?
+                .f_add(&per_channel("shift")?)?;
+        }
+        Ok(activate(&y, step_act(*relu6, *act))?)
+    }
+
+    /// A 1×1 layer `name` (`.weight`, and `.bias` where `bias`) through `op` on `x`.
+    fn pointwise(
+        &self,
+        name: &str,
+        x: &Tensor,
+        (op, fixed): (OpKind, bool),
+        bias: bool,
+    ) -> Result<Tensor, ExportError> {
+        let w = self.tensor(&format!("{name}.weight"))?;
+        let y = op_conv(x, w, op, fixed, (1, 0, 1))?;
+        if !bias {
+            return Ok(y);
+        }
+        Ok(y.f_add(
+            &self
+                .tensor(&format!("{name}.bias"))?
+                .f_view([1, -1, 1, 1])?,
+        )?)
+    }
+
+    /// Logits for a normalised batch `x` [N, C, H, W]: [N, classes], or per pixel
+    /// [N, classes, H, W] for a segmentation model.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, ExportError> {
+        let size = [x.size()[2], x.size()[3]];
         let mut x = x.shallow_clone();
         let mut saved = Vec::new();
+        let no_save = || ExportError::File {
+            path: PathBuf::from("model.json"),
+            message: "a step reads a saved map, and none was saved".into(),
+        };
         for step in &self.json.steps {
             x = match step {
-                Step::Conv {
-                    name,
+                Step::Conv { .. } => self.conv(step, &x)?,
+                Step::SegHead {
+                    cbr,
+                    gate,
+                    high,
+                    low,
                     op,
-                    stride,
-                    pad,
-                    groups,
-                    relu6,
                     act_fixed_point,
-                    folded_bn,
-                    act,
                 } => {
-                    let w = self.tensor(&format!("{name}.weight"))?;
-                    let mut y = op_conv(&x, w, *op, *act_fixed_point, (*stride, *pad, *groups))?;
-                    let per_channel = |t: &str| -> Result<Tensor, ExportError> {
-                        Ok(self.tensor(&format!("{name}.{t}"))?.f_view([1, -1, 1, 1])?)
-                    };
-                    if *folded_bn {
-                        y = y.f_add(&per_channel("bias")?)?;
-                    } else if self.tensors.contains_key(&format!("{name}.mean")) {
-                        y = y
-                            .f_sub(&per_channel("mean")?)?
-                            .f_mul(&per_channel("scale")?)?
-                            .f_add(&per_channel("bias")?)?;
-                    } else {
-                        // Exports before the centred form: y·scale + shift.
-                        y = y
-                            .f_mul(&per_channel("scale")?)?
-                            .f_add(&per_channel("shift")?)?;
-                    }
-                    activate(&y, step_act(*relu6, *act))?
+                    let skip: Tensor = saved.pop().ok_or_else(no_save)?;
+                    let how = (*op, *act_fixed_point);
+                    let pooled = x.f_mean_dim(&[2i64, 3][..], true, Kind::Float)?;
+                    let g = self.pointwise(gate, &pooled, how, false)?.f_hardsigmoid()?;
+                    let h = self.conv(cbr, &x)?.f_mul(&g)?;
+                    let h = upsample(&h, [skip.size()[2], skip.size()[3]])?;
+                    let y = self
+                        .pointwise(high, &h, how, true)?
+                        .f_add(&self.pointwise(low, &skip, how, true)?)?;
+                    upsample(&y, size)?
                 }
                 Step::Se {
                     name,
@@ -279,13 +371,7 @@ impl ExportedModel {
                     saved.push(x.shallow_clone());
                     x
                 }
-                Step::AddSaved => {
-                    let s = saved.pop().ok_or_else(|| ExportError::File {
-                        path: PathBuf::from("model.json"),
-                        message: "add_saved without a save".into(),
-                    })?;
-                    x.f_add(&s)?
-                }
+                Step::AddSaved => x.f_add(&saved.pop().ok_or_else(no_save)?)?,
                 Step::Pool => x.f_mean_dim(&[2i64, 3][..], false, Kind::Float)?,
                 Step::Linear {
                     name,
@@ -309,7 +395,8 @@ impl ExportedModel {
         Ok(x)
     }
 
-    /// Top-1 accuracy on the test split of `data` (normalised with the exported statistics).
+    /// Top-1 accuracy on the test split of `data` (normalised with the exported statistics); mean
+    /// IoU for a segmentation model.
     pub fn evaluate(&self, data: &DataConfig, batch_size: usize) -> Result<f64, ExportError> {
         let splits = data::load(data)?;
         let scores = train::score(
@@ -319,6 +406,6 @@ impl ExportedModel {
             Device::Cpu,
             |x| self.forward(x),
         )?;
-        Ok(scores.top1)
+        Ok(scores.primary())
     }
 }
