@@ -10,7 +10,7 @@ use crate::support::{db, preempt_and_resume, run_err, run_ok, runs_json, s};
 
 /// A Fashion-MNIST-shaped idx folder: `train` and `test` 28 × 28 items, item i of class i % 10 a
 /// filled square whose side and intensity grow with its class, on a soft rim.
-fn fake_fashion_mnist(dir: &Path, train: usize, test: usize) {
+pub(crate) fn fake_fashion_mnist(dir: &Path, train: usize, test: usize) {
     use shiftadd_core::data::write_idx;
     std::fs::create_dir_all(dir).expect("mkdir");
     for (prefix, n) in [("train", train), ("t10k", test)] {
@@ -47,7 +47,7 @@ fn fake_fashion_mnist(dir: &Path, train: usize, test: usize) {
 
 /// A segmentation config on the scenes of `items` (an idx folder): 300 scenes less 100 for
 /// validation, batches of 50 (4 steps an epoch).
-fn scenes_config(dir: &Path, name: &str, items: &Path, epochs: usize) -> PathBuf {
+pub(crate) fn scenes_config(dir: &Path, name: &str, items: &Path, epochs: usize) -> PathBuf {
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(
         &path,

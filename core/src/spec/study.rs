@@ -659,6 +659,33 @@ mod tests {
         }
     }
 
+    /// A segmentation study reports mIoU unless told otherwise, and a metric its cells do not
+    /// record (top-1 of a segmentation cell, mIoU of a classifier) is refused naming the key.
+    #[test]
+    fn a_studys_metric_fits_its_task() {
+        let seg = "[config.model]\ntask = \"segmentation\"\n[config.data]\ndataset = \"fashion-mnist-scenes\"\n";
+        let study = |metric: &str, config: &str| {
+            parse(&format!(
+                "name = \"s\"\nseeds = [0]\n{metric}\n[[variant]]\nname = \"a\"\nset = {{}}\n{config}"
+            ))
+        };
+        assert_eq!(study("", seg).expect("parses").metric, "test/miou");
+        assert_eq!(study("", "").expect("parses").metric, "test/top1");
+        let loss = study("metric = \"test/loss\"", seg).expect("loss is either's");
+        assert_eq!(loss.metric, "test/loss");
+        let e = study("metric = \"test/top1\"", seg)
+            .expect_err("no top-1 per pixel")
+            .to_string();
+        assert!(e.contains("`metric`") && e.contains("segmentation"), "{e}");
+        let e = study("metric = \"val/miou\"", "")
+            .expect_err("no mIoU of a classifier")
+            .to_string();
+        assert!(
+            e.contains("classification") && e.contains("test/top1"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn every_study_file_shipped_loads_and_every_cell_config_is_valid() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/studies");

@@ -165,3 +165,59 @@ fn a_plot_switched_to_wall_time_and_log_y_changes_its_axes() {
     let axes = shiftadd_app::gui::widgets::plot::plot_axes(&h.ctx, id);
     assert!(axes.log_y && axes.x == shiftadd_app::chart::series::XAxis::Wall);
 }
+
+/// A segmentation run's Monitor shows its first validation images with their true and predicted
+/// masks, predicted from its last checkpoint (the epoch it names), its scores as mIoU; ticked with
+/// another in Compare, their predictions sit side by side on the same images.
+#[test]
+fn a_segmentation_runs_masks_show_in_monitor_and_side_by_side_in_compare() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let items = dir.path().join("fmnist");
+    crate::segmentation::fake_fashion_mnist(&items, 600, 100);
+    let cfg = crate::segmentation::scenes_config(dir.path(), "seg", &items, 1);
+    let db = dir.path().join("seg.db");
+    for op in ["mult", "shift"] {
+        let set = format!("ops.kind={op}");
+        let (c, d) = (crate::support::s(&cfg), crate::support::s(&db));
+        crate::support::run_ok(&["train", c, "--db", d, "--set", &set]);
+    }
+    let persisted = Persisted {
+        view: View::Monitor,
+        current: Some(1),
+        compare: vec![1, 2],
+        ..Persisted::default()
+    }
+    .in_database(&db);
+    let mut f = fake_app(&db, persisted);
+    let h = &mut f.harness;
+    let panel = |h: &Harness<'static, StudioApp>, run: shiftadd_core::store::RunId| {
+        h.state()
+            .data()
+            .masks
+            .get(&run)
+            .and_then(|(_, p)| p.as_ref().ok().cloned())
+    };
+    wait_for(h, "run 1's masks", |h| panel(h, 1).is_some());
+    let p = panel(h, 1).expect("masks");
+    assert_eq!(
+        (p.len(), p.epoch, p.height),
+        (4, 1, 40),
+        "4 images at epoch 1"
+    );
+    assert!(p.predicted.iter().all(|&c| usize::from(c) < p.classes));
+    wait_for(h, "the masks drawn", |h| {
+        has_label_containing(h, "validation masks of run 1")
+            && has_label_containing(h, "image, truth, prediction · epoch 1")
+            && has_label_containing(h, "best val mIoU")
+    });
+    h.get_by_label("Compare").click();
+    h.step();
+    wait_for(h, "both runs' masks side by side", |h| {
+        panel(h, 2).is_some() && has_label_containing(h, "validation masks side by side")
+    });
+    assert_eq!(
+        panel(h, 2).expect("run 2").images,
+        p.images,
+        "the same images"
+    );
+}

@@ -235,15 +235,23 @@ impl MonitorView {
         let Some((_, tex)) = &self.masks else {
             return;
         };
+        // Up to twice a plot's height: the masks are what a segmentation run is looked at for.
         let size = tex.size_vec2();
-        let fit = ((height - 30.0) / size.y)
+        let fit = ((2.0 * height) / size.y)
             .min(ui.available_width() / size.x)
             .max(0.5);
         ui.add(egui::Image::new((tex.id(), size * fit)).alt_text(format!(
             "validation masks of run {run}: image, truth and prediction for {} images",
             p.len()
         )));
-        if ui.button("Save PNG…").clicked()
+        let save = ui
+            .horizontal(|ui| {
+                ui.button("Save PNG…").on_hover_text(
+                    "the image, truth and prediction of each image in a row, 4 × 4 pixels a pixel",
+                )
+            })
+            .inner;
+        if save.clicked()
             && let Ok(((w, h), rgb)) = render_panels(&[&p], 4, false)
         {
             export.request(ExportRequest::Image {
@@ -411,9 +419,10 @@ fn finished_summary(s: &RunSummary, hw: HwModel) -> String {
         s.duration_secs()
             .map_or_else(|| "–".to_owned(), format_secs)
     )];
-    parts.push(format!("best val {}", pct(s.best_val_top1)));
-    parts.push(format!("last val {}", pct(s.last_val_top1)));
-    parts.push(format!("test {}", pct(s.test_top1)));
+    let score = if s.segmentation { " mIoU" } else { "" };
+    parts.push(format!("best val{score} {}", pct(s.best_val_top1)));
+    parts.push(format!("last val{score} {}", pct(s.last_val_top1)));
+    parts.push(format!("test{score} {}", pct(s.test_top1)));
     if let Some(e) = s.energy_under(hw.as_str()) {
         parts.push(format!("{e:.4} mJ ({})", hw.title()));
     }

@@ -340,6 +340,15 @@ impl StudyView {
     fn curves_ui(&mut self, ui: &mut egui::Ui, vcx: &mut ViewCtx<'_>, s: &StudyData, height: f32) {
         let data: &DataCache = vcx.data;
         let keys = recorded_keys(s, data);
+        // The headline curve of the task the cells learn: top-1, or mIoU for segmentation.
+        for (from, to) in [("val/top1", "val/miou"), ("val/miou", "val/top1")] {
+            if self.curve_metric == from
+                && !keys.iter().any(|k| k == from)
+                && keys.iter().any(|k| k == to)
+            {
+                self.curve_metric = to.into();
+            }
+        }
         ui.horizontal(|ui| {
             egui::ComboBox::from_id_salt("study-curve-metric")
                 .selected_text(&self.curve_metric)
