@@ -28,6 +28,59 @@ use super::{DataError, Dataset, not_a_file};
 /// The mask value that is not scored (VOC's boundary and "void" label).
 pub const IGNORE: u8 = 255;
 
+/// The classes of `fashion-mnist-scenes`: the background, then Fashion-MNIST's ten.
+pub const SCENE_CLASSES: [&str; 11] = [
+    "background",
+    "T-shirt/top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
+];
+
+/// Pascal VOC's 21 classes, in its index order.
+pub const VOC_CLASSES: [&str; 21] = [
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "dining table",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "potted plant",
+    "sheep",
+    "sofa",
+    "train",
+    "tv/monitor",
+];
+
+/// The name of class `c` of data set `dataset` (`fashion-mnist-scenes`, or `voc` with VOC's 21
+/// classes); else its index.
+pub fn class_name(dataset: &str, classes: usize, c: usize) -> String {
+    let names: &[&str] = match (dataset, classes) {
+        ("fashion-mnist-scenes", 11) => &SCENE_CLASSES,
+        ("voc", 21) => &VOC_CLASSES,
+        _ => &[],
+    };
+    names
+        .get(c)
+        .map_or_else(|| format!("class {c}"), |n| (*n).to_owned())
+}
+
 /// How the composite set is drawn.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Composite {

@@ -6,7 +6,8 @@
 
 use std::sync::Arc;
 
-use shiftadd_core::export::{MaskPanel, render_panels};
+use shiftadd_core::data::segment::{IGNORE, class_name};
+use shiftadd_core::export::{MaskPanel, class_colour, render_panels};
 use shiftadd_core::host::keys as host_keys;
 use shiftadd_core::run::Command;
 use shiftadd_core::spec::config::HwModel;
@@ -139,7 +140,11 @@ impl MonitorView {
             match seg_epochs {
                 Some(done) => {
                     let held = vcx.data.masks.get(&run).map(|(_, p)| p.clone());
+                    let dataset = vcx.data.row(run).map_or("", |r| r.summary.dataset.as_str());
                     self.masks_ui(&mut cols[1], (run, done), held, plot_h, vcx.export);
+                    if let Some(Ok(p)) = vcx.data.masks.get(&run).map(|(_, p)| p) {
+                        legend_ui(&mut cols[1], dataset, p.classes);
+                    }
                 }
                 None => series_plot(
                     &mut cols[1],
@@ -235,9 +240,9 @@ impl MonitorView {
         let Some((_, tex)) = &self.masks else {
             return;
         };
-        // Up to twice a plot's height: the masks are what a segmentation run is looked at for.
+        // Up to 1.6 plots high: the masks are what a segmentation run is looked at for.
         let size = tex.size_vec2();
-        let fit = ((2.0 * height) / size.y)
+        let fit = ((1.6 * height) / size.y)
             .min(ui.available_width() / size.x)
             .max(0.5);
         ui.add(egui::Image::new((tex.id(), size * fit)).alt_text(format!(
@@ -260,6 +265,24 @@ impl MonitorView {
             });
         }
     }
+}
+
+/// Which colour is which class (and white: not scored).
+fn legend_ui(ui: &mut egui::Ui, dataset: &str, classes: usize) {
+    ui.horizontal_wrapped(|ui| {
+        ui.spacing_mut().item_spacing.x = 4.0;
+        let chip = |ui: &mut egui::Ui, rgb: [u8; 3], name: String| {
+            let (rect, _) = ui.allocate_exact_size(egui::vec2(10.0, 10.0), egui::Sense::hover());
+            ui.painter()
+                .rect_filled(rect, 1.0, egui::Color32::from_rgb(rgb[0], rgb[1], rgb[2]));
+            ui.small(name);
+            ui.add_space(4.0);
+        };
+        for c in 0..classes.min(255) {
+            chip(ui, class_colour(c as u8), class_name(dataset, classes, c));
+        }
+        chip(ui, class_colour(IGNORE), "not scored".into());
+    });
 }
 
 fn header_ui(ui: &mut egui::Ui, run: RunId, vcx: &mut ViewCtx<'_>) {
