@@ -23,7 +23,7 @@ mod step;
 mod trainer;
 
 pub use context::{RunContext, build_net, build_seeded_net, resolve_device};
-pub use eval::{Scores, evaluate, in_order, reestimate_bn, score};
+pub use eval::{Scores, SegScores, evaluate, in_order, reestimate_bn, score};
 pub use miou::Confusion;
 pub use probe::{
     GradSource, ParamKind, ProbeError, ProbeSpec, RunProbe, Sources, Weights, grad_sources,

@@ -48,10 +48,16 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<ExitCode> {
                     BnStats::Reestimated(n) => ("reestimated", Some(*n)),
                     BnStats::Batch => ("batch", None),
                 };
-                serde_json::json!({
-                    "bn": source, "bn_images": images,
-                    "top1": sc.top1, "top5": sc.top5, "loss": sc.loss,
-                })
+                match &sc.seg {
+                    None => serde_json::json!({
+                        "bn": source, "bn_images": images,
+                        "top1": sc.top1, "top5": sc.top5, "loss": sc.loss,
+                    }),
+                    Some(seg) => serde_json::json!({
+                        "bn": source, "bn_images": images,
+                        "miou": seg.miou, "pixel_acc": seg.pixel_accuracy, "loss": sc.loss,
+                    }),
+                }
             })
             .collect();
         let out = serde_json::json!({
@@ -74,16 +80,24 @@ pub fn eval(a: &EvalArgs) -> anyhow::Result<ExitCode> {
         e.images,
         e.batch_size
     );
-    println!(
-        "{:<40} {:>7} {:>7} {:>8}",
-        "BN statistics", "top-1", "top-5", "loss"
-    );
+    // A segmentation run's scores are mIoU and pixel accuracy (it has no top-1 per image).
+    let seg = e.rows.first().is_some_and(|(_, sc)| sc.seg.is_some());
+    let (a, b) = if seg {
+        ("mIoU", "pixels")
+    } else {
+        ("top-1", "top-5")
+    };
+    println!("{:<40} {a:>7} {b:>7} {:>8}", "BN statistics", "loss");
     for (s, sc) in &e.rows {
+        let (x, y) = sc
+            .seg
+            .as_ref()
+            .map_or((sc.top1, sc.top5), |g| (g.miou, g.pixel_accuracy));
         println!(
             "{:<40} {:>6.2}% {:>6.2}% {:>8.4}",
             s.label(),
-            sc.top1 * 100.0,
-            sc.top5 * 100.0,
+            x * 100.0,
+            y * 100.0,
             sc.loss
         );
     }
