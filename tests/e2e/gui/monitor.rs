@@ -220,4 +220,19 @@ fn a_segmentation_runs_masks_show_in_monitor_and_side_by_side_in_compare() {
         p.images,
         "the same images"
     );
+    // Saved: a row per image — the image, its truth, each run's prediction — 4 × 4 a pixel.
+    let before = h.state().export().written.len();
+    click(h, "Save masks PNG…");
+    wait_for(h, "the Save dialog", |h| has_label(h, "Save"));
+    click(h, "Save");
+    wait_for(h, "the PNG", |h| h.state().export().written.len() > before);
+    let path = h.state().export().written[before].clone();
+    let png = image::open(&path).expect("a PNG").to_rgb8();
+    let (tile, gap) = (40 * 4, 2);
+    assert_eq!(
+        (png.width(), png.height()),
+        (gap + 4 * (tile + gap), gap + 4 * (tile + gap)),
+        "{}: 4 tiles across (image, truth, two runs), 4 rows",
+        path.display()
+    );
 }

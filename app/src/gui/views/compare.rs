@@ -193,7 +193,7 @@ impl CompareView {
                     diff_ui(ui, vcx.data, &runs, &names);
                     if segmentation {
                         ui.add_space(8.0);
-                        masks_ui(ui, vcx.data, &runs, masks);
+                        masks_ui(ui, vcx.data, &runs, masks, vcx.export);
                     }
                 });
             scatter_ui(&mut cols[1], vcx, &runs);
@@ -208,6 +208,7 @@ fn masks_ui(
     data: &DataCache,
     runs: &[RunId],
     drawn: &mut Option<(Vec<(RunId, i64)>, egui::TextureHandle)>,
+    export: &mut crate::gui::widgets::export::Export,
 ) {
     ui.strong("Validation masks (image, truth, then each run's prediction, in the order ticked)");
     let mut panels = Vec::new();
@@ -246,6 +247,23 @@ fn masks_ui(
         let size = tex.size_vec2();
         let fit = (ui.available_width() / size.x).clamp(0.5, 4.0);
         ui.add(egui::Image::new((tex.id(), size * fit)).alt_text("validation masks side by side"));
+    }
+    let save = ui
+        .horizontal(|ui| {
+            ui.button("Save masks PNG…").on_hover_text(
+                "a row per image: the image, its truth, then each run's prediction, 4 × 4 pixels a pixel",
+            )
+        })
+        .inner;
+    let refs: Vec<&shiftadd_core::export::MaskPanel> = panels.iter().map(|p| &**p).collect();
+    if save.clicked()
+        && let Ok(((w, h), rgb)) = shiftadd_core::export::render_panels(&refs, 4, false)
+    {
+        let runs: Vec<String> = runs.iter().map(ToString::to_string).collect();
+        export.request(ExportRequest::Image {
+            name: format!("runs{}-masks", runs.join("-")),
+            image: std::sync::Arc::new(egui::ColorImage::from_rgb([w, h], &rgb)),
+        });
     }
 }
 
