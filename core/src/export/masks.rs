@@ -11,8 +11,8 @@ use std::path::Path;
 
 use tch::{Device, Kind, Tensor};
 
+use crate::data::Loader;
 use crate::data::segment::IGNORE;
-use crate::data::{Loader, LoaderSpec};
 use crate::model::Exec;
 use crate::store::RunId;
 
@@ -58,15 +58,7 @@ pub fn predict_masks(db: &Path, run: RunId, n: usize) -> Result<MaskPanel, Expor
         });
     }
     let n = n.min(val.len()).max(1);
-    let spec = LoaderSpec {
-        batch_size: n,
-        train: false,
-        augment: false,
-        seed: 0,
-        epoch: 0,
-        prefetch: 1,
-    };
-    let batch = Loader::first(val.clone(), &m.splits.norm, spec, n)
+    let batch = Loader::first(val.clone(), &m.splits.norm, crate::train::in_order(n), n)
         .next()
         .ok_or_else(|| ExportError::Config {
             run,
