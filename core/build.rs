@@ -66,4 +66,27 @@ fn main() {
         .flag("-ffast-math")
         .file("csrc/adder.cpp")
         .compile("shiftadd_ops");
+    // The CUDA launcher carries adder_tiled.h as the source NVRTC compiles at run time: one file,
+    // two compilers (the host build above, NVRTC on a device).
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let source = std::fs::read_to_string("csrc/adder_tiled.h").expect("csrc/adder_tiled.h");
+    assert!(
+        !source.contains(")SHIFTADD\""),
+        "adder_tiled.h must not contain the raw string's delimiter"
+    );
+    std::fs::write(
+        out.join("adder_tiled_src.inc"),
+        format!("R\"SHIFTADD({source})SHIFTADD\"\n"),
+    )
+    .expect("write the kernel source");
+    base()
+        .include(&out)
+        .file("csrc/adder_cuda.cpp")
+        .compile("shiftadd_adder_cuda");
+    println!("cargo:rustc-link-lib=dl");
+    // Whether this libtorch has CUDA (and so NVRTC): the NVRTC compile test expects it then.
+    println!("cargo:rustc-check-cfg=cfg(libtorch_cuda)");
+    if std::path::Path::new(&lib).join("libtorch_cuda.so").exists() {
+        println!("cargo:rustc-cfg=libtorch_cuda");
+    }
 }

@@ -4,8 +4,10 @@
 //   dL/dF      =  sum_{n,l} dY[n,o,l] * (X_patch[n,k,l] - F[o,k])           (full precision)
 //   dL/dX      =  col2im( sum_o dY[n,o,l] * clamp(F[o,k] - X_patch[n,k,l], -1, 1) )   (HardTanh)
 //
-// Two implementations: a direct CPU kernel for contiguous float32 (below, `fast::`), and the
-// reference formulation on ATen ops for everything else (double, CUDA).
+// Three implementations: a direct CPU kernel for contiguous float32 (below, `fast::`); the tiled
+// kernels of adder_tiled.h (`tiled::`), on CUDA through NVRTC (adder_cuda.cpp) and on the CPU by
+// running each block's threads in turn (what the float64 tests check); and the reference
+// formulation on ATen ops, for double on the CPU and wherever the CUDA kernels cannot run.
 //
 // The reference formulation on ATen ops: im2col, then the pairwise |X - F| in chunks over
 // (batch, output channel) so that the [N, C_out, C_in*k*k, L] temporary never exists whole; its
@@ -18,6 +20,8 @@
 
 #include <ATen/Parallel.h>
 
+#include "adder_cuda.h"
+#include "adder_tiled.h"
 #include "ffi.h"
 
 #include <algorithm>
@@ -638,6 +642,155 @@ std::pair<at::Tensor, at::Tensor> backward(const at::Tensor& x_in, const at::Ten
 
 }  // namespace fast
 
+// ---------------------------------------------------------------------------------------------
+// The tiled kernels (adder_tiled.h): on CUDA as NVRTC-compiled kernels, on the CPU with each
+// block's threads run in turn between the same barriers. Beyond their outputs, forward and dX
+// allocate nothing but one block's tiles (16 KiB in float64); dF is ATen's multiplicative
+// weight gradient (cuDNN's implicit GEMM on CUDA) less F times the sum of dY.
+namespace tiled {
+
+sa_tiled::Geo geo(const Geometry& g) {
+  return {g.n, g.c, g.h, g.w, g.o, g.cg, g.og, g.kh, g.kw, g.ho, g.wo, g.l, g.k, g.groups, g.stride, g.pad};
+}
+
+template <typename T>
+void host_forward(const T* x, const T* f, T* y, const sa_tiled::Geo& g) {
+  using namespace sa_tiled;
+  if (direct(g)) {
+    at::parallel_for(0, g.n * g.o * g.l, 256, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) y[i] = forward_at(x, f, g, i);
+    });
+    return;
+  }
+  at::parallel_for(0, tiled_blocks(g), 1, [&](int64_t b, int64_t e) {
+    std::vector<T> fs(TK * TO), xs(TK * TL), acc(THREADS * MICRO * MICRO);
+    for (int64_t block = b; block < e; ++block) {
+      const Tile t = tile_of(g, block);
+      std::fill(acc.begin(), acc.end(), T(0));
+      for (int64_t k0 = 0; k0 < g.k; k0 += TK) {
+        for (int tid = 0; tid < THREADS; ++tid) load(tid, x, f, g, t, k0, fs.data(), xs.data());
+        for (int tid = 0; tid < THREADS; ++tid) accumulate(tid, fs.data(), xs.data(), acc.data() + tid * MICRO * MICRO);
+      }
+      for (int tid = 0; tid < THREADS; ++tid) store(tid, acc.data() + tid * MICRO * MICRO, y, g, t);
+    }
+  });
+}
+
+template <typename T>
+void host_input_grad(const T* x, const T* f, const T* gy, T* dx, const sa_tiled::Geo& g) {
+  at::parallel_for(0, g.n * g.c * g.h * g.w, 256, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) dx[i] = sa_tiled::input_grad_at(x, f, gy, g, i);
+  });
+}
+
+void check_operands(const at::Tensor& x, const at::Tensor& f) {
+  TORCH_CHECK(x.scalar_type() == f.scalar_type() &&
+                  (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble),
+              "adder_conv2d: the tiled kernels take float32 or float64 input and weight of one type, got ",
+              x.scalar_type(), " and ", f.scalar_type());
+  TORCH_CHECK(x.device() == f.device(), "adder_conv2d: input on ", x.device(), ", weight on ", f.device());
+}
+
+void check_fits(const Geometry& g) {
+  TORCH_CHECK(sa_tiled::fits(geo(g)), "adder_conv2d: one sample of [", g.c, ", ", g.h, ", ", g.w, "] -> [", g.o, ", ",
+              g.ho, ", ", g.wo, "] is too large for the tiled kernels' 32-bit indices");
+}
+
+// Contiguous x and f.
+at::Tensor forward(const at::Tensor& x, const at::Tensor& f, const Geometry& g) {
+  check_operands(x, f);
+  check_fits(g);
+  auto y = at::empty({g.n, g.o, g.ho, g.wo}, x.options());
+  const auto sg = geo(g);
+  if (x.is_cuda()) {
+    sa_cuda::forward(x, f, y, sg);
+    return y;
+  }
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "adder_tiled_forward", [&] {
+    host_forward<scalar_t>(x.data_ptr<scalar_t>(), f.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), sg);
+  });
+  return y;
+}
+
+at::Tensor input_grad(const at::Tensor& x, const at::Tensor& f, const at::Tensor& gy, const Geometry& g) {
+  auto dx = at::empty_like(x);
+  const auto sg = geo(g);
+  if (x.is_cuda()) {
+    sa_cuda::input_grad(x, f, gy, dx, sg);
+    return dx;
+  }
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "adder_tiled_input_grad", [&] {
+    host_input_grad<scalar_t>(x.data_ptr<scalar_t>(), f.data_ptr<scalar_t>(), gy.data_ptr<scalar_t>(),
+                              dx.data_ptr<scalar_t>(), sg);
+  });
+  return dx;
+}
+
+// dF = sum_{n,l} dY * P - F * sum_{n,l} dY: the first term is a multiplicative conv's weight gradient.
+at::Tensor weight_grad(const at::Tensor& x, const at::Tensor& f, const at::Tensor& gy, const Geometry& g) {
+  auto parts = at::convolution_backward(gy, x, f, std::nullopt, {g.stride, g.stride}, {g.pad, g.pad}, {1, 1},
+                                        /*transposed=*/false, {0, 0}, g.groups, {false, true, false});
+  auto gsum = gy.sum(at::IntArrayRef{0, 2, 3}).view({g.o, 1, 1, 1});
+  return std::get<1>(parts) - f * gsum;
+}
+
+// {dX (undefined without `need_dx`), dF} for contiguous x and f.
+std::pair<at::Tensor, at::Tensor> backward(const at::Tensor& x, const at::Tensor& f, const at::Tensor& gy_in,
+                                           const Geometry& g, bool need_dx) {
+  check_operands(x, f);
+  check_fits(g);
+  auto gy = gy_in.to(x.scalar_type()).contiguous();
+  return {need_dx ? input_grad(x, f, gy, g) : at::Tensor(), weight_grad(x, f, gy, g)};
+}
+
+}  // namespace tiled
+
+// Which implementation runs a call: `fast` for CPU float32, `tiled` on CUDA where its kernels
+// load, the ATen reference otherwise (Auto). Tests and benches name one.
+enum class Impl : int64_t { Auto = 0, Reference = 1, Tiled = 2, Fast = 3 };
+
+Impl choose(const at::Tensor& x, const at::Tensor& f, const Geometry& g) {
+  if (fast::applies(x, f)) return Impl::Fast;
+  if (x.is_cuda() && f.is_cuda() && x.scalar_type() == f.scalar_type() && sa_tiled::fits(tiled::geo(g)) &&
+      sa_cuda::available(x))
+    return Impl::Tiled;
+  return Impl::Reference;
+}
+
+at::Tensor forward_with(Impl impl, const at::Tensor& x, const at::Tensor& f, const Geometry& g, int64_t chunk) {
+  if (impl == Impl::Auto) impl = choose(x, f, g);
+  switch (impl) {
+    case Impl::Tiled:
+      return tiled::forward(x.contiguous(), f.contiguous(), g);
+    case Impl::Reference:
+      return forward_impl(x.contiguous(), f.contiguous(), g, chunk);
+    case Impl::Fast:
+    case Impl::Auto:
+      break;
+  }
+  TORCH_CHECK(fast::applies(x, f), "adder_conv2d: the fast kernel takes CPU float32 tensors");
+  return fast::forward(x, f, g);
+}
+
+std::pair<at::Tensor, at::Tensor> backward_with(Impl impl, const at::Tensor& x, const at::Tensor& f,
+                                                const at::Tensor& gy, const Geometry& g, int64_t chunk,
+                                                bool need_dx) {
+  if (impl == Impl::Auto) impl = choose(x, f, g);
+  switch (impl) {
+    case Impl::Tiled:
+      return tiled::backward(x.contiguous(), f.contiguous(), gy, g, need_dx);
+    case Impl::Reference: {
+      auto [dx, df] = backward_impl(x.contiguous(), f.contiguous(), gy, g, chunk);
+      return {need_dx ? dx : at::Tensor(), df};
+    }
+    case Impl::Fast:
+    case Impl::Auto:
+      break;
+  }
+  TORCH_CHECK(fast::applies(x, f), "adder_conv2d: the fast kernel takes CPU float32 tensors");
+  return fast::backward(x, f, gy, g, need_dx);
+}
+
 // AdderNet's adaptive gradient scaling of one call (method.md §2), applied to dF of the weight that
 // call used: dF <- eta * sqrt(numel(F)) * dF / max(||dF||_2, 1e-12). With `relative`, also times the RMS
 // of F, so that the per-step update relative to the weights is what AdderNet has with its N(0,1)
@@ -664,8 +817,7 @@ struct AdderConv2d : public torch::autograd::Function<AdderConv2d> {
     ctx->saved_data["eta"] = eta;
     ctx->saved_data["relative"] = relative;
     at::NoGradGuard no_grad;
-    if (fast::applies(x, f)) return fast::forward(x, f, g);
-    return forward_impl(x.contiguous(), f.contiguous(), g, chunk);
+    return forward_with(Impl::Auto, x, f, g, chunk);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
@@ -676,10 +828,7 @@ struct AdderConv2d : public torch::autograd::Function<AdderConv2d> {
                       ctx->saved_data["groups"].toInt());
     at::NoGradGuard no_grad;
     const bool need_dx = ctx->needs_input_grad(0);
-    auto [dx, df] = fast::applies(x, f)
-                        ? fast::backward(x, f, grad_out[0], g, need_dx)
-                        : backward_impl(x.contiguous(), f.contiguous(), grad_out[0], g, ctx->saved_data["chunk"].toInt());
-    if (!need_dx) dx = at::Tensor();
+    auto [dx, df] = backward_with(Impl::Auto, x, f, grad_out[0], g, ctx->saved_data["chunk"].toInt(), need_dx);
     const double eta = ctx->saved_data["eta"].toDouble();
     at::Tensor raw = ctx->needs_input_grad(2) ? df : at::Tensor();
     if (eta > 0.0) df = adaptive_scale(df, f, eta, ctx->saved_data["relative"].toBool());
@@ -710,18 +859,50 @@ at::Tensor* shiftadd_adder_conv2d(const at::Tensor* x, const at::Tensor* f, cons
   });
 }
 
-// The explicit backward, for tests: which = 0 gives dX, 1 gives dF.
-at::Tensor* shiftadd_adder_conv2d_backward(const at::Tensor* x, const at::Tensor* f, const at::Tensor* gy,
-                                           int64_t stride, int64_t pad, int64_t groups, int64_t chunk,
-                                           int64_t which, char** err) {
+// One part of the op by a named implementation (0: what training runs, 1: the ATen reference,
+// 2: the tiled kernels, on the CPU or CUDA, 3: the CPU float32 kernel), for tests and benches: which = 0 gives Y, 1 dX,
+// 2 dF (`gy` unused for Y).
+at::Tensor* shiftadd_adder_conv2d_part(const at::Tensor* x, const at::Tensor* f, const at::Tensor* gy,
+                                       int64_t stride, int64_t pad, int64_t groups, int64_t chunk, int64_t impl,
+                                       int64_t which, char** err) {
   return guarded(err, [&] {
+    TORCH_CHECK(impl >= 0 && impl <= 3, "adder_conv2d: no implementation ", impl);
+    TORCH_CHECK(which >= 0 && which <= 2, "adder_conv2d: no part ", which);
     auto g = geometry(*x, *f, stride, pad, groups);
     at::NoGradGuard no_grad;
-    auto [dx, df] = fast::applies(*x, *f) ? fast::backward(*x, *f, *gy, g, /*need_dx=*/which == 0)
-                                          : backward_impl(x->contiguous(), f->contiguous(), *gy, g, chunk);
-    return which == 0 ? dx : df;
+    const auto chosen = static_cast<Impl>(impl);
+    if (which == 0) return forward_with(chosen, *x, *f, g, chunk);
+    auto [dx, df] = backward_with(chosen, *x, *f, *gy, g, chunk, /*need_dx=*/which == 1);
+    return which == 1 ? dx : df;
   });
 }
+
+// The tiled kernels' PTX for compute capability `arch` ("90"), compiled by NVRTC (no device
+// needed), as a malloc'd string; nullptr with *err set where NVRTC is missing or fails.
+char* shiftadd_adder_cuda_ptx(const char* arch, char** err) {
+  *err = nullptr;
+  std::string why;
+  const std::string ptx = sa_cuda::ptx_for(arch, why);
+  if (ptx.empty()) {
+    *err = shiftadd_ffi::copy_message(why.c_str());
+    return nullptr;
+  }
+  return shiftadd_ffi::copy_message(ptx.c_str());
+}
+
+// Free and total bytes of CUDA device `index`; -1 with *err set where it cannot be asked.
+int32_t shiftadd_cuda_mem_info(int64_t index, uint64_t* free, uint64_t* total, char** err) {
+  *err = nullptr;
+  std::string why;
+  if (!sa_cuda::mem_info(static_cast<int>(index), *free, *total, why)) {
+    *err = shiftadd_ffi::copy_message(why.c_str());
+    return -1;
+  }
+  return 0;
+}
+
+// Whether the tiled kernels run on `t`'s CUDA device (loading and compiling them on first use).
+int32_t shiftadd_adder_cuda_available(const at::Tensor* t) { return sa_cuda::available(*t) ? 1 : 0; }
 
 void shiftadd_free_error(char* err) { std::free(err); }
 

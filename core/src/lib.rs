@@ -21,5 +21,8 @@ pub mod store;
 pub mod study;
 pub mod train;
 
+#[cfg(test)]
+mod test_alone;
+
 pub use spec::config::Config;
 pub use store::RunId;

@@ -9,6 +9,9 @@
 # Parts, in order:
 #   seed   the four 20-step fixtures (tests/fixtures/steps20) on the device and on the CPU, same
 #          binary, same seed: per-step losses compared (a seed is the same run on any device)
+#   add    `shiftadd add-bench`: each Add implementation on the device against the float64
+#          formulas (the NVRTC-compiled tiled kernels among them), then forward + both gradients
+#          of mbv2-tiny's Add layer shapes beside the Mult conv of each shape
 #   step   images/s of a training step per operator mode (mbv2-tiny, synthetic 3x32x32) at batch
 #          128 and 1024, against experiments/bench/torch_reference.py's same model in PyTorch
 #          eager on the same device
@@ -69,11 +72,13 @@ if [[ $dry -eq 1 ]]; then
     study_set=(--set data.synthetic_train=128 --set data.synthetic_test=32 --set data.val_images=16
                --set eval.bn_images=16 --set train.epochs=1 --set train.batch_size=16)
     threads=1
+    add_bench_set=(--batch 4 --resolution 16 --reps 1)
 else
     scale=${CHECK_TIMEOUT_SCALE:-1}
     batches=(128 1024); steps=24; ks=(1 4 8 12); cell_batch=128; cell_images=16384; modes=mult,shift,add,mult-aug,shift-aug,add-aug
     study_set=(--set data.synthetic_train=20000 --set data.synthetic_test=2000 --set data.val_images=2000)
     threads=4
+    add_bench_set=(--batch 128 --resolution 32 --reps 10)
 fi
 
 log "device $device, binary $bin, budget $budget s, out $OUT"
@@ -93,6 +98,11 @@ for dev in "$device" cpu; do
     [[ $dev == cpu ]] && break
 done
 log "seed done"
+
+# add: the Add kernels checked and timed on the device.
+timed 90 add-bench "$bin" add-bench --device "$device" --threads "$threads" --json "$OUT/add-bench.json" \
+    "${add_bench_set[@]}"
+log "add done"
 
 # step: the project's step per mode and batch, then PyTorch's.
 for b in "${batches[@]}"; do

@@ -1,5 +1,5 @@
 """The GPU check's summary (experiments/gpu/check.sh): its tables, in Markdown, from what the
-check wrote to OUT (check.db, torch-b*.json, cells.txt and cells-k*-*.db).
+check wrote to OUT (check.db, add-bench.json, torch-b*.json, cells.txt and cells-k*-*.db).
 
 Usage: python summary.py OUT [--device cuda]     # the tables
        python summary.py --best-k OUT             # the K with the most images/s in all
@@ -130,6 +130,32 @@ def study_table(db):
     return out + [f"{done or 0} of {cells_in_study} cells finished ({total} started), {epochs} epochs trained"]
 
 
+def add_table(out_dir):
+    path = out_dir / "add-bench.json"
+    head = ["## add: the Add implementations on the device (shiftadd add-bench)", ""]
+    try:
+        r = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return head + ["did not run (logs/add-bench.log)"]
+    out = head + [f"{r['device']}, tiled kernels {'ran' if r['tiled'] else '**unavailable** (see the log)'}; "
+                  "largest error over the reference's scale, against the float64 formulas:", "",
+                  "| impl | type | forward | dX | dF |", "|---|---|---|---|---|"]
+    for a in r["accuracy"]:
+        out.append(f"| {a['implementation']} | {a['kind']} | {a['forward']:.1e} | {a['input_grad']:.1e} | "
+                   f"{a['weight_grad']:.1e} |")
+    t = r["timings"]
+    mult = sum(x["mult_ms"] for x in t)
+    ref = sum(x["reference_ms"] for x in t)
+    add = sum(x["add_ms"] for x in t)
+    name = t[0]["add_implementation"] if t else "add"
+    out += ["", f"{r['model']}'s {len(t)} Add layer shapes, batch {r['batch']}, {r['resolution']} px, float32, "
+            "forward + dX + dF (sum of per-shape medians, ms):", "",
+            "| Mult conv | ATen Add | %s | Add / Mult | ATen Add / Mult |" % name, "|---|---|---|---|---|",
+            f"| {mult:.2f} | {ref:.2f} | {add:.2f} | {add / mult if mult else float('nan'):.2f}x | "
+            f"{ref / mult if mult else float('nan'):.2f}x |"]
+    return out
+
+
 def fmt(x):
     return "—" if x is None else f"{x:,.0f}"
 
@@ -147,7 +173,8 @@ def main():
     env = (out_dir / "env.txt").read_text() if (out_dir / "env.txt").exists() else ""
     lines = ["# GPU check (experiments/gpu/check.sh)", "", "```", env.strip(), "```", ""]
     with sqlite3.connect(out_dir / "check.db") as db:
-        for table in (seed_table(db, a.device), step_table(db, out_dir), cells_table(out_dir), study_table(db)):
+        for table in (seed_table(db, a.device), add_table(out_dir), step_table(db, out_dir), cells_table(out_dir),
+                      study_table(db)):
             lines += table + [""]
     print("\n".join(lines))
 

@@ -29,7 +29,7 @@ fn the_gpu_check_runs_end_to_end_on_the_cpu() {
         String::from_utf8_lossy(&run.stdout).into_owned() + &String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "{said}");
     let summary = std::fs::read_to_string(out.path().join("summary.md")).expect("summary.md");
-    for section in ["## seed", "## step", "## cells", "## study"] {
+    for section in ["## seed", "## add", "## step", "## cells", "## study"] {
         assert!(summary.contains(section), "{section} missing:\n{summary}");
     }
     // The four fixtures ran on both "devices" (here both the CPU) and agree.
@@ -38,6 +38,17 @@ fn the_gpu_check_runs_end_to_end_on_the_cpu() {
         .filter(|l| l.starts_with("| ") && l.ends_with("| yes |"))
         .collect();
     assert_eq!(seed_rows.len(), 4, "{summary}");
+    // The Add implementations, the tiled kernels among them, each checked, and a timing row.
+    assert!(summary.contains("tiled kernels ran"), "{summary}");
+    for imp in [
+        "| reference | f64 |",
+        "| tiled | f64 |",
+        "| tiled | f32 |",
+        "| fast | f32 |",
+    ] {
+        assert!(summary.contains(imp), "{imp} missing:\n{summary}");
+    }
+    assert!(summary.contains("| Mult conv | ATen Add |"), "{summary}");
     // Every mode at both batch sizes has a figure from this project and from PyTorch.
     let step_rows: Vec<&str> = summary.lines().filter(|l| l.ends_with("× |")).collect();
     assert_eq!(step_rows.len(), 12, "{summary}");

@@ -62,12 +62,42 @@ pub enum Cmd {
     /// (per-step series thinned), first and last histograms; no checkpoints, no runs in flight.
     /// A name ending in .gz is written compressed; `shiftadd import` reads either.
     Compact(CompactArgs),
+    /// Check the Add convolution's implementations on a device against the float64 formulas,
+    /// then time forward + both gradients on a model's Add layer shapes beside the
+    /// multiplicative conv of each shape (on CUDA: the NVRTC-compiled kernels against ATen's
+    /// formulation). Exit 1 when an implementation is inaccurate.
+    AddBench(AddBenchArgs),
     /// Check a database for damage (SQLite's integrity_check; nothing is changed). Exit 0 when
     /// it is sound, 1 with the damage listed and how to salvage the rest.
     Check(CheckArgs),
     /// Train one cell of a study submitted with `--executor slurm` (run by its job script).
     #[command(hide = true)]
     StudyTask(StudyTaskArgs),
+}
+
+// `shiftadd add-bench`.
+#[derive(clap::Args, Debug)]
+pub struct AddBenchArgs {
+    /// cpu, cuda or auto.
+    #[arg(long, default_value = "auto", value_parser = ["cpu", "cuda", "auto"])]
+    pub device: String,
+    /// The model whose Add layer shapes are timed.
+    #[arg(long, default_value = "mbv2-tiny")]
+    pub model: String,
+    #[arg(long, default_value_t = 128)]
+    pub batch: i64,
+    /// Input resolution (pixels).
+    #[arg(long, default_value_t = 32)]
+    pub resolution: i64,
+    /// Timed repetitions per shape (the median is reported).
+    #[arg(long, default_value_t = 10)]
+    pub reps: usize,
+    /// Torch intra-op threads (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Also write the report as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 // `shiftadd import`.

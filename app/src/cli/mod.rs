@@ -127,6 +127,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Cmd::Import(a)) => commands::import(&a),
         Some(Cmd::Compact(a)) => commands::compact(&a),
         Some(Cmd::Check(a)) => commands::check(&a),
+        Some(Cmd::AddBench(a)) => commands::add_bench(&a),
         Some(Cmd::StudyTask(a)) => commands::study_task(&a),
     }
 }

@@ -27,7 +27,7 @@ unsafe extern "C" {
         relative: i32,
         err: *mut *mut c_char,
     ) -> *mut C_tensor;
-    fn shiftadd_adder_conv2d_backward(
+    fn shiftadd_adder_conv2d_part(
         x: *const C_tensor,
         f: *const C_tensor,
         gy: *const C_tensor,
@@ -35,26 +35,39 @@ unsafe extern "C" {
         pad: i64,
         groups: i64,
         chunk: i64,
+        imp: i64,
         which: i64,
         err: *mut *mut c_char,
     ) -> *mut C_tensor;
+    fn shiftadd_adder_cuda_available(t: *const C_tensor) -> i32;
+    fn shiftadd_adder_cuda_ptx(arch: *const c_char, err: *mut *mut c_char) -> *mut c_char;
+    fn shiftadd_cuda_mem_info(
+        index: i64,
+        free: *mut u64,
+        total: *mut u64,
+        err: *mut *mut c_char,
+    ) -> i32;
     fn shiftadd_free_error(err: *mut c_char);
+}
+
+/// A string the C side malloc'd (a result or an error), copied and freed; `None` for null.
+fn take_string(p: *mut c_char) -> Option<String> {
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null pointer from the C side is a NUL-terminated string malloc'd there,
+    // freed here once.
+    let text = unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned();
+    unsafe { shiftadd_free_error(p) };
+    Some(text)
 }
 
 /// Turn the C side's (tensor, error) pair into a `Result`, taking ownership of both.
 pub(crate) fn take(ptr: *mut C_tensor, err: *mut c_char) -> Result<Tensor, TchError> {
     if ptr.is_null() {
-        let msg = if err.is_null() {
-            "adder_conv2d failed".to_owned()
-        } else {
-            // SAFETY: a non-null `err` is a NUL-terminated string malloc'd by the C side, freed here once.
-            let msg = unsafe { CStr::from_ptr(err) }
-                .to_string_lossy()
-                .into_owned();
-            unsafe { shiftadd_free_error(err) };
-            msg
-        };
-        Err(TchError::Torch(msg))
+        Err(TchError::Torch(
+            take_string(err).unwrap_or_else(|| "adder_conv2d failed".to_owned()),
+        ))
     } else {
         // SAFETY: a non-null result is a fresh heap `at::Tensor*`, the handle type tch owns and frees.
         Ok(unsafe { Tensor::from_ptr(ptr) })
@@ -158,25 +171,128 @@ pub fn adder_conv2d_backward(
     groups: i64,
     chunk: i64,
 ) -> Result<(Tensor, Tensor), TchError> {
-    let call = |which: i64| {
-        let mut err = std::ptr::null_mut();
-        // SAFETY: as in `adder_conv2d_chunked`.
-        let ptr = unsafe {
-            shiftadd_adder_conv2d_backward(
-                x.as_ptr(),
-                f.as_ptr(),
-                gy.as_ptr(),
-                stride,
-                pad,
-                groups,
-                chunk,
-                which,
-                &raw mut err,
-            )
-        };
-        take(ptr, err)
+    let geo = Geometry {
+        stride,
+        pad,
+        groups,
+        chunk,
     };
-    Ok((call(0)?, call(1)?))
+    Ok((
+        adder_part(Impl::Auto, Part::InputGrad, x, f, gy, geo)?,
+        adder_part(Impl::Auto, Part::WeightGrad, x, f, gy, geo)?,
+    ))
+}
+
+/// Which implementation computes a part of the op (csrc/adder.cpp).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Impl {
+    /// What training runs: `Fast` for CPU float32, `Tiled` on CUDA where its kernels load, else
+    /// `Reference`.
+    Auto = 0,
+    /// The formulation on ATen ops (im2col, chunked pairwise blocks).
+    Reference = 1,
+    /// The tiled kernels of csrc/adder_tiled.h: NVRTC-compiled on CUDA, each block's threads
+    /// in turn on the CPU (float32 or float64).
+    Tiled = 2,
+    /// The CPU float32 kernel.
+    Fast = 3,
+}
+
+/// One part of the op.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    Forward = 0,
+    InputGrad = 1,
+    WeightGrad = 2,
+}
+
+/// A call's stride, padding, groups and the reference formulation's temporary-block size.
+#[derive(Clone, Copy, Debug)]
+pub struct Geometry {
+    pub stride: i64,
+    pub pad: i64,
+    pub groups: i64,
+    pub chunk: i64,
+}
+
+/// `part` of the op by `imp`, without autograd (for tests and benches): `Y`, or the raw `dX` /
+/// `dF` for upstream gradient `gy` (ignored for `Y`).
+pub fn adder_part(
+    imp: Impl,
+    part: Part,
+    x: &Tensor,
+    f: &Tensor,
+    gy: &Tensor,
+    geo: Geometry,
+) -> Result<Tensor, TchError> {
+    let mut err = std::ptr::null_mut();
+    // SAFETY: the handles are live tch tensors for the duration of the call; `err` is a valid
+    // out-pointer.
+    let ptr = unsafe {
+        shiftadd_adder_conv2d_part(
+            x.as_ptr(),
+            f.as_ptr(),
+            gy.as_ptr(),
+            geo.stride,
+            geo.pad,
+            geo.groups,
+            geo.chunk,
+            imp as i64,
+            part as i64,
+            &raw mut err,
+        )
+    };
+    take(ptr, err)
+}
+
+/// The tiled kernels compiled by NVRTC to PTX for compute capability `arch` ("90" for an H100),
+/// without a device: what a GPU compiles on its first Add layer. An error where NVRTC cannot be
+/// loaded (a libtorch without CUDA) or the source does not compile (with NVRTC's log).
+pub fn cuda_kernels_ptx(arch: &str) -> Result<String, TchError> {
+    let arch = std::ffi::CString::new(arch)
+        .map_err(|_| TchError::Torch("architecture with a NUL byte".into()))?;
+    let mut err = std::ptr::null_mut();
+    // SAFETY: `arch` is NUL-terminated; `err` is a valid out-pointer.
+    let ptx = unsafe { shiftadd_adder_cuda_ptx(arch.as_ptr(), &raw mut err) };
+    take_string(ptx)
+        .ok_or_else(|| TchError::Torch(take_string(err).unwrap_or_else(|| "NVRTC failed".into())))
+}
+
+/// `(free, total)` bytes of CUDA device `index`, as the driver counts them (what every process
+/// leaves free); an error where there is no driver or no such device.
+pub fn cuda_memory(index: usize) -> Result<(u64, u64), TchError> {
+    let (mut free, mut total) = (0u64, 0u64);
+    let mut err = std::ptr::null_mut();
+    // SAFETY: valid out-pointers for the duration of the call.
+    let rc = unsafe {
+        shiftadd_cuda_mem_info(
+            i64::try_from(index).unwrap_or(i64::MAX),
+            &raw mut free,
+            &raw mut total,
+            &raw mut err,
+        )
+    };
+    if rc == 0 {
+        return Ok((free, total));
+    }
+    let msg = if err.is_null() {
+        "the CUDA driver cannot be asked".to_owned()
+    } else {
+        // SAFETY: a NUL-terminated string malloc'd by the C side, freed here once.
+        let m = unsafe { CStr::from_ptr(err) }
+            .to_string_lossy()
+            .into_owned();
+        unsafe { shiftadd_free_error(err) };
+        m
+    };
+    Err(TchError::Torch(msg))
+}
+
+/// Whether the tiled kernels run on `t`'s CUDA device (the first call per device loads NVRTC and
+/// the driver and compiles them; a reason they cannot is printed once on stderr). False on the CPU.
+pub fn cuda_kernels_available(t: &Tensor) -> bool {
+    // SAFETY: a live tch tensor handle.
+    unsafe { shiftadd_adder_cuda_available(t.as_ptr()) != 0 }
 }
 
 /// The usual AdderNet formulation, written naively with unfold (im2col) on whole tensors: the
@@ -298,6 +414,191 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The shapes the tiled kernels are checked on: tiles cut at every edge (O not a multiple of
+    /// 64, positions not of 64, K not of 16), groups with enough channels to tile, the direct
+    /// forward (depthwise, few channels per group), stride 2, padding, 1×1, a 7×7 kernel.
+    /// (N, C, H, W, O, k, stride, pad, groups).
+    type Case = (i64, i64, i64, i64, i64, i64, i64, i64, i64);
+
+    const TILED_CASES: [Case; 10] = [
+        (2, 3, 7, 5, 20, 3, 1, 1, 1),
+        (2, 16, 9, 11, 70, 3, 2, 1, 1),
+        (1, 40, 10, 10, 130, 1, 1, 0, 1),
+        (2, 32, 8, 9, 48, 3, 1, 1, 2),
+        (3, 6, 8, 8, 6, 3, 1, 1, 6),
+        (2, 5, 11, 7, 5, 5, 2, 2, 5),
+        (2, 12, 17, 13, 12, 7, 2, 3, 12),
+        (2, 4, 6, 6, 8, 3, 2, 0, 4),
+        (1, 8, 5, 5, 16, 1, 1, 0, 1),
+        (2, 9, 12, 12, 17, 3, 1, 2, 1),
+    ];
+
+    fn part(
+        imp: Impl,
+        which: Part,
+        x: &Tensor,
+        f: &Tensor,
+        gy: &Tensor,
+        (s, p, g): (i64, i64, i64),
+    ) -> Tensor {
+        let geo = Geometry {
+            stride: s,
+            pad: p,
+            groups: g,
+            chunk: DEFAULT_CHUNK_ELEMS,
+        };
+        adder_part(imp, which, x, f, gy, geo).expect("valid shapes")
+    }
+
+    /// The GPU's Add (csrc/adder_tiled.h), run on the CPU block by block in float64, against
+    /// the formulas: forward, dX and dF, to rounding.
+    #[test]
+    fn tiled_kernels_match_the_formulas_in_float64() {
+        tch::manual_seed(11);
+        for (n, c, h, w, o, k, s, p, g) in TILED_CASES {
+            let x = Tensor::randn([n, c, h, w], OPTS);
+            let f = Tensor::randn([o, c / g, k, k], OPTS) * 0.5;
+            let y = part(Impl::Tiled, Part::Forward, &x, &f, &x, (s, p, g));
+            let gy = Tensor::randn(y.size(), OPTS);
+            let (ry, rdx, rdf) = reference(&x, &f, s, p, g, &gy);
+            let case = (n, c, h, w, o, k, s, p, g);
+            assert!(y.allclose(&ry, 1e-10, 1e-10, false), "forward {case:?}");
+            let dx = part(Impl::Tiled, Part::InputGrad, &x, &f, &gy, (s, p, g));
+            assert!(dx.allclose(&rdx, 1e-10, 1e-10, false), "dX {case:?}");
+            let df = part(Impl::Tiled, Part::WeightGrad, &x, &f, &gy, (s, p, g));
+            assert!(df.allclose(&rdf, 1e-9, 1e-9, false), "dF {case:?}");
+        }
+    }
+
+    /// The same kernels in float32 (the GPU's training precision) within float32 rounding.
+    #[test]
+    fn tiled_kernels_match_the_formulas_in_float32() {
+        tch::manual_seed(12);
+        let fopts = (Kind::Float, Device::Cpu);
+        for (n, c, h, w, o, k, s, p, g) in TILED_CASES {
+            let x = Tensor::randn([n, c, h, w], fopts);
+            let f = Tensor::randn([o, c / g, k, k], fopts) * 0.5;
+            let y = part(Impl::Tiled, Part::Forward, &x, &f, &x, (s, p, g));
+            let gy = Tensor::randn(y.size(), fopts);
+            let double = |t: &Tensor| t.to_kind(Kind::Double);
+            let (ry, rdx, rdf) = reference(&double(&x), &double(&f), s, p, g, &double(&gy));
+            let case = (n, c, h, w, o, k, s, p, g);
+            let close = |a: &Tensor, b: &Tensor| double(a).allclose(b, 1e-4, 1e-4, false);
+            assert!(close(&y, &ry), "forward {case:?}");
+            let dx = part(Impl::Tiled, Part::InputGrad, &x, &f, &gy, (s, p, g));
+            assert!(close(&dx, &rdx), "dX {case:?}");
+            let df = part(Impl::Tiled, Part::WeightGrad, &x, &f, &gy, (s, p, g));
+            assert!(close(&df, &rdf), "dF {case:?}");
+        }
+        // Mixed or integer operands are refused, naming the types; so is the fast kernel on float64.
+        let x = Tensor::randn([1, 4, 5, 5], fopts);
+        let f = Tensor::randn([4, 4, 3, 3], OPTS);
+        let geo = Geometry {
+            stride: 1,
+            pad: 1,
+            groups: 1,
+            chunk: DEFAULT_CHUNK_ELEMS,
+        };
+        let err = adder_part(Impl::Tiled, Part::Forward, &x, &f, &x, geo)
+            .expect_err("float and double")
+            .to_string();
+        assert!(err.contains("Float") && err.contains("Double"), "{err}");
+        let xd = x.to_kind(Kind::Double);
+        let err = adder_part(Impl::Fast, Part::Forward, &xd, &f, &xd, geo)
+            .expect_err("fast is float32")
+            .to_string();
+        assert!(err.contains("float32"), "{err}");
+        assert!(
+            !cuda_kernels_available(&xd),
+            "no CUDA kernels for a CPU tensor"
+        );
+    }
+
+    /// The CUDA side of the same source compiles under NVRTC (a build whose libtorch has CUDA
+    /// carries NVRTC; no device is needed to compile): every kernel the launcher looks up is in
+    /// the PTX, for the compute capabilities of the machines the project is lent (H100/H200: 9.0)
+    /// and an older one. Where libtorch has no CUDA, NVRTC's absence is what is reported.
+    #[test]
+    fn the_cuda_kernels_compile_under_nvrtc() {
+        if !cfg!(libtorch_cuda) {
+            let err = cuda_kernels_ptx("90").expect_err("no NVRTC without CUDA");
+            assert!(err.to_string().contains("NVRTC"), "{err}");
+            return;
+        }
+        for arch in ["90", "80"] {
+            let ptx = cuda_kernels_ptx(arch).unwrap_or_else(|e| panic!("compute_{arch}: {e}"));
+            assert!(ptx.contains(&format!(".target sm_{arch}")), "{arch}");
+            for stem in [
+                "sa_add_forward_tiled_",
+                "sa_add_forward_direct_",
+                "sa_add_input_grad_",
+            ] {
+                for suffix in ["f32", "f64"] {
+                    assert!(
+                        ptx.contains(&format!(".entry {stem}{suffix}")),
+                        "{stem}{suffix} missing from the PTX for compute_{arch}"
+                    );
+                }
+            }
+        }
+        let err = cuda_kernels_ptx("1").expect_err("no such architecture");
+        assert!(err.to_string().contains("NVRTC"), "{err}");
+    }
+
+    /// The tiled kernels' memory bound (issue 42): beyond its inputs and outputs, forward and dX
+    /// allocate one block's tiles per thread, and dF what the multiplicative conv's weight gradient
+    /// needs (here ATen's CPU im2col of the batch, [N, C·k², L]) — never the
+    /// [N, O, C·k², L] block of the pairwise formulation. Measured as the process's peak resident
+    /// memory, reset before the calls (`/proc/self/clear_refs`), in a child process of this test
+    /// binary so that no other test allocates meanwhile.
+    #[test]
+    fn tiled_kernels_stay_within_their_memory_bound() {
+        if !crate::test_alone::alone(
+            "ops::adder::tests::tiled_kernels_stay_within_their_memory_bound",
+        ) {
+            return;
+        }
+        fn peak_kib() -> i64 {
+            let status = std::fs::read_to_string("/proc/self/status").expect("procfs");
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .expect("VmHWM")
+        }
+        // The pairwise block would be 4 × 128 × 576 × 1024 doubles = 2.4 GB.
+        let (n, c, hw, o) = (4, 64, 32, 128);
+        let x = Tensor::randn([n, c, hw, hw], OPTS);
+        let f = Tensor::randn([o, c, 3, 3], OPTS);
+        let gy = Tensor::randn([n, o, hw, hw], OPTS);
+        let bytes = |t: &Tensor| t.numel() as i64 * 8;
+        let operands = bytes(&x) + bytes(&f) + bytes(&gy);
+        let pairwise = n * o * c * 9 * hw * hw * 8;
+        let im2col = n * c * 9 * hw * hw * 8;
+        std::fs::write("/proc/self/clear_refs", "5").expect("reset the peak (clear_refs)");
+        let before = peak_kib();
+        let y = part(Impl::Tiled, Part::Forward, &x, &f, &gy, (1, 1, 1));
+        let dx = part(Impl::Tiled, Part::InputGrad, &x, &f, &gy, (1, 1, 1));
+        let df = part(Impl::Tiled, Part::WeightGrad, &x, &f, &gy, (1, 1, 1));
+        let grew = (peak_kib() - before) * 1024;
+        let outputs = bytes(&y) + bytes(&dx) + bytes(&df);
+        // Outputs, the weight gradient's im2col (and one copy for its GEMM), 32 MiB of slack for
+        // threads' tiles, the allocator and libtorch's own buffers.
+        let bound = outputs + 2 * im2col + (32 << 20);
+        println!(
+            "peak grew {:.1} MiB; bound {:.1} MiB; operands {:.1} MiB; the pairwise block {:.0} MiB",
+            grew as f64 / 1048576.0,
+            bound as f64 / 1048576.0,
+            operands as f64 / 1048576.0,
+            pairwise as f64 / 1048576.0
+        );
+        assert!(
+            grew <= bound,
+            "peak grew {grew} bytes, over the bound {bound}"
+        );
+        assert!(bound * 10 < pairwise, "the shape shows the bound");
     }
 
     /// The float32 CPU kernel against the double-precision formulas, multi-threaded.

@@ -1,6 +1,7 @@
 //! Multiplication-free operators (method.md §2) and the weight remap (§5).
 //!
-//! - [`adder`]: AdderNet convolution, a libtorch autograd function in `csrc/adder.cpp`.
+//! - [`adder`]: AdderNet convolution, a libtorch autograd function in `csrc/adder.cpp`; on CUDA
+//!   the tiled kernels of `csrc/adder_tiled.h`, compiled by NVRTC ([`adder_bench`] compares them).
 //! - [`shift`]: DeepShift-Q power-of-two weights and 16.16 fixed-point activations, both with
 //!   straight-through gradients.
 //! - [`remap`]: heterogeneous weight sharing — the stored (multiplicative) weights mapped to the
@@ -10,6 +11,7 @@
 //! - [`layout`]: channels-last activations for the all-multiplicative passes on the CPU.
 
 pub mod adder;
+pub mod adder_bench;
 pub mod bn;
 pub mod layout;
 pub mod remap;

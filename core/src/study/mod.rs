@@ -51,6 +51,9 @@ pub enum StudyRunError {
     RunStopped { run: RunId, cell: String },
     #[error("{0}")]
     Slurm(String),
+    /// `parallel` cells would not fit the GPU they train on (found before anything was recorded).
+    #[error("study refused: {0}")]
+    Memory(String),
     #[error("{0}")]
     Cluster(#[from] crate::slurm::SlurmError),
 }
@@ -238,10 +241,18 @@ pub fn run(
             checked.push(data);
         }
     }
+    let parallel = parallel.max(1);
+    // On a GPU: `parallel` cells fit in its memory, or nothing starts.
+    let configs = study
+        .cells()
+        .map(|(v, seed)| study.config(v, seed))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(why) = crate::train::memory::cuda_refusal(&configs, parallel) {
+        return Err(StudyRunError::Memory(why));
+    }
     let writer = manager.writer();
     let Plan { id, out, mut todo } = plan(study, db, writer, report)?;
     writer.flush()?;
-    let parallel = parallel.max(1);
     report_left(study, id, db, parallel, "", report)?;
     let mut cells = Cells {
         study,

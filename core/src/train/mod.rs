@@ -6,7 +6,8 @@
 //! Layout: [`trainer`] (the loop), [`context`] (what a run is given, its device and model),
 //! [`sgd`] (optimiser, schedule), [`step`] (one training step), [`eval`] (evaluation, BN
 //! re-estimation), [`checkpoint`] (save, and what resume reads), [`record`] (metrics, hardware
-//! cost, histograms), [`miou`] (segmentation scores from a confusion matrix), [`probe`] (where a
+//! cost, histograms), [`miou`] (segmentation scores from a confusion matrix), [`memory`] (what a
+//! run needs of a GPU's memory, and a `parallel` that does not fit), [`probe`] (where a
 //! step's update of the shared weights comes from),
 //! [`reeval`] (a checkpoint evaluated again under other BN statistics). Only the run manager
 //! (`run.rs`) starts [`train`].
@@ -14,6 +15,7 @@
 mod checkpoint;
 mod context;
 mod eval;
+pub mod memory;
 mod miou;
 mod probe;
 mod record;

@@ -955,18 +955,9 @@ fn separate_augmented_bn_keeps_the_augmented_gradient_off_the_tiny_models_bn() {
 /// check runs in a child process of this test binary, alone.
 #[test]
 fn a_run_draws_nothing_from_torchs_generators_after_its_seeded_init() {
-    const CHILD: &str = "SHIFTADD_TEST_ALONE";
-    let name = "train::tests::a_run_draws_nothing_from_torchs_generators_after_its_seeded_init";
-    if std::env::var_os(CHILD).is_none() {
-        let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
-            .args(["--exact", name, "--test-threads=1", "--nocapture"])
-            .env(CHILD, "1")
-            .output()
-            .expect("run the check alone");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{text}");
-        assert!(text.contains("1 passed"), "the check did not run: {text}");
+    if !crate::test_alone::alone(
+        "train::tests::a_run_draws_nothing_from_torchs_generators_after_its_seeded_init",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().expect("tmp");

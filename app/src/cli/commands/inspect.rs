@@ -7,13 +7,95 @@ use anyhow::bail;
 use shiftadd_core::spec::config::HwModel;
 use shiftadd_core::{Config, hw, train};
 
-use crate::cli::args::{EvalArgs, EvalSplit, GradsArgs, HwArgs};
+use crate::cli::args::{AddBenchArgs, EvalArgs, EvalSplit, GradsArgs, HwArgs};
 use crate::cli::existing_db;
 
 /// `shiftadd hw`: the hardware cost of each config's models.
 pub fn hw(a: &HwArgs) -> anyhow::Result<ExitCode> {
     let (configs, sets, json, layers) = (&a.configs, &a.sets, a.json, a.layers);
     hw_report(configs, sets, json, layers || configs.len() == 1)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `shiftadd add-bench`: the Add implementations checked and timed on one device.
+pub fn add_bench(a: &AddBenchArgs) -> anyhow::Result<ExitCode> {
+    use shiftadd_core::ops::adder_bench;
+    use shiftadd_core::spec::config::{DeviceChoice, ModelName};
+    let choice = match a.device.as_str() {
+        "cpu" => DeviceChoice::Cpu,
+        "cuda" => DeviceChoice::Cuda,
+        _ => DeviceChoice::Auto,
+    };
+    let device = train::resolve_device(choice)?;
+    let model: ModelName = serde_json::from_value(serde_json::Value::String(a.model.clone()))
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "unknown model {:?} (micro, mbv2-tiny, mcunet, proxyless-w0.35, mbv3-w0.35)",
+                a.model
+            )
+        })?;
+    let r = adder_bench::report(device, model, a.batch, a.resolution, a.reps, a.threads)?;
+    println!(
+        "Add implementations on {} (tiled kernels {}): largest error / reference scale",
+        r.device,
+        if r.tiled { "run" } else { "unavailable" }
+    );
+    println!(
+        "{:<10} {:<5} {:>10} {:>10} {:>10}",
+        "impl", "type", "forward", "dX", "dF"
+    );
+    let mut accurate = true;
+    for x in &r.accuracy {
+        let tol = if x.kind == "f64" { 1e-9 } else { 1e-4 };
+        accurate &= x.forward < tol && x.input_grad < tol && x.weight_grad < tol;
+        println!(
+            "{:<10} {:<5} {:>10.1e} {:>10.1e} {:>10.1e}",
+            x.implementation, x.kind, x.forward, x.input_grad, x.weight_grad
+        );
+    }
+    println!(
+        "\n{} Add layer shapes, batch {}, {} px, float32, forward + dX + dF, median of {} (ms):",
+        r.model, r.batch, r.resolution, a.reps
+    );
+    let add_name = r
+        .timings
+        .first()
+        .map_or("add", |t| t.add_implementation.as_str());
+    println!(
+        "{:<32} {:>9} {:>11} {:>9} {:>10}",
+        "shape", "mult", "aten add", "add", "add/mult"
+    );
+    for t in &r.timings {
+        println!(
+            "{:<32} {:>9.3} {:>11.3} {:>9.3} {:>9.2}x",
+            t.shape,
+            t.mult_ms,
+            t.reference_ms,
+            t.add_ms,
+            t.add_ms / t.mult_ms
+        );
+    }
+    let (m, rf, ad) = r.totals();
+    println!(
+        "{:<32} {m:>9.3} {rf:>11.3} {ad:>9.3} {:>9.2}x",
+        "total",
+        ad / m
+    );
+    println!(
+        "add = {add_name}; it takes {:.2}x the ATen formulation's time and {:.2}x the Mult conv's",
+        ad / rf,
+        ad / m
+    );
+    if let Some(path) = &a.json {
+        std::fs::write(path, serde_json::to_string_pretty(&r)?)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    }
+    if !accurate {
+        eprintln!(
+            "add-bench: an implementation is inaccurate (float64 over 1e-9 or float32 over 1e-4 of the scale)"
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -295,6 +377,16 @@ fn hw_report(
                 100.0 * pct
             );
         }
+        let mem = train::memory::estimate(cfg);
+        let mib = |b: u64| b as f64 / 1048576.0;
+        println!(
+            "  training memory per run (estimate, batch {}): {:.0} MiB = weights, gradients, momentum {:.0} + activations {:.0} + workspace {:.0}",
+            cfg.train.batch_size,
+            mib(mem.total()),
+            mib(mem.state),
+            mib(mem.activations),
+            mib(mem.workspace)
+        );
         if per_layer {
             for m in costs {
                 print_layers(m);

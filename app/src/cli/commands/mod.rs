@@ -7,7 +7,7 @@ mod runs;
 mod study;
 mod train;
 
-pub use inspect::{eval, grads, hw};
+pub use inspect::{add_bench, eval, grads, hw};
 pub use runs::{check, compact, export, import, runs};
 pub use study::{study, study_task};
 pub use train::{nas, resume, train};
