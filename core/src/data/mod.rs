@@ -4,10 +4,12 @@
 //! mean and standard deviation of its training split. The [`Loader`] prepares normalised `f32`
 //! batches on a named background thread (random crop with 4-pixel zero padding and horizontal flip
 //! for training); its order and augmentation depend only on (seed, epoch), so a resumed run sees
-//! exactly the batches it would have seen.
+//! exactly the batches it would have seen. On a GPU, [`resident::Resident`] keeps a training set in
+//! the device's memory and makes the same batches there.
 
 mod cifar;
 mod idx;
+pub mod resident;
 pub mod segment;
 mod synthetic;
 
@@ -427,20 +429,13 @@ impl Loader {
         skip: usize,
     ) -> Self {
         let n = data.len().min(limit);
-        let batches = if spec.train {
-            n / spec.batch_size.max(1) // drop the last partial batch
-        } else {
-            n.div_ceil(spec.batch_size.max(1))
-        };
+        let batches = batch_count(n, spec);
         let (tx, rx) = bounded(spec.prefetch.max(1));
         let norm = norm.to_vec();
         let handle = std::thread::Builder::new()
             .name(format!("loader-e{}", spec.epoch))
             .spawn(move || {
-                let mut order: Vec<usize> = (0..n).collect();
-                if spec.train {
-                    Rng::derive(spec.seed, spec.epoch, u64::MAX).shuffle(&mut order);
-                }
+                let order = epoch_order(n, spec);
                 for b in skip.min(batches)..batches {
                     let idx = &order[b * spec.batch_size..((b + 1) * spec.batch_size).min(n)];
                     let batch = make_batch(&data, &norm, idx, spec);
@@ -474,33 +469,60 @@ impl Drop for Loader {
     }
 }
 
+/// Batches of an epoch over `n` images: training drops the last partial batch.
+pub(crate) fn batch_count(n: usize, spec: LoaderSpec) -> usize {
+    if spec.train {
+        n / spec.batch_size.max(1)
+    } else {
+        n.div_ceil(spec.batch_size.max(1))
+    }
+}
+
+/// The order an epoch walks `n` images in: shuffled by (seed, epoch) for training.
+pub(crate) fn epoch_order(n: usize, spec: LoaderSpec) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    if spec.train {
+        Rng::derive(spec.seed, spec.epoch, u64::MAX).shuffle(&mut order);
+    }
+    order
+}
+
+/// Image `i`'s crop offset (dx, dy, each −4 – 4) and flip in this epoch: drawn from (seed, epoch,
+/// i) alone, so any loader on any device makes the same batch.
+pub(crate) fn crop_of(i: usize, spec: LoaderSpec) -> (isize, isize, bool) {
+    if spec.train && spec.augment {
+        let mut r = Rng::derive(spec.seed, spec.epoch, i as u64);
+        (
+            r.below(9) as isize - 4,
+            r.below(9) as isize - 4,
+            r.below(2) == 1,
+        )
+    } else {
+        (0, 0, false)
+    }
+}
+
+/// Per-channel lookup tables: byte -> normalised float (padding is a zero byte: black).
+pub(crate) fn lookup_tables(norm: &[(f32, f32)]) -> Vec<[f32; 256]> {
+    norm.iter()
+        .map(|&(m, s)| std::array::from_fn(|v| (v as f32 / 255.0 - m) / s))
+        .collect()
+}
+
 fn make_batch(data: &Dataset, norm: &[(f32, f32)], idx: &[usize], spec: LoaderSpec) -> Batch {
     let (c, h, w) = (data.channels, data.height, data.width);
     let size = data.image_size();
     let mut images = vec![0f32; idx.len() * size];
     let plane = if data.is_segmentation() { h * w } else { 0 };
     let mut labels = Vec::with_capacity(idx.len() * plane.max(1));
-    // Per-channel lookup table: byte -> normalised float; padding is a zero byte (black).
-    let lut: Vec<[f32; 256]> = norm
-        .iter()
-        .map(|&(m, s)| std::array::from_fn(|v| (v as f32 / 255.0 - m) / s))
-        .collect();
+    let lut = lookup_tables(norm);
     for (slot, &i) in idx.iter().enumerate() {
         if plane == 0 {
             labels.push(i64::from(data.labels[i]));
         }
         let src = &data.images[i * size..(i + 1) * size];
         let dst = &mut images[slot * size..(slot + 1) * size];
-        let (dx, dy, flip) = if spec.train && spec.augment {
-            let mut r = Rng::derive(spec.seed, spec.epoch, i as u64);
-            (
-                r.below(9) as isize - 4,
-                r.below(9) as isize - 4,
-                r.below(2) == 1,
-            )
-        } else {
-            (0, 0, false)
-        };
+        let (dx, dy, flip) = crop_of(i, spec);
         // Where output pixel (x, y) reads from: the same crop and flip for every channel and
         // the mask; `None` in the padding (black, and not scored).
         let source = |x: usize, y: usize| -> Option<usize> {

@@ -98,6 +98,9 @@ pub struct DataConfig {
     pub augment: bool,
     /// Batches prepared ahead by the loader thread.
     pub prefetch: usize,
+    /// On a GPU, keep the training set in the device's memory and make its batches there (the
+    /// same batches as the loader thread); off: the loader thread, as on the CPU.
+    pub on_device: bool,
     /// `fashion-mnist-scenes`: side of the square canvas (pixels).
     pub canvas: usize,
     /// `fashion-mnist-scenes`: items per canvas, from `items_min` to `items_max`.
@@ -134,6 +137,7 @@ impl Default for DataConfig {
             test_subset: 0,
             augment: true,
             prefetch: 4,
+            on_device: true,
             canvas: 48,
             items_min: 3,
             items_max: 5,

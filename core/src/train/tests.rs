@@ -943,6 +943,39 @@ fn separate_augmented_bn_keeps_the_augmented_gradient_off_the_tiny_models_bn() {
     assert!(err.contains("aug.bn"), "{err}");
 }
 
+/// A new run of `cfg` named `name`, trained on this thread to its end (checkpoints under `dir`).
+fn train_here(
+    cfg: &Config,
+    writer: &crate::store::Writer,
+    dir: &std::path::Path,
+    name: &str,
+) -> (crate::store::RunId, Result<super::Outcome, super::TrainError>) {
+    let run = writer
+        .create_run(crate::store::NewRun {
+            name: name.to_owned(),
+            config_toml: cfg.to_toml(),
+            dataset: cfg.data.dataset.as_str().into(),
+            model: cfg.model.label().into(),
+            operator: cfg.ops.kind.as_str().into(),
+            seed: cfg.train.seed,
+            tags: String::new(),
+            provenance: String::new(),
+        })
+        .expect("run");
+    let control = crate::protocol::Control::default();
+    let ctx = super::context::RunContext {
+        run,
+        config: cfg,
+        writer,
+        control: &control,
+        emit: &|_| {},
+        checkpoint_dir: dir.join(format!("ck-{name}")),
+        resume: None,
+        histogram_edges: HashMap::new(),
+    };
+    (run, super::trainer::train(&ctx))
+}
+
 /// A seed means the same run on any device (issue 42): the weights are drawn on the CPU's
 /// generator, and after that nothing in a run — steps of every kind (Mult, Shift and Add, tiny and
 /// augmented), remap, validation, BN re-estimation, histograms, the test pass — draws from
@@ -990,32 +1023,9 @@ fn a_run_draws_nothing_from_torchs_generators_after_its_seeded_init() {
         // Now the whole run.
         let db = dir.path().join(format!("{ops}-{hybrid}.db"));
         let writer = crate::store::Writer::open(&db).expect("db");
-        let run = writer
-            .create_run(crate::store::NewRun {
-                name: format!("{ops}-{hybrid}"),
-                config_toml: cfg.to_toml(),
-                dataset: "synthetic".into(),
-                model: "micro".into(),
-                operator: ops.into(),
-                seed: 5,
-                tags: String::new(),
-                provenance: String::new(),
-            })
-            .expect("run");
-        let control = crate::protocol::Control::default();
-        let ctx = super::context::RunContext {
-            run,
-            config: &cfg,
-            writer: &writer,
-            control: &control,
-            emit: &|_| {},
-            checkpoint_dir: dir.path().join(format!("ck-{ops}-{hybrid}")),
-            resume: None,
-            histogram_edges: HashMap::new(),
-        };
-        let outcome = super::trainer::train(&ctx).expect("train");
+        let (_, outcome) = train_here(&cfg, &writer, dir.path(), &format!("{ops}-{hybrid}"));
         assert!(
-            matches!(outcome, super::Outcome::Finished { .. }),
+            matches!(outcome, Ok(super::Outcome::Finished { .. })),
             "{outcome:?}"
         );
         let after_run = Tensor::rand([4], (Kind::Double, Device::Cpu));
@@ -1025,4 +1035,56 @@ fn a_run_draws_nothing_from_torchs_generators_after_its_seeded_init() {
              ({after_run} vs {after_init})"
         );
     }
+}
+
+/// A run whose batches come from the training set's resident copy (what `data.on_device` gives
+/// a GPU run) trains exactly as one fed by the loader thread: the same per-step losses, bit for
+/// bit, over two epochs of crops, flips and a shuffled order, augmented passes included.
+#[test]
+fn a_run_fed_from_the_resident_set_trains_as_the_loaders() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let set = [
+        "data.dataset=synthetic",
+        "data.synthetic_train=160",
+        "data.synthetic_test=32",
+        "data.val_images=16",
+        "model.name=micro",
+        "ops.kind=shift",
+        "aug.hybrid=mult",
+        "eval.bn_images=32",
+        "eval.test=false",
+        "train.epochs=2",
+        "train.batch_size=32",
+        "train.seed=3",
+        "train.threads=1",
+    ]
+    .map(str::to_owned);
+    let cfg = Config::from_toml_str("", "test", &set).expect("config");
+    let db = dir.path().join("resident.db");
+    let writer = crate::store::Writer::open(&db).expect("db");
+    let mut losses = Vec::new();
+    for resident in [false, true] {
+        super::trainer::RESIDENT_ON_CPU.with(|c| c.set(resident));
+        let (run, outcome) = train_here(&cfg, &writer, dir.path(), &format!("resident-{resident}"));
+        super::trainer::RESIDENT_ON_CPU.with(|c| c.set(false));
+        assert!(
+            matches!(outcome, Ok(super::Outcome::Finished { .. })),
+            "{outcome:?}"
+        );
+        writer.flush().expect("flush");
+        let reader = crate::store::Reader::open(&db).expect("reader");
+        let series: Vec<f64> = reader
+            .metric_series(run, crate::store::keys::TRAIN_LOSS)
+            .expect("losses")
+            .iter()
+            .map(|r| r.value)
+            .collect();
+        losses.push(series);
+    }
+    assert_eq!(
+        losses[0].len(),
+        8,
+        "4 steps an epoch (144 images), 2 epochs"
+    );
+    assert_eq!(losses[0], losses[1], "the same losses from either source");
 }

@@ -138,6 +138,8 @@ struct Trainer<'a> {
     cfg: &'a Config,
     device: tch::Device,
     splits: data::Splits,
+    /// The training set in the GPU's memory (`data.on_device`), when the run trains on one.
+    resident: Option<data::resident::Resident>,
     vs: nn::VarStore,
     net: Net,
     opt: Sgd,
@@ -151,6 +153,13 @@ struct Trainer<'a> {
     sys: SysSampler,
     /// Whether the log already warned that a BN layer's inputs sit beyond float32's resolution.
     warned_bn_offset: bool,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: make this thread's runs on the CPU take their batches from a resident copy, as a
+    /// GPU's do (`data.on_device`), to show the loop trains the same either way.
+    pub(super) static RESIDENT_ON_CPU: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// [`keys::VAL_BN_OFFSET`] above which float32's spacing at the running mean exceeds σ / 1.2.
@@ -236,10 +245,24 @@ impl<'a> Trainer<'a> {
             vs.set_device(device);
         }
         let sched = Schedule::of(cfg, &splits.train)?;
+        let resident = match device {
+            tch::Device::Cuda(i) if cfg.data.on_device => {
+                let need = data::resident::bytes(&splits.train) as u64;
+                let free = crate::ops::adder::cuda_memory(i).map_or(0, |(free, _)| free);
+                (need <= free / 4)
+                    .then(|| data::resident::Resident::new(&splits.train, &splits.norm, device))
+            }
+            #[cfg(test)]
+            tch::Device::Cpu if RESIDENT_ON_CPU.with(std::cell::Cell::get) => Some(
+                data::resident::Resident::new(&splits.train, &splits.norm, device),
+            ),
+            _ => None,
+        };
         Ok(Self {
             ctx,
             cfg,
             device,
+            resident,
             tiny: net.spec.base_widths(),
             opt: Sgd::for_run(&vs, &net, t),
             rng: Rng::derive(t.seed, 0xC0FFEE, 0),
@@ -323,19 +346,30 @@ impl<'a> Trainer<'a> {
             }
         }
         let d = &self.splits.train;
-        let loader = Loader::from_batch(
-            d.clone(),
-            &self.splits.norm,
-            LoaderSpec {
-                batch_size: t.batch_size,
-                train: true,
-                augment: cfg.data.augment,
-                seed: t.seed,
-                epoch: epoch as u64,
-                prefetch: cfg.data.prefetch,
-            },
-            start.batches,
-        );
+        let spec = LoaderSpec {
+            batch_size: t.batch_size,
+            train: true,
+            augment: cfg.data.augment,
+            seed: t.seed,
+            epoch: epoch as u64,
+            prefetch: cfg.data.prefetch,
+        };
+        // The same batches either way: from the GPU's own copy, or the loader thread's.
+        let device = self.device;
+        let source: Box<dyn Iterator<Item = (Tensor, Tensor, usize)> + '_> = match &self.resident {
+            Some(r) => Box::new(r.epoch(spec, start.batches)),
+            None => Box::new(
+                Loader::from_batch(d.clone(), &self.splits.norm, spec, start.batches).map(
+                    move |b| {
+                        (
+                            to_images(&b.images, b.n, d, device),
+                            to_targets(&b.labels, b.n, d, device),
+                            b.n,
+                        )
+                    },
+                ),
+            ),
+        };
         let began = Instant::now();
         let mut last_ship = Instant::now();
         let mut losses = LossBuffer {
@@ -354,7 +388,7 @@ impl<'a> Trainer<'a> {
             images,
             secs: start.secs + began.elapsed().as_secs_f64(),
         };
-        for batch in loader {
+        for (x, y, n) in source {
             if let Some(why) = ctx.writer.disk_full() {
                 // Nothing more would be recorded: stop where the last checkpoint is.
                 return Err(TrainError::DiskFull(why));
@@ -369,8 +403,6 @@ impl<'a> Trainer<'a> {
                 return Ok(EpochRun::Stopped(so_far(&losses, images, batches)));
             }
             let step_start = Instant::now();
-            let x = to_images(&batch.images, batch.n, d, self.device);
-            let y = to_targets(&batch.labels, batch.n, d, self.device);
             let s = &self.sched;
             let lr = lr_at(self.step, s.warmup, s.total_steps, s.peak);
             let spec = StepSpec {
@@ -383,15 +415,15 @@ impl<'a> Trainer<'a> {
             self.step += 1;
             let step = self.step;
             let step_losses = train_step(&self.net, &mut self.opt, &mut self.rng, &x, &y, &spec)?;
-            let ips = batch.n as f64 / step_start.elapsed().as_secs_f64().max(1e-9);
+            let ips = n as f64 / step_start.elapsed().as_secs_f64().max(1e-9);
             sink.push(keys::TRAIN_LR, step, epoch_no, lr);
             sink.push(keys::TRAIN_IMAGES_PER_SEC, step, epoch_no, ips);
             for (key, value) in self.sys.sample(false) {
                 sink.push(key, step, epoch_no, value);
             }
-            losses.push(step, batch.n, step_losses);
-            images += batch.n;
-            images_now += batch.n;
+            losses.push(step, n, step_losses);
+            images += n;
+            images_now += n;
             batches += 1;
             if losses.len() >= LOSS_READ_EVERY || last_ship.elapsed().as_millis() >= 250 {
                 let loss = losses.flush(sink, epoch_no)?;
