@@ -51,7 +51,7 @@ unsafe extern "C" {
 }
 
 /// A string the C side malloc'd (a result or an error), copied and freed; `None` for null.
-fn take_string(p: *mut c_char) -> Option<String> {
+pub(crate) fn take_string(p: *mut c_char) -> Option<String> {
     if p.is_null() {
         return None;
     }

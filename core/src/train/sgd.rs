@@ -1,10 +1,11 @@
 //! The optimiser and its schedule: SGD with (Nesterov) momentum, weight decay on conv / linear
 //! weights only (the Add layers' at a rate of their own if the config sets one), checkpointable
 //! by name and channel-permutable; linear warm-up then cosine. The
-//! update of each parameter is one pass (`csrc/sgd.cpp`) with the roundings of the unfused ops.
+//! update of each parameter is one pass (`csrc/sgd.cpp`) with the roundings of the unfused ops;
+//! on a GPU, one multi-tensor update per weight-decay group (few launches for the whole model).
 #![allow(unsafe_code)] // FFI to csrc/sgd.cpp; each call is checked below
 
-use std::ffi::{CStr, c_char};
+use std::ffi::c_char;
 
 use tch::{TchError, Tensor, nn};
 use torch_sys::C_tensor;
@@ -20,7 +21,27 @@ unsafe extern "C" {
         weight_decay: f64,
         err: *mut *mut c_char,
     ) -> i32;
-    fn shiftadd_free_error(err: *mut c_char);
+    fn shiftadd_sgd_step_many(
+        ps: *mut *mut C_tensor,
+        gs: *mut *const C_tensor,
+        bufs: *mut *mut C_tensor,
+        n: i64,
+        lr: f64,
+        momentum: f64,
+        nesterov: i32,
+        weight_decay: f64,
+        err: *mut *mut c_char,
+    ) -> i32;
+}
+
+/// The C side's status: 0, or -1 with a malloc'd message (taken and freed here).
+fn checked(rc: i32, err: *mut c_char) -> Result<(), TchError> {
+    if rc == 0 {
+        return Ok(());
+    }
+    Err(TchError::Torch(
+        crate::ops::adder::take_string(err).unwrap_or_else(|| "sgd step failed".to_owned()),
+    ))
 }
 
 use crate::model::{Net, Permutation};
@@ -115,7 +136,21 @@ impl Sgd {
     }
 
     /// [`Self::step`], with libtorch's error if an update fails (a device or dtype mismatch).
+    /// Parameters on a GPU are updated per weight-decay group with multi-tensor ops (a few
+    /// launches per group); on the CPU each in one pass with the unfused ops' roundings.
     pub fn try_step(&mut self, lr: f64) -> Result<(), TchError> {
+        let on_gpu = self
+            .params
+            .first()
+            .is_some_and(|(_, p, _)| p.device() != tch::Device::Cpu);
+        if on_gpu {
+            self.try_step_grouped(lr)
+        } else {
+            self.try_step_each(lr)
+        }
+    }
+
+    fn try_step_each(&mut self, lr: f64) -> Result<(), TchError> {
         for ((_, p, wd), buf) in self.params.iter_mut().zip(self.bufs.iter_mut()) {
             let g = p.grad();
             if !g.defined() {
@@ -136,19 +171,53 @@ impl Sgd {
                     &raw mut err,
                 )
             };
-            if rc != 0 {
-                let msg = if err.is_null() {
-                    "sgd step failed".to_owned()
-                } else {
-                    // SAFETY: a non-null `err` is a NUL-terminated string malloc'd by the C side.
-                    let m = unsafe { CStr::from_ptr(err) }
-                        .to_string_lossy()
-                        .into_owned();
-                    unsafe { shiftadd_free_error(err) };
-                    m
-                };
-                return Err(TchError::Torch(msg));
+            checked(rc, err)?;
+        }
+        Ok(())
+    }
+
+    /// The update per weight-decay group in multi-tensor ops (what a GPU run takes).
+    pub(crate) fn try_step_grouped(&mut self, lr: f64) -> Result<(), TchError> {
+        let mut decays: Vec<f64> = self.params.iter().map(|(_, _, wd)| *wd).collect();
+        decays.sort_by(f64::total_cmp);
+        decays.dedup();
+        for wd in decays {
+            let (mut ps, mut gs, mut bs, mut grads) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for ((_, p, pwd), buf) in self.params.iter_mut().zip(self.bufs.iter_mut()) {
+                if *pwd != wd {
+                    continue;
+                }
+                let g = p.grad();
+                if !g.defined() {
+                    continue;
+                }
+                ps.push(p.as_mut_ptr());
+                gs.push(g.as_ptr());
+                bs.push(buf.as_mut_ptr());
+                grads.push(g); // kept alive for the call
             }
+            if ps.is_empty() {
+                continue;
+            }
+            let mut err: *mut c_char = std::ptr::null_mut();
+            // SAFETY: the arrays hold `ps.len()` live handles each (parameters and buffers owned
+            // by this optimizer, gradients held in `grads`); the C side reads the gradients and
+            // updates parameters and buffers in place.
+            let rc = unsafe {
+                shiftadd_sgd_step_many(
+                    ps.as_mut_ptr(),
+                    gs.as_mut_ptr(),
+                    bs.as_mut_ptr(),
+                    ps.len() as i64,
+                    lr,
+                    self.momentum.max(0.0),
+                    i32::from(self.nesterov),
+                    wd,
+                    &raw mut err,
+                )
+            };
+            checked(rc, err)?;
         }
         Ok(())
     }
