@@ -164,6 +164,10 @@ pub enum NasError {
     /// The stop flag was set (the search row is marked stopped; a rerun resumes it).
     #[error("search stopped by user")]
     Stopped,
+    /// `nas.parallel` proxies would not fit the GPU they train on (found before anything was
+    /// recorded).
+    #[error("search refused: {0} (set nas.parallel)")]
+    Memory(String),
     #[error("{0}")]
     Store(#[from] StoreError),
     #[error("the run manager stopped answering: {0}")]
@@ -464,6 +468,14 @@ pub fn search_on(
         return Err(NasError::Segmentation);
     }
     crate::data::check_available(&cfg.data)?;
+    if slurm.is_none() {
+        // On a GPU: `nas.parallel` proxies of the space's largest architecture fit, or nothing starts.
+        let parallel = cfg.nas.parallel.max(1);
+        let largest = proxy_config(cfg, &NasArch::largest(), 2, None);
+        if let Some(why) = crate::train::memory::cuda_refusal(&vec![largest; parallel], parallel) {
+            return Err(NasError::Memory(why));
+        }
+    }
     let writer = manager.writer();
     writer.flush()?;
     let toml = cfg.to_toml();

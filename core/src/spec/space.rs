@@ -53,6 +53,21 @@ impl NasArch {
         }
     }
 
+    /// The space's largest architecture: every stage at its deepest, with the largest kernel,
+    /// expand factor and width (what bounds a proxy's memory).
+    pub fn largest() -> Self {
+        let top = |v: &[i64]| v.iter().copied().max().unwrap_or(1);
+        let depth = DEPTHS.iter().copied().max().unwrap_or(1);
+        let stage = StageArch {
+            kernels: vec![top(&KERNELS); depth],
+            expands: vec![top(&EXPANDS); depth],
+            width: WIDTHS.iter().copied().fold(0.0, f64::max),
+        };
+        Self {
+            stages: vec![stage; STAGE_BASE.len()],
+        }
+    }
+
     pub fn validate(&self) -> Result<(), SpaceError> {
         if self.stages.len() != STAGE_BASE.len() {
             return Err(SpaceError(format!(

@@ -10,6 +10,8 @@
 //!   its input (kept for the weight gradient), its output before BN and after the activation
 //!   (kept by BN and the activation), times the batch; plus the backward's two largest live
 //!   activation gradients;
+//! - **data**: with `data.on_device`, the training set's resident copy (bytes, padded for the
+//!   crop; the files' image counts — a VOC folder's is not known before it is read, and counts 0);
 //! - **workspace**: what Add's backward and cuDNN take beyond that, 128 MiB (the ATen
 //!   formulation's pairwise block and its copy, where the tiled kernels cannot run; cuDNN's
 //!   workspace otherwise).
@@ -30,13 +32,43 @@ pub const WORKSPACE_BYTES: u64 = 128 << 20;
 pub struct MemoryEstimate {
     pub state: u64,
     pub activations: u64,
+    pub data: u64,
     pub workspace: u64,
 }
 
 impl MemoryEstimate {
     pub fn total(&self) -> u64 {
-        self.state + self.activations + self.workspace
+        self.state + self.activations + self.data + self.workspace
     }
+}
+
+/// Bytes of the training set's resident copy (`data.on_device`), from the config alone.
+fn resident_bytes(cfg: &Config) -> u64 {
+    use crate::spec::config::DatasetName;
+    let d = &cfg.data;
+    if !d.on_device {
+        return 0;
+    }
+    let images = match d.dataset {
+        DatasetName::Synthetic => d.synthetic_train,
+        DatasetName::FashionMnist => 60_000,
+        DatasetName::Cifar10 | DatasetName::Cifar100 => 50_000,
+        DatasetName::FashionMnistScenes => d.scenes_train,
+        DatasetName::Voc => 0,
+    };
+    let images = if d.train_subset > 0 {
+        images.min(d.train_subset)
+    } else {
+        images
+    };
+    let (c, side, _) = d.input_shape();
+    let padded = (side + 8) as u64 * (side + 8) as u64;
+    let target = if cfg.model.task == crate::spec::config::Task::Segmentation {
+        padded
+    } else {
+        8
+    };
+    images as u64 * (c as u64 * padded + target)
 }
 
 /// Bytes of one pass's saved activations and its backward's live gradients, per image.
@@ -72,6 +104,7 @@ pub fn estimate(cfg: &Config) -> MemoryEstimate {
     MemoryEstimate {
         state: u64::try_from(weights).unwrap_or(0) * 4 * 4,
         activations: batch * pass_bytes(&tiny).max(pass_bytes(&aug)),
+        data: resident_bytes(cfg),
         workspace: WORKSPACE_BYTES,
     }
 }
@@ -151,6 +184,12 @@ mod tests {
             "train.batch_size=64",
         ]));
         assert!(aug.activations > small.activations, "{aug:?} vs {small:?}");
+        // The resident training set: 10,000 synthetic 3 × 40 × 40 images with labels, or none.
+        assert_eq!(small.data, 10_000 * (3 * 40 * 40 + 8));
+        let off = estimate(&config(
+            &[&base[..], &["train.batch_size=64", "data.on_device=false"]].concat(),
+        ));
+        assert_eq!(off.data, 0);
         let micro = estimate(&config(&[
             "data.dataset=synthetic",
             "model.name=micro",
@@ -166,6 +205,7 @@ mod tests {
         let cell = MemoryEstimate {
             state: 1 << 30,
             activations: 1 << 30,
+            data: 0,
             workspace: 0,
         };
         let cells = [cell; 12];

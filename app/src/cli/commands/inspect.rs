@@ -380,11 +380,12 @@ fn hw_report(
         let mem = train::memory::estimate(cfg);
         let mib = |b: u64| b as f64 / 1048576.0;
         println!(
-            "  training memory per run (estimate, batch {}): {:.0} MiB = weights, gradients, momentum {:.0} + activations {:.0} + workspace {:.0}",
+            "  training memory per run (estimate, batch {}): {:.0} MiB = weights, gradients, momentum {:.0} + activations {:.0} + training set on a GPU {:.0} + workspace {:.0}",
             cfg.train.batch_size,
             mib(mem.total()),
             mib(mem.state),
             mib(mem.activations),
+            mib(mem.data),
             mib(mem.workspace)
         );
         if per_layer {
