@@ -9,9 +9,10 @@
 //   forward  Y[n,o,l] = -sum_k |P[n,k,l] - F[o,k]|       P = the patch matrix (im2col, 0 in padding)
 //   dX       dX[n,c,y,x] = sum over the (i,j,o) whose output reads (y,x) of dY[n,o,..] * clamp(F[o,c,i,j] - X[n,c,y,x], -1, 1)
 //
-// Forward is a GEMM with |a - b| in place of a*b: a block computes a TO x TL tile of one sample's
-// (and group's) output, walking K in steps of TK through two tiles in shared memory, each thread
-// accumulating a 4 x 4 micro-tile in registers. P is never formed: each tile loads its patch
+// Forward is a GEMM with |a - b| in place of a*b: a block computes a TO x TL tile of one group's
+// output — TO channels by TL columns, a column being one (sample, position) of the whole batch,
+// so that late layers' small maps still fill a tile — walking K in steps of TK through two tiles
+// in shared memory, each thread accumulating a 4 x 4 micro-tile in registers. P is never formed: each tile loads its patch
 // values straight from X (implicit im2col). Where a group has few output channels (depthwise)
 // that tile would be mostly empty, so each output element is its own thread (`direct`).
 // dX needs no scatter: an input pixel's patch value is the pixel itself, so its gradient is one
@@ -54,11 +55,12 @@ SA_FN i64 div_up(i64 a, i64 b) { return (a + b - 1) / b; }
 // Whether one sample's sizes fit the kernels' 32-bit index arithmetic.
 SA_FN bool fits(const Geo& g) {
   const i64 limit = 0x7fffffffLL;
-  return g.c * g.h * g.w < limit && g.o * g.l < limit && g.k < limit && g.o * g.k < limit;
+  return g.c * g.h * g.w < limit && g.o * g.l < limit && g.k < limit && g.o * g.k < limit && g.n * g.l < limit;
 }
 
-// Blocks of the tiled forward: one per (sample, group, position tile, channel tile).
-SA_FN i64 tiled_blocks(const Geo& g) { return g.n * g.groups * div_up(g.l, TL) * div_up(g.og, TO); }
+// Blocks of the tiled forward: one per (group, column tile, channel tile); columns run over the
+// batch's (sample, position) pairs.
+SA_FN i64 tiled_blocks(const Geo& g) { return g.groups * div_up(g.n * g.l, TL) * div_up(g.og, TO); }
 
 // P[n, grp, k, l]: X at the input pixel that output position l reads through weight tap k.
 // Index arithmetic within one sample is 32-bit (the launcher checks a sample's sizes fit): a
@@ -73,22 +75,19 @@ SA_FN T patch(const T* x, const Geo& g, i64 n, i64 grp, int k, int l) {
   return x[((n * g.c + grp * g.cg + c) * g.h + iy) * g.w + ix];
 }
 
-// A block's place: which sample, group, first output channel (in the group) and first position.
+// A block's place: its group, first output channel (in the group) and first column.
 struct Tile {
-  i64 n, grp, o0, l0;
+  i64 grp, o0, col0;
 };
 
 SA_FN Tile tile_of(const Geo& g, i64 block) {
-  const i64 lt = div_up(g.l, TL), ot = div_up(g.og, TO);
+  const i64 ct = div_up(g.n * g.l, TL), ot = div_up(g.og, TO);
   Tile t;
-  const i64 bl = block % lt;
-  i64 rest = block / lt;
-  const i64 bo = rest % ot;
-  rest /= ot;
-  t.grp = rest % g.groups;
-  t.n = rest / g.groups;
-  t.o0 = bo * TO;
-  t.l0 = bl * TL;
+  const i64 bc = block % ct;
+  const i64 rest = block / ct;
+  t.o0 = (rest % ot) * TO;
+  t.grp = rest / ot;
+  t.col0 = bc * TL;
   return t;
 }
 
@@ -103,8 +102,13 @@ SA_FN void load(int tid, const T* x, const T* f, const Geo& g, const Tile& t, i6
   }
   for (int e = tid; e < TK * TL; e += THREADS) {
     const int ll = e % TL, kk = e / TL;
-    const i64 l = t.l0 + ll, k = k0 + kk;
-    xs[kk * TL + ll] = (l < g.l && k < g.k) ? patch(x, g, t.n, t.grp, (int)k, (int)l) : T(0);
+    const i64 col = t.col0 + ll, k = k0 + kk;
+    T v = T(0);
+    if (col < g.n * g.l && k < g.k) {
+      const int c32 = (int)col, l32 = (int)g.l, n = c32 / l32;  // the launcher checks n * l fits 32 bits
+      v = patch(x, g, n, t.grp, (int)k, c32 - n * l32);
+    }
+    xs[kk * TL + ll] = v;
   }
 }
 
@@ -133,8 +137,10 @@ SA_FN void store(int tid, const T* acc, T* y, const Geo& g, const Tile& t) {
     const i64 o = t.o0 + ty + SIDE * a;
     if (o >= g.og) continue;
     for (int b = 0; b < MICRO; ++b) {
-      const i64 l = t.l0 + tx + SIDE * b;
-      if (l < g.l) y[(t.n * g.o + t.grp * g.og + o) * g.l + l] = -acc[a * MICRO + b];
+      const i64 col = t.col0 + tx + SIDE * b;
+      if (col >= g.n * g.l) continue;
+      const int c32 = (int)col, l32 = (int)g.l, n = c32 / l32, l = c32 - n * l32;
+      y[((i64)n * g.o + t.grp * g.og + o) * g.l + l] = -acc[a * MICRO + b];
     }
   }
 }
