@@ -21,8 +21,5 @@ pub mod store;
 pub mod study;
 pub mod train;
 
-#[cfg(test)]
-mod test_alone;
-
 pub use spec::config::Config;
 pub use store::RunId;

@@ -555,7 +555,7 @@ mod tests {
     /// binary so that no other test allocates meanwhile.
     #[test]
     fn tiled_kernels_stay_within_their_memory_bound() {
-        if !crate::test_alone::alone(
+        if !crate::host::test_alone(
             "ops::adder::tests::tiled_kernels_stay_within_their_memory_bound",
         ) {
             return;

@@ -1043,7 +1043,7 @@ fn train_here(
 /// check runs in a child process of this test binary, alone.
 #[test]
 fn a_run_draws_nothing_from_torchs_generators_after_its_seeded_init() {
-    if !crate::test_alone::alone(
+    if !crate::host::test_alone(
         "train::tests::a_run_draws_nothing_from_torchs_generators_after_its_seeded_init",
     ) {
         return;
