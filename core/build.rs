@@ -51,8 +51,13 @@ fn main() {
             .define("GLOG_USE_GLOG_EXPORT", None);
         b
     };
-    // Exact rounding: no fast-math here.
-    base().file("csrc/shift.cpp").compile("shiftadd_shift");
+    // Exact rounding: no fast-math here. -fno-trapping-math changes no value (the default
+    // rounding mode stays, nothing is reassociated); it lets GCC turn the 16.16 rounding's select
+    // into a vector blend, which it will not do for a float add that might trap.
+    base()
+        .flag("-fno-trapping-math")
+        .file("csrc/shift.cpp")
+        .compile("shiftadd_shift");
     base().file("csrc/layout.cpp").compile("shiftadd_layout");
     base().file("csrc/bn.cpp").compile("shiftadd_bn");
     // The fused SGD update must round as the ATen ops it replaces: no contraction into FMAs.

@@ -22,12 +22,17 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// Round half to even without a libm call (so the loop vectorises): for |t| < 2^23, adding and
-// subtracting 2^23 rounds |t| to an integer in the default rounding mode; larger |t| are integers.
+// Round half to even without a libm call: for |t| < 2^23, adding and subtracting 2^23 rounds |t|
+// to an integer in the default rounding mode; larger |t| (and inf, NaN) are kept. Both sides of
+// the choice are computed and the choice is a select, not a branch: under the default
+// -ftrapping-math GCC will not if-convert a conditional float add, and the loop stayed scalar
+// (a fifth of an MF-augmented step in `perf`); as a select it runs 8 lanes at a time, with the
+// same result in every lane.
 inline float fixed_16_16(float v) {
   const float t = v * 65536.0f;
   const float a = std::fabs(t);
-  const float r = a < 8388608.0f ? (a + 8388608.0f) - 8388608.0f : a;
+  const float rounded = (a + 8388608.0f) - 8388608.0f;
+  const float r = a < 8388608.0f ? rounded : a;
   return std::copysign(r, t) * (1.0f / 65536.0f);
 }
 

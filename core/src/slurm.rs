@@ -715,7 +715,7 @@ pub fn run_task(
         identity => match reader
             .studies()?
             .into_iter()
-            .rfind(|s| s.identity == identity)
+            .rfind(|s| crate::spec::study::same_study(&s.identity, identity))
         {
             Some(s) => Some(s.id),
             None => Some(writer.create_study(&t.manifest.name, identity, &t.manifest.spec)?),

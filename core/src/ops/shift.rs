@@ -124,6 +124,46 @@ mod tests {
         let x = Tensor::randn([5000], (Kind::Float, tch::Device::Cpu)) * 100.0;
         let expected = (&x * 65536.0).round() / 65536.0;
         assert!(fixed_point_16_16(&x).equal(&expected));
+        // Ties (to even), either side of 2^23 / 2^16, signed zeros, inf and NaN, bit for bit, at
+        // every offset of the vector loop (its 8-lane body and scalar tail).
+        let u = 1.0f32 / 65536.0;
+        let edge = [
+            0.5 * u,
+            1.5 * u,
+            2.5 * u,
+            -0.5 * u,
+            -2.5 * u,
+            127.99998,
+            128.0,
+            128.00002,
+            4096.5,
+            -4096.5,
+            3.0e38,
+            0.0,
+            -0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            1e-30,
+        ];
+        for skip in 0..9 {
+            let v: Vec<f32> = edge
+                .iter()
+                .cycle()
+                .skip(skip)
+                .take(edge.len() * 3)
+                .copied()
+                .collect();
+            let got =
+                Vec::<f32>::try_from(fixed_point_16_16(&Tensor::from_slice(&v))).expect("f32");
+            for (x, g) in v.iter().zip(&got) {
+                let e = (x * 65536.0).round_ties_even() / 65536.0;
+                assert!(
+                    g.to_bits() == e.to_bits() || (g.is_nan() && e.is_nan()),
+                    "{x}: {g} vs {e}"
+                );
+            }
+        }
         assert!(
             fixed_point_16_16(&x.to_kind(Kind::Double))
                 .to_kind(Kind::Float)

@@ -311,6 +311,11 @@ impl Study {
         .to_string()
     }
 
+    /// Whether `stored`, a study row's identity, names this study (see [`same_study`]).
+    pub fn identifies(&self, stored: &str) -> bool {
+        same_study(stored, &self.identity())
+    }
+
     /// The variant `v`'s paired difference is taken against (`None`: `v` is the baseline).
     pub fn reference_of<'a>(&'a self, v: &'a Variant) -> Option<&'a str> {
         match &v.vs {
@@ -322,6 +327,26 @@ impl Study {
 }
 
 /// `section.key=value` overrides applied to `base`, as TOML again (checked as a config).
+/// Whether two study identities name the same study: equal but for the base's `train.threads`,
+/// which says how the cells train, not what they train (a cell's run is adopted whatever its
+/// thread count), so a rerun with another thread count continues the study and resumes its cells
+/// in flight rather than starting a second study beside it.
+pub fn same_study(a: &str, b: &str) -> bool {
+    a == b || matches!((identity_key(a), identity_key(b)), (Some(x), Some(y)) if x == y)
+}
+
+/// An identity with `train.threads` taken out of its base (`None`: not an identity this
+/// version wrote).
+fn identity_key(identity: &str) -> Option<serde_json::Value> {
+    let mut key: serde_json::Value = serde_json::from_str(identity).ok()?;
+    let mut base: toml::Table = toml::from_str(key.get("base")?.as_str()?).ok()?;
+    if let Some(toml::Value::Table(train)) = base.get_mut("train") {
+        train.remove("threads");
+    }
+    key["base"] = toml::to_string(&base).ok()?.into();
+    Some(key)
+}
+
 fn apply_sets(base: &str, sets: &[String]) -> Result<String, ConfigError> {
     if sets.is_empty() {
         return Ok(base.to_owned());
@@ -790,6 +815,35 @@ set = { "ops.kind" = "mult" }
             ..s.clone()
         };
         assert_ne!(s.identity(), other.identity());
+        assert!(!s.identifies(&other.identity()));
+    }
+
+    #[test]
+    fn a_thread_count_does_not_make_another_study() {
+        let text = "name = \"s\"\nseeds = [0, 1]\n[config.train]\nepochs = 1\n\n\
+                    [[variant]]\nname = \"mult\"\nset = { \"ops.kind\" = \"mult\" }\n";
+        let load = |sets: &[&str]| {
+            let sets: Vec<String> = sets.iter().map(|s| (*s).to_owned()).collect();
+            Study::parse(text, "t.toml", Path::new("."), &sets).expect("study")
+        };
+        let (plain, one, two) = (
+            load(&[]),
+            load(&["train.threads=1"]),
+            load(&["train.threads=2"]),
+        );
+        assert_ne!(
+            plain.identity(),
+            one.identity(),
+            "the base records the override"
+        );
+        assert!(plain.identifies(&one.identity()) && one.identifies(&two.identity()));
+        assert!(two.identifies(&plain.identity()));
+        let epochs = load(&["train.epochs=2"]);
+        assert!(
+            !plain.identifies(&epochs.identity()),
+            "what is trained still counts"
+        );
+        assert!(!plain.identifies("not json"));
     }
 
     #[test]

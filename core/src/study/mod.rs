@@ -124,7 +124,7 @@ fn plan<'s>(
     let existing = reader
         .studies()?
         .into_iter()
-        .rfind(|s| s.identity == identity)
+        .rfind(|s| study.identifies(&s.identity))
         .map(|s| s.id);
     let id = match existing {
         Some(id) => {

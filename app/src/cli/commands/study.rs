@@ -37,7 +37,7 @@ pub fn study(a: &StudyArgs) -> anyhow::Result<ExitCode> {
         let Some(id) = reader
             .studies()?
             .into_iter()
-            .rfind(|s| s.identity == spec.identity())
+            .rfind(|s| spec.identifies(&s.identity))
             .map(|s| s.id)
         else {
             bail!(
