@@ -4,7 +4,9 @@
 # (`paper-remap`, `paper-main`, `add-aug-factors`, `add-remap-direct`, `add-wd`, `add-aug-bn`)
 # have finished: the committed results database holds them, and rerunning them trains nothing.
 # Then issue 41's: `aug-control` (the positive control: NetAug on Mult, and the Shift pair at six
-# seeds), then `add-operating-point` (an Add parameterisation where both models learn).
+# seeds), then `add-operating-point` (an Add parameterisation where both models learn), then
+# `aug-control-mbv2tiny` (the control's pairs on mbv2-tiny: item 6, for when micro cannot show
+# augmentation gains; days of this CPU).
 #
 # A new database starts from the committed results (`experiments/results/paper.db.gz`); whatever
 # way the queue ends — finished, failed, or a study stopped (SIGTERM: its runs checkpoint where
@@ -28,7 +30,7 @@ if [[ ! -e $db ]]; then
 fi
 status=0
 for study in paper-remap paper-main add-aug-factors add-remap-direct add-wd add-aug-bn \
-    aug-control add-operating-point; do
+    aug-control add-operating-point aug-control-mbv2tiny; do
     echo "paper-queue: $study ($(date -u +%H:%M) UTC)" >&2
     "$bin" study "experiments/studies/$study.toml" --db "$db" || { status=$?; break; }
 done
