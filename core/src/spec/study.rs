@@ -326,7 +326,6 @@ impl Study {
     }
 }
 
-/// `section.key=value` overrides applied to `base`, as TOML again (checked as a config).
 /// Whether two study identities name the same study: equal but for the base's `train.threads`,
 /// which says how the cells train, not what they train (a cell's run is adopted whatever its
 /// thread count), so a rerun with another thread count continues the study and resumes its cells
@@ -347,6 +346,7 @@ fn identity_key(identity: &str) -> Option<serde_json::Value> {
     Some(key)
 }
 
+/// `section.key=value` overrides applied to `base`, as TOML again (checked as a config).
 fn apply_sets(base: &str, sets: &[String]) -> Result<String, ConfigError> {
     if sets.is_empty() {
         return Ok(base.to_owned());
