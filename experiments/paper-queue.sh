@@ -5,7 +5,8 @@
 # have finished: the committed results database holds them, and rerunning them trains nothing.
 # Then issue 41's: `aug-control` (the positive control: NetAug on Mult, and the Shift pair at six
 # seeds), then `add-operating-point` (an Add parameterisation where both models learn), then
-# `aug-control-mbv2tiny` (the control's pairs on mbv2-tiny: item 6, for when micro cannot show
+# `add-remap-operating-point` (the remaps at the operating point it found, picked on validation by
+# `experiments/operating_point.py`), then `aug-control-mbv2tiny` (the control's pairs on mbv2-tiny: item 6, for when micro cannot show
 # augmentation gains; days of this CPU).
 #
 # A new database starts from the committed results (`experiments/results/paper.db.gz`); whatever
@@ -30,9 +31,16 @@ if [[ ! -e $db ]]; then
 fi
 status=0
 for study in paper-remap paper-main add-aug-factors add-remap-direct add-wd add-aug-bn \
-    aug-control add-operating-point aug-control-mbv2tiny; do
+    aug-control add-operating-point add-remap-operating-point aug-control-mbv2tiny; do
     echo "paper-queue: $study ($(date -u +%H:%M) UTC)" >&2
-    "$bin" study "experiments/studies/$study.toml" --db "$db" || { status=$?; break; }
+    sets=()
+    if [[ $study == add-remap-operating-point ]]; then
+        # The operating point add-operating-point found (its best augmented variant on validation).
+        mapfile -t op < <(python3 experiments/operating_point.py --db "$db" --shiftadd "$bin")
+        [[ ${#op[@]} -gt 0 ]] || { status=1; break; }
+        sets=("${op[@]/#/--set=}")
+    fi
+    "$bin" study "experiments/studies/$study.toml" --db "$db" "${sets[@]}" || { status=$?; break; }
 done
 [[ $status -eq 0 ]] && echo "paper-queue: all finished ($(date -u +%H:%M) UTC)" >&2
 "$bin" compact "$results" --db "$db" || exit $?
