@@ -149,8 +149,8 @@ fn the_deployment_card_shows_the_integer_programs_report() {
     };
     let report = IntReport {
         run: 1,
-        act_bits: 16,
-        bn_shifts: 0,
+        act_bits: 8,
+        bn_shifts: 2,
         export_top1: 0.885,
         test: Agreement {
             images: 300,
@@ -218,6 +218,28 @@ fn the_deployment_card_shows_the_integer_programs_report() {
         has_label(h, "Make again"),
         "a report is there: the button makes it again"
     );
+    // The options beside the button are the ones the shown program was made with.
+    let chosen: Vec<String> = h
+        .query_all_by_role(egui::accesskit::Role::ComboBox)
+        .filter_map(|n| n.accesskit_node().value())
+        .collect();
+    assert!(
+        chosen.iter().any(|v| v == "BN: 2 shifts"),
+        "the requantisation of the shown program: {chosen:?}"
+    );
+    assert_eq!(
+        h.get_by_label("8-bit activations").accesskit_node().toggled(),
+        Some(egui::accesskit::Toggled::True),
+        "the shown program has 8-bit activations"
+    );
+    // Every layer of the multiplications chart is named on its axis.
+    let ticks = shiftadd_app::gui::widgets::plot::TickLog::read(&h.ctx);
+    let names: Vec<String> = ticks
+        .iter()
+        .find(|(id, axis, _)| id == "run1-deploy-mul" && *axis == 0)
+        .map(|(_, _, t)| t.labels.iter().map(|l| l.trim().to_owned()).collect())
+        .unwrap_or_default();
+    assert_eq!(names, ["stem.conv", "blocks.0.dw", "fc"], "{ticks:?}");
     // Run 2 has none: the card offers to make it.
     let mut g = hardware_app(&db, 2);
     wait_for(&mut g.harness, "the offer", |h| {

@@ -52,6 +52,9 @@ pub struct HardwareView {
     /// Signed powers of two of the MF layers' BN multipliers (0: a multiplier).
     pub deploy_shifts: u32,
     pub deploy_8bit: bool,
+    /// The run whose integer program last set those options: a run's card opens showing how its
+    /// program was made, and the user's changes stand until another run is shown.
+    deploy_options_of: Option<RunId>,
 }
 
 /// Totals of one model from its per-layer rows.
@@ -188,6 +191,13 @@ impl HardwareView {
             .get(&run)
             .and_then(|j| j.outcome.as_ref())
             .and_then(|o| o.as_ref().err().cloned());
+        if self.deploy_options_of != Some(run)
+            && let Some(r) = vcx.searches.report(run)
+        {
+            self.deploy_shifts = r.bn_shifts;
+            self.deploy_8bit = r.act_bits <= 8;
+            self.deploy_options_of = Some(run);
+        }
         ui.horizontal(|ui| {
             ui.strong("Deployment without multipliers");
             if let Some(last) = &running {
@@ -562,19 +572,29 @@ fn deploy_card(
         .allow_zoom(false)
         .allow_scroll(false)
         .y_axis_label("multiplications")
-        .x_axis_formatter(crate::gui::widgets::plot::logged(
-            ui.ctx(),
-            &id,
-            0,
-            false,
-            move |m, _| {
-                let i = m.value.round();
-                if (m.value - i).abs() > 1e-6 || i < 0.0 {
-                    return String::new();
-                }
-                names.get(i as usize).cloned().unwrap_or_default()
-            },
-        ))
+        // Every layer named: one mark per bar, names on alternate lines, each given two bars'
+        // width (egui_plot drops a label wider than its mark's spacing).
+        .x_grid_spacer(|g| crate::gui::widgets::plot::slot_marks(&g, 2.0))
+        .custom_x_axes(vec![
+            egui_plot::AxisHints::new_x()
+                .label_spacing(10.0..=20.0)
+                .formatter(crate::gui::widgets::plot::logged(
+                    ui.ctx(),
+                    &id,
+                    0,
+                    false,
+                    move |m, _| {
+                        let i = m.value.round();
+                        if (m.value - i).abs() > 1e-6 || i < 0.0 {
+                            return String::new();
+                        }
+                        names
+                            .get(i as usize)
+                            .map(|n| crate::gui::widgets::plot::staggered(i as usize, n))
+                            .unwrap_or_default()
+                    },
+                )),
+        ])
         .y_axis_formatter(crate::gui::widgets::plot::logged(
             ui.ctx(),
             &id,

@@ -1002,15 +1002,7 @@ fn means_axes<'a>(
         };
         name_of(flipped, r)
     };
-    let every_variant = |g: egui_plot::GridInput| {
-        let (lo, hi) = g.bounds;
-        (lo.ceil() as i64..=hi.floor() as i64)
-            .map(|i| GridMark {
-                value: i as f64,
-                step_size: 1.0,
-            })
-            .collect()
-    };
+    let every_variant = |g: egui_plot::GridInput| crate::gui::widgets::plot::slot_marks(&g, 1.0);
     // The hover says what the variant measured, not where the pointer is.
     let hover_texts: Vec<String> = table.rows.iter().map(|r| means_hover(r, k)).collect();
     let (slots, pick) = (

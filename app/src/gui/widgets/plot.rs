@@ -162,6 +162,29 @@ pub fn whole_marks(marks: Vec<GridMark>, unit: f64) -> Vec<GridMark> {
         .collect()
 }
 
+/// One grid mark per whole value in view — the slots of a chart of named bars — each marked as
+/// spanning `span` slots, which is the room egui_plot gives its label (a label wider than its
+/// mark's spacing is not drawn). With [`staggered`] names, `span` 2 labels every slot.
+pub fn slot_marks(input: &GridInput, span: f64) -> Vec<GridMark> {
+    let (lo, hi) = input.bounds;
+    (lo.ceil() as i64..=hi.floor() as i64)
+        .map(|i| GridMark {
+            value: i as f64,
+            step_size: span,
+        })
+        .collect()
+}
+
+/// Slot `i`'s name on the axis' first line (even `i`) or second (odd), so that each name may be
+/// two slots wide without running into its neighbours'.
+pub fn staggered(i: usize, name: &str) -> String {
+    if i % 2 == 1 {
+        format!("\n{name}")
+    } else {
+        name.to_owned()
+    }
+}
+
 /// Log axes: ticks at whole decades when the range spans several, else the 1-2-5 marks.
 pub fn log_grid(input: &GridInput, label_px: f64) -> Vec<GridMark> {
     let marks = nice_grid(input, label_px);
@@ -1065,6 +1088,23 @@ pub fn band_plot(ui: &mut egui::Ui, id: &str, y_label: &str, groups: &[Group], h
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_slot_in_view_gets_a_mark_and_neighbours_alternate_lines() {
+        let input = GridInput {
+            bounds: (-0.6, 11.6),
+            base_step_size: 0.05,
+        };
+        let marks = slot_marks(&input, 2.0);
+        let values: Vec<f64> = marks.iter().map(|m| m.value).collect();
+        assert_eq!(values, (0..=11).map(f64::from).collect::<Vec<_>>());
+        assert!(marks.iter().all(|m| m.step_size == 2.0));
+        let lines: Vec<usize> = (0..4)
+            .map(|i| staggered(i, "blocks.0.dw").lines().count())
+            .collect();
+        assert_eq!(lines, [1, 2, 1, 2]);
+        assert_eq!(staggered(3, "fc").trim_start(), "fc");
+    }
 
     #[test]
     fn decimate_keeps_extremes_per_bucket_and_bounds_size() {
