@@ -228,7 +228,9 @@ fn the_deployment_card_shows_the_integer_programs_report() {
         "the requantisation of the shown program: {chosen:?}"
     );
     assert_eq!(
-        h.get_by_label("8-bit activations").accesskit_node().toggled(),
+        h.get_by_label("8-bit activations")
+            .accesskit_node()
+            .toggled(),
         Some(egui::accesskit::Toggled::True),
         "the shown program has 8-bit activations"
     );

@@ -107,6 +107,72 @@ pub fn cell(row: &RunRow, col: &Col, hw: HwModel) -> Cell {
     }
 }
 
+/// What a folded group's row shows in column `col`, from its runs as listed: how many runs are
+/// in each status; the value they share, or their distinct values when there are a few; the
+/// range of a number (and how many runs have one). A header does not average across a study's
+/// variants.
+pub fn group_cell(members: &[&RunRow], col: &Col, hw: HwModel) -> String {
+    if members.is_empty() {
+        return String::new();
+    }
+    if *col == Col::Status {
+        let mut counts: Vec<(&str, usize)> = Vec::new();
+        for r in members {
+            let s = r.summary.status.as_str();
+            match counts.iter_mut().find(|(k, _)| *k == s) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((s, 1)),
+            }
+        }
+        counts.sort_by_key(|&(k, n)| (std::cmp::Reverse(n), k));
+        return counts
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect::<Vec<_>>()
+            .join(" · ");
+    }
+    let cells: Vec<Cell> = members.iter().map(|r| cell(r, col, hw)).collect();
+    let nums: Vec<f64> = cells.iter().filter_map(|c| c.num).collect();
+    if !nums.is_empty() && !matches!(col, Col::Seed) {
+        let (lo, hi) = nums
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+                (a.min(*v), b.max(*v))
+            });
+        let text_of = |v: f64| {
+            cells
+                .iter()
+                .find(|c| c.num == Some(v))
+                .map(|c| c.text.clone())
+                .unwrap_or_default()
+        };
+        let range = if lo == hi {
+            text_of(lo)
+        } else {
+            format!("{} – {}", text_of(lo), text_of(hi))
+        };
+        return if nums.len() == cells.len() {
+            range
+        } else {
+            format!("{range} ({} of {})", nums.len(), cells.len())
+        };
+    }
+    let mut distinct: Vec<&str> = Vec::new();
+    for c in &cells {
+        if !distinct.contains(&c.text.as_str()) {
+            distinct.push(&c.text);
+        }
+    }
+    if matches!(col, Col::Seed) {
+        distinct.sort_by_key(|t| t.parse::<i64>().unwrap_or(i64::MAX));
+    }
+    if distinct.len() <= 3 {
+        distinct.join(", ")
+    } else {
+        format!("{} values", distinct.len())
+    }
+}
+
 /// The runs that pass the filter (and the archived toggle), in the chosen order.
 pub fn sorted<'a>(
     rows: &'a [RunRow],
@@ -255,6 +321,32 @@ pub fn lines(rows: &[&RunRow], fold: bool, open: &HashSet<Group>) -> Vec<Line> {
     out
 }
 
+/// The cells of every group header among `lines`, in `columns`' order.
+fn group_cells(
+    rows: &[&RunRow],
+    lines: &[Line],
+    columns: &[Col],
+    hw: HwModel,
+) -> HashMap<Group, Vec<String>> {
+    let headed: HashSet<Group> = lines
+        .iter()
+        .filter_map(|l| match l {
+            Line::Header { group, .. } => Some(*group),
+            Line::Run { .. } => None,
+        })
+        .collect();
+    let mut members: HashMap<Group, Vec<&RunRow>> = HashMap::new();
+    for r in rows {
+        if let Some(g) = Group::of(r).filter(|g| headed.contains(g)) {
+            members.entry(g).or_default().push(r);
+        }
+    }
+    members
+        .into_iter()
+        .map(|(g, m)| (g, columns.iter().map(|c| group_cell(&m, c, hw)).collect()))
+        .collect()
+}
+
 /// A dialog over the table.
 #[derive(Debug, Clone, PartialEq)]
 enum Dialog {
@@ -271,6 +363,8 @@ struct Layout {
     /// Row ids in display order, and the lines.
     ids: Vec<RunId>,
     lines: Vec<Line>,
+    /// Each folded group's row: its cell in each chosen column ([`group_cell`]).
+    groups: HashMap<Group, Vec<String>>,
     error: Option<String>,
     /// [`Filter::hints`] of the filter.
     hints: Vec<String>,
@@ -299,12 +393,18 @@ impl RunsView {
         open.sort();
         let key = (data.runs_version, settings.clone(), open, hw);
         if self.layout.as_ref().is_none_or(|l| l.key != key) {
-            let (ids, lines, error) = match sorted(&data.runs, settings, hw) {
+            let (ids, lines, groups, error) = match sorted(&data.runs, settings, hw) {
                 Ok(rows) => {
                     let lines = lines(&rows, settings.fold, &self.open);
-                    (rows.iter().map(|r| r.summary.id).collect(), lines, None)
+                    let groups = group_cells(&rows, &lines, &settings.columns, hw);
+                    (
+                        rows.iter().map(|r| r.summary.id).collect(),
+                        lines,
+                        groups,
+                        None,
+                    )
                 }
-                Err(e) => (Vec::new(), Vec::new(), Some(e)),
+                Err(e) => (Vec::new(), Vec::new(), HashMap::new(), Some(e)),
             };
             let hints = Filter::parse(&settings.filter)
                 .map(|f| f.hints())
@@ -313,6 +413,7 @@ impl RunsView {
                 key,
                 ids,
                 lines,
+                groups,
                 error,
                 hints,
             });
@@ -347,7 +448,11 @@ impl RunsView {
             markdown::label(ui, &line, Some(ui.visuals().error_fg_color));
             return;
         }
-        let (ids, lines) = (layout.ids.clone(), layout.lines.clone());
+        let (ids, lines, groups) = (
+            layout.ids.clone(),
+            layout.lines.clone(),
+            layout.groups.clone(),
+        );
         // What the filter probably did not mean (worked out with the layout, not every frame).
         for hint in &layout.hints {
             ui.colored_label(ui.visuals().warn_fg_color, hint);
@@ -356,7 +461,7 @@ impl RunsView {
             ui.colored_label(ui.visuals().warn_fg_color, note);
         }
         match_summary(ui, &ids, &lines, data.runs.len());
-        let clicks = self.table(ui, &ids, &lines, data, persisted, commands);
+        let clicks = self.table(ui, (&ids, &lines, &groups), data, persisted, commands);
         if let Some(by) = clicks.sort {
             sort_by(&mut persisted.runs, by);
         }
@@ -378,8 +483,7 @@ impl RunsView {
     fn table(
         &mut self,
         ui: &mut egui::Ui,
-        ids: &[RunId],
-        lines: &[Line],
+        (ids, lines, groups): (&[RunId], &[Line], &HashMap<Group, Vec<String>>),
         data: &DataCache,
         persisted: &mut Persisted,
         commands: &mut Vec<Command>,
@@ -391,6 +495,7 @@ impl RunsView {
         let rows = TableRows {
             ids,
             lines,
+            groups,
             data,
             y,
         };
@@ -500,14 +605,8 @@ impl RunsView {
                         Line::Header { group, members } => {
                             let open = self.open.contains(&group);
                             let title = group_title(group, members, &data.study_names);
-                            group_row(
-                                &mut row,
-                                part,
-                                (group, title),
-                                open,
-                                &settings.columns,
-                                clicks,
-                            );
+                            let cells = rows.groups.get(&group).map_or(&[][..], Vec::as_slice);
+                            group_row(&mut row, part, (group, title), open, cells, clicks);
                         }
                         Line::Run {
                             index: i,
@@ -1092,6 +1191,7 @@ enum Part {
 struct TableRows<'a> {
     ids: &'a [RunId],
     lines: &'a [Line],
+    groups: &'a HashMap<Group, Vec<String>>,
     data: &'a DataCache,
     y: f32,
 }
@@ -1152,12 +1252,15 @@ fn group_row(
     part: Part,
     (group, what): (Group, String),
     open: bool,
-    columns: &[Col],
+    cells: &[String],
     clicks: &mut TableClicks,
 ) {
     if part == Part::Chosen {
-        for _ in columns {
-            row.col(|_| {});
+        for text in cells {
+            row.col(|ui| {
+                ui.label(egui::RichText::new(text).italics())
+                    .on_hover_text(text);
+            });
         }
         return;
     }
@@ -1332,6 +1435,44 @@ mod tests {
             }
         );
         assert_eq!(lines(&refs, false, &HashSet::new()).len(), 7);
+    }
+
+    /// A folded study's row fills the chosen columns: status counts, the value its runs share
+    /// or their few distinct values, a number's range — never a mean across variants.
+    #[test]
+    fn a_folded_groups_row_summarises_its_runs_in_each_column() {
+        let mut rows: Vec<RunRow> = (1..=5).map(|i| row(i, "cell", "study,study7")).collect();
+        rows[4].summary.status = shiftadd_core::store::Status::Running;
+        for (i, r) in rows.iter_mut().enumerate() {
+            r.summary.seed = (4 - i as i64) % 3;
+            r.summary.operator = ["add", "shift", "mult", "add", "shift"][i].into();
+            r.summary.test_top1 = (i < 4).then_some(0.85 + 0.01 * i as f64);
+        }
+        rows[3].summary.model = "mbv2-tiny".into();
+        let refs: Vec<&RunRow> = rows.iter().collect();
+        let hw = HwModel::Shiftaddnas;
+        let at = |c: Col| group_cell(&refs, &c, hw);
+        assert_eq!(at(Col::Status), "4 finished · 1 running");
+        assert_eq!(at(Col::Data), "synthetic", "the value they share");
+        assert_eq!(at(Col::Model), "micro, mbv2-tiny");
+        assert_eq!(at(Col::Op), "add, shift, mult");
+        assert_eq!(at(Col::Seed), "0, 1, 2", "seeds in order");
+        // One run has no test figure yet: the range says it covers four of the five.
+        assert_eq!(at(Col::Test), "85.00 – 88.00 (4 of 5)");
+        assert_eq!(group_cell(&refs[..4], &Col::Test, hw), "85.00 – 88.00");
+        assert_eq!(group_cell(&refs[..1], &Col::Test, hw), "85.00");
+        // The cells come with the layout, for the headers shown only.
+        let lines = lines(&refs, true, &HashSet::new());
+        let cells = group_cells(&refs, &lines, &[Col::Status, Col::Model], hw);
+        assert_eq!(
+            cells.get(&Group::Study(7)).map(Vec::as_slice),
+            Some(
+                &[
+                    "4 finished · 1 running".to_owned(),
+                    "micro, mbv2-tiny".to_owned()
+                ][..]
+            )
+        );
     }
 
     /// A fold row names its study (it said "study 7" alone, and a researcher had to look the
